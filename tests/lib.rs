@@ -1,0 +1,152 @@
+//! Shared helpers for the integration tests: finding the `pathtrace` binary,
+//! running it against a lab, and reading its JSON Lines.
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The binary under test: `PATHTRACE_BIN` (set by `cargo xtask test`), else
+/// the debug build next to this workspace.
+pub fn pathtrace_bin() -> PathBuf {
+    std::env::var_os("PATHTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pathtrace")
+    })
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns false, loudly, when the test can't run here.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("\n*** SKIPPED {test}: needs root (real eBPF, namespaces, Docker) ***\n");
+    false
+}
+
+/// A running `pathtrace` whose stdout is collected until it exits.
+pub struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
+    pub stderr_lines: Vec<String>,
+}
+
+fn pump(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    /// Starts `pathtrace ARGS` and waits for its "ready" line on stderr.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(pathtrace_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", pathtrace_bin().display()));
+        let stdout = pump(child.stdout.take().expect("piped stdout"));
+        let stderr = pump(child.stderr.take().expect("piped stderr"));
+        let mut run = Self { child, stdout, stderr, stderr_lines: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match run.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("[pathtrace] {line}");
+                    let ready = line.contains("ready");
+                    run.stderr_lines.push(line);
+                    if ready {
+                        return run;
+                    }
+                }
+                Err(_) => {
+                    let _ = run.child.kill();
+                    let _ = run.child.wait();
+                    panic!("pathtrace never said ready; stderr: {:?}", run.stderr_lines);
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGINT, waits for exit, returns (exit code, stdout lines).
+    pub fn stop(mut self) -> (i32, Vec<String>) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+        self.wait(Duration::from_secs(15))
+    }
+
+    /// Waits for the process to end by itself.
+    pub fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("pathtrace did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = Vec::new();
+        while let Ok(l) = self.stdout.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+        while let Ok(l) = self.stderr.try_recv() {
+            eprintln!("[pathtrace] {l}");
+            self.stderr_lines.push(l);
+        }
+        (status.code().unwrap_or(-1), lines)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses JSON Lines, failing the test on any line that isn't JSON.
+pub fn records(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+pub fn of_type<'a>(recs: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["type"] == ty).collect()
+}
+
+/// The `hop` records of one packet, in order.
+pub fn hops_of<'a>(recs: &'a [Value], packet: &Value) -> Vec<&'a Value> {
+    recs.iter()
+        .filter(|r| r["type"] == "hop" && r["packet"] == *packet)
+        .collect()
+}

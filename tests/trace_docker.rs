@@ -1,0 +1,139 @@
+//! End-to-end traces on the real-Docker lab (issue: the foundation).
+//! Each test builds its own lab with its own prefix; the lab is torn down by
+//! its `Drop`, so a failing assertion still leaves the host clean.
+use std::{net::IpAddr, os::unix::fs::MetadataExt, time::Duration};
+
+use pathtrace_tests::{hops_of, of_type, records, require_root, Running};
+use serde_json::Value;
+use tracer::lab::{self, Block, DockerMode, Lab, LabConfig};
+
+fn docker_lab(prefix: &str, block: Block) -> Lab {
+    let cfg = LabConfig { block, docker: DockerMode::Real, ..LabConfig::with_prefix(prefix) };
+    Lab::start(cfg).unwrap_or_else(|e| panic!("the real-Docker lab did not start: {e}"))
+}
+
+fn netns_inode(name: &str) -> u64 {
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("netns {name}: {e}"))
+        .ino()
+}
+
+fn connect(lab: &Lab, from: &str) -> lab::ProbeOutcome {
+    let host = IpAddr::V4(lab.addrs.host);
+    lab.tcp_connect(from, host, lab.addrs.published_port, Duration::from_millis(1500))
+}
+
+fn trace(lab: &Lab, src: IpAddr, probe_from: &str) -> Vec<Value> {
+    let src = src.to_string();
+    let run = Running::start(&["--src", &src, "--dport", "8092", "--json", "--duration", "30"]);
+    let outcome = connect(lab, probe_from);
+    eprintln!("probe from {probe_from}: {outcome:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    records(&lines)
+}
+
+#[test]
+fn client_syns_end_dropped_in_forward_with_netfilter_drop() {
+    if !require_root("client_syns_end_dropped_in_forward_with_netfilter_drop") {
+        return;
+    }
+    let lab = docker_lab("ptdrop", Block::Drop);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let packets = of_type(&recs, "packet");
+    assert!(!packets.is_empty(), "no packet records: {recs:?}");
+    let dock = netns_inode(&lab.names.dock);
+    for p in &packets {
+        assert_eq!(p["fate"], "dropped", "packet {p}");
+        assert_eq!(p["hook"], "FORWARD", "packet {p}");
+        assert_eq!(p["reason"], "NETFILTER_DROP", "packet {p}");
+        assert_eq!(p["saddr"], "192.0.2.9");
+        assert_eq!(p["dport"], 8092);
+        assert_eq!(p["netns"].as_u64(), Some(dock), "dropped in the Docker host's namespace");
+        let hops = hops_of(&recs, &p["packet"]);
+        assert!(
+            hops.iter().any(|h| h["kind"] == "rx" && h["ifname"] == "eth0" && h["netns"].as_u64() == Some(dock)),
+            "no rx on the host's eth0: {hops:?}"
+        );
+        let last = hops.last().expect("hops");
+        assert_eq!(last["kind"], "drop");
+        assert_eq!(last["dport"], 80, "DNAT rewrote 8092 → 80 before FORWARD");
+    }
+    let stats = of_type(&recs, "stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0]["tier"], "tracepoint");
+    assert_eq!(stats[0]["lost"], 0);
+}
+
+#[test]
+fn other_hosts_syns_are_delivered_through_docker0_and_the_veth() {
+    if !require_root("other_hosts_syns_are_delivered_through_docker0_and_the_veth") {
+        return;
+    }
+    let lab = docker_lab("ptok", Block::Drop);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
+    let packets = of_type(&recs, "packet");
+    let syn = packets
+        .iter()
+        .find(|p| p["fate"] == "delivered" && p["hops"].as_u64() > Some(3))
+        .unwrap_or_else(|| panic!("no delivered packet: {packets:?}"));
+    let (dock, ctr) = (netns_inode(&lab.names.dock), netns_inode(&lab.names.ctr));
+    let hops = hops_of(&recs, &syn["packet"]);
+    let at = |pred: &dyn Fn(&Value) -> bool, what: &str| {
+        hops.iter().position(|h| pred(h)).unwrap_or_else(|| panic!("no {what} in {hops:#?}"))
+    };
+    let eth0 = at(&|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "eth0" && h["kind"] == "rx", "rx on host eth0");
+    let docker0 = at(&|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "docker0", "hop on docker0");
+    let veth = at(
+        &|h| h["netns"].as_u64() == Some(dock) && h["ifname"].as_str().is_some_and(|n| n.starts_with("veth")),
+        "hop on the container's veth",
+    );
+    let inside = at(&|h| h["netns"].as_u64() == Some(ctr) && h["kind"] == "rx", "rx inside the container");
+    assert!(eth0 < docker0 && docker0 < veth && veth < inside, "hop order: {hops:#?}");
+    let last = hops.last().expect("hops");
+    assert_eq!(last["kind"], "deliver");
+    assert_eq!(last["netns"].as_u64(), Some(ctr));
+    assert_eq!(last["daddr"], lab.addrs.container.to_string());
+    assert_eq!(last["dport"], 80, "tuple rewritten to port 80");
+    assert_eq!(syn["saddr"], "192.0.2.134");
+    assert_eq!(syn["dport"], 8092);
+    assert_eq!(syn["final"]["dport"], 80);
+}
+
+#[test]
+fn traffic_outside_the_filter_yields_no_hops() {
+    if !require_root("traffic_outside_the_filter_yields_no_hops") {
+        return;
+    }
+    let lab = docker_lab("ptnone", Block::Drop);
+    let run = Running::start(&["--src", "192.0.2.77", "--dport", "8092", "--json"]);
+    let a = connect(&lab, &lab.names.client);
+    let b = connect(&lab, &lab.names.other);
+    assert_eq!(b, lab::ProbeOutcome::Connected, "the lab works");
+    assert_eq!(a, lab::ProbeOutcome::TimedOut, "the client is blocked");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0);
+    let recs = records(&lines);
+    assert!(of_type(&recs, "hop").is_empty(), "hops for unmatched traffic: {recs:?}");
+    assert!(of_type(&recs, "packet").is_empty());
+    assert_eq!(of_type(&recs, "stats").len(), 1);
+}
+
+#[test]
+fn the_lab_leaves_nothing_behind_even_when_a_test_panics() {
+    if !require_root("the_lab_leaves_nothing_behind_even_when_a_test_panics") {
+        return;
+    }
+    let before = lab::leftovers("ptpanic");
+    assert!(before.is_empty(), "leftovers before the test: {before:?}");
+    let result = std::thread::spawn(|| {
+        let _lab = docker_lab("ptpanic", Block::Drop);
+        panic!("a failing test");
+    })
+    .join();
+    assert!(result.is_err(), "the thread panicked as planned");
+    let after = lab::leftovers("ptpanic");
+    assert!(after.is_empty(), "left behind after a panic: {after:?}");
+}

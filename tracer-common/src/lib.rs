@@ -1,0 +1,195 @@
+//! The one layout shared by pathtrace's kernel programs and its userspace.
+//!
+//! Every struct is `#[repr(C)]`, has no `bool` and no implicit padding, and has
+//! its size pinned by a compile-time assertion so both sides agree.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Where in the kernel an event was recorded.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `net:netif_receive_skb` or `net:netif_rx`: the packet arrived on a device.
+    Rx = 1,
+    /// `net:net_dev_queue` / `net:net_dev_start_xmit`: the packet leaves through a device.
+    Tx = 2,
+    /// `nf_hook_slow` returned: one netfilter hook decided.
+    NfHook = 3,
+    /// `kfree_skb`: the kernel dropped the packet.
+    Drop = 4,
+    /// `consume_skb`: the kernel freed the packet after using it.
+    Consume = 5,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Rx,
+            2 => Self::Tx,
+            3 => Self::NfHook,
+            4 => Self::Drop,
+            5 => Self::Consume,
+            _ => return None,
+        })
+    }
+}
+
+/// Netfilter verdicts as `nf_hook_slow` reports them.
+pub mod verdict {
+    pub const NONE: u8 = 0;
+    pub const ACCEPT: u8 = 1;
+    pub const DROP: u8 = 2;
+    pub const STOLEN: u8 = 3;
+}
+
+/// Sentinel for "no netfilter hook known".
+pub const HOOK_NONE: u8 = 0xff;
+/// Frames of kernel stack captured with each drop, for hook inference.
+pub const STACK_DEPTH: usize = 24;
+pub const IFNAMSIZ: usize = 16;
+
+/// One packet seen at one point in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub ts_ns: u64,
+    /// `sk_buff` address: identity of the packet while it lives.
+    pub skb: u64,
+    /// Time the packet was first matched; with `skb` it names one packet.
+    pub track_id: u64,
+    /// Drop/consume location (a kernel text address), 0 when unknown.
+    pub location: u64,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Raw `enum skb_drop_reason` value (0 when unknown).
+    pub reason: u32,
+    /// `nf_hook_slow` return value, as signed.
+    pub retval: i32,
+    pub kind: u8,
+    /// `NF_INET_*` hook number, or [`HOOK_NONE`].
+    pub hook: u8,
+    /// One of [`verdict`].
+    pub verdict: u8,
+    /// 4 or 6; 0 when the packet had no IP header we could read.
+    pub ip_version: u8,
+    pub proto: u8,
+    /// `NFPROTO_*` of an `nf_hook` event.
+    pub nf_family: u8,
+    /// Number of valid frames in `stack`.
+    pub stack_len: u8,
+    /// Index of the filter that first matched this packet.
+    pub filter: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub _pad1: [u8; 3],
+    pub len: u32,
+    pub _pad2: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub ifname: [u8; IFNAMSIZ],
+    pub stack: [u64; STACK_DEPTH],
+}
+const _: () = assert!(size_of::<Event>() == 312);
+
+/// Struct member byte offsets, read from the running kernel's BTF at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub skb_head: u32,
+    pub skb_data: u32,
+    pub skb_len: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub skb_protocol: u32,
+    pub skb_network_header: u32,
+    pub skb_mac_header: u32,
+    pub dev_name: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    pub sk_net: u32,
+    pub hook_state_hook: u32,
+    pub hook_state_pf: u32,
+    pub hook_state_in: u32,
+    pub hook_state_out: u32,
+    pub hook_state_net: u32,
+    /// Size in bytes of `nf_hook_state.hook` (1 from 5.14, 4 before).
+    pub hook_state_hook_size: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Offsets>() == 80);
+
+pub mod filter_flags {
+    pub const SRC: u32 = 1 << 0;
+    pub const DST: u32 = 1 << 1;
+    pub const SPORT: u32 = 1 << 2;
+    pub const DPORT: u32 = 1 << 3;
+    pub const PROTO: u32 = 1 << 4;
+    /// Also match the reverse direction (src↔dst, sport↔dport).
+    pub const BIDIR: u32 = 1 << 5;
+    /// Track every drop regardless of the tuple filter (`pathtrace drops`).
+    pub const ALL_DROPS: u32 = 1 << 6;
+}
+
+/// One flow filter. Addresses are 16 bytes; IPv4 uses the first four.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter {
+    pub flags: u32,
+    /// 4 or 6 when an address is set, else 0.
+    pub ip_version: u8,
+    pub proto: u8,
+    pub src_prefix: u8,
+    pub dst_prefix: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<Filter>() == 48);
+
+/// Number of filters the kernel side checks (the trace uses one, `compare` two).
+pub const MAX_FILTERS: usize = 2;
+
+/// Everything the kernel programs read from the `CONFIG` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    pub offsets: Offsets,
+    pub filters: [Filter; MAX_FILTERS],
+    pub n_filters: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Config>() == 80 + 2 * 48 + 8);
+
+/// Value of the `TRACKED` map, keyed by `sk_buff` address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tracked {
+    pub track_id: u64,
+    pub filter: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Tracked>() == 16);
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Events that did not fit in the ring buffer.
+    pub const LOST: u32 = 0;
+    /// Events written to the ring buffer.
+    pub const SENT: u32 = 1;
+    /// Packets that started being tracked.
+    pub const TRACKED: u32 = 2;
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are repr(C), Copy, contain only integers and have no padding.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Offsets {}
+}

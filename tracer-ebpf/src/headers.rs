@@ -1,0 +1,174 @@
+//! Reading the IP and transport headers of an `sk_buff`, and matching them
+//! against the configured filters.
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use tracer_common::{filter_flags, Config, Filter, MAX_FILTERS};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
+
+/// Where the network header starts at a given hook.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum L3At {
+    /// On receive, the link-layer header was already pulled: `skb->data`.
+    Data,
+    /// Elsewhere `skb->network_header` is set and current.
+    NetworkHeader,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Headers {
+    pub ip_version: u8,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+#[inline(always)]
+unsafe fn rd<T: Default>(addr: u64) -> T {
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+}
+
+#[inline(always)]
+pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
+    let o = &cfg.offsets;
+    let mut h = Headers::default();
+    let protocol = u16::from_be(unsafe { rd::<u16>(skb + o.skb_protocol as u64) });
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return h;
+    }
+    let l3 = match at {
+        L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
+        L3At::NetworkHeader => {
+            let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
+            if nh == 0xffff {
+                return h;
+            }
+            let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
+            head + nh as u64
+        }
+    };
+    if l3 == 0 {
+        return h;
+    }
+    let first = unsafe { rd::<u8>(l3) };
+    let l4;
+    match first >> 4 {
+        4 => {
+            let mut ip = [0u8; 20];
+            if unsafe { bpf_probe_read_kernel_buf(l3 as *const u8, &mut ip) }.is_err() {
+                return h;
+            }
+            h.ip_version = 4;
+            h.proto = ip[9];
+            h.saddr[..4].copy_from_slice(&ip[12..16]);
+            h.daddr[..4].copy_from_slice(&ip[16..20]);
+            let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            if frag_off != 0 {
+                return h;
+            }
+            l4 = l3 + ((first & 0x0f) as u64) * 4;
+        }
+        6 => {
+            let mut ip = [0u8; 40];
+            if unsafe { bpf_probe_read_kernel_buf(l3 as *const u8, &mut ip) }.is_err() {
+                return h;
+            }
+            h.ip_version = 6;
+            h.proto = ip[6];
+            h.saddr.copy_from_slice(&ip[8..24]);
+            h.daddr.copy_from_slice(&ip[24..40]);
+            l4 = l3 + 40;
+        }
+        _ => return h,
+    }
+    match h.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
+            let mut l4h = [0u8; 14];
+            if unsafe { bpf_probe_read_kernel_buf(l4 as *const u8, &mut l4h) }.is_ok() {
+                h.sport = u16::from_be_bytes([l4h[0], l4h[1]]);
+                h.dport = u16::from_be_bytes([l4h[2], l4h[3]]);
+                if h.proto == IPPROTO_TCP {
+                    h.tcp_flags = l4h[13];
+                }
+            }
+        }
+        _ => {}
+    }
+    h
+}
+
+#[inline(always)]
+fn prefix_eq(a: &[u8; 16], b: &[u8; 16], prefix: u8) -> bool {
+    let mut i = 0usize;
+    while i < 16 {
+        let bits = (prefix as i32) - (i as i32) * 8;
+        if bits <= 0 {
+            break;
+        }
+        let mask: u8 = if bits >= 8 { 0xff } else { 0xffu8 << (8 - bits) };
+        if (a[i] ^ b[i]) & mask != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl Headers {
+    #[inline(always)]
+    fn matches_one(&self, f: &Filter, reverse: bool) -> bool {
+        let (saddr, daddr, sport, dport) = if reverse {
+            (&self.daddr, &self.saddr, self.dport, self.sport)
+        } else {
+            (&self.saddr, &self.daddr, self.sport, self.dport)
+        };
+        if f.flags & filter_flags::PROTO != 0 && self.proto != f.proto {
+            return false;
+        }
+        if f.flags & (filter_flags::SRC | filter_flags::DST) != 0 && self.ip_version != f.ip_version {
+            return false;
+        }
+        if f.flags & filter_flags::SRC != 0 && !prefix_eq(saddr, &f.saddr, f.src_prefix) {
+            return false;
+        }
+        if f.flags & filter_flags::DST != 0 && !prefix_eq(daddr, &f.daddr, f.dst_prefix) {
+            return false;
+        }
+        if f.flags & filter_flags::SPORT != 0 && sport != f.sport {
+            return false;
+        }
+        if f.flags & filter_flags::DPORT != 0 && dport != f.dport {
+            return false;
+        }
+        true
+    }
+
+    /// Index of the first filter this packet matches.
+    #[inline(always)]
+    pub fn matches(&self, cfg: &Config) -> Option<u32> {
+        if self.ip_version == 0 {
+            return None;
+        }
+        let mut i = 0usize;
+        while i < MAX_FILTERS {
+            if (i as u32) >= cfg.n_filters {
+                break;
+            }
+            let f = &cfg.filters[i];
+            if self.matches_one(f, false)
+                || (f.flags & filter_flags::BIDIR != 0 && self.matches_one(f, true))
+            {
+                return Some(i as u32);
+            }
+            i += 1;
+        }
+        None
+    }
+}

@@ -1,0 +1,313 @@
+//! pathtrace's kernel programs.
+//!
+//! Every program funnels into [`record`]: it decides whether the `sk_buff` is
+//! a packet we follow (already tracked, or matching a filter now), and if so
+//! writes one [`Event`] to the ring buffer. Struct offsets come from userspace
+//! (read from the running kernel's BTF), so nothing here assumes one kernel.
+#![no_std]
+#![no_main]
+
+mod headers;
+mod maps;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use tracer_common::{counter, filter_flags, verdict, Config, Event, EventKind, Tracked, HOOK_NONE};
+
+use crate::{
+    headers::{read_headers, Headers, L3At},
+    maps::{bump, CONFIG, EVENTS, NF_ENTRY, TRACKED},
+};
+
+/// What one program knows beyond the `sk_buff` itself.
+#[derive(Clone, Copy)]
+struct Extra {
+    kind: EventKind,
+    location: u64,
+    reason: u32,
+    hook: u8,
+    nf_family: u8,
+    verdict: u8,
+    retval: i32,
+    ts_ns: u64,
+    /// For netfilter events: the device and namespace from `nf_hook_state`.
+    state_dev: u64,
+    state_net: u64,
+}
+
+impl Extra {
+    const fn new(kind: EventKind) -> Self {
+        Self {
+            kind,
+            location: 0,
+            reason: 0,
+            hook: HOOK_NONE,
+            nf_family: 0,
+            verdict: verdict::NONE,
+            retval: 0,
+            ts_ns: 0,
+            state_dev: 0,
+            state_net: 0,
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn read<T>(base: u64, off: u32) -> T
+where
+    T: Default,
+{
+    if base == 0 {
+        return T::default();
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
+}
+
+#[inline(always)]
+unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
+    unsafe { read::<u32>(net, cfg.offsets.net_ns_inum) }
+}
+
+/// Looks the packet up in `TRACKED`, or starts tracking it when a filter
+/// matches. Returns `None` for packets we don't follow.
+#[inline(always)]
+unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Tracked, Headers)> {
+    let hdr = unsafe { read_headers(cfg, skb, at) };
+    if let Some(t) = unsafe { TRACKED.get(&skb) } {
+        return Some((*t, hdr));
+    }
+    let filter = match hdr.matches(cfg) {
+        Some(i) => i,
+        None if drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 => 0,
+        None => return None,
+    };
+    let tracked = Tracked {
+        track_id: unsafe { bpf_ktime_get_ns() },
+        filter,
+        _pad: 0,
+    };
+    if !drop {
+        let _ = TRACKED.insert(&skb, &tracked, 0);
+        bump(counter::TRACKED);
+    }
+    Some((tracked, hdr))
+}
+
+#[inline(always)]
+unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, known: Option<Tracked>) -> u32 {
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
+    let found = match known {
+        Some(t) => Some((t, unsafe { read_headers(cfg, skb, at) })),
+        None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop) },
+    };
+    let Some((tracked, hdr)) = found else {
+        return 0;
+    };
+    if terminal {
+        let _ = TRACKED.remove(&skb);
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(counter::LOST);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    let o = &cfg.offsets;
+    unsafe {
+        let dev = if extra.state_dev != 0 { extra.state_dev } else { read::<u64>(skb, o.skb_dev) };
+        let mut netns = if extra.state_net != 0 { netns_of_net(cfg, extra.state_net) } else { 0 };
+        if netns == 0 && dev != 0 {
+            netns = netns_of_net(cfg, read::<u64>(dev, o.dev_nd_net));
+        }
+        if netns == 0 {
+            let sk = read::<u64>(skb, o.skb_sk);
+            if sk != 0 {
+                netns = netns_of_net(cfg, read::<u64>(sk, o.sk_net));
+            }
+        }
+        (*ev).ts_ns = if extra.ts_ns != 0 { extra.ts_ns } else { bpf_ktime_get_ns() };
+        (*ev).skb = skb;
+        (*ev).track_id = tracked.track_id;
+        (*ev).location = extra.location;
+        (*ev).netns = netns;
+        (*ev).ifindex = read::<u32>(dev, o.dev_ifindex);
+        (*ev).reason = extra.reason;
+        (*ev).retval = extra.retval;
+        (*ev).len = read::<u32>(skb, o.skb_len);
+        (*ev)._pad2 = 0;
+        (*ev).kind = extra.kind as u8;
+        (*ev).hook = extra.hook;
+        (*ev).verdict = extra.verdict;
+        (*ev).ip_version = hdr.ip_version;
+        (*ev).proto = hdr.proto;
+        (*ev).nf_family = extra.nf_family;
+        (*ev).filter = tracked.filter as u8;
+        (*ev).sport = hdr.sport;
+        (*ev).dport = hdr.dport;
+        (*ev).tcp_flags = hdr.tcp_flags;
+        (*ev)._pad1 = [0; 3];
+        (*ev).saddr = hdr.saddr;
+        (*ev).daddr = hdr.daddr;
+        (*ev).ifname = [0; 16];
+        if dev != 0 {
+            let _ = aya_ebpf::helpers::bpf_probe_read_kernel_buf(
+                (dev + o.dev_name as u64) as *const u8,
+                &mut (*ev).ifname,
+            );
+        }
+        (*ev).stack_len = 0;
+        if extra.kind == EventKind::Drop {
+            let n = bpf_get_stack(
+                ctx.as_ptr(),
+                (*ev).stack.as_mut_ptr() as *mut _,
+                core::mem::size_of_val(&(*ev).stack) as u32,
+                0,
+            );
+            if n > 0 {
+                (*ev).stack_len = (n as usize / 8) as u8;
+            }
+        }
+    }
+    entry.submit(0);
+    bump(counter::SENT);
+    0
+}
+
+// ---- tracepoint tier: device hops and frees -------------------------------
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn netif_receive_skb(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
+}
+
+#[btf_tracepoint(function = "netif_rx")]
+pub fn netif_rx(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
+}
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    unsafe { record(&ctx, skb, L3At::NetworkHeader, Extra::new(EventKind::Tx), None) }
+}
+
+/// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let mut extra = Extra::new(EventKind::Drop);
+    extra.location = ctx.arg(1);
+    extra.reason = ctx.arg::<u64>(2) as u32;
+    unsafe { record(&ctx, skb, L3At::NetworkHeader, extra, None) }
+}
+
+/// `kfree_skb(skb, location)` on kernels without drop reasons.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_noreason(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let mut extra = Extra::new(EventKind::Drop);
+    extra.location = ctx.arg(1);
+    unsafe { record(&ctx, skb, L3At::NetworkHeader, extra, None) }
+}
+
+#[btf_tracepoint(function = "consume_skb")]
+pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    unsafe { record(&ctx, skb, L3At::NetworkHeader, Extra::new(EventKind::Consume), None) }
+}
+
+// ---- nf_hook_slow tiers: fentry/fexit and kprobe/kretprobe ----------------
+
+#[inline(always)]
+unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let Some((tracked, _)) = (unsafe { classify(cfg, skb, L3At::NetworkHeader, false) }) else {
+        return 0;
+    };
+    let entry = maps::NfEntry { tracked, state, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    let _ = NF_ENTRY.insert(&nf_key(skb), &entry, 0);
+    0
+}
+
+#[inline(always)]
+fn nf_key(skb: u64) -> u64 {
+    skb ^ bpf_get_current_pid_tgid()
+}
+
+#[inline(always)]
+unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
+    let key = nf_key(skb);
+    let Some(entry) = (unsafe { NF_ENTRY.get(&key) }).copied() else { return 0 };
+    let _ = NF_ENTRY.remove(&key);
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let o = &cfg.offsets;
+    let state = entry.state;
+    let mut extra = Extra::new(EventKind::NfHook);
+    unsafe {
+        extra.hook = if o.hook_state_hook_size == 1 {
+            read::<u8>(state, o.hook_state_hook)
+        } else {
+            read::<u32>(state, o.hook_state_hook) as u8
+        };
+        extra.nf_family = read::<u8>(state, o.hook_state_pf);
+        let indev = read::<u64>(state, o.hook_state_in);
+        extra.state_dev = if indev != 0 { indev } else { read::<u64>(state, o.hook_state_out) };
+        extra.state_net = read::<u64>(state, o.hook_state_net);
+    }
+    extra.retval = retval;
+    extra.verdict = match retval {
+        1 => verdict::ACCEPT,
+        0 => verdict::STOLEN,
+        _ => verdict::DROP,
+    };
+    extra.ts_ns = entry.ts_ns;
+    // A dropped skb is already freed and untracked: its identity comes from the stash.
+    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, Some(entry.tracked)) }
+}
+
+#[fentry(function = "nf_hook_slow")]
+pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let state: u64 = ctx.arg(1);
+    unsafe { nf_enter(skb, state) }
+}
+
+#[fexit(function = "nf_hook_slow")]
+pub fn nf_hook_slow_fexit(ctx: FExitContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(4);
+    unsafe { nf_exit(&ctx, skb, ret as i32) }
+}
+
+#[kprobe]
+pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
+    let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else { return 0 };
+    unsafe { nf_enter(skb, state) };
+    let _ = maps::NF_KPROBE_SKB.insert(&bpf_get_current_pid_tgid(), &skb, 0);
+    0
+}
+
+#[kretprobe]
+pub fn nf_hook_slow_kretprobe(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(&pid_tgid) }).copied() else { return 0 };
+    let _ = maps::NF_KPROBE_SKB.remove(&pid_tgid);
+    let ret: i64 = ctx.ret();
+    unsafe { nf_exit(&ctx, skb, ret as i32) }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

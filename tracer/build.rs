@@ -1,0 +1,24 @@
+//! Embeds the eBPF object built by `cargo xtask build-ebpf`. Without it the
+//! crate still builds (so unit tests run anywhere), and `pathtrace` says at
+//! run time how to build the object.
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=PATHTRACE_EBPF_OBJ");
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let obj = std::env::var_os("PATHTRACE_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf"));
+    println!("cargo:rerun-if-changed={}", obj.display());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("tracer-ebpf.o");
+    let bytes = std::fs::read(&obj).unwrap_or_else(|_| {
+        println!(
+            "cargo:warning=no eBPF object at {}: run `cargo xtask build-ebpf` (pathtrace will refuse to trace)",
+            obj.display()
+        );
+        Vec::new()
+    });
+    if let Err(e) = std::fs::write(&out, bytes) {
+        panic!("writing {}: {e}", out.display());
+    }
+}

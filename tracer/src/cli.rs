@@ -1,0 +1,145 @@
+//! Command-line definitions.
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    filter::{parse_port, Cidr, FlowFilter, Proto},
+    loader::TierRequest,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pathtrace",
+    version,
+    about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.",
+    long_about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.\n\n\
+        With no subcommand, pathtrace traces the packets that match the filter: \
+        `sudo pathtrace --src 192.0.2.9 --dport 8092`.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace the packets that match a filter (the default).
+    Trace(TraceArgs),
+    /// Build the Docker incident in network namespaces and trace it.
+    Demo(DemoArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Source address or prefix (IPv4 or IPv6), e.g. 192.0.2.9 or 2001:db8::/32.
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub src: Option<Cidr>,
+    /// Destination address or prefix.
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub dst: Option<Cidr>,
+    /// Source port (1-65535).
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub sport: Option<u16>,
+    /// Destination port (1-65535), as the packet first carries it (before DNAT).
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub dport: Option<u16>,
+    /// Protocol: tcp, udp, icmp, icmpv6, sctp or a number.
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<Proto>,
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self) -> FlowFilter {
+        FlowFilter {
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            both_directions: false,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Print JSON Lines (`hop`, `packet` and `stats` records) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Colour: auto uses colour only on a terminal and honours NO_COLOR.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a packet count (a whole number from 1)")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 7.0 * 86400.0) {
+        return Err(format!("'{s}' is outside 0 < SECS <= 604800"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Exit after N packets have a known fate.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+    /// Exit after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Which mechanism sees netfilter verdicts: auto picks the best the kernel allows.
+    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
+    pub tier: TierRequest,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DockerChoice {
+    /// A real dockerd when it can start, else an emulation of its chains.
+    #[default]
+    Auto,
+    /// Require a real dockerd.
+    Real,
+    /// Emulate Docker's bridge, veth and chains.
+    Emulated,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Use a real dockerd or an emulation of it.
+    #[arg(long, value_enum, default_value_t = DockerChoice::Auto)]
+    pub docker: DockerChoice,
+    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
+    pub tier: TierRequest,
+}

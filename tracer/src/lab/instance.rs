@@ -1,0 +1,500 @@
+//! `Lab`: start, probes, helpers and teardown.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::cleanup::{self, SweepReport};
+use super::cmd::Cmd;
+use super::config::{
+    state_dir, validate_prefix, Block, DockerMode, Firewall, LabAddrs, LabConfig, LabNames,
+};
+use super::docker::RealDocker;
+use super::emulated::Emulated;
+use super::error::LabError;
+use super::firewall::{self, block_rules, change_args};
+use super::netns::{self, ns_path};
+use super::probe::{self, ProbeOutcome};
+use super::{host, mounts, procs};
+
+/// The `web` container's network identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    /// Its namespace's name under /run/netns (`{p}-ctr`, attached from Docker's sandbox
+    /// in real mode).
+    pub netns: String,
+    /// Docker's sandbox path (`{exec-root}/netns/ID`), real mode only.
+    pub sandbox: Option<PathBuf>,
+    /// The namespace's inode (as BPF's `ns.inum` and /proc/PID/ns/net show it).
+    pub netns_inode: Option<u64>,
+    /// The host-side veth on docker0.
+    pub veth: Option<String>,
+    /// The container's init pid (real) or the emulated httpd's pid.
+    pub pid: Option<i32>,
+}
+
+/// A serialisable summary of a running lab.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabInfo {
+    /// The prefix.
+    pub prefix: String,
+    /// Namespace names.
+    pub names: LabNames,
+    /// Namespace inodes, by name.
+    pub netns_inodes: Vec<(String, u64)>,
+    /// Addresses and ports.
+    pub addrs: LabAddrs,
+    /// Whether a real dockerd runs (false: emulated).
+    pub docker_is_real: bool,
+    /// dockerd's API socket (real mode).
+    pub docker_socket: Option<PathBuf>,
+    /// The iptables backend.
+    pub firewall: Firewall,
+    /// The current block.
+    pub block: Block,
+    /// Whether httpd listens in the container.
+    pub listener: bool,
+    /// The container.
+    pub container: ContainerInfo,
+}
+
+enum Backend {
+    None,
+    Real(RealDocker),
+    Emulated(Emulated),
+}
+
+/// A running lab. Dropping it tears it down.
+pub struct Lab {
+    /// Namespace names (read-only by convention; also [`Lab::names`]).
+    pub names: LabNames,
+    /// Addresses and ports (read-only by convention; also [`Lab::addrs`]).
+    pub addrs: LabAddrs,
+    config: LabConfig,
+    state: PathBuf,
+    backend: Backend,
+    container: ContainerInfo,
+    block: Block,
+    torn_down: bool,
+}
+
+impl Lab {
+    /// Sweeps leftovers of the same prefix, then builds the lab. On error everything
+    /// already built is torn down again.
+    pub fn start(config: LabConfig) -> Result<Lab, LabError> {
+        validate_prefix(&config.prefix)?;
+        cleanup::require_root()?;
+        let started = Instant::now();
+        cleanup::sweep(&config.prefix)?;
+        let state = state_dir(&config.prefix);
+        host::record_before_start(&state)?;
+        let names = LabNames::new(&config.prefix);
+        let mut lab = Lab {
+            container: ContainerInfo {
+                netns: names.ctr.clone(),
+                ..ContainerInfo::default()
+            },
+            names,
+            addrs: LabAddrs::default(),
+            state,
+            backend: Backend::None,
+            block: Block::None,
+            torn_down: false,
+            config,
+        };
+        // On error, `lab` is dropped here and tears down what was built.
+        lab.build()?;
+        log::info!(
+            "lab {} ready in {:.2}s ({} docker, {:?})",
+            lab.config.prefix,
+            started.elapsed().as_secs_f64(),
+            if lab.docker_is_real() {
+                "real"
+            } else {
+                "emulated"
+            },
+            lab.config.firewall
+        );
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<(), LabError> {
+        netns::build_lan(&self.names)?;
+        let cfg = self.config.clone();
+        match cfg.docker {
+            DockerMode::Emulated => self.start_emulated()?,
+            DockerMode::Real => self.start_real()?,
+            DockerMode::Auto => {
+                if let Err(e) = self.start_real() {
+                    log::warn!(
+                        "lab {}: real dockerd unavailable ({e}); emulating Docker instead",
+                        cfg.prefix
+                    );
+                    self.discard_real()?;
+                    self.start_emulated()?;
+                }
+            }
+        }
+        self.set_block(cfg.block)
+    }
+
+    fn start_real(&mut self) -> Result<(), LabError> {
+        let cfg = &self.config;
+        let docker = RealDocker::start(
+            &cfg.prefix,
+            &self.names.dock,
+            &self.state,
+            cfg.firewall,
+            cfg.ready_timeout,
+        )?;
+        self.backend = Backend::Real(docker);
+        if let Backend::Real(docker) = &self.backend {
+            docker.build_image()?;
+        }
+        self.run_real_container()
+    }
+
+    /// `docker run` the web container, attach its namespace as `{p}-ctr`, wait for httpd.
+    fn run_real_container(&mut self) -> Result<(), LabError> {
+        let Backend::Real(docker) = &self.backend else {
+            return Err(LabError::Unsupported("no real dockerd".into()));
+        };
+        docker.run_web(self.config.listener)?;
+        let sandbox = docker.sandbox()?;
+        if sandbox.ip != self.addrs.container.to_string() {
+            return Err(LabError::Parse {
+                cmd: "docker inspect web".into(),
+                detail: format!(
+                    "container got {}, expected {}",
+                    sandbox.ip, self.addrs.container
+                ),
+            });
+        }
+        netns::delete(&self.names.ctr)?;
+        Cmd::new("ip")
+            .args(["netns", "attach", &self.names.ctr, &sandbox.pid.to_string()])
+            .run()?;
+        self.container.sandbox = Some(sandbox.path);
+        self.container.pid = Some(sandbox.pid);
+        self.discover_container()?;
+        if self.config.listener {
+            self.wait_listening()?;
+        }
+        Ok(())
+    }
+
+    /// After a failed real start (Auto mode): stop what was started, forget its files and
+    /// recreate the Docker host namespace, so the emulation starts from a clean slate.
+    fn discard_real(&mut self) -> Result<(), LabError> {
+        if let Backend::Real(mut docker) = std::mem::replace(&mut self.backend, Backend::None) {
+            docker.stop();
+        }
+        let cgroup = super::config::cgroup_parent(&self.config.prefix);
+        let pids: Vec<i32> = procs::find(&self.state, &cgroup)
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        procs::terminate(&pids, Duration::from_secs(3));
+        let left = mounts::unmount_all_under(&self.state);
+        if !left.is_empty() {
+            return Err(LabError::Cleanup(left));
+        }
+        for sub in ["data", "exec"] {
+            let _ = fs::remove_dir_all(self.state.join(sub));
+        }
+        netns::delete(&self.names.ctr)?;
+        netns::reset_dock(&self.names)
+    }
+
+    fn start_emulated(&mut self) -> Result<(), LabError> {
+        let cfg = &self.config;
+        let emulated = Emulated::start(
+            &cfg.prefix,
+            &self.names,
+            &self.state,
+            cfg.firewall,
+            cfg.listener,
+        )?;
+        self.container.pid = emulated.httpd_pid();
+        self.backend = Backend::Emulated(emulated);
+        self.discover_container()
+    }
+
+    /// Fills in the container's namespace inode and host-side veth.
+    fn discover_container(&mut self) -> Result<(), LabError> {
+        self.container.netns_inode = Some(netns::inode(&self.names.ctr)?);
+        self.container.veth = match netns::peer_ifindex(&self.names.ctr, "eth0")? {
+            Some(idx) => netns::link_name_by_index(&self.names.dock, idx)?,
+            None => None,
+        };
+        if let (Backend::Emulated(e), None) = (&self.backend, &self.container.veth) {
+            self.container.veth = Some(e.veth().to_string());
+        }
+        Ok(())
+    }
+
+    fn wait_listening(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        let addr = IpAddr::V4(self.addrs.container);
+        loop {
+            let outcome = self.tcp_connect(
+                &self.names.ctr,
+                addr,
+                self.addrs.container_port,
+                Duration::from_secs(1),
+            );
+            if outcome == ProbeOutcome::Connected {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout(format!(
+                    "httpd in web to listen (last: {outcome})"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the current client block with `block` (undoing the old one's rules).
+    pub fn set_block(&mut self, block: Block) -> Result<(), LabError> {
+        for change in block_rules(self.block).iter().rev() {
+            self.iptables_owned(&change_args(change, false))?;
+        }
+        self.block = Block::None;
+        for change in block_rules(block) {
+            self.iptables_owned(&change_args(&change, true))?;
+        }
+        self.block = block;
+        Ok(())
+    }
+
+    /// Starts or stops the container's listener (real mode: recreates the container with
+    /// the same name, port mapping and address).
+    pub fn set_listener(&mut self, listener: bool) -> Result<(), LabError> {
+        if listener == self.config.listener {
+            return Ok(());
+        }
+        self.config.listener = listener;
+        if let Backend::Emulated(e) = &mut self.backend {
+            e.set_listener(listener)?;
+            self.container.pid = e.httpd_pid();
+            return Ok(());
+        }
+        let Backend::Real(docker) = &self.backend else {
+            return Err(LabError::Unsupported("lab is torn down".into()));
+        };
+        netns::delete(&self.names.ctr)?;
+        docker.remove_containers()?;
+        self.run_real_container()
+    }
+
+    fn iptables_owned(&self, args: &[String]) -> Result<Output, LabError> {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.iptables(&refs)
+    }
+
+    /// Runs `iptables -w ARGS` in the Docker host namespace with the lab's backend.
+    pub fn iptables(&self, args: &[&str]) -> Result<Output, LabError> {
+        let lock = self.state.join("xtables.lock");
+        firewall::iptables(
+            &ns_path(&self.names.dock),
+            self.config.firewall,
+            &lock,
+            args,
+        )
+    }
+
+    /// Runs a command in namespace `ns` (a lab namespace name, any name under /run/netns,
+    /// or a path) via `nsenter --net=...`; fails unless it exits with status 0.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output, LabError> {
+        let (program, rest) = args
+            .split_first()
+            .ok_or_else(|| LabError::Unsupported("exec needs a command".into()))?;
+        Cmd::in_netns(&ns_path(ns), program).args(rest).run()
+    }
+
+    /// Runs the docker CLI against the lab's dockerd (real mode only).
+    pub fn docker(&self, args: &[&str]) -> Result<Output, LabError> {
+        match &self.backend {
+            Backend::Real(docker) => docker.cli(args),
+            _ => Err(LabError::Unsupported(
+                "docker is emulated in this lab".into(),
+            )),
+        }
+    }
+
+    /// A TCP connection attempt from namespace `ns`; bounded by `timeout` (plus 2 s).
+    pub fn tcp_connect(
+        &self,
+        ns: &str,
+        addr: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> ProbeOutcome {
+        probe::tcp_connect(ns, addr, port, timeout)
+    }
+
+    /// `GET /` from namespace `ns`; the raw reply, or why it failed.
+    pub fn http_get(
+        &self,
+        ns: &str,
+        addr: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<String, ProbeOutcome> {
+        probe::http_get(ns, addr, port, timeout)
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    /// Namespace names.
+    pub fn names(&self) -> &LabNames {
+        &self.names
+    }
+
+    /// All namespaces of the lab.
+    pub fn namespaces(&self) -> Vec<&str> {
+        self.names.all().to_vec()
+    }
+
+    /// (name, inode) of every lab namespace that exists.
+    pub fn netns_inodes(&self) -> Vec<(String, u64)> {
+        self.names
+            .all()
+            .iter()
+            .filter_map(|n| netns::inode(n).ok().map(|i| (n.to_string(), i)))
+            .collect()
+    }
+
+    /// Addresses and ports.
+    pub fn addrs(&self) -> &LabAddrs {
+        &self.addrs
+    }
+
+    /// The container's namespace, inode, veth and pid.
+    pub fn container(&self) -> &ContainerInfo {
+        &self.container
+    }
+
+    /// Whether a real dockerd runs (false: Docker is emulated).
+    pub fn docker_is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real(_))
+    }
+
+    /// dockerd's API socket (`unix://` path), real mode only.
+    pub fn docker_socket(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Real(d) => Some(d.socket()),
+            _ => None,
+        }
+    }
+
+    /// dockerd's pid, real mode only.
+    pub fn dockerd_pid(&self) -> Option<i32> {
+        match &self.backend {
+            Backend::Real(d) => Some(d.pid()),
+            _ => None,
+        }
+    }
+
+    /// The iptables backend.
+    pub fn firewall(&self) -> Firewall {
+        self.config.firewall
+    }
+
+    /// The current block.
+    pub fn block(&self) -> Block {
+        self.block
+    }
+
+    /// Whether httpd listens in the container.
+    pub fn listener(&self) -> bool {
+        self.config.listener
+    }
+
+    /// The lab's state dir (`/run/pathtrace-lab/{prefix}`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// A serialisable summary.
+    pub fn info(&self) -> LabInfo {
+        LabInfo {
+            prefix: self.config.prefix.clone(),
+            names: self.names.clone(),
+            netns_inodes: self.netns_inodes(),
+            addrs: self.addrs.clone(),
+            docker_is_real: self.docker_is_real(),
+            docker_socket: self.docker_socket().map(Path::to_path_buf),
+            firewall: self.config.firewall,
+            block: self.block,
+            listener: self.config.listener,
+            container: self.container.clone(),
+        }
+    }
+
+    /// Removes the container, stops dockerd (or the emulated httpd) by pid, kills what it
+    /// left, unmounts, deletes the namespaces, cgroups and state dir. Idempotent.
+    pub fn teardown(&mut self) -> Result<(), LabError> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let mut problems = Vec::new();
+        match std::mem::replace(&mut self.backend, Backend::None) {
+            Backend::Real(mut docker) => {
+                // Detach {p}-ctr first so the container's namespace can go with it.
+                if let Err(e) = netns::delete(&self.names.ctr) {
+                    problems.push(e.to_string());
+                }
+                if let Err(e) = docker.remove_containers() {
+                    problems.push(e.to_string());
+                }
+                docker.stop();
+            }
+            Backend::Emulated(mut emulated) => emulated.stop(),
+            Backend::None => {}
+        }
+        let mut report = SweepReport::default();
+        problems.extend(cleanup::remove_all(&self.config.prefix, &mut report));
+        if !report.killed.is_empty() {
+            log::debug!(
+                "lab {}: killed left-over processes {:?}",
+                self.config.prefix,
+                report.killed
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LabError::Cleanup(problems))
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            log::error!("lab {}: teardown: {e}", self.config.prefix);
+        }
+    }
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("prefix", &self.config.prefix)
+            .field("docker_is_real", &self.docker_is_real())
+            .field("firewall", &self.config.firewall)
+            .field("block", &self.block)
+            .field("listener", &self.config.listener)
+            .finish()
+    }
+}

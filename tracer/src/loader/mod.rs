@@ -1,0 +1,206 @@
+//! Loading the embedded eBPF object, choosing a tier the kernel allows, and
+//! attaching its programs. Links are owned by the returned [`Tracer`] and
+//! vanish with it (or with the process, whatever kills it).
+mod offsets;
+mod tier;
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{Config, Filter, MAX_FILTERS};
+
+pub use tier::{Tier, TierRequest};
+
+use crate::{
+    events::{Counters, EventReader},
+    kernel::btf::{Btf, BtfError},
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("pathtrace was built without its eBPF object: run `cargo xtask build-ebpf`, then rebuild")]
+    NoObject,
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] BtfError),
+    #[error("aya could not read kernel BTF (/sys/kernel/btf/vmlinux): {0}")]
+    AyaBtf(String),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("tier {tier} can't run on this kernel: {why}")]
+    TierUnavailable { tier: Tier, why: String },
+    #[error("at most {MAX_FILTERS} filters")]
+    TooManyFilters,
+}
+
+/// What to attach and how big to make the buffers.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub tier: TierRequest,
+    /// Attach the device-hop and consume tracepoints (off for `drops`).
+    pub hops: bool,
+    pub ring_bytes: u32,
+    pub tracked_max: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            tier: TierRequest::Auto,
+            hops: true,
+            ring_bytes: 8 << 20,
+            tracked_max: 16384,
+        }
+    }
+}
+
+pub struct Tracer {
+    ebpf: Ebpf,
+    pub tier: Tier,
+    /// Better tiers that were tried and refused, with the kernel's reason.
+    pub refused: Vec<(Tier, String)>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
+    move |source| LoadError::Program { name, source }
+}
+
+fn attach_tp(ebpf: &mut Ebpf, prog: &'static str, tp: &str, btf: &aya::Btf) -> Result<(), LoadError> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(LoadError::Program { name: prog, source: ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(prog_err(prog))?;
+    p.load(tp, btf).map_err(prog_err(prog))?;
+    p.attach().map_err(prog_err(prog))?;
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
+    const ENTRY: &str = "nf_hook_slow_fentry";
+    const EXIT: &str = "nf_hook_slow_fexit";
+    let p: &mut FEntry = ebpf
+        .program_mut(ENTRY)
+        .ok_or(LoadError::Program { name: ENTRY, source: ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(prog_err(ENTRY))?;
+    p.load("nf_hook_slow", btf).map_err(prog_err(ENTRY))?;
+    p.attach().map_err(prog_err(ENTRY))?;
+    let p: &mut FExit = ebpf
+        .program_mut(EXIT)
+        .ok_or(LoadError::Program { name: EXIT, source: ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(prog_err(EXIT))?;
+    p.load("nf_hook_slow", btf).map_err(prog_err(EXIT))?;
+    p.attach().map_err(prog_err(EXIT))?;
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for name in ["nf_hook_slow_kprobe", "nf_hook_slow_kretprobe"] {
+        let p: &mut KProbe = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Program { name, source: ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        p.load().map_err(prog_err(name))?;
+        p.attach("nf_hook_slow", 0).map_err(prog_err(name))?;
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Tracer {
+    /// Loads, configures and attaches everything for one run.
+    pub fn load(opts: &LoadOptions, filters: &[Filter], extra_flags: u32) -> Result<Self, LoadError> {
+        if OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        if filters.len() > MAX_FILTERS {
+            return Err(LoadError::TooManyFilters);
+        }
+        let btf = Btf::vmlinux()?;
+        let mut cfg = Config { offsets: offsets::from_btf(&btf)?, ..Default::default() };
+        for (slot, f) in cfg.filters.iter_mut().zip(filters) {
+            *slot = *f;
+        }
+        if filters.is_empty() {
+            cfg.filters[0] = Filter::default();
+            cfg.n_filters = 1;
+        } else {
+            cfg.n_filters = filters.len() as u32;
+        }
+        cfg.filters[0].flags |= extra_flags;
+        let has_reason = btf
+            .typedef_func_proto_params("btf_trace_kfree_skb")
+            .map(|p| p.len() >= 4)
+            .unwrap_or(false);
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("TRACKED", opts.tracked_max)
+            .load(OBJECT)?;
+        {
+            let map = ebpf.map_mut("CONFIG").ok_or(LoadError::MissingMap("CONFIG"))?;
+            let mut arr: Array<&mut MapData, Config> =
+                Array::try_from(map).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
+            arr.set(0, cfg, 0).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
+        }
+        let (tier, refused) = tier::choose(opts.tier, &mut ebpf, &aya_btf, attach_fentry, attach_kprobe, error_chain)?;
+        if has_reason {
+            attach_tp(&mut ebpf, "kfree_skb", "kfree_skb", &aya_btf)?;
+        } else {
+            attach_tp(&mut ebpf, "kfree_skb_noreason", "kfree_skb", &aya_btf)?;
+        }
+        if opts.hops {
+            attach_tp(&mut ebpf, "consume_skb", "consume_skb", &aya_btf)?;
+            attach_tp(&mut ebpf, "netif_receive_skb", "netif_receive_skb", &aya_btf)?;
+            attach_tp(&mut ebpf, "netif_rx", "netif_rx", &aya_btf)?;
+            attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
+        }
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS").ok_or(LoadError::MissingMap("COUNTERS"))?,
+        )
+        .map_err(|source| LoadError::Map { name: "COUNTERS", source })?;
+        Ok(Self { ebpf, tier, refused, counters })
+    }
+
+    pub fn events(&mut self) -> Result<EventReader, LoadError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })?;
+        EventReader::new(ring).map_err(|e| LoadError::AyaBtf(e.to_string()))
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters::read(&self.counters)
+    }
+}

@@ -1,0 +1,95 @@
+//! `pathtrace`: parse the command line, dispatch, map errors to exit codes.
+use std::{io::IsTerminal, sync::Arc};
+
+use clap::{CommandFactory, Parser};
+use tracer::{
+    cli::{Cli, ColorChoice, Command, OutputArgs, TraceArgs},
+    demo,
+    error::Error,
+    loader::LoadOptions,
+    privileges,
+    session::{self, TraceOptions},
+};
+
+fn use_color(o: &OutputArgs) -> bool {
+    match o.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
+    let filter = args.filter.to_filter();
+    if filter.is_empty() {
+        return Err(Error::Usage(
+            "give at least one of --src, --dst, --sport, --dport or --proto".into(),
+        ));
+    }
+    filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(TraceOptions {
+        filters: vec![filter],
+        json: args.output.json,
+        color: use_color(&args.output),
+        count: args.count,
+        duration: args.duration,
+        load: LoadOptions { tier: args.tier, ..Default::default() },
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the runtime: {e}")))
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "pathtrace", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Demo(args)) => {
+            privileges::check().map_err(Error::Privileges)?;
+            let color = use_color(&args.output);
+            runtime()?.block_on(demo::run(&args, color))
+        }
+        Some(Command::Trace(args)) => trace(&args),
+        None => trace(&cli.trace),
+    }
+}
+
+fn trace(args: &TraceArgs) -> Result<(), Error> {
+    let opts = trace_options(args)?;
+    privileges::check().map_err(Error::Privileges)?;
+    let mut out = std::io::stdout().lock();
+    runtime()?
+        .block_on(session::run(&opts, &mut out, Arc::default(), None))
+        .map(|_| ())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("pathtrace: {first}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cli) {
+        let code = e.exit_code();
+        if code != 0 {
+            eprintln!("pathtrace: {e}");
+        }
+        std::process::exit(code);
+    }
+}

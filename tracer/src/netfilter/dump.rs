@@ -1,0 +1,134 @@
+//! Listing nf_tables tables, chains and rules over netlink (`NFT_MSG_GET*` dumps).
+
+use super::attrs::{self, AttrIter, AttrWriter};
+use super::netlink::{NlSocket, NFNL_SUBSYS_NFTABLES};
+use super::NfError;
+
+pub const NFT_MSG_NEWTABLE: u16 = 0;
+pub const NFT_MSG_GETTABLE: u16 = 1;
+pub const NFT_MSG_DELTABLE: u16 = 2;
+pub const NFT_MSG_NEWCHAIN: u16 = 3;
+pub const NFT_MSG_GETCHAIN: u16 = 4;
+pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_GETRULE: u16 = 7;
+
+pub const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_TABLE_FLAGS: u16 = 2;
+pub const NFTA_TABLE_OWNER: u16 = 7;
+pub const NFT_TABLE_F_OWNER: u32 = 2;
+
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
+
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_HANDLE: u16 = 3;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+
+/// A table as the kernel lists it.
+#[derive(Debug, Clone)]
+pub struct TableRec {
+    pub family: u8,
+    pub name: String,
+    pub flags: u32,
+    pub owner: Option<u32>,
+}
+
+/// A chain: its name, and hook and policy when it is a base chain.
+#[derive(Debug, Clone)]
+pub struct ChainRec {
+    pub name: String,
+    pub hook: Option<u8>,
+    pub policy: Option<u32>,
+}
+
+/// A rule: where it is, its handle, and what iptables-nft leaves in it.
+#[derive(Debug, Clone)]
+pub struct RuleRec {
+    pub chain: String,
+    pub handle: u64,
+    /// Expression names in order ("payload", "cmp", "counter", "match", …).
+    pub exprs: Vec<String>,
+    pub has_userdata: bool,
+}
+
+fn msg(kind: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | kind
+}
+
+/// All tables of `family` (NFPROTO_UNSPEC = 0 for every family).
+pub fn tables(sock: &mut NlSocket, family: u8) -> Result<Vec<TableRec>, NfError> {
+    let replies = sock.dump(msg(NFT_MSG_GETTABLE), family, &[])?;
+    Ok(replies
+        .into_iter()
+        .map(|(family, a)| TableRec {
+            family,
+            name: attrs::find(&a, NFTA_TABLE_NAME).map(attrs::string).unwrap_or_default(),
+            flags: attrs::find(&a, NFTA_TABLE_FLAGS).and_then(attrs::be32).unwrap_or(0),
+            owner: attrs::find(&a, NFTA_TABLE_OWNER).and_then(attrs::be32),
+        })
+        .collect())
+}
+
+/// The chains of one table.
+pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainRec>, NfError> {
+    // The kernel doesn't filter chain dumps by table: filter here.
+    let replies = sock.dump(msg(NFT_MSG_GETCHAIN), family, &[])?;
+    let mut out = Vec::new();
+    for (fam, a) in replies {
+        let t = attrs::find(&a, NFTA_CHAIN_TABLE).map(attrs::string);
+        if fam != family || t.as_deref() != Some(table) {
+            continue;
+        }
+        let hook = attrs::find(&a, NFTA_CHAIN_HOOK)
+            .and_then(|h| attrs::find(h, NFTA_HOOK_HOOKNUM))
+            .and_then(attrs::be32)
+            .and_then(|h| u8::try_from(h).ok());
+        out.push(ChainRec {
+            name: attrs::find(&a, NFTA_CHAIN_NAME).map(attrs::string).unwrap_or_default(),
+            hook,
+            policy: attrs::find(&a, NFTA_CHAIN_POLICY).and_then(attrs::be32),
+        });
+    }
+    Ok(out)
+}
+
+/// The rules of one table, chain by chain, each chain in rule order.
+pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec>, NfError> {
+    let mut req = AttrWriter::new();
+    req.put_str(NFTA_RULE_TABLE, table);
+    let replies = sock.dump(msg(NFT_MSG_GETRULE), family, req.as_bytes())?;
+    let mut out = Vec::new();
+    for (fam, a) in replies {
+        let t = attrs::find(&a, NFTA_RULE_TABLE).map(attrs::string);
+        if fam != family || t.as_deref() != Some(table) {
+            continue;
+        }
+        let Some(handle) = attrs::find(&a, NFTA_RULE_HANDLE).and_then(attrs::be64) else {
+            continue;
+        };
+        let exprs = attrs::find(&a, NFTA_RULE_EXPRESSIONS)
+            .map(|list| {
+                AttrIter::new(list)
+                    .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+                    .filter_map(|(_, e)| attrs::find(e, NFTA_EXPR_NAME).map(attrs::string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(RuleRec {
+            chain: attrs::find(&a, NFTA_RULE_CHAIN).map(attrs::string).unwrap_or_default(),
+            handle,
+            exprs,
+            has_userdata: attrs::find(&a, NFTA_RULE_USERDATA).is_some(),
+        });
+    }
+    Ok(out)
+}

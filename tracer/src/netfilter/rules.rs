@@ -1,0 +1,213 @@
+//! Rule positions (from netlink dumps) and rule text (from `nft` or
+//! `iptables-nft-save`), cached per table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::dump::{self, RuleRec};
+use super::netlink::NlSocket;
+use super::trace::{TraceEvent, TraceKind};
+use super::{family_name, ns, NfError, RuleInfo, NFPROTO_IPV4, NFPROTO_IPV6};
+
+/// How often a table may be listed again when a handle or chain is unknown.
+const REFRESH_EVERY: Duration = Duration::from_millis(300);
+const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "raw", "mangle", "security"];
+
+#[derive(Debug, Default)]
+struct ChainCache {
+    hook: Option<u8>,
+    handles: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct TableCache {
+    chains: HashMap<String, ChainCache>,
+    nft_text: HashMap<u64, String>,
+    /// `-A CHAIN …` lines by chain, when iptables-nft manages the table.
+    iptables: Option<HashMap<String, Vec<String>>>,
+    at: Instant,
+}
+
+/// Rule positions and texts in one network namespace, with a cache that is
+/// refreshed when a chain or handle is unknown.
+#[derive(Debug)]
+pub struct RuleBook {
+    netns: Option<PathBuf>,
+    ctl: Option<NlSocket>,
+    tables: HashMap<(u8, String), TableCache>,
+}
+
+/// Maps rule handles to text in `nft -a` output: every rule line ends with
+/// `# handle N`; table, chain and set headers end with `{ # handle N`.
+pub fn parse_nft_text(out: &str) -> HashMap<u64, String> {
+    let mut map = HashMap::new();
+    for line in out.lines() {
+        let Some((text, handle)) = line.rsplit_once("# handle ") else {
+            continue;
+        };
+        let text = text.trim();
+        if text.ends_with('{') || text.is_empty() {
+            continue;
+        }
+        if let Ok(h) = handle.trim().parse::<u64>() {
+            map.insert(h, text.to_string());
+        }
+    }
+    map
+}
+
+/// Groups `iptables-save` rule lines by chain, in order. None when the
+/// table is one iptables-nft can't represent.
+pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
+    if out.contains("is incompatible") {
+        return None;
+    }
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("-A ") else { continue };
+        let chain = rest.split_whitespace().next().unwrap_or_default();
+        map.entry(chain.to_string()).or_default().push(line.to_string());
+    }
+    Some(map)
+}
+
+/// Whether the rules look like iptables-nft's: it adds a `counter` to every
+/// rule, and `match`/`target` (xt compat) expressions or userdata to many.
+fn looks_like_iptables(rules: &[RuleRec]) -> bool {
+    let compat = rules.iter().any(|r| {
+        r.has_userdata || r.exprs.iter().any(|e| e == "match" || e == "target")
+    });
+    compat || rules.iter().all(|r| r.exprs.iter().any(|e| e == "counter"))
+}
+
+impl RuleBook {
+    /// A rule book for the namespace at `netns` (None: the current one).
+    /// Nothing is read until the first lookup.
+    pub fn new(netns: Option<&Path>) -> Self {
+        Self {
+            netns: netns.map(Path::to_path_buf),
+            ctl: None,
+            tables: HashMap::new(),
+        }
+    }
+
+    fn socket(&mut self) -> Result<&mut NlSocket, NfError> {
+        if self.ctl.is_none() {
+            let sock = ns::with_netns(self.netns.as_deref(), || {
+                let s = NlSocket::open(false)?;
+                s.set_rcv_timeout(Duration::from_secs(3))?;
+                Ok(s)
+            })?;
+            self.ctl = Some(sock);
+        }
+        self.ctl
+            .as_mut()
+            .ok_or_else(|| NfError::Other("no netlink socket".into()))
+    }
+
+    fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
+        let sock = self.socket()?;
+        let chain_recs = dump::chains(sock, family, table)?;
+        let rule_recs = dump::rules(sock, family, table)?;
+        let mut chains: HashMap<String, ChainCache> = chain_recs
+            .into_iter()
+            .map(|c| (c.name, ChainCache { hook: c.hook, handles: Vec::new() }))
+            .collect();
+        for r in &rule_recs {
+            chains.entry(r.chain.clone()).or_default().handles.push(r.handle);
+        }
+        let netns = self.netns.as_deref();
+        let fam = family_name(family);
+        let nft_text = match ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]) {
+            Ok(out) => parse_nft_text(&out),
+            Err(e) => {
+                log::debug!("netfilter: rule text of {fam} {table}: {e}");
+                HashMap::new()
+            }
+        };
+        let save = match family {
+            NFPROTO_IPV4 => Some("iptables-nft-save"),
+            NFPROTO_IPV6 => Some("ip6tables-nft-save"),
+            _ => None,
+        };
+        let mut iptables = None;
+        if let Some(save) = save {
+            if IPTABLES_TABLES.contains(&table) && looks_like_iptables(&rule_recs) {
+                match ns::run(netns, save, &["-t", table]) {
+                    Ok(out) => iptables = parse_iptables_save(&out),
+                    Err(e) => log::debug!("netfilter: {save}: {e}"),
+                }
+            }
+        }
+        Ok(TableCache { chains, nft_text, iptables, at: Instant::now() })
+    }
+
+    /// The cached table, listed again when `need` says the cache lacks
+    /// something and it wasn't listed in the last moment.
+    fn table(&mut self, family: u8, table: &str, need: impl Fn(&TableCache) -> bool) -> Option<&TableCache> {
+        let key = (family, table.to_string());
+        let stale = match self.tables.get(&key) {
+            None => true,
+            Some(c) => need(c) && c.at.elapsed() >= REFRESH_EVERY,
+        };
+        if stale {
+            match self.load(family, table) {
+                Ok(c) => {
+                    self.tables.insert(key.clone(), c);
+                }
+                Err(e) => {
+                    log::warn!("netfilter: listing {} {table}: {e}", family_name(family));
+                    return None;
+                }
+            }
+        }
+        self.tables.get(&key)
+    }
+
+    /// 1-based index and text of rule `handle` in family/table/chain.
+    pub fn rule(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<RuleInfo> {
+        let missing = |c: &TableCache| {
+            c.chains.get(chain).is_none_or(|ch| !ch.handles.contains(&handle))
+                || !c.nft_text.contains_key(&handle)
+        };
+        let cache = self.table(family, table, missing)?;
+        let handles = &cache.chains.get(chain)?.handles;
+        let pos = handles.iter().position(|h| *h == handle)?;
+        let index = u32::try_from(pos + 1).ok()?;
+        let ipt_line = cache
+            .iptables
+            .as_ref()
+            .and_then(|m| m.get(chain))
+            .filter(|lines| lines.len() == handles.len())
+            .and_then(|lines| lines.get(pos));
+        Some(match ipt_line {
+            Some(line) => RuleInfo { index, text: line.clone(), iptables: true },
+            None => RuleInfo {
+                index,
+                text: cache
+                    .nft_text
+                    .get(&handle)
+                    .cloned()
+                    .unwrap_or_else(|| format!("# handle {handle}")),
+                iptables: false,
+            },
+        })
+    }
+
+    /// Hook of a base chain (NF_INET_*), or None for a regular chain.
+    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str) -> Option<u8> {
+        let cache = self.table(family, table, |c| !c.chains.contains_key(chain))?;
+        cache.chains.get(chain)?.hook
+    }
+
+    /// Fills `ev.rule` (for rule events) and `ev.hook` (when unknown).
+    pub fn annotate(&mut self, ev: &mut TraceEvent) {
+        if ev.hook.is_none() {
+            ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
+        }
+        if let (TraceKind::Rule, Some(h), None) = (ev.kind, ev.rule_handle, &ev.rule) {
+            ev.rule = self.rule(ev.family, &ev.table, &ev.chain, h);
+        }
+    }
+}

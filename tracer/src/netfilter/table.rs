@@ -1,0 +1,234 @@
+//! The owned `inet pathtrace` table that sets `nftrace`, and the trace socket.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::attrs::AttrWriter;
+use super::dump::{self, *};
+use super::netlink::{BatchItem, NlSocket, NFNLGRP_NFTRACE, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use super::trace::{decode_trace, TraceEvent, NFT_MSG_TRACE};
+use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
+
+/// Name of the table pathtrace creates (with `-<pid>` when another
+/// pathtrace in the same namespace already owns it).
+pub const TABLE_NAME: &str = "pathtrace";
+/// Priority of the chains: after defrag (-400), before raw (-300).
+pub const CHAIN_PRIORITY: i32 = -350;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_LOCAL_OUT: u32 = 3;
+const TRACE_RCVBUF: libc::c_int = 16 * 1024 * 1024;
+const CTL_TIMEOUT: Duration = Duration::from_secs(3);
+const HOOK_REFRESH: Duration = Duration::from_secs(1);
+
+/// Traces nf_tables rule decisions for packets matching some filters, in one
+/// network namespace. The table lives exactly as long as this value (and the
+/// process): the kernel deletes it when the owning socket closes.
+#[derive(Debug)]
+pub struct RuleTracer {
+    ctl: NlSocket,
+    trace: NlSocket,
+    table: String,
+    overflows: u64,
+    hooks: HashMap<(u8, String), (HashMap<String, Option<u8>>, Instant)>,
+    buf: Vec<u8>,
+}
+
+fn is_ours(name: &str) -> bool {
+    name == TABLE_NAME
+        || name
+            .strip_prefix(TABLE_NAME)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn table_items(name: &str, rules: &[Vec<expr::Expr>]) -> Vec<BatchItem> {
+    let mut t = AttrWriter::new();
+    t.put_str(NFTA_TABLE_NAME, name).put_be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+    let mut items = vec![BatchItem {
+        kind: NFT_MSG_NEWTABLE,
+        flags: NLM_F_CREATE | NLM_F_EXCL,
+        family: NFPROTO_INET,
+        attrs: t.into_bytes(),
+        what: format!("creating table inet {name}"),
+    }];
+    for (chain, hook) in [("prerouting", NF_INET_PRE_ROUTING), ("output", NF_INET_LOCAL_OUT)] {
+        let mut c = AttrWriter::new();
+        c.put_str(NFTA_CHAIN_TABLE, name)
+            .put_str(NFTA_CHAIN_NAME, chain)
+            .nest(NFTA_CHAIN_HOOK, |w| {
+                w.put_be32(NFTA_HOOK_HOOKNUM, hook)
+                    .put_be32(NFTA_HOOK_PRIORITY, CHAIN_PRIORITY as u32);
+            })
+            .put_str(NFTA_CHAIN_TYPE, "filter");
+        items.push(BatchItem {
+            kind: NFT_MSG_NEWCHAIN,
+            flags: NLM_F_CREATE,
+            family: NFPROTO_INET,
+            attrs: c.into_bytes(),
+            what: format!("creating chain {chain}"),
+        });
+        for (i, r) in rules.iter().enumerate() {
+            let mut w = AttrWriter::new();
+            w.put_str(NFTA_RULE_TABLE, name)
+                .put_str(NFTA_RULE_CHAIN, chain)
+                .nest(NFTA_RULE_EXPRESSIONS, |w| expr::encode(w, r));
+            items.push(BatchItem {
+                kind: NFT_MSG_NEWRULE,
+                flags: NLM_F_CREATE | NLM_F_APPEND,
+                family: NFPROTO_INET,
+                attrs: w.into_bytes(),
+                what: format!("adding trace rule {} to chain {chain}", i + 1),
+            });
+        }
+    }
+    items
+}
+
+fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {
+    let mut n = 0;
+    for t in dump::tables(ctl, 0)? {
+        if !is_ours(&t.name) || t.flags & NFT_TABLE_F_OWNER != 0 || t.owner.is_some() {
+            continue;
+        }
+        let mut a = AttrWriter::new();
+        a.put_str(NFTA_TABLE_NAME, &t.name);
+        let what = format!("deleting leftover table {}", t.name);
+        ctl.batch(&[BatchItem { kind: NFT_MSG_DELTABLE, flags: 0, family: t.family, attrs: a.into_bytes(), what }])?;
+        log::info!("netfilter: deleted leftover nftables table {} (family {})", t.name, t.family);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Deletes "pathtrace" tables that no socket owns (left by an older version).
+/// Returns how many were deleted.
+pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
+    ns::with_netns(netns, || {
+        let mut ctl = NlSocket::open(false)?;
+        ctl.set_rcv_timeout(CTL_TIMEOUT)?;
+        sweep(&mut ctl)
+    })
+}
+
+impl RuleTracer {
+    /// Creates the owned trace table in `netns` (None: the current namespace)
+    /// and subscribes to trace events. See the module documentation.
+    pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
+        let rules = expr::rules_for(filters)?;
+        let (ctl, trace, table) = ns::with_netns(netns, || {
+            let mut ctl = NlSocket::open(false)?;
+            ctl.set_rcv_timeout(CTL_TIMEOUT)?;
+            if let Err(e) = sweep(&mut ctl) {
+                log::warn!("netfilter: sweeping leftover tables: {e}");
+            }
+            // Listen before the rules exist, so the first packets aren't missed.
+            let trace = NlSocket::open(true)?;
+            trace.set_rcvbuf(TRACE_RCVBUF);
+            trace.add_membership(NFNLGRP_NFTRACE)?;
+            let mut table = TABLE_NAME.to_string();
+            let mut res = ctl.batch(&table_items(&table, &rules));
+            // EEXIST: a table of that name; EPERM: owned by another socket.
+            let taken = |e: &NfError| matches!(e, NfError::Kernel { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EEXIST | libc::EPERM)));
+            if res.as_ref().is_err_and(taken) {
+                table = format!("{TABLE_NAME}-{}", std::process::id());
+                log::info!("netfilter: table {TABLE_NAME} is taken, using {table}");
+                res = ctl.batch(&table_items(&table, &rules));
+            }
+            res?;
+            Ok((ctl, trace, table))
+        })?;
+        Ok(Self {
+            ctl,
+            trace,
+            table,
+            overflows: 0,
+            hooks: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    /// Name of the table this tracer owns (normally "pathtrace").
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    /// The trace socket (non-blocking), to wait on with tokio's `AsyncFd`.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.trace.as_raw_fd()
+    }
+
+    /// How many times the trace socket overflowed (events were lost).
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    /// Reads every pending trace event without blocking. Events of the
+    /// tracer's own table are left out.
+    pub fn read_pending(&mut self) -> Result<Vec<TraceEvent>, NfError> {
+        let mut out = Vec::new();
+        loop {
+            let n = match self.trace.recv(&mut self.buf, true) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.overflows += 1;
+                    log::warn!("netfilter: trace socket overflowed ({} times): events were lost", self.overflows);
+                    continue;
+                }
+                Err(source) => return Err(NfError::Io { op: "recv(trace socket)", source }),
+            };
+            let received = Instant::now();
+            let buf = std::mem::take(&mut self.buf);
+            for m in super::netlink::messages(&buf[..n]) {
+                if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE {
+                    continue;
+                }
+                let Some((family, attrs)) = m.nf() else { continue };
+                let Some(mut ev) = decode_trace(family, attrs, received) else {
+                    log::debug!("netfilter: undecodable trace message");
+                    continue;
+                };
+                if ev.family == NFPROTO_INET && ev.table == self.table {
+                    continue;
+                }
+                ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
+                out.push(ev);
+            }
+            self.buf = buf;
+        }
+        Ok(out)
+    }
+
+    /// Hook of a chain (None for a regular chain), from a cache refreshed at
+    /// most once a second per table when the chain is unknown.
+    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str) -> Option<u8> {
+        let key = (family, table.to_string());
+        if let Some((chains, at)) = self.hooks.get(&key) {
+            if let Some(h) = chains.get(chain) {
+                return *h;
+            }
+            if at.elapsed() < HOOK_REFRESH {
+                return None;
+            }
+        }
+        let chains = match dump::chains(&mut self.ctl, family, table) {
+            Ok(c) => c.into_iter().map(|c| (c.name, c.hook)).collect(),
+            Err(e) => {
+                log::debug!("netfilter: listing chains of {table}: {e}");
+                HashMap::new()
+            }
+        };
+        let hook = chains.get(chain).copied().flatten();
+        self.hooks.insert(key, (chains, Instant::now()));
+        hook
+    }
+}
+
+impl AsRawFd for RuleTracer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.trace.as_raw_fd()
+    }
+}

@@ -1,0 +1,18 @@
+//! Output: text for people (colour only on a TTY) and JSON Lines for scripts.
+pub mod json;
+pub mod text;
+mod view;
+
+pub use view::View;
+
+/// Exit-time totals, printed as the `stats` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub tier: String,
+    pub packets: u64,
+    pub events: u64,
+    /// Events the kernel could not hand over (ring buffer full).
+    pub lost: u64,
+    /// Records that failed to decode.
+    pub bad: u64,
+}

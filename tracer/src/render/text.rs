@@ -1,0 +1,129 @@
+//! One block per packet: a header line, one line per hop, and a fate line.
+use std::fmt::Write as _;
+
+use super::{Stats, View};
+use crate::{
+    events::{Hop, HopKind, Tuple, Verdict},
+    track::{FateKind, Packet},
+};
+
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+    fn red(self, s: &str) -> String {
+        self.paint("31;1", s)
+    }
+    fn green(self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    fn dim(self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    fn bold(self, s: &str) -> String {
+        self.paint("1", s)
+    }
+}
+
+pub fn tuple(t: &Tuple) -> String {
+    let ep = |a: std::net::IpAddr, p: u16| match (a, p) {
+        (_, 0) => a.to_string(),
+        (std::net::IpAddr::V6(_), p) => format!("[{a}]:{p}"),
+        (_, p) => format!("{a}:{p}"),
+    };
+    format!("{} {} → {}", t.proto_name(), ep(t.saddr, t.sport), ep(t.daddr, t.dport))
+}
+
+fn tcp_flags(f: u8) -> String {
+    const NAMES: [(u8, char); 6] = [(0x02, 'S'), (0x10, '.'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P'), (0x20, 'U')];
+    NAMES.iter().filter(|(bit, _)| f & bit != 0).map(|(_, c)| *c).collect()
+}
+
+fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
+    let mut d = String::new();
+    if let Some(h) = hop.hook {
+        d.push_str(h.as_str());
+    }
+    match hop.verdict {
+        Some(Verdict::Accept) => d.push_str(&format!(" {}", style.green("ACCEPT"))),
+        Some(v) => d.push_str(&format!(" {}", style.red(v.as_str()))),
+        None => {}
+    }
+    if let Some(r) = view.reason(hop) {
+        d.push_str(&format!(" {}", style.red(&r)));
+    }
+    if let Some(loc) = view.location(hop) {
+        d.push_str(&format!(" {}", style.dim(&format!("at {loc}"))));
+    }
+    d.trim_start().to_owned()
+}
+
+pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
+    let mut out = String::new();
+    let first = p.hops.iter().find_map(|h| h.tuple.map(|t| (t, h.tcp_flags)));
+    let head = match first {
+        Some((t, flags)) if t.proto == 6 => format!("{} [{}]", tuple(&t), tcp_flags(flags)),
+        Some((t, _)) => tuple(&t),
+        None => "non-IP packet".to_owned(),
+    };
+    let _ = writeln!(out, "{} {}", style.bold(&format!("packet {}", p.id)), head);
+    let t0 = p.hops.first().map(|h| h.t_ns).unwrap_or(0);
+    let mut last_tuple = first.map(|(t, _)| t);
+    for hop in &p.hops {
+        let ns = view
+            .netns_name(hop.netns)
+            .unwrap_or_else(|| format!("netns:{}", hop.netns));
+        let ms = hop.t_ns.saturating_sub(t0) as f64 / 1e6;
+        let _ = write!(
+            out,
+            "  {} {:<18} {:<12} {:<7} {}",
+            style.dim(&format!("+{ms:8.3}ms")),
+            ns,
+            if hop.ifname.is_empty() { "-" } else { &hop.ifname },
+            hop.kind.as_str(),
+            hop_detail(hop, view, style),
+        );
+        if let Some(t) = hop.tuple {
+            if last_tuple.is_some_and(|l| l != t) && hop.kind != HopKind::Drop {
+                let _ = write!(out, " {}", style.bold(&format!("(now {})", tuple(&t))));
+            }
+            last_tuple = Some(t);
+        }
+        out.push('\n');
+    }
+    let at = p.fate.at.and_then(|i| p.hops.get(i));
+    let place = at
+        .map(|h| {
+            let ns = view.netns_name(h.netns).unwrap_or_else(|| format!("netns:{}", h.netns));
+            format!("{ns}, {}", if h.ifname.is_empty() { "-" } else { &h.ifname })
+        })
+        .unwrap_or_default();
+    let line = match p.fate.kind {
+        FateKind::Dropped => {
+            let hook = p.fate.hook.map(|h| format!(" in {}", h.as_str())).unwrap_or_default();
+            let reason = at.and_then(|h| view.reason(h)).unwrap_or_else(|| "no reason given".into());
+            style.red(&format!("✗ dropped{hook} ({place}): {reason}"))
+        }
+        FateKind::Delivered => style.green(&format!("✓ delivered ({place})")),
+        FateKind::Forwarded => style.green(&format!("→ forwarded out ({place})")),
+        FateKind::Unknown => style.dim(&format!("? fate unknown: last seen ({place})")),
+    };
+    let _ = writeln!(out, "  {line}");
+    out
+}
+
+pub fn stats(s: &Stats) -> String {
+    format!(
+        "{} packets, {} events, {} lost (tier {})",
+        s.packets, s.events, s.lost, s.tier
+    )
+}

@@ -1,0 +1,160 @@
+//! One tracing run: load, read events, group them into packets, print.
+use std::{
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::{
+    error::Error,
+    events::{decode, Hop, HopKind},
+    filter::FlowFilter,
+    kernel::{drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
+    loader::{LoadOptions, Tracer},
+    names::NetnsNames,
+    render::{json, text, Stats, View},
+    track::{Packet, Tracker},
+};
+
+pub struct TraceOptions {
+    pub filters: Vec<FlowFilter>,
+    pub json: bool,
+    pub color: bool,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub load: LoadOptions,
+}
+
+/// Names what the kernel side only knows as numbers.
+pub fn view() -> Result<View, Error> {
+    let reasons = DropReasons::load().map_err(|e| Error::Kernel(e.to_string()))?;
+    let syms = match Kallsyms::load() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("kernel symbols unavailable, drop locations and hooks will be missing: {e}");
+            None
+        }
+    };
+    Ok(View { reasons, syms, netns: NetnsNames::load() })
+}
+
+/// Infers the netfilter hook of a drop from its kernel stack.
+fn enrich(hop: &mut Hop, view: &View) {
+    if hop.kind != HopKind::Drop || hop.hook.is_some() {
+        return;
+    }
+    let Some(syms) = view.syms.as_ref() else { return };
+    let names: Vec<&str> = hop
+        .stack
+        .iter()
+        .filter_map(|&a| syms.symbolize(a).map(|(n, _)| n))
+        .collect();
+    hop.hook = hook_infer::infer(&names).map(|h| h.hook);
+}
+
+struct Printer<'a, W: Write> {
+    out: &'a mut W,
+    json: bool,
+    color: bool,
+}
+
+impl<W: Write> Printer<'_, W> {
+    fn packet(&mut self, p: &Packet, view: &mut View) -> std::io::Result<()> {
+        if self.json {
+            for h in &p.hops {
+                writeln!(self.out, "{}", json::hop(p.id, h, view))?;
+            }
+            writeln!(self.out, "{}", json::packet(p, view))?;
+        } else {
+            writeln!(self.out, "{}", text::packet(p, view, text::Style { color: self.color }))?;
+        }
+        self.out.flush()
+    }
+}
+
+/// Runs until `stop` is notified, the count or duration is reached, or a
+/// signal arrives. `ready` fires once the programs are attached.
+pub async fn run<W: Write>(
+    opts: &TraceOptions,
+    out: &mut W,
+    stop: Arc<Notify>,
+    ready: Option<oneshot::Sender<()>>,
+) -> Result<Stats, Error> {
+    let mut view = view()?;
+    let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
+    let mut tracer = Tracer::load(&opts.load, &kernel_filters, 0)?;
+    let mut reader = tracer.events()?;
+    let why: Vec<String> = tracer.refused.iter().map(|(t, w)| format!("{t}: {w}")).collect();
+    eprintln!(
+        "pathtrace: tier {}{}",
+        tracer.tier,
+        if why.is_empty() { String::new() } else { format!(" (refused: {})", why.join("; ")) }
+    );
+    let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
+    eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
+
+    let mut tracker = Tracker::default();
+    let mut printer = Printer { out, json: opts.json, color: opts.color };
+    let mut stats = Stats { tier: tracer.tier.to_string(), ..Default::default() };
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Runtime(format!("installing the SIGTERM handler: {e}")))?;
+    let handle = |bytes: &[u8], tracker: &mut Tracker, stats: &mut Stats, view: &View| {
+        stats.events += 1;
+        match decode(bytes) {
+            Ok(mut hop) => {
+                enrich(&mut hop, view);
+                tracker.push(hop, Instant::now());
+            }
+            Err(e) => {
+                stats.bad += 1;
+                log::debug!("undecodable event: {e}");
+            }
+        }
+    };
+    let done = |stats: &Stats| opts.count.is_some_and(|c| stats.packets >= c);
+    'run: loop {
+        tokio::select! {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view)) => {
+                r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
+            }
+            _ = tick.tick() => {
+                for p in tracker.settled(Instant::now()) {
+                    stats.packets += 1;
+                    printer.packet(&p, &mut view).map_err(Error::Output)?;
+                    if done(&stats) {
+                        break 'run;
+                    }
+                }
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = stop.notified() => break,
+        }
+    }
+    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view));
+    if !done(&stats) {
+        for p in tracker.flush() {
+            stats.packets += 1;
+            printer.packet(&p, &mut view).map_err(Error::Output)?;
+            if done(&stats) {
+                break;
+            }
+        }
+    }
+    stats.lost = tracer.counters().lost;
+    if opts.json {
+        writeln!(printer.out, "{}", json::stats(&stats)).map_err(Error::Output)?;
+    } else {
+        eprintln!("pathtrace: {}", text::stats(&stats));
+    }
+    printer.out.flush().map_err(Error::Output)?;
+    Ok(stats)
+}

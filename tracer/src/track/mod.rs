@@ -1,0 +1,119 @@
+//! Grouping hops into packets, and deciding each packet's fate.
+mod fate;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+pub use fate::{Fate, FateKind};
+
+use crate::events::{Hop, HopKind};
+
+/// One packet's path through the kernel, in time order.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// 1-based number in this run.
+    pub id: u64,
+    pub hops: Vec<Hop>,
+    pub fate: Fate,
+}
+
+struct Open {
+    id: u64,
+    hops: Vec<Hop>,
+    ended: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// Collects hops by packet identity and hands back packets once their fate is
+/// settled: a short grace period after the free (late `nf_hook_slow` returns
+/// arrive after the drop), or after being idle for too long.
+pub struct Tracker {
+    open: HashMap<(u64, u64), Open>,
+    next_id: u64,
+    grace: Duration,
+    idle: Duration,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(2))
+    }
+}
+
+impl Tracker {
+    pub fn new(grace: Duration, idle: Duration) -> Self {
+        Self { open: HashMap::new(), next_id: 1, grace, idle }
+    }
+
+    pub fn push(&mut self, hop: Hop, now: Instant) {
+        let key = (hop.skb, hop.track_id);
+        let next_id = &mut self.next_id;
+        let open = self.open.entry(key).or_insert_with(|| {
+            let id = *next_id;
+            *next_id += 1;
+            Open { id, hops: Vec::new(), ended: None, last_seen: now }
+        });
+        open.last_seen = now;
+        if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
+            open.ended = Some(now);
+        }
+        open.hops.push(hop);
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Packets whose fate is settled at `now`, oldest first.
+    pub fn settled(&mut self, now: Instant) -> Vec<Packet> {
+        let (grace, idle) = (self.grace, self.idle);
+        let done: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, o)| {
+                o.ended.is_some_and(|t| now.duration_since(t) >= grace)
+                    || now.duration_since(o.last_seen) >= idle
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        self.finish(done)
+    }
+
+    /// Every open packet, settled or not (at exit).
+    pub fn flush(&mut self) -> Vec<Packet> {
+        let all: Vec<_> = self.open.keys().copied().collect();
+        self.finish(all)
+    }
+
+    fn finish(&mut self, keys: Vec<(u64, u64)>) -> Vec<Packet> {
+        let mut out: Vec<Packet> = keys
+            .into_iter()
+            .filter_map(|k| self.open.remove(&k))
+            .map(|o| {
+                let hops = tidy(o.hops);
+                let fate = Fate::of(&hops);
+                Packet { id: o.id, hops, fate }
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        out
+    }
+}
+
+/// Sorts by time and folds the `netif_rx` + `netif_receive_skb` pair that a
+/// veth or backlog receive produces into one `rx` hop.
+fn tidy(mut hops: Vec<Hop>) -> Vec<Hop> {
+    hops.sort_by_key(|h| h.t_ns);
+    hops.dedup_by(|later, earlier| {
+        later.kind == HopKind::Rx
+            && earlier.kind == HopKind::Rx
+            && later.netns == earlier.netns
+            && later.ifindex == earlier.ifindex
+    });
+    hops
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::{events::Verdict, kernel::Hook};
+
+fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
+    Hop {
+        t_ns: t,
+        skb: 0x1000,
+        track_id: 7,
+        kind,
+        netns,
+        ifindex,
+        ifname: format!("if{ifindex}"),
+        hook: None,
+        nf_family: 0,
+        verdict: None,
+        retval: 0,
+        reason_raw: 0,
+        location: 0,
+        tuple: None,
+        tcp_flags: 0,
+        len: 60,
+        filter: 0,
+        stack: Vec::new(),
+    }
+}
+
+#[test]
+fn drop_ends_the_packet_after_the_grace_period() {
+    let mut t = Tracker::new(Duration::from_millis(100), Duration::from_secs(2));
+    let now = Instant::now();
+    t.push(hop(1, HopKind::Tx, 1, 2), now);
+    t.push(hop(2, HopKind::Rx, 2, 3), now);
+    let mut d = hop(4, HopKind::Drop, 2, 3);
+    d.hook = Some(Hook::Forward);
+    t.push(d, now);
+    assert!(t.settled(now).is_empty(), "still in its grace period");
+    // A late nf_hook_slow return sorts before the drop by its entry time.
+    let mut nf = hop(3, HopKind::NfHook, 2, 3);
+    nf.verdict = Some(Verdict::Drop);
+    nf.hook = Some(Hook::Forward);
+    t.push(nf, now + Duration::from_millis(10));
+    let done = t.settled(now + Duration::from_millis(150));
+    assert_eq!(done.len(), 1);
+    let p = &done[0];
+    assert_eq!(p.id, 1);
+    assert_eq!(p.fate.kind, FateKind::Dropped);
+    assert_eq!(p.fate.hook, Some(Hook::Forward));
+    let kinds: Vec<_> = p.hops.iter().map(|h| h.kind).collect();
+    assert_eq!(kinds, [HopKind::Tx, HopKind::Rx, HopKind::NfHook, HopKind::Drop]);
+}
+
+#[test]
+fn rx_pairs_fold_and_consume_after_rx_is_delivery() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    for h in [
+        hop(1, HopKind::Tx, 1, 2),
+        hop(2, HopKind::Rx, 2, 3),
+        hop(3, HopKind::Rx, 2, 3),
+        hop(4, HopKind::Consume, 2, 3),
+    ] {
+        t.push(h, now);
+    }
+    let p = t.flush().pop().expect("one packet");
+    assert_eq!(p.hops.len(), 3);
+    assert_eq!(p.fate.kind, FateKind::Delivered);
+}
+
+#[test]
+fn consume_after_tx_is_forwarding_and_silence_is_unknown() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    t.push(hop(1, HopKind::Rx, 1, 2), now);
+    t.push(hop(2, HopKind::Tx, 1, 3), now);
+    t.push(hop(3, HopKind::Consume, 1, 3), now);
+    assert_eq!(t.flush()[0].fate.kind, FateKind::Forwarded);
+
+    let mut other = hop(1, HopKind::Rx, 1, 2);
+    other.skb = 0x2000;
+    t.push(other, now);
+    assert!(t.settled(now + Duration::from_secs(1)).is_empty());
+    let idle = t.settled(now + Duration::from_secs(3));
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle[0].fate.kind, FateKind::Unknown);
+    assert_eq!(idle[0].id, 2, "packets are numbered in order of first sight");
+}

@@ -1,0 +1,142 @@
+//! Building `tracer-ebpf`: a nightly toolchain with `rust-src`, and a
+//! bpf-linker built against that nightly's own LLVM, kept in `.tools/`.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn object_path() -> PathBuf {
+    workspace_root().join("tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")
+}
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn output_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_nightly() -> Result<()> {
+    if Command::new("rustup").arg("--version").output().is_err() {
+        bail!("rustup is missing: install it from rustup.rs (the eBPF build needs a nightly toolchain)");
+    }
+    let toolchains = output_of(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("xtask: installing the nightly toolchain");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+            .context("nightly toolchain is missing and could not be installed")?;
+    }
+    let comps = output_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to nightly");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+            .context("rust-src for nightly is missing and could not be installed")?;
+    }
+    Ok(())
+}
+
+fn llvm_major() -> Result<String> {
+    let vv = output_of(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let version = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` printed no LLVM version")?;
+    Ok(version.split('.').next().unwrap_or(version).to_string())
+}
+
+/// Returns the folder holding bpf-linker, building it when missing.
+fn ensure_bpf_linker() -> Result<PathBuf> {
+    let tools = workspace_root().join(".tools");
+    let bin = tools.join("bin");
+    let major = llvm_major()?;
+    let stamp = tools.join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm{major}"));
+    if bin.join("bpf-linker").exists() && stamp.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (about 2 minutes, once)");
+    let sysroot = output_of(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let nightly_lib = PathBuf::from(sysroot.trim()).join("lib");
+    let llvm = tools.join("llvm");
+    let llvm_lib = llvm.join("lib");
+    std::fs::create_dir_all(&llvm_lib)?;
+    let mut so_name = None;
+    for entry in std::fs::read_dir(&nightly_lib)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM.so.") || name.starts_with("libLLVM-") {
+            let link = llvm_lib.join(&name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(nightly_lib.join(&name), &link)?;
+            if name.starts_with("libLLVM.so.") {
+                so_name = Some(name);
+            }
+        }
+    }
+    let so_name = so_name.with_context(|| {
+        format!("no libLLVM.so.* in {}: the nightly toolchain ships no shared LLVM to build bpf-linker against", nightly_lib.display())
+    })?;
+    let generic = llvm_lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&generic);
+    std::os::unix::fs::symlink(nightly_lib.join(so_name), generic)?;
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .arg("--root")
+        .arg(&tools)
+        .env("LLVM_PREFIX", &llvm))
+    .context("building bpf-linker failed (needs crates.io and a C compiler)")?;
+    std::fs::write(&stamp, b"")?;
+    Ok(bin)
+}
+
+/// Builds the eBPF object and returns its path.
+pub fn build() -> Result<PathBuf> {
+    ensure_nightly()?;
+    let linker_dir = ensure_bpf_linker()?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![linker_dir];
+    paths.extend(std::env::split_paths(&path));
+    let root = workspace_root();
+    run(Command::new("cargo")
+        .args(["+nightly", "build", "--release", "--locked"])
+        .current_dir(root.join("tracer-ebpf"))
+        .env("PATH", std::env::join_paths(paths)?)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("building tracer-ebpf failed")?;
+    let obj = object_path();
+    if !obj.exists() {
+        bail!("the eBPF build finished but {} is missing", obj.display());
+    }
+    Ok(obj)
+}
