@@ -171,9 +171,16 @@ const _: () = assert!(size_of::<Config>() == 80 + 2 * 48 + 8);
 pub struct Tracked {
     pub track_id: u64,
     pub filter: u32,
-    pub _pad: u32,
+    /// The headers at the last hop, to tell NAT from a reused `sk_buff`.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad1: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }
-const _: () = assert!(size_of::<Tracked>() == 16);
+const _: () = assert!(size_of::<Tracked>() == 56);
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {

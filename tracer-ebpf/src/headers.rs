@@ -1,7 +1,7 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use tracer_common::{filter_flags, Config, Filter, MAX_FILTERS};
+use tracer_common::{filter_flags, Config, Filter, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -148,6 +148,30 @@ impl Headers {
             return false;
         }
         true
+    }
+
+    /// Whether these headers belong to a packet going the other way (or of
+    /// another protocol) than the one last seen in `t`: NAT never does that.
+    #[inline(always)]
+    pub fn is_reply_to(&self, t: &Tracked) -> bool {
+        if t.proto == 0 {
+            return false;
+        }
+        if self.proto != t.proto {
+            return true;
+        }
+        let swapped_addrs = self.saddr == t.daddr && self.daddr == t.saddr && self.saddr != self.daddr;
+        let swapped_ports = self.sport != 0 && self.sport != self.dport && self.sport == t.dport && self.dport == t.sport;
+        swapped_addrs || swapped_ports
+    }
+
+    #[inline(always)]
+    pub fn remember_in(&self, t: &mut Tracked) {
+        t.proto = self.proto;
+        t.sport = self.sport;
+        t.dport = self.dport;
+        t.saddr = self.saddr;
+        t.daddr = self.daddr;
     }
 
     /// Index of the first filter this packet matches.

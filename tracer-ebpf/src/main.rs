@@ -77,19 +77,29 @@ unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
 #[inline(always)]
 unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Tracked, Headers)> {
     let hdr = unsafe { read_headers(cfg, skb, at) };
-    if let Some(t) = unsafe { TRACKED.get(&skb) } {
-        return Some((*t, hdr));
+    if let Some(t) = TRACKED.get_ptr_mut(&skb) {
+        let t = unsafe { &mut *t };
+        if hdr.ip_version == 0 {
+            return Some((*t, hdr));
+        }
+        if !hdr.is_reply_to(t) {
+            hdr.remember_in(t);
+            return Some((*t, hdr));
+        }
+        // The sk_buff was freed without a tracepoint and reused for a reply.
+        let _ = TRACKED.remove(&skb);
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
         None if drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 => 0,
         None => return None,
     };
-    let tracked = Tracked {
+    let mut tracked = Tracked {
         track_id: unsafe { bpf_ktime_get_ns() },
         filter,
-        _pad: 0,
+        ..Tracked::default()
     };
+    hdr.remember_in(&mut tracked);
     if !drop {
         let _ = TRACKED.insert(&skb, &tracked, 0);
         bump(counter::TRACKED);
@@ -103,6 +113,9 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
     let found = match known {
         Some(t) => Some((t, unsafe { read_headers(cfg, skb, at) })),
+        // A free of a packet we never saw travel is not a path.
+        None if extra.kind == EventKind::Consume => unsafe { TRACKED.get(&skb) }
+            .map(|t| (*t, unsafe { read_headers(cfg, skb, at) })),
         None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop) },
     };
     let Some((tracked, hdr)) = found else {
@@ -230,7 +243,12 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     let Some((tracked, _)) = (unsafe { classify(cfg, skb, L3At::NetworkHeader, false) }) else {
         return 0;
     };
-    let entry = maps::NfEntry { tracked, state, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    let entry = maps::NfEntry {
+        track_id: tracked.track_id,
+        filter: tracked.filter,
+        state,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
     let _ = NF_ENTRY.insert(&nf_key(skb), &entry, 0);
     0
 }
@@ -268,7 +286,8 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
     };
     extra.ts_ns = entry.ts_ns;
     // A dropped skb is already freed and untracked: its identity comes from the stash.
-    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, Some(entry.tracked)) }
+    let tracked = Tracked { track_id: entry.track_id, filter: entry.filter, ..Tracked::default() };
+    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, Some(tracked)) }
 }
 
 #[fentry(function = "nf_hook_slow")]

@@ -21,7 +21,8 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// What `nf_hook_slow` was entered with, until it returns.
 #[derive(Clone, Copy)]
 pub struct NfEntry {
-    pub tracked: Tracked,
+    pub track_id: u64,
+    pub filter: u32,
     pub state: u64,
     pub ts_ns: u64,
 }

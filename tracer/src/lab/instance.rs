@@ -62,6 +62,13 @@ pub struct LabInfo {
     pub container: ContainerInfo,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to make a real start fail once dockerd runs (Auto fallback test).
+    pub(crate) static FAIL_REAL_AFTER_IMAGE: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 enum Backend {
     None,
     Real(RealDocker),
@@ -154,6 +161,12 @@ impl Lab {
         self.backend = Backend::Real(docker);
         if let Backend::Real(docker) = &self.backend {
             docker.build_image()?;
+        }
+        #[cfg(test)]
+        if FAIL_REAL_AFTER_IMAGE.with(std::cell::Cell::get) {
+            return Err(LabError::DockerUnavailable(
+                "failure injected by a test".into(),
+            ));
         }
         self.run_real_container()
     }

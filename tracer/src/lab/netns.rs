@@ -142,8 +142,10 @@ pub(crate) fn add_dock(names: &LabNames) -> Result<(), LabError> {
 /// Recreates the Docker host namespace from scratch (after a failed dockerd start that
 /// may have left bridges and rules behind).
 pub(crate) fn reset_dock(names: &LabNames) -> Result<(), LabError> {
+    // Deleting one end of a veth pair deletes both at once; a namespace's interfaces
+    // only go when the kernel gets round to destroying it.
+    ip(&names.lan, &["link", "del", "veth-dock"])?;
     delete(&names.dock)?;
-    // The LAN side of the old veth pair disappears with its peer.
     add_dock(names)
 }
 

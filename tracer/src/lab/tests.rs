@@ -50,6 +50,14 @@ fn check_scenarios(lab: &mut Lab) -> Result<(), LabError> {
         );
         assert_eq!(client, client_expected, "client with {block:?}");
         assert_eq!(other, Connected, "other with {block:?}");
+        if block == Block::PolicyDrop {
+            // The client's SYNs were dropped by FORWARD's policy, not by a rule.
+            let out = lab.iptables(&["-L", "FORWARD", "-v", "-n", "-x"])?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let head = text.lines().next().unwrap_or_default().to_string();
+            assert!(head.starts_with("Chain FORWARD (policy DROP"), "{head}");
+            assert!(!head.contains("policy DROP 0 packets"), "{head}");
+        }
     }
     if lab.docker_is_real() || lab.container().pid.is_some() {
         let page = lab
@@ -178,18 +186,27 @@ fn lab_is_send_and_sync() {
     check::<Lab>();
 }
 
-/// Auto mode falls back to the emulation when dockerd isn't ready in time (here: a
-/// 1 ms limit), after removing what the aborted dockerd left.
+/// Auto mode falls back to the emulation when the real start fails (here: injected
+/// after dockerd is up and the image is imported), after removing what dockerd left.
 #[test]
 fn lab_auto_falls_back_to_emulation() -> Result<(), LabError> {
     if needs_root() {
         return Ok(());
     }
-    let mut lab = Lab::start(LabConfig {
-        ready_timeout: Duration::from_millis(1),
+    instance::FAIL_REAL_AFTER_IMAGE.with(|f| f.set(true));
+    let started = Lab::start(LabConfig {
         block: Block::Drop,
         ..LabConfig::with_prefix("ta")
-    })?;
+    });
+    instance::FAIL_REAL_AFTER_IMAGE.with(|f| f.set(false));
+    let mut lab = started?;
+    let state = lab.state_dir().to_path_buf();
+    assert!(!state.join("data").exists() && !state.join("exec").exists());
+    let procs = procs::find(&state, &config::cgroup_parent("ta"));
+    assert!(
+        procs.iter().all(|p| p.cmdline.contains(" httpd ")),
+        "only the emulated httpd should run: {procs:?}"
+    );
     assert!(!lab.docker_is_real());
     assert!(lab.docker_socket().is_none());
     let (client, other) = probe_both(&lab);
@@ -306,9 +323,12 @@ fn lab_manual_check() -> Result<(), LabError> {
     if needs_root() {
         return Ok(());
     }
-    let snapshot = "ip netns list; pgrep -a dockerd; pgrep -af containerd; \
-                    cut -d' ' -f5 /proc/self/mountinfo | sort; ls /run /etc/docker; \
-                    ls -d /sys/fs/cgroup/*/docker /sys/fs/cgroup/*/pathtrace-lab-* 2>/dev/null";
+    // Only what a lab could leave (other people's namespaces may come and go meanwhile).
+    let snapshot = "ip netns list | grep -E '^pt-'; ps -eo pid,stat,comm | grep -E ' (dockerd|containerd)'; \
+                    grep -E 'pathtrace|netns/pt-' /proc/self/mountinfo; \
+                    ls -d /run/docker /run/containerd /run/pathtrace-lab /run/mount /run/xtables.lock \
+                          /etc/docker/key.json /sys/fs/cgroup/*/docker /sys/fs/cgroup/*/pathtrace-lab-* \
+                          2>/dev/null; true";
     let before = shell(snapshot);
     for (mode, fw) in [
         (DockerMode::Real, Firewall::Nft),

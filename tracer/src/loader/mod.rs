@@ -128,14 +128,19 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        let text = text.replace(". Verifier output: ", ": ");
+        let text = text.trim_end_matches(['.', ':', ' ']).to_owned();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.retain(|p| !text.contains(p.as_str()));
+            parts.push(text);
+        }
+        cur = err.source();
     }
-    s
+    parts.join(": ")
 }
 
 impl Tracer {

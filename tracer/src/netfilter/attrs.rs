@@ -113,10 +113,6 @@ impl AttrWriter {
         self.put(kind, &v.to_be_bytes())
     }
 
-    pub fn put_be64(&mut self, kind: u16, v: u64) -> &mut Self {
-        self.put(kind, &v.to_be_bytes())
-    }
-
     pub fn put_u8(&mut self, kind: u16, v: u8) -> &mut Self {
         self.put(kind, &[v])
     }

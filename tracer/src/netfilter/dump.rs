@@ -20,7 +20,6 @@ pub const NFT_TABLE_F_OWNER: u32 = 2;
 pub const NFTA_CHAIN_TABLE: u16 = 1;
 pub const NFTA_CHAIN_NAME: u16 = 3;
 pub const NFTA_CHAIN_HOOK: u16 = 4;
-pub const NFTA_CHAIN_POLICY: u16 = 5;
 pub const NFTA_CHAIN_TYPE: u16 = 7;
 pub const NFTA_HOOK_HOOKNUM: u16 = 1;
 pub const NFTA_HOOK_PRIORITY: u16 = 2;
@@ -42,12 +41,11 @@ pub struct TableRec {
     pub owner: Option<u32>,
 }
 
-/// A chain: its name, and hook and policy when it is a base chain.
+/// A chain: its name, and its hook when it is a base chain.
 #[derive(Debug, Clone)]
 pub struct ChainRec {
     pub name: String,
     pub hook: Option<u8>,
-    pub policy: Option<u32>,
 }
 
 /// A rule: where it is, its handle, and what iptables-nft leaves in it.
@@ -95,7 +93,6 @@ pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainR
         out.push(ChainRec {
             name: attrs::find(&a, NFTA_CHAIN_NAME).map(attrs::string).unwrap_or_default(),
             hook,
-            policy: attrs::find(&a, NFTA_CHAIN_POLICY).and_then(attrs::be32),
         });
     }
     Ok(out)

@@ -22,9 +22,10 @@
 mod attrs;
 mod dump;
 mod expr;
-//TMP mod legacy;
+mod legacy;
+mod legacy_rules;
 mod netlink;
-//TMP mod nflog;
+mod nflog;
 mod ns;
 mod rules;
 mod table;
@@ -32,8 +33,10 @@ mod trace;
 
 #[cfg(test)]
 mod tests_root;
-//TMPC #[cfg(test)]
-//TMP mod tests_unit;
+#[cfg(test)]
+mod tests_unit;
+#[cfg(test)]
+mod fixtures;
 #[cfg(test)]
 mod testnet;
 
@@ -42,7 +45,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-//TMP pub use legacy::{legacy_sweep, LegacyTracer};
+pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
 pub use table::{sweep_leftovers, RuleTracer, TABLE_NAME};
 pub use trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind, Tuple};

@@ -16,7 +16,6 @@ pub const NFNLGRP_NFTRACE: u32 = 9;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NLM_F_DUMP: u16 = 0x300;
@@ -192,6 +191,22 @@ impl NlSocket {
                 op: "setting SO_RCVTIMEO",
                 source,
             })
+    }
+
+    /// Switches `O_NONBLOCK` on or off.
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), NfError> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io_err("fcntl(F_GETFL)"));
+        }
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+            return Err(io_err("fcntl(F_SETFL)"));
+        }
+        Ok(())
     }
 
     pub fn next_seq(&mut self) -> u32 {

@@ -21,6 +21,7 @@ const NF_INET_LOCAL_OUT: u32 = 3;
 const TRACE_RCVBUF: libc::c_int = 16 * 1024 * 1024;
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 const HOOK_REFRESH: Duration = Duration::from_secs(1);
+const MAX_PACKETS: usize = 4096;
 
 /// Traces nf_tables rule decisions for packets matching some filters, in one
 /// network namespace. The table lives exactly as long as this value (and the
@@ -32,7 +33,18 @@ pub struct RuleTracer {
     table: String,
     overflows: u64,
     hooks: HashMap<(u8, String), (HashMap<String, Option<u8>>, Instant)>,
+    packets: HashMap<u32, Packet>,
     buf: Vec<u8>,
+}
+
+/// What the first event of a packet's chain walk told about the packet.
+#[derive(Debug)]
+struct Packet {
+    tuple: Option<super::Tuple>,
+    iif: Option<u32>,
+    oif: Option<u32>,
+    mark: Option<u32>,
+    seen: Instant,
 }
 
 fn is_ours(name: &str) -> bool {
@@ -146,6 +158,7 @@ impl RuleTracer {
             table,
             overflows: 0,
             hooks: HashMap::new(),
+            packets: HashMap::new(),
             buf: vec![0u8; 256 * 1024],
         })
     }
@@ -194,12 +207,34 @@ impl RuleTracer {
                 if ev.family == NFPROTO_INET && ev.table == self.table {
                     continue;
                 }
+                self.fill_packet(&mut ev);
                 ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
                 out.push(ev);
             }
             self.buf = buf;
         }
         Ok(out)
+    }
+
+    /// The kernel sends the packet (headers, interfaces) only with the first
+    /// event of each base-chain walk: copy it to the later events of that id.
+    fn fill_packet(&mut self, ev: &mut TraceEvent) {
+        if ev.tuple.is_some() {
+            if self.packets.len() >= MAX_PACKETS {
+                let now = Instant::now();
+                self.packets.retain(|_, p| now.duration_since(p.seen) < Duration::from_secs(2));
+                if self.packets.len() >= MAX_PACKETS {
+                    self.packets.clear();
+                }
+            }
+            let p = Packet { tuple: ev.tuple, iif: ev.iif, oif: ev.oif, mark: ev.mark, seen: ev.received };
+            self.packets.insert(ev.id, p);
+        } else if let Some(p) = self.packets.get(&ev.id) {
+            ev.tuple = p.tuple;
+            ev.iif = ev.iif.or(p.iif);
+            ev.oif = ev.oif.or(p.oif);
+            ev.mark = ev.mark.or(p.mark);
+        }
     }
 
     /// Hook of a chain (None for a regular chain), from a cache refreshed at

@@ -34,7 +34,10 @@ pub enum TraceKind {
     Rule,
     /// No rule decided: the base chain's policy did.
     Policy,
-    /// The end of a regular chain was reached (implicit return).
+    /// The end of a chain was reached without a rule deciding: an implicit
+    /// return from a regular chain, or (just before a `Policy` event) the end
+    /// of a base chain. The kernel reports this as a rule event without a
+    /// handle (verdict continue), or as a return event.
     Return,
 }
 
@@ -159,7 +162,8 @@ pub fn decode_trace(family: u8, buf: &[u8], received: Instant) -> Option<TraceEv
         received,
     };
     let mut kind = None;
-    for (k, p) in AttrIter::new(buf) {
+    let mut it = AttrIter::new(buf);
+    for (k, p) in it.by_ref() {
         match k {
             NFTA_TRACE_TABLE => ev.table = attrs::string(p),
             NFTA_TRACE_CHAIN => ev.chain = attrs::string(p),
@@ -177,9 +181,13 @@ pub fn decode_trace(family: u8, buf: &[u8], received: Instant) -> Option<TraceEv
             _ => {}
         }
     }
+    if it.malformed() {
+        log::debug!("netfilter: truncated attribute in a trace message");
+    }
     ev.kind = match kind? {
         1 => TraceKind::Policy,
         2 => TraceKind::Return,
+        3 if ev.rule_handle.is_none() => TraceKind::Return,
         3 => TraceKind::Rule,
         _ => return None,
     };

@@ -102,10 +102,21 @@ impl Tracker {
     }
 }
 
-/// Sorts by time and folds the `netif_rx` + `netif_receive_skb` pair that a
-/// veth or backlog receive produces into one `rx` hop.
+/// Sorts by time, folds the `netif_rx` + `netif_receive_skb` pair that a
+/// veth or backlog receive produces into one `rx` hop, and gives hops where
+/// the kernel had already detached the device (a socket consuming the
+/// packet) the namespace and device of the hop before: a packet only changes
+/// namespace at a device hop, and a detached packet's socket or stale device
+/// pointer may name another namespace.
 fn tidy(mut hops: Vec<Hop>) -> Vec<Hop> {
     hops.sort_by_key(|h| h.t_ns);
+    for i in 1..hops.len() {
+        if hops[i].ifindex == 0 {
+            hops[i].netns = hops[i - 1].netns;
+            hops[i].ifindex = hops[i - 1].ifindex;
+            hops[i].ifname = hops[i - 1].ifname.clone();
+        }
+    }
     hops.dedup_by(|later, earlier| {
         later.kind == HopKind::Rx
             && earlier.kind == HopKind::Rx

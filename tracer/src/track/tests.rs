@@ -86,3 +86,16 @@ fn consume_after_tx_is_forwarding_and_silence_is_unknown() {
     assert_eq!(idle[0].fate.kind, FateKind::Unknown);
     assert_eq!(idle[0].id, 2, "packets are numbered in order of first sight");
 }
+
+#[test]
+fn a_hop_without_a_device_inherits_the_namespace_before_it() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    t.push(hop(1, HopKind::Rx, 5, 9), now);
+    let mut c = hop(2, HopKind::Consume, 0, 0);
+    c.ifname.clear();
+    t.push(c, now);
+    let p = t.flush().pop().expect("one packet");
+    let last = p.hops.last().expect("hops");
+    assert_eq!((last.netns, last.ifindex, last.ifname.as_str()), (5, 9, "if9"));
+}

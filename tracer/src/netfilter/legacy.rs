@@ -1,0 +1,283 @@
+//! iptables-legacy tracing: `-j TRACE` rules in the raw table, and the
+//! `TRACE: table:chain:type:rulenum` messages nfnetlink_log delivers.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
+use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
+use super::nflog::{self, NflogPacket, TracePrefix, NFULNL_MSG_PACKET, TRACE_GROUP};
+use super::trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind};
+use super::{ns, NfError, RuleInfo, TraceFilter};
+
+pub use legacy_rules::legacy_sweep;
+
+const NFLOG_RCVBUF: libc::c_int = 8 * 1024 * 1024;
+const REFRESH_EVERY: Duration = Duration::from_millis(300);
+const NFLOG_LOGGER: &str = "nfnetlink_log";
+
+fn logger_path(pf: u8) -> String {
+    format!("/proc/sys/net/netfilter/nf_log/{pf}")
+}
+
+fn read_logger(pf: u8) -> Option<String> {
+    std::fs::read_to_string(logger_path(pf)).ok().map(|s| s.trim().to_string())
+}
+
+/// Puts back the loggers that were there before; runs in the namespace.
+fn restore_loggers(saved: &[(u8, String)]) {
+    for (pf, prev) in saved {
+        if read_logger(*pf).as_deref() == Some(prev.as_str()) {
+            continue;
+        }
+        if let Err(e) = std::fs::write(logger_path(*pf), prev) {
+            log::warn!("netfilter: restoring nf_log/{pf} to {prev}: {e}");
+        }
+    }
+}
+
+/// Traces iptables-legacy rule decisions in one network namespace. Its TRACE
+/// rules are removed, and the namespace's loggers restored, on drop.
+#[derive(Debug)]
+pub struct LegacyTracer {
+    netns: Option<PathBuf>,
+    sock: NlSocket,
+    /// (family, chain, match arguments) of each TRACE rule added.
+    inserted: Vec<(u8, &'static str, Vec<String>)>,
+    saved_loggers: Vec<(u8, String)>,
+    comment: String,
+    overflows: u64,
+    tables: HashMap<(u8, String), (SavedTable, Instant)>,
+    buf: Vec<u8>,
+}
+
+impl LegacyTracer {
+    /// Binds nfnetlink_log as the logger of the families the filters need,
+    /// listens on nflog group 0, then inserts the TRACE rules.
+    pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
+        let pid = std::process::id();
+        let specs = legacy_rules::trace_rule_specs(filters, pid)?;
+        let mut families: Vec<u8> = specs.iter().map(|(f, _)| *f).collect();
+        families.sort_unstable();
+        families.dedup();
+        let (sock, saved_loggers) = ns::with_netns(netns, || {
+            let saved: Vec<(u8, String)> = families
+                .iter()
+                .filter_map(|pf| read_logger(*pf).map(|l| (*pf, l)))
+                .collect();
+            let res = (|| {
+                let mut sock = NlSocket::open(false)?;
+                sock.set_rcv_timeout(Duration::from_secs(3))?;
+                for pf in &families {
+                    nflog::bind_pf(&mut sock, *pf)?;
+                    if read_logger(*pf).is_some_and(|l| l != NFLOG_LOGGER) {
+                        std::fs::write(logger_path(*pf), NFLOG_LOGGER)
+                            .map_err(|e| NfError::Other(format!("setting nf_log/{pf}: {e}")))?;
+                    }
+                }
+                nflog::bind_group(&mut sock, TRACE_GROUP)?;
+                sock.set_rcvbuf(NFLOG_RCVBUF);
+                sock.set_nonblocking(true)?;
+                Ok(sock)
+            })();
+            if res.is_err() {
+                restore_loggers(&saved);
+            }
+            res.map(|s| (s, saved))
+        })?;
+        let mut me = Self {
+            netns: netns.map(Path::to_path_buf),
+            sock,
+            inserted: Vec::new(),
+            saved_loggers,
+            comment: format!("{COMMENT_PREFIX}{pid}"),
+            overflows: 0,
+            tables: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+        };
+        for (family, spec) in specs {
+            for chain in ["PREROUTING", "OUTPUT"] {
+                let mut args: Vec<&str> = vec!["-w", "-t", "raw", "-I", chain];
+                args.extend(spec.iter().map(String::as_str));
+                args.extend(["-j", "TRACE"]);
+                // On failure `me` is dropped, which removes what was added.
+                ns::run(netns, iptables(family), &args)?;
+                me.inserted.push((family, chain, spec.clone()));
+            }
+        }
+        Ok(me)
+    }
+
+    /// The nflog socket (non-blocking), for tokio's `AsyncFd`.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    /// Reads every pending TRACE message without blocking.
+    pub fn read_pending(&mut self) -> Result<Vec<TraceEvent>, NfError> {
+        let mut out = Vec::new();
+        loop {
+            let n = match self.sock.recv(&mut self.buf, true) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.overflows += 1;
+                    log::warn!("netfilter: nflog socket overflowed ({} times)", self.overflows);
+                    continue;
+                }
+                Err(source) => return Err(NfError::Io { op: "recv(nflog socket)", source }),
+            };
+            let received = Instant::now();
+            let buf = std::mem::take(&mut self.buf);
+            for m in netlink::messages(&buf[..n]) {
+                if m.kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
+                    continue;
+                }
+                let Some((family, attrs)) = m.nf() else { continue };
+                let pkt = nflog::decode_packet(attrs);
+                let Some(prefix) = nflog::parse_trace_prefix(&pkt.prefix) else { continue };
+                if let Some(ev) = self.event(family, &prefix, pkt, received) {
+                    out.push(ev);
+                }
+            }
+            self.buf = buf;
+        }
+        Ok(out)
+    }
+
+    /// The table's rules, listed again when `chain` has fewer than `need`.
+    fn saved_table(&mut self, family: u8, table: &str, chain: &str, need: u32) -> Option<&SavedTable> {
+        let key = (family, table.to_string());
+        let stale = match self.tables.get(&key) {
+            None => true,
+            Some((t, at)) => {
+                let known = t.rules.get(chain).map_or(0, Vec::len);
+                (known < need as usize || !t.policies.contains_key(chain) && !t.user_chains.contains(chain))
+                    && at.elapsed() >= REFRESH_EVERY
+            }
+        };
+        if stale {
+            match ns::run(self.netns.as_deref(), iptables_save(family), &["-t", table]) {
+                Ok(out) => {
+                    self.tables.insert(key.clone(), (parse_save(&out), Instant::now()));
+                }
+                Err(e) => log::warn!("netfilter: {e}"),
+            }
+        }
+        self.tables.get(&key).map(|(t, _)| t)
+    }
+
+    fn event(&mut self, family: u8, p: &TracePrefix, pkt: NflogPacket, received: Instant) -> Option<TraceEvent> {
+        let comment = self.comment.clone();
+        let need = if p.kind == "rule" { p.rulenum } else { p.rulenum.saturating_sub(1) };
+        let saved = self.saved_table(family, &p.table, &p.chain, need).cloned().unwrap_or_default();
+        let line = usize::try_from(p.rulenum)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| saved.rules.get(&p.chain)?.get(i));
+        // xt_TRACE calls any unconditional rule with a standard target at the
+        // end of a chain "policy"/"return": a real rule when it is listed.
+        let kind = match (p.kind.as_str(), line) {
+            ("rule", _) | (_, Some(_)) => TraceKind::Rule,
+            ("policy", None) => TraceKind::Policy,
+            _ => TraceKind::Return,
+        };
+        let (verdict, policy, rule) = match kind {
+            TraceKind::Rule => {
+                let text = line.cloned().unwrap_or_else(|| format!("# rule {} of {}", p.rulenum, p.chain));
+                if text.split_whitespace().any(|w| w.trim_matches('"') == comment) {
+                    return None; // one of our own TRACE rules
+                }
+                let v = legacy_rules::verdict_of_rule(&text, &saved.user_chains);
+                (Some(v), None, Some(RuleInfo { index: p.rulenum, text, iptables: true }))
+            }
+            TraceKind::Policy => {
+                let v = saved.policies.get(&p.chain).map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
+                let code = v.as_ref().map(|v| u32::from(*v == NfVerdict::Accept));
+                (v, code, None)
+            }
+            TraceKind::Return => (Some(NfVerdict::Return), None, None),
+        };
+        let tuple = tuple_from_headers(&pkt.payload, &[]);
+        Some(TraceEvent {
+            id: packet_id(&pkt.payload),
+            family,
+            table: p.table.clone(),
+            chain: p.chain.clone(),
+            kind,
+            rule_handle: None,
+            verdict,
+            policy,
+            iif: pkt.iif,
+            oif: pkt.oif,
+            mark: pkt.mark,
+            nfproto: Some(u32::from(family)),
+            network_header: pkt.payload,
+            transport_header: Vec::new(),
+            tuple,
+            hook: pkt.hook,
+            rule,
+            received,
+        })
+    }
+}
+
+/// A per-packet id for legacy events (the kernel gives none): FNV-1a over
+/// the addresses, IPv4 id or IPv6 flow label, protocol and ports. It stays
+/// the same across hooks unless NAT rewrites the packet.
+pub fn packet_id(net: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    match net.first().map(|b| b >> 4) {
+        Some(4) if net.len() >= 20 => {
+            eat(&net[4..6]);
+            eat(&net[9..10]);
+            eat(&net[12..20]);
+            let ihl = usize::from(net[0] & 0x0f) * 4;
+            eat(net.get(ihl..ihl + 4).unwrap_or(&[]));
+        }
+        Some(6) if net.len() >= 40 => {
+            eat(&[net[1] & 0x0f, net[2], net[3], net[6]]);
+            eat(&net[8..40]);
+            eat(net.get(40..44).unwrap_or(&[]));
+        }
+        _ => eat(net),
+    }
+    h
+}
+
+impl AsRawFd for LegacyTracer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl Drop for LegacyTracer {
+    fn drop(&mut self) {
+        for (family, chain, spec) in self.inserted.drain(..) {
+            let mut args: Vec<&str> = vec!["-w", "-t", "raw", "-D", chain];
+            args.extend(spec.iter().map(String::as_str));
+            args.extend(["-j", "TRACE"]);
+            if let Err(e) = ns::run(self.netns.as_deref(), iptables(family), &args) {
+                log::warn!("netfilter: removing a TRACE rule: {e}");
+            }
+        }
+        let saved = std::mem::take(&mut self.saved_loggers);
+        if let Err(e) = ns::with_netns(self.netns.as_deref(), || {
+            restore_loggers(&saved);
+            Ok(())
+        }) {
+            log::warn!("netfilter: restoring loggers: {e}");
+        }
+    }
+}
