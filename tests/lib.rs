@@ -18,6 +18,27 @@ pub fn pathtrace_bin() -> PathBuf {
     })
 }
 
+/// The tier the suite runs with: `PATHTRACE_TEST_TIER` (set by the VM
+/// harness to `fentry` or `kprobe`), else `tracepoint`, the only one the
+/// locked-down host kernel allows.
+pub fn tier() -> String {
+    std::env::var("PATHTRACE_TEST_TIER").unwrap_or_else(|_| "tracepoint".into())
+}
+
+/// Whether this tier reports `nf_hook_slow` verdicts.
+pub fn tier_sees_hooks() -> bool {
+    matches!(tier().as_str(), "fentry" | "kprobe")
+}
+
+/// The Docker the lab uses: real unless `PATHTRACE_TEST_DOCKER=emulated`
+/// (the VM harness: a real dockerd hangs under software emulation).
+pub fn docker_mode() -> tracer::lab::DockerMode {
+    match std::env::var("PATHTRACE_TEST_DOCKER").as_deref() {
+        Ok("emulated") => tracer::lab::DockerMode::Emulated,
+        _ => tracer::lab::DockerMode::Real,
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -55,8 +76,10 @@ fn pump(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 impl Running {
     /// Starts `pathtrace ARGS` and waits for its "ready" line on stderr.
     pub fn start(args: &[&str]) -> Self {
+        let tier = tier();
         let mut child = Command::new(pathtrace_bin())
             .args(args)
+            .args(["--tier", tier.as_str()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

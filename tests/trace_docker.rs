@@ -3,13 +3,15 @@
 //! its `Drop`, so a failing assertion still leaves the host clean.
 use std::{net::IpAddr, os::unix::fs::MetadataExt, time::Duration};
 
-use pathtrace_tests::{hops_of, of_type, records, require_root, Running};
+use pathtrace_tests::{docker_mode, hops_of, of_type, records, require_root, tier, tier_sees_hooks, Running};
 use serde_json::Value;
 use tracer::lab::{self, Block, DockerMode, Lab, LabConfig};
 
 fn docker_lab(prefix: &str, block: Block) -> Lab {
-    let cfg = LabConfig { block, docker: DockerMode::Real, ..LabConfig::with_prefix(prefix) };
-    Lab::start(cfg).unwrap_or_else(|e| panic!("the real-Docker lab did not start: {e}"))
+    let cfg = LabConfig { block, docker: docker_mode(), ..LabConfig::with_prefix(prefix) };
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("the lab ({:?} Docker) did not start: {e}", docker_mode()));
+    assert_eq!(lab.docker_is_real(), docker_mode() == DockerMode::Real, "lab Docker mode");
+    lab
 }
 
 fn netns_inode(name: &str) -> u64 {
@@ -62,7 +64,7 @@ fn client_syns_end_dropped_in_forward_with_netfilter_drop() {
     }
     let stats = of_type(&recs, "stats");
     assert_eq!(stats.len(), 1);
-    assert_eq!(stats[0]["tier"], "tracepoint");
+    assert_eq!(stats[0]["tier"], tier());
     assert_eq!(stats[0]["lost"], 0);
 }
 
@@ -136,4 +138,60 @@ fn the_lab_leaves_nothing_behind_even_when_a_test_panics() {
     assert!(result.is_err(), "the thread panicked as planned");
     let after = lab::leftovers("ptpanic");
     assert!(after.is_empty(), "left behind after a panic: {after:?}");
+}
+
+/// The `nf_hook` hops of a packet as (hook, verdict) pairs, in order.
+fn nf_hooks(recs: &[Value], packet: &Value) -> Vec<(String, String)> {
+    hops_of(recs, packet)
+        .into_iter()
+        .filter(|h| h["kind"] == "nf_hook")
+        .map(|h| (h["hook"].as_str().unwrap_or("?").to_owned(), h["verdict"].as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+fn pairs(want: &[(&str, &str)]) -> Vec<(String, String)> {
+    want.iter().map(|(h, v)| (h.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn nf_hook_slow_verdicts_show_each_hook_in_order() {
+    if !require_root("nf_hook_slow_verdicts_show_each_hook_in_order") {
+        return;
+    }
+    if !tier_sees_hooks() {
+        eprintln!(
+            "\n*** SKIPPED nf_hook_slow_verdicts_show_each_hook_in_order: tier {} has no nf_hook_slow \
+             verdicts (this kernel refuses fentry and has no kprobes); `cargo xtask test --vm` runs it ***\n",
+            tier()
+        );
+        return;
+    }
+    let lab = docker_lab("pthook", Block::Drop);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
+    let dock = netns_inode(&lab.names.dock);
+    let delivered = of_type(&recs, "packet")
+        .into_iter()
+        .find(|p| p["fate"] == "delivered" && p["hops"].as_u64() > Some(3))
+        .unwrap_or_else(|| panic!("no delivered packet: {recs:?}"));
+    let in_dock: Vec<_> = nf_hooks(&recs, &delivered["packet"])
+        .into_iter()
+        .zip(hops_of(&recs, &delivered["packet"]).into_iter().filter(|h| h["kind"] == "nf_hook"))
+        .filter(|(_, h)| h["netns"].as_u64() == Some(dock))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        in_dock,
+        pairs(&[("PREROUTING", "ACCEPT"), ("FORWARD", "ACCEPT"), ("POSTROUTING", "ACCEPT")]),
+        "the other host's SYN through the Docker host"
+    );
+
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let dropped = of_type(&recs, "packet")
+        .into_iter()
+        .find(|p| p["fate"] == "dropped")
+        .unwrap_or_else(|| panic!("no dropped packet: {recs:?}"));
+    let hooks = nf_hooks(&recs, &dropped["packet"]);
+    let tail: Vec<_> = hooks.iter().rev().take(2).rev().cloned().collect();
+    assert_eq!(tail, pairs(&[("PREROUTING", "ACCEPT"), ("FORWARD", "DROP")]), "the client's SYN: {hooks:?}");
+    assert_eq!(dropped["hook"], "FORWARD");
 }

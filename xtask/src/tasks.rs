@@ -40,6 +40,7 @@ pub fn test(args: &[String]) -> Result<()> {
     cmd.env("PATHTRACE_BIN", &bin)
         .arg("--")
         .arg("--test-threads=1")
+        .arg("--show-output")
         .args(args);
     run(cmd)
 }

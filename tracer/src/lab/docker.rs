@@ -1,4 +1,4 @@
-//! A real dockerd inside the Docker host namespace, and the `web` container.
+//! A real dockerd inside the Docker host namespace.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -9,10 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::cmd::{stdout_text, Cmd};
-use super::config::{
-    cgroup_parent, Firewall, BRIDGE_IP, CONTAINER_NAME, CONTAINER_PORT, IMAGE, PUBLISHED_PORT,
-};
+use super::cmd::Cmd;
+use super::config::{cgroup_parent, Firewall, BRIDGE_IP};
 use super::error::LabError;
 use super::netns::ns_path;
 use super::procs;
@@ -23,30 +21,22 @@ pub(crate) struct RealDocker {
     child: Option<Child>,
     pid: i32,
     socket: PathBuf,
-    state: PathBuf,
+    pub(super) state: PathBuf,
     cli: String,
 }
 
-/// The `web` container's network identity.
-#[derive(Debug, Clone)]
-pub(crate) struct Sandbox {
-    pub pid: i32,
-    pub path: PathBuf,
-    pub ip: String,
-}
-
-fn first_existing(candidates: &[&str]) -> Option<String> {
+pub(super) fn first_existing(candidates: &[&str]) -> Option<String> {
     candidates
         .iter()
         .find(|p| Path::new(p).exists())
         .map(|p| p.to_string())
 }
 
-fn mkdir(path: &Path) -> Result<(), LabError> {
+pub(super) fn mkdir(path: &Path) -> Result<(), LabError> {
     fs::create_dir_all(path).map_err(|e| LabError::io(format!("mkdir {}", path.display()), e))
 }
 
-fn write(path: &Path, data: &str) -> Result<(), LabError> {
+pub(super) fn write(path: &Path, data: &str) -> Result<(), LabError> {
     fs::write(path, data).map_err(|e| LabError::io(format!("write {}", path.display()), e))
 }
 
@@ -219,89 +209,6 @@ impl RealDocker {
             .timeout(Duration::from_secs(60))
     }
 
-    /// Builds the busybox image offline: busybox plus links, imported from a tarball.
-    pub(crate) fn build_image(&self) -> Result<(), LabError> {
-        let busybox = first_existing(&["/bin/busybox", "/usr/bin/busybox"])
-            .ok_or_else(|| LabError::Unsupported("busybox-static is not installed".into()))?;
-        let root = self.state.join("image");
-        let _ = fs::remove_dir_all(&root);
-        mkdir(&root.join("bin"))?;
-        mkdir(&root.join("www"))?;
-        let target = root.join("bin/busybox");
-        fs::copy(&busybox, &target)
-            .map_err(|e| LabError::io(format!("copy {busybox} to {}", target.display()), e))?;
-        for name in ["sh", "httpd", "sleep"] {
-            let link = root.join("bin").join(name);
-            symlink("busybox", &link)
-                .map_err(|e| LabError::io(format!("symlink {}", link.display()), e))?;
-        }
-        write(
-            &root.join("www/index.html"),
-            "pathtrace lab: hello from web\n",
-        )?;
-        let tarball = self.state.join("image.tar");
-        Cmd::new("tar")
-            .arg("-C")
-            .arg(root.display().to_string())
-            .arg("-cf")
-            .arg(tarball.display().to_string())
-            .arg(".")
-            .run()?;
-        self.cli(&["import", &tarball.display().to_string(), IMAGE])?;
-        let _ = fs::remove_file(&tarball);
-        let _ = fs::remove_dir_all(&root);
-        Ok(())
-    }
-
-    /// `docker run -d --name web -p 8092:80 IMAGE ...`, with or without a listener.
-    pub(crate) fn run_web(&self, listener: bool) -> Result<(), LabError> {
-        let publish = format!("{PUBLISHED_PORT}:{CONTAINER_PORT}");
-        let port = CONTAINER_PORT.to_string();
-        let mut args = vec!["run", "-d", "--name", CONTAINER_NAME, "-p", &publish, IMAGE];
-        if listener {
-            args.extend(["/bin/httpd", "-f", "-p", &port, "-h", "/www"]);
-        } else {
-            args.extend(["/bin/sh", "-c", "sleep 100000"]);
-        }
-        self.cli(&args).map(|_| ())
-    }
-
-    /// The web container's init pid, sandbox (netns) path and address.
-    pub(crate) fn sandbox(&self) -> Result<Sandbox, LabError> {
-        let format =
-            "{{.State.Pid}} {{.NetworkSettings.SandboxKey}} {{.NetworkSettings.IPAddress}}";
-        let out = self.cli(&["inspect", "-f", format, CONTAINER_NAME])?;
-        let text = stdout_text(&out);
-        let parts: Vec<&str> = text.split_whitespace().collect();
-        match parts.as_slice() {
-            [pid, path, ip] => Ok(Sandbox {
-                pid: pid.parse().map_err(|_| LabError::Parse {
-                    cmd: "docker inspect".into(),
-                    detail: format!("bad pid in {text:?}"),
-                })?,
-                path: PathBuf::from(path),
-                ip: ip.to_string(),
-            }),
-            _ => Err(LabError::Parse {
-                cmd: "docker inspect".into(),
-                detail: format!("expected 'pid sandbox ip', got {text:?}"),
-            }),
-        }
-    }
-
-    /// Removes every container of this daemon (`docker rm -f`).
-    pub(crate) fn remove_containers(&self) -> Result<(), LabError> {
-        let out = self.cli(&["ps", "-aq"])?;
-        let text = stdout_text(&out);
-        let ids: Vec<&str> = text.split_whitespace().collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids);
-        self.cli(&args).map(|_| ())
-    }
-
     /// Stops dockerd by its pid: SIGTERM, wait up to 15 s, then SIGKILL; reaps it.
     /// (On SIGTERM dockerd stops its containerd and unmounts what it mounted.)
     pub(crate) fn stop(&mut self) {
@@ -318,6 +225,13 @@ impl RealDocker {
                     log::warn!("dockerd {} ignored SIGTERM for 15s; killing it", self.pid);
                     let _ = child.kill();
                     killed = true;
+                }
+                Ok(None) if Instant::now() >= deadline + Duration::from_secs(5) => {
+                    log::error!(
+                        "dockerd {} survived SIGKILL; leaving it to the sweep",
+                        self.pid
+                    );
+                    break;
                 }
                 Ok(None) => thread::sleep(Duration::from_millis(20)),
                 Err(e) => {

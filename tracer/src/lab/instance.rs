@@ -1,66 +1,20 @@
-//! `Lab`: start, probes, helpers and teardown.
+//! `Lab`: start (real or emulated Docker), listener changes and teardown.
 
 use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
+use super::access::ContainerInfo;
 use super::cleanup::{self, SweepReport};
 use super::cmd::Cmd;
-use super::config::{
-    state_dir, validate_prefix, Block, DockerMode, Firewall, LabAddrs, LabConfig, LabNames,
-};
+use super::config::{state_dir, validate_prefix, Block, DockerMode, LabAddrs, LabConfig, LabNames};
 use super::docker::RealDocker;
 use super::emulated::Emulated;
 use super::error::LabError;
-use super::firewall::{self, block_rules, change_args};
-use super::netns::{self, ns_path};
-use super::probe::{self, ProbeOutcome};
+use super::netns;
+use super::probe::ProbeOutcome;
 use super::{host, mounts, procs};
-
-/// The `web` container's network identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ContainerInfo {
-    /// Its namespace's name under /run/netns (`{p}-ctr`, attached from Docker's sandbox
-    /// in real mode).
-    pub netns: String,
-    /// Docker's sandbox path (`{exec-root}/netns/ID`), real mode only.
-    pub sandbox: Option<PathBuf>,
-    /// The namespace's inode (as BPF's `ns.inum` and /proc/PID/ns/net show it).
-    pub netns_inode: Option<u64>,
-    /// The host-side veth on docker0.
-    pub veth: Option<String>,
-    /// The container's init pid (real) or the emulated httpd's pid.
-    pub pid: Option<i32>,
-}
-
-/// A serialisable summary of a running lab.
-#[derive(Debug, Clone, Serialize)]
-pub struct LabInfo {
-    /// The prefix.
-    pub prefix: String,
-    /// Namespace names.
-    pub names: LabNames,
-    /// Namespace inodes, by name.
-    pub netns_inodes: Vec<(String, u64)>,
-    /// Addresses and ports.
-    pub addrs: LabAddrs,
-    /// Whether a real dockerd runs (false: emulated).
-    pub docker_is_real: bool,
-    /// dockerd's API socket (real mode).
-    pub docker_socket: Option<PathBuf>,
-    /// The iptables backend.
-    pub firewall: Firewall,
-    /// The current block.
-    pub block: Block,
-    /// Whether httpd listens in the container.
-    pub listener: bool,
-    /// The container.
-    pub container: ContainerInfo,
-}
 
 #[cfg(test)]
 thread_local! {
@@ -69,7 +23,7 @@ thread_local! {
         const { std::cell::Cell::new(false) };
 }
 
-enum Backend {
+pub(super) enum Backend {
     None,
     Real(RealDocker),
     Emulated(Emulated),
@@ -81,12 +35,12 @@ pub struct Lab {
     pub names: LabNames,
     /// Addresses and ports (read-only by convention; also [`Lab::addrs`]).
     pub addrs: LabAddrs,
-    config: LabConfig,
-    state: PathBuf,
-    backend: Backend,
-    container: ContainerInfo,
-    block: Block,
-    torn_down: bool,
+    pub(super) config: LabConfig,
+    pub(super) state: PathBuf,
+    pub(super) backend: Backend,
+    pub(super) container: ContainerInfo,
+    pub(super) block: Block,
+    pub(super) torn_down: bool,
 }
 
 impl Lab {
@@ -272,19 +226,6 @@ impl Lab {
         }
     }
 
-    /// Replaces the current client block with `block` (undoing the old one's rules).
-    pub fn set_block(&mut self, block: Block) -> Result<(), LabError> {
-        for change in block_rules(self.block).iter().rev() {
-            self.iptables_owned(&change_args(change, false))?;
-        }
-        self.block = Block::None;
-        for change in block_rules(block) {
-            self.iptables_owned(&change_args(&change, true))?;
-        }
-        self.block = block;
-        Ok(())
-    }
-
     /// Starts or stops the container's listener (real mode: recreates the container with
     /// the same name, port mapping and address).
     pub fn set_listener(&mut self, listener: bool) -> Result<(), LabError> {
@@ -305,154 +246,6 @@ impl Lab {
         self.run_real_container()
     }
 
-    fn iptables_owned(&self, args: &[String]) -> Result<Output, LabError> {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.iptables(&refs)
-    }
-
-    /// Runs `iptables -w ARGS` in the Docker host namespace with the lab's backend.
-    pub fn iptables(&self, args: &[&str]) -> Result<Output, LabError> {
-        let lock = self.state.join("xtables.lock");
-        firewall::iptables(
-            &ns_path(&self.names.dock),
-            self.config.firewall,
-            &lock,
-            args,
-        )
-    }
-
-    /// Runs a command in namespace `ns` (a lab namespace name, any name under /run/netns,
-    /// or a path) via `nsenter --net=...`; fails unless it exits with status 0.
-    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output, LabError> {
-        let (program, rest) = args
-            .split_first()
-            .ok_or_else(|| LabError::Unsupported("exec needs a command".into()))?;
-        Cmd::in_netns(&ns_path(ns), program).args(rest).run()
-    }
-
-    /// Runs the docker CLI against the lab's dockerd (real mode only).
-    pub fn docker(&self, args: &[&str]) -> Result<Output, LabError> {
-        match &self.backend {
-            Backend::Real(docker) => docker.cli(args),
-            _ => Err(LabError::Unsupported(
-                "docker is emulated in this lab".into(),
-            )),
-        }
-    }
-
-    /// A TCP connection attempt from namespace `ns`; bounded by `timeout` (plus 2 s).
-    pub fn tcp_connect(
-        &self,
-        ns: &str,
-        addr: IpAddr,
-        port: u16,
-        timeout: Duration,
-    ) -> ProbeOutcome {
-        probe::tcp_connect(ns, addr, port, timeout)
-    }
-
-    /// `GET /` from namespace `ns`; the raw reply, or why it failed.
-    pub fn http_get(
-        &self,
-        ns: &str,
-        addr: IpAddr,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<String, ProbeOutcome> {
-        probe::http_get(ns, addr, port, timeout)
-    }
-
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.config.prefix
-    }
-
-    /// Namespace names.
-    pub fn names(&self) -> &LabNames {
-        &self.names
-    }
-
-    /// All namespaces of the lab.
-    pub fn namespaces(&self) -> Vec<&str> {
-        self.names.all().to_vec()
-    }
-
-    /// (name, inode) of every lab namespace that exists.
-    pub fn netns_inodes(&self) -> Vec<(String, u64)> {
-        self.names
-            .all()
-            .iter()
-            .filter_map(|n| netns::inode(n).ok().map(|i| (n.to_string(), i)))
-            .collect()
-    }
-
-    /// Addresses and ports.
-    pub fn addrs(&self) -> &LabAddrs {
-        &self.addrs
-    }
-
-    /// The container's namespace, inode, veth and pid.
-    pub fn container(&self) -> &ContainerInfo {
-        &self.container
-    }
-
-    /// Whether a real dockerd runs (false: Docker is emulated).
-    pub fn docker_is_real(&self) -> bool {
-        matches!(self.backend, Backend::Real(_))
-    }
-
-    /// dockerd's API socket (`unix://` path), real mode only.
-    pub fn docker_socket(&self) -> Option<&Path> {
-        match &self.backend {
-            Backend::Real(d) => Some(d.socket()),
-            _ => None,
-        }
-    }
-
-    /// dockerd's pid, real mode only.
-    pub fn dockerd_pid(&self) -> Option<i32> {
-        match &self.backend {
-            Backend::Real(d) => Some(d.pid()),
-            _ => None,
-        }
-    }
-
-    /// The iptables backend.
-    pub fn firewall(&self) -> Firewall {
-        self.config.firewall
-    }
-
-    /// The current block.
-    pub fn block(&self) -> Block {
-        self.block
-    }
-
-    /// Whether httpd listens in the container.
-    pub fn listener(&self) -> bool {
-        self.config.listener
-    }
-
-    /// The lab's state dir (`/run/pathtrace-lab/{prefix}`).
-    pub fn state_dir(&self) -> &Path {
-        &self.state
-    }
-
-    /// A serialisable summary.
-    pub fn info(&self) -> LabInfo {
-        LabInfo {
-            prefix: self.config.prefix.clone(),
-            names: self.names.clone(),
-            netns_inodes: self.netns_inodes(),
-            addrs: self.addrs.clone(),
-            docker_is_real: self.docker_is_real(),
-            docker_socket: self.docker_socket().map(Path::to_path_buf),
-            firewall: self.config.firewall,
-            block: self.block,
-            listener: self.config.listener,
-            container: self.container.clone(),
-        }
-    }
-
     /// Removes the container, stops dockerd (or the emulated httpd) by pid, kills what it
     /// left, unmounts, deletes the namespaces, cgroups and state dir. Idempotent.
     pub fn teardown(&mut self) -> Result<(), LabError> {
@@ -467,8 +260,10 @@ impl Lab {
                 if let Err(e) = netns::delete(&self.names.ctr) {
                     problems.push(e.to_string());
                 }
+                // If this fails (dockerd died), the sweep below still kills the
+                // containers' processes; only what is left then counts as a failure.
                 if let Err(e) = docker.remove_containers() {
-                    problems.push(e.to_string());
+                    log::warn!("lab {}: docker rm -f: {e}", self.config.prefix);
                 }
                 docker.stop();
             }
@@ -497,17 +292,5 @@ impl Drop for Lab {
         if let Err(e) = self.teardown() {
             log::error!("lab {}: teardown: {e}", self.config.prefix);
         }
-    }
-}
-
-impl std::fmt::Debug for Lab {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab")
-            .field("prefix", &self.config.prefix)
-            .field("docker_is_real", &self.docker_is_real())
-            .field("firewall", &self.config.firewall)
-            .field("block", &self.block)
-            .field("listener", &self.config.listener)
-            .finish()
     }
 }

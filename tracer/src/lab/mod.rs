@@ -24,6 +24,7 @@
 //! Teardown (also on drop and on panic) stops only the processes the lab started, by
 //! pid, and leaves the host as it was; `sweep` removes what a killed run left behind.
 
+mod access;
 mod cleanup;
 mod cmd;
 mod config;
@@ -37,10 +38,14 @@ mod mounts;
 mod netns;
 mod probe;
 mod procs;
+mod web;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cleanup;
 
+pub use access::{ContainerInfo, LabInfo};
 pub use cleanup::{leftovers, sweep, SweepReport};
 pub use config::{
     state_dir, Block, DockerMode, Firewall, LabAddrs, LabConfig, LabNames, BRIDGE_CIDR, BRIDGE_IP,
@@ -48,5 +53,5 @@ pub use config::{
     PUBLISHED_PORT, STATE_ROOT,
 };
 pub use error::LabError;
-pub use instance::{ContainerInfo, Lab, LabInfo};
+pub use instance::Lab;
 pub use probe::{http_get, tcp_connect, ProbeOutcome};

@@ -119,6 +119,11 @@ impl LegacyTracer {
         self.overflows
     }
 
+    #[cfg(test)]
+    pub(crate) fn raw_socket(&self) -> &NlSocket {
+        &self.sock
+    }
+
     /// Reads every pending TRACE message without blocking.
     pub fn read_pending(&mut self) -> Result<Vec<TraceEvent>, NfError> {
         let mut out = Vec::new();

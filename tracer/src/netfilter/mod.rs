@@ -34,6 +34,8 @@ mod trace;
 #[cfg(test)]
 mod tests_root;
 #[cfg(test)]
+mod tests_legacy;
+#[cfg(test)]
 mod tests_unit;
 #[cfg(test)]
 mod fixtures;

@@ -185,6 +185,45 @@ fn leftovers_are_swept_and_names_do_not_clash() {
     assert!(!has_pathtrace(&lab));
 }
 
+#[test]
+fn works_under_tokio_async_fd() {
+    if skip_unless_root("works_under_tokio_async_fd") {
+        return;
+    }
+    use tokio::io::{unix::AsyncFd, Interest};
+    let lab = Lab::new("tokio");
+    lab.in_b("iptables-nft -A INPUT -p tcp --dport 8092 -j DROP");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let found = rt.block_on(async {
+        let t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
+        // SAFETY: the trace socket stays open, with the same fd, as long as the tracer.
+        let mut afd = unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
+        let path_a = lab.path_a();
+        let sender = std::thread::spawn(move || {
+            let lab_a = path_a; // the lab outlives this thread (joined below)
+            let _ = lab_a;
+        });
+        let _ = sender.join();
+        lab.syn_a_to_b(PORT);
+        let deadline = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return false,
+                guard = afd.readable_mut() => {
+                    let mut guard = guard.expect("readable");
+                    let evs = guard.get_inner_mut().read_pending().expect("read");
+                    guard.clear_ready();
+                    if evs.iter().any(|e| e.verdict == Some(NfVerdict::Drop) && e.chain == "INPUT") {
+                        return true;
+                    }
+                }
+            }
+        }
+    });
+    assert!(found, "no drop event through AsyncFd");
+}
+
 /// Prints raw NFT_MSG_TRACE messages as hex, to refresh the unit-test fixtures:
 /// `cargo test -p tracer --lib capture_trace_fixtures -- --ignored --nocapture`
 #[test]
