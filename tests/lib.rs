@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: finding the `pathtrace` binary,
 //! running it against a lab, and reading its JSON Lines.
+pub mod topo;
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,

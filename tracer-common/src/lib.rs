@@ -161,8 +161,29 @@ pub struct Config {
     pub offsets: Offsets,
     pub filters: [Filter; MAX_FILTERS],
     pub n_filters: u32,
-    pub _pad: u32,
+    /// [`config_flags`].
+    pub flags: u32,
 }
+
+pub mod config_flags {
+    /// Count drops in the per-CPU `DROP_COUNTS` map.
+    pub const COUNT_DROPS: u32 = 1 << 0;
+    /// With [`COUNT_DROPS`]: count only, write no drop events.
+    pub const COUNT_ONLY: u32 = 1 << 1;
+}
+
+/// Key of the per-CPU `DROP_COUNTS` map: one row of `pathtrace drops --top`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    pub location: u64,
+    pub reason: u32,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub ifname: [u8; IFNAMSIZ],
+}
+const _: () = assert!(size_of::<DropKey>() == 40);
 const _: () = assert!(size_of::<Config>() == 80 + 2 * 48 + 8);
 
 /// Value of the `TRACKED` map, keyed by `sk_buff` address.
@@ -195,8 +216,9 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are repr(C), Copy, contain only integers and have no padding.
+    // SAFETY: all of them are repr(C), Copy, contain only integers and have no padding.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::DropKey {}
 }

@@ -11,12 +11,16 @@ mod headers;
 mod maps;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use tracer_common::{counter, filter_flags, verdict, Config, Event, EventKind, Tracked, HOOK_NONE};
+use tracer_common::{
+    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked, HOOK_NONE,
+};
 
 use crate::{
     headers::{read_headers, Headers, L3At},
@@ -107,6 +111,27 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
     Some((tracked, hdr))
 }
 
+/// The device a hop happened on, and its network namespace (from the
+/// device, else from the socket).
+#[inline(always)]
+unsafe fn device_and_netns(cfg: &Config, skb: u64, extra: &Extra) -> (u64, u32) {
+    let o = &cfg.offsets;
+    unsafe {
+        let dev = if extra.state_dev != 0 { extra.state_dev } else { read::<u64>(skb, o.skb_dev) };
+        let mut netns = if extra.state_net != 0 { netns_of_net(cfg, extra.state_net) } else { 0 };
+        if netns == 0 && dev != 0 {
+            netns = netns_of_net(cfg, read::<u64>(dev, o.dev_nd_net));
+        }
+        if netns == 0 {
+            let sk = read::<u64>(skb, o.skb_sk);
+            if sk != 0 {
+                netns = netns_of_net(cfg, read::<u64>(sk, o.sk_net));
+            }
+        }
+        (dev, netns)
+    }
+}
+
 #[inline(always)]
 unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, known: Option<Tracked>) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
@@ -124,30 +149,37 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
     if terminal {
         let _ = TRACKED.remove(&skb);
     }
+    let o = &cfg.offsets;
+    let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };
+    let ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
+    if extra.kind == EventKind::Drop && cfg.flags & config_flags::COUNT_DROPS != 0 {
+        let mut key = DropKey {
+            location: extra.location,
+            reason: extra.reason,
+            netns,
+            ifindex,
+            ..DropKey::default()
+        };
+        if dev != 0 {
+            let _ = unsafe { bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut key.ifname) };
+        }
+        maps::count_drop(&key);
+        if cfg.flags & config_flags::COUNT_ONLY != 0 {
+            return 0;
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(counter::LOST);
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    let o = &cfg.offsets;
     unsafe {
-        let dev = if extra.state_dev != 0 { extra.state_dev } else { read::<u64>(skb, o.skb_dev) };
-        let mut netns = if extra.state_net != 0 { netns_of_net(cfg, extra.state_net) } else { 0 };
-        if netns == 0 && dev != 0 {
-            netns = netns_of_net(cfg, read::<u64>(dev, o.dev_nd_net));
-        }
-        if netns == 0 {
-            let sk = read::<u64>(skb, o.skb_sk);
-            if sk != 0 {
-                netns = netns_of_net(cfg, read::<u64>(sk, o.sk_net));
-            }
-        }
         (*ev).ts_ns = if extra.ts_ns != 0 { extra.ts_ns } else { bpf_ktime_get_ns() };
         (*ev).skb = skb;
         (*ev).track_id = tracked.track_id;
         (*ev).location = extra.location;
         (*ev).netns = netns;
-        (*ev).ifindex = read::<u32>(dev, o.dev_ifindex);
+        (*ev).ifindex = ifindex;
         (*ev).reason = extra.reason;
         (*ev).retval = extra.retval;
         (*ev).len = read::<u32>(skb, o.skb_len);
@@ -167,10 +199,7 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
         (*ev).daddr = hdr.daddr;
         (*ev).ifname = [0; 16];
         if dev != 0 {
-            let _ = aya_ebpf::helpers::bpf_probe_read_kernel_buf(
-                (dev + o.dev_name as u64) as *const u8,
-                &mut (*ev).ifname,
-            );
+            let _ = bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut (*ev).ifname);
         }
         (*ev).stack_len = 0;
         if extra.kind == EventKind::Drop {

@@ -1,9 +1,9 @@
 //! Maps shared by all programs. Userspace may resize them before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{counter, Config, Tracked};
+use tracer_common::{counter, Config, DropKey, Tracked};
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -38,5 +38,19 @@ pub static NF_KPROBE_SKB: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0)
 pub fn bump(index: u32) {
     if let Some(v) = COUNTERS.get_ptr_mut(index) {
         unsafe { *v += 1 };
+    }
+}
+
+/// Drops per (reason, location, device, namespace), for `drops --top`.
+#[map]
+pub static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+pub fn count_drop(key: &DropKey) {
+    match DROP_COUNTS.get_ptr_mut(key) {
+        Some(v) => unsafe { *v += 1 },
+        None => {
+            let _ = DROP_COUNTS.insert(key, &1, 0);
+        }
     }
 }

@@ -31,6 +31,8 @@ pub enum Command {
     Trace(TraceArgs),
     /// Build the Docker incident in network namespaces and trace it.
     Demo(DemoArgs),
+    /// Stream every packet drop on the host with its reason, or show a live top-list.
+    Drops(DropsArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -141,5 +143,45 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = DockerChoice::Auto)]
     pub docker: DockerChoice,
     #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
+    pub tier: TierRequest,
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a rate (a whole number of lines per second from 1)")),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("'{s}' is shorter than 0.1 s"));
+    }
+    Ok(d)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DropsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// A live table of counts and rates per (reason, location, device, namespace).
+    #[arg(long)]
+    pub top: bool,
+    /// Refresh interval of --top, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Most drop lines printed per second; the rest are counted and summarised.
+    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_rate)]
+    pub max_rate: u32,
+    /// Exit after N drops (stream only).
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "top")]
+    pub count: Option<u64>,
+    /// Exit after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = TierRequest::Tracepoint, hide = true)]
     pub tier: TierRequest,
 }

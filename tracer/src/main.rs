@@ -3,7 +3,8 @@ use std::{io::IsTerminal, sync::Arc};
 
 use clap::{CommandFactory, Parser};
 use tracer::{
-    cli::{Cli, ColorChoice, Command, OutputArgs, TraceArgs},
+    cli::{Cli, ColorChoice, Command, DropsArgs, OutputArgs, TraceArgs},
+    drops::DropsOptions,
     demo,
     error::Error,
     loader::LoadOptions,
@@ -55,6 +56,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let color = use_color(&args.output);
             runtime()?.block_on(demo::run(&args, color))
         }
+        Some(Command::Drops(args)) => drops(&args),
         Some(Command::Trace(args)) => trace(&args),
         None => trace(&cli.trace),
     }
@@ -67,6 +69,30 @@ fn trace(args: &TraceArgs) -> Result<(), Error> {
     runtime()?
         .block_on(session::run(&opts, &mut out, Arc::default(), None))
         .map(|_| ())
+}
+
+fn drops(args: &DropsArgs) -> Result<(), Error> {
+    let filter = args.filter.to_filter();
+    filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    privileges::check().map_err(Error::Privileges)?;
+    let opts = DropsOptions {
+        filter,
+        json: args.output.json,
+        color: use_color(&args.output),
+        duration: args.duration,
+        count: args.count,
+        max_rate: args.max_rate,
+        interval: args.interval,
+        redraw: std::io::stdout().is_terminal() && !args.output.json,
+        tier: args.tier,
+    };
+    let mut out = std::io::stdout().lock();
+    let rt = runtime()?;
+    if args.top {
+        rt.block_on(tracer::drops::run_top(&opts, &mut out)).map(|_| ())
+    } else {
+        rt.block_on(tracer::drops::run_stream(&opts, &mut out))
+    }
 }
 
 fn main() {

@@ -41,7 +41,7 @@ pub fn view() -> Result<View, Error> {
 }
 
 /// Infers the netfilter hook of a drop from its kernel stack.
-fn enrich(hop: &mut Hop, view: &View) {
+pub fn enrich(hop: &mut Hop, view: &View) {
     if hop.kind != HopKind::Drop || hop.hook.is_some() {
         return;
     }
@@ -84,7 +84,7 @@ pub async fn run<W: Write>(
 ) -> Result<Stats, Error> {
     let mut view = view()?;
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
-    let mut tracer = Tracer::load(&opts.load, &kernel_filters, 0)?;
+    let mut tracer = Tracer::load(&opts.load, &kernel_filters)?;
     let mut reader = tracer.events()?;
     let why: Vec<String> = tracer.refused.iter().map(|(t, w)| format!("{t}: {w}")).collect();
     eprintln!(

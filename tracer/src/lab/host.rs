@@ -7,8 +7,8 @@
 //! doesn't exist yet is recorded in `/run/pathtrace-lab/host-created`; once the last lab
 //! is gone and no dockerd/containerd runs on the host at all, the recorded paths are
 //! removed again (only if they are empty), so the host is left as it was.
-//! (`/etc/docker/key.json` is avoided with daemon.json's `deprecated-key-path`, and the
-//! xtables lock with `XTABLES_LOCKFILE`; they are recorded anyway, to be safe.)
+//! (`/etc/docker/key.json` is avoided with daemon.json's `deprecated-key-path`, and
+//! `/run/xtables.lock` with `XTABLES_LOCKFILE`, so neither is created.)
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -24,13 +24,7 @@ use super::mounts;
 use super::procs;
 
 /// Paths the lab's tools may create outside its state dir.
-const HOST_PATHS: [&str; 5] = [
-    "/run/netns",
-    "/run/docker",
-    "/run/containerd",
-    "/etc/docker/key.json",
-    "/run/xtables.lock",
-];
+const HOST_PATHS: [&str; 3] = ["/run/netns", "/run/docker", "/run/containerd"];
 
 /// An exclusive `flock` on the state root, serialising record and restore between
 /// labs, in this process (separate opens conflict) and in others.
@@ -206,8 +200,7 @@ fn remove_recorded(path: &Path) -> Result<(), Keep> {
     let failed = |e: std::io::Error| Keep::Failed(e.to_string());
     let meta = fs::symlink_metadata(path).map_err(failed)?;
     if !meta.is_dir() {
-        // key.json / xtables.lock: files the lab's tools created.
-        return fs::remove_file(path).map_err(failed);
+        return Err(Keep::InUse("not a directory; left in place".into()));
     }
     if path == Path::new("/run/netns") {
         // `ip netns add` bind-mounts /run/netns onto itself (shared propagation).

@@ -5,11 +5,11 @@ mod offsets;
 mod tier;
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
     Ebpf, EbpfLoader,
 };
-use tracer_common::{Config, Filter, MAX_FILTERS};
+use tracer_common::{Config, DropKey, Filter, MAX_FILTERS};
 
 pub use tier::{Tier, TierRequest};
 
@@ -58,6 +58,10 @@ pub struct LoadOptions {
     pub hops: bool,
     pub ring_bytes: u32,
     pub tracked_max: u32,
+    /// Report every drop, not only those of matching packets (`drops` without a filter).
+    pub all_drops: bool,
+    /// [`tracer_common::config_flags`].
+    pub config_flags: u32,
 }
 
 impl Default for LoadOptions {
@@ -67,6 +71,8 @@ impl Default for LoadOptions {
             hops: true,
             ring_bytes: 8 << 20,
             tracked_max: 16384,
+            all_drops: false,
+            config_flags: 0,
         }
     }
 }
@@ -145,7 +151,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Tracer {
     /// Loads, configures and attaches everything for one run.
-    pub fn load(opts: &LoadOptions, filters: &[Filter], extra_flags: u32) -> Result<Self, LoadError> {
+    pub fn load(opts: &LoadOptions, filters: &[Filter]) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -163,7 +169,10 @@ impl Tracer {
         } else {
             cfg.n_filters = filters.len() as u32;
         }
-        cfg.filters[0].flags |= extra_flags;
+        if opts.all_drops {
+            cfg.filters[0].flags |= tracer_common::filter_flags::ALL_DROPS;
+        }
+        cfg.flags = opts.config_flags;
         let has_reason = btf
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)
@@ -180,7 +189,12 @@ impl Tracer {
                 Array::try_from(map).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
             arr.set(0, cfg, 0).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
         }
-        let (tier, refused) = tier::choose(opts.tier, &mut ebpf, &aya_btf, attach_fentry, attach_kprobe, error_chain)?;
+        // Without hops (the drop views) nf_hook_slow verdicts have nowhere to go.
+        let (tier, refused) = if opts.hops {
+            tier::choose(opts.tier, &mut ebpf, &aya_btf, attach_fentry, attach_kprobe, error_chain)?
+        } else {
+            (Tier::Tracepoint, Vec::new())
+        };
         if has_reason {
             attach_tp(&mut ebpf, "kfree_skb", "kfree_skb", &aya_btf)?;
         } else {
@@ -207,5 +221,18 @@ impl Tracer {
 
     pub fn counters(&self) -> Counters {
         Counters::read(&self.counters)
+    }
+
+    /// Totals of the kernel's per-CPU drop counters, one row per key.
+    pub fn drop_counts(&self) -> Result<Vec<(DropKey, u64)>, LoadError> {
+        let map = self.ebpf.map("DROP_COUNTS").ok_or(LoadError::MissingMap("DROP_COUNTS"))?;
+        let counts: PerCpuHashMap<&MapData, DropKey, u64> =
+            PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map { name: "DROP_COUNTS", source })?;
+        let mut rows = Vec::new();
+        for item in counts.iter() {
+            let (key, per_cpu) = item.map_err(|source| LoadError::Map { name: "DROP_COUNTS", source })?;
+            rows.push((key, per_cpu.iter().sum()));
+        }
+        Ok(rows)
     }
 }

@@ -1,8 +1,12 @@
 //! Listing nf_tables tables, chains and rules over netlink (`NFT_MSG_GET*` dumps).
 
+use std::path::Path;
+use std::time::Duration;
+
 use super::attrs::{self, AttrIter, AttrWriter};
-use super::netlink::{NlSocket, NFNL_SUBSYS_NFTABLES};
-use super::NfError;
+use super::netlink::*;
+use super::table::TABLE_NAME;
+use super::{ns, NfError};
 
 pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_GETTABLE: u16 = 1;
@@ -31,6 +35,69 @@ pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
 pub const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
+
+/// Runs a dump request and returns each reply as (nfgen_family, attributes).
+fn run_dump(
+    sock: &mut NlSocket,
+    kind: u16,
+    family: u8,
+    attrs: &[u8],
+) -> Result<Vec<(u8, Vec<u8>)>, NfError> {
+    for _attempt in 0..3 {
+        let seq = sock.next_seq();
+        sock.send(&nfmsg(
+            kind,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+            0,
+            attrs,
+        ))?;
+        let mut out = Vec::new();
+        let mut interrupted = false;
+        let mut buf = vec![0u8; 256 * 1024];
+        'recv: loop {
+            let n = match sock.recv(&mut buf, false) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Err(NfError::Timeout("waiting for a netlink dump")),
+                Err(source) => {
+                    return Err(NfError::Io {
+                        op: "recv(netlink dump)",
+                        source,
+                    })
+                }
+            };
+            for m in messages(&buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                match m.kind {
+                    NLMSG_DONE => break 'recv,
+                    NLMSG_ERROR => {
+                        let errno = m.error().map_or(libc::EIO, |(e, _)| e);
+                        if errno == 0 {
+                            break 'recv;
+                        }
+                        return Err(NfError::Kernel {
+                            what: "dump".to_string(),
+                            source: std::io::Error::from_raw_os_error(errno),
+                        });
+                    }
+                    _ => {
+                        if let Some((fam, a)) = m.nf() {
+                            out.push((fam, a.to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        if !interrupted {
+            return Ok(out);
+        }
+    }
+    Err(NfError::Timeout("netlink dump kept being interrupted"))
+}
 
 /// A table as the kernel lists it.
 #[derive(Debug, Clone)]
@@ -64,13 +131,17 @@ fn msg(kind: u16) -> u16 {
 
 /// All tables of `family` (NFPROTO_UNSPEC = 0 for every family).
 pub fn tables(sock: &mut NlSocket, family: u8) -> Result<Vec<TableRec>, NfError> {
-    let replies = sock.dump(msg(NFT_MSG_GETTABLE), family, &[])?;
+    let replies = run_dump(sock, msg(NFT_MSG_GETTABLE), family, &[])?;
     Ok(replies
         .into_iter()
         .map(|(family, a)| TableRec {
             family,
-            name: attrs::find(&a, NFTA_TABLE_NAME).map(attrs::string).unwrap_or_default(),
-            flags: attrs::find(&a, NFTA_TABLE_FLAGS).and_then(attrs::be32).unwrap_or(0),
+            name: attrs::find(&a, NFTA_TABLE_NAME)
+                .map(attrs::string)
+                .unwrap_or_default(),
+            flags: attrs::find(&a, NFTA_TABLE_FLAGS)
+                .and_then(attrs::be32)
+                .unwrap_or(0),
             owner: attrs::find(&a, NFTA_TABLE_OWNER).and_then(attrs::be32),
         })
         .collect())
@@ -79,7 +150,7 @@ pub fn tables(sock: &mut NlSocket, family: u8) -> Result<Vec<TableRec>, NfError>
 /// The chains of one table.
 pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainRec>, NfError> {
     // The kernel doesn't filter chain dumps by table: filter here.
-    let replies = sock.dump(msg(NFT_MSG_GETCHAIN), family, &[])?;
+    let replies = run_dump(sock, msg(NFT_MSG_GETCHAIN), family, &[])?;
     let mut out = Vec::new();
     for (fam, a) in replies {
         let t = attrs::find(&a, NFTA_CHAIN_TABLE).map(attrs::string);
@@ -91,7 +162,9 @@ pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainR
             .and_then(attrs::be32)
             .and_then(|h| u8::try_from(h).ok());
         out.push(ChainRec {
-            name: attrs::find(&a, NFTA_CHAIN_NAME).map(attrs::string).unwrap_or_default(),
+            name: attrs::find(&a, NFTA_CHAIN_NAME)
+                .map(attrs::string)
+                .unwrap_or_default(),
             hook,
         });
     }
@@ -102,7 +175,7 @@ pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainR
 pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec>, NfError> {
     let mut req = AttrWriter::new();
     req.put_str(NFTA_RULE_TABLE, table);
-    let replies = sock.dump(msg(NFT_MSG_GETRULE), family, req.as_bytes())?;
+    let replies = run_dump(sock, msg(NFT_MSG_GETRULE), family, req.as_bytes())?;
     let mut out = Vec::new();
     for (fam, a) in replies {
         let t = attrs::find(&a, NFTA_RULE_TABLE).map(attrs::string);
@@ -121,11 +194,58 @@ pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec
             })
             .unwrap_or_default();
         out.push(RuleRec {
-            chain: attrs::find(&a, NFTA_RULE_CHAIN).map(attrs::string).unwrap_or_default(),
+            chain: attrs::find(&a, NFTA_RULE_CHAIN)
+                .map(attrs::string)
+                .unwrap_or_default(),
             handle,
             exprs,
             has_userdata: attrs::find(&a, NFTA_RULE_USERDATA).is_some(),
         });
     }
     Ok(out)
+}
+
+/// Whether a table name is one pathtrace creates ("pathtrace", "pathtrace-<pid>").
+pub fn is_ours(name: &str) -> bool {
+    name == TABLE_NAME
+        || name
+            .strip_prefix(TABLE_NAME)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+pub fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {
+    let mut n = 0;
+    for t in tables(ctl, 0)? {
+        if !is_ours(&t.name) || t.flags & NFT_TABLE_F_OWNER != 0 || t.owner.is_some() {
+            continue;
+        }
+        let mut a = AttrWriter::new();
+        a.put_str(NFTA_TABLE_NAME, &t.name);
+        let what = format!("deleting leftover table {}", t.name);
+        ctl.batch(&[BatchItem {
+            kind: NFT_MSG_DELTABLE,
+            flags: 0,
+            family: t.family,
+            attrs: a.into_bytes(),
+            what,
+        }])?;
+        log::info!(
+            "netfilter: deleted leftover nftables table {} (family {})",
+            t.name,
+            t.family
+        );
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Deletes "pathtrace" tables that no socket owns (left by an older version).
+/// Returns how many were deleted.
+pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
+    ns::with_netns(netns, || {
+        let mut ctl = NlSocket::open(false)?;
+        ctl.set_rcv_timeout(Duration::from_secs(3))?;
+        sweep(&mut ctl)
+    })
 }

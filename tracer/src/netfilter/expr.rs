@@ -60,7 +60,9 @@ fn addr_match(out: &mut Vec<Expr>, (addr, prefix): (IpAddr, u8), src: bool) -> R
     };
     let prefix = usize::from(prefix);
     if prefix > bytes.len() * 8 {
-        return Err(NfError::Filter(format!("prefix /{prefix} too long for {addr}")));
+        return Err(NfError::Filter(format!(
+            "prefix /{prefix} too long for {addr}"
+        )));
     }
     if prefix == 0 {
         return Ok(());
@@ -70,7 +72,11 @@ fn addr_match(out: &mut Vec<Expr>, (addr, prefix): (IpAddr, u8), src: bool) -> R
     if prefix % 8 != 0 {
         mask[nbytes - 1] = 0xffu8 << (8 - prefix % 8);
     }
-    let value: Vec<u8> = bytes[..nbytes].iter().zip(&mask).map(|(b, m)| b & m).collect();
+    let value: Vec<u8> = bytes[..nbytes]
+        .iter()
+        .zip(&mask)
+        .map(|(b, m)| b & m)
+        .collect();
     out.push(Expr::Payload {
         base: NFT_PAYLOAD_NETWORK_HEADER,
         offset,
@@ -93,7 +99,9 @@ struct Dir {
 fn rules_for_dir(f: &TraceFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(), NfError> {
     let v6 = match (d.src.map(|a| a.0), d.dst.map(|a| a.0)) {
         (Some(a), Some(b)) if a.is_ipv6() != b.is_ipv6() => {
-            return Err(NfError::Filter(format!("{a} and {b} are of different families")))
+            return Err(NfError::Filter(format!(
+                "{a} and {b} are of different families"
+            )))
         }
         (Some(a), _) | (None, Some(a)) => Some(a.is_ipv6()),
         (None, None) => None,
@@ -111,7 +119,11 @@ fn rules_for_dir(f: &TraceFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(
         let mut r = Vec::new();
         if let Some(v6) = v6 {
             r.push(Expr::Meta(NFT_META_NFPROTO));
-            r.push(Expr::Eq(vec![if v6 { super::NFPROTO_IPV6 } else { super::NFPROTO_IPV4 }]));
+            r.push(Expr::Eq(vec![if v6 {
+                super::NFPROTO_IPV6
+            } else {
+                super::NFPROTO_IPV4
+            }]));
         }
         if let Some(p) = proto {
             r.push(Expr::Meta(NFT_META_L4PROTO));
@@ -149,10 +161,20 @@ pub fn rules_for(filters: &[TraceFilter]) -> Result<Vec<Vec<Expr>>, NfError> {
         out.push(vec![Expr::SetNftrace]);
     }
     for f in filters {
-        let fwd = Dir { src: f.src, dst: f.dst, sport: f.sport, dport: f.dport };
+        let fwd = Dir {
+            src: f.src,
+            dst: f.dst,
+            sport: f.sport,
+            dport: f.dport,
+        };
         rules_for_dir(f, &fwd, &mut out)?;
         if f.both_directions {
-            let rev = Dir { src: f.dst, dst: f.src, sport: f.dport, dport: f.sport };
+            let rev = Dir {
+                src: f.dst,
+                dst: f.src,
+                sport: f.dport,
+                dport: f.sport,
+            };
             rules_for_dir(f, &rev, &mut out)?;
         }
     }
@@ -171,7 +193,8 @@ pub fn encode(w: &mut AttrWriter, exprs: &[Expr]) {
     for e in exprs {
         match e {
             Expr::Meta(key) => expr(w, "meta", |w| {
-                w.put_be32(NFTA_META_DREG, NFT_REG_1).put_be32(NFTA_META_KEY, *key);
+                w.put_be32(NFTA_META_DREG, NFT_REG_1)
+                    .put_be32(NFTA_META_KEY, *key);
             }),
             Expr::Payload { base, offset, len } => expr(w, "payload", |w| {
                 w.put_be32(NFTA_PAYLOAD_DREG, NFT_REG_1)

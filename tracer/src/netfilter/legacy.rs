@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
 use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
 use super::nflog::{self, NflogPacket, TracePrefix, NFULNL_MSG_PACKET, TRACE_GROUP};
-use super::trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind};
+use super::nflog::{logger_path, read_logger, restore_loggers};
+use super::trace::{packet_id, tuple_from_headers, NfVerdict, TraceEvent, TraceKind};
 use super::{ns, NfError, RuleInfo, TraceFilter};
 
 pub use legacy_rules::legacy_sweep;
@@ -17,26 +18,6 @@ pub use legacy_rules::legacy_sweep;
 const NFLOG_RCVBUF: libc::c_int = 8 * 1024 * 1024;
 const REFRESH_EVERY: Duration = Duration::from_millis(300);
 const NFLOG_LOGGER: &str = "nfnetlink_log";
-
-fn logger_path(pf: u8) -> String {
-    format!("/proc/sys/net/netfilter/nf_log/{pf}")
-}
-
-fn read_logger(pf: u8) -> Option<String> {
-    std::fs::read_to_string(logger_path(pf)).ok().map(|s| s.trim().to_string())
-}
-
-/// Puts back the loggers that were there before; runs in the namespace.
-fn restore_loggers(saved: &[(u8, String)]) {
-    for (pf, prev) in saved {
-        if read_logger(*pf).as_deref() == Some(prev.as_str()) {
-            continue;
-        }
-        if let Err(e) = std::fs::write(logger_path(*pf), prev) {
-            log::warn!("netfilter: restoring nf_log/{pf} to {prev}: {e}");
-        }
-    }
-}
 
 /// Traces iptables-legacy rule decisions in one network namespace. Its TRACE
 /// rules are removed, and the namespace's loggers restored, on drop.
@@ -133,10 +114,18 @@ impl LegacyTracer {
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.overflows += 1;
-                    log::warn!("netfilter: nflog socket overflowed ({} times)", self.overflows);
+                    log::warn!(
+                        "netfilter: nflog socket overflowed ({} times)",
+                        self.overflows
+                    );
                     continue;
                 }
-                Err(source) => return Err(NfError::Io { op: "recv(nflog socket)", source }),
+                Err(source) => {
+                    return Err(NfError::Io {
+                        op: "recv(nflog socket)",
+                        source,
+                    })
+                }
             };
             let received = Instant::now();
             let buf = std::mem::take(&mut self.buf);
@@ -144,9 +133,13 @@ impl LegacyTracer {
                 if m.kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
                     continue;
                 }
-                let Some((family, attrs)) = m.nf() else { continue };
+                let Some((family, attrs)) = m.nf() else {
+                    continue;
+                };
                 let pkt = nflog::decode_packet(attrs);
-                let Some(prefix) = nflog::parse_trace_prefix(&pkt.prefix) else { continue };
+                let Some(prefix) = nflog::parse_trace_prefix(&pkt.prefix) else {
+                    continue;
+                };
                 if let Some(ev) = self.event(family, &prefix, pkt, received) {
                     out.push(ev);
                 }
@@ -157,20 +150,28 @@ impl LegacyTracer {
     }
 
     /// The table's rules, listed again when `chain` has fewer than `need`.
-    fn saved_table(&mut self, family: u8, table: &str, chain: &str, need: u32) -> Option<&SavedTable> {
+    fn saved_table(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        need: u32,
+    ) -> Option<&SavedTable> {
         let key = (family, table.to_string());
         let stale = match self.tables.get(&key) {
             None => true,
             Some((t, at)) => {
                 let known = t.rules.get(chain).map_or(0, Vec::len);
-                (known < need as usize || !t.policies.contains_key(chain) && !t.user_chains.contains(chain))
+                (known < need as usize
+                    || !t.policies.contains_key(chain) && !t.user_chains.contains(chain))
                     && at.elapsed() >= REFRESH_EVERY
             }
         };
         if stale {
             match ns::run(self.netns.as_deref(), iptables_save(family), &["-t", table]) {
                 Ok(out) => {
-                    self.tables.insert(key.clone(), (parse_save(&out), Instant::now()));
+                    self.tables
+                        .insert(key.clone(), (parse_save(&out), Instant::now()));
                 }
                 Err(e) => log::warn!("netfilter: {e}"),
             }
@@ -178,10 +179,23 @@ impl LegacyTracer {
         self.tables.get(&key).map(|(t, _)| t)
     }
 
-    fn event(&mut self, family: u8, p: &TracePrefix, pkt: NflogPacket, received: Instant) -> Option<TraceEvent> {
+    fn event(
+        &mut self,
+        family: u8,
+        p: &TracePrefix,
+        pkt: NflogPacket,
+        received: Instant,
+    ) -> Option<TraceEvent> {
         let comment = self.comment.clone();
-        let need = if p.kind == "rule" { p.rulenum } else { p.rulenum.saturating_sub(1) };
-        let saved = self.saved_table(family, &p.table, &p.chain, need).cloned().unwrap_or_default();
+        let need = if p.kind == "rule" {
+            p.rulenum
+        } else {
+            p.rulenum.saturating_sub(1)
+        };
+        let saved = self
+            .saved_table(family, &p.table, &p.chain, need)
+            .cloned()
+            .unwrap_or_default();
         let line = usize::try_from(p.rulenum)
             .ok()
             .and_then(|n| n.checked_sub(1))
@@ -195,15 +209,31 @@ impl LegacyTracer {
         };
         let (verdict, policy, rule) = match kind {
             TraceKind::Rule => {
-                let text = line.cloned().unwrap_or_else(|| format!("# rule {} of {}", p.rulenum, p.chain));
-                if text.split_whitespace().any(|w| w.trim_matches('"') == comment) {
+                let text = line
+                    .cloned()
+                    .unwrap_or_else(|| format!("# rule {} of {}", p.rulenum, p.chain));
+                if text
+                    .split_whitespace()
+                    .any(|w| w.trim_matches('"') == comment)
+                {
                     return None; // one of our own TRACE rules
                 }
                 let v = legacy_rules::verdict_of_rule(&text, &saved.user_chains);
-                (Some(v), None, Some(RuleInfo { index: p.rulenum, text, iptables: true }))
+                (
+                    Some(v),
+                    None,
+                    Some(RuleInfo {
+                        index: p.rulenum,
+                        text,
+                        iptables: true,
+                    }),
+                )
             }
             TraceKind::Policy => {
-                let v = saved.policies.get(&p.chain).map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
+                let v = saved
+                    .policies
+                    .get(&p.chain)
+                    .map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
                 let code = v.as_ref().map(|v| u32::from(*v == NfVerdict::Accept));
                 (v, code, None)
             }
@@ -231,34 +261,6 @@ impl LegacyTracer {
             received,
         })
     }
-}
-
-/// A per-packet id for legacy events (the kernel gives none): FNV-1a over
-/// the addresses, IPv4 id or IPv6 flow label, protocol and ports. It stays
-/// the same across hooks unless NAT rewrites the packet.
-pub fn packet_id(net: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-        }
-    };
-    match net.first().map(|b| b >> 4) {
-        Some(4) if net.len() >= 20 => {
-            eat(&net[4..6]);
-            eat(&net[9..10]);
-            eat(&net[12..20]);
-            let ihl = usize::from(net[0] & 0x0f) * 4;
-            eat(net.get(ihl..ihl + 4).unwrap_or(&[]));
-        }
-        Some(6) if net.len() >= 40 => {
-            eat(&[net[1] & 0x0f, net[2], net[3], net[6]]);
-            eat(&net[8..40]);
-            eat(net.get(40..44).unwrap_or(&[]));
-        }
-        _ => eat(net),
-    }
-    h
 }
 
 impl AsRawFd for LegacyTracer {

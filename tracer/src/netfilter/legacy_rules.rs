@@ -12,11 +12,19 @@ use super::{ns, NfError, TraceFilter, NFPROTO_IPV4, NFPROTO_IPV6};
 pub const COMMENT_PREFIX: &str = "pathtrace:";
 
 pub fn iptables(family: u8) -> &'static str {
-    if family == NFPROTO_IPV6 { "ip6tables-legacy" } else { "iptables-legacy" }
+    if family == NFPROTO_IPV6 {
+        "ip6tables-legacy"
+    } else {
+        "iptables-legacy"
+    }
 }
 
 pub fn iptables_save(family: u8) -> &'static str {
-    if family == NFPROTO_IPV6 { "ip6tables-legacy-save" } else { "iptables-legacy-save" }
+    if family == NFPROTO_IPV6 {
+        "ip6tables-legacy-save"
+    } else {
+        "iptables-legacy-save"
+    }
 }
 
 fn proto_name(p: u8) -> String {
@@ -32,9 +40,16 @@ fn proto_name(p: u8) -> String {
 
 /// Match arguments (without `-I CHAIN` and the target) for each rule a filter
 /// needs, with the family each rule belongs to.
-pub fn trace_rule_specs(filters: &[TraceFilter], pid: u32) -> Result<Vec<(u8, Vec<String>)>, NfError> {
+pub fn trace_rule_specs(
+    filters: &[TraceFilter],
+    pid: u32,
+) -> Result<Vec<(u8, Vec<String>)>, NfError> {
     let all = [TraceFilter::default()];
-    let filters = if filters.is_empty() { &all[..] } else { filters };
+    let filters = if filters.is_empty() {
+        &all[..]
+    } else {
+        filters
+    };
     let mut out: Vec<(u8, Vec<String>)> = Vec::new();
     for f in filters {
         let mut dirs = vec![(f.src, f.dst, f.sport, f.dport)];
@@ -44,7 +59,9 @@ pub fn trace_rule_specs(filters: &[TraceFilter], pid: u32) -> Result<Vec<(u8, Ve
         for (src, dst, sport, dport) in dirs {
             let fams: Vec<u8> = match (src.map(|a| a.0), dst.map(|a| a.0)) {
                 (Some(a), Some(b)) if a.is_ipv6() != b.is_ipv6() => {
-                    return Err(NfError::Filter(format!("{a} and {b} are of different families")))
+                    return Err(NfError::Filter(format!(
+                        "{a} and {b} are of different families"
+                    )))
                 }
                 (Some(IpAddr::V6(_)), _) | (None, Some(IpAddr::V6(_))) => vec![NFPROTO_IPV6],
                 (Some(_), _) | (None, Some(_)) => vec![NFPROTO_IPV4],
@@ -99,7 +116,9 @@ pub fn parse_save(out: &str) -> SavedTable {
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix(':') {
             let mut it = rest.split_whitespace();
-            let (Some(chain), Some(policy)) = (it.next(), it.next()) else { continue };
+            let (Some(chain), Some(policy)) = (it.next(), it.next()) else {
+                continue;
+            };
             if policy == "-" {
                 t.user_chains.insert(chain.to_string());
             } else {
@@ -107,7 +126,10 @@ pub fn parse_save(out: &str) -> SavedTable {
             }
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let chain = rest.split_whitespace().next().unwrap_or_default();
-            t.rules.entry(chain.to_string()).or_default().push(line.to_string());
+            t.rules
+                .entry(chain.to_string())
+                .or_default()
+                .push(line.to_string());
         }
     }
     t

@@ -16,8 +16,24 @@
 //! - [`LegacyTracer`] does the same for iptables-legacy, through `-j TRACE`
 //!   rules in the raw table and nfnetlink_log.
 //!
-//! Use from tokio: wrap [`RuleTracer::as_raw_fd`] in `AsyncFd`, and on
-//! readiness call [`RuleTracer::read_pending`] (it never blocks).
+//! Use from tokio: the tracers implement `AsRawFd` with a socket that stays
+//! the same for their lifetime, and `read_pending` never blocks and reads
+//! until the socket is empty:
+//!
+//! ```ignore
+//! let t = RuleTracer::start(netns, &filters)?;
+//! // SAFETY: the fd stays open and the same while the AsyncFd owns `t`.
+//! let mut afd = unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }?;
+//! let mut book = RuleBook::new(netns);
+//! loop {
+//!     let mut guard = afd.readable_mut().await?;
+//!     let events = guard.get_inner_mut().read_pending()?;
+//!     guard.clear_ready();
+//!     for mut ev in events {
+//!         book.annotate(&mut ev); // rule index and text (runs nft/iptables-nft-save on a cache miss)
+//!     }
+//! }
+//! ```
 
 mod attrs;
 mod dump;
@@ -28,28 +44,32 @@ mod netlink;
 mod nflog;
 mod ns;
 mod rules;
+mod socket;
 mod table;
 mod trace;
 
 #[cfg(test)]
-mod tests_root;
-#[cfg(test)]
-mod tests_legacy;
-#[cfg(test)]
-mod tests_unit;
-#[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod testnet;
+#[cfg(test)]
+mod tests_expr;
+#[cfg(test)]
+mod tests_legacy;
+#[cfg(test)]
+mod tests_root;
+#[cfg(test)]
+mod tests_unit;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use dump::sweep_leftovers;
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
-pub use table::{sweep_leftovers, RuleTracer, TABLE_NAME};
+pub use table::{RuleTracer, TABLE_NAME};
 pub use trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind, Tuple};
 
 pub const NFPROTO_INET: u8 = 1;

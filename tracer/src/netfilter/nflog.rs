@@ -27,7 +27,13 @@ const COPY_RANGE: u32 = 256;
 /// The nflog group the TRACE target logs to (the default loginfo's).
 pub const TRACE_GROUP: u16 = 0;
 
-fn config(sock: &mut NlSocket, family: u8, group: u16, a: &AttrWriter, what: &str) -> Result<(), NfError> {
+fn config(
+    sock: &mut NlSocket,
+    family: u8,
+    group: u16,
+    a: &AttrWriter,
+    what: &str,
+) -> Result<(), NfError> {
     let kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
     sock.request(kind, family, group, a.as_bytes(), what)
 }
@@ -51,7 +57,13 @@ pub fn bind_pf(sock: &mut NlSocket, pf: u8) -> Result<(), NfError> {
 pub fn bind_group(sock: &mut NlSocket, group: u16) -> Result<(), NfError> {
     let mut a = AttrWriter::new();
     a.put_u8(NFULA_CFG_CMD, NFULNL_CFG_CMD_BIND);
-    config(sock, 0, group, &a, "nflog group bind (is another nflog listener on group 0?)")?;
+    config(
+        sock,
+        0,
+        group,
+        &a,
+        "nflog group bind (is another nflog listener on group 0?)",
+    )?;
     let mut mode = COPY_RANGE.to_be_bytes().to_vec();
     mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
     let mut a = AttrWriter::new();
@@ -118,4 +130,26 @@ pub fn parse_trace_prefix(prefix: &str) -> Option<TracePrefix> {
         kind,
         rulenum,
     })
+}
+
+pub fn logger_path(pf: u8) -> String {
+    format!("/proc/sys/net/netfilter/nf_log/{pf}")
+}
+
+pub fn read_logger(pf: u8) -> Option<String> {
+    std::fs::read_to_string(logger_path(pf))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Puts back the loggers that were there before; runs in the namespace.
+pub fn restore_loggers(saved: &[(u8, String)]) {
+    for (pf, prev) in saved {
+        if read_logger(*pf).as_deref() == Some(prev.as_str()) {
+            continue;
+        }
+        if let Err(e) = std::fs::write(logger_path(*pf), prev) {
+            log::warn!("netfilter: restoring nf_log/{pf} to {prev}: {e}");
+        }
+    }
 }

@@ -42,7 +42,9 @@ pub fn command(netns: Option<&Path>, prog: &str) -> Command {
     let mut cmd = match netns {
         Some(path) => {
             let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", path.display())).arg("--").arg(prog);
+            c.arg(format!("--net={}", path.display()))
+                .arg("--")
+                .arg(prog);
             c
         }
         None => Command::new(prog),

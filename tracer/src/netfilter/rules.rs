@@ -24,6 +24,8 @@ struct ChainCache {
 struct TableCache {
     chains: HashMap<String, ChainCache>,
     nft_text: HashMap<u64, String>,
+    /// Whether `nft` could list the table (else missing text is no reason to list again).
+    nft_ok: bool,
     /// `-A CHAIN …` lines by chain, when iptables-nft manages the table.
     iptables: Option<HashMap<String, Vec<String>>>,
     at: Instant,
@@ -65,9 +67,13 @@ pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
     }
     let mut map: HashMap<String, Vec<String>> = HashMap::new();
     for line in out.lines() {
-        let Some(rest) = line.strip_prefix("-A ") else { continue };
+        let Some(rest) = line.strip_prefix("-A ") else {
+            continue;
+        };
         let chain = rest.split_whitespace().next().unwrap_or_default();
-        map.entry(chain.to_string()).or_default().push(line.to_string());
+        map.entry(chain.to_string())
+            .or_default()
+            .push(line.to_string());
     }
     Some(map)
 }
@@ -75,9 +81,9 @@ pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
 /// Whether the rules look like iptables-nft's: it adds a `counter` to every
 /// rule, and `match`/`target` (xt compat) expressions or userdata to many.
 fn looks_like_iptables(rules: &[RuleRec]) -> bool {
-    let compat = rules.iter().any(|r| {
-        r.has_userdata || r.exprs.iter().any(|e| e == "match" || e == "target")
-    });
+    let compat = rules
+        .iter()
+        .any(|r| r.has_userdata || r.exprs.iter().any(|e| e == "match" || e == "target"));
     compat || rules.iter().all(|r| r.exprs.iter().any(|e| e == "counter"))
 }
 
@@ -112,20 +118,31 @@ impl RuleBook {
         let rule_recs = dump::rules(sock, family, table)?;
         let mut chains: HashMap<String, ChainCache> = chain_recs
             .into_iter()
-            .map(|c| (c.name, ChainCache { hook: c.hook, handles: Vec::new() }))
+            .map(|c| {
+                (
+                    c.name,
+                    ChainCache {
+                        hook: c.hook,
+                        handles: Vec::new(),
+                    },
+                )
+            })
             .collect();
         for r in &rule_recs {
-            chains.entry(r.chain.clone()).or_default().handles.push(r.handle);
+            chains
+                .entry(r.chain.clone())
+                .or_default()
+                .handles
+                .push(r.handle);
         }
         let netns = self.netns.as_deref();
         let fam = family_name(family);
-        let nft_text = match ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]) {
-            Ok(out) => parse_nft_text(&out),
-            Err(e) => {
-                log::debug!("netfilter: rule text of {fam} {table}: {e}");
-                HashMap::new()
-            }
-        };
+        let listed = ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
+        if let Err(e) = &listed {
+            log::debug!("netfilter: rule text of {fam} {table}: {e}");
+        }
+        let nft_ok = listed.is_ok();
+        let nft_text = listed.map(|out| parse_nft_text(&out)).unwrap_or_default();
         let save = match family {
             NFPROTO_IPV4 => Some("iptables-nft-save"),
             NFPROTO_IPV6 => Some("ip6tables-nft-save"),
@@ -140,12 +157,23 @@ impl RuleBook {
                 }
             }
         }
-        Ok(TableCache { chains, nft_text, iptables, at: Instant::now() })
+        Ok(TableCache {
+            chains,
+            nft_text,
+            nft_ok,
+            iptables,
+            at: Instant::now(),
+        })
     }
 
     /// The cached table, listed again when `need` says the cache lacks
     /// something and it wasn't listed in the last moment.
-    fn table(&mut self, family: u8, table: &str, need: impl Fn(&TableCache) -> bool) -> Option<&TableCache> {
+    fn table(
+        &mut self,
+        family: u8,
+        table: &str,
+        need: impl Fn(&TableCache) -> bool,
+    ) -> Option<&TableCache> {
         let key = (family, table.to_string());
         let stale = match self.tables.get(&key) {
             None => true,
@@ -168,8 +196,10 @@ impl RuleBook {
     /// 1-based index and text of rule `handle` in family/table/chain.
     pub fn rule(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<RuleInfo> {
         let missing = |c: &TableCache| {
-            c.chains.get(chain).is_none_or(|ch| !ch.handles.contains(&handle))
-                || !c.nft_text.contains_key(&handle)
+            c.chains
+                .get(chain)
+                .is_none_or(|ch| !ch.handles.contains(&handle))
+                || (c.nft_ok && !c.nft_text.contains_key(&handle))
         };
         let cache = self.table(family, table, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
@@ -182,7 +212,11 @@ impl RuleBook {
             .filter(|lines| lines.len() == handles.len())
             .and_then(|lines| lines.get(pos));
         Some(match ipt_line {
-            Some(line) => RuleInfo { index, text: line.clone(), iptables: true },
+            Some(line) => RuleInfo {
+                index,
+                text: line.clone(),
+                iptables: true,
+            },
             None => RuleInfo {
                 index,
                 text: cache

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::attrs::AttrWriter;
 use super::dump::{self, *};
-use super::netlink::{BatchItem, NlSocket, NFNLGRP_NFTRACE, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use super::netlink::{
+    BatchItem, NlSocket, NFNLGRP_NFTRACE, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_EXCL,
+};
 use super::trace::{decode_trace, TraceEvent, NFT_MSG_TRACE};
 use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
 
@@ -32,10 +35,13 @@ pub struct RuleTracer {
     trace: NlSocket,
     table: String,
     overflows: u64,
-    hooks: HashMap<(u8, String), (HashMap<String, Option<u8>>, Instant)>,
+    hooks: HashMap<(u8, String), ChainHooks>,
     packets: HashMap<u32, Packet>,
     buf: Vec<u8>,
 }
+
+/// Hook of each chain of a table (None: regular chain), and when it was listed.
+type ChainHooks = (HashMap<String, Option<u8>>, Instant);
 
 /// What the first event of a packet's chain walk told about the packet.
 #[derive(Debug)]
@@ -47,17 +53,10 @@ struct Packet {
     seen: Instant,
 }
 
-fn is_ours(name: &str) -> bool {
-    name == TABLE_NAME
-        || name
-            .strip_prefix(TABLE_NAME)
-            .and_then(|r| r.strip_prefix('-'))
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-}
-
 fn table_items(name: &str, rules: &[Vec<expr::Expr>]) -> Vec<BatchItem> {
     let mut t = AttrWriter::new();
-    t.put_str(NFTA_TABLE_NAME, name).put_be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+    t.put_str(NFTA_TABLE_NAME, name)
+        .put_be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
     let mut items = vec![BatchItem {
         kind: NFT_MSG_NEWTABLE,
         flags: NLM_F_CREATE | NLM_F_EXCL,
@@ -65,7 +64,10 @@ fn table_items(name: &str, rules: &[Vec<expr::Expr>]) -> Vec<BatchItem> {
         attrs: t.into_bytes(),
         what: format!("creating table inet {name}"),
     }];
-    for (chain, hook) in [("prerouting", NF_INET_PRE_ROUTING), ("output", NF_INET_LOCAL_OUT)] {
+    for (chain, hook) in [
+        ("prerouting", NF_INET_PRE_ROUTING),
+        ("output", NF_INET_LOCAL_OUT),
+    ] {
         let mut c = AttrWriter::new();
         c.put_str(NFTA_CHAIN_TABLE, name)
             .put_str(NFTA_CHAIN_NAME, chain)
@@ -98,32 +100,6 @@ fn table_items(name: &str, rules: &[Vec<expr::Expr>]) -> Vec<BatchItem> {
     items
 }
 
-fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {
-    let mut n = 0;
-    for t in dump::tables(ctl, 0)? {
-        if !is_ours(&t.name) || t.flags & NFT_TABLE_F_OWNER != 0 || t.owner.is_some() {
-            continue;
-        }
-        let mut a = AttrWriter::new();
-        a.put_str(NFTA_TABLE_NAME, &t.name);
-        let what = format!("deleting leftover table {}", t.name);
-        ctl.batch(&[BatchItem { kind: NFT_MSG_DELTABLE, flags: 0, family: t.family, attrs: a.into_bytes(), what }])?;
-        log::info!("netfilter: deleted leftover nftables table {} (family {})", t.name, t.family);
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Deletes "pathtrace" tables that no socket owns (left by an older version).
-/// Returns how many were deleted.
-pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
-    ns::with_netns(netns, || {
-        let mut ctl = NlSocket::open(false)?;
-        ctl.set_rcv_timeout(CTL_TIMEOUT)?;
-        sweep(&mut ctl)
-    })
-}
-
 impl RuleTracer {
     /// Creates the owned trace table in `netns` (None: the current namespace)
     /// and subscribes to trace events. See the module documentation.
@@ -132,7 +108,7 @@ impl RuleTracer {
         let (ctl, trace, table) = ns::with_netns(netns, || {
             let mut ctl = NlSocket::open(false)?;
             ctl.set_rcv_timeout(CTL_TIMEOUT)?;
-            if let Err(e) = sweep(&mut ctl) {
+            if let Err(e) = dump::sweep(&mut ctl) {
                 log::warn!("netfilter: sweeping leftover tables: {e}");
             }
             // Listen before the rules exist, so the first packets aren't missed.
@@ -142,8 +118,10 @@ impl RuleTracer {
             let mut table = TABLE_NAME.to_string();
             let mut res = ctl.batch(&table_items(&table, &rules));
             // EEXIST: a table of that name; EPERM: owned by another socket.
-            let taken = |e: &NfError| matches!(e, NfError::Kernel { source, .. }
-                if matches!(source.raw_os_error(), Some(libc::EEXIST | libc::EPERM)));
+            let taken = |e: &NfError| {
+                matches!(e, NfError::Kernel { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EEXIST | libc::EPERM)))
+            };
             if res.as_ref().is_err_and(taken) {
                 table = format!("{TABLE_NAME}-{}", std::process::id());
                 log::info!("netfilter: table {TABLE_NAME} is taken, using {table}");
@@ -178,8 +156,8 @@ impl RuleTracer {
         self.overflows
     }
 
-    /// Reads every pending trace event without blocking. Events of the
-    /// tracer's own table are left out.
+    /// Reads every pending trace event without blocking. Events of
+    /// pathtrace's own tables are left out.
     pub fn read_pending(&mut self) -> Result<Vec<TraceEvent>, NfError> {
         let mut out = Vec::new();
         loop {
@@ -188,10 +166,18 @@ impl RuleTracer {
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.overflows += 1;
-                    log::warn!("netfilter: trace socket overflowed ({} times): events were lost", self.overflows);
+                    log::warn!(
+                        "netfilter: trace socket overflowed ({} times): events were lost",
+                        self.overflows
+                    );
                     continue;
                 }
-                Err(source) => return Err(NfError::Io { op: "recv(trace socket)", source }),
+                Err(source) => {
+                    return Err(NfError::Io {
+                        op: "recv(trace socket)",
+                        source,
+                    })
+                }
             };
             let received = Instant::now();
             let buf = std::mem::take(&mut self.buf);
@@ -199,12 +185,14 @@ impl RuleTracer {
                 if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE {
                     continue;
                 }
-                let Some((family, attrs)) = m.nf() else { continue };
+                let Some((family, attrs)) = m.nf() else {
+                    continue;
+                };
                 let Some(mut ev) = decode_trace(family, attrs, received) else {
                     log::debug!("netfilter: undecodable trace message");
                     continue;
                 };
-                if ev.family == NFPROTO_INET && ev.table == self.table {
+                if ev.family == NFPROTO_INET && dump::is_ours(&ev.table) {
                     continue;
                 }
                 self.fill_packet(&mut ev);
@@ -222,12 +210,19 @@ impl RuleTracer {
         if ev.tuple.is_some() {
             if self.packets.len() >= MAX_PACKETS {
                 let now = Instant::now();
-                self.packets.retain(|_, p| now.duration_since(p.seen) < Duration::from_secs(2));
+                self.packets
+                    .retain(|_, p| now.duration_since(p.seen) < Duration::from_secs(2));
                 if self.packets.len() >= MAX_PACKETS {
                     self.packets.clear();
                 }
             }
-            let p = Packet { tuple: ev.tuple, iif: ev.iif, oif: ev.oif, mark: ev.mark, seen: ev.received };
+            let p = Packet {
+                tuple: ev.tuple,
+                iif: ev.iif,
+                oif: ev.oif,
+                mark: ev.mark,
+                seen: ev.received,
+            };
             self.packets.insert(ev.id, p);
         } else if let Some(p) = self.packets.get(&ev.id) {
             ev.tuple = p.tuple;

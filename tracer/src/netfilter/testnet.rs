@@ -1,7 +1,7 @@
 //! Test helpers: two network namespaces joined by a veth pair
 //! (192.0.2.1/24 in `a`, 192.0.2.2/24 in `b`), deleted on drop.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,7 +30,11 @@ fn sh(cmd: &str) -> (bool, String) {
     match Command::new("sh").arg("-c").arg(cmd).output() {
         Ok(o) => (
             o.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
         ),
         Err(e) => (false, e.to_string()),
     }
@@ -78,38 +82,21 @@ impl Lab {
         out
     }
 
-    /// Runs a shell command inside `b`, returning (success, output).
-    pub fn try_in_b(&self, cmd: &str) -> (bool, String) {
-        sh(&format!("ip netns exec {} sh -c '{cmd}'", self.b))
-    }
-
     /// Sends a TCP SYN from `a` to `b` (connect with a 1 s timeout).
     pub fn syn_a_to_b(&self, port: u16) {
         let path = self.path_a();
         let t = std::thread::spawn(move || {
-            let Ok(f) = std::fs::File::open(&path) else { return };
+            let Ok(f) = std::fs::File::open(&path) else {
+                return;
+            };
             // SAFETY: setns on an open namespace file; only this thread moves.
             if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return;
             }
-            let Ok(addr) = format!("{B_ADDR}:{port}").parse::<SocketAddr>() else { return };
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        });
-        let _ = t.join();
-    }
-
-    /// Sends one UDP datagram from `a` to `b`.
-    pub fn udp_a_to_b(&self, port: u16) {
-        let path = self.path_a();
-        let t = std::thread::spawn(move || {
-            let Ok(f) = std::fs::File::open(&path) else { return };
-            // SAFETY: as above.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            let Ok(addr) = format!("{B_ADDR}:{port}").parse::<SocketAddr>() else {
                 return;
-            }
-            if let Ok(s) = UdpSocket::bind(format!("{A_ADDR}:0")) {
-                let _ = s.send_to(b"pathtrace", format!("{B_ADDR}:{port}"));
-            }
+            };
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         });
         let _ = t.join();
     }
@@ -123,14 +110,22 @@ impl Drop for Lab {
 
 /// Waits until `fd` is readable or `timeout` passes.
 pub fn wait_readable(fd: i32, timeout: Duration) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// Collects events for up to `timeout`, stopping early once `done` holds.
-pub fn collect(t: &mut RuleTracer, timeout: Duration, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<TraceEvent> {
+pub fn collect(
+    t: &mut RuleTracer,
+    timeout: Duration,
+    done: impl Fn(&[TraceEvent]) -> bool,
+) -> Vec<TraceEvent> {
     let end = Instant::now() + timeout;
     let mut all = Vec::new();
     while Instant::now() < end {

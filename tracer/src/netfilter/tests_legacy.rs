@@ -19,9 +19,17 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn trace_prefixes() {
     let p = nflog::parse_trace_prefix("TRACE: filter:INPUT:rule:2 ").expect("prefix");
-    let want = TracePrefix { table: "filter".into(), chain: "INPUT".into(), kind: "rule".into(), rulenum: 2 };
+    let want = TracePrefix {
+        table: "filter".into(),
+        chain: "INPUT".into(),
+        kind: "rule".into(),
+        rulenum: 2,
+    };
     assert_eq!(p, want);
-    assert_eq!(nflog::parse_trace_prefix("TRACE: raw:my-chain:return:7").map(|p| p.rulenum), Some(7));
+    assert_eq!(
+        nflog::parse_trace_prefix("TRACE: raw:my-chain:return:7").map(|p| p.rulenum),
+        Some(7)
+    );
     assert!(nflog::parse_trace_prefix("DROPPED: ").is_none());
 }
 
@@ -29,7 +37,10 @@ fn trace_prefixes() {
 fn decodes_captured_nflog_trace() {
     let msgs = netlink::messages(super::fixtures::NFLOG_TRACE);
     let m = msgs.first().expect("message");
-    assert_eq!(m.kind, (netlink::NFNL_SUBSYS_ULOG << 8) | nflog::NFULNL_MSG_PACKET);
+    assert_eq!(
+        m.kind,
+        (netlink::NFNL_SUBSYS_ULOG << 8) | nflog::NFULNL_MSG_PACKET
+    );
     let (family, a) = m.nf().expect("nfgenmsg");
     assert_eq!(family, NFPROTO_IPV4);
     let pkt = nflog::decode_packet(a);
@@ -42,9 +53,21 @@ fn decodes_captured_nflog_trace() {
     let (_, a) = raw.first().and_then(|m| m.nf()).expect("nfgenmsg");
     let pkt2 = nflog::decode_packet(a);
     let p = nflog::parse_trace_prefix(&pkt2.prefix).expect("prefix");
-    assert_eq!((p.table.as_str(), p.chain.as_str(), p.kind.as_str(), p.rulenum), ("raw", "PREROUTING", "policy", 2));
+    assert_eq!(
+        (
+            p.table.as_str(),
+            p.chain.as_str(),
+            p.kind.as_str(),
+            p.rulenum
+        ),
+        ("raw", "PREROUTING", "policy", 2)
+    );
     assert_eq!(pkt2.hook, Some(0));
-    assert_eq!(super::legacy::packet_id(&pkt2.payload), super::legacy::packet_id(&pkt.payload), "same packet, same id");
+    assert_eq!(
+        super::trace::packet_id(&pkt2.payload),
+        super::trace::packet_id(&pkt.payload),
+        "same packet, same id"
+    );
 }
 
 #[test]
@@ -54,23 +77,52 @@ fn save_parsing_and_verdicts() {
     assert_eq!(t.policies["INPUT"], "DROP");
     assert!(t.user_chains.contains("CHK"));
     let input = &t.rules["INPUT"];
-    assert_eq!(verdict_of_rule(&input[0], &t.user_chains), NfVerdict::Jump("CHK".into()));
-    assert_eq!(verdict_of_rule(&input[1], &t.user_chains), NfVerdict::Goto("CHK".into()));
-    assert_eq!(verdict_of_rule(&input[2], &t.user_chains), NfVerdict::Continue);
-    assert_eq!(verdict_of_rule(&t.rules["CHK"][0], &t.user_chains), NfVerdict::Drop);
-    assert_eq!(split_args("-A X -m comment --comment \"a b\" -j Y")[5], "a b");
+    assert_eq!(
+        verdict_of_rule(&input[0], &t.user_chains),
+        NfVerdict::Jump("CHK".into())
+    );
+    assert_eq!(
+        verdict_of_rule(&input[1], &t.user_chains),
+        NfVerdict::Goto("CHK".into())
+    );
+    assert_eq!(
+        verdict_of_rule(&input[2], &t.user_chains),
+        NfVerdict::Continue
+    );
+    assert_eq!(
+        verdict_of_rule(&t.rules["CHK"][0], &t.user_chains),
+        NfVerdict::Drop
+    );
+    assert_eq!(
+        split_args("-A X -m comment --comment \"a b\" -j Y")[5],
+        "a b"
+    );
 }
 
 #[test]
 fn trace_rule_arguments() {
-    let f = TraceFilter { src: Some((ip("192.0.2.1"), 32)), dport: Some(PORT), both_directions: true, ..Default::default() };
+    let f = TraceFilter {
+        src: Some((ip("192.0.2.1"), 32)),
+        dport: Some(PORT),
+        both_directions: true,
+        ..Default::default()
+    };
     let specs = legacy_rules::trace_rule_specs(&[f], 77).expect("specs");
     assert_eq!(specs.len(), 4, "tcp and udp, both directions");
     assert!(specs.iter().all(|(fam, _)| *fam == NFPROTO_IPV4));
-    assert_eq!(specs[0].1.join(" "), "-s 192.0.2.1/32 -p tcp --dport 8092 -m comment --comment pathtrace:77");
-    assert_eq!(specs[2].1.join(" "), "-d 192.0.2.1/32 -p tcp --sport 8092 -m comment --comment pathtrace:77");
+    assert_eq!(
+        specs[0].1.join(" "),
+        "-s 192.0.2.1/32 -p tcp --dport 8092 -m comment --comment pathtrace:77"
+    );
+    assert_eq!(
+        specs[2].1.join(" "),
+        "-d 192.0.2.1/32 -p tcp --sport 8092 -m comment --comment pathtrace:77"
+    );
     let any = legacy_rules::trace_rule_specs(&[], 1).expect("specs");
-    assert_eq!(any.iter().map(|(f, _)| *f).collect::<Vec<_>>(), vec![NFPROTO_IPV4, NFPROTO_IPV6]);
+    assert_eq!(
+        any.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        vec![NFPROTO_IPV4, NFPROTO_IPV6]
+    );
 }
 
 fn collect(t: &mut LegacyTracer, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<TraceEvent> {
@@ -85,7 +137,11 @@ fn collect(t: &mut LegacyTracer, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<Tr
 }
 
 fn filter() -> Vec<TraceFilter> {
-    vec![TraceFilter { dport: Some(PORT), proto: Some(6), ..Default::default() }]
+    vec![TraceFilter {
+        dport: Some(PORT),
+        proto: Some(6),
+        ..Default::default()
+    }]
 }
 
 #[test]
@@ -98,13 +154,26 @@ fn legacy_rule_drop_is_named() {
     lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
     let logger_before = lab.in_b("cat /proc/sys/net/netfilter/nf_log/2");
     let mut t = LegacyTracer::start(Some(&lab.path_b()), &filter()).expect("start");
-    assert_eq!(lab.in_b("cat /proc/sys/net/netfilter/nf_log/2").trim(), "nfnetlink_log");
+    assert_eq!(
+        lab.in_b("cat /proc/sys/net/netfilter/nf_log/2").trim(),
+        "nfnetlink_log"
+    );
     let comment = format!("pathtrace:{}", std::process::id());
-    assert_eq!(lab.in_b("iptables-legacy-save -t raw").matches(&comment).count(), 2);
+    assert_eq!(
+        lab.in_b("iptables-legacy-save -t raw")
+            .matches(&comment)
+            .count(),
+        2
+    );
     lab.syn_a_to_b(PORT);
-    let evs = collect(&mut t, |e| e.iter().any(|e| e.verdict == Some(NfVerdict::Drop)));
+    let evs = collect(&mut t, |e| {
+        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+    });
     for e in &evs {
-        eprintln!("legacy event: {} {} {:?} {:?} {:?} hook={:?}", e.table, e.chain, e.kind, e.verdict, e.rule, e.hook);
+        eprintln!(
+            "legacy event: {} {} {:?} {:?} {:?} hook={:?}",
+            e.table, e.chain, e.kind, e.verdict, e.rule, e.hook
+        );
     }
     let ev = evs
         .iter()
@@ -114,13 +183,25 @@ fn legacy_rule_drop_is_named() {
     assert_eq!(ev.hook, Some(1));
     let info = ev.rule.as_ref().expect("rule info");
     assert_eq!(info.index, 2);
-    assert!(info.text.contains("-A INPUT -s 192.0.2.1/32 -p tcp -m tcp --dport 8092 -j DROP"), "{}", info.text);
+    assert!(
+        info.text
+            .contains("-A INPUT -s 192.0.2.1/32 -p tcp -m tcp --dport 8092 -j DROP"),
+        "{}",
+        info.text
+    );
     let (s, d, _, dp, proto) = ev.tuple.expect("tuple");
     assert_eq!((s, d, dp, proto), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
-    assert!(evs.iter().all(|e| e.rule.as_ref().is_none_or(|r| !r.text.contains(&comment))));
+    assert!(evs
+        .iter()
+        .all(|e| e.rule.as_ref().is_none_or(|r| !r.text.contains(&comment))));
     drop(t);
-    assert!(!lab.in_b("iptables-legacy-save -t raw").contains("pathtrace:"));
-    assert_eq!(lab.in_b("cat /proc/sys/net/netfilter/nf_log/2"), logger_before);
+    assert!(!lab
+        .in_b("iptables-legacy-save -t raw")
+        .contains("pathtrace:"));
+    assert_eq!(
+        lab.in_b("cat /proc/sys/net/netfilter/nf_log/2"),
+        logger_before
+    );
 }
 
 #[test]
@@ -136,7 +217,10 @@ fn legacy_policy_drop() {
     let evs = collect(&mut t, |e| e.iter().any(input_policy));
     let ev = evs.iter().find(|e| input_policy(e)).expect("policy event");
     assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
-    assert_eq!((ev.verdict.clone(), ev.policy), (Some(NfVerdict::Drop), Some(0)));
+    assert_eq!(
+        (ev.verdict.clone(), ev.policy),
+        (Some(NfVerdict::Drop), Some(0))
+    );
 }
 
 #[test]
@@ -149,11 +233,18 @@ fn legacy_sweep_removes_rules_of_dead_processes() {
     let dead_pid = dead.id();
     let _ = dead.wait();
     let me = std::process::id();
-    lab.in_b(&format!("iptables-legacy -t raw -A PREROUTING -m comment --comment pathtrace:{dead_pid} -j TRACE"));
-    lab.in_b(&format!("iptables-legacy -t raw -A OUTPUT -m comment --comment pathtrace:{me} -j TRACE"));
+    lab.in_b(&format!(
+        "iptables-legacy -t raw -A PREROUTING -m comment --comment pathtrace:{dead_pid} -j TRACE"
+    ));
+    lab.in_b(&format!(
+        "iptables-legacy -t raw -A OUTPUT -m comment --comment pathtrace:{me} -j TRACE"
+    ));
     assert_eq!(legacy_sweep(Some(&lab.path_b())).expect("sweep"), 1);
     let raw = lab.in_b("iptables-legacy-save -t raw");
-    assert!(!raw.contains(&format!("pathtrace:{dead_pid}")) && raw.contains(&format!("pathtrace:{me}")), "{raw}");
+    assert!(
+        !raw.contains(&format!("pathtrace:{dead_pid}")) && raw.contains(&format!("pathtrace:{me}")),
+        "{raw}"
+    );
 }
 
 /// Prints one raw NFLOG TRACE datagram as hex, to refresh the fixture:
@@ -172,7 +263,9 @@ fn capture_nflog_fixture() {
     let mut buf = vec![0u8; 65536];
     let sock = t.raw_socket();
     while wait_readable(t.as_raw_fd(), Duration::from_millis(500)) {
-        let Ok(Some(n)) = sock.recv(&mut buf, true) else { break };
+        let Ok(Some(n)) = sock.recv(&mut buf, true) else {
+            break;
+        };
         let hex: Vec<String> = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
         println!("NFLOG {n}: {}", hex.join(""));
     }

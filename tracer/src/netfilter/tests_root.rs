@@ -38,14 +38,29 @@ fn iptables_nft_rule_drop_is_named() {
     let mut t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
     assert_eq!(t.table_name(), "pathtrace");
     let listing = lab.in_b("nft list table inet pathtrace");
-    assert!(listing.contains("tcp dport 8092 meta nftrace set 1"), "{listing}");
-    assert!(listing.contains("hook prerouting priority -350") && listing.contains("hook output"), "{listing}");
+    assert!(
+        listing.contains("tcp dport 8092 meta nftrace set 1"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("hook prerouting priority -350") && listing.contains("hook output"),
+        "{listing}"
+    );
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, Duration::from_secs(3), |e| {
         e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
     });
     for e in &evs {
-        eprintln!("event: {} {} {} {:?} {:?} {:?} hook={:?}", family_name(e.family), e.table, e.chain, e.kind, e.rule_handle, e.verdict, e.hook);
+        eprintln!(
+            "event: {} {} {} {:?} {:?} {:?} hook={:?}",
+            family_name(e.family),
+            e.table,
+            e.chain,
+            e.kind,
+            e.rule_handle,
+            e.verdict,
+            e.hook
+        );
     }
     let ev = evs
         .iter()
@@ -59,12 +74,22 @@ fn iptables_nft_rule_drop_is_named() {
     assert!(ev.iif.is_some());
     let mut book = RuleBook::new(Some(&lab.path_b()));
     let info = book
-        .rule(ev.family, &ev.table, &ev.chain, ev.rule_handle.expect("handle"))
+        .rule(
+            ev.family,
+            &ev.table,
+            &ev.chain,
+            ev.rule_handle.expect("handle"),
+        )
         .expect("rule info");
     eprintln!("rule: {info:?}");
     assert_eq!(info.index, 2);
     assert!(info.iptables);
-    assert!(info.text.contains("-A INPUT -s 192.0.2.1/32 -p tcp -m tcp --dport 8092 -j DROP"), "{}", info.text);
+    assert!(
+        info.text
+            .contains("-A INPUT -s 192.0.2.1/32 -p tcp -m tcp --dport 8092 -j DROP"),
+        "{}",
+        info.text
+    );
     assert_eq!(book.chain_hook(NFPROTO_IPV4, "filter", "INPUT"), Some(1));
     // Our own table's events are left out.
     assert!(evs.iter().all(|e| e.table != "pathtrace"));
@@ -137,7 +162,12 @@ fn table_dies_with_a_killed_process() {
     let lab = Lab::new("kill");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe)
-        .args(["--exact", "netfilter::tests_root::child_holds_a_tracer", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "netfilter::tests_root::child_holds_a_tracer",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("PT_NF_CHILD_NETNS", lab.path_b())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -154,14 +184,19 @@ fn table_dies_with_a_killed_process() {
     let _ = child.wait();
     assert!(seen, "the child never created its table");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!has_pathtrace(&lab), "table left behind by a killed process");
+    assert!(
+        !has_pathtrace(&lab),
+        "table left behind by a killed process"
+    );
 }
 
 /// Run only as the child of `table_dies_with_a_killed_process`.
 #[test]
 #[ignore]
 fn child_holds_a_tracer() {
-    let Some(ns) = std::env::var_os("PT_NF_CHILD_NETNS") else { return };
+    let Some(ns) = std::env::var_os("PT_NF_CHILD_NETNS") else {
+        return;
+    };
     let _t = RuleTracer::start(Some(std::path::Path::new(&ns)), &dport_filter()).expect("start");
     std::thread::sleep(Duration::from_secs(20));
 }
@@ -180,7 +215,11 @@ fn leftovers_are_swept_and_names_do_not_clash() {
     let t2 = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("second");
     assert_eq!(t1.table_name(), "pathtrace");
     assert_eq!(t2.table_name(), format!("pathtrace-{}", std::process::id()));
-    assert_eq!(sweep_leftovers(Some(&lab.path_b())).expect("sweep"), 0, "owned tables are kept");
+    assert_eq!(
+        sweep_leftovers(Some(&lab.path_b())).expect("sweep"),
+        0,
+        "owned tables are kept"
+    );
     drop((t1, t2));
     assert!(!has_pathtrace(&lab));
 }
@@ -193,17 +232,15 @@ fn works_under_tokio_async_fd() {
     use tokio::io::{unix::AsyncFd, Interest};
     let lab = Lab::new("tokio");
     lab.in_b("iptables-nft -A INPUT -p tcp --dport 8092 -j DROP");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let found = rt.block_on(async {
         let t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
         // SAFETY: the trace socket stays open, with the same fd, as long as the tracer.
         let mut afd = unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
-        let path_a = lab.path_a();
-        let sender = std::thread::spawn(move || {
-            let lab_a = path_a; // the lab outlives this thread (joined below)
-            let _ = lab_a;
-        });
-        let _ = sender.join();
+        // Blocks this thread for the 1 s connect; the events wait in the socket.
         lab.syn_a_to_b(PORT);
         let deadline = tokio::time::sleep(Duration::from_secs(3));
         tokio::pin!(deadline);
@@ -248,8 +285,13 @@ fn capture_trace_fixtures() {
             lab.in_b("iptables-nft -F INPUT && iptables-nft -P INPUT DROP");
         }
         lab.syn_a_to_b(PORT);
-        while wait_readable(std::os::fd::AsRawFd::as_raw_fd(&raw), Duration::from_millis(500)) {
-            let Ok(Some(n)) = raw.recv(&mut buf, true) else { break };
+        while wait_readable(
+            std::os::fd::AsRawFd::as_raw_fd(&raw),
+            Duration::from_millis(500),
+        ) {
+            let Ok(Some(n)) = raw.recv(&mut buf, true) else {
+                break;
+            };
             let hex: Vec<String> = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
             println!("MSG {step} {n}: {}", hex.join(""));
         }

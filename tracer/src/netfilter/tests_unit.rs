@@ -5,10 +5,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::attrs::{self, AttrIter, AttrWriter};
-use super::expr::{self, Expr};
 use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
 use super::trace::{decode_trace, NFT_MSG_TRACE};
-use super::{fixtures, rules, NfVerdict, TraceEvent, TraceFilter, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
+use super::{fixtures, rules, NfVerdict, TraceEvent, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -17,9 +16,11 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn attrs_build_and_parse_round_trip() {
     let mut w = AttrWriter::new();
-    w.put_str(1, "filter").put_be32(2, 0xdead_beef).nest(3, |w| {
-        w.put(1, &[1, 2, 3]).put_u8(2, 7);
-    });
+    w.put_str(1, "filter")
+        .put_be32(2, 0xdead_beef)
+        .nest(3, |w| {
+            w.put(1, &[1, 2, 3]).put_u8(2, 7);
+        });
     let b = w.into_bytes();
     assert_eq!(b.len() % 4, 0);
     // "filter\0" = 7 bytes + 4 header = 11, padded to 12.
@@ -30,7 +31,10 @@ fn attrs_build_and_parse_round_trip() {
     assert_eq!(attrs::be32(&got[1].1), Some(0xdead_beef));
     // The nested flag is stripped from the type but set on the wire.
     assert_eq!(got[2].0, 3);
-    assert_eq!(u16::from_ne_bytes([b[22], b[23]]) & attrs::NLA_F_NESTED, attrs::NLA_F_NESTED);
+    assert_eq!(
+        u16::from_ne_bytes([b[22], b[23]]) & attrs::NLA_F_NESTED,
+        attrs::NLA_F_NESTED
+    );
     let inner = &got[2].1;
     assert_eq!(attrs::find(inner, 1), Some(&[1u8, 2, 3][..]));
     assert_eq!(attrs::find(inner, 2), Some(&[7u8][..]));
@@ -50,7 +54,14 @@ fn attrs_stop_at_malformed_input() {
 fn nfnetlink_framing_round_trips() {
     let mut w = AttrWriter::new();
     w.put_str(1, "x");
-    let m = netlink::nfmsg(0x0a06, netlink::NLM_F_REQUEST, 42, NFPROTO_INET, 0x000a, w.as_bytes());
+    let m = netlink::nfmsg(
+        0x0a06,
+        netlink::NLM_F_REQUEST,
+        42,
+        NFPROTO_INET,
+        0x000a,
+        w.as_bytes(),
+    );
     let mut two = m.clone();
     two.extend(&m);
     let msgs = netlink::messages(&two);
@@ -58,71 +69,12 @@ fn nfnetlink_framing_round_trips() {
     assert_eq!((msgs[0].kind, msgs[0].seq), (0x0a06, 42));
     let (family, attrs) = msgs[0].nf().expect("nfgenmsg");
     assert_eq!(family, NFPROTO_INET);
-    assert_eq!(attrs::find(attrs, 1).map(attrs::string).as_deref(), Some("x"));
+    assert_eq!(
+        attrs::find(attrs, 1).map(attrs::string).as_deref(),
+        Some("x")
+    );
     // res_id is big-endian.
     assert_eq!(&m[18..20], &[0x00, 0x0a]);
-}
-
-#[test]
-fn filter_becomes_expressions() {
-    let f = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
-        dst: Some((ip("192.0.2.0"), 20)),
-        dport: Some(8092),
-        proto: Some(6),
-        both_directions: true,
-        ..Default::default()
-    };
-    let rules = expr::rules_for(&[f]).expect("rules");
-    assert_eq!(rules.len(), 2);
-    let fwd = &rules[0];
-    assert_eq!(fwd[0], Expr::Meta(expr::NFT_META_NFPROTO));
-    assert_eq!(fwd[1], Expr::Eq(vec![NFPROTO_IPV4]));
-    assert_eq!(fwd[3], Expr::Eq(vec![6]));
-    assert_eq!(fwd[4], Expr::Payload { base: 1, offset: 12, len: 4 });
-    assert_eq!(fwd[6], Expr::Payload { base: 1, offset: 16, len: 3 });
-    assert_eq!(fwd[7], Expr::Mask(vec![0xff, 0xff, 0xf0]));
-    assert_eq!(fwd[8], Expr::Eq(vec![192, 0, 0]));
-    assert_eq!(fwd[9], Expr::Payload { base: 2, offset: 2, len: 2 });
-    assert_eq!(fwd[10], Expr::Eq(vec![0x1f, 0x9c]));
-    assert_eq!(fwd.last(), Some(&Expr::SetNftrace));
-    // Reverse: the port is the source port, the /20 the source.
-    assert!(rules[1].contains(&Expr::Payload { base: 2, offset: 0, len: 2 }));
-    assert!(rules[1].contains(&Expr::Payload { base: 1, offset: 12, len: 3 }));
-}
-
-#[test]
-fn filter_edge_cases() {
-    let ports_only = TraceFilter { dport: Some(53), ..Default::default() };
-    assert_eq!(expr::rules_for(&[ports_only]).expect("rules").len(), 3, "tcp, udp, sctp");
-    assert_eq!(expr::rules_for(&[]).expect("rules"), vec![vec![Expr::SetNftrace]]);
-    let mixed = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
-        dst: Some((ip("2001:db8::1"), 128)),
-        ..Default::default()
-    };
-    assert!(expr::rules_for(&[mixed]).is_err());
-    let icmp_port = TraceFilter { proto: Some(1), dport: Some(1), ..Default::default() };
-    assert!(expr::rules_for(&[icmp_port]).is_err());
-    let long = TraceFilter { src: Some((ip("192.0.2.1"), 33)), ..Default::default() };
-    assert!(expr::rules_for(&[long]).is_err());
-    let sym = TraceFilter { proto: Some(17), both_directions: true, ..Default::default() };
-    assert_eq!(expr::rules_for(&[sym]).expect("rules").len(), 1, "duplicates are merged");
-}
-
-#[test]
-fn cmp_expression_encoding() {
-    let mut w = AttrWriter::new();
-    expr::encode(&mut w, &[Expr::Eq(vec![6])]);
-    let b = w.into_bytes();
-    let (k, elem) = AttrIter::new(&b).next().expect("list elem");
-    assert_eq!(k, 1);
-    assert_eq!(attrs::find(elem, 1).map(attrs::string).as_deref(), Some("cmp"));
-    let data = attrs::find(elem, 2).expect("expr data");
-    assert_eq!(attrs::find(data, 1).and_then(attrs::be32), Some(1), "sreg 1");
-    assert_eq!(attrs::find(data, 2).and_then(attrs::be32), Some(0), "eq");
-    let value = attrs::find(data, 3).and_then(|d| attrs::find(d, 1));
-    assert_eq!(value, Some(&[6u8][..]));
 }
 
 fn decode(fixture: &[u8]) -> TraceEvent {
@@ -136,45 +88,82 @@ fn decode(fixture: &[u8]) -> TraceEvent {
 #[test]
 fn decodes_captured_rule_events() {
     let own = decode(fixtures::OWN_RULE);
-    assert_eq!((own.family, own.table.as_str(), own.chain.as_str()), (NFPROTO_INET, "pathtrace", "prerouting"));
-    assert_eq!((own.kind, own.rule_handle, own.verdict.clone()), (TraceKind::Rule, Some(2), Some(NfVerdict::Continue)));
+    assert_eq!(
+        (own.family, own.table.as_str(), own.chain.as_str()),
+        (NFPROTO_INET, "pathtrace", "prerouting")
+    );
+    assert_eq!(
+        (own.kind, own.rule_handle, own.verdict.clone()),
+        (TraceKind::Rule, Some(2), Some(NfVerdict::Continue))
+    );
     assert_eq!(own.nfproto, Some(2));
     assert_eq!(own.id, 0x2c44_b4ac);
-    assert_eq!(own.tuple, Some((ip("192.0.2.1"), ip("192.0.2.2"), 52860, 8092, 6)));
+    assert_eq!(
+        own.tuple,
+        Some((ip("192.0.2.1"), ip("192.0.2.2"), 52860, 8092, 6))
+    );
     assert_eq!(own.iif, Some(2));
 
     let jump = decode(fixtures::INPUT_JUMP);
-    assert_eq!((jump.family, jump.table.as_str(), jump.chain.as_str()), (NFPROTO_IPV4, "filter", "INPUT"));
+    assert_eq!(
+        (jump.family, jump.table.as_str(), jump.chain.as_str()),
+        (NFPROTO_IPV4, "filter", "INPUT")
+    );
     assert_eq!(jump.rule_handle, Some(4));
     assert_eq!(jump.verdict, Some(NfVerdict::Jump("CHK".into())));
     assert_eq!(jump.network_header.len(), 20);
     assert_eq!(jump.transport_header.len(), 20);
 
     let end = decode(fixtures::CHK_END);
-    assert_eq!((end.chain.as_str(), end.kind, end.rule_handle), ("CHK", TraceKind::Return, None));
-    assert_eq!(end.tuple, None, "only the first event of a walk has the packet");
+    assert_eq!(
+        (end.chain.as_str(), end.kind, end.rule_handle),
+        ("CHK", TraceKind::Return, None)
+    );
+    assert_eq!(
+        end.tuple, None,
+        "only the first event of a walk has the packet"
+    );
 
     let drop = decode(fixtures::INPUT_DROP);
-    assert_eq!((drop.kind, drop.rule_handle, drop.verdict), (TraceKind::Rule, Some(5), Some(NfVerdict::Drop)));
+    assert_eq!(
+        (drop.kind, drop.rule_handle, drop.verdict),
+        (TraceKind::Rule, Some(5), Some(NfVerdict::Drop))
+    );
     assert_eq!(drop.id, jump.id);
 }
 
 #[test]
 fn decodes_captured_policy_events() {
     let end = decode(fixtures::INPUT_END);
-    assert_eq!((end.kind, end.verdict.clone()), (TraceKind::Return, Some(NfVerdict::Continue)));
+    assert_eq!(
+        (end.kind, end.verdict.clone()),
+        (TraceKind::Return, Some(NfVerdict::Continue))
+    );
     assert_eq!(end.tuple.map(|t| t.2), Some(52868));
     let pol = decode(fixtures::INPUT_POLICY);
-    assert_eq!((pol.table.as_str(), pol.chain.as_str(), pol.kind), ("filter", "INPUT", TraceKind::Policy));
+    assert_eq!(
+        (pol.table.as_str(), pol.chain.as_str(), pol.kind),
+        ("filter", "INPUT", TraceKind::Policy)
+    );
     assert_eq!((pol.policy, pol.verdict), (Some(0), Some(NfVerdict::Drop)));
     assert_eq!(pol.id, 0x347d_7ea7);
 }
 
 #[test]
 fn verdict_codes() {
-    assert_eq!(NfVerdict::from_code(0x0001_0000, None), NfVerdict::Drop, "NF_DROP_ERR(-EPERM)");
-    assert_eq!(NfVerdict::from_code((7 << 16) | 3, None), NfVerdict::Queue(7));
-    assert_eq!(NfVerdict::from_code(-4, Some("x".into())), NfVerdict::Goto("x".into()));
+    assert_eq!(
+        NfVerdict::from_code(0x0001_0000, None),
+        NfVerdict::Drop,
+        "NF_DROP_ERR(-EPERM)"
+    );
+    assert_eq!(
+        NfVerdict::from_code((7 << 16) | 3, None),
+        NfVerdict::Queue(7)
+    );
+    assert_eq!(
+        NfVerdict::from_code(-4, Some("x".into())),
+        NfVerdict::Goto("x".into())
+    );
     assert_eq!(NfVerdict::from_code(-5, None).to_string(), "return");
     assert_eq!(NfVerdict::Jump("CHK".into()).to_string(), "jump CHK");
 }
@@ -193,9 +182,14 @@ fn ipv6_and_fragment_tuples() {
     inline.extend_from_slice(&udp);
     assert_eq!(super::tuple_from_headers(&inline, &[]), Some(t));
     // A non-first IPv4 fragment has no ports.
-    let mut v4 = vec![0x45, 0, 0, 28, 0, 1, 0x00, 0x10, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2];
+    let mut v4 = vec![
+        0x45, 0, 0, 28, 0, 1, 0x00, 0x10, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+    ];
     v4.extend_from_slice(&[0x1f, 0x9c, 0x1f, 0x9c]);
-    assert_eq!(super::tuple_from_headers(&v4, &[]).map(|t| (t.2, t.3)), Some((0, 0)));
+    assert_eq!(
+        super::tuple_from_headers(&v4, &[]).map(|t| (t.2, t.3)),
+        Some((0, 0))
+    );
 }
 
 fn ip_octets(s: &str) -> [u8; 16] {
@@ -218,7 +212,12 @@ fn nft_text_by_handle() {
 fn iptables_save_by_chain() {
     let out = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\n-A FWD -j DROP\n-A INPUT -p tcp -j DROP\nCOMMIT\n";
     let m = rules::parse_iptables_save(out).expect("compatible");
-    assert_eq!(m["INPUT"], vec!["-A INPUT -i lo -j ACCEPT", "-A INPUT -p tcp -j DROP"]);
+    assert_eq!(
+        m["INPUT"],
+        vec!["-A INPUT -i lo -j ACCEPT", "-A INPUT -p tcp -j DROP"]
+    );
     assert_eq!(m["FWD"].len(), 1);
-    assert!(rules::parse_iptables_save("# Table `filter' is incompatible, use 'nft' tool.\n").is_none());
+    assert!(
+        rules::parse_iptables_save("# Table `filter' is incompatible, use 'nft' tool.\n").is_none()
+    );
 }

@@ -86,7 +86,10 @@ impl NfVerdict {
 
     /// True for verdicts that end the packet's walk through the hook.
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Accept | Self::Drop | Self::Stolen | Self::Queue(_))
+        matches!(
+            self,
+            Self::Accept | Self::Drop | Self::Stolen | Self::Queue(_)
+        )
     }
 }
 
@@ -215,12 +218,22 @@ pub fn tuple_from_headers(net: &[u8], transport: &[u8]) -> Option<Tuple> {
             let ihl = usize::from(net[0] & 0x0f) * 4;
             let s: [u8; 4] = net[12..16].try_into().ok()?;
             let d: [u8; 4] = net[16..20].try_into().ok()?;
-            (Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into(), net[9], ihl.max(20))
+            (
+                Ipv4Addr::from(s).into(),
+                Ipv4Addr::from(d).into(),
+                net[9],
+                ihl.max(20),
+            )
         }
         6 if net.len() >= 40 => {
             let s: [u8; 16] = net[8..24].try_into().ok()?;
             let d: [u8; 16] = net[24..40].try_into().ok()?;
-            (Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into(), net[6], 40)
+            (
+                Ipv6Addr::from(s).into(),
+                Ipv6Addr::from(d).into(),
+                net[6],
+                40,
+            )
         }
         _ => return None,
     };
@@ -233,9 +246,40 @@ pub fn tuple_from_headers(net: &[u8], transport: &[u8]) -> Option<Tuple> {
     let first_fragment = version != 4 || u16::from_be_bytes([net[6], net[7]]) & 0x1fff == 0;
     let ports = first_fragment && matches!(proto, 6 | 17 | 33 | 132 | 136) && l4.len() >= 4;
     let (sp, dp) = if ports {
-        (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+        (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
     } else {
         (0, 0)
     };
     Some((src, dst, sp, dp, proto))
+}
+
+/// A per-packet id for legacy events (the kernel gives none): FNV-1a over
+/// the addresses, IPv4 id or IPv6 flow label, protocol and ports. It stays
+/// the same across hooks unless NAT rewrites the packet.
+pub fn packet_id(net: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    match net.first().map(|b| b >> 4) {
+        Some(4) if net.len() >= 20 => {
+            eat(&net[4..6]);
+            eat(&net[9..10]);
+            eat(&net[12..20]);
+            let ihl = usize::from(net[0] & 0x0f) * 4;
+            eat(net.get(ihl..ihl + 4).unwrap_or(&[]));
+        }
+        Some(6) if net.len() >= 40 => {
+            eat(&[net[1] & 0x0f, net[2], net[3], net[6]]);
+            eat(&net[8..40]);
+            eat(net.get(40..44).unwrap_or(&[]));
+        }
+        _ => eat(net),
+    }
+    h
 }

@@ -1,0 +1,134 @@
+//! Unit tests: trace filters turned into nf_tables expressions.
+
+use std::net::IpAddr;
+
+use super::attrs::{self, AttrIter, AttrWriter};
+use super::expr::{self, Expr};
+use super::{TraceFilter, NFPROTO_IPV4};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+#[test]
+fn filter_becomes_expressions() {
+    let f = TraceFilter {
+        src: Some((ip("192.0.2.1"), 32)),
+        dst: Some((ip("192.0.2.0"), 20)),
+        dport: Some(8092),
+        proto: Some(6),
+        both_directions: true,
+        ..Default::default()
+    };
+    let rules = expr::rules_for(&[f]).expect("rules");
+    assert_eq!(rules.len(), 2);
+    let fwd = &rules[0];
+    assert_eq!(fwd[0], Expr::Meta(expr::NFT_META_NFPROTO));
+    assert_eq!(fwd[1], Expr::Eq(vec![NFPROTO_IPV4]));
+    assert_eq!(fwd[3], Expr::Eq(vec![6]));
+    assert_eq!(
+        fwd[4],
+        Expr::Payload {
+            base: 1,
+            offset: 12,
+            len: 4
+        }
+    );
+    assert_eq!(
+        fwd[6],
+        Expr::Payload {
+            base: 1,
+            offset: 16,
+            len: 3
+        }
+    );
+    assert_eq!(fwd[7], Expr::Mask(vec![0xff, 0xff, 0xf0]));
+    assert_eq!(fwd[8], Expr::Eq(vec![192, 0, 0]));
+    assert_eq!(
+        fwd[9],
+        Expr::Payload {
+            base: 2,
+            offset: 2,
+            len: 2
+        }
+    );
+    assert_eq!(fwd[10], Expr::Eq(vec![0x1f, 0x9c]));
+    assert_eq!(fwd.last(), Some(&Expr::SetNftrace));
+    // Reverse: the port is the source port, the /20 the source.
+    assert!(rules[1].contains(&Expr::Payload {
+        base: 2,
+        offset: 0,
+        len: 2
+    }));
+    assert!(rules[1].contains(&Expr::Payload {
+        base: 1,
+        offset: 12,
+        len: 3
+    }));
+}
+
+#[test]
+fn filter_edge_cases() {
+    let ports_only = TraceFilter {
+        dport: Some(53),
+        ..Default::default()
+    };
+    assert_eq!(
+        expr::rules_for(&[ports_only]).expect("rules").len(),
+        3,
+        "tcp, udp, sctp"
+    );
+    assert_eq!(
+        expr::rules_for(&[]).expect("rules"),
+        vec![vec![Expr::SetNftrace]]
+    );
+    let mixed = TraceFilter {
+        src: Some((ip("192.0.2.1"), 32)),
+        dst: Some((ip("2001:db8::1"), 128)),
+        ..Default::default()
+    };
+    assert!(expr::rules_for(&[mixed]).is_err());
+    let icmp_port = TraceFilter {
+        proto: Some(1),
+        dport: Some(1),
+        ..Default::default()
+    };
+    assert!(expr::rules_for(&[icmp_port]).is_err());
+    let long = TraceFilter {
+        src: Some((ip("192.0.2.1"), 33)),
+        ..Default::default()
+    };
+    assert!(expr::rules_for(&[long]).is_err());
+    let sym = TraceFilter {
+        proto: Some(17),
+        both_directions: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        expr::rules_for(&[sym]).expect("rules").len(),
+        1,
+        "duplicates are merged"
+    );
+}
+
+#[test]
+fn cmp_expression_encoding() {
+    let mut w = AttrWriter::new();
+    expr::encode(&mut w, &[Expr::Eq(vec![6])]);
+    let b = w.into_bytes();
+    let (k, elem) = AttrIter::new(&b).next().expect("list elem");
+    assert_eq!(k, 1);
+    assert_eq!(
+        attrs::find(elem, 1).map(attrs::string).as_deref(),
+        Some("cmp")
+    );
+    let data = attrs::find(elem, 2).expect("expr data");
+    assert_eq!(
+        attrs::find(data, 1).and_then(attrs::be32),
+        Some(1),
+        "sreg 1"
+    );
+    assert_eq!(attrs::find(data, 2).and_then(attrs::be32), Some(0), "eq");
+    let value = attrs::find(data, 3).and_then(|d| attrs::find(d, 1));
+    assert_eq!(value, Some(&[6u8][..]));
+}
