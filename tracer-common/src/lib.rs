@@ -83,7 +83,9 @@ pub struct Event {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
-    pub _pad1: [u8; 3],
+    pub _pad1: u8,
+    /// IPv4 identification field (0 for IPv6): tells apart packets of one flow.
+    pub ip_id: u16,
     pub len: u32,
     pub _pad2: u32,
     pub saddr: [u8; 16],

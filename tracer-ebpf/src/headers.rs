@@ -24,6 +24,7 @@ pub struct Headers {
     pub ip_version: u8,
     pub proto: u8,
     pub tcp_flags: u8,
+    pub ip_id: u16,
     pub sport: u16,
     pub dport: u16,
     pub saddr: [u8; 16],
@@ -67,6 +68,7 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
             }
             h.ip_version = 4;
             h.proto = ip[9];
+            h.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
             h.saddr[..4].copy_from_slice(&ip[12..16]);
             h.daddr[..4].copy_from_slice(&ip[16..20]);
             let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;

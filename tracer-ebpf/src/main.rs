@@ -194,7 +194,8 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
         (*ev).sport = hdr.sport;
         (*ev).dport = hdr.dport;
         (*ev).tcp_flags = hdr.tcp_flags;
-        (*ev)._pad1 = [0; 3];
+        (*ev)._pad1 = 0;
+        (*ev).ip_id = hdr.ip_id;
         (*ev).saddr = hdr.saddr;
         (*ev).daddr = hdr.daddr;
         (*ev).ifname = [0; 16];

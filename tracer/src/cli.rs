@@ -122,6 +122,13 @@ pub struct TraceArgs {
     /// Which mechanism sees netfilter verdicts: auto picks the best the kernel allows.
     #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
     pub tier: TierRequest,
+    /// Also trace firewall rules in this network namespace (an `ip netns` name
+    /// or a path like /proc/PID/ns/net); repeatable. The current one always is.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+    /// Don't trace firewall rules (no nftables trace table, no TRACE rules).
+    #[arg(long)]
+    pub no_rules: bool,
 }
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]

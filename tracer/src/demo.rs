@@ -9,6 +9,7 @@ use crate::{
     filter::{FlowFilter, Proto},
     lab::{Block, DockerMode, Lab, LabConfig},
     loader::LoadOptions,
+    ruletrace::NetnsTarget,
     session::{self, TraceOptions},
 };
 
@@ -57,6 +58,7 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
         count: None,
         duration: Some(Duration::from_secs(30)),
         load: LoadOptions { tier: args.tier, ..Default::default() },
+        rule_netns: NetnsTarget::named(&lab.names.dock).map(|t| vec![t]).map_err(Error::Runtime)?,
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -12,5 +12,6 @@ pub mod names;
 pub mod netfilter;
 pub mod privileges;
 pub mod render;
+pub mod ruletrace;
 pub mod session;
 pub mod track;

@@ -9,6 +9,7 @@ use tracer::{
     error::Error,
     loader::LoadOptions,
     privileges,
+    ruletrace::NetnsTarget,
     session::{self, TraceOptions},
 };
 
@@ -28,7 +29,20 @@ fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
         ));
     }
     filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    let mut rule_netns = Vec::new();
+    if !args.no_rules {
+        rule_netns.push(NetnsTarget::current().map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?);
+        for spec in &args.netns {
+            let t = NetnsTarget::named(spec).map_err(Error::Usage)?;
+            if !rule_netns.iter().any(|r| r.inode == t.inode) {
+                rule_netns.push(t);
+            }
+        }
+    } else if !args.netns.is_empty() {
+        return Err(Error::Usage("--netns and --no-rules contradict each other".into()));
+    }
     Ok(TraceOptions {
+        rule_netns,
         filters: vec![filter],
         json: args.output.json,
         color: use_color(&args.output),

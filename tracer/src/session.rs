@@ -15,6 +15,7 @@ use crate::{
     loader::{LoadOptions, Tracer},
     names::NetnsNames,
     render::{json, text, Stats, View},
+    ruletrace::{self, NetnsTarget, RuleWatch},
     track::{Packet, Tracker},
 };
 
@@ -25,6 +26,8 @@ pub struct TraceOptions {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub load: LoadOptions,
+    /// Namespaces to trace firewall rules in; empty: no rule tracing.
+    pub rule_netns: Vec<NetnsTarget>,
 }
 
 /// Names what the kernel side only knows as numbers.
@@ -92,6 +95,10 @@ pub async fn run<W: Write>(
         tracer.tier,
         if why.is_empty() { String::new() } else { format!(" (refused: {})", why.join("; ")) }
     );
+    let mut rules = RuleWatch::start(&opts.rule_netns, &opts.filters);
+    for w in &rules.warnings {
+        eprintln!("pathtrace: {w}; the rest of the trace still works");
+    }
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
     if let Some(r) = ready {
@@ -99,6 +106,10 @@ pub async fn run<W: Write>(
     }
 
     let mut tracker = Tracker::default();
+    if rules.active > 0 {
+        // Rule events come over netlink and are named by shelling out once per rule.
+        tracker.grace = Duration::from_millis(300);
+    }
     let mut printer = Printer { out, json: opts.json, color: opts.color };
     let mut stats = Stats { tier: tracer.tier.to_string(), ..Default::default() };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -125,7 +136,9 @@ pub async fn run<W: Write>(
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
-                for p in tracker.settled(Instant::now()) {
+                rules.poll();
+                for mut p in tracker.settled(Instant::now()) {
+                    ruletrace::attach(&mut rules, &mut p);
                     stats.packets += 1;
                     printer.packet(&p, &mut view).map_err(Error::Output)?;
                     if done(&stats) {
@@ -141,7 +154,12 @@ pub async fn run<W: Write>(
     }
     reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view));
     if !done(&stats) {
-        for p in tracker.flush() {
+        if rules.active > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        rules.poll();
+        for mut p in tracker.flush() {
+            ruletrace::attach(&mut rules, &mut p);
             stats.packets += 1;
             printer.packet(&p, &mut view).map_err(Error::Output)?;
             if done(&stats) {

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: build the kernel programs, run the demo, run the tests.
 mod ebpf;
 mod tasks;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,11 +24,52 @@ enum Task {
         args: Vec<String>,
     },
     /// Build everything and run every test (unit tests, then root integration tests).
+    /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
     Test {
+        /// Run the integration tests in a VM with this Debian kernel (6.1, 6.12);
+        /// repeat it or give a comma list.
+        #[arg(long = "vm", value_name = "KERNEL")]
+        vm: Vec<String>,
+        /// With --vm: the pathtrace tier to test (fentry, kprobe); repeatable. Default: both.
+        #[arg(long, value_name = "TIER", requires = "vm")]
+        tier: Vec<String>,
+        #[command(flatten)]
+        vm_opts: VmOpts,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fetch a stock Debian kernel (6.1, 6.12) for the VM, and the VM's tools.
+    VmKernel {
+        kernel: String,
+        /// Ask apt for a newer package even when one is cached.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Build pathtrace (release) and run it with ARGS in a VM booting a Debian kernel.
+    Vm {
+        /// The Debian kernel: 6.1 or 6.12.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: String,
+        #[command(flatten)]
+        vm_opts: VmOpts,
+        /// Arguments for `pathtrace`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct VmOpts {
+    /// vCPUs for the guest (default: 2 for 6.1, 1 for 6.12, which oopses with 2 under emulation).
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Seconds before a VM run is killed.
+    #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_SECS)]
+    timeout: u64,
+    /// Print the guest's whole serial console (kernel log included).
+    #[arg(long)]
+    console: bool,
 }
 
 fn main() {
@@ -35,7 +77,32 @@ fn main() {
     let result: Result<()> = match cli.task {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Demo { args } => tasks::demo(&args),
-        Task::Test { args } => tasks::test(&args),
+        Task::Test {
+            vm,
+            tier,
+            vm_opts,
+            args,
+        } if !vm.is_empty() => vm::test_task(
+            &vm,
+            &tier,
+            vm_opts.cpus,
+            vm_opts.timeout,
+            vm_opts.console,
+            &args,
+        ),
+        Task::Test { args, .. } => tasks::test(&args),
+        Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
+        Task::Vm {
+            kernel,
+            vm_opts,
+            args,
+        } => vm::run_task(
+            &kernel,
+            vm_opts.cpus,
+            vm_opts.timeout,
+            vm_opts.console,
+            &args,
+        ),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

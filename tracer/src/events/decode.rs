@@ -20,6 +20,8 @@ pub enum HopKind {
     NfHook,
     Drop,
     Consume,
+    /// A firewall rule or chain policy decided (from rule tracing, not eBPF).
+    NfRule,
 }
 
 impl HopKind {
@@ -30,6 +32,7 @@ impl HopKind {
             Self::NfHook => "nf_hook",
             Self::Drop => "drop",
             Self::Consume => "deliver",
+            Self::NfRule => "nf_rule",
         }
     }
 }
@@ -85,9 +88,13 @@ pub struct Hop {
     pub location: u64,
     pub tuple: Option<Tuple>,
     pub tcp_flags: u8,
+    /// IPv4 identification (None for IPv6 or no header).
+    pub ip_id: Option<u16>,
     pub len: u32,
     pub filter: u8,
     pub stack: Vec<u64>,
+    /// For [`HopKind::NfRule`]: the rule and its verdict.
+    pub rule: Option<Box<super::RuleHit>>,
 }
 
 fn addr(version: u8, b: &[u8; 16]) -> IpAddr {
@@ -146,9 +153,11 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         location: ev.location,
         tuple,
         tcp_flags: ev.tcp_flags,
+        ip_id: (ev.ip_version == 4).then_some(ev.ip_id),
         len: ev.len,
         filter: ev.filter,
         stack: ev.stack[..stack_len].to_vec(),
+        rule: None,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Ring-buffer records: checked decoding into owned [`Hop`]s.
 mod decode;
 mod reader;
+mod rule;
 
 pub use decode::{decode, DecodeError, Hop, HopKind, Tuple, Verdict};
 pub use reader::{Counters, EventReader};
+pub use rule::RuleHit;

@@ -58,9 +58,17 @@ fn lab_sweep_after_kill() -> Result<(), LabError> {
     }
     let _ = child.kill(); // SIGKILL: no Drop, no teardown
     let _ = child.wait();
-    assert!(ready.exists(), "helper lab never became ready");
+    let became_ready = ready.exists();
+    let left_by_kill = leftovers("tk");
+    if !became_ready {
+        let log = std::fs::read_to_string(state_dir("tk").join("dockerd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        println!("[tk] helper not ready; leftovers {left_by_kill:?}; dockerd.log tail {tail:?}");
+        sweep("tk")?;
+    }
+    assert!(became_ready, "helper lab never became ready");
     assert!(
-        !leftovers("tk").is_empty(),
+        !left_by_kill.is_empty(),
         "a killed lab should leave something"
     );
     let t = Instant::now();

@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{Stats, View};
-use crate::{events::Hop, track::Packet};
+use crate::{events::Hop, ruletrace::deciding_rule, track::Packet};
 
 fn tuple_fields(obj: &mut Map<String, Value>, hop: Option<&Hop>) {
     let t = hop.and_then(|h| h.tuple);
@@ -31,7 +31,26 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Value {
     tuple_fields(&mut obj, Some(hop));
     obj.insert("tcp_flags".into(), json!(hop.tcp_flags));
     obj.insert("len".into(), json!(hop.len));
+    if let Some(r) = hop.rule.as_deref() {
+        obj.insert("verdict".into(), json!(r.verdict));
+        obj.insert("table".into(), json!(r.table));
+        obj.insert("family".into(), json!(r.family));
+        obj.insert("chain".into(), json!(r.chain));
+        obj.insert("rule_handle".into(), json!(r.handle));
+        obj.insert("rule_index".into(), json!(r.index));
+        obj.insert("rule".into(), json!(r.text));
+        obj.insert("policy".into(), json!(r.policy));
+    }
     Value::Object(obj)
+}
+
+fn deciding_fields(obj: &mut Map<String, Value>, p: &Packet) {
+    let r = deciding_rule(p);
+    obj.insert("table".into(), json!(r.map(|r| &r.table)));
+    obj.insert("chain".into(), json!(r.map(|r| &r.chain)));
+    obj.insert("rule_index".into(), json!(r.and_then(|r| r.index)));
+    obj.insert("rule".into(), json!(r.and_then(|r| r.text.as_ref())));
+    obj.insert("policy".into(), json!(r.map(|r| r.policy)));
 }
 
 pub fn packet(p: &Packet, view: &mut View) -> Value {
@@ -54,6 +73,7 @@ pub fn packet(p: &Packet, view: &mut View) -> Value {
         tuple_fields(&mut nat, last);
         obj.insert("final".into(), Value::Object(nat));
     }
+    deciding_fields(&mut obj, p);
     obj.insert("hops".into(), json!(p.hops.len()));
     obj.insert("filter".into(), json!(p.hops.first().map(|h| h.filter)));
     Value::Object(obj)

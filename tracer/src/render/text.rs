@@ -3,7 +3,8 @@ use std::fmt::Write as _;
 
 use super::{Stats, View};
 use crate::{
-    events::{Hop, HopKind, Tuple, Verdict},
+    events::{Hop, HopKind, RuleHit, Tuple, Verdict},
+    ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
 
@@ -48,7 +49,36 @@ fn tcp_flags(f: u8) -> String {
     NAMES.iter().filter(|(bit, _)| f & bit != 0).map(|(_, c)| *c).collect()
 }
 
+/// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
+pub fn rule_phrase(r: &RuleHit) -> String {
+    if r.policy {
+        return format!("the policy of chain {} in table {} ({})", r.chain, r.table, r.verdict);
+    }
+    let idx = r.index.map(|i| format!("rule {i}")).unwrap_or_else(|| "a rule".into());
+    let text = r.text.as_ref().map(|t| format!(": {t}")).unwrap_or_default();
+    format!("{idx} of chain {} in table {}{text}", r.chain, r.table)
+}
+
+fn rule_detail(r: &RuleHit, style: Style) -> String {
+    let hook = r.hook.map(|h| format!("{} ", h.as_str())).unwrap_or_default();
+    let verdict = match r.verdict.as_str() {
+        "DROP" => style.red("DROP"),
+        "ACCEPT" => style.green("ACCEPT"),
+        v => v.to_owned(),
+    };
+    let what = if r.policy {
+        "policy".to_owned()
+    } else {
+        r.index.map(|i| format!("#{i}")).unwrap_or_else(|| "end".into())
+    };
+    let text = r.text.as_ref().map(|t| format!("  {}", style.dim(t))).unwrap_or_default();
+    format!("{hook}{} {}/{} {what} {verdict}{text}", r.family, r.table, r.chain)
+}
+
 fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
+    if let Some(r) = hop.rule.as_deref() {
+        return rule_detail(r, style);
+    }
     let mut d = String::new();
     if let Some(h) = hop.hook {
         d.push_str(h.as_str());
@@ -111,7 +141,8 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
         FateKind::Dropped => {
             let hook = p.fate.hook.map(|h| format!(" in {}", h.as_str())).unwrap_or_default();
             let reason = at.and_then(|h| view.reason(h)).unwrap_or_else(|| "no reason given".into());
-            style.red(&format!("✗ dropped{hook} ({place}): {reason}"))
+            let by = deciding_rule(p).map(|r| format!(" by {}", rule_phrase(r))).unwrap_or_default();
+            style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
         }
         FateKind::Delivered => style.green(&format!("✓ delivered ({place})")),
         FateKind::Forwarded => style.green(&format!("→ forwarded out ({place})")),

@@ -17,12 +17,16 @@ pub struct Packet {
     pub id: u64,
     pub hops: Vec<Hop>,
     pub fate: Fate,
+    /// When userspace first and last saw an event of this packet.
+    pub first_seen: Instant,
+    pub last_seen: Instant,
 }
 
 struct Open {
     id: u64,
     hops: Vec<Hop>,
     ended: Option<Instant>,
+    first_seen: Instant,
     last_seen: Instant,
 }
 
@@ -32,7 +36,8 @@ struct Open {
 pub struct Tracker {
     open: HashMap<(u64, u64), Open>,
     next_id: u64,
-    grace: Duration,
+    /// How long after its free a packet waits for late events.
+    pub grace: Duration,
     idle: Duration,
 }
 
@@ -53,7 +58,7 @@ impl Tracker {
         let open = self.open.entry(key).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
-            Open { id, hops: Vec::new(), ended: None, last_seen: now }
+            Open { id, hops: Vec::new(), ended: None, first_seen: now, last_seen: now }
         });
         open.last_seen = now;
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
@@ -94,7 +99,7 @@ impl Tracker {
             .map(|o| {
                 let hops = tidy(o.hops);
                 let fate = Fate::of(&hops);
-                Packet { id: o.id, hops, fate }
+                Packet { id: o.id, hops, fate, first_seen: o.first_seen, last_seen: o.last_seen }
             })
             .collect();
         out.sort_by_key(|p| p.id);

@@ -20,9 +20,11 @@ fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
         location: 0,
         tuple: None,
         tcp_flags: 0,
+        ip_id: None,
         len: 60,
         filter: 0,
         stack: Vec::new(),
+        rule: None,
     }
 }
 

@@ -71,8 +71,10 @@ fn release_of_package(name: &str, series: &str) -> Option<String> {
     let mut parts = rest.split('-');
     let first = parts.next()?;
     let (numbers, suffix) = first.split_once('+').unwrap_or((first, ""));
-    let numbers_ok =
-        !numbers.is_empty() && numbers.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let numbers_ok = !numbers.is_empty()
+        && numbers
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     let suffix_ok = suffix.bytes().all(|b| b.is_ascii_alphanumeric());
     let rest_ok = parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     (numbers_ok && suffix_ok && rest_ok).then(|| release.to_string())
@@ -127,7 +129,10 @@ fn cached(series: &str) -> Result<Option<Kernel>> {
         if !vmlinuz.exists() {
             continue;
         }
-        if best.as_ref().is_none_or(|b| version_cmp(&release, &b.release) == Ordering::Greater) {
+        if best
+            .as_ref()
+            .is_none_or(|b| version_cmp(&release, &b.release) == Ordering::Greater)
+        {
             best = Some(Kernel {
                 series: series.to_string(),
                 release,
@@ -141,7 +146,10 @@ fn cached(series: &str) -> Result<Option<Kernel>> {
 
 /// Package names apt knows for `series`, newest first.
 fn apt_candidates(series: &str) -> Result<Vec<(String, String)>> {
-    let pattern = format!("^linux-image-{}\\..*-amd64-unsigned$", series.replace('.', "\\."));
+    let pattern = format!(
+        "^linux-image-{}\\..*-amd64-unsigned$",
+        series.replace('.', "\\.")
+    );
     let search = |update: bool| -> Result<Vec<(String, String)>> {
         if update {
             eprintln!("xtask: apt-cache knows no {series} kernel; running apt-get update");
@@ -149,7 +157,9 @@ fn apt_candidates(series: &str) -> Result<Vec<(String, String)>> {
                 .context("apt-get update failed (needed to find Debian's kernel packages)")?;
         }
         let out = output_of(Command::new("apt-cache").args(["search", "--names-only", &pattern]))
-            .context("apt-cache is missing or failed: a Debian system is needed to fetch VM kernels")?;
+            .context(
+            "apt-cache is missing or failed: a Debian system is needed to fetch VM kernels",
+        )?;
         let mut found: Vec<(String, String)> = out
             .lines()
             .filter_map(|l| l.split_whitespace().next())
@@ -183,12 +193,21 @@ fn download_and_unpack(series: &str, package: &str, release: &str) -> Result<Ker
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     eprintln!("xtask: downloading {package} (about 70 MB, once)");
-    run_quiet(Command::new("apt-get").args(["download", "-qq", package]).current_dir(&work))
-        .with_context(|| format!("apt-get download {package} failed"))?;
+    run_quiet(
+        Command::new("apt-get")
+            .args(["download", "-qq", package])
+            .current_dir(&work),
+    )
+    .with_context(|| format!("apt-get download {package} failed"))?;
     let deb = std::fs::read_dir(&work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download {package} left no .deb in {}", work.display()))?;
+        .with_context(|| {
+            format!(
+                "apt-get download {package} left no .deb in {}",
+                work.display()
+            )
+        })?;
     let unpack = work.join("root");
     eprintln!("xtask: unpacking {}", deb.display());
     run_quiet(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack))
@@ -202,10 +221,17 @@ fn download_and_unpack(series: &str, package: &str, release: &str) -> Result<Ker
         bail!("{package} holds no lib/modules/{release}");
     }
     // Debian's packages leave modules.dep to the installer; the guest's modprobe needs it.
-    run_quiet(Command::new("depmod").arg("-a").arg("-b").arg(&unpack).arg(release))
-        .context("depmod failed (package kmod) while indexing the VM kernel's modules")?;
+    run_quiet(
+        Command::new("depmod")
+            .arg("-a")
+            .arg("-b")
+            .arg(&unpack)
+            .arg(release),
+    )
+    .context("depmod failed (package kmod) while indexing the VM kernel's modules")?;
     std::fs::write(unpack.join(STAMP), format!("{package}\n"))?;
-    std::fs::rename(&unpack, &dir).with_context(|| format!("moving the kernel to {}", dir.display()))?;
+    std::fs::rename(&unpack, &dir)
+        .with_context(|| format!("moving the kernel to {}", dir.display()))?;
     let _ = std::fs::remove_dir_all(&work);
     let vmlinuz = dir.join(vmlinuz_rel);
     Ok(Kernel {
@@ -243,14 +269,20 @@ mod tests {
     #[test]
     fn picks_the_generic_flavour_of_the_series() {
         let r = |n: &str, s: &str| release_of_package(n, s);
-        assert_eq!(r("linux-image-6.1.0-56-amd64-unsigned", "6.1").as_deref(), Some("6.1.0-56-amd64"));
+        assert_eq!(
+            r("linux-image-6.1.0-56-amd64-unsigned", "6.1").as_deref(),
+            Some("6.1.0-56-amd64")
+        );
         assert_eq!(
             r("linux-image-6.12.117+deb12-amd64-unsigned", "6.12").as_deref(),
             Some("6.12.117+deb12-amd64")
         );
         assert_eq!(r("linux-image-6.1.0-56-cloud-amd64-unsigned", "6.1"), None);
         assert_eq!(r("linux-image-6.1.0-56-rt-amd64-unsigned", "6.1"), None);
-        assert_eq!(r("linux-image-6.12.117+deb12-cloud-amd64-unsigned", "6.12"), None);
+        assert_eq!(
+            r("linux-image-6.12.117+deb12-cloud-amd64-unsigned", "6.12"),
+            None
+        );
         assert_eq!(r("linux-image-6.12.117+deb12-amd64-unsigned", "6.1"), None);
         assert_eq!(r("linux-image-6.1.0-56-amd64-unsigned", "6.12"), None);
         assert_eq!(r("linux-image-6.1.0-56-amd64", "6.1"), None);
@@ -258,8 +290,17 @@ mod tests {
 
     #[test]
     fn orders_versions_numerically() {
-        assert_eq!(version_cmp("6.1.0-9-amd64", "6.1.0-56-amd64"), Ordering::Less);
-        assert_eq!(version_cmp("6.12.117+deb12-amd64", "6.12.107+deb12-amd64"), Ordering::Greater);
-        assert_eq!(version_cmp("6.1.0-56-amd64", "6.1.0-56-amd64"), Ordering::Equal);
+        assert_eq!(
+            version_cmp("6.1.0-9-amd64", "6.1.0-56-amd64"),
+            Ordering::Less
+        );
+        assert_eq!(
+            version_cmp("6.12.117+deb12-amd64", "6.12.107+deb12-amd64"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            version_cmp("6.1.0-56-amd64", "6.1.0-56-amd64"),
+            Ordering::Equal
+        );
     }
 }

@@ -137,11 +137,23 @@ mod tests {
 
     #[test]
     fn marked_lines_are_found_among_kernel_lines() {
-        assert_eq!(parse_line("PTVM| hello\r"), Some(Mark::Output("hello".into())));
-        assert_eq!(parse_line("[  3.1] x PTVM| a b "), Some(Mark::Output("a b ".into())));
+        assert_eq!(
+            parse_line("PTVM| hello\r"),
+            Some(Mark::Output("hello".into()))
+        );
+        assert_eq!(
+            parse_line("[  3.1] x PTVM| a b "),
+            Some(Mark::Output("a b ".into()))
+        );
         assert_eq!(parse_line("PTVM|"), Some(Mark::Output(String::new())));
-        assert_eq!(parse_line("PTVM# begin trace_docker"), Some(Mark::Begin("trace_docker".into())));
-        assert_eq!(parse_line("PTVM# end trace_docker 101\r"), Some(Mark::End("trace_docker".into(), 101)));
+        assert_eq!(
+            parse_line("PTVM# begin trace_docker"),
+            Some(Mark::Begin("trace_docker".into()))
+        );
+        assert_eq!(
+            parse_line("PTVM# end trace_docker 101\r"),
+            Some(Mark::End("trace_docker".into(), 101))
+        );
         assert_eq!(parse_line("PTVM# done"), Some(Mark::Done));
         assert_eq!(parse_line("[    0.000000] Linux version 6.1.0"), None);
         assert_eq!(parse_line("PTVM# end x"), None);

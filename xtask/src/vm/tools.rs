@@ -18,25 +18,43 @@ fn works(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-fn ensure_qemu() -> Result<()> {
-    if works(Command::new("qemu-system-x86_64").arg("--version")) {
+fn have(tool: &str) -> bool {
+    works(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}")),
+    )
+}
+
+/// Installs the Debian packages whose tools are missing (`(tool, package)`).
+fn ensure_debian_tools(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(tool, _)| !have(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Debian's qemu-system-x86");
+    eprintln!("xtask: installing Debian's {}", missing.join(" "));
     let install = || {
         run_quiet(
             Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
     if install().is_err() {
-        run_quiet(Command::new("apt-get").args(["update", "-qq"]))
-            .context("qemu-system-x86_64 is missing, and apt-get update failed")?;
-        install().context("qemu-system-x86_64 is missing and `apt-get install qemu-system-x86` failed")?;
+        run_quiet(Command::new("apt-get").args(["update", "-qq"])).with_context(|| {
+            format!("{} missing, and apt-get update failed", missing.join(", "))
+        })?;
+        install().with_context(|| format!("`apt-get install {}` failed", missing.join(" ")))?;
     }
-    if !works(Command::new("qemu-system-x86_64").arg("--version")) {
-        bail!("qemu-system-x86_64 is still missing after installing qemu-system-x86");
+    for (tool, package) in wanted {
+        if !have(tool) {
+            bail!("{tool} is still missing after installing Debian's {package}");
+        }
     }
     Ok(())
 }
@@ -54,7 +72,10 @@ fn ensure_vng() -> Result<PathBuf> {
     if vng_ok(&vng) {
         return Ok(vng);
     }
-    eprintln!("xtask: installing virtme-ng {VNG_VERSION} from PyPI into {}", venv.display());
+    eprintln!(
+        "xtask: installing virtme-ng {VNG_VERSION} from PyPI into {}",
+        venv.display()
+    );
     if !venv.join("bin/pip").exists() {
         run_quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv))
             .context("`python3 -m venv` failed: virtme-ng needs python3 with venv (Debian package python3-venv)")?;
@@ -66,18 +87,26 @@ fn ensure_vng() -> Result<PathBuf> {
     )
     .with_context(|| format!("pip could not install virtme-ng=={VNG_VERSION} from PyPI"))?;
     if !vng_ok(&vng) {
-        bail!("virtme-ng was installed but `{} --version` does not say {VNG_VERSION}", vng.display());
+        bail!(
+            "virtme-ng was installed but `{} --version` does not say {VNG_VERSION}",
+            vng.display()
+        );
     }
     Ok(vng)
 }
 
 /// Makes sure the tools are there; returns the path of `vng`.
 pub fn ensure() -> Result<PathBuf> {
-    for (tool, package) in [("dpkg-deb", "dpkg"), ("depmod", "kmod"), ("apt-get", "apt")] {
-        if !works(Command::new("sh").arg("-c").arg(format!("command -v {tool}"))) {
+    for (tool, package) in [("dpkg-deb", "dpkg"), ("apt-get", "apt")] {
+        if !have(tool) {
             bail!("{tool} is missing (Debian package {package}): needed to fetch and unpack VM kernels");
         }
     }
-    ensure_qemu()?;
+    // depmod indexes the kernel's modules on the host; the guest, whose `/` is the
+    // host's, loads them (veth, bridge, nf_tables…) with the same kmod's modprobe.
+    ensure_debian_tools(&[
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("depmod", "kmod"),
+    ])?;
     ensure_vng()
 }

@@ -1,0 +1,36 @@
+//! A firewall rule's decision about a packet, as a hop payload.
+use std::time::Instant;
+
+use super::Tuple;
+use crate::kernel::Hook;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleHit {
+    pub netns: u32,
+    pub table: String,
+    /// `ip`, `ip6`, `inet`, …
+    pub family: String,
+    pub chain: String,
+    pub hook: Option<Hook>,
+    pub handle: Option<u64>,
+    /// 1-based position in the chain, as `iptables -L --line-numbers` counts.
+    pub index: Option<u32>,
+    /// The rule in the syntax of the tool that manages its table.
+    pub text: Option<String>,
+    /// `ACCEPT`, `DROP`, `JUMP DOCKER-USER`, `RETURN`, `CONTINUE`, …
+    pub verdict: String,
+    /// The chain's policy decided, not a rule.
+    pub policy: bool,
+    pub tuple: Option<Tuple>,
+    /// IPv4 identification of the packet this walk traced.
+    pub ip_id: Option<u16>,
+    pub trace_id: u32,
+    pub received: Instant,
+}
+
+impl RuleHit {
+    /// Whether this decision ended the packet.
+    pub fn is_drop(&self) -> bool {
+        self.verdict == "DROP"
+    }
+}

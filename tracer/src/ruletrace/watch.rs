@@ -1,0 +1,246 @@
+//! Watcher threads: one per namespace, each owning its tracers.
+use std::{
+    collections::HashMap,
+    os::unix::{fs::MetadataExt, io::AsRawFd},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    events::{RuleHit, Tuple},
+    filter::FlowFilter,
+    kernel::Hook,
+    netfilter::{
+        family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
+        TraceFilter, TraceKind,
+    },
+};
+
+/// A network namespace to trace rules in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetnsTarget {
+    /// `None`: the namespace pathtrace runs in.
+    pub path: Option<PathBuf>,
+    pub inode: u32,
+    pub label: String,
+}
+
+impl NetnsTarget {
+    pub fn current() -> std::io::Result<Self> {
+        let inode = std::fs::metadata("/proc/thread-self/ns/net")?.ino() as u32;
+        Ok(Self { path: None, inode, label: "this namespace".into() })
+    }
+
+    /// `NAME` (an `ip netns` name) or a path such as `/proc/PID/ns/net`.
+    pub fn named(spec: &str) -> Result<Self, String> {
+        if spec.is_empty() || spec.len() > 4096 {
+            return Err("--netns needs a namespace name or path".into());
+        }
+        let path = if spec.contains('/') { PathBuf::from(spec) } else { Path::new("/run/netns").join(spec) };
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| format!("network namespace '{spec}' not found ({}: {e})", path.display()))?;
+        Ok(Self { path: Some(path), inode: meta.ino() as u32, label: spec.to_owned() })
+    }
+}
+
+fn trace_filter(f: &FlowFilter) -> TraceFilter {
+    TraceFilter {
+        src: f.src.map(|c| (c.addr, c.prefix)),
+        dst: f.dst.map(|c| (c.addr, c.prefix)),
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto.map(|p| p.0),
+        both_directions: f.both_directions,
+    }
+}
+
+fn verdict_text(ev: &TraceEvent) -> String {
+    match (&ev.kind, &ev.verdict) {
+        (TraceKind::Return, _) => "RETURN".into(),
+        (_, Some(v)) => v.to_string().to_uppercase(),
+        (_, None) => "CONTINUE".into(),
+    }
+}
+
+/// IPv4 identification from a network header.
+fn ip_id(net: &[u8]) -> Option<u16> {
+    (net.len() >= 6 && net[0] >> 4 == 4).then(|| u16::from_be_bytes([net[4], net[5]]))
+}
+
+fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
+    let tuple = ev.tuple.map(|(saddr, daddr, sport, dport, proto)| Tuple { saddr, daddr, sport, dport, proto });
+    RuleHit {
+        netns,
+        verdict: verdict_text(&ev),
+        policy: ev.kind == TraceKind::Policy,
+        family: family_name(ev.family).to_owned(),
+        hook: ev.hook.and_then(Hook::from_nf_inet),
+        handle: ev.rule_handle,
+        index: ev.rule.as_ref().map(|r| r.index),
+        text: ev.rule.map(|r| r.text),
+        table: ev.table,
+        chain: ev.chain,
+        tuple,
+        ip_id,
+        trace_id: ev.id,
+        received: ev.received,
+    }
+}
+
+fn wait_readable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// Whether iptables-legacy tables exist in the namespace.
+fn legacy_in_use(path: Option<&Path>) -> bool {
+    let read = || std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
+    let names = match path {
+        None => read(),
+        Some(p) => {
+            let Ok(f) = std::fs::File::open(p) else { return false };
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    // SAFETY: setns on this scoped thread only; it ends right after.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return String::new();
+                    }
+                    read()
+                })
+                .join()
+                .unwrap_or_default()
+            })
+        }
+    };
+    !names.trim().is_empty()
+}
+
+enum Source {
+    Nft(RuleTracer, RuleBook),
+    Legacy(LegacyTracer),
+}
+
+impl Source {
+    fn fd(&self) -> i32 {
+        match self {
+            Self::Nft(t, _) => t.as_raw_fd(),
+            Self::Legacy(t) => t.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self) -> Result<Vec<TraceEvent>, NfError> {
+        match self {
+            Self::Nft(t, book) => {
+                let mut evs = t.read_pending()?;
+                for ev in &mut evs {
+                    book.annotate(ev);
+                }
+                Ok(evs)
+            }
+            Self::Legacy(t) => t.read_pending(),
+        }
+    }
+}
+
+/// Rule tracing in a set of namespaces, for one session.
+pub struct RuleWatch {
+    rx: mpsc::Receiver<RuleHit>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pending: Vec<RuleHit>,
+    /// One line per namespace where rule tracing could not start.
+    pub warnings: Vec<String>,
+    pub active: usize,
+}
+
+impl RuleWatch {
+    pub fn start(targets: &[NetnsTarget], filters: &[FlowFilter]) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tfs: Vec<TraceFilter> = filters.iter().map(trace_filter).collect();
+        let mut watch = Self { rx, stop, threads: Vec::new(), pending: Vec::new(), warnings: Vec::new(), active: 0 };
+        for target in targets {
+            let path = target.path.as_deref();
+            let mut sources = Vec::new();
+            match RuleTracer::start(path, &tfs) {
+                Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
+                Err(e) => watch.warnings.push(format!("no nftables rule tracing in {}: {e}", target.label)),
+            }
+            if legacy_in_use(path) {
+                let _ = legacy_sweep(path);
+                match LegacyTracer::start(path, &tfs) {
+                    Ok(t) => sources.push(Source::Legacy(t)),
+                    Err(e) => watch.warnings.push(format!("no iptables-legacy rule tracing in {}: {e}", target.label)),
+                }
+            }
+            for mut src in sources {
+                let (tx, stop, netns, label) = (tx.clone(), watch.stop.clone(), target.inode, target.label.clone());
+                watch.active += 1;
+                watch.threads.push(std::thread::spawn(move || {
+                    // Only a walk's first event carries the headers.
+                    let mut walk_ip_id: HashMap<u32, Option<u16>> = HashMap::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        if !wait_readable(src.fd(), Duration::from_millis(100)) {
+                            continue;
+                        }
+                        match src.read() {
+                            Ok(evs) => {
+                                for ev in evs {
+                                    let id = match ip_id(&ev.network_header) {
+                                        Some(id) => *walk_ip_id.entry(ev.id).insert_entry(Some(id)).get(),
+                                        None => walk_ip_id.get(&ev.id).copied().flatten(),
+                                    };
+                                    if walk_ip_id.len() > 4096 {
+                                        walk_ip_id.clear();
+                                    }
+                                    let _ = tx.send(hit(ev, netns, id));
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!("rule tracing in {label} stopped: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        watch
+    }
+
+    /// Moves what the watchers sent into the pending buffer, forgetting
+    /// hits no packet claimed within a minute.
+    pub fn poll(&mut self) {
+        self.pending.extend(self.rx.try_iter());
+        let horizon = Instant::now().checked_sub(Duration::from_secs(60));
+        if let Some(h) = horizon {
+            self.pending.retain(|r| r.received >= h);
+        }
+    }
+
+    pub(super) fn pending_mut(&mut self) -> &mut Vec<RuleHit> {
+        &mut self.pending
+    }
+}
+
+impl Drop for RuleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for RuleWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleWatch").field("active", &self.active).field("pending", &self.pending.len()).finish()
+    }
+}
