@@ -174,3 +174,44 @@ pub fn hops_of<'a>(recs: &'a [Value], packet: &Value) -> Vec<&'a Value> {
         .filter(|r| r["type"] == "hop" && r["packet"] == *packet)
         .collect()
 }
+
+/// A lab of the incident with `block`, with the Docker of [`docker_mode`].
+pub fn docker_lab(prefix: &str, block: tracer::lab::Block) -> tracer::lab::Lab {
+    lab_with(tracer::lab::LabConfig { block, docker: docker_mode(), ..tracer::lab::LabConfig::with_prefix(prefix) })
+}
+
+pub fn lab_with(cfg: tracer::lab::LabConfig) -> tracer::lab::Lab {
+    let mode = cfg.docker;
+    let lab = tracer::lab::Lab::start(cfg).unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));
+    if mode != tracer::lab::DockerMode::Auto {
+        assert_eq!(lab.docker_is_real(), mode == tracer::lab::DockerMode::Real, "lab Docker mode");
+    }
+    lab
+}
+
+pub fn netns_inode(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("netns {name}: {e}"))
+        .ino()
+}
+
+/// One TCP connection attempt to the published port, bounded to 1.5 s.
+pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome {
+    let host = std::net::IpAddr::V4(lab.addrs.host);
+    lab.tcp_connect(from, host, lab.addrs.published_port, Duration::from_millis(1500))
+}
+
+/// Traces `--src SRC --dport 8092` while `probe_from` connects once.
+pub fn trace(lab: &tracer::lab::Lab, src: std::net::IpAddr, probe_from: &str, extra: &[&str]) -> Vec<Value> {
+    let src = src.to_string();
+    let mut args = vec!["--src", &src, "--dport", "8092", "--json", "--duration", "30"];
+    args.extend_from_slice(extra);
+    let run = Running::start(&args);
+    let outcome = connect(lab, probe_from);
+    eprintln!("probe from {probe_from}: {outcome:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    records(&lines)
+}

@@ -1,40 +1,13 @@
 //! End-to-end traces on the real-Docker lab (issue: the foundation).
 //! Each test builds its own lab with its own prefix; the lab is torn down by
 //! its `Drop`, so a failing assertion still leaves the host clean.
-use std::{net::IpAddr, os::unix::fs::MetadataExt, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
-use pathtrace_tests::{docker_mode, hops_of, of_type, records, require_root, tier, tier_sees_hooks, Running};
+use pathtrace_tests::{
+    connect, docker_lab, hops_of, netns_inode, of_type, records, require_root, tier, tier_sees_hooks, trace, Running,
+};
 use serde_json::Value;
-use tracer::lab::{self, Block, DockerMode, Lab, LabConfig};
-
-fn docker_lab(prefix: &str, block: Block) -> Lab {
-    let cfg = LabConfig { block, docker: docker_mode(), ..LabConfig::with_prefix(prefix) };
-    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("the lab ({:?} Docker) did not start: {e}", docker_mode()));
-    assert_eq!(lab.docker_is_real(), docker_mode() == DockerMode::Real, "lab Docker mode");
-    lab
-}
-
-fn netns_inode(name: &str) -> u64 {
-    std::fs::metadata(format!("/run/netns/{name}"))
-        .unwrap_or_else(|e| panic!("netns {name}: {e}"))
-        .ino()
-}
-
-fn connect(lab: &Lab, from: &str) -> lab::ProbeOutcome {
-    let host = IpAddr::V4(lab.addrs.host);
-    lab.tcp_connect(from, host, lab.addrs.published_port, Duration::from_millis(1500))
-}
-
-fn trace(lab: &Lab, src: IpAddr, probe_from: &str) -> Vec<Value> {
-    let src = src.to_string();
-    let run = Running::start(&["--src", &src, "--dport", "8092", "--json", "--duration", "30"]);
-    let outcome = connect(lab, probe_from);
-    eprintln!("probe from {probe_from}: {outcome:?}");
-    std::thread::sleep(Duration::from_millis(400));
-    let (code, lines) = run.stop();
-    assert_eq!(code, 0, "pathtrace exit status");
-    records(&lines)
-}
+use tracer::lab::{self, Block};
 
 #[test]
 fn client_syns_end_dropped_in_forward_with_netfilter_drop() {
@@ -42,7 +15,7 @@ fn client_syns_end_dropped_in_forward_with_netfilter_drop() {
         return;
     }
     let lab = docker_lab("ptdrop", Block::Drop);
-    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client, &[]);
     let packets = of_type(&recs, "packet");
     assert!(!packets.is_empty(), "no packet records: {recs:?}");
     let dock = netns_inode(&lab.names.dock);
@@ -74,7 +47,7 @@ fn other_hosts_syns_are_delivered_through_docker0_and_the_veth() {
         return;
     }
     let lab = docker_lab("ptok", Block::Drop);
-    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other, &[]);
     let packets = of_type(&recs, "packet");
     let syn = packets
         .iter()
@@ -167,7 +140,7 @@ fn nf_hook_slow_verdicts_show_each_hook_in_order() {
         return;
     }
     let lab = docker_lab("pthook", Block::Drop);
-    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other, &[]);
     let dock = netns_inode(&lab.names.dock);
     let delivered = of_type(&recs, "packet")
         .into_iter()
@@ -185,7 +158,7 @@ fn nf_hook_slow_verdicts_show_each_hook_in_order() {
         "the other host's SYN through the Docker host"
     );
 
-    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let recs = trace(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client, &[]);
     let dropped = of_type(&recs, "packet")
         .into_iter()
         .find(|p| p["fate"] == "dropped")
