@@ -129,6 +129,13 @@ pub struct TraceArgs {
     /// Don't trace firewall rules (no nftables trace table, no TRACE rules).
     #[arg(long)]
     pub no_rules: bool,
+    /// Don't follow replies (by default the reverse direction is traced too,
+    /// to tell "refused" from "timed out").
+    #[arg(long)]
+    pub no_replies: bool,
+    /// Docker's API socket, for container names and published ports.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
+    pub docker_socket: std::path::PathBuf,
 }
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,5 @@
 //! `pathtrace demo`: the incident, rebuilt in namespaces and traced.
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -30,6 +30,7 @@ fn flow(src: IpAddr, dport: u16) -> FlowFilter {
         src: Some(crate::filter::Cidr { addr: src, prefix: if src.is_ipv4() { 32 } else { 128 } }),
         dport: Some(dport),
         proto: Some(Proto(6)),
+        both_directions: true,
         ..Default::default()
     }
 }
@@ -59,6 +60,7 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
         duration: Some(Duration::from_secs(30)),
         load: LoadOptions { tier: args.tier, ..Default::default() },
         rule_netns: NetnsTarget::named(&lab.names.dock).map(|t| vec![t]).map_err(Error::Runtime)?,
+        docker_socket: lab.docker_socket().map(Path::to_path_buf).unwrap_or_default(),
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -139,6 +139,26 @@ impl FlowFilter {
         Ok(())
     }
 
+    /// Whether a packet with this tuple matches, in the forward direction.
+    pub fn matches(&self, t: &crate::events::Tuple) -> bool {
+        let within = |c: &Cidr, a: &std::net::IpAddr| match (c.addr, a) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(*a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(c.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(*a) & mask
+            }
+            _ => false,
+        };
+        self.src.is_none_or(|c| within(&c, &t.saddr))
+            && self.dst.is_none_or(|c| within(&c, &t.daddr))
+            && self.sport.is_none_or(|p| p == t.sport)
+            && self.dport.is_none_or(|p| p == t.dport)
+            && self.proto.is_none_or(|p| p.0 == t.proto)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.src.is_none()
             && self.dst.is_none()
@@ -250,6 +270,28 @@ mod tests {
         assert_eq!(k.dport, 8092);
         assert_eq!(k.proto, 6);
         assert_eq!(f.to_string(), "tcp src 192.0.2.9 dport 8092");
+    }
+
+    #[test]
+    fn userspace_match_follows_prefixes_and_ports() {
+        let f = FlowFilter {
+            src: Some("192.0.2.0/24".parse().expect("valid")),
+            dport: Some(8092),
+            ..Default::default()
+        };
+        let t = |s: &str, d: &str, dport| crate::events::Tuple {
+            saddr: s.parse().expect("ip"),
+            daddr: d.parse().expect("ip"),
+            sport: 40000,
+            dport,
+            proto: 6,
+        };
+        assert!(f.matches(&t("192.0.2.9", "192.0.2.25", 8092)));
+        assert!(!f.matches(&t("198.51.100.9", "192.0.2.25", 8092)));
+        assert!(!f.matches(&t("192.0.2.9", "192.0.2.25", 80)));
+        assert!(!f.matches(&t("2001:db8::1", "2001:db8::2", 8092)));
+        let zero = FlowFilter { src: Some("0.0.0.0/0".parse().expect("valid")), ..Default::default() };
+        assert!(zero.matches(&t("203.0.113.1", "192.0.2.25", 1)));
     }
 
     #[test]

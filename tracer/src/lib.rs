@@ -1,6 +1,7 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
 pub mod demo;
+pub mod diagnose;
 pub mod drops;
 pub mod error;
 pub mod events;

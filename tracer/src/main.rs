@@ -22,7 +22,8 @@ fn use_color(o: &OutputArgs) -> bool {
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let filter = args.filter.to_filter();
+    let mut filter = args.filter.to_filter();
+    filter.both_directions = !args.no_replies;
     if filter.is_empty() {
         return Err(Error::Usage(
             "give at least one of --src, --dst, --sport, --dport or --proto".into(),
@@ -43,6 +44,7 @@ fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
     }
     Ok(TraceOptions {
         rule_netns,
+        docker_socket: args.docker_socket.clone(),
         filters: vec![filter],
         json: args.output.json,
         color: use_color(&args.output),

@@ -1,6 +1,7 @@
 //! One tracing run: load, read events, group them into packets, print.
 use std::{
     io::Write,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -8,12 +9,13 @@ use std::{
 use tokio::sync::{oneshot, Notify};
 
 use crate::{
+    diagnose::{Outcomes, Report, Reporter},
     error::Error,
     events::{decode, Hop, HopKind},
     filter::FlowFilter,
     kernel::{drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
     loader::{LoadOptions, Tracer},
-    names::NetnsNames,
+    names::{Containers, NetnsNames},
     render::{json, text, Stats, View},
     ruletrace::{self, NetnsTarget, RuleWatch},
     track::{Packet, Tracker},
@@ -28,6 +30,8 @@ pub struct TraceOptions {
     pub load: LoadOptions,
     /// Namespaces to trace firewall rules in; empty: no rule tracing.
     pub rule_netns: Vec<NetnsTarget>,
+    /// Docker's API socket, for container names and published ports.
+    pub docker_socket: PathBuf,
 }
 
 /// Names what the kernel side only knows as numbers.
@@ -64,14 +68,25 @@ struct Printer<'a, W: Write> {
 }
 
 impl<W: Write> Printer<'_, W> {
-    fn packet(&mut self, p: &Packet, view: &mut View) -> std::io::Result<()> {
+    fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<()> {
         if self.json {
             for h in &p.hops {
                 writeln!(self.out, "{}", json::hop(p.id, h, view))?;
             }
-            writeln!(self.out, "{}", json::packet(p, view))?;
+            writeln!(self.out, "{}", json::packet_with(p, view, report))?;
         } else {
-            writeln!(self.out, "{}", text::packet(p, view, text::Style { color: self.color }))?;
+            let style = text::Style { color: self.color };
+            write!(self.out, "{}", text::packet(p, view, style))?;
+            writeln!(self.out, "{}", text::diagnosis(&report.diagnosis, style))?;
+        }
+        self.out.flush()
+    }
+
+    fn summary(&mut self, outcomes: &Outcomes) -> std::io::Result<()> {
+        if self.json {
+            writeln!(self.out, "{}", json::summary(outcomes))?;
+        } else {
+            write!(self.out, "{}", text::summary(outcomes, text::Style { color: self.color }))?;
         }
         self.out.flush()
     }
@@ -105,6 +120,9 @@ pub async fn run<W: Write>(
         let _ = r.send(());
     }
 
+    let containers = Containers::discover(&opts.docker_socket);
+    view.netns.set_containers(&containers);
+    let mut reporter = Reporter::new(opts.filters.clone(), containers);
     let mut tracker = Tracker::default();
     if rules.active > 0 {
         // Rule events come over netlink and are named by shelling out once per rule.
@@ -140,7 +158,8 @@ pub async fn run<W: Write>(
                 for mut p in tracker.settled(Instant::now()) {
                     ruletrace::attach(&mut rules, &mut p);
                     stats.packets += 1;
-                    printer.packet(&p, &mut view).map_err(Error::Output)?;
+                    let report = reporter.packet(&p, &mut view);
+                    printer.packet(&p, &mut view, &report).map_err(Error::Output)?;
                     if done(&stats) {
                         break 'run;
                     }
@@ -161,12 +180,14 @@ pub async fn run<W: Write>(
         for mut p in tracker.flush() {
             ruletrace::attach(&mut rules, &mut p);
             stats.packets += 1;
-            printer.packet(&p, &mut view).map_err(Error::Output)?;
+            let report = reporter.packet(&p, &mut view);
+            printer.packet(&p, &mut view, &report).map_err(Error::Output)?;
             if done(&stats) {
                 break;
             }
         }
     }
+    printer.summary(&reporter.outcomes).map_err(Error::Output)?;
     stats.lost = tracer.counters().lost;
     if opts.json {
         writeln!(printer.out, "{}", json::stats(&stats)).map_err(Error::Output)?;

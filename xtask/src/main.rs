@@ -33,6 +33,10 @@ enum Task {
         /// With --vm: the pathtrace tier to test (fentry, kprobe); repeatable. Default: both.
         #[arg(long, value_name = "TIER", requires = "vm")]
         tier: Vec<String>,
+        /// With --vm: the integration test binaries to run in the guest; repeatable.
+        /// Default: trace_docker.
+        #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
+        vm_test: Vec<String>,
         #[command(flatten)]
         vm_opts: VmOpts,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
@@ -80,11 +84,13 @@ fn main() {
         Task::Test {
             vm,
             tier,
+            vm_test,
             vm_opts,
             args,
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
+            &vm_test,
             vm_opts.cpus,
             vm_opts.timeout,
             vm_opts.console,

@@ -44,7 +44,7 @@ fn lab_sweep_after_kill() -> Result<(), LabError> {
     let mut child = std::process::Command::new(exe)
         .args([
             "--exact",
-            "lab::tests::lab_helper_start_and_wait",
+            "lab::tests_cleanup::lab_helper_start_and_wait",
             "--ignored",
         ])
         .env("PT_LAB_HELPER_PREFIX", "tk")

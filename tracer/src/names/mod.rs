@@ -1,71 +1,47 @@
-//! Human names for network namespaces: `host`, `ip netns` names, and the
-//! process living in an otherwise unnamed namespace.
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::Path,
-    time::{Duration, Instant},
-};
+//! Human names: network namespaces (`host`, `ip netns` names, Docker
+//! containers, processes), veths named after the container at their other
+//! end, and published ports.
+mod docker;
+mod netns;
 
-#[derive(Default)]
-pub struct NetnsNames {
-    names: HashMap<u32, String>,
-    refreshed: Option<Instant>,
+pub use docker::{Container, DockerApi, Published};
+pub use netns::{in_netns, NetnsNames};
+
+use std::collections::HashMap;
+
+/// Everything known about the containers on this host, by namespace inode.
+#[derive(Clone, Debug, Default)]
+pub struct Containers {
+    pub by_netns: HashMap<u32, Container>,
 }
 
-fn inode(path: &Path) -> Option<u32> {
-    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
-}
-
-impl NetnsNames {
-    pub fn load() -> Self {
-        let mut n = Self::default();
-        n.refresh();
-        n
-    }
-
-    /// Re-reads the namespace names, at most once a second.
-    pub fn refresh(&mut self) {
-        if self.refreshed.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return;
-        }
-        self.refreshed = Some(Instant::now());
-        let mut names = HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let pid = e.file_name().to_string_lossy().into_owned();
-                if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                    continue;
-                }
-                if let Some(ino) = inode(&e.path().join("ns/net")) {
-                    names.entry(ino).or_insert_with(|| {
-                        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                        format!("{} (pid {pid})", comm.trim())
-                    });
+impl Containers {
+    /// Asks Docker (when its socket answers) which containers run, and
+    /// where their namespaces are.
+    pub fn discover(socket: &std::path::Path) -> Self {
+        let mut out = Self::default();
+        match DockerApi::new(socket).containers() {
+            Ok(list) => {
+                for c in list {
+                    if let Some(ino) = c.netns {
+                        out.by_netns.insert(ino, c);
+                    }
                 }
             }
+            Err(e) => log::debug!("no container names from {}: {e}", socket.display()),
         }
-        if let Ok(dir) = std::fs::read_dir("/run/netns") {
-            for e in dir.flatten() {
-                if let Some(ino) = inode(&e.path()) {
-                    names.insert(ino, e.file_name().to_string_lossy().into_owned());
-                }
-            }
-        }
-        if let Some(ino) = inode(Path::new("/proc/1/ns/net")) {
-            names.insert(ino, "host".into());
-        }
-        self.names.extend(names);
+        out
     }
 
-    pub fn name(&mut self, ino: u32) -> Option<&str> {
-        if ino != 0 && !self.names.contains_key(&ino) {
-            self.refresh();
-        }
-        self.names.get(&ino).map(String::as_str)
+    /// The container whose address is `ip`.
+    pub fn with_ip(&self, ip: &str) -> Option<&Container> {
+        self.by_netns.values().find(|c| c.ip.as_deref() == Some(ip))
     }
 
-    pub fn insert(&mut self, ino: u32, name: impl Into<String>) {
-        self.names.insert(ino, name.into());
+    /// The container that publishes `port` (host side), if any.
+    pub fn publishing(&self, port: u16, proto: &str) -> Option<(&Container, &Published)> {
+        self.by_netns
+            .values()
+            .find_map(|c| c.ports.iter().find(|p| p.public == port && p.proto == proto).map(|p| (c, p)))
     }
 }

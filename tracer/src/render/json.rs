@@ -3,7 +3,12 @@
 use serde_json::{json, Map, Value};
 
 use super::{Stats, View};
-use crate::{events::Hop, ruletrace::deciding_rule, track::Packet};
+use crate::{
+    diagnose::{Outcomes, Report},
+    events::Hop,
+    ruletrace::deciding_rule,
+    track::Packet,
+};
 
 fn tuple_fields(obj: &mut Map<String, Value>, hop: Option<&Hop>) {
     let t = hop.and_then(|h| h.tuple);
@@ -88,4 +93,26 @@ pub fn stats(s: &Stats) -> Value {
         "lost": s.lost,
         "undecodable": s.bad,
     })
+}
+
+/// The `packet` record with its direction and plain-language diagnosis.
+pub fn packet_with(p: &Packet, view: &mut View, report: &Report) -> Value {
+    let mut v = packet(p, view);
+    if let Value::Object(obj) = &mut v {
+        obj.insert("direction".into(), json!(report.direction.as_str()));
+        obj.insert("diagnosis".into(), json!(report.diagnosis));
+        let container = p.hops.iter().rev().find_map(|h| view.netns.container(h.netns));
+        obj.insert("container".into(), json!(container));
+    }
+    v
+}
+
+/// The exit-time `summary` record: verdicts grouped, and connections.
+pub fn summary(o: &Outcomes) -> Value {
+    let groups: Vec<Value> = o
+        .groups()
+        .into_iter()
+        .map(|(d, n)| json!({"cause": d.cause, "message": d.message, "advice": d.advice, "packets": n}))
+        .collect();
+    json!({"type": "summary", "outcomes": groups, "connections": o.connections()})
 }

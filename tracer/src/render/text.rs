@@ -2,6 +2,7 @@
 use std::fmt::Write as _;
 
 use super::{Stats, View};
+use crate::diagnose::{Diagnosis, Outcomes};
 use crate::{
     events::{Hop, HopKind, RuleHit, Tuple, Verdict},
     ruletrace::deciding_rule,
@@ -150,6 +151,36 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
     };
     let _ = writeln!(out, "  {line}");
     out
+}
+
+pub fn diagnosis(d: &Diagnosis, style: Style) -> String {
+    let mut s = format!("  ⇒ {}\n", style.bold(&d.message));
+    if let Some(a) = &d.advice {
+        s.push_str(&format!("    fix: {a}\n"));
+    }
+    s
+}
+
+pub fn summary(o: &Outcomes, style: Style) -> String {
+    let groups = o.groups();
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("{}\n", style.bold("summary"));
+    for (d, n) in groups {
+        s.push_str(&format!("  {n} × {}\n", d.message));
+        if let Some(a) = d.advice {
+            s.push_str(&format!("      fix: {a}\n"));
+        }
+    }
+    let conns = o.connections();
+    if !conns.is_empty() {
+        s.push_str(&format!("{}\n", style.bold("connections")));
+        for c in conns {
+            s.push_str(&format!("  {} {} → {}: {}\n", c.proto, c.client, c.server, c.explanation));
+        }
+    }
+    s
 }
 
 pub fn stats(s: &Stats) -> String {

@@ -1,7 +1,7 @@
 //! Watcher threads: one per namespace, each owning its tracers.
 use std::{
     collections::HashMap,
-    os::unix::{fs::MetadataExt, io::AsRawFd},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -15,6 +15,7 @@ use crate::{
     events::{RuleHit, Tuple},
     filter::FlowFilter,
     kernel::Hook,
+    names::in_netns,
     netfilter::{
         family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
         TraceFilter, TraceKind,
@@ -104,20 +105,7 @@ fn legacy_in_use(path: Option<&Path>) -> bool {
     let read = || std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
     let names = match path {
         None => read(),
-        Some(p) => {
-            let Ok(f) = std::fs::File::open(p) else { return false };
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    // SAFETY: setns on this scoped thread only; it ends right after.
-                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return String::new();
-                    }
-                    read()
-                })
-                .join()
-                .unwrap_or_default()
-            })
-        }
+        Some(p) => in_netns(p, read).unwrap_or_default(),
     };
     !names.trim().is_empty()
 }
