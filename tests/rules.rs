@@ -13,7 +13,7 @@ fn legacy_lab(prefix: &str, block: Block) -> Lab {
 
 fn client_packets(lab: &Lab) -> Vec<Value> {
     let recs = trace(lab, IpAddr::V4(lab.addrs.client), &lab.names.client, &["--netns", &lab.names.dock]);
-    let packets: Vec<Value> = of_type(&recs, "packet").into_iter().cloned().collect();
+    let packets: Vec<Value> = of_type(&recs, "packet").into_iter().filter(|p| p["direction"] == "request").cloned().collect();
     assert!(!packets.is_empty(), "no packets: {recs:#?}");
     packets
 }

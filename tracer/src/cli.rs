@@ -33,6 +33,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Stream every packet drop on the host with its reason, or show a live top-list.
     Drops(DropsArgs),
+    /// Trace two flows at once and show where their paths part.
+    Compare(CompareArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -107,13 +109,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// How a tracing run behaves, shared by `trace` and `compare`.
 #[derive(Args, Debug, Clone)]
-pub struct TraceArgs {
-    #[command(flatten)]
-    pub filter: FilterArgs,
+pub struct RunArgs {
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Exit after N packets have a known fate.
+    /// Exit after N packets have a known fate (compare: N per flow).
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
     /// Exit after SECS seconds.
@@ -138,6 +139,71 @@ pub struct TraceArgs {
     pub docker_socket: std::path::PathBuf,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Two flows: every filter flag may be given twice, the first value for
+/// flow A and the second for flow B; a flag given once applies to both.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Source address or prefix; twice to compare two sources.
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub src: Vec<Cidr>,
+    /// Destination address or prefix; twice to compare two destinations.
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub dst: Vec<Cidr>,
+    /// Source port; twice to compare two.
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub sport: Vec<u16>,
+    /// Destination port; twice to compare two (e.g. --dport 22 --dport 8092).
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub dport: Vec<u16>,
+    /// Protocol; twice to compare two.
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Vec<Proto>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl CompareArgs {
+    /// The two flows, or why the flags don't describe two.
+    pub fn flows(&self) -> Result<[FlowFilter; 2], String> {
+        fn pick<T: Copy>(name: &str, v: &[T], varied: &mut bool) -> Result<[Option<T>; 2], String> {
+            match v {
+                [] => Ok([None, None]),
+                [x] => Ok([Some(*x), Some(*x)]),
+                [x, y] => {
+                    *varied = true;
+                    Ok([Some(*x), Some(*y)])
+                }
+                _ => Err(format!("--{name} was given {} times; compare takes it at most twice", v.len())),
+            }
+        }
+        let mut varied = false;
+        let src = pick("src", &self.src, &mut varied)?;
+        let dst = pick("dst", &self.dst, &mut varied)?;
+        let sport = pick("sport", &self.sport, &mut varied)?;
+        let dport = pick("dport", &self.dport, &mut varied)?;
+        let proto = pick("proto", &self.proto, &mut varied)?;
+        if !varied {
+            return Err("compare needs one filter flag given twice, e.g. --src A --src B --dport 8092".into());
+        }
+        Ok([0, 1].map(|i| FlowFilter {
+            src: src[i],
+            dst: dst[i],
+            sport: sport[i],
+            dport: dport[i],
+            proto: proto[i],
+            both_directions: !self.run.no_replies,
+        }))
+    }
+}
+
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum DockerChoice {
     /// A real dockerd when it can start, else an emulation of its chains.
@@ -156,6 +222,9 @@ pub struct DemoArgs {
     /// Use a real dockerd or an emulation of it.
     #[arg(long, value_enum, default_value_t = DockerChoice::Auto)]
     pub docker: DockerChoice,
+    /// Show `pathtrace compare` of the two clients instead of the trace.
+    #[arg(long)]
+    pub compare: bool,
     #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
     pub tier: TierRequest,
 }

@@ -5,6 +5,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::{
     cli::{DemoArgs, DockerChoice},
+    compare::CompareSink,
     error::Error,
     filter::{FlowFilter, Proto},
     lab::{Block, DockerMode, Lab, LabConfig},
@@ -65,9 +66,17 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();
     let trace_stop = stop.clone();
+    let compare = args.compare;
     let trace = tokio::spawn(async move {
         let mut out = std::io::stdout();
-        session::run(&opts, &mut out, trace_stop, Some(ready_tx)).await
+        if compare {
+            let labels = [opts.filters[0].to_string(), opts.filters[1].to_string()];
+            let mut sink = CompareSink::new(&mut out, opts.json, opts.color, labels, None);
+            session::run(&opts, &mut sink, trace_stop, Some(ready_tx)).await
+        } else {
+            let mut printer = session::Printer::new(&mut out, opts.json, opts.color, None);
+            session::run(&opts, &mut printer, trace_stop, Some(ready_tx)).await
+        }
     });
     if ready_rx.await.is_err() {
         drop(lab);

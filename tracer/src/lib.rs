@@ -1,5 +1,6 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
+pub mod compare;
 pub mod demo;
 pub mod diagnose;
 pub mod drops;

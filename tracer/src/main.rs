@@ -3,10 +3,12 @@ use std::{io::IsTerminal, sync::Arc};
 
 use clap::{CommandFactory, Parser};
 use tracer::{
-    cli::{Cli, ColorChoice, Command, DropsArgs, OutputArgs, TraceArgs},
+    cli::{Cli, ColorChoice, Command, CompareArgs, DropsArgs, OutputArgs, RunArgs, TraceArgs},
+    compare::CompareSink,
     drops::DropsOptions,
     demo,
     error::Error,
+    filter::FlowFilter,
     loader::LoadOptions,
     privileges,
     ruletrace::NetnsTarget,
@@ -21,37 +23,54 @@ fn use_color(o: &OutputArgs) -> bool {
     }
 }
 
-fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.to_filter();
-    filter.both_directions = !args.no_replies;
-    if filter.is_empty() {
-        return Err(Error::Usage(
-            "give at least one of --src, --dst, --sport, --dport or --proto".into(),
-        ));
+fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, Error> {
+    for f in &filters {
+        if f.is_empty() {
+            return Err(Error::Usage("give at least one of --src, --dst, --sport, --dport or --proto".into()));
+        }
+        f.validate().map_err(|e| Error::Usage(e.to_string()))?;
     }
-    filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
     let mut rule_netns = Vec::new();
-    if !args.no_rules {
+    if run.no_rules && !run.netns.is_empty() {
+        return Err(Error::Usage("--netns and --no-rules contradict each other".into()));
+    }
+    if !run.no_rules {
         rule_netns.push(NetnsTarget::current().map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?);
-        for spec in &args.netns {
+        for spec in &run.netns {
             let t = NetnsTarget::named(spec).map_err(Error::Usage)?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
                 rule_netns.push(t);
             }
         }
-    } else if !args.netns.is_empty() {
-        return Err(Error::Usage("--netns and --no-rules contradict each other".into()));
     }
     Ok(TraceOptions {
+        filters,
+        json: run.output.json,
+        color: use_color(&run.output),
+        count: run.count,
+        duration: run.duration,
+        load: LoadOptions { tier: run.tier, ..Default::default() },
         rule_netns,
-        docker_socket: args.docker_socket.clone(),
-        filters: vec![filter],
-        json: args.output.json,
-        color: use_color(&args.output),
-        count: args.count,
-        duration: args.duration,
-        load: LoadOptions { tier: args.tier, ..Default::default() },
+        docker_socket: run.docker_socket.clone(),
     })
+}
+
+fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
+    let mut filter = args.filter.to_filter();
+    filter.both_directions = !args.run.no_replies;
+    run_options(&args.run, vec![filter])
+}
+
+fn compare(args: &CompareArgs) -> Result<(), Error> {
+    let flows = args.flows().map_err(Error::Usage)?;
+    let labels = [flows[0].to_string(), flows[1].to_string()];
+    let opts = run_options(&args.run, flows.to_vec())?;
+    privileges::check().map_err(Error::Privileges)?;
+    let mut out = std::io::stdout().lock();
+    let mut sink = CompareSink::new(&mut out, opts.json, opts.color, labels, opts.count);
+    runtime()?
+        .block_on(session::run(&opts, &mut sink, Arc::default(), None))
+        .map(|_| ())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -73,6 +92,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             runtime()?.block_on(demo::run(&args, color))
         }
         Some(Command::Drops(args)) => drops(&args),
+        Some(Command::Compare(args)) => compare(&args),
         Some(Command::Trace(args)) => trace(&args),
         None => trace(&cli.trace),
     }
@@ -82,8 +102,9 @@ fn trace(args: &TraceArgs) -> Result<(), Error> {
     let opts = trace_options(args)?;
     privileges::check().map_err(Error::Privileges)?;
     let mut out = std::io::stdout().lock();
+    let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
     runtime()?
-        .block_on(session::run(&opts, &mut out, Arc::default(), None))
+        .block_on(session::run(&opts, &mut printer, Arc::default(), None))
         .map(|_| ())
 }
 

@@ -61,14 +61,32 @@ pub fn enrich(hop: &mut Hop, view: &View) {
     hop.hook = hook_infer::infer(&names).map(|h| h.hook);
 }
 
-struct Printer<'a, W: Write> {
-    out: &'a mut W,
-    json: bool,
-    color: bool,
+/// Where settled packets go: the trace printer, or `compare`.
+pub trait PacketSink {
+    /// Takes one settled packet; `Ok(true)` ends the run.
+    fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<bool>;
+    /// At exit: the grouped outcomes and the totals.
+    fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, view: &mut View) -> std::io::Result<()>;
 }
 
-impl<W: Write> Printer<'_, W> {
-    fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<()> {
+/// The trace's own output: a block (or JSON records) per packet.
+pub struct Printer<'a, W: Write> {
+    pub out: &'a mut W,
+    pub json: bool,
+    pub color: bool,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    printed: u64,
+}
+
+impl<'a, W: Write> Printer<'a, W> {
+    pub fn new(out: &'a mut W, json: bool, color: bool, count: Option<u64>) -> Self {
+        Self { out, json, color, count, printed: 0 }
+    }
+}
+
+impl<W: Write> PacketSink for Printer<'_, W> {
+    fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<bool> {
         if self.json {
             for h in &p.hops {
                 writeln!(self.out, "{}", json::hop(p.id, h, view))?;
@@ -79,14 +97,18 @@ impl<W: Write> Printer<'_, W> {
             write!(self.out, "{}", text::packet(p, view, style))?;
             writeln!(self.out, "{}", text::diagnosis(&report.diagnosis, style))?;
         }
-        self.out.flush()
+        self.out.flush()?;
+        self.printed += 1;
+        Ok(self.count.is_some_and(|c| self.printed >= c))
     }
 
-    fn summary(&mut self, outcomes: &Outcomes) -> std::io::Result<()> {
+    fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, _view: &mut View) -> std::io::Result<()> {
         if self.json {
             writeln!(self.out, "{}", json::summary(outcomes))?;
+            writeln!(self.out, "{}", json::stats(stats))?;
         } else {
             write!(self.out, "{}", text::summary(outcomes, text::Style { color: self.color }))?;
+            eprintln!("pathtrace: {}", text::stats(stats));
         }
         self.out.flush()
     }
@@ -94,9 +116,9 @@ impl<W: Write> Printer<'_, W> {
 
 /// Runs until `stop` is notified, the count or duration is reached, or a
 /// signal arrives. `ready` fires once the programs are attached.
-pub async fn run<W: Write>(
+pub async fn run<S: PacketSink>(
     opts: &TraceOptions,
-    out: &mut W,
+    sink: &mut S,
     stop: Arc<Notify>,
     ready: Option<oneshot::Sender<()>>,
 ) -> Result<Stats, Error> {
@@ -128,7 +150,6 @@ pub async fn run<W: Write>(
         // Rule events come over netlink and are named by shelling out once per rule.
         tracker.grace = Duration::from_millis(300);
     }
-    let mut printer = Printer { out, json: opts.json, color: opts.color };
     let mut stats = Stats { tier: tracer.tier.to_string(), ..Default::default() };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -147,7 +168,7 @@ pub async fn run<W: Write>(
             }
         }
     };
-    let done = |stats: &Stats| opts.count.is_some_and(|c| stats.packets >= c);
+    let mut done = false;
     'run: loop {
         tokio::select! {
             r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view)) => {
@@ -159,8 +180,8 @@ pub async fn run<W: Write>(
                     ruletrace::attach(&mut rules, &mut p);
                     stats.packets += 1;
                     let report = reporter.packet(&p, &mut view);
-                    printer.packet(&p, &mut view, &report).map_err(Error::Output)?;
-                    if done(&stats) {
+                    done = sink.packet(&p, &mut view, &report).map_err(Error::Output)?;
+                    if done {
                         break 'run;
                     }
                 }
@@ -172,7 +193,7 @@ pub async fn run<W: Write>(
         }
     }
     reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view));
-    if !done(&stats) {
+    if !done {
         if rules.active > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -181,19 +202,12 @@ pub async fn run<W: Write>(
             ruletrace::attach(&mut rules, &mut p);
             stats.packets += 1;
             let report = reporter.packet(&p, &mut view);
-            printer.packet(&p, &mut view, &report).map_err(Error::Output)?;
-            if done(&stats) {
+            if sink.packet(&p, &mut view, &report).map_err(Error::Output)? {
                 break;
             }
         }
     }
-    printer.summary(&reporter.outcomes).map_err(Error::Output)?;
     stats.lost = tracer.counters().lost;
-    if opts.json {
-        writeln!(printer.out, "{}", json::stats(&stats)).map_err(Error::Output)?;
-    } else {
-        eprintln!("pathtrace: {}", text::stats(&stats));
-    }
-    printer.out.flush().map_err(Error::Output)?;
+    sink.finish(&reporter.outcomes, &stats, &mut view).map_err(Error::Output)?;
     Ok(stats)
 }

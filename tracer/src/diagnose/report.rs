@@ -22,6 +22,7 @@ impl Direction {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct Report {
     pub direction: Direction,
     pub diagnosis: Diagnosis,
