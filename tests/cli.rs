@@ -47,7 +47,11 @@ fn bad_command_lines_exit_2_with_one_line() {
     all.push(vec!["--src", &long]);
     for args in all {
         let (code, stdout, stderr) = run(&args);
-        let shown: String = args.iter().map(|a| a.chars().take(40).collect::<String>()).collect::<Vec<_>>().join(" ");
+        let shown: String = args
+            .iter()
+            .map(|a| a.chars().take(40).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(code, 2, "{shown}: exit status (stderr: {stderr})");
         assert!(stdout.is_empty(), "{shown}: stdout {stdout:?}");
         let lines: Vec<_> = stderr.lines().collect();
@@ -61,7 +65,15 @@ fn bad_command_lines_exit_2_with_one_line() {
 fn help_version_and_completions() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--src", "--dport", "--json", "--count", "--tier", "demo", "completions"] {
+    for flag in [
+        "--src",
+        "--dport",
+        "--json",
+        "--count",
+        "--tier",
+        "demo",
+        "completions",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
     let (code, out, _) = run(&["--version"]);

@@ -2,12 +2,17 @@
 //! REJECT as "refused", a published port with no listener, and `compare`.
 use std::{net::IpAddr, time::Duration};
 
-use pathtrace_tests::{connect, docker_lab, lab_with, of_type, records, require_root, trace, Running};
+use pathtrace_tests::{
+    connect, docker_lab, lab_with, of_type, records, require_root, trace, Running,
+};
 use serde_json::Value;
 use tracer::lab::{Block, Lab, LabConfig, ProbeOutcome};
 
 fn requests(recs: &[Value]) -> Vec<&Value> {
-    of_type(recs, "packet").into_iter().filter(|p| p["direction"] == "request").collect()
+    of_type(recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request")
+        .collect()
 }
 
 fn summary(recs: &[Value]) -> &Value {
@@ -17,8 +22,17 @@ fn summary(recs: &[Value]) -> &Value {
 }
 
 fn traced(lab: &Lab, src: IpAddr, from: &str) -> Vec<Value> {
-    let sock = lab.docker_socket().expect("a real dockerd has a socket").display().to_string();
-    trace(lab, src, from, &["--netns", &lab.names.dock, "--docker-socket", &sock])
+    let sock = lab
+        .docker_socket()
+        .expect("a real dockerd has a socket")
+        .display()
+        .to_string();
+    trace(
+        lab,
+        src,
+        from,
+        &["--netns", &lab.names.dock, "--docker-socket", &sock],
+    )
 }
 
 #[test]
@@ -34,15 +48,31 @@ fn docker_user_drop_names_container_port_rule_and_client() {
         let d = &p["diagnosis"];
         assert_eq!(d["cause"], "rule_drop", "{p}");
         let msg = d["message"].as_str().expect("message");
-        for want in ["192.0.2.9", "container web", "published port 8092", "FORWARD", "rule 1 of chain DOCKER-USER", "-A DOCKER-USER -s 192.0.2.9/32 -j DROP"] {
+        for want in [
+            "192.0.2.9",
+            "container web",
+            "published port 8092",
+            "FORWARD",
+            "rule 1 of chain DOCKER-USER",
+            "-A DOCKER-USER -s 192.0.2.9/32 -j DROP",
+        ] {
             assert!(msg.contains(want), "diagnosis lacks {want:?}: {msg}");
         }
         let advice = d["advice"].as_str().expect("advice");
-        assert!(advice.contains("iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"), "{advice}");
+        assert!(
+            advice.contains("iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+            "{advice}"
+        );
     }
-    let conns = summary(&recs)["connections"].as_array().expect("connections").clone();
+    let conns = summary(&recs)["connections"]
+        .as_array()
+        .expect("connections")
+        .clone();
     assert!(!conns.is_empty());
-    assert!(conns.iter().all(|c| c["outcome"] == "timed_out"), "{conns:#?}");
+    assert!(
+        conns.iter().all(|c| c["outcome"] == "timed_out"),
+        "{conns:#?}"
+    );
 }
 
 #[test]
@@ -52,16 +82,31 @@ fn reject_with_rst_is_refused_by_the_rule() {
     }
     let lab = docker_lab("ptdgrej", Block::Reject);
     let recs = traced(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
-    let req = requests(&recs).into_iter().next().unwrap_or_else(|| panic!("{recs:#?}"));
+    let req = requests(&recs)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{recs:#?}"));
     assert_eq!(req["diagnosis"]["cause"], "reject", "{req}");
     let msg = req["diagnosis"]["message"].as_str().unwrap_or_default();
     assert!(msg.starts_with("refused"), "{msg}");
-    assert!(msg.contains("rule 1 of chain DOCKER-USER") && msg.contains("REJECT --reject-with tcp-reset"), "{msg}");
-    let conns = summary(&recs)["connections"].as_array().expect("connections").clone();
-    let c = conns.first().unwrap_or_else(|| panic!("no connection: {recs:#?}"));
+    assert!(
+        msg.contains("rule 1 of chain DOCKER-USER")
+            && msg.contains("REJECT --reject-with tcp-reset"),
+        "{msg}"
+    );
+    let conns = summary(&recs)["connections"]
+        .as_array()
+        .expect("connections")
+        .clone();
+    let c = conns
+        .first()
+        .unwrap_or_else(|| panic!("no connection: {recs:#?}"));
     assert_eq!(c["outcome"], "refused", "{c}");
     let why = c["explanation"].as_str().unwrap_or_default();
-    assert!(why.contains(&format!("namespace {}", lab.names.dock)) && why.contains("DOCKER-USER"), "{why}");
+    assert!(
+        why.contains(&format!("namespace {}", lab.names.dock)) && why.contains("DOCKER-USER"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -69,17 +114,38 @@ fn published_port_without_listener_is_refused_by_the_container() {
     if !require_root("published_port_without_listener_is_refused_by_the_container") {
         return;
     }
-    let cfg = LabConfig { listener: false, docker: pathtrace_tests::docker_mode(), ..LabConfig::with_prefix("ptdgnol") };
+    let cfg = LabConfig {
+        listener: false,
+        docker: pathtrace_tests::docker_mode(),
+        ..LabConfig::with_prefix("ptdgnol")
+    };
     let lab = lab_with(cfg);
     let recs = traced(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
-    let req = requests(&recs).into_iter().next().unwrap_or_else(|| panic!("{recs:#?}"));
+    let req = requests(&recs)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{recs:#?}"));
     assert_eq!(req["diagnosis"]["cause"], "no_socket", "{req}");
     let msg = req["diagnosis"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("refused") && msg.contains("container web") && msg.contains("port 80"), "{msg}");
-    let conns = summary(&recs)["connections"].as_array().expect("connections").clone();
-    let c = conns.first().unwrap_or_else(|| panic!("no connection: {recs:#?}"));
+    assert!(
+        msg.starts_with("refused") && msg.contains("container web") && msg.contains("port 80"),
+        "{msg}"
+    );
+    let conns = summary(&recs)["connections"]
+        .as_array()
+        .expect("connections")
+        .clone();
+    let c = conns
+        .first()
+        .unwrap_or_else(|| panic!("no connection: {recs:#?}"));
     assert_eq!(c["outcome"], "refused", "{c}");
-    assert!(c["explanation"].as_str().unwrap_or_default().contains("container web"), "{c}");
+    assert!(
+        c["explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("container web"),
+        "{c}"
+    );
 }
 
 #[test]
@@ -90,8 +156,18 @@ fn compare_points_at_forward_docker_user() {
     let lab = docker_lab("ptdgcmp", Block::Drop);
     let sock = lab.docker_socket().expect("socket").display().to_string();
     let run = Running::start(&[
-        "compare", "--src", "192.0.2.9", "--src", "192.0.2.134", "--dport", "8092", "--json",
-        "--netns", &lab.names.dock, "--docker-socket", &sock,
+        "compare",
+        "--src",
+        "192.0.2.9",
+        "--src",
+        "192.0.2.134",
+        "--dport",
+        "8092",
+        "--json",
+        "--netns",
+        &lab.names.dock,
+        "--docker-socket",
+        &sock,
     ]);
     assert_eq!(connect(&lab, &lab.names.other), ProbeOutcome::Connected);
     assert_eq!(connect(&lab, &lab.names.client), ProbeOutcome::TimedOut);

@@ -14,9 +14,11 @@ use serde_json::Value;
 /// The binary under test: `PATHTRACE_BIN` (set by `cargo xtask test`), else
 /// the debug build next to this workspace.
 pub fn pathtrace_bin() -> PathBuf {
-    std::env::var_os("PATHTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pathtrace")
-    })
+    std::env::var_os("PATHTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pathtrace")
+        })
 }
 
 /// The tier the suite runs with: `PATHTRACE_TEST_TIER` (set by the VM
@@ -88,7 +90,12 @@ impl Running {
             .unwrap_or_else(|e| panic!("starting {}: {e}", pathtrace_bin().display()));
         let stdout = pump(child.stdout.take().expect("piped stdout"));
         let stderr = pump(child.stderr.take().expect("piped stderr"));
-        let mut run = Self { child, stdout, stderr, stderr_lines: Vec::new() };
+        let mut run = Self {
+            child,
+            stdout,
+            stderr,
+            stderr_lines: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -115,7 +122,7 @@ impl Running {
     }
 
     /// Sends SIGINT, waits for exit, returns (exit code, stdout lines).
-    pub fn stop(mut self) -> (i32, Vec<String>) {
+    pub fn stop(self) -> (i32, Vec<String>) {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
         self.wait(Duration::from_secs(15))
@@ -177,14 +184,23 @@ pub fn hops_of<'a>(recs: &'a [Value], packet: &Value) -> Vec<&'a Value> {
 
 /// A lab of the incident with `block`, with the Docker of [`docker_mode`].
 pub fn docker_lab(prefix: &str, block: tracer::lab::Block) -> tracer::lab::Lab {
-    lab_with(tracer::lab::LabConfig { block, docker: docker_mode(), ..tracer::lab::LabConfig::with_prefix(prefix) })
+    lab_with(tracer::lab::LabConfig {
+        block,
+        docker: docker_mode(),
+        ..tracer::lab::LabConfig::with_prefix(prefix)
+    })
 }
 
 pub fn lab_with(cfg: tracer::lab::LabConfig) -> tracer::lab::Lab {
     let mode = cfg.docker;
-    let lab = tracer::lab::Lab::start(cfg).unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));
+    let lab = tracer::lab::Lab::start(cfg)
+        .unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));
     if mode != tracer::lab::DockerMode::Auto {
-        assert_eq!(lab.docker_is_real(), mode == tracer::lab::DockerMode::Real, "lab Docker mode");
+        assert_eq!(
+            lab.docker_is_real(),
+            mode == tracer::lab::DockerMode::Real,
+            "lab Docker mode"
+        );
     }
     lab
 }
@@ -199,13 +215,31 @@ pub fn netns_inode(name: &str) -> u64 {
 /// One TCP connection attempt to the published port, bounded to 1.5 s.
 pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome {
     let host = std::net::IpAddr::V4(lab.addrs.host);
-    lab.tcp_connect(from, host, lab.addrs.published_port, Duration::from_millis(1500))
+    lab.tcp_connect(
+        from,
+        host,
+        lab.addrs.published_port,
+        Duration::from_millis(1500),
+    )
 }
 
 /// Traces `--src SRC --dport 8092` while `probe_from` connects once.
-pub fn trace(lab: &tracer::lab::Lab, src: std::net::IpAddr, probe_from: &str, extra: &[&str]) -> Vec<Value> {
+pub fn trace(
+    lab: &tracer::lab::Lab,
+    src: std::net::IpAddr,
+    probe_from: &str,
+    extra: &[&str],
+) -> Vec<Value> {
     let src = src.to_string();
-    let mut args = vec!["--src", &src, "--dport", "8092", "--json", "--duration", "30"];
+    let mut args = vec![
+        "--src",
+        &src,
+        "--dport",
+        "8092",
+        "--json",
+        "--duration",
+        "30",
+    ];
     args.extend_from_slice(extra);
     let run = Running::start(&args);
     let outcome = connect(lab, probe_from);

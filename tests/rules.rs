@@ -3,17 +3,33 @@
 //! emulated one; and nothing of pathtrace's left in any namespace after.
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, records, require_root, trace, Running};
+use pathtrace_tests::{
+    docker_lab, hops_of, lab_with, of_type, require_root, trace, Running,
+};
 use serde_json::Value;
 use tracer::lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 
 fn legacy_lab(prefix: &str, block: Block) -> Lab {
-    lab_with(LabConfig { block, firewall: Firewall::Legacy, docker: DockerMode::Emulated, ..LabConfig::with_prefix(prefix) })
+    lab_with(LabConfig {
+        block,
+        firewall: Firewall::Legacy,
+        docker: DockerMode::Emulated,
+        ..LabConfig::with_prefix(prefix)
+    })
 }
 
 fn client_packets(lab: &Lab) -> Vec<Value> {
-    let recs = trace(lab, IpAddr::V4(lab.addrs.client), &lab.names.client, &["--netns", &lab.names.dock]);
-    let packets: Vec<Value> = of_type(&recs, "packet").into_iter().filter(|p| p["direction"] == "request").cloned().collect();
+    let recs = trace(
+        lab,
+        IpAddr::V4(lab.addrs.client),
+        &lab.names.client,
+        &["--netns", &lab.names.dock],
+    );
+    let packets: Vec<Value> = of_type(&recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request")
+        .cloned()
+        .collect();
     assert!(!packets.is_empty(), "no packets: {recs:#?}");
     packets
 }
@@ -25,7 +41,9 @@ fn check_drop_rule(lab: &Lab, target: &str) {
         assert_eq!(p["chain"], "DOCKER-USER", "{p}");
         assert_eq!(p["rule_index"], 1, "{p}");
         assert_eq!(p["policy"], false, "{p}");
-        let rule = p["rule"].as_str().unwrap_or_else(|| panic!("no rule text: {p}"));
+        let rule = p["rule"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no rule text: {p}"));
         assert!(rule.starts_with("-A DOCKER-USER -s 192.0.2.9/32"), "{rule}");
         assert!(rule.contains(target), "{rule} lacks {target}");
     }
@@ -34,14 +52,23 @@ fn check_drop_rule(lab: &Lab, target: &str) {
 fn check_policy(lab: &Lab) {
     for p in client_packets(lab) {
         assert_eq!(p["fate"], "dropped", "{p}");
-        assert_eq!((p["table"].as_str(), p["chain"].as_str()), (Some("filter"), Some("FORWARD")), "{p}");
+        assert_eq!(
+            (p["table"].as_str(), p["chain"].as_str()),
+            (Some("filter"), Some("FORWARD")),
+            "{p}"
+        );
         assert_eq!(p["policy"], true, "the chain's policy decided: {p}");
         assert_eq!(p["rule_index"], Value::Null, "{p}");
     }
 }
 
 fn check_dnat(lab: &Lab) {
-    let recs = trace(lab, IpAddr::V4(lab.addrs.other), &lab.names.other, &["--netns", &lab.names.dock]);
+    let recs = trace(
+        lab,
+        IpAddr::V4(lab.addrs.other),
+        &lab.names.other,
+        &["--netns", &lab.names.dock],
+    );
     let delivered = of_type(&recs, "packet")
         .into_iter()
         .find(|p| p["fate"] == "delivered")
@@ -49,12 +76,22 @@ fn check_dnat(lab: &Lab) {
     let hops = hops_of(&recs, &delivered["packet"]);
     let dnat = hops
         .iter()
-        .find(|h| h["kind"] == "nf_rule" && h["table"] == "nat" && h["rule"].as_str().is_some_and(|r| r.contains("DNAT")))
+        .find(|h| {
+            h["kind"] == "nf_rule"
+                && h["table"] == "nat"
+                && h["rule"].as_str().is_some_and(|r| r.contains("DNAT"))
+        })
         .unwrap_or_else(|| panic!("no DNAT rule hop: {hops:#?}"));
     let rule = dnat["rule"].as_str().unwrap_or_default();
-    assert!(rule.contains("--to-destination 198.51.100.2:80"), "translated address: {rule}");
+    assert!(
+        rule.contains("--to-destination 198.51.100.2:80"),
+        "translated address: {rule}"
+    );
     assert_eq!(dnat["hook"], "PREROUTING");
-    assert!(dnat["rule_index"].as_u64().is_some_and(|i| i >= 1), "{dnat}");
+    assert!(
+        dnat["rule_index"].as_u64().is_some_and(|i| i >= 1),
+        "{dnat}"
+    );
 }
 
 #[test]
@@ -67,7 +104,10 @@ fn nft_docker_user_drop_is_named() {
 #[test]
 fn nft_reject_with_tcp_reset_is_named() {
     if require_root("nft_reject_with_tcp_reset_is_named") {
-        check_drop_rule(&docker_lab("ptrrej", Block::Reject), "-j REJECT --reject-with tcp-reset");
+        check_drop_rule(
+            &docker_lab("ptrrej", Block::Reject),
+            "-j REJECT --reject-with tcp-reset",
+        );
     }
 }
 
@@ -91,7 +131,10 @@ fn legacy_drop_reject_policy_and_dnat() {
         return;
     }
     check_drop_rule(&legacy_lab("ptldrop", Block::Drop), "-j DROP");
-    check_drop_rule(&legacy_lab("ptlrej", Block::Reject), "-j REJECT --reject-with tcp-reset");
+    check_drop_rule(
+        &legacy_lab("ptlrej", Block::Reject),
+        "-j REJECT --reject-with tcp-reset",
+    );
     check_policy(&legacy_lab("ptlpol", Block::PolicyDrop));
     check_dnat(&legacy_lab("ptlnat", Block::Drop));
 }
@@ -132,26 +175,65 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
     if !require_root("no_table_chain_or_rule_remains_after_exit_or_sigkill") {
         return;
     }
-    for lab in [docker_lab("ptrkill", Block::Drop), legacy_lab("ptlkill", Block::Drop)] {
+    for lab in [
+        docker_lab("ptrkill", Block::Drop),
+        legacy_lab("ptlkill", Block::Drop),
+    ] {
         let dock = lab.names.dock.clone();
-        let args = ["--src", "192.0.2.9", "--dport", "8092", "--json", "--netns", dock.as_str()];
+        let args = [
+            "--src",
+            "192.0.2.9",
+            "--dport",
+            "8092",
+            "--json",
+            "--netns",
+            dock.as_str(),
+        ];
         // While it runs, its table (nft) or TRACE rules (legacy) are there.
         let run = Running::start(&args);
         let during = leftovers_in(Some(&dock));
-        assert!(!during.is_empty(), "pathtrace set up no rule tracing in {dock}");
+        assert!(
+            !during.is_empty(),
+            "pathtrace set up no rule tracing in {dock}"
+        );
         let (code, _) = run.stop();
         assert_eq!(code, 0);
-        assert_eq!(leftovers_in(Some(&dock)), Vec::<String>::new(), "after a clean exit");
-        assert_eq!(leftovers_in(None), Vec::<String>::new(), "after a clean exit, host namespace");
+        assert_eq!(
+            leftovers_in(Some(&dock)),
+            Vec::<String>::new(),
+            "after a clean exit"
+        );
+        assert_eq!(
+            leftovers_in(None),
+            Vec::<String>::new(),
+            "after a clean exit, host namespace"
+        );
 
         let run = Running::start(&args);
         // SAFETY: killing the child we started, by its pid.
         unsafe { libc::kill(run.pid(), libc::SIGKILL) };
         let _ = run.wait(Duration::from_secs(5));
         // A killed run may leave legacy TRACE rules; the next run removes them.
-        let next = Running::start(&["--src", "192.0.2.9", "--dport", "8092", "--duration", "0.5", "--netns", dock.as_str()]);
+        let next = Running::start(&[
+            "--src",
+            "192.0.2.9",
+            "--dport",
+            "8092",
+            "--duration",
+            "0.5",
+            "--netns",
+            dock.as_str(),
+        ]);
         let _ = next.wait(Duration::from_secs(10));
-        assert_eq!(leftovers_in(Some(&dock)), Vec::<String>::new(), "after SIGKILL and one more run");
-        assert_eq!(leftovers_in(None), Vec::<String>::new(), "host namespace after SIGKILL");
+        assert_eq!(
+            leftovers_in(Some(&dock)),
+            Vec::<String>::new(),
+            "after SIGKILL and one more run"
+        );
+        assert_eq!(
+            leftovers_in(None),
+            Vec::<String>::new(),
+            "host namespace after SIGKILL"
+        );
     }
 }

@@ -9,7 +9,10 @@ pub struct Routed {
 }
 
 pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("runs");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("runs");
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -25,14 +28,24 @@ pub fn in_ns(ns: &str, args: &[&str]) {
 
 impl Routed {
     pub fn new(prefix: &str) -> Self {
-        let t = Self { a: format!("{prefix}-a"), r: format!("{prefix}-r"), b: format!("{prefix}-b") };
+        let t = Self {
+            a: format!("{prefix}-a"),
+            r: format!("{prefix}-r"),
+            b: format!("{prefix}-b"),
+        };
         t.remove();
         for ns in [&t.a, &t.r, &t.b] {
             sh(&["ip", "netns", "add", ns]);
             in_ns(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        sh(&["ip", "link", "add", "a0", "netns", &t.a, "type", "veth", "peer", "name", "r0", "netns", &t.r]);
-        sh(&["ip", "link", "add", "b0", "netns", &t.b, "type", "veth", "peer", "name", "r1", "netns", &t.r]);
+        sh(&[
+            "ip", "link", "add", "a0", "netns", &t.a, "type", "veth", "peer", "name", "r0",
+            "netns", &t.r,
+        ]);
+        sh(&[
+            "ip", "link", "add", "b0", "netns", &t.b, "type", "veth", "peer", "name", "r1",
+            "netns", &t.r,
+        ]);
         for (ns, dev, addr) in [
             (&t.a, "a0", "192.0.2.1/24"),
             (&t.r, "r0", "192.0.2.254/24"),
@@ -42,8 +55,14 @@ impl Routed {
             in_ns(ns, &["ip", "addr", "add", addr, "dev", dev]);
             in_ns(ns, &["ip", "link", "set", dev, "up"]);
         }
-        in_ns(&t.a, &["ip", "route", "add", "default", "via", "192.0.2.254"]);
-        in_ns(&t.b, &["ip", "route", "add", "default", "via", "198.51.100.254"]);
+        in_ns(
+            &t.a,
+            &["ip", "route", "add", "default", "via", "192.0.2.254"],
+        );
+        in_ns(
+            &t.b,
+            &["ip", "route", "add", "default", "via", "198.51.100.254"],
+        );
         in_ns(&t.r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         t
     }
@@ -55,9 +74,21 @@ impl Routed {
     }
 
     /// Sends `count` UDP datagrams from A with Python's socket module.
-    pub fn send_udp(&self, ns: &str, src: Option<&str>, dst: &str, port: u16, count: u32, ttl: Option<u8>) {
-        let bind = src.map(|s| format!("s.bind(('{s}', 0))")).unwrap_or_default();
-        let ttl = ttl.map(|t| format!("s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {t})")).unwrap_or_default();
+    pub fn send_udp(
+        &self,
+        ns: &str,
+        src: Option<&str>,
+        dst: &str,
+        port: u16,
+        count: u32,
+        ttl: Option<u8>,
+    ) {
+        let bind = src
+            .map(|s| format!("s.bind(('{s}', 0))"))
+            .unwrap_or_default();
+        let ttl = ttl
+            .map(|t| format!("s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {t})"))
+            .unwrap_or_default();
         let script = format!(
             "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n{bind}\n{ttl}\n\
              for _ in range({count}):\n    s.sendto(b'pathtrace', ('{dst}', {port}))\n"

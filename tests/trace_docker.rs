@@ -4,7 +4,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use pathtrace_tests::{
-    connect, docker_lab, hops_of, netns_inode, of_type, records, require_root, tier, tier_sees_hooks, trace, Running,
+    connect, docker_lab, hops_of, netns_inode, of_type, records, require_root, tier,
+    tier_sees_hooks, trace, Running,
 };
 use serde_json::Value;
 use tracer::lab::{self, Block};
@@ -25,10 +26,16 @@ fn client_syns_end_dropped_in_forward_with_netfilter_drop() {
         assert_eq!(p["reason"], "NETFILTER_DROP", "packet {p}");
         assert_eq!(p["saddr"], "192.0.2.9");
         assert_eq!(p["dport"], 8092);
-        assert_eq!(p["netns"].as_u64(), Some(dock), "dropped in the Docker host's namespace");
+        assert_eq!(
+            p["netns"].as_u64(),
+            Some(dock),
+            "dropped in the Docker host's namespace"
+        );
         let hops = hops_of(&recs, &p["packet"]);
         assert!(
-            hops.iter().any(|h| h["kind"] == "rx" && h["ifname"] == "eth0" && h["netns"].as_u64() == Some(dock)),
+            hops.iter().any(|h| h["kind"] == "rx"
+                && h["ifname"] == "eth0"
+                && h["netns"].as_u64() == Some(dock)),
             "no rx on the host's eth0: {hops:?}"
         );
         let last = hops.last().expect("hops");
@@ -56,16 +63,33 @@ fn other_hosts_syns_are_delivered_through_docker0_and_the_veth() {
     let (dock, ctr) = (netns_inode(&lab.names.dock), netns_inode(&lab.names.ctr));
     let hops = hops_of(&recs, &syn["packet"]);
     let at = |pred: &dyn Fn(&Value) -> bool, what: &str| {
-        hops.iter().position(|h| pred(h)).unwrap_or_else(|| panic!("no {what} in {hops:#?}"))
+        hops.iter()
+            .position(|h| pred(h))
+            .unwrap_or_else(|| panic!("no {what} in {hops:#?}"))
     };
-    let eth0 = at(&|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "eth0" && h["kind"] == "rx", "rx on host eth0");
-    let docker0 = at(&|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "docker0", "hop on docker0");
+    let eth0 = at(
+        &|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "eth0" && h["kind"] == "rx",
+        "rx on host eth0",
+    );
+    let docker0 = at(
+        &|h| h["netns"].as_u64() == Some(dock) && h["ifname"] == "docker0",
+        "hop on docker0",
+    );
     let veth = at(
-        &|h| h["netns"].as_u64() == Some(dock) && h["ifname"].as_str().is_some_and(|n| n.starts_with("veth")),
+        &|h| {
+            h["netns"].as_u64() == Some(dock)
+                && h["ifname"].as_str().is_some_and(|n| n.starts_with("veth"))
+        },
         "hop on the container's veth",
     );
-    let inside = at(&|h| h["netns"].as_u64() == Some(ctr) && h["kind"] == "rx", "rx inside the container");
-    assert!(eth0 < docker0 && docker0 < veth && veth < inside, "hop order: {hops:#?}");
+    let inside = at(
+        &|h| h["netns"].as_u64() == Some(ctr) && h["kind"] == "rx",
+        "rx inside the container",
+    );
+    assert!(
+        eth0 < docker0 && docker0 < veth && veth < inside,
+        "hop order: {hops:#?}"
+    );
     let last = hops.last().expect("hops");
     assert_eq!(last["kind"], "deliver");
     assert_eq!(last["netns"].as_u64(), Some(ctr));
@@ -91,7 +115,10 @@ fn traffic_outside_the_filter_yields_no_hops() {
     let (code, lines) = run.stop();
     assert_eq!(code, 0);
     let recs = records(&lines);
-    assert!(of_type(&recs, "hop").is_empty(), "hops for unmatched traffic: {recs:?}");
+    assert!(
+        of_type(&recs, "hop").is_empty(),
+        "hops for unmatched traffic: {recs:?}"
+    );
     assert!(of_type(&recs, "packet").is_empty());
     assert_eq!(of_type(&recs, "stats").len(), 1);
 }
@@ -118,12 +145,19 @@ fn nf_hooks(recs: &[Value], packet: &Value) -> Vec<(String, String)> {
     hops_of(recs, packet)
         .into_iter()
         .filter(|h| h["kind"] == "nf_hook")
-        .map(|h| (h["hook"].as_str().unwrap_or("?").to_owned(), h["verdict"].as_str().unwrap_or("?").to_owned()))
+        .map(|h| {
+            (
+                h["hook"].as_str().unwrap_or("?").to_owned(),
+                h["verdict"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
         .collect()
 }
 
 fn pairs(want: &[(&str, &str)]) -> Vec<(String, String)> {
-    want.iter().map(|(h, v)| (h.to_string(), v.to_string())).collect()
+    want.iter()
+        .map(|(h, v)| (h.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -148,13 +182,21 @@ fn nf_hook_slow_verdicts_show_each_hook_in_order() {
         .unwrap_or_else(|| panic!("no delivered packet: {recs:?}"));
     let in_dock: Vec<_> = nf_hooks(&recs, &delivered["packet"])
         .into_iter()
-        .zip(hops_of(&recs, &delivered["packet"]).into_iter().filter(|h| h["kind"] == "nf_hook"))
+        .zip(
+            hops_of(&recs, &delivered["packet"])
+                .into_iter()
+                .filter(|h| h["kind"] == "nf_hook"),
+        )
         .filter(|(_, h)| h["netns"].as_u64() == Some(dock))
         .map(|(p, _)| p)
         .collect();
     assert_eq!(
         in_dock,
-        pairs(&[("PREROUTING", "ACCEPT"), ("FORWARD", "ACCEPT"), ("POSTROUTING", "ACCEPT")]),
+        pairs(&[
+            ("PREROUTING", "ACCEPT"),
+            ("FORWARD", "ACCEPT"),
+            ("POSTROUTING", "ACCEPT")
+        ]),
         "the other host's SYN through the Docker host"
     );
 
@@ -165,6 +207,10 @@ fn nf_hook_slow_verdicts_show_each_hook_in_order() {
         .unwrap_or_else(|| panic!("no dropped packet: {recs:?}"));
     let hooks = nf_hooks(&recs, &dropped["packet"]);
     let tail: Vec<_> = hooks.iter().rev().take(2).rev().cloned().collect();
-    assert_eq!(tail, pairs(&[("PREROUTING", "ACCEPT"), ("FORWARD", "DROP")]), "the client's SYN: {hooks:?}");
+    assert_eq!(
+        tail,
+        pairs(&[("PREROUTING", "ACCEPT"), ("FORWARD", "DROP")]),
+        "the client's SYN: {hooks:?}"
+    );
     assert_eq!(dropped["hook"], "FORWARD");
 }

@@ -8,7 +8,9 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let obj = std::env::var_os("PATHTRACE_EBPF_OBJ")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf"));
+        .unwrap_or_else(|| {
+            manifest.join("../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")
+        });
     println!("cargo:rerun-if-changed={}", obj.display());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("tracer-ebpf.o");
     let bytes = std::fs::read(&obj).unwrap_or_else(|_| {

@@ -114,7 +114,11 @@ fn prefix_eq(a: &[u8; 16], b: &[u8; 16], prefix: u8) -> bool {
         if bits <= 0 {
             break;
         }
-        let mask: u8 = if bits >= 8 { 0xff } else { 0xffu8 << (8 - bits) };
+        let mask: u8 = if bits >= 8 {
+            0xff
+        } else {
+            0xffu8 << (8 - bits)
+        };
         if (a[i] ^ b[i]) & mask != 0 {
             return false;
         }
@@ -134,7 +138,8 @@ impl Headers {
         if f.flags & filter_flags::PROTO != 0 && self.proto != f.proto {
             return false;
         }
-        if f.flags & (filter_flags::SRC | filter_flags::DST) != 0 && self.ip_version != f.ip_version {
+        if f.flags & (filter_flags::SRC | filter_flags::DST) != 0 && self.ip_version != f.ip_version
+        {
             return false;
         }
         if f.flags & filter_flags::SRC != 0 && !prefix_eq(saddr, &f.saddr, f.src_prefix) {
@@ -162,8 +167,12 @@ impl Headers {
         if self.proto != t.proto {
             return true;
         }
-        let swapped_addrs = self.saddr == t.daddr && self.daddr == t.saddr && self.saddr != self.daddr;
-        let swapped_ports = self.sport != 0 && self.sport != self.dport && self.sport == t.dport && self.dport == t.sport;
+        let swapped_addrs =
+            self.saddr == t.daddr && self.daddr == t.saddr && self.saddr != self.daddr;
+        let swapped_ports = self.sport != 0
+            && self.sport != self.dport
+            && self.sport == t.dport
+            && self.dport == t.sport;
         swapped_addrs || swapped_ports
     }
 

@@ -12,14 +12,16 @@ mod maps;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked, HOOK_NONE,
+    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked,
+    HOOK_NONE,
 };
 
 use crate::{
@@ -95,7 +97,12 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
-        None if drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 => 0,
+        None if drop
+            && cfg.n_filters > 0
+            && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 =>
+        {
+            0
+        }
         None => return None,
     };
     let mut tracked = Tracked {
@@ -117,8 +124,16 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
 unsafe fn device_and_netns(cfg: &Config, skb: u64, extra: &Extra) -> (u64, u32) {
     let o = &cfg.offsets;
     unsafe {
-        let dev = if extra.state_dev != 0 { extra.state_dev } else { read::<u64>(skb, o.skb_dev) };
-        let mut netns = if extra.state_net != 0 { netns_of_net(cfg, extra.state_net) } else { 0 };
+        let dev = if extra.state_dev != 0 {
+            extra.state_dev
+        } else {
+            read::<u64>(skb, o.skb_dev)
+        };
+        let mut netns = if extra.state_net != 0 {
+            netns_of_net(cfg, extra.state_net)
+        } else {
+            0
+        };
         if netns == 0 && dev != 0 {
             netns = netns_of_net(cfg, read::<u64>(dev, o.dev_nd_net));
         }
@@ -133,14 +148,21 @@ unsafe fn device_and_netns(cfg: &Config, skb: u64, extra: &Extra) -> (u64, u32) 
 }
 
 #[inline(always)]
-unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, known: Option<Tracked>) -> u32 {
+unsafe fn record<C: EbpfContext>(
+    ctx: &C,
+    skb: u64,
+    at: L3At,
+    extra: Extra,
+    known: Option<Tracked>,
+) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
     let found = match known {
         Some(t) => Some((t, unsafe { read_headers(cfg, skb, at) })),
         // A free of a packet we never saw travel is not a path.
-        None if extra.kind == EventKind::Consume => unsafe { TRACKED.get(&skb) }
-            .map(|t| (*t, unsafe { read_headers(cfg, skb, at) })),
+        None if extra.kind == EventKind::Consume => {
+            unsafe { TRACKED.get(&skb) }.map(|t| (*t, unsafe { read_headers(cfg, skb, at) }))
+        }
         None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop) },
     };
     let Some((tracked, hdr)) = found else {
@@ -161,7 +183,9 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
             ..DropKey::default()
         };
         if dev != 0 {
-            let _ = unsafe { bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut key.ifname) };
+            let _ = unsafe {
+                bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut key.ifname)
+            };
         }
         maps::count_drop(&key);
         if cfg.flags & config_flags::COUNT_ONLY != 0 {
@@ -174,7 +198,11 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
     };
     let ev = entry.as_mut_ptr();
     unsafe {
-        (*ev).ts_ns = if extra.ts_ns != 0 { extra.ts_ns } else { bpf_ktime_get_ns() };
+        (*ev).ts_ns = if extra.ts_ns != 0 {
+            extra.ts_ns
+        } else {
+            bpf_ktime_get_ns()
+        };
         (*ev).skb = skb;
         (*ev).track_id = tracked.track_id;
         (*ev).location = extra.location;
@@ -200,7 +228,10 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, extra: Extra, know
         (*ev).daddr = hdr.daddr;
         (*ev).ifname = [0; 16];
         if dev != 0 {
-            let _ = bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut (*ev).ifname);
+            let _ = bpf_probe_read_kernel_buf(
+                (dev + o.dev_name as u64) as *const u8,
+                &mut (*ev).ifname,
+            );
         }
         (*ev).stack_len = 0;
         if extra.kind == EventKind::Drop {
@@ -237,7 +268,15 @@ pub fn netif_rx(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);
-    unsafe { record(&ctx, skb, L3At::NetworkHeader, Extra::new(EventKind::Tx), None) }
+    unsafe {
+        record(
+            &ctx,
+            skb,
+            L3At::NetworkHeader,
+            Extra::new(EventKind::Tx),
+            None,
+        )
+    }
 }
 
 /// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
@@ -262,7 +301,15 @@ pub fn kfree_skb_noreason(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "consume_skb")]
 pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);
-    unsafe { record(&ctx, skb, L3At::NetworkHeader, Extra::new(EventKind::Consume), None) }
+    unsafe {
+        record(
+            &ctx,
+            skb,
+            L3At::NetworkHeader,
+            Extra::new(EventKind::Consume),
+            None,
+        )
+    }
 }
 
 // ---- nf_hook_slow tiers: fentry/fexit and kprobe/kretprobe ----------------
@@ -291,7 +338,9 @@ fn nf_key(skb: u64) -> u64 {
 #[inline(always)]
 unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
     let key = nf_key(skb);
-    let Some(entry) = (unsafe { NF_ENTRY.get(&key) }).copied() else { return 0 };
+    let Some(entry) = (unsafe { NF_ENTRY.get(&key) }).copied() else {
+        return 0;
+    };
     let _ = NF_ENTRY.remove(&key);
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let o = &cfg.offsets;
@@ -305,7 +354,11 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
         };
         extra.nf_family = read::<u8>(state, o.hook_state_pf);
         let indev = read::<u64>(state, o.hook_state_in);
-        extra.state_dev = if indev != 0 { indev } else { read::<u64>(state, o.hook_state_out) };
+        extra.state_dev = if indev != 0 {
+            indev
+        } else {
+            read::<u64>(state, o.hook_state_out)
+        };
         extra.state_net = read::<u64>(state, o.hook_state_net);
     }
     extra.retval = retval;
@@ -316,7 +369,11 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
     };
     extra.ts_ns = entry.ts_ns;
     // A dropped skb is already freed and untracked: its identity comes from the stash.
-    let tracked = Tracked { track_id: entry.track_id, filter: entry.filter, ..Tracked::default() };
+    let tracked = Tracked {
+        track_id: entry.track_id,
+        filter: entry.filter,
+        ..Tracked::default()
+    };
     unsafe { record(ctx, skb, L3At::NetworkHeader, extra, Some(tracked)) }
 }
 
@@ -336,7 +393,9 @@ pub fn nf_hook_slow_fexit(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
-    let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else { return 0 };
+    let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
     unsafe { nf_enter(skb, state) };
     let _ = maps::NF_KPROBE_SKB.insert(&bpf_get_current_pid_tgid(), &skb, 0);
     0
@@ -345,7 +404,9 @@ pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn nf_hook_slow_kretprobe(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(&pid_tgid) }).copied() else { return 0 };
+    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
     let _ = maps::NF_KPROBE_SKB.remove(&pid_tgid);
     let ret: i64 = ctx.ret();
     unsafe { nf_exit(&ctx, skb, ret as i32) }

@@ -95,7 +95,9 @@ pub struct OutputArgs {
 fn parse_count(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("'{s}' is not a packet count (a whole number from 1)")),
+        _ => Err(format!(
+            "'{s}' is not a packet count (a whole number from 1)"
+        )),
     }
 }
 
@@ -181,7 +183,10 @@ impl CompareArgs {
                     *varied = true;
                     Ok([Some(*x), Some(*y)])
                 }
-                _ => Err(format!("--{name} was given {} times; compare takes it at most twice", v.len())),
+                _ => Err(format!(
+                    "--{name} was given {} times; compare takes it at most twice",
+                    v.len()
+                )),
             }
         }
         let mut varied = false;
@@ -191,7 +196,10 @@ impl CompareArgs {
         let dport = pick("dport", &self.dport, &mut varied)?;
         let proto = pick("proto", &self.proto, &mut varied)?;
         if !varied {
-            return Err("compare needs one filter flag given twice, e.g. --src A --src B --dport 8092".into());
+            return Err(
+                "compare needs one filter flag given twice, e.g. --src A --src B --dport 8092"
+                    .into(),
+            );
         }
         Ok([0, 1].map(|i| FlowFilter {
             src: src[i],
@@ -232,7 +240,9 @@ pub struct DemoArgs {
 fn parse_rate(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("'{s}' is not a rate (a whole number of lines per second from 1)")),
+        _ => Err(format!(
+            "'{s}' is not a rate (a whole number of lines per second from 1)"
+        )),
     }
 }
 

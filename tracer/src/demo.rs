@@ -28,7 +28,10 @@ pub fn lab_config(docker: DockerChoice) -> LabConfig {
 
 fn flow(src: IpAddr, dport: u16) -> FlowFilter {
     FlowFilter {
-        src: Some(crate::filter::Cidr { addr: src, prefix: if src.is_ipv4() { 32 } else { 128 } }),
+        src: Some(crate::filter::Cidr {
+            addr: src,
+            prefix: if src.is_ipv4() { 32 } else { 128 },
+        }),
         dport: Some(dport),
         proto: Some(Proto(6)),
         both_directions: true,
@@ -54,14 +57,25 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
     let port = lab.addrs.published_port;
     let host = IpAddr::V4(lab.addrs.host);
     let opts = TraceOptions {
-        filters: vec![flow(IpAddr::V4(lab.addrs.client), port), flow(IpAddr::V4(lab.addrs.other), port)],
+        filters: vec![
+            flow(IpAddr::V4(lab.addrs.client), port),
+            flow(IpAddr::V4(lab.addrs.other), port),
+        ],
         json: args.output.json,
         color,
         count: None,
         duration: Some(Duration::from_secs(30)),
-        load: LoadOptions { tier: args.tier, ..Default::default() },
-        rule_netns: NetnsTarget::named(&lab.names.dock).map(|t| vec![t]).map_err(Error::Runtime)?,
-        docker_socket: lab.docker_socket().map(Path::to_path_buf).unwrap_or_default(),
+        load: LoadOptions {
+            tier: args.tier,
+            ..Default::default()
+        },
+        rule_netns: NetnsTarget::named(&lab.names.dock)
+            .map(|t| vec![t])
+            .map_err(Error::Runtime)?,
+        docker_socket: lab
+            .docker_socket()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -80,13 +94,17 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
     });
     if ready_rx.await.is_err() {
         drop(lab);
-        return trace.await.map_err(|e| Error::Runtime(e.to_string()))?.map(|_| ());
+        return trace
+            .await
+            .map_err(|e| Error::Runtime(e.to_string()))?
+            .map(|_| ());
     }
     let lab = Arc::new(lab);
     let probes = {
         let lab = lab.clone();
         tokio::task::spawn_blocking(move || {
-            let client = lab.tcp_connect(&lab.names.client, host, port, Duration::from_millis(1500));
+            let client =
+                lab.tcp_connect(&lab.names.client, host, port, Duration::from_millis(1500));
             let other = lab.tcp_connect(&lab.names.other, host, port, Duration::from_millis(1500));
             (client, other)
         })

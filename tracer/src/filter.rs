@@ -132,7 +132,8 @@ impl FlowFilter {
             }
         }
         if let Some(p) = self.proto {
-            if (self.sport.is_some() || self.dport.is_some()) && !matches!(p.0, 6 | 17 | 132 | 136) {
+            if (self.sport.is_some() || self.dport.is_some()) && !matches!(p.0, 6 | 17 | 132 | 136)
+            {
                 return Err(FilterError::PortsWithoutPorts(p.name()));
             }
         }
@@ -147,7 +148,9 @@ impl FlowFilter {
                 u32::from(n) & mask == u32::from(*a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(c.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(c.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(*a) & mask
             }
             _ => false,
@@ -263,7 +266,10 @@ mod tests {
             ..Default::default()
         };
         let k = f.to_kernel();
-        assert_eq!(k.flags, filter_flags::SRC | filter_flags::DPORT | filter_flags::PROTO);
+        assert_eq!(
+            k.flags,
+            filter_flags::SRC | filter_flags::DPORT | filter_flags::PROTO
+        );
         assert_eq!(&k.saddr[..4], &[192, 0, 2, 9]);
         assert_eq!(k.src_prefix, 32);
         assert_eq!(k.ip_version, 4);
@@ -290,7 +296,10 @@ mod tests {
         assert!(!f.matches(&t("198.51.100.9", "192.0.2.25", 8092)));
         assert!(!f.matches(&t("192.0.2.9", "192.0.2.25", 80)));
         assert!(!f.matches(&t("2001:db8::1", "2001:db8::2", 8092)));
-        let zero = FlowFilter { src: Some("0.0.0.0/0".parse().expect("valid")), ..Default::default() };
+        let zero = FlowFilter {
+            src: Some("0.0.0.0/0".parse().expect("valid")),
+            ..Default::default()
+        };
         assert!(zero.matches(&t("203.0.113.1", "192.0.2.25", 1)));
     }
 
@@ -307,6 +316,9 @@ mod tests {
             dport: Some(80),
             ..Default::default()
         };
-        assert!(matches!(f.validate(), Err(FilterError::PortsWithoutPorts(_))));
+        assert!(matches!(
+            f.validate(),
+            Err(FilterError::PortsWithoutPorts(_))
+        ));
     }
 }

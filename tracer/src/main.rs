@@ -5,8 +5,8 @@ use clap::{CommandFactory, Parser};
 use tracer::{
     cli::{Cli, ColorChoice, Command, CompareArgs, DropsArgs, OutputArgs, RunArgs, TraceArgs},
     compare::CompareSink,
-    drops::DropsOptions,
     demo,
+    drops::DropsOptions,
     error::Error,
     filter::FlowFilter,
     loader::LoadOptions,
@@ -19,23 +19,32 @@ fn use_color(o: &OutputArgs) -> bool {
     match o.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
     }
 }
 
 fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, Error> {
     for f in &filters {
         if f.is_empty() {
-            return Err(Error::Usage("give at least one of --src, --dst, --sport, --dport or --proto".into()));
+            return Err(Error::Usage(
+                "give at least one of --src, --dst, --sport, --dport or --proto".into(),
+            ));
         }
         f.validate().map_err(|e| Error::Usage(e.to_string()))?;
     }
     let mut rule_netns = Vec::new();
     if run.no_rules && !run.netns.is_empty() {
-        return Err(Error::Usage("--netns and --no-rules contradict each other".into()));
+        return Err(Error::Usage(
+            "--netns and --no-rules contradict each other".into(),
+        ));
     }
     if !run.no_rules {
-        rule_netns.push(NetnsTarget::current().map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?);
+        rule_netns.push(
+            NetnsTarget::current()
+                .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
+        );
         for spec in &run.netns {
             let t = NetnsTarget::named(spec).map_err(Error::Usage)?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
@@ -49,7 +58,10 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
         color: use_color(&run.output),
         count: run.count,
         duration: run.duration,
-        load: LoadOptions { tier: run.tier, ..Default::default() },
+        load: LoadOptions {
+            tier: run.tier,
+            ..Default::default()
+        },
         rule_netns,
         docker_socket: run.docker_socket.clone(),
     })
@@ -83,7 +95,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "pathtrace", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pathtrace",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Some(Command::Demo(args)) => {
@@ -126,7 +143,8 @@ fn drops(args: &DropsArgs) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     let rt = runtime()?;
     if args.top {
-        rt.block_on(tracer::drops::run_top(&opts, &mut out)).map(|_| ())
+        rt.block_on(tracer::drops::run_top(&opts, &mut out))
+            .map(|_| ())
     } else {
         rt.block_on(tracer::drops::run_stream(&opts, &mut out))
     }

@@ -56,8 +56,12 @@ mod tests {
     #[test]
     fn root_needs_nothing_and_nobody_needs_everything() {
         assert!(missing_from(u64::MAX).is_empty());
-        assert_eq!(missing_from(0), ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYSLOG"]);
-        let minimal = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN) | (1 << CAP_SYSLOG);
+        assert_eq!(
+            missing_from(0),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYSLOG"]
+        );
+        let minimal =
+            (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN) | (1 << CAP_SYSLOG);
         assert!(missing_from(minimal).is_empty());
     }
 }

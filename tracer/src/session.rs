@@ -44,7 +44,11 @@ pub fn view() -> Result<View, Error> {
             None
         }
     };
-    Ok(View { reasons, syms, netns: NetnsNames::load() })
+    Ok(View {
+        reasons,
+        syms,
+        netns: NetnsNames::load(),
+    })
 }
 
 /// Infers the netfilter hook of a drop from its kernel stack.
@@ -52,7 +56,9 @@ pub fn enrich(hop: &mut Hop, view: &View) {
     if hop.kind != HopKind::Drop || hop.hook.is_some() {
         return;
     }
-    let Some(syms) = view.syms.as_ref() else { return };
+    let Some(syms) = view.syms.as_ref() else {
+        return;
+    };
     let names: Vec<&str> = hop
         .stack
         .iter()
@@ -66,7 +72,12 @@ pub trait PacketSink {
     /// Takes one settled packet; `Ok(true)` ends the run.
     fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<bool>;
     /// At exit: the grouped outcomes and the totals.
-    fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, view: &mut View) -> std::io::Result<()>;
+    fn finish(
+        &mut self,
+        outcomes: &Outcomes,
+        stats: &Stats,
+        view: &mut View,
+    ) -> std::io::Result<()>;
 }
 
 /// The trace's own output: a block (or JSON records) per packet.
@@ -81,7 +92,13 @@ pub struct Printer<'a, W: Write> {
 
 impl<'a, W: Write> Printer<'a, W> {
     pub fn new(out: &'a mut W, json: bool, color: bool, count: Option<u64>) -> Self {
-        Self { out, json, color, count, printed: 0 }
+        Self {
+            out,
+            json,
+            color,
+            count,
+            printed: 0,
+        }
     }
 }
 
@@ -102,12 +119,21 @@ impl<W: Write> PacketSink for Printer<'_, W> {
         Ok(self.count.is_some_and(|c| self.printed >= c))
     }
 
-    fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, _view: &mut View) -> std::io::Result<()> {
+    fn finish(
+        &mut self,
+        outcomes: &Outcomes,
+        stats: &Stats,
+        _view: &mut View,
+    ) -> std::io::Result<()> {
         if self.json {
             writeln!(self.out, "{}", json::summary(outcomes))?;
             writeln!(self.out, "{}", json::stats(stats))?;
         } else {
-            write!(self.out, "{}", text::summary(outcomes, text::Style { color: self.color }))?;
+            write!(
+                self.out,
+                "{}",
+                text::summary(outcomes, text::Style { color: self.color })
+            )?;
             eprintln!("pathtrace: {}", text::stats(stats));
         }
         self.out.flush()
@@ -126,11 +152,19 @@ pub async fn run<S: PacketSink>(
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
     let mut tracer = Tracer::load(&opts.load, &kernel_filters)?;
     let mut reader = tracer.events()?;
-    let why: Vec<String> = tracer.refused.iter().map(|(t, w)| format!("{t}: {w}")).collect();
+    let why: Vec<String> = tracer
+        .refused
+        .iter()
+        .map(|(t, w)| format!("{t}: {w}"))
+        .collect();
     eprintln!(
         "pathtrace: tier {}{}",
         tracer.tier,
-        if why.is_empty() { String::new() } else { format!(" (refused: {})", why.join("; ")) }
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" (refused: {})", why.join("; "))
+        }
     );
     let mut rules = RuleWatch::start(&opts.rule_netns, &opts.filters);
     for w in &rules.warnings {
@@ -150,7 +184,10 @@ pub async fn run<S: PacketSink>(
         // Rule events come over netlink and are named by shelling out once per rule.
         tracker.grace = Duration::from_millis(300);
     }
-    let mut stats = Stats { tier: tracer.tier.to_string(), ..Default::default() };
+    let mut stats = Stats {
+        tier: tracer.tier.to_string(),
+        ..Default::default()
+    };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -208,6 +245,7 @@ pub async fn run<S: PacketSink>(
         }
     }
     stats.lost = tracer.counters().lost;
-    sink.finish(&reporter.outcomes, &stats, &mut view).map_err(Error::Output)?;
+    sink.finish(&reporter.outcomes, &stats, &mut view)
+        .map_err(Error::Output)?;
     Ok(stats)
 }

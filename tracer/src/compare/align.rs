@@ -16,10 +16,17 @@ impl Step {
         Self {
             netns: h.netns,
             // A rule's step is the rule, wherever the packet entered from.
-            ifname: if h.kind == HopKind::NfRule { String::new() } else { h.ifname.clone() },
+            ifname: if h.kind == HopKind::NfRule {
+                String::new()
+            } else {
+                h.ifname.clone()
+            },
             kind: h.kind,
             hook: h.hook.map(|k| k.as_str()),
-            rule: h.rule.as_ref().map(|r| (r.table.clone(), r.chain.clone(), r.index, r.verdict.clone())),
+            rule: h
+                .rule
+                .as_ref()
+                .map(|r| (r.table.clone(), r.chain.clone(), r.index, r.verdict.clone())),
         }
     }
 }
@@ -38,7 +45,11 @@ pub fn align(a: &[Step], b: &[Step]) -> Vec<Row> {
     let mut len = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            len[i][j] = if a[i] == b[j] { len[i + 1][j + 1] + 1 } else { len[i + 1][j].max(len[i][j + 1]) };
+            len[i][j] = if a[i] == b[j] {
+                len[i + 1][j + 1] + 1
+            } else {
+                len[i + 1][j].max(len[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut rows) = (0, 0, Vec::new());
@@ -77,9 +88,25 @@ pub fn divergence(rows: &[Row]) -> Option<Divergence> {
         match *row {
             Row::Both(i, j) => last_common = Some((i, j)),
             Row::OnlyA(_) | Row::OnlyB(_) => {
-                let apart: Vec<Row> = rows[k..].iter().copied().take_while(|r| !matches!(r, Row::Both(..))).collect();
-                let a = apart.iter().find_map(|r| if let Row::OnlyA(i) = r { Some(*i) } else { None });
-                let b = apart.iter().find_map(|r| if let Row::OnlyB(j) = r { Some(*j) } else { None });
+                let apart: Vec<Row> = rows[k..]
+                    .iter()
+                    .copied()
+                    .take_while(|r| !matches!(r, Row::Both(..)))
+                    .collect();
+                let a = apart.iter().find_map(|r| {
+                    if let Row::OnlyA(i) = r {
+                        Some(*i)
+                    } else {
+                        None
+                    }
+                });
+                let b = apart.iter().find_map(|r| {
+                    if let Row::OnlyB(j) = r {
+                        Some(*j)
+                    } else {
+                        None
+                    }
+                });
                 return Some(Divergence { last_common, a, b });
             }
         }
@@ -92,13 +119,25 @@ mod tests {
     use super::*;
 
     fn st(netns: u32, name: &str) -> Step {
-        Step { netns, ifname: name.into(), kind: HopKind::Tx, hook: None, rule: None }
+        Step {
+            netns,
+            ifname: name.into(),
+            kind: HopKind::Tx,
+            hook: None,
+            rule: None,
+        }
     }
 
     #[test]
     fn paths_that_meet_then_part() {
         let a = [st(1, "client"), st(9, "lan"), st(5, "eth0"), st(5, "drop")];
-        let b = [st(2, "other"), st(9, "lan"), st(5, "eth0"), st(5, "docker0"), st(6, "ctr")];
+        let b = [
+            st(2, "other"),
+            st(9, "lan"),
+            st(5, "eth0"),
+            st(5, "docker0"),
+            st(6, "ctr"),
+        ];
         let rows = align(&a, &b);
         let d = divergence(&rows).expect("they part");
         assert_eq!(d.last_common, Some((2, 2)));
@@ -110,7 +149,11 @@ mod tests {
         let a = [st(1, "x"), st(2, "y")];
         assert_eq!(divergence(&align(&a, &a)), None);
         let b = [st(3, "z")];
-        assert_eq!(divergence(&align(&a, &b)), None, "never met, so never parted");
+        assert_eq!(
+            divergence(&align(&a, &b)),
+            None,
+            "never met, so never parted"
+        );
         let longer = [st(1, "x"), st(2, "y"), st(3, "w")];
         let d = divergence(&align(&a, &longer)).expect("B goes on");
         assert_eq!((d.last_common, d.a, d.b), (Some((1, 1)), None, Some(2)));

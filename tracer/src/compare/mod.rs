@@ -28,8 +28,22 @@ pub struct CompareSink<'a, W: Write> {
 }
 
 impl<'a, W: Write> CompareSink<'a, W> {
-    pub fn new(out: &'a mut W, json: bool, color: bool, labels: [String; 2], count: Option<u64>) -> Self {
-        Self { out, json, color, labels, count, seen: [0, 0], first: [None, None] }
+    pub fn new(
+        out: &'a mut W,
+        json: bool,
+        color: bool,
+        labels: [String; 2],
+        count: Option<u64>,
+    ) -> Self {
+        Self {
+            out,
+            json,
+            color,
+            labels,
+            count,
+            seen: [0, 0],
+            first: [None, None],
+        }
     }
 }
 
@@ -43,12 +57,26 @@ impl<W: Write> PacketSink for CompareSink<'_, W> {
         if self.first[side].is_none() {
             self.first[side] = Some((p.clone(), report.clone()));
         }
-        Ok(self.count.is_some_and(|c| self.seen.iter().all(|&n| n >= c)))
+        Ok(self
+            .count
+            .is_some_and(|c| self.seen.iter().all(|&n| n >= c)))
     }
 
-    fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, view: &mut View) -> std::io::Result<()> {
+    fn finish(
+        &mut self,
+        outcomes: &Outcomes,
+        stats: &Stats,
+        view: &mut View,
+    ) -> std::io::Result<()> {
         let [a, b] = &self.first;
-        let text = render::comparison(a.as_ref(), b.as_ref(), &self.labels, view, self.json, self.color);
+        let text = render::comparison(
+            a.as_ref(),
+            b.as_ref(),
+            &self.labels,
+            view,
+            self.json,
+            self.color,
+        );
         write!(self.out, "{text}")?;
         if self.json {
             writeln!(self.out, "{}", crate::render::json::summary(outcomes))?;

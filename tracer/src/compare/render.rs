@@ -12,13 +12,31 @@ use crate::{
 const COL: usize = 58;
 
 fn step_text(h: &Hop, view: &mut View) -> String {
-    let ns = view.netns_name(h.netns).unwrap_or_else(|| format!("netns:{}", h.netns));
+    let ns = view
+        .netns_name(h.netns)
+        .unwrap_or_else(|| format!("netns:{}", h.netns));
     let what = match (&h.rule, h.kind) {
         (Some(r), _) => {
-            let at = if r.policy { "policy".to_owned() } else { r.index.map(|i| format!("#{i}")).unwrap_or_else(|| "end".into()) };
-            format!("{} {}/{} {at} {}", r.hook.map(|k| k.as_str()).unwrap_or(""), r.table, r.chain, r.verdict)
+            let at = if r.policy {
+                "policy".to_owned()
+            } else {
+                r.index
+                    .map(|i| format!("#{i}"))
+                    .unwrap_or_else(|| "end".into())
+            };
+            format!(
+                "{} {}/{} {at} {}",
+                r.hook.map(|k| k.as_str()).unwrap_or(""),
+                r.table,
+                r.chain,
+                r.verdict
+            )
         }
-        (None, HopKind::Drop) => format!("drop {} {}", h.hook.map(|k| k.as_str()).unwrap_or(""), view.reason(h).unwrap_or_default()),
+        (None, HopKind::Drop) => format!(
+            "drop {} {}",
+            h.hook.map(|k| k.as_str()).unwrap_or(""),
+            view.reason(h).unwrap_or_default()
+        ),
         (None, HopKind::NfHook) => format!(
             "nf_hook {} {}",
             h.hook.map(|k| k.as_str()).unwrap_or(""),
@@ -26,7 +44,10 @@ fn step_text(h: &Hop, view: &mut View) -> String {
         ),
         (None, k) => format!("{} {}", k.as_str(), h.ifname),
     };
-    format!("{ns} {what}").split_whitespace().collect::<Vec<_>>().join(" ")
+    format!("{ns} {what}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn cell(s: &str) -> String {
@@ -74,21 +95,43 @@ pub fn comparison(
             .filter(|(m, _)| **m)
             .map(|(_, l)| l.as_str())
             .collect();
-        let msg = format!("no packet seen for {}: nothing to compare", missing.join(" and "));
-        return if json { format!("{}\n", json!({"type": "compare", "error": msg})) } else { format!("{msg}\n") };
+        let msg = format!(
+            "no packet seen for {}: nothing to compare",
+            missing.join(" and ")
+        );
+        return if json {
+            format!("{}\n", json!({"type": "compare", "error": msg}))
+        } else {
+            format!("{msg}\n")
+        };
     };
     let sa: Vec<Step> = pa.hops.iter().map(Step::of).collect();
     let sb: Vec<Step> = pb.hops.iter().map(Step::of).collect();
     let rows = align(&sa, &sb);
     let div = divergence(&rows);
-    let (da, db) = (div.and_then(|d| d.a).map(|i| &pa.hops[i]), div.and_then(|d| d.b).map(|j| &pb.hops[j]));
+    let (da, db) = (
+        div.and_then(|d| d.a).map(|i| &pa.hops[i]),
+        div.and_then(|d| d.b).map(|j| &pb.hops[j]),
+    );
     let at = da.or(db);
     let verdict = match (div, at) {
         (Some(_), Some(h)) => {
-            let ns = view.netns_name(h.netns).unwrap_or_else(|| format!("netns:{}", h.netns));
-            let hook = h.hook.map(|k| k.as_str().to_owned()).unwrap_or_else(|| h.kind.as_str().to_owned());
-            let chain = h.rule.as_ref().map(|r| format!(" / {}", r.chain)).unwrap_or_default();
-            let side = |x: Option<&Hop>, v: &mut View| x.map(|h| verdict_line(h, v)).unwrap_or_else(|| "(path ends)".into());
+            let ns = view
+                .netns_name(h.netns)
+                .unwrap_or_else(|| format!("netns:{}", h.netns));
+            let hook = h
+                .hook
+                .map(|k| k.as_str().to_owned())
+                .unwrap_or_else(|| h.kind.as_str().to_owned());
+            let chain = h
+                .rule
+                .as_ref()
+                .map(|r| format!(" / {}", r.chain))
+                .unwrap_or_default();
+            let side = |x: Option<&Hop>, v: &mut View| {
+                x.map(|h| verdict_line(h, v))
+                    .unwrap_or_else(|| "(path ends)".into())
+            };
             format!(
                 "the paths diverge at {hook}{chain} in {ns}:\n  A ({}): {}\n  B ({}): {}",
                 labels[0],
@@ -106,25 +149,56 @@ pub fn comparison(
             v["b"] = json!(db.map(|h| verdict_line(h, view)));
             v
         });
-        let flow = |p: &Packet, r: &Report, label: &str| {
-            json!({"filter": label, "packet": p.id, "fate": p.fate.kind.as_str(), "diagnosis": r.diagnosis})
-        };
+        let flow = |p: &Packet, r: &Report, label: &str| json!({"filter": label, "packet": p.id, "fate": p.fate.kind.as_str(), "diagnosis": r.diagnosis});
         let rec = json!({"type": "compare", "a": flow(pa, ra, &labels[0]), "b": flow(pb, rb, &labels[1]),
                          "diverge": diverge, "verdict": verdict});
         return format!("{rec}\n");
     }
-    let bold = |s: &str| if color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_owned() };
-    let mut out = format!("  {}  {}\n", cell(&format!("A: {}", labels[0])), cell(&format!("B: {}", labels[1])));
+    let bold = |s: &str| {
+        if color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut out = format!(
+        "  {}  {}\n",
+        cell(&format!("A: {}", labels[0])),
+        cell(&format!("B: {}", labels[1]))
+    );
     let first_apart = div.map(|d| (d.a, d.b));
     for row in rows {
         let (l, r, mark) = match row {
-            Row::Both(i, j) => (step_text(&pa.hops[i], view), step_text(&pb.hops[j], view), "="),
-            Row::OnlyA(i) => (step_text(&pa.hops[i], view), String::new(), if first_apart.is_some_and(|(x, _)| x == Some(i)) { "≠" } else { " " }),
-            Row::OnlyB(j) => (String::new(), step_text(&pb.hops[j], view), if first_apart.is_some_and(|(_, y)| y == Some(j)) { "≠" } else { " " }),
+            Row::Both(i, j) => (
+                step_text(&pa.hops[i], view),
+                step_text(&pb.hops[j], view),
+                "=",
+            ),
+            Row::OnlyA(i) => (
+                step_text(&pa.hops[i], view),
+                String::new(),
+                if first_apart.is_some_and(|(x, _)| x == Some(i)) {
+                    "≠"
+                } else {
+                    " "
+                },
+            ),
+            Row::OnlyB(j) => (
+                String::new(),
+                step_text(&pb.hops[j], view),
+                if first_apart.is_some_and(|(_, y)| y == Some(j)) {
+                    "≠"
+                } else {
+                    " "
+                },
+            ),
         };
         out.push_str(&format!("{mark} {}  {}\n", cell(&l), cell(&r)));
     }
     out.push_str(&format!("\n{}\n", bold(&verdict)));
-    out.push_str(&format!("  A: {}\n  B: {}\n", ra.diagnosis.message, rb.diagnosis.message));
+    out.push_str(&format!(
+        "  A: {}\n  B: {}\n",
+        ra.diagnosis.message, rb.diagnosis.message
+    ));
     out
 }

@@ -24,7 +24,12 @@ impl Condition {
     pub fn holds(&self, f: &Facts) -> bool {
         let dropped = f.fate == FateKind::Dropped;
         match *self {
-            Self::RuleSays(s) => dropped && f.rule.as_ref().is_some_and(|r| !r.policy && r.text.as_deref().is_some_and(|t| t.contains(s))),
+            Self::RuleSays(s) => {
+                dropped
+                    && f.rule.as_ref().is_some_and(|r| {
+                        !r.policy && r.text.as_deref().is_some_and(|t| t.contains(s))
+                    })
+            }
             Self::RuleDrop => dropped && f.rule.as_ref().is_some_and(|r| !r.policy),
             Self::PolicyDrop => dropped && f.rule.as_ref().is_some_and(|r| r.policy),
             Self::Reason(rs) => dropped && f.reason.as_deref().is_some_and(|r| rs.contains(&r)),
@@ -128,6 +133,7 @@ pub const CAUSES: &[Cause] = &[
 pub const FALLBACK: Cause = Cause {
     id: "dropped",
     when: Condition::Fate(FateKind::Dropped),
-    message: "{client}'s packet to {target} was dropped in {where} on {ifname}: {reason} at {location}",
+    message:
+        "{client}'s packet to {target} was dropped in {where} on {ifname}: {reason} at {location}",
     advice: "",
 };

@@ -38,17 +38,33 @@ fn rule_phrase(r: &RuleHit) -> String {
 
 fn fix_commands(r: &RuleHit, client: &str) -> (String, String) {
     let iptables = r.text.as_deref().is_some_and(|t| t.starts_with("-A "));
-    let tool = if r.family == "ip6" { "ip6tables" } else { "iptables" };
+    let tool = if r.family == "ip6" {
+        "ip6tables"
+    } else {
+        "iptables"
+    };
     match (iptables, r.index, r.handle) {
         (true, Some(i), _) => (
             format!("{tool} -t {} -D {} {i}", r.table, r.chain),
-            format!("{tool} -t {} -I {} {i} -s {client} -j ACCEPT", r.table, r.chain),
+            format!(
+                "{tool} -t {} -I {} {i} -s {client} -j ACCEPT",
+                r.table, r.chain
+            ),
         ),
         (_, _, Some(h)) => (
-            format!("nft delete rule {} {} {} handle {h}", r.family, r.table, r.chain),
-            format!("nft insert rule {} {} {} position {h} ip saddr {client} accept", r.family, r.table, r.chain),
+            format!(
+                "nft delete rule {} {} {} handle {h}",
+                r.family, r.table, r.chain
+            ),
+            format!(
+                "nft insert rule {} {} {} position {h} ip saddr {client} accept",
+                r.family, r.table, r.chain
+            ),
         ),
-        _ => ("remove the rule".into(), format!("accept {client} before it")),
+        _ => (
+            "remove the rule".into(),
+            format!("accept {client} before it"),
+        ),
     }
 }
 
@@ -64,9 +80,13 @@ impl Facts {
         let reason = at.and_then(|h| view.reason(h));
         let rule = deciding_rule(p).cloned();
         let mut v: HashMap<&'static str, String> = HashMap::new();
-        let client = first.map(|t| t.saddr.to_string()).unwrap_or_else(|| "the sender".into());
+        let client = first
+            .map(|t| t.saddr.to_string())
+            .unwrap_or_else(|| "the sender".into());
         let proto = first.map(|t| t.proto_name()).unwrap_or_else(|| "ip".into());
-        let (final_addr, final_port) = last.map(|t| (t.daddr.to_string(), t.dport)).unwrap_or_default();
+        let (final_addr, final_port) = last
+            .map(|t| (t.daddr.to_string(), t.dport))
+            .unwrap_or_default();
         let container = containers
             .with_ip(&final_addr)
             .map(|c| c.name.clone())
@@ -77,18 +97,31 @@ impl Facts {
                     .find_map(|h| view.netns.container(h.netns).map(str::to_owned))
             });
         let published = first.and_then(|t| containers.publishing(t.dport, &proto));
-        let mut target = first.map(|t| format!("{}:{}", t.daddr, t.dport)).unwrap_or_default();
+        let mut target = first
+            .map(|t| format!("{}:{}", t.daddr, t.dport))
+            .unwrap_or_default();
         match (&container, published) {
             (_, Some((c, pb))) => {
-                target.push_str(&format!(" (published port {} → container {}:{}", pb.public, c.name, pb.private));
+                target.push_str(&format!(
+                    " (published port {} → container {}:{}",
+                    pb.public, c.name, pb.private
+                ));
                 if let Some(ip) = &c.ip {
                     target.push_str(&format!(", {ip}:{}", pb.private));
                 }
                 target.push(')');
-                v.insert("published_note", format!(" (published port {} → {}:{})", pb.public, c.name, pb.private));
+                v.insert(
+                    "published_note",
+                    format!(
+                        " (published port {} → {}:{})",
+                        pb.public, c.name, pb.private
+                    ),
+                );
             }
             (Some(c), None) if first.map(|t| t.daddr.to_string()) != Some(final_addr.clone()) => {
-                target.push_str(&format!(" (DNAT to container {c}, {final_addr}:{final_port})"));
+                target.push_str(&format!(
+                    " (DNAT to container {c}, {final_addr}:{final_port})"
+                ));
             }
             _ if first.is_some_and(|t| t.daddr.to_string() != final_addr) => {
                 target.push_str(&format!(" (DNAT to {final_addr}:{final_port})"));
@@ -102,20 +135,32 @@ impl Facts {
         if reason.as_deref() == Some("IP_INADDRERRORS") {
             let ifname = at.map(|h| h.ifname.clone()).unwrap_or_default();
             forwarding = view.netns.path(netns).and_then(|path| {
-                in_netns(&path, || std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok())
-                    .flatten()
-                    .map(|s| s.trim() != "0")
+                in_netns(&path, || {
+                    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"))
+                        .ok()
+                })
+                .flatten()
+                .map(|s| s.trim() != "0")
             });
         }
         let last_real = p.hops.iter().rev().find(|h| h.kind != HopKind::NfRule);
         let silent_tcp = last_real.is_some_and(|h| {
-            h.kind == HopKind::Rx && h.tuple.is_some_and(|t| t.proto == 6) && h.tcp_flags & 0x10 != 0
+            h.kind == HopKind::Rx
+                && h.tuple.is_some_and(|t| t.proto == 6)
+                && h.tcp_flags & 0x10 != 0
         });
         if let Some(h) = last_real {
             v.insert("last_place", place(view, h.netns));
         }
         let last_hop = last_real
-            .map(|h| format!("{} on {} in {}", h.kind.as_str(), if h.ifname.is_empty() { "-" } else { &h.ifname }, place(view, h.netns)))
+            .map(|h| {
+                format!(
+                    "{} on {} in {}",
+                    h.kind.as_str(),
+                    if h.ifname.is_empty() { "-" } else { &h.ifname },
+                    place(view, h.netns)
+                )
+            })
             .unwrap_or_default();
         v.insert("client", client.clone());
         v.insert("target", target);
@@ -123,10 +168,28 @@ impl Facts {
         v.insert("final_addr", final_addr);
         v.insert("final_port", final_port.to_string());
         v.insert("where", where_);
-        v.insert("ifname", at.map(|h| h.ifname.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()));
-        v.insert("hook", p.fate.hook.map(|h| h.as_str().to_owned()).unwrap_or_else(|| "an unknown hook".into()));
-        v.insert("reason", reason.clone().unwrap_or_else(|| "no reason given".into()));
-        v.insert("location", at.and_then(|h| view.location(h)).unwrap_or_else(|| "an unknown place".into()));
+        v.insert(
+            "ifname",
+            at.map(|h| h.ifname.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "-".into()),
+        );
+        v.insert(
+            "hook",
+            p.fate
+                .hook
+                .map(|h| h.as_str().to_owned())
+                .unwrap_or_else(|| "an unknown hook".into()),
+        );
+        v.insert(
+            "reason",
+            reason.clone().unwrap_or_else(|| "no reason given".into()),
+        );
+        v.insert(
+            "location",
+            at.and_then(|h| view.location(h))
+                .unwrap_or_else(|| "an unknown place".into()),
+        );
         v.insert("last_hop", last_hop);
         if let Some(r) = &rule {
             let (del, ins) = fix_commands(r, &client);
@@ -136,12 +199,25 @@ impl Facts {
             v.insert("delete_cmd", del);
             v.insert("insert_cmd", ins);
         }
-        Self { fate: p.fate.kind, reason, rule, forwarding, container, silent_tcp, values: v }
+        Self {
+            fate: p.fate.kind,
+            reason,
+            rule,
+            forwarding,
+            container,
+            silent_tcp,
+            values: v,
+        }
     }
 
     /// Facts from explicit values, for tests.
     #[cfg(test)]
-    pub fn from_parts(fate: FateKind, reason: Option<&str>, rule: Option<RuleHit>, values: &[(&'static str, &str)]) -> Self {
+    pub fn from_parts(
+        fate: FateKind,
+        reason: Option<&str>,
+        rule: Option<RuleHit>,
+        values: &[(&'static str, &str)],
+    ) -> Self {
         Self {
             fate,
             reason: reason.map(str::to_owned),

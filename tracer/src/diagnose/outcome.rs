@@ -70,20 +70,52 @@ fn ep(addr: std::net::IpAddr, port: u16) -> String {
 
 impl Outcomes {
     /// A packet going from the client to the server, `first` as it left.
-    pub fn request(&mut self, first: Tuple, first_netns: u32, fate: FateKind, diag: &Diagnosis, place: String) {
+    pub fn request(
+        &mut self,
+        first: Tuple,
+        first_netns: u32,
+        fate: FateKind,
+        diag: &Diagnosis,
+        place: String,
+    ) {
         self.group(diag);
-        let key = (ep(first.saddr, first.sport), ep(first.daddr, first.dport), first.proto);
-        let req = Request { fate, diag: diag.clone(), place, first_netns };
+        let key = (
+            ep(first.saddr, first.sport),
+            ep(first.daddr, first.dport),
+            first.proto,
+        );
+        let req = Request {
+            fate,
+            diag: diag.clone(),
+            place,
+            first_netns,
+        };
         self.conns.entry(key).or_default().requests.push(req);
     }
 
     /// A reply, `last` as it arrived (addresses are the client's view once
     /// NAT is undone), from `origin`: where its first hop was.
-    pub fn reply(&mut self, last: Tuple, last_netns: u32, flags: u8, origin: String, fate: FateKind, diag: &Diagnosis) {
+    pub fn reply(
+        &mut self,
+        last: Tuple,
+        last_netns: u32,
+        flags: u8,
+        origin: String,
+        fate: FateKind,
+        diag: &Diagnosis,
+    ) {
         self.group(diag);
-        let key = (ep(last.daddr, last.dport), ep(last.saddr, last.sport), last.proto);
+        let key = (
+            ep(last.daddr, last.dport),
+            ep(last.saddr, last.sport),
+            last.proto,
+        );
         let reply = Reply { flags, origin };
-        self.conns.entry(key).or_default().replies.push((reply, last_netns, fate));
+        self.conns
+            .entry(key)
+            .or_default()
+            .replies
+            .push((reply, last_netns, fate));
     }
 
     fn group(&mut self, diag: &Diagnosis) {
@@ -96,7 +128,7 @@ impl Outcomes {
     /// Distinct verdicts, most frequent first.
     pub fn groups(&self) -> Vec<(Diagnosis, u64)> {
         let mut g = self.groups.clone();
-        g.sort_by(|a, b| b.1.cmp(&a.1));
+        g.sort_by_key(|g| std::cmp::Reverse(g.1));
         g
     }
 
@@ -126,7 +158,8 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
     s.replies
         .iter()
         .filter(|(_, netns, fate)| {
-            matches!(fate, FateKind::Forwarded | FateKind::Delivered) || s.requests.iter().any(|r| r.first_netns == *netns)
+            matches!(fate, FateKind::Forwarded | FateKind::Delivered)
+                || s.requests.iter().any(|r| r.first_netns == *netns)
         })
         .map(|(r, _, _)| r)
         .collect()
@@ -135,23 +168,58 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
 fn explain(s: &ConnState) -> (ConnectionOutcome, String) {
     let arrived = arrived(s);
     if let Some(rst) = arrived.iter().find(|r| r.flags & TCP_RST != 0) {
-        let refuser = s.requests.iter().rev().find(|r| matches!(r.diag.cause.as_str(), "reject" | "no_socket"));
-        let origin = refuser.map(|r| r.place.clone()).unwrap_or_else(|| rst.origin.clone());
-        let why = refuser.or(s.requests.last()).map(|r| r.diag.message.clone()).unwrap_or_default();
-        return (ConnectionOutcome::Refused, format!("connection refused: the reset came from {origin}. {why}"));
+        let refuser = s
+            .requests
+            .iter()
+            .rev()
+            .find(|r| matches!(r.diag.cause.as_str(), "reject" | "no_socket"));
+        let origin = refuser
+            .map(|r| r.place.clone())
+            .unwrap_or_else(|| rst.origin.clone());
+        let why = refuser
+            .or(s.requests.last())
+            .map(|r| r.diag.message.clone())
+            .unwrap_or_default();
+        return (
+            ConnectionOutcome::Refused,
+            format!("connection refused: the reset came from {origin}. {why}"),
+        );
     }
-    if arrived.iter().any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) {
-        return (ConnectionOutcome::Connected, "connected: the server answered".into());
+    if arrived
+        .iter()
+        .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
+    {
+        return (
+            ConnectionOutcome::Connected,
+            "connected: the server answered".into(),
+        );
     }
     if arrived.is_empty() {
-        let stop = s.requests.last().map(|r| r.diag.message.clone()).unwrap_or_default();
+        let stop = s
+            .requests
+            .last()
+            .map(|r| r.diag.message.clone())
+            .unwrap_or_default();
         let lost_replies = s.replies.len();
-        let note = if lost_replies > 0 { format!(" ({lost_replies} replies were sent but never reached it)") } else { String::new() };
-        let all_failed = s.requests.iter().all(|r| matches!(r.fate, FateKind::Dropped | FateKind::Unknown));
+        let note = if lost_replies > 0 {
+            format!(" ({lost_replies} replies were sent but never reached it)")
+        } else {
+            String::new()
+        };
+        let all_failed = s
+            .requests
+            .iter()
+            .all(|r| matches!(r.fate, FateKind::Dropped | FateKind::Unknown));
         if all_failed {
-            return (ConnectionOutcome::TimedOut, format!("timed out: no reply reached the client{note}. {stop}"));
+            return (
+                ConnectionOutcome::TimedOut,
+                format!("timed out: no reply reached the client{note}. {stop}"),
+            );
         }
-        return (ConnectionOutcome::Unknown, format!("no reply seen{note}. {stop}"));
+        return (
+            ConnectionOutcome::Unknown,
+            format!("no reply seen{note}. {stop}"),
+        );
     }
     (ConnectionOutcome::Connected, "the server answered".into())
 }

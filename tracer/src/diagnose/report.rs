@@ -1,11 +1,6 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
 use super::{diagnose, Diagnosis, Facts, Outcomes};
-use crate::{
-    filter::FlowFilter,
-    names::Containers,
-    render::View,
-    track::Packet,
-};
+use crate::{filter::FlowFilter, names::Containers, render::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -36,7 +31,11 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(filters: Vec<FlowFilter>, containers: Containers) -> Self {
-        Self { filters, containers, outcomes: Outcomes::default() }
+        Self {
+            filters,
+            containers,
+            outcomes: Outcomes::default(),
+        }
     }
 
     pub fn packet(&mut self, p: &Packet, view: &mut View) -> Report {
@@ -44,25 +43,42 @@ impl Reporter {
         let diagnosis = diagnose(&facts);
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
-        let forward = first.and_then(|h| h.tuple).is_some_and(|t| self.filters.iter().any(|f| f.matches(&t)));
-        let direction = if forward || first.is_none() { Direction::Request } else { Direction::Reply };
+        let forward = first
+            .and_then(|h| h.tuple)
+            .is_some_and(|t| self.filters.iter().any(|f| f.matches(&t)));
+        let direction = if forward || first.is_none() {
+            Direction::Request
+        } else {
+            Direction::Reply
+        };
         match (direction, first, last) {
             (Direction::Request, Some(f), _) => {
                 let place = facts.get("where").unwrap_or_default();
                 if let Some(t) = f.tuple {
-                    self.outcomes.request(t, f.netns, p.fate.kind, &diagnosis, place);
+                    self.outcomes
+                        .request(t, f.netns, p.fate.kind, &diagnosis, place);
                 }
             }
             (Direction::Reply, Some(f), Some(l)) => {
-                let origin = view.netns.container(f.netns).map(|c| format!("container {c}")).unwrap_or_else(|| {
-                    view.netns_name(f.netns).map(|n| format!("namespace {n}")).unwrap_or_else(|| format!("namespace {}", f.netns))
-                });
+                let origin = view
+                    .netns
+                    .container(f.netns)
+                    .map(|c| format!("container {c}"))
+                    .unwrap_or_else(|| {
+                        view.netns_name(f.netns)
+                            .map(|n| format!("namespace {n}"))
+                            .unwrap_or_else(|| format!("namespace {}", f.netns))
+                    });
                 if let Some(t) = l.tuple {
-                    self.outcomes.reply(t, l.netns, f.tcp_flags, origin, p.fate.kind, &diagnosis);
+                    self.outcomes
+                        .reply(t, l.netns, f.tcp_flags, origin, p.fate.kind, &diagnosis);
                 }
             }
             _ => {}
         }
-        Report { direction, diagnosis }
+        Report {
+            direction,
+            diagnosis,
+        }
     }
 }

@@ -24,12 +24,21 @@ fn rule(text: &str, policy: bool) -> RuleHit {
 
 const VALUES: &[(&str, &str)] = &[
     ("client", "192.0.2.9"),
-    ("target", "192.0.2.25:8092 (published port 8092 → container web:80)"),
+    (
+        "target",
+        "192.0.2.25:8092 (published port 8092 → container web:80)",
+    ),
     ("hook", "FORWARD"),
     ("where", "namespace dock"),
-    ("rule_phrase", "rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER -s 192.0.2.9/32 -j DROP"),
+    (
+        "rule_phrase",
+        "rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER -s 192.0.2.9/32 -j DROP",
+    ),
     ("delete_cmd", "iptables -t filter -D DOCKER-USER 1"),
-    ("insert_cmd", "iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+    (
+        "insert_cmd",
+        "iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT",
+    ),
     ("proto", "tcp"),
     ("final_port", "80"),
     ("published_note", ""),
@@ -45,26 +54,61 @@ fn cause_of(f: &Facts) -> String {
 
 #[test]
 fn each_known_cause_is_recognised() {
-    let drop = |reason: &str, r: Option<RuleHit>| Facts::from_parts(FateKind::Dropped, Some(reason), r, VALUES);
-    assert_eq!(cause_of(&drop("NETFILTER_DROP", Some(rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false)))), "rule_drop");
+    let drop = |reason: &str, r: Option<RuleHit>| {
+        Facts::from_parts(FateKind::Dropped, Some(reason), r, VALUES)
+    };
     assert_eq!(
-        cause_of(&drop("NETFILTER_DROP", Some(rule("-A DOCKER-USER -p tcp -j REJECT --reject-with tcp-reset", false)))),
+        cause_of(&drop(
+            "NETFILTER_DROP",
+            Some(rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false))
+        )),
+        "rule_drop"
+    );
+    assert_eq!(
+        cause_of(&drop(
+            "NETFILTER_DROP",
+            Some(rule(
+                "-A DOCKER-USER -p tcp -j REJECT --reject-with tcp-reset",
+                false
+            ))
+        )),
         "reject"
     );
     assert_eq!(
-        cause_of(&drop("NETFILTER_DROP", Some(rule("-A FORWARD -m conntrack --ctstate INVALID -j DROP", false)))),
+        cause_of(&drop(
+            "NETFILTER_DROP",
+            Some(rule(
+                "-A FORWARD -m conntrack --ctstate INVALID -j DROP",
+                false
+            ))
+        )),
         "conntrack_invalid"
     );
-    assert_eq!(cause_of(&drop("NETFILTER_DROP", Some(rule("", true)))), "policy_drop");
+    assert_eq!(
+        cause_of(&drop("NETFILTER_DROP", Some(rule("", true)))),
+        "policy_drop"
+    );
     assert_eq!(cause_of(&drop("NETFILTER_DROP", None)), "netfilter_drop");
     assert_eq!(cause_of(&drop("NO_SOCKET", None)), "no_socket");
     assert_eq!(cause_of(&drop("IP_RPFILTER", None)), "rp_filter");
-    assert_eq!(cause_of(&drop("IP_INADDRERRORS", None).with_forwarding(false)), "forwarding_disabled");
-    assert_eq!(cause_of(&drop("IP_INADDRERRORS", None).with_forwarding(true)), "no_route");
+    assert_eq!(
+        cause_of(&drop("IP_INADDRERRORS", None).with_forwarding(false)),
+        "forwarding_disabled"
+    );
+    assert_eq!(
+        cause_of(&drop("IP_INADDRERRORS", None).with_forwarding(true)),
+        "no_route"
+    );
     assert_eq!(cause_of(&drop("IP_INNOROUTES", None)), "no_route");
     assert_eq!(cause_of(&drop("TCP_CSUM", None)), "dropped");
-    assert_eq!(cause_of(&Facts::from_parts(FateKind::Unknown, None, None, VALUES)), "vanished");
-    assert_eq!(cause_of(&Facts::from_parts(FateKind::Delivered, None, None, VALUES)), "delivered");
+    assert_eq!(
+        cause_of(&Facts::from_parts(FateKind::Unknown, None, None, VALUES)),
+        "vanished"
+    );
+    assert_eq!(
+        cause_of(&Facts::from_parts(FateKind::Delivered, None, None, VALUES)),
+        "delivered"
+    );
 }
 
 #[test]
@@ -78,10 +122,20 @@ fn messages_name_the_rule_client_and_fix() {
     let d = diagnose(&f);
     assert!(d.message.contains("192.0.2.9"), "{}", d.message);
     assert!(d.message.contains("container web"), "{}", d.message);
-    assert!(d.message.contains("rule 1 of chain DOCKER-USER"), "{}", d.message);
+    assert!(
+        d.message.contains("rule 1 of chain DOCKER-USER"),
+        "{}",
+        d.message
+    );
     let advice = d.advice.expect("advice");
-    assert!(advice.contains("iptables -t filter -D DOCKER-USER 1"), "{advice}");
-    assert!(advice.contains("-I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"), "{advice}");
+    assert!(
+        advice.contains("iptables -t filter -D DOCKER-USER 1"),
+        "{advice}"
+    );
+    assert!(
+        advice.contains("-I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+        "{advice}"
+    );
 }
 
 #[test]
@@ -100,18 +154,59 @@ fn refused_and_timed_out_connections() {
         dport: dp,
         proto: 6,
     };
-    let reject = Diagnosis { cause: "reject".into(), message: "refused by rule 1".into(), advice: None };
-    let delivered = Diagnosis { cause: "delivered".into(), message: "delivered".into(), advice: None };
-    let dropped = Diagnosis { cause: "rule_drop".into(), message: "dropped by rule 1".into(), advice: None };
+    let reject = Diagnosis {
+        cause: "reject".into(),
+        message: "refused by rule 1".into(),
+        advice: None,
+    };
+    let delivered = Diagnosis {
+        cause: "delivered".into(),
+        message: "delivered".into(),
+        advice: None,
+    };
+    let dropped = Diagnosis {
+        cause: "rule_drop".into(),
+        message: "dropped by rule 1".into(),
+        advice: None,
+    };
     let mut o = Outcomes::default();
-    o.request(t("192.0.2.9", 5000, "192.0.2.25", 8092), 10, FateKind::Dropped, &reject, "namespace dock".into());
-    o.reply(t("192.0.2.25", 8092, "192.0.2.9", 5000), 10, 0x14, "namespace dock".into(), FateKind::Delivered, &delivered);
-    o.request(t("192.0.2.9", 5001, "192.0.2.25", 8092), 10, FateKind::Dropped, &dropped, "namespace dock".into());
-    o.request(t("192.0.2.9", 5001, "192.0.2.25", 8092), 10, FateKind::Dropped, &dropped, "namespace dock".into());
+    o.request(
+        t("192.0.2.9", 5000, "192.0.2.25", 8092),
+        10,
+        FateKind::Dropped,
+        &reject,
+        "namespace dock".into(),
+    );
+    o.reply(
+        t("192.0.2.25", 8092, "192.0.2.9", 5000),
+        10,
+        0x14,
+        "namespace dock".into(),
+        FateKind::Delivered,
+        &delivered,
+    );
+    o.request(
+        t("192.0.2.9", 5001, "192.0.2.25", 8092),
+        10,
+        FateKind::Dropped,
+        &dropped,
+        "namespace dock".into(),
+    );
+    o.request(
+        t("192.0.2.9", 5001, "192.0.2.25", 8092),
+        10,
+        FateKind::Dropped,
+        &dropped,
+        "namespace dock".into(),
+    );
     let conns = o.connections();
     assert_eq!(conns.len(), 2);
     assert_eq!(conns[0].outcome, ConnectionOutcome::Refused);
-    assert!(conns[0].explanation.contains("namespace dock") && conns[0].explanation.contains("rule 1"), "{}", conns[0].explanation);
+    assert!(
+        conns[0].explanation.contains("namespace dock") && conns[0].explanation.contains("rule 1"),
+        "{}",
+        conns[0].explanation
+    );
     assert_eq!(conns[1].outcome, ConnectionOutcome::TimedOut);
     assert_eq!(conns[1].requests, 2);
     let groups = o.groups();

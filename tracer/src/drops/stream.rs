@@ -23,14 +23,22 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(per_sec: u32) -> Self {
-        Self { per_sec, window: None, shown: 0, held: 0 }
+        Self {
+            per_sec,
+            window: None,
+            shown: 0,
+            held: 0,
+        }
     }
 
     /// Whether to print this item. When a new second starts, returns how
     /// many items the last one held back, so the caller can say so.
     pub fn admit(&mut self, now: Instant) -> (bool, u64) {
         let mut held_back = 0;
-        if self.window.is_none_or(|w| now.duration_since(w).as_secs() >= 1) {
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w).as_secs() >= 1)
+        {
             held_back = std::mem::take(&mut self.held);
             self.window = Some(now);
             self.shown = 0;
@@ -51,12 +59,24 @@ impl Throttle {
 }
 
 fn line(hop: &Hop, view: &mut View) -> String {
-    let ns = view.netns_name(hop.netns).unwrap_or_else(|| format!("netns:{}", hop.netns));
+    let ns = view
+        .netns_name(hop.netns)
+        .unwrap_or_else(|| format!("netns:{}", hop.netns));
     let reason = view.reason(hop).unwrap_or_default();
     let loc = view.location(hop).unwrap_or_else(|| "?".into());
-    let hook = hop.hook.map(|h| format!(" [{}]", h.as_str())).unwrap_or_default();
-    let t = hop.tuple.map(|t| format!("  {}", tuple(&t))).unwrap_or_default();
-    let dev = if hop.ifname.is_empty() { "-" } else { &hop.ifname };
+    let hook = hop
+        .hook
+        .map(|h| format!(" [{}]", h.as_str()))
+        .unwrap_or_default();
+    let t = hop
+        .tuple
+        .map(|t| format!("  {}", tuple(&t)))
+        .unwrap_or_default();
+    let dev = if hop.ifname.is_empty() {
+        "-"
+    } else {
+        &hop.ifname
+    };
     format!("{reason:<22} {loc:<34} {dev:<12} {ns}{hook}{t}")
 }
 
@@ -121,11 +141,26 @@ impl StreamState {
 
 pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<(), Error> {
     let mut view = view()?;
-    let load = LoadOptions { tier: opts.tier, hops: false, all_drops: opts.filter.is_empty(), ..Default::default() };
+    let load = LoadOptions {
+        tier: opts.tier,
+        hops: false,
+        all_drops: opts.filter.is_empty(),
+        ..Default::default()
+    };
     let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
     let mut reader = tracer.events()?;
-    eprintln!("pathtrace: ready, streaming drops of {}", if opts.filter.is_empty() { "every packet".into() } else { opts.filter.to_string() });
-    let mut st = StreamState { throttle: Throttle::new(opts.max_rate), ..Default::default() };
+    eprintln!(
+        "pathtrace: ready, streaming drops of {}",
+        if opts.filter.is_empty() {
+            "every packet".into()
+        } else {
+            opts.filter.to_string()
+        }
+    );
+    let mut st = StreamState {
+        throttle: Throttle::new(opts.max_rate),
+        ..Default::default()
+    };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let end = deadline(opts.duration);
@@ -147,7 +182,13 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     if let Some(e) = st.failed {
         return Err(Error::Output(e));
     }
-    let StreamState { mut throttle, drops, events, unprinted, .. } = st;
+    let StreamState {
+        mut throttle,
+        drops,
+        events,
+        unprinted,
+        ..
+    } = st;
     say_held(out, opts.json, throttle.pending()).map_err(Error::Output)?;
     let lost = tracer.counters().lost;
     if opts.json {
@@ -173,7 +214,11 @@ mod tests {
         assert_eq!(t.admit(t0), (true, 0));
         assert_eq!(t.admit(t0), (false, 0));
         assert_eq!(t.admit(t0 + Duration::from_millis(500)), (false, 0));
-        assert_eq!(t.admit(t0 + Duration::from_millis(1100)), (true, 2), "the next second reports two held back");
+        assert_eq!(
+            t.admit(t0 + Duration::from_millis(1100)),
+            (true, 2),
+            "the next second reports two held back"
+        );
         assert_eq!(t.admit(t0 + Duration::from_millis(1200)), (true, 0));
         assert_eq!(t.admit(t0 + Duration::from_millis(1300)), (false, 0));
         assert_eq!(t.pending(), 1);

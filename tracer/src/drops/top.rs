@@ -35,7 +35,11 @@ fn name_rows(
         .iter()
         .map(|(k, count)| {
             let delta = count.saturating_sub(before.get(k).copied().unwrap_or(0));
-            let name_len = k.ifname.iter().position(|&c| c == 0).unwrap_or(k.ifname.len());
+            let name_len = k
+                .ifname
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(k.ifname.len());
             TopRow {
                 reason: view.reasons.name(k.reason),
                 location: view
@@ -57,9 +61,15 @@ fn name_rows(
 }
 
 fn table(rows: &[TopRow], title: &str) -> String {
-    let mut s = format!("{title}\n{:>10} {:>10}  {:<22} {:<34} {:<12} NETNS\n", "COUNT", "RATE/s", "REASON", "LOCATION", "DEVICE");
+    let mut s = format!(
+        "{title}\n{:>10} {:>10}  {:<22} {:<34} {:<12} NETNS\n",
+        "COUNT", "RATE/s", "REASON", "LOCATION", "DEVICE"
+    );
     for r in rows {
-        let ns = r.netns_name.clone().unwrap_or_else(|| format!("netns:{}", r.netns));
+        let ns = r
+            .netns_name
+            .clone()
+            .unwrap_or_else(|| format!("netns:{}", r.netns));
         let dev = if r.ifname.is_empty() { "-" } else { &r.ifname };
         s.push_str(&format!(
             "{:>10} {:>10.1}  {:<22} {:<34} {:<12} {ns}\n",
@@ -93,7 +103,10 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         ..Default::default()
     };
     let tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
-    eprintln!("pathtrace: ready, counting drops in the kernel every {:?}", opts.interval);
+    eprintln!(
+        "pathtrace: ready, counting drops in the kernel every {:?}",
+        opts.interval
+    );
     let started = Instant::now();
     let mut before: HashMap<DropKey, u64> = HashMap::new();
     let mut last = Instant::now();
@@ -116,9 +129,16 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         let rows = name_rows(&now_counts, &before, secs, &mut view);
         before = now_counts.into_iter().collect();
         let res = if opts.json {
-            writeln!(out, "{}", json!({"type": "drop_top", "elapsed_s": started.elapsed().as_secs_f64(), "rows": json_rows(&rows)}))
+            writeln!(
+                out,
+                "{}",
+                json!({"type": "drop_top", "elapsed_s": started.elapsed().as_secs_f64(), "rows": json_rows(&rows)})
+            )
         } else {
-            let title = format!("pathtrace drops --top: {:.0}s", started.elapsed().as_secs_f64());
+            let title = format!(
+                "pathtrace drops --top: {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
             if opts.redraw {
                 write!(out, "\x1b[H\x1b[2J{}", table(&rows, &title))
             } else {
@@ -128,7 +148,12 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         res.and_then(|_| out.flush()).map_err(Error::Output)?;
     }
     let final_counts = tracer.drop_counts()?;
-    let rows = name_rows(&final_counts, &before, last.elapsed().as_secs_f64(), &mut view);
+    let rows = name_rows(
+        &final_counts,
+        &before,
+        last.elapsed().as_secs_f64(),
+        &mut view,
+    );
     let total: u64 = rows.iter().map(|r| r.count).sum();
     if opts.json {
         writeln!(out, "{}", json!({"type": "drop_totals", "total": total, "elapsed_s": started.elapsed().as_secs_f64(), "rows": json_rows(&rows)}))

@@ -109,7 +109,10 @@ fn addr(version: u8, b: &[u8; 16]) -> IpAddr {
 pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
     let want = std::mem::size_of::<Event>();
     if bytes.len() < want {
-        return Err(DecodeError::Short { got: bytes.len(), want });
+        return Err(DecodeError::Short {
+            got: bytes.len(),
+            want,
+        });
     }
     // SAFETY: the length was checked, Event is plain old data, and
     // read_unaligned copes with any alignment of the ring-buffer slot.
@@ -129,7 +132,11 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         dport: ev.dport,
         proto: ev.proto,
     });
-    let name_len = ev.ifname.iter().position(|&c| c == 0).unwrap_or(ev.ifname.len());
+    let name_len = ev
+        .ifname
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(ev.ifname.len());
     let verdict = match ev.verdict {
         verdict::ACCEPT => Some(Verdict::Accept),
         verdict::DROP => Some(Verdict::Drop),
@@ -145,7 +152,11 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         netns: ev.netns,
         ifindex: ev.ifindex,
         ifname: String::from_utf8_lossy(&ev.ifname[..name_len]).into_owned(),
-        hook: if ev.hook == HOOK_NONE { None } else { Hook::from_nf_inet(ev.hook) },
+        hook: if ev.hook == HOOK_NONE {
+            None
+        } else {
+            Hook::from_nf_inet(ev.hook)
+        },
         nf_family: ev.nf_family,
         verdict,
         retval: ev.retval,
@@ -168,7 +179,10 @@ mod tests {
     fn raw(ev: &Event) -> Vec<u8> {
         // SAFETY: Event is repr(C) plain old data without padding.
         unsafe {
-            std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>())
+            std::slice::from_raw_parts(
+                (ev as *const Event).cast::<u8>(),
+                std::mem::size_of::<Event>(),
+            )
         }
         .to_vec()
     }
@@ -203,7 +217,10 @@ mod tests {
         let t = hop.tuple.expect("has a tuple");
         assert_eq!(t.saddr.to_string(), "192.0.2.9");
         assert_eq!(t.daddr.to_string(), "192.0.2.25");
-        assert_eq!((t.sport, t.dport, t.proto_name().as_str()), (40000, 8092, "tcp"));
+        assert_eq!(
+            (t.sport, t.dport, t.proto_name().as_str()),
+            (40000, 8092, "tcp")
+        );
     }
 
     #[test]
@@ -223,13 +240,19 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         let bytes = raw(&sample());
-        assert!(matches!(decode(&bytes[..100]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&bytes[..100]),
+            Err(DecodeError::Short { .. })
+        ));
         let mut ev = sample();
         ev.kind = 99;
         assert_eq!(decode(&raw(&ev)), Err(DecodeError::UnknownKind(99)));
         let mut ev = sample();
         ev.stack_len = 200;
-        assert_eq!(decode(&raw(&ev)).expect("decodes").stack.len(), ev.stack.len());
+        assert_eq!(
+            decode(&raw(&ev)).expect("decodes").stack.len(),
+            ev.stack.len()
+        );
         let mut ev = sample();
         ev.ip_version = 0;
         assert_eq!(decode(&raw(&ev)).expect("decodes").tuple, None);

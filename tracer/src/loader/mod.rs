@@ -22,7 +22,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("pathtrace was built without its eBPF object: run `cargo xtask build-ebpf`, then rebuild")]
+    #[error(
+        "pathtrace was built without its eBPF object: run `cargo xtask build-ebpf`, then rebuild"
+    )]
     NoObject,
     #[error("reading kernel BTF: {0}")]
     Btf(#[from] BtfError),
@@ -89,10 +91,18 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
     move |source| LoadError::Program { name, source }
 }
 
-fn attach_tp(ebpf: &mut Ebpf, prog: &'static str, tp: &str, btf: &aya::Btf) -> Result<(), LoadError> {
+fn attach_tp(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tp: &str,
+    btf: &aya::Btf,
+) -> Result<(), LoadError> {
     let p: &mut BtfTracePoint = ebpf
         .program_mut(prog)
-        .ok_or(LoadError::Program { name: prog, source: ProgramError::NotLoaded })?
+        .ok_or(LoadError::Program {
+            name: prog,
+            source: ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(prog_err(prog))?;
     p.load(tp, btf).map_err(prog_err(prog))?;
@@ -105,14 +115,20 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
     const EXIT: &str = "nf_hook_slow_fexit";
     let p: &mut FEntry = ebpf
         .program_mut(ENTRY)
-        .ok_or(LoadError::Program { name: ENTRY, source: ProgramError::NotLoaded })?
+        .ok_or(LoadError::Program {
+            name: ENTRY,
+            source: ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(prog_err(ENTRY))?;
     p.load("nf_hook_slow", btf).map_err(prog_err(ENTRY))?;
     p.attach().map_err(prog_err(ENTRY))?;
     let p: &mut FExit = ebpf
         .program_mut(EXIT)
-        .ok_or(LoadError::Program { name: EXIT, source: ProgramError::NotLoaded })?
+        .ok_or(LoadError::Program {
+            name: EXIT,
+            source: ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(prog_err(EXIT))?;
     p.load("nf_hook_slow", btf).map_err(prog_err(EXIT))?;
@@ -124,7 +140,10 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for name in ["nf_hook_slow_kprobe", "nf_hook_slow_kretprobe"] {
         let p: &mut KProbe = ebpf
             .program_mut(name)
-            .ok_or(LoadError::Program { name, source: ProgramError::NotLoaded })?
+            .ok_or(LoadError::Program {
+                name,
+                source: ProgramError::NotLoaded,
+            })?
             .try_into()
             .map_err(prog_err(name))?;
         p.load().map_err(prog_err(name))?;
@@ -159,7 +178,10 @@ impl Tracer {
             return Err(LoadError::TooManyFilters);
         }
         let btf = Btf::vmlinux()?;
-        let mut cfg = Config { offsets: offsets::from_btf(&btf)?, ..Default::default() };
+        let mut cfg = Config {
+            offsets: offsets::from_btf(&btf)?,
+            ..Default::default()
+        };
         for (slot, f) in cfg.filters.iter_mut().zip(filters) {
             *slot = *f;
         }
@@ -184,14 +206,29 @@ impl Tracer {
             .map_max_entries("TRACKED", opts.tracked_max)
             .load(OBJECT)?;
         {
-            let map = ebpf.map_mut("CONFIG").ok_or(LoadError::MissingMap("CONFIG"))?;
+            let map = ebpf
+                .map_mut("CONFIG")
+                .ok_or(LoadError::MissingMap("CONFIG"))?;
             let mut arr: Array<&mut MapData, Config> =
-                Array::try_from(map).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
-            arr.set(0, cfg, 0).map_err(|source| LoadError::Map { name: "CONFIG", source })?;
+                Array::try_from(map).map_err(|source| LoadError::Map {
+                    name: "CONFIG",
+                    source,
+                })?;
+            arr.set(0, cfg, 0).map_err(|source| LoadError::Map {
+                name: "CONFIG",
+                source,
+            })?;
         }
         // Without hops (the drop views) nf_hook_slow verdicts have nowhere to go.
         let (tier, refused) = if opts.hops {
-            tier::choose(opts.tier, &mut ebpf, &aya_btf, attach_fentry, attach_kprobe, error_chain)?
+            tier::choose(
+                opts.tier,
+                &mut ebpf,
+                &aya_btf,
+                attach_fentry,
+                attach_kprobe,
+                error_chain,
+            )?
         } else {
             (Tier::Tracepoint, Vec::new())
         };
@@ -202,20 +239,40 @@ impl Tracer {
         }
         if opts.hops {
             attach_tp(&mut ebpf, "consume_skb", "consume_skb", &aya_btf)?;
-            attach_tp(&mut ebpf, "netif_receive_skb", "netif_receive_skb", &aya_btf)?;
+            attach_tp(
+                &mut ebpf,
+                "netif_receive_skb",
+                "netif_receive_skb",
+                &aya_btf,
+            )?;
             attach_tp(&mut ebpf, "netif_rx", "netif_rx", &aya_btf)?;
             attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
         }
         let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS").ok_or(LoadError::MissingMap("COUNTERS"))?,
+            ebpf.take_map("COUNTERS")
+                .ok_or(LoadError::MissingMap("COUNTERS"))?,
         )
-        .map_err(|source| LoadError::Map { name: "COUNTERS", source })?;
-        Ok(Self { ebpf, tier, refused, counters })
+        .map_err(|source| LoadError::Map {
+            name: "COUNTERS",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            tier,
+            refused,
+            counters,
+        })
     }
 
     pub fn events(&mut self) -> Result<EventReader, LoadError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
-        let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })?;
         EventReader::new(ring).map_err(|e| LoadError::AyaBtf(e.to_string()))
     }
 
@@ -225,12 +282,21 @@ impl Tracer {
 
     /// Totals of the kernel's per-CPU drop counters, one row per key.
     pub fn drop_counts(&self) -> Result<Vec<(DropKey, u64)>, LoadError> {
-        let map = self.ebpf.map("DROP_COUNTS").ok_or(LoadError::MissingMap("DROP_COUNTS"))?;
+        let map = self
+            .ebpf
+            .map("DROP_COUNTS")
+            .ok_or(LoadError::MissingMap("DROP_COUNTS"))?;
         let counts: PerCpuHashMap<&MapData, DropKey, u64> =
-            PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map { name: "DROP_COUNTS", source })?;
+            PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: "DROP_COUNTS",
+                source,
+            })?;
         let mut rows = Vec::new();
         for item in counts.iter() {
-            let (key, per_cpu) = item.map_err(|source| LoadError::Map { name: "DROP_COUNTS", source })?;
+            let (key, per_cpu) = item.map_err(|source| LoadError::Map {
+                name: "DROP_COUNTS",
+                source,
+            })?;
             rows.push((key, per_cpu.iter().sum()));
         }
         Ok(rows)

@@ -53,7 +53,10 @@ pub(super) fn choose(
     let mut try_fentry = |e: &mut Ebpf| fentry(e, btf);
     let mut try_kprobe = |e: &mut Ebpf| kprobe(e);
     let candidates: Vec<(Tier, Attach<'_>)> = match req {
-        TierRequest::Auto => vec![(Tier::Fentry, &mut try_fentry), (Tier::Kprobe, &mut try_kprobe)],
+        TierRequest::Auto => vec![
+            (Tier::Fentry, &mut try_fentry),
+            (Tier::Kprobe, &mut try_kprobe),
+        ],
         TierRequest::Fentry => vec![(Tier::Fentry, &mut try_fentry)],
         TierRequest::Kprobe => vec![(Tier::Kprobe, &mut try_kprobe)],
         TierRequest::Tracepoint => vec![],
@@ -64,7 +67,10 @@ pub(super) fn choose(
         match attach(ebpf) {
             Ok(()) => return Ok((tier, refused)),
             Err(e) if forced => {
-                return Err(LoadError::TierUnavailable { tier, why: describe(&e) });
+                return Err(LoadError::TierUnavailable {
+                    tier,
+                    why: describe(&e),
+                });
             }
             Err(e) => refused.push((tier, describe(&e))),
         }

@@ -12,7 +12,10 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error("connecting to {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("talking to Docker: {0}")]
     Io(#[from] std::io::Error),
     #[error("Docker answered {0}")]
@@ -61,32 +64,55 @@ fn dechunk(body: &[u8]) -> Vec<u8> {
 
 /// Splits an HTTP/1.1 response into status line and (de-chunked) body.
 pub(crate) fn parse_response(raw: &[u8]) -> Result<Vec<u8>, DockerError> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| DockerError::Status("a truncated response".into()))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| DockerError::Status("a truncated response".into()))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let status = head.lines().next().unwrap_or_default().to_owned();
     if !status.contains(" 200 ") {
         return Err(DockerError::Status(status));
     }
     let body = &raw[split + 4..];
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    Ok(if chunked { dechunk(body) } else { body.to_vec() })
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    Ok(if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    })
 }
 
 fn netns_of_pid(pid: i64) -> Option<u32> {
-    (pid > 0).then(|| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino() as u32)).flatten()
+    (pid > 0)
+        .then(|| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .ok()
+                .map(|m| m.ino() as u32)
+        })
+        .flatten()
 }
 
 impl DockerApi {
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.to_owned() }
+        Self {
+            socket: socket.to_owned(),
+        }
     }
 
     fn get(&self, path: &str) -> Result<Value, DockerError> {
-        let mut s = UnixStream::connect(&self.socket)
-            .map_err(|source| DockerError::Connect { path: self.socket.display().to_string(), source })?;
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| DockerError::Connect {
+            path: self.socket.display().to_string(),
+            source,
+        })?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.set_write_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+        )?;
         let mut raw = Vec::new();
         s.take(16 << 20).read_to_end(&mut raw)?;
         Ok(serde_json::from_slice(&parse_response(&raw)?)?)
@@ -98,7 +124,11 @@ impl DockerApi {
         let mut out = Vec::new();
         for c in list.as_array().into_iter().flatten() {
             let id = c["Id"].as_str().unwrap_or_default().to_owned();
-            let name = c["Names"][0].as_str().unwrap_or(&id).trim_start_matches('/').to_owned();
+            let name = c["Names"][0]
+                .as_str()
+                .unwrap_or(&id)
+                .trim_start_matches('/')
+                .to_owned();
             let ports = c["Ports"]
                 .as_array()
                 .into_iter()
@@ -112,13 +142,25 @@ impl DockerApi {
                 })
                 .collect();
             let inspect = self.get(&format!("/containers/{id}/json")).ok();
-            let netns = inspect.as_ref().and_then(|i| netns_of_pid(i["State"]["Pid"].as_i64().unwrap_or(0)));
+            let netns = inspect
+                .as_ref()
+                .and_then(|i| netns_of_pid(i["State"]["Pid"].as_i64().unwrap_or(0)));
             let ip = inspect
                 .as_ref()
-                .and_then(|i| i["NetworkSettings"]["Networks"].as_object().and_then(|n| n.values().next().cloned()))
+                .and_then(|i| {
+                    i["NetworkSettings"]["Networks"]
+                        .as_object()
+                        .and_then(|n| n.values().next().cloned())
+                })
                 .and_then(|n| n["IPAddress"].as_str().map(str::to_owned))
                 .filter(|ip| !ip.is_empty());
-            out.push(Container { id, name, ip, netns, ports });
+            out.push(Container {
+                id,
+                name,
+                ip,
+                netns,
+                ports,
+            });
         }
         Ok(out)
     }

@@ -40,8 +40,11 @@ impl Containers {
 
     /// The container that publishes `port` (host side), if any.
     pub fn publishing(&self, port: u16, proto: &str) -> Option<(&Container, &Published)> {
-        self.by_netns
-            .values()
-            .find_map(|c| c.ports.iter().find(|p| p.public == port && p.proto == proto).map(|p| (c, p)))
+        self.by_netns.values().find_map(|c| {
+            c.ports
+                .iter()
+                .find(|p| p.public == port && p.proto == proto)
+                .map(|p| (c, p))
+        })
     }
 }

@@ -30,7 +30,10 @@ impl NetnsNames {
 
     /// Re-reads the namespace names, at most once a second.
     pub fn refresh(&mut self) {
-        if self.refreshed.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .refreshed
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.refreshed = Some(Instant::now());
@@ -42,9 +45,12 @@ impl NetnsNames {
                     continue;
                 }
                 if let Some(ino) = inode(&e.path().join("ns/net")) {
-                    self.paths.entry(ino).or_insert_with(|| e.path().join("ns/net"));
+                    self.paths
+                        .entry(ino)
+                        .or_insert_with(|| e.path().join("ns/net"));
                     names.entry(ino).or_insert_with(|| {
-                        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                        let comm =
+                            std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
                         format!("{} (pid {pid})", comm.trim())
                     });
                 }
@@ -88,7 +94,11 @@ impl NetnsNames {
     }
 
     pub fn set_containers(&mut self, containers: &super::Containers) {
-        self.containers = containers.by_netns.iter().map(|(ino, c)| (*ino, c.name.clone())).collect();
+        self.containers = containers
+            .by_netns
+            .iter()
+            .map(|(ino, c)| (*ino, c.name.clone()))
+            .collect();
     }
 
     pub fn insert(&mut self, ino: u32, name: impl Into<String>) {

@@ -68,7 +68,10 @@ pub fn packet(p: &Packet, view: &mut View) -> Value {
     obj.insert("reason".into(), json!(at.and_then(|h| view.reason(h))));
     obj.insert("location".into(), json!(at.and_then(|h| view.location(h))));
     obj.insert("netns".into(), json!(at.map(|h| h.netns)));
-    obj.insert("netns_name".into(), json!(at.and_then(|h| view.netns_name(h.netns))));
+    obj.insert(
+        "netns_name".into(),
+        json!(at.and_then(|h| view.netns_name(h.netns))),
+    );
     obj.insert("ifname".into(), json!(at.map(|h| h.ifname.clone())));
     let first = p.hops.iter().find(|h| h.tuple.is_some());
     tuple_fields(&mut obj, first);
@@ -101,7 +104,11 @@ pub fn packet_with(p: &Packet, view: &mut View, report: &Report) -> Value {
     if let Value::Object(obj) = &mut v {
         obj.insert("direction".into(), json!(report.direction.as_str()));
         obj.insert("diagnosis".into(), json!(report.diagnosis));
-        let container = p.hops.iter().rev().find_map(|h| view.netns.container(h.netns));
+        let container = p
+            .hops
+            .iter()
+            .rev()
+            .find_map(|h| view.netns.container(h.netns));
         obj.insert("container".into(), json!(container));
     }
     v

@@ -42,26 +42,55 @@ pub fn tuple(t: &Tuple) -> String {
         (std::net::IpAddr::V6(_), p) => format!("[{a}]:{p}"),
         (_, p) => format!("{a}:{p}"),
     };
-    format!("{} {} → {}", t.proto_name(), ep(t.saddr, t.sport), ep(t.daddr, t.dport))
+    format!(
+        "{} {} → {}",
+        t.proto_name(),
+        ep(t.saddr, t.sport),
+        ep(t.daddr, t.dport)
+    )
 }
 
 fn tcp_flags(f: u8) -> String {
-    const NAMES: [(u8, char); 6] = [(0x02, 'S'), (0x10, '.'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P'), (0x20, 'U')];
-    NAMES.iter().filter(|(bit, _)| f & bit != 0).map(|(_, c)| *c).collect()
+    const NAMES: [(u8, char); 6] = [
+        (0x02, 'S'),
+        (0x10, '.'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| f & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
 }
 
 /// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
 pub fn rule_phrase(r: &RuleHit) -> String {
     if r.policy {
-        return format!("the policy of chain {} in table {} ({})", r.chain, r.table, r.verdict);
+        return format!(
+            "the policy of chain {} in table {} ({})",
+            r.chain, r.table, r.verdict
+        );
     }
-    let idx = r.index.map(|i| format!("rule {i}")).unwrap_or_else(|| "a rule".into());
-    let text = r.text.as_ref().map(|t| format!(": {t}")).unwrap_or_default();
+    let idx = r
+        .index
+        .map(|i| format!("rule {i}"))
+        .unwrap_or_else(|| "a rule".into());
+    let text = r
+        .text
+        .as_ref()
+        .map(|t| format!(": {t}"))
+        .unwrap_or_default();
     format!("{idx} of chain {} in table {}{text}", r.chain, r.table)
 }
 
 fn rule_detail(r: &RuleHit, style: Style) -> String {
-    let hook = r.hook.map(|h| format!("{} ", h.as_str())).unwrap_or_default();
+    let hook = r
+        .hook
+        .map(|h| format!("{} ", h.as_str()))
+        .unwrap_or_default();
     let verdict = match r.verdict.as_str() {
         "DROP" => style.red("DROP"),
         "ACCEPT" => style.green("ACCEPT"),
@@ -70,10 +99,19 @@ fn rule_detail(r: &RuleHit, style: Style) -> String {
     let what = if r.policy {
         "policy".to_owned()
     } else {
-        r.index.map(|i| format!("#{i}")).unwrap_or_else(|| "end".into())
+        r.index
+            .map(|i| format!("#{i}"))
+            .unwrap_or_else(|| "end".into())
     };
-    let text = r.text.as_ref().map(|t| format!("  {}", style.dim(t))).unwrap_or_default();
-    format!("{hook}{} {}/{} {what} {verdict}{text}", r.family, r.table, r.chain)
+    let text = r
+        .text
+        .as_ref()
+        .map(|t| format!("  {}", style.dim(t)))
+        .unwrap_or_default();
+    format!(
+        "{hook}{} {}/{} {what} {verdict}{text}",
+        r.family, r.table, r.chain
+    )
 }
 
 fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
@@ -100,7 +138,10 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
 
 pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
     let mut out = String::new();
-    let first = p.hops.iter().find_map(|h| h.tuple.map(|t| (t, h.tcp_flags)));
+    let first = p
+        .hops
+        .iter()
+        .find_map(|h| h.tuple.map(|t| (t, h.tcp_flags)));
     let head = match first {
         Some((t, flags)) if t.proto == 6 => format!("{} [{}]", tuple(&t), tcp_flags(flags)),
         Some((t, _)) => tuple(&t),
@@ -119,7 +160,11 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
             "  {} {:<18} {:<12} {:<7} {}",
             style.dim(&format!("+{ms:8.3}ms")),
             ns,
-            if hop.ifname.is_empty() { "-" } else { &hop.ifname },
+            if hop.ifname.is_empty() {
+                "-"
+            } else {
+                &hop.ifname
+            },
             hop.kind.as_str(),
             hop_detail(hop, view, style),
         );
@@ -134,15 +179,28 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
     let at = p.fate.at.and_then(|i| p.hops.get(i));
     let place = at
         .map(|h| {
-            let ns = view.netns_name(h.netns).unwrap_or_else(|| format!("netns:{}", h.netns));
-            format!("{ns}, {}", if h.ifname.is_empty() { "-" } else { &h.ifname })
+            let ns = view
+                .netns_name(h.netns)
+                .unwrap_or_else(|| format!("netns:{}", h.netns));
+            format!(
+                "{ns}, {}",
+                if h.ifname.is_empty() { "-" } else { &h.ifname }
+            )
         })
         .unwrap_or_default();
     let line = match p.fate.kind {
         FateKind::Dropped => {
-            let hook = p.fate.hook.map(|h| format!(" in {}", h.as_str())).unwrap_or_default();
-            let reason = at.and_then(|h| view.reason(h)).unwrap_or_else(|| "no reason given".into());
-            let by = deciding_rule(p).map(|r| format!(" by {}", rule_phrase(r))).unwrap_or_default();
+            let hook = p
+                .fate
+                .hook
+                .map(|h| format!(" in {}", h.as_str()))
+                .unwrap_or_default();
+            let reason = at
+                .and_then(|h| view.reason(h))
+                .unwrap_or_else(|| "no reason given".into());
+            let by = deciding_rule(p)
+                .map(|r| format!(" by {}", rule_phrase(r)))
+                .unwrap_or_default();
             style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
         }
         FateKind::Delivered => style.green(&format!("✓ delivered ({place})")),
@@ -177,7 +235,10 @@ pub fn summary(o: &Outcomes, style: Style) -> String {
     if !conns.is_empty() {
         s.push_str(&format!("{}\n", style.bold("connections")));
         for c in conns {
-            s.push_str(&format!("  {} {} → {}: {}\n", c.proto, c.client, c.server, c.explanation));
+            s.push_str(&format!(
+                "  {} {} → {}: {}\n",
+                c.proto, c.client, c.server, c.explanation
+            ));
         }
     }
     s

@@ -16,7 +16,11 @@ use crate::{
 const SLACK: Duration = Duration::from_millis(50);
 
 fn same_flow(a: &Tuple, b: &Tuple) -> bool {
-    a.saddr == b.saddr && a.daddr == b.daddr && a.sport == b.sport && a.dport == b.dport && a.proto == b.proto
+    a.saddr == b.saddr
+        && a.daddr == b.daddr
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.proto == b.proto
 }
 
 /// Moves the rule hits that belong to `p` out of the watch and into its
@@ -31,7 +35,8 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
     let matches = |r: &RuleHit| {
         netns.contains(&r.netns)
             && r.received >= from
-            && r.tuple.is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
+            && r.tuple
+                .is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
             && match (r.ip_id, ip_ids.is_empty()) {
                 (Some(id), false) => ip_ids.contains(&id),
                 _ => true,
@@ -96,5 +101,9 @@ fn place(p: &mut Packet, hits: Vec<RuleHit>) {
 
 /// The rule that decided a dropped packet's fate, if rule tracing saw it.
 pub fn deciding_rule(p: &Packet) -> Option<&RuleHit> {
-    p.hops.iter().rev().filter_map(|h| h.rule.as_deref()).find(|r| r.is_drop())
+    p.hops
+        .iter()
+        .rev()
+        .filter_map(|h| h.rule.as_deref())
+        .find(|r| r.is_drop())
 }

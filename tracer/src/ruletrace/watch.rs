@@ -34,7 +34,11 @@ pub struct NetnsTarget {
 impl NetnsTarget {
     pub fn current() -> std::io::Result<Self> {
         let inode = std::fs::metadata("/proc/thread-self/ns/net")?.ino() as u32;
-        Ok(Self { path: None, inode, label: "this namespace".into() })
+        Ok(Self {
+            path: None,
+            inode,
+            label: "this namespace".into(),
+        })
     }
 
     /// `NAME` (an `ip netns` name) or a path such as `/proc/PID/ns/net`.
@@ -42,10 +46,22 @@ impl NetnsTarget {
         if spec.is_empty() || spec.len() > 4096 {
             return Err("--netns needs a namespace name or path".into());
         }
-        let path = if spec.contains('/') { PathBuf::from(spec) } else { Path::new("/run/netns").join(spec) };
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| format!("network namespace '{spec}' not found ({}: {e})", path.display()))?;
-        Ok(Self { path: Some(path), inode: meta.ino() as u32, label: spec.to_owned() })
+        let path = if spec.contains('/') {
+            PathBuf::from(spec)
+        } else {
+            Path::new("/run/netns").join(spec)
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            format!(
+                "network namespace '{spec}' not found ({}: {e})",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            path: Some(path),
+            inode: meta.ino() as u32,
+            label: spec.to_owned(),
+        })
     }
 }
 
@@ -74,7 +90,13 @@ fn ip_id(net: &[u8]) -> Option<u16> {
 }
 
 fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
-    let tuple = ev.tuple.map(|(saddr, daddr, sport, dport, proto)| Tuple { saddr, daddr, sport, dport, proto });
+    let tuple = ev.tuple.map(|(saddr, daddr, sport, dport, proto)| Tuple {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto,
+    });
     RuleHit {
         netns,
         verdict: verdict_text(&ev),
@@ -94,7 +116,11 @@ fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
 }
 
 fn wait_readable(fd: i32, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
     n > 0 && pfd.revents & libc::POLLIN != 0
@@ -102,7 +128,8 @@ fn wait_readable(fd: i32, timeout: Duration) -> bool {
 
 /// Whether iptables-legacy tables exist in the namespace.
 fn legacy_in_use(path: Option<&Path>) -> bool {
-    let read = || std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
+    let read =
+        || std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
     let names = match path {
         None => read(),
         Some(p) => in_netns(p, read).unwrap_or_default(),
@@ -153,23 +180,40 @@ impl RuleWatch {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let tfs: Vec<TraceFilter> = filters.iter().map(trace_filter).collect();
-        let mut watch = Self { rx, stop, threads: Vec::new(), pending: Vec::new(), warnings: Vec::new(), active: 0 };
+        let mut watch = Self {
+            rx,
+            stop,
+            threads: Vec::new(),
+            pending: Vec::new(),
+            warnings: Vec::new(),
+            active: 0,
+        };
         for target in targets {
             let path = target.path.as_deref();
             let mut sources = Vec::new();
             match RuleTracer::start(path, &tfs) {
                 Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
-                Err(e) => watch.warnings.push(format!("no nftables rule tracing in {}: {e}", target.label)),
+                Err(e) => watch
+                    .warnings
+                    .push(format!("no nftables rule tracing in {}: {e}", target.label)),
             }
             if legacy_in_use(path) {
                 let _ = legacy_sweep(path);
                 match LegacyTracer::start(path, &tfs) {
                     Ok(t) => sources.push(Source::Legacy(t)),
-                    Err(e) => watch.warnings.push(format!("no iptables-legacy rule tracing in {}: {e}", target.label)),
+                    Err(e) => watch.warnings.push(format!(
+                        "no iptables-legacy rule tracing in {}: {e}",
+                        target.label
+                    )),
                 }
             }
             for mut src in sources {
-                let (tx, stop, netns, label) = (tx.clone(), watch.stop.clone(), target.inode, target.label.clone());
+                let (tx, stop, netns, label) = (
+                    tx.clone(),
+                    watch.stop.clone(),
+                    target.inode,
+                    target.label.clone(),
+                );
                 watch.active += 1;
                 watch.threads.push(std::thread::spawn(move || {
                     // Only a walk's first event carries the headers.
@@ -182,7 +226,9 @@ impl RuleWatch {
                             Ok(evs) => {
                                 for ev in evs {
                                     let id = match ip_id(&ev.network_header) {
-                                        Some(id) => *walk_ip_id.entry(ev.id).insert_entry(Some(id)).get(),
+                                        Some(id) => {
+                                            *walk_ip_id.entry(ev.id).insert_entry(Some(id)).get()
+                                        }
                                         None => walk_ip_id.get(&ev.id).copied().flatten(),
                                     };
                                     if walk_ip_id.len() > 4096 {
@@ -229,6 +275,9 @@ impl Drop for RuleWatch {
 
 impl std::fmt::Debug for RuleWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleWatch").field("active", &self.active).field("pending", &self.pending.len()).finish()
+        f.debug_struct("RuleWatch")
+            .field("active", &self.active)
+            .field("pending", &self.pending.len())
+            .finish()
     }
 }

@@ -40,22 +40,41 @@ impl Fate {
                 .take_while(|h| h.kind == HopKind::NfHook)
                 .find(|h| h.verdict == Some(crate::events::Verdict::Drop))
                 .and_then(|h| h.hook);
-            return Self { kind: FateKind::Dropped, at: Some(i), hook: hops[i].hook.or(nf_drop) };
+            return Self {
+                kind: FateKind::Dropped,
+                at: Some(i),
+                hook: hops[i].hook.or(nf_drop),
+            };
         }
         if let Some(i) = hops.iter().rposition(|h| h.kind == HopKind::Consume) {
-            let before = hops[..i].iter().rev().find(|h| matches!(h.kind, HopKind::Rx | HopKind::Tx));
+            let before = hops[..i]
+                .iter()
+                .rev()
+                .find(|h| matches!(h.kind, HopKind::Rx | HopKind::Tx));
             let kind = match before.map(|h| h.kind) {
                 Some(HopKind::Tx) => FateKind::Forwarded,
                 _ => FateKind::Delivered,
             };
-            return Self { kind, at: Some(i), hook: None };
+            return Self {
+                kind,
+                at: Some(i),
+                hook: None,
+            };
         }
-        let nf_drop = hops
-            .iter()
-            .position(|h| h.kind == HopKind::NfHook && h.verdict == Some(crate::events::Verdict::Drop));
+        let nf_drop = hops.iter().position(|h| {
+            h.kind == HopKind::NfHook && h.verdict == Some(crate::events::Verdict::Drop)
+        });
         if let Some(i) = nf_drop {
-            return Self { kind: FateKind::Dropped, at: Some(i), hook: hops[i].hook };
+            return Self {
+                kind: FateKind::Dropped,
+                at: Some(i),
+                hook: hops[i].hook,
+            };
         }
-        Self { kind: FateKind::Unknown, at: hops.len().checked_sub(1), hook: None }
+        Self {
+            kind: FateKind::Unknown,
+            at: hops.len().checked_sub(1),
+            hook: None,
+        }
     }
 }

@@ -49,7 +49,12 @@ impl Default for Tracker {
 
 impl Tracker {
     pub fn new(grace: Duration, idle: Duration) -> Self {
-        Self { open: HashMap::new(), next_id: 1, grace, idle }
+        Self {
+            open: HashMap::new(),
+            next_id: 1,
+            grace,
+            idle,
+        }
     }
 
     pub fn push(&mut self, hop: Hop, now: Instant) {
@@ -58,7 +63,13 @@ impl Tracker {
         let open = self.open.entry(key).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
-            Open { id, hops: Vec::new(), ended: None, first_seen: now, last_seen: now }
+            Open {
+                id,
+                hops: Vec::new(),
+                ended: None,
+                first_seen: now,
+                last_seen: now,
+            }
         });
         open.last_seen = now;
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
@@ -99,7 +110,13 @@ impl Tracker {
             .map(|o| {
                 let hops = tidy(o.hops);
                 let fate = Fate::of(&hops);
-                Packet { id: o.id, hops, fate, first_seen: o.first_seen, last_seen: o.last_seen }
+                Packet {
+                    id: o.id,
+                    hops,
+                    fate,
+                    first_seen: o.first_seen,
+                    last_seen: o.last_seen,
+                }
             })
             .collect();
         out.sort_by_key(|p| p.id);

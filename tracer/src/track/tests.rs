@@ -50,7 +50,10 @@ fn drop_ends_the_packet_after_the_grace_period() {
     assert_eq!(p.fate.kind, FateKind::Dropped);
     assert_eq!(p.fate.hook, Some(Hook::Forward));
     let kinds: Vec<_> = p.hops.iter().map(|h| h.kind).collect();
-    assert_eq!(kinds, [HopKind::Tx, HopKind::Rx, HopKind::NfHook, HopKind::Drop]);
+    assert_eq!(
+        kinds,
+        [HopKind::Tx, HopKind::Rx, HopKind::NfHook, HopKind::Drop]
+    );
 }
 
 #[test]
@@ -86,7 +89,10 @@ fn consume_after_tx_is_forwarding_and_silence_is_unknown() {
     let idle = t.settled(now + Duration::from_secs(3));
     assert_eq!(idle.len(), 1);
     assert_eq!(idle[0].fate.kind, FateKind::Unknown);
-    assert_eq!(idle[0].id, 2, "packets are numbered in order of first sight");
+    assert_eq!(
+        idle[0].id, 2,
+        "packets are numbered in order of first sight"
+    );
 }
 
 #[test]
@@ -99,5 +105,8 @@ fn a_hop_without_a_device_inherits_the_namespace_before_it() {
     t.push(c, now);
     let p = t.flush().pop().expect("one packet");
     let last = p.hops.last().expect("hops");
-    assert_eq!((last.netns, last.ifindex, last.ifname.as_str()), (5, 9, "if9"));
+    assert_eq!(
+        (last.netns, last.ifindex, last.ifname.as_str()),
+        (5, 9, "if9")
+    );
 }
