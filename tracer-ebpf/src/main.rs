@@ -83,7 +83,7 @@ unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
 #[inline(always)]
 unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Tracked, Headers)> {
     let hdr = unsafe { read_headers(cfg, skb, at) };
-    if let Some(t) = TRACKED.get_ptr_mut(&skb) {
+    if let Some(t) = TRACKED.get_ptr_mut(skb) {
         let t = unsafe { &mut *t };
         if hdr.ip_version == 0 {
             return Some((*t, hdr));
@@ -93,7 +93,7 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
             return Some((*t, hdr));
         }
         // The sk_buff was freed without a tracepoint and reused for a reply.
-        let _ = TRACKED.remove(&skb);
+        let _ = TRACKED.remove(skb);
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
@@ -112,7 +112,7 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
     };
     hdr.remember_in(&mut tracked);
     if !drop {
-        let _ = TRACKED.insert(&skb, &tracked, 0);
+        let _ = TRACKED.insert(skb, tracked, 0);
         bump(counter::TRACKED);
     }
     Some((tracked, hdr))
@@ -161,7 +161,7 @@ unsafe fn record<C: EbpfContext>(
         Some(t) => Some((t, unsafe { read_headers(cfg, skb, at) })),
         // A free of a packet we never saw travel is not a path.
         None if extra.kind == EventKind::Consume => {
-            unsafe { TRACKED.get(&skb) }.map(|t| (*t, unsafe { read_headers(cfg, skb, at) }))
+            unsafe { TRACKED.get(skb) }.map(|t| (*t, unsafe { read_headers(cfg, skb, at) }))
         }
         None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop) },
     };
@@ -169,7 +169,7 @@ unsafe fn record<C: EbpfContext>(
         return 0;
     };
     if terminal {
-        let _ = TRACKED.remove(&skb);
+        let _ = TRACKED.remove(skb);
     }
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };
@@ -326,7 +326,7 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
         state,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = NF_ENTRY.insert(&nf_key(skb), &entry, 0);
+    let _ = NF_ENTRY.insert(nf_key(skb), entry, 0);
     0
 }
 
@@ -338,10 +338,10 @@ fn nf_key(skb: u64) -> u64 {
 #[inline(always)]
 unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
     let key = nf_key(skb);
-    let Some(entry) = (unsafe { NF_ENTRY.get(&key) }).copied() else {
+    let Some(entry) = (unsafe { NF_ENTRY.get(key) }).copied() else {
         return 0;
     };
-    let _ = NF_ENTRY.remove(&key);
+    let _ = NF_ENTRY.remove(key);
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let o = &cfg.offsets;
     let state = entry.state;
@@ -397,17 +397,17 @@ pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
         return 0;
     };
     unsafe { nf_enter(skb, state) };
-    let _ = maps::NF_KPROBE_SKB.insert(&bpf_get_current_pid_tgid(), &skb, 0);
+    let _ = maps::NF_KPROBE_SKB.insert(bpf_get_current_pid_tgid(), skb, 0);
     0
 }
 
 #[kretprobe]
 pub fn nf_hook_slow_kretprobe(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(&pid_tgid) }).copied() else {
+    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = maps::NF_KPROBE_SKB.remove(&pid_tgid);
+    let _ = maps::NF_KPROBE_SKB.remove(pid_tgid);
     let ret: i64 = ctx.ret();
     unsafe { nf_exit(&ctx, skb, ret as i32) }
 }
