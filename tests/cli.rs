@@ -23,28 +23,72 @@ fn bad_command_lines_exit_2_with_one_line() {
         &["--src", "300.1.1.1"],
         &["--src", "192.0.2.1/33"],
         &["--src", ""],
+        &["--src", "::ffff:300.0.0.1"],
         &["--dst", "not-an-ip"],
+        &["--dst", "192.0.2.0/-1"],
         &["--dport", "0"],
         &["--dport", "65536"],
+        &["--dport", ""],
         &["--sport", "-5"],
+        &["--sport", "99999999999999999999"],
         &["--dport", "http"],
         &["--proto", "tcpp"],
         &["--proto", "300"],
+        &["--proto", "-1"],
         &["--count", "0"],
+        &["--count", "1.5"],
         &["--duration", "-1"],
         &["--duration", "soon"],
+        &["--duration", "nan"],
+        &["--duration", "1e309"],
         &["--tier", "magic"],
+        &["--tier", ""],
         &["--src", "192.0.2.9", "--dst", "2001:db8::1"],
+        &["--src", "192.0.2.9", "--src", "192.0.2.10"],
         &["--proto", "icmp", "--dport", "80"],
         &["--color", "purple", "--dport", "80"],
+        &["--dport", "80", "--netns", "no-such-namespace-here"],
+        &["--dport", "80", "--netns", "/nonexistent/ns/path"],
+        &["--dport", "80", "--netns", ""],
+        &["--dport", "80", "--netns", "x", "--no-rules"],
         &[],
+        &["--json"],
         &["--bogus-flag"],
+        &["frobnicate"],
         &["trace", "--dport"],
         &["demo", "--docker", "maybe"],
+        &["drops", "--top", "--count", "5"],
+        &["drops", "--interval", "0.01"],
+        &["drops", "--max-rate", "0"],
+        &["drops", "--src", "bad"],
+        &["compare", "--dport", "80"],
+        &[
+            "compare",
+            "--src",
+            "192.0.2.1",
+            "--src",
+            "192.0.2.2",
+            "--src",
+            "192.0.2.3",
+        ],
+        &[
+            "compare",
+            "--src",
+            "192.0.2.1",
+            "--src",
+            "2001:db8::2",
+            "--dst",
+            "192.0.2.25",
+        ],
+        &["completions", "tcsh"],
     ];
     let long = "9".repeat(10_000);
+    let long_ns = "n".repeat(5_000);
     let mut all: Vec<Vec<&str>> = cases.iter().map(|c| c.to_vec()).collect();
     all.push(vec!["--src", &long]);
+    all.push(vec!["--dport", "80", "--netns", &long_ns]);
+    all.push(vec!["--proto", &long]);
+    assert!(all.len() >= 30, "at least 30 bad command lines");
     for args in all {
         let (code, stdout, stderr) = run(&args);
         let shown: String = args
@@ -82,4 +126,29 @@ fn help_version_and_completions() {
     let (code, out, _) = run(&["completions", "bash"]);
     assert_eq!(code, 0);
     assert!(out.contains("_pathtrace()"), "bash completion function");
+}
+
+#[test]
+fn without_privileges_it_names_what_is_missing() {
+    if !pathtrace_tests::is_root() {
+        eprintln!("\n*** SKIPPED without_privileges_it_names_what_is_missing: needs root to drop privileges ***\n");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(pathtrace_bin())
+        .args(["--dport", "80", "--duration", "1"])
+        .output()
+        .expect("runs setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
+        assert!(stderr.contains(cap), "{stderr} lacks {cap}");
+    }
 }

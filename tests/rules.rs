@@ -3,9 +3,7 @@
 //! emulated one; and nothing of pathtrace's left in any namespace after.
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use pathtrace_tests::{
-    docker_lab, hops_of, lab_with, of_type, require_root, trace, Running,
-};
+use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, require_root, trace, Running};
 use serde_json::Value;
 use tracer::lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 

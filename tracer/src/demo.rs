@@ -69,7 +69,7 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
             tier: args.tier,
             ..Default::default()
         },
-        rule_netns: NetnsTarget::named(&lab.names.dock)
+        rule_netns: NetnsTarget::named(&lab.names.dock, Path::new(""))
             .map(|t| vec![t])
             .map_err(Error::Runtime)?,
         docker_socket: lab

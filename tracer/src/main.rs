@@ -46,7 +46,7 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
                 .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
         );
         for spec in &run.netns {
-            let t = NetnsTarget::named(spec).map_err(Error::Usage)?;
+            let t = NetnsTarget::named(spec, &run.docker_socket).map_err(Error::Usage)?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
                 rule_netns.push(t);
             }

@@ -37,6 +37,7 @@ pub struct Container {
     pub name: String,
     pub ip: Option<String>,
     pub netns: Option<u32>,
+    pub pid: Option<i64>,
     pub ports: Vec<Published>,
 }
 
@@ -86,13 +87,9 @@ pub(crate) fn parse_response(raw: &[u8]) -> Result<Vec<u8>, DockerError> {
 }
 
 fn netns_of_pid(pid: i64) -> Option<u32> {
-    (pid > 0)
-        .then(|| {
-            std::fs::metadata(format!("/proc/{pid}/ns/net"))
-                .ok()
-                .map(|m| m.ino() as u32)
-        })
-        .flatten()
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino() as u32)
 }
 
 impl DockerApi {
@@ -142,9 +139,11 @@ impl DockerApi {
                 })
                 .collect();
             let inspect = self.get(&format!("/containers/{id}/json")).ok();
-            let netns = inspect
+            let pid = inspect
                 .as_ref()
-                .and_then(|i| netns_of_pid(i["State"]["Pid"].as_i64().unwrap_or(0)));
+                .and_then(|i| i["State"]["Pid"].as_i64())
+                .filter(|&p| p > 0);
+            let netns = pid.and_then(netns_of_pid);
             let ip = inspect
                 .as_ref()
                 .and_then(|i| {
@@ -159,6 +158,7 @@ impl DockerApi {
                 name,
                 ip,
                 netns,
+                pid,
                 ports,
             });
         }
