@@ -213,6 +213,9 @@ pub mod counter {
     pub const SENT: u32 = 1;
     /// Packets that started being tracked.
     pub const TRACKED: u32 = 2;
+    /// Packets that stopped being tracked because they were freed (or their
+    /// `sk_buff` was reused). Tracked − untracked − live entries = evicted.
+    pub const UNTRACKED: u32 = 3;
     pub const COUNT: u32 = 4;
 }
 
@@ -223,4 +226,5 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::Tracked {}
 }

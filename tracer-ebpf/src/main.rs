@@ -93,7 +93,9 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
             return Some((*t, hdr));
         }
         // The sk_buff was freed without a tracepoint and reused for a reply.
-        let _ = TRACKED.remove(skb);
+        if TRACKED.remove(skb).is_ok() {
+            bump(counter::UNTRACKED);
+        }
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
@@ -169,7 +171,9 @@ unsafe fn record<C: EbpfContext>(
         return 0;
     };
     if terminal {
-        let _ = TRACKED.remove(skb);
+        if TRACKED.remove(skb).is_ok() {
+            bump(counter::UNTRACKED);
+        }
     }
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };

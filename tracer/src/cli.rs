@@ -139,6 +139,28 @@ pub struct RunArgs {
     /// Docker's API socket, for container names and published ports.
     #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
     pub docker_socket: std::path::PathBuf,
+    /// Size of the kernel's event ring buffer in bytes (a power of two).
+    #[arg(long, value_name = "BYTES", default_value = "8388608", value_parser = parse_ring, hide = true)]
+    pub ring_bytes: u32,
+    /// Packets the kernel follows at once; the oldest is evicted beyond that.
+    #[arg(long, value_name = "N", default_value = "16384", value_parser = parse_tracked, hide = true)]
+    pub tracked_max: u32,
+}
+
+fn parse_ring(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a power of two from 4096 to 1073741824"
+        )),
+    }
+}
+
+fn parse_tracked(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=1 << 22).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number from 1 to 4194304")),
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -60,6 +60,8 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
         duration: run.duration,
         load: LoadOptions {
             tier: run.tier,
+            ring_bytes: run.ring_bytes,
+            tracked_max: run.tracked_max,
             ..Default::default()
         },
         rule_netns,

@@ -244,7 +244,11 @@ pub async fn run<S: PacketSink>(
             }
         }
     }
-    stats.lost = tracer.counters().lost;
+    let counters = tracer.counters();
+    stats.lost = counters.lost;
+    stats.sent = counters.sent;
+    stats.evicted = tracer.evicted();
+    stats.rule_overflows = rules.overflows();
     sink.finish(&reporter.outcomes, &stats, &mut view)
         .map_err(Error::Output)?;
     Ok(stats)

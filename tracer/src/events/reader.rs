@@ -47,6 +47,7 @@ pub struct Counters {
     pub lost: u64,
     pub sent: u64,
     pub tracked: u64,
+    pub untracked: u64,
 }
 
 impl Counters {
@@ -60,6 +61,7 @@ impl Counters {
             lost: sum(counter::LOST),
             sent: sum(counter::SENT),
             tracked: sum(counter::TRACKED),
+            untracked: sum(counter::UNTRACKED),
         }
     }
 }

@@ -280,6 +280,26 @@ impl Tracer {
         Counters::read(&self.counters)
     }
 
+    /// Packets the tracking map had to evict to make room: tracked, minus
+    /// those freed, minus those still tracked.
+    pub fn evicted(&self) -> u64 {
+        let c = self.counters();
+        let live = self
+            .ebpf
+            .map("TRACKED")
+            .and_then(|m| {
+                aya::maps::HashMap::<&MapData, u64, tracer_common::Tracked>::try_from(m).ok()
+            })
+            .map(|m| m.keys().filter(Result::is_ok).count() as u64)
+            .unwrap_or(0);
+        log::debug!(
+            "tracked {} untracked {} live {live}",
+            c.tracked,
+            c.untracked
+        );
+        c.tracked.saturating_sub(c.untracked).saturating_sub(live)
+    }
+
     /// Totals of the kernel's per-CPU drop counters, one row per key.
     pub fn drop_counts(&self) -> Result<Vec<(DropKey, u64)>, LoadError> {
         let map = self

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
-use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
-use super::nflog::{self, NflogPacket, TracePrefix, NFULNL_MSG_PACKET, TRACE_GROUP};
+use super::netlink::NlSocket;
+use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
 use super::trace::{packet_id, tuple_from_headers, NfVerdict, TraceEvent, TraceKind};
 use super::{ns, NfError, RuleInfo, TraceFilter};
@@ -129,17 +129,7 @@ impl LegacyTracer {
             };
             let received = Instant::now();
             let buf = std::mem::take(&mut self.buf);
-            for m in netlink::messages(&buf[..n]) {
-                if m.kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
-                    continue;
-                }
-                let Some((family, attrs)) = m.nf() else {
-                    continue;
-                };
-                let pkt = nflog::decode_packet(attrs);
-                let Some(prefix) = nflog::parse_trace_prefix(&pkt.prefix) else {
-                    continue;
-                };
+            for (family, prefix, pkt) in nflog::trace_packets(&buf[..n]) {
                 if let Some(ev) = self.event(family, &prefix, pkt, received) {
                     out.push(ev);
                 }
@@ -186,7 +176,6 @@ impl LegacyTracer {
         pkt: NflogPacket,
         received: Instant,
     ) -> Option<TraceEvent> {
-        let comment = self.comment.clone();
         let need = if p.kind == "rule" {
             p.rulenum
         } else {
@@ -196,71 +185,85 @@ impl LegacyTracer {
             .saved_table(family, &p.table, &p.chain, need)
             .cloned()
             .unwrap_or_default();
-        let line = usize::try_from(p.rulenum)
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| saved.rules.get(&p.chain)?.get(i));
-        // xt_TRACE calls any unconditional rule with a standard target at the
-        // end of a chain "policy"/"return": a real rule when it is listed.
-        let kind = match (p.kind.as_str(), line) {
-            ("rule", _) | (_, Some(_)) => TraceKind::Rule,
-            ("policy", None) => TraceKind::Policy,
-            _ => TraceKind::Return,
-        };
-        let (verdict, policy, rule) = match kind {
-            TraceKind::Rule => {
-                let text = line
-                    .cloned()
-                    .unwrap_or_else(|| format!("# rule {} of {}", p.rulenum, p.chain));
-                if text
-                    .split_whitespace()
-                    .any(|w| w.trim_matches('"') == comment)
-                {
-                    return None; // one of our own TRACE rules
-                }
-                let v = legacy_rules::verdict_of_rule(&text, &saved.user_chains);
-                (
-                    Some(v),
-                    None,
-                    Some(RuleInfo {
-                        index: p.rulenum,
-                        text,
-                        iptables: true,
-                    }),
-                )
-            }
-            TraceKind::Policy => {
-                let v = saved
-                    .policies
-                    .get(&p.chain)
-                    .map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
-                let code = v.as_ref().map(|v| u32::from(*v == NfVerdict::Accept));
-                (v, code, None)
-            }
-            TraceKind::Return => (Some(NfVerdict::Return), None, None),
-        };
-        let tuple = tuple_from_headers(&pkt.payload, &[]);
-        Some(TraceEvent {
-            id: packet_id(&pkt.payload),
-            family,
-            table: p.table.clone(),
-            chain: p.chain.clone(),
-            kind,
-            rule_handle: None,
-            verdict,
-            policy,
-            iif: pkt.iif,
-            oif: pkt.oif,
-            mark: pkt.mark,
-            nfproto: Some(u32::from(family)),
-            network_header: pkt.payload,
-            transport_header: Vec::new(),
-            tuple,
-            hook: pkt.hook,
-            rule,
-            received,
-        })
+        trace_event(family, p, pkt, &saved, &self.comment, received)
     }
+}
+
+/// Turns one TRACE packet into an event, with the rules of its table as
+/// `iptables-save` listed them. None for pathtrace's own TRACE rules (those
+/// whose comment is `comment`).
+pub(super) fn trace_event(
+    family: u8,
+    p: &TracePrefix,
+    pkt: NflogPacket,
+    saved: &SavedTable,
+    comment: &str,
+    received: Instant,
+) -> Option<TraceEvent> {
+    let line = usize::try_from(p.rulenum)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| saved.rules.get(&p.chain)?.get(i));
+    // xt_TRACE calls any unconditional rule with a standard target at the
+    // end of a chain "policy"/"return": a real rule when it is listed.
+    let kind = match (p.kind.as_str(), line) {
+        ("rule", _) | (_, Some(_)) => TraceKind::Rule,
+        ("policy", None) => TraceKind::Policy,
+        _ => TraceKind::Return,
+    };
+    let (verdict, policy, rule) = match kind {
+        TraceKind::Rule => {
+            let text = line
+                .cloned()
+                .unwrap_or_else(|| format!("# rule {} of {}", p.rulenum, p.chain));
+            if text
+                .split_whitespace()
+                .any(|w| w.trim_matches('"') == comment)
+            {
+                return None; // one of our own TRACE rules
+            }
+            let v = legacy_rules::verdict_of_rule(&text, &saved.user_chains);
+            (
+                Some(v),
+                None,
+                Some(RuleInfo {
+                    index: p.rulenum,
+                    text,
+                    iptables: true,
+                }),
+            )
+        }
+        TraceKind::Policy => {
+            let v = saved
+                .policies
+                .get(&p.chain)
+                .map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
+            let code = v.as_ref().map(|v| u32::from(*v == NfVerdict::Accept));
+            (v, code, None)
+        }
+        TraceKind::Return => (Some(NfVerdict::Return), None, None),
+    };
+    let tuple = tuple_from_headers(&pkt.payload, &[]);
+    Some(TraceEvent {
+        id: packet_id(&pkt.payload),
+        family,
+        table: p.table.clone(),
+        chain: p.chain.clone(),
+        kind,
+        rule_handle: None,
+        verdict,
+        policy,
+        iif: pkt.iif,
+        oif: pkt.oif,
+        mark: pkt.mark,
+        nfproto: Some(u32::from(family)),
+        network_header: pkt.payload,
+        transport_header: Vec::new(),
+        tuple,
+        hook: pkt.hook,
+        rule,
+        received,
+    })
 }
 
 impl AsRawFd for LegacyTracer {

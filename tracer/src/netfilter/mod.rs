@@ -138,6 +138,25 @@ pub enum NfError {
     Thread,
 }
 
+/// Decodes one netlink datagram (one `recv`: possibly several messages) the
+/// way the tracers' `read_pending` do, for fuzzing and tests: each
+/// `NFT_MSG_TRACE` message as [`RuleTracer`] does, each iptables-legacy
+/// `TRACE:` NFLOG packet as [`LegacyTracer`] does. Only the state the tracers
+/// keep is left out: pathtrace's own nftables events are returned too,
+/// headers are not copied between events of one packet, chain hooks are not
+/// looked up, and no legacy rule is listed (legacy rule events get
+/// placeholder text). Never panics, whatever the bytes.
+pub fn decode_datagram(buf: &[u8]) -> Vec<TraceEvent> {
+    let received = std::time::Instant::now();
+    let unlisted = legacy_rules::SavedTable::default();
+    let comment = format!("{}{}", legacy_rules::COMMENT_PREFIX, std::process::id());
+    trace::trace_events(buf, received)
+        .chain(nflog::trace_packets(buf).filter_map(|(family, p, pkt)| {
+            legacy::trace_event(family, &p, pkt, &unlisted, &comment, received)
+        }))
+        .collect()
+}
+
 /// nft's name for a table family.
 pub fn family_name(family: u8) -> &'static str {
     match family {

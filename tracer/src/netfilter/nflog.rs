@@ -2,7 +2,7 @@
 //! iptables-legacy's TRACE target logs through it.
 
 use super::attrs::{self, AttrIter, AttrWriter};
-use super::netlink::{NlSocket, NFNL_SUBSYS_ULOG};
+use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
 use super::NfError;
 
 pub const NFULNL_MSG_PACKET: u16 = 0;
@@ -104,6 +104,21 @@ pub fn decode_packet(buf: &[u8]) -> NflogPacket {
         }
     }
     p
+}
+
+/// The iptables-legacy TRACE packets of one datagram read from the nflog
+/// socket, in order: (family, parsed prefix, packet). Other messages and
+/// other log prefixes are skipped.
+pub fn trace_packets(buf: &[u8]) -> impl Iterator<Item = (u8, TracePrefix, NflogPacket)> + '_ {
+    netlink::messages(buf)
+        .into_iter()
+        .filter(|m| m.kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)
+        .filter_map(|m| {
+            let (family, attrs) = m.nf()?;
+            let pkt = decode_packet(attrs);
+            let prefix = parse_trace_prefix(&pkt.prefix)?;
+            Some((family, prefix, pkt))
+        })
 }
 
 /// A parsed `TRACE: table:chain:type:rulenum ` prefix.

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use super::attrs::AttrWriter;
 use super::dump::{self, *};
 use super::netlink::{
-    BatchItem, NlSocket, NFNLGRP_NFTRACE, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE,
-    NLM_F_EXCL,
+    BatchItem, NlSocket, NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
 };
-use super::trace::{decode_trace, TraceEvent, NFT_MSG_TRACE};
+use super::trace::{trace_events, TraceEvent};
 use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
 
 /// Name of the table pathtrace creates (with `-<pid>` when another
@@ -181,17 +180,7 @@ impl RuleTracer {
             };
             let received = Instant::now();
             let buf = std::mem::take(&mut self.buf);
-            for m in super::netlink::messages(&buf[..n]) {
-                if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE {
-                    continue;
-                }
-                let Some((family, attrs)) = m.nf() else {
-                    continue;
-                };
-                let Some(mut ev) = decode_trace(family, attrs, received) else {
-                    log::debug!("netfilter: undecodable trace message");
-                    continue;
-                };
+            for mut ev in trace_events(&buf[..n], received) {
                 if ev.family == NFPROTO_INET && dump::is_ours(&ev.table) {
                     continue;
                 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::attrs::{self, AttrIter};
+use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
 use super::RuleInfo;
 
 pub const NFT_MSG_TRACE: u16 = 17;
@@ -140,6 +141,22 @@ pub struct TraceEvent {
     pub rule: Option<RuleInfo>,
     #[serde(skip)]
     pub received: Instant,
+}
+
+/// Decodes the `NFT_MSG_TRACE` messages of one datagram read from the trace
+/// socket, in order. Other messages are skipped; undecodable ones are logged.
+pub fn trace_events(buf: &[u8], received: Instant) -> impl Iterator<Item = TraceEvent> + '_ {
+    netlink::messages(buf)
+        .into_iter()
+        .filter(|m| m.kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE)
+        .filter_map(move |m| {
+            let (family, attrs) = m.nf()?;
+            let ev = decode_trace(family, attrs, received);
+            if ev.is_none() {
+                log::debug!("netfilter: undecodable trace message");
+            }
+            ev
+        })
 }
 
 /// Decodes the attributes of an `NFT_MSG_TRACE` message (after `nfgenmsg`).

@@ -93,8 +93,11 @@ pub fn stats(s: &Stats) -> Value {
         "tier": s.tier,
         "packets": s.packets,
         "events": s.events,
+        "sent": s.sent,
         "lost": s.lost,
         "undecodable": s.bad,
+        "evicted": s.evicted,
+        "rule_overflows": s.rule_overflows,
     })
 }
 

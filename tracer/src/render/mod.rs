@@ -11,8 +11,14 @@ pub struct Stats {
     pub tier: String,
     pub packets: u64,
     pub events: u64,
+    /// Events the kernel wrote to the ring buffer.
+    pub sent: u64,
     /// Events the kernel could not hand over (ring buffer full).
     pub lost: u64,
     /// Records that failed to decode.
     pub bad: u64,
+    /// Tracked packets evicted from the full tracking map.
+    pub evicted: u64,
+    /// Rule-trace messages the kernel could not deliver (socket overflow).
+    pub rule_overflows: u64,
 }

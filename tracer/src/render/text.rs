@@ -245,8 +245,18 @@ pub fn summary(o: &Outcomes, style: Style) -> String {
 }
 
 pub fn stats(s: &Stats) -> String {
-    format!(
+    let mut line = format!(
         "{} packets, {} events, {} lost (tier {})",
         s.packets, s.events, s.lost, s.tier
-    )
+    );
+    if s.evicted > 0 {
+        line.push_str(&format!(
+            ", {} evicted from the full tracking map",
+            s.evicted
+        ));
+    }
+    if s.rule_overflows > 0 {
+        line.push_str(&format!(", {} rule-trace overflows", s.rule_overflows));
+    }
+    line
 }

@@ -4,7 +4,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
     },
     thread::JoinHandle,
@@ -164,6 +164,13 @@ impl Source {
         }
     }
 
+    fn overflows(&self) -> u64 {
+        match self {
+            Self::Nft(t, _) => t.overflows(),
+            Self::Legacy(t) => t.overflows(),
+        }
+    }
+
     fn read(&mut self) -> Result<Vec<TraceEvent>, NfError> {
         match self {
             Self::Nft(t, book) => {
@@ -178,10 +185,59 @@ impl Source {
     }
 }
 
+/// What a watcher thread shares with the session.
+struct Shared {
+    tx: mpsc::Sender<RuleHit>,
+    stop: Arc<AtomicBool>,
+    overflows: Arc<AtomicU64>,
+    netns: u32,
+    label: String,
+}
+
+/// Reads one source until told to stop, naming each rule as it comes.
+fn watch_loop(mut src: Source, ctx: Shared) {
+    // Only a walk's first event carries the headers.
+    let mut walk_ip_id: HashMap<u32, Option<u16>> = HashMap::new();
+    let mut overflows_seen = 0;
+    while !ctx.stop.load(Ordering::Relaxed) {
+        if !wait_readable(src.fd(), Duration::from_millis(100)) {
+            continue;
+        }
+        let evs = match src.read() {
+            Ok(evs) => evs,
+            Err(e) => {
+                log::warn!("rule tracing in {} stopped: {e}", ctx.label);
+                break;
+            }
+        };
+        let now = src.overflows();
+        if now > overflows_seen {
+            log::warn!(
+                "rule tracing in {}: the kernel dropped trace messages (socket full); carrying on",
+                ctx.label
+            );
+            ctx.overflows
+                .fetch_add(now - overflows_seen, Ordering::Relaxed);
+            overflows_seen = now;
+        }
+        for ev in evs {
+            let id = match ip_id(&ev.network_header) {
+                Some(id) => *walk_ip_id.entry(ev.id).insert_entry(Some(id)).get(),
+                None => walk_ip_id.get(&ev.id).copied().flatten(),
+            };
+            if walk_ip_id.len() > 4096 {
+                walk_ip_id.clear();
+            }
+            let _ = ctx.tx.send(hit(ev, ctx.netns, id));
+        }
+    }
+}
+
 /// Rule tracing in a set of namespaces, for one session.
 pub struct RuleWatch {
     rx: mpsc::Receiver<RuleHit>,
     stop: Arc<AtomicBool>,
+    overflows: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
     pending: Vec<RuleHit>,
     /// One line per namespace where rule tracing could not start.
@@ -197,6 +253,7 @@ impl RuleWatch {
         let mut watch = Self {
             rx,
             stop,
+            overflows: Arc::default(),
             threads: Vec::new(),
             pending: Vec::new(),
             warnings: Vec::new(),
@@ -221,43 +278,18 @@ impl RuleWatch {
                     )),
                 }
             }
-            for mut src in sources {
-                let (tx, stop, netns, label) = (
-                    tx.clone(),
-                    watch.stop.clone(),
-                    target.inode,
-                    target.label.clone(),
-                );
+            for src in sources {
+                let ctx = Shared {
+                    tx: tx.clone(),
+                    stop: watch.stop.clone(),
+                    overflows: watch.overflows.clone(),
+                    netns: target.inode,
+                    label: target.label.clone(),
+                };
                 watch.active += 1;
-                watch.threads.push(std::thread::spawn(move || {
-                    // Only a walk's first event carries the headers.
-                    let mut walk_ip_id: HashMap<u32, Option<u16>> = HashMap::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        if !wait_readable(src.fd(), Duration::from_millis(100)) {
-                            continue;
-                        }
-                        match src.read() {
-                            Ok(evs) => {
-                                for ev in evs {
-                                    let id = match ip_id(&ev.network_header) {
-                                        Some(id) => {
-                                            *walk_ip_id.entry(ev.id).insert_entry(Some(id)).get()
-                                        }
-                                        None => walk_ip_id.get(&ev.id).copied().flatten(),
-                                    };
-                                    if walk_ip_id.len() > 4096 {
-                                        walk_ip_id.clear();
-                                    }
-                                    let _ = tx.send(hit(ev, netns, id));
-                                }
-                            }
-                            Err(e) => {
-                                log::warn!("rule tracing in {label} stopped: {e}");
-                                break;
-                            }
-                        }
-                    }
-                }));
+                watch
+                    .threads
+                    .push(std::thread::spawn(move || watch_loop(src, ctx)));
             }
         }
         watch
@@ -271,6 +303,11 @@ impl RuleWatch {
         if let Some(h) = horizon {
             self.pending.retain(|r| r.received >= h);
         }
+    }
+
+    /// Trace messages the kernel dropped because a socket was full.
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
     }
 
     pub(super) fn pending_mut(&mut self) -> &mut Vec<RuleHit> {

@@ -1,0 +1,202 @@
+//! Faults while running: a full ring buffer, a full tracking map, a
+//! namespace that vanishes, a tier the kernel refuses, least privilege.
+use std::{process::Command, time::Duration};
+
+use pathtrace_tests::{
+    of_type, pathtrace_bin, records, require_root,
+    topo::{in_ns, Routed},
+    Running,
+};
+use serde_json::Value;
+
+fn stats(recs: &[Value]) -> Value {
+    let s = of_type(recs, "stats");
+    assert_eq!(s.len(), 1, "one stats record");
+    s[0].clone()
+}
+
+#[test]
+fn a_full_ring_buffer_counts_its_losses() {
+    if !require_root("a_full_ring_buffer_counts_its_losses") {
+        return;
+    }
+    let t = Routed::new("ptring");
+    let run = Running::start(&[
+        "--src",
+        "192.0.2.1",
+        "--proto",
+        "udp",
+        "--json",
+        "--no-rules",
+        "--ring-bytes",
+        "4096",
+    ]);
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 20_000, None);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0);
+    let s = stats(&records(&lines));
+    let lost = s["lost"].as_u64().expect("lost");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring can't hold a 20000-packet burst: {s}"
+    );
+    assert_eq!(
+        s["events"], s["sent"],
+        "every event the kernel wrote was read: {s}"
+    );
+}
+
+#[test]
+fn a_full_tracking_map_evicts_and_counts() {
+    if !require_root("a_full_tracking_map_evicts_and_counts") {
+        return;
+    }
+    let t = Routed::new("pttrk");
+    // A socket that never reads keeps every datagram (and its sk_buff) alive.
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", &t.b, "python3", "-c"])
+        .arg("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7))\ntime.sleep(8)")
+        .spawn()
+        .expect("starts the sink");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = Running::start(&[
+        "--src",
+        "192.0.2.1",
+        "--proto",
+        "udp",
+        "--json",
+        "--no-rules",
+        "--tracked-max",
+        "8",
+    ]);
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 64, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, lines) = run.stop();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert_eq!(code, 0);
+    let s = stats(&records(&lines));
+    assert!(
+        s["evicted"].as_u64().is_some_and(|e| e > 0),
+        "64 queued packets in an 8-entry map: {s}"
+    );
+}
+
+#[test]
+fn a_traced_namespace_that_disappears_mid_trace() {
+    if !require_root("a_traced_namespace_that_disappears_mid_trace") {
+        return;
+    }
+    let t = Routed::new("ptgone");
+    in_ns(
+        &t.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
+        ],
+    );
+    let run = Running::start(&[
+        "--src",
+        "192.0.2.1",
+        "--proto",
+        "udp",
+        "--json",
+        "--netns",
+        &t.b,
+    ]);
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 1, None);
+    std::thread::sleep(Duration::from_millis(400));
+    let out = Command::new("ip")
+        .args(["netns", "del", &t.b])
+        .output()
+        .expect("ip netns del");
+    assert!(out.status.success());
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 1, None);
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace carries on and exits cleanly");
+    let recs = records(&lines);
+    assert!(
+        !of_type(&recs, "packet").is_empty(),
+        "the first packet was reported"
+    );
+    stats(&recs);
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("pathtrace"));
+}
+
+#[test]
+fn a_forced_tier_the_kernel_refuses_fails_with_a_clear_line() {
+    if !require_root("a_forced_tier_the_kernel_refuses_fails_with_a_clear_line") {
+        return;
+    }
+    for tier in ["fentry", "kprobe"] {
+        let out = Command::new(pathtrace_bin())
+            .args([
+                "--dport",
+                "9",
+                "--duration",
+                "0.5",
+                "--no-rules",
+                "--tier",
+                tier,
+            ])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            eprintln!("\n*** NOTE: this kernel allows tier {tier}; the refusal path was not exercised ***\n");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&format!("tier {tier} can't run on this kernel")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // Auto falls back instead.
+    let out = Command::new(pathtrace_bin())
+        .args(["--dport", "9", "--duration", "0.5", "--no-rules"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn runs_with_only_the_documented_capabilities() {
+    if !require_root("runs_with_only_the_documented_capabilities") {
+        return;
+    }
+    let caps = "+bpf,+perfmon,+net_admin,+syslog";
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg(pathtrace_bin())
+        .args(["--dport", "9", "--duration", "1", "--json"])
+        .output()
+        .expect("runs setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYSLOG: {stderr}"
+    );
+    assert!(stderr.contains("ready"), "{stderr}");
+    let recs = records(
+        &String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>(),
+    );
+    stats(&recs);
+}
