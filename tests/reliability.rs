@@ -200,3 +200,72 @@ fn runs_with_only_the_documented_capabilities() {
     );
     stats(&recs);
 }
+
+/// Endurance, on demand (not in the normal run):
+/// `PATHTRACE_SOAK_SECS=600 cargo xtask test -- --ignored soak`.
+/// Mixed matching and non-matching traffic, bounded in rate, inside
+/// namespaces; after warm-up pathtrace's RSS grows by less than 5 MB.
+#[test]
+#[ignore = "endurance run: minutes long, run on demand"]
+fn soak_rss_stays_flat() {
+    if !require_root("soak_rss_stays_flat") {
+        return;
+    }
+    let secs: u64 = std::env::var("PATHTRACE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let t = Routed::new("ptsoak");
+    in_ns(
+        &t.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
+        ],
+    );
+    let run = Running::start(&[
+        "--src",
+        "192.0.2.1",
+        "--proto",
+        "udp",
+        "--dport",
+        "7",
+        "--json",
+        "--netns",
+        &t.b,
+    ]);
+    let rss = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("VmRSS:")
+                        .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
+                })
+            })
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    let mut warm = None;
+    let mut peak = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        // 200 matching and 200 non-matching datagrams a second.
+        t.send_udp(&t.a, None, "198.51.100.2", 7, 200, None);
+        t.send_udp(&t.a, None, "198.51.100.2", 9, 200, None);
+        std::thread::sleep(Duration::from_millis(900));
+        let now = rss(run.pid());
+        if warm.is_none() && start.elapsed() > Duration::from_secs(secs / 10) {
+            warm = Some(now);
+        }
+        peak = peak.max(now);
+    }
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0);
+    let warm = warm.expect("ran past warm-up");
+    eprintln!("soak: RSS after warm-up {warm} kB, peak {peak} kB over {secs} s");
+    assert!(
+        peak.saturating_sub(warm) < 5 * 1024,
+        "RSS grew {} kB after warm-up",
+        peak - warm
+    );
+    stats(&records(&lines));
+}

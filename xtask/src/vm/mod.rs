@@ -35,10 +35,15 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 15 * 60;
 fn output_of(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        // One line: the last few lines of stderr, joined.
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        bail!("{cmd:?} failed ({}): {tail}", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
