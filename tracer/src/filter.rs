@@ -77,6 +77,7 @@ impl Proto {
 
 pub fn proto_name(p: u8) -> String {
     match p {
+        0 => "hopopt".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
         1 => "icmp".into(),
