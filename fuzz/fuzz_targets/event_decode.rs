@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(hop) => {
             assert!(data.len() >= want);
             assert!(hop.stack.len() <= STACK_DEPTH);
-            assert_eq!(hop.ip_id.is_some(), hop.tuple.is_some_and(|t| t.saddr.is_ipv4()));
+            assert_eq!(
+                hop.ip_id.is_some(),
+                hop.tuple.is_some_and(|t| t.saddr.is_ipv4())
+            );
             // Bytes past one record are ignored.
             assert_eq!(decode(&data[..want]).as_ref(), Ok(&hop));
             let _ = format!("{hop:?}");

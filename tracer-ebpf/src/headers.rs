@@ -1,7 +1,7 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use tracer_common::{filter_flags, Config, Filter, Tracked, MAX_FILTERS};
+use tracer_common::{addr_words, filter_flags, Config, Filter, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -107,24 +107,9 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
 }
 
 #[inline(always)]
-fn prefix_eq(a: &[u8; 16], b: &[u8; 16], prefix: u8) -> bool {
-    let mut i = 0usize;
-    while i < 16 {
-        let bits = (prefix as i32) - (i as i32) * 8;
-        if bits <= 0 {
-            break;
-        }
-        let mask: u8 = if bits >= 8 {
-            0xff
-        } else {
-            0xffu8 << (8 - bits)
-        };
-        if (a[i] ^ b[i]) & mask != 0 {
-            return false;
-        }
-        i += 1;
-    }
-    true
+fn within(addr: &[u8; 16], net: &[u64; 2], mask: &[u64; 2]) -> bool {
+    let a = addr_words(addr);
+    (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1]
 }
 
 impl Headers {
@@ -142,10 +127,10 @@ impl Headers {
         {
             return false;
         }
-        if f.flags & filter_flags::SRC != 0 && !prefix_eq(saddr, &f.saddr, f.src_prefix) {
+        if f.flags & filter_flags::SRC != 0 && !within(saddr, &f.saddr, &f.smask) {
             return false;
         }
-        if f.flags & filter_flags::DST != 0 && !prefix_eq(daddr, &f.daddr, f.dst_prefix) {
+        if f.flags & filter_flags::DST != 0 && !within(daddr, &f.daddr, &f.dmask) {
             return false;
         }
         if f.flags & filter_flags::SPORT != 0 && sport != f.sport {

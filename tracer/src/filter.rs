@@ -1,7 +1,7 @@
 //! The flow filter: parsed from the command line, handed to the kernel.
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use tracer_common::{filter_flags, Filter};
+use tracer_common::{addr_words, filter_flags, prefix_mask, Filter};
 
 /// An address with an optional prefix length: `192.0.2.9`, `192.0.2.0/24`, `2001:db8::/32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,16 +174,19 @@ impl FlowFilter {
     /// The kernel-side form of this filter.
     pub fn to_kernel(&self) -> Filter {
         let mut f = Filter::default();
+        let masked = |c: &Cidr| {
+            let mask = prefix_mask(c.prefix);
+            let a = addr_words(&bytes16(c.addr));
+            ([a[0] & mask[0], a[1] & mask[1]], mask)
+        };
         if let Some(c) = self.src {
             f.flags |= filter_flags::SRC;
-            f.saddr = bytes16(c.addr);
-            f.src_prefix = c.prefix;
+            (f.saddr, f.smask) = masked(&c);
             f.ip_version = if c.addr.is_ipv4() { 4 } else { 6 };
         }
         if let Some(c) = self.dst {
             f.flags |= filter_flags::DST;
-            f.daddr = bytes16(c.addr);
-            f.dst_prefix = c.prefix;
+            (f.daddr, f.dmask) = masked(&c);
             f.ip_version = if c.addr.is_ipv4() { 4 } else { 6 };
         }
         if let Some(p) = self.sport {
@@ -271,8 +274,11 @@ mod tests {
             k.flags,
             filter_flags::SRC | filter_flags::DPORT | filter_flags::PROTO
         );
-        assert_eq!(&k.saddr[..4], &[192, 0, 2, 9]);
-        assert_eq!(k.src_prefix, 32);
+        assert_eq!(
+            k.saddr,
+            addr_words(&[192, 0, 2, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(k.smask, prefix_mask(32));
         assert_eq!(k.ip_version, 4);
         assert_eq!(k.dport, 8092);
         assert_eq!(k.proto, 6);
@@ -302,6 +308,26 @@ mod tests {
             ..Default::default()
         };
         assert!(zero.matches(&t("203.0.113.1", "192.0.2.25", 1)));
+    }
+
+    #[test]
+    fn prefix_masks_cover_whole_and_partial_bytes() {
+        let bytes = |w: [u64; 2]| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&w[0].to_ne_bytes());
+            b[8..].copy_from_slice(&w[1].to_ne_bytes());
+            b
+        };
+        assert_eq!(bytes(prefix_mask(0)), [0; 16]);
+        assert_eq!(bytes(prefix_mask(24))[..4], [0xff, 0xff, 0xff, 0]);
+        assert_eq!(bytes(prefix_mask(20))[..4], [0xff, 0xff, 0xf0, 0]);
+        assert_eq!(bytes(prefix_mask(128)), [0xff; 16]);
+        let f = FlowFilter {
+            dst: Some("192.0.2.77/24".parse().expect("valid")),
+            ..Default::default()
+        }
+        .to_kernel();
+        assert_eq!(bytes(f.daddr)[..4], [192, 0, 2, 0], "the network, masked");
     }
 
     #[test]

@@ -148,7 +148,9 @@ pub async fn run<S: PacketSink>(
     stop: Arc<Notify>,
     ready: Option<oneshot::Sender<()>>,
 ) -> Result<Stats, Error> {
-    let mut view = view()?;
+    let t0 = Instant::now();
+    // Naming (BTF enums, kallsyms, /proc) and loading (verification) overlap.
+    let naming = std::thread::spawn(view);
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
     let mut tracer = Tracer::load(&opts.load, &kernel_filters)?;
     let mut reader = tracer.events()?;
@@ -166,7 +168,9 @@ pub async fn run<S: PacketSink>(
             format!(" (refused: {})", why.join("; "))
         }
     );
+    log::debug!("startup: programs attached at {:?}", t0.elapsed());
     let mut rules = RuleWatch::start(&opts.rule_netns, &opts.filters);
+    log::debug!("startup: rule tracing started at {:?}", t0.elapsed());
     for w in &rules.warnings {
         eprintln!("pathtrace: {w}; the rest of the trace still works");
     }
@@ -175,6 +179,11 @@ pub async fn run<S: PacketSink>(
     if let Some(r) = ready {
         let _ = r.send(());
     }
+    // Events wait in the ring buffer until the names are there.
+    let mut view = naming
+        .join()
+        .map_err(|_| Error::Runtime("the naming thread panicked".into()))??;
+    log::debug!("startup: names loaded at {:?}", t0.elapsed());
 
     let containers = Containers::discover(&opts.docker_socket);
     view.netns.set_containers(&containers);

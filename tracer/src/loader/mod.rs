@@ -105,7 +105,9 @@ fn attach_tp(
         })?
         .try_into()
         .map_err(prog_err(prog))?;
+    let t = std::time::Instant::now();
     p.load(tp, btf).map_err(prog_err(prog))?;
+    log::debug!("startup: {prog} verified in {:?}", t.elapsed());
     p.attach().map_err(prog_err(prog))?;
     Ok(())
 }
@@ -137,6 +139,12 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err(LoadError::TierUnavailable {
+            tier: Tier::Kprobe,
+            why: "the kernel has no kprobe event source (CONFIG_KPROBES is off)".into(),
+        });
+    }
     for name in ["nf_hook_slow_kprobe", "nf_hook_slow_kretprobe"] {
         let p: &mut KProbe = ebpf
             .program_mut(name)
@@ -177,7 +185,9 @@ impl Tracer {
         if filters.len() > MAX_FILTERS {
             return Err(LoadError::TooManyFilters);
         }
+        let t0 = std::time::Instant::now();
         let btf = Btf::vmlinux()?;
+        log::debug!("startup: our BTF parsed at {:?}", t0.elapsed());
         let mut cfg = Config {
             offsets: offsets::from_btf(&btf)?,
             ..Default::default()
@@ -200,6 +210,7 @@ impl Tracer {
             .map(|p| p.len() >= 4)
             .unwrap_or(false);
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
+        log::debug!("startup: aya BTF parsed at {:?}", t0.elapsed());
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -219,6 +230,7 @@ impl Tracer {
                 source,
             })?;
         }
+        log::debug!("startup: object loaded at {:?}", t0.elapsed());
         // Without hops (the drop views) nf_hook_slow verdicts have nowhere to go.
         let (tier, refused) = if opts.hops {
             tier::choose(
@@ -248,6 +260,7 @@ impl Tracer {
             attach_tp(&mut ebpf, "netif_rx", "netif_rx", &aya_btf)?;
             attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
         }
+        log::debug!("startup: attached at {:?}", t0.elapsed());
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or(LoadError::MissingMap("COUNTERS"))?,

@@ -107,7 +107,15 @@ pub fn run_task(
     let k = kernel::ensure(series, false)?;
     let obj = ebpf::build()?;
     run_cmd(cargo_env(
-        &["build", "--release", "--locked", "-p", "tracer"],
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "tracer",
+            "--bin",
+            "pathtrace",
+        ],
         &obj,
     ))?;
     let bin = workspace_root().join("target/release/pathtrace");
@@ -270,7 +278,10 @@ pub fn test_task(
         ks.push(kernel::ensure(series, false)?);
     }
     let obj = ebpf::build()?;
-    run_cmd(cargo_env(&["build", "--locked", "-p", "tracer"], &obj))?;
+    run_cmd(cargo_env(
+        &["build", "--locked", "-p", "tracer", "--bin", "pathtrace"],
+        &obj,
+    ))?;
     let bin = workspace_root().join("target/debug/pathtrace");
     let exes = test_executables(&obj)?;
     let test_names = if test_names.is_empty() {
@@ -304,13 +315,19 @@ pub fn test_task(
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for r in &results {
         for s in &r.steps {
-            for (name, o) in s.results() {
+            for (name, o, took) in s.results() {
                 match o {
                     Outcome::Passed => passed += 1,
                     Outcome::Failed => failed += 1,
                     Outcome::Skipped | Outcome::Ignored => skipped += 1,
                 }
-                println!("  {} {}::{name} ... {}", r.label, s.name, o.label());
+                println!(
+                    "  {} {}::{name} ... {} ({:.1} s)",
+                    r.label,
+                    s.name,
+                    o.label(),
+                    took.as_secs_f64()
+                );
             }
         }
     }
@@ -380,12 +397,12 @@ fn test_one(
         |mark, at| match mark {
             Mark::Begin(step) => {
                 println!("{label} {:>6.1}s ---- {step}", at.as_secs_f64());
-                current = (step != "guest-checks").then(|| Step::new(&step));
+                current = (step != "guest-checks").then(|| Step::new(&step, at));
             }
             Mark::Output(line) => {
                 println!("{label} {line}");
                 if let Some(s) = current.as_mut() {
-                    s.feed(&line);
+                    s.feed(&line, at);
                 }
             }
             Mark::End(step, rc) => {
@@ -432,7 +449,7 @@ fn test_one(
         done_steps
             .iter()
             .flat_map(|s| s.results())
-            .filter(|(_, r)| *r == o)
+            .filter(|(_, r, _)| *r == o)
             .count()
     };
     let ok = problems.is_empty() && count(Outcome::Failed) == 0;

@@ -8,6 +8,9 @@
 //!
 //! Inside a step, libtest's `test NAME ... ok|FAILED|ignored` lines give the
 //! results, and the tests' `*** SKIPPED NAME: …` lines tell skips from passes.
+//! With `--test-threads=1` a verdict line reaches the host when its test ends,
+//! so the time between two of them is the test's duration (boot excluded).
+use std::time::Duration;
 
 /// A marked line of the console.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,8 +68,10 @@ impl Outcome {
 #[derive(Debug, Default)]
 pub struct Step {
     pub name: String,
-    pub tests: Vec<(String, Outcome)>,
+    pub tests: Vec<(String, Outcome, Duration)>,
     pub rc: Option<i32>,
+    /// When the previous test (or the step) ended.
+    since: Duration,
     skipped: Vec<String>,
     /// A `test NAME ... ` line whose verdict hasn't come yet (child output in between).
     pending: Option<String>,
@@ -83,14 +88,21 @@ fn verdict(word: &str) -> Option<Outcome> {
 }
 
 impl Step {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, at: Duration) -> Self {
         Step {
             name: name.to_string(),
+            since: at,
             ..Step::default()
         }
     }
 
-    pub fn feed(&mut self, line: &str) {
+    fn push(&mut self, name: String, v: Outcome, at: Duration) {
+        self.tests.push((name, v, at.saturating_sub(self.since)));
+        self.since = at;
+    }
+
+    /// Takes one line of the step's output, seen `at` after the VM started.
+    pub fn feed(&mut self, line: &str, at: Duration) {
         if let Some(rest) = line.trim_start().strip_prefix("*** SKIPPED ") {
             if let Some((name, _)) = rest.split_once(':') {
                 self.skipped.push(name.trim().to_string());
@@ -99,7 +111,7 @@ impl Step {
         if let Some(rest) = line.strip_prefix("test ") {
             if let Some((name, tail)) = rest.split_once(" ... ") {
                 match verdict(tail) {
-                    Some(v) => self.tests.push((name.to_string(), v)),
+                    Some(v) => self.push(name.to_string(), v, at),
                     None => self.pending = Some(name.to_string()),
                 }
                 return;
@@ -109,23 +121,27 @@ impl Step {
                 return;
             }
         }
-        if let Some(name) = &self.pending {
+        if let Some(name) = self.pending.clone() {
             // The verdict may follow on a later line when a child process wrote in between.
-            let tail = line.rsplit(" ").next().unwrap_or(line);
+            let tail = line.rsplit(' ').next().unwrap_or(line);
             if let Some(v) = verdict(tail) {
-                self.tests.push((name.clone(), v));
+                self.push(name, v, at);
                 self.pending = None;
             }
         }
     }
 
     /// The tests with skips told apart.
-    pub fn results(&self) -> Vec<(String, Outcome)> {
+    pub fn results(&self) -> Vec<(String, Outcome, Duration)> {
         self.tests
             .iter()
-            .map(|(name, o)| {
+            .map(|(name, o, d)| {
                 let skipped = *o == Outcome::Passed && self.skipped.iter().any(|s| s == name);
-                (name.clone(), if skipped { Outcome::Skipped } else { *o })
+                (
+                    name.clone(),
+                    if skipped { Outcome::Skipped } else { *o },
+                    *d,
+                )
             })
             .collect()
     }
@@ -161,8 +177,8 @@ mod tests {
 
     #[test]
     fn libtest_verdicts_and_skips() {
-        let mut s = Step::new("trace_docker");
-        for l in [
+        let mut s = Step::new("trace_docker", Duration::from_secs(10));
+        for (i, l) in [
             "running 3 tests",
             "test a_passes ... ok",
             "test b_fails ... FAILED",
@@ -175,17 +191,21 @@ mod tests {
             "---- c_skips stdout ----",
             "*** SKIPPED c_skips: needs root ***",
             "test result: FAILED. 3 passed; 1 failed; 1 ignored",
-        ] {
-            s.feed(l);
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.feed(l, Duration::from_secs(10 + i as u64));
         }
+        let secs = Duration::from_secs;
         assert_eq!(
             s.results(),
             vec![
-                ("a_passes".into(), Outcome::Passed),
-                ("b_fails".into(), Outcome::Failed),
-                ("c_skips".into(), Outcome::Skipped),
-                ("d_ignored".into(), Outcome::Ignored),
-                ("e_slow".into(), Outcome::Passed),
+                ("a_passes".into(), Outcome::Passed, secs(1)),
+                ("b_fails".into(), Outcome::Failed, secs(1)),
+                ("c_skips".into(), Outcome::Skipped, secs(3)),
+                ("d_ignored".into(), Outcome::Ignored, secs(1)),
+                ("e_slow".into(), Outcome::Passed, secs(2)),
             ]
         );
     }

@@ -1,0 +1,605 @@
+//! The results: targets, a Markdown report and JSON.
+use std::{fmt::Write as _, time::Instant};
+
+use serde::Serialize;
+
+use crate::{
+    bpf::{MapInfo, ProgFd},
+    startup::{self, Startup, READY_RULES, READY_TRACEPOINT},
+    stats::{show, Summary},
+    throughput::CondResult,
+    traced::{Ladder, Traced},
+    Ctx, Plan, READY_AUTO_NORULES, READY_BT_BEGIN,
+};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpus: usize,
+    pub docker: &'static str,
+    pub bpftrace: Option<String>,
+    pub pathtrace: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReadyRow {
+    pub variant: String,
+    pub ms: Summary,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemorySummary {
+    /// Peak RSS (VmHWM) over runs under load, KiB.
+    pub pathtrace_peak_rss_kib: Option<Summary>,
+    pub bpftrace_peak_rss_kib: Option<Summary>,
+    pub pathtrace_maps: Vec<MapInfo>,
+    pub pathtrace_maps_bytes: u64,
+    pub bpftrace_maps: Vec<MapInfo>,
+    pub bpftrace_maps_bytes: u64,
+    pub pathtrace_progs: Vec<ProgFd>,
+    pub bpftrace_progs: Vec<ProgFd>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub threshold: String,
+    pub measured: String,
+    /// None: not measured in this run.
+    pub pass: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Results {
+    pub tool: &'static str,
+    pub unix_time: u64,
+    pub plan: Plan,
+    pub machine: Machine,
+    pub lab_start_secs: f64,
+    pub throughput: Option<Vec<CondResult>>,
+    pub traced: Option<Traced>,
+    pub startup: Option<Startup>,
+    pub ready_ms: Vec<ReadyRow>,
+    pub memory: MemorySummary,
+    pub targets: Vec<Target>,
+    pub section_secs: Vec<(String, f64)>,
+    pub teardown_secs: f64,
+    pub wall_secs: f64,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn gbit(v: f64) -> String {
+    format!("{:.2}", v / 1e9)
+}
+fn kpps(v: f64) -> String {
+    format!("{:.1}", v / 1e3)
+}
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+fn ms(v: f64) -> String {
+    format!("{v:.0}")
+}
+fn mib(v: f64) -> String {
+    format!("{:.1}", v / 1024.0)
+}
+fn int(v: f64) -> String {
+    format!("{v:.0}")
+}
+fn bytes_mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+impl Results {
+    pub fn new(ctx: &Ctx, real_docker: bool, lab_secs: f64) -> Results {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Results {
+            tool: "pathtrace-bench",
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            plan: ctx.plan.clone(),
+            machine: Machine {
+                kernel,
+                cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                docker: if real_docker { "real" } else { "emulated" },
+                bpftrace: ctx.tools.bpftrace.as_ref().map(|b| b.version.clone()),
+                pathtrace: ctx.tools.pathtrace.display().to_string(),
+            },
+            lab_start_secs: lab_secs,
+            throughput: None,
+            traced: None,
+            startup: None,
+            ready_ms: Vec::new(),
+            memory: MemorySummary::default(),
+            targets: Vec::new(),
+            section_secs: Vec::new(),
+            teardown_secs: 0.0,
+            wall_secs: 0.0,
+            notes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Collects what the context gathered and checks the targets.
+    pub fn finish(&mut self, ctx: &Ctx, section_secs: Vec<(String, f64)>, started: Instant) {
+        self.section_secs = section_secs;
+        self.wall_secs = started.elapsed().as_secs_f64();
+        self.notes = ctx.notes.clone();
+        self.errors = ctx.errors.clone();
+        self.ready_ms = startup::summaries(&ctx.ready_ms)
+            .into_iter()
+            .map(|(variant, ms)| ReadyRow { variant, ms })
+            .collect();
+        let m = &ctx.mem;
+        self.memory = MemorySummary {
+            pathtrace_peak_rss_kib: Summary::of(&m.pathtrace_hwm_kib),
+            bpftrace_peak_rss_kib: Summary::of(&m.bpftrace_hwm_kib),
+            pathtrace_maps_bytes: m.pathtrace_maps.iter().map(|x| x.bytes_memlock).sum(),
+            bpftrace_maps_bytes: m.bpftrace_maps.iter().map(|x| x.bytes_memlock).sum(),
+            pathtrace_maps: m.pathtrace_maps.clone(),
+            bpftrace_maps: m.bpftrace_maps.clone(),
+            pathtrace_progs: m.pathtrace_progs.clone(),
+            bpftrace_progs: m.bpftrace_progs.clone(),
+        };
+        self.targets = self.check_targets();
+    }
+
+    fn cond(&self, key: &str) -> Option<&CondResult> {
+        self.throughput.as_ref()?.iter().find(|c| c.key == key)
+    }
+
+    fn ready(&self, variant: &str) -> Option<&Summary> {
+        self.ready_ms
+            .iter()
+            .find(|r| r.variant == variant)
+            .map(|r| &r.ms)
+    }
+
+    fn check_targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let mut add = |name: &str, threshold: &str, measured: String, pass: Option<bool>| {
+            t.push(Target {
+                name: name.to_string(),
+                threshold: threshold.to_string(),
+                measured,
+                pass,
+            })
+        };
+        let ratio = |key: &str, tcp: bool| -> Option<f64> {
+            let c = self.cond(key)?;
+            let s = if tcp { &c.tcp_ratio } else { &c.udp_ratio };
+            s.as_ref().map(|s| s.median)
+        };
+        let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("not measured".to_string(), f);
+        let b_tcp = ratio("b", true);
+        add(
+            "non-matching traffic: TCP throughput, (b) vs (a)",
+            ">= 97%",
+            opt(b_tcp, pct),
+            b_tcp.map(|r| r >= 0.97),
+        );
+        let b_udp = ratio("b", false);
+        add(
+            "non-matching traffic: UDP packet rate, (b) vs (a)",
+            ">= 90%",
+            opt(b_udp, pct),
+            b_udp.map(|r| r >= 0.90),
+        );
+        let row50 = self
+            .traced
+            .as_ref()
+            .and_then(|t| t.pathtrace.rows.iter().find(|r| r.rate == 50_000));
+        add(
+            "no loss at 50,000 matching pps, text output to a file",
+            "0 lost in every repetition",
+            row50.map_or("not measured".into(), |r| {
+                format!(
+                    "{}/{} repetitions lossless, lost {}, achieved {} pps",
+                    r.lossless_reps,
+                    r.reps,
+                    show(&r.lost, int),
+                    show(&r.achieved_pps, int)
+                )
+            }),
+            row50.map(|r| {
+                r.reps > 0
+                    && r.lossless_reps == r.reps
+                    && r.achieved_pps
+                        .as_ref()
+                        .is_some_and(|a| a.median >= 45_000.0)
+            }),
+        );
+        let checks: Vec<_> = self
+            .traced
+            .iter()
+            .flat_map(|t| t.pathtrace.exit_checks.iter())
+            .collect();
+        add(
+            "reported loss equals the kernel's count (stats line vs COUNTERS)",
+            "lost = kernel lost, events = kernel sent, every run",
+            if checks.is_empty() {
+                "not measured".into()
+            } else {
+                checks
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "rep {}: lost {}/{} events {}/{}",
+                            c.rep + 1,
+                            c.reported
+                                .as_ref()
+                                .map_or("?".into(), |r| r.lost.to_string()),
+                            c.kernel_lost,
+                            c.reported
+                                .as_ref()
+                                .map_or("?".into(), |r| r.events.to_string()),
+                            c.kernel_sent
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+            (!checks.is_empty()).then(|| checks.iter().all(|c| c.lost_equal && c.events_equal)),
+        );
+        for variant in [READY_AUTO_NORULES, READY_TRACEPOINT, READY_RULES] {
+            let s = self.ready(variant);
+            add(
+                &format!("ready: {variant}"),
+                "<= 500 ms (median)",
+                s.map_or("not measured".into(), |s| format!("{} ms", s.show(ms))),
+                s.map(|s| s.median <= 500.0),
+            );
+        }
+        let rss = self.memory.pathtrace_peak_rss_kib.as_ref();
+        add(
+            "peak RSS (VmHWM) under load",
+            "< 50 MB (48,828 KiB), worst run",
+            rss.map_or("not measured".into(), |s| {
+                format!("{} MiB (worst {} MiB)", s.show(mib), mib(s.max))
+            }),
+            rss.map(|s| s.max * 1024.0 < 50e6),
+        );
+        // Against the bpftrace peer: every figure at least as good.
+        let vs = |name: &str,
+                  ours: Option<f64>,
+                  peer: Option<f64>,
+                  higher_better: bool,
+                  f: fn(f64) -> String| Target {
+            name: format!("vs bpftrace: {name}"),
+            threshold: if higher_better {
+                ">= bpftrace"
+            } else {
+                "<= bpftrace"
+            }
+            .into(),
+            measured: format!(
+                "pathtrace {} / bpftrace {}",
+                ours.map_or("–".into(), f),
+                peer.map_or("–".into(), f)
+            ),
+            pass: ours
+                .zip(peer)
+                .map(|(o, p)| if higher_better { o >= p } else { o <= p }),
+        };
+        t.push(vs(
+            "TCP, filter matching other traffic ((b) vs (d0))",
+            b_tcp,
+            ratio("d0", true),
+            true,
+            pct,
+        ));
+        t.push(vs(
+            "UDP, filter matching other traffic ((b) vs (d0))",
+            b_udp,
+            ratio("d0", false),
+            true,
+            pct,
+        ));
+        t.push(vs(
+            "TCP, tracing the stream ((c) vs (d))",
+            ratio("c", true),
+            ratio("d", true),
+            true,
+            pct,
+        ));
+        t.push(vs(
+            "UDP, tracing the stream ((c) vs (d))",
+            ratio("c", false),
+            ratio("d", false),
+            true,
+            pct,
+        ));
+        let lossless = |l: Option<&Ladder>| l.and_then(|l| l.max_lossless_pps).map(|v| v as f64);
+        let tr = self.traced.as_ref();
+        let ll_pt = lossless(tr.map(|t| &t.pathtrace));
+        let ll_bt = lossless(tr.and_then(|t| t.bpftrace.as_ref()));
+        let lossless_fmt = |v: f64| format!("{v:.0} pps");
+        let ll_pass = match (
+            tr.map(|t| !t.pathtrace.rows.is_empty()),
+            tr.map(|t| t.bpftrace.as_ref().is_some_and(|b| !b.rows.is_empty())),
+        ) {
+            (Some(true), Some(true)) => Some(ll_pt.unwrap_or(0.0) >= ll_bt.unwrap_or(0.0)),
+            _ => None,
+        };
+        t.push(Target {
+            name: "vs bpftrace: highest lossless traced rate".into(),
+            threshold: ">= bpftrace".into(),
+            measured: format!(
+                "pathtrace {} / bpftrace {}",
+                ll_pt.map_or("none of the rates".into(), lossless_fmt),
+                ll_bt.map_or("none of the rates".into(), lossless_fmt)
+            ),
+            pass: ll_pass,
+        });
+        let ms_fmt = |v: f64| format!("{v:.0} ms");
+        t.push(vs(
+            "ready time (default tier, --no-rules)",
+            self.ready(READY_AUTO_NORULES).map(|s| s.median),
+            self.ready(READY_BT_BEGIN).map(|s| s.median),
+            false,
+            ms_fmt,
+        ));
+        let mib_fmt = |v: f64| format!("{:.1} MiB", v / 1024.0);
+        t.push(vs(
+            "peak RSS under load (median)",
+            self.memory
+                .pathtrace_peak_rss_kib
+                .as_ref()
+                .map(|s| s.median),
+            self.memory.bpftrace_peak_rss_kib.as_ref().map(|s| s.median),
+            false,
+            mib_fmt,
+        ));
+        let kmaps = |b: u64, maps: &[MapInfo]| (!maps.is_empty()).then_some(b as f64);
+        let bytes_fmt = |v: f64| bytes_mib(v as u64);
+        t.push(vs(
+            "kernel map memory (bytes_memlock)",
+            kmaps(
+                self.memory.pathtrace_maps_bytes,
+                &self.memory.pathtrace_maps,
+            ),
+            kmaps(self.memory.bpftrace_maps_bytes, &self.memory.bpftrace_maps),
+            false,
+            bytes_fmt,
+        ));
+        t
+    }
+
+    /// The Markdown report and the JSON document.
+    pub fn render(&self) -> (String, String) {
+        let json =
+            serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        (self.markdown(), json)
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let p = &self.plan;
+        let _ = writeln!(s, "# pathtrace-bench: {} run\n", p.mode);
+        let _ = writeln!(
+            s,
+            "Kernel {}, {} CPUs, {} Docker lab, {}. Wall time **{:.0} s** (lab start {:.1} s{}, teardown {:.1} s).\n",
+            self.machine.kernel,
+            self.machine.cpus,
+            self.machine.docker,
+            self.machine.bpftrace.as_deref().unwrap_or("no bpftrace"),
+            self.wall_secs,
+            self.lab_start_secs,
+            self.section_secs
+                .iter()
+                .map(|(n, t)| format!(", {n} {t:.0} s"))
+                .collect::<String>(),
+            self.teardown_secs
+        );
+        let _ = writeln!(
+            s,
+            "Figures are median [min–max] over the samples of this run; ratios pair each sample with the baseline (a) sample of the same round. \
+             Throughput: {} round(s) × {} sample(s) of {:.0} s per condition. Traced rates: {} s per rate, {} repetition(s) (bpftrace {}).\n",
+            p.rounds, p.per_round, p.sample_secs, p.rate_step_secs, p.rate_reps, p.bpftrace_rate_reps
+        );
+        let _ = writeln!(s, "## Targets\n");
+        let _ = writeln!(s, "| target | threshold | measured | result |");
+        let _ = writeln!(s, "| --- | --- | --- | --- |");
+        for t in &self.targets {
+            let r = match t.pass {
+                Some(true) => "PASS",
+                Some(false) => "**FAIL**",
+                None => "n/a",
+            };
+            let _ = writeln!(s, "| {} | {} | {} | {r} |", t.name, t.threshold, t.measured);
+        }
+        if let Some(th) = &self.throughput {
+            let _ = writeln!(
+                s,
+                "\n## 1. Throughput through the Docker host\n\n192.0.2.134 (`other`) → 192.0.2.25:8092 → DNAT → 198.51.100.2:80 (container): one bulk TCP stream (goodput at the sink) and one UDP stream of {}-byte datagrams sent as fast as possible (datagrams delivered to the sink per second of sending).\n",
+                crate::net::UDP_PAYLOAD
+            );
+            let _ = writeln!(s, "| | condition | TCP Gbit/s | TCP vs (a) | UDP kpps delivered | UDP vs (a) | UDP kpps sent | tracer lost |");
+            let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+            for c in th {
+                if let Some(why) = &c.skipped {
+                    let _ = writeln!(
+                        s,
+                        "| ({}) | {} | skipped: {why} | | | | | |",
+                        c.key, c.label
+                    );
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "| ({}) | {} | {} | {} | {} | {} | {} | {} |",
+                    c.key,
+                    c.label,
+                    show(&c.tcp_bps, gbit),
+                    if c.key == "a" {
+                        "1".into()
+                    } else {
+                        show(&c.tcp_ratio, pct)
+                    },
+                    show(&c.udp_pps, kpps),
+                    if c.key == "a" {
+                        "1".into()
+                    } else {
+                        show(&c.udp_ratio, pct)
+                    },
+                    show(&c.udp_sent_pps, kpps),
+                    if c.tracer_lost.is_empty() {
+                        "–".into()
+                    } else {
+                        c.tracer_lost
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+            }
+        }
+        if let Some(tr) = &self.traced {
+            let _ = writeln!(s, "\n## 2. Traced packets per second\n\nMatching UDP (from 192.0.2.134 through the DNAT), paced; each tracer writes its text output to a file. `lost` is the kernel side's count (pathtrace: its `COUNTERS` map read with bpftool around each step; bpftrace: its `Lost N events` lines).\n");
+            for l in std::iter::once(&tr.pathtrace).chain(tr.bpftrace.iter()) {
+                let _ = writeln!(
+                    s,
+                    "**{}**: highest rate with no loss in any repetition: **{}**; events per packet {}.\n",
+                    l.tool,
+                    l.max_lossless_pps.map_or("none of the rates".into(), |v| format!("{v} pps")),
+                    l.events_per_packet.map_or("–".into(), |e| format!("{e:.2}"))
+                );
+                let _ = writeln!(s, "| rate | achieved pps | lost events | lost fraction | lossless reps | (sent+lost) / expected |");
+                let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+                for r in &l.rows {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {}/{} | {} |",
+                        r.rate,
+                        show(&r.achieved_pps, int),
+                        show(&r.lost, int),
+                        show(&r.lost_fraction, pct),
+                        r.lossless_reps,
+                        r.reps,
+                        show(&r.attempted_over_expected, |v| format!("{v:.3}"))
+                    );
+                }
+                if !l.exit_checks.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\nAt exit, pathtrace's stats line against the kernel's counters:\n"
+                    );
+                    let _ = writeln!(s, "| rep | reported lost | kernel lost | reported events | kernel sent | equal |");
+                    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+                    for c in &l.exit_checks {
+                        let (rl, re) = c.reported.as_ref().map_or(("?".into(), "?".into()), |r| {
+                            (r.lost.to_string(), r.events.to_string())
+                        });
+                        let _ = writeln!(
+                            s,
+                            "| {} | {rl} | {} | {re} | {} | {} |",
+                            c.rep + 1,
+                            c.kernel_lost,
+                            c.kernel_sent,
+                            if c.lost_equal && c.events_equal {
+                                "yes"
+                            } else {
+                                "**no**"
+                            }
+                        );
+                    }
+                }
+                let _ = writeln!(s);
+            }
+        }
+        let _ = writeln!(s, "\n## 3. Start-up: spawn → ready\n");
+        let _ = writeln!(s, "| variant | ms | n |");
+        let _ = writeln!(s, "| --- | --- | --- |");
+        for r in &self.ready_ms {
+            let _ = writeln!(s, "| {} | {} | {} |", r.variant, r.ms.show(ms), r.ms.n);
+        }
+        if let Some(st) = &self.startup {
+            let _ = writeln!(s, "\n| refused tier | exit code | ms to exit | message |");
+            let _ = writeln!(s, "| --- | --- | --- | --- |");
+            for r in &st.refusals {
+                let msg = r.message.lines().last().unwrap_or("").replace('|', "\\|");
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {}{} |",
+                    r.tier,
+                    r.exit_code.map_or("–".into(), |c| c.to_string()),
+                    show(&r.ms_to_exit, ms),
+                    msg,
+                    r.ready_ms.as_ref().map_or(String::new(), |m| format!(
+                        " (started after all: {} ms)",
+                        m.show(ms)
+                    ))
+                );
+            }
+        }
+        let m = &self.memory;
+        let _ = writeln!(s, "\n## 4. Memory\n");
+        let _ = writeln!(
+            s,
+            "| | peak RSS (VmHWM) under load, MiB | kernel maps (bytes_memlock) |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "| pathtrace | {} | {} |",
+            show(&m.pathtrace_peak_rss_kib, mib),
+            bytes_mib(m.pathtrace_maps_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "| bpftrace peer | {} | {} |",
+            show(&m.bpftrace_peak_rss_kib, mib),
+            bytes_mib(m.bpftrace_maps_bytes)
+        );
+        if !m.pathtrace_maps.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n| pathtrace map | type | max_entries | bytes_memlock |"
+            );
+            let _ = writeln!(s, "| --- | --- | --- | --- |");
+            for x in &m.pathtrace_maps {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    x.name, x.kind, x.max_entries, x.bytes_memlock
+                );
+            }
+        }
+        if !m.pathtrace_progs.is_empty() || !m.bpftrace_progs.is_empty() {
+            let _ = writeln!(s, "\n| program | verified_insns (verifier work at load) |");
+            let _ = writeln!(s, "| --- | --- |");
+            for (who, progs) in [
+                ("pathtrace", &m.pathtrace_progs),
+                ("bpftrace", &m.bpftrace_progs),
+            ] {
+                for p in progs {
+                    let _ = writeln!(
+                        s,
+                        "| {who} {} | {} |",
+                        p.name.as_deref().unwrap_or("?"),
+                        p.verified_insns.map_or("–".into(), |v| v.to_string())
+                    );
+                }
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\n## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "\n## Errors\n");
+            for e in &self.errors {
+                let _ = writeln!(s, "- {}", e.replace('\n', " "));
+            }
+        }
+        s
+    }
+}
