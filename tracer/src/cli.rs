@@ -140,7 +140,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
     pub docker_socket: std::path::PathBuf,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", default_value = "8388608", value_parser = parse_ring, hide = true)]
+    #[arg(long, value_name = "BYTES", default_value = "4194304", value_parser = parse_ring, hide = true)]
     pub ring_bytes: u32,
     /// Packets the kernel follows at once; the oldest is evicted beyond that.
     #[arg(long, value_name = "N", default_value = "16384", value_parser = parse_tracked, hide = true)]

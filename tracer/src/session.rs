@@ -149,10 +149,9 @@ pub async fn run<S: PacketSink>(
     ready: Option<oneshot::Sender<()>>,
 ) -> Result<Stats, Error> {
     let t0 = Instant::now();
-    // Naming (BTF enums, kallsyms, /proc) and loading (verification) overlap.
-    let naming = std::thread::spawn(view);
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
     let mut tracer = Tracer::load(&opts.load, &kernel_filters)?;
+
     let mut reader = tracer.events()?;
     let why: Vec<String> = tracer
         .refused
@@ -168,9 +167,17 @@ pub async fn run<S: PacketSink>(
             format!(" (refused: {})", why.join("; "))
         }
     );
-    log::debug!("startup: programs attached at {:?}", t0.elapsed());
+    log::debug!(
+        "startup: programs attached at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
     let mut rules = RuleWatch::start(&opts.rule_netns, &opts.filters);
-    log::debug!("startup: rule tracing started at {:?}", t0.elapsed());
+    log::debug!(
+        "startup: rule tracing started at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
     for w in &rules.warnings {
         eprintln!("pathtrace: {w}; the rest of the trace still works");
     }
@@ -179,11 +186,15 @@ pub async fn run<S: PacketSink>(
     if let Some(r) = ready {
         let _ = r.send(());
     }
-    // Events wait in the ring buffer until the names are there.
-    let mut view = naming
-        .join()
-        .map_err(|_| Error::Runtime("the naming thread panicked".into()))??;
-    log::debug!("startup: names loaded at {:?}", t0.elapsed());
+    // Naming (BTF enums, kallsyms, /proc) is not on the path to "ready": the
+    // events wait in the ring buffer meanwhile, and it reuses the memory the
+    // loader's BTF parses just freed.
+    let mut view = view()?;
+    log::debug!(
+        "startup: names loaded at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
 
     let containers = Containers::discover(&opts.docker_socket);
     view.netns.set_containers(&containers);

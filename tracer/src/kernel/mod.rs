@@ -7,3 +7,15 @@ pub mod hook_infer;
 pub mod kallsyms;
 
 pub use hook::{Family, Hook};
+
+/// This process's resident set size in kB (0 when unknown), for diagnostics.
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

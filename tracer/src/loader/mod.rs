@@ -71,7 +71,7 @@ impl Default for LoadOptions {
         Self {
             tier: TierRequest::Auto,
             hops: true,
-            ring_bytes: 8 << 20,
+            ring_bytes: 4 << 20,
             tracked_max: 16384,
             all_drops: false,
             config_flags: 0,
@@ -187,7 +187,11 @@ impl Tracer {
         }
         let t0 = std::time::Instant::now();
         let btf = Btf::vmlinux()?;
-        log::debug!("startup: our BTF parsed at {:?}", t0.elapsed());
+        log::debug!(
+            "startup: our BTF parsed at {:?} (rss {} kB)",
+            t0.elapsed(),
+            crate::kernel::rss_kb()
+        );
         let mut cfg = Config {
             offsets: offsets::from_btf(&btf)?,
             ..Default::default()
@@ -209,13 +213,20 @@ impl Tracer {
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)
             .unwrap_or(false);
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
-        log::debug!("startup: aya BTF parsed at {:?}", t0.elapsed());
+        // The object needs no CO-RE relocation: offsets come from `cfg`. The
+        // loader parses kernel BTF on creation anyway; dropping that copy at
+        // once keeps only one parse alive at a time.
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
+            .btf(None)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)
             .load(OBJECT)?;
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
+        log::debug!(
+            "startup: aya BTF parsed at {:?} (rss {} kB)",
+            t0.elapsed(),
+            crate::kernel::rss_kb()
+        );
         {
             let map = ebpf
                 .map_mut("CONFIG")
@@ -230,7 +241,11 @@ impl Tracer {
                 source,
             })?;
         }
-        log::debug!("startup: object loaded at {:?}", t0.elapsed());
+        log::debug!(
+            "startup: object loaded at {:?} (rss {} kB)",
+            t0.elapsed(),
+            crate::kernel::rss_kb()
+        );
         // Without hops (the drop views) nf_hook_slow verdicts have nowhere to go.
         let (tier, refused) = if opts.hops {
             tier::choose(
@@ -260,7 +275,11 @@ impl Tracer {
             attach_tp(&mut ebpf, "netif_rx", "netif_rx", &aya_btf)?;
             attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
         }
-        log::debug!("startup: attached at {:?}", t0.elapsed());
+        log::debug!(
+            "startup: attached at {:?} (rss {} kB)",
+            t0.elapsed(),
+            crate::kernel::rss_kb()
+        );
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or(LoadError::MissingMap("COUNTERS"))?,

@@ -47,7 +47,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C.UTF-8 NO_COLOR=1 RUST_BACKTRACE=1
 # Keep the kernel's messages off the console, where they would cut our lines.
 echo 1 >/proc/sys/kernel/printk 2>/dev/null
-mark() { while IFS= read -r l; do printf 'PTVM| %s\n' "$l"; done; }
+mark() { while IFS= read -r l || [ -n "$l" ]; do printf 'PTVM| %s\n' "$l"; done; }
 step() {
     name=$1; shift
     echo "PTVM# begin $name"
