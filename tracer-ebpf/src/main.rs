@@ -170,11 +170,10 @@ unsafe fn record<C: EbpfContext>(
     let Some((tracked, hdr)) = found else {
         return 0;
     };
-    if terminal {
-        if TRACKED.remove(skb).is_ok() {
+    if terminal
+        && TRACKED.remove(skb).is_ok() {
             bump(counter::UNTRACKED);
         }
-    }
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };
     let ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
