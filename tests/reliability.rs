@@ -269,3 +269,108 @@ fn soak_rss_stays_flat() {
     );
     stats(&records(&lines));
 }
+
+#[test]
+fn dockerd_restarting_mid_trace() {
+    if !require_root("dockerd_restarting_mid_trace") {
+        return;
+    }
+    if pathtrace_tests::docker_mode() != tracer::lab::DockerMode::Real {
+        eprintln!("\n*** SKIPPED dockerd_restarting_mid_trace: needs a real dockerd (PATHTRACE_TEST_DOCKER=emulated) ***\n");
+        return;
+    }
+    let mut lab = pathtrace_tests::docker_lab("ptrst", tracer::lab::Block::None);
+    let sock = lab.docker_socket().expect("socket").display().to_string();
+    let run = Running::start(&[
+        "--src",
+        "192.0.2.134",
+        "--dport",
+        "8092",
+        "--json",
+        "--netns",
+        &lab.names.dock.clone(),
+        "--docker-socket",
+        &sock,
+    ]);
+    assert_eq!(
+        pathtrace_tests::connect(&lab, &lab.names.other),
+        tracer::lab::ProbeOutcome::Connected
+    );
+    let old_pid = lab.dockerd_pid();
+    lab.restart_dockerd().expect("dockerd restarts");
+    assert_ne!(lab.dockerd_pid(), old_pid, "a new dockerd");
+    assert_eq!(
+        pathtrace_tests::connect(&lab, &lab.names.other),
+        tracer::lab::ProbeOutcome::Connected
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace rode out the restart");
+    let recs = records(&lines);
+    let delivered = of_type(&recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request" && p["fate"] == "delivered")
+        .count();
+    assert!(
+        delivered >= 2,
+        "a connection before and one after the restart were traced: {recs:#?}"
+    );
+}
+
+#[test]
+fn a_rule_trace_socket_overflow_is_survived_and_counted() {
+    if !require_root("a_rule_trace_socket_overflow_is_survived_and_counted") {
+        return;
+    }
+    let t = Routed::new("ptnobuf");
+    in_ns(
+        &t.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
+        ],
+    );
+    let out_path =
+        std::env::temp_dir().join(format!("pathtrace-nobuf-{}.json", std::process::id()));
+    let out_file = std::fs::File::create(&out_path).expect("output file");
+    let mut child = Command::new(pathtrace_bin())
+        .args([
+            "--src",
+            "192.0.2.1",
+            "--proto",
+            "udp",
+            "--json",
+            "--netns",
+            &t.b,
+        ])
+        .env("PATHTRACE_NFT_RCVBUF", "4096")
+        .stdout(out_file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 3000, None);
+    std::thread::sleep(Duration::from_millis(500));
+    // After the overflow, rule tracing still works for a lone packet.
+    t.send_udp(&t.a, None, "198.51.100.2", 7, 1, None);
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("ends");
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&out_path).expect("output");
+    let _ = std::fs::remove_file(&out_path);
+    let recs = records(&text.lines().map(str::to_owned).collect::<Vec<_>>());
+    let s = stats(&recs);
+    assert!(
+        s["rule_overflows"].as_u64().is_some_and(|n| n > 0),
+        "a 4 KiB trace socket overflows: {s}"
+    );
+    let last = of_type(&recs, "packet")
+        .into_iter()
+        .filter(|p| p["table"] == "filter")
+        .count();
+    assert!(
+        last > 0,
+        "some packets still had their rule named after the overflow"
+    );
+}

@@ -246,6 +246,28 @@ impl Lab {
         self.run_real_container()
     }
 
+    /// Restarts dockerd (real mode): the container is removed, dockerd stopped by its
+    /// pid and started again with the same state, and the container run again (new
+    /// namespace, new veth, same name, address and port mapping).
+    pub fn restart_dockerd(&mut self) -> Result<(), LabError> {
+        let Backend::Real(docker) = &mut self.backend else {
+            return Err(LabError::Unsupported("no real dockerd to restart".into()));
+        };
+        netns::delete(&self.names.ctr)?;
+        docker.remove_containers()?;
+        docker.stop();
+        let cfg = &self.config;
+        let fresh = RealDocker::start(
+            &cfg.prefix,
+            &self.names.dock,
+            &self.state,
+            cfg.firewall,
+            cfg.ready_timeout,
+        )?;
+        self.backend = Backend::Real(fresh);
+        self.run_real_container()
+    }
+
     /// Removes the container, stops dockerd (or the emulated httpd) by pid, kills what it
     /// left, unmounts, deletes the namespaces, cgroups and state dir. Idempotent.
     pub fn teardown(&mut self) -> Result<(), LabError> {

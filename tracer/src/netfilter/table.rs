@@ -21,6 +21,16 @@ pub const CHAIN_PRIORITY: i32 = -350;
 const NF_INET_PRE_ROUTING: u32 = 0;
 const NF_INET_LOCAL_OUT: u32 = 3;
 const TRACE_RCVBUF: libc::c_int = 16 * 1024 * 1024;
+
+/// The trace socket's receive buffer; `PATHTRACE_NFT_RCVBUF` shrinks it, so
+/// tests can make the kernel overflow it (ENOBUFS) on purpose.
+fn trace_rcvbuf() -> libc::c_int {
+    std::env::var("PATHTRACE_NFT_RCVBUF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &libc::c_int| n > 0)
+        .unwrap_or(TRACE_RCVBUF)
+}
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 const HOOK_REFRESH: Duration = Duration::from_secs(1);
 const MAX_PACKETS: usize = 4096;
@@ -112,7 +122,7 @@ impl RuleTracer {
             }
             // Listen before the rules exist, so the first packets aren't missed.
             let trace = NlSocket::open(true)?;
-            trace.set_rcvbuf(TRACE_RCVBUF);
+            trace.set_rcvbuf(trace_rcvbuf());
             trace.add_membership(NFNLGRP_NFTRACE)?;
             let mut table = TABLE_NAME.to_string();
             let mut res = ctl.batch(&table_items(&table, &rules));

@@ -31,8 +31,7 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
     let ip_ids: HashSet<u16> = p.hops.iter().filter_map(|h| h.ip_id).collect();
     let netns: HashSet<u32> = p.hops.iter().map(|h| h.netns).collect();
     let from = p.first_seen.checked_sub(SLACK).unwrap_or(p.first_seen);
-    let pending = watch.pending_mut();
-    let matches = |r: &RuleHit| {
+    let belongs = |r: &RuleHit| {
         netns.contains(&r.netns)
             && r.received >= from
             && r.tuple
@@ -42,15 +41,7 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
                 _ => true,
             }
     };
-    let mut mine = Vec::new();
-    let mut i = 0;
-    while i < pending.len() {
-        if matches(&pending[i]) {
-            mine.push(pending.remove(i));
-        } else {
-            i += 1;
-        }
-    }
+    let mine = watch.take(&ip_ids, belongs);
     place(p, mine);
     p.fate = Fate::of(&p.hops);
 }

@@ -1,6 +1,6 @@
 //! Watcher threads: one per namespace, each owning its tracers.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
@@ -239,7 +239,8 @@ pub struct RuleWatch {
     stop: Arc<AtomicBool>,
     overflows: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
-    pending: Vec<RuleHit>,
+    /// Hits no packet claimed yet, by the IPv4 id of their packet.
+    pending: HashMap<Option<u16>, Vec<RuleHit>>,
     /// One line per namespace where rule tracing could not start.
     pub warnings: Vec<String>,
     pub active: usize,
@@ -255,7 +256,7 @@ impl RuleWatch {
             stop,
             overflows: Arc::default(),
             threads: Vec::new(),
-            pending: Vec::new(),
+            pending: HashMap::new(),
             warnings: Vec::new(),
             active: 0,
         };
@@ -298,10 +299,14 @@ impl RuleWatch {
     /// Moves what the watchers sent into the pending buffer, forgetting
     /// hits no packet claimed within a minute.
     pub fn poll(&mut self) {
-        self.pending.extend(self.rx.try_iter());
-        let horizon = Instant::now().checked_sub(Duration::from_secs(60));
-        if let Some(h) = horizon {
-            self.pending.retain(|r| r.received >= h);
+        for hit in self.rx.try_iter() {
+            self.pending.entry(hit.ip_id).or_default().push(hit);
+        }
+        if let Some(h) = Instant::now().checked_sub(Duration::from_secs(60)) {
+            self.pending.retain(|_, hits| {
+                hits.retain(|r| r.received >= h);
+                !hits.is_empty()
+            });
         }
     }
 
@@ -310,8 +315,36 @@ impl RuleWatch {
         self.overflows.load(Ordering::Relaxed)
     }
 
-    pub(super) fn pending_mut(&mut self) -> &mut Vec<RuleHit> {
-        &mut self.pending
+    /// Removes and returns the pending hits that `keep` selects, looking
+    /// only at those of the given IPv4 ids (and those without one); all of
+    /// them when `ids` is empty.
+    pub(super) fn take(
+        &mut self,
+        ids: &HashSet<u16>,
+        mut keep: impl FnMut(&RuleHit) -> bool,
+    ) -> Vec<RuleHit> {
+        let mut out = Vec::new();
+        let mut take_from = |hits: &mut Vec<RuleHit>| {
+            let mut i = 0;
+            while i < hits.len() {
+                if keep(&hits[i]) {
+                    out.push(hits.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        };
+        if ids.is_empty() {
+            self.pending.values_mut().for_each(&mut take_from);
+        } else {
+            for key in ids.iter().map(|&id| Some(id)).chain([None]) {
+                if let Some(hits) = self.pending.get_mut(&key) {
+                    take_from(hits);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.received);
+        out
     }
 }
 
@@ -328,7 +361,10 @@ impl std::fmt::Debug for RuleWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuleWatch")
             .field("active", &self.active)
-            .field("pending", &self.pending.len())
+            .field(
+                "pending",
+                &self.pending.values().map(Vec::len).sum::<usize>(),
+            )
             .finish()
     }
 }

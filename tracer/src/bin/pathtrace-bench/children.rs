@@ -125,15 +125,20 @@ impl Proc {
         }
     }
 
+    /// Waits up to `limit` for the exit; whether it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.exited().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.exited().is_some()
+    }
+
     /// Sends `sig`, waits up to `grace` for the exit, then SIGKILLs. Collects
     /// the rest of stderr (up to 2 s).
     pub fn stop(&mut self, sig: libc::c_int, grace: Duration) -> Result<ExitStatus> {
         self.signal(sig);
-        let deadline = Instant::now() + grace;
-        while self.exited().is_none() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        if self.exited().is_none() {
+        if !self.wait_exit(grace) {
             log::warn!(
                 "{} (pid {}) did not exit within {:.1}s: SIGKILL",
                 self.name,

@@ -42,6 +42,10 @@ use crate::{
 
 /// The LAN address pathtrace's "other traffic" filter names: nothing sends from it.
 pub const OTHER_SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+/// A second address of the lab's `other` host, used only by the traced-rate
+/// ladder: other labs on a shared machine also send from 192.0.2.134, and
+/// pathtrace's and bpftrace's programs see every namespace.
+pub const LADDER_SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
 /// The lab prefix: namespaces `ptbench-lan`, `ptbench-other`, …
 const PREFIX: &str = "ptbench";
 
@@ -72,6 +76,17 @@ struct Args {
     /// Sections to run (default all): throughput, traced, startup.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
+    /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
+    #[arg(long, hide = true, value_name = "COND")]
+    soak: Option<String>,
+    #[arg(long, hide = true, default_value_t = 20)]
+    soak_secs: u64,
+    /// Pace the soak's UDP stream at this many packets per second.
+    #[arg(long, hide = true)]
+    soak_rate: Option<u64>,
+    /// Soak with the TCP stream instead of UDP.
+    #[arg(long, hide = true)]
+    soak_tcp: bool,
     /// Stop measuring after this many seconds, whatever is left (default: 300 quick, 1500 full).
     #[arg(long, value_name = "SECS")]
     max_secs: Option<u64>,
@@ -174,6 +189,8 @@ pub struct Ctx<'a> {
     pub tools: Tools,
     pub route_tcp: net::Route,
     pub route_udp: net::Route,
+    /// The UDP route of the traced-rate ladder (from LADDER_SRC).
+    pub route_ladder: net::Route,
     /// Ready times in ms, by variant.
     pub ready_ms: BTreeMap<String, Vec<f64>>,
     pub mem: Memory,
@@ -264,7 +281,7 @@ fn held_maps(pid: i32) -> Result<(Vec<MapInfo>, Vec<ProgFd>)> {
     Ok((maps, progs))
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -406,14 +423,26 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         server_ns: names.ctr.clone(),
         target: SocketAddrV4::new(a.host, a.published_port),
         listen_port: a.container_port,
+        udp_src: None,
     };
     let route_udp = route_tcp.clone();
+    let route_ladder = net::Route {
+        udp_src: Some(LADDER_SRC),
+        ..route_tcp.clone()
+    };
+    let ladder_addr = format!("{LADDER_SRC}/32");
+    lab.exec(
+        &names.other,
+        &["ip", "addr", "add", &ladder_addr, "dev", "eth0"],
+    )
+    .context("adding the ladder's source address")?;
     let mut ctx = Ctx {
         lab: &lab,
         plan,
         tools,
         route_tcp,
         route_udp,
+        route_ladder,
         ready_ms: BTreeMap::new(),
         mem: Memory::default(),
         notes,
@@ -431,6 +460,19 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         bail!("no UDP datagram reached the container through the DNAT");
     }
 
+    if let Some(key) = &args.soak {
+        let cond = throughput::Cond::from_key(key).context("--soak takes b, c, d0, d or e")?;
+        let r = throughput::soak(
+            &mut ctx,
+            cond,
+            args.soak_secs,
+            args.soak_rate,
+            args.soak_tcp,
+        );
+        drop(ctx);
+        lab.teardown().context("tearing the lab down")?;
+        return r;
+    }
     let mut results = report::Results::new(&ctx, args.docker == DockerChoice::Real, lab_secs);
     let mut timings = Vec::new();
     for s in &sections {

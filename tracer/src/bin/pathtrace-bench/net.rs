@@ -40,6 +40,8 @@ pub struct Route {
     pub target: SocketAddrV4,
     /// Where the sink listens inside the container (after DNAT).
     pub listen_port: u16,
+    /// The UDP sender's source address (None: the namespace's own).
+    pub udp_src: Option<Ipv4Addr>,
 }
 
 /// Runs `f` on a new thread that first joins the network namespace `ns`.
@@ -329,8 +331,10 @@ pub fn udp_run(route: &Route, dur: Duration, rate: Option<u64>) -> Result<UdpRun
             .unwrap_or_else(|| anyhow!("the UDP sink did not start")));
     }
     let target = route.target;
+    let src = route.udp_src.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let sender = spawn_in(&route.client_ns, "udp-send", move || {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding the UDP sender")?;
+        let sock = UdpSocket::bind((src, 0))
+            .with_context(|| format!("binding the UDP sender to {src}"))?;
         sock.connect(target)
             .with_context(|| format!("connecting the UDP sender to {target}"))?;
         let fd = sock.as_raw_fd();

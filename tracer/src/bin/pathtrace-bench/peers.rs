@@ -4,6 +4,7 @@ use std::{
     fs::File,
     io::{Read, Seek, SeekFrom},
     net::Ipv4Addr,
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -75,7 +76,19 @@ pub struct PtRun {
     pub out: PathBuf,
     /// From spawn to the `pathtrace: ready` line.
     pub ready: Option<Duration>,
+    /// How it ended, once `finish` has run.
+    pub stop: Option<StopInfo>,
 }
+
+/// Which signal ended a pathtrace run, and how long after the SIGINT.
+#[derive(Clone, Debug, Serialize)]
+pub struct StopInfo {
+    pub signal: String,
+    pub ms: f64,
+}
+
+/// How long pathtrace gets to exit after SIGINT before SIGTERM follows.
+const SIGINT_GRACE: Duration = Duration::from_secs(5);
 
 /// pathtrace's exit line: `N packets, N events, N lost (tier T)`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -148,12 +161,51 @@ impl PtRun {
         if ready.is_none() {
             proc.stop(libc::SIGINT, Duration::from_secs(5))?;
         }
-        Ok(PtRun { proc, out, ready })
+        Ok(PtRun {
+            proc,
+            out,
+            ready,
+            stop: None,
+        })
     }
 
-    /// SIGINT, wait for the exit and its stats line.
+    /// SIGINT (what Ctrl-C sends), wait for the exit and its stats line. If
+    /// SIGINT has not ended it within `SIGINT_GRACE`, SIGTERM (then SIGKILL).
     pub fn finish(&mut self) -> Result<Option<PtStats>> {
-        let status = self.proc.stop(libc::SIGINT, EXIT_GRACE)?;
+        let t = Instant::now();
+        self.proc.signal(libc::SIGINT);
+        let status = if self.proc.wait_exit(SIGINT_GRACE) {
+            let st = self.proc.stop(libc::SIGINT, EXIT_GRACE)?;
+            self.stop = Some(StopInfo {
+                signal: if st.signal() == Some(libc::SIGINT) {
+                    "killed by SIGINT (no handler installed yet: no stats line)".into()
+                } else {
+                    "SIGINT".into()
+                },
+                ms: t.elapsed().as_secs_f64() * 1000.0,
+            });
+            st
+        } else {
+            log::warn!(
+                "pathtrace (pid {}) still running {:.0}s after SIGINT: SIGTERM",
+                self.proc.pid,
+                SIGINT_GRACE.as_secs_f64()
+            );
+            let term = Instant::now();
+            let st = self.proc.stop(libc::SIGTERM, EXIT_GRACE)?;
+            self.stop = Some(StopInfo {
+                signal: if st.signal() == Some(libc::SIGKILL) {
+                    "SIGINT and SIGTERM ignored: SIGKILL".into()
+                } else {
+                    format!(
+                        "SIGINT ignored; exited {:.0} ms after SIGTERM",
+                        term.elapsed().as_secs_f64() * 1000.0
+                    )
+                },
+                ms: t.elapsed().as_secs_f64() * 1000.0,
+            });
+            st
+        };
         let text = self.proc.stderr_text();
         let stats = parse_stats(&text);
         if stats.is_none() {
@@ -304,9 +356,11 @@ impl BtRun {
         } else {
             Command::new(&bt.bin)
         };
-        cmd.arg("-o").arg(&out).arg(script);
-        let _ = std::fs::remove_file(&out);
-        let mut proc = Proc::spawn(cmd, "bpftrace", Stdio::null())?;
+        // stdout to the file, not `-o FILE`: bpftrace 0.17 buffers `-o` output
+        // until exit whatever `-B` says, but flushes stdout line by line.
+        cmd.arg(script);
+        let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+        let mut proc = Proc::spawn(cmd, "bpftrace", Stdio::from(file))?;
         let mut tail = Tail::new(out.clone());
         let (mut attaching, mut ready) = (None, None);
         let deadline = Instant::now() + READY_LIMIT;

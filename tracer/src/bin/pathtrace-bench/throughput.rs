@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     net,
-    peers::{bpftrace_script, BtRun, NftTrace, PtRun},
+    peers::{bpftrace_script, BtRun, NftTrace, PtRun, StopInfo},
     stats::Summary,
     Ctx, OTHER_SRC, READY_AUTO_NORULES, READY_BT_ATTACHING, READY_BT_BEGIN,
 };
@@ -76,6 +76,8 @@ pub struct CondResult {
     pub tracer_lost: Vec<u64>,
     /// Bytes of tracer output per run.
     pub tracer_output_bytes: Vec<u64>,
+    /// pathtrace: which signal ended each run, and how long after SIGINT.
+    pub tracer_stop: Vec<StopInfo>,
     pub skipped: Option<String>,
 }
 
@@ -86,6 +88,7 @@ struct Raw {
     udp_sent: BTreeMap<usize, f64>,
     lost: Vec<u64>,
     out_bytes: Vec<u64>,
+    stops: Vec<StopInfo>,
 }
 
 enum Active {
@@ -156,6 +159,7 @@ fn stop(ctx: &mut Ctx, cond: Cond, active: Active, raw: &mut Raw) -> Result<()> 
             if let Some(s) = stats {
                 raw.lost.push(s.lost);
             }
+            raw.stops.extend(run.stop.clone());
             raw.out_bytes.push(ctx.discard(&run.out));
         }
         Active::Bt(mut run) => {
@@ -257,8 +261,77 @@ pub fn run(ctx: &mut Ctx) -> Vec<CondResult> {
                 udp_sent_pps: vals(&r.udp_sent),
                 tracer_lost: r.lost.clone(),
                 tracer_output_bytes: r.out_bytes.clone(),
+                tracer_stop: r.stops.clone(),
                 skipped: skipped.get(&c).cloned(),
             }
         })
         .collect()
+}
+
+impl Cond {
+    pub fn from_key(key: &str) -> Option<Cond> {
+        [Cond::A, Cond::B, Cond::C, Cond::D0, Cond::D, Cond::E]
+            .into_iter()
+            .find(|c| c.key() == key)
+    }
+}
+
+/// Profiling aid: one condition's tracer under a stream for `secs`, its pid
+/// on stderr, one line per second of traffic.
+pub fn soak(ctx: &mut Ctx, cond: Cond, secs: u64, rate: Option<u64>, tcp: bool) -> Result<()> {
+    let total = Duration::from_secs(secs);
+    let active = start(ctx, cond, total + Duration::from_secs(60))?;
+    let pid = match &active {
+        Active::Pt(r) => Some(r.proc.pid),
+        Active::Bt(r) => Some(r.proc.pid),
+        _ => None,
+    };
+    eprintln!(
+        "pathtrace-bench: soak ({}) {}: tracer pid {pid:?}, {secs} s of {}",
+        cond.key(),
+        cond.label(),
+        if tcp { "TCP" } else { "UDP" }
+    );
+    let started = std::time::Instant::now();
+    let mut result = Ok(());
+    while started.elapsed() < total && !ctx.stop_now() {
+        let chunk = Duration::from_secs(1);
+        if tcp {
+            match net::tcp_sample(&ctx.route_tcp, chunk) {
+                Ok(s) => eprintln!(
+                    "pathtrace-bench: soak TCP {:.2} Gbit/s",
+                    s.bits_per_sec() / 1e9
+                ),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        } else {
+            match net::udp_run(&ctx.route_udp, chunk, rate) {
+                Ok(u) => eprintln!(
+                    "pathtrace-bench: soak UDP sent {:.0} pps, delivered {:.0} pps",
+                    u.sent_pps(),
+                    u.received_pps()
+                ),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Active::Pt(r) = &active {
+            eprintln!(
+                "pathtrace-bench: soak pathtrace VmHWM {} KiB",
+                r.proc.vm_hwm_kib().unwrap_or(0)
+            );
+        }
+    }
+    let mut raw = Raw::default();
+    stop(ctx, cond, active, &mut raw)?;
+    eprintln!(
+        "pathtrace-bench: soak done: lost {:?}, stop {:?}, memory {:?}",
+        raw.lost, raw.stops, ctx.mem.pathtrace_hwm_kib
+    );
+    result
 }
