@@ -214,3 +214,80 @@ fn nf_hook_slow_verdicts_show_each_hook_in_order() {
     );
     assert_eq!(dropped["hook"], "FORWARD");
 }
+
+#[test]
+fn ipv6_packets_are_followed_and_their_drops_named() {
+    use pathtrace_tests::topo::{in_ns, sh};
+    if !require_root("ipv6_packets_are_followed_and_their_drops_named") {
+        return;
+    }
+    struct Pair;
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            for ns in ["ptv6-a", "ptv6-b"] {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", ns])
+                    .output();
+            }
+        }
+    }
+    let _cleanup = Pair;
+    for ns in ["ptv6-a", "ptv6-b"] {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", ns])
+            .output();
+        sh(&["ip", "netns", "add", ns]);
+    }
+    sh(&[
+        "ip", "link", "add", "v6a", "netns", "ptv6-a", "type", "veth", "peer", "name", "v6b",
+        "netns", "ptv6-b",
+    ]);
+    for (ns, dev, addr) in [
+        ("ptv6-a", "v6a", "2001:db8::1/64"),
+        ("ptv6-b", "v6b", "2001:db8::2/64"),
+    ] {
+        in_ns(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        in_ns(ns, &["ip", "link", "set", dev, "up"]);
+    }
+    // A fresh link resolves its first neighbour only after link-local DAD
+    // (about a second): until then the datagram waits in the neighbour queue.
+    std::thread::sleep(Duration::from_millis(1200));
+    let run = Running::start(&[
+        "--src",
+        "2001:db8::1",
+        "--proto",
+        "udp",
+        "--json",
+        "--no-rules",
+    ]);
+    in_ns(
+        "ptv6-a",
+        &["python3", "-c", "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.sendto(b'x',('2001:db8::2',9))"],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0);
+    let recs = records(&lines);
+    let p = of_type(&recs, "packet")
+        .into_iter()
+        .find(|p| p["direction"] == "request")
+        .unwrap_or_else(|| panic!("no IPv6 packet: {recs:#?}"));
+    assert_eq!(
+        (p["saddr"].as_str(), p["daddr"].as_str()),
+        (Some("2001:db8::1"), Some("2001:db8::2"))
+    );
+    assert_eq!(
+        (p["proto"].as_str(), p["dport"].as_u64()),
+        (Some("udp"), Some(9))
+    );
+    assert_eq!(
+        (p["fate"].as_str(), p["reason"].as_str()),
+        (Some("dropped"), Some("NO_SOCKET"))
+    );
+    let hops = hops_of(&recs, &p["packet"]);
+    assert!(
+        hops.iter()
+            .any(|h| h["kind"] == "tx" && h["ifname"] == "v6a"),
+        "{hops:#?}"
+    );
+}

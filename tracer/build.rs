@@ -11,7 +11,11 @@ fn main() {
         .unwrap_or_else(|| {
             manifest.join("../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")
         });
-    println!("cargo:rerun-if-changed={}", obj.display());
+    // A missing file counts as changed on every build: watch its folder then.
+    match (obj.exists(), obj.parent()) {
+        (false, Some(dir)) if dir.exists() => println!("cargo:rerun-if-changed={}", dir.display()),
+        _ => println!("cargo:rerun-if-changed={}", obj.display()),
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("tracer-ebpf.o");
     let bytes = std::fs::read(&obj).unwrap_or_else(|_| {
         println!(

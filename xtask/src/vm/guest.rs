@@ -100,7 +100,7 @@ pub fn write_script(name: &str, steps: &[GuestStep]) -> Result<PathBuf> {
             argv.join(" ")
         ));
     }
-    text.push_str("dmesg 2>/dev/null | grep -iE 'bpf|verifier|oops|bug:|warning:|call trace|panic' | grep -viE 'command line' | tail -n 40 | sed 's/^/dmesg: /' | mark\n");
+    text.push_str("dmesg 2>/dev/null | grep -iE 'bpf|verifier|oops|bug:|warning:|call trace|panic|segfault|traps:|general protection|out of memory' | grep -viE 'command line' | tail -n 40 | sed 's/^/dmesg: /' | mark\n");
     text.push_str("echo 'PTVM# done'\n");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
