@@ -264,7 +264,7 @@ fn ipv6_packets_are_followed_and_their_drops_named() {
         "ptv6-a",
         &["python3", "-c", "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.sendto(b'x',('2001:db8::2',9))"],
     );
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1500));
     let (code, lines) = run.stop();
     assert_eq!(code, 0);
     let recs = records(&lines);
