@@ -42,6 +42,17 @@ pub fn docker_mode() -> tracer::lab::DockerMode {
     }
 }
 
+/// A time limit, stretched by `PATHTRACE_TEST_TIMEOUT_SCALE` (the VM
+/// harness sets it: software emulation is several times slower).
+pub fn limit(secs: u64) -> Duration {
+    let scale: f64 = std::env::var("PATHTRACE_TEST_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s: &f64| *s >= 1.0)
+        .unwrap_or(1.0);
+    Duration::from_secs_f64(secs as f64 * scale)
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -96,7 +107,7 @@ impl Running {
             stderr,
             stderr_lines: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match run.stderr.recv_timeout(left) {
@@ -125,7 +136,7 @@ impl Running {
     pub fn stop(self) -> (i32, Vec<String>) {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
-        self.wait(Duration::from_secs(15))
+        self.wait(limit(15))
     }
 
     /// Waits for the process to end by itself.
@@ -146,7 +157,7 @@ impl Running {
         while let Ok(l) = self.stdout.recv_timeout(Duration::from_millis(500)) {
             lines.push(l);
         }
-        while let Ok(l) = self.stderr.try_recv() {
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
             eprintln!("[pathtrace] {l}");
             self.stderr_lines.push(l);
         }

@@ -1,6 +1,6 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use crate::probe;
 use tracer_common::{addr_words, filter_flags, Config, Filter, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -32,8 +32,8 @@ pub struct Headers {
 }
 
 #[inline(always)]
-unsafe fn rd<T: Default>(addr: u64) -> T {
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+unsafe fn rd<T>(addr: u64) -> T {
+    unsafe { probe::read(addr) }
 }
 
 #[inline(always)]
@@ -63,9 +63,7 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
     match first >> 4 {
         4 => {
             let mut ip = [0u8; 20];
-            if unsafe { bpf_probe_read_kernel_buf(l3 as *const u8, &mut ip) }.is_err() {
-                return h;
-            }
+            unsafe { probe::read_into(l3, &mut ip) };
             h.ip_version = 4;
             h.proto = ip[9];
             h.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
@@ -79,9 +77,7 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
         }
         6 => {
             let mut ip = [0u8; 40];
-            if unsafe { bpf_probe_read_kernel_buf(l3 as *const u8, &mut ip) }.is_err() {
-                return h;
-            }
+            unsafe { probe::read_into(l3, &mut ip) };
             h.ip_version = 6;
             h.proto = ip[6];
             h.saddr.copy_from_slice(&ip[8..24]);
@@ -93,7 +89,8 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
     match h.proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
             let mut l4h = [0u8; 14];
-            if unsafe { bpf_probe_read_kernel_buf(l4 as *const u8, &mut l4h) }.is_ok() {
+            unsafe { probe::read_into(l4, &mut l4h) };
+            {
                 h.sport = u16::from_be_bytes([l4h[0], l4h[1]]);
                 h.dport = u16::from_be_bytes([l4h[2], l4h[3]]);
                 if h.proto == IPPROTO_TCP {

@@ -9,12 +9,10 @@
 
 mod headers;
 mod maps;
+mod probe;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
@@ -62,15 +60,10 @@ impl Extra {
     }
 }
 
+/// Reads the `T` at `base + off` (a struct member); zero when it faults.
 #[inline(always)]
-unsafe fn read<T>(base: u64, off: u32) -> T
-where
-    T: Default,
-{
-    if base == 0 {
-        return T::default();
-    }
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
+unsafe fn read<T>(base: u64, off: u32) -> T {
+    unsafe { probe::read(base + off as u64) }
 }
 
 #[inline(always)]
@@ -170,10 +163,9 @@ unsafe fn record<C: EbpfContext>(
     let Some((tracked, hdr)) = found else {
         return 0;
     };
-    if terminal
-        && TRACKED.remove(skb).is_ok() {
-            bump(counter::UNTRACKED);
-        }
+    if terminal && TRACKED.remove(skb).is_ok() {
+        bump(counter::UNTRACKED);
+    }
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };
     let ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
@@ -186,9 +178,7 @@ unsafe fn record<C: EbpfContext>(
             ..DropKey::default()
         };
         if dev != 0 {
-            let _ = unsafe {
-                bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut key.ifname)
-            };
+            unsafe { probe::read_into(dev + o.dev_name as u64, &mut key.ifname) };
         }
         maps::count_drop(&key);
         if cfg.flags & config_flags::COUNT_ONLY != 0 {
@@ -231,10 +221,7 @@ unsafe fn record<C: EbpfContext>(
         (*ev).daddr = hdr.daddr;
         (*ev).ifname = [0; 16];
         if dev != 0 {
-            let _ = bpf_probe_read_kernel_buf(
-                (dev + o.dev_name as u64) as *const u8,
-                &mut (*ev).ifname,
-            );
+            probe::read_into(dev + o.dev_name as u64, &mut (*ev).ifname);
         }
         (*ev).stack_len = 0;
         if extra.kind == EventKind::Drop {
@@ -329,18 +316,15 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
         state,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = NF_ENTRY.insert(nf_key(skb), entry, 0);
+    // Keyed by the sk_buff alone: the verifier forbids arithmetic on the
+    // typed pointer fentry hands over, and one sk_buff is in one hook at a time.
+    let _ = NF_ENTRY.insert(skb, entry, 0);
     0
 }
 
 #[inline(always)]
-fn nf_key(skb: u64) -> u64 {
-    skb ^ bpf_get_current_pid_tgid()
-}
-
-#[inline(always)]
 unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
-    let key = nf_key(skb);
+    let key = skb;
     let Some(entry) = (unsafe { NF_ENTRY.get(key) }).copied() else {
         return 0;
     };

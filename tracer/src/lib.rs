@@ -16,4 +16,5 @@ pub mod privileges;
 pub mod render;
 pub mod ruletrace;
 pub mod session;
+pub mod signals;
 pub mod track;

@@ -18,6 +18,7 @@ use crate::{
     names::{Containers, NetnsNames},
     render::{json, text, Stats, View},
     ruletrace::{self, NetnsTarget, RuleWatch},
+    signals::StopSignals,
     track::{Packet, Tracker},
 };
 
@@ -181,6 +182,7 @@ pub async fn run<S: PacketSink>(
     for w in &rules.warnings {
         eprintln!("pathtrace: {w}; the rest of the trace still works");
     }
+    let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
     if let Some(r) = ready {
@@ -210,8 +212,6 @@ pub async fn run<S: PacketSink>(
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let handle = |bytes: &[u8], tracker: &mut Tracker, stats: &mut Stats, view: &View| {
         stats.events += 1;
         match decode(bytes) {
@@ -244,8 +244,7 @@ pub async fn run<S: PacketSink>(
                 }
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
             _ = stop.notified() => break,
         }
     }

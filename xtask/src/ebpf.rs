@@ -46,8 +46,14 @@ fn ensure_nightly() -> Result<()> {
     let toolchains = output_of(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("xtask: installing the nightly toolchain");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
-            .context("nightly toolchain is missing and could not be installed")?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("nightly toolchain is missing and could not be installed")?;
     }
     let comps = output_of(Command::new("rustup").args([
         "component",
@@ -58,8 +64,14 @@ fn ensure_nightly() -> Result<()> {
     ]))?;
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("rust-src for nightly is missing and could not be installed")?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("rust-src for nightly is missing and could not be installed")?;
     }
     Ok(())
 }
@@ -107,8 +119,18 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     let _ = std::fs::remove_file(&generic);
     std::os::unix::fs::symlink(nightly_lib.join(so_name), generic)?;
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .arg("--root")
         .arg(&tools)
         .env("LLVM_PREFIX", &llvm))

@@ -24,11 +24,16 @@ fn run(mut cmd: Command) -> Result<()> {
 
 pub fn demo(args: &[String]) -> Result<()> {
     let obj = ebpf::build()?;
-    run(cargo(&["build", "--release", "--locked", "-p", "tracer"], &obj))?;
+    run(cargo(
+        &["build", "--release", "--locked", "-p", "tracer"],
+        &obj,
+    ))?;
     let bin = workspace_root().join("target/release/pathtrace");
     let mut cmd = Command::new(&bin);
     cmd.arg("demo").args(args);
-    let status = cmd.status().with_context(|| format!("running {}", bin.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 

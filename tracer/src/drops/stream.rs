@@ -149,6 +149,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     };
     let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
     let mut reader = tracer.events()?;
+    let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(
         "pathtrace: ready, streaming drops of {}",
         if opts.filter.is_empty() {
@@ -161,8 +162,6 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
         throttle: Throttle::new(opts.max_rate),
         ..Default::default()
     };
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let end = deadline(opts.duration);
     tokio::pin!(end);
     loop {
@@ -172,8 +171,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
                 let _ = out.flush();
             }
             _ = &mut end => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
         }
         if st.failed.is_some() || opts.count.is_some_and(|c| st.drops >= c) {
             break;

@@ -103,6 +103,7 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         ..Default::default()
     };
     let tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
+    let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(
         "pathtrace: ready, counting drops in the kernel every {:?}",
         opts.interval
@@ -112,16 +113,13 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
     let mut last = Instant::now();
     let mut tick = tokio::time::interval(opts.interval);
     tick.tick().await;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let end = deadline(opts.duration);
     tokio::pin!(end);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut end => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
         }
         let now_counts = tracer.drop_counts()?;
         let secs = last.elapsed().as_secs_f64();

@@ -359,6 +359,8 @@ fn test_one(
         ("PATHTRACE_BIN".to_string(), bin.display().to_string()),
         ("PATHTRACE_TEST_TIER".to_string(), tier.to_string()),
         ("PATHTRACE_TEST_DOCKER".to_string(), "emulated".to_string()),
+        // Software emulation is several times slower than the host.
+        ("PATHTRACE_TEST_TIMEOUT_SCALE".to_string(), "6".to_string()),
     ];
     let steps: Vec<GuestStep> = tests
         .iter()

@@ -585,6 +585,17 @@ impl Results {
             let _ = writeln!(s, "| {} | {} | {} |", r.variant, r.ms.show(ms), r.ms.n);
         }
         if let Some(st) = &self.startup {
+            if !st.stops.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nSIGINT sent right after the ready line ended these runs: {}.",
+                    st.stops
+                        .iter()
+                        .map(|(v, how, n)| format!("{v}: {how} × {n}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
             let _ = writeln!(s, "\n| refused tier | exit code | ms to exit | message |");
             let _ = writeln!(s, "| --- | --- | --- | --- |");
             for r in &st.refusals {
@@ -618,13 +629,10 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "| bpftrace peer | {} | {} |",
+            "| bpftrace peer | {} | {} maps + {} perf buffers |",
             show(&m.bpftrace_peak_rss_kib, mib),
-            format!(
-                "{} maps + {} perf buffers",
-                bytes_mib(m.bpftrace_maps_bytes),
-                bytes_mib(m.bpftrace_perf_buffer_bytes)
-            )
+            bytes_mib(m.bpftrace_maps_bytes),
+            bytes_mib(m.bpftrace_perf_buffer_bytes)
         );
         if !m.pathtrace_maps.is_empty() {
             let _ = writeln!(

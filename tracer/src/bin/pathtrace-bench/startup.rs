@@ -25,6 +25,9 @@ pub struct Refusal {
 #[derive(Clone, Debug, Serialize)]
 pub struct Startup {
     pub refusals: Vec<Refusal>,
+    /// How the runs ended when SIGINT came right after the ready line:
+    /// (variant, how, runs).
+    pub stops: Vec<(String, String, usize)>,
 }
 
 pub fn run(ctx: &mut Ctx) -> Startup {
@@ -46,6 +49,7 @@ pub fn run(ctx: &mut Ctx) -> Startup {
         "--tier".into(),
         "auto".into(),
     ];
+    let mut stops: Vec<(String, String, usize)> = Vec::new();
     for i in 0..ctx.plan.startup_runs {
         for (variant, args, netns) in [
             (READY_TRACEPOINT, no_rules("tracepoint"), None),
@@ -69,6 +73,13 @@ pub fn run(ctx: &mut Ctx) -> Startup {
                     }
                     if let Err(e) = run.finish() {
                         ctx.error(variant, &e);
+                    }
+                    if let Some(stop) = &run.stop {
+                        let how = stop.signal.clone();
+                        match stops.iter_mut().find(|(v, h, _)| v == variant && *h == how) {
+                            Some(entry) => entry.2 += 1,
+                            None => stops.push((variant.to_string(), how, 1)),
+                        }
                     }
                     ctx.discard(&run.out);
                 }
@@ -117,7 +128,7 @@ pub fn run(ctx: &mut Ctx) -> Startup {
             ready_ms: Summary::of(&ready),
         });
     }
-    Startup { refusals }
+    Startup { refusals, stops }
 }
 
 /// Ready-time summaries by variant.
