@@ -33,12 +33,7 @@ fn known_drops_are_named() {
         return;
     }
     let t = Routed::new("ptdrop");
-    in_ns(
-        &t.b,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
-        ],
-    );
+    t.drop_udp(&t.b, 7);
     in_ns(&t.a, &["ip", "addr", "add", "203.0.113.5/32", "dev", "a0"]);
     in_ns(
         &t.r,
@@ -163,12 +158,7 @@ fn top_counts_a_flood_exactly() {
         return;
     }
     let t = Routed::new("ptflood");
-    in_ns(
-        &t.b,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
-        ],
-    );
+    t.drop_udp(&t.b, 7);
     let sent = 20_000;
     let run = Running::start(&[
         "drops",

@@ -2,11 +2,7 @@
 //! namespace that vanishes, a tier the kernel refuses, least privilege.
 use std::{process::Command, time::Duration};
 
-use pathtrace_tests::{
-    of_type, pathtrace_bin, records, require_root,
-    topo::{in_ns, Routed},
-    Running,
-};
+use pathtrace_tests::{of_type, pathtrace_bin, records, require_root, topo::Routed, Running};
 use serde_json::Value;
 
 fn stats(recs: &[Value]) -> Value {
@@ -89,12 +85,7 @@ fn a_traced_namespace_that_disappears_mid_trace() {
         return;
     }
     let t = Routed::new("ptgone");
-    in_ns(
-        &t.b,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
-        ],
-    );
+    t.drop_udp(&t.b, 7);
     let run = Running::start(&[
         "--src",
         "192.0.2.1",
@@ -216,12 +207,7 @@ fn soak_rss_stays_flat() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let t = Routed::new("ptsoak");
-    in_ns(
-        &t.b,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
-        ],
-    );
+    t.drop_udp(&t.b, 7);
     let run = Running::start(&[
         "--src",
         "192.0.2.1",
@@ -323,12 +309,7 @@ fn a_rule_trace_socket_overflow_is_survived_and_counted() {
         return;
     }
     let t = Routed::new("ptnobuf");
-    in_ns(
-        &t.b,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
-        ],
-    );
+    t.drop_udp(&t.b, 7);
     let out_path =
         std::env::temp_dir().join(format!("pathtrace-nobuf-{}.json", std::process::id()));
     let out_file = std::fs::File::create(&out_path).expect("output file");

@@ -73,6 +73,24 @@ impl Routed {
         }
     }
 
+    /// Drops UDP to `port` in namespace `ns` with an iptables rule.
+    pub fn drop_udp(&self, ns: &str, port: u16) {
+        in_ns(
+            ns,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DROP",
+            ],
+        );
+    }
+
     /// Sends `count` UDP datagrams from A with Python's socket module.
     pub fn send_udp(
         &self,

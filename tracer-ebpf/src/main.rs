@@ -269,23 +269,27 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
     }
 }
 
-/// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
+#[inline(always)]
+fn on_drop(ctx: &BtfTracePointContext, with_reason: bool) -> u32 {
     let skb: u64 = ctx.arg(0);
     let mut extra = Extra::new(EventKind::Drop);
     extra.location = ctx.arg(1);
-    extra.reason = ctx.arg::<u64>(2) as u32;
-    unsafe { record(&ctx, skb, L3At::NetworkHeader, extra, None) }
+    if with_reason {
+        extra.reason = ctx.arg::<u64>(2) as u32;
+    }
+    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, None) }
+}
+
+/// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    on_drop(&ctx, true)
 }
 
 /// `kfree_skb(skb, location)` on kernels without drop reasons.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_noreason(ctx: BtfTracePointContext) -> u32 {
-    let skb: u64 = ctx.arg(0);
-    let mut extra = Extra::new(EventKind::Drop);
-    extra.location = ctx.arg(1);
-    unsafe { record(&ctx, skb, L3At::NetworkHeader, extra, None) }
+    on_drop(&ctx, false)
 }
 
 #[btf_tracepoint(function = "consume_skb")]
