@@ -10,7 +10,7 @@ use core::mem::size_of;
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// `net:netif_receive_skb` or `net:netif_rx`: the packet arrived on a device.
+    /// `net:netif_receive_skb`: the packet arrived on a device.
     Rx = 1,
     /// `net:net_dev_queue` / `net:net_dev_start_xmit`: the packet leaves through a device.
     Tx = 2,

@@ -249,12 +249,6 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> u32 {
     unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
 }
 
-#[btf_tracepoint(function = "netif_rx")]
-pub fn netif_rx(ctx: BtfTracePointContext) -> u32 {
-    let skb: u64 = ctx.arg(0);
-    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
-}
-
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);

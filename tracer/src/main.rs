@@ -80,7 +80,7 @@ fn compare(args: &CompareArgs) -> Result<(), Error> {
     let labels = [flows[0].to_string(), flows[1].to_string()];
     let opts = run_options(&args.run, flows.to_vec())?;
     privileges::check().map_err(Error::Privileges)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut sink = CompareSink::new(&mut out, opts.json, opts.color, labels, opts.count);
     runtime()?
         .block_on(session::run(&opts, &mut sink, Arc::default(), None))
@@ -120,7 +120,7 @@ fn run(cli: Cli) -> Result<(), Error> {
 fn trace(args: &TraceArgs) -> Result<(), Error> {
     let opts = trace_options(args)?;
     privileges::check().map_err(Error::Privileges)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
     runtime()?
         .block_on(session::run(&opts, &mut printer, Arc::default(), None))
@@ -142,7 +142,7 @@ fn drops(args: &DropsArgs) -> Result<(), Error> {
         redraw: std::io::stdout().is_terminal() && !args.output.json,
         tier: args.tier,
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let rt = runtime()?;
     if args.top {
         rt.block_on(tracer::drops::run_top(&opts, &mut out))

@@ -72,6 +72,10 @@ pub fn enrich(hop: &mut Hop, view: &View) {
 pub trait PacketSink {
     /// Takes one settled packet; `Ok(true)` ends the run.
     fn packet(&mut self, p: &Packet, view: &mut View, report: &Report) -> std::io::Result<bool>;
+    /// Pushes buffered output out (once per tick, not once per packet).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
     /// At exit: the grouped outcomes and the totals.
     fn finish(
         &mut self,
@@ -115,7 +119,6 @@ impl<W: Write> PacketSink for Printer<'_, W> {
             write!(self.out, "{}", text::packet(p, view, style))?;
             writeln!(self.out, "{}", text::diagnosis(&report.diagnosis, style))?;
         }
-        self.out.flush()?;
         self.printed += 1;
         Ok(self.count.is_some_and(|c| self.printed >= c))
     }
@@ -202,10 +205,7 @@ pub async fn run<S: PacketSink>(
     view.netns.set_containers(&containers);
     let mut reporter = Reporter::new(opts.filters.clone(), containers);
     let mut tracker = Tracker::default();
-    if rules.active > 0 {
-        // Rule events come over netlink and are named by shelling out once per rule.
-        tracker.grace = Duration::from_millis(300);
-    }
+
     let mut stats = Stats {
         tier: tracer.tier.to_string(),
         ..Default::default()
@@ -233,7 +233,7 @@ pub async fn run<S: PacketSink>(
             }
             _ = tick.tick() => {
                 rules.poll();
-                for mut p in tracker.settled(Instant::now()) {
+                for mut p in tracker.settled_after(Instant::now(), rules.caught_up_to()) {
                     ruletrace::attach(&mut rules, &mut p);
                     stats.packets += 1;
                     let report = reporter.packet(&p, &mut view);
@@ -242,6 +242,7 @@ pub async fn run<S: PacketSink>(
                         break 'run;
                     }
                 }
+                sink.flush().map_err(Error::Output)?;
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = signals.recv() => break,
@@ -250,8 +251,12 @@ pub async fn run<S: PacketSink>(
     }
     reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view));
     if !done {
-        if rules.active > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
+        let stopped = Instant::now();
+        while rules.caught_up_to().is_some_and(|h| h < stopped)
+            && stopped.elapsed() < Duration::from_secs(1)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         rules.poll();
         for mut p in tracker.flush() {

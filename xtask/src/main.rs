@@ -1,4 +1,5 @@
 //! `cargo xtask <task>`: build the kernel programs, run the demo, run the tests.
+mod bench;
 mod ebpf;
 mod tasks;
 mod vm;
@@ -43,6 +44,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about a minute).
+    Bench {
+        /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Fetch a stock Debian kernel (6.1, 6.12) for the VM, and the VM's tools.
     VmKernel {
         kernel: String,
@@ -79,6 +86,7 @@ struct VmOpts {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.task {
+        Task::Bench { args } => bench::bench(&args),
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Demo { args } => tasks::demo(&args),
         Task::Test {

@@ -37,19 +37,32 @@ struct Reply {
     origin: String,
 }
 
+#[derive(Clone)]
 struct Request {
-    fate: FateKind,
     diag: Diagnosis,
     /// Where the request's fate was decided.
     place: String,
-    first_netns: u32,
 }
 
+/// What one connection needs for its verdict: bounded, however many
+/// packets it has.
 #[derive(Default)]
 struct ConnState {
-    requests: Vec<Request>,
-    replies: Vec<(Reply, u32, FateKind)>,
+    requests: usize,
+    all_failed: bool,
+    first_netns: Option<u32>,
+    last: Option<Request>,
+    /// The last request a REJECT or a missing listener answered.
+    refuser: Option<Request>,
+    replies: usize,
+    /// The first replies, enough to tell refused from connected.
+    kept_replies: Vec<(Reply, u32, FateKind)>,
 }
+
+const KEPT_REPLIES: usize = 16;
+/// Connections and verdict groups kept; more are counted, not kept.
+const MAX_CONNECTIONS: usize = 4096;
+const MAX_GROUPS: usize = 1024;
 
 /// Client address and port, server address and port, protocol.
 type Key = (String, String, u8);
@@ -58,6 +71,8 @@ type Key = (String, String, u8);
 pub struct Outcomes {
     conns: BTreeMap<Key, ConnState>,
     groups: Vec<(Diagnosis, u64)>,
+    /// Packets of connections or verdicts beyond the caps.
+    pub uncounted: u64,
 }
 
 fn ep(addr: std::net::IpAddr, port: u16) -> String {
@@ -84,13 +99,29 @@ impl Outcomes {
             ep(first.daddr, first.dport),
             first.proto,
         );
+        let Some(c) = self.conn(key) else { return };
+        if c.requests == 0 {
+            c.all_failed = true;
+            c.first_netns = Some(first_netns);
+        }
+        c.requests += 1;
+        c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown);
         let req = Request {
-            fate,
             diag: diag.clone(),
             place,
-            first_netns,
         };
-        self.conns.entry(key).or_default().requests.push(req);
+        if matches!(diag.cause.as_str(), "reject" | "no_socket") {
+            c.refuser = Some(req.clone());
+        }
+        c.last = Some(req);
+    }
+
+    fn conn(&mut self, key: Key) -> Option<&mut ConnState> {
+        if self.conns.len() >= MAX_CONNECTIONS && !self.conns.contains_key(&key) {
+            self.uncounted += 1;
+            return None;
+        }
+        Some(self.conns.entry(key).or_default())
     }
 
     /// A reply, `last` as it arrived (addresses are the client's view once
@@ -110,18 +141,21 @@ impl Outcomes {
             ep(last.saddr, last.sport),
             last.proto,
         );
-        let reply = Reply { flags, origin };
-        self.conns
-            .entry(key)
-            .or_default()
-            .replies
-            .push((reply, last_netns, fate));
+        let Some(c) = self.conn(key) else { return };
+        c.replies += 1;
+        if c.kept_replies.len() < KEPT_REPLIES {
+            c.kept_replies
+                .push((Reply { flags, origin }, last_netns, fate));
+        }
     }
 
     fn group(&mut self, diag: &Diagnosis) {
-        match self.groups.iter_mut().find(|(d, _)| d == diag) {
-            Some((_, n)) => *n += 1,
-            None => self.groups.push((diag.clone(), 1)),
+        if let Some((_, n)) = self.groups.iter_mut().find(|(d, _)| d == diag) {
+            *n += 1;
+        } else if self.groups.len() < MAX_GROUPS {
+            self.groups.push((diag.clone(), 1));
+        } else {
+            self.uncounted += 1;
         }
     }
 
@@ -135,7 +169,7 @@ impl Outcomes {
     pub fn connections(&self) -> Vec<Connection> {
         self.conns
             .iter()
-            .filter(|(_, s)| !s.requests.is_empty())
+            .filter(|(_, s)| s.requests > 0)
             .map(|((client, server, proto), s)| {
                 let (outcome, explanation) = explain(s);
                 Connection {
@@ -144,8 +178,8 @@ impl Outcomes {
                     proto: crate::filter::proto_name(*proto),
                     outcome,
                     explanation,
-                    requests: s.requests.len(),
-                    replies: s.replies.len(),
+                    requests: s.requests,
+                    replies: s.replies,
                 }
             })
             .collect()
@@ -155,11 +189,11 @@ impl Outcomes {
 /// A reply reached the client when it left the host towards it, or ended
 /// in the namespace the requests came from.
 fn arrived(s: &ConnState) -> Vec<&Reply> {
-    s.replies
+    s.kept_replies
         .iter()
         .filter(|(_, netns, fate)| {
             matches!(fate, FateKind::Forwarded | FateKind::Delivered)
-                || s.requests.iter().any(|r| r.first_netns == *netns)
+                || s.first_netns == Some(*netns)
         })
         .map(|(r, _, _)| r)
         .collect()
@@ -168,16 +202,15 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
 fn explain(s: &ConnState) -> (ConnectionOutcome, String) {
     let arrived = arrived(s);
     if let Some(rst) = arrived.iter().find(|r| r.flags & TCP_RST != 0) {
-        let refuser = s
-            .requests
-            .iter()
-            .rev()
-            .find(|r| matches!(r.diag.cause.as_str(), "reject" | "no_socket"));
-        let origin = refuser
+        let origin = s
+            .refuser
+            .as_ref()
             .map(|r| r.place.clone())
             .unwrap_or_else(|| rst.origin.clone());
-        let why = refuser
-            .or(s.requests.last())
+        let why = s
+            .refuser
+            .as_ref()
+            .or(s.last.as_ref())
             .map(|r| r.diag.message.clone())
             .unwrap_or_default();
         return (
@@ -196,21 +229,16 @@ fn explain(s: &ConnState) -> (ConnectionOutcome, String) {
     }
     if arrived.is_empty() {
         let stop = s
-            .requests
-            .last()
+            .last
+            .as_ref()
             .map(|r| r.diag.message.clone())
             .unwrap_or_default();
-        let lost_replies = s.replies.len();
-        let note = if lost_replies > 0 {
-            format!(" ({lost_replies} replies were sent but never reached it)")
+        let note = if s.replies > 0 {
+            format!(" ({} replies were sent but never reached it)", s.replies)
         } else {
             String::new()
         };
-        let all_failed = s
-            .requests
-            .iter()
-            .all(|r| matches!(r.fate, FateKind::Dropped | FateKind::Unknown));
-        if all_failed {
+        if s.all_failed {
             return (
                 ConnectionOutcome::TimedOut,
                 format!("timed out: no reply reached the client{note}. {stop}"),

@@ -19,6 +19,7 @@ fn rule(text: &str, policy: bool) -> RuleHit {
         ip_id: None,
         trace_id: 1,
         received: Instant::now(),
+        received_ns: 0,
     }
 }
 

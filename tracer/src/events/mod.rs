@@ -5,4 +5,4 @@ mod rule;
 
 pub use decode::{decode, DecodeError, Hop, HopKind, Tuple, Verdict};
 pub use reader::{Counters, EventReader};
-pub use rule::RuleHit;
+pub use rule::{monotonic_ns, RuleHit};

@@ -26,6 +26,20 @@ pub struct RuleHit {
     pub ip_id: Option<u16>,
     pub trace_id: u32,
     pub received: Instant,
+    /// When it was received, on the kernel's monotonic clock (the clock of
+    /// the eBPF events' `t_ns`).
+    pub received_ns: u64,
+}
+
+/// Now on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl RuleHit {

@@ -272,7 +272,6 @@ impl Tracer {
                 "netif_receive_skb",
                 &aya_btf,
             )?;
-            attach_tp(&mut ebpf, "netif_rx", "netif_rx", &aya_btf)?;
             attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
         }
         log::debug!(

@@ -1,8 +1,5 @@
 //! Attaching rule hits to the packet they belong to.
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::collections::{HashMap, HashSet};
 
 use super::RuleWatch;
 use crate::{
@@ -11,9 +8,11 @@ use crate::{
     track::{Fate, Packet},
 };
 
-/// Events arrive over netlink, not with kernel timestamps: accept those
-/// received from a little before the packet's first event to its settling.
-const SLACK: Duration = Duration::from_millis(50);
+/// Rule events come over netlink with no kernel timestamp: a packet claims
+/// those received (on the same monotonic clock as its hops' `t_ns`) from a
+/// little before its first hop to a while after its last.
+const BEFORE_NS: u64 = 50_000_000;
+const AFTER_NS: u64 = 2_000_000_000;
 
 fn same_flow(a: &Tuple, b: &Tuple) -> bool {
     a.saddr == b.saddr
@@ -30,10 +29,12 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
     let tuples: Vec<Tuple> = p.hops.iter().filter_map(|h| h.tuple).collect();
     let ip_ids: HashSet<u16> = p.hops.iter().filter_map(|h| h.ip_id).collect();
     let netns: HashSet<u32> = p.hops.iter().map(|h| h.netns).collect();
-    let from = p.first_seen.checked_sub(SLACK).unwrap_or(p.first_seen);
+    let first_ns = p.hops.iter().map(|h| h.t_ns).min().unwrap_or(0);
+    let last_ns = p.hops.iter().map(|h| h.t_ns).max().unwrap_or(0);
+    let window = first_ns.saturating_sub(BEFORE_NS)..=last_ns.saturating_add(AFTER_NS);
     let belongs = |r: &RuleHit| {
         netns.contains(&r.netns)
-            && r.received >= from
+            && window.contains(&r.received_ns)
             && r.tuple
                 .is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
             && match (r.ip_id, ip_ids.is_empty()) {
@@ -42,6 +43,12 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
             }
     };
     let mine = watch.take(&ip_ids, belongs);
+    log::debug!(
+        "packet {}: ip ids {ip_ids:?}, {} rule hits attached, {:?}",
+        p.id,
+        mine.len(),
+        watch
+    );
     place(p, mine);
     p.fate = Fate::of(&p.hops);
 }

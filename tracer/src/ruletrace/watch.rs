@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    events::{RuleHit, Tuple},
+    events::{monotonic_ns, RuleHit, Tuple},
     filter::FlowFilter,
     kernel::Hook,
     names::in_netns,
@@ -125,6 +125,7 @@ fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
         tuple,
         ip_id,
         trace_id: ev.id,
+        received_ns: monotonic_ns().saturating_sub(ev.received.elapsed().as_nanos() as u64),
         received: ev.received,
     }
 }
@@ -188,6 +189,10 @@ impl Source {
 /// What a watcher thread shares with the session.
 struct Shared {
     tx: mpsc::Sender<RuleHit>,
+    /// Microseconds after `base` up to which this watcher has handed over
+    /// every event the kernel queued.
+    drained: Arc<AtomicU64>,
+    base: Instant,
     stop: Arc<AtomicBool>,
     overflows: Arc<AtomicU64>,
     netns: u32,
@@ -200,7 +205,11 @@ fn watch_loop(mut src: Source, ctx: Shared) {
     let mut walk_ip_id: HashMap<u32, Option<u16>> = HashMap::new();
     let mut overflows_seen = 0;
     while !ctx.stop.load(Ordering::Relaxed) {
-        if !wait_readable(src.fd(), Duration::from_millis(100)) {
+        let started = Instant::now();
+        if !wait_readable(src.fd(), Duration::from_millis(20)) {
+            // Nothing arrived: everything the kernel sent before now is in.
+            ctx.drained
+                .store(ctx.base.elapsed().as_micros() as u64, Ordering::Release);
             continue;
         }
         let evs = match src.read() {
@@ -228,8 +237,18 @@ fn watch_loop(mut src: Source, ctx: Shared) {
             if walk_ip_id.len() > 4096 {
                 walk_ip_id.clear();
             }
+            log::trace!(
+                "rule hit {} {} {:?} id {id:?} tuple {:?}",
+                ev.table,
+                ev.chain,
+                ev.rule_handle,
+                ev.tuple
+            );
             let _ = ctx.tx.send(hit(ev, ctx.netns, id));
         }
+        // All that was queued before this read is named and handed over.
+        let done_upto = started.saturating_duration_since(ctx.base).as_micros() as u64;
+        ctx.drained.store(done_upto, Ordering::Release);
     }
 }
 
@@ -238,6 +257,9 @@ pub struct RuleWatch {
     rx: mpsc::Receiver<RuleHit>,
     stop: Arc<AtomicBool>,
     overflows: Arc<AtomicU64>,
+    /// One progress mark per watcher thread (see [`Shared::drained`]).
+    drained: Vec<Arc<AtomicU64>>,
+    base: Instant,
     threads: Vec<JoinHandle<()>>,
     /// Hits no packet claimed yet, by the IPv4 id of their packet.
     pending: HashMap<Option<u16>, Vec<RuleHit>>,
@@ -255,6 +277,8 @@ impl RuleWatch {
             rx,
             stop,
             overflows: Arc::default(),
+            drained: Vec::new(),
+            base: Instant::now(),
             threads: Vec::new(),
             pending: HashMap::new(),
             warnings: Vec::new(),
@@ -280,8 +304,12 @@ impl RuleWatch {
                 }
             }
             for src in sources {
+                let drained = Arc::new(AtomicU64::new(0));
+                watch.drained.push(drained.clone());
                 let ctx = Shared {
                     tx: tx.clone(),
+                    drained,
+                    base: watch.base,
                     stop: watch.stop.clone(),
                     overflows: watch.overflows.clone(),
                     netns: target.inode,
@@ -308,6 +336,16 @@ impl RuleWatch {
                 !hits.is_empty()
             });
         }
+    }
+
+    /// The time up to which every watcher has handed over all it received:
+    /// a packet that ended before it has all its rule hits in. `None` when
+    /// no watcher runs.
+    pub fn caught_up_to(&self) -> Option<Instant> {
+        self.drained
+            .iter()
+            .map(|d| self.base + Duration::from_micros(d.load(Ordering::Acquire)))
+            .min()
     }
 
     /// Trace messages the kernel dropped because a socket was full.

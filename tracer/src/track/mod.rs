@@ -10,6 +10,9 @@ pub use fate::{Fate, FateKind};
 
 use crate::events::{Hop, HopKind};
 
+/// Packets followed at once in userspace.
+pub const MAX_OPEN: usize = 65_536;
+
 /// One packet's path through the kernel, in time order.
 #[derive(Clone, Debug)]
 pub struct Packet {
@@ -82,18 +85,41 @@ impl Tracker {
         self.open.len()
     }
 
-    /// Packets whose fate is settled at `now`, oldest first.
+    /// Packets whose fate is settled at `now`, oldest first. Beyond
+    /// [`MAX_OPEN`] packets (events lost in a flood never end theirs), the
+    /// oldest are settled early, with what is known of them.
     pub fn settled(&mut self, now: Instant) -> Vec<Packet> {
+        self.settled_after(now, None)
+    }
+
+    /// Like [`Tracker::settled`], but an ended packet also waits until
+    /// `events_in_until` (what another source of its events, such as rule
+    /// tracing, has handed over) has passed its end, for at most `idle`.
+    pub fn settled_after(&mut self, now: Instant, events_in_until: Option<Instant>) -> Vec<Packet> {
         let (grace, idle) = (self.grace, self.idle);
-        let done: Vec<_> = self
+        let caught_up =
+            |t: Instant| events_in_until.is_none_or(|h| h >= t) || now.duration_since(t) >= idle;
+        let mut done: Vec<_> = self
             .open
             .iter()
             .filter(|(_, o)| {
-                o.ended.is_some_and(|t| now.duration_since(t) >= grace)
+                o.ended
+                    .is_some_and(|t| now.duration_since(t) >= grace && caught_up(t))
                     || now.duration_since(o.last_seen) >= idle
             })
             .map(|(k, _)| *k)
             .collect();
+        let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);
+        if excess > 0 {
+            let mut oldest: Vec<_> = self
+                .open
+                .iter()
+                .filter(|(k, _)| !done.contains(k))
+                .map(|(k, o)| (o.first_seen, *k))
+                .collect();
+            oldest.sort_unstable();
+            done.extend(oldest.into_iter().take(excess).map(|(_, k)| k));
+        }
         self.finish(done)
     }
 
@@ -124,8 +150,8 @@ impl Tracker {
     }
 }
 
-/// Sorts by time, folds the `netif_rx` + `netif_receive_skb` pair that a
-/// veth or backlog receive produces into one `rx` hop, and gives hops where
+/// Sorts by time, folds repeated `rx` hops on one device (a packet handed
+/// twice to the receive path, as a bridge port can) into one, and gives hops where
 /// the kernel had already detached the device (a socket consuming the
 /// packet) the namespace and device of the hop before: a packet only changes
 /// namespace at a device hop, and a detached packet's socket or stale device
