@@ -9,7 +9,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
     Ebpf, EbpfLoader,
 };
-use tracer_common::{Config, DropKey, Filter, MAX_FILTERS};
+use tracer_common::{config_flags, Config, DropKey, Filter, MAX_FILTERS};
 
 pub use tier::{Tier, TierRequest};
 
@@ -220,6 +220,15 @@ impl Tracer {
             .btf(None)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)
+            // Only `drops --top` counts; elsewhere the map need not take memory.
+            .map_max_entries(
+                "DROP_COUNTS",
+                if opts.config_flags & config_flags::COUNT_DROPS != 0 {
+                    4096
+                } else {
+                    1
+                },
+            )
             .load(OBJECT)?;
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
         log::debug!(

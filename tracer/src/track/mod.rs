@@ -11,7 +11,7 @@ pub use fate::{Fate, FateKind};
 use crate::events::{Hop, HopKind};
 
 /// Packets followed at once in userspace.
-pub const MAX_OPEN: usize = 65_536;
+pub const MAX_OPEN: usize = 8_192;
 
 /// One packet's path through the kernel, in time order.
 #[derive(Clone, Debug)]
@@ -46,7 +46,7 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(2))
+        Self::new(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
 
@@ -68,7 +68,7 @@ impl Tracker {
             *next_id += 1;
             Open {
                 id,
-                hops: Vec::new(),
+                hops: Vec::with_capacity(8),
                 ended: None,
                 first_seen: now,
                 last_seen: now,
@@ -111,10 +111,11 @@ impl Tracker {
             .collect();
         let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);
         if excess > 0 {
+            let settling: std::collections::HashSet<_> = done.iter().copied().collect();
             let mut oldest: Vec<_> = self
                 .open
                 .iter()
-                .filter(|(k, _)| !done.contains(k))
+                .filter(|(k, _)| !settling.contains(k))
                 .map(|(k, o)| (o.first_seen, *k))
                 .collect();
             oldest.sort_unstable();

@@ -75,7 +75,7 @@ fn rx_pairs_fold_and_consume_after_rx_is_delivery() {
 
 #[test]
 fn consume_after_tx_is_forwarding_and_silence_is_unknown() {
-    let mut t = Tracker::default();
+    let mut t = Tracker::new(Duration::from_millis(100), Duration::from_secs(2));
     let now = Instant::now();
     t.push(hop(1, HopKind::Rx, 1, 2), now);
     t.push(hop(2, HopKind::Tx, 1, 3), now);
@@ -109,4 +109,23 @@ fn a_hop_without_a_device_inherits_the_namespace_before_it() {
         (last.netns, last.ifindex, last.ifname.as_str()),
         (5, 9, "if9")
     );
+}
+
+#[test]
+fn beyond_the_cap_the_oldest_packets_settle_early() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    for i in 0..(MAX_OPEN as u64 + 10) {
+        let mut h = hop(i, HopKind::Rx, 1, 2);
+        h.skb = 0x10_000 + i;
+        t.push(h, now + Duration::from_nanos(i));
+    }
+    let early = t.settled(now);
+    assert_eq!(early.len(), 10, "only the excess settles");
+    assert_eq!(
+        early.iter().map(|p| p.id).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>(),
+        "the oldest first"
+    );
+    assert_eq!(t.open_count(), MAX_OPEN);
 }
