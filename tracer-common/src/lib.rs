@@ -222,7 +222,11 @@ pub struct Tracked {
     pub _pad: [u8; 3],
     pub sport: u16,
     pub dport: u16,
-    pub _pad1: u32,
+    /// IPv4 identification (IPv6: 0): the same `sk_buff` carrying a new
+    /// packet of the same flow changes it, NAT never does.
+    pub ip_id: u16,
+    pub ip_version: u8,
+    pub _pad1: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }

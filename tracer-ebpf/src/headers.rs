@@ -139,14 +139,19 @@ impl Headers {
         true
     }
 
-    /// Whether these headers belong to a packet going the other way (or of
-    /// another protocol) than the one last seen in `t`: NAT never does that.
+    /// Whether these headers belong to another packet than the one last seen
+    /// in `t` (the `sk_buff` was freed without a tracepoint and reused): one
+    /// going the other way, of another protocol, or an IPv4 packet with
+    /// another identification. NAT does none of these.
     #[inline(always)]
-    pub fn is_reply_to(&self, t: &Tracked) -> bool {
+    pub fn is_other_packet(&self, t: &Tracked) -> bool {
         if t.proto == 0 {
             return false;
         }
         if self.proto != t.proto {
+            return true;
+        }
+        if self.ip_version == 4 && t.ip_version == 4 && self.ip_id != t.ip_id {
             return true;
         }
         let swapped_addrs =
@@ -161,6 +166,8 @@ impl Headers {
     #[inline(always)]
     pub fn remember_in(&self, t: &mut Tracked) {
         t.proto = self.proto;
+        t.ip_id = self.ip_id;
+        t.ip_version = self.ip_version;
         t.sport = self.sport;
         t.dport = self.dport;
         t.saddr = self.saddr;

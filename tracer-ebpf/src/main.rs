@@ -81,11 +81,11 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
         if hdr.ip_version == 0 {
             return Some((*t, hdr));
         }
-        if !hdr.is_reply_to(t) {
+        if !hdr.is_other_packet(t) {
             hdr.remember_in(t);
             return Some((*t, hdr));
         }
-        // The sk_buff was freed without a tracepoint and reused for a reply.
+        // The sk_buff was freed without a tracepoint and reused.
         if TRACKED.remove(skb).is_ok() {
             bump(counter::UNTRACKED);
         }

@@ -18,22 +18,31 @@ impl EventReader {
 
     /// Waits until the kernel has written something, then hands every
     /// pending record to `each`. Returns how many it handed over.
+    /// At most [`BATCH`] records, so that a flood can't keep the caller
+    /// from its other work (settling packets, signals) for long.
     pub async fn next_batch(&mut self, mut each: impl FnMut(&[u8])) -> std::io::Result<usize> {
         let mut guard = self.ring.readable_mut().await?;
-        let n = drain(guard.get_inner_mut(), &mut each);
-        guard.clear_ready();
+        let n = drain(guard.get_inner_mut(), &mut each, BATCH);
+        if n < BATCH {
+            guard.clear_ready();
+        }
         Ok(n)
     }
 
-    /// Hands over what is pending without waiting.
+    /// Hands over what is pending without waiting (bounded: under a flood
+    /// the kernel refills the ring as fast as it empties).
     pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        drain(self.ring.get_mut(), &mut each)
+        drain(self.ring.get_mut(), &mut each, 64 * BATCH)
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, each: &mut impl FnMut(&[u8])) -> usize {
+/// Records handed over per wake-up at most.
+pub const BATCH: usize = 4096;
+
+fn drain(ring: &mut RingBuf<MapData>, each: &mut impl FnMut(&[u8]), max: usize) -> usize {
     let mut n = 0;
-    while let Some(item) = ring.next() {
+    while n < max {
+        let Some(item) = ring.next() else { break };
         each(&item);
         n += 1;
     }

@@ -12,6 +12,8 @@ use crate::events::{Hop, HopKind};
 
 /// Packets followed at once in userspace.
 pub const MAX_OPEN: usize = 8_192;
+/// Hops kept for one packet.
+pub const MAX_HOPS: usize = 256;
 
 /// One packet's path through the kernel, in time order.
 #[derive(Clone, Debug)]
@@ -75,6 +77,11 @@ impl Tracker {
             }
         });
         open.last_seen = now;
+        if open.hops.len() >= MAX_HOPS {
+            // No real path is this long: settle it with what it has.
+            open.ended.get_or_insert(now);
+            return;
+        }
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
             open.ended = Some(now);
         }
