@@ -22,9 +22,6 @@ pub struct Packet {
     pub id: u64,
     pub hops: Vec<Hop>,
     pub fate: Fate,
-    /// When userspace first and last saw an event of this packet.
-    pub first_seen: Instant,
-    pub last_seen: Instant,
 }
 
 struct Open {
@@ -148,8 +145,6 @@ impl Tracker {
                     id: o.id,
                     hops,
                     fate,
-                    first_seen: o.first_seen,
-                    last_seen: o.last_seen,
                 }
             })
             .collect();
