@@ -103,16 +103,20 @@ impl Lab {
         self.set_block(cfg.block)
     }
 
-    fn start_real(&mut self) -> Result<(), LabError> {
+    /// Starts this lab's dockerd in the Docker host namespace.
+    fn spawn_dockerd(&self) -> Result<RealDocker, LabError> {
         let cfg = &self.config;
-        let docker = RealDocker::start(
+        RealDocker::start(
             &cfg.prefix,
             &self.names.dock,
             &self.state,
             cfg.firewall,
             cfg.ready_timeout,
-        )?;
-        self.backend = Backend::Real(docker);
+        )
+    }
+
+    fn start_real(&mut self) -> Result<(), LabError> {
+        self.backend = Backend::Real(self.spawn_dockerd()?);
         if let Backend::Real(docker) = &self.backend {
             docker.build_image()?;
         }
@@ -256,15 +260,7 @@ impl Lab {
         netns::delete(&self.names.ctr)?;
         docker.remove_containers()?;
         docker.stop();
-        let cfg = &self.config;
-        let fresh = RealDocker::start(
-            &cfg.prefix,
-            &self.names.dock,
-            &self.state,
-            cfg.firewall,
-            cfg.ready_timeout,
-        )?;
-        self.backend = Backend::Real(fresh);
+        self.backend = Backend::Real(self.spawn_dockerd()?);
         self.run_real_container()
     }
 
