@@ -153,8 +153,8 @@ impl Tracker {
     }
 }
 
-/// Sorts by time, folds repeated `rx` hops on one device (a packet handed
-/// twice to the receive path, as a bridge port can) into one, and gives hops where
+/// Sorts by time, folds consecutive `rx` hops on one device (a packet put
+/// back into the receive path where it was) into one, and gives hops where
 /// the kernel had already detached the device (a socket consuming the
 /// packet) the namespace and device of the hop before: a packet only changes
 /// namespace at a device hop, and a detached packet's socket or stale device
