@@ -15,13 +15,13 @@ pub struct Facts {
     pub rule: Option<RuleHit>,
     /// IP forwarding in the namespace where the packet died, when it matters.
     pub forwarding: Option<bool>,
-    pub container: Option<String>,
     /// A TCP segment with ACK set whose last hop was an arrival.
     pub silent_tcp: bool,
     values: HashMap<&'static str, String>,
 }
 
-fn place(view: &mut View, netns: u32) -> String {
+/// "container web", "namespace NAME" or "the host".
+pub(super) fn place(view: &mut View, netns: u32) -> String {
     if let Some(c) = view.netns.container(netns) {
         return format!("container {c}");
     }
@@ -30,10 +30,6 @@ fn place(view: &mut View, netns: u32) -> String {
         Some(n) => format!("namespace {n}"),
         None => format!("namespace {netns}"),
     }
-}
-
-fn rule_phrase(r: &RuleHit) -> String {
-    crate::render::text::rule_phrase(r)
 }
 
 fn fix_commands(r: &RuleHit, client: &str) -> (String, String) {
@@ -193,7 +189,7 @@ impl Facts {
         v.insert("last_hop", last_hop);
         if let Some(r) = &rule {
             let (del, ins) = fix_commands(r, &client);
-            v.insert("rule_phrase", rule_phrase(r));
+            v.insert("rule_phrase", crate::render::text::rule_phrase(r));
             v.insert("chain", r.chain.clone());
             v.insert("table", r.table.clone());
             v.insert("delete_cmd", del);
@@ -204,7 +200,6 @@ impl Facts {
             reason,
             rule,
             forwarding,
-            container,
             silent_tcp,
             values: v,
         }
@@ -223,7 +218,6 @@ impl Facts {
             reason: reason.map(str::to_owned),
             rule,
             forwarding: None,
-            container: None,
             silent_tcp: false,
             values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         }

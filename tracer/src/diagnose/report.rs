@@ -60,15 +60,7 @@ impl Reporter {
                 }
             }
             (Direction::Reply, Some(f), Some(l)) => {
-                let origin = view
-                    .netns
-                    .container(f.netns)
-                    .map(|c| format!("container {c}"))
-                    .unwrap_or_else(|| {
-                        view.netns_name(f.netns)
-                            .map(|n| format!("namespace {n}"))
-                            .unwrap_or_else(|| format!("namespace {}", f.netns))
-                    });
+                let origin = super::facts::place(view, f.netns);
                 if let Some(t) = l.tuple {
                     self.outcomes
                         .reply(t, l.netns, f.tcp_flags, origin, p.fate.kind, &diagnosis);
