@@ -10,19 +10,26 @@ use std::{
 
 use pathtrace_tests::{pathtrace_bin, require_root, topo::Routed};
 
+/// A listing the host comparison depends on: a tool that is missing or
+/// fails fails the test (an empty listing would compare equal to anything).
 fn out(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
+    let o = Command::new(cmd)
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("cleanup: running {cmd} {args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "cleanup: {cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn ids(json: &str) -> BTreeSet<u64> {
     serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("cleanup: bpftool printed no JSON ({e}): {json}"))
+        .as_array()
+        .unwrap_or_else(|| panic!("cleanup: bpftool printed no list: {json}"))
         .iter()
         .filter_map(|e| e["id"].as_u64())
         .collect()
@@ -117,9 +124,7 @@ fn run_to_end(args: &[&str]) {
 
 #[test]
 fn fifty_random_ends_leave_the_host_as_it_was() {
-    if !require_root("fifty_random_ends_leave_the_host_as_it_was") {
-        return;
-    }
+    require_root("fifty_random_ends_leave_the_host_as_it_was");
     let seed = std::env::var("PATHTRACE_CLEANUP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -130,10 +130,7 @@ fn help_version_and_completions() {
 
 #[test]
 fn without_privileges_it_names_what_is_missing() {
-    if !pathtrace_tests::is_root() {
-        eprintln!("\n*** SKIPPED without_privileges_it_names_what_is_missing: needs root to drop privileges ***\n");
-        return;
-    }
+    pathtrace_tests::require_root("without_privileges_it_names_what_is_missing");
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",

@@ -37,9 +37,7 @@ fn traced(lab: &Lab, src: IpAddr, from: &str) -> Vec<Value> {
 
 #[test]
 fn docker_user_drop_names_container_port_rule_and_client() {
-    if !require_root("docker_user_drop_names_container_port_rule_and_client") {
-        return;
-    }
+    require_root("docker_user_drop_names_container_port_rule_and_client");
     let lab = docker_lab("ptdgdrop", Block::Drop);
     let recs = traced(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
     let reqs = requests(&recs);
@@ -77,9 +75,7 @@ fn docker_user_drop_names_container_port_rule_and_client() {
 
 #[test]
 fn reject_with_rst_is_refused_by_the_rule() {
-    if !require_root("reject_with_rst_is_refused_by_the_rule") {
-        return;
-    }
+    require_root("reject_with_rst_is_refused_by_the_rule");
     let lab = docker_lab("ptdgrej", Block::Reject);
     let recs = traced(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
     let req = requests(&recs)
@@ -111,9 +107,7 @@ fn reject_with_rst_is_refused_by_the_rule() {
 
 #[test]
 fn published_port_without_listener_is_refused_by_the_container() {
-    if !require_root("published_port_without_listener_is_refused_by_the_container") {
-        return;
-    }
+    require_root("published_port_without_listener_is_refused_by_the_container");
     let cfg = LabConfig {
         listener: false,
         docker: pathtrace_tests::docker_mode(),
@@ -150,9 +144,7 @@ fn published_port_without_listener_is_refused_by_the_container() {
 
 #[test]
 fn compare_points_at_forward_docker_user() {
-    if !require_root("compare_points_at_forward_docker_user") {
-        return;
-    }
+    require_root("compare_points_at_forward_docker_user");
     let lab = docker_lab("ptdgcmp", Block::Drop);
     let sock = lab.docker_socket().expect("socket").display().to_string();
     let run = Running::start(&[

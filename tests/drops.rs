@@ -29,9 +29,7 @@ fn find<'a>(recs: &'a [Value], reason: &str) -> &'a Value {
 
 #[test]
 fn known_drops_are_named() {
-    if !require_root("known_drops_are_named") {
-        return;
-    }
+    require_root("known_drops_are_named");
     let t = Routed::new("ptdrop");
     t.drop_udp(&t.b, 7);
     in_ns(&t.a, &["ip", "addr", "add", "203.0.113.5/32", "dev", "a0"]);
@@ -101,9 +99,7 @@ fn known_drops_are_named() {
 
 #[test]
 fn a_packet_to_a_device_that_is_down() {
-    if !require_root("a_packet_to_a_device_that_is_down") {
-        return;
-    }
+    require_root("a_packet_to_a_device_that_is_down");
     let t = Routed::new("ptdown");
     let out = std::process::Command::new("ip")
         .args(["-n", &t.b, "-j", "link", "show", "b0"])
@@ -154,9 +150,7 @@ fn a_packet_to_a_device_that_is_down() {
 
 #[test]
 fn top_counts_a_flood_exactly() {
-    if !require_root("top_counts_a_flood_exactly") {
-        return;
-    }
+    require_root("top_counts_a_flood_exactly");
     let t = Routed::new("ptflood");
     t.drop_udp(&t.b, 7);
     let sent = 20_000;

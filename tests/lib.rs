@@ -58,13 +58,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Returns false, loudly, when the test can't run here.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("\n*** SKIPPED {test}: needs root (real eBPF, namespaces, Docker) ***\n");
-    false
+/// Fails the test, naming it, when it can't run here: these suites load
+/// real eBPF programs and build real namespaces.
+pub fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test} needs root (real eBPF, namespaces, Docker): run `cargo xtask test` as root"
+    );
+}
+
+/// Fails the test, naming it and the tool, when a tool it runs is missing.
+pub fn require_tool(test: &str, tool: &str) {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|d| d.join(tool).is_file());
+    assert!(
+        found,
+        "{test} needs `{tool}`, which is not installed (`cargo xtask test` installs it)"
+    );
 }
 
 /// A running `pathtrace` whose stdout is collected until it exits.
@@ -91,7 +102,7 @@ impl Running {
     /// Starts `pathtrace ARGS` and waits for its "ready" line on stderr.
     pub fn start(args: &[&str]) -> Self {
         let tier = tier();
-        let mut child = Command::new(pathtrace_bin())
+        let child = Command::new(pathtrace_bin())
             .args(args)
             .args(["--tier", tier.as_str()])
             .stdin(Stdio::null())
@@ -99,6 +110,12 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", pathtrace_bin().display()));
+        Self::adopt(child)
+    }
+
+    /// Takes over a `pathtrace` started with piped stdout and stderr, and
+    /// waits for its "ready" line.
+    pub fn adopt(mut child: Child) -> Self {
         let stdout = pump(child.stdout.take().expect("piped stdout"));
         let stderr = pump(child.stderr.take().expect("piped stderr"));
         let mut run = Self {

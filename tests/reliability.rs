@@ -13,9 +13,7 @@ fn stats(recs: &[Value]) -> Value {
 
 #[test]
 fn a_full_ring_buffer_counts_its_losses() {
-    if !require_root("a_full_ring_buffer_counts_its_losses") {
-        return;
-    }
+    require_root("a_full_ring_buffer_counts_its_losses");
     let t = Routed::new("ptring");
     let run = Running::start(&[
         "--src",
@@ -45,9 +43,7 @@ fn a_full_ring_buffer_counts_its_losses() {
 
 #[test]
 fn a_full_tracking_map_evicts_and_counts() {
-    if !require_root("a_full_tracking_map_evicts_and_counts") {
-        return;
-    }
+    require_root("a_full_tracking_map_evicts_and_counts");
     let t = Routed::new("pttrk");
     // A socket that never reads keeps every datagram (and its sk_buff) alive.
     let mut sink = Command::new("ip")
@@ -81,9 +77,7 @@ fn a_full_tracking_map_evicts_and_counts() {
 
 #[test]
 fn a_traced_namespace_that_disappears_mid_trace() {
-    if !require_root("a_traced_namespace_that_disappears_mid_trace") {
-        return;
-    }
+    require_root("a_traced_namespace_that_disappears_mid_trace");
     let t = Routed::new("ptgone");
     t.drop_udp(&t.b, 7);
     let run = Running::start(&[
@@ -121,9 +115,7 @@ fn a_traced_namespace_that_disappears_mid_trace() {
 
 #[test]
 fn a_forced_tier_the_kernel_refuses_fails_with_a_clear_line() {
-    if !require_root("a_forced_tier_the_kernel_refuses_fails_with_a_clear_line") {
-        return;
-    }
+    require_root("a_forced_tier_the_kernel_refuses_fails_with_a_clear_line");
     for tier in ["fentry", "kprobe"] {
         let out = Command::new(pathtrace_bin())
             .args([
@@ -164,9 +156,7 @@ fn a_forced_tier_the_kernel_refuses_fails_with_a_clear_line() {
 
 #[test]
 fn runs_with_only_the_documented_capabilities() {
-    if !require_root("runs_with_only_the_documented_capabilities") {
-        return;
-    }
+    require_root("runs_with_only_the_documented_capabilities");
     let caps = "+bpf,+perfmon,+net_admin,+syslog";
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -199,9 +189,7 @@ fn runs_with_only_the_documented_capabilities() {
 #[test]
 #[ignore = "endurance run: minutes long, run on demand"]
 fn soak_rss_stays_flat() {
-    if !require_root("soak_rss_stays_flat") {
-        return;
-    }
+    require_root("soak_rss_stays_flat");
     let secs: u64 = std::env::var("PATHTRACE_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -258,13 +246,12 @@ fn soak_rss_stays_flat() {
 
 #[test]
 fn dockerd_restarting_mid_trace() {
-    if !require_root("dockerd_restarting_mid_trace") {
-        return;
-    }
-    if pathtrace_tests::docker_mode() != tracer::lab::DockerMode::Real {
-        eprintln!("\n*** SKIPPED dockerd_restarting_mid_trace: needs a real dockerd (PATHTRACE_TEST_DOCKER=emulated) ***\n");
-        return;
-    }
+    require_root("dockerd_restarting_mid_trace");
+    assert_eq!(
+        pathtrace_tests::docker_mode(),
+        tracer::lab::DockerMode::Real,
+        "dockerd_restarting_mid_trace needs a real dockerd (PATHTRACE_TEST_DOCKER=emulated)"
+    );
     let mut lab = pathtrace_tests::docker_lab("ptrst", tracer::lab::Block::None);
     let sock = lab.docker_socket().expect("socket").display().to_string();
     let run = Running::start(&[
@@ -305,9 +292,7 @@ fn dockerd_restarting_mid_trace() {
 
 #[test]
 fn a_rule_trace_socket_overflow_is_survived_and_counted() {
-    if !require_root("a_rule_trace_socket_overflow_is_survived_and_counted") {
-        return;
-    }
+    require_root("a_rule_trace_socket_overflow_is_survived_and_counted");
     let t = Routed::new("ptnobuf");
     t.drop_udp(&t.b, 7);
     let out_path =

@@ -94,40 +94,34 @@ fn check_dnat(lab: &Lab) {
 
 #[test]
 fn nft_docker_user_drop_is_named() {
-    if require_root("nft_docker_user_drop_is_named") {
-        check_drop_rule(&docker_lab("ptrdrop", Block::Drop), "-j DROP");
-    }
+    require_root("nft_docker_user_drop_is_named");
+    check_drop_rule(&docker_lab("ptrdrop", Block::Drop), "-j DROP");
 }
 
 #[test]
 fn nft_reject_with_tcp_reset_is_named() {
-    if require_root("nft_reject_with_tcp_reset_is_named") {
-        check_drop_rule(
-            &docker_lab("ptrrej", Block::Reject),
-            "-j REJECT --reject-with tcp-reset",
-        );
-    }
+    require_root("nft_reject_with_tcp_reset_is_named");
+    check_drop_rule(
+        &docker_lab("ptrrej", Block::Reject),
+        "-j REJECT --reject-with tcp-reset",
+    );
 }
 
 #[test]
 fn nft_forward_policy_drop_is_reported_as_policy() {
-    if require_root("nft_forward_policy_drop_is_reported_as_policy") {
-        check_policy(&docker_lab("ptrpol", Block::PolicyDrop));
-    }
+    require_root("nft_forward_policy_drop_is_reported_as_policy");
+    check_policy(&docker_lab("ptrpol", Block::PolicyDrop));
 }
 
 #[test]
 fn nft_dnat_rule_shows_translated_address() {
-    if require_root("nft_dnat_rule_shows_translated_address") {
-        check_dnat(&docker_lab("ptrnat", Block::Drop));
-    }
+    require_root("nft_dnat_rule_shows_translated_address");
+    check_dnat(&docker_lab("ptrnat", Block::Drop));
 }
 
 #[test]
 fn legacy_drop_reject_policy_and_dnat() {
-    if !require_root("legacy_drop_reject_policy_and_dnat") {
-        return;
-    }
+    require_root("legacy_drop_reject_policy_and_dnat");
     check_drop_rule(&legacy_lab("ptldrop", Block::Drop), "-j DROP");
     check_drop_rule(
         &legacy_lab("ptlrej", Block::Reject),
@@ -170,9 +164,7 @@ fn leftovers_in(ns: Option<&str>) -> Vec<String> {
 
 #[test]
 fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
-    if !require_root("no_table_chain_or_rule_remains_after_exit_or_sigkill") {
-        return;
-    }
+    require_root("no_table_chain_or_rule_remains_after_exit_or_sigkill");
     for lab in [
         docker_lab("ptrkill", Block::Drop),
         legacy_lab("ptlkill", Block::Drop),

@@ -11,7 +11,7 @@ use crate::{
 #[derive(Parser, Debug)]
 #[command(
     name = "pathtrace",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PATHTRACE_GIT_REV"), ")"),
     about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.",
     long_about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.\n\n\
         With no subcommand, pathtrace traces the packets that match the filter: \
@@ -39,6 +39,13 @@ pub enum Command {
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages and the bash, zsh and fish completions into DIR
+    /// (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The folder to write `man/` and `completions/` into.
+        dir: std::path::PathBuf,
     },
 }
 
@@ -136,9 +143,12 @@ pub struct RunArgs {
     /// to tell "refused" from "timed out").
     #[arg(long)]
     pub no_replies: bool,
-    /// Docker's API socket, for container names and published ports.
-    #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
-    pub docker_socket: std::path::PathBuf,
+    /// A Docker-compatible API socket (Docker or Podman), for container names
+    /// and published ports. Default: DOCKER_HOST (unix://), else the rootless
+    /// Docker and Podman sockets under XDG_RUNTIME_DIR (and the sudo user's),
+    /// /run/podman/podman.sock and /var/run/docker.sock.
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<std::path::PathBuf>,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value = "4194304", value_parser = parse_ring, hide = true)]
     pub ring_bytes: u32,

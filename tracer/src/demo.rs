@@ -69,13 +69,14 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
             tier: args.tier,
             ..Default::default()
         },
-        rule_netns: NetnsTarget::named(&lab.names.dock, Path::new(""))
+        rule_netns: NetnsTarget::named(&lab.names.dock, &[])
             .map(|t| vec![t])
             .map_err(Error::Runtime)?,
-        docker_socket: lab
+        engine_sockets: lab
             .docker_socket()
             .map(Path::to_path_buf)
-            .unwrap_or_default(),
+            .into_iter()
+            .collect(),
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();

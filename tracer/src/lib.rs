@@ -3,6 +3,7 @@ pub mod cli;
 pub mod compare;
 pub mod demo;
 pub mod diagnose;
+pub mod docs;
 pub mod drops;
 pub mod error;
 pub mod events;

@@ -34,6 +34,7 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
         }
         f.validate().map_err(|e| Error::Usage(e.to_string()))?;
     }
+    let engine_sockets = tracer::names::api_sockets(run.docker_socket.as_deref());
     let mut rule_netns = Vec::new();
     if run.no_rules && !run.netns.is_empty() {
         return Err(Error::Usage(
@@ -46,7 +47,7 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
                 .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
         );
         for spec in &run.netns {
-            let t = NetnsTarget::named(spec, &run.docker_socket).map_err(Error::Usage)?;
+            let t = NetnsTarget::named(spec, &engine_sockets).map_err(Error::Usage)?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
                 rule_netns.push(t);
             }
@@ -65,7 +66,7 @@ fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, 
             ..Default::default()
         },
         rule_netns,
-        docker_socket: run.docker_socket.clone(),
+        engine_sockets,
     })
 }
 
@@ -105,6 +106,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
+        Some(Command::GenerateDocs { dir }) => tracer::docs::generate(&dir)
+            .map_err(|e| Error::Runtime(format!("writing docs into {}: {e}", dir.display()))),
         Some(Command::Demo(args)) => {
             privileges::check().map_err(Error::Privileges)?;
             let color = use_color(&args.output);

@@ -31,8 +31,8 @@ pub struct TraceOptions {
     pub load: LoadOptions,
     /// Namespaces to trace firewall rules in; empty: no rule tracing.
     pub rule_netns: Vec<NetnsTarget>,
-    /// Docker's API socket, for container names and published ports.
-    pub docker_socket: PathBuf,
+    /// Docker-compatible engine API sockets, asked for container names.
+    pub engine_sockets: Vec<PathBuf>,
 }
 
 /// Names what the kernel side only knows as numbers.
@@ -201,7 +201,7 @@ pub async fn run<S: PacketSink>(
         crate::kernel::rss_kb()
     );
 
-    let containers = Containers::discover(&opts.docker_socket);
+    let containers = Containers::discover(&opts.engine_sockets);
     view.netns.set_containers(&containers);
     let mut reporter = Reporter::new(opts.filters.clone(), containers);
     let mut tracker = Tracker::default();

@@ -10,6 +10,10 @@ use anyhow::{bail, Context, Result};
 use crate::ebpf::{self, workspace_root};
 
 pub fn bench(args: &[String]) -> Result<()> {
+    crate::sysdeps::ensure(
+        "cargo xtask bench",
+        &[crate::sysdeps::DEMO, crate::sysdeps::BENCH],
+    )?;
     let obj = ebpf::build()?;
     let mut build = Command::new("cargo");
     build

@@ -7,6 +7,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::proc::{output_of, run};
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -19,25 +21,6 @@ pub fn object_path() -> PathBuf {
 }
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-
-fn output_of(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
-}
 
 fn ensure_nightly() -> Result<()> {
     if Command::new("rustup").arg("--version").output().is_err() {

@@ -1,6 +1,10 @@
-//! `cargo xtask <task>`: build the kernel programs, run the demo, run the tests.
+//! `cargo xtask <task>`: build the kernel programs, run the demo, run the
+//! tests, build the packages.
 mod bench;
+mod dist;
 mod ebpf;
+mod proc;
+mod sysdeps;
 mod tasks;
 mod vm;
 
@@ -18,6 +22,8 @@ struct Cli {
 enum Task {
     /// Build the eBPF object (installs nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
+    /// Build what users install into target/dist: a static binary, a .deb and a tarball.
+    Dist,
     /// Build everything (release) and run `pathtrace demo`.
     Demo {
         /// Extra arguments for `pathtrace demo`.
@@ -88,6 +94,7 @@ fn main() {
     let result: Result<()> = match cli.task {
         Task::Bench { args } => bench::bench(&args),
         Task::BuildEbpf => ebpf::build().map(|_| ()),
+        Task::Dist => dist::build().map(|_| ()),
         Task::Demo { args } => tasks::demo(&args),
         Task::Test {
             vm,

@@ -2,9 +2,11 @@
 //! containers, processes), veths named after the container at their other
 //! end, and published ports.
 mod docker;
+mod engines;
 mod netns;
 
 pub use docker::{Container, DockerApi, Published};
+pub use engines::api_sockets;
 pub use netns::{in_netns, NetnsNames};
 
 use std::collections::HashMap;
@@ -16,19 +18,21 @@ pub struct Containers {
 }
 
 impl Containers {
-    /// Asks Docker (when its socket answers) which containers run, and
-    /// where their namespaces are.
-    pub fn discover(socket: &std::path::Path) -> Self {
+    /// Asks each engine API that answers (Docker or Podman) which containers
+    /// run, and where their namespaces are.
+    pub fn discover(sockets: &[std::path::PathBuf]) -> Self {
         let mut out = Self::default();
-        match DockerApi::new(socket).containers() {
-            Ok(list) => {
-                for c in list {
-                    if let Some(ino) = c.netns {
-                        out.by_netns.insert(ino, c);
+        for socket in sockets {
+            match DockerApi::new(socket).containers() {
+                Ok(list) => {
+                    for c in list {
+                        if let Some(ino) = c.netns {
+                            out.by_netns.entry(ino).or_insert(c);
+                        }
                     }
                 }
+                Err(e) => log::debug!("no container names from {}: {e}", socket.display()),
             }
-            Err(e) => log::debug!("no container names from {}: {e}", socket.display()),
         }
         out
     }

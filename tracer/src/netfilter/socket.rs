@@ -104,8 +104,8 @@ impl NlSocket {
     /// Makes blocking reads give up after `d`.
     pub fn set_rcv_timeout(&self, d: Duration) -> Result<(), NfError> {
         let tv = libc::timeval {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_usec: libc::suseconds_t::from(d.subsec_micros() as i32),
+            tv_sec: d.as_secs() as _,
+            tv_usec: d.subsec_micros() as _,
         };
         self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
             .map_err(|source| NfError::Io {

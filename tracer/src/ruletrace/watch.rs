@@ -43,7 +43,7 @@ impl NetnsTarget {
 
     /// `NAME` (an `ip netns` name, else a Docker container's name) or a
     /// path such as `/proc/PID/ns/net`.
-    pub fn named(spec: &str, docker_socket: &Path) -> Result<Self, String> {
+    pub fn named(spec: &str, engine_sockets: &[PathBuf]) -> Result<Self, String> {
         if spec.is_empty() || spec.len() > 4096 || spec.contains('\0') {
             return Err("--netns needs a namespace name, a container name or a path".into());
         }
@@ -53,13 +53,11 @@ impl NetnsTarget {
             let named = Path::new("/run/netns").join(spec);
             match named.exists() {
                 true => named,
-                false => crate::names::DockerApi::new(docker_socket)
-                    .containers()
-                    .ok()
-                    .and_then(|cs| {
-                        cs.into_iter()
-                            .find(|c| c.name == spec || c.id.starts_with(spec))
-                    })
+                false => engine_sockets
+                    .iter()
+                    .filter_map(|s| crate::names::DockerApi::new(s).containers().ok())
+                    .flatten()
+                    .find(|c| c.name == spec || c.id.starts_with(spec))
                     .and_then(|c| c.pid)
                     .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
                     .ok_or_else(|| format!("no network namespace or container named '{spec}'"))?,

@@ -12,13 +12,14 @@ mod tools;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::ebpf::{self, workspace_root};
+use crate::proc::{cargo, run};
+pub(crate) use crate::proc::{output_of, run_quiet};
 use guest::GuestStep;
 use report::{Mark, Outcome, Step};
 
@@ -31,43 +32,6 @@ const GUEST_TESTS: &[&str] = &["trace_docker"];
 
 /// Limit for one VM run.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 15 * 60;
-
-fn output_of(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        // One line: the last few lines of stderr, joined.
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-        bail!("{cmd:?} failed ({}): {tail}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd`, showing its stderr only when it fails.
-fn run_quiet(cmd: &mut Command) -> Result<()> {
-    output_of(cmd).map(|_| ())
-}
-
-fn cargo_env(args: &[&str], obj: &Path) -> Command {
-    let mut cmd = Command::new("cargo");
-    cmd.args(args)
-        .current_dir(workspace_root())
-        .env("PATHTRACE_EBPF_OBJ", obj);
-    cmd
-}
-
-fn run_cmd(mut cmd: Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
-}
 
 /// `cargo xtask vm-kernel KERNEL`: the kernel and the tools, ready.
 pub fn kernel_task(series: &str, update: bool) -> Result<()> {
@@ -106,7 +70,7 @@ pub fn run_task(
     let vng = tools::ensure()?;
     let k = kernel::ensure(series, false)?;
     let obj = ebpf::build()?;
-    run_cmd(cargo_env(
+    run(&mut cargo(
         &[
             "build",
             "--release",
@@ -182,7 +146,7 @@ pub fn run_task(
 
 /// The integration test executables, from `cargo test --no-run --message-format=json`.
 fn test_executables(obj: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut cmd = cargo_env(
+    let mut cmd = cargo(
         &[
             "test",
             "--no-run",
@@ -278,7 +242,7 @@ pub fn test_task(
         ks.push(kernel::ensure(series, false)?);
     }
     let obj = ebpf::build()?;
-    run_cmd(cargo_env(
+    run(&mut cargo(
         &["build", "--locked", "-p", "tracer", "--bin", "pathtrace"],
         &obj,
     ))?;

@@ -14,51 +14,6 @@ fn venv() -> PathBuf {
     workspace_root().join(".tools/vng-venv")
 }
 
-fn works(cmd: &mut Command) -> bool {
-    cmd.output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn have(tool: &str) -> bool {
-    works(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}")),
-    )
-}
-
-/// Installs the Debian packages whose tools are missing (`(tool, package)`).
-fn ensure_debian_tools(wanted: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(tool, _)| !have(tool))
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("xtask: installing Debian's {}", missing.join(" "));
-    let install = || {
-        run_quiet(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    if install().is_err() {
-        run_quiet(Command::new("apt-get").args(["update", "-qq"])).with_context(|| {
-            format!("{} missing, and apt-get update failed", missing.join(", "))
-        })?;
-        install().with_context(|| format!("`apt-get install {}` failed", missing.join(" ")))?;
-    }
-    for (tool, package) in wanted {
-        if !have(tool) {
-            bail!("{tool} is still missing after installing Debian's {package}");
-        }
-    }
-    Ok(())
-}
-
 fn vng_ok(vng: &PathBuf) -> bool {
     output_of(Command::new(vng).arg("--version"))
         .map(|v| v.contains(VNG_VERSION))
@@ -97,16 +52,11 @@ fn ensure_vng() -> Result<PathBuf> {
 
 /// Makes sure the tools are there; returns the path of `vng`.
 pub fn ensure() -> Result<PathBuf> {
-    for (tool, package) in [("dpkg-deb", "dpkg"), ("apt-get", "apt")] {
-        if !have(tool) {
-            bail!("{tool} is missing (Debian package {package}): needed to fetch and unpack VM kernels");
-        }
+    if !crate::sysdeps::on_path("apt-get") {
+        bail!("apt-get is missing: the VM kernels are Debian's packages, fetched with apt-get");
     }
     // depmod indexes the kernel's modules on the host; the guest, whose `/` is the
     // host's, loads them (veth, bridge, nf_tables…) with the same kmod's modprobe.
-    ensure_debian_tools(&[
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("depmod", "kmod"),
-    ])?;
+    crate::sysdeps::ensure("the VM kernel matrix", &[crate::sysdeps::VM])?;
     ensure_vng()
 }
