@@ -11,6 +11,7 @@ mod headers;
 mod maps;
 mod probe;
 
+use aya_log_ebpf::debug;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
@@ -187,6 +188,7 @@ unsafe fn record<C: EbpfContext>(
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(counter::LOST);
+        debug!(ctx, "ring buffer full: an event was lost");
         return 0;
     };
     let ev = entry.as_mut_ptr();

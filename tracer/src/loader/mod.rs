@@ -176,6 +176,38 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Passes the kernel programs' `aya-log` records to this process's logger
+/// (`RUST_LOG=debug`), from a task of the running tokio runtime.
+fn forward_kernel_logs(ebpf: &mut Ebpf) {
+    use tokio::io::{unix::AsyncFd, Interest};
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            log::debug!("kernel logs unavailable: {e}");
+            return;
+        }
+    };
+    let _guard = runtime.enter();
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and
+    // unchanged for as long as the AsyncFd owns the logger.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::debug!("kernel logs unavailable: {e}");
+            return;
+        }
+    };
+    runtime.spawn(async move {
+        while let Ok(mut ready) = fd.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+}
+
 impl Tracer {
     /// Loads, configures and attaches everything for one run.
     pub fn load(opts: &LoadOptions, filters: &[Filter]) -> Result<Self, LoadError> {
@@ -216,8 +248,17 @@ impl Tracer {
         // The object needs no CO-RE relocation: offsets come from `cfg`. The
         // loader parses kernel BTF on creation anyway; dropping that copy at
         // once keeps only one parse alive at a time.
+        let kernel_logs = log::max_level() >= log::LevelFilter::Debug;
+        let kernel_log_level = if kernel_logs {
+            aya_log::Level::Debug as u8
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(None)
+            // Off, the verifier prunes every kernel log statement.
+            .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            .map_max_entries("AYA_LOGS", if kernel_logs { 1 << 17 } else { 4096 })
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)
             // Only `drops --top` counts; elsewhere the map need not take memory.
@@ -230,6 +271,9 @@ impl Tracer {
                 },
             )
             .load(OBJECT)?;
+        if kernel_logs {
+            forward_kernel_logs(&mut ebpf);
+        }
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
         log::debug!(
             "startup: aya BTF parsed at {:?} (rss {} kB)",

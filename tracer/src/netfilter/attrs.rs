@@ -2,6 +2,7 @@
 //!
 //! Attributes are `struct nlattr { u16 len; u16 type; }` followed by the
 //! payload, padded to 4 bytes. nf_tables integers are big-endian.
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Set on the type of an attribute that holds nested attributes.
 pub const NLA_F_NESTED: u16 = 0x8000;
@@ -88,7 +89,7 @@ pub fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
 /// Builds a buffer of attributes, with nesting.
 #[derive(Debug, Default, Clone)]
 pub struct AttrWriter {
-    buf: Vec<u8>,
+    buf: BytesMut,
     nests: Vec<usize>,
 }
 
@@ -99,12 +100,8 @@ impl AttrWriter {
 
     /// Appends an attribute with a raw payload.
     pub fn put(&mut self, kind: u16, payload: &[u8]) -> &mut Self {
-        let len = NLA_HDRLEN + payload.len();
-        // Netlink attribute lengths are u16; callers only build small ones.
-        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
-        self.buf.extend_from_slice(&len16.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
+        self.header(NLA_HDRLEN + payload.len(), kind);
+        self.buf.put_slice(payload);
         self.pad();
         self
     }
@@ -119,18 +116,17 @@ impl AttrWriter {
 
     /// Appends a NUL-terminated string.
     pub fn put_str(&mut self, kind: u16, s: &str) -> &mut Self {
-        let mut p = Vec::with_capacity(s.len() + 1);
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-        self.put(kind, &p)
+        self.header(NLA_HDRLEN + s.len() + 1, kind);
+        self.buf.put_slice(s.as_bytes());
+        self.buf.put_u8(0);
+        self.pad();
+        self
     }
 
     /// Opens a nested attribute; close it with [`AttrWriter::end_nest`].
     pub fn begin_nest(&mut self, kind: u16) -> &mut Self {
         self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.header(0, kind | NLA_F_NESTED);
         self
     }
 
@@ -150,6 +146,12 @@ impl AttrWriter {
         self.end_nest()
     }
 
+    /// `nlattr`: length (u16; callers only build small attributes) and kind.
+    fn header(&mut self, len: usize, kind: u16) {
+        self.buf.put_u16_ne(u16::try_from(len).unwrap_or(u16::MAX));
+        self.buf.put_u16_ne(kind);
+    }
+
     fn pad(&mut self) {
         let padded = align4(self.buf.len());
         self.buf.resize(padded, 0);
@@ -159,7 +161,7 @@ impl AttrWriter {
         &self.buf
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
+    pub fn into_bytes(self) -> Bytes {
+        self.buf.freeze()
     }
 }

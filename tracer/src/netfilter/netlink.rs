@@ -1,4 +1,5 @@
 //! nfnetlink message framing: building requests, splitting replies.
+use bytes::{BufMut, Bytes, BytesMut};
 
 pub use super::socket::{BatchItem, NlSocket};
 
@@ -23,19 +24,19 @@ const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 
 /// Builds one nfnetlink message: `nlmsghdr` + `nfgenmsg` + attributes.
-pub fn nfmsg(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
+pub fn nfmsg(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Bytes {
     let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.push(family);
-    m.push(0); // NFNETLINK_V0
-    m.extend_from_slice(&res_id.to_be_bytes());
-    m.extend_from_slice(attrs);
-    m
+    let mut m = BytesMut::with_capacity(len);
+    m.put_u32_ne(u32::try_from(len).unwrap_or(u32::MAX));
+    m.put_u16_ne(kind);
+    m.put_u16_ne(flags);
+    m.put_u32_ne(seq);
+    m.put_u32_ne(0);
+    m.put_u8(family);
+    m.put_u8(0); // NFNETLINK_V0
+    m.put_u16(res_id);
+    m.put_slice(attrs);
+    m.freeze()
 }
 
 /// One received netlink message.

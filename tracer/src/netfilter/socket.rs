@@ -14,7 +14,7 @@ pub struct BatchItem {
     pub kind: u16,
     pub flags: u16,
     pub family: u8,
-    pub attrs: Vec<u8>,
+    pub attrs: bytes::Bytes,
     pub what: String,
 }
 
@@ -176,19 +176,19 @@ impl NlSocket {
 
     /// Sends `items` as one nf_tables transaction and waits for every ack.
     pub fn batch(&mut self, items: &[BatchItem]) -> Result<(), NfError> {
-        let mut buf = nfmsg(
+        let mut buf = bytes::BytesMut::from(nfmsg(
             NFNL_MSG_BATCH_BEGIN,
             NLM_F_REQUEST,
             self.next_seq(),
             0,
             NFNL_SUBSYS_NFTABLES,
             &[],
-        );
+        ));
         let mut pending = Vec::with_capacity(items.len());
         for it in items {
             let seq = self.next_seq();
             let kind = (NFNL_SUBSYS_NFTABLES << 8) | it.kind;
-            buf.extend(nfmsg(
+            buf.extend_from_slice(&nfmsg(
                 kind,
                 NLM_F_REQUEST | NLM_F_ACK | it.flags,
                 seq,
@@ -198,7 +198,7 @@ impl NlSocket {
             ));
             pending.push((seq, it.what.as_str()));
         }
-        buf.extend(nfmsg(
+        buf.extend_from_slice(&nfmsg(
             NFNL_MSG_BATCH_END,
             NLM_F_REQUEST,
             self.next_seq(),

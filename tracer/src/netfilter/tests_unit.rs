@@ -62,8 +62,8 @@ fn nfnetlink_framing_round_trips() {
         0x000a,
         w.as_bytes(),
     );
-    let mut two = m.clone();
-    two.extend(&m);
+    let two = [m.as_ref(), m.as_ref()].concat();
+
     let msgs = netlink::messages(&two);
     assert_eq!(msgs.len(), 2);
     assert_eq!((msgs[0].kind, msgs[0].seq), (0x0a06, 42));
