@@ -101,9 +101,15 @@ fn pump(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 impl Running {
     /// Starts `pathtrace ARGS` and waits for its "ready" line on stderr.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let tier = tier();
         let child = Command::new(pathtrace_bin())
             .args(args)
+            .envs(env.iter().copied())
             .args(["--tier", tier.as_str()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

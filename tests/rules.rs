@@ -169,42 +169,78 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
         docker_lab("ptrkill", Block::Drop),
         legacy_lab("ptlkill", Block::Drop),
     ] {
-        let dock = lab.names.dock.clone();
-        let args = [
+        check_no_leftovers(&lab, &[]);
+    }
+}
+
+/// Kernels before 5.12 have no owned tables; pathtrace then names its table
+/// after its pid, deletes it on exit and sweeps a killed run's. The knob
+/// takes that path on this kernel too.
+#[test]
+fn unowned_tables_are_deleted_on_exit_and_swept_after_sigkill() {
+    require_root("unowned_tables_are_deleted_on_exit_and_swept_after_sigkill");
+    let lab = docker_lab("ptrunown", Block::Drop);
+    let env = [("PATHTRACE_NFT_UNOWNED", "1")];
+    let run = Running::start_env(
+        &[
             "--src",
             "192.0.2.9",
             "--dport",
             "8092",
-            "--json",
             "--netns",
-            dock.as_str(),
-        ];
-        // While it runs, its table (nft) or TRACE rules (legacy) are there.
-        let run = Running::start(&args);
-        let during = leftovers_in(Some(&dock));
-        assert!(
-            !during.is_empty(),
-            "pathtrace set up no rule tracing in {dock}"
-        );
-        let (code, _) = run.stop();
-        assert_eq!(code, 0);
-        assert_eq!(
-            leftovers_in(Some(&dock)),
-            Vec::<String>::new(),
-            "after a clean exit"
-        );
-        assert_eq!(
-            leftovers_in(None),
-            Vec::<String>::new(),
-            "after a clean exit, host namespace"
-        );
+            &lab.names.dock,
+        ],
+        &env,
+    );
+    let table = format!("table inet pathtrace-{}", run.pid());
+    let during = leftovers_in(Some(&lab.names.dock));
+    assert!(
+        during.iter().any(|l| l.ends_with(&table)),
+        "{table} while it runs: {during:?}"
+    );
+    let (code, _) = run.stop();
+    assert_eq!(code, 0);
+    check_no_leftovers(&lab, &env);
+}
 
-        let run = Running::start(&args);
-        // SAFETY: killing the child we started, by its pid.
-        unsafe { libc::kill(run.pid(), libc::SIGKILL) };
-        let _ = run.wait(Duration::from_secs(5));
-        // A killed run may leave legacy TRACE rules; the next run removes them.
-        let next = Running::start(&[
+fn check_no_leftovers(lab: &tracer::lab::Lab, env: &[(&str, &str)]) {
+    let dock = lab.names.dock.clone();
+    let args = [
+        "--src",
+        "192.0.2.9",
+        "--dport",
+        "8092",
+        "--json",
+        "--netns",
+        dock.as_str(),
+    ];
+    // While it runs, its table (nft) or TRACE rules (legacy) are there.
+    let run = Running::start_env(&args, env);
+    let during = leftovers_in(Some(&dock));
+    assert!(
+        !during.is_empty(),
+        "pathtrace set up no rule tracing in {dock}"
+    );
+    let (code, _) = run.stop();
+    assert_eq!(code, 0);
+    assert_eq!(
+        leftovers_in(Some(&dock)),
+        Vec::<String>::new(),
+        "after a clean exit"
+    );
+    assert_eq!(
+        leftovers_in(None),
+        Vec::<String>::new(),
+        "after a clean exit, host namespace"
+    );
+
+    let run = Running::start_env(&args, env);
+    // SAFETY: killing the child we started, by its pid.
+    unsafe { libc::kill(run.pid(), libc::SIGKILL) };
+    let _ = run.wait(Duration::from_secs(5));
+    // A killed run may leave legacy TRACE rules; the next run removes them.
+    let next = Running::start_env(
+        &[
             "--src",
             "192.0.2.9",
             "--dport",
@@ -213,17 +249,18 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
             "0.5",
             "--netns",
             dock.as_str(),
-        ]);
-        let _ = next.wait(Duration::from_secs(10));
-        assert_eq!(
-            leftovers_in(Some(&dock)),
-            Vec::<String>::new(),
-            "after SIGKILL and one more run"
-        );
-        assert_eq!(
-            leftovers_in(None),
-            Vec::<String>::new(),
-            "host namespace after SIGKILL"
-        );
-    }
+        ],
+        env,
+    );
+    let _ = next.wait(Duration::from_secs(10));
+    assert_eq!(
+        leftovers_in(Some(&dock)),
+        Vec::<String>::new(),
+        "after SIGKILL and one more run"
+    );
+    assert_eq!(
+        leftovers_in(None),
+        Vec::<String>::new(),
+        "host namespace after SIGKILL"
+    );
 }

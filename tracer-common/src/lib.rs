@@ -243,7 +243,13 @@ pub mod counter {
     /// Packets that stopped being tracked because they were freed (or their
     /// `sk_buff` was reused). Tracked − untracked − live entries = evicted.
     pub const UNTRACKED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// `nf_hook_slow` exits whose frame belonged to another `sk_buff` (the
+    /// call was interleaved, not nested): that verdict is not reported.
+    pub const NF_STACK_MISMATCH: u32 = 4;
+    /// Per-CPU `nf_hook_slow` stacks that overflowed (a kretprobe missed)
+    /// and were reset.
+    pub const NF_STACK_RESET: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(feature = "user")]

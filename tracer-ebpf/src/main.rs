@@ -13,7 +13,7 @@ mod probe;
 
 use aya_log_ebpf::debug;
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
@@ -25,12 +25,12 @@ use tracer_common::{
 
 use crate::{
     headers::{read_headers, Headers, L3At},
-    maps::{bump, CONFIG, EVENTS, NF_ENTRY, TRACKED},
+    maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, TRACKED},
 };
 
 /// What one program knows beyond the `sk_buff` itself.
 #[derive(Clone, Copy)]
-struct Extra {
+pub struct Extra {
     kind: EventKind,
     location: u64,
     reason: u32,
@@ -143,6 +143,40 @@ unsafe fn device_and_netns(cfg: &Config, skb: u64, extra: &Extra) -> (u64, u32) 
     }
 }
 
+/// What an event says about the packet and where it is, read from the live
+/// `sk_buff`.
+#[derive(Clone, Copy)]
+pub struct Snapshot {
+    track_id: u64,
+    filter: u32,
+    hdr: Headers,
+    netns: u32,
+    ifindex: u32,
+    len: u32,
+    ifname: [u8; 16],
+}
+
+#[inline(always)]
+unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: Tracked, hdr: Headers) -> Snapshot {
+    let o = &cfg.offsets;
+    let (dev, netns) = unsafe { device_and_netns(cfg, skb, extra) };
+    let mut snap = Snapshot {
+        track_id: tracked.track_id,
+        filter: tracked.filter,
+        hdr,
+        netns,
+        ifindex: unsafe { read::<u32>(dev, o.dev_ifindex) },
+        len: unsafe { read::<u32>(skb, o.skb_len) },
+        ifname: [0; 16],
+    };
+    if dev != 0 {
+        unsafe { probe::read_into(dev + o.dev_name as u64, &mut snap.ifname) };
+    }
+    snap
+}
+
+/// Records a hop of `skb` when it is a packet we follow (`known`: already
+/// looked up by the caller).
 #[inline(always)]
 unsafe fn record<C: EbpfContext>(
     ctx: &C,
@@ -167,20 +201,23 @@ unsafe fn record<C: EbpfContext>(
     if terminal && TRACKED.remove(skb).is_ok() {
         bump(counter::UNTRACKED);
     }
-    let o = &cfg.offsets;
-    let (dev, netns) = unsafe { device_and_netns(cfg, skb, &extra) };
-    let ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
+    let snap = unsafe { snapshot(cfg, skb, &extra, tracked, hdr) };
+    unsafe { emit(ctx, cfg, skb, &extra, &snap) }
+}
+
+/// Counts a drop (for `drops --top`) and writes one event, from what
+/// `snap` holds: nothing here reads the `sk_buff`, which may be freed.
+#[inline(always)]
+unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, snap: &Snapshot) -> u32 {
     if extra.kind == EventKind::Drop && cfg.flags & config_flags::COUNT_DROPS != 0 {
-        let mut key = DropKey {
+        let key = DropKey {
             location: extra.location,
             reason: extra.reason,
-            netns,
-            ifindex,
+            netns: snap.netns,
+            ifindex: snap.ifindex,
+            ifname: snap.ifname,
             ..DropKey::default()
         };
-        if dev != 0 {
-            unsafe { probe::read_into(dev + o.dev_name as u64, &mut key.ifname) };
-        }
         maps::count_drop(&key);
         if cfg.flags & config_flags::COUNT_ONLY != 0 {
             return 0;
@@ -192,6 +229,7 @@ unsafe fn record<C: EbpfContext>(
         return 0;
     };
     let ev = entry.as_mut_ptr();
+    let hdr = &snap.hdr;
     unsafe {
         (*ev).ts_ns = if extra.ts_ns != 0 {
             extra.ts_ns
@@ -199,13 +237,13 @@ unsafe fn record<C: EbpfContext>(
             bpf_ktime_get_ns()
         };
         (*ev).skb = skb;
-        (*ev).track_id = tracked.track_id;
+        (*ev).track_id = snap.track_id;
         (*ev).location = extra.location;
-        (*ev).netns = netns;
-        (*ev).ifindex = ifindex;
+        (*ev).netns = snap.netns;
+        (*ev).ifindex = snap.ifindex;
         (*ev).reason = extra.reason;
         (*ev).retval = extra.retval;
-        (*ev).len = read::<u32>(skb, o.skb_len);
+        (*ev).len = snap.len;
         (*ev)._pad2 = 0;
         (*ev).kind = extra.kind as u8;
         (*ev).hook = extra.hook;
@@ -213,7 +251,7 @@ unsafe fn record<C: EbpfContext>(
         (*ev).ip_version = hdr.ip_version;
         (*ev).proto = hdr.proto;
         (*ev).nf_family = extra.nf_family;
-        (*ev).filter = tracked.filter as u8;
+        (*ev).filter = snap.filter as u8;
         (*ev).sport = hdr.sport;
         (*ev).dport = hdr.dport;
         (*ev).tcp_flags = hdr.tcp_flags;
@@ -221,10 +259,7 @@ unsafe fn record<C: EbpfContext>(
         (*ev).ip_id = hdr.ip_id;
         (*ev).saddr = hdr.saddr;
         (*ev).daddr = hdr.daddr;
-        (*ev).ifname = [0; 16];
-        if dev != 0 {
-            probe::read_into(dev + o.dev_name as u64, &mut (*ev).ifname);
-        }
+        (*ev).ifname = snap.ifname;
         (*ev).stack_len = 0;
         if extra.kind == EventKind::Drop {
             let n = bpf_get_stack(
@@ -304,34 +339,36 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
 
 // ---- nf_hook_slow tiers: fentry/fexit and kprobe/kretprobe ----------------
 
+/// `nf_hook_slow` entered: push a frame on this CPU's stack. Calls nest
+/// (br_netfilter runs the IPv4 hooks inside the bridge hook, on the same
+/// `sk_buff`; a softirq can interrupt a hook in process context), and
+/// kretprobe has no arguments, so the stack, not the `sk_buff` or the task,
+/// pairs each exit with its entry. Everything the exit reports is read here:
+/// after a DROP the `sk_buff` is freed.
 #[inline(always)]
 unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
-    let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let Some((tracked, _)) = (unsafe { classify(cfg, skb, L3At::NetworkHeader, false) }) else {
+    let Some(stack) = NF_STACK.get_ptr_mut(0) else {
         return 0;
     };
-    let entry = maps::NfEntry {
-        track_id: tracked.track_id,
-        filter: tracked.filter,
-        state,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    // Keyed by the sk_buff alone: the verifier forbids arithmetic on the
-    // typed pointer fentry hands over, and one sk_buff is in one hook at a time.
-    let _ = NF_ENTRY.insert(skb, entry, 0);
-    0
-}
-
-#[inline(always)]
-unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
-    let key = skb;
-    let Some(entry) = (unsafe { NF_ENTRY.get(key) }).copied() else {
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth;
+    // A lost kretprobe would leave a frame behind for good; start over.
+    if depth as usize >= NF_DEPTH {
+        stack.depth = 0;
+        bump(counter::NF_STACK_RESET);
+        return 0;
+    }
+    stack.depth = depth + 1;
+    let Some(frame) = stack.frames.get_mut(depth as usize) else {
         return 0;
     };
-    let _ = NF_ENTRY.remove(key);
+    frame.skb = skb;
+    frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let Some((tracked, hdr)) = (unsafe { classify(cfg, skb, L3At::NetworkHeader, false) }) else {
+        return 0;
+    };
     let o = &cfg.offsets;
-    let state = entry.state;
     let mut extra = Extra::new(EventKind::NfHook);
     unsafe {
         extra.hook = if o.hook_state_hook_size == 1 {
@@ -347,21 +384,51 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: u64, retval: i32) -> u32 {
             read::<u64>(state, o.hook_state_out)
         };
         extra.state_net = read::<u64>(state, o.hook_state_net);
+        extra.ts_ns = bpf_ktime_get_ns();
+        frame.snap = snapshot(cfg, skb, &extra, tracked, hdr);
     }
+    frame.extra = extra;
+    frame.followed = 1;
+    0
+}
+
+/// `nf_hook_slow` returned `retval`: pop this call's frame and report its
+/// verdict. `skb` is known to fexit (a frame for another `sk_buff` is not
+/// this call's: leave the stack alone), not to kretprobe (None).
+#[inline(always)]
+unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32 {
+    let Some(stack) = NF_STACK.get_ptr_mut(0) else {
+        return 0;
+    };
+    let stack = unsafe { &mut *stack };
+    let Some(depth) = stack.depth.checked_sub(1) else {
+        return 0;
+    };
+    let Some(frame) = stack.frames.get(depth as usize) else {
+        return 0;
+    };
+    if skb.is_some_and(|s| s != frame.skb) {
+        bump(counter::NF_STACK_MISMATCH);
+        return 0;
+    }
+    stack.depth = depth;
+    if frame.followed == 0 {
+        return 0;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let mut extra = frame.extra;
     extra.retval = retval;
     extra.verdict = match retval {
         1 => verdict::ACCEPT,
         0 => verdict::STOLEN,
         _ => verdict::DROP,
     };
-    extra.ts_ns = entry.ts_ns;
-    // A dropped skb is already freed and untracked: its identity comes from the stash.
-    let tracked = Tracked {
-        track_id: entry.track_id,
-        filter: entry.filter,
-        ..Tracked::default()
-    };
-    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, Some(tracked)) }
+    let mut snap = frame.snap;
+    // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
+    if retval == 1 {
+        snap.hdr = unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader) };
+    }
+    unsafe { emit(ctx, cfg, frame.skb, &extra, &snap) }
 }
 
 #[fentry(function = "nf_hook_slow")]
@@ -375,7 +442,7 @@ pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> u32 {
 pub fn nf_hook_slow_fexit(ctx: FExitContext) -> u32 {
     let skb: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(4);
-    unsafe { nf_exit(&ctx, skb, ret as i32) }
+    unsafe { nf_exit(&ctx, Some(skb), ret as i32) }
 }
 
 #[kprobe]
@@ -383,20 +450,13 @@ pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    unsafe { nf_enter(skb, state) };
-    let _ = maps::NF_KPROBE_SKB.insert(bpf_get_current_pid_tgid(), skb, 0);
-    0
+    unsafe { nf_enter(skb, state) }
 }
 
 #[kretprobe]
 pub fn nf_hook_slow_kretprobe(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(skb) = (unsafe { maps::NF_KPROBE_SKB.get(pid_tgid) }).copied() else {
-        return 0;
-    };
-    let _ = maps::NF_KPROBE_SKB.remove(pid_tgid);
     let ret: i64 = ctx.ret();
-    unsafe { nf_exit(&ctx, skb, ret as i32) }
+    unsafe { nf_exit(&ctx, None, ret as i32) }
 }
 
 #[cfg(not(test))]

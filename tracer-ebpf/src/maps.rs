@@ -1,7 +1,7 @@
 //! Maps shared by all programs. Userspace may resize them before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{counter, Config, DropKey, Tracked};
 
@@ -18,21 +18,25 @@ pub static TRACKED: LruHashMap<u64, Tracked> = LruHashMap::with_max_entries(1638
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// What `nf_hook_slow` was entered with, until it returns.
+/// `nf_hook_slow` calls in progress on one CPU, innermost last.
+pub const NF_DEPTH: usize = 4;
+
 #[derive(Clone, Copy)]
-pub struct NfEntry {
-    pub track_id: u64,
-    pub filter: u32,
-    pub state: u64,
-    pub ts_ns: u64,
+pub struct NfFrame {
+    pub skb: u64,
+    /// 1 when the `sk_buff` is a packet we follow and `snap`/`extra` are set.
+    pub followed: u8,
+    pub extra: crate::Extra,
+    pub snap: crate::Snapshot,
+}
+
+pub struct NfStack {
+    pub depth: u32,
+    pub frames: [NfFrame; NF_DEPTH],
 }
 
 #[map]
-pub static NF_ENTRY: LruHashMap<u64, NfEntry> = LruHashMap::with_max_entries(4096, 0);
-
-/// kretprobe has no arguments: remember the `sk_buff` per task.
-#[map]
-pub static NF_KPROBE_SKB: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+pub static NF_STACK: PerCpuArray<NfStack> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn bump(index: u32) {

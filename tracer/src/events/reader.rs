@@ -57,6 +57,9 @@ pub struct Counters {
     pub sent: u64,
     pub tracked: u64,
     pub untracked: u64,
+    /// `nf_hook_slow` verdicts not reported because their call could not be
+    /// paired with its return (interleaved calls, a missed kretprobe).
+    pub nf_unpaired: u64,
 }
 
 impl Counters {
@@ -71,6 +74,7 @@ impl Counters {
             sent: sum(counter::SENT),
             tracked: sum(counter::TRACKED),
             untracked: sum(counter::UNTRACKED),
+            nf_unpaired: sum(counter::NF_STACK_MISMATCH) + sum(counter::NF_STACK_RESET),
         }
     }
 }

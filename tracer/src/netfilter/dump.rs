@@ -214,22 +214,43 @@ pub fn is_ours(name: &str) -> bool {
             .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Deletes the table `name` of `family`.
+pub fn delete_table(ctl: &mut NlSocket, family: u8, name: &str) -> Result<(), NfError> {
+    let mut a = AttrWriter::new();
+    a.put_str(NFTA_TABLE_NAME, name);
+    ctl.batch(&[BatchItem {
+        kind: NFT_MSG_DELTABLE,
+        flags: 0,
+        family,
+        attrs: a.into_bytes(),
+        what: format!("deleting table {name}"),
+    }])
+}
+
+/// Whether an unowned table of ours was left by a process that is gone:
+/// "pathtrace-<pid>" names its creator; a bare "pathtrace" came from a
+/// version that never left one behind on purpose.
+fn is_leftover(name: &str) -> bool {
+    match name
+        .strip_prefix(TABLE_NAME)
+        .and_then(|r| r.strip_prefix('-'))
+    {
+        Some(pid) => !Path::new("/proc").join(pid).exists(),
+        None => true,
+    }
+}
+
 pub fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {
     let mut n = 0;
     for t in tables(ctl, 0)? {
-        if !is_ours(&t.name) || t.flags & NFT_TABLE_F_OWNER != 0 || t.owner.is_some() {
+        if !is_ours(&t.name)
+            || t.flags & NFT_TABLE_F_OWNER != 0
+            || t.owner.is_some()
+            || !is_leftover(&t.name)
+        {
             continue;
         }
-        let mut a = AttrWriter::new();
-        a.put_str(NFTA_TABLE_NAME, &t.name);
-        let what = format!("deleting leftover table {}", t.name);
-        ctl.batch(&[BatchItem {
-            kind: NFT_MSG_DELTABLE,
-            flags: 0,
-            family: t.family,
-            attrs: a.into_bytes(),
-            what,
-        }])?;
+        delete_table(ctl, t.family, &t.name)?;
         log::info!(
             "netfilter: deleted leftover nftables table {} (family {})",
             t.name,

@@ -43,6 +43,9 @@ pub struct RuleTracer {
     ctl: NlSocket,
     trace: NlSocket,
     table: String,
+    /// Whether the kernel deletes the table with `ctl` (Linux 5.12+); if
+    /// not, dropping the tracer deletes it.
+    owned: bool,
     overflows: u64,
     hooks: HashMap<(u8, String), ChainHooks>,
     packets: HashMap<u32, Packet>,
@@ -62,10 +65,14 @@ struct Packet {
     seen: Instant,
 }
 
-fn table_items(name: &str, rules: &[Vec<expr::Expr>]) -> Vec<BatchItem> {
+/// The batch that creates the trace table `name`; `owned`: deleted by the
+/// kernel with this socket (`NFT_TABLE_F_OWNER`, Linux 5.12+).
+fn table_items(name: &str, rules: &[Vec<expr::Expr>], owned: bool) -> Vec<BatchItem> {
     let mut t = AttrWriter::new();
-    t.put_str(NFTA_TABLE_NAME, name)
-        .put_be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+    t.put_str(NFTA_TABLE_NAME, name);
+    if owned {
+        t.put_be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+    }
     let mut items = vec![BatchItem {
         kind: NFT_MSG_NEWTABLE,
         flags: NLM_F_CREATE | NLM_F_EXCL,
@@ -114,7 +121,7 @@ impl RuleTracer {
     /// and subscribes to trace events. See the module documentation.
     pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
         let rules = expr::rules_for(filters)?;
-        let (ctl, trace, table) = ns::with_netns(netns, || {
+        let (ctl, trace, table, owned) = ns::with_netns(netns, || {
             let mut ctl = NlSocket::open(false)?;
             ctl.set_rcv_timeout(CTL_TIMEOUT)?;
             if let Err(e) = dump::sweep(&mut ctl) {
@@ -124,25 +131,44 @@ impl RuleTracer {
             let trace = NlSocket::open(true)?;
             trace.set_rcvbuf(trace_rcvbuf());
             trace.add_membership(NFNLGRP_NFTRACE)?;
-            let mut table = TABLE_NAME.to_string();
-            let mut res = ctl.batch(&table_items(&table, &rules));
+            let pid_table = format!("{TABLE_NAME}-{}", std::process::id());
+            // PATHTRACE_NFT_UNOWNED takes the pre-5.12 path, for tests.
+            let (mut table, mut owned) = match std::env::var_os("PATHTRACE_NFT_UNOWNED") {
+                Some(_) => (pid_table.clone(), false),
+                None => (TABLE_NAME.to_string(), true),
+            };
+            let mut res = ctl.batch(&table_items(&table, &rules, owned));
             // EEXIST: a table of that name; EPERM: owned by another socket.
             let taken = |e: &NfError| {
                 matches!(e, NfError::Kernel { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EEXIST | libc::EPERM)))
             };
-            if res.as_ref().is_err_and(taken) {
-                table = format!("{TABLE_NAME}-{}", std::process::id());
-                log::info!("netfilter: table {TABLE_NAME} is taken, using {table}");
-                res = ctl.batch(&table_items(&table, &rules));
+            // EINVAL: a kernel before 5.12, without owned tables.
+            let no_owner = |e: &NfError| {
+                matches!(e, NfError::Kernel { source, .. }
+                if source.raw_os_error() == Some(libc::EINVAL))
+            };
+            if owned && res.as_ref().is_err_and(|e| taken(e) || no_owner(e)) {
+                owned = !res.as_ref().is_err_and(no_owner);
+                table = pid_table;
+                log::info!(
+                    "netfilter: using table {table} ({})",
+                    if owned {
+                        "the default name is taken"
+                    } else {
+                        "this kernel has no owned tables: deleted on exit, or by the next run after a kill"
+                    }
+                );
+                res = ctl.batch(&table_items(&table, &rules, owned));
             }
             res?;
-            Ok((ctl, trace, table))
+            Ok((ctl, trace, table, owned))
         })?;
         Ok(Self {
             ctl,
             trace,
             table,
+            owned,
             overflows: 0,
             hooks: HashMap::new(),
             packets: HashMap::new(),
@@ -259,5 +285,15 @@ impl RuleTracer {
 impl AsRawFd for RuleTracer {
     fn as_raw_fd(&self) -> RawFd {
         self.trace.as_raw_fd()
+    }
+}
+
+impl Drop for RuleTracer {
+    fn drop(&mut self) {
+        if !self.owned {
+            if let Err(e) = dump::delete_table(&mut self.ctl, NFPROTO_INET, &self.table) {
+                log::warn!("netfilter: deleting table {}: {e}", self.table);
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@ pub const PATHTRACE_MAPS: [&str; 7] = [
     "TRACKED",
     "CONFIG",
     "COUNTERS",
-    "NF_ENTRY",
-    "NF_KPROBE_SKB",
+    "NF_STACK",
+    "AYA_LOGS",
     "DROP_COUNTS",
 ];
 
