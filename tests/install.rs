@@ -64,15 +64,12 @@ impl Drop for Installed {
     }
 }
 
-/// The git revision `cargo xtask` built from (it sets `PATHTRACE_GIT_REV`
-/// only for the builds, so ask git the same way).
+/// The git revision the packages were built from: `cargo xtask` hands the
+/// builds and this suite the same `PATHTRACE_GIT_REV`.
 fn revision() -> String {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("git runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    std::env::var("PATHTRACE_GIT_REV").unwrap_or_else(|_| {
+        panic!("install: PATHTRACE_GIT_REV is not set: run the suite with `cargo xtask test`")
+    })
 }
 
 fn check_version(bin: &str) {
