@@ -145,7 +145,7 @@ unsafe fn device_and_netns(cfg: &Config, skb: u64, extra: &Extra) -> (u64, u32) 
 
 /// What an event says about the packet and where it is, read from the live
 /// `sk_buff`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Snapshot {
     track_id: u64,
     filter: u32,
@@ -156,23 +156,21 @@ pub struct Snapshot {
     ifname: [u8; 16],
 }
 
+/// Fills `snap` (a stack variable, or a frame in a map) in place.
 #[inline(always)]
-unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: Tracked, hdr: Headers) -> Snapshot {
+unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, hdr: &Headers, snap: &mut Snapshot) {
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, extra) };
-    let mut snap = Snapshot {
-        track_id: tracked.track_id,
-        filter: tracked.filter,
-        hdr,
-        netns,
-        ifindex: unsafe { read::<u32>(dev, o.dev_ifindex) },
-        len: unsafe { read::<u32>(skb, o.skb_len) },
-        ifname: [0; 16],
-    };
+    snap.track_id = tracked.track_id;
+    snap.filter = tracked.filter;
+    snap.hdr = *hdr;
+    snap.netns = netns;
+    snap.ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
+    snap.len = unsafe { read::<u32>(skb, o.skb_len) };
+    snap.ifname = [0; 16];
     if dev != 0 {
         unsafe { probe::read_into(dev + o.dev_name as u64, &mut snap.ifname) };
     }
-    snap
 }
 
 /// Records a hop of `skb` when it is a packet we follow (`known`: already
@@ -201,7 +199,8 @@ unsafe fn record<C: EbpfContext>(
     if terminal && TRACKED.remove(skb).is_ok() {
         bump(counter::UNTRACKED);
     }
-    let snap = unsafe { snapshot(cfg, skb, &extra, tracked, hdr) };
+    let mut snap = Snapshot::default();
+    unsafe { snapshot(cfg, skb, &extra, &tracked, &hdr, &mut snap) };
     unsafe { emit(ctx, cfg, skb, &extra, &snap) }
 }
 
@@ -353,13 +352,13 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     let stack = unsafe { &mut *stack };
     let depth = stack.depth;
     // A lost kretprobe would leave a frame behind for good; start over.
-    if depth as usize >= NF_DEPTH {
+    if depth >= NF_DEPTH as u64 {
         stack.depth = 0;
         bump(counter::NF_STACK_RESET);
         return 0;
     }
     stack.depth = depth + 1;
-    let Some(frame) = stack.frames.get_mut(depth as usize) else {
+    let Some(frame) = stack.frames.get_mut(depth as usize & (NF_DEPTH - 1)) else {
         return 0;
     };
     frame.skb = skb;
@@ -385,7 +384,7 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
         };
         extra.state_net = read::<u64>(state, o.hook_state_net);
         extra.ts_ns = bpf_ktime_get_ns();
-        frame.snap = snapshot(cfg, skb, &extra, tracked, hdr);
+        snapshot(cfg, skb, &extra, &tracked, &hdr, &mut frame.snap);
     }
     frame.extra = extra;
     frame.followed = 1;
@@ -401,10 +400,12 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
         return 0;
     };
     let stack = unsafe { &mut *stack };
-    let Some(depth) = stack.depth.checked_sub(1) else {
+    let depth = stack.depth;
+    if depth == 0 || depth > NF_DEPTH as u64 {
         return 0;
-    };
-    let Some(frame) = stack.frames.get(depth as usize) else {
+    }
+    let depth = depth - 1;
+    let Some(frame) = stack.frames.get_mut(depth as usize & (NF_DEPTH - 1)) else {
         return 0;
     };
     if skb.is_some_and(|s| s != frame.skb) {
@@ -416,19 +417,19 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
         return 0;
     }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let mut extra = frame.extra;
-    extra.retval = retval;
-    extra.verdict = match retval {
+    // The frame lives in the map: it is updated in place, not copied to
+    // the (small) BPF stack.
+    frame.extra.retval = retval;
+    frame.extra.verdict = match retval {
         1 => verdict::ACCEPT,
         0 => verdict::STOLEN,
         _ => verdict::DROP,
     };
-    let mut snap = frame.snap;
     // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
     if retval == 1 {
-        snap.hdr = unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader) };
+        frame.snap.hdr = unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader) };
     }
-    unsafe { emit(ctx, cfg, frame.skb, &extra, &snap) }
+    unsafe { emit(ctx, cfg, frame.skb, &frame.extra, &frame.snap) }
 }
 
 #[fentry(function = "nf_hook_slow")]

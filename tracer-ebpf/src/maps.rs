@@ -18,8 +18,11 @@ pub static TRACKED: LruHashMap<u64, Tracked> = LruHashMap::with_max_entries(1638
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// `nf_hook_slow` calls in progress on one CPU, innermost last.
+/// `nf_hook_slow` calls in progress on one CPU, innermost last. A power of
+/// two: indices are masked with `NF_DEPTH - 1`, which older verifiers can
+/// bound where they lose track of a subtraction.
 pub const NF_DEPTH: usize = 4;
+const _: () = assert!(NF_DEPTH.is_power_of_two());
 
 #[derive(Clone, Copy)]
 pub struct NfFrame {
@@ -31,7 +34,7 @@ pub struct NfFrame {
 }
 
 pub struct NfStack {
-    pub depth: u32,
+    pub depth: u64,
     pub frames: [NfFrame; NF_DEPTH],
 }
 
