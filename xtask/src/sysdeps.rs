@@ -37,6 +37,9 @@ pub const TEST: &[Need] = &[
     need("kmod", "modprobe", "kernel modules"),
     need("man-db", "man", "the installed man page"),
     need("dpkg", "dpkg-deb", "the .deb"),
+    need("podman", "podman", "the Podman engine test"),
+    // Podman's runtime there: crun refuses the machine's hybrid cgroups.
+    need("runc", "runc", "Podman's runtime"),
 ];
 
 /// What `cargo xtask dist` runs.
