@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: finding the `pathtrace` binary,
 //! running it against a lab, and reading its JSON Lines.
-pub mod topo;
+pub use lab::topo;
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
@@ -35,10 +35,10 @@ pub fn tier_sees_hooks() -> bool {
 
 /// The Docker the lab uses: real unless `PATHTRACE_TEST_DOCKER=emulated`
 /// (the VM harness: a real dockerd hangs under software emulation).
-pub fn docker_mode() -> tracer::lab::DockerMode {
+pub fn docker_mode() -> lab::DockerMode {
     match std::env::var("PATHTRACE_TEST_DOCKER").as_deref() {
-        Ok("emulated") => tracer::lab::DockerMode::Emulated,
-        _ => tracer::lab::DockerMode::Real,
+        Ok("emulated") => lab::DockerMode::Emulated,
+        _ => lab::DockerMode::Real,
     }
 }
 
@@ -53,18 +53,13 @@ pub fn limit(secs: u64) -> Duration {
     Duration::from_secs_f64(secs as f64 * scale)
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use lab::is_root;
 
-/// Returns false, loudly, when the test can't run here.
+/// The root gate ([`lab::require_root`]): fails the test without root, so it
+/// never passes by skipping. Returns true for the existing call sites.
 pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("\n*** SKIPPED {test}: needs root (real eBPF, namespaces, Docker) ***\n");
-    false
+    lab::require_root(test);
+    true
 }
 
 /// A running `pathtrace` whose stdout is collected until it exits.
@@ -194,22 +189,22 @@ pub fn hops_of<'a>(recs: &'a [Value], packet: &Value) -> Vec<&'a Value> {
 }
 
 /// A lab of the incident with `block`, with the Docker of [`docker_mode`].
-pub fn docker_lab(prefix: &str, block: tracer::lab::Block) -> tracer::lab::Lab {
-    lab_with(tracer::lab::LabConfig {
+pub fn docker_lab(prefix: &str, block: lab::Block) -> lab::Lab {
+    lab_with(lab::LabConfig {
         block,
         docker: docker_mode(),
-        ..tracer::lab::LabConfig::with_prefix(prefix)
+        ..lab::LabConfig::with_prefix(prefix)
     })
 }
 
-pub fn lab_with(cfg: tracer::lab::LabConfig) -> tracer::lab::Lab {
+pub fn lab_with(cfg: lab::LabConfig) -> lab::Lab {
     let mode = cfg.docker;
-    let lab = tracer::lab::Lab::start(cfg)
+    let lab = lab::Lab::start(cfg)
         .unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));
-    if mode != tracer::lab::DockerMode::Auto {
+    if mode != lab::DockerMode::Auto {
         assert_eq!(
             lab.docker_is_real(),
-            mode == tracer::lab::DockerMode::Real,
+            mode == lab::DockerMode::Real,
             "lab Docker mode"
         );
     }
@@ -224,7 +219,7 @@ pub fn netns_inode(name: &str) -> u64 {
 }
 
 /// One TCP connection attempt to the published port, bounded to 1.5 s.
-pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome {
+pub fn connect(lab: &lab::Lab, from: &str) -> lab::ProbeOutcome {
     let host = std::net::IpAddr::V4(lab.addrs.host);
     lab.tcp_connect(
         from,
@@ -236,7 +231,7 @@ pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome 
 
 /// Traces `--src SRC --dport 8092` while `probe_from` connects once.
 pub fn trace(
-    lab: &tracer::lab::Lab,
+    lab: &lab::Lab,
     src: std::net::IpAddr,
     probe_from: &str,
     extra: &[&str],

@@ -3,9 +3,9 @@
 //! emulated one; and nothing of pathtrace's left in any namespace after.
 use std::{net::IpAddr, process::Command, time::Duration};
 
+use lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, require_root, trace, Running};
 use serde_json::Value;
-use tracer::lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 
 fn legacy_lab(prefix: &str, block: Block) -> Lab {
     lab_with(LabConfig {

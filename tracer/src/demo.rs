@@ -1,6 +1,7 @@
 //! `pathtrace demo`: the incident, rebuilt in namespaces and traced.
 use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
+use lab::{Block, DockerMode, Lab, LabConfig};
 use tokio::sync::{oneshot, Notify};
 
 use crate::{
@@ -8,7 +9,6 @@ use crate::{
     compare::CompareSink,
     error::Error,
     filter::{FlowFilter, Proto},
-    lab::{Block, DockerMode, Lab, LabConfig},
     loader::LoadOptions,
     ruletrace::NetnsTarget,
     session::{self, TraceOptions},

@@ -8,7 +8,6 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod kernel;
-pub mod lab;
 pub mod loader;
 pub mod names;
 pub mod netfilter;

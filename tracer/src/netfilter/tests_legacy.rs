@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::legacy_rules::{self, parse_save, split_args, verdict_of_rule};
 use super::netlink;
 use super::nflog::{self, TracePrefix};
-use super::testnet::{skip_unless_root, wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
 
 const PORT: u16 = 8092;
@@ -146,9 +146,7 @@ fn filter() -> Vec<TraceFilter> {
 
 #[test]
 fn legacy_rule_drop_is_named() {
-    if skip_unless_root("legacy_rule_drop_is_named") {
-        return;
-    }
+    lab::require_root("legacy_rule_drop_is_named");
     let lab = Lab::new("legacy");
     lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
@@ -206,9 +204,7 @@ fn legacy_rule_drop_is_named() {
 
 #[test]
 fn legacy_policy_drop() {
-    if skip_unless_root("legacy_policy_drop") {
-        return;
-    }
+    lab::require_root("legacy_policy_drop");
     let lab = Lab::new("legpol");
     lab.in_b("iptables-legacy -P INPUT DROP");
     let mut t = LegacyTracer::start(Some(&lab.path_b()), &filter()).expect("start");
@@ -225,9 +221,7 @@ fn legacy_policy_drop() {
 
 #[test]
 fn legacy_sweep_removes_rules_of_dead_processes() {
-    if skip_unless_root("legacy_sweep_removes_rules_of_dead_processes") {
-        return;
-    }
+    lab::require_root("legacy_sweep_removes_rules_of_dead_processes");
     let lab = Lab::new("legsweep");
     let mut dead = std::process::Command::new("true").spawn().expect("spawn");
     let dead_pid = dead.id();
@@ -252,9 +246,7 @@ fn legacy_sweep_removes_rules_of_dead_processes() {
 #[test]
 #[ignore]
 fn capture_nflog_fixture() {
-    if skip_unless_root("capture_nflog_fixture") {
-        return;
-    }
+    lab::require_root("capture_nflog_fixture");
     let lab = Lab::new("legcap");
     lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");

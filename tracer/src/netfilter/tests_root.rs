@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::testnet::{collect, skip_unless_root, wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{collect, wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
 
 const PORT: u16 = 8092;
@@ -29,9 +29,7 @@ fn has_pathtrace(lab: &Lab) -> bool {
 
 #[test]
 fn iptables_nft_rule_drop_is_named() {
-    if skip_unless_root("iptables_nft_rule_drop_is_named") {
-        return;
-    }
+    lab::require_root("iptables_nft_rule_drop_is_named");
     let lab = Lab::new("rule");
     lab.in_b("iptables-nft -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
@@ -99,9 +97,7 @@ fn iptables_nft_rule_drop_is_named() {
 
 #[test]
 fn policy_drop_is_reported_as_policy() {
-    if skip_unless_root("policy_drop_is_reported_as_policy") {
-        return;
-    }
+    lab::require_root("policy_drop_is_reported_as_policy");
     let lab = Lab::new("policy");
     lab.in_b("iptables-nft -P INPUT DROP");
     let mut t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
@@ -121,9 +117,7 @@ fn policy_drop_is_reported_as_policy() {
 
 #[test]
 fn native_nft_rule_gets_nft_text() {
-    if skip_unless_root("native_nft_rule_gets_nft_text") {
-        return;
-    }
+    lab::require_root("native_nft_rule_gets_nft_text");
     let lab = Lab::new("native");
     lab.in_b("nft add table inet fw && nft add chain inet fw input \"{ type filter hook input priority 0; }\" && nft add rule inet fw input udp dport 53 accept && nft add rule inet fw input tcp dport 8092 counter drop");
     let filters = [TraceFilter {
@@ -156,9 +150,7 @@ fn native_nft_rule_gets_nft_text() {
 
 #[test]
 fn table_dies_with_a_killed_process() {
-    if skip_unless_root("table_dies_with_a_killed_process") {
-        return;
-    }
+    lab::require_root("table_dies_with_a_killed_process");
     let lab = Lab::new("kill");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe)
@@ -203,9 +195,7 @@ fn child_holds_a_tracer() {
 
 #[test]
 fn leftovers_are_swept_and_names_do_not_clash() {
-    if skip_unless_root("leftovers_are_swept_and_names_do_not_clash") {
-        return;
-    }
+    lab::require_root("leftovers_are_swept_and_names_do_not_clash");
     let lab = Lab::new("sweep");
     lab.in_b("nft add table inet pathtrace && nft add table ip pathtrace-12 && nft add table inet pathtraceX");
     assert_eq!(sweep_leftovers(Some(&lab.path_b())).expect("sweep"), 2);
@@ -226,9 +216,7 @@ fn leftovers_are_swept_and_names_do_not_clash() {
 
 #[test]
 fn works_under_tokio_async_fd() {
-    if skip_unless_root("works_under_tokio_async_fd") {
-        return;
-    }
+    lab::require_root("works_under_tokio_async_fd");
     use tokio::io::{unix::AsyncFd, Interest};
     let lab = Lab::new("tokio");
     lab.in_b("iptables-nft -A INPUT -p tcp --dport 8092 -j DROP");
@@ -266,9 +254,7 @@ fn works_under_tokio_async_fd() {
 #[test]
 #[ignore]
 fn capture_trace_fixtures() {
-    if skip_unless_root("capture_trace_fixtures") {
-        return;
-    }
+    lab::require_root("capture_trace_fixtures");
     let lab = Lab::new("capture");
     lab.in_b("iptables-nft -N CHK && iptables-nft -A CHK -p udp -j ACCEPT && iptables-nft -A INPUT -j CHK");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");

@@ -3,12 +3,10 @@
 //! each endpoint on a thread that has `setns`ed into its lab namespace.
 //! Every loop stops by itself after its duration (and a packet/byte cap).
 use std::{
-    fs::File,
     io::{ErrorKind, Read, Write},
     mem,
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd, RawFd},
-    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc,
@@ -19,8 +17,6 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Where `ip netns` keeps named namespaces.
-const NETNS_DIR: &str = "/run/netns";
 /// UDP payload bytes: 74-byte frames on the wire.
 pub const UDP_PAYLOAD: usize = 32;
 /// Datagrams per sendmmsg/recvmmsg call.
@@ -50,25 +46,14 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    let path = Path::new(NETNS_DIR).join(ns);
+    let ns = ns.to_string();
     thread::Builder::new()
         .name(what.to_string())
         .spawn(move || {
-            enter(&path)?;
+            lab::enter_netns(&ns)?;
             f()
         })
         .with_context(|| format!("spawning the {what} thread"))
-}
-
-fn enter(path: &PathBuf) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: setns(2) on a valid namespace fd; CLONE_NEWNET moves only this thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("setns({}, CLONE_NEWNET)", path.display()));
-    }
-    Ok(())
 }
 
 fn join<T>(h: JoinHandle<Result<T>>, what: &str) -> Result<T> {

@@ -16,7 +16,7 @@ use super::error::LabError;
 pub(crate) const NETNS_DIR: &str = "/run/netns";
 
 /// The path of a namespace: a name under /run/netns, or an absolute path as given.
-pub(crate) fn ns_path(ns: &str) -> PathBuf {
+pub fn ns_path(ns: &str) -> PathBuf {
     if ns.starts_with('/') {
         PathBuf::from(ns)
     } else {
@@ -67,7 +67,7 @@ pub(crate) fn ip(ns: &str, args: &[&str]) -> Result<(), LabError> {
 /// Runs `f` on a fresh thread that has joined the network namespace `ns` (a name or a
 /// path). Only that thread changes namespace. Gives up waiting after `limit` and
 /// returns `Err(None)` (the thread is then left to finish on its own).
-pub(crate) fn in_netns<T, F>(ns: &str, limit: Duration, f: F) -> Result<T, Option<LabError>>
+pub fn in_netns<T, F>(ns: &str, limit: Duration, f: F) -> Result<T, Option<LabError>>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -90,7 +90,12 @@ where
     }
 }
 
-/// Moves the calling thread into the network namespace at `path`.
+/// Moves the calling thread into the network namespace `ns` (a name under
+/// /run/netns or a path). Only call it on a thread of its own: it stays there.
+pub fn enter_netns(ns: &str) -> Result<(), LabError> {
+    enter(&ns_path(ns))
+}
+
 fn enter(path: &Path) -> Result<(), LabError> {
     let file = File::open(path).map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
     // SAFETY: setns on a valid fd; CLONE_NEWNET only affects the calling thread.

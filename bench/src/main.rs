@@ -32,8 +32,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use lab::{Block, DockerMode, Lab, LabConfig};
 use serde::Serialize;
-use tracer::lab::{Block, DockerMode, Lab, LabConfig};
 
 use crate::{
     bpf::{MapInfo, ProgFd},

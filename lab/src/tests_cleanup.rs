@@ -3,14 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::tests::{check_scenarios, needs_root};
+use super::tests::check_scenarios;
 use super::*;
 
 #[test]
 fn lab_cleans_up_after_panic() {
-    if needs_root() {
-        return;
-    }
+    crate::require_root("lab_cleans_up_after_panic");
     let result = std::thread::spawn(|| {
         let lab = Lab::start(LabConfig::with_prefix("tp")).expect("lab starts");
         assert!(netns::exists(&lab.names().dock));
@@ -37,14 +35,12 @@ fn lab_helper_start_and_wait() {
 
 #[test]
 fn lab_sweep_after_kill() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    crate::require_root("lab_sweep_after_kill");
     let exe = std::env::current_exe().map_err(|e| LabError::io("current_exe", e))?;
     let mut child = std::process::Command::new(exe)
         .args([
             "--exact",
-            "lab::tests_cleanup::lab_helper_start_and_wait",
+            "tests_cleanup::lab_helper_start_and_wait",
             "--ignored",
         ])
         .env("PT_LAB_HELPER_PREFIX", "tk")
@@ -96,9 +92,7 @@ fn shell(cmd: &str) -> String {
 #[test]
 #[ignore]
 fn lab_manual_check() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    crate::require_root("lab_manual_check");
     // Only what a lab could leave (other people's namespaces may come and go meanwhile).
     let snapshot = "ip netns list | grep -E '^pt-'; ps -eo pid,stat,comm | grep -E ' (dockerd|containerd)'; \
                     grep -E 'pathtrace|netns/pt-' /proc/self/mountinfo; \

@@ -12,8 +12,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use lab::Lab;
 use serde::Serialize;
-use tracer::lab::Lab;
 
 use crate::children::{self, Proc};
 

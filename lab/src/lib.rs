@@ -1,4 +1,8 @@
-//! Namespace labs used by `pathtrace demo` and by the integration tests.
+//! Namespace labs used by `pathtrace demo`, the benchmark and the tests.
+//!
+//! Also owns the small test topologies ([`topo`]), the one helper that runs code
+//! inside a network namespace ([`in_netns`]) and the one root gate for tests
+//! ([`require_root`]).
 //!
 //! A lab reproduces the incident: a LAN (`{p}-lan`, bridge `br0`, 192.0.2.0/24) with a
 //! client (`{p}-client`, 192.0.2.9), another machine (`{p}-other`, 192.0.2.134) and a
@@ -7,9 +11,9 @@
 //! client can be blocked on the Docker host the way the incident's host was.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), tracer::lab::LabError> {
+//! # fn main() -> Result<(), lab::LabError> {
 //! use std::time::Duration;
-//! use tracer::lab::{Block, Lab, LabConfig, ProbeOutcome};
+//! use lab::{Block, Lab, LabConfig, ProbeOutcome};
 //!
 //! let mut lab = Lab::start(LabConfig { block: Block::Drop, ..LabConfig::with_prefix("pt") })?;
 //! let a = lab.addrs().clone();
@@ -32,12 +36,14 @@ mod docker;
 mod emulated;
 mod error;
 mod firewall;
+mod gate;
 mod host;
 mod instance;
 mod mounts;
 mod netns;
 mod probe;
 mod procs;
+pub mod topo;
 mod web;
 
 #[cfg(test)]
@@ -53,5 +59,7 @@ pub use config::{
     PUBLISHED_PORT, STATE_ROOT,
 };
 pub use error::LabError;
+pub use gate::{is_root, require_root};
 pub use instance::Lab;
+pub use netns::{enter_netns, in_netns, ns_path};
 pub use probe::{http_get, tcp_connect, ProbeOutcome};

@@ -1,6 +1,6 @@
 //! Root-only lab tests: the incident's scenarios in every mode. Without root they
-//! print "SKIPPED: needs root" and pass.
-//! Run: `cargo test -p tracer --lib lab -- --test-threads=1 --nocapture`
+//! fail, naming what they need.
+//! Run: `cargo test -p lab --lib -- --test-threads=1 --nocapture`
 //! (and the `#[ignore]`d `lab_manual_check` with `--ignored`).
 
 use std::net::IpAddr;
@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 use super::*;
 
 pub(super) const PROBE: Duration = Duration::from_secs(2);
-
-pub(super) fn needs_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n********** SKIPPED: needs root (lab tests create namespaces) **********\n");
-        return true;
-    }
-    false
-}
 
 pub(super) fn host(lab: &Lab) -> IpAddr {
     IpAddr::V4(lab.addrs().host)
@@ -129,9 +120,7 @@ pub(super) fn run_lab(config: LabConfig) -> Result<bool, LabError> {
 
 #[test]
 fn lab_real_docker_nft() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_real_docker_nft");
     let real = run_lab(LabConfig {
         docker: DockerMode::Real,
         ..LabConfig::with_prefix("tr")
@@ -142,9 +131,7 @@ fn lab_real_docker_nft() -> Result<(), LabError> {
 
 #[test]
 fn lab_real_docker_legacy() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_real_docker_legacy");
     let real = run_lab(LabConfig {
         docker: DockerMode::Real,
         firewall: Firewall::Legacy,
@@ -156,9 +143,7 @@ fn lab_real_docker_legacy() -> Result<(), LabError> {
 
 #[test]
 fn lab_emulated_nft() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_emulated_nft");
     let real = run_lab(LabConfig {
         docker: DockerMode::Emulated,
         ..LabConfig::with_prefix("te")
@@ -169,9 +154,7 @@ fn lab_emulated_nft() -> Result<(), LabError> {
 
 #[test]
 fn lab_emulated_legacy() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_emulated_legacy");
     let real = run_lab(LabConfig {
         docker: DockerMode::Emulated,
         firewall: Firewall::Legacy,
@@ -191,9 +174,7 @@ fn lab_is_send_and_sync() {
 /// after dockerd is up and the image is imported), after removing what dockerd left.
 #[test]
 fn lab_auto_falls_back_to_emulation() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_auto_falls_back_to_emulation");
     instance::FAIL_REAL_AFTER_IMAGE.with(|f| f.set(true));
     let started = Lab::start(LabConfig {
         block: Block::Drop,
@@ -223,9 +204,7 @@ fn lab_auto_falls_back_to_emulation() -> Result<(), LabError> {
 
 #[test]
 fn lab_listener_false_at_start() -> Result<(), LabError> {
-    if needs_root() {
-        return Ok(());
-    }
+    require_root("lab_listener_false_at_start");
     let mut lab = Lab::start(LabConfig {
         listener: false,
         ..LabConfig::with_prefix("tn")
