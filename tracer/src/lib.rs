@@ -1,14 +1,12 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
-pub mod compare;
-pub mod demo;
+pub mod cmd;
 pub mod diagnose;
-pub mod drops;
 pub mod error;
 pub mod events;
-pub mod filter;
 pub mod kernel;
 pub mod loader;
+pub mod model;
 pub mod names;
 pub mod netfilter;
 pub mod privileges;

@@ -70,7 +70,7 @@ pub use dump::sweep_leftovers;
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
 pub use table::{RuleTracer, TABLE_NAME};
-pub use trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind, Tuple};
+pub use trace::{tuple_from_headers, TraceEvent, TraceKind};
 
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;

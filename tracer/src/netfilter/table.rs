@@ -55,7 +55,7 @@ type ChainHooks = (HashMap<String, Option<u8>>, Instant);
 /// What the first event of a packet's chain walk told about the packet.
 #[derive(Debug)]
 struct Packet {
-    tuple: Option<super::Tuple>,
+    tuple: Option<crate::model::Tuple>,
     iif: Option<u32>,
     oif: Option<u32>,
     mark: Option<u32>,

@@ -9,6 +9,7 @@ use super::netlink;
 use super::nflog::{self, TracePrefix};
 use super::testnet::{wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
+use crate::model::Verdict;
 
 const PORT: u16 = 8092;
 
@@ -48,7 +49,10 @@ fn decodes_captured_nflog_trace() {
     assert_eq!(pkt.hook, Some(1));
     assert!(pkt.iif.is_some());
     let t = tuple_from_headers(&pkt.payload, &[]).expect("tuple");
-    assert_eq!((t.0, t.1, t.3, t.4), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    assert_eq!(
+        (t.saddr, t.daddr, t.dport, t.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     let raw = netlink::messages(super::fixtures::NFLOG_RAW_POLICY);
     let (_, a) = raw.first().and_then(|m| m.nf()).expect("nfgenmsg");
     let pkt2 = nflog::decode_packet(a);
@@ -79,19 +83,19 @@ fn save_parsing_and_verdicts() {
     let input = &t.rules["INPUT"];
     assert_eq!(
         verdict_of_rule(&input[0], &t.user_chains),
-        NfVerdict::Jump("CHK".into())
+        Verdict::Jump("CHK".into())
     );
     assert_eq!(
         verdict_of_rule(&input[1], &t.user_chains),
-        NfVerdict::Goto("CHK".into())
+        Verdict::Goto("CHK".into())
     );
     assert_eq!(
         verdict_of_rule(&input[2], &t.user_chains),
-        NfVerdict::Continue
+        Verdict::Continue
     );
     assert_eq!(
         verdict_of_rule(&t.rules["CHK"][0], &t.user_chains),
-        NfVerdict::Drop
+        Verdict::Drop
     );
     assert_eq!(
         split_args("-A X -m comment --comment \"a b\" -j Y")[5],
@@ -165,7 +169,7 @@ fn legacy_rule_drop_is_named() {
     );
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     for e in &evs {
         eprintln!(
@@ -177,7 +181,7 @@ fn legacy_rule_drop_is_named() {
         .iter()
         .find(|e| e.table == "filter" && e.chain == "INPUT" && e.kind == TraceKind::Rule)
         .expect("a rule event in filter INPUT");
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.hook, Some(1));
     let info = ev.rule.as_ref().expect("rule info");
     assert_eq!(info.index, 2);
@@ -187,8 +191,11 @@ fn legacy_rule_drop_is_named() {
         "{}",
         info.text
     );
-    let (s, d, _, dp, proto) = ev.tuple.expect("tuple");
-    assert_eq!((s, d, dp, proto), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    let tu = ev.tuple.expect("tuple");
+    assert_eq!(
+        (tu.saddr, tu.daddr, tu.dport, tu.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     assert!(evs
         .iter()
         .all(|e| e.rule.as_ref().is_none_or(|r| !r.text.contains(&comment))));
@@ -215,7 +222,7 @@ fn legacy_policy_drop() {
     assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
     assert_eq!(
         (ev.verdict.clone(), ev.policy),
-        (Some(NfVerdict::Drop), Some(0))
+        (Some(Verdict::Drop), Some(0))
     );
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::testnet::{collect, wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
+use crate::model::Verdict;
 
 const PORT: u16 = 8092;
 
@@ -46,7 +47,7 @@ fn iptables_nft_rule_drop_is_named() {
     );
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, Duration::from_secs(3), |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     for e in &evs {
         eprintln!(
@@ -64,11 +65,14 @@ fn iptables_nft_rule_drop_is_named() {
         .iter()
         .find(|e| e.table == "filter" && e.chain == "INPUT" && e.kind == TraceKind::Rule)
         .expect("a rule event in filter INPUT");
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.family, NFPROTO_IPV4);
     assert_eq!(ev.hook, Some(1), "INPUT is on the input hook");
-    let (s, d, _sp, dp, proto) = ev.tuple.expect("tuple");
-    assert_eq!((s, d, dp, proto), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    let tu = ev.tuple.expect("tuple");
+    assert_eq!(
+        (tu.saddr, tu.daddr, tu.dport, tu.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     assert!(ev.iif.is_some());
     let mut book = RuleBook::new(Some(&lab.path_b()));
     let info = book
@@ -110,7 +114,7 @@ fn policy_drop_is_reported_as_policy() {
         .find(|e| e.kind == TraceKind::Policy)
         .expect("a policy event");
     assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.policy, Some(0));
     assert_eq!(ev.rule_handle, None);
 }
@@ -130,7 +134,7 @@ fn native_nft_rule_gets_nft_text() {
     let mut t = RuleTracer::start(Some(&lab.path_b()), &filters).expect("start");
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, Duration::from_secs(3), |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     let mut ev = evs
         .iter()
@@ -227,7 +231,8 @@ fn works_under_tokio_async_fd() {
     let found = rt.block_on(async {
         let t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
         // SAFETY: the trace socket stays open, with the same fd, as long as the tracer.
-        let mut afd = unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
+        let mut afd =
+            unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
         // Blocks this thread for the 1 s connect; the events wait in the socket.
         lab.syn_a_to_b(PORT);
         let deadline = tokio::time::sleep(Duration::from_secs(3));
@@ -239,7 +244,7 @@ fn works_under_tokio_async_fd() {
                     let mut guard = guard.expect("readable");
                     let evs = guard.get_inner_mut().read_pending().expect("read");
                     guard.clear_ready();
-                    if evs.iter().any(|e| e.verdict == Some(NfVerdict::Drop) && e.chain == "INPUT") {
+                    if evs.iter().any(|e| e.verdict == Some(Verdict::Drop) && e.chain == "INPUT") {
                         return true;
                     }
                 }

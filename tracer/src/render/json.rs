@@ -30,7 +30,7 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Value {
     obj.insert("ifindex".into(), json!(hop.ifindex));
     obj.insert("kind".into(), json!(hop.kind.as_str()));
     obj.insert("hook".into(), json!(hop.hook.map(|h| h.as_str())));
-    obj.insert("verdict".into(), json!(hop.verdict.map(|v| v.as_str())));
+    obj.insert("verdict".into(), json!(hop.verdict));
     obj.insert("reason".into(), json!(view.reason(hop)));
     obj.insert("location".into(), json!(view.location(hop)));
     tuple_fields(&mut obj, Some(hop));

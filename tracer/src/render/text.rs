@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use super::{Stats, View};
 use crate::diagnose::{Diagnosis, Outcomes};
 use crate::{
-    events::{Hop, HopKind, RuleHit, Tuple, Verdict},
+    events::{Hop, HopKind, RuleHit},
+    model::{Tuple, Verdict},
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
@@ -91,10 +92,10 @@ fn rule_detail(r: &RuleHit, style: Style) -> String {
         .hook
         .map(|h| format!("{} ", h.as_str()))
         .unwrap_or_default();
-    let verdict = match r.verdict.as_str() {
-        "DROP" => style.red("DROP"),
-        "ACCEPT" => style.green("ACCEPT"),
-        v => v.to_owned(),
+    let verdict = match r.verdict {
+        Verdict::Drop => style.red("DROP"),
+        Verdict::Accept => style.green("ACCEPT"),
+        ref v => v.to_string(),
     };
     let what = if r.policy {
         "policy".to_owned()
@@ -122,9 +123,9 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
     if let Some(h) = hop.hook {
         d.push_str(h.as_str());
     }
-    match hop.verdict {
+    match &hop.verdict {
         Some(Verdict::Accept) => d.push_str(&format!(" {}", style.green("ACCEPT"))),
-        Some(v) => d.push_str(&format!(" {}", style.red(v.as_str()))),
+        Some(v) => d.push_str(&format!(" {}", style.red(&v.to_string()))),
         None => {}
     }
     if let Some(r) = view.reason(hop) {

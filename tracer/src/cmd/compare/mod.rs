@@ -87,3 +87,22 @@ impl<W: Write> PacketSink for CompareSink<'_, W> {
         self.out.flush()
     }
 }
+
+/// `pathtrace compare`: two flows side by side.
+pub fn run(args: &crate::cli::CompareArgs) -> Result<(), crate::error::Error> {
+    use crate::error::Error;
+    let flows = args.flows().map_err(Error::Usage)?;
+    let labels = [flows[0].to_string(), flows[1].to_string()];
+    let opts = super::trace::run_options(&args.run, flows.to_vec())?;
+    crate::privileges::check().map_err(Error::Privileges)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut sink = CompareSink::new(&mut out, opts.json, opts.color, labels, opts.count);
+    super::runtime()?
+        .block_on(crate::session::run(
+            &opts,
+            &mut sink,
+            std::sync::Arc::default(),
+            None,
+        ))
+        .map(|_| ())
+}

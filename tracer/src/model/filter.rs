@@ -142,7 +142,7 @@ impl FlowFilter {
     }
 
     /// Whether a packet with this tuple matches, in the forward direction.
-    pub fn matches(&self, t: &crate::events::Tuple) -> bool {
+    pub fn matches(&self, t: &super::Tuple) -> bool {
         let within = |c: &Cidr, a: &std::net::IpAddr| match (c.addr, a) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
@@ -292,7 +292,7 @@ mod tests {
             dport: Some(8092),
             ..Default::default()
         };
-        let t = |s: &str, d: &str, dport| crate::events::Tuple {
+        let t = |s: &str, d: &str, dport| crate::model::Tuple {
             saddr: s.parse().expect("ip"),
             daddr: d.parse().expect("ip"),
             sport: 40000,

@@ -1,5 +1,8 @@
 //! Aligning two packet paths and finding where they part.
-use crate::events::{Hop, HopKind};
+use crate::{
+    events::{Hop, HopKind},
+    model::Verdict,
+};
 
 /// What makes two hops "the same step": where, what, and which rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -8,7 +11,7 @@ pub struct Step {
     pub ifname: String,
     pub kind: HopKind,
     pub hook: Option<&'static str>,
-    pub rule: Option<(String, String, Option<u32>, String)>,
+    pub rule: Option<(String, String, Option<u32>, Verdict)>,
 }
 
 impl Step {

@@ -6,10 +6,10 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::{
     cli::{DemoArgs, DockerChoice},
-    compare::CompareSink,
+    cmd::compare::CompareSink,
     error::Error,
-    filter::{FlowFilter, Proto},
     loader::LoadOptions,
+    model::{FlowFilter, Proto},
     ruletrace::NetnsTarget,
     session::{self, TraceOptions},
 };
@@ -28,7 +28,7 @@ pub fn lab_config(docker: DockerChoice) -> LabConfig {
 
 fn flow(src: IpAddr, dport: u16) -> FlowFilter {
     FlowFilter {
-        src: Some(crate::filter::Cidr {
+        src: Some(crate::model::Cidr {
             addr: src,
             prefix: if src.is_ipv4() { 32 } else { 128 },
         }),
@@ -37,6 +37,13 @@ fn flow(src: IpAddr, dport: u16) -> FlowFilter {
         both_directions: true,
         ..Default::default()
     }
+}
+
+/// `pathtrace demo`: the incident rebuilt in a lab, traced, then removed.
+pub fn run_blocking(args: &DemoArgs) -> Result<(), Error> {
+    crate::privileges::check().map_err(Error::Privileges)?;
+    let color = super::use_color(&args.output);
+    super::runtime()?.block_on(run(args, color))
 }
 
 pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {

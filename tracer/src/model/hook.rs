@@ -65,13 +65,13 @@ pub enum Family {
 }
 
 impl Family {
-    /// From `NFPROTO_*`: IPv4 = 2, ARP = 3, BRIDGE = 7, IPv6 = 10.
+    /// From `NFPROTO_*`.
     pub fn from_nfproto(raw: u8) -> Family {
-        match raw {
-            2 => Family::Ipv4,
-            3 => Family::Arp,
-            7 => Family::Bridge,
-            10 => Family::Ipv6,
+        match i32::from(raw) {
+            libc::NFPROTO_IPV4 => Family::Ipv4,
+            libc::NFPROTO_ARP => Family::Arp,
+            libc::NFPROTO_BRIDGE => Family::Bridge,
+            libc::NFPROTO_IPV6 => Family::Ipv6,
             _ => Family::Unknown,
         }
     }

@@ -40,7 +40,10 @@ fn step_text(h: &Hop, view: &mut View) -> String {
         (None, HopKind::NfHook) => format!(
             "nf_hook {} {}",
             h.hook.map(|k| k.as_str()).unwrap_or(""),
-            h.verdict.map(|v| v.as_str()).unwrap_or("")
+            h.verdict
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default()
         ),
         (None, k) => format!("{} {}", k.as_str(), h.ifname),
     };
