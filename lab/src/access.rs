@@ -8,28 +8,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::cmd::Cmd;
-use super::config::{Block, Firewall, LabAddrs, LabNames};
+use super::config::{Block, ContainerInfo, Firewall, LabAddrs, LabNames};
 use super::error::LabError;
 use super::firewall::{self, block_rules, change_args};
 use super::instance::{Backend, Lab};
 use super::netns::{self, ns_path};
 use super::probe::{self, ProbeOutcome};
-
-/// The `web` container's network identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ContainerInfo {
-    /// Its namespace's name under /run/netns (`{p}-ctr`, attached from Docker's sandbox
-    /// in real mode).
-    pub netns: String,
-    /// Docker's sandbox path (`{exec-root}/netns/ID`), real mode only.
-    pub sandbox: Option<PathBuf>,
-    /// The namespace's inode (as BPF's `ns.inum` and /proc/PID/ns/net show it).
-    pub netns_inode: Option<u64>,
-    /// The host-side veth on docker0.
-    pub veth: Option<String>,
-    /// The container's init pid (real) or the emulated httpd's pid.
-    pub pid: Option<i32>,
-}
 
 /// A serialisable summary of a running lab.
 #[derive(Debug, Clone, Serialize)]

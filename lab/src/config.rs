@@ -231,3 +231,19 @@ impl Default for LabAddrs {
         }
     }
 }
+
+/// The `web` container's network identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    /// Its namespace's name under /run/netns (`{p}-ctr`, attached from Docker's sandbox
+    /// in real mode).
+    pub netns: String,
+    /// Docker's sandbox path (`{exec-root}/netns/ID`), real mode only.
+    pub sandbox: Option<PathBuf>,
+    /// The namespace's inode (as BPF's `ns.inum` and /proc/PID/ns/net show it).
+    pub netns_inode: Option<u64>,
+    /// The host-side veth on docker0.
+    pub veth: Option<String>,
+    /// The container's init pid (real) or the emulated httpd's pid.
+    pub pid: Option<i32>,
+}

@@ -10,11 +10,9 @@
 //! (`/etc/docker/key.json` is avoided with daemon.json's `deprecated-key-path`, and
 //! `/run/xtables.lock` with `XTABLES_LOCKFILE`, so neither is created.)
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -213,7 +211,7 @@ fn remove_recorded(path: &Path) -> Result<(), Keep> {
             return Err(Keep::InUse(format!("holds namespaces {names:?}")));
         }
         if mounts::is_mount_point(path) {
-            umount_detach(path).map_err(failed)?;
+            mounts::umount_detach(path).map_err(failed)?;
         }
         return fs::remove_dir(path).map_err(failed);
     }
@@ -231,18 +229,4 @@ fn remove_empty_tree(path: &Path) -> Result<(), String> {
         }
     }
     fs::remove_dir(path).map_err(|e| format!("rmdir {}: {e}", path.display()))
-}
-
-/// `umount2(path, MNT_DETACH)` (a lazy unmount, like `umount -l`), without running the
-/// `umount` binary (which would create /run/mount).
-pub(crate) fn umount_detach(path: &Path) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: a valid NUL-terminated path; umount2 doesn't keep the pointer.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }

@@ -5,10 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::access::ContainerInfo;
 use super::cleanup::{self, SweepReport};
 use super::cmd::Cmd;
-use super::config::{state_dir, validate_prefix, Block, DockerMode, LabAddrs, LabConfig, LabNames};
+use super::config::{
+    state_dir, validate_prefix, Block, ContainerInfo, DockerMode, LabAddrs, LabConfig, LabNames,
+};
 use super::docker::RealDocker;
 use super::emulated::Emulated;
 use super::error::LabError;

@@ -1,9 +1,9 @@
 //! /proc/self/mountinfo: the mounts under a lab's state dir, and cgroup hierarchies.
 
+use std::ffi::CString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use super::host::umount_detach;
 
 /// One line of mountinfo: mount point and file-system type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,20 @@ fn rmdir_cgroup(dir: &Path) -> std::io::Result<()> {
         }
     }
     fs::remove_dir(dir)
+}
+
+/// `umount2(path, MNT_DETACH)` (a lazy unmount, like `umount -l`), without running the
+/// `umount` binary (which would create /run/mount).
+pub(crate) fn umount_detach(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a valid NUL-terminated path; umount2 doesn't keep the pointer.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,29 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl RuleHit {
+    /// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
+    pub fn phrase(&self) -> String {
+        if self.policy {
+            return format!(
+                "the policy of chain {} in table {} ({})",
+                self.chain, self.table, self.verdict
+            );
+        }
+        let idx = self
+            .index
+            .map(|i| format!("rule {i}"))
+            .unwrap_or_else(|| "a rule".into());
+        let text = self
+            .text
+            .as_ref()
+            .map(|t| format!(": {t}"))
+            .unwrap_or_default();
+        format!(
+            "{idx} of chain {} in table {}{text}",
+            self.chain, self.table
+        )
+    }
+
     /// Whether this decision ended the packet.
     pub fn is_drop(&self) -> bool {
         self.verdict.is_drop()

@@ -3,9 +3,11 @@
 //! end, and published ports.
 mod docker;
 mod netns;
+mod view;
 
 pub use docker::{Container, DockerApi, Published};
 pub use netns::{in_netns, NetnsNames};
+pub use view::View;
 
 use std::collections::HashMap;
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
-use super::netlink::NlSocket;
 use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
+use super::socket::NlSocket;
 use super::trace::{packet_id, tuple_from_headers, TraceEvent, TraceKind};
 use super::{ns, NfError, RuleInfo, TraceFilter};
 use crate::model::Verdict;

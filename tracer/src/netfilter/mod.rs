@@ -67,9 +67,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use dump::sweep_leftovers;
+pub use dump::TABLE_NAME;
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
-pub use table::{RuleTracer, TABLE_NAME};
+pub use table::RuleTracer;
 pub use trace::{tuple_from_headers, TraceEvent, TraceKind};
 
 pub const NFPROTO_INET: u8 = 1;

@@ -1,7 +1,5 @@
 //! nfnetlink message framing: building requests, splitting replies.
 
-pub use super::socket::{BatchItem, NlSocket};
-
 pub const NFNL_SUBSYS_ULOG: u16 = 4;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;

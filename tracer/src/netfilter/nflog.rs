@@ -2,7 +2,8 @@
 //! iptables-legacy's TRACE target logs through it.
 
 use super::attrs::{self, AttrIter, AttrWriter};
-use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
+use super::netlink::{self, NFNL_SUBSYS_ULOG};
+use super::socket::NlSocket;
 use super::NfError;
 
 pub const NFULNL_MSG_PACKET: u16 = 0;

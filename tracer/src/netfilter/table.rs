@@ -7,15 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::attrs::AttrWriter;
 use super::dump::{self, *};
-use super::netlink::{
-    BatchItem, NlSocket, NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
-};
+use super::netlink::{NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use super::socket::{BatchItem, NlSocket};
 use super::trace::{trace_events, TraceEvent};
 use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
 
-/// Name of the table pathtrace creates (with `-<pid>` when another
-/// pathtrace in the same namespace already owns it).
-pub const TABLE_NAME: &str = "pathtrace";
 /// Priority of the chains: after defrag (-400), before raw (-300).
 pub const CHAIN_PRIORITY: i32 = -350;
 const NF_INET_PRE_ROUTING: u32 = 0;

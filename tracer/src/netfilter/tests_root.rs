@@ -264,7 +264,7 @@ fn capture_trace_fixtures() {
     lab.in_b("iptables-nft -N CHK && iptables-nft -A CHK -p udp -j ACCEPT && iptables-nft -A INPUT -j CHK");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
     let raw = ns::with_netns(Some(&lab.path_b()), || {
-        let s = netlink::NlSocket::open(true)?;
+        let s = super::socket::NlSocket::open(true)?;
         s.add_membership(netlink::NFNLGRP_NFTRACE)?;
         Ok(s)
     })

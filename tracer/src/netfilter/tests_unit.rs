@@ -168,8 +168,8 @@ fn verdict_codes() {
         Verdict::from_code(-4, Some("x".into())),
         Verdict::Goto("x".into())
     );
-    assert_eq!(Verdict::from_code(-5, None).to_string(), "return");
-    assert_eq!(Verdict::Jump("CHK".into()).to_string(), "jump CHK");
+    assert_eq!(Verdict::from_code(-5, None).to_string(), "RETURN");
+    assert_eq!(Verdict::Jump("CHK".into()).to_string(), "JUMP CHK");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! none changes meaning.
 use serde_json::{json, Map, Value};
 
-use super::{Stats, View};
+use super::Stats;
+use crate::names::View;
 use crate::{
     diagnose::{Outcomes, Report},
     events::Hop,

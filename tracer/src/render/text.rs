@@ -1,8 +1,9 @@
 //! One block per packet: a header line, one line per hop, and a fate line.
 use std::fmt::Write as _;
 
-use super::{Stats, View};
+use super::Stats;
 use crate::diagnose::{Diagnosis, Outcomes};
+use crate::names::View;
 use crate::{
     events::{Hop, HopKind, RuleHit},
     model::{Tuple, Verdict},
@@ -65,26 +66,6 @@ fn tcp_flags(f: u8) -> String {
         .filter(|(bit, _)| f & bit != 0)
         .map(|(_, c)| *c)
         .collect()
-}
-
-/// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
-pub fn rule_phrase(r: &RuleHit) -> String {
-    if r.policy {
-        return format!(
-            "the policy of chain {} in table {} ({})",
-            r.chain, r.table, r.verdict
-        );
-    }
-    let idx = r
-        .index
-        .map(|i| format!("rule {i}"))
-        .unwrap_or_else(|| "a rule".into());
-    let text = r
-        .text
-        .as_ref()
-        .map(|t| format!(": {t}"))
-        .unwrap_or_default();
-    format!("{idx} of chain {} in table {}{text}", r.chain, r.table)
 }
 
 fn rule_detail(r: &RuleHit, style: Style) -> String {
@@ -200,7 +181,7 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
                 .and_then(|h| view.reason(h))
                 .unwrap_or_else(|| "no reason given".into());
             let by = deciding_rule(p)
-                .map(|r| format!(" by {}", rule_phrase(r)))
+                .map(|r| format!(" by {}", r.phrase()))
                 .unwrap_or_default();
             style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
         }

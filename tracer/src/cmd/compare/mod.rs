@@ -10,7 +10,8 @@ pub use align::{align, divergence, Divergence, Row, Step};
 
 use crate::{
     diagnose::{Direction, Outcomes, Report},
-    render::{Stats, View},
+    names::View,
+    render::Stats,
     session::PacketSink,
     track::Packet,
 };

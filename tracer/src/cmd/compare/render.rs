@@ -5,7 +5,7 @@ use super::align::{align, divergence, Row, Step};
 use crate::{
     diagnose::Report,
     events::{Hop, HopKind},
-    render::{text::rule_phrase, View},
+    names::View,
     track::Packet,
 };
 
@@ -72,13 +72,13 @@ fn place_of(h: &Hop, view: &mut View) -> Value {
         "chain": h.rule.as_ref().map(|r| r.chain.clone()),
         "kind": h.kind.as_str(),
         "step": step_text(h, view),
-        "rule": h.rule.as_ref().map(|r| rule_phrase(r)),
+        "rule": h.rule.as_ref().map(|r| r.phrase()),
     })
 }
 
 fn verdict_line(h: &Hop, view: &mut View) -> String {
     match &h.rule {
-        Some(r) => format!("{} ({})", step_text(h, view), rule_phrase(r)),
+        Some(r) => format!("{} ({})", step_text(h, view), r.phrase()),
         None => step_text(h, view),
     }
 }

@@ -8,7 +8,8 @@ use crate::{
     error::Error,
     events::{decode, Hop},
     loader::{LoadOptions, Tracer},
-    render::{text::tuple, View},
+    names::View,
+    render::text::tuple,
     session::{enrich, view},
 };
 

@@ -8,7 +8,7 @@ use super::{deadline, DropsOptions};
 use crate::{
     error::Error,
     loader::{LoadOptions, Tracer},
-    render::View,
+    names::View,
     session::view,
 };
 

@@ -1,8 +1,8 @@
 //! Naming what a hop carries: drop reasons, kernel symbols, namespaces.
+use super::NetnsNames;
 use crate::{
     events::Hop,
     kernel::{drop_reason::DropReasons, kallsyms::Kallsyms},
-    names::NetnsNames,
 };
 
 pub struct View {
