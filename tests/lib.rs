@@ -169,11 +169,33 @@ impl Drop for Running {
     }
 }
 
-/// Parses JSON Lines, failing the test on any line that isn't JSON.
+/// The JSON Lines contract every `--json` record must meet.
+const SCHEMA: &str = include_str!("../docs/pathtrace.schema.json");
+
+fn schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value =
+            serde_json::from_str(SCHEMA).expect("docs/pathtrace.schema.json is JSON");
+        jsonschema::validator_for(&schema).expect("docs/pathtrace.schema.json compiles")
+    })
+}
+
+/// Parses JSON Lines, failing the test on any line that isn't JSON or that
+/// doesn't validate against `docs/pathtrace.schema.json`.
 pub fn records(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let errors: Vec<String> = schema().iter_errors(&v).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "record does not match the schema: {errors:?}\n{l}"
+            );
+            v
+        })
         .collect()
 }
 

@@ -4,7 +4,9 @@
 use std::{net::IpAddr, process::Command, time::Duration};
 
 use lab::{Block, DockerMode, Firewall, Lab, LabConfig};
-use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, require_root, trace, Running};
+use pathtrace_tests::{
+    docker_lab, hops_of, lab_with, of_type, records, require_root, trace, Running,
+};
 use serde_json::Value;
 
 fn legacy_lab(prefix: &str, block: Block) -> Lab {
@@ -194,8 +196,9 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
             !during.is_empty(),
             "pathtrace set up no rule tracing in {dock}"
         );
-        let (code, _) = run.stop();
+        let (code, lines) = run.stop();
         assert_eq!(code, 0);
+        records(&lines);
         assert_eq!(
             leftovers_in(Some(&dock)),
             Vec::<String>::new(),

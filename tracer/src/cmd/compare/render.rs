@@ -1,11 +1,11 @@
 //! The side-by-side view and the divergence verdict.
-use serde_json::{json, Value};
 
 use super::align::{align, divergence, Row, Step};
 use crate::{
     diagnose::Report,
     events::{Hop, HopKind},
     names::View,
+    render::records::{CompareFlow, CompareRecord, Divergence, Record},
     track::Packet,
 };
 
@@ -63,17 +63,19 @@ fn cell(s: &str) -> String {
 }
 
 /// Where two paths part: the netns, hook and chain of the first differing step.
-fn place_of(h: &Hop, view: &mut View) -> Value {
-    json!({
-        "netns": h.netns,
-        "netns_name": view.netns_name(h.netns),
-        "hook": h.hook.map(|k| k.as_str()),
-        "table": h.rule.as_ref().map(|r| r.table.clone()),
-        "chain": h.rule.as_ref().map(|r| r.chain.clone()),
-        "kind": h.kind.as_str(),
-        "step": step_text(h, view),
-        "rule": h.rule.as_ref().map(|r| r.phrase()),
-    })
+fn place_of(h: &Hop, view: &mut View) -> Divergence {
+    Divergence {
+        netns: h.netns,
+        netns_name: view.netns_name(h.netns),
+        hook: h.hook.map(|k| k.as_str()),
+        table: h.rule.as_ref().map(|r| r.table.clone()),
+        chain: h.rule.as_ref().map(|r| r.chain.clone()),
+        kind: h.kind.as_str(),
+        step: step_text(h, view),
+        rule: h.rule.as_ref().map(|r| r.phrase()),
+        a: None,
+        b: None,
+    }
 }
 
 fn verdict_line(h: &Hop, view: &mut View) -> String {
@@ -103,7 +105,10 @@ pub fn comparison(
             missing.join(" and ")
         );
         return if json {
-            format!("{}\n", json!({"type": "compare", "error": msg}))
+            format!(
+                "{}\n",
+                Record::Compare(CompareRecord::Missing { error: msg })
+            )
         } else {
             format!("{msg}\n")
         };
@@ -148,13 +153,22 @@ pub fn comparison(
     if json {
         let diverge = at.map(|h| {
             let mut v = place_of(h, view);
-            v["a"] = json!(da.map(|h| verdict_line(h, view)));
-            v["b"] = json!(db.map(|h| verdict_line(h, view)));
-            v
+            v.a = da.map(|h| verdict_line(h, view));
+            v.b = db.map(|h| verdict_line(h, view));
+            Box::new(v)
         });
-        let flow = |p: &Packet, r: &Report, label: &str| json!({"filter": label, "packet": p.id, "fate": p.fate.kind.as_str(), "diagnosis": r.diagnosis});
-        let rec = json!({"type": "compare", "a": flow(pa, ra, &labels[0]), "b": flow(pb, rb, &labels[1]),
-                         "diverge": diverge, "verdict": verdict});
+        let flow = |p: &Packet, r: &Report, label: &str| CompareFlow {
+            filter: label.to_owned(),
+            packet: p.id,
+            fate: p.fate.kind.as_str(),
+            diagnosis: r.diagnosis.clone(),
+        };
+        let rec = Record::Compare(CompareRecord::Compared {
+            a: flow(pa, ra, &labels[0]),
+            b: flow(pb, rb, &labels[1]),
+            diverge,
+            verdict,
+        });
         return format!("{rec}\n");
     }
     let bold = |s: &str| {

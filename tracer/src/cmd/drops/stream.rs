@@ -1,15 +1,16 @@
 //! The drop stream: one line (or JSON record) per drop, throttled.
 use std::{io::Write, time::Instant};
 
-use serde_json::json;
-
 use super::{deadline, DropsOptions};
 use crate::{
     error::Error,
     events::{decode, Hop},
     loader::{LoadOptions, Tracer},
     names::View,
-    render::text::tuple,
+    render::{
+        records::{DropRecord, Record, StatsRecord, ThrottledRecord},
+        text::tuple,
+    },
     session::{enrich, view},
 };
 
@@ -81,23 +82,17 @@ fn line(hop: &Hop, view: &mut View) -> String {
     format!("{reason:<22} {loc:<34} {dev:<12} {ns}{hook}{t}")
 }
 
-fn record(hop: &Hop, view: &mut View) -> serde_json::Value {
-    let t = hop.tuple;
-    json!({
-        "type": "drop",
-        "t_ns": hop.t_ns,
-        "reason": view.reason(hop),
-        "location": view.location(hop),
-        "hook": hop.hook.map(|h| h.as_str()),
-        "netns": hop.netns,
-        "netns_name": view.netns_name(hop.netns),
-        "ifname": hop.ifname,
-        "ifindex": hop.ifindex,
-        "saddr": t.map(|t| t.saddr.to_string()),
-        "daddr": t.map(|t| t.daddr.to_string()),
-        "sport": t.map(|t| t.sport),
-        "dport": t.map(|t| t.dport),
-        "proto": t.map(|t| t.proto_name()),
+fn record(hop: &Hop, view: &mut View) -> Record {
+    Record::Drop(DropRecord {
+        t_ns: hop.t_ns,
+        reason: view.reason(hop),
+        location: view.location(hop),
+        hook: hop.hook.map(|h| h.as_str()),
+        netns: hop.netns,
+        netns_name: view.netns_name(hop.netns),
+        ifname: hop.ifname.clone(),
+        ifindex: hop.ifindex,
+        flow: hop.tuple.into(),
     })
 }
 
@@ -106,7 +101,11 @@ fn say_held<W: Write>(out: &mut W, json: bool, n: u64) -> std::io::Result<()> {
         return Ok(());
     }
     if json {
-        writeln!(out, "{}", json!({"type": "throttled", "unprinted": n}))
+        writeln!(
+            out,
+            "{}",
+            Record::Throttled(ThrottledRecord { unprinted: n })
+        )
     } else {
         writeln!(out, "… {n} more drops in the last second not printed")
     }
@@ -191,7 +190,14 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     say_held(out, opts.json, throttle.pending()).map_err(Error::Output)?;
     let lost = tracer.counters().lost;
     if opts.json {
-        let stats = json!({"type": "stats", "tier": tracer.tier.as_str(), "drops": drops, "events": events, "lost": lost, "unprinted": unprinted});
+        let stats = Record::Stats(StatsRecord {
+            tier: tracer.tier.as_str().to_owned(),
+            events,
+            lost,
+            drops: Some(drops),
+            unprinted: Some(unprinted),
+            ..StatsRecord::default()
+        });
         writeln!(out, "{stats}").map_err(Error::Output)?;
     } else {
         eprintln!("pathtrace: {drops} drops, {unprinted} not printed, {lost} lost");

@@ -1,7 +1,6 @@
 //! The live drop table, counted in the kernel's per-CPU `DROP_COUNTS` map.
 use std::{collections::HashMap, io::Write, time::Instant};
 
-use serde_json::{json, Value};
 use tracer_common::{config_flags, DropKey};
 
 use super::{deadline, DropsOptions};
@@ -9,6 +8,7 @@ use crate::{
     error::Error,
     loader::{LoadOptions, Tracer},
     names::View,
+    render::records::{DropTopRecord, DropTopRow, Record},
     session::view,
 };
 
@@ -82,15 +82,18 @@ fn table(rows: &[TopRow], title: &str) -> String {
     s
 }
 
-fn json_rows(rows: &[TopRow]) -> Value {
-    Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({"reason": r.reason, "location": r.location, "ifname": r.ifname,
-                       "netns": r.netns, "netns_name": r.netns_name, "count": r.count, "rate": r.rate})
-            })
-            .collect(),
-    )
+fn json_rows(rows: &[TopRow]) -> Vec<DropTopRow> {
+    rows.iter()
+        .map(|r| DropTopRow {
+            reason: r.reason.clone(),
+            location: r.location.clone(),
+            ifname: r.ifname.clone(),
+            netns: r.netns,
+            netns_name: r.netns_name.clone(),
+            count: r.count,
+            rate: r.rate,
+        })
+        .collect()
 }
 
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
@@ -130,7 +133,11 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
             writeln!(
                 out,
                 "{}",
-                json!({"type": "drop_top", "elapsed_s": started.elapsed().as_secs_f64(), "rows": json_rows(&rows)})
+                Record::DropTop(DropTopRecord {
+                    total: None,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    rows: json_rows(&rows),
+                })
             )
         } else {
             let title = format!(
@@ -154,9 +161,24 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
     );
     let total: u64 = rows.iter().map(|r| r.count).sum();
     if opts.json {
-        writeln!(out, "{}", json!({"type": "drop_totals", "total": total, "elapsed_s": started.elapsed().as_secs_f64(), "rows": json_rows(&rows)}))
+        let totals = Record::DropTotals(DropTopRecord {
+            total: Some(total),
+            elapsed_s: started.elapsed().as_secs_f64(),
+            rows: json_rows(&rows),
+        });
+        writeln!(out, "{totals}")
     } else {
-        writeln!(out, "{}", table(&rows, &format!("totals: {total} drops in {:.1}s", started.elapsed().as_secs_f64())))
+        writeln!(
+            out,
+            "{}",
+            table(
+                &rows,
+                &format!(
+                    "totals: {total} drops in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                )
+            )
+        )
     }
     .and_then(|_| out.flush())
     .map_err(Error::Output)?;
