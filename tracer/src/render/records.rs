@@ -183,15 +183,17 @@ pub struct OutcomeGroup {
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum CompareRecord {
-    Compared {
-        a: CompareFlow,
-        b: CompareFlow,
-        diverge: Option<Box<Divergence>>,
-        verdict: String,
-    },
-    Missing {
-        error: String,
-    },
+    Compared(Box<Comparison>),
+    Missing { error: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub a: CompareFlow,
+    pub b: CompareFlow,
+    pub diverge: Option<Divergence>,
+    /// The divergence in words.
+    pub verdict: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -405,7 +407,7 @@ mod tests {
                     replies: 0,
                 }],
             }),
-            Record::Compare(CompareRecord::Compared {
+            Record::Compare(CompareRecord::Compared(Box::new(Comparison {
                 a: CompareFlow {
                     filter: "--src 192.0.2.9".into(),
                     packet: 1,
@@ -418,7 +420,7 @@ mod tests {
                     fate: "forwarded",
                     diagnosis: diagnosis(),
                 },
-                diverge: Some(Box::new(Divergence {
+                diverge: Some(Divergence {
                     netns: 1,
                     netns_name: Some("pt-dock".into()),
                     hook: Some("FORWARD"),
@@ -429,9 +431,9 @@ mod tests {
                     rule: None,
                     a: Some("DROP".into()),
                     b: None,
-                })),
+                }),
                 verdict: "the paths diverge".into(),
-            }),
+            }))),
             Record::Compare(CompareRecord::Missing {
                 error: "no packet seen".into(),
             }),

@@ -5,7 +5,7 @@ use crate::{
     diagnose::Report,
     events::{Hop, HopKind},
     names::View,
-    render::records::{CompareFlow, CompareRecord, Divergence, Record},
+    render::records::{CompareFlow, CompareRecord, Comparison, Divergence, Record},
     track::Packet,
 };
 
@@ -155,7 +155,7 @@ pub fn comparison(
             let mut v = place_of(h, view);
             v.a = da.map(|h| verdict_line(h, view));
             v.b = db.map(|h| verdict_line(h, view));
-            Box::new(v)
+            v
         });
         let flow = |p: &Packet, r: &Report, label: &str| CompareFlow {
             filter: label.to_owned(),
@@ -163,12 +163,12 @@ pub fn comparison(
             fate: p.fate.kind.as_str(),
             diagnosis: r.diagnosis.clone(),
         };
-        let rec = Record::Compare(CompareRecord::Compared {
+        let rec = Record::Compare(CompareRecord::Compared(Box::new(Comparison {
             a: flow(pa, ra, &labels[0]),
             b: flow(pb, rb, &labels[1]),
             diverge,
             verdict,
-        });
+        })));
         return format!("{rec}\n");
     }
     let bold = |s: &str| {
