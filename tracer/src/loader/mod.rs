@@ -15,7 +15,7 @@ pub use tier::{Tier, TierRequest};
 
 use crate::{
     events::{Counters, EventReader},
-    kernel::btf::{Btf, BtfError},
+    kernel::btf::{BtfError, KernelBtf},
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf.o"));
@@ -177,8 +177,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Tracer {
-    /// Loads, configures and attaches everything for one run.
-    pub fn load(opts: &LoadOptions, filters: &[Filter]) -> Result<Self, LoadError> {
+    /// Loads, configures and attaches everything for one run, with the
+    /// kernel BTF the run parsed once.
+    pub fn load(
+        opts: &LoadOptions,
+        filters: &[Filter],
+        kernel: &KernelBtf,
+    ) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -186,14 +191,9 @@ impl Tracer {
             return Err(LoadError::TooManyFilters);
         }
         let t0 = std::time::Instant::now();
-        let btf = Btf::vmlinux()?;
-        log::debug!(
-            "startup: our BTF parsed at {:?} (rss {} kB)",
-            t0.elapsed(),
-            crate::kernel::rss_kb()
-        );
+        let btf = &kernel.vmlinux;
         let mut cfg = Config {
-            offsets: offsets::from_btf(&btf)?,
+            offsets: offsets::from_btf(btf)?,
             ..Default::default()
         };
         for (slot, f) in cfg.filters.iter_mut().zip(filters) {
@@ -213,9 +213,9 @@ impl Tracer {
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)
             .unwrap_or(false);
-        // The object needs no CO-RE relocation: offsets come from `cfg`. The
-        // loader parses kernel BTF on creation anyway; dropping that copy at
-        // once keeps only one parse alive at a time.
+        // The object needs no CO-RE relocation: offsets come from `cfg`. aya
+        // 0.14's loader parses kernel BTF on creation anyway (it has no
+        // constructor without); dropping that copy at once keeps it short-lived.
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -230,7 +230,10 @@ impl Tracer {
                 },
             )
             .load(OBJECT)?;
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
+        // Attaching by BTF id takes aya's own type: built from the bytes
+        // this run already read.
+        let aya_btf = aya::Btf::parse(btf.raw(), aya::Endianness::default())
+            .map_err(|e| LoadError::AyaBtf(e.to_string()))?;
         log::debug!(
             "startup: aya BTF parsed at {:?} (rss {} kB)",
             t0.elapsed(),

@@ -11,7 +11,7 @@ use crate::{
         records::{DropRecord, Record, StatsRecord, ThrottledRecord},
         text::tuple,
     },
-    session::{enrich, view},
+    session::{enrich, kernel_btf, view},
 };
 
 /// Lets through at most `per_sec` items a second and counts the rest.
@@ -140,14 +140,16 @@ impl StreamState {
 }
 
 pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<(), Error> {
-    let mut view = view()?;
+    let btf = kernel_btf()?;
+    let mut view = view(&btf)?;
     let load = LoadOptions {
         tier: opts.tier,
         hops: false,
         all_drops: opts.filter.is_empty(),
         ..Default::default()
     };
-    let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
+    let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
+    drop(btf);
     let mut reader = tracer.events()?;
     let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(

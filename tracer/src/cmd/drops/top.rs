@@ -9,7 +9,7 @@ use crate::{
     loader::{LoadOptions, Tracer},
     names::View,
     render::records::{DropTopRecord, DropTopRow, Record},
-    session::view,
+    session::{kernel_btf, view},
 };
 
 /// One row of the table, named.
@@ -97,7 +97,8 @@ fn json_rows(rows: &[TopRow]) -> Vec<DropTopRow> {
 }
 
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
-    let mut view = view()?;
+    let btf = kernel_btf()?;
+    let mut view = view(&btf)?;
     let load = LoadOptions {
         tier: opts.tier,
         hops: false,
@@ -105,7 +106,8 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         config_flags: config_flags::COUNT_DROPS | config_flags::COUNT_ONLY,
         ..Default::default()
     };
-    let tracer = Tracer::load(&load, &[opts.filter.to_kernel()])?;
+    let tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
+    drop(btf);
     let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(
         "pathtrace: ready, counting drops in the kernel every {:?}",
