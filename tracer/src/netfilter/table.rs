@@ -14,8 +14,8 @@ use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
 
 /// Priority of the chains: after defrag (-400), before raw (-300).
 pub const CHAIN_PRIORITY: i32 = -350;
-const NF_INET_PRE_ROUTING: u32 = 0;
-const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_INET_PRE_ROUTING: u32 = libc::NF_INET_PRE_ROUTING as u32;
+const NF_INET_LOCAL_OUT: u32 = libc::NF_INET_LOCAL_OUT as u32;
 const TRACE_RCVBUF: libc::c_int = 16 * 1024 * 1024;
 
 /// The trace socket's receive buffer; `PATHTRACE_NFT_RCVBUF` shrinks it, so

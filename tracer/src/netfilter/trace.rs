@@ -9,7 +9,7 @@ use super::attrs::{self, AttrIter};
 use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
 use super::RuleInfo;
 
-pub const NFT_MSG_TRACE: u16 = 17;
+pub const NFT_MSG_TRACE: u16 = libc::NFT_MSG_TRACE as u16;
 
 const NFTA_TRACE_TABLE: u16 = 1;
 const NFTA_TRACE_CHAIN: u16 = 2;
