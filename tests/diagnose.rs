@@ -2,11 +2,11 @@
 //! REJECT as "refused", a published port with no listener, and `compare`.
 use std::{net::IpAddr, time::Duration};
 
+use lab::{Block, Lab, LabConfig, ProbeOutcome};
 use pathtrace_tests::{
     connect, docker_lab, lab_with, of_type, records, require_root, trace, Running,
 };
 use serde_json::Value;
-use tracer::lab::{Block, Lab, LabConfig, ProbeOutcome};
 
 fn requests(recs: &[Value]) -> Vec<&Value> {
     of_type(recs, "packet")

@@ -12,12 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{Block, Lab};
 use pathtrace_tests::{
     connect, docker_lab, limit, of_type, pathtrace_bin, records, require_root, require_tool, tier,
     Running,
 };
 use serde_json::Value;
-use tracer::lab::{Block, Lab};
 
 /// The engine sockets pathtrace would find on this machine without any of
 /// the variables: a control run is only meaningful when there are none.
@@ -643,7 +643,7 @@ fn podman_socket_under_the_runtime_folder_names_the_container() {
     // With only XDG_RUNTIME_DIR, the container's name leads to its namespace
     // through the Podman API, and its packets are shown there by name.
     let run = start_with_env(&args, &[("XDG_RUNTIME_DIR", &xdg)]);
-    let outcome = tracer::lab::tcp_connect(
+    let outcome = lab::tcp_connect(
         &podman.ns,
         IpAddr::V4(PODMAN_CTR_IP),
         80,
@@ -651,7 +651,7 @@ fn podman_socket_under_the_runtime_folder_names_the_container() {
     );
     assert_eq!(
         outcome,
-        tracer::lab::ProbeOutcome::Connected,
+        lab::ProbeOutcome::Connected,
         "httpd in the Podman container answers"
     );
     std::thread::sleep(Duration::from_millis(600));

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
+use lab::Block;
 use pathtrace_tests::{docker_lab, records, require_root, require_tool};
-use tracer::lab::Block;
 
 const PATH_WITHOUT_RUST: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: finding the `pathtrace` binary,
 //! running it against a lab, and reading its JSON Lines.
-pub mod topo;
+pub use lab::topo;
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
@@ -35,10 +35,10 @@ pub fn tier_sees_hooks() -> bool {
 
 /// The Docker the lab uses: real unless `PATHTRACE_TEST_DOCKER=emulated`
 /// (the VM harness: a real dockerd hangs under software emulation).
-pub fn docker_mode() -> tracer::lab::DockerMode {
+pub fn docker_mode() -> lab::DockerMode {
     match std::env::var("PATHTRACE_TEST_DOCKER").as_deref() {
-        Ok("emulated") => tracer::lab::DockerMode::Emulated,
-        _ => tracer::lab::DockerMode::Real,
+        Ok("emulated") => lab::DockerMode::Emulated,
+        _ => lab::DockerMode::Real,
     }
 }
 
@@ -53,19 +53,7 @@ pub fn limit(secs: u64) -> Duration {
     Duration::from_secs_f64(secs as f64 * scale)
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Fails the test, naming it, when it can't run here: these suites load
-/// real eBPF programs and build real namespaces.
-pub fn require_root(test: &str) {
-    assert!(
-        is_root(),
-        "{test} needs root (real eBPF, namespaces, Docker): run `cargo xtask test` as root"
-    );
-}
+pub use lab::{is_root, require_root};
 
 /// Fails the test, naming it and the tool, when a tool it runs is missing.
 pub fn require_tool(test: &str, tool: &str) {
@@ -197,11 +185,33 @@ impl Drop for Running {
     }
 }
 
-/// Parses JSON Lines, failing the test on any line that isn't JSON.
+/// The JSON Lines contract every `--json` record must meet.
+const SCHEMA: &str = include_str!("../docs/pathtrace.schema.json");
+
+fn schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value =
+            serde_json::from_str(SCHEMA).expect("docs/pathtrace.schema.json is JSON");
+        jsonschema::validator_for(&schema).expect("docs/pathtrace.schema.json compiles")
+    })
+}
+
+/// Parses JSON Lines, failing the test on any line that isn't JSON or that
+/// doesn't validate against `docs/pathtrace.schema.json`.
 pub fn records(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let errors: Vec<String> = schema().iter_errors(&v).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "record does not match the schema: {errors:?}\n{l}"
+            );
+            v
+        })
         .collect()
 }
 
@@ -217,22 +227,22 @@ pub fn hops_of<'a>(recs: &'a [Value], packet: &Value) -> Vec<&'a Value> {
 }
 
 /// A lab of the incident with `block`, with the Docker of [`docker_mode`].
-pub fn docker_lab(prefix: &str, block: tracer::lab::Block) -> tracer::lab::Lab {
-    lab_with(tracer::lab::LabConfig {
+pub fn docker_lab(prefix: &str, block: lab::Block) -> lab::Lab {
+    lab_with(lab::LabConfig {
         block,
         docker: docker_mode(),
-        ..tracer::lab::LabConfig::with_prefix(prefix)
+        ..lab::LabConfig::with_prefix(prefix)
     })
 }
 
-pub fn lab_with(cfg: tracer::lab::LabConfig) -> tracer::lab::Lab {
+pub fn lab_with(cfg: lab::LabConfig) -> lab::Lab {
     let mode = cfg.docker;
-    let lab = tracer::lab::Lab::start(cfg)
+    let lab = lab::Lab::start(cfg)
         .unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));
-    if mode != tracer::lab::DockerMode::Auto {
+    if mode != lab::DockerMode::Auto {
         assert_eq!(
             lab.docker_is_real(),
-            mode == tracer::lab::DockerMode::Real,
+            mode == lab::DockerMode::Real,
             "lab Docker mode"
         );
     }
@@ -247,7 +257,7 @@ pub fn netns_inode(name: &str) -> u64 {
 }
 
 /// One TCP connection attempt to the published port, bounded to 1.5 s.
-pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome {
+pub fn connect(lab: &lab::Lab, from: &str) -> lab::ProbeOutcome {
     let host = std::net::IpAddr::V4(lab.addrs.host);
     lab.tcp_connect(
         from,
@@ -259,7 +269,7 @@ pub fn connect(lab: &tracer::lab::Lab, from: &str) -> tracer::lab::ProbeOutcome 
 
 /// Traces `--src SRC --dport 8092` while `probe_from` connects once.
 pub fn trace(
-    lab: &tracer::lab::Lab,
+    lab: &lab::Lab,
     src: std::net::IpAddr,
     probe_from: &str,
     extra: &[&str],

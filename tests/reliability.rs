@@ -249,10 +249,10 @@ fn dockerd_restarting_mid_trace() {
     require_root("dockerd_restarting_mid_trace");
     assert_eq!(
         pathtrace_tests::docker_mode(),
-        tracer::lab::DockerMode::Real,
+        lab::DockerMode::Real,
         "dockerd_restarting_mid_trace needs a real dockerd (PATHTRACE_TEST_DOCKER=emulated)"
     );
-    let mut lab = pathtrace_tests::docker_lab("ptrst", tracer::lab::Block::None);
+    let mut lab = pathtrace_tests::docker_lab("ptrst", lab::Block::None);
     let sock = lab.docker_socket().expect("socket").display().to_string();
     let run = Running::start(&[
         "--src",
@@ -267,14 +267,14 @@ fn dockerd_restarting_mid_trace() {
     ]);
     assert_eq!(
         pathtrace_tests::connect(&lab, &lab.names.other),
-        tracer::lab::ProbeOutcome::Connected
+        lab::ProbeOutcome::Connected
     );
     let old_pid = lab.dockerd_pid();
     lab.restart_dockerd().expect("dockerd restarts");
     assert_ne!(lab.dockerd_pid(), old_pid, "a new dockerd");
     assert_eq!(
         pathtrace_tests::connect(&lab, &lab.names.other),
-        tracer::lab::ProbeOutcome::Connected
+        lab::ProbeOutcome::Connected
     );
     std::thread::sleep(Duration::from_millis(600));
     let (code, lines) = run.stop();

@@ -3,9 +3,11 @@
 //! emulated one; and nothing of pathtrace's left in any namespace after.
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, require_root, trace, Running};
+use lab::{Block, DockerMode, Firewall, Lab, LabConfig};
+use pathtrace_tests::{
+    docker_lab, hops_of, lab_with, of_type, records, require_root, trace, Running,
+};
 use serde_json::Value;
-use tracer::lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 
 fn legacy_lab(prefix: &str, block: Block) -> Lab {
     lab_with(LabConfig {
@@ -203,7 +205,7 @@ fn unowned_tables_are_deleted_on_exit_and_swept_after_sigkill() {
     check_no_leftovers(&lab, &env);
 }
 
-fn check_no_leftovers(lab: &tracer::lab::Lab, env: &[(&str, &str)]) {
+fn check_no_leftovers(lab: &lab::Lab, env: &[(&str, &str)]) {
     let dock = lab.names.dock.clone();
     let args = [
         "--src",
@@ -221,8 +223,9 @@ fn check_no_leftovers(lab: &tracer::lab::Lab, env: &[(&str, &str)]) {
         !during.is_empty(),
         "pathtrace set up no rule tracing in {dock}"
     );
-    let (code, _) = run.stop();
+    let (code, lines) = run.stop();
     assert_eq!(code, 0);
+    records(&lines);
     assert_eq!(
         leftovers_in(Some(&dock)),
         Vec::<String>::new(),

@@ -3,12 +3,12 @@
 //! its `Drop`, so a failing assertion still leaves the host clean.
 use std::{net::IpAddr, time::Duration};
 
+use lab::{self, Block};
 use pathtrace_tests::{
     connect, docker_lab, hops_of, netns_inode, of_type, records, require_root, tier,
     tier_sees_hooks, trace, Running,
 };
 use serde_json::Value;
-use tracer::lab::{self, Block};
 
 #[test]
 fn client_syns_end_dropped_in_forward_with_netfilter_drop() {

@@ -4,8 +4,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    filter::{parse_port, Cidr, FlowFilter, Proto},
     loader::TierRequest,
+    model::{parse_port, Cidr, FlowFilter, Proto},
 };
 
 #[derive(Parser, Debug)]

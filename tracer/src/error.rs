@@ -13,7 +13,7 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("lab: {0}")]
-    Lab(#[from] crate::lab::LabError),
+    Lab(#[from] lab::LabError),
     #[error("writing output: {0}")]
     Output(std::io::Error),
     #[error("{0}")]

@@ -1,16 +1,13 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
-pub mod compare;
-pub mod demo;
+pub mod cmd;
 pub mod diagnose;
 pub mod docs;
-pub mod drops;
 pub mod error;
 pub mod events;
-pub mod filter;
 pub mod kernel;
-pub mod lab;
 pub mod loader;
+pub mod model;
 pub mod names;
 pub mod netfilter;
 pub mod privileges;

@@ -12,11 +12,12 @@ use crate::{
     diagnose::{Outcomes, Report, Reporter},
     error::Error,
     events::{decode, Hop, HopKind},
-    filter::FlowFilter,
-    kernel::{drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
-    loader::{LoadOptions, Tracer},
+    kernel::{btf::KernelBtf, drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
+    loader::{LoadError, LoadOptions, Tracer},
+    model::FlowFilter,
+    names::View,
     names::{Containers, NetnsNames},
-    render::{json, text, Stats, View},
+    render::{json, text, Stats},
     ruletrace::{self, NetnsTarget, RuleWatch},
     signals::StopSignals,
     track::{Packet, Tracker},
@@ -35,9 +36,14 @@ pub struct TraceOptions {
     pub engine_sockets: Vec<PathBuf>,
 }
 
+/// The running kernel's BTF, read and parsed once for the whole run.
+pub fn kernel_btf() -> Result<KernelBtf, Error> {
+    Ok(KernelBtf::load().map_err(LoadError::from)?)
+}
+
 /// Names what the kernel side only knows as numbers.
-pub fn view() -> Result<View, Error> {
-    let reasons = DropReasons::load().map_err(|e| Error::Kernel(e.to_string()))?;
+pub fn view(btf: &KernelBtf) -> Result<View, Error> {
+    let reasons = DropReasons::from_kernel(btf).map_err(|e| Error::Kernel(e.to_string()))?;
     let syms = match Kallsyms::load() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -154,7 +160,8 @@ pub async fn run<S: PacketSink>(
 ) -> Result<Stats, Error> {
     let t0 = Instant::now();
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
-    let mut tracer = Tracer::load(&opts.load, &kernel_filters)?;
+    let btf = kernel_btf()?;
+    let mut tracer = Tracer::load(&opts.load, &kernel_filters, &btf)?;
 
     let mut reader = tracer.events()?;
     let why: Vec<String> = tracer
@@ -192,9 +199,9 @@ pub async fn run<S: PacketSink>(
         let _ = r.send(());
     }
     // Naming (BTF enums, kallsyms, /proc) is not on the path to "ready": the
-    // events wait in the ring buffer meanwhile, and it reuses the memory the
-    // loader's BTF parses just freed.
-    let mut view = view()?;
+    // events wait in the ring buffer meanwhile.
+    let mut view = view(&btf)?;
+    drop(btf);
     log::debug!(
         "startup: names loaded at {:?} (rss {} kB)",
         t0.elapsed(),

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [ARGS]`: build everything release-mode the
-//! way `demo` does (the eBPF object, then `tracer` with `PATHTRACE_EBPF_OBJ`)
-//! and run `pathtrace-bench` in the namespace lab. Results go to
+//! way `demo` does (the eBPF object, then `tracer` with `PATHTRACE_EBPF_OBJ`,
+//! and the `pathtrace-bench` crate), and run `pathtrace-bench` in the
+//! namespace lab. Results go to
 //! `bench-results/` (Markdown and JSON). Missed targets don't fail the task;
 //! only a run that breaks does.
 use std::process::Command;
@@ -17,7 +18,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     let obj = ebpf::build()?;
     let mut build = Command::new("cargo");
     build
-        .args(["build", "--release", "--locked", "-p", "tracer"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "tracer",
+            "-p",
+            "pathtrace-bench",
+        ])
         .current_dir(workspace_root())
         .env("PATHTRACE_EBPF_OBJ", &obj);
     let status = build

@@ -3,8 +3,8 @@ use std::collections::HashMap;
 
 use crate::{
     events::{HopKind, RuleHit},
+    names::View,
     names::{in_netns, Containers},
-    render::View,
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
@@ -189,7 +189,7 @@ impl Facts {
         v.insert("last_hop", last_hop);
         if let Some(r) = &rule {
             let (del, ins) = fix_commands(r, &client);
-            v.insert("rule_phrase", crate::render::text::rule_phrase(r));
+            v.insert("rule_phrase", r.phrase());
             v.insert("chain", r.chain.clone());
             v.insert("table", r.table.clone());
             v.insert("delete_cmd", del);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Diagnosis;
-use crate::{events::Tuple, track::FateKind};
+use crate::{model::Tuple, track::FateKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -175,7 +175,7 @@ impl Outcomes {
                 Connection {
                     client: client.clone(),
                     server: server.clone(),
-                    proto: crate::filter::proto_name(*proto),
+                    proto: crate::model::proto_name(*proto),
                     outcome,
                     explanation,
                     requests: s.requests,

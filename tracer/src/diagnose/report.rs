@@ -1,6 +1,6 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
 use super::{diagnose, Diagnosis, Facts, Outcomes};
-use crate::{filter::FlowFilter, names::Containers, render::View, track::Packet};
+use crate::{model::FlowFilter, names::Containers, names::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {

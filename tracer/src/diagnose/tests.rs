@@ -13,7 +13,7 @@ fn rule(text: &str, policy: bool) -> RuleHit {
         handle: Some(7),
         index: (!policy).then_some(1),
         text: (!policy).then(|| text.to_owned()),
-        verdict: "DROP".into(),
+        verdict: crate::model::Verdict::Drop,
         policy,
         tuple: None,
         ip_id: None,
@@ -148,7 +148,7 @@ fn fill_leaves_unknown_placeholders_and_stray_braces() {
 #[test]
 fn refused_and_timed_out_connections() {
     use std::net::IpAddr;
-    let t = |s: &str, sp, d: &str, dp| crate::events::Tuple {
+    let t = |s: &str, sp, d: &str, dp| crate::model::Tuple {
         saddr: s.parse::<IpAddr>().expect("ip"),
         daddr: d.parse::<IpAddr>().expect("ip"),
         sport: sp,

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{verdict, Event, EventKind, HOOK_NONE};
 
-use crate::{filter::proto_name, kernel::Hook};
+use crate::model::{Hook, Tuple, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -34,39 +34,6 @@ impl HopKind {
             Self::Consume => "deliver",
             Self::NfRule => "nf_rule",
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    Stolen,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accept => "ACCEPT",
-            Self::Drop => "DROP",
-            Self::Stolen => "STOLEN",
-        }
-    }
-}
-
-/// The addresses and ports of a packet as seen at one hop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub saddr: IpAddr,
-    pub daddr: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-}
-
-impl Tuple {
-    pub fn proto_name(&self) -> String {
-        proto_name(self.proto)
     }
 }
 

@@ -3,6 +3,6 @@ mod decode;
 mod reader;
 mod rule;
 
-pub use decode::{decode, DecodeError, Hop, HopKind, Tuple, Verdict};
+pub use decode::{decode, DecodeError, Hop, HopKind};
 pub use reader::{Counters, EventReader};
 pub use rule::{monotonic_ns, RuleHit};

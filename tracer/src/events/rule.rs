@@ -1,8 +1,7 @@
 //! A firewall rule's decision about a packet, as a hop payload.
 use std::time::Instant;
 
-use super::Tuple;
-use crate::kernel::Hook;
+use crate::model::{Hook, Tuple, Verdict};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleHit {
@@ -18,7 +17,7 @@ pub struct RuleHit {
     /// The rule in the syntax of the tool that manages its table.
     pub text: Option<String>,
     /// `ACCEPT`, `DROP`, `JUMP DOCKER-USER`, `RETURN`, `CONTINUE`, …
-    pub verdict: String,
+    pub verdict: Verdict,
     /// The chain's policy decided, not a rule.
     pub policy: bool,
     pub tuple: Option<Tuple>,
@@ -43,8 +42,31 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl RuleHit {
+    /// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
+    pub fn phrase(&self) -> String {
+        if self.policy {
+            return format!(
+                "the policy of chain {} in table {} ({})",
+                self.chain, self.table, self.verdict
+            );
+        }
+        let idx = self
+            .index
+            .map(|i| format!("rule {i}"))
+            .unwrap_or_else(|| "a rule".into());
+        let text = self
+            .text
+            .as_ref()
+            .map(|t| format!(": {t}"))
+            .unwrap_or_default();
+        format!(
+            "{idx} of chain {} in table {}{text}",
+            self.chain, self.table
+        )
+    }
+
     /// Whether this decision ended the packet.
     pub fn is_drop(&self) -> bool {
-        self.verdict == "DROP"
+        self.verdict.is_drop()
     }
 }

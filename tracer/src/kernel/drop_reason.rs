@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::btf::{Btf, BtfEnum, BtfError};
+use super::btf::{Btf, BtfEnum, BtfError, KernelBtf};
 
 /// `SKB_DROP_REASON_SUBSYS_SHIFT`.
 pub const SUBSYS_SHIFT: u32 = 16;
@@ -50,15 +50,9 @@ fn subsys_of(raw: u32) -> u16 {
 }
 
 impl DropReasons {
-    /// Reads vmlinux BTF and every module BTF under `/sys/kernel/btf`.
-    pub fn load() -> Result<Self> {
-        let vmlinux = Btf::vmlinux()?;
-        let modules: Vec<Btf> = vmlinux
-            .load_modules()
-            .into_iter()
-            .map(|(_, btf)| btf)
-            .collect();
-        Self::from_btfs(&vmlinux, &modules)
+    /// From the running kernel's BTF: vmlinux and every module.
+    pub fn from_kernel(btf: &KernelBtf) -> Result<Self> {
+        Self::from_btfs(&btf.vmlinux, &btf.module_btfs())
     }
 
     pub fn from_btf(vmlinux: &Btf) -> Result<Self> {
@@ -276,12 +270,12 @@ mod tests {
 
     #[test]
     fn running_kernel() {
-        if !std::path::Path::new(crate::kernel::btf::VMLINUX_PATH).exists() {
-            eprintln!("SKIPPED: no /sys/kernel/btf/vmlinux");
-            return;
-        }
+        assert!(
+            std::path::Path::new(crate::kernel::btf::VMLINUX_PATH).exists(),
+            "running_kernel needs /sys/kernel/btf/vmlinux"
+        );
         let start = std::time::Instant::now();
-        let r = DropReasons::load().unwrap();
+        let r = DropReasons::from_kernel(&KernelBtf::load().unwrap()).unwrap();
         eprintln!("{} drop reasons loaded in {:?}", r.len(), start.elapsed());
         let nf = r.value("NETFILTER_DROP").unwrap();
         assert_eq!(r.name(nf), "NETFILTER_DROP");

@@ -4,7 +4,7 @@
 //!
 //! Inlining moves frames around between kernels, so this is a heuristic.
 
-pub use super::hook::{Family, Hook};
+pub use crate::model::{Family, Hook};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookGuess {

@@ -2,11 +2,8 @@
 
 pub mod btf;
 pub mod drop_reason;
-pub mod hook;
 pub mod hook_infer;
 pub mod kallsyms;
-
-pub use hook::{Family, Hook};
 
 /// This process's resident set size in kB (0 when unknown), for diagnostics.
 pub fn rss_kb() -> u64 {

@@ -15,7 +15,7 @@ pub use tier::{Tier, TierRequest};
 
 use crate::{
     events::{Counters, EventReader},
-    kernel::btf::{Btf, BtfError},
+    kernel::btf::{BtfError, KernelBtf},
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf.o"));
@@ -209,8 +209,13 @@ fn forward_kernel_logs(ebpf: &mut Ebpf) {
 }
 
 impl Tracer {
-    /// Loads, configures and attaches everything for one run.
-    pub fn load(opts: &LoadOptions, filters: &[Filter]) -> Result<Self, LoadError> {
+    /// Loads, configures and attaches everything for one run, with the
+    /// kernel BTF the run parsed once.
+    pub fn load(
+        opts: &LoadOptions,
+        filters: &[Filter],
+        kernel: &KernelBtf,
+    ) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -218,14 +223,9 @@ impl Tracer {
             return Err(LoadError::TooManyFilters);
         }
         let t0 = std::time::Instant::now();
-        let btf = Btf::vmlinux()?;
-        log::debug!(
-            "startup: our BTF parsed at {:?} (rss {} kB)",
-            t0.elapsed(),
-            crate::kernel::rss_kb()
-        );
+        let btf = &kernel.vmlinux;
         let mut cfg = Config {
-            offsets: offsets::from_btf(&btf)?,
+            offsets: offsets::from_btf(btf)?,
             ..Default::default()
         };
         for (slot, f) in cfg.filters.iter_mut().zip(filters) {
@@ -245,15 +245,15 @@ impl Tracer {
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)
             .unwrap_or(false);
-        // The object needs no CO-RE relocation: offsets come from `cfg`. The
-        // loader parses kernel BTF on creation anyway; dropping that copy at
-        // once keeps only one parse alive at a time.
         let kernel_logs = log::max_level() >= log::LevelFilter::Debug;
         let kernel_log_level = if kernel_logs {
             aya_log::Level::Debug as u8
         } else {
             0
         };
+        // The object needs no CO-RE relocation: offsets come from `cfg`. aya
+        // 0.14's loader parses kernel BTF on creation anyway (it has no
+        // constructor without); dropping that copy at once keeps it short-lived.
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             // Off, the verifier prunes every kernel log statement.
@@ -274,7 +274,10 @@ impl Tracer {
         if kernel_logs {
             forward_kernel_logs(&mut ebpf);
         }
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::AyaBtf(e.to_string()))?;
+        // Attaching by BTF id takes aya's own type: built from the bytes
+        // this run already read.
+        let aya_btf = aya::Btf::parse(btf.raw(), aya::Endianness::default())
+            .map_err(|e| LoadError::AyaBtf(e.to_string()))?;
         log::debug!(
             "startup: aya BTF parsed at {:?} (rss {} kB)",
             t0.elapsed(),

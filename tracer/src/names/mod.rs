@@ -4,10 +4,12 @@
 mod docker;
 mod engines;
 mod netns;
+mod view;
 
 pub use docker::{Container, DockerApi, Published};
 pub use engines::api_sockets;
 pub use netns::{in_netns, NetnsNames};
+pub use view::View;
 
 use std::collections::HashMap;
 

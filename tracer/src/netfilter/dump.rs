@@ -5,18 +5,22 @@ use std::time::Duration;
 
 use super::attrs::{self, AttrIter, AttrWriter};
 use super::netlink::*;
-use super::table::TABLE_NAME;
+use super::socket::{BatchItem, NlSocket};
 use super::{ns, NfError};
 
-pub const NFT_MSG_NEWTABLE: u16 = 0;
-pub const NFT_MSG_GETTABLE: u16 = 1;
-pub const NFT_MSG_DELTABLE: u16 = 2;
-pub const NFT_MSG_NEWCHAIN: u16 = 3;
-pub const NFT_MSG_GETCHAIN: u16 = 4;
-pub const NFT_MSG_NEWRULE: u16 = 6;
-pub const NFT_MSG_GETRULE: u16 = 7;
+pub const NFT_MSG_NEWTABLE: u16 = libc::NFT_MSG_NEWTABLE as u16;
+pub const NFT_MSG_GETTABLE: u16 = libc::NFT_MSG_GETTABLE as u16;
+pub const NFT_MSG_DELTABLE: u16 = libc::NFT_MSG_DELTABLE as u16;
+pub const NFT_MSG_NEWCHAIN: u16 = libc::NFT_MSG_NEWCHAIN as u16;
+pub const NFT_MSG_GETCHAIN: u16 = libc::NFT_MSG_GETCHAIN as u16;
+pub const NFT_MSG_NEWRULE: u16 = libc::NFT_MSG_NEWRULE as u16;
+pub const NFT_MSG_GETRULE: u16 = libc::NFT_MSG_GETRULE as u16;
 
 pub const NFTA_TABLE_NAME: u16 = 1;
+
+/// Name of the table pathtrace creates (with `-<pid>` when another
+/// pathtrace in the same namespace already owns it).
+pub const TABLE_NAME: &str = "pathtrace";
 pub const NFTA_TABLE_FLAGS: u16 = 2;
 pub const NFTA_TABLE_OWNER: u16 = 7;
 pub const NFT_TABLE_F_OWNER: u32 = 2;

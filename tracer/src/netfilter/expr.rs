@@ -26,14 +26,14 @@ const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
-const NFT_REG_1: u32 = 1;
-const NFT_CMP_EQ: u32 = 0;
+const NFT_REG_1: u32 = libc::NFT_REG_1 as u32;
+const NFT_CMP_EQ: u32 = libc::NFT_CMP_EQ as u32;
 
-pub const NFT_META_NFTRACE: u32 = 12;
-pub const NFT_META_NFPROTO: u32 = 15;
-pub const NFT_META_L4PROTO: u32 = 16;
-pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+pub const NFT_META_NFTRACE: u32 = libc::NFT_META_NFTRACE as u32;
+pub const NFT_META_NFPROTO: u32 = libc::NFT_META_NFPROTO as u32;
+pub const NFT_META_L4PROTO: u32 = libc::NFT_META_L4PROTO as u32;
+pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
 
 /// Protocols whose first four transport bytes are the two ports.
 const PORT_PROTOS: [u8; 5] = [6, 17, 33, 132, 136];

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
-use super::netlink::NlSocket;
 use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
-use super::trace::{packet_id, tuple_from_headers, NfVerdict, TraceEvent, TraceKind};
+use super::socket::NlSocket;
+use super::trace::{packet_id, tuple_from_headers, TraceEvent, TraceKind};
 use super::{ns, NfError, RuleInfo, TraceFilter};
+use crate::model::Verdict;
 
 pub use legacy_rules::legacy_sweep;
 
@@ -238,10 +239,10 @@ pub(super) fn trace_event(
                 .policies
                 .get(&p.chain)
                 .map(|t| legacy_rules::verdict_of_target(t, &saved.user_chains));
-            let code = v.as_ref().map(|v| u32::from(*v == NfVerdict::Accept));
+            let code = v.as_ref().map(|v| u32::from(*v == Verdict::Accept));
             (v, code, None)
         }
-        TraceKind::Return => (Some(NfVerdict::Return), None, None),
+        TraceKind::Return => (Some(Verdict::Return), None, None),
     };
     let tuple = tuple_from_headers(&pkt.payload, &[]);
     Some(TraceEvent {

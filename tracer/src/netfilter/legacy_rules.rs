@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::trace::NfVerdict;
 use super::{ns, NfError, TraceFilter, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::model::Verdict;
 
 /// Comment tag on pathtrace's TRACE rules: `pathtrace:<pid>`.
 pub const COMMENT_PREFIX: &str = "pathtrace:";
@@ -167,28 +167,28 @@ pub fn split_args(line: &str) -> Vec<String> {
 }
 
 /// The verdict a rule line's target gives.
-pub fn verdict_of_rule(line: &str, user_chains: &HashSet<String>) -> NfVerdict {
+pub fn verdict_of_rule(line: &str, user_chains: &HashSet<String>) -> Verdict {
     let args = split_args(line);
     let pos = args.iter().rposition(|a| a == "-j" || a == "-g");
     let (Some(pos), true) = (pos, pos.is_some_and(|p| p + 1 < args.len())) else {
-        return NfVerdict::Continue;
+        return Verdict::Continue;
     };
     let target = args[pos + 1].as_str();
     if args[pos] == "-g" {
-        return NfVerdict::Goto(target.to_string());
+        return Verdict::Goto(target.to_string());
     }
     verdict_of_target(target, user_chains)
 }
 
 /// The verdict of a target or policy name.
-pub fn verdict_of_target(target: &str, user_chains: &HashSet<String>) -> NfVerdict {
+pub fn verdict_of_target(target: &str, user_chains: &HashSet<String>) -> Verdict {
     match target {
-        "ACCEPT" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "NETMAP" => NfVerdict::Accept,
-        "DROP" | "REJECT" => NfVerdict::Drop,
-        "RETURN" => NfVerdict::Return,
-        "QUEUE" | "NFQUEUE" => NfVerdict::Queue(0),
-        t if user_chains.contains(t) => NfVerdict::Jump(t.to_string()),
-        _ => NfVerdict::Continue,
+        "ACCEPT" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "NETMAP" => Verdict::Accept,
+        "DROP" | "REJECT" => Verdict::Drop,
+        "RETURN" => Verdict::Return,
+        "QUEUE" | "NFQUEUE" => Verdict::Queue(0),
+        t if user_chains.contains(t) => Verdict::Jump(t.to_string()),
+        _ => Verdict::Continue,
     }
 }
 

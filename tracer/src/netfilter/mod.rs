@@ -67,17 +67,18 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use dump::sweep_leftovers;
+pub use dump::TABLE_NAME;
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
-pub use table::{RuleTracer, TABLE_NAME};
-pub use trace::{tuple_from_headers, NfVerdict, TraceEvent, TraceKind, Tuple};
+pub use table::RuleTracer;
+pub use trace::{tuple_from_headers, TraceEvent, TraceKind};
 
-pub const NFPROTO_INET: u8 = 1;
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_ARP: u8 = 3;
-pub const NFPROTO_NETDEV: u8 = 5;
-pub const NFPROTO_BRIDGE: u8 = 7;
-pub const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_INET: u8 = libc::NFPROTO_INET as u8;
+pub const NFPROTO_IPV4: u8 = libc::NFPROTO_IPV4 as u8;
+pub const NFPROTO_ARP: u8 = libc::NFPROTO_ARP as u8;
+pub const NFPROTO_NETDEV: u8 = libc::NFPROTO_NETDEV as u8;
+pub const NFPROTO_BRIDGE: u8 = libc::NFPROTO_BRIDGE as u8;
+pub const NFPROTO_IPV6: u8 = libc::NFPROTO_IPV6 as u8;
 
 /// Which packets to trace. Unset fields match anything. With ports and no
 /// protocol, TCP, UDP and SCTP are traced.

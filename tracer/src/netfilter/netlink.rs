@@ -1,24 +1,22 @@
 //! nfnetlink message framing: building requests, splitting replies.
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use super::socket::{BatchItem, NlSocket};
-
-pub const NFNL_SUBSYS_ULOG: u16 = 4;
-pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_SUBSYS_ULOG: u16 = libc::NFNL_SUBSYS_ULOG as u16;
+pub const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 /// Multicast group of `NFT_MSG_TRACE` events.
-pub const NFNLGRP_NFTRACE: u32 = 9;
+pub const NFNLGRP_NFTRACE: u32 = libc::NFNLGRP_NFTRACE as u32;
 
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+pub const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+pub const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+pub const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+pub const NLM_F_DUMP_INTR: u16 = libc::NLM_F_DUMP_INTR as u16;
 pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_APPEND: u16 = 0x800;
+pub const NLM_F_EXCL: u16 = libc::NLM_F_EXCL as u16;
+pub const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+pub const NLM_F_APPEND: u16 = libc::NLM_F_APPEND as u16;
 
 const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;

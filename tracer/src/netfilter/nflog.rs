@@ -2,25 +2,26 @@
 //! iptables-legacy's TRACE target logs through it.
 
 use super::attrs::{self, AttrIter, AttrWriter};
-use super::netlink::{self, NlSocket, NFNL_SUBSYS_ULOG};
+use super::netlink::{self, NFNL_SUBSYS_ULOG};
+use super::socket::NlSocket;
 use super::NfError;
 
-pub const NFULNL_MSG_PACKET: u16 = 0;
-const NFULNL_MSG_CONFIG: u16 = 1;
-const NFULA_PACKET_HDR: u16 = 1;
-const NFULA_MARK: u16 = 2;
-const NFULA_IFINDEX_INDEV: u16 = 4;
-const NFULA_IFINDEX_OUTDEV: u16 = 5;
-const NFULA_PAYLOAD: u16 = 9;
-const NFULA_PREFIX: u16 = 10;
-const NFULA_CFG_CMD: u16 = 1;
-const NFULA_CFG_MODE: u16 = 2;
-const NFULA_CFG_TIMEOUT: u16 = 4;
-const NFULA_CFG_QTHRESH: u16 = 5;
-const NFULNL_CFG_CMD_BIND: u8 = 1;
-const NFULNL_CFG_CMD_PF_BIND: u8 = 3;
-const NFULNL_CFG_CMD_PF_UNBIND: u8 = 4;
-const NFULNL_COPY_PACKET: u8 = 2;
+pub const NFULNL_MSG_PACKET: u16 = libc::NFULNL_MSG_PACKET as u16;
+const NFULNL_MSG_CONFIG: u16 = libc::NFULNL_MSG_CONFIG as u16;
+const NFULA_PACKET_HDR: u16 = libc::NFULA_PACKET_HDR as u16;
+const NFULA_MARK: u16 = libc::NFULA_MARK as u16;
+const NFULA_IFINDEX_INDEV: u16 = libc::NFULA_IFINDEX_INDEV as u16;
+const NFULA_IFINDEX_OUTDEV: u16 = libc::NFULA_IFINDEX_OUTDEV as u16;
+const NFULA_PAYLOAD: u16 = libc::NFULA_PAYLOAD as u16;
+const NFULA_PREFIX: u16 = libc::NFULA_PREFIX as u16;
+const NFULA_CFG_CMD: u16 = libc::NFULA_CFG_CMD as u16;
+const NFULA_CFG_MODE: u16 = libc::NFULA_CFG_MODE as u16;
+const NFULA_CFG_TIMEOUT: u16 = libc::NFULA_CFG_TIMEOUT as u16;
+const NFULA_CFG_QTHRESH: u16 = libc::NFULA_CFG_QTHRESH as u16;
+const NFULNL_CFG_CMD_BIND: u8 = libc::NFULNL_CFG_CMD_BIND as u8;
+const NFULNL_CFG_CMD_PF_BIND: u8 = libc::NFULNL_CFG_CMD_PF_BIND as u8;
+const NFULNL_CFG_CMD_PF_UNBIND: u8 = libc::NFULNL_CFG_CMD_PF_UNBIND as u8;
+const NFULNL_COPY_PACKET: u8 = libc::NFULNL_COPY_PACKET as u8;
 /// Bytes of each packet to copy: enough for IP and transport headers.
 const COPY_RANGE: u32 = 256;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::dump::{self, RuleRec};
-use super::netlink::NlSocket;
+use super::socket::NlSocket;
 use super::trace::{TraceEvent, TraceKind};
 use super::{family_name, ns, NfError, RuleInfo, NFPROTO_IPV4, NFPROTO_IPV6};
 

@@ -7,19 +7,15 @@ use std::time::{Duration, Instant};
 
 use super::attrs::AttrWriter;
 use super::dump::{self, *};
-use super::netlink::{
-    BatchItem, NlSocket, NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
-};
+use super::netlink::{NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use super::socket::{BatchItem, NlSocket};
 use super::trace::{trace_events, TraceEvent};
 use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
 
-/// Name of the table pathtrace creates (with `-<pid>` when another
-/// pathtrace in the same namespace already owns it).
-pub const TABLE_NAME: &str = "pathtrace";
 /// Priority of the chains: after defrag (-400), before raw (-300).
 pub const CHAIN_PRIORITY: i32 = -350;
-const NF_INET_PRE_ROUTING: u32 = 0;
-const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_INET_PRE_ROUTING: u32 = libc::NF_INET_PRE_ROUTING as u32;
+const NF_INET_LOCAL_OUT: u32 = libc::NF_INET_LOCAL_OUT as u32;
 const TRACE_RCVBUF: libc::c_int = 16 * 1024 * 1024;
 
 /// The trace socket's receive buffer; `PATHTRACE_NFT_RCVBUF` shrinks it, so
@@ -58,7 +54,7 @@ type ChainHooks = (HashMap<String, Option<u8>>, Instant);
 /// What the first event of a packet's chain walk told about the packet.
 #[derive(Debug)]
 struct Packet {
-    tuple: Option<super::Tuple>,
+    tuple: Option<crate::model::Tuple>,
     iif: Option<u32>,
     oif: Option<u32>,
     mark: Option<u32>,

@@ -1,5 +1,5 @@
 //! iptables-legacy tests: unit tests on captured NFLOG messages, and root
-//! tests with real namespaces (they print "SKIPPED: needs root" otherwise).
+//! tests with real namespaces (they fail, naming themselves, without root).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::legacy_rules::{self, parse_save, split_args, verdict_of_rule};
 use super::netlink;
 use super::nflog::{self, TracePrefix};
-use super::testnet::{skip_unless_root, wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
+use crate::model::Verdict;
 
 const PORT: u16 = 8092;
 
@@ -48,7 +49,10 @@ fn decodes_captured_nflog_trace() {
     assert_eq!(pkt.hook, Some(1));
     assert!(pkt.iif.is_some());
     let t = tuple_from_headers(&pkt.payload, &[]).expect("tuple");
-    assert_eq!((t.0, t.1, t.3, t.4), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    assert_eq!(
+        (t.saddr, t.daddr, t.dport, t.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     let raw = netlink::messages(super::fixtures::NFLOG_RAW_POLICY);
     let (_, a) = raw.first().and_then(|m| m.nf()).expect("nfgenmsg");
     let pkt2 = nflog::decode_packet(a);
@@ -79,19 +83,19 @@ fn save_parsing_and_verdicts() {
     let input = &t.rules["INPUT"];
     assert_eq!(
         verdict_of_rule(&input[0], &t.user_chains),
-        NfVerdict::Jump("CHK".into())
+        Verdict::Jump("CHK".into())
     );
     assert_eq!(
         verdict_of_rule(&input[1], &t.user_chains),
-        NfVerdict::Goto("CHK".into())
+        Verdict::Goto("CHK".into())
     );
     assert_eq!(
         verdict_of_rule(&input[2], &t.user_chains),
-        NfVerdict::Continue
+        Verdict::Continue
     );
     assert_eq!(
         verdict_of_rule(&t.rules["CHK"][0], &t.user_chains),
-        NfVerdict::Drop
+        Verdict::Drop
     );
     assert_eq!(
         split_args("-A X -m comment --comment \"a b\" -j Y")[5],
@@ -146,9 +150,7 @@ fn filter() -> Vec<TraceFilter> {
 
 #[test]
 fn legacy_rule_drop_is_named() {
-    if skip_unless_root("legacy_rule_drop_is_named") {
-        return;
-    }
+    lab::require_root("legacy_rule_drop_is_named");
     let lab = Lab::new("legacy");
     lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
@@ -167,7 +169,7 @@ fn legacy_rule_drop_is_named() {
     );
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     for e in &evs {
         eprintln!(
@@ -179,7 +181,7 @@ fn legacy_rule_drop_is_named() {
         .iter()
         .find(|e| e.table == "filter" && e.chain == "INPUT" && e.kind == TraceKind::Rule)
         .expect("a rule event in filter INPUT");
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.hook, Some(1));
     let info = ev.rule.as_ref().expect("rule info");
     assert_eq!(info.index, 2);
@@ -189,8 +191,11 @@ fn legacy_rule_drop_is_named() {
         "{}",
         info.text
     );
-    let (s, d, _, dp, proto) = ev.tuple.expect("tuple");
-    assert_eq!((s, d, dp, proto), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    let tu = ev.tuple.expect("tuple");
+    assert_eq!(
+        (tu.saddr, tu.daddr, tu.dport, tu.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     assert!(evs
         .iter()
         .all(|e| e.rule.as_ref().is_none_or(|r| !r.text.contains(&comment))));
@@ -206,9 +211,7 @@ fn legacy_rule_drop_is_named() {
 
 #[test]
 fn legacy_policy_drop() {
-    if skip_unless_root("legacy_policy_drop") {
-        return;
-    }
+    lab::require_root("legacy_policy_drop");
     let lab = Lab::new("legpol");
     lab.in_b("iptables-legacy -P INPUT DROP");
     let mut t = LegacyTracer::start(Some(&lab.path_b()), &filter()).expect("start");
@@ -219,15 +222,13 @@ fn legacy_policy_drop() {
     assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
     assert_eq!(
         (ev.verdict.clone(), ev.policy),
-        (Some(NfVerdict::Drop), Some(0))
+        (Some(Verdict::Drop), Some(0))
     );
 }
 
 #[test]
 fn legacy_sweep_removes_rules_of_dead_processes() {
-    if skip_unless_root("legacy_sweep_removes_rules_of_dead_processes") {
-        return;
-    }
+    lab::require_root("legacy_sweep_removes_rules_of_dead_processes");
     let lab = Lab::new("legsweep");
     let mut dead = std::process::Command::new("true").spawn().expect("spawn");
     let dead_pid = dead.id();
@@ -250,11 +251,9 @@ fn legacy_sweep_removes_rules_of_dead_processes() {
 /// Prints one raw NFLOG TRACE datagram as hex, to refresh the fixture:
 /// `cargo test -p tracer --lib capture_nflog_fixture -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a fixture refresher, run by hand"]
 fn capture_nflog_fixture() {
-    if skip_unless_root("capture_nflog_fixture") {
-        return;
-    }
+    lab::require_root("capture_nflog_fixture");
     let lab = Lab::new("legcap");
     lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");

@@ -1,11 +1,12 @@
 //! Root tests: real namespaces, real packets, real nf_tables traces.
-//! Each prints "SKIPPED: needs root" and passes when not root.
+//! Each fails, naming itself, without root.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::testnet::{collect, skip_unless_root, wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{collect, wait_readable, Lab, A_ADDR, B_ADDR};
 use super::*;
+use crate::model::Verdict;
 
 const PORT: u16 = 8092;
 
@@ -29,9 +30,7 @@ fn has_pathtrace(lab: &Lab) -> bool {
 
 #[test]
 fn iptables_nft_rule_drop_is_named() {
-    if skip_unless_root("iptables_nft_rule_drop_is_named") {
-        return;
-    }
+    lab::require_root("iptables_nft_rule_drop_is_named");
     let lab = Lab::new("rule");
     lab.in_b("iptables-nft -A INPUT -p icmp -j ACCEPT");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
@@ -48,7 +47,7 @@ fn iptables_nft_rule_drop_is_named() {
     );
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, Duration::from_secs(3), |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     for e in &evs {
         eprintln!(
@@ -66,11 +65,14 @@ fn iptables_nft_rule_drop_is_named() {
         .iter()
         .find(|e| e.table == "filter" && e.chain == "INPUT" && e.kind == TraceKind::Rule)
         .expect("a rule event in filter INPUT");
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.family, NFPROTO_IPV4);
     assert_eq!(ev.hook, Some(1), "INPUT is on the input hook");
-    let (s, d, _sp, dp, proto) = ev.tuple.expect("tuple");
-    assert_eq!((s, d, dp, proto), (ip(A_ADDR), ip(B_ADDR), PORT, 6));
+    let tu = ev.tuple.expect("tuple");
+    assert_eq!(
+        (tu.saddr, tu.daddr, tu.dport, tu.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
     assert!(ev.iif.is_some());
     let mut book = RuleBook::new(Some(&lab.path_b()));
     let info = book
@@ -99,9 +101,7 @@ fn iptables_nft_rule_drop_is_named() {
 
 #[test]
 fn policy_drop_is_reported_as_policy() {
-    if skip_unless_root("policy_drop_is_reported_as_policy") {
-        return;
-    }
+    lab::require_root("policy_drop_is_reported_as_policy");
     let lab = Lab::new("policy");
     lab.in_b("iptables-nft -P INPUT DROP");
     let mut t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
@@ -114,16 +114,14 @@ fn policy_drop_is_reported_as_policy() {
         .find(|e| e.kind == TraceKind::Policy)
         .expect("a policy event");
     assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
-    assert_eq!(ev.verdict, Some(NfVerdict::Drop));
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
     assert_eq!(ev.policy, Some(0));
     assert_eq!(ev.rule_handle, None);
 }
 
 #[test]
 fn native_nft_rule_gets_nft_text() {
-    if skip_unless_root("native_nft_rule_gets_nft_text") {
-        return;
-    }
+    lab::require_root("native_nft_rule_gets_nft_text");
     let lab = Lab::new("native");
     lab.in_b("nft add table inet fw && nft add chain inet fw input \"{ type filter hook input priority 0; }\" && nft add rule inet fw input udp dport 53 accept && nft add rule inet fw input tcp dport 8092 counter drop");
     let filters = [TraceFilter {
@@ -136,7 +134,7 @@ fn native_nft_rule_gets_nft_text() {
     let mut t = RuleTracer::start(Some(&lab.path_b()), &filters).expect("start");
     lab.syn_a_to_b(PORT);
     let evs = collect(&mut t, Duration::from_secs(3), |e| {
-        e.iter().any(|e| e.verdict == Some(NfVerdict::Drop))
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
     });
     let mut ev = evs
         .iter()
@@ -156,9 +154,7 @@ fn native_nft_rule_gets_nft_text() {
 
 #[test]
 fn table_dies_with_a_killed_process() {
-    if skip_unless_root("table_dies_with_a_killed_process") {
-        return;
-    }
+    lab::require_root("table_dies_with_a_killed_process");
     let lab = Lab::new("kill");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe)
@@ -192,7 +188,7 @@ fn table_dies_with_a_killed_process() {
 
 /// Run only as the child of `table_dies_with_a_killed_process`.
 #[test]
-#[ignore]
+#[ignore = "a helper process: table_dies_with_a_killed_process runs it"]
 fn child_holds_a_tracer() {
     let Some(ns) = std::env::var_os("PT_NF_CHILD_NETNS") else {
         return;
@@ -203,9 +199,7 @@ fn child_holds_a_tracer() {
 
 #[test]
 fn leftovers_are_swept_and_names_do_not_clash() {
-    if skip_unless_root("leftovers_are_swept_and_names_do_not_clash") {
-        return;
-    }
+    lab::require_root("leftovers_are_swept_and_names_do_not_clash");
     let lab = Lab::new("sweep");
     lab.in_b("nft add table inet pathtrace && nft add table ip pathtrace-12 && nft add table inet pathtraceX");
     assert_eq!(sweep_leftovers(Some(&lab.path_b())).expect("sweep"), 2);
@@ -226,9 +220,7 @@ fn leftovers_are_swept_and_names_do_not_clash() {
 
 #[test]
 fn works_under_tokio_async_fd() {
-    if skip_unless_root("works_under_tokio_async_fd") {
-        return;
-    }
+    lab::require_root("works_under_tokio_async_fd");
     use tokio::io::{unix::AsyncFd, Interest};
     let lab = Lab::new("tokio");
     lab.in_b("iptables-nft -A INPUT -p tcp --dport 8092 -j DROP");
@@ -239,7 +231,8 @@ fn works_under_tokio_async_fd() {
     let found = rt.block_on(async {
         let t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
         // SAFETY: the trace socket stays open, with the same fd, as long as the tracer.
-        let mut afd = unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
+        let mut afd =
+            unsafe { AsyncFd::register_with_interest(t, Interest::READABLE) }.expect("register");
         // Blocks this thread for the 1 s connect; the events wait in the socket.
         lab.syn_a_to_b(PORT);
         let deadline = tokio::time::sleep(Duration::from_secs(3));
@@ -251,7 +244,7 @@ fn works_under_tokio_async_fd() {
                     let mut guard = guard.expect("readable");
                     let evs = guard.get_inner_mut().read_pending().expect("read");
                     guard.clear_ready();
-                    if evs.iter().any(|e| e.verdict == Some(NfVerdict::Drop) && e.chain == "INPUT") {
+                    if evs.iter().any(|e| e.verdict == Some(Verdict::Drop) && e.chain == "INPUT") {
                         return true;
                     }
                 }
@@ -264,16 +257,14 @@ fn works_under_tokio_async_fd() {
 /// Prints raw NFT_MSG_TRACE messages as hex, to refresh the unit-test fixtures:
 /// `cargo test -p tracer --lib capture_trace_fixtures -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a fixture refresher, run by hand"]
 fn capture_trace_fixtures() {
-    if skip_unless_root("capture_trace_fixtures") {
-        return;
-    }
+    lab::require_root("capture_trace_fixtures");
     let lab = Lab::new("capture");
     lab.in_b("iptables-nft -N CHK && iptables-nft -A CHK -p udp -j ACCEPT && iptables-nft -A INPUT -j CHK");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
     let raw = ns::with_netns(Some(&lab.path_b()), || {
-        let s = netlink::NlSocket::open(true)?;
+        let s = super::socket::NlSocket::open(true)?;
         s.add_membership(netlink::NFNLGRP_NFTRACE)?;
         Ok(s)
     })

@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::attrs::{self, AttrIter, AttrWriter};
 use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
 use super::trace::{decode_trace, NFT_MSG_TRACE};
-use super::{fixtures, rules, NfVerdict, TraceEvent, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
+use super::{fixtures, rules, TraceEvent, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
+use crate::model::Verdict;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -94,13 +95,19 @@ fn decodes_captured_rule_events() {
     );
     assert_eq!(
         (own.kind, own.rule_handle, own.verdict.clone()),
-        (TraceKind::Rule, Some(2), Some(NfVerdict::Continue))
+        (TraceKind::Rule, Some(2), Some(Verdict::Continue))
     );
     assert_eq!(own.nfproto, Some(2));
     assert_eq!(own.id, 0x2c44_b4ac);
     assert_eq!(
         own.tuple,
-        Some((ip("192.0.2.1"), ip("192.0.2.2"), 52860, 8092, 6))
+        Some(crate::model::Tuple {
+            saddr: ip("192.0.2.1"),
+            daddr: ip("192.0.2.2"),
+            sport: 52860,
+            dport: 8092,
+            proto: 6
+        })
     );
     assert_eq!(own.iif, Some(2));
 
@@ -110,7 +117,7 @@ fn decodes_captured_rule_events() {
         (NFPROTO_IPV4, "filter", "INPUT")
     );
     assert_eq!(jump.rule_handle, Some(4));
-    assert_eq!(jump.verdict, Some(NfVerdict::Jump("CHK".into())));
+    assert_eq!(jump.verdict, Some(Verdict::Jump("CHK".into())));
     assert_eq!(jump.network_header.len(), 20);
     assert_eq!(jump.transport_header.len(), 20);
 
@@ -127,7 +134,7 @@ fn decodes_captured_rule_events() {
     let drop = decode(fixtures::INPUT_DROP);
     assert_eq!(
         (drop.kind, drop.rule_handle, drop.verdict),
-        (TraceKind::Rule, Some(5), Some(NfVerdict::Drop))
+        (TraceKind::Rule, Some(5), Some(Verdict::Drop))
     );
     assert_eq!(drop.id, jump.id);
 }
@@ -137,35 +144,32 @@ fn decodes_captured_policy_events() {
     let end = decode(fixtures::INPUT_END);
     assert_eq!(
         (end.kind, end.verdict.clone()),
-        (TraceKind::Return, Some(NfVerdict::Continue))
+        (TraceKind::Return, Some(Verdict::Continue))
     );
-    assert_eq!(end.tuple.map(|t| t.2), Some(52868));
+    assert_eq!(end.tuple.map(|t| t.sport), Some(52868));
     let pol = decode(fixtures::INPUT_POLICY);
     assert_eq!(
         (pol.table.as_str(), pol.chain.as_str(), pol.kind),
         ("filter", "INPUT", TraceKind::Policy)
     );
-    assert_eq!((pol.policy, pol.verdict), (Some(0), Some(NfVerdict::Drop)));
+    assert_eq!((pol.policy, pol.verdict), (Some(0), Some(Verdict::Drop)));
     assert_eq!(pol.id, 0x347d_7ea7);
 }
 
 #[test]
 fn verdict_codes() {
     assert_eq!(
-        NfVerdict::from_code(0x0001_0000, None),
-        NfVerdict::Drop,
+        Verdict::from_code(0x0001_0000, None),
+        Verdict::Drop,
         "NF_DROP_ERR(-EPERM)"
     );
+    assert_eq!(Verdict::from_code((7 << 16) | 3, None), Verdict::Queue(7));
     assert_eq!(
-        NfVerdict::from_code((7 << 16) | 3, None),
-        NfVerdict::Queue(7)
+        Verdict::from_code(-4, Some("x".into())),
+        Verdict::Goto("x".into())
     );
-    assert_eq!(
-        NfVerdict::from_code(-4, Some("x".into())),
-        NfVerdict::Goto("x".into())
-    );
-    assert_eq!(NfVerdict::from_code(-5, None).to_string(), "return");
-    assert_eq!(NfVerdict::Jump("CHK".into()).to_string(), "jump CHK");
+    assert_eq!(Verdict::from_code(-5, None).to_string(), "RETURN");
+    assert_eq!(Verdict::Jump("CHK".into()).to_string(), "JUMP CHK");
 }
 
 #[test]
@@ -177,7 +181,10 @@ fn ipv6_and_fragment_tuples() {
     v6[24..40].copy_from_slice(&ip_octets("2001:db8::2"));
     let udp = [0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0];
     let t = super::tuple_from_headers(&v6, &udp).expect("tuple");
-    assert_eq!(t, (ip("2001:db8::1"), ip("2001:db8::2"), 12345, 53, 17));
+    assert_eq!(
+        (t.saddr, t.daddr, t.sport, t.dport, t.proto),
+        (ip("2001:db8::1"), ip("2001:db8::2"), 12345, 53, 17)
+    );
     let mut inline = v6.clone();
     inline.extend_from_slice(&udp);
     assert_eq!(super::tuple_from_headers(&inline, &[]), Some(t));
@@ -187,7 +194,7 @@ fn ipv6_and_fragment_tuples() {
     ];
     v4.extend_from_slice(&[0x1f, 0x9c, 0x1f, 0x9c]);
     assert_eq!(
-        super::tuple_from_headers(&v4, &[]).map(|t| (t.2, t.3)),
+        super::tuple_from_headers(&v4, &[]).map(|t| (t.sport, t.dport)),
         Some((0, 0))
     );
 }

@@ -9,7 +9,7 @@ use super::attrs::{self, AttrIter};
 use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
 use super::RuleInfo;
 
-pub const NFT_MSG_TRACE: u16 = 17;
+pub const NFT_MSG_TRACE: u16 = libc::NFT_MSG_TRACE as u16;
 
 const NFTA_TRACE_TABLE: u16 = 1;
 const NFTA_TRACE_CHAIN: u16 = 2;
@@ -42,72 +42,7 @@ pub enum TraceKind {
     Return,
 }
 
-/// An nf_tables verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NfVerdict {
-    Accept,
-    Drop,
-    Stolen,
-    /// NF_QUEUE, with the queue number.
-    Queue(u16),
-    Repeat,
-    Stop,
-    Continue,
-    Break,
-    Jump(String),
-    Goto(String),
-    Return,
-    Other(i32),
-}
-
-impl NfVerdict {
-    /// Decodes a verdict code (`NFTA_VERDICT_CODE`, `NFTA_TRACE_POLICY`).
-    pub fn from_code(code: i32, chain: Option<String>) -> Self {
-        if code >= 0 {
-            return match code & 0xff {
-                0 => Self::Drop,
-                1 => Self::Accept,
-                2 => Self::Stolen,
-                3 => Self::Queue((code >> 16) as u16),
-                4 => Self::Repeat,
-                5 => Self::Stop,
-                _ => Self::Other(code),
-            };
-        }
-        match code {
-            -1 => Self::Continue,
-            -2 => Self::Break,
-            -3 => Self::Jump(chain.unwrap_or_default()),
-            -4 => Self::Goto(chain.unwrap_or_default()),
-            -5 => Self::Return,
-            _ => Self::Other(code),
-        }
-    }
-
-    /// True for verdicts that end the packet's walk through the hook.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            Self::Accept | Self::Drop | Self::Stolen | Self::Queue(_)
-        )
-    }
-}
-
-impl std::fmt::Display for NfVerdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Queue(n) => write!(f, "queue {n}"),
-            Self::Jump(c) => write!(f, "jump {c}"),
-            Self::Goto(c) => write!(f, "goto {c}"),
-            Self::Other(c) => write!(f, "verdict {c}"),
-            v => write!(f, "{}", format!("{v:?}").to_lowercase()),
-        }
-    }
-}
-
-/// (source, destination, source port, destination port, IP protocol)
-pub type Tuple = (IpAddr, IpAddr, u16, u16, u8);
+use crate::model::{Tuple, Verdict};
 
 /// One rule or policy decision seen by nf_tables (or iptables-legacy) tracing.
 #[derive(Debug, Clone, Serialize)]
@@ -120,7 +55,7 @@ pub struct TraceEvent {
     pub chain: String,
     pub kind: TraceKind,
     pub rule_handle: Option<u64>,
-    pub verdict: Option<NfVerdict>,
+    pub verdict: Option<Verdict>,
     /// Raw policy verdict code for `TraceKind::Policy`.
     pub policy: Option<u32>,
     pub iif: Option<u32>,
@@ -212,16 +147,16 @@ pub fn decode_trace(family: u8, buf: &[u8], received: Instant) -> Option<TraceEv
         _ => return None,
     };
     if ev.kind == TraceKind::Policy && ev.verdict.is_none() {
-        ev.verdict = ev.policy.map(|p| NfVerdict::from_code(p as i32, None));
+        ev.verdict = ev.policy.map(|p| Verdict::from_code(p as i32, None));
     }
     ev.tuple = tuple_from_headers(&ev.network_header, &ev.transport_header);
     Some(ev)
 }
 
-fn decode_verdict(p: &[u8]) -> Option<NfVerdict> {
+fn decode_verdict(p: &[u8]) -> Option<Verdict> {
     let code = attrs::find(p, NFTA_VERDICT_CODE).and_then(attrs::be32)? as i32;
     let chain = attrs::find(p, NFTA_VERDICT_CHAIN).map(attrs::string);
-    Some(NfVerdict::from_code(code, chain))
+    Some(Verdict::from_code(code, chain))
 }
 
 /// Decodes addresses, protocol and ports from an IPv4/IPv6 network header and
@@ -270,7 +205,13 @@ pub fn tuple_from_headers(net: &[u8], transport: &[u8]) -> Option<Tuple> {
     } else {
         (0, 0)
     };
-    Some((src, dst, sp, dp, proto))
+    Some(Tuple {
+        saddr: src,
+        daddr: dst,
+        sport: sp,
+        dport: dp,
+        proto,
+    })
 }
 
 /// A per-packet id for legacy events (the kernel gives none): FNV-1a over

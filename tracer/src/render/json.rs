@@ -1,8 +1,12 @@
-//! JSON Lines records: `hop`, `packet` and `stats`. Later versions add fields;
-//! none changes meaning.
-use serde_json::{json, Map, Value};
-
-use super::{Stats, View};
+//! JSON Lines: the [`Record`]s of a trace, built from packets and hops.
+use super::{
+    records::{
+        Flow, HopRecord, OutcomeGroup, PacketRecord, PacketReport, Record, RuleFields, StatsRecord,
+        SummaryRecord,
+    },
+    Stats,
+};
+use crate::names::View;
 use crate::{
     diagnose::{Outcomes, Report},
     events::Hop,
@@ -10,119 +14,114 @@ use crate::{
     track::Packet,
 };
 
-fn tuple_fields(obj: &mut Map<String, Value>, hop: Option<&Hop>) {
-    let t = hop.and_then(|h| h.tuple);
-    obj.insert("saddr".into(), json!(t.map(|t| t.saddr.to_string())));
-    obj.insert("daddr".into(), json!(t.map(|t| t.daddr.to_string())));
-    obj.insert("sport".into(), json!(t.map(|t| t.sport)));
-    obj.insert("dport".into(), json!(t.map(|t| t.dport)));
-    obj.insert("proto".into(), json!(t.map(|t| t.proto_name())));
+pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
+    let rule = hop.rule.as_deref();
+    Record::Hop(HopRecord {
+        packet,
+        t_ns: hop.t_ns,
+        netns: hop.netns,
+        netns_name: view.netns_name(hop.netns),
+        ifname: hop.ifname.clone(),
+        ifindex: hop.ifindex,
+        kind: hop.kind.as_str(),
+        hook: hop.hook.map(|h| h.as_str()),
+        verdict: match rule {
+            Some(r) => Some(r.verdict.clone()),
+            None => hop.verdict.clone(),
+        },
+        reason: view.reason(hop),
+        location: view.location(hop),
+        flow: hop.tuple.into(),
+        tcp_flags: hop.tcp_flags,
+        len: hop.len,
+        rule: rule.map(|r| RuleFields {
+            table: r.table.clone(),
+            family: r.family.clone(),
+            chain: r.chain.clone(),
+            rule_handle: r.handle,
+            rule_index: r.index,
+            rule: r.text.clone(),
+            policy: r.policy,
+        }),
+    })
 }
 
-pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Value {
-    let mut obj = Map::new();
-    obj.insert("type".into(), json!("hop"));
-    obj.insert("packet".into(), json!(packet));
-    obj.insert("t_ns".into(), json!(hop.t_ns));
-    obj.insert("netns".into(), json!(hop.netns));
-    obj.insert("netns_name".into(), json!(view.netns_name(hop.netns)));
-    obj.insert("ifname".into(), json!(hop.ifname));
-    obj.insert("ifindex".into(), json!(hop.ifindex));
-    obj.insert("kind".into(), json!(hop.kind.as_str()));
-    obj.insert("hook".into(), json!(hop.hook.map(|h| h.as_str())));
-    obj.insert("verdict".into(), json!(hop.verdict.map(|v| v.as_str())));
-    obj.insert("reason".into(), json!(view.reason(hop)));
-    obj.insert("location".into(), json!(view.location(hop)));
-    tuple_fields(&mut obj, Some(hop));
-    obj.insert("tcp_flags".into(), json!(hop.tcp_flags));
-    obj.insert("len".into(), json!(hop.len));
-    if let Some(r) = hop.rule.as_deref() {
-        obj.insert("verdict".into(), json!(r.verdict));
-        obj.insert("table".into(), json!(r.table));
-        obj.insert("family".into(), json!(r.family));
-        obj.insert("chain".into(), json!(r.chain));
-        obj.insert("rule_handle".into(), json!(r.handle));
-        obj.insert("rule_index".into(), json!(r.index));
-        obj.insert("rule".into(), json!(r.text));
-        obj.insert("policy".into(), json!(r.policy));
-    }
-    Value::Object(obj)
-}
-
-fn deciding_fields(obj: &mut Map<String, Value>, p: &Packet) {
-    let r = deciding_rule(p);
-    obj.insert("table".into(), json!(r.map(|r| &r.table)));
-    obj.insert("chain".into(), json!(r.map(|r| &r.chain)));
-    obj.insert("rule_index".into(), json!(r.and_then(|r| r.index)));
-    obj.insert("rule".into(), json!(r.and_then(|r| r.text.as_ref())));
-    obj.insert("policy".into(), json!(r.map(|r| r.policy)));
-}
-
-pub fn packet(p: &Packet, view: &mut View) -> Value {
+fn packet_record(p: &Packet, view: &mut View) -> PacketRecord {
     let at = p.fate.at.and_then(|i| p.hops.get(i));
-    let mut obj = Map::new();
-    obj.insert("type".into(), json!("packet"));
-    obj.insert("packet".into(), json!(p.id));
-    obj.insert("fate".into(), json!(p.fate.kind.as_str()));
-    obj.insert("hook".into(), json!(p.fate.hook.map(|h| h.as_str())));
-    obj.insert("reason".into(), json!(at.and_then(|h| view.reason(h))));
-    obj.insert("location".into(), json!(at.and_then(|h| view.location(h))));
-    obj.insert("netns".into(), json!(at.map(|h| h.netns)));
-    obj.insert(
-        "netns_name".into(),
-        json!(at.and_then(|h| view.netns_name(h.netns))),
-    );
-    obj.insert("ifname".into(), json!(at.map(|h| h.ifname.clone())));
-    let first = p.hops.iter().find(|h| h.tuple.is_some());
-    tuple_fields(&mut obj, first);
-    let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
-    if last.and_then(|h| h.tuple) != first.and_then(|h| h.tuple) {
-        let mut nat = Map::new();
-        tuple_fields(&mut nat, last);
-        obj.insert("final".into(), Value::Object(nat));
+    let first = p.hops.iter().find_map(|h| h.tuple);
+    let last = p.hops.iter().rev().find_map(|h| h.tuple);
+    let r = deciding_rule(p);
+    PacketRecord {
+        packet: p.id,
+        fate: p.fate.kind.as_str(),
+        hook: p.fate.hook.map(|h| h.as_str()),
+        reason: at.and_then(|h| view.reason(h)),
+        location: at.and_then(|h| view.location(h)),
+        netns: at.map(|h| h.netns),
+        netns_name: at.and_then(|h| view.netns_name(h.netns)),
+        ifname: at.map(|h| h.ifname.clone()),
+        flow: first.into(),
+        final_flow: (last != first).then(|| Flow::from(last)),
+        table: r.map(|r| r.table.clone()),
+        chain: r.map(|r| r.chain.clone()),
+        rule_index: r.and_then(|r| r.index),
+        rule: r.and_then(|r| r.text.clone()),
+        policy: r.map(|r| r.policy),
+        hops: p.hops.len(),
+        filter: p.hops.first().map(|h| h.filter),
+        report: None,
     }
-    deciding_fields(&mut obj, p);
-    obj.insert("hops".into(), json!(p.hops.len()));
-    obj.insert("filter".into(), json!(p.hops.first().map(|h| h.filter)));
-    Value::Object(obj)
 }
 
-pub fn stats(s: &Stats) -> Value {
-    json!({
-        "type": "stats",
-        "tier": s.tier,
-        "packets": s.packets,
-        "events": s.events,
-        "sent": s.sent,
-        "lost": s.lost,
-        "undecodable": s.bad,
-        "evicted": s.evicted,
-        "rule_overflows": s.rule_overflows,
+pub fn packet(p: &Packet, view: &mut View) -> Record {
+    Record::Packet(packet_record(p, view))
+}
+
+pub fn stats(s: &Stats) -> Record {
+    Record::Stats(StatsRecord {
+        tier: s.tier.clone(),
+        events: s.events,
+        lost: s.lost,
+        packets: Some(s.packets),
+        sent: Some(s.sent),
+        undecodable: Some(s.bad),
+        evicted: Some(s.evicted),
+        rule_overflows: Some(s.rule_overflows),
+        drops: None,
+        unprinted: None,
     })
 }
 
 /// The `packet` record with its direction and plain-language diagnosis.
-pub fn packet_with(p: &Packet, view: &mut View, report: &Report) -> Value {
-    let mut v = packet(p, view);
-    if let Value::Object(obj) = &mut v {
-        obj.insert("direction".into(), json!(report.direction.as_str()));
-        obj.insert("diagnosis".into(), json!(report.diagnosis));
-        let container = p
-            .hops
-            .iter()
-            .rev()
-            .find_map(|h| view.netns.container(h.netns));
-        obj.insert("container".into(), json!(container));
-    }
-    v
+pub fn packet_with(p: &Packet, view: &mut View, report: &Report) -> Record {
+    let mut rec = packet_record(p, view);
+    let container = p
+        .hops
+        .iter()
+        .rev()
+        .find_map(|h| view.netns.container(h.netns))
+        .map(str::to_owned);
+    rec.report = Some(PacketReport {
+        direction: report.direction.as_str(),
+        diagnosis: report.diagnosis.clone(),
+        container,
+    });
+    Record::Packet(rec)
 }
 
 /// The exit-time `summary` record: verdicts grouped, and connections.
-pub fn summary(o: &Outcomes) -> Value {
-    let groups: Vec<Value> = o
-        .groups()
-        .into_iter()
-        .map(|(d, n)| json!({"cause": d.cause, "message": d.message, "advice": d.advice, "packets": n}))
-        .collect();
-    json!({"type": "summary", "outcomes": groups, "connections": o.connections()})
+pub fn summary(o: &Outcomes) -> Record {
+    Record::Summary(SummaryRecord {
+        outcomes: o
+            .groups()
+            .into_iter()
+            .map(|(d, n)| OutcomeGroup {
+                cause: d.cause,
+                message: d.message,
+                advice: d.advice,
+                packets: n,
+            })
+            .collect(),
+        connections: o.connections(),
+    })
 }

@@ -1,9 +1,7 @@
 //! Output: text for people (colour only on a TTY) and JSON Lines for scripts.
 pub mod json;
+pub mod records;
 pub mod text;
-mod view;
-
-pub use view::View;
 
 /// Exit-time totals, printed as the `stats` record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

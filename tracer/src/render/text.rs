@@ -1,10 +1,12 @@
 //! One block per packet: a header line, one line per hop, and a fate line.
 use std::fmt::Write as _;
 
-use super::{Stats, View};
+use super::Stats;
 use crate::diagnose::{Diagnosis, Outcomes};
+use crate::names::View;
 use crate::{
-    events::{Hop, HopKind, RuleHit, Tuple, Verdict},
+    events::{Hop, HopKind, RuleHit},
+    model::{Tuple, Verdict},
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
@@ -66,35 +68,15 @@ fn tcp_flags(f: u8) -> String {
         .collect()
 }
 
-/// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
-pub fn rule_phrase(r: &RuleHit) -> String {
-    if r.policy {
-        return format!(
-            "the policy of chain {} in table {} ({})",
-            r.chain, r.table, r.verdict
-        );
-    }
-    let idx = r
-        .index
-        .map(|i| format!("rule {i}"))
-        .unwrap_or_else(|| "a rule".into());
-    let text = r
-        .text
-        .as_ref()
-        .map(|t| format!(": {t}"))
-        .unwrap_or_default();
-    format!("{idx} of chain {} in table {}{text}", r.chain, r.table)
-}
-
 fn rule_detail(r: &RuleHit, style: Style) -> String {
     let hook = r
         .hook
         .map(|h| format!("{} ", h.as_str()))
         .unwrap_or_default();
-    let verdict = match r.verdict.as_str() {
-        "DROP" => style.red("DROP"),
-        "ACCEPT" => style.green("ACCEPT"),
-        v => v.to_owned(),
+    let verdict = match r.verdict {
+        Verdict::Drop => style.red("DROP"),
+        Verdict::Accept => style.green("ACCEPT"),
+        ref v => v.to_string(),
     };
     let what = if r.policy {
         "policy".to_owned()
@@ -122,9 +104,9 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
     if let Some(h) = hop.hook {
         d.push_str(h.as_str());
     }
-    match hop.verdict {
+    match &hop.verdict {
         Some(Verdict::Accept) => d.push_str(&format!(" {}", style.green("ACCEPT"))),
-        Some(v) => d.push_str(&format!(" {}", style.red(v.as_str()))),
+        Some(v) => d.push_str(&format!(" {}", style.red(&v.to_string()))),
         None => {}
     }
     if let Some(r) = view.reason(hop) {
@@ -199,7 +181,7 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
                 .and_then(|h| view.reason(h))
                 .unwrap_or_else(|| "no reason given".into());
             let by = deciding_rule(p)
-                .map(|r| format!(" by {}", rule_phrase(r)))
+                .map(|r| format!(" by {}", r.phrase()))
                 .unwrap_or_default();
             style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
         }

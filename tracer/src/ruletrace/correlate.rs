@@ -3,8 +3,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::RuleWatch;
 use crate::{
-    events::{Hop, HopKind, RuleHit, Tuple, Verdict},
-    kernel::Hook,
+    events::{Hop, HopKind, RuleHit},
+    model::Hook,
+    model::{Tuple, Verdict},
     track::{Fate, Packet},
 };
 
@@ -81,9 +82,8 @@ fn place(p: &mut Packet, hits: Vec<RuleHit>) {
         hop.kind = HopKind::NfRule;
         hop.t_ns = anchor.t_ns + 1 + n as u64;
         hop.hook = hit.hook;
-        hop.verdict = match hit.verdict.as_str() {
-            "ACCEPT" => Some(Verdict::Accept),
-            "DROP" => Some(Verdict::Drop),
+        hop.verdict = match hit.verdict {
+            Verdict::Accept | Verdict::Drop => Some(hit.verdict.clone()),
             _ => None,
         };
         hop.tuple = hit.tuple.or(anchor.tuple);

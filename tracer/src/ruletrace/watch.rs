@@ -12,9 +12,9 @@ use std::{
 };
 
 use crate::{
-    events::{monotonic_ns, RuleHit, Tuple},
-    filter::FlowFilter,
-    kernel::Hook,
+    events::{monotonic_ns, RuleHit},
+    model::Hook,
+    model::{FlowFilter, Verdict},
     names::in_netns,
     netfilter::{
         family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
@@ -88,11 +88,11 @@ fn trace_filter(f: &FlowFilter) -> TraceFilter {
     }
 }
 
-fn verdict_text(ev: &TraceEvent) -> String {
+fn verdict_of(ev: &TraceEvent) -> Verdict {
     match (&ev.kind, &ev.verdict) {
-        (TraceKind::Return, _) => "RETURN".into(),
-        (_, Some(v)) => v.to_string().to_uppercase(),
-        (_, None) => "CONTINUE".into(),
+        (TraceKind::Return, _) => Verdict::Return,
+        (_, Some(v)) => v.clone(),
+        (_, None) => Verdict::Continue,
     }
 }
 
@@ -102,16 +102,9 @@ fn ip_id(net: &[u8]) -> Option<u16> {
 }
 
 fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
-    let tuple = ev.tuple.map(|(saddr, daddr, sport, dport, proto)| Tuple {
-        saddr,
-        daddr,
-        sport,
-        dport,
-        proto,
-    });
     RuleHit {
         netns,
-        verdict: verdict_text(&ev),
+        verdict: verdict_of(&ev),
         policy: ev.kind == TraceKind::Policy,
         family: family_name(ev.family).to_owned(),
         hook: ev.hook.and_then(Hook::from_nf_inet),
@@ -120,7 +113,7 @@ fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
         text: ev.rule.map(|r| r.text),
         table: ev.table,
         chain: ev.chain,
-        tuple,
+        tuple: ev.tuple,
         ip_id,
         trace_id: ev.id,
         received_ns: monotonic_ns().saturating_sub(ev.received.elapsed().as_nanos() as u64),

@@ -1,7 +1,7 @@
 //! A packet's fate, read off its hops.
 use crate::{
     events::{Hop, HopKind},
-    kernel::Hook,
+    model::Hook,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Fate {
                 .iter()
                 .rev()
                 .take_while(|h| h.kind == HopKind::NfHook)
-                .find(|h| h.verdict == Some(crate::events::Verdict::Drop))
+                .find(|h| h.verdict == Some(crate::model::Verdict::Drop))
                 .and_then(|h| h.hook);
             return Self {
                 kind: FateKind::Dropped,
@@ -62,7 +62,7 @@ impl Fate {
             };
         }
         let nf_drop = hops.iter().position(|h| {
-            h.kind == HopKind::NfHook && h.verdict == Some(crate::events::Verdict::Drop)
+            h.kind == HopKind::NfHook && h.verdict == Some(crate::model::Verdict::Drop)
         });
         if let Some(i) = nf_drop {
             return Self {

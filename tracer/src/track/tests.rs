@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::{events::Verdict, kernel::Hook};
+use crate::model::{Hook, Verdict};
 
 fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
     Hop {

@@ -8,12 +8,14 @@ pub(crate) mod builder;
 mod decl;
 #[cfg(test)]
 mod fixture;
+mod kernel;
 mod query;
 mod raw;
 #[cfg(test)]
 mod tests;
 
 pub use decl::BtfEnum;
+pub use kernel::KernelBtf;
 pub use query::MemberInfo;
 
 use std::fmt;

@@ -76,6 +76,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl Btf {
+    /// The blob this was parsed from (for vmlinux: the whole of it).
+    pub fn raw(&self) -> &[u8] {
+        &self.0.data
+    }
+
     pub(super) fn parse(data: Vec<u8>, base: Option<Btf>) -> Result<Btf> {
         if data.len() < HEADER_LEN {
             return invalid("shorter than the BTF header");

@@ -1,0 +1,529 @@
+//! `pathtrace-bench`: what pathtrace costs, measured in the namespace lab.
+//!
+//! It builds the lab (emulated Docker by default), sends its own bulk TCP and
+//! small-packet UDP streams from the `other` host (192.0.2.134) to the
+//! published port (192.0.2.25:8092 → 198.51.100.2:80), and measures:
+//! throughput with and without tracers (pathtrace, a bpftrace peer, nft
+//! trace), the highest matching packet rate pathtrace traces without loss,
+//! start-up time and memory. Every figure is taken several times and given
+//! as median [min–max]; comparisons are ratios against a baseline measured in
+//! the same run. It writes a Markdown table and a JSON file, and exits 0
+//! whether or not the targets are met (only a broken run fails).
+//!
+//! All traffic stays between the lab's namespaces; every load loop is bounded
+//! in time and count; the lab and every process started are removed on exit.
+mod bpf;
+mod children;
+mod net;
+mod peers;
+mod report;
+mod startup;
+mod stats;
+mod throughput;
+mod traced;
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use lab::{Block, DockerMode, Lab, LabConfig};
+use serde::Serialize;
+
+use crate::{
+    bpf::{MapInfo, ProgFd},
+    peers::{Bpftrace, BtRun, PtRun, Tools},
+};
+
+/// The LAN address pathtrace's "other traffic" filter names: nothing sends from it.
+pub const OTHER_SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+/// A second address of the lab's `other` host, used only by the traced-rate
+/// ladder: other labs on a shared machine also send from 192.0.2.134, and
+/// pathtrace's and bpftrace's programs see every namespace.
+pub const LADDER_SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+/// The lab prefix: namespaces `ptbench-lan`, `ptbench-other`, …
+const PREFIX: &str = "ptbench";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum DockerChoice {
+    /// Docker's bridge, veth and chains, without dockerd (fast, deterministic).
+    Emulated,
+    /// A real dockerd in the lab's Docker host namespace.
+    Real,
+}
+
+/// Measure what pathtrace costs, in the namespace lab.
+#[derive(Parser, Debug)]
+#[command(name = "pathtrace-bench")]
+struct Args {
+    /// About one to two minutes: 1 s samples, 3 of each, short rate steps.
+    #[arg(long)]
+    quick: bool,
+    /// Emulated Docker (default) or a real dockerd.
+    #[arg(long, value_enum, default_value_t = DockerChoice::Emulated)]
+    docker: DockerChoice,
+    /// Where to write the Markdown and JSON results.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The pathtrace binary (default: next to this one).
+    #[arg(long, value_name = "PATH")]
+    pathtrace: Option<PathBuf>,
+    /// Sections to run (default all): throughput, traced, startup.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    only: Vec<String>,
+    /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
+    #[arg(long, hide = true, value_name = "COND")]
+    soak: Option<String>,
+    #[arg(long, hide = true, default_value_t = 20)]
+    soak_secs: u64,
+    /// Pace the soak's UDP stream at this many packets per second.
+    #[arg(long, hide = true)]
+    soak_rate: Option<u64>,
+    /// Soak with the TCP stream instead of UDP.
+    #[arg(long, hide = true)]
+    soak_tcp: bool,
+    /// Stop measuring after this many seconds, whatever is left (default: 300 quick, 1500 full).
+    #[arg(long, value_name = "SECS")]
+    max_secs: Option<u64>,
+}
+
+/// How much to measure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub mode: &'static str,
+    /// Throughput: rounds over all conditions, and samples per condition per round.
+    pub rounds: usize,
+    pub per_round: usize,
+    pub sample_secs: f64,
+    /// Traced packet rates, each sent for `rate_step_secs`, `rate_reps` times.
+    pub rates: Vec<u64>,
+    pub rate_step_secs: f64,
+    pub rate_reps: usize,
+    pub bpftrace_rate_reps: usize,
+    pub startup_runs: usize,
+    pub max_secs: u64,
+    #[serde(skip)]
+    pub deadline: Instant,
+}
+
+impl Plan {
+    fn new(quick: bool, max_secs: Option<u64>) -> Plan {
+        let rates = vec![10_000, 25_000, 50_000, 100_000, 200_000];
+        let max_secs = max_secs.unwrap_or(if quick { 300 } else { 1500 });
+        let deadline = Instant::now() + Duration::from_secs(max_secs);
+        if quick {
+            Plan {
+                mode: "quick",
+                rounds: 1,
+                per_round: 3,
+                sample_secs: 1.0,
+                rates,
+                rate_step_secs: 0.5,
+                rate_reps: 3,
+                bpftrace_rate_reps: 2,
+                startup_runs: 3,
+                max_secs,
+                deadline,
+            }
+        } else {
+            Plan {
+                mode: "full",
+                rounds: 5,
+                per_round: 1,
+                sample_secs: 3.0,
+                rates,
+                rate_step_secs: 2.0,
+                rate_reps: 3,
+                bpftrace_rate_reps: 3,
+                startup_runs: 5,
+                max_secs,
+                deadline,
+            }
+        }
+    }
+
+    pub fn sample(&self) -> Duration {
+        Duration::from_secs_f64(self.sample_secs)
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Peak RSS and kernel maps of the tracers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Memory {
+    /// VmHWM of each pathtrace run under load (matching traffic), KiB.
+    pub pathtrace_hwm_kib: Vec<f64>,
+    pub bpftrace_hwm_kib: Vec<f64>,
+    pub pathtrace_maps: Vec<MapInfo>,
+    pub bpftrace_maps: Vec<MapInfo>,
+    pub pathtrace_progs: Vec<ProgFd>,
+    pub bpftrace_progs: Vec<ProgFd>,
+}
+
+/// A measured "ready" time: which variant, and how long after spawning.
+pub const READY_AUTO_NORULES: &str = "pathtrace --tier auto --no-rules";
+pub const READY_BT_BEGIN: &str = "bpftrace (BEGIN fired: all probes attached)";
+pub const READY_BT_ATTACHING: &str = "bpftrace (`Attaching N probes...` line)";
+
+/// Everything the sections share.
+pub struct Ctx<'a> {
+    pub lab: &'a Lab,
+    pub plan: Plan,
+    pub tools: Tools,
+    pub route_tcp: net::Route,
+    pub route_udp: net::Route,
+    /// The UDP route of the traced-rate ladder (from LADDER_SRC).
+    pub route_ladder: net::Route,
+    /// Ready times in ms, by variant.
+    pub ready_ms: BTreeMap<String, Vec<f64>>,
+    pub mem: Memory,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+    seq: u32,
+}
+
+impl Ctx<'_> {
+    /// Stop measuring: a signal arrived or the time is up.
+    pub fn stop_now(&self) -> bool {
+        STOP.load(Ordering::SeqCst) || Instant::now() >= self.plan.deadline
+    }
+
+    /// A fresh output file for a tracer.
+    pub fn out_file(&mut self, tag: &str) -> PathBuf {
+        self.seq += 1;
+        self.tools.work.join(format!("{:03}-{tag}.out", self.seq))
+    }
+
+    pub fn error(&mut self, what: &str, e: &anyhow::Error) {
+        let msg = format!("{what}: {e:#}");
+        eprintln!("pathtrace-bench: {msg}");
+        self.errors.push(msg);
+    }
+
+    pub fn note(&mut self, msg: String) {
+        eprintln!("pathtrace-bench: {msg}");
+        self.notes.push(msg);
+    }
+
+    pub fn ready(&mut self, variant: &str, d: Option<Duration>) {
+        if let Some(d) = d {
+            self.ready_ms
+                .entry(variant.to_string())
+                .or_default()
+                .push(d.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Records pathtrace's peak RSS (under load) and, once, its maps and programs.
+    pub fn pathtrace_memory(&mut self, run: &PtRun) {
+        if let Some(kib) = run.proc.vm_hwm_kib() {
+            self.mem.pathtrace_hwm_kib.push(kib as f64);
+        }
+        if self.mem.pathtrace_maps.is_empty() {
+            match held_maps(run.proc.pid) {
+                Ok((maps, progs)) => {
+                    self.mem.pathtrace_maps = maps
+                        .into_iter()
+                        .filter(|m| bpf::PATHTRACE_MAPS.contains(&m.name.as_str()))
+                        .collect();
+                    self.mem.pathtrace_progs = progs;
+                }
+                Err(e) => self.error("reading pathtrace's maps", &e),
+            }
+        }
+    }
+
+    pub fn bpftrace_memory(&mut self, run: &BtRun) {
+        if let Some(kib) = run.proc.vm_hwm_kib() {
+            self.mem.bpftrace_hwm_kib.push(kib as f64);
+        }
+        if self.mem.bpftrace_maps.is_empty() {
+            match held_maps(run.proc.pid) {
+                Ok((maps, progs)) => {
+                    self.mem.bpftrace_maps = maps;
+                    self.mem.bpftrace_progs = progs;
+                }
+                Err(e) => self.error("reading bpftrace's maps", &e),
+            }
+        }
+    }
+
+    /// Removes a tracer's output file, returning its size.
+    pub fn discard(&self, path: &Path) -> u64 {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(path);
+        size
+    }
+}
+
+fn held_maps(pid: i32) -> Result<(Vec<MapInfo>, Vec<ProgFd>)> {
+    let held = bpf::held_by(pid)?;
+    let maps = bpf::maps(&held.map_ids)?;
+    let mut progs = held.progs;
+    bpf::name_progs(&mut progs)?;
+    Ok((maps, progs))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The UDP twin of Docker's published TCP port: the same DNAT and ACCEPT for UDP.
+fn publish_udp(lab: &Lab) -> Result<()> {
+    let a = lab.addrs();
+    let port = a.published_port.to_string();
+    let to = format!("{}:{}", a.container, a.container_port);
+    let ctr = format!("{}/32", a.container);
+    let cport = a.container_port.to_string();
+    lab.iptables(&[
+        "-t",
+        "nat",
+        "-A",
+        "DOCKER",
+        "!",
+        "-i",
+        "docker0",
+        "-p",
+        "udp",
+        "-m",
+        "udp",
+        "--dport",
+        &port,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &to,
+    ])
+    .context("adding the UDP DNAT")?;
+    lab.iptables(&[
+        "-t", "filter", "-A", "DOCKER", "-d", &ctr, "!", "-i", "docker0", "-o", "docker0", "-p",
+        "udp", "-m", "udp", "--dport", &cport, "-j", "ACCEPT",
+    ])
+    .context("adding the UDP ACCEPT")?;
+    Ok(())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    install_signal_handlers();
+    match run(&args) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("pathtrace-bench: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: the lab creates namespaces and pathtrace loads BPF programs");
+    }
+    let plan = Plan::new(args.quick, args.max_secs);
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench-results"));
+    let work = out_dir.join(format!("work-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let result = measure(args, plan, &out_dir, &work, started);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
+    let pathtrace = match &args.pathtrace {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("pathtrace"),
+    };
+    if !pathtrace.is_file() {
+        bail!(
+            "{} is missing: build it (`cargo xtask bench` builds everything) or pass --pathtrace",
+            pathtrace.display()
+        );
+    }
+    let mut notes = Vec::new();
+    let bpftrace = match Bpftrace::detect() {
+        Ok(b) => {
+            if b.private_tracefs {
+                notes.push("tracefs is not mounted on this host: bpftrace runs in a private mount namespace with tracefs mounted there".to_string());
+            }
+            Some(b)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "bpftrace peer skipped: {e:#} (apt-get install bpftrace)"
+            ));
+            None
+        }
+    };
+    let tools = Tools {
+        pathtrace,
+        bpftrace,
+        work: work.to_path_buf(),
+    };
+    let sections: Vec<String> = if args.only.is_empty() {
+        vec!["throughput".into(), "traced".into(), "startup".into()]
+    } else {
+        args.only.clone()
+    };
+
+    eprintln!(
+        "pathtrace-bench: {} run, building the lab ({} Docker)",
+        plan.mode,
+        match args.docker {
+            DockerChoice::Emulated => "emulated",
+            DockerChoice::Real => "real",
+        }
+    );
+    let lab_started = Instant::now();
+    let mut lab = Lab::start(LabConfig {
+        block: Block::None,
+        docker: match args.docker {
+            DockerChoice::Emulated => DockerMode::Emulated,
+            DockerChoice::Real => DockerMode::Real,
+        },
+        ..LabConfig::with_prefix(PREFIX)
+    })
+    .context("starting the lab")?;
+    // Our own sink listens on the container's port 80 instead of httpd.
+    lab.set_listener(false)
+        .context("stopping the lab's httpd")?;
+    publish_udp(&lab)?;
+    let lab_secs = lab_started.elapsed().as_secs_f64();
+    let a = lab.addrs().clone();
+    let names = lab.names().clone();
+    let route_tcp = net::Route {
+        client_ns: names.other.clone(),
+        server_ns: names.ctr.clone(),
+        target: SocketAddrV4::new(a.host, a.published_port),
+        listen_port: a.container_port,
+        udp_src: None,
+    };
+    let route_udp = route_tcp.clone();
+    let route_ladder = net::Route {
+        udp_src: Some(LADDER_SRC),
+        ..route_tcp.clone()
+    };
+    let ladder_addr = format!("{LADDER_SRC}/32");
+    lab.exec(
+        &names.other,
+        &["ip", "addr", "add", &ladder_addr, "dev", "eth0"],
+    )
+    .context("adding the ladder's source address")?;
+    let mut ctx = Ctx {
+        lab: &lab,
+        plan,
+        tools,
+        route_tcp,
+        route_udp,
+        route_ladder,
+        ready_ms: BTreeMap::new(),
+        mem: Memory::default(),
+        notes,
+        errors: Vec::new(),
+        seq: 0,
+    };
+    for n in &ctx.notes {
+        eprintln!("pathtrace-bench: {n}");
+    }
+    // The path works before anything is measured.
+    let probe = Duration::from_millis(300);
+    net::tcp_sample(&ctx.route_tcp, probe).context("TCP through the published port")?;
+    let u = net::udp_run(&ctx.route_udp, probe, Some(1000)).context("UDP through the DNAT")?;
+    if u.received == 0 {
+        bail!("no UDP datagram reached the container through the DNAT");
+    }
+
+    if let Some(key) = &args.soak {
+        let cond = throughput::Cond::from_key(key).context("--soak takes b, c, d0, d or e")?;
+        let r = throughput::soak(
+            &mut ctx,
+            cond,
+            args.soak_secs,
+            args.soak_rate,
+            args.soak_tcp,
+        );
+        drop(ctx);
+        lab.teardown().context("tearing the lab down")?;
+        return r;
+    }
+    let mut results = report::Results::new(&ctx, args.docker == DockerChoice::Real, lab_secs);
+    let mut timings = Vec::new();
+    for s in &sections {
+        if ctx.stop_now() {
+            ctx.note(format!("section {s} skipped: out of time or interrupted"));
+            continue;
+        }
+        let t = Instant::now();
+        match s.as_str() {
+            "throughput" => results.throughput = Some(throughput::run(&mut ctx)),
+            "traced" => results.traced = Some(traced::run(&mut ctx)),
+            "startup" => results.startup = Some(startup::run(&mut ctx)),
+            other => ctx.note(format!("unknown section {other} ignored")),
+        }
+        timings.push((s.clone(), t.elapsed().as_secs_f64()));
+        eprintln!(
+            "pathtrace-bench: {s} done in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if STOP.load(Ordering::SeqCst) {
+        ctx.note("interrupted: results are partial".into());
+    } else if Instant::now() >= ctx.plan.deadline {
+        ctx.note(format!(
+            "stopped at the {} s bound: results are partial",
+            ctx.plan.max_secs
+        ));
+    }
+    let teardown = Instant::now();
+    results.finish(&ctx, timings, started);
+    drop(ctx);
+    let torn = lab.teardown();
+    results.teardown_secs = teardown.elapsed().as_secs_f64();
+    results.wall_secs = started.elapsed().as_secs_f64();
+    if let Err(e) = &torn {
+        results.errors.push(format!("lab teardown: {e}"));
+    }
+    let (md, json) = results.render();
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let md_path = out_dir.join(format!("bench-{}.md", results.plan.mode));
+    let json_path = out_dir.join(format!("bench-{}.json", results.plan.mode));
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&json_path, &json)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("{md}");
+    eprintln!(
+        "pathtrace-bench: wrote {} and {} ({:.0}s)",
+        md_path.display(),
+        json_path.display(),
+        results.wall_secs
+    );
+    torn.context("tearing the lab down")?;
+    Ok(())
+}

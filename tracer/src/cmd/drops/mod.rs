@@ -1,0 +1,63 @@
+//! `pathtrace drops`: every drop on the host, as a throttled live stream or
+//! as a live table of the most frequent (reason, location, device, namespace).
+mod stream;
+mod top;
+
+use std::time::Duration;
+
+pub use stream::{run_stream, Throttle};
+pub use top::{run_top, TopRow};
+
+use crate::{loader::TierRequest, model::FlowFilter};
+
+pub struct DropsOptions {
+    /// Empty: every drop on the host.
+    pub filter: FlowFilter,
+    pub json: bool,
+    pub color: bool,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    /// Stream: the most lines printed per second before summarising the rest.
+    pub max_rate: u32,
+    /// Top: how often to refresh.
+    pub interval: Duration,
+    /// Top: redraw in place (on a terminal) rather than printing snapshots.
+    pub redraw: bool,
+    pub tier: TierRequest,
+}
+
+/// Resolves when the duration has passed (never without one).
+pub(crate) async fn deadline(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `pathtrace drops`: every drop as it happens, or `--top` counts.
+pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
+    use std::io::IsTerminal;
+
+    use crate::error::Error;
+    let filter = args.filter.to_filter();
+    filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    crate::privileges::check().map_err(Error::Privileges)?;
+    let opts = DropsOptions {
+        filter,
+        json: args.output.json,
+        color: super::use_color(&args.output),
+        duration: args.duration,
+        count: args.count,
+        max_rate: args.max_rate,
+        interval: args.interval,
+        redraw: std::io::stdout().is_terminal() && !args.output.json,
+        tier: args.tier,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let rt = super::runtime()?;
+    if args.top {
+        rt.block_on(run_top(&opts, &mut out)).map(|_| ())
+    } else {
+        rt.block_on(run_stream(&opts, &mut out))
+    }
+}

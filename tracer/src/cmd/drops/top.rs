@@ -1,0 +1,188 @@
+//! The live drop table, counted in the kernel's per-CPU `DROP_COUNTS` map.
+use std::{collections::HashMap, io::Write, time::Instant};
+
+use tracer_common::{config_flags, DropKey};
+
+use super::{deadline, DropsOptions};
+use crate::{
+    error::Error,
+    loader::{LoadOptions, Tracer},
+    names::View,
+    render::records::{DropTopRecord, DropTopRow, Record},
+    session::{kernel_btf, view},
+};
+
+/// One row of the table, named.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopRow {
+    pub reason: String,
+    pub location: String,
+    pub ifname: String,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub count: u64,
+    /// Drops per second over the last interval.
+    pub rate: f64,
+}
+
+fn name_rows(
+    now: &[(DropKey, u64)],
+    before: &HashMap<DropKey, u64>,
+    secs: f64,
+    view: &mut View,
+) -> Vec<TopRow> {
+    let mut rows: Vec<TopRow> = now
+        .iter()
+        .map(|(k, count)| {
+            let delta = count.saturating_sub(before.get(k).copied().unwrap_or(0));
+            let name_len = k
+                .ifname
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(k.ifname.len());
+            TopRow {
+                reason: view.reasons.name(k.reason),
+                location: view
+                    .syms
+                    .as_ref()
+                    .and_then(|s| s.symbolize(k.location))
+                    .map(|(n, o)| format!("{n}+{o:#x}"))
+                    .unwrap_or_else(|| format!("{:#x}", k.location)),
+                ifname: String::from_utf8_lossy(&k.ifname[..name_len]).into_owned(),
+                netns: k.netns,
+                netns_name: view.netns_name(k.netns),
+                count: *count,
+                rate: if secs > 0.0 { delta as f64 / secs } else { 0.0 },
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    rows
+}
+
+fn table(rows: &[TopRow], title: &str) -> String {
+    let mut s = format!(
+        "{title}\n{:>10} {:>10}  {:<22} {:<34} {:<12} NETNS\n",
+        "COUNT", "RATE/s", "REASON", "LOCATION", "DEVICE"
+    );
+    for r in rows {
+        let ns = r
+            .netns_name
+            .clone()
+            .unwrap_or_else(|| format!("netns:{}", r.netns));
+        let dev = if r.ifname.is_empty() { "-" } else { &r.ifname };
+        s.push_str(&format!(
+            "{:>10} {:>10.1}  {:<22} {:<34} {:<12} {ns}\n",
+            r.count, r.rate, r.reason, r.location, dev
+        ));
+    }
+    if rows.is_empty() {
+        s.push_str("(no drops yet)\n");
+    }
+    s
+}
+
+fn json_rows(rows: &[TopRow]) -> Vec<DropTopRow> {
+    rows.iter()
+        .map(|r| DropTopRow {
+            reason: r.reason.clone(),
+            location: r.location.clone(),
+            ifname: r.ifname.clone(),
+            netns: r.netns,
+            netns_name: r.netns_name.clone(),
+            count: r.count,
+            rate: r.rate,
+        })
+        .collect()
+}
+
+pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
+    let btf = kernel_btf()?;
+    let mut view = view(&btf)?;
+    let load = LoadOptions {
+        tier: opts.tier,
+        hops: false,
+        all_drops: opts.filter.is_empty(),
+        config_flags: config_flags::COUNT_DROPS | config_flags::COUNT_ONLY,
+        ..Default::default()
+    };
+    let tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
+    drop(btf);
+    let mut signals = crate::signals::StopSignals::install()?;
+    eprintln!(
+        "pathtrace: ready, counting drops in the kernel every {:?}",
+        opts.interval
+    );
+    let started = Instant::now();
+    let mut before: HashMap<DropKey, u64> = HashMap::new();
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(opts.interval);
+    tick.tick().await;
+    let end = deadline(opts.duration);
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut end => break,
+            _ = signals.recv() => break,
+        }
+        let now_counts = tracer.drop_counts()?;
+        let secs = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let rows = name_rows(&now_counts, &before, secs, &mut view);
+        before = now_counts.into_iter().collect();
+        let res = if opts.json {
+            writeln!(
+                out,
+                "{}",
+                Record::DropTop(DropTopRecord {
+                    total: None,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    rows: json_rows(&rows),
+                })
+            )
+        } else {
+            let title = format!(
+                "pathtrace drops --top: {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            if opts.redraw {
+                write!(out, "\x1b[H\x1b[2J{}", table(&rows, &title))
+            } else {
+                writeln!(out, "{}", table(&rows, &title))
+            }
+        };
+        res.and_then(|_| out.flush()).map_err(Error::Output)?;
+    }
+    let final_counts = tracer.drop_counts()?;
+    let rows = name_rows(
+        &final_counts,
+        &before,
+        last.elapsed().as_secs_f64(),
+        &mut view,
+    );
+    let total: u64 = rows.iter().map(|r| r.count).sum();
+    if opts.json {
+        let totals = Record::DropTotals(DropTopRecord {
+            total: Some(total),
+            elapsed_s: started.elapsed().as_secs_f64(),
+            rows: json_rows(&rows),
+        });
+        writeln!(out, "{totals}")
+    } else {
+        writeln!(
+            out,
+            "{}",
+            table(
+                &rows,
+                &format!(
+                    "totals: {total} drops in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                )
+            )
+        )
+    }
+    .and_then(|_| out.flush())
+    .map_err(Error::Output)?;
+    Ok(rows)
+}

@@ -1,0 +1,29 @@
+//! One module per subcommand, over the layers: each turns its parsed
+//! arguments into options, checks privileges and runs a session.
+pub mod compare;
+pub mod demo;
+pub mod drops;
+pub mod trace;
+
+use std::io::IsTerminal;
+
+use crate::{cli::OutputArgs, error::Error};
+
+/// Colour on a terminal only, unless asked otherwise (or `NO_COLOR` is set).
+pub fn use_color(o: &OutputArgs) -> bool {
+    match o.color {
+        crate::cli::ColorChoice::Always => true,
+        crate::cli::ColorChoice::Never => false,
+        crate::cli::ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    }
+}
+
+/// The single-threaded runtime every command runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the runtime: {e}")))
+}

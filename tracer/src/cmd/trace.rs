@@ -1,0 +1,75 @@
+//! `pathtrace trace` (the default command): follow matching packets.
+use std::sync::Arc;
+
+use super::{runtime, use_color};
+use crate::{
+    cli::{RunArgs, TraceArgs},
+    error::Error,
+    loader::LoadOptions,
+    model::FlowFilter,
+    privileges,
+    ruletrace::NetnsTarget,
+    session::{self, TraceOptions},
+};
+
+/// The options of a tracing run (`trace` and `compare`) from its arguments.
+pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, Error> {
+    for f in &filters {
+        if f.is_empty() {
+            return Err(Error::Usage(
+                "give at least one of --src, --dst, --sport, --dport or --proto".into(),
+            ));
+        }
+        f.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let engine_sockets = crate::names::api_sockets(run.docker_socket.as_deref());
+    let mut rule_netns = Vec::new();
+    if run.no_rules && !run.netns.is_empty() {
+        return Err(Error::Usage(
+            "--netns and --no-rules contradict each other".into(),
+        ));
+    }
+    if !run.no_rules {
+        rule_netns.push(
+            NetnsTarget::current()
+                .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
+        );
+        for spec in &run.netns {
+            let t = NetnsTarget::named(spec, &engine_sockets).map_err(Error::Usage)?;
+            if !rule_netns.iter().any(|r| r.inode == t.inode) {
+                rule_netns.push(t);
+            }
+        }
+    }
+    Ok(TraceOptions {
+        filters,
+        json: run.output.json,
+        color: use_color(&run.output),
+        count: run.count,
+        duration: run.duration,
+        load: LoadOptions {
+            tier: run.tier,
+            ring_bytes: run.ring_bytes,
+            tracked_max: run.tracked_max,
+            ..Default::default()
+        },
+        rule_netns,
+        engine_sockets,
+    })
+}
+
+fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
+    let mut filter = args.filter.to_filter();
+    filter.both_directions = !args.run.no_replies;
+    run_options(&args.run, vec![filter])
+}
+
+pub fn run(args: &TraceArgs) -> Result<(), Error> {
+    let opts = trace_options(args)?;
+    privileges::check().map_err(Error::Privileges)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
+    runtime()?
+        .block_on(session::run(&opts, &mut printer, Arc::default(), None))
+        .map(|_| ())
+}

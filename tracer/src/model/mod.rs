@@ -1,0 +1,12 @@
+//! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
+//! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
+//! for. It imports nothing from the rest of the crate.
+mod filter;
+mod flow;
+mod hook;
+mod verdict;
+
+pub use filter::{parse_port, proto_name, Cidr, FilterError, FlowFilter, Proto};
+pub use flow::Tuple;
+pub use hook::{Family, Hook};
+pub use verdict::Verdict;

@@ -1,0 +1,31 @@
+//! Naming what a hop carries: drop reasons, kernel symbols, namespaces.
+use super::NetnsNames;
+use crate::{
+    events::Hop,
+    kernel::{drop_reason::DropReasons, kallsyms::Kallsyms},
+};
+
+pub struct View {
+    pub reasons: DropReasons,
+    pub syms: Option<Kallsyms>,
+    pub netns: NetnsNames,
+}
+
+impl View {
+    pub fn reason(&self, hop: &Hop) -> Option<String> {
+        (hop.kind == crate::events::HopKind::Drop).then(|| self.reasons.name(hop.reason_raw))
+    }
+
+    pub fn location(&self, hop: &Hop) -> Option<String> {
+        if hop.location == 0 {
+            return None;
+        }
+        let syms = self.syms.as_ref()?;
+        syms.symbolize(hop.location)
+            .map(|(name, off)| format!("{name}+{off:#x}"))
+    }
+
+    pub fn netns_name(&mut self, ino: u32) -> Option<String> {
+        self.netns.name(ino).map(str::to_owned)
+    }
+}
