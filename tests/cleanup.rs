@@ -56,8 +56,15 @@ fn rules_only(save: String) -> Vec<String> {
 }
 
 fn snapshot() -> Host {
-    let procs = out("ps", &["-eo", "pid=,comm="])
+    // Zombies hold nothing but a pid until init reaps them: only running
+    // processes count.
+    let procs = out("ps", &["-eo", "pid=,stat=,comm="])
         .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (pid, stat, comm) = (f.next()?, f.next()?, f.next()?);
+            (!stat.starts_with('Z')).then(|| format!("{pid} {comm}"))
+        })
         .filter(|l| {
             [
                 "dockerd",
@@ -70,7 +77,6 @@ fn snapshot() -> Host {
             .iter()
             .any(|p| l.ends_with(p))
         })
-        .map(|l| l.trim().to_owned())
         .collect();
     Host {
         progs: ids(&out("bpftool", &["-j", "prog", "show"])),

@@ -1,6 +1,8 @@
 //! Small test topologies, each a few network namespaces removed on drop:
 //! - [`Pair`]: `a` (192.0.2.1) and `b` (192.0.2.2) joined by a veth pair;
-//! - [`Routed`]: `A` (192.0.2.1) — router `R` — `B` (198.51.100.2).
+//! - [`Routed`]: `A` (192.0.2.1) — router `R` — `B` (198.51.100.2);
+//! - [`Bridged`]: hosts on one bridge in a hypervisor-like namespace whose
+//!   iptables sees bridged frames (br_netfilter).
 //!
 //! The incident's topology is [`crate::Lab`]. These helpers panic on failure:
 //! they are for tests.
@@ -183,7 +185,7 @@ impl Routed {
         );
     }
 
-    /// Sends `count` UDP datagrams from A with Python's socket module.
+    /// Sends `count` UDP datagrams from `ns`: see [`send_udp`].
     pub fn send_udp(
         &self,
         ns: &str,
@@ -193,21 +195,92 @@ impl Routed {
         count: u32,
         ttl: Option<u8>,
     ) {
-        let bind = src
-            .map(|s| format!("s.bind(('{s}', 0))"))
-            .unwrap_or_default();
-        let ttl = ttl
-            .map(|t| format!("s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {t})"))
-            .unwrap_or_default();
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n{bind}\n{ttl}\n\
-             for _ in range({count}):\n    s.sendto(b'pathtrace', ('{dst}', {port}))\n"
-        );
-        in_ns(ns, &["python3", "-c", &script]);
+        send_udp(ns, src, dst, port, count, ttl);
     }
 }
 
+/// Sends `count` UDP datagrams from namespace `ns` to `dst:port` with
+/// Python's socket module, from `src` and with `ttl` when given.
+pub fn send_udp(ns: &str, src: Option<&str>, dst: &str, port: u16, count: u32, ttl: Option<u8>) {
+    let bind = src
+        .map(|s| format!("s.bind(('{s}', 0))"))
+        .unwrap_or_default();
+    let ttl = ttl
+        .map(|t| format!("s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {t})"))
+        .unwrap_or_default();
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n{bind}\n{ttl}\n\
+         for _ in range({count}):\n    s.sendto(b'pathtrace', ('{dst}', {port}))\n"
+    );
+    in_ns(ns, &["python3", "-c", &script]);
+}
+
 impl Drop for Routed {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A hypervisor-like namespace `hv` holding bridge `br0`, with br_netfilter's
+/// `bridge-nf-call-iptables=1`, and one namespace per host on it, each with
+/// `eth0` at `192.0.2.N/24` (N from 1).
+pub struct Bridged {
+    pub hv: String,
+    pub hosts: Vec<String>,
+}
+
+impl Bridged {
+    pub fn new(prefix: &str, hosts: usize) -> Self {
+        let t = Self {
+            hv: format!("{prefix}-hv"),
+            hosts: (1..=hosts).map(|i| format!("{prefix}-h{i}")).collect(),
+        };
+        t.remove();
+        // A module on Debian's kernels, built in on others.
+        let _ = Command::new("modprobe").arg("br_netfilter").output();
+        for ns in std::iter::once(&t.hv).chain(&t.hosts) {
+            sh(&["ip", "netns", "add", ns]);
+            in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        in_ns(&t.hv, &["ip", "link", "add", "br0", "type", "bridge"]);
+        in_ns(&t.hv, &["ip", "link", "set", "br0", "up"]);
+        in_ns(
+            &t.hv,
+            &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+        );
+        for (i, ns) in t.hosts.iter().enumerate() {
+            let port = format!("p{}", i + 1);
+            sh(&[
+                "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", &port,
+                "netns", &t.hv,
+            ]);
+            in_ns(&t.hv, &["ip", "link", "set", &port, "master", "br0", "up"]);
+            in_ns(
+                ns,
+                &["ip", "addr", "add", &Self::addr(i + 1), "dev", "eth0"],
+            );
+            in_ns(ns, &["ip", "link", "set", "eth0", "up"]);
+        }
+        t
+    }
+
+    fn addr(n: usize) -> String {
+        format!("192.0.2.{n}/24")
+    }
+
+    /// The address of host `n` (from 1).
+    pub fn ip(n: usize) -> String {
+        format!("192.0.2.{n}")
+    }
+
+    fn remove(&self) {
+        for ns in std::iter::once(&self.hv).chain(&self.hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Drop for Bridged {
     fn drop(&mut self) {
         self.remove();
     }

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{verdict, Event, EventKind, HOOK_NONE};
 
-use crate::model::{Hook, Tuple, Verdict};
+use crate::model::{Family, Hook, Tuple, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -62,6 +62,13 @@ pub struct Hop {
     pub stack: Vec<u64>,
     /// For [`HopKind::NfRule`]: the rule and its verdict.
     pub rule: Option<Box<super::RuleHit>>,
+}
+
+impl Hop {
+    /// The family of the netfilter hook of an `nf_hook` hop.
+    pub fn hook_family(&self) -> Option<Family> {
+        (self.kind == HopKind::NfHook).then(|| Family::from_nfproto(self.nf_family))
+    }
 }
 
 fn addr(version: u8, b: &[u8; 16]) -> IpAddr {

@@ -52,14 +52,16 @@ impl fmt::Display for Hook {
 }
 
 /// Protocol family a hook ran for (`NFPROTO_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// A netfilter family (`NFPROTO_*`), named as nft names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
+    Inet,
     Ipv4,
     Ipv6,
     Arp,
-    /// Bridged traffic: the bridge family itself, or iptables/ip6tables run on
-    /// bridged packets through `br_netfilter`.
+    Netdev,
+    /// Bridged traffic: the bridge family itself (with br_netfilter, the
+    /// IPv4 and IPv6 hooks run inside its hooks).
     Bridge,
     Unknown,
 }
@@ -68,22 +70,33 @@ impl Family {
     /// From `NFPROTO_*`.
     pub fn from_nfproto(raw: u8) -> Family {
         match i32::from(raw) {
+            libc::NFPROTO_INET => Family::Inet,
             libc::NFPROTO_IPV4 => Family::Ipv4,
             libc::NFPROTO_ARP => Family::Arp,
+            libc::NFPROTO_NETDEV => Family::Netdev,
             libc::NFPROTO_BRIDGE => Family::Bridge,
             libc::NFPROTO_IPV6 => Family::Ipv6,
             _ => Family::Unknown,
         }
     }
 
+    /// The family's name in nft: `ip`, `ip6`, `inet`, `arp`, `bridge`, `netdev`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
+            Family::Inet => "inet",
+            Family::Ipv4 => "ip",
+            Family::Ipv6 => "ip6",
             Family::Arp => "arp",
+            Family::Netdev => "netdev",
             Family::Bridge => "bridge",
             Family::Unknown => "unknown",
         }
+    }
+}
+
+impl Serialize for Family {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -113,6 +126,8 @@ mod tests {
         assert_eq!(Family::from_nfproto(2), Family::Ipv4);
         assert_eq!(Family::from_nfproto(10), Family::Ipv6);
         assert_eq!(Family::from_nfproto(7).as_str(), "bridge");
+        assert_eq!(Family::from_nfproto(1).as_str(), "inet");
+        assert_eq!(Family::from_nfproto(2).as_str(), "ip");
         assert_eq!(Family::from_nfproto(99), Family::Unknown);
     }
 
@@ -124,7 +139,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&Family::Ipv6).ok().as_deref(),
-            Some("\"ipv6\"")
+            Some("\"ip6\"")
         );
     }
 }

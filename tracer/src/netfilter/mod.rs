@@ -160,15 +160,7 @@ pub fn decode_datagram(buf: &[u8]) -> Vec<TraceEvent> {
 
 /// nft's name for a table family.
 pub fn family_name(family: u8) -> &'static str {
-    match family {
-        NFPROTO_INET => "inet",
-        NFPROTO_IPV4 => "ip",
-        NFPROTO_ARP => "arp",
-        NFPROTO_NETDEV => "netdev",
-        NFPROTO_BRIDGE => "bridge",
-        NFPROTO_IPV6 => "ip6",
-        _ => "unknown",
-    }
+    crate::model::Family::from_nfproto(family).as_str()
 }
 
 /// Name of an NF_INET_* hook number ("prerouting", …), for inet/ip/ip6/bridge

@@ -25,6 +25,10 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
         ifindex: hop.ifindex,
         kind: hop.kind.as_str(),
         hook: hop.hook.map(|h| h.as_str()),
+        family: match rule {
+            Some(r) => Some(r.family.clone()),
+            None => hop.hook_family().map(|f| f.as_str().to_owned()),
+        },
         verdict: match rule {
             Some(r) => Some(r.verdict.clone()),
             None => hop.verdict.clone(),
@@ -36,7 +40,6 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
         len: hop.len,
         rule: rule.map(|r| RuleFields {
             table: r.table.clone(),
-            family: r.family.clone(),
             chain: r.chain.clone(),
             rule_handle: r.handle,
             rule_index: r.index,

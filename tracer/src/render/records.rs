@@ -72,6 +72,11 @@ pub struct HopRecord {
     /// `rx`, `tx`, `nf_hook`, `nf_rule`, `drop`, `deliver`.
     pub kind: &'static str,
     pub hook: Option<&'static str>,
+    /// The netfilter family: of the hook on `nf_hook` hops (`ip`, `ip6`,
+    /// `bridge`, …; with br_netfilter both `bridge` and `ip` run at one
+    /// point), of the rule's table on `nf_rule` hops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
     /// The hook's verdict, or for an `nf_rule` hop the rule's
     /// (`ACCEPT`, `DROP`, `JUMP DOCKER-USER`, `RETURN`, `CONTINUE`, …).
     pub verdict: Option<Verdict>,
@@ -90,8 +95,6 @@ pub struct HopRecord {
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleFields {
     pub table: String,
-    /// The table's family as its tool names it: `ip`, `ip6`, `inet`, `bridge`, …
-    pub family: String,
     pub chain: String,
     pub rule_handle: Option<u64>,
     pub rule_index: Option<u32>,
@@ -311,6 +314,7 @@ mod tests {
             ifindex: 2,
             kind: if rule { "nf_rule" } else { "rx" },
             hook: rule.then_some("FORWARD"),
+            family: rule.then(|| "ip".into()),
             verdict: rule.then(|| Verdict::Jump("DOCKER-USER".into())),
             reason: None,
             location: None,
@@ -319,7 +323,6 @@ mod tests {
             len: 60,
             rule: rule.then(|| RuleFields {
                 table: "filter".into(),
-                family: "ip".into(),
                 chain: "FORWARD".into(),
                 rule_handle: Some(7),
                 rule_index: Some(1),

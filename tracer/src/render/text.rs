@@ -101,6 +101,10 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
         return rule_detail(r, style);
     }
     let mut d = String::new();
+    if let Some(f) = hop.hook_family() {
+        d.push_str(f.as_str());
+        d.push(' ');
+    }
     if let Some(h) = hop.hook {
         d.push_str(h.as_str());
     }
