@@ -49,8 +49,14 @@ pub fn cargo(args: &[&str], obj: &Path) -> Command {
 }
 
 /// The short git revision, with `-dirty` when the tree has uncommitted
-/// changes; `unknown` outside a git checkout.
+/// changes; `unknown` outside a git checkout. Read once per task, so every
+/// build and test of one task names the same revision.
 pub fn git_revision() -> String {
+    static REVISION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REVISION.get_or_init(read_git_revision).clone()
+}
+
+fn read_git_revision() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
