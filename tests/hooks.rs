@@ -4,7 +4,7 @@
 //! fentry and kprobe tiers every `nf_hook` hop carries its family and its
 //! own verdict; the tracepoint tier claims no verdicts and still names the
 //! dropping hook.
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use lab::topo::{in_ns, send_udp, Bridged};
 use pathtrace_tests::{
@@ -150,14 +150,34 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
     let recs = records(&lines);
     let hv = netns_inode(&t.hv);
     let packets = of_type(&recs, "packet");
+    let mut hops: HashMap<u64, Vec<&Value>> = HashMap::new();
+    for h in of_type(&recs, "hop") {
+        if let Some(p) = h["packet"].as_u64() {
+            hops.entry(p).or_default().push(h);
+        }
+    }
     let from = |p: &Value, n: usize| p["saddr"].as_str() == Some(Bridged::ip(n).as_str());
     let mut verdicts = [0usize; 2];
     for p in &packets {
-        let hops = hops_of(&recs, &p["packet"]);
-        for h in hops.iter().filter(|h| h["kind"] == "nf_hook") {
+        let nf: Vec<&Value> = p["packet"]
+            .as_u64()
+            .and_then(|id| hops.get(&id))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|h| h["kind"] == "nf_hook")
+            .collect();
+        for h in &nf {
             assert_eq!(h["saddr"], p["saddr"], "hop of another packet: {h} in {p}");
         }
-        let hooks = hooks_in(&recs, &p["packet"], hv);
+        let hooks: Vec<_> = nf
+            .iter()
+            .filter(|h| h["netns"].as_u64() == Some(hv))
+            .map(|h| {
+                let s = |k: &str| h[k].as_str().unwrap_or("null").to_owned();
+                (s("family"), s("hook"), s("verdict"))
+            })
+            .collect();
         if from(p, 1) {
             assert_eq!(p["fate"], "dropped", "{p}");
             assert_eq!(p["netns"].as_u64(), Some(hv), "{p}");
