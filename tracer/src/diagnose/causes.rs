@@ -39,7 +39,11 @@ impl Condition {
                             })
                     })
             }
-            Self::ReplyDrop => dropped && f.reply && f.rule.is_some(),
+            Self::ReplyDrop => {
+                dropped
+                    && f.reply
+                    && (f.rule.is_some() || f.reason.as_deref() == Some("NETFILTER_DROP"))
+            }
             Self::IcmpError => !dropped && f.icmp.is_some(),
             Self::SilentRst => self::Condition::SilentTcp.holds(f) && f.tcp_flags & 0x04 != 0,
             Self::RuleDrop => dropped && f.rule.as_ref().is_some_and(|r| !r.policy),
@@ -90,7 +94,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "reply_dropped",
         when: Condition::ReplyDrop,
-        message: "the server answered, but its reply ({client} to {target}) died in {hook} ({where}) at {rule_phrase}",
+        message: "the server answered, but its reply ({client} to {target}) died in {hook} ({where}){at_rule}",
         advice: &[
             by(Manager::Iptables, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
             by(Manager::IptablesLegacy, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
@@ -99,6 +103,7 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Ufw, "ufw manages chain {chain}; its before rules accept ESTABLISHED,RELATED, so restore them in /etc/ufw/before.rules and run: ufw reload"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}; reload it to restore its established,related accept: firewall-cmd --reload"),
             KUBE,
+            any("Accept the replies of connections conntrack already knows (ESTABLISHED,RELATED) early in the {hook} chain of {where}; run pathtrace with --netns for that namespace to see the rule that dropped them."),
         ],
     },
     Cause {

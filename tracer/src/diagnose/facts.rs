@@ -72,6 +72,7 @@ fn reject_reply(text: &str, v6: bool) -> (&'static str, &'static str, &'static s
 /// The deciding rule's names and numbers, for advice templates.
 fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, String>) {
     v.insert("rule_phrase", r.phrase());
+    v.insert("at_rule", format!(" at {}", r.phrase()));
     v.insert("chain", r.chain.clone());
     v.insert("table", r.table.clone());
     v.insert("family", r.family.clone());
@@ -153,6 +154,7 @@ impl Facts {
             _ => {}
         }
         v.entry("published_note").or_default();
+        v.insert("at_rule", String::new());
         let netns = at.map(|h| h.netns).unwrap_or(0);
         let where_ = place(view, netns);
         let mut forwarding = None;

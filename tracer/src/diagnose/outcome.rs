@@ -171,7 +171,10 @@ impl Outcomes {
             fate
         };
         c.replies += 1;
-        if fate == FateKind::Dropped {
+        // The most precise account wins: one that names the rule, and so its manager.
+        if fate == FateKind::Dropped
+            && (c.reply_drop.as_ref().is_none_or(|d| d.manager.is_none()) || diag.manager.is_some())
+        {
             c.reply_drop = Some(diag.clone());
         }
         if c.kept_replies.len() < KEPT_REPLIES {
