@@ -83,17 +83,62 @@ pub struct Event {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
-    pub _pad1: u8,
+    /// ICMP or ICMPv6 type of an error message (then [`Quoted`] is filled).
+    pub icmp_type: u8,
     /// IPv4 identification field (0 for IPv6): tells apart packets of one flow.
     pub ip_id: u16,
     pub len: u32,
-    pub _pad2: u32,
+    pub icmp_code: u8,
+    pub _pad2: [u8; 3],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub ifname: [u8; IFNAMSIZ],
     pub stack: [u64; STACK_DEPTH],
+    /// The packet an ICMP error answers, from the header it quotes.
+    pub quoted: Quoted,
 }
-const _: () = assert!(size_of::<Event>() == 312);
+const _: () = assert!(size_of::<Event>() == 352);
+
+/// The IP header and first 8 bytes an ICMP error quotes: the flow it belongs
+/// to. `proto` is 0 when the packet is not an ICMP error.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quoted {
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<Quoted>() == 40);
+
+/// ICMP and ICMPv6 error types, whose body quotes the packet they answer.
+pub mod icmp {
+    pub const V4_DEST_UNREACH: u8 = 3;
+    pub const V4_TIME_EXCEEDED: u8 = 11;
+    pub const V4_PARAMETER_PROBLEM: u8 = 12;
+    pub const V6_DEST_UNREACH: u8 = 1;
+    pub const V6_PACKET_TOO_BIG: u8 = 2;
+    pub const V6_TIME_EXCEEDED: u8 = 3;
+    pub const V6_PARAMETER_PROBLEM: u8 = 4;
+
+    /// Whether `ty` is an error type for `proto` (1: ICMP, 58: ICMPv6).
+    #[inline(always)]
+    pub fn is_error(proto: u8, ty: u8) -> bool {
+        match proto {
+            1 => matches!(
+                ty,
+                V4_DEST_UNREACH | V4_TIME_EXCEEDED | V4_PARAMETER_PROBLEM
+            ),
+            58 => matches!(
+                ty,
+                V6_DEST_UNREACH | V6_PACKET_TOO_BIG | V6_TIME_EXCEEDED | V6_PARAMETER_PROBLEM
+            ),
+            _ => false,
+        }
+    }
+}
 
 /// Struct member byte offsets, read from the running kernel's BTF at start-up.
 #[repr(C)]

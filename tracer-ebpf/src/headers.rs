@@ -1,10 +1,12 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
 use crate::probe;
-use tracer_common::{addr_words, filter_flags, Config, Filter, Tracked, MAX_FILTERS};
+use tracer_common::{addr_words, filter_flags, icmp, Config, Filter, Quoted, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_SCTP: u8 = 132;
@@ -29,6 +31,9 @@ pub struct Headers {
     pub dport: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub quoted: Quoted,
 }
 
 #[inline(always)]
@@ -37,26 +42,27 @@ unsafe fn rd<T>(addr: u64) -> T {
 }
 
 #[inline(always)]
-pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
+/// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
+pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     let o = &cfg.offsets;
-    let mut h = Headers::default();
+    *h = Headers::default();
     let protocol = u16::from_be(unsafe { rd::<u16>(skb + o.skb_protocol as u64) });
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
-        return h;
+        return;
     }
     let l3 = match at {
         L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
         L3At::NetworkHeader => {
             let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
             if nh == 0xffff {
-                return h;
+                return;
             }
             let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
             head + nh as u64
         }
     };
     if l3 == 0 {
-        return h;
+        return;
     }
     let first = unsafe { rd::<u8>(l3) };
     let l4;
@@ -71,20 +77,20 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
             h.daddr[..4].copy_from_slice(&ip[16..20]);
             let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
             if frag_off != 0 {
-                return h;
+                return;
             }
             l4 = l3 + ((first & 0x0f) as u64) * 4;
         }
         6 => {
-            let mut ip = [0u8; 40];
-            unsafe { probe::read_into(l3, &mut ip) };
             h.ip_version = 6;
-            h.proto = ip[6];
-            h.saddr.copy_from_slice(&ip[8..24]);
-            h.daddr.copy_from_slice(&ip[24..40]);
+            unsafe {
+                h.proto = rd::<u8>(l3 + 6);
+                probe::read_into(l3 + 8, &mut h.saddr);
+                probe::read_into(l3 + 24, &mut h.daddr);
+            }
             l4 = l3 + 40;
         }
-        _ => return h,
+        _ => return,
     }
     match h.proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
@@ -98,9 +104,45 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At) -> Headers {
                 }
             }
         }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => unsafe { read_quoted(l4, h) },
         _ => {}
     }
-    h
+}
+
+/// For an ICMP error, the type, code and the flow of the packet it quotes
+/// (its IP header and first 8 bytes); other ICMP messages are left as they are.
+#[inline(always)]
+unsafe fn read_quoted(l4: u64, h: &mut Headers) {
+    let mut icmph = [0u8; 2];
+    unsafe { probe::read_into(l4, &mut icmph) };
+    if !icmp::is_error(h.proto, icmph[0]) {
+        return;
+    }
+    h.icmp_type = icmph[0];
+    h.icmp_code = icmph[1];
+    let inner = l4 + 8;
+    let first = unsafe { rd::<u8>(inner) };
+    let q = &mut h.quoted;
+    let ports_at = match (h.ip_version, first >> 4) {
+        (4, 4) => unsafe {
+            q.proto = rd::<u8>(inner + 9);
+            probe::read_into(inner + 12, &mut q.saddr[..4]);
+            probe::read_into(inner + 16, &mut q.daddr[..4]);
+            inner + ((first & 0x0f) as u64) * 4
+        },
+        (6, 6) => unsafe {
+            q.proto = rd::<u8>(inner + 6);
+            probe::read_into(inner + 8, &mut q.saddr);
+            probe::read_into(inner + 24, &mut q.daddr);
+            inner + 40
+        },
+        _ => return,
+    };
+    if matches!(q.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+        let ports = unsafe { rd::<[u8; 4]>(ports_at) };
+        q.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        q.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    }
 }
 
 #[inline(always)]
@@ -109,13 +151,25 @@ fn within(addr: &[u8; 16], net: &[u64; 2], mask: &[u64; 2]) -> bool {
     (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1]
 }
 
-impl Headers {
+/// A flow to match, borrowed from [`Headers`] (its own, or the one an ICMP
+/// error quotes) so nothing is copied on the BPF stack.
+#[derive(Clone, Copy)]
+struct Flow<'a> {
+    ip_version: u8,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    saddr: &'a [u8; 16],
+    daddr: &'a [u8; 16],
+}
+
+impl Flow<'_> {
     #[inline(always)]
     fn matches_one(&self, f: &Filter, reverse: bool) -> bool {
         let (saddr, daddr, sport, dport) = if reverse {
-            (&self.daddr, &self.saddr, self.dport, self.sport)
+            (self.daddr, self.saddr, self.dport, self.sport)
         } else {
-            (&self.saddr, &self.daddr, self.sport, self.dport)
+            (self.saddr, self.daddr, self.sport, self.dport)
         };
         if f.flags & filter_flags::PROTO != 0 && self.proto != f.proto {
             return false;
@@ -138,7 +192,9 @@ impl Headers {
         }
         true
     }
+}
 
+impl Headers {
     /// Whether these headers belong to another packet than the one last seen
     /// in `t` (the `sk_buff` was freed without a tracepoint and reused): one
     /// going the other way, of another protocol, or an IPv4 packet with
@@ -174,7 +230,35 @@ impl Headers {
         t.daddr = self.daddr;
     }
 
-    /// Index of the first filter this packet matches.
+    #[inline(always)]
+    fn flow(&self) -> Flow<'_> {
+        Flow {
+            ip_version: self.ip_version,
+            proto: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+            saddr: &self.saddr,
+            daddr: &self.daddr,
+        }
+    }
+
+    /// The flow an ICMP error quotes, in the direction of the packet that
+    /// caused it.
+    #[inline(always)]
+    fn quoted_flow(&self) -> Flow<'_> {
+        Flow {
+            ip_version: self.ip_version,
+            proto: self.quoted.proto,
+            sport: self.quoted.sport,
+            dport: self.quoted.dport,
+            saddr: &self.quoted.saddr,
+            daddr: &self.quoted.daddr,
+        }
+    }
+
+    /// Index of the first filter this packet matches. An ICMP error answers
+    /// the flow it quotes, so it matches where replies are followed and the
+    /// quoted packet matches.
     #[inline(always)]
     pub fn matches(&self, cfg: &Config) -> Option<u32> {
         if self.ip_version == 0 {
@@ -186,10 +270,16 @@ impl Headers {
                 break;
             }
             let f = &cfg.filters[i];
-            if self.matches_one(f, false)
-                || (f.flags & filter_flags::BIDIR != 0 && self.matches_one(f, true))
-            {
+            let bidir = f.flags & filter_flags::BIDIR != 0;
+            let own = self.flow();
+            if own.matches_one(f, false) || (bidir && own.matches_one(f, true)) {
                 return Some(i as u32);
+            }
+            if bidir && self.quoted.proto != 0 {
+                let q = self.quoted_flow();
+                if q.matches_one(f, false) || q.matches_one(f, true) {
+                    return Some(i as u32);
+                }
             }
             i += 1;
         }

@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     headers::{read_headers, Headers, L3At},
-    maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, TRACKED},
+    maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
 };
 
 /// What one program knows beyond the `sk_buff` itself.
@@ -75,16 +75,16 @@ unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
 /// Looks the packet up in `TRACKED`, or starts tracking it when a filter
 /// matches. Returns `None` for packets we don't follow.
 #[inline(always)]
-unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Tracked, Headers)> {
-    let hdr = unsafe { read_headers(cfg, skb, at) };
+unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Headers) -> Option<Tracked> {
+    unsafe { read_headers(cfg, skb, at, hdr) };
     if let Some(t) = TRACKED.get_ptr_mut(skb) {
         let t = unsafe { &mut *t };
         if hdr.ip_version == 0 {
-            return Some((*t, hdr));
+            return Some(*t);
         }
         if !hdr.is_other_packet(t) {
             hdr.remember_in(t);
-            return Some((*t, hdr));
+            return Some(*t);
         }
         // The sk_buff was freed without a tracepoint and reused.
         if TRACKED.remove(skb).is_ok() {
@@ -111,7 +111,7 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool) -> Option<(Trac
         let _ = TRACKED.insert(skb, tracked, 0);
         bump(counter::TRACKED);
     }
-    Some((tracked, hdr))
+    Some(tracked)
 }
 
 /// The device a hop happened on, and its network namespace (from the
@@ -156,14 +156,13 @@ pub struct Snapshot {
     ifname: [u8; 16],
 }
 
-/// Fills `snap` (a stack variable, or a frame in a map) in place.
+/// Fills `snap` (in a map) in place; `snap.hdr` is already read.
 #[inline(always)]
-unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, hdr: &Headers, snap: &mut Snapshot) {
+unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, snap: &mut Snapshot) {
     let o = &cfg.offsets;
     let (dev, netns) = unsafe { device_and_netns(cfg, skb, extra) };
     snap.track_id = tracked.track_id;
     snap.filter = tracked.filter;
-    snap.hdr = *hdr;
     snap.netns = netns;
     snap.ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
     snap.len = unsafe { read::<u32>(skb, o.skb_len) };
@@ -185,23 +184,33 @@ unsafe fn record<C: EbpfContext>(
 ) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
-    let found = match known {
-        Some(t) => Some((t, unsafe { read_headers(cfg, skb, at) })),
-        // A free of a packet we never saw travel is not a path.
-        None if extra.kind == EventKind::Consume => {
-            unsafe { TRACKED.get(skb) }.map(|t| (*t, unsafe { read_headers(cfg, skb, at) }))
-        }
-        None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop) },
+    let Some(snap) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
     };
-    let Some((tracked, hdr)) = found else {
+    let snap = unsafe { &mut *snap };
+    let found = match known {
+        Some(t) => {
+            unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
+            Some(t)
+        }
+        // A free of a packet we never saw travel is not a path.
+        None if extra.kind == EventKind::Consume => match unsafe { TRACKED.get(skb) } {
+            Some(t) => {
+                unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
+                Some(*t)
+            }
+            None => None,
+        },
+        None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop, &mut snap.hdr) },
+    };
+    let Some(tracked) = found else {
         return 0;
     };
     if terminal && TRACKED.remove(skb).is_ok() {
         bump(counter::UNTRACKED);
     }
-    let mut snap = Snapshot::default();
-    unsafe { snapshot(cfg, skb, &extra, &tracked, &hdr, &mut snap) };
-    unsafe { emit(ctx, cfg, skb, &extra, &snap) }
+    unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
+    unsafe { emit(ctx, cfg, skb, &extra, snap) }
 }
 
 /// Counts a drop (for `drops --top`) and writes one event, from what
@@ -243,7 +252,9 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
         (*ev).reason = extra.reason;
         (*ev).retval = extra.retval;
         (*ev).len = snap.len;
-        (*ev)._pad2 = 0;
+        (*ev).icmp_code = hdr.icmp_code;
+        (*ev)._pad2 = [0; 3];
+        (*ev).quoted = hdr.quoted;
         (*ev).kind = extra.kind as u8;
         (*ev).hook = extra.hook;
         (*ev).verdict = extra.verdict;
@@ -254,7 +265,7 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
         (*ev).sport = hdr.sport;
         (*ev).dport = hdr.dport;
         (*ev).tcp_flags = hdr.tcp_flags;
-        (*ev)._pad1 = 0;
+        (*ev).icmp_type = hdr.icmp_type;
         (*ev).ip_id = hdr.ip_id;
         (*ev).saddr = hdr.saddr;
         (*ev).daddr = hdr.daddr;
@@ -364,7 +375,9 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     frame.skb = skb;
     frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let Some((tracked, hdr)) = (unsafe { classify(cfg, skb, L3At::NetworkHeader, false) }) else {
+    let Some(tracked) =
+        (unsafe { classify(cfg, skb, L3At::NetworkHeader, false, &mut frame.snap.hdr) })
+    else {
         return 0;
     };
     let o = &cfg.offsets;
@@ -384,7 +397,7 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
         };
         extra.state_net = read::<u64>(state, o.hook_state_net);
         extra.ts_ns = bpf_ktime_get_ns();
-        snapshot(cfg, skb, &extra, &tracked, &hdr, &mut frame.snap);
+        snapshot(cfg, skb, &extra, &tracked, &mut frame.snap);
     }
     frame.extra = extra;
     frame.followed = 1;
@@ -427,7 +440,7 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
     };
     // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
     if retval == 1 {
-        frame.snap.hdr = unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader) };
+        unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
     }
     unsafe { emit(ctx, cfg, frame.skb, &frame.extra, &frame.snap) }
 }

@@ -41,6 +41,10 @@ pub struct NfStack {
 #[map]
 pub static NF_STACK: PerCpuArray<NfStack> = PerCpuArray::with_max_entries(1, 0);
 
+/// Room for one event's [`crate::Snapshot`] outside the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<crate::Snapshot> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(v) = COUNTERS.get_ptr_mut(index) {

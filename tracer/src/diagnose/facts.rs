@@ -1,8 +1,10 @@
 //! What a diagnosis may say about a packet, gathered once.
 use std::collections::HashMap;
 
+use super::{manager::firewalld_zone, Manager};
 use crate::{
     events::{HopKind, RuleHit},
+    model::IcmpError,
     names::View,
     names::{in_netns, Containers},
     ruletrace::deciding_rule,
@@ -17,6 +19,13 @@ pub struct Facts {
     pub forwarding: Option<bool>,
     /// A TCP segment with ACK set whose last hop was an arrival.
     pub silent_tcp: bool,
+    /// TCP flags as the packet left its sender.
+    pub tcp_flags: u8,
+    /// The packet answers a request (it goes the other way).
+    pub reply: bool,
+    pub icmp: Option<IcmpError>,
+    /// Who manages the deciding rule's table.
+    pub manager: Option<Manager>,
     values: HashMap<&'static str, String>,
 }
 
@@ -32,36 +41,56 @@ pub(super) fn place(view: &mut View, netns: u32) -> String {
     }
 }
 
-fn fix_commands(r: &RuleHit, client: &str) -> (String, String) {
-    let iptables = r.text.as_deref().is_some_and(|t| t.starts_with("-A "));
-    let tool = if r.family == "ip6" {
-        "ip6tables"
+/// What a REJECT answers with: (outcome word, what the client gets, errno).
+fn reject_reply(text: &str, v6: bool) -> (&'static str, &'static str, &'static str) {
+    let t = text.to_ascii_lowercase();
+    let icmp = if v6 { "an ICMPv6" } else { "an ICMP" };
+    if t.contains("tcp-reset") || t.contains("tcp reset") {
+        ("refused", "a TCP reset", "ECONNREFUSED")
+    } else if t.contains("admin-prohibited") || t.contains("adm-prohibited") {
+        if v6 {
+            ("prohibited", "an ICMPv6 admin-prohibited", "EACCES")
+        } else {
+            ("prohibited", "an ICMP admin-prohibited", "EHOSTUNREACH")
+        }
+    } else if t.contains("host-prohibited") || t.contains("net-prohibited") {
+        ("prohibited", "an ICMP host-prohibited", "EHOSTUNREACH")
+    } else if t.contains("host-unreachable") || t.contains("addr-unreachable") {
+        ("unreachable", "a host-unreachable", "EHOSTUNREACH")
+    } else if t.contains("net-unreachable") || t.contains("no-route") {
+        ("unreachable", "a net-unreachable", "ENETUNREACH")
     } else {
-        "iptables"
-    };
-    match (iptables, r.index, r.handle) {
-        (true, Some(i), _) => (
-            format!("{tool} -t {} -D {} {i}", r.table, r.chain),
-            format!(
-                "{tool} -t {} -I {} {i} -s {client} -j ACCEPT",
-                r.table, r.chain
-            ),
-        ),
-        (_, _, Some(h)) => (
-            format!(
-                "nft delete rule {} {} {} handle {h}",
-                r.family, r.table, r.chain
-            ),
-            format!(
-                "nft insert rule {} {} {} position {h} ip saddr {client} accept",
-                r.family, r.table, r.chain
-            ),
-        ),
-        _ => (
-            "remove the rule".into(),
-            format!("accept {client} before it"),
-        ),
+        let _ = icmp;
+        if v6 {
+            ("refused", "an ICMPv6 port-unreachable", "ECONNREFUSED")
+        } else {
+            ("refused", "an ICMP port-unreachable", "ECONNREFUSED")
+        }
     }
+}
+
+/// The deciding rule's names and numbers, for advice templates.
+fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, String>) {
+    v.insert("rule_phrase", r.phrase());
+    v.insert("at_rule", format!(" at {}", r.phrase()));
+    v.insert("chain", r.chain.clone());
+    v.insert("table", r.table.clone());
+    v.insert("family", r.family.clone());
+    v.insert("tool", manager.iptables_tool(&r.family).to_owned());
+    v.insert("manager", manager.name().to_owned());
+    if let Some(i) = r.index {
+        v.insert("index", i.to_string());
+    }
+    if let Some(h) = r.handle {
+        v.insert("handle", h.to_string());
+    }
+    if let Some(z) = firewalld_zone(&r.chain) {
+        v.insert("zone", z.to_owned());
+    }
+    v.insert(
+        "manager_note",
+        format!("{} seems to manage this table. ", manager.name()),
+    );
 }
 
 impl Facts {
@@ -69,7 +98,7 @@ impl Facts {
         self.values.get(key).cloned()
     }
 
-    pub fn build(p: &Packet, view: &mut View, containers: &Containers) -> Self {
+    pub fn build(p: &Packet, view: &mut View, containers: &Containers, reply: bool) -> Self {
         let at = p.fate.at.and_then(|i| p.hops.get(i));
         let first = p.hops.iter().find_map(|h| h.tuple);
         let last = p.hops.iter().rev().find_map(|h| h.tuple);
@@ -125,6 +154,7 @@ impl Facts {
             _ => {}
         }
         v.entry("published_note").or_default();
+        v.insert("at_rule", String::new());
         let netns = at.map(|h| h.netns).unwrap_or(0);
         let where_ = place(view, netns);
         let mut forwarding = None;
@@ -187,20 +217,51 @@ impl Facts {
                 .unwrap_or_else(|| "an unknown place".into()),
         );
         v.insert("last_hop", last_hop);
-        if let Some(r) = &rule {
-            let (del, ins) = fix_commands(r, &client);
-            v.insert("rule_phrase", r.phrase());
-            v.insert("chain", r.chain.clone());
-            v.insert("table", r.table.clone());
-            v.insert("delete_cmd", del);
-            v.insert("insert_cmd", ins);
+        let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
+        v.insert("l3", if v6 { "ip6" } else { "ip" }.into());
+        v.insert("fw_family", if v6 { "ipv6" } else { "ipv4" }.into());
+        let manager = rule.as_ref().map(|r| {
+            let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
+            let m = Manager::of(r, walked);
+            rule_values(r, m, &mut v);
+            let (word, reply_kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
+            v.insert("reject_word", word.into());
+            v.insert("reject_reply", reply_kind.into());
+            v.insert("reject_errno", errno.into());
+            m
+        });
+        let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
+        if let Some(e) = icmp {
+            v.insert("icmp", e.to_string());
+            let q = e.quoted;
+            v.insert(
+                "quoted",
+                format!(
+                    "{}:{} → {}:{} ({})",
+                    q.saddr,
+                    q.sport,
+                    q.daddr,
+                    q.dport,
+                    q.proto_name()
+                ),
+            );
         }
+        let tcp_flags = p
+            .hops
+            .iter()
+            .find(|h| h.tuple.is_some())
+            .map(|h| h.tcp_flags)
+            .unwrap_or(0);
         Self {
             fate: p.fate.kind,
             reason,
             rule,
             forwarding,
             silent_tcp,
+            tcp_flags,
+            reply,
+            icmp,
+            manager,
             values: v,
         }
     }
@@ -213,14 +274,35 @@ impl Facts {
         rule: Option<RuleHit>,
         values: &[(&'static str, &str)],
     ) -> Self {
+        let manager = rule
+            .as_ref()
+            .map(|r| Manager::of(r, std::iter::empty::<&RuleHit>()));
         Self {
             fate,
             reason: reason.map(str::to_owned),
             rule,
             forwarding: None,
             silent_tcp: false,
+            tcp_flags: 0,
+            reply: false,
+            icmp: None,
+            manager,
             values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         }
+    }
+
+    /// Sets the rule-derived values (names, numbers, manager), for tests.
+    #[cfg(test)]
+    pub fn set_rule_values(&mut self, r: &RuleHit) {
+        let m = Manager::of(r, std::iter::empty::<&RuleHit>());
+        rule_values(r, m, &mut self.values);
+        let v6 = false;
+        let (word, kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
+        self.values.insert("reject_word", word.into());
+        self.values.insert("reject_reply", kind.into());
+        self.values.insert("reject_errno", errno.into());
+        self.rule = Some(r.clone());
+        self.manager = Some(m);
     }
 
     #[cfg(test)]

@@ -4,11 +4,13 @@
 //! message and advice, with `{placeholders}` filled from [`Facts`].
 mod causes;
 mod facts;
+mod manager;
 mod outcome;
 mod report;
 
-pub use causes::{Cause, Condition, CAUSES};
+pub use causes::{Advice, Cause, Condition, CAUSES};
 pub use facts::Facts;
+pub use manager::Manager;
 pub use outcome::{Connection, ConnectionOutcome, Outcomes};
 pub use report::{Direction, Report, Reporter};
 
@@ -19,6 +21,8 @@ pub struct Diagnosis {
     pub cause: String,
     pub message: String,
     pub advice: Option<String>,
+    /// The tool that manages the deciding rule's table, when one decided.
+    pub manager: Option<Manager>,
 }
 
 /// Fills `{name}` placeholders from the facts; unknown names stay as they are.
@@ -51,16 +55,33 @@ pub fn fill(template: &str, facts: &Facts) -> String {
     out
 }
 
+/// Whether a `{name}` was left unfilled.
+fn has_placeholder(text: &str) -> bool {
+    text.find('{').is_some_and(|open| {
+        text[open..].find('}').is_some_and(|close| {
+            let key = &text[open + 1..open + close];
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+    })
+}
+
 /// The first cause whose condition holds.
 pub fn diagnose(facts: &Facts) -> Diagnosis {
     let cause = CAUSES
         .iter()
         .find(|c| c.when.holds(facts))
         .unwrap_or(&causes::FALLBACK);
+    let advice = cause
+        .advice
+        .iter()
+        .filter(|a| a.by.is_none() || a.by == facts.manager)
+        .map(|a| fill(a.text, facts))
+        .find(|text| !has_placeholder(text));
     Diagnosis {
         cause: cause.id.to_owned(),
         message: fill(cause.message, facts),
-        advice: (!cause.advice.is_empty()).then(|| fill(cause.advice, facts)),
+        advice,
+        manager: facts.manager,
     }
 }
 

@@ -1,18 +1,24 @@
-//! Connections, seen from the client: connected, refused (and by whom) or
-//! timed out (and where the packets stopped); and the packet verdicts
-//! grouped by distinct outcome.
+//! Connections, seen from the client: connected, refused (a reset or an
+//! ICMP port-unreachable, and by whom), unreachable or prohibited (an ICMP
+//! error, with its code) or timed out (and where the requests or the
+//! replies stopped); and the packet verdicts grouped by distinct outcome.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::Diagnosis;
-use crate::{model::Tuple, track::FateKind};
+use crate::{
+    model::{IcmpError, IcmpMeaning, Tuple},
+    track::FateKind,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionOutcome {
     Connected,
     Refused,
+    Unreachable,
+    Prohibited,
     TimedOut,
     Unknown,
 }
@@ -23,6 +29,9 @@ pub struct Connection {
     pub server: String,
     pub proto: String,
     pub outcome: ConnectionOutcome,
+    /// What the client's socket reported: `ECONNREFUSED`, `EHOSTUNREACH`,
+    /// `ETIMEDOUT`, …; none when it connected or it is not known.
+    pub client_error: Option<&'static str>,
     pub explanation: String,
     pub requests: usize,
     pub replies: usize,
@@ -32,8 +41,21 @@ const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
+/// A reply as the reporter saw it.
+pub struct ReplySeen {
+    /// Its headers as it arrived (the client's view once NAT is undone).
+    pub last: Tuple,
+    pub last_netns: u32,
+    /// TCP flags as it left.
+    pub flags: u8,
+    pub icmp: Option<IcmpError>,
+    /// Where its first hop was.
+    pub origin: String,
+}
+
 struct Reply {
     flags: u8,
+    icmp: Option<IcmpError>,
     origin: String,
 }
 
@@ -57,6 +79,8 @@ struct ConnState {
     replies: usize,
     /// The first replies, enough to tell refused from connected.
     kept_replies: Vec<(Reply, u32, FateKind)>,
+    /// Why the last reply that died on its way back died.
+    reply_drop: Option<Diagnosis>,
 }
 
 const KEPT_REPLIES: usize = 16;
@@ -110,7 +134,7 @@ impl Outcomes {
             diag: diag.clone(),
             place,
         };
-        if matches!(diag.cause.as_str(), "reject" | "no_socket") {
+        if matches!(diag.cause.as_str(), "reject" | "no_socket" | "no_route") {
             c.refuser = Some(req.clone());
         }
         c.last = Some(req);
@@ -124,28 +148,42 @@ impl Outcomes {
         Some(self.conns.entry(key).or_default())
     }
 
-    /// A reply, `last` as it arrived (addresses are the client's view once
-    /// NAT is undone), from `origin`: where its first hop was.
-    pub fn reply(
-        &mut self,
-        last: Tuple,
-        last_netns: u32,
-        flags: u8,
-        origin: String,
-        fate: FateKind,
-        diag: &Diagnosis,
-    ) {
+    /// A reply; an ICMP error belongs to the flow it quotes.
+    pub fn reply(&mut self, r: ReplySeen, fate: FateKind, diag: &Diagnosis) {
         self.group(diag);
-        let key = (
-            ep(last.daddr, last.dport),
-            ep(last.saddr, last.sport),
-            last.proto,
-        );
+        let key = match r.icmp {
+            Some(e) => (
+                ep(e.quoted.saddr, e.quoted.sport),
+                ep(e.quoted.daddr, e.quoted.dport),
+                e.quoted.proto,
+            ),
+            None => (
+                ep(r.last.daddr, r.last.dport),
+                ep(r.last.saddr, r.last.sport),
+                r.last.proto,
+            ),
+        };
         let Some(c) = self.conn(key) else { return };
+        // A socket freeing what it queued when it closes is no loss.
+        let fate = if diag.cause == "teardown" {
+            FateKind::Delivered
+        } else {
+            fate
+        };
         c.replies += 1;
+        // The most precise account wins: one that names the rule, and so its manager.
+        if fate == FateKind::Dropped
+            && (c.reply_drop.as_ref().is_none_or(|d| d.manager.is_none()) || diag.manager.is_some())
+        {
+            c.reply_drop = Some(diag.clone());
+        }
         if c.kept_replies.len() < KEPT_REPLIES {
-            c.kept_replies
-                .push((Reply { flags, origin }, last_netns, fate));
+            let reply = Reply {
+                flags: r.flags,
+                icmp: r.icmp,
+                origin: r.origin,
+            };
+            c.kept_replies.push((reply, r.last_netns, fate));
         }
     }
 
@@ -171,12 +209,13 @@ impl Outcomes {
             .iter()
             .filter(|(_, s)| s.requests > 0)
             .map(|((client, server, proto), s)| {
-                let (outcome, explanation) = explain(s);
+                let (outcome, client_error, explanation) = explain(s);
                 Connection {
                     client: client.clone(),
                     server: server.clone(),
                     proto: crate::model::proto_name(*proto),
                     outcome,
+                    client_error,
                     explanation,
                     requests: s.requests,
                     replies: s.replies,
@@ -192,30 +231,50 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
     s.kept_replies
         .iter()
         .filter(|(_, netns, fate)| {
-            matches!(fate, FateKind::Forwarded | FateKind::Delivered)
-                || s.first_netns == Some(*netns)
+            *fate != FateKind::Dropped
+                && (matches!(fate, FateKind::Forwarded | FateKind::Delivered)
+                    || s.first_netns == Some(*netns))
         })
         .map(|(r, _, _)| r)
         .collect()
 }
 
-fn explain(s: &ConnState) -> (ConnectionOutcome, String) {
+type Explained = (ConnectionOutcome, Option<&'static str>, String);
+
+fn explain(s: &ConnState) -> Explained {
     let arrived = arrived(s);
+    let refuser = s.refuser.as_ref();
+    let why = refuser
+        .or(s.last.as_ref())
+        .map(|r| format!(" {}", r.diag.message))
+        .unwrap_or_default();
+    if let Some((r, e)) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e))) {
+        let outcome = match e.meaning() {
+            IcmpMeaning::Refused => ConnectionOutcome::Refused,
+            IcmpMeaning::Prohibited => ConnectionOutcome::Prohibited,
+            _ => ConnectionOutcome::Unreachable,
+        };
+        let word = match outcome {
+            ConnectionOutcome::Refused => "connection refused",
+            ConnectionOutcome::Prohibited => "prohibited",
+            _ => "unreachable",
+        };
+        let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&r.origin);
+        return (
+            outcome,
+            Some(e.errno_name()),
+            format!(
+                "{word}: {e} from {origin} reached the client, whose socket reports {}.{why}",
+                e.errno_name()
+            ),
+        );
+    }
     if let Some(rst) = arrived.iter().find(|r| r.flags & TCP_RST != 0) {
-        let origin = s
-            .refuser
-            .as_ref()
-            .map(|r| r.place.clone())
-            .unwrap_or_else(|| rst.origin.clone());
-        let why = s
-            .refuser
-            .as_ref()
-            .or(s.last.as_ref())
-            .map(|r| r.diag.message.clone())
-            .unwrap_or_default();
+        let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&rst.origin);
         return (
             ConnectionOutcome::Refused,
-            format!("connection refused: the reset came from {origin}. {why}"),
+            Some("ECONNREFUSED"),
+            format!("connection refused: a TCP reset from {origin} reached the client.{why}"),
         );
     }
     if arrived
@@ -224,30 +283,57 @@ fn explain(s: &ConnState) -> (ConnectionOutcome, String) {
     {
         return (
             ConnectionOutcome::Connected,
+            None,
             "connected: the server answered".into(),
         );
     }
-    if arrived.is_empty() {
-        let stop = s
-            .last
-            .as_ref()
-            .map(|r| r.diag.message.clone())
-            .unwrap_or_default();
-        let note = if s.replies > 0 {
-            format!(" ({} replies were sent but never reached it)", s.replies)
-        } else {
-            String::new()
-        };
-        if s.all_failed {
-            return (
-                ConnectionOutcome::TimedOut,
-                format!("timed out: no reply reached the client{note}. {stop}"),
-            );
-        }
+    if !arrived.is_empty() {
         return (
-            ConnectionOutcome::Unknown,
-            format!("no reply seen{note}. {stop}"),
+            ConnectionOutcome::Connected,
+            None,
+            "the server answered".into(),
         );
     }
-    (ConnectionOutcome::Connected, "the server answered".into())
+    if let Some(d) = &s.reply_drop {
+        return (
+            ConnectionOutcome::TimedOut,
+            Some("ETIMEDOUT"),
+            format!(
+                "timed out: the server answered, but none of its {} replies reached the client. {}",
+                s.replies, d.message
+            ),
+        );
+    }
+    let stop = s
+        .last
+        .as_ref()
+        .map(|r| r.diag.message.clone())
+        .unwrap_or_default();
+    if let Some(r) = refuser {
+        return (
+            ConnectionOutcome::TimedOut,
+            Some("ETIMEDOUT"),
+            format!(
+                "timed out: the request was answered with a refusal in {}, but the answer never reached the client. {}",
+                r.place, r.diag.message
+            ),
+        );
+    }
+    let note = if s.replies > 0 {
+        format!(" ({} replies were sent but never reached it)", s.replies)
+    } else {
+        String::new()
+    };
+    if s.all_failed {
+        return (
+            ConnectionOutcome::TimedOut,
+            Some("ETIMEDOUT"),
+            format!("timed out: no reply reached the client{note}. {stop}"),
+        );
+    }
+    (
+        ConnectionOutcome::Unknown,
+        None,
+        format!("no reply seen{note}. {stop}"),
+    )
 }

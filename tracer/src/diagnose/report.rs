@@ -39,8 +39,6 @@ impl Reporter {
     }
 
     pub fn packet(&mut self, p: &Packet, view: &mut View) -> Report {
-        let facts = Facts::build(p, view, &self.containers);
-        let diagnosis = diagnose(&facts);
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
         let forward = first
@@ -51,6 +49,8 @@ impl Reporter {
         } else {
             Direction::Reply
         };
+        let facts = Facts::build(p, view, &self.containers, direction == Direction::Reply);
+        let diagnosis = diagnose(&facts);
         match (direction, first, last) {
             (Direction::Request, Some(f), _) => {
                 let place = facts.get("where").unwrap_or_default();
@@ -61,9 +61,16 @@ impl Reporter {
             }
             (Direction::Reply, Some(f), Some(l)) => {
                 let origin = super::facts::place(view, f.netns);
+                let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
                 if let Some(t) = l.tuple {
-                    self.outcomes
-                        .reply(t, l.netns, f.tcp_flags, origin, p.fate.kind, &diagnosis);
+                    let reply = super::outcome::ReplySeen {
+                        last: t,
+                        last_netns: l.netns,
+                        flags: f.tcp_flags,
+                        icmp,
+                        origin,
+                    };
+                    self.outcomes.reply(reply, p.fate.kind, &diagnosis);
                 }
             }
             _ => {}

@@ -114,12 +114,14 @@ fn each_known_cause_is_recognised() {
 
 #[test]
 fn messages_name_the_rule_client_and_fix() {
-    let f = Facts::from_parts(
+    let r = rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false);
+    let mut f = Facts::from_parts(
         FateKind::Dropped,
         Some("NETFILTER_DROP"),
-        Some(rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false)),
+        Some(r.clone()),
         VALUES,
     );
+    f.set_rule_values(&r);
     let d = diagnose(&f);
     assert!(d.message.contains("192.0.2.9"), "{}", d.message);
     assert!(d.message.contains("container web"), "{}", d.message);
@@ -159,16 +161,19 @@ fn refused_and_timed_out_connections() {
         cause: "reject".into(),
         message: "refused by rule 1".into(),
         advice: None,
+        manager: None,
     };
     let delivered = Diagnosis {
         cause: "delivered".into(),
         message: "delivered".into(),
         advice: None,
+        manager: None,
     };
     let dropped = Diagnosis {
         cause: "rule_drop".into(),
         message: "dropped by rule 1".into(),
         advice: None,
+        manager: None,
     };
     let mut o = Outcomes::default();
     o.request(
@@ -179,10 +184,13 @@ fn refused_and_timed_out_connections() {
         "namespace dock".into(),
     );
     o.reply(
-        t("192.0.2.25", 8092, "192.0.2.9", 5000),
-        10,
-        0x14,
-        "namespace dock".into(),
+        outcome::ReplySeen {
+            last: t("192.0.2.25", 8092, "192.0.2.9", 5000),
+            last_netns: 10,
+            flags: 0x14,
+            icmp: None,
+            origin: "namespace dock".into(),
+        },
         FateKind::Delivered,
         &delivered,
     );
@@ -212,4 +220,185 @@ fn refused_and_timed_out_connections() {
     assert_eq!(conns[1].requests, 2);
     let groups = o.groups();
     assert_eq!(groups[0].1, 2, "the two identical drops are one group");
+}
+
+fn tuple(s: &str, sp: u16, d: &str, dp: u16, proto: u8) -> crate::model::Tuple {
+    crate::model::Tuple {
+        saddr: s.parse().expect("ip"),
+        daddr: d.parse().expect("ip"),
+        sport: sp,
+        dport: dp,
+        proto,
+    }
+}
+
+fn diag(cause: &str, message: &str) -> Diagnosis {
+    Diagnosis {
+        cause: cause.into(),
+        message: message.into(),
+        advice: None,
+        manager: None,
+    }
+}
+
+#[test]
+fn an_icmp_error_belongs_to_the_flow_it_quotes() {
+    use crate::model::IcmpError;
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.9", 5000, "192.0.2.25", 8092, 6);
+    o.request(
+        req,
+        10,
+        FateKind::Dropped,
+        &diag("reject", "prohibited: rejected by rule 1"),
+        "namespace srv".into(),
+    );
+    let icmp = IcmpError {
+        version: 4,
+        ty: 3,
+        code: 10,
+        quoted: req,
+    };
+    o.reply(
+        outcome::ReplySeen {
+            last: tuple("192.0.2.25", 0, "192.0.2.9", 0, 1),
+            last_netns: 10,
+            flags: 0,
+            icmp: Some(icmp),
+            origin: "namespace srv".into(),
+        },
+        FateKind::Delivered,
+        &diag("icmp_error", "answered"),
+    );
+    let conns = o.connections();
+    assert_eq!(conns.len(), 1, "{conns:#?}");
+    assert_eq!(conns[0].outcome, ConnectionOutcome::Prohibited);
+    assert_eq!(conns[0].client_error, Some("EHOSTUNREACH"));
+    let why = &conns[0].explanation;
+    assert!(
+        why.contains("host-prohibited") && !why.contains("timed out"),
+        "{why}"
+    );
+}
+
+#[test]
+fn replies_that_die_are_their_own_story_and_teardown_is_no_drop() {
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.9", 5000, "198.51.100.2", 80, 6);
+    let fwd = diag("forwarded", "forwarded");
+    o.request(req, 10, FateKind::Forwarded, &fwd, "namespace r".into());
+    let synack = |o: &mut Outcomes, fate, d: &Diagnosis| {
+        o.reply(
+            outcome::ReplySeen {
+                last: tuple("198.51.100.2", 80, "192.0.2.9", 5000, 6),
+                last_netns: 11,
+                flags: 0x12,
+                icmp: None,
+                origin: "namespace srv".into(),
+            },
+            fate,
+            d,
+        )
+    };
+    synack(
+        &mut o,
+        FateKind::Dropped,
+        &diag(
+            "reply_dropped",
+            "the server answered, but its reply died in FORWARD",
+        ),
+    );
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::TimedOut);
+    assert!(
+        c.explanation.contains("the server answered"),
+        "{}",
+        c.explanation
+    );
+
+    let mut o = Outcomes::default();
+    o.request(req, 10, FateKind::Delivered, &fwd, "namespace r".into());
+    synack(
+        &mut o,
+        FateKind::Dropped,
+        &diag("teardown", "freed when its socket closed"),
+    );
+    assert_eq!(o.connections()[0].outcome, ConnectionOutcome::Connected);
+}
+
+fn nft_rule(policy: bool) -> RuleHit {
+    RuleHit {
+        family: "inet".into(),
+        table: "filter".into(),
+        chain: "input".into(),
+        handle: Some(4),
+        index: Some(2),
+        text: (!policy).then(|| "ip saddr 192.0.2.9 reject with icmpx admin-prohibited".into()),
+        ..rule("", policy)
+    }
+}
+
+#[test]
+fn advice_is_in_the_syntax_of_the_tables_manager() {
+    let values: Vec<(&'static str, &str)> = VALUES
+        .iter()
+        .copied()
+        .filter(|(k, _)| !matches!(*k, "chain" | "table" | "rule_phrase"))
+        .chain([
+            ("final_addr", "192.0.2.25"),
+            ("l3", "ip"),
+            ("fw_family", "ipv4"),
+        ])
+        .collect();
+    let mk = |r: RuleHit| {
+        let mut f = Facts::from_parts(
+            FateKind::Dropped,
+            Some("NETFILTER_DROP"),
+            Some(r.clone()),
+            &values,
+        );
+        f.set_rule_values(&r);
+        f
+    };
+    let d = diagnose(&mk(nft_rule(true)));
+    assert_eq!(d.cause, "policy_drop");
+    assert_eq!(d.manager, Some(Manager::Nft));
+    let advice = d.advice.expect("advice");
+    assert!(
+        advice.contains("nft insert rule inet filter input ip saddr 192.0.2.9 ip daddr 192.0.2.25 tcp dport 80 accept"),
+        "{advice}"
+    );
+    assert!(d.message.contains("table inet filter"), "{}", d.message);
+
+    let d = diagnose(&mk(nft_rule(false)));
+    assert_eq!(d.cause, "reject", "lower-case reject is a reject");
+    assert!(
+        d.message.starts_with("prohibited:") && d.message.contains("EHOSTUNREACH"),
+        "{}",
+        d.message
+    );
+    let advice = d.advice.expect("advice");
+    assert!(
+        advice.contains("nft delete rule inet filter input handle 4"),
+        "{advice}"
+    );
+
+    let mut ufw = rule("-A ufw-user-input -s 192.0.2.9/32 -j DROP", false);
+    ufw.chain = "ufw-user-input".into();
+    let d = diagnose(&mk(ufw));
+    assert_eq!(d.manager, Some(Manager::Ufw));
+    assert!(d.advice.expect("advice").starts_with("ufw manages"));
+
+    let mut reply = Facts::from_parts(FateKind::Dropped, None, Some(rule("", true)), &values);
+    let mut fwd = rule("", true);
+    fwd.chain = "FORWARD".into();
+    reply.set_rule_values(&fwd);
+    reply.reply = true;
+    let d = diagnose(&reply);
+    assert_eq!(d.cause, "reply_dropped");
+    let advice = d.advice.expect("advice");
+    assert!(
+        advice.contains("--ctstate ESTABLISHED,RELATED") && !advice.contains("--dport"),
+        "{advice}"
+    );
 }

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{verdict, Event, EventKind, HOOK_NONE};
 
-use crate::model::{Family, Hook, Tuple, Verdict};
+use crate::model::{Family, Hook, IcmpError, Tuple, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -62,6 +62,8 @@ pub struct Hop {
     pub stack: Vec<u64>,
     /// For [`HopKind::NfRule`]: the rule and its verdict.
     pub rule: Option<Box<super::RuleHit>>,
+    /// An ICMP error, with the flow it quotes.
+    pub icmp: Option<IcmpError>,
 }
 
 impl Hop {
@@ -106,6 +108,18 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         dport: ev.dport,
         proto: ev.proto,
     });
+    let icmp = (tuple.is_some() && ev.quoted.proto != 0).then(|| IcmpError {
+        version: ev.ip_version,
+        ty: ev.icmp_type,
+        code: ev.icmp_code,
+        quoted: Tuple {
+            saddr: addr(ev.ip_version, &ev.quoted.saddr),
+            daddr: addr(ev.ip_version, &ev.quoted.daddr),
+            sport: ev.quoted.sport,
+            dport: ev.quoted.dport,
+            proto: ev.quoted.proto,
+        },
+    });
     let name_len = ev
         .ifname
         .iter()
@@ -143,6 +157,7 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         filter: ev.filter,
         stack: ev.stack[..stack_len].to_vec(),
         rule: None,
+        icmp,
     })
 }
 

@@ -42,12 +42,12 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl RuleHit {
-    /// `rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER …`
+    /// `rule 1 of chain DOCKER-USER in table ip filter: -A DOCKER-USER …`
     pub fn phrase(&self) -> String {
         if self.policy {
             return format!(
-                "the policy of chain {} in table {} ({})",
-                self.chain, self.table, self.verdict
+                "the policy of chain {} in table {} {} ({})",
+                self.chain, self.family, self.table, self.verdict
             );
         }
         let idx = self
@@ -60,8 +60,8 @@ impl RuleHit {
             .map(|t| format!(": {t}"))
             .unwrap_or_default();
         format!(
-            "{idx} of chain {} in table {}{text}",
-            self.chain, self.table
+            "{idx} of chain {} in table {} {}{text}",
+            self.chain, self.family, self.table
         )
     }
 

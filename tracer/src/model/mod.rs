@@ -4,9 +4,11 @@
 mod filter;
 mod flow;
 mod hook;
+mod icmp;
 mod verdict;
 
 pub use filter::{parse_port, proto_name, Cidr, FilterError, FlowFilter, Proto};
 pub use flow::Tuple;
 pub use hook::{Family, Hook};
+pub use icmp::{IcmpError, IcmpMeaning};
 pub use verdict::Verdict;

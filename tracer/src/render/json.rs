@@ -37,6 +37,7 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
         location: view.location(hop),
         flow: hop.tuple.into(),
         tcp_flags: hop.tcp_flags,
+        icmp: hop.icmp,
         len: hop.len,
         rule: rule.map(|r| RuleFields {
             table: r.table.clone(),

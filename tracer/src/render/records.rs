@@ -85,6 +85,8 @@ pub struct HopRecord {
     #[serde(flatten)]
     pub flow: Flow,
     pub tcp_flags: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<crate::model::IcmpError>,
     pub len: u32,
     /// Only on `nf_rule` hops.
     #[serde(flatten)]
@@ -291,6 +293,7 @@ mod tests {
             cause: "rule_drop".into(),
             message: "dropped by rule 1".into(),
             advice: Some("remove the rule".into()),
+            manager: Some(crate::diagnose::Manager::Iptables),
         }
     }
 
@@ -320,6 +323,7 @@ mod tests {
             location: None,
             flow: tuple().into(),
             tcp_flags: 2,
+            icmp: None,
             len: 60,
             rule: rule.then(|| RuleFields {
                 table: "filter".into(),
@@ -405,6 +409,7 @@ mod tests {
                     server: "192.0.2.25:8092".into(),
                     proto: "tcp".into(),
                     outcome: ConnectionOutcome::TimedOut,
+                    client_error: Some("ETIMEDOUT"),
                     explanation: "e".into(),
                     requests: 2,
                     replies: 0,

@@ -25,6 +25,7 @@ fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
         filter: 0,
         stack: Vec::new(),
         rule: None,
+        icmp: None,
     }
 }
 

@@ -1,0 +1,175 @@
+//! Which tool manages a firewall table or chain, so advice is given in its
+//! own syntax.
+use serde::Serialize;
+
+use crate::events::RuleHit;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Manager {
+    /// iptables-nft: `iptables` on Debian, rules visible to nft as xt matches.
+    Iptables,
+    IptablesLegacy,
+    /// A table written in nftables' own syntax.
+    Nft,
+    Ufw,
+    /// Docker's own chains (`DOCKER`, `DOCKER-ISOLATION-*`), or a hook
+    /// whose path ran through them; `DOCKER-USER` belongs to the user.
+    Docker,
+    KubeProxy,
+    Firewalld,
+}
+
+const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "raw", "mangle", "security"];
+
+fn is_docker_chain(chain: &str) -> bool {
+    chain == "DOCKER" || chain.starts_with("DOCKER-ISOLATION")
+}
+
+impl Manager {
+    /// The manager of `rule`'s chain, judged also from the chains the same
+    /// packet walked in that table (`walked`).
+    pub fn of<'a>(rule: &RuleHit, walked: impl IntoIterator<Item = &'a RuleHit>) -> Self {
+        let chain = rule.chain.as_str();
+        let same_table: Vec<&RuleHit> = walked
+            .into_iter()
+            .filter(|h| h.netns == rule.netns && h.table == rule.table && h.family == rule.family)
+            .collect();
+        let walked_through = |f: fn(&str) -> bool| same_table.iter().any(|h| f(&h.chain));
+        if rule.table == "firewalld" {
+            return Self::Firewalld;
+        }
+        if chain.starts_with("KUBE-") {
+            return Self::KubeProxy;
+        }
+        if chain.starts_with("ufw-") || chain.starts_with("ufw6-") {
+            return Self::Ufw;
+        }
+        let iptables = if rule.text.as_deref().is_some_and(|t| t.starts_with("-A ")) {
+            Some(if rule.handle.is_none() {
+                Self::IptablesLegacy
+            } else {
+                Self::Iptables
+            })
+        } else if matches!(rule.family.as_str(), "ip" | "ip6")
+            && IPTABLES_TABLES.contains(&rule.table.as_str())
+            && !chain.chars().any(|c| c.is_ascii_lowercase())
+        {
+            Some(Self::Iptables)
+        } else {
+            None
+        };
+        let Some(iptables) = iptables else {
+            return Self::Nft;
+        };
+        if chain == "DOCKER-USER" {
+            return iptables;
+        }
+        if is_docker_chain(chain) || (rule.policy && walked_through(is_docker_chain)) {
+            return Self::Docker;
+        }
+        if rule.policy && walked_through(|c| c.starts_with("ufw-") || c.starts_with("ufw6-")) {
+            return Self::Ufw;
+        }
+        if rule.policy && walked_through(|c| c.starts_with("KUBE-")) {
+            return Self::KubeProxy;
+        }
+        iptables
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables-nft",
+            Self::IptablesLegacy => "iptables-legacy",
+            Self::Nft => "nftables",
+            Self::Ufw => "ufw",
+            Self::Docker => "Docker",
+            Self::KubeProxy => "kube-proxy",
+            Self::Firewalld => "firewalld",
+        }
+    }
+
+    /// The iptables command for this family under this manager.
+    pub fn iptables_tool(self, family: &str) -> &'static str {
+        match (self, family == "ip6") {
+            (Self::IptablesLegacy, false) => "iptables-legacy",
+            (Self::IptablesLegacy, true) => "ip6tables-legacy",
+            (_, false) => "iptables",
+            (_, true) => "ip6tables",
+        }
+    }
+}
+
+/// The firewalld zone a chain belongs to (`filter_IN_public` → `public`).
+pub fn firewalld_zone(chain: &str) -> Option<&str> {
+    ["_IN_", "_FWD_", "_FWDI_", "_FWDO_"]
+        .iter()
+        .find_map(|sep| chain.split_once(sep))
+        .map(|(_, z)| z.split('_').next().unwrap_or(z))
+        .filter(|z| !z.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(family: &str, table: &str, chain: &str, text: Option<&str>, policy: bool) -> RuleHit {
+        RuleHit {
+            netns: 1,
+            table: table.into(),
+            family: family.into(),
+            chain: chain.into(),
+            hook: None,
+            handle: Some(3),
+            index: Some(1),
+            text: text.map(str::to_owned),
+            verdict: crate::model::Verdict::Drop,
+            policy,
+            tuple: None,
+            ip_id: None,
+            trace_id: 1,
+            received: std::time::Instant::now(),
+            received_ns: 0,
+        }
+    }
+
+    #[test]
+    fn managers_from_tables_and_chains() {
+        let nft = hit("inet", "filter", "input", None, true);
+        assert_eq!(Manager::of(&nft, []), Manager::Nft);
+        let ipt = hit("ip", "filter", "INPUT", None, true);
+        assert_eq!(Manager::of(&ipt, []), Manager::Iptables);
+        let ufw_walk = hit("ip", "filter", "ufw-user-input", None, false);
+        assert_eq!(Manager::of(&ipt, [&ufw_walk]), Manager::Ufw);
+        assert_eq!(Manager::of(&ufw_walk, []), Manager::Ufw);
+        let user = hit(
+            "ip",
+            "filter",
+            "DOCKER-USER",
+            Some("-A DOCKER-USER -j DROP"),
+            false,
+        );
+        assert_eq!(Manager::of(&user, []), Manager::Iptables);
+        let fwd = hit("ip", "filter", "FORWARD", None, true);
+        let dock = hit("ip", "filter", "DOCKER", None, false);
+        assert_eq!(Manager::of(&fwd, [&dock]), Manager::Docker);
+        let kube = hit(
+            "ip",
+            "filter",
+            "KUBE-FORWARD",
+            Some("-A KUBE-FORWARD -j DROP"),
+            false,
+        );
+        assert_eq!(Manager::of(&kube, []), Manager::KubeProxy);
+        let fw = hit("inet", "firewalld", "filter_IN_public", None, false);
+        assert_eq!(Manager::of(&fw, []), Manager::Firewalld);
+        assert_eq!(firewalld_zone("filter_IN_public_deny"), Some("public"));
+        let mut legacy = hit("ip", "filter", "INPUT", Some("-A INPUT -j DROP"), false);
+        legacy.handle = None;
+        assert_eq!(Manager::of(&legacy, []), Manager::IptablesLegacy);
+        assert_eq!(
+            Manager::IptablesLegacy.iptables_tool("ip6"),
+            "ip6tables-legacy"
+        );
+    }
+}
