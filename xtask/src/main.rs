@@ -33,7 +33,7 @@ enum Task {
     /// Build everything and run every test (unit tests, then root integration tests).
     /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
     Test {
-        /// Run the integration tests in a VM with this Debian kernel (6.1, 6.12);
+        /// Run the integration tests in a VM with this Debian kernel (5.10, 6.1, 6.12);
         /// repeat it or give a comma list.
         #[arg(long = "vm", value_name = "KERNEL")]
         vm: Vec<String>,
@@ -56,7 +56,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fetch a stock Debian kernel (6.1, 6.12) for the VM, and the VM's tools.
+    /// Fetch a stock Debian kernel (5.10, 6.1, 6.12) for the VM, and the VM's tools.
     VmKernel {
         kernel: String,
         /// Ask apt for a newer package even when one is cached.
@@ -65,7 +65,7 @@ enum Task {
     },
     /// Build pathtrace (release) and run it with ARGS in a VM booting a Debian kernel.
     Vm {
-        /// The Debian kernel: 6.1 or 6.12.
+        /// The Debian kernel: 5.10, 6.1 or 6.12.
         #[arg(long, value_name = "KERNEL")]
         kernel: String,
         #[command(flatten)]
@@ -78,7 +78,7 @@ enum Task {
 
 #[derive(clap::Args)]
 struct VmOpts {
-    /// vCPUs for the guest (default: 2 for 6.1, 1 for 6.12, which oopses with 2 under emulation).
+    /// vCPUs for the guest (default: 2 for 6.1; 1 for 6.12, which oopses with 2 under emulation, and for 5.10).
     #[arg(long)]
     cpus: Option<u32>,
     /// Seconds before a VM run is killed.
