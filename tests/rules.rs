@@ -1,9 +1,11 @@
 //! The firewall rule that decided: named with table, chain, index and text,
 //! for iptables-nft on the real-Docker lab and iptables-legacy on the
 //! emulated one; and nothing of pathtrace's left in any namespace after.
-use std::{net::IpAddr, process::Command, time::Duration};
+use std::{net::IpAddr, process::Command};
 
-use pathtrace_tests::{docker_lab, hops_of, lab_with, of_type, require_root, trace, Running};
+use pathtrace_tests::{
+    docker_lab, hops_of, lab_with, limit, of_type, require_root, trace, Running,
+};
 use serde_json::Value;
 use tracer::lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 
@@ -202,7 +204,7 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
         let run = Running::start(&args);
         // SAFETY: killing the child we started, by its pid.
         unsafe { libc::kill(run.pid(), libc::SIGKILL) };
-        let _ = run.wait(Duration::from_secs(5));
+        let _ = run.wait(limit(5));
         // A killed run may leave legacy TRACE rules; the next run removes them.
         let next = Running::start(&[
             "--src",
@@ -214,7 +216,7 @@ fn no_table_chain_or_rule_remains_after_exit_or_sigkill() {
             "--netns",
             dock.as_str(),
         ]);
-        let _ = next.wait(Duration::from_secs(10));
+        let _ = next.wait(limit(10));
         assert_eq!(
             leftovers_in(Some(&dock)),
             Vec::<String>::new(),

@@ -41,9 +41,14 @@ enum Task {
         #[arg(long, value_name = "TIER", requires = "vm")]
         tier: Vec<String>,
         /// With --vm: the integration test binaries to run in the guest; repeatable.
-        /// Default: trace_docker.
+        /// Default: as --vm-suites says.
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
+        /// With --vm: which suites run where. matrix: the full suites on one kernel
+        /// per tier (fentry on 5.10, kprobe on 6.1), trace_docker on the others;
+        /// all: the full suites everywhere; trace: trace_docker only.
+        #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
+        vm_suites: vm::SuitePlan,
         #[command(flatten)]
         vm_opts: VmOpts,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
@@ -100,12 +105,14 @@ fn main() {
             vm,
             tier,
             vm_test,
+            vm_suites,
             vm_opts,
             args,
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
             &vm_test,
+            vm_suites,
             vm_opts.cpus,
             vm_opts.timeout,
             vm_opts.console,
