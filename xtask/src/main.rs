@@ -86,9 +86,10 @@ struct VmOpts {
     /// vCPUs for the guest (default: 2 for 6.1; 1 for 6.12, which oopses with 2 under emulation, and for 5.10).
     #[arg(long)]
     cpus: Option<u32>,
-    /// Seconds before a VM run is killed.
-    #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_SECS)]
-    timeout: u64,
+    /// Seconds before a VM run is killed (default: `vm` 15 minutes; `test --vm`
+    /// 3 minutes plus 10 per suite the run holds).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Print the guest's whole serial console (kernel log included).
     #[arg(long)]
     console: bool,
@@ -127,7 +128,7 @@ fn main() {
         } => vm::run_task(
             &kernel,
             vm_opts.cpus,
-            vm_opts.timeout,
+            vm_opts.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_SECS),
             vm_opts.console,
             &args,
         ),

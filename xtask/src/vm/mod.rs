@@ -144,6 +144,11 @@ pub fn plan_suites(
 /// Limit for one VM run.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 15 * 60;
 
+/// Limit for one `test --vm` run: boot, plus this much per suite (the full
+/// suites took 15 to 22 minutes under emulation; a hang must still end).
+const BOOT_SECS: u64 = 3 * 60;
+const SECS_PER_SUITE: u64 = 10 * 60;
+
 /// `cargo xtask vm-kernel KERNEL`: the kernel and the tools, ready.
 pub fn kernel_task(series: &str, update: bool) -> Result<()> {
     tools::ensure()?;
@@ -397,7 +402,7 @@ pub fn test_task(
     test_names: &[String],
     plan: SuitePlan,
     cpus: Option<u32>,
-    timeout: u64,
+    timeout: Option<u64>,
     console: bool,
     args: &[String],
 ) -> Result<()> {
@@ -447,6 +452,7 @@ pub fn test_task(
                 .iter()
                 .map(|n| plan_one(n, &exes))
                 .collect::<Result<Vec<_>>>()?;
+            let timeout = timeout.unwrap_or(BOOT_SECS + SECS_PER_SUITE * chosen.len() as u64);
             results.push(test_one(
                 &vng, k, tier, cpus, timeout, console, &bin, &chosen, args,
             )?);
