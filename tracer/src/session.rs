@@ -13,7 +13,11 @@ use crate::{
     error::Error,
     events::{decode, Hop, HopKind},
     filter::FlowFilter,
-    kernel::{drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
+    kernel::{
+        drop_reason::{DropReasonError, DropReasons},
+        hook_infer,
+        kallsyms::Kallsyms,
+    },
     loader::{LoadOptions, Tracer},
     names::{Containers, NetnsNames},
     render::{json, text, Stats, View},
@@ -37,7 +41,15 @@ pub struct TraceOptions {
 
 /// Names what the kernel side only knows as numbers.
 pub fn view() -> Result<View, Error> {
-    let reasons = DropReasons::load().map_err(|e| Error::Kernel(e.to_string()))?;
+    let reasons = match DropReasons::load() {
+        Ok(r) => r,
+        // Before 5.17: drops carry no reason, and the rest still works.
+        Err(e @ DropReasonError::NoDropReasons) => {
+            eprintln!("pathtrace: {e}");
+            DropReasons::default()
+        }
+        Err(e) => return Err(Error::Kernel(e.to_string())),
+    };
     let syms = match Kallsyms::load() {
         Ok(s) => Some(s),
         Err(e) => {
