@@ -2,13 +2,18 @@
 //! SIGINT, SIGTERM or SIGKILL at random moments, start-up included. After
 //! one more clean run of each, the host has exactly the BPF programs, links,
 //! maps, nft tables, iptables rules, namespaces and processes it had before.
+//!
+//! Every run uses the suite's tier (`PATHTRACE_TEST_TIER`) and the demo the
+//! suite's Docker (`PATHTRACE_TEST_DOCKER`). `PATHTRACE_CLEANUP_ROUNDS` sets
+//! the number of random ends (50 unless set; the VM harness runs fewer under
+//! emulation and says so in its report).
 use std::{
     collections::BTreeSet,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use pathtrace_tests::{pathtrace_bin, require_root, topo::Routed};
+use pathtrace_tests::{docker_mode, limit, pathtrace_bin, require_root, tier, topo::Routed};
 
 /// A listing the host comparison depends on: a tool that is missing or
 /// fails fails the test (an empty listing would compare equal to anything).
@@ -106,7 +111,7 @@ impl Lcg {
 fn end_with(child: &mut std::process::Child, signal: i32) {
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(child.id() as i32, signal) };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + limit(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -118,9 +123,16 @@ fn end_with(child: &mut std::process::Child, signal: i32) {
     panic!("pathtrace did not end within 30 s of signal {signal}");
 }
 
+/// `args` with the suite's tier.
+fn with_tier(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--tier".to_string(), tier()]);
+    all
+}
+
 fn run_to_end(args: &[&str]) {
     let status = Command::new(pathtrace_bin())
-        .args(args)
+        .args(with_tier(args))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -135,7 +147,18 @@ fn fifty_random_ends_leave_the_host_as_it_was() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_u64);
-    eprintln!("cleanup stress seed {seed} (set PATHTRACE_CLEANUP_SEED to replay)");
+    let rounds: u64 = std::env::var("PATHTRACE_CLEANUP_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let demo_docker = match docker_mode() {
+        lab::DockerMode::Emulated => "emulated",
+        _ => "auto",
+    };
+    eprintln!(
+        "cleanup stress seed {seed} (set PATHTRACE_CLEANUP_SEED to replay), {rounds} rounds, tier {}, demo --docker {demo_docker}",
+        tier()
+    );
     let before = snapshot();
     let topo = Routed::new("ptcln");
     let b = topo.b.clone();
@@ -152,16 +175,16 @@ fn fifty_random_ends_leave_the_host_as_it_was() {
         ],
         vec!["drops"],
         vec!["drops", "--top", "--interval", "0.2"],
-        vec!["demo", "--docker", "auto"],
+        vec!["demo", "--docker", demo_docker],
     ];
     let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGKILL];
     let mut rng = Lcg(seed);
-    for i in 0..50 {
+    for i in 0..rounds {
         let args = &commands[rng.next(commands.len() as u64) as usize];
         let signal = signals[rng.next(3) as usize];
         let delay = Duration::from_millis(rng.next(2500));
         let mut child = Command::new(pathtrace_bin())
-            .args(args)
+            .args(with_tier(args))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -186,10 +209,10 @@ fn fifty_random_ends_leave_the_host_as_it_was() {
         &b,
     ]);
     run_to_end(&["drops", "--duration", "0.5"]);
-    run_to_end(&["demo", "--docker", "auto"]);
+    run_to_end(&["demo", "--docker", demo_docker]);
     drop(topo);
     // dockerd's children are reaped by init a moment after they exit.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + limit(10);
     let mut after = snapshot();
     while after != before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));

@@ -235,7 +235,9 @@ pub fn docker_lab(prefix: &str, block: lab::Block) -> lab::Lab {
     })
 }
 
-pub fn lab_with(cfg: lab::LabConfig) -> lab::Lab {
+pub fn lab_with(mut cfg: lab::LabConfig) -> lab::Lab {
+    // dockerd (or the emulated httpd) is slower to get ready under emulation.
+    cfg.ready_timeout = limit(cfg.ready_timeout.as_secs().max(1));
     let mode = cfg.docker;
     let lab = lab::Lab::start(cfg)
         .unwrap_or_else(|e| panic!("the lab ({mode:?} Docker) did not start: {e}"));

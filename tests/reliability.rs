@@ -1,8 +1,14 @@
 //! Faults while running: a full ring buffer, a full tracking map, a
 //! namespace that vanishes, a tier the kernel refuses, least privilege.
-use std::{process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
 
-use pathtrace_tests::{of_type, pathtrace_bin, records, require_root, topo::Routed, Running};
+use pathtrace_tests::{
+    limit, of_type, pathtrace_bin, records, require_root, topo::Routed, Running,
+};
 use serde_json::Value;
 
 fn stats(recs: &[Value]) -> Value {
@@ -46,12 +52,21 @@ fn a_full_tracking_map_evicts_and_counts() {
     require_root("a_full_tracking_map_evicts_and_counts");
     let t = Routed::new("pttrk");
     // A socket that never reads keeps every datagram (and its sk_buff) alive.
+    // It lives until killed below, and says when it is bound.
     let mut sink = Command::new("ip")
         .args(["netns", "exec", &t.b, "python3", "-c"])
-        .arg("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7))\ntime.sleep(8)")
+        .arg(format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7))\nprint('bound',flush=True)\ntime.sleep({})",
+            limit(60).as_secs()
+        ))
+        .stdout(Stdio::piped())
         .spawn()
         .expect("starts the sink");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut bound = String::new();
+    BufReader::new(sink.stdout.take().expect("piped"))
+        .read_line(&mut bound)
+        .expect("reads the sink");
+    assert_eq!(bound.trim(), "bound", "the sink bound UDP port 7");
     let run = Running::start(&[
         "--src",
         "192.0.2.1",
@@ -310,10 +325,23 @@ fn a_rule_trace_socket_overflow_is_survived_and_counted() {
         ])
         .env("PATHTRACE_NFT_RCVBUF", "4096")
         .stdout(out_file)
-        .stderr(std::process::Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Until it says it is ready (slow under emulation), then drain stderr.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[pathtrace] {line}");
+            if line.contains("ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(limit(30))
+        .expect("pathtrace said ready");
     t.send_udp(&t.a, None, "198.51.100.2", 7, 3000, None);
     std::thread::sleep(Duration::from_millis(500));
     // After the overflow, rule tracing still works for a lone packet.

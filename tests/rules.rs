@@ -1,11 +1,11 @@
 //! The firewall rule that decided: named with table, chain, index and text,
 //! for iptables-nft on the real-Docker lab and iptables-legacy on the
 //! emulated one; and nothing of pathtrace's left in any namespace after.
-use std::{net::IpAddr, process::Command, time::Duration};
+use std::{net::IpAddr, process::Command};
 
 use lab::{Block, DockerMode, Firewall, Lab, LabConfig};
 use pathtrace_tests::{
-    docker_lab, hops_of, lab_with, of_type, records, require_root, trace, Running,
+    docker_lab, hops_of, lab_with, limit, of_type, records, require_root, trace, Running,
 };
 use serde_json::Value;
 
@@ -240,7 +240,7 @@ fn check_no_leftovers(lab: &lab::Lab, env: &[(&str, &str)]) {
     let run = Running::start_env(&args, env);
     // SAFETY: killing the child we started, by its pid.
     unsafe { libc::kill(run.pid(), libc::SIGKILL) };
-    let _ = run.wait(Duration::from_secs(5));
+    let _ = run.wait(limit(5));
     // A killed run may leave legacy TRACE rules; the next run removes them.
     let next = Running::start_env(
         &[
@@ -255,7 +255,7 @@ fn check_no_leftovers(lab: &lab::Lab, env: &[(&str, &str)]) {
         ],
         env,
     );
-    let _ = next.wait(Duration::from_secs(10));
+    let _ = next.wait(limit(10));
     assert_eq!(
         leftovers_in(Some(&dock)),
         Vec::<String>::new(),

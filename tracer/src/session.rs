@@ -12,7 +12,12 @@ use crate::{
     diagnose::{Outcomes, Report, Reporter},
     error::Error,
     events::{decode, Hop, HopKind},
-    kernel::{btf::KernelBtf, drop_reason::DropReasons, hook_infer, kallsyms::Kallsyms},
+    kernel::{
+        btf::KernelBtf,
+        drop_reason::{DropReasonError, DropReasons},
+        hook_infer,
+        kallsyms::Kallsyms,
+    },
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
@@ -43,7 +48,15 @@ pub fn kernel_btf() -> Result<KernelBtf, Error> {
 
 /// Names what the kernel side only knows as numbers.
 pub fn view(btf: &KernelBtf) -> Result<View, Error> {
-    let reasons = DropReasons::from_kernel(btf).map_err(|e| Error::Kernel(e.to_string()))?;
+    let reasons = match DropReasons::from_kernel(btf) {
+        Ok(r) => r,
+        // Before 5.17: drops carry no reason, and the rest still works.
+        Err(e @ DropReasonError::NoDropReasons) => {
+            eprintln!("pathtrace: {e}");
+            DropReasons::default()
+        }
+        Err(e) => return Err(Error::Kernel(e.to_string())),
+    };
     let syms = match Kallsyms::load() {
         Ok(s) => Some(s),
         Err(e) => {

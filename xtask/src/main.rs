@@ -33,7 +33,7 @@ enum Task {
     /// Build everything and run every test (unit tests, then root integration tests).
     /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
     Test {
-        /// Run the integration tests in a VM with this Debian kernel (6.1, 6.12);
+        /// Run the integration tests in a VM with this Debian kernel (5.10, 6.1, 6.12);
         /// repeat it or give a comma list.
         #[arg(long = "vm", value_name = "KERNEL")]
         vm: Vec<String>,
@@ -41,9 +41,14 @@ enum Task {
         #[arg(long, value_name = "TIER", requires = "vm")]
         tier: Vec<String>,
         /// With --vm: the integration test binaries to run in the guest; repeatable.
-        /// Default: trace_docker.
+        /// Default: as --vm-suites says.
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
+        /// With --vm: which suites run where. matrix: the full suites on one kernel
+        /// per tier (fentry on 5.10, kprobe on 6.1), trace_docker on the others;
+        /// all: the full suites everywhere; trace: trace_docker only.
+        #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
+        vm_suites: vm::SuitePlan,
         #[command(flatten)]
         vm_opts: VmOpts,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
@@ -56,7 +61,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fetch a stock Debian kernel (6.1, 6.12) for the VM, and the VM's tools.
+    /// Fetch a stock Debian kernel (5.10, 6.1, 6.12) for the VM, and the VM's tools.
     VmKernel {
         kernel: String,
         /// Ask apt for a newer package even when one is cached.
@@ -65,7 +70,7 @@ enum Task {
     },
     /// Build pathtrace (release) and run it with ARGS in a VM booting a Debian kernel.
     Vm {
-        /// The Debian kernel: 6.1 or 6.12.
+        /// The Debian kernel: 5.10, 6.1 or 6.12.
         #[arg(long, value_name = "KERNEL")]
         kernel: String,
         #[command(flatten)]
@@ -78,12 +83,13 @@ enum Task {
 
 #[derive(clap::Args)]
 struct VmOpts {
-    /// vCPUs for the guest (default: 2 for 6.1, 1 for 6.12, which oopses with 2 under emulation).
+    /// vCPUs for the guest (default: 2 for 6.1; 1 for 6.12, which oopses with 2 under emulation, and for 5.10).
     #[arg(long)]
     cpus: Option<u32>,
-    /// Seconds before a VM run is killed.
-    #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_SECS)]
-    timeout: u64,
+    /// Seconds before a VM run is killed (default: `vm` 15 minutes; `test --vm`
+    /// 3 minutes plus 10 per suite the run holds).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Print the guest's whole serial console (kernel log included).
     #[arg(long)]
     console: bool,
@@ -100,12 +106,14 @@ fn main() {
             vm,
             tier,
             vm_test,
+            vm_suites,
             vm_opts,
             args,
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
             &vm_test,
+            vm_suites,
             vm_opts.cpus,
             vm_opts.timeout,
             vm_opts.console,
@@ -120,7 +128,7 @@ fn main() {
         } => vm::run_task(
             &kernel,
             vm_opts.cpus,
-            vm_opts.timeout,
+            vm_opts.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_SECS),
             vm_opts.console,
             &args,
         ),

@@ -4,6 +4,12 @@
 //!
 //! A finished unpack holds a `.complete` stamp; once a series has one, later
 //! runs use it without asking apt (pass `update` to look for a newer package).
+//!
+//! 6.1 and 6.12 come from the system's own (bookworm) sources. 5.10 is Debian
+//! 11's (bullseye), which those sources don't list: apt is pointed at a
+//! sources list of our own under `.tools/vm-kernels/.apt-bullseye/` (one
+//! `deb URI bullseye main` line, URI taken from the system's Debian sources),
+//! with its own lists and cache, so the system's apt state is never touched.
 use std::{
     cmp::Ordering,
     path::{Path, PathBuf},
@@ -16,7 +22,11 @@ use super::{output_of, run_quiet};
 use crate::ebpf::workspace_root;
 
 /// The kernel series `cargo xtask vm` and `test --vm` know.
-pub const SERIES: &[&str] = &["6.1", "6.12"];
+pub const SERIES: &[&str] = &["5.10", "6.1", "6.12"];
+
+/// The Debian suite a series comes from when the system's sources don't list
+/// it: `(series, suite)`.
+const OTHER_SUITES: &[(&str, &str)] = &[("5.10", "bullseye")];
 
 const STAMP: &str = ".complete";
 
@@ -34,7 +44,8 @@ pub struct Kernel {
 
 impl Kernel {
     /// vCPUs that boot reliably under software emulation: Debian's 6.12
-    /// oopses (`int3`) with 2 vCPUs under TCG, 6.1 is fine with 2.
+    /// oopses (`int3`) with 2 vCPUs under TCG, 6.1 is fine with 2, 5.10 was
+    /// checked with 1.
     pub fn default_cpus(&self) -> u32 {
         if self.series == "6.1" {
             2
@@ -144,8 +155,86 @@ fn cached(series: &str) -> Result<Option<Kernel>> {
     Ok(best)
 }
 
+/// The Debian mirror the system's own sources use (deb822 `URIs:` in
+/// `/etc/apt/sources.list.d/*.sources`, or a `deb URI …` line), not the
+/// security one; Debian's main mirror when none is found.
+fn system_debian_uri() -> String {
+    let mut texts: Vec<String> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        texts.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
+    }
+    texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
+    for text in &texts {
+        for line in text.lines().map(str::trim) {
+            let uris: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().collect()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                // `deb [options] URI suite components`
+                let rest = match rest.trim_start().strip_prefix('[') {
+                    Some(r) => r.split_once(']').map(|(_, t)| t).unwrap_or(""),
+                    None => rest,
+                };
+                rest.split_whitespace().take(1).collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(uri) = uris
+                .into_iter()
+                .find(|u| u.contains("debian") && !u.contains("security"))
+            {
+                return uri.trim_end_matches('/').to_string();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_string()
+}
+
+/// How apt is run for `series`: no options (the system's sources), or those
+/// of a private sources list, lists and cache for a suite the system's
+/// sources lack, set up (and `apt-get update`d) on first use.
+fn apt_options(series: &str, refresh: bool) -> Result<Vec<String>> {
+    let Some((_, suite)) = OTHER_SUITES.iter().find(|(s, _)| *s == series) else {
+        return Ok(Vec::new());
+    };
+    let dir = cache_root().join(format!(".apt-{suite}"));
+    let list = dir.join("sources.list");
+    let lists = dir.join("lists");
+    let cache = dir.join("cache");
+    for d in [lists.join("partial"), cache.join("archives/partial")] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let line = format!("deb {} {suite} main\n", system_debian_uri());
+    if std::fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
+        std::fs::write(&list, &line).with_context(|| format!("writing {}", list.display()))?;
+        let _ = std::fs::remove_file(dir.join(".updated"));
+    }
+    let opts = vec![
+        "-o".to_string(),
+        format!("Dir::Etc::sourcelist={}", list.display()),
+        "-o".to_string(),
+        "Dir::Etc::sourceparts=-".to_string(),
+        "-o".to_string(),
+        format!("Dir::State::Lists={}", lists.display()),
+        "-o".to_string(),
+        format!("Dir::Cache={}", cache.display()),
+    ];
+    if refresh || !dir.join(".updated").exists() {
+        eprintln!(
+            "xtask: reading Debian's {suite} package list ({}, kept apart from the system's apt state)",
+            line.trim()
+        );
+        run_quiet(Command::new("apt-get").args(&opts).args(["update", "-qq"])).with_context(
+            || format!("apt-get update of the private {suite} sources list failed"),
+        )?;
+        std::fs::write(dir.join(".updated"), "")?;
+    }
+    Ok(opts)
+}
+
 /// Package names apt knows for `series`, newest first.
-fn apt_candidates(series: &str) -> Result<Vec<(String, String)>> {
+fn apt_candidates(series: &str, opts: &[String]) -> Result<Vec<(String, String)>> {
     let pattern = format!(
         "^linux-image-{}\\..*-amd64-unsigned$",
         series.replace('.', "\\.")
@@ -153,13 +242,15 @@ fn apt_candidates(series: &str) -> Result<Vec<(String, String)>> {
     let search = |update: bool| -> Result<Vec<(String, String)>> {
         if update {
             eprintln!("xtask: apt-cache knows no {series} kernel; running apt-get update");
-            run_quiet(Command::new("apt-get").args(["update", "-qq"]))
+            run_quiet(Command::new("apt-get").args(opts).args(["update", "-qq"]))
                 .context("apt-get update failed (needed to find Debian's kernel packages)")?;
         }
-        let out = output_of(Command::new("apt-cache").args(["search", "--names-only", &pattern]))
-            .context(
-            "apt-cache is missing or failed: a Debian system is needed to fetch VM kernels",
-        )?;
+        let out = output_of(Command::new("apt-cache").args(opts).args([
+            "search",
+            "--names-only",
+            &pattern,
+        ]))
+        .context("apt-cache is missing or failed: a Debian system is needed to fetch VM kernels")?;
         let mut found: Vec<(String, String)> = out
             .lines()
             .filter_map(|l| l.split_whitespace().next())
@@ -176,8 +267,12 @@ fn apt_candidates(series: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// Whether apt has a downloadable candidate for `package`.
-fn has_candidate(package: &str) -> bool {
-    let Ok(out) = output_of(Command::new("apt-cache").args(["policy", package])) else {
+fn has_candidate(package: &str, opts: &[String]) -> bool {
+    let Ok(out) = output_of(
+        Command::new("apt-cache")
+            .args(opts)
+            .args(["policy", package]),
+    ) else {
         return false;
     };
     out.lines()
@@ -185,7 +280,12 @@ fn has_candidate(package: &str) -> bool {
         .is_some_and(|c| c.trim() != "(none)")
 }
 
-fn download_and_unpack(series: &str, package: &str, release: &str) -> Result<Kernel> {
+fn download_and_unpack(
+    series: &str,
+    package: &str,
+    release: &str,
+    opts: &[String],
+) -> Result<Kernel> {
     let root = cache_root();
     let dir = root.join(release);
     let work = root.join(format!(".download-{release}"));
@@ -195,6 +295,7 @@ fn download_and_unpack(series: &str, package: &str, release: &str) -> Result<Ker
     eprintln!("xtask: downloading {package} (about 70 MB, once)");
     run_quiet(
         Command::new("apt-get")
+            .args(opts)
             .args(["download", "-qq", package])
             .current_dir(&work),
     )
@@ -250,8 +351,12 @@ pub fn ensure(series: &str, update: bool) -> Result<Kernel> {
     if let (Some(k), false) = (&have, update) {
         return Ok(k.clone());
     }
-    let candidates = apt_candidates(series)?;
-    let Some((package, release)) = candidates.into_iter().find(|(p, _)| has_candidate(p)) else {
+    let opts = apt_options(series, update)?;
+    let candidates = apt_candidates(series, &opts)?;
+    let Some((package, release)) = candidates
+        .into_iter()
+        .find(|(p, _)| has_candidate(p, &opts))
+    else {
         bail!("no Debian package linux-image-{series}.*-amd64-unsigned is available from apt (is bookworm in the apt sources?)");
     };
     if let Some(k) = have {
@@ -259,7 +364,7 @@ pub fn ensure(series: &str, update: bool) -> Result<Kernel> {
             return Ok(k);
         }
     }
-    download_and_unpack(series, &package, &release)
+    download_and_unpack(series, &package, &release, &opts)
 }
 
 #[cfg(test)]
@@ -286,6 +391,11 @@ mod tests {
         assert_eq!(r("linux-image-6.12.117+deb12-amd64-unsigned", "6.1"), None);
         assert_eq!(r("linux-image-6.1.0-56-amd64-unsigned", "6.12"), None);
         assert_eq!(r("linux-image-6.1.0-56-amd64", "6.1"), None);
+        assert_eq!(
+            r("linux-image-5.10.0-32-amd64-unsigned", "5.10").as_deref(),
+            Some("5.10.0-32-amd64")
+        );
+        assert_eq!(r("linux-image-5.10.0-32-rt-amd64-unsigned", "5.10"), None);
     }
 
     #[test]

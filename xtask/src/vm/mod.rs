@@ -12,6 +12,7 @@ mod tools;
 
 use std::{
     path::{Path, PathBuf},
+    process::Command,
     time::Duration,
 };
 
@@ -26,12 +27,127 @@ use report::{Mark, Outcome, Step};
 /// The tiers `test --vm` runs by default: those the host kernel can't.
 pub const TIERS: &[&str] = &["fentry", "kprobe"];
 
-/// The integration test binaries run in the guest by default: those whose
-/// results depend on the tier (`cli` doesn't, and costs a minute under emulation).
-const GUEST_TESTS: &[&str] = &["trace_docker"];
+/// An integration test binary run in the guests, and the cases in it that
+/// can't run there (skipped by name with libtest's `--skip`, and listed with
+/// their reason in the report: never a silent pass).
+pub struct GuestSuite {
+    pub name: &'static str,
+    /// `(test, why it can't run in a guest)`.
+    pub not_in_guest: &'static [(&'static str, &'static str)],
+    /// Environment for this suite in the guest, and why (shown in the report).
+    pub env: &'static [(&'static str, &'static str)],
+    pub note: Option<&'static str>,
+}
+
+/// For the suites that need a real dockerd (container names from its API, a
+/// dockerd restart): it runs in the guests once AppArmor is off (see
+/// `guest::boot`), but is slower to start than the emulated lab the other
+/// suites use.
+const REAL_DOCKERD: &[(&str, &str)] = &[("PATHTRACE_TEST_DOCKER", "real")];
+
+/// Every suite that can run in a guest, in the order they run. `cli` (no
+/// kernel involved) and `install` (the .deb installed with dpkg on the
+/// read-only 9p root) run on the host only.
+pub const GUEST_SUITES: &[GuestSuite] = &[
+    GuestSuite {
+        name: "trace_docker",
+        not_in_guest: &[],
+        env: &[],
+        note: None,
+    },
+    GuestSuite {
+        name: "rules",
+        not_in_guest: &[],
+        env: &[],
+        note: None,
+    },
+    GuestSuite {
+        name: "diagnose",
+        not_in_guest: &[],
+        env: REAL_DOCKERD,
+        note: Some("on a real dockerd (container names come from its API)"),
+    },
+    GuestSuite {
+        name: "drops",
+        not_in_guest: &[],
+        env: &[],
+        note: None,
+    },
+    GuestSuite {
+        name: "reliability",
+        not_in_guest: &[],
+        env: REAL_DOCKERD,
+        note: Some("on a real dockerd (dockerd_restarting_mid_trace restarts it)"),
+    },
+    GuestSuite {
+        name: "cleanup",
+        not_in_guest: &[],
+        env: &[("PATHTRACE_CLEANUP_ROUNDS", "12")],
+        note: Some("a subset: 12 random ends instead of 50 (time under emulation), demo on the emulated Docker lab"),
+    },
+];
+
+/// The suite every (kernel, tier) runs, even where the full suites don't.
+pub const TRACE_SUITE: &str = "trace_docker";
+
+/// Where the full suites run by default, one kernel per tier (the others run
+/// [`TRACE_SUITE`]): everything on every kernel doesn't fit CI's hour under
+/// software emulation (README, "Tiers").
+/// - kprobe on 6.1: the only kernel booted with 2 vCPUs, so concurrent softirqs
+///   on two CPUs are exercised;
+/// - fentry on 5.10: the oldest kernel (no drop reasons, no
+///   `NFT_TABLE_F_OWNER`, the pre-5.14 `nf_hook_state` layout).
+pub const FULL_SUITES_ON: &[(&str, &str)] = &[("fentry", "5.10"), ("kprobe", "6.1")];
+
+/// Which suites `test --vm` runs on each (kernel, tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuitePlan {
+    /// The full suites on one kernel per tier (FULL_SUITES_ON), trace_docker on the others.
+    Matrix,
+    /// The full suites on every kernel and tier.
+    All,
+    /// trace_docker only.
+    Trace,
+}
+
+/// The suites a (kernel, tier) runs under `plan`, given all the kernels
+/// asked for: when a tier's full-suite kernel isn't among them, the first
+/// one asked for runs that tier's full suites instead.
+pub fn plan_suites(
+    plan: SuitePlan,
+    kernels: &[String],
+    series: &str,
+    tier: &str,
+) -> Vec<&'static str> {
+    let full = match plan {
+        SuitePlan::All => true,
+        SuitePlan::Trace => false,
+        SuitePlan::Matrix => {
+            let preferred = FULL_SUITES_ON
+                .iter()
+                .find(|(t, _)| *t == tier)
+                .map(|(_, k)| *k)
+                .filter(|k| kernels.iter().any(|x| x == k));
+            match preferred {
+                Some(k) => k == series,
+                None => kernels.first().is_some_and(|k| k == series),
+            }
+        }
+    };
+    if full {
+        GUEST_SUITES.iter().map(|s| s.name).collect()
+    } else {
+        vec![TRACE_SUITE]
+    }
+}
 
 /// Limit for one VM run.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 15 * 60;
+
+/// Limit for one `test --vm` run: boot, plus this much per suite (the full
+/// suites took 15 to 22 minutes under emulation; a hang must still end).
+const BOOT_SECS: u64 = 3 * 60;
+const SECS_PER_SUITE: u64 = 10 * 60;
 
 /// `cargo xtask vm-kernel KERNEL`: the kernel and the tools, ready.
 pub fn kernel_task(series: &str, update: bool) -> Result<()> {
@@ -207,21 +323,86 @@ fn target_name(line: &str) -> Option<String> {
     json_string(target, "name")
 }
 
+/// A suite as one (kernel, tier) run runs it.
+#[derive(Debug, Clone)]
+struct Planned {
+    name: String,
+    exe: PathBuf,
+    /// `(test, reason)`: skipped by name in the guest, listed in the report.
+    not_in_guest: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    note: Option<String>,
+}
+
+/// The names of the tests in a test executable (`EXE --list`, run on the host).
+fn list_tests(exe: &Path) -> Result<Vec<String>> {
+    let out = output_of(Command::new(exe).args(["--list", "--format=terse"]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn plan_one(name: &str, exes: &[(String, PathBuf)]) -> Result<Planned> {
+    let (_, exe) = exes.iter().find(|(n, _)| n == name).with_context(|| {
+        let known: Vec<&str> = exes.iter().map(|(n, _)| n.as_str()).collect();
+        format!(
+            "no `{name}` integration test (there are: {})",
+            known.join(", ")
+        )
+    })?;
+    let suite = GUEST_SUITES.iter().find(|s| s.name == name);
+    let not_in_guest: Vec<(String, String)> = suite
+        .map(|s| s.not_in_guest)
+        .unwrap_or_default()
+        .iter()
+        .map(|(t, why)| (t.to_string(), why.to_string()))
+        .collect();
+    if !not_in_guest.is_empty() {
+        // A stale name would skip nothing and hide nothing: refuse it.
+        let tests = list_tests(exe).with_context(|| format!("listing the {name} tests"))?;
+        for (t, _) in &not_in_guest {
+            if !tests.contains(t) {
+                bail!("GUEST_SUITES says {name}::{t} can't run in a guest, but {name} has no such test (there are: {})", tests.join(", "));
+            }
+        }
+    }
+    Ok(Planned {
+        name: name.to_string(),
+        exe: exe.clone(),
+        not_in_guest,
+        env: suite
+            .map(|s| s.env)
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        note: suite.and_then(|s| s.note).map(str::to_owned),
+    })
+}
+
 /// The result of one (kernel, tier) run.
 struct RunResult {
     label: String,
     steps: Vec<Step>,
+    /// `(suite, seconds)` of each suite that ran.
+    took: Vec<(String, f64)>,
+    not_in_guest: Vec<String>,
+    notes: Vec<String>,
     ok: bool,
     summary: String,
 }
 
-/// `cargo xtask test --vm KERNEL… [--tier TIER…] [-- TEST ARGS]`.
+/// `cargo xtask test --vm KERNEL… [--tier TIER…] [--vm-test NAME…] [-- TEST ARGS]`.
+#[allow(clippy::too_many_arguments)]
 pub fn test_task(
     kernels: &[String],
     tiers: &[String],
     test_names: &[String],
+    plan: SuitePlan,
     cpus: Option<u32>,
-    timeout: u64,
+    timeout: Option<u64>,
     console: bool,
     args: &[String],
 ) -> Result<()> {
@@ -237,6 +418,12 @@ pub fn test_task(
         }
     }
     let vng = tools::ensure()?;
+    // The guest's root is the host's: the suites' tools (ip, nft, iptables,
+    // busybox, bpftool, …) must be installed here.
+    crate::sysdeps::ensure(
+        "cargo xtask test --vm",
+        &[crate::sysdeps::DEMO, crate::sysdeps::TEST],
+    )?;
     let mut ks = Vec::new();
     for series in &kernels {
         ks.push(kernel::ensure(series, false)?);
@@ -248,26 +435,24 @@ pub fn test_task(
     ))?;
     let bin = workspace_root().join("target/debug/pathtrace");
     let exes = test_executables(&obj)?;
-    let test_names = if test_names.is_empty() {
-        GUEST_TESTS.iter().map(|t| t.to_string()).collect()
-    } else {
-        split_list(test_names)
-    };
-    let mut chosen = Vec::new();
-    for want in &test_names {
-        let (_, exe) = exes.iter().find(|(n, _)| n == want).with_context(|| {
-            let known: Vec<&str> = exes.iter().map(|(n, _)| n.as_str()).collect();
-            format!(
-                "no `{want}` integration test (there are: {})",
-                known.join(", ")
-            )
-        })?;
-        chosen.push((want.clone(), exe.clone()));
-    }
+    let explicit = split_list(test_names);
 
     let mut results = Vec::new();
     for k in &ks {
         for tier in &tiers {
+            let names: Vec<String> = if explicit.is_empty() {
+                plan_suites(plan, &kernels, &k.series, tier)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            } else {
+                explicit.clone()
+            };
+            let chosen = names
+                .iter()
+                .map(|n| plan_one(n, &exes))
+                .collect::<Result<Vec<_>>>()?;
+            let timeout = timeout.unwrap_or(BOOT_SECS + SECS_PER_SUITE * chosen.len() as u64);
             results.push(test_one(
                 &vng, k, tier, cpus, timeout, console, &bin, &chosen, args,
             )?);
@@ -276,7 +461,7 @@ pub fn test_task(
 
     println!();
     println!("VM test summary:");
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let (mut passed, mut failed, mut skipped, mut not_run) = (0, 0, 0, 0);
     for r in &results {
         for s in &r.steps {
             for (name, o, took) in s.results() {
@@ -294,12 +479,30 @@ pub fn test_task(
                 );
             }
         }
+        for line in &r.not_in_guest {
+            not_run += 1;
+            println!("  {} {line}", r.label);
+        }
+        for line in &r.notes {
+            println!("  {} {line}", r.label);
+        }
+    }
+    println!("VM run times:");
+    for r in &results {
+        let parts: Vec<String> = r
+            .took
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.0} s"))
+            .collect();
+        println!("  {} {}", r.label, parts.join(", "));
     }
     for r in &results {
         println!("{}", r.summary);
     }
     let broken = results.iter().filter(|r| !r.ok).count();
-    println!("vm: {passed} passed, {failed} failed, {skipped} skipped");
+    println!(
+        "vm: {passed} passed, {failed} failed, {skipped} skipped, {not_run} not run in guests"
+    );
     if broken > 0 {
         bail!("{broken} of {} VM runs did not pass", results.len());
     }
@@ -315,7 +518,7 @@ fn test_one(
     timeout: u64,
     console: bool,
     bin: &Path,
-    tests: &[(String, PathBuf)],
+    tests: &[Planned],
     args: &[String],
 ) -> Result<RunResult> {
     let label = format!("[{}/{tier}]", k.series);
@@ -326,18 +529,32 @@ fn test_one(
         // Software emulation is several times slower than the host.
         ("PATHTRACE_TEST_TIMEOUT_SCALE".to_string(), "6".to_string()),
     ];
+    let mut not_in_guest = Vec::new();
+    let mut notes = Vec::new();
     let steps: Vec<GuestStep> = tests
         .iter()
-        .map(|(name, exe)| {
+        .map(|t| {
             let mut argv = vec![
-                exe.display().to_string(),
+                t.exe.display().to_string(),
                 "--test-threads=1".into(),
                 "--show-output".into(),
             ];
+            for (name, why) in &t.not_in_guest {
+                argv.extend(["--skip".to_string(), name.clone()]);
+                not_in_guest.push(format!("not run in guests: {}::{name} — {why}", t.name));
+            }
+            if let Some(note) = &t.note {
+                notes.push(format!("{} in guests: {note}", t.name));
+            }
             argv.extend(args.iter().cloned());
+            let mut env = env.clone();
+            for (k, v) in &t.env {
+                env.retain(|(e, _)| e != k);
+                env.push((k.clone(), v.clone()));
+            }
             GuestStep {
-                name: name.clone(),
-                env: env.clone(),
+                name: t.name.clone(),
+                env,
                 argv,
             }
         })
@@ -346,12 +563,18 @@ fn test_one(
     let script = guest::write_script(&name, &steps)?;
     let log = workspace_root().join(format!("target/vm/{name}.log"));
     let cpus = cpus.unwrap_or_else(|| k.default_cpus());
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
     println!(
-        "{label} booting {} ({cpus} vCPU, software emulation), tier {tier}",
-        k.release
+        "{label} booting {} ({cpus} vCPU, software emulation), tier {tier}: {}",
+        k.release,
+        names.join(", ")
     );
+    for l in not_in_guest.iter().chain(&notes) {
+        println!("{label} {l}");
+    }
     let mut done_steps: Vec<Step> = Vec::new();
-    let mut current: Option<Step> = None;
+    let mut took: Vec<(String, f64)> = Vec::new();
+    let mut current: Option<(Step, Duration)> = None;
     let out = guest::boot(
         vng,
         k,
@@ -363,25 +586,26 @@ fn test_one(
         |mark, at| match mark {
             Mark::Begin(step) => {
                 println!("{label} {:>6.1}s ---- {step}", at.as_secs_f64());
-                current = (step != "guest-checks").then(|| Step::new(&step, at));
+                current = (step != "guest-checks").then(|| (Step::new(&step, at), at));
             }
             Mark::Output(line) => {
                 println!("{label} {line}");
-                if let Some(s) = current.as_mut() {
+                if let Some((s, _)) = current.as_mut() {
                     s.feed(&line, at);
                 }
             }
             Mark::End(step, rc) => {
                 println!("{label} {:>6.1}s ---- {step} exited {rc}", at.as_secs_f64());
-                if let Some(mut s) = current.take() {
+                if let Some((mut s, began)) = current.take() {
                     s.rc = Some(rc);
+                    took.push((s.name.clone(), at.saturating_sub(began).as_secs_f64()));
                     done_steps.push(s);
                 }
             }
             Mark::Done => {}
         },
     )?;
-    if let Some(s) = current.take() {
+    if let Some((s, _)) = current.take() {
         done_steps.push(s);
     }
     let mut problems = Vec::new();
@@ -393,7 +617,8 @@ fn test_one(
             out.vng_status
         ));
     }
-    for (want, _) in tests {
+    for t in tests {
+        let want = &t.name;
         match done_steps.iter().find(|s| &s.name == want) {
             None => problems.push(format!("{want} did not run")),
             Some(s) => {
@@ -420,11 +645,12 @@ fn test_one(
     };
     let ok = problems.is_empty() && count(Outcome::Failed) == 0;
     let summary = format!(
-        "{label} {} tier {tier}: {} passed, {} failed, {} skipped; VM {:.1} s (boot {:.1} s){}{}",
+        "{label} {} tier {tier}: {} passed, {} failed, {} skipped, {} not run in guests; VM {:.1} s (boot {:.1} s){}{}",
         k.release,
         count(Outcome::Passed),
         count(Outcome::Failed),
         count(Outcome::Skipped) + count(Outcome::Ignored),
+        tests.iter().map(|t| t.not_in_guest.len()).sum::<usize>(),
         out.wall.as_secs_f64(),
         out.boot.map(|b| b.as_secs_f64()).unwrap_or(f64::NAN),
         if ok { "" } else { " — FAILED: " },
@@ -434,6 +660,9 @@ fn test_one(
     Ok(RunResult {
         label,
         steps: done_steps,
+        took,
+        not_in_guest,
+        notes,
         ok,
         summary,
     })
@@ -454,6 +683,31 @@ mod tests {
         assert_eq!(
             json_string(r#"{"a":"x\"y\\z\u0041"}"#, "a").as_deref(),
             Some("x\"y\\zA")
+        );
+    }
+
+    #[test]
+    fn one_kernel_per_tier_runs_the_full_suites() {
+        let ks = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let all = ks(&["5.10", "6.1", "6.12"]);
+        let full = |k: &str, t: &str| plan_suites(SuitePlan::Matrix, &all, k, t).len() > 1;
+        assert!(full("5.10", "fentry") && !full("5.10", "kprobe"));
+        assert!(full("6.1", "kprobe") && !full("6.1", "fentry"));
+        assert!(!full("6.12", "fentry") && !full("6.12", "kprobe"));
+        assert_eq!(
+            plan_suites(SuitePlan::Matrix, &all, "6.12", "kprobe"),
+            vec![TRACE_SUITE]
+        );
+        // Without 5.10, the first kernel asked for runs fentry's full suites.
+        let two = ks(&["6.12", "6.1"]);
+        assert!(plan_suites(SuitePlan::Matrix, &two, "6.12", "fentry").len() > 1);
+        assert_eq!(
+            plan_suites(SuitePlan::All, &all, "6.12", "kprobe").len(),
+            GUEST_SUITES.len()
+        );
+        assert_eq!(
+            plan_suites(SuitePlan::Trace, &all, "5.10", "fentry"),
+            vec![TRACE_SUITE]
         );
     }
 
