@@ -42,6 +42,23 @@ pub fn docker_mode() -> lab::DockerMode {
     }
 }
 
+/// Whether the running kernel names its drops (`enum skb_drop_reason`,
+/// Linux 5.17 and later, and some stable backports).
+pub fn kernel_names_drops() -> bool {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("/sys/kernel/btf/vmlinux");
+    btf.windows(17).any(|w| w == b"\0skb_drop_reason\0")
+}
+
+/// The `reason` a drop record carries for the kernel reason `name`: the
+/// name where the kernel reports reasons, else null.
+pub fn reason(name: &str) -> Value {
+    if kernel_names_drops() {
+        Value::from(name)
+    } else {
+        Value::Null
+    }
+}
+
 /// A time limit, stretched by `PATHTRACE_TEST_TIMEOUT_SCALE` (the VM
 /// harness sets it: software emulation is several times slower).
 pub fn limit(secs: u64) -> Duration {

@@ -12,8 +12,11 @@ pub struct View {
 }
 
 impl View {
+    /// The drop's reason; none on kernels that report no reasons (before
+    /// 5.17), rather than a made-up `UNKNOWN(0)`.
     pub fn reason(&self, hop: &Hop) -> Option<String> {
-        (hop.kind == crate::events::HopKind::Drop).then(|| self.reasons.name(hop.reason_raw))
+        (hop.kind == crate::events::HopKind::Drop && !self.reasons.is_empty())
+            .then(|| self.reasons.name(hop.reason_raw))
     }
 
     pub fn location(&self, hop: &Hop) -> Option<String> {

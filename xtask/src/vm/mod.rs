@@ -56,6 +56,12 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
         note: None,
     },
     GuestSuite {
+        name: "hooks",
+        not_in_guest: &[],
+        env: &[],
+        note: None,
+    },
+    GuestSuite {
         name: "rules",
         not_in_guest: &[],
         env: &[],
@@ -87,11 +93,12 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
     },
 ];
 
-/// The suite every (kernel, tier) runs, even where the full suites don't.
-pub const TRACE_SUITE: &str = "trace_docker";
+/// The suites every (kernel, tier) runs, even where the full suites don't:
+/// the path, and the nf_hook_slow verdicts (nested, concurrent).
+pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
 
 /// Where the full suites run by default, one kernel per tier (the others run
-/// [`TRACE_SUITE`]): everything on every kernel doesn't fit CI's hour under
+/// [`CORE_SUITES`]): everything on every kernel doesn't fit CI's hour under
 /// software emulation (README, "Tiers").
 /// - kprobe on 6.1: the only kernel booted with 2 vCPUs, so concurrent softirqs
 ///   on two CPUs are exercised;
@@ -102,11 +109,11 @@ pub const FULL_SUITES_ON: &[(&str, &str)] = &[("fentry", "5.10"), ("kprobe", "6.
 /// Which suites `test --vm` runs on each (kernel, tier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SuitePlan {
-    /// The full suites on one kernel per tier (FULL_SUITES_ON), trace_docker on the others.
+    /// The full suites on one kernel per tier (FULL_SUITES_ON), the core suites on the others.
     Matrix,
     /// The full suites on every kernel and tier.
     All,
-    /// trace_docker only.
+    /// The core suites only (CORE_SUITES).
     Trace,
 }
 
@@ -137,7 +144,7 @@ pub fn plan_suites(
     if full {
         GUEST_SUITES.iter().map(|s| s.name).collect()
     } else {
-        vec![TRACE_SUITE]
+        CORE_SUITES.to_vec()
     }
 }
 
@@ -690,24 +697,25 @@ mod tests {
     fn one_kernel_per_tier_runs_the_full_suites() {
         let ks = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let all = ks(&["5.10", "6.1", "6.12"]);
-        let full = |k: &str, t: &str| plan_suites(SuitePlan::Matrix, &all, k, t).len() > 1;
+        let full =
+            |k: &str, t: &str| plan_suites(SuitePlan::Matrix, &all, k, t).len() > CORE_SUITES.len();
         assert!(full("5.10", "fentry") && !full("5.10", "kprobe"));
         assert!(full("6.1", "kprobe") && !full("6.1", "fentry"));
         assert!(!full("6.12", "fentry") && !full("6.12", "kprobe"));
         assert_eq!(
             plan_suites(SuitePlan::Matrix, &all, "6.12", "kprobe"),
-            vec![TRACE_SUITE]
+            CORE_SUITES.to_vec()
         );
         // Without 5.10, the first kernel asked for runs fentry's full suites.
         let two = ks(&["6.12", "6.1"]);
-        assert!(plan_suites(SuitePlan::Matrix, &two, "6.12", "fentry").len() > 1);
+        assert!(plan_suites(SuitePlan::Matrix, &two, "6.12", "fentry").len() > CORE_SUITES.len());
         assert_eq!(
             plan_suites(SuitePlan::All, &all, "6.12", "kprobe").len(),
             GUEST_SUITES.len()
         );
         assert_eq!(
             plan_suites(SuitePlan::Trace, &all, "5.10", "fentry"),
-            vec![TRACE_SUITE]
+            CORE_SUITES.to_vec()
         );
     }
 
