@@ -75,7 +75,14 @@ fn installed(n: &Need) -> bool {
         Command::new("dpkg-query")
             .args(["-W", "-f=${db:Status-Status}", n.package])
             .output()
-            .map(|o| o.status.success() && o.stdout == b"installed")
+            // A package whose triggers wait on another's install is there.
+            .map(|o| {
+                o.status.success()
+                    && matches!(
+                        o.stdout.as_slice(),
+                        b"installed" | b"triggers-pending" | b"triggers-awaited"
+                    )
+            })
             .unwrap_or(false)
     } else {
         on_path(n.tool)
