@@ -139,7 +139,7 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
         .into_iter()
         .map(|i| {
             let ns = t.hosts[i].clone();
-            std::thread::spawn(move || send_udp(&ns, None, &Bridged::ip(3), 7, 1500, None))
+            std::thread::spawn(move || send_udp(&ns, None, &Bridged::ip(3), 7, 600, None))
         })
         .collect();
     for s in senders {
