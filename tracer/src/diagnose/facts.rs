@@ -17,6 +17,8 @@ pub struct Facts {
     pub forwarding: Option<bool>,
     /// A TCP segment with ACK set whose last hop was an arrival.
     pub silent_tcp: bool,
+    /// Dropped by iptables run on a bridged frame (br_netfilter).
+    pub bridged: bool,
     values: HashMap<&'static str, String>,
 }
 
@@ -62,6 +64,29 @@ fn fix_commands(r: &RuleHit, client: &str) -> (String, String) {
             format!("accept {client} before it"),
         ),
     }
+}
+
+/// Whether a dropped packet died in an `ip` hook that a bridge ran for it
+/// (br_netfilter): an `ip` verdict nested in a `bridge` hook of the same
+/// namespace (fentry and kprobe tiers), or `br_nf_*` frames on the drop's
+/// stack (tracepoint tier).
+fn bridged_drop(p: &Packet, view: &View) -> bool {
+    use crate::model::Family;
+    let Some(at) = p.fate.at.and_then(|i| p.hops.get(i)) else {
+        return false;
+    };
+    let in_ns = || p.hops.iter().filter(|h| h.netns == at.netns);
+    let bridge_hook = in_ns().any(|h| h.hook_family() == Some(Family::Bridge));
+    let ip_drop = in_ns().any(|h| {
+        h.hook_family() == Some(Family::Ipv4) && h.verdict == Some(crate::model::Verdict::Drop)
+    }) || deciding_rule(p).is_some_and(|r| r.family == "ip");
+    let br_nf_stack = view.syms.as_ref().is_some_and(|syms| {
+        at.stack
+            .iter()
+            .filter_map(|&a| syms.symbolize(a).map(|(n, _)| n))
+            .any(|n| n.starts_with("br_nf_"))
+    });
+    (bridge_hook && ip_drop) || br_nf_stack
 }
 
 impl Facts {
@@ -195,12 +220,14 @@ impl Facts {
             v.insert("delete_cmd", del);
             v.insert("insert_cmd", ins);
         }
+        let bridged = p.fate.kind == FateKind::Dropped && bridged_drop(p, view);
         Self {
             fate: p.fate.kind,
             reason,
             rule,
             forwarding,
             silent_tcp,
+            bridged,
             values: v,
         }
     }
@@ -219,6 +246,7 @@ impl Facts {
             rule,
             forwarding: None,
             silent_tcp: false,
+            bridged: false,
             values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         }
     }

@@ -52,15 +52,28 @@ pub fn fill(template: &str, facts: &Facts) -> String {
 }
 
 /// The first cause whose condition holds.
+/// Added to a drop's message when iptables ran on a bridged frame.
+pub const BRIDGED_NOTE: &str = " (bridged traffic: br_netfilter, bridge-nf-call-iptables=1, passed this frame through iptables on the bridge)";
+const BRIDGED_ADVICE: &str = "If that bridge's frames should not meet iptables, turn br_netfilter off for it (sysctl -w net.bridge.bridge-nf-call-iptables=0) or accept bridged traffic first (-m physdev --physdev-is-bridged -j ACCEPT).";
+
 pub fn diagnose(facts: &Facts) -> Diagnosis {
     let cause = CAUSES
         .iter()
         .find(|c| c.when.holds(facts))
         .unwrap_or(&causes::FALLBACK);
+    let mut message = fill(cause.message, facts);
+    let mut advice = (!cause.advice.is_empty()).then(|| fill(cause.advice, facts));
+    if facts.bridged {
+        message.push_str(BRIDGED_NOTE);
+        advice = Some(format!(
+            "{}{BRIDGED_ADVICE}",
+            advice.map(|a| a + " ").unwrap_or_default()
+        ));
+    }
     Diagnosis {
         cause: cause.id.to_owned(),
-        message: fill(cause.message, facts),
-        advice: (!cause.advice.is_empty()).then(|| fill(cause.advice, facts)),
+        message,
+        advice,
     }
 }
 

@@ -213,3 +213,25 @@ fn refused_and_timed_out_connections() {
     let groups = o.groups();
     assert_eq!(groups[0].1, 2, "the two identical drops are one group");
 }
+
+#[test]
+fn a_drop_of_bridged_traffic_says_br_netfilter_ran_iptables() {
+    let mut f = Facts::from_parts(
+        FateKind::Dropped,
+        Some("NETFILTER_DROP"),
+        Some(rule("-A FORWARD -s 192.0.2.9/32 -j DROP", false)),
+        VALUES,
+    );
+    let plain = diagnose(&f);
+    assert!(!plain.message.contains("br_netfilter"), "{plain:?}");
+    f.bridged = true;
+    let d = diagnose(&f);
+    assert_eq!(d.cause, "rule_drop");
+    assert!(d.message.ends_with(BRIDGED_NOTE), "{d:?}");
+    let advice = d.advice.expect("advice");
+    assert!(
+        advice.contains("iptables -t filter -D DOCKER-USER 1")
+            && advice.contains("bridge-nf-call-iptables=0"),
+        "{advice}"
+    );
+}
