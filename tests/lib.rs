@@ -124,6 +124,23 @@ impl Running {
         Self::adopt(child)
     }
 
+    /// Starts `pathtrace ARGS` inside network namespace `ns` (through
+    /// `nsenter --net`, which keeps /sys as it is), with `DOCKER_HOST` unset.
+    pub fn start_in(ns: &str, args: &[&str]) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(pathtrace_bin())
+            .args(args)
+            .args(["--tier", tier().as_str()])
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting pathtrace in {ns}: {e}"));
+        Self::adopt(child)
+    }
+
     /// Takes over a `pathtrace` started with piped stdout and stderr, and
     /// waits for its "ready" line.
     pub fn adopt(mut child: Child) -> Self {

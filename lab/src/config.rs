@@ -117,6 +117,11 @@ pub struct LabConfig {
     pub docker: DockerMode,
     /// How long to wait for dockerd and the container to become ready.
     pub ready_timeout: Duration,
+    /// The incident's real shape: `{p}-lan` is a hypervisor whose bridge
+    /// passes bridged frames through iptables (br_netfilter,
+    /// `bridge-nf-call-iptables=1`) with a firewall accepting the LAN, and
+    /// the Docker host behind it is its guest.
+    pub hypervisor: bool,
 }
 
 impl Default for LabConfig {
@@ -128,6 +133,7 @@ impl Default for LabConfig {
             firewall: Firewall::Nft,
             docker: DockerMode::Auto,
             ready_timeout: Duration::from_secs(30),
+            hypervisor: false,
         }
     }
 }

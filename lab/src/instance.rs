@@ -86,6 +86,9 @@ impl Lab {
 
     fn build(&mut self) -> Result<(), LabError> {
         netns::build_lan(&self.names)?;
+        if self.config.hypervisor {
+            self.make_hypervisor()?;
+        }
         let cfg = self.config.clone();
         match cfg.docker {
             DockerMode::Emulated => self.start_emulated()?,
@@ -102,6 +105,24 @@ impl Lab {
             }
         }
         self.set_block(cfg.block)
+    }
+
+    /// br_netfilter on the LAN bridge, and a hypervisor firewall that
+    /// accepts the LAN's bridged traffic in FORWARD (as Proxmox's does).
+    fn make_hypervisor(&self) -> Result<(), LabError> {
+        // A module on Debian's kernels, built in on others.
+        let _ = Cmd::new("modprobe").arg("br_netfilter").run();
+        netns::sysctl(&self.names.lan, "net/bridge/bridge-nf-call-iptables", "1")?;
+        let lan = super::config::LAN_CIDR;
+        fs::create_dir_all(&self.state)
+            .map_err(|e| LabError::io(format!("creating {}", self.state.display()), e))?;
+        super::firewall::iptables(
+            &netns::ns_path(&self.names.lan),
+            self.config.firewall,
+            &self.state.join("xtables.lock"),
+            &["-A", "FORWARD", "-s", lan, "-d", lan, "-j", "ACCEPT"],
+        )
+        .map(|_| ())
     }
 
     /// Starts this lab's dockerd in the Docker host namespace.

@@ -132,13 +132,19 @@ pub struct RunArgs {
     /// Which mechanism sees netfilter verdicts: auto picks the best the kernel allows.
     #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
     pub tier: TierRequest,
-    /// Also trace firewall rules in this network namespace (an `ip netns` name
-    /// or a path like /proc/PID/ns/net); repeatable. The current one always is.
+    /// Also trace firewall rules in this network namespace from the start (an
+    /// `ip netns` name, a container or a path like /proc/PID/ns/net);
+    /// repeatable. The current one always is, and so is each namespace with
+    /// rules that a traced packet enters (unless --no-follow).
     #[arg(long, value_name = "NAME|PATH")]
     pub netns: Vec<String>,
     /// Don't trace firewall rules (no nftables trace table, no TRACE rules).
     #[arg(long)]
     pub no_rules: bool,
+    /// Don't start rule tracing in the namespaces traced packets enter; only
+    /// in this one and those given with --netns.
+    #[arg(long)]
+    pub no_follow: bool,
     /// Don't follow replies (by default the reverse direction is traced too,
     /// to tell "refused" from "timed out").
     #[arg(long)]

@@ -23,7 +23,7 @@ use crate::{
     names::View,
     names::{Containers, NetnsNames},
     render::{json, text, Stats},
-    ruletrace::{self, NetnsTarget, RuleWatch},
+    ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
     track::{Packet, Tracker},
 };
@@ -37,8 +37,13 @@ pub struct TraceOptions {
     pub load: LoadOptions,
     /// Namespaces to trace firewall rules in; empty: no rule tracing.
     pub rule_netns: Vec<NetnsTarget>,
+    /// Start rule tracing in each namespace a packet enters that has rules.
+    pub follow: bool,
     /// Docker-compatible engine API sockets, asked for container names.
     pub engine_sockets: Vec<PathBuf>,
+    /// `engine_sockets` came from --docker-socket or DOCKER_HOST: engines
+    /// found through their processes in this namespace are not asked.
+    pub engines_pinned: bool,
 }
 
 /// The running kernel's BTF, read and parsed once for the whole run.
@@ -202,9 +207,15 @@ pub async fn run<S: PacketSink>(
         t0.elapsed(),
         crate::kernel::rss_kb()
     );
-    for w in &rules.warnings {
-        eprintln!("pathtrace: {w}; the rest of the trace still works");
-    }
+    let mut warned = 0;
+    let mut say_warnings = |rules: &RuleWatch| {
+        for w in &rules.warnings[warned..] {
+            eprintln!("pathtrace: {w}; the rest of the trace still works");
+        }
+        warned = rules.warnings.len();
+    };
+    say_warnings(&rules);
+    let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
     let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
@@ -221,7 +232,22 @@ pub async fn run<S: PacketSink>(
         crate::kernel::rss_kb()
     );
 
-    let containers = Containers::discover(&opts.engine_sockets);
+    let own_netns = std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+        .ok();
+    let engines: Vec<_> = crate::names::engine_processes()
+        .into_iter()
+        .filter(|e| !(opts.engines_pinned && Some(e.netns) == own_netns))
+        .collect();
+    for e in &engines {
+        log::debug!(
+            "container engine pid {} (netns {}) at {}",
+            e.pid,
+            e.netns,
+            e.path.display()
+        );
+    }
+    let containers = Containers::discover_with(&opts.engine_sockets, &engines);
     view.netns.set_containers(&containers);
     let mut reporter = Reporter::new(opts.filters.clone(), containers);
     let mut tracker = Tracker::default();
@@ -232,11 +258,16 @@ pub async fn run<S: PacketSink>(
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let handle = |bytes: &[u8], tracker: &mut Tracker, stats: &mut Stats, view: &View| {
+    let handle = |bytes: &[u8],
+                  tracker: &mut Tracker,
+                  stats: &mut Stats,
+                  view: &View,
+                  follow: &mut Follow| {
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
                 enrich(&mut hop, view);
+                follow.saw(hop.netns);
                 tracker.push(hop, Instant::now());
             }
             Err(e) => {
@@ -248,13 +279,18 @@ pub async fn run<S: PacketSink>(
     let mut done = false;
     'run: loop {
         tokio::select! {
-            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view)) => {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
+                for line in follow.arm_new(&mut rules, &mut view.netns) {
+                    eprintln!("pathtrace: {line}");
+                }
+                say_warnings(&rules);
                 rules.poll();
                 for mut p in tracker.settled_after(Instant::now(), rules.caught_up_to()) {
                     ruletrace::attach(&mut rules, &mut p);
+                    follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
                     let report = reporter.packet(&p, &mut view);
                     done = sink.packet(&p, &mut view, &report).map_err(Error::Output)?;
@@ -269,7 +305,7 @@ pub async fn run<S: PacketSink>(
             _ = stop.notified() => break,
         }
     }
-    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view));
+    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow));
     if !done {
         // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
         let stopped = Instant::now();
@@ -281,6 +317,7 @@ pub async fn run<S: PacketSink>(
         rules.poll();
         for mut p in tracker.flush() {
             ruletrace::attach(&mut rules, &mut p);
+            follow.mark_late(&rules, &mut p);
             stats.packets += 1;
             let report = reporter.packet(&p, &mut view);
             if sink.packet(&p, &mut view, &report).map_err(Error::Output)? {

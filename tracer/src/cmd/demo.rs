@@ -79,11 +79,13 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
         rule_netns: NetnsTarget::named(&lab.names.dock, &[])
             .map(|t| vec![t])
             .map_err(Error::Runtime)?,
+        follow: true,
         engine_sockets: lab
             .docker_socket()
             .map(Path::to_path_buf)
             .into_iter()
             .collect(),
+        engines_pinned: true,
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -54,7 +54,10 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
             ..Default::default()
         },
         rule_netns,
+        follow: !run.no_follow,
         engine_sockets,
+        engines_pinned: run.docker_socket.is_some()
+            || std::env::var("DOCKER_HOST").is_ok_and(|h| h.starts_with("unix://")),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Facts {
     pub icmp: Option<IcmpError>,
     /// Who manages the deciding rule's table.
     pub manager: Option<Manager>,
+    /// Dropped by iptables run on a bridged frame (br_netfilter).
+    pub bridged: bool,
     values: HashMap<&'static str, String>,
 }
 
@@ -91,6 +93,29 @@ fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, Stri
         "manager_note",
         format!("{} seems to manage this table. ", manager.name()),
     );
+}
+
+/// Whether a dropped packet died in an `ip` hook that a bridge ran for it
+/// (br_netfilter): an `ip` verdict nested in a `bridge` hook of the same
+/// namespace (fentry and kprobe tiers), or `br_nf_*` frames on the drop's
+/// stack (tracepoint tier).
+fn bridged_drop(p: &Packet, view: &View) -> bool {
+    use crate::model::Family;
+    let Some(at) = p.fate.at.and_then(|i| p.hops.get(i)) else {
+        return false;
+    };
+    let in_ns = || p.hops.iter().filter(|h| h.netns == at.netns);
+    let bridge_hook = in_ns().any(|h| h.hook_family() == Some(Family::Bridge));
+    let ip_drop = in_ns().any(|h| {
+        h.hook_family() == Some(Family::Ipv4) && h.verdict == Some(crate::model::Verdict::Drop)
+    }) || deciding_rule(p).is_some_and(|r| r.family == "ip");
+    let br_nf_stack = view.syms.as_ref().is_some_and(|syms| {
+        at.stack
+            .iter()
+            .filter_map(|&a| syms.symbolize(a).map(|(n, _)| n))
+            .any(|n| n.starts_with("br_nf_"))
+    });
+    (bridge_hook && ip_drop) || br_nf_stack
 }
 
 impl Facts {
@@ -252,6 +277,7 @@ impl Facts {
             .find(|h| h.tuple.is_some())
             .map(|h| h.tcp_flags)
             .unwrap_or(0);
+        let bridged = p.fate.kind == FateKind::Dropped && bridged_drop(p, view);
         Self {
             fate: p.fate.kind,
             reason,
@@ -262,6 +288,7 @@ impl Facts {
             reply,
             icmp,
             manager,
+            bridged,
             values: v,
         }
     }
@@ -287,6 +314,7 @@ impl Facts {
             reply: false,
             icmp: None,
             manager,
+            bridged: false,
             values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         }
     }

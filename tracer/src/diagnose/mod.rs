@@ -66,20 +66,32 @@ fn has_placeholder(text: &str) -> bool {
 }
 
 /// The first cause whose condition holds.
+/// Added to a drop's message when iptables ran on a bridged frame.
+pub const BRIDGED_NOTE: &str = " (bridged traffic: br_netfilter, bridge-nf-call-iptables=1, passed this frame through iptables on the bridge)";
+const BRIDGED_ADVICE: &str = "If that bridge's frames should not meet iptables, turn br_netfilter off for it (sysctl -w net.bridge.bridge-nf-call-iptables=0) or accept bridged traffic first (-m physdev --physdev-is-bridged -j ACCEPT).";
+
 pub fn diagnose(facts: &Facts) -> Diagnosis {
     let cause = CAUSES
         .iter()
         .find(|c| c.when.holds(facts))
         .unwrap_or(&causes::FALLBACK);
-    let advice = cause
+    let mut message = fill(cause.message, facts);
+    let mut advice = cause
         .advice
         .iter()
         .filter(|a| a.by.is_none() || a.by == facts.manager)
         .map(|a| fill(a.text, facts))
         .find(|text| !has_placeholder(text));
+    if facts.bridged {
+        message.push_str(BRIDGED_NOTE);
+        advice = Some(format!(
+            "{}{BRIDGED_ADVICE}",
+            advice.map(|a| a + " ").unwrap_or_default()
+        ));
+    }
     Diagnosis {
         cause: cause.id.to_owned(),
-        message: fill(cause.message, facts),
+        message,
         advice,
         manager: facts.manager,
     }

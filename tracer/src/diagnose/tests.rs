@@ -402,3 +402,21 @@ fn advice_is_in_the_syntax_of_the_tables_manager() {
         "{advice}"
     );
 }
+
+#[test]
+fn a_drop_of_bridged_traffic_says_br_netfilter_ran_iptables() {
+    let mut f = Facts::from_parts(
+        FateKind::Dropped,
+        Some("NETFILTER_DROP"),
+        Some(rule("-A FORWARD -s 192.0.2.9/32 -j DROP", false)),
+        VALUES,
+    );
+    let plain = diagnose(&f);
+    assert!(!plain.message.contains("br_netfilter"), "{plain:?}");
+    f.bridged = true;
+    let d = diagnose(&f);
+    assert_eq!(d.cause, "rule_drop");
+    assert!(d.message.ends_with(BRIDGED_NOTE), "{d:?}");
+    let advice = d.advice.expect("advice");
+    assert!(advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+}

@@ -43,6 +43,9 @@ pub struct Container {
 
 pub struct DockerApi {
     socket: PathBuf,
+    /// Where the pids the engine reports are looked up (`/proc`, or the
+    /// engine's own `/proc` when it runs in another pid namespace).
+    proc_root: PathBuf,
 }
 
 fn dechunk(body: &[u8]) -> Vec<u8> {
@@ -86,8 +89,8 @@ pub(crate) fn parse_response(raw: &[u8]) -> Result<Vec<u8>, DockerError> {
     })
 }
 
-fn netns_of_pid(pid: i64) -> Option<u32> {
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+fn netns_of_pid(proc_root: &Path, pid: i64) -> Option<u32> {
+    std::fs::metadata(proc_root.join(pid.to_string()).join("ns/net"))
         .ok()
         .map(|m| m.ino() as u32)
 }
@@ -96,7 +99,18 @@ impl DockerApi {
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_owned(),
+            proc_root: PathBuf::from("/proc"),
         }
+    }
+
+    /// Looks the engine's container pids up under `proc_root`.
+    pub fn with_proc_root(mut self, proc_root: &Path) -> Self {
+        self.proc_root = proc_root.to_owned();
+        self
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     fn get(&self, path: &str) -> Result<Value, DockerError> {
@@ -143,7 +157,7 @@ impl DockerApi {
                 .as_ref()
                 .and_then(|i| i["State"]["Pid"].as_i64())
                 .filter(|&p| p > 0);
-            let netns = pid.and_then(netns_of_pid);
+            let netns = pid.and_then(|p| netns_of_pid(&self.proc_root, p));
             let ip = inspect
                 .as_ref()
                 .and_then(|i| {

@@ -7,8 +7,8 @@ mod netns;
 mod view;
 
 pub use docker::{Container, DockerApi, Published};
-pub use engines::api_sockets;
-pub use netns::{in_netns, NetnsNames};
+pub use engines::{api_sockets, engine_processes, EngineSocket};
+pub use netns::{guest_of_cgroup, in_netns, NetnsKind, NetnsNames};
 pub use view::View;
 
 use std::collections::HashMap;
@@ -23,9 +23,20 @@ impl Containers {
     /// Asks each engine API that answers (Docker or Podman) which containers
     /// run, and where their namespaces are.
     pub fn discover(sockets: &[std::path::PathBuf]) -> Self {
+        Self::discover_with(sockets, &[])
+    }
+
+    /// [`Containers::discover`] on `sockets` (pathtrace's own), then on the
+    /// engines found through their processes (see [`engine_processes`]).
+    pub fn discover_with(sockets: &[std::path::PathBuf], engines: &[EngineSocket]) -> Self {
+        let own = sockets.iter().map(|s| DockerApi::new(s));
+        let found = engines
+            .iter()
+            .map(|e| DockerApi::new(&e.path).with_proc_root(&e.proc_root));
         let mut out = Self::default();
-        for socket in sockets {
-            match DockerApi::new(socket).containers() {
+        for api in own.chain(found) {
+            let socket = api.socket().to_path_buf();
+            match api.containers() {
                 Ok(list) => {
                     for c in list {
                         if let Some(ino) = c.netns {

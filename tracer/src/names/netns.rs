@@ -1,5 +1,6 @@
-//! Names for network namespaces: Docker containers, `host`, `ip netns`
-//! names, and the process living in an otherwise unnamed namespace.
+//! Names for network namespaces, best first: `host`, Docker containers,
+//! LXC/Proxmox guests (`CT 103`), systemd-nspawn machines, `ip netns` names,
+//! and the process living in an otherwise unnamed namespace.
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -7,18 +8,93 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// What a namespace's name says it is, in order of preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NetnsKind {
+    Process,
+    Netns,
+    Nspawn,
+    Lxc,
+    Container,
+    Host,
+}
+
+impl NetnsKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Netns => "netns",
+            Self::Nspawn => "nspawn",
+            Self::Lxc => "lxc",
+            Self::Container => "container",
+            Self::Host => "host",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct NetnsNames {
-    names: HashMap<u32, String>,
+    names: HashMap<u32, (String, NetnsKind)>,
     /// A path that opens each namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
     paths: HashMap<u32, std::path::PathBuf>,
-    /// Container names win over namespace and process names.
+    /// Container names win over every name but `host`.
     containers: HashMap<u32, String>,
+    host: Option<u32>,
     refreshed: Option<Instant>,
 }
 
 fn inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// The guest a process belongs to, from its cgroup path: an LXC/Proxmox
+/// container (`/lxc.payload.103/…`, `/lxc/103/…`) or a systemd-nspawn
+/// machine (`/machine.slice/machine-web.scope/…`,
+/// `…/systemd-nspawn@web.service/…`).
+pub fn guest_of_cgroup(cgroup: &str) -> Option<(NetnsKind, String)> {
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        let mut segs = path.split('/').filter(|s| !s.is_empty()).peekable();
+        while let Some(seg) = segs.next() {
+            if let Some(ct) = seg
+                .strip_prefix("lxc.payload.")
+                .or_else(|| seg.strip_prefix("lxc.monitor."))
+            {
+                return Some((NetnsKind::Lxc, ct.to_owned()));
+            }
+            if seg == "lxc" {
+                if let Some(ct) = segs.peek() {
+                    return Some((NetnsKind::Lxc, (*ct).to_owned()));
+                }
+            }
+            let machine = seg
+                .strip_prefix("machine-")
+                .and_then(|m| m.strip_suffix(".scope"))
+                .or_else(|| {
+                    seg.strip_prefix("systemd-nspawn@")
+                        .and_then(|m| m.strip_suffix(".service"))
+                });
+            if let Some(m) = machine {
+                return Some((NetnsKind::Nspawn, m.replace("\\x2d", "-")));
+            }
+        }
+    }
+    None
+}
+
+/// How a guest is shown: `CT 103 (seafile)`, `machine web`.
+fn guest_label(kind: NetnsKind, id: &str, hostname: Option<&str>) -> String {
+    let base = match kind {
+        NetnsKind::Lxc => format!("CT {id}"),
+        _ => format!("machine {id}"),
+    };
+    match hostname
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && *h != id)
+    {
+        Some(h) => format!("{base} ({h})"),
+        None => base,
+    }
 }
 
 impl NetnsNames {
@@ -28,7 +104,22 @@ impl NetnsNames {
         n
     }
 
-    /// Re-reads the namespace names, at most once a second.
+    fn offer(
+        names: &mut HashMap<u32, (String, NetnsKind)>,
+        ino: u32,
+        name: String,
+        kind: NetnsKind,
+    ) {
+        match names.get(&ino) {
+            Some((_, k)) if *k >= kind => {}
+            _ => {
+                names.insert(ino, (name, kind));
+            }
+        }
+    }
+
+    /// Re-reads the namespace names, at most once a second (and at most
+    /// 65536 processes).
     pub fn refresh(&mut self) {
         if self
             .refreshed
@@ -37,47 +128,90 @@ impl NetnsNames {
             return;
         }
         self.refreshed = Some(Instant::now());
+        // Kernel threads (kthreadd, pid 2) always live in the initial namespace.
+        let host =
+            inode(Path::new("/proc/1/ns/net")).or_else(|| inode(Path::new("/proc/2/ns/net")));
+        self.host = host;
         let mut names = HashMap::new();
+        let mut guests_seen: HashMap<u32, ()> = HashMap::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
+            for e in dir.flatten().take(65536) {
                 let pid = e.file_name().to_string_lossy().into_owned();
                 if !pid.bytes().all(|b| b.is_ascii_digit()) {
                     continue;
                 }
-                if let Some(ino) = inode(&e.path().join("ns/net")) {
-                    self.paths
-                        .entry(ino)
-                        .or_insert_with(|| e.path().join("ns/net"));
-                    names.entry(ino).or_insert_with(|| {
-                        let comm =
-                            std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                        format!("{} (pid {pid})", comm.trim())
-                    });
+                let Some(ino) = inode(&e.path().join("ns/net")) else {
+                    continue;
+                };
+                self.paths
+                    .entry(ino)
+                    .or_insert_with(|| e.path().join("ns/net"));
+                if !names.contains_key(&ino) {
+                    let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                    Self::offer(
+                        &mut names,
+                        ino,
+                        format!("{} (pid {pid})", comm.trim()),
+                        NetnsKind::Process,
+                    );
+                }
+                if Some(ino) == host || guests_seen.contains_key(&ino) {
+                    continue;
+                }
+                let cgroup = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+                if let Some((kind, id)) = guest_of_cgroup(&cgroup) {
+                    guests_seen.insert(ino, ());
+                    let hostname = std::fs::read_to_string(e.path().join("root/etc/hostname")).ok();
+                    Self::offer(
+                        &mut names,
+                        ino,
+                        guest_label(kind, &id, hostname.as_deref()),
+                        kind,
+                    );
                 }
             }
         }
         if let Ok(dir) = std::fs::read_dir("/run/netns") {
-            for e in dir.flatten() {
+            for e in dir.flatten().take(4096) {
                 if let Some(ino) = inode(&e.path()) {
                     self.paths.insert(ino, e.path());
-                    names.insert(ino, e.file_name().to_string_lossy().into_owned());
+                    Self::offer(
+                        &mut names,
+                        ino,
+                        e.file_name().to_string_lossy().into_owned(),
+                        NetnsKind::Netns,
+                    );
                 }
             }
         }
-        if let Some(ino) = inode(Path::new("/proc/1/ns/net")) {
-            names.insert(ino, "host".into());
+        if let Some(ino) = host {
+            names.insert(ino, ("host".into(), NetnsKind::Host));
         }
-        self.names.extend(names);
+        for (ino, (name, kind)) in names {
+            Self::offer(&mut self.names, ino, name, kind);
+        }
     }
 
-    pub fn name(&mut self, ino: u32) -> Option<&str> {
-        if self.containers.contains_key(&ino) {
-            return self.containers.get(&ino).map(String::as_str);
+    fn known(&mut self, ino: u32) -> Option<(&str, NetnsKind)> {
+        if Some(ino) != self.host && self.containers.contains_key(&ino) {
+            return self
+                .containers
+                .get(&ino)
+                .map(|c| (c.as_str(), NetnsKind::Container));
         }
         if ino != 0 && !self.names.contains_key(&ino) {
             self.refresh();
         }
-        self.names.get(&ino).map(String::as_str)
+        self.names.get(&ino).map(|(n, k)| (n.as_str(), *k))
+    }
+
+    pub fn name(&mut self, ino: u32) -> Option<&str> {
+        self.known(ino).map(|(n, _)| n)
+    }
+
+    /// What the name of namespace `ino` says it is.
+    pub fn kind(&mut self, ino: u32) -> Option<NetnsKind> {
+        self.known(ino).map(|(_, k)| k)
     }
 
     /// A path that opens namespace `ino`.
@@ -102,7 +236,7 @@ impl NetnsNames {
     }
 
     pub fn insert(&mut self, ino: u32, name: impl Into<String>) {
-        self.names.insert(ino, name.into());
+        self.names.insert(ino, (name.into(), NetnsKind::Netns));
     }
 }
 
@@ -123,4 +257,37 @@ pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Option<T>
         .ok()
         .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_from_cgroups() {
+        let lxc = "0::/lxc.payload.103/system.slice/docker.service\n";
+        assert_eq!(
+            guest_of_cgroup(lxc),
+            Some((NetnsKind::Lxc, "103".to_owned()))
+        );
+        let pve_v1 = "12:pids:/lxc/104/ns/init.scope\n";
+        assert_eq!(
+            guest_of_cgroup(pve_v1),
+            Some((NetnsKind::Lxc, "104".to_owned()))
+        );
+        let nspawn = "0::/machine.slice/machine-build\\x2dbox.scope/payload\n";
+        assert_eq!(
+            guest_of_cgroup(nspawn),
+            Some((NetnsKind::Nspawn, "build-box".to_owned()))
+        );
+        assert_eq!(guest_of_cgroup("0::/system.slice/docker.service\n"), None);
+        assert_eq!(
+            guest_label(NetnsKind::Lxc, "103", Some("seafile\n")),
+            "CT 103 (seafile)"
+        );
+        assert_eq!(
+            guest_label(NetnsKind::Nspawn, "web", Some("web")),
+            "machine web"
+        );
+    }
 }

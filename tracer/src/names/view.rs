@@ -31,4 +31,9 @@ impl View {
     pub fn netns_name(&mut self, ino: u32) -> Option<String> {
         self.netns.name(ino).map(str::to_owned)
     }
+
+    /// `host`, `container`, `lxc`, `nspawn`, `netns` or `process`.
+    pub fn netns_kind(&mut self, ino: u32) -> Option<&'static str> {
+        self.netns.kind(ino).map(super::NetnsKind::as_str)
+    }
 }

@@ -274,3 +274,17 @@ pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
         sweep(&mut ctl)
     })
 }
+
+/// Whether the namespace at `netns` has firewall rules worth tracing: an
+/// nftables table that isn't pathtrace's own (iptables-nft's included), or
+/// an iptables-legacy table.
+pub fn has_rules(netns: Option<&Path>) -> Result<bool, NfError> {
+    ns::with_netns(netns, || {
+        let mut ctl = NlSocket::open(false)?;
+        ctl.set_rcv_timeout(Duration::from_secs(3))?;
+        let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
+        let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+            .is_ok_and(|names| !names.trim().is_empty());
+        Ok(nft || legacy)
+    })
+}

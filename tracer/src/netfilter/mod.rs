@@ -66,8 +66,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use dump::sweep_leftovers;
 pub use dump::TABLE_NAME;
+pub use dump::{has_rules, sweep_leftovers};
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
 pub use table::RuleTracer;

@@ -21,6 +21,7 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
         t_ns: hop.t_ns,
         netns: hop.netns,
         netns_name: view.netns_name(hop.netns),
+        netns_kind: view.netns_kind(hop.netns),
         ifname: hop.ifname.clone(),
         ifindex: hop.ifindex,
         kind: hop.kind.as_str(),
@@ -63,6 +64,7 @@ fn packet_record(p: &Packet, view: &mut View) -> PacketRecord {
         location: at.and_then(|h| view.location(h)),
         netns: at.map(|h| h.netns),
         netns_name: at.and_then(|h| view.netns_name(h.netns)),
+        netns_kind: at.and_then(|h| view.netns_kind(h.netns)),
         ifname: at.map(|h| h.ifname.clone()),
         flow: first.into(),
         final_flow: (last != first).then(|| Flow::from(last)),
@@ -73,6 +75,14 @@ fn packet_record(p: &Packet, view: &mut View) -> PacketRecord {
         policy: r.map(|r| r.policy),
         hops: p.hops.len(),
         filter: p.hops.first().map(|h| h.filter),
+        rules_late: p
+            .rules_late
+            .iter()
+            .map(|&ino| {
+                view.netns_name(ino)
+                    .unwrap_or_else(|| format!("netns:{ino}"))
+            })
+            .collect(),
         report: None,
     }
 }

@@ -67,6 +67,8 @@ pub struct HopRecord {
     pub t_ns: u64,
     pub netns: u32,
     pub netns_name: Option<String>,
+    /// `host`, `container`, `lxc`, `nspawn`, `netns`, `process`.
+    pub netns_kind: Option<&'static str>,
     pub ifname: String,
     pub ifindex: u32,
     /// `rx`, `tx`, `nf_hook`, `nf_rule`, `drop`, `deliver`.
@@ -115,6 +117,7 @@ pub struct PacketRecord {
     pub location: Option<String>,
     pub netns: Option<u32>,
     pub netns_name: Option<String>,
+    pub netns_kind: Option<&'static str>,
     pub ifname: Option<String>,
     /// The first hop's flow.
     #[serde(flatten)]
@@ -131,6 +134,9 @@ pub struct PacketRecord {
     pub hops: usize,
     /// The index of the filter that matched (0 for the first).
     pub filter: Option<u8>,
+    /// Namespaces where rule tracing started after this packet passed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules_late: Vec<String>,
     #[serde(flatten)]
     pub report: Option<PacketReport>,
 }
@@ -313,6 +319,7 @@ mod tests {
             t_ns: 12,
             netns: 4026531840,
             netns_name: Some("host".into()),
+            netns_kind: Some("host"),
             ifname: "eth0".into(),
             ifindex: 2,
             kind: if rule { "nf_rule" } else { "rx" },
@@ -345,6 +352,7 @@ mod tests {
             location: Some("nft_do_chain+0x4a".into()),
             netns: Some(4026532000),
             netns_name: None,
+            netns_kind: None,
             ifname: Some("br0".into()),
             flow: tuple().into(),
             final_flow: nat.then(|| Flow::from(None)),
@@ -355,6 +363,7 @@ mod tests {
             policy: None,
             hops: 5,
             filter: Some(0),
+            rules_late: vec!["pt-dock".into()],
             report: report.then(|| PacketReport {
                 direction: "request",
                 diagnosis: diagnosis(),

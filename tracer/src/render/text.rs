@@ -162,6 +162,19 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
         }
         out.push('\n');
     }
+    for &ino in &p.rules_late {
+        let ns = view
+            .netns_name(ino)
+            .unwrap_or_else(|| format!("netns:{ino}"));
+        let _ = writeln!(
+            out,
+            "  {}",
+            style.dim(&format!(
+                "… rule tracing in {ns} started after this packet passed it: \
+                 retransmissions show the rules there"
+            ))
+        );
+    }
     let at = p.fate.at.and_then(|i| p.hops.get(i));
     let place = at
         .map(|h| {

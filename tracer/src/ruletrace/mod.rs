@@ -3,7 +3,9 @@
 //! rule, and hands [`RuleHit`]s to the session, which attaches them to the
 //! packets they belong to (by namespace, headers and time).
 mod correlate;
+mod follow;
 mod watch;
 
 pub use correlate::{attach, deciding_rule};
-pub use watch::{NetnsTarget, RuleWatch};
+pub use follow::Follow;
+pub use watch::{NetnsTarget, RuleWatch, MAX_ARMED};

@@ -246,6 +246,10 @@ fn watch_loop(mut src: Source, ctx: Shared) {
 /// Rule tracing in a set of namespaces, for one session.
 pub struct RuleWatch {
     rx: mpsc::Receiver<RuleHit>,
+    tx: mpsc::Sender<RuleHit>,
+    tfs: Vec<TraceFilter>,
+    /// Namespaces armed (or tried), with when (monotonic ns).
+    armed: HashMap<u32, u64>,
     stop: Arc<AtomicBool>,
     overflows: Arc<AtomicU64>,
     /// One progress mark per watcher thread (see [`Shared::drained`]).
@@ -259,60 +263,96 @@ pub struct RuleWatch {
     pub active: usize,
 }
 
+/// At most this many namespaces get rule tracing in one run.
+pub const MAX_ARMED: usize = 64;
+
+/// Why a namespace did not get rule tracing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArmRefused {
+    /// Already armed (or tried) in this run.
+    Already,
+    /// [`MAX_ARMED`] namespaces are armed.
+    Bound,
+}
+
 impl RuleWatch {
     pub fn start(targets: &[NetnsTarget], filters: &[FlowFilter]) -> Self {
         let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let tfs: Vec<TraceFilter> = filters.iter().map(trace_filter).collect();
         let mut watch = Self {
             rx,
-            stop,
+            tx,
+            tfs: filters.iter().map(trace_filter).collect(),
+            stop: Arc::new(AtomicBool::new(false)),
             overflows: Arc::default(),
             drained: Vec::new(),
             base: Instant::now(),
             threads: Vec::new(),
             pending: HashMap::new(),
+            armed: HashMap::new(),
             warnings: Vec::new(),
             active: 0,
         };
         for target in targets {
-            let path = target.path.as_deref();
-            let mut sources = Vec::new();
-            match RuleTracer::start(path, &tfs) {
-                Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
-                Err(e) => watch
-                    .warnings
-                    .push(format!("no nftables rule tracing in {}: {e}", target.label)),
-            }
-            if legacy_in_use(path) {
-                let _ = legacy_sweep(path);
-                match LegacyTracer::start(path, &tfs) {
-                    Ok(t) => sources.push(Source::Legacy(t)),
-                    Err(e) => watch.warnings.push(format!(
-                        "no iptables-legacy rule tracing in {}: {e}",
-                        target.label
-                    )),
-                }
-            }
-            for src in sources {
-                let drained = Arc::new(AtomicU64::new(0));
-                watch.drained.push(drained.clone());
-                let ctx = Shared {
-                    tx: tx.clone(),
-                    drained,
-                    base: watch.base,
-                    stop: watch.stop.clone(),
-                    overflows: watch.overflows.clone(),
-                    netns: target.inode,
-                    label: target.label.clone(),
-                };
-                watch.active += 1;
-                watch
-                    .threads
-                    .push(std::thread::spawn(move || watch_loop(src, ctx)));
-            }
+            let _ = watch.arm(target);
         }
         watch
+    }
+
+    /// Starts rule tracing in one more namespace; what could not start is
+    /// added to [`RuleWatch::warnings`].
+    pub fn arm(&mut self, target: &NetnsTarget) -> Result<(), ArmRefused> {
+        if self.armed.contains_key(&target.inode) {
+            return Err(ArmRefused::Already);
+        }
+        if self.armed.len() >= MAX_ARMED {
+            return Err(ArmRefused::Bound);
+        }
+        self.armed.insert(target.inode, monotonic_ns());
+        let path = target.path.as_deref();
+        let mut sources = Vec::new();
+        match RuleTracer::start(path, &self.tfs) {
+            Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
+            Err(e) => self
+                .warnings
+                .push(format!("no nftables rule tracing in {}: {e}", target.label)),
+        }
+        if legacy_in_use(path) {
+            let _ = legacy_sweep(path);
+            match LegacyTracer::start(path, &self.tfs) {
+                Ok(t) => sources.push(Source::Legacy(t)),
+                Err(e) => self.warnings.push(format!(
+                    "no iptables-legacy rule tracing in {}: {e}",
+                    target.label
+                )),
+            }
+        }
+        for src in sources {
+            let drained = Arc::new(AtomicU64::new(0));
+            self.drained.push(drained.clone());
+            let ctx = Shared {
+                tx: self.tx.clone(),
+                drained,
+                base: self.base,
+                stop: self.stop.clone(),
+                overflows: self.overflows.clone(),
+                netns: target.inode,
+                label: target.label.clone(),
+            };
+            self.active += 1;
+            self.threads
+                .push(std::thread::spawn(move || watch_loop(src, ctx)));
+        }
+        Ok(())
+    }
+
+    /// When rule tracing started in namespace `netns` (monotonic ns).
+    pub fn armed_at(&self, netns: u32) -> Option<u64> {
+        self.armed.get(&netns).copied()
+    }
+
+    /// Whether rule tracing was started (or tried) in namespace `netns`.
+    pub fn is_armed(&self, netns: u32) -> bool {
+        self.armed.contains_key(&netns)
     }
 
     /// Moves what the watchers sent into the pending buffer, forgetting

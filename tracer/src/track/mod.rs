@@ -22,6 +22,9 @@ pub struct Packet {
     pub id: u64,
     pub hops: Vec<Hop>,
     pub fate: Fate,
+    /// Namespaces where rule tracing started only after this packet passed
+    /// (pathtrace followed it there): its rule hops there are missing.
+    pub rules_late: Vec<u32>,
 }
 
 struct Open {
@@ -145,6 +148,7 @@ impl Tracker {
                     id: o.id,
                     hops,
                     fate,
+                    rules_late: Vec::new(),
                 }
             })
             .collect();

@@ -1,0 +1,189 @@
+//! The incident's real shape: pathtrace runs on the hypervisor (`{p}-lan`,
+//! whose bridge passes bridged frames through iptables), Docker runs in a
+//! guest behind the bridge (`{p}-dock`), and the only flags are the flow's.
+//! Rule tracing follows the packet into the guest, and the guest's engine
+//! is found through its process.
+use std::{net::IpAddr, process::Command, time::Duration};
+
+use lab::{Block, Lab, LabConfig, ProbeOutcome};
+use pathtrace_tests::{
+    docker_mode, lab_with, netns_inode, of_type, records, require_root, Running,
+};
+use serde_json::Value;
+
+fn hypervisor_lab(prefix: &str) -> Lab {
+    lab_with(LabConfig {
+        block: Block::Drop,
+        docker: docker_mode(),
+        hypervisor: true,
+        ..LabConfig::with_prefix(prefix)
+    })
+}
+
+/// Traces `--src SRC --dport 8092` from the hypervisor while `from`
+/// connects once for 3.5 s (a SYN and its retransmissions).
+fn trace_from_hypervisor(lab: &Lab, src: IpAddr, from: &str) -> (Vec<Value>, Vec<String>) {
+    let src = src.to_string();
+    let run = Running::start_in(
+        &lab.names.lan,
+        &[
+            "--src",
+            &src,
+            "--dport",
+            "8092",
+            "--json",
+            "--duration",
+            "30",
+        ],
+    );
+    let outcome = lab.tcp_connect(
+        from,
+        IpAddr::V4(lab.addrs.host),
+        lab.addrs.published_port,
+        Duration::from_millis(3500),
+    );
+    eprintln!("probe from {from}: {outcome:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    let stderr = run.stderr_lines.clone();
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    (records(&lines), stderr)
+}
+
+fn requests(recs: &[Value]) -> Vec<&Value> {
+    of_type(recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request")
+        .collect()
+}
+
+#[test]
+fn blocked_client_dropped_in_the_guest_by_its_docker_user_rule() {
+    require_root("blocked_client_dropped_in_the_guest_by_its_docker_user_rule");
+    let lab = hypervisor_lab("pthvdrop");
+    let (recs, _) = trace_from_hypervisor(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let dock = netns_inode(&lab.names.dock);
+    let reqs = requests(&recs);
+    assert!(reqs.len() >= 2, "a SYN and a retransmission: {recs:#?}");
+    for p in &reqs {
+        assert_eq!(p["fate"], "dropped", "{p}");
+        assert_eq!(p["hook"], "FORWARD", "{p}");
+        assert_eq!(p["netns"].as_u64(), Some(dock), "dropped in the guest: {p}");
+        assert_eq!(p["netns_name"], lab.names.dock.as_str(), "{p}");
+        if p["rule"].is_null() {
+            assert_eq!(
+                p["rules_late"],
+                serde_json::json!([lab.names.dock]),
+                "a packet without its rule says rule tracing came late: {p}"
+            );
+        }
+    }
+    let named: Vec<_> = reqs.iter().filter(|p| !p["rule"].is_null()).collect();
+    assert!(
+        !named.is_empty(),
+        "no retransmission carries the guest's rule: {reqs:#?}"
+    );
+    for p in named {
+        assert_eq!(p["chain"], "DOCKER-USER", "{p}");
+        assert_eq!(p["rule_index"], 1, "{p}");
+        assert_eq!(p["rule"], "-A DOCKER-USER -s 192.0.2.9/32 -j DROP", "{p}");
+        let msg = p["diagnosis"]["message"].as_str().expect("message");
+        let mut want = vec!["rule 1 of chain DOCKER-USER", "published port 8092"];
+        if lab.docker_is_real() {
+            want.push("container web");
+        }
+        for w in want {
+            assert!(msg.contains(w), "diagnosis lacks {w:?}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn other_host_delivered_into_the_container_in_the_guest() {
+    require_root("other_host_delivered_into_the_container_in_the_guest");
+    let lab = hypervisor_lab("pthvok");
+    let (recs, _) = trace_from_hypervisor(&lab, IpAddr::V4(lab.addrs.other), &lab.names.other);
+    let ctr = netns_inode(&lab.names.ctr);
+    let syn = requests(&recs)
+        .into_iter()
+        .find(|p| p["fate"] == "delivered" && p["netns"].as_u64() == Some(ctr))
+        .unwrap_or_else(|| panic!("no packet delivered into the container: {recs:#?}"));
+    assert_eq!(syn["saddr"], "192.0.2.134");
+    assert_eq!(syn["final"]["dport"], 80);
+    if lab.docker_is_real() {
+        assert_eq!(syn["container"], "web", "{syn}");
+        assert_eq!(syn["netns_name"], "web", "{syn}");
+    }
+}
+
+fn pathtrace_tables(ns: &str) -> Vec<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["nft", "list", "tables"])
+        .output()
+        .expect("nft runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("pathtrace"))
+        .map(|l| format!("{ns}: {l}"))
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
+    require_root("sigkill_mid_trace_leaves_no_table_in_any_namespace");
+    let lab = hypervisor_lab("pthvkill");
+    let mut run = Running::start_in(&lab.names.lan, &["--src", "192.0.2.9", "--dport", "8092"]);
+    let outcome = lab.tcp_connect(
+        &lab.names.client,
+        IpAddr::V4(lab.addrs.host),
+        lab.addrs.published_port,
+        Duration::from_millis(1500),
+    );
+    assert_eq!(outcome, ProbeOutcome::TimedOut, "the client is blocked");
+    let followed = (0..100).any(|_| {
+        while let Ok(l) = run.stderr.try_recv() {
+            eprintln!("[pathtrace] {l}");
+            run.stderr_lines.push(l);
+        }
+        let done = run
+            .stderr_lines
+            .iter()
+            .any(|l| l.contains("followed the packet into") && l.contains(&lab.names.dock));
+        if !done {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done
+    });
+    assert!(
+        followed,
+        "never followed into the guest: {:?}",
+        run.stderr_lines
+    );
+    let during: Vec<String> = [&lab.names.lan, &lab.names.dock]
+        .iter()
+        .flat_map(|ns| pathtrace_tables(ns))
+        .collect();
+    assert_eq!(
+        during.len(),
+        2,
+        "a table in the hypervisor and in the guest: {during:?}"
+    );
+    // SAFETY: killing our own child by its pid.
+    unsafe { libc::kill(run.pid(), libc::SIGKILL) };
+    let _ = run.wait(Duration::from_secs(10));
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = lab
+            .names
+            .all()
+            .iter()
+            .flat_map(|ns| pathtrace_tables(ns))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
+}

@@ -1,0 +1,96 @@
+//! Following the packet: rule tracing starts by itself in each network
+//! namespace a traced packet enters that has firewall rules.
+use std::collections::HashSet;
+
+use super::{watch::ArmRefused, NetnsTarget, RuleWatch, MAX_ARMED};
+use crate::{names::NetnsNames, netfilter, track::Packet};
+
+#[derive(Debug, Default)]
+pub struct Follow {
+    enabled: bool,
+    /// Namespaces seen in hops, each considered once.
+    seen: HashSet<u32>,
+    queue: Vec<u32>,
+    /// Namespaces armed by following (not up front).
+    followed: HashSet<u32>,
+    bound_said: bool,
+}
+
+impl Follow {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
+
+    /// Notes a namespace a hop was seen in.
+    pub fn saw(&mut self, netns: u32) {
+        if self.enabled && netns != 0 && self.seen.insert(netns) {
+            self.queue.push(netns);
+        }
+    }
+
+    /// Arms rule tracing in the namespaces seen since the last call that
+    /// have rules; returns one line per namespace armed or refused.
+    pub fn arm_new(&mut self, watch: &mut RuleWatch, names: &mut NetnsNames) -> Vec<String> {
+        let mut said = Vec::new();
+        for ino in std::mem::take(&mut self.queue) {
+            if watch.is_armed(ino) {
+                continue;
+            }
+            let Some(path) = names.path(ino) else {
+                log::debug!("netns {ino}: no process or /run/netns entry opens it");
+                continue;
+            };
+            let label = names
+                .name(ino)
+                .map_or_else(|| format!("netns:{ino}"), str::to_owned);
+            match netfilter::has_rules(Some(&path)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    log::debug!("netns {label}: can't list its rules: {e}");
+                    continue;
+                }
+            }
+            let target = NetnsTarget {
+                path: Some(path),
+                inode: ino,
+                label: label.clone(),
+            };
+            match watch.arm(&target) {
+                Ok(()) => {
+                    self.followed.insert(ino);
+                    said.push(format!(
+                        "followed the packet into {label}: rule tracing started there"
+                    ));
+                }
+                Err(ArmRefused::Already) => {}
+                Err(ArmRefused::Bound) => {
+                    if !std::mem::replace(&mut self.bound_said, true) {
+                        said.push(format!(
+                            "rule tracing runs in {MAX_ARMED} namespaces, the most it arms; \
+                             not following into {label} or further namespaces"
+                        ));
+                    }
+                }
+            }
+        }
+        said
+    }
+
+    /// Marks the namespaces `p` passed through before following armed them.
+    pub fn mark_late(&self, watch: &RuleWatch, p: &mut Packet) {
+        for &ino in &self.followed {
+            let Some(armed) = watch.armed_at(ino) else {
+                continue;
+            };
+            let before = p.hops.iter().any(|h| h.netns == ino && h.t_ns < armed);
+            let has_rules = p.hops.iter().any(|h| h.netns == ino && h.rule.is_some());
+            if before && !has_rules && !p.rules_late.contains(&ino) {
+                p.rules_late.push(ino);
+            }
+        }
+    }
+}
