@@ -13,6 +13,8 @@ use lab::Block;
 use pathtrace_tests::{docker_lab, records, require_root, require_tool};
 
 const PATH_WITHOUT_RUST: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The drop exporter's systemd unit, shipped but not enabled.
+const EXPORTER_UNIT: &str = "/usr/lib/systemd/system/pathtrace-drops-exporter.service";
 
 fn artifact(var: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
@@ -106,6 +108,16 @@ fn installed_package_traces_and_names_the_container_then_removes_cleanly() {
     }
     let man = ok("man", &["-P", "cat", "pathtrace-drops"]);
     assert!(man.contains("--top"), "pathtrace-drops(1) documents --top");
+    assert!(
+        man.contains("--metrics"),
+        "pathtrace-drops(1) documents --metrics"
+    );
+    let unit = std::fs::read_to_string(EXPORTER_UNIT)
+        .unwrap_or_else(|e| panic!("{EXPORTER_UNIT} installed: {e}"));
+    assert!(
+        unit.contains("ExecStart=/usr/bin/pathtrace drops --quiet --metrics "),
+        "{unit}"
+    );
     for completion in [
         "/usr/share/bash-completion/completions/pathtrace",
         "/usr/share/zsh/vendor-completions/_pathtrace",
@@ -180,6 +192,7 @@ fn installed_package_traces_and_names_the_container_then_removes_cleanly() {
         "/usr/share/man/man1/pathtrace.1.gz",
         "/usr/share/bash-completion/completions/pathtrace",
         "/usr/share/doc/pathtrace",
+        EXPORTER_UNIT,
     ] {
         assert!(!Path::new(path).exists(), "{path} left after dpkg -r");
     }

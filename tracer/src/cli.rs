@@ -313,6 +313,13 @@ pub struct DropsArgs {
     /// Exit after SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Also serve the kernel's drop counts in Prometheus's text format on
+    /// http://ADDR:PORT/metrics (bound to that address only) while running.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Print no drops: only count them in the kernel and serve --metrics.
+    #[arg(long, requires = "metrics", conflicts_with_all = ["top", "count"])]
+    pub quiet: bool,
     #[arg(long, value_enum, default_value_t = TierRequest::Tracepoint, hide = true)]
     pub tier: TierRequest,
 }

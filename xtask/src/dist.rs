@@ -1,7 +1,8 @@
 //! `cargo xtask dist`: what a user installs, in `target/dist/`:
 //! - `pathtrace`: a static x86_64 binary (musl) with the eBPF object inside;
 //! - `pathtrace_VERSION_amd64.deb`: that binary as `/usr/bin/pathtrace`, man
-//!   pages for it and each subcommand, and bash, zsh and fish completions;
+//!   pages for it and each subcommand, bash, zsh and fish completions, and
+//!   the drop exporter's systemd unit (not enabled);
 //! - `pathtrace-VERSION-x86_64-linux-musl.tar.gz`: the same files.
 use std::{
     fs,
@@ -19,6 +20,13 @@ use crate::{
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The drop exporter's unit, installed but not enabled (no maintainer
+/// script enables it).
+const EXPORTER_UNIT: (&str, &str) = (
+    "packaging/pathtrace-drops-exporter.service",
+    "lib/systemd/system/pathtrace-drops-exporter.service",
+);
 
 /// Where the installable files are put.
 pub struct Packages {
@@ -93,8 +101,8 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Lays out `prefix/bin/pathtrace`, `prefix/share/man/man1/*.1.gz` and the
-/// completions under `prefix`.
+/// Lays out `prefix/bin/pathtrace`, `prefix/share/man/man1/*.1.gz`, the
+/// completions and the exporter's unit under `prefix`.
 fn install_tree(binary: &Path, docs: &Path, prefix: &Path) -> Result<()> {
     copy(binary, &prefix.join("bin/pathtrace"))?;
     let man1 = prefix.join("share/man/man1");
@@ -112,6 +120,8 @@ fn install_tree(binary: &Path, docs: &Path, prefix: &Path) -> Result<()> {
     for (from, to) in TREE {
         copy(&docs.join(from), &prefix.join(to))?;
     }
+    let (from, to) = EXPORTER_UNIT;
+    copy(&workspace_root().join(from), &prefix.join(to))?;
     Ok(())
 }
 

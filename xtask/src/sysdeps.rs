@@ -40,6 +40,7 @@ pub const TEST: &[Need] = &[
     need("podman", "podman", "the Podman engine test"),
     // Podman's runtime there: crun refuses the machine's hybrid cgroups.
     need("runc", "runc", "Podman's runtime"),
+    need("prometheus", "promtool", "checking and scraping --metrics"),
 ];
 
 /// What `cargo xtask dist` runs.

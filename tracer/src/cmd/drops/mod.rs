@@ -1,10 +1,13 @@
 //! `pathtrace drops`: every drop on the host, as a throttled live stream or
-//! as a live table of the most frequent (reason, location, device, namespace).
+//! as a live table of the most frequent (reason, location, device, namespace),
+//! either one optionally also served to Prometheus.
+mod metrics;
 mod stream;
 mod top;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
+pub use metrics::SERIES_LIMIT;
 pub use stream::{run_stream, Throttle};
 pub use top::{run_top, TopRow};
 
@@ -23,6 +26,10 @@ pub struct DropsOptions {
     pub interval: Duration,
     /// Top: redraw in place (on a terminal) rather than printing snapshots.
     pub redraw: bool,
+    /// Serve the kernel's counts on `http://ADDR/metrics` while running.
+    pub metrics: Option<SocketAddr>,
+    /// Print no drops (only serve them, with `metrics`).
+    pub quiet: bool,
     pub tier: TierRequest,
 }
 
@@ -51,11 +58,13 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
         max_rate: args.max_rate,
         interval: args.interval,
         redraw: std::io::stdout().is_terminal() && !args.output.json,
+        metrics: args.metrics,
+        quiet: args.quiet,
         tier: args.tier,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let rt = super::runtime()?;
-    if args.top {
+    if args.top || args.quiet {
         rt.block_on(run_top(&opts, &mut out)).map(|_| ())
     } else {
         rt.block_on(run_stream(&opts, &mut out))

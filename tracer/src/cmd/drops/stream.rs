@@ -1,7 +1,13 @@
 //! The drop stream: one line (or JSON record) per drop, throttled.
 use std::{io::Write, time::Instant};
 
-use super::{deadline, DropsOptions};
+use tracer_common::config_flags;
+
+use super::{
+    deadline,
+    metrics::{next_scrape, DropMetrics, Exporter},
+    DropsOptions,
+};
 use crate::{
     error::Error,
     events::{decode, Hop},
@@ -146,12 +152,25 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
         tier: opts.tier,
         hops: false,
         all_drops: opts.filter.is_empty(),
+        config_flags: if opts.metrics.is_some() {
+            config_flags::COUNT_DROPS
+        } else {
+            0
+        },
         ..Default::default()
     };
     let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
     let mut reader = tracer.events()?;
+    let mut exporter = match opts.metrics {
+        Some(addr) => Some(Exporter::bind(addr).await?),
+        None => None,
+    };
+    let mut metrics = DropMetrics::default();
     let mut signals = crate::signals::StopSignals::install()?;
+    if let Some(e) = &exporter {
+        eprintln!("pathtrace: serving metrics on http://{}/metrics", e.addr);
+    }
     eprintln!(
         "pathtrace: ready, streaming drops of {}",
         if opts.filter.is_empty() {
@@ -167,13 +186,18 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     let end = deadline(opts.duration);
     tokio::pin!(end);
     loop {
-        tokio::select! {
+        let scrape = tokio::select! {
             r = reader.next_batch(|b| st.handle(b, opts.json, &mut view, out)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
                 let _ = out.flush();
+                None
             }
+            s = next_scrape(&mut exporter) => Some(s),
             _ = &mut end => break,
             _ = signals.recv() => break,
+        };
+        if let Some(s) = scrape {
+            metrics.answer(s, &tracer, &mut view);
         }
         if st.failed.is_some() || opts.count.is_some_and(|c| st.drops >= c) {
             break;

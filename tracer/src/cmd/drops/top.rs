@@ -3,7 +3,11 @@ use std::{collections::HashMap, io::Write, time::Instant};
 
 use tracer_common::{config_flags, DropKey};
 
-use super::{deadline, DropsOptions};
+use super::{
+    deadline,
+    metrics::{next_scrape, DropMetrics, Exporter},
+    DropsOptions,
+};
 use crate::{
     error::Error,
     loader::{LoadOptions, Tracer},
@@ -108,11 +112,23 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
     };
     let tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
+    let mut exporter = match opts.metrics {
+        Some(addr) => Some(Exporter::bind(addr).await?),
+        None => None,
+    };
+    let mut metrics = DropMetrics::default();
     let mut signals = crate::signals::StopSignals::install()?;
-    eprintln!(
-        "pathtrace: ready, counting drops in the kernel every {:?}",
-        opts.interval
-    );
+    if let Some(e) = &exporter {
+        eprintln!("pathtrace: serving metrics on http://{}/metrics", e.addr);
+    }
+    if opts.quiet {
+        eprintln!("pathtrace: ready, counting drops in the kernel");
+    } else {
+        eprintln!(
+            "pathtrace: ready, counting drops in the kernel every {:?}",
+            opts.interval
+        );
+    }
     let started = Instant::now();
     let mut before: HashMap<DropKey, u64> = HashMap::new();
     let mut last = Instant::now();
@@ -121,10 +137,15 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
     let end = deadline(opts.duration);
     tokio::pin!(end);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let scrape = tokio::select! {
+            _ = tick.tick(), if !opts.quiet => None,
+            s = next_scrape(&mut exporter) => Some(s),
             _ = &mut end => break,
             _ = signals.recv() => break,
+        };
+        if let Some(s) = scrape {
+            metrics.answer(s, &tracer, &mut view);
+            continue;
         }
         let now_counts = tracer.drop_counts()?;
         let secs = last.elapsed().as_secs_f64();
@@ -153,6 +174,9 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
             }
         };
         res.and_then(|_| out.flush()).map_err(Error::Output)?;
+    }
+    if opts.quiet {
+        return Ok(Vec::new());
     }
     let final_counts = tracer.drop_counts()?;
     let rows = name_rows(
