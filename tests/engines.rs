@@ -193,16 +193,13 @@ fn rootless_docker_socket_under_the_runtime_folder_names_the_container() {
     }
     drop(run_user);
 
-    // The control: with neither, nothing names the container.
-    if SYSTEM_SOCKETS.iter().all(|s| !Path::new(s).exists()) {
-        for msg in drop_messages(&trace_drop(&lab, &[])) {
-            assert!(
-                !msg.contains("container web"),
-                "the container is named with no engine socket to ask: {msg}"
-            );
-        }
-    } else {
-        eprintln!("{test}: a system engine socket exists, so no control run without sockets");
+    // With neither, the engine is still found, through its own process
+    // (dockerd's root under /proc/PID/root), as it is inside a guest.
+    for msg in drop_messages(&trace_drop(&lab, &[])) {
+        assert!(
+            msg.contains("container web"),
+            "no variables: the engine's process did not name the container: {msg}"
+        );
     }
 }
 
