@@ -215,12 +215,6 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
         dropped >= 100 && n2 >= 100,
         "packets followed: host 1 dropped {dropped}, host 2 {n2}"
     );
-    assert!(
-        n(1) >= 100 && n(2) >= 100,
-        "packets followed: host 1 {}, host 2 {}",
-        n(1),
-        n(2)
-    );
     if tier_sees_hooks() {
         assert!(
             verdicts.iter().all(|&v| v >= 100),
