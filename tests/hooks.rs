@@ -43,8 +43,15 @@ fn warm_up(t: &Bridged, from: &[usize], to: usize) {
 
 /// (family, hook, verdict) of a packet's `nf_hook` hops in namespace `netns`.
 fn hooks_in(recs: &[Value], packet: &Value, netns: u64) -> Vec<(String, String, String)> {
-    hops_of(recs, packet)
-        .into_iter()
+    hook_triples(hops_of(recs, packet), netns)
+}
+
+/// (family, hook, verdict) of the `nf_hook` hops among `hops` in `netns`.
+fn hook_triples<'a>(
+    hops: impl IntoIterator<Item = &'a Value>,
+    netns: u64,
+) -> Vec<(String, String, String)> {
+    hops.into_iter()
         .filter(|h| h["kind"] == "nf_hook" && h["netns"].as_u64() == Some(netns))
         .map(|h| {
             let s = |k: &str| h[k].as_str().unwrap_or("null").to_owned();
@@ -172,14 +179,7 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
         for h in &nf {
             assert_eq!(h["saddr"], p["saddr"], "hop of another packet: {h} in {p}");
         }
-        let hooks: Vec<_> = nf
-            .iter()
-            .filter(|h| h["netns"].as_u64() == Some(hv))
-            .map(|h| {
-                let s = |k: &str| h[k].as_str().unwrap_or("null").to_owned();
-                (s("family"), s("hook"), s("verdict"))
-            })
-            .collect();
+        let hooks = hook_triples(nf.iter().copied(), hv);
         if from(p, 1) {
             // Under load some paths lose events and end unknown; none may
             // end anywhere but the hypervisor's FORWARD.

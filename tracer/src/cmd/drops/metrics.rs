@@ -51,6 +51,20 @@ impl Exporter {
         Ok(Self { scrapes, addr })
     }
 
+    /// The exporter `--metrics ADDR` asks for, bound and announced; none
+    /// without the flag.
+    pub async fn for_flag(addr: Option<SocketAddr>) -> Result<Option<Self>, Error> {
+        let Some(addr) = addr else {
+            return Ok(None);
+        };
+        let exporter = Self::bind(addr).await?;
+        eprintln!(
+            "pathtrace: serving metrics on http://{}/metrics",
+            exporter.addr
+        );
+        Ok(Some(exporter))
+    }
+
     /// The next scrape to answer.
     pub async fn next(&mut self) -> Scrape {
         match self.scrapes.recv().await {

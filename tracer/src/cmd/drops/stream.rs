@@ -162,15 +162,9 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
     let mut reader = tracer.events()?;
-    let mut exporter = match opts.metrics {
-        Some(addr) => Some(Exporter::bind(addr).await?),
-        None => None,
-    };
+    let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();
     let mut signals = crate::signals::StopSignals::install()?;
-    if let Some(e) = &exporter {
-        eprintln!("pathtrace: serving metrics on http://{}/metrics", e.addr);
-    }
     eprintln!(
         "pathtrace: ready, streaming drops of {}",
         if opts.filter.is_empty() {

@@ -112,15 +112,9 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
     };
     let tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
-    let mut exporter = match opts.metrics {
-        Some(addr) => Some(Exporter::bind(addr).await?),
-        None => None,
-    };
+    let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();
     let mut signals = crate::signals::StopSignals::install()?;
-    if let Some(e) = &exporter {
-        eprintln!("pathtrace: serving metrics on http://{}/metrics", e.addr);
-    }
     if opts.quiet {
         eprintln!("pathtrace: ready, counting drops in the kernel");
     } else {
