@@ -130,6 +130,7 @@ mod tests {
             trace_id: 1,
             received: std::time::Instant::now(),
             received_ns: 0,
+            queued_after_ns: 0,
         }
     }
 

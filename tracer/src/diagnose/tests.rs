@@ -20,6 +20,7 @@ fn rule(text: &str, policy: bool) -> RuleHit {
         trace_id: 1,
         received: Instant::now(),
         received_ns: 0,
+        queued_after_ns: 0,
     }
 }
 

@@ -28,6 +28,11 @@ pub struct RuleHit {
     /// When it was received, on the kernel's monotonic clock (the clock of
     /// the eBPF events' `t_ns`).
     pub received_ns: u64,
+    /// The last moment its socket was seen empty, on the same clock: the
+    /// kernel traced the rule between this and `received_ns`. A watcher busy
+    /// naming rules (listing a table can take seconds) receives late, so
+    /// `received_ns` alone may be long after the packet passed.
+    pub queued_after_ns: u64,
 }
 
 /// Now on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.

@@ -1,5 +1,8 @@
 //! Attaching rule hits to the packet they belong to.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    ops::RangeInclusive,
+};
 
 use super::RuleWatch;
 use crate::{
@@ -9,9 +12,10 @@ use crate::{
     track::{Fate, Packet},
 };
 
-/// Rule events come over netlink with no kernel timestamp: a packet claims
-/// those received (on the same monotonic clock as its hops' `t_ns`) from a
-/// little before its first hop to a while after its last.
+/// Rule events come over netlink with no kernel timestamp, only bounds (on
+/// the same monotonic clock as the hops' `t_ns`): queued after its socket was
+/// last seen empty, received when read. A packet claims those whose bounds
+/// meet the span from a little before its first hop to a while after its last.
 const BEFORE_NS: u64 = 50_000_000;
 const AFTER_NS: u64 = 2_000_000_000;
 
@@ -21,6 +25,11 @@ fn same_flow(a: &Tuple, b: &Tuple) -> bool {
         && a.sport == b.sport
         && a.dport == b.dport
         && a.proto == b.proto
+}
+
+/// Whether the kernel may have traced `r` within `span`.
+fn traced_within(span: &RangeInclusive<u64>, r: &RuleHit) -> bool {
+    r.received_ns >= *span.start() && r.queued_after_ns <= *span.end()
 }
 
 /// Moves the rule hits that belong to `p` out of the watch and into its
@@ -35,7 +44,7 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
     let window = first_ns.saturating_sub(BEFORE_NS)..=last_ns.saturating_add(AFTER_NS);
     let belongs = |r: &RuleHit| {
         netns.contains(&r.netns)
-            && window.contains(&r.received_ns)
+            && traced_within(&window, r)
             && r.tuple
                 .is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
             && match (r.ip_id, ip_ids.is_empty()) {
@@ -104,4 +113,44 @@ pub fn deciding_rule(p: &Packet) -> Option<&RuleHit> {
         .rev()
         .filter_map(|h| h.rule.as_deref())
         .find(|r| r.is_drop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(queued_after_ns: u64, received_ns: u64) -> RuleHit {
+        RuleHit {
+            netns: 1,
+            table: "filter".into(),
+            family: "ip".into(),
+            chain: "DOCKER-USER".into(),
+            hook: None,
+            handle: Some(3),
+            index: Some(1),
+            text: None,
+            verdict: Verdict::Drop,
+            policy: false,
+            tuple: None,
+            ip_id: None,
+            trace_id: 7,
+            received: std::time::Instant::now(),
+            received_ns,
+            queued_after_ns,
+        }
+    }
+
+    #[test]
+    fn a_hit_read_late_still_belongs_to_the_packet_it_was_queued_during() {
+        let s = 1_000_000_000;
+        let span = 10 * s..=12 * s;
+        // Read promptly.
+        assert!(traced_within(&span, &hit(10 * s, 10 * s + 1_000)));
+        // Queued while the packet passed, read 3 s later: a watcher busy
+        // listing a table (seconds under emulation) reads late.
+        assert!(traced_within(&span, &hit(11 * s, 15 * s)));
+        // Queued after the span ended, or read before it began: another packet's.
+        assert!(!traced_within(&span, &hit(13 * s, 14 * s)));
+        assert!(!traced_within(&span, &hit(8 * s, 9 * s)));
+    }
 }

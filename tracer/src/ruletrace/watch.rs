@@ -101,7 +101,12 @@ fn ip_id(net: &[u8]) -> Option<u16> {
     (net.len() >= 6 && net[0] >> 4 == 4).then(|| u16::from_be_bytes([net[4], net[5]]))
 }
 
-fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
+/// `at` on the monotonic clock of `monotonic_ns`.
+fn monotonic_at(at: Instant) -> u64 {
+    monotonic_ns().saturating_sub(at.elapsed().as_nanos() as u64)
+}
+
+fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>, queued_after: Instant) -> RuleHit {
     RuleHit {
         netns,
         verdict: verdict_of(&ev),
@@ -116,7 +121,8 @@ fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>) -> RuleHit {
         tuple: ev.tuple,
         ip_id,
         trace_id: ev.id,
-        received_ns: monotonic_ns().saturating_sub(ev.received.elapsed().as_nanos() as u64),
+        received_ns: monotonic_at(ev.received),
+        queued_after_ns: monotonic_at(queued_after),
         received: ev.received,
     }
 }
@@ -188,6 +194,8 @@ struct Shared {
     overflows: Arc<AtomicU64>,
     netns: u32,
     label: String,
+    /// When the source started tracing: nothing it reads was queued before.
+    since: Instant,
 }
 
 /// Reads one source until told to stop, naming each rule as it comes.
@@ -195,14 +203,20 @@ fn watch_loop(mut src: Source, ctx: Shared) {
     // Only a walk's first event carries the headers.
     let mut walk_ip_id: HashMap<u32, Option<u16>> = HashMap::new();
     let mut overflows_seen = 0;
+    // The socket was empty then: what a read returns was queued later.
+    let mut empty_at = ctx.since;
     while !ctx.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         if !wait_readable(src.fd(), Duration::from_millis(20)) {
             // Nothing arrived: everything the kernel sent before now is in.
             ctx.drained
                 .store(ctx.base.elapsed().as_micros() as u64, Ordering::Release);
+            empty_at = started;
             continue;
         }
+        // A read drains the socket, so the next one returns only what was
+        // queued after this moment.
+        let queued_after = std::mem::replace(&mut empty_at, Instant::now());
         let evs = match src.read() {
             Ok(evs) => evs,
             Err(e) => {
@@ -235,7 +249,7 @@ fn watch_loop(mut src: Source, ctx: Shared) {
                 ev.rule_handle,
                 ev.tuple
             );
-            let _ = ctx.tx.send(hit(ev, ctx.netns, id));
+            let _ = ctx.tx.send(hit(ev, ctx.netns, id, queued_after));
         }
         // All that was queued before this read is named and handed over.
         let done_upto = started.saturating_duration_since(ctx.base).as_micros() as u64;
@@ -308,6 +322,7 @@ impl RuleWatch {
             return Err(ArmRefused::Bound);
         }
         self.armed.insert(target.inode, monotonic_ns());
+        let since = Instant::now();
         let path = target.path.as_deref();
         let mut sources = Vec::new();
         match RuleTracer::start(path, &self.tfs) {
@@ -337,6 +352,7 @@ impl RuleWatch {
                 overflows: self.overflows.clone(),
                 netns: target.inode,
                 label: target.label.clone(),
+                since,
             };
             self.active += 1;
             self.threads
