@@ -15,7 +15,10 @@ pub use tier::{Tier, TierRequest};
 
 use crate::{
     events::{Counters, EventReader},
-    kernel::btf::{BtfError, KernelBtf},
+    kernel::{
+        btf::{BtfError, KernelBtf},
+        memlock::Memlock,
+    },
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf.o"));
@@ -31,7 +34,7 @@ pub enum LoadError {
     #[error("aya could not read kernel BTF (/sys/kernel/btf/vmlinux): {0}")]
     AyaBtf(String),
     #[error("loading the eBPF object: {0}")]
-    Object(#[from] aya::EbpfError),
+    Object(aya::EbpfError),
     #[error("program {name}: {source}")]
     Program {
         name: &'static str,
@@ -50,6 +53,32 @@ pub enum LoadError {
     TierUnavailable { tier: Tier, why: String },
     #[error("at most {MAX_FILTERS} filters")]
     TooManyFilters,
+    #[error(
+        "the kernel refused creating BPF maps: before Linux 5.11 they count against the \
+         locked-memory limit (RLIMIT_MEMLOCK), {kib} KiB for this process, which needs \
+         CAP_SYS_RESOURCE to raise it; run pathtrace as root or with CAP_SYS_RESOURCE, or \
+         raise the limit before starting it (`ulimit -l unlimited` as root)"
+    )]
+    Memlock { kib: u64 },
+}
+
+impl LoadError {
+    /// Names the locked-memory limit when it is why the kernel refused the
+    /// object (`EPERM` on a kernel that charges maps to it).
+    fn from_object(e: aya::EbpfError, memlock: Memlock) -> Self {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut eperm = false;
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                eperm |= io.raw_os_error() == Some(libc::EPERM);
+            }
+            source = s.source();
+        }
+        match memlock {
+            Memlock::Limited { bytes } if eperm => Self::Memlock { kib: bytes / 1024 },
+            _ => Self::Object(e),
+        }
+    }
 }
 
 /// What to attach and how big to make the buffers.
@@ -254,6 +283,8 @@ impl Tracer {
         // The object needs no CO-RE relocation: offsets come from `cfg`. aya
         // 0.14's loader parses kernel BTF on creation anyway (it has no
         // constructor without); dropping that copy at once keeps it short-lived.
+        let memlock = crate::kernel::memlock::raise_for_bpf();
+        log::debug!("RLIMIT_MEMLOCK for BPF maps: {memlock:?}");
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             // Off, the verifier prunes every kernel log statement.
@@ -270,7 +301,8 @@ impl Tracer {
                     1
                 },
             )
-            .load(OBJECT)?;
+            .load(OBJECT)
+            .map_err(|e| LoadError::from_object(e, memlock))?;
         if kernel_logs {
             forward_kernel_logs(&mut ebpf);
         }
