@@ -76,19 +76,38 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
     })
 }
 
-/// Infers the netfilter hook of a drop from its kernel stack.
+/// Kernel helpers that free a list of packets one by one. Before 6.3
+/// (commit eedade12f4cb, "net: kfree_skb_list use kmem_cache_free_bulk") they
+/// called `kfree_skb_reason()` per packet, so the drop's location is inside
+/// them (on Debian 12's 6.1, `kfree_skb_list_reason+0x…` for a packet to a
+/// device whose link is down), not in the function that gave up the packet.
+const LIST_FREES: &[&str] = &["kfree_skb_list_reason", "kfree_skb_list"];
+
+/// Completes a drop from its kernel stack: the function that gave up the
+/// packet when a list-freeing helper freed it, and the netfilter hook.
 pub fn enrich(hop: &mut Hop, view: &View) {
-    if hop.kind != HopKind::Drop || hop.hook.is_some() {
+    if hop.kind != HopKind::Drop {
         return;
     }
     let Some(syms) = view.syms.as_ref() else {
         return;
     };
-    let names: Vec<&str> = hop
-        .stack
-        .iter()
-        .filter_map(|&a| syms.symbolize(a).map(|(n, _)| n))
-        .collect();
+    let name_of = |a: u64| syms.symbolize(a).map(|(n, _)| n);
+    if let Some(helper) = name_of(hop.location).filter(|n| LIST_FREES.contains(n)) {
+        // The frame after the helper's own is the return address into its caller.
+        let caller = hop
+            .stack
+            .iter()
+            .skip_while(|&&a| name_of(a) != Some(helper))
+            .nth(1);
+        if let Some(&caller) = caller {
+            hop.location = caller;
+        }
+    }
+    if hop.hook.is_some() {
+        return;
+    }
+    let names: Vec<&str> = hop.stack.iter().filter_map(|&a| name_of(a)).collect();
     hop.hook = hook_infer::infer(&names).map(|h| h.hook);
 }
 
