@@ -44,11 +44,22 @@ enum Task {
         /// Default: as --vm-suites says.
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
-        /// With --vm: which suites run where. matrix: the full suites on one kernel
-        /// per tier (fentry on 5.10, kprobe on 6.1), trace_docker on the others;
-        /// all: the full suites everywhere; trace: trace_docker only.
+        /// With --vm: which suites run where. matrix: the core suites and rules,
+        /// diagnose and drops on one kernel per tier (fentry on 5.10, kprobe on 6.1),
+        /// the core suites (trace_docker, hooks) on the others; all: every guest
+        /// suite everywhere; trace: the core suites only.
         #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
         vm_suites: vm::SuitePlan,
+        /// With --vm: host CPUs the guests may use at once; with more than 1, guests
+        /// run side by side (their vCPUs never more than this in all). Default: 1, one
+        /// guest at a time.
+        #[arg(
+            long = "vm-host-cpus",
+            value_name = "N",
+            default_value_t = 1,
+            requires = "vm"
+        )]
+        vm_host_cpus: u32,
         #[command(flatten)]
         vm_opts: VmOpts,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
@@ -107,6 +118,7 @@ fn main() {
             tier,
             vm_test,
             vm_suites,
+            vm_host_cpus,
             vm_opts,
             args,
         } if !vm.is_empty() => vm::test_task(
@@ -115,6 +127,7 @@ fn main() {
             &vm_test,
             vm_suites,
             vm_opts.cpus,
+            vm_host_cpus,
             vm_opts.timeout,
             vm_opts.console,
             &args,
