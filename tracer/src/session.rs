@@ -353,3 +353,66 @@ pub async fn run<S: PacketSink>(
         .map_err(Error::Output)?;
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::HopKind;
+
+    fn drop_at(location: u64, stack: Vec<u64>) -> Hop {
+        Hop {
+            t_ns: 1,
+            skb: 0x1000,
+            track_id: 7,
+            kind: HopKind::Drop,
+            netns: 1,
+            ifindex: 2,
+            ifname: "r1".into(),
+            hook: None,
+            nf_family: 0,
+            verdict: None,
+            retval: 0,
+            reason_raw: 0,
+            location,
+            tuple: None,
+            tcp_flags: 0,
+            ip_id: None,
+            len: 60,
+            filter: 0,
+            stack,
+            rule: None,
+            icmp: None,
+        }
+    }
+
+    #[test]
+    fn a_packet_freed_through_kfree_skb_list_is_located_in_the_caller() {
+        // As Debian 12's 6.1 reports a packet to a device without carrier.
+        let syms = Kallsyms::parse(
+            "ffffffff81a00000 T kfree_skb_reason\n\
+             ffffffff81a00200 T kfree_skb_list_reason\n\
+             ffffffff81a00400 T skb_dump\n\
+             ffffffff81b00000 T __dev_queue_xmit\n\
+             ffffffff81b01000 T dev_queue_xmit_nit\n",
+        )
+        .expect("kallsyms");
+        let view = View {
+            reasons: DropReasons::default(),
+            syms: Some(syms),
+            netns: NetnsNames::default(),
+        };
+        let mut hop = drop_at(
+            0xffffffff81a00230,
+            vec![0xffffffff81a00050, 0xffffffff81a00230, 0xffffffff81b00456],
+        );
+        enrich(&mut hop, &view);
+        assert_eq!(
+            view.location(&hop).as_deref(),
+            Some("__dev_queue_xmit+0x456")
+        );
+        // A drop located anywhere else keeps its location.
+        let mut other = drop_at(0xffffffff81b00010, vec![0xffffffff81b00010]);
+        enrich(&mut other, &view);
+        assert_eq!(other.location, 0xffffffff81b00010);
+    }
+}
