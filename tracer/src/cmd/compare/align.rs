@@ -1,7 +1,7 @@
 //! Aligning two packet paths and finding where they part.
 use crate::{
     events::{Hop, HopKind},
-    model::Verdict,
+    model::{Family, Verdict},
 };
 
 /// What makes two hops "the same step": where, what, and which rule.
@@ -11,6 +11,8 @@ pub struct Step {
     pub ifname: String,
     pub kind: HopKind,
     pub hook: Option<&'static str>,
+    /// The family of an `nf_hook` step.
+    pub family: Option<Family>,
     pub rule: Option<(String, String, Option<u32>, Verdict)>,
 }
 
@@ -18,14 +20,19 @@ impl Step {
     pub fn of(h: &Hop) -> Self {
         Self {
             netns: h.netns,
-            // A rule's step is the rule, wherever the packet entered from.
-            ifname: if h.kind == HopKind::NfRule {
+            // A rule's or hook's step is the rule or hook, whichever device
+            // the packet came through: br_netfilter runs a bridge's hooks on
+            // the ingress port, so two packets into one bridge from two
+            // ports would otherwise part at every hook there, before they
+            // meet at the port they leave by.
+            ifname: if matches!(h.kind, HopKind::NfRule | HopKind::NfHook) {
                 String::new()
             } else {
                 h.ifname.clone()
             },
             kind: h.kind,
             hook: h.hook.map(|k| k.as_str()),
+            family: h.hook_family(),
             rule: h
                 .rule
                 .as_ref()
@@ -120,6 +127,7 @@ pub fn divergence(rows: &[Row]) -> Option<Divergence> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Hook;
 
     fn st(netns: u32, name: &str) -> Step {
         Step {
@@ -127,8 +135,69 @@ mod tests {
             ifname: name.into(),
             kind: HopKind::Tx,
             hook: None,
+            family: None,
             rule: None,
         }
+    }
+
+    fn hook(netns: u32, port: &str, family: Family, hook: Hook) -> Step {
+        let mut h = crate::events::Hop {
+            t_ns: 0,
+            skb: 1,
+            track_id: 1,
+            kind: HopKind::NfHook,
+            netns,
+            ifindex: 3,
+            ifname: port.into(),
+            hook: Some(hook),
+            nf_family: 0,
+            verdict: Some(Verdict::Accept),
+            retval: 1,
+            reason_raw: 0,
+            location: 0,
+            tuple: None,
+            tcp_flags: 0,
+            ip_id: None,
+            len: 60,
+            filter: 0,
+            stack: Vec::new(),
+            rule: None,
+            icmp: None,
+        };
+        h.nf_family = match family {
+            Family::Bridge => libc::NFPROTO_BRIDGE as u8,
+            _ => libc::NFPROTO_IPV4 as u8,
+        };
+        Step::of(&h)
+    }
+
+    #[test]
+    fn two_ports_into_one_bridge_with_br_netfilter_meet_at_its_hooks() {
+        use Family::{Bridge, Ipv4 as Ip};
+        use Hook::{Forward, Prerouting};
+        // br_netfilter runs the bridge's hooks, and the IPv4 hooks inside
+        // them, on the port each packet came in by.
+        let path = |port: &str| {
+            vec![
+                st(1, port),
+                hook(9, port, Bridge, Prerouting),
+                hook(9, port, Ip, Prerouting),
+                hook(9, port, Bridge, Forward),
+                hook(9, "br0", Ip, Forward),
+                st(9, "veth-dock"),
+                st(5, "eth0"),
+            ]
+        };
+        let (mut a, b) = (path("veth-client"), path("veth-other"));
+        assert_eq!(divergence(&align(&a, &b)), None);
+        a.push(st(5, "drop"));
+        let d = divergence(&align(&a, &b)).expect("A goes on");
+        assert_eq!((d.last_common, d.a, d.b), (Some((6, 6)), Some(7), None));
+        assert_ne!(
+            hook(9, "p", Bridge, Forward),
+            hook(9, "p", Ip, Forward),
+            "a hook's family is part of its step"
+        );
     }
 
     #[test]
