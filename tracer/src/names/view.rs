@@ -15,8 +15,16 @@ impl View {
     /// The drop's reason; none on kernels that report no reasons (before
     /// 5.17), rather than a made-up `UNKNOWN(0)`.
     pub fn reason(&self, hop: &Hop) -> Option<String> {
-        (hop.kind == crate::events::HopKind::Drop && !self.reasons.is_empty())
-            .then(|| self.reasons.name(hop.reason_raw))
+        if hop.kind != crate::events::HopKind::Drop {
+            return None;
+        }
+        self.reason_named(hop.reason_raw)
+    }
+
+    /// The name of raw drop reason `raw`; none on kernels that report no
+    /// reasons.
+    pub fn reason_named(&self, raw: u32) -> Option<String> {
+        (!self.reasons.is_empty()).then(|| self.reasons.name(raw))
     }
 
     pub fn location(&self, hop: &Hop) -> Option<String> {

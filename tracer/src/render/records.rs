@@ -265,7 +265,7 @@ pub struct DropTopRecord {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DropTopRow {
-    pub reason: String,
+    pub reason: Option<String>,
     pub location: String,
     pub ifname: String,
     pub netns: u32,
@@ -374,7 +374,7 @@ mod tests {
 
     fn samples() -> Vec<Record> {
         let row = DropTopRow {
-            reason: "NETFILTER_DROP".into(),
+            reason: Some("NETFILTER_DROP".into()),
             location: "nft_do_chain+0x4a".into(),
             ifname: "eth0".into(),
             netns: 1,

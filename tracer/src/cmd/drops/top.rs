@@ -19,7 +19,8 @@ use crate::{
 /// One row of the table, named.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopRow {
-    pub reason: String,
+    /// None on kernels that report no reasons (before 5.17).
+    pub reason: Option<String>,
     pub location: String,
     pub ifname: String,
     pub netns: u32,
@@ -45,7 +46,7 @@ fn name_rows(
                 .position(|&c| c == 0)
                 .unwrap_or(k.ifname.len());
             TopRow {
-                reason: view.reasons.name(k.reason),
+                reason: view.reason_named(k.reason),
                 location: view
                     .syms
                     .as_ref()
@@ -77,7 +78,11 @@ fn table(rows: &[TopRow], title: &str) -> String {
         let dev = if r.ifname.is_empty() { "-" } else { &r.ifname };
         s.push_str(&format!(
             "{:>10} {:>10.1}  {:<22} {:<34} {:<12} {ns}\n",
-            r.count, r.rate, r.reason, r.location, dev
+            r.count,
+            r.rate,
+            r.reason.as_deref().unwrap_or("-"),
+            r.location,
+            dev
         ));
     }
     if rows.is_empty() {
