@@ -77,10 +77,10 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
 }
 
 /// Kernel helpers that free a list of packets one by one. Before 6.3
-/// (commit eedade12f4cb, "net: kfree_skb_list use kmem_cache_free_bulk") they
-/// called `kfree_skb_reason()` per packet, so the drop's location is inside
-/// them (on Debian 12's 6.1, `kfree_skb_list_reason+0x…` for a packet to a
-/// device whose link is down), not in the function that gave up the packet.
+/// (commit a4650da2a2d6, "net: fix call location in kfree_skb_list_reason")
+/// they called `kfree_skb_reason()` per packet, so the drop's location is
+/// inside them (on Debian 12's 6.1, `kfree_skb_list_reason+0x…` for a packet
+/// to a device without carrier), not in the function that gave up the packet.
 const LIST_FREES: &[&str] = &["kfree_skb_list_reason", "kfree_skb_list"];
 
 /// Completes a drop from its kernel stack: the function that gave up the
