@@ -144,7 +144,7 @@ pub const FULL_SUITES_ON: &[(&str, &str)] = &[("fentry", "5.10"), ("kprobe", "6.
 pub enum SuitePlan {
     /// MATRIX_SUITES on one kernel per tier (FULL_SUITES_ON), the core suites on the others.
     Matrix,
-    /// The full suites on every kernel and tier.
+    /// Every guest suite (GUEST_SUITES, reliability and cleanup too) on every kernel and tier.
     All,
     /// The core suites only (CORE_SUITES).
     Trace,
