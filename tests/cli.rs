@@ -66,6 +66,8 @@ fn bad_command_lines_exit_2_with_one_line() {
         &["drops", "--max-rate", "0"],
         &["drops", "--src", "bad"],
         &["compare", "--dport", "80"],
+        &["--src", "192.0.2.1", "--src", "192.0.2.2"],
+        &["drops", "--dport", "1", "--dport", "2"],
         &[
             "compare",
             "--src",

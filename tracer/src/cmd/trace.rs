@@ -62,7 +62,7 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.to_filter();
+    let mut filter = args.filter.single().map_err(Error::Usage)?;
     filter.both_directions = !args.run.no_replies;
     run_options(&args.run, vec![filter])
 }
