@@ -19,12 +19,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked,
-    HOOK_NONE,
+    config_flags, counter, filter_flags, record_kind, verdict, Config, DropKey, Event, EventKind,
+    PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
 };
 
 use crate::{
-    headers::{read_headers, Headers, L3At},
+    headers::{l3_addr, read_headers, Headers, L3At},
     maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
 };
 
@@ -38,6 +38,8 @@ pub struct Extra {
     nf_family: u8,
     verdict: u8,
     retval: i32,
+    /// When the hop happened; 0 until [`record`] sets it (netfilter events:
+    /// when the hook was entered).
     ts_ns: u64,
     /// For netfilter events: the device and namespace from `nf_hook_state`.
     state_dev: u64,
@@ -179,7 +181,7 @@ unsafe fn record<C: EbpfContext>(
     ctx: &C,
     skb: u64,
     at: L3At,
-    extra: Extra,
+    mut extra: Extra,
     known: Option<Tracked>,
 ) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
@@ -210,7 +212,54 @@ unsafe fn record<C: EbpfContext>(
         bump(counter::UNTRACKED);
     }
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
+    if extra.ts_ns == 0 {
+        extra.ts_ns = unsafe { bpf_ktime_get_ns() };
+    }
+    if cfg.flags & config_flags::CAPTURE_BYTES != 0
+        && matches!(extra.kind, EventKind::Rx | EventKind::Tx | EventKind::Drop)
+    {
+        unsafe { capture(cfg, skb, at, snap.len, extra.ts_ns) };
+    }
     unsafe { emit(ctx, cfg, skb, &extra, snap) }
+}
+
+/// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its
+/// network header, with its length from there (`len`: `skb->len`, which
+/// counts from `skb->data`), as a record of its own tied to the hop's event
+/// by `skb` and `ts_ns`.
+#[inline(always)]
+unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
+    let l3 = unsafe { l3_addr(cfg, skb, at) };
+    if l3 == 0 {
+        return;
+    }
+    let data = unsafe { read::<u64>(skb, cfg.offsets.skb_data) };
+    let orig_len = if l3 >= data {
+        len.saturating_sub((l3 - data) as u32)
+    } else {
+        len.saturating_add((data - l3) as u32)
+    };
+    let Some(mut entry) = EVENTS.reserve::<PacketBytes>(0) else {
+        bump(counter::LOST);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    unsafe {
+        (*p).kind = record_kind::PACKET_BYTES;
+        (*p).cap_len = if orig_len < SNAP_LEN as u32 {
+            orig_len
+        } else {
+            SNAP_LEN as u32
+        };
+        (*p).ts_ns = ts_ns;
+        (*p).skb = skb;
+        (*p).orig_len = orig_len;
+        (*p)._pad = 0;
+        // The data area is followed by skb_shared_info inside the same
+        // allocation, so a fixed-size read past a short packet stays inside it.
+        probe::read_into(l3, &mut (*p).data);
+    }
+    entry.submit(0);
 }
 
 /// Counts a drop (for `drops --top`) and writes one event, from what
@@ -239,11 +288,7 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
     let ev = entry.as_mut_ptr();
     let hdr = &snap.hdr;
     unsafe {
-        (*ev).ts_ns = if extra.ts_ns != 0 {
-            extra.ts_ns
-        } else {
-            bpf_ktime_get_ns()
-        };
+        (*ev).ts_ns = extra.ts_ns;
         (*ev).skb = skb;
         (*ev).track_id = snap.track_id;
         (*ev).location = extra.location;

@@ -200,6 +200,12 @@ pub struct RunArgs {
     /// /run/podman/podman.sock and /var/run/docker.sock.
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<std::path::PathBuf>,
+    /// Also write the followed packets to FILE as pcap-ng (`-`: standard
+    /// output, text then goes to standard error): their first 128 bytes at
+    /// each device hop and drop, one interface per namespace/device, and
+    /// what pathtrace knows about each hop in the packet's comment.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value = "4194304", value_parser = parse_ring, hide = true)]
     pub ring_bytes: u32,

@@ -52,7 +52,7 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     let opts = DropsOptions {
         filter,
         json: args.output.json,
-        color: super::use_color(&args.output),
+        color: super::use_color(&args.output, false),
         duration: args.duration,
         count: args.count,
         max_rate: args.max_rate,
