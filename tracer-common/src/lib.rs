@@ -164,7 +164,9 @@ pub struct Offsets {
     pub hook_state_net: u32,
     /// Size in bytes of `nf_hook_state.hook` (1 from 5.14, 4 before).
     pub hook_state_hook_size: u32,
-    pub _pad: u32,
+    /// `sk_buff.tail`: the end of the linear data, as an offset from `head`
+    /// (64-bit kernels).
+    pub skb_tail: u32,
 }
 const _: () = assert!(size_of::<Offsets>() == 80);
 
@@ -264,7 +266,8 @@ pub mod record_kind {
 pub struct PacketBytes {
     /// [`record_kind::PACKET_BYTES`].
     pub kind: u32,
-    /// Valid bytes in `data`: `min(orig_len, SNAP_LEN)`.
+    /// Valid bytes in `data`: at most `orig_len`, [`SNAP_LEN`] and the
+    /// linear part of the `sk_buff` from the network header.
     pub cap_len: u32,
     pub ts_ns: u64,
     pub skb: u64,

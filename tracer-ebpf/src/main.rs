@@ -226,19 +226,27 @@ unsafe fn record<C: EbpfContext>(
 /// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its
 /// network header, with its length from there (`len`: `skb->len`, which
 /// counts from `skb->data`), as a record of its own tied to the hop's event
-/// by `skb` and `ts_ns`.
+/// by `skb` and `ts_ns`. Only the linear part is copied: bytes in page
+/// fragments (GRO, large sends) are left out, the length still counts them.
 #[inline(always)]
 unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
+    let o = &cfg.offsets;
     let l3 = unsafe { l3_addr(cfg, skb, at) };
     if l3 == 0 {
         return;
     }
-    let data = unsafe { read::<u64>(skb, cfg.offsets.skb_data) };
+    let data = unsafe { read::<u64>(skb, o.skb_data) };
     let orig_len = if l3 >= data {
         len.saturating_sub((l3 - data) as u32)
     } else {
         len.saturating_add((data - l3) as u32)
     };
+    let tail = unsafe { read::<u64>(skb, o.skb_head) + read::<u32>(skb, o.skb_tail) as u64 };
+    let linear = if tail > l3 { tail - l3 } else { 0 };
+    let cap_len = orig_len.min(SNAP_LEN as u32).min(linear.min(u32::MAX as u64) as u32);
+    if cap_len == 0 {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<PacketBytes>(0) else {
         bump(counter::LOST);
         return;
@@ -246,17 +254,14 @@ unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
     let p = entry.as_mut_ptr();
     unsafe {
         (*p).kind = record_kind::PACKET_BYTES;
-        (*p).cap_len = if orig_len < SNAP_LEN as u32 {
-            orig_len
-        } else {
-            SNAP_LEN as u32
-        };
+        (*p).cap_len = cap_len;
         (*p).ts_ns = ts_ns;
         (*p).skb = skb;
         (*p).orig_len = orig_len;
         (*p)._pad = 0;
         // The data area is followed by skb_shared_info inside the same
-        // allocation, so a fixed-size read past a short packet stays inside it.
+        // allocation, so a fixed-size read past a short packet stays inside
+        // it; userspace keeps only `cap_len` bytes.
         probe::read_into(l3, &mut (*p).data);
     }
     entry.submit(0);
