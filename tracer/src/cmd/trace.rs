@@ -41,6 +41,9 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
             }
         }
     }
+    if let Some(p) = &run.pcap {
+        crate::render::pcapng::check_target(p).map_err(Error::Usage)?;
+    }
     Ok(TraceOptions {
         filters,
         json: run.output.json,

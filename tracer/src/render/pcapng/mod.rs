@@ -31,6 +31,32 @@ pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// Whether `--pcap PATH` can be written, before anything starts: `-`, or
+/// a file (not a directory) in a directory that exists.
+pub fn check_target(path: &Path) -> Result<(), String> {
+    if is_stdout(path) {
+        return Ok(());
+    }
+    if path.as_os_str().is_empty() {
+        return Err("--pcap needs a file name, or - for standard output".into());
+    }
+    if path.is_dir() {
+        return Err(format!("--pcap {}: is a directory", path.display()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--pcap {}: no directory {}",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Interface names (`netns/device`) seen so far, at most this many; later
 /// ones share the last.
 const MAX_INTERFACES: usize = 4096;
