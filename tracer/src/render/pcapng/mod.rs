@@ -177,7 +177,8 @@ impl<W: Write> PcapWriter<W> {
 }
 
 /// `ip INPUT`, `bridge FORWARD`, `INPUT` (family unknown). A drop's hook
-/// comes from its stack, without family: the deciding rule's, at that hook.
+/// comes from its stack, without family: that of the deciding rule at that
+/// hook, else of the `nf_hook_slow` call at that hook before it.
 fn hook_with_family(p: &Packet, hop: &Hop) -> Option<String> {
     let hook = hop.hook?;
     let family = match hop.rule.as_deref() {
@@ -188,6 +189,13 @@ fn hook_with_family(p: &Packet, hop: &Hop) -> Option<String> {
         deciding_rule(p)
             .filter(|r| hop.kind == HopKind::Drop && r.hook == Some(hook))
             .map(|r| r.family.clone())
+    })
+    .or_else(|| {
+        p.hops
+            .iter()
+            .filter(|h| hop.kind == HopKind::Drop && h.t_ns <= hop.t_ns && h.hook == Some(hook))
+            .find_map(Hop::hook_family)
+            .map(|f| f.as_str().to_owned())
     });
     Some(match family {
         Some(f) => format!("{f} {}", hook.as_str()),
@@ -243,4 +251,129 @@ fn comment(p: &Packet, since: usize, i: usize, view: &mut View, last: bool) -> S
         }
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        events::Captured,
+        kernel::drop_reason::DropReasons,
+        model::{Hook, Verdict},
+        names::NetnsNames,
+        track::Fate,
+    };
+
+    fn hop(t: u64, kind: HopKind, netns: u32, ifname: &str) -> Hop {
+        let mut syn = vec![0x45, 0, 0, 60];
+        syn.resize(60, 0);
+        Hop {
+            t_ns: t,
+            skb: 0x1000,
+            track_id: 7,
+            kind,
+            netns,
+            ifindex: 2,
+            ifname: ifname.into(),
+            hook: None,
+            nf_family: 0,
+            verdict: None,
+            retval: 0,
+            reason_raw: 0,
+            location: 0,
+            tuple: None,
+            tcp_flags: 0,
+            ip_id: None,
+            len: 60,
+            filter: 0,
+            stack: Vec::new(),
+            rule: None,
+            icmp: None,
+            bytes: matches!(kind, HopKind::Rx | HopKind::Tx | HopKind::Drop).then(|| Captured {
+                orig_len: 60,
+                data: syn,
+            }),
+        }
+    }
+
+    /// (block type, body) of each block in `stream`.
+    fn blocks(stream: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let u32_at = |at: usize| u32::from_ne_bytes(stream[at..at + 4].try_into().expect("4"));
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let len = u32_at(at + 4) as usize;
+            out.push((u32_at(at), stream[at + 8..at + len - 4].to_vec()));
+            at += len;
+        }
+        assert_eq!(at, stream.len(), "blocks fill the stream exactly");
+        out
+    }
+
+    fn text(body: &[u8]) -> String {
+        String::from_utf8_lossy(body).into_owned()
+    }
+
+    #[test]
+    fn one_interface_per_namespace_and_device_and_the_outcome_on_the_last_block() {
+        let mut netns = NetnsNames::default();
+        netns.insert(11, "ptdemo-client");
+        netns.insert(22, "ptdemo-dock");
+        let mut view = View {
+            reasons: DropReasons::default(),
+            syms: None,
+            netns,
+        };
+        let mut nf = hop(3, HopKind::NfHook, 22, "eth0");
+        nf.hook = Some(Hook::Forward);
+        nf.nf_family = 2;
+        nf.verdict = Some(Verdict::Drop);
+        let mut drop = hop(4, HopKind::Drop, 22, "eth0");
+        drop.hook = Some(Hook::Forward);
+        let hops = vec![
+            hop(1, HopKind::Tx, 11, "eth0"),
+            hop(2, HopKind::Rx, 22, "eth0"),
+            nf,
+            drop,
+        ];
+        let p = Packet {
+            id: 1,
+            fate: Fate::of(&hops),
+            hops,
+            rules_late: Vec::new(),
+        };
+        let mut w = PcapWriter::new(Vec::new()).expect("in memory");
+        w.packet(&p, &mut view).expect("in memory");
+        w.packet(&p, &mut view).expect("in memory");
+        let all = blocks(&w.out);
+        let kinds: Vec<u32> = all.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [0x0A0D_0D0A, 1, 6, 1, 6, 6, 6, 6, 6],
+            "a section, then each interface once, before its first packet"
+        );
+        let names: Vec<String> = all
+            .iter()
+            .filter(|(k, _)| *k == 1)
+            .map(|(_, b)| text(b))
+            .collect();
+        assert!(names[0].contains("ptdemo-client/eth0") && names[1].contains("ptdemo-dock/eth0"));
+        let comments: Vec<String> = all
+            .iter()
+            .filter(|(k, _)| *k == 6)
+            .map(|(_, b)| text(b))
+            .collect();
+        assert!(
+            comments[0].contains("pathtrace packet 1: tx"),
+            "{}",
+            comments[0]
+        );
+        assert!(!comments[1].contains("outcome"), "{}", comments[1]);
+        assert!(
+            comments[2].contains("drop; hooks ip FORWARD DROP; hook ip FORWARD")
+                && comments[2].contains("outcome dropped at ip FORWARD"),
+            "{}",
+            comments[2]
+        );
+    }
 }
