@@ -80,12 +80,6 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
         note: None,
     },
     GuestSuite {
-        name: "pcap",
-        not_in_guest: &[],
-        env: &[],
-        note: Some("on the emulated Docker lab, read by the host's tshark and capinfos"),
-    },
-    GuestSuite {
         name: "reliability",
         not_in_guest: &[],
         env: REAL_DOCKERD,
