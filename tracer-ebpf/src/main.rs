@@ -6,6 +6,7 @@
 //! (read from the running kernel's BTF), so nothing here assumes one kernel.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod headers;
 mod maps;
@@ -24,8 +25,8 @@ use tracer_common::{
 };
 
 use crate::{
-    headers::{l3_addr, read_headers, Headers, L3At},
-    maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
+    headers::{could_match, l3_addr, read_headers, Headers, L3At},
+    maps::{bump, live, live_add, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
 };
 
 /// What one program knows beyond the `sk_buff` itself.
@@ -74,13 +75,39 @@ unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
     unsafe { read::<u32>(net, cfg.offsets.net_ns_inum) }
 }
 
-/// Looks the packet up in `TRACKED`, or starts tracking it when a filter
-/// matches. Returns `None` for packets we don't follow.
+/// The packet's entry in `TRACKED`, when anything is tracked at all.
 #[inline(always)]
-unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Headers) -> Option<Tracked> {
-    unsafe { read_headers(cfg, skb, at, hdr) };
-    if let Some(t) = TRACKED.get_ptr_mut(skb) {
+fn tracked_entry(skb: u64) -> Option<*mut Tracked> {
+    if !live() {
+        return None;
+    }
+    TRACKED.get_ptr_mut(skb)
+}
+
+/// Takes the packet out of `TRACKED`.
+#[inline(always)]
+fn untrack(skb: u64) {
+    if TRACKED.remove(skb).is_ok() {
+        live_add(u64::MAX);
+        bump(counter::UNTRACKED);
+    }
+}
+
+/// Follows the packet when `entry` (its `TRACKED` entry) says so, or starts
+/// tracking it when a filter matches. Returns `None` for packets we don't
+/// follow; for those, only what the filters need has been read.
+#[inline(always)]
+unsafe fn classify(
+    cfg: &Config,
+    skb: u64,
+    at: L3At,
+    drop: bool,
+    entry: Option<*mut Tracked>,
+    hdr: &mut Headers,
+) -> Option<Tracked> {
+    if let Some(t) = entry {
         let t = unsafe { &mut *t };
+        unsafe { read_headers(cfg, skb, at, hdr) };
         if hdr.ip_version == 0 {
             return Some(*t);
         }
@@ -89,18 +116,19 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Heade
             return Some(*t);
         }
         // The sk_buff was freed without a tracepoint and reused.
-        if TRACKED.remove(skb).is_ok() {
-            bump(counter::UNTRACKED);
-        }
+        untrack(skb);
+    }
+    let all_drops =
+        drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0;
+    if !all_drops && !unsafe { could_match(cfg, skb, at) } {
+        return None;
+    }
+    if entry.is_none() {
+        unsafe { read_headers(cfg, skb, at, hdr) };
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
-        None if drop
-            && cfg.n_filters > 0
-            && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 =>
-        {
-            0
-        }
+        None if all_drops => 0,
         None => return None,
     };
     let mut tracked = Tracked {
@@ -110,6 +138,7 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Heade
     };
     hdr.remember_in(&mut tracked);
     if !drop {
+        live_add(1);
         let _ = TRACKED.insert(skb, tracked, 0);
         bump(counter::TRACKED);
     }
@@ -184,6 +213,14 @@ unsafe fn record<C: EbpfContext>(
     mut extra: Extra,
     known: Option<Tracked>,
 ) -> u32 {
+    let entry = match known {
+        Some(_) => None,
+        None => tracked_entry(skb),
+    };
+    // A free of a packet we never saw travel is not a path.
+    if known.is_none() && entry.is_none() && extra.kind == EventKind::Consume {
+        return 0;
+    }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
     let Some(snap) = SCRATCH.get_ptr_mut(0) else {
@@ -195,21 +232,22 @@ unsafe fn record<C: EbpfContext>(
             unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
             Some(t)
         }
-        // A free of a packet we never saw travel is not a path.
-        None if extra.kind == EventKind::Consume => match unsafe { TRACKED.get(skb) } {
-            Some(t) => {
-                unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
-                Some(*t)
-            }
-            None => None,
+        None => unsafe {
+            classify(
+                cfg,
+                skb,
+                at,
+                extra.kind == EventKind::Drop,
+                entry,
+                &mut snap.hdr,
+            )
         },
-        None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop, &mut snap.hdr) },
     };
     let Some(tracked) = found else {
         return 0;
     };
-    if terminal && TRACKED.remove(skb).is_ok() {
-        bump(counter::UNTRACKED);
+    if terminal && entry.is_some() {
+        untrack(skb);
     }
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
     if extra.ts_ns == 0 {
@@ -425,9 +463,17 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     frame.skb = skb;
     frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let Some(tracked) =
-        (unsafe { classify(cfg, skb, L3At::NetworkHeader, false, &mut frame.snap.hdr) })
-    else {
+    let entry = tracked_entry(skb);
+    let Some(tracked) = (unsafe {
+        classify(
+            cfg,
+            skb,
+            L3At::NetworkHeader,
+            false,
+            entry,
+            &mut frame.snap.hdr,
+        )
+    }) else {
         return 0;
     };
     let o = &cfg.offsets;
