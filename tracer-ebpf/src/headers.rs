@@ -1,6 +1,6 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
-use crate::probe;
+use crate::{probe, skb};
 use tracer_common::{addr_words, filter_flags, icmp, Config, Filter, Quoted, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -41,18 +41,20 @@ unsafe fn rd<T>(addr: u64) -> T {
     unsafe { probe::read(addr) }
 }
 
-/// The address of the network header, 0 when there is none.
+/// The address of the network header, 0 when there is none. `BTF`: `skb`
+/// is a pointer the verifier knows as `struct sk_buff *`.
 #[inline(always)]
-pub unsafe fn l3_addr(cfg: &Config, skb: u64, at: L3At) -> u64 {
+pub unsafe fn l3_addr<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> u64 {
     let o = &cfg.offsets;
     match at {
-        L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
+        L3At::Data => unsafe { skb::member::<u64, BTF>(skb, &skb::DATA, o.skb_data) },
         L3At::NetworkHeader => {
-            let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
+            let nh =
+                unsafe { skb::member::<u16, BTF>(skb, &skb::NETWORK_HEADER, o.skb_network_header) };
             if nh == 0xffff {
                 return 0;
             }
-            let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
+            let head = unsafe { skb::member::<u64, BTF>(skb, &skb::HEAD, o.skb_head) };
             if head == 0 {
                 return 0;
             }
@@ -64,13 +66,14 @@ pub unsafe fn l3_addr(cfg: &Config, skb: u64, at: L3At) -> u64 {
 /// Where the network header of an IPv4 or IPv6 packet is, 0 for other
 /// packets and when there is none.
 #[inline(always)]
-unsafe fn l3_of(cfg: &Config, skb: u64, at: L3At) -> u64 {
+unsafe fn l3_of<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> u64 {
     let o = &cfg.offsets;
-    let protocol = u16::from_be(unsafe { rd::<u16>(skb + o.skb_protocol as u64) });
+    let protocol =
+        u16::from_be(unsafe { skb::member::<u16, BTF>(skb, &skb::PROTOCOL, o.skb_protocol) });
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return 0;
     }
-    unsafe { l3_addr(cfg, skb, at) }
+    unsafe { l3_addr::<BTF>(cfg, skb, at) }
 }
 
 /// Whether the packet could match a filter, judged from its IP header alone
@@ -78,8 +81,8 @@ unsafe fn l3_of(cfg: &Config, skb: u64, at: L3At) -> u64 {
 /// this is all that is read. ICMP errors answer to the flow they quote, and
 /// ports need the transport header: both are left to [`Headers::matches`].
 #[inline(always)]
-pub unsafe fn could_match(cfg: &Config, skb: u64, at: L3At) -> bool {
-    let l3 = unsafe { l3_of(cfg, skb, at) };
+pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> bool {
+    let l3 = unsafe { l3_of::<BTF>(cfg, skb, at) };
     if l3 == 0 {
         return false;
     }
@@ -131,9 +134,9 @@ pub unsafe fn could_match(cfg: &Config, skb: u64, at: L3At) -> bool {
 
 /// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
 #[inline(always)]
-pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
+pub unsafe fn read_headers<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     *h = Headers::default();
-    let l3 = unsafe { l3_of(cfg, skb, at) };
+    let l3 = unsafe { l3_of::<BTF>(cfg, skb, at) };
     if l3 == 0 {
         return;
     }

@@ -11,6 +11,7 @@
 mod headers;
 mod maps;
 mod probe;
+mod skb;
 
 use aya_log_ebpf::debug;
 use aya_ebpf::{
@@ -97,7 +98,7 @@ fn untrack(skb: u64) {
 /// tracking it when a filter matches. Returns `None` for packets we don't
 /// follow; for those, only what the filters need has been read.
 #[inline(always)]
-unsafe fn classify(
+unsafe fn classify<const BTF: bool>(
     cfg: &Config,
     skb: u64,
     at: L3At,
@@ -107,7 +108,7 @@ unsafe fn classify(
 ) -> Option<Tracked> {
     if let Some(t) = entry {
         let t = unsafe { &mut *t };
-        unsafe { read_headers(cfg, skb, at, hdr) };
+        unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
         if hdr.ip_version == 0 {
             return Some(*t);
         }
@@ -120,11 +121,11 @@ unsafe fn classify(
     }
     let all_drops =
         drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0;
-    if !all_drops && !unsafe { could_match(cfg, skb, at) } {
+    if !all_drops && !unsafe { could_match::<BTF>(cfg, skb, at) } {
         return None;
     }
     if entry.is_none() {
-        unsafe { read_headers(cfg, skb, at, hdr) };
+        unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
     }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
@@ -229,11 +230,11 @@ unsafe fn record<C: EbpfContext>(
     let snap = unsafe { &mut *snap };
     let found = match known {
         Some(t) => {
-            unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
+            unsafe { read_headers::<true>(cfg, skb, at, &mut snap.hdr) };
             Some(t)
         }
         None => unsafe {
-            classify(
+            classify::<true>(
                 cfg,
                 skb,
                 at,
@@ -269,7 +270,7 @@ unsafe fn record<C: EbpfContext>(
 #[inline(always)]
 unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
     let o = &cfg.offsets;
-    let l3 = unsafe { l3_addr(cfg, skb, at) };
+    let l3 = unsafe { l3_addr::<true>(cfg, skb, at) };
     if l3 == 0 {
         return;
     }
@@ -444,7 +445,7 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
 /// pairs each exit with its entry. Everything the exit reports is read here:
 /// after a DROP the `sk_buff` is freed.
 #[inline(always)]
-unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
+unsafe fn nf_enter<const BTF: bool>(skb: u64, state: u64) -> u32 {
     let Some(stack) = NF_STACK.get_ptr_mut(0) else {
         return 0;
     };
@@ -465,7 +466,7 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let entry = tracked_entry(skb);
     let Some(tracked) = (unsafe {
-        classify(
+        classify::<BTF>(
             cfg,
             skb,
             L3At::NetworkHeader,
@@ -536,7 +537,7 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
     };
     // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
     if retval == 1 {
-        unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
+        unsafe { read_headers::<false>(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
     }
     unsafe { emit(ctx, cfg, frame.skb, &frame.extra, &frame.snap) }
 }
@@ -545,7 +546,7 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
 pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> u32 {
     let skb: u64 = ctx.arg(0);
     let state: u64 = ctx.arg(1);
-    unsafe { nf_enter(skb, state) }
+    unsafe { nf_enter::<true>(skb, state) }
 }
 
 #[fexit(function = "nf_hook_slow")]
@@ -560,7 +561,7 @@ pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    unsafe { nf_enter(skb, state) }
+    unsafe { nf_enter::<false>(skb, state) }
 }
 
 #[kretprobe]

@@ -258,6 +258,12 @@ impl Tracer {
             .btf(None)
             // Off, the verifier prunes every kernel log statement.
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            // The sk_buff members the hot path loads directly: read-only
+            // constants the verifier checks each load against.
+            .override_global("SKB_PROTOCOL", &cfg.offsets.skb_protocol, true)
+            .override_global("SKB_NETWORK_HEADER", &cfg.offsets.skb_network_header, true)
+            .override_global("SKB_HEAD", &cfg.offsets.skb_head, true)
+            .override_global("SKB_DATA", &cfg.offsets.skb_data, true)
             .map_max_entries("AYA_LOGS", if kernel_logs { 1 << 17 } else { 4096 })
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)
