@@ -94,9 +94,22 @@ fn untrack(skb: u64) {
     }
 }
 
+/// Whether a packet not in `TRACKED` needs a closer look: every drop when
+/// all drops are followed, else those a filter could match (judged from the
+/// IP header alone). Most packets end here, before any map but `CONFIG`.
+#[inline(always)]
+unsafe fn worth_a_look<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, drop: bool) -> bool {
+    (drop && all_drops(cfg)) || unsafe { could_match::<BTF>(cfg, skb, at) }
+}
+
+#[inline(always)]
+fn all_drops(cfg: &Config) -> bool {
+    cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0
+}
+
 /// Follows the packet when `entry` (its `TRACKED` entry) says so, or starts
 /// tracking it when a filter matches. Returns `None` for packets we don't
-/// follow; for those, only what the filters need has been read.
+/// follow. Without an entry, the caller has found it [`worth_a_look`].
 #[inline(always)]
 unsafe fn classify<const BTF: bool>(
     cfg: &Config,
@@ -119,11 +132,7 @@ unsafe fn classify<const BTF: bool>(
         // The sk_buff was freed without a tracepoint and reused.
         untrack(skb);
     }
-    let all_drops =
-        drop && cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0;
-    if !all_drops && !unsafe { could_match::<BTF>(cfg, skb, at) } {
-        return None;
-    }
+    let all_drops = drop && all_drops(cfg);
     if entry.is_none() {
         unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
     }
@@ -223,6 +232,13 @@ unsafe fn record<C: EbpfContext>(
         return 0;
     }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let drop = extra.kind == EventKind::Drop;
+    if known.is_none()
+        && entry.is_none()
+        && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) }
+    {
+        return 0;
+    }
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
     let Some(snap) = SCRATCH.get_ptr_mut(0) else {
         return 0;
@@ -234,14 +250,7 @@ unsafe fn record<C: EbpfContext>(
             Some(t)
         }
         None => unsafe {
-            classify::<true>(
-                cfg,
-                skb,
-                at,
-                extra.kind == EventKind::Drop,
-                entry,
-                &mut snap.hdr,
-            )
+            classify::<true>(cfg, skb, at, drop, entry, &mut snap.hdr)
         },
     };
     let Some(tracked) = found else {
@@ -465,6 +474,9 @@ unsafe fn nf_enter<const BTF: bool>(skb: u64, state: u64) -> u32 {
     frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let entry = tracked_entry(skb);
+    if entry.is_none() && !unsafe { could_match::<BTF>(cfg, skb, L3At::NetworkHeader) } {
+        return 0;
+    }
     let Some(tracked) = (unsafe {
         classify::<BTF>(
             cfg,
