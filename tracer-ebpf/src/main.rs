@@ -21,8 +21,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, record_kind, verdict, Config, DropKey, Event, EventKind,
-    PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
+    config_flags, counter, filter_flags, record_kind, verdict, Config, DropEvent, DropKey, Event,
+    EventKind, PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
 };
 
 use crate::{
@@ -208,7 +208,9 @@ unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, sna
     snap.ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
     snap.len = unsafe { read::<u32>(skb, o.skb_len) };
     snap.ifname = [0; 16];
-    if dev != 0 {
+    // Events name no interface (userspace does, from the index); only the
+    // drop counters keep the name in their key.
+    if dev != 0 && cfg.flags & config_flags::COUNT_DROPS != 0 {
         unsafe { probe::read_into(dev + o.dev_name as u64, &mut snap.ifname) };
     }
 }
@@ -333,26 +335,64 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
             return 0;
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    let ok = if extra.kind == EventKind::Drop {
+        match EVENTS.reserve::<DropEvent>(0) {
+            Some(mut entry) => {
+                let d = entry.as_mut_ptr();
+                unsafe {
+                    fill(&mut (*d).event, record_kind::DROP, skb, extra, snap);
+                    (*d)._pad = 0;
+                    (*d).stack_len = 0;
+                    let n = bpf_get_stack(
+                        ctx.as_ptr(),
+                        (*d).stack.as_mut_ptr() as *mut _,
+                        core::mem::size_of_val(&(*d).stack) as u32,
+                        0,
+                    );
+                    if n > 0 {
+                        (*d).stack_len = n as u32 / 8;
+                    }
+                }
+                entry.submit(0);
+                true
+            }
+            None => false,
+        }
+    } else {
+        match EVENTS.reserve::<Event>(0) {
+            Some(mut entry) => {
+                unsafe { fill(&mut *entry.as_mut_ptr(), record_kind::HOP, skb, extra, snap) };
+                entry.submit(0);
+                true
+            }
+            None => false,
+        }
+    };
+    if ok {
+        bump(counter::SENT);
+    } else {
         bump(counter::LOST);
         debug!(ctx, "ring buffer full: an event was lost");
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
+    }
+    0
+}
+
+/// Writes every field of `ev` (ring memory: nothing may be left unset).
+#[inline(always)]
+unsafe fn fill(ev: *mut Event, record: u32, skb: u64, extra: &Extra, snap: &Snapshot) {
     let hdr = &snap.hdr;
     unsafe {
+        (*ev).record = record;
+        (*ev).netns = snap.netns;
+        // Set by `record` (netfilter events: when the hook was entered).
         (*ev).ts_ns = extra.ts_ns;
         (*ev).skb = skb;
         (*ev).track_id = snap.track_id;
         (*ev).location = extra.location;
-        (*ev).netns = snap.netns;
         (*ev).ifindex = snap.ifindex;
         (*ev).reason = extra.reason;
         (*ev).retval = extra.retval;
         (*ev).len = snap.len;
-        (*ev).icmp_code = hdr.icmp_code;
-        (*ev)._pad2 = [0; 3];
-        (*ev).quoted = hdr.quoted;
         (*ev).kind = extra.kind as u8;
         (*ev).hook = extra.hook;
         (*ev).verdict = extra.verdict;
@@ -360,30 +400,16 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
         (*ev).proto = hdr.proto;
         (*ev).nf_family = extra.nf_family;
         (*ev).filter = snap.filter as u8;
+        (*ev).tcp_flags = hdr.tcp_flags;
         (*ev).sport = hdr.sport;
         (*ev).dport = hdr.dport;
-        (*ev).tcp_flags = hdr.tcp_flags;
-        (*ev).icmp_type = hdr.icmp_type;
         (*ev).ip_id = hdr.ip_id;
+        (*ev).icmp_type = hdr.icmp_type;
+        (*ev).icmp_code = hdr.icmp_code;
         (*ev).saddr = hdr.saddr;
         (*ev).daddr = hdr.daddr;
-        (*ev).ifname = snap.ifname;
-        (*ev).stack_len = 0;
-        if extra.kind == EventKind::Drop {
-            let n = bpf_get_stack(
-                ctx.as_ptr(),
-                (*ev).stack.as_mut_ptr() as *mut _,
-                core::mem::size_of_val(&(*ev).stack) as u32,
-                0,
-            );
-            if n > 0 {
-                (*ev).stack_len = (n as usize / 8) as u8;
-            }
-        }
+        (*ev).quoted = hdr.quoted;
     }
-    entry.submit(0);
-    bump(counter::SENT);
-    0
 }
 
 // ---- tracepoint tier: device hops and frees -------------------------------

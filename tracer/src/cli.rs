@@ -207,10 +207,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", default_value = "4194304", value_parser = parse_ring, hide = true)]
+    /// Raise it when the exit line reports lost events.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::loader::DEFAULT_RING_BYTES, value_parser = parse_ring)]
     pub ring_bytes: u32,
     /// Packets the kernel follows at once; the oldest is evicted beyond that.
-    #[arg(long, value_name = "N", default_value = "16384", value_parser = parse_tracked, hide = true)]
+    /// Raise it when the exit line reports evictions.
+    #[arg(long, value_name = "N", default_value_t = crate::loader::DEFAULT_TRACKED_MAX, value_parser = parse_tracked)]
     pub tracked_max: u32,
 }
 

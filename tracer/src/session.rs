@@ -21,7 +21,7 @@ use crate::{
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
-    names::{Containers, NetnsNames},
+    names::{Containers, Interfaces, NetnsNames},
     render::{
         json,
         pcapng::{self, PcapWriter},
@@ -89,11 +89,14 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
         reasons,
         syms,
         netns: NetnsNames::load(),
+        interfaces: Interfaces::new(),
     })
 }
 
-/// Infers the netfilter hook of a drop from its kernel stack.
-pub fn enrich(hop: &mut Hop, view: &View) {
+/// Names the hop's interface, and infers the netfilter hook of a drop from
+/// its kernel stack.
+pub fn enrich(hop: &mut Hop, view: &mut View) {
+    view.name_interface(hop);
     if hop.kind != HopKind::Drop || hop.hook.is_some() {
         return;
     }
@@ -284,7 +287,7 @@ pub async fn run<S: PacketSink>(
     let mut handle = |bytes: &[u8],
                       tracker: &mut Tracker,
                       stats: &mut Stats,
-                      view: &View,
+                      view: &mut View,
                       follow: &mut Follow| {
         if let Some(r) = decode_bytes(bytes) {
             pending.insert(r);
@@ -307,7 +310,7 @@ pub async fn run<S: PacketSink>(
     let mut done = false;
     'run: loop {
         tokio::select! {
-            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow)) => {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
@@ -339,7 +342,7 @@ pub async fn run<S: PacketSink>(
             _ = stop.notified() => break,
         }
     }
-    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow));
+    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow));
     if !done {
         // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
         let stopped = Instant::now();

@@ -52,6 +52,14 @@ pub enum LoadError {
     TooManyFilters,
 }
 
+/// The event ring's default size: about 6,900 hop records (152 bytes each
+/// with the ring's own header), 1,000 packets' worth at 7 hops each.
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// Packets followed at once by default. A packet is tracked only while it
+/// is in flight (microseconds to a socket queue's worth); 4096 entries are
+/// about 0.5 MiB of kernel memory.
+pub const DEFAULT_TRACKED_MAX: u32 = 4096;
+
 /// What to attach and how big to make the buffers.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -71,8 +79,8 @@ impl Default for LoadOptions {
         Self {
             tier: TierRequest::Auto,
             hops: true,
-            ring_bytes: 4 << 20,
-            tracked_max: 16384,
+            ring_bytes: DEFAULT_RING_BYTES,
+            tracked_max: DEFAULT_TRACKED_MAX,
             all_drops: false,
             config_flags: 0,
         }

@@ -260,7 +260,7 @@ mod tests {
         events::Captured,
         kernel::drop_reason::DropReasons,
         model::{Hook, Verdict},
-        names::NetnsNames,
+        names::{Interfaces, NetnsNames},
         track::Fate,
     };
 
@@ -323,6 +323,7 @@ mod tests {
             reasons: DropReasons::default(),
             syms: None,
             netns,
+            interfaces: Interfaces::default(),
         };
         let mut nf = hop(3, HopKind::NfHook, 22, "eth0");
         nf.hook = Some(Hook::Forward);
