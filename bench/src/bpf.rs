@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::children;
 
 /// pathtrace's maps, by the names its eBPF object gives them.
-pub const PATHTRACE_MAPS: [&str; 7] = [
+pub const PATHTRACE_MAPS: [&str; 9] = [
     "EVENTS",
     "TRACKED",
     "CONFIG",
@@ -17,6 +17,8 @@ pub const PATHTRACE_MAPS: [&str; 7] = [
     "NF_STACK",
     "AYA_LOGS",
     "DROP_COUNTS",
+    "SCRATCH",
+    "LIVE",
 ];
 
 /// Indices of pathtrace's per-CPU `COUNTERS` (tracer_common::counter).

@@ -165,6 +165,9 @@ fn pathtrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> 
     let mut run = PtRun::start(&ctx.tools, &args, bound, out, None)?;
     let result = (|| {
         anyhow::ensure!(run.ready.is_some(), "pathtrace did not start");
+        if let Some(kib) = run.proc.vm_hwm_kib() {
+            ctx.mem.pathtrace_ready_hwm_kib.push(kib as f64);
+        }
         let held = bpf::held_by(run.proc.pid)?;
         let mut progs = held.progs;
         bpf::name_progs(&mut progs)?;

@@ -171,6 +171,10 @@ fn install_signal_handlers() {
 pub struct Memory {
     /// VmHWM of each pathtrace run under load (matching traffic), KiB.
     pub pathtrace_hwm_kib: Vec<f64>,
+    /// VmRSS of the same runs at the same moment: what stays resident.
+    pub pathtrace_rss_kib: Vec<f64>,
+    /// VmHWM right after the ready line, before any traffic: the start-up peak.
+    pub pathtrace_ready_hwm_kib: Vec<f64>,
     pub bpftrace_hwm_kib: Vec<f64>,
     pub pathtrace_maps: Vec<MapInfo>,
     pub bpftrace_maps: Vec<MapInfo>,
@@ -240,6 +244,9 @@ impl Ctx<'_> {
     pub fn pathtrace_memory(&mut self, run: &PtRun) {
         if let Some(kib) = run.proc.vm_hwm_kib() {
             self.mem.pathtrace_hwm_kib.push(kib as f64);
+        }
+        if let Some(kib) = run.proc.vm_rss_kib() {
+            self.mem.pathtrace_rss_kib.push(kib as f64);
         }
         if self.mem.pathtrace_maps.is_empty() {
             match held_maps(run.proc.pid) {

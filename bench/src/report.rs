@@ -35,6 +35,10 @@ pub struct ReadyRow {
 pub struct MemorySummary {
     /// Peak RSS (VmHWM) over runs under load, KiB.
     pub pathtrace_peak_rss_kib: Option<Summary>,
+    /// VmRSS at the moment the peak was read, under load.
+    pub pathtrace_rss_under_load_kib: Option<Summary>,
+    /// VmHWM right after the ready line (no traffic yet).
+    pub pathtrace_ready_peak_kib: Option<Summary>,
     pub bpftrace_peak_rss_kib: Option<Summary>,
     pub pathtrace_maps: Vec<MapInfo>,
     pub pathtrace_maps_bytes: u64,
@@ -180,6 +184,8 @@ impl Results {
         let m = &ctx.mem;
         self.memory = MemorySummary {
             pathtrace_peak_rss_kib: Summary::of(&m.pathtrace_hwm_kib),
+            pathtrace_rss_under_load_kib: Summary::of(&m.pathtrace_rss_kib),
+            pathtrace_ready_peak_kib: Summary::of(&m.pathtrace_ready_hwm_kib),
             bpftrace_peak_rss_kib: Summary::of(&m.bpftrace_hwm_kib),
             pathtrace_maps_bytes: m.pathtrace_maps.iter().map(|x| x.bytes_memlock).sum(),
             bpftrace_maps_bytes: m.bpftrace_maps.iter().map(|x| x.bytes_memlock).sum(),
@@ -725,6 +731,12 @@ impl Results {
             show(&m.bpftrace_peak_rss_kib, mib),
             bytes_mib(m.bpftrace_maps_bytes),
             bytes_mib(m.bpftrace_perf_buffer_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "\npathtrace's resident set under load (VmRSS when the peak was read): {} MiB; its peak right after the ready line, before any traffic: {} MiB.\n",
+            show(&m.pathtrace_rss_under_load_kib, mib),
+            show(&m.pathtrace_ready_peak_kib, mib)
         );
         if !m.pathtrace_maps.is_empty() {
             let _ = writeln!(
