@@ -107,21 +107,22 @@ fn all_drops(cfg: &Config) -> bool {
     cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0
 }
 
-/// Follows the packet when `entry` (its `TRACKED` entry) says so, or starts
-/// tracking it when a filter matches. Returns `None` for packets we don't
-/// follow. Without an entry, the caller has found it [`worth_a_look`].
+/// Follows the packet when `TRACKED` says so, or starts tracking it when a
+/// filter matches. Returns `None` for packets we don't follow. Callers turn
+/// away untracked packets that are not [`worth_a_look`] first.
 #[inline(always)]
 unsafe fn classify<const BTF: bool>(
     cfg: &Config,
     skb: u64,
     at: L3At,
     drop: bool,
-    entry: Option<*mut Tracked>,
     hdr: &mut Headers,
 ) -> Option<Tracked> {
-    if let Some(t) = entry {
+    // Headers first, then the entry: one path through the header reader
+    // for the verifier to walk, whether the packet is tracked or not.
+    unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
+    if let Some(t) = tracked_entry(skb) {
         let t = unsafe { &mut *t };
-        unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
         if hdr.ip_version == 0 {
             return Some(*t);
         }
@@ -133,9 +134,6 @@ unsafe fn classify<const BTF: bool>(
         untrack(skb);
     }
     let all_drops = drop && all_drops(cfg);
-    if entry.is_none() {
-        unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
-    }
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
         None if all_drops => 0,
@@ -215,30 +213,17 @@ unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, sna
     }
 }
 
-/// Records a hop of `skb` when it is a packet we follow (`known`: already
-/// looked up by the caller).
+/// Records a hop of `skb` when it is a packet we follow.
 #[inline(always)]
-unsafe fn record<C: EbpfContext>(
-    ctx: &C,
-    skb: u64,
-    at: L3At,
-    mut extra: Extra,
-    known: Option<Tracked>,
-) -> u32 {
-    let entry = match known {
-        Some(_) => None,
-        None => tracked_entry(skb),
-    };
+unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) -> u32 {
+    let followed = tracked_entry(skb).is_some();
     // A free of a packet we never saw travel is not a path.
-    if known.is_none() && entry.is_none() && extra.kind == EventKind::Consume {
+    if !followed && extra.kind == EventKind::Consume {
         return 0;
     }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let drop = extra.kind == EventKind::Drop;
-    if known.is_none()
-        && entry.is_none()
-        && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) }
-    {
+    if !followed && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) } {
         return 0;
     }
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
@@ -246,19 +231,18 @@ unsafe fn record<C: EbpfContext>(
         return 0;
     };
     let snap = unsafe { &mut *snap };
-    let found = match known {
-        Some(t) => {
-            unsafe { read_headers::<true>(cfg, skb, at, &mut snap.hdr) };
-            Some(t)
-        }
-        None => unsafe {
-            classify::<true>(cfg, skb, at, drop, entry, &mut snap.hdr)
-        },
+    let found = if extra.kind == EventKind::Consume {
+        // The last hop of a packet we follow: whatever the sk_buff holds
+        // now, this free ends its path.
+        unsafe { read_headers::<true>(cfg, skb, at, &mut snap.hdr) };
+        tracked_entry(skb).map(|t| unsafe { *t })
+    } else {
+        unsafe { classify::<true>(cfg, skb, at, drop, &mut snap.hdr) }
     };
     let Some(tracked) = found else {
         return 0;
     };
-    if terminal && entry.is_some() {
+    if terminal && followed {
         untrack(skb);
     }
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
@@ -417,7 +401,7 @@ unsafe fn fill(ev: *mut Event, record: u32, skb: u64, extra: &Extra, snap: &Snap
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);
-    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
+    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx)) }
 }
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -429,7 +413,6 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
             skb,
             L3At::NetworkHeader,
             Extra::new(EventKind::Tx),
-            None,
         )
     }
 }
@@ -442,7 +425,7 @@ fn on_drop(ctx: &BtfTracePointContext, with_reason: bool) -> u32 {
     if with_reason {
         extra.reason = ctx.arg::<u64>(2) as u32;
     }
-    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, None) }
+    unsafe { record(ctx, skb, L3At::NetworkHeader, extra) }
 }
 
 /// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
@@ -466,7 +449,6 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
             skb,
             L3At::NetworkHeader,
             Extra::new(EventKind::Consume),
-            None,
         )
     }
 }
@@ -499,8 +481,9 @@ unsafe fn nf_enter<const BTF: bool>(skb: u64, state: u64) -> u32 {
     frame.skb = skb;
     frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let entry = tracked_entry(skb);
-    if entry.is_none() && !unsafe { could_match::<BTF>(cfg, skb, L3At::NetworkHeader) } {
+    if tracked_entry(skb).is_none()
+        && !unsafe { could_match::<BTF>(cfg, skb, L3At::NetworkHeader) }
+    {
         return 0;
     }
     let Some(tracked) = (unsafe {
@@ -509,7 +492,6 @@ unsafe fn nf_enter<const BTF: bool>(skb: u64, state: u64) -> u32 {
             skb,
             L3At::NetworkHeader,
             false,
-            entry,
             &mut frame.snap.hdr,
         )
     }) else {
