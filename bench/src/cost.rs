@@ -245,6 +245,19 @@ fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
     }
 }
 
+/// pathtrace's ns per packet over the peer's, for each round both ran in.
+fn paired_ratios(turns: &[Turn]) -> Vec<f64> {
+    let mut rounds: Vec<usize> = turns.iter().map(|t| t.round).collect();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|r| {
+            let of = |tool| turns.iter().find(|t| t.round == r && t.tool == tool);
+            Some(of("pathtrace")?.ns_per_packet() / of("bpftrace")?.ns_per_packet())
+        })
+        .collect()
+}
+
 /// The statistic, on while the value lives.
 struct StatsOn(
     #[expect(dead_code, reason = "held: closing it switches the statistic off")] OwnedFd,
@@ -280,12 +293,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Cost> {
         }
     }
     drop(stats);
-    let ratios: Vec<f64> = (0..rounds)
-        .filter_map(|r| {
-            let of = |tool| turns.iter().find(|t| t.round == r && t.tool == tool);
-            Some(of("pathtrace")?.ns_per_packet() / of("bpftrace")?.ns_per_packet())
-        })
-        .collect();
+    let ratios = paired_ratios(&turns);
     Ok(Cost {
         pps: COST_PPS,
         sample_secs: ctx.plan.sample_secs,
@@ -296,4 +304,46 @@ pub fn run(ctx: &mut Ctx) -> Result<Cost> {
         ratio: Summary::of(&ratios),
         turns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(round: usize, tool: &'static str, forwarded: u64, runs: u64, run_ns: u64) -> Turn {
+        Turn {
+            round,
+            tool,
+            packets_sent: forwarded,
+            packets_forwarded: forwarded,
+            run_ns,
+            runs,
+            per_prog: vec![ProgTurn {
+                name: "net_dev_queue".into(),
+                runs,
+                run_ns,
+            }],
+        }
+    }
+
+    #[test]
+    fn per_packet_figures_and_per_program_medians() {
+        let turns = vec![
+            turn(0, "pathtrace", 1000, 7000, 700_000),
+            turn(0, "bpftrace", 1000, 7000, 1_400_000),
+            turn(1, "bpftrace", 2000, 14000, 2_800_000),
+            turn(1, "pathtrace", 2000, 14000, 1_400_000),
+            turn(2, "pathtrace", 1000, 8000, 800_000),
+        ];
+        let pt = summarize(&turns, "pathtrace");
+        let ns = pt.ns_per_packet.expect("ns per packet");
+        assert_eq!((ns.median, ns.n), (700.0, 3));
+        assert_eq!(pt.runs_per_packet.expect("runs").median, 7.0);
+        assert_eq!(pt.ns_per_run.expect("ns per run").median, 100.0);
+        assert_eq!(pt.per_prog, vec![("net_dev_queue".to_string(), 7.0, 100.0)]);
+        let bt = summarize(&turns, "bpftrace");
+        assert_eq!(bt.ns_per_packet.expect("ns").median, 1400.0);
+        // Round 2 has no peer turn: only rounds with both are paired.
+        assert_eq!(paired_ratios(&turns), vec![0.5, 0.5]);
+    }
 }
