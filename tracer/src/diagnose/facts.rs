@@ -274,6 +274,19 @@ impl Facts {
             let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
             let m = Manager::of(r, walked);
             rule_values(r, m, &mut v);
+            if m == Manager::Firewalld && !v.contains_key("zone") {
+                // firewalld's last reject sits in filter_INPUT, after the
+                // zone chains the packet went through.
+                let zone = p
+                    .hops
+                    .iter()
+                    .filter_map(|h| h.rule.as_deref())
+                    .filter(|h| h.netns == r.netns && h.table == r.table)
+                    .find_map(|h| firewalld_zone(&h.chain));
+                if let Some(z) = zone {
+                    v.insert("zone", z.to_owned());
+                }
+            }
             let (word, reply_kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
             v.insert("reject_word", word.into());
             v.insert("reject_reply", reply_kind.into());
