@@ -259,9 +259,17 @@ type Explained = (ConnectionOutcome, Option<&'static str>, String);
 fn explain(s: &ConnState) -> Explained {
     let arrived = arrived(s);
     let refuser = s.refuser.as_ref();
+    // The outcome leads the line; the request's own account need not repeat it.
     let why = refuser
         .or(s.last.as_ref())
-        .map(|r| format!(" {}", r.diag.message))
+        .map(|r| {
+            let m = r.diag.message.as_str();
+            let m = ["refused: ", "prohibited: ", "unreachable: "]
+                .iter()
+                .find_map(|w| m.strip_prefix(w))
+                .unwrap_or(m);
+            format!(" {m}")
+        })
         .unwrap_or_default();
     if let Some((r, e)) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e))) {
         let outcome = match e.meaning() {
@@ -284,22 +292,27 @@ fn explain(s: &ConnState) -> Explained {
             ),
         );
     }
-    if let Some(rst) = arrived.iter().find(|r| r.flags & TCP_RST != 0) {
+    let rst = arrived.iter().find(|r| r.flags & TCP_RST != 0);
+    // A handshake that completed is a connection, whatever ended it later.
+    if arrived
+        .iter()
+        .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
+    {
+        let later = rst
+            .map(|r| format!("; a TCP reset from {} ended the connection later", r.origin))
+            .unwrap_or_default();
+        return (
+            ConnectionOutcome::Connected,
+            None,
+            format!("connected: the server answered{later}"),
+        );
+    }
+    if let Some(rst) = rst {
         let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&rst.origin);
         return (
             ConnectionOutcome::Refused,
             Some("ECONNREFUSED"),
             format!("connection refused: a TCP reset from {origin} reached the client.{why}"),
-        );
-    }
-    if arrived
-        .iter()
-        .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
-    {
-        return (
-            ConnectionOutcome::Connected,
-            None,
-            "connected: the server answered".into(),
         );
     }
     if !arrived.is_empty() {

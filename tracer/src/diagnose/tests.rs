@@ -279,6 +279,7 @@ fn an_icmp_error_belongs_to_the_flow_it_quotes() {
         why.contains("host-prohibited") && !why.contains("timed out"),
         "{why}"
     );
+    assert_eq!(why.matches("prohibited:").count(), 1, "said once: {why}");
 }
 
 #[test]
@@ -590,5 +591,39 @@ fn a_docker_user_rule_is_dockers_and_its_advice_stays_in_docker_user() {
     assert!(
         advice.ends_with("iptables-legacy -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
         "{advice}"
+    );
+}
+
+#[test]
+fn a_reset_after_the_handshake_is_no_refusal() {
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.1", 5000, "198.51.100.2", 8080, 6);
+    o.request(
+        req,
+        10,
+        FateKind::Forwarded,
+        &diag("forwarded", "forwarded"),
+        "namespace r".into(),
+    );
+    for flags in [0x12, 0x14] {
+        o.reply(
+            outcome::ReplySeen {
+                last: tuple("198.51.100.2", 8080, "192.0.2.1", 5000, 6),
+                last_netns: 10,
+                flags,
+                icmp: None,
+                origin: "namespace b".into(),
+            },
+            FateKind::Unknown,
+            &diag("tcp_consumed", "taken by the TCP stack"),
+        );
+    }
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::Connected, "{}", c.explanation);
+    assert!(
+        c.explanation
+            .contains("a TCP reset from namespace b ended the connection later"),
+        "{}",
+        c.explanation
     );
 }
