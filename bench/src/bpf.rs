@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::children;
 
 /// pathtrace's maps, by the names its eBPF object gives them.
-pub const PATHTRACE_MAPS: [&str; 7] = [
+pub const PATHTRACE_MAPS: [&str; 9] = [
     "EVENTS",
     "TRACKED",
     "CONFIG",
@@ -17,6 +17,8 @@ pub const PATHTRACE_MAPS: [&str; 7] = [
     "NF_STACK",
     "AYA_LOGS",
     "DROP_COUNTS",
+    "SCRATCH",
+    "LIVE",
 ];
 
 /// Indices of pathtrace's per-CPU `COUNTERS` (tracer_common::counter).
@@ -143,6 +145,29 @@ pub fn name_progs(progs: &mut [ProgFd]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where the programs with these ids are attached: one name per link, the
+/// tracepoint's for (BTF) raw tracepoint links, else the link's type and
+/// attach type (`bpftool -j link show`).
+pub fn attach_points(prog_ids: &[u64]) -> Result<Vec<String>> {
+    let v = bpftool(&["-j", "link", "show"])?;
+    let mut out = Vec::new();
+    for l in v.as_array().into_iter().flatten() {
+        let Some(prog) = l.get("prog_id").and_then(Value::as_u64) else {
+            continue;
+        };
+        if !prog_ids.contains(&prog) {
+            continue;
+        }
+        let text = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        out.push(match l.get("tp_name").and_then(Value::as_str) {
+            Some(tp) => tp.to_string(),
+            None => format!("{} {}", text("type"), text("attach_type")),
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A bpftool value: a number, or little-endian bytes as `"0x.."` strings.

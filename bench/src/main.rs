@@ -14,6 +14,7 @@
 //! in time and count; the lab and every process started are removed on exit.
 mod bpf;
 mod children;
+mod cost;
 mod net;
 mod peers;
 mod report;
@@ -37,7 +38,7 @@ use serde::Serialize;
 
 use crate::{
     bpf::{MapInfo, ProgFd},
-    peers::{Bpftrace, BtRun, PtRun, Tools},
+    peers::{AttachPoint, Bpftrace, BtRun, PtRun, Tools},
 };
 
 /// The LAN address pathtrace's "other traffic" filter names: nothing sends from it.
@@ -73,7 +74,7 @@ struct Args {
     /// The pathtrace binary (default: next to this one).
     #[arg(long, value_name = "PATH")]
     pathtrace: Option<PathBuf>,
-    /// Sections to run (default all): throughput, traced, startup.
+    /// Sections to run (default all): cost, throughput, traced, startup.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
@@ -170,6 +171,10 @@ fn install_signal_handlers() {
 pub struct Memory {
     /// VmHWM of each pathtrace run under load (matching traffic), KiB.
     pub pathtrace_hwm_kib: Vec<f64>,
+    /// VmRSS of the same runs at the same moment: what stays resident.
+    pub pathtrace_rss_kib: Vec<f64>,
+    /// VmHWM right after the ready line, before any traffic: the start-up peak.
+    pub pathtrace_ready_hwm_kib: Vec<f64>,
     pub bpftrace_hwm_kib: Vec<f64>,
     pub pathtrace_maps: Vec<MapInfo>,
     pub bpftrace_maps: Vec<MapInfo>,
@@ -194,6 +199,10 @@ pub struct Ctx<'a> {
     /// Ready times in ms, by variant.
     pub ready_ms: BTreeMap<String, Vec<f64>>,
     pub mem: Memory,
+    /// Where pathtrace's programs are attached (`bpftool link show`).
+    pub pathtrace_attach: Vec<String>,
+    /// The peer's probes: one on each of those tracepoints.
+    pub attach: Vec<AttachPoint>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
     seq: u32,
@@ -235,6 +244,9 @@ impl Ctx<'_> {
     pub fn pathtrace_memory(&mut self, run: &PtRun) {
         if let Some(kib) = run.proc.vm_hwm_kib() {
             self.mem.pathtrace_hwm_kib.push(kib as f64);
+        }
+        if let Some(kib) = run.proc.vm_rss_kib() {
+            self.mem.pathtrace_rss_kib.push(kib as f64);
         }
         if self.mem.pathtrace_maps.is_empty() {
             match held_maps(run.proc.pid) {
@@ -279,6 +291,41 @@ fn held_maps(pid: i32) -> Result<(Vec<MapInfo>, Vec<ProgFd>)> {
     let mut progs = held.progs;
     bpf::name_progs(&mut progs)?;
     Ok((maps, progs))
+}
+
+/// Starts pathtrace as the benchmark runs it and reads where its programs
+/// are attached, so the peer can attach to exactly the same tracepoints.
+fn discover_attach(ctx: &mut Ctx) -> Result<()> {
+    let args = vec![
+        "--src".to_string(),
+        OTHER_SRC.to_string(),
+        "--no-rules".into(),
+    ];
+    let out = ctx.out_file("attach");
+    let mut run = PtRun::start(&ctx.tools, &args, Duration::from_secs(60), out, None)?;
+    let found = (|| {
+        anyhow::ensure!(run.ready.is_some(), "pathtrace did not start");
+        let held = bpf::held_by(run.proc.pid)?;
+        let ids: Vec<u64> = held.progs.iter().map(|p| p.id).collect();
+        bpf::attach_points(&ids)
+    })();
+    let stopped = run.finish();
+    ctx.discard(&run.out);
+    let found = found.with_context(|| format!("pathtrace: {}", run.proc.stderr_text()))?;
+    stopped?;
+    anyhow::ensure!(!found.is_empty(), "pathtrace's programs have no links");
+    let mut peer = Vec::new();
+    for name in &found {
+        match AttachPoint::mirror(name) {
+            Some(p) => peer.push(p),
+            None => ctx.errors.push(format!(
+                "the peer is not comparable: pathtrace attaches to {name}, which it can't mirror"
+            )),
+        }
+    }
+    ctx.pathtrace_attach = found;
+    ctx.attach = peer;
+    Ok(())
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -388,7 +435,12 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         work: work.to_path_buf(),
     };
     let sections: Vec<String> = if args.only.is_empty() {
-        vec!["throughput".into(), "traced".into(), "startup".into()]
+        vec![
+            "cost".into(),
+            "throughput".into(),
+            "traced".into(),
+            "startup".into(),
+        ]
     } else {
         args.only.clone()
     };
@@ -445,6 +497,8 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         route_ladder,
         ready_ms: BTreeMap::new(),
         mem: Memory::default(),
+        pathtrace_attach: Vec::new(),
+        attach: AttachPoint::tracepoint_tier(),
         notes,
         errors: Vec::new(),
         seq: 0,
@@ -458,6 +512,13 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     let u = net::udp_run(&ctx.route_udp, probe, Some(1000)).context("UDP through the DNAT")?;
     if u.received == 0 {
         bail!("no UDP datagram reached the container through the DNAT");
+    }
+
+    if let Err(e) = discover_attach(&mut ctx) {
+        ctx.error(
+            "reading pathtrace's attach points (the peer uses the tracepoint tier's)",
+            &e,
+        );
     }
 
     if let Some(key) = &args.soak {
@@ -482,6 +543,10 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         }
         let t = Instant::now();
         match s.as_str() {
+            "cost" => match cost::run(&mut ctx) {
+                Ok(c) => results.cost = Some(c),
+                Err(e) => ctx.error("kernel cost per packet", &e),
+            },
             "throughput" => results.throughput = Some(throughput::run(&mut ctx)),
             "traced" => results.traced = Some(traced::run(&mut ctx)),
             "startup" => results.startup = Some(startup::run(&mut ctx)),

@@ -215,21 +215,91 @@ impl PtRun {
     }
 }
 
-/// The bpftrace peer: the same five tracepoints, filtered on the IPv4 source
-/// (or, for replies, destination) address read from the `sk_buff` like
-/// pathtrace reads it, printing one line per event.
-pub fn bpftrace_script(addr: Ipv4Addr, bound: Duration) -> String {
+/// A tracepoint pathtrace's programs are attached to, and the bpftrace probe
+/// on the same tracepoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachPoint {
+    /// The kernel's name for it (`bpftool link show`: `tp_name`).
+    pub name: String,
+    /// The bpftrace probe, `tracepoint:CATEGORY:NAME`.
+    pub probe: String,
+    /// Where the IP header starts there: `skb->data` on receive (the link
+    /// layer is already pulled), else `skb->head + skb->network_header`;
+    /// pathtrace reads it from the same place.
+    pub l3_at_data: bool,
+}
+
+impl AttachPoint {
+    /// The bpftrace probe on the tracepoint pathtrace calls `name`; None for
+    /// one the peer can't mirror.
+    pub fn mirror(name: &str) -> Option<AttachPoint> {
+        let (category, l3_at_data) = match name {
+            "netif_receive_skb" => ("net", true),
+            "net_dev_queue" | "net_dev_start_xmit" => ("net", false),
+            "kfree_skb" | "consume_skb" => ("skb", false),
+            _ => return None,
+        };
+        Some(AttachPoint {
+            name: name.to_string(),
+            probe: format!("tracepoint:{category}:{name}"),
+            l3_at_data,
+        })
+    }
+
+    /// The program name the kernel keeps for bpftrace's program (15 bytes).
+    pub fn prog_name(&self) -> String {
+        self.name.chars().take(15).collect()
+    }
+
+    /// What pathtrace's tracepoint tier attaches to on kernels with drop
+    /// reasons, for when its attach list can't be read.
+    pub fn tracepoint_tier() -> Vec<AttachPoint> {
+        [
+            "netif_receive_skb",
+            "net_dev_queue",
+            "kfree_skb",
+            "consume_skb",
+        ]
+        .into_iter()
+        .filter_map(AttachPoint::mirror)
+        .collect()
+    }
+}
+
+/// The bpftrace peer: a probe on each tracepoint pathtrace attaches to
+/// (`attach`), with the same address test pathtrace's `--src ADDR` filter
+/// makes (source, or for replies destination, read from the `sk_buff` where
+/// pathtrace reads it), printing one line per matching event.
+pub fn bpftrace_script(addr: Ipv4Addr, bound: Duration, attach: &[AttachPoint]) -> String {
     // The address as the kernel's u32 load of the header field sees it (little-endian).
     let a = u32::from_le_bytes(addr.octets());
     let secs = bound.as_secs().max(1);
-    format!(
-        r#"// pathtrace-bench's bpftrace peer: src or dst {addr}.
-BEGIN {{ printf("bpftrace: ready\n"); }}
-tracepoint:net:netif_receive_skb, tracepoint:net:netif_rx
+    let mut s = format!(
+        "// pathtrace-bench's bpftrace peer: src or dst {addr}.\nBEGIN {{ printf(\"bpftrace: ready\\n\"); }}\n"
+    );
+    for at_data in [true, false] {
+        let probes: Vec<&str> = attach
+            .iter()
+            .filter(|p| p.l3_at_data == at_data)
+            .map(|p| p.probe.as_str())
+            .collect();
+        if probes.is_empty() {
+            continue;
+        }
+        let (guard, ip) = if at_data {
+            ("", "$skb->data")
+        } else {
+            (
+                " && $skb->network_header != 0xffff",
+                "$skb->head + $skb->network_header",
+            )
+        };
+        s += &format!(
+            r#"{probes}
 {{
   $skb = (struct sk_buff *)args->skbaddr;
-  if ($skb->protocol == 0x0008) {{
-    $ip = (struct iphdr *)$skb->data;
+  if ($skb->protocol == 0x0008{guard}) {{
+    $ip = (struct iphdr *)({ip});
     if ($ip->saddr == {a} || $ip->daddr == {a}) {{
       $l4 = (struct udphdr *)((uint8 *)$ip + ((*(uint8 *)$ip) & 0x0f) * 4);
       printf("%s %llu %s %u %u %u %u %u %u\n", probe, nsecs, $skb->dev->name,
@@ -238,22 +308,12 @@ tracepoint:net:netif_receive_skb, tracepoint:net:netif_rx
     }}
   }}
 }}
-tracepoint:net:net_dev_queue, tracepoint:skb:kfree_skb, tracepoint:skb:consume_skb
-{{
-  $skb = (struct sk_buff *)args->skbaddr;
-  if ($skb->protocol == 0x0008 && $skb->network_header != 0xffff) {{
-    $ip = (struct iphdr *)($skb->head + $skb->network_header);
-    if ($ip->saddr == {a} || $ip->daddr == {a}) {{
-      $l4 = (struct udphdr *)((uint8 *)$ip + ((*(uint8 *)$ip) & 0x0f) * 4);
-      printf("%s %llu %s %u %u %u %u %u %u\n", probe, nsecs, $skb->dev->name,
-             $skb->dev->nd_net.net->ns.inum, $ip->saddr, $ip->daddr,
-             $l4->source, $l4->dest, $skb->len);
-    }}
-  }}
-}}
-interval:s:{secs} {{ exit(); }}
-"#
-    )
+"#,
+            probes = probes.join(", ")
+        );
+    }
+    s += &format!("interval:s:{secs} {{ exit(); }}\n");
+    s
 }
 
 /// What has appeared in a bpftrace output file.
@@ -469,7 +529,7 @@ mod tests {
         for l in [
             "Attaching 6 probes...",
             "bpftrace: ready",
-            "tracepoint:net:netif_rx 1 eth0 1 2 3 4 5 6",
+            "tracepoint:net:netif_receive_skb 1 eth0 1 2 3 4 5 6",
             "Lost 17 events",
         ] {
             count_line(l.as_bytes(), &mut c);
@@ -482,7 +542,20 @@ mod tests {
 
     #[test]
     fn script_compares_the_loaded_address() {
-        let s = bpftrace_script(Ipv4Addr::new(192, 0, 2, 134), Duration::from_secs(60));
+        let s = bpftrace_script(
+            Ipv4Addr::new(192, 0, 2, 134),
+            Duration::from_secs(60),
+            &AttachPoint::tracepoint_tier(),
+        );
         assert!(s.contains(&format!("{}", 0x8602_00c0u32)));
+        for p in [
+            "tracepoint:net:netif_receive_skb",
+            "tracepoint:net:net_dev_queue",
+            "tracepoint:skb:kfree_skb",
+            "tracepoint:skb:consume_skb",
+        ] {
+            assert_eq!(s.matches(p).count(), 1, "{p} once in:\n{s}");
+        }
+        assert!(!s.contains("netif_rx"));
     }
 }

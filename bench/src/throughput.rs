@@ -132,7 +132,7 @@ fn start(ctx: &mut Ctx, cond: Cond, bound: Duration) -> Result<Active> {
                 .clone()
                 .context("bpftrace is not available")?;
             let script = ctx.tools.work.join(format!("peer-{}.bt", cond.key()));
-            std::fs::write(&script, bpftrace_script(src, bound))
+            std::fs::write(&script, bpftrace_script(src, bound, &ctx.attach))
                 .with_context(|| format!("writing {}", script.display()))?;
             let out = ctx.out_file(cond.key());
             let run = BtRun::start(&bt, &script, out)?;

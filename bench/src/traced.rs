@@ -183,7 +183,7 @@ fn bpftrace_rep(
     let bound =
         (step + Duration::from_secs(4)) * ctx.plan.rates.len() as u32 + Duration::from_secs(60);
     let script = ctx.tools.work.join("peer-ladder.bt");
-    std::fs::write(&script, bpftrace_script(src, bound))
+    std::fs::write(&script, bpftrace_script(src, bound, &ctx.attach))
         .with_context(|| format!("writing {}", script.display()))?;
     let out = ctx.out_file("ladder-bpftrace");
     let mut run = BtRun::start(&bt, &script, out)?;

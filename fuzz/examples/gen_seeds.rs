@@ -1,7 +1,8 @@
 //! Writes the seed corpora under `fuzz/seeds/`:
 //!
-//! - `event_decode/`: valid `tracer_common::Event` byte images, one per kind,
-//!   IPv4 and IPv6, plus a full stack and a truncated record;
+//! - `event_decode/`: valid ring records (`tracer_common::Event`, and a
+//!   `DropEvent` with a full stack), one per kind, IPv4 and IPv6, plus a
+//!   truncated record;
 //! - `netlink_trace/`: the kernel captures of `tracer/src/netfilter/fixtures.rs`
 //!   (read from the source, so they stay in sync), one per file, plus whole
 //!   multi-message datagrams.
@@ -11,16 +12,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tracer_common::{verdict, Event, EventKind, HOOK_NONE, STACK_DEPTH};
+use tracer_common::{
+    record_kind, verdict, DropEvent, Event, EventKind, HOOK_NONE, STACK_DEPTH,
+};
 
-fn image(ev: &Event) -> Vec<u8> {
-    // SAFETY: Event is repr(C) plain old data without implicit padding (its
-    // size is pinned by tracer-common), so every byte is initialised.
+fn image<T>(rec: &T) -> Vec<u8> {
+    // SAFETY: the records are repr(C) plain old data without implicit
+    // padding (their sizes are pinned by tracer-common), so every byte is
+    // initialised.
     unsafe {
-        std::slice::from_raw_parts(
-            (ev as *const Event).cast::<u8>(),
-            std::mem::size_of::<Event>(),
-        )
+        std::slice::from_raw_parts((rec as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
     .to_vec()
 }
@@ -28,6 +29,7 @@ fn image(ev: &Event) -> Vec<u8> {
 fn base(kind: EventKind) -> Event {
     // SAFETY: all-zero bytes are a valid Event (integers and byte arrays).
     let mut ev: Event = unsafe { std::mem::zeroed() };
+    ev.record = record_kind::HOP;
     ev.ts_ns = 1_000_000_123;
     ev.skb = 0xffff_8880_0a1b_2c00;
     ev.track_id = 999_000_111;
@@ -44,7 +46,6 @@ fn base(kind: EventKind) -> Event {
     ev.tcp_flags = 0x02;
     ev.ip_id = 0x6115;
     ev.len = 60;
-    ev.ifname[..4].copy_from_slice(b"eth0");
     ev
 }
 
@@ -56,23 +57,25 @@ fn event_seeds() -> Vec<(&'static str, Vec<u8>)> {
     tx6.ip_id = 0;
     tx6.saddr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     tx6.daddr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-    tx6.ifname = *b"veth-long-name0\0";
     let mut hook = base(EventKind::NfHook);
     hook.hook = 1;
     hook.verdict = verdict::DROP;
     hook.nf_family = 2;
     hook.retval = -1;
     hook.filter = 1;
-    let mut drop = base(EventKind::Drop);
-    drop.reason = 12;
-    drop.location = 0xffff_ffff_81a0_0000;
-    drop.stack_len = STACK_DEPTH as u8;
+    // SAFETY: all-zero bytes are a valid DropEvent (integers and arrays).
+    let mut drop: DropEvent = unsafe { std::mem::zeroed() };
+    drop.event = base(EventKind::Drop);
+    drop.event.record = record_kind::DROP;
+    drop.event.reason = 12;
+    drop.event.location = 0xffff_ffff_81a0_0000;
+    drop.stack_len = STACK_DEPTH as u32;
     for (i, f) in drop.stack.iter_mut().enumerate() {
         *f = 0xffff_ffff_8100_0000 + (i as u64) * 0x40;
     }
     let mut consume = base(EventKind::Consume);
     consume.ip_version = 0;
-    consume.ifname = [0; 16];
+    consume.ifindex = 0;
     let truncated = image(&rx)[..100].to_vec();
     vec![
         ("rx_ipv4_tcp", image(&rx)),
@@ -121,7 +124,7 @@ fn main() {
     let dir = seeds.join("event_decode");
     fs::create_dir_all(&dir).expect("seeds/event_decode");
     for (name, bytes) in event_seeds() {
-        if bytes.len() == std::mem::size_of::<Event>() {
+        if name != "truncated" {
             tracer::events::decode(&bytes).expect("seed decodes");
         }
         write(&dir, name, &bytes);

@@ -49,10 +49,27 @@ pub const HOOK_NONE: u8 = 0xff;
 pub const STACK_DEPTH: usize = 24;
 pub const IFNAMSIZ: usize = 16;
 
-/// One packet seen at one point in the kernel.
+/// Kinds of ring records. Every record starts with its kind as a `u32`,
+/// and each kind has a size of its own, so a reader checks both before it
+/// decodes.
+pub mod record_kind {
+    /// An [`Event`](super::Event): one hop.
+    pub const HOP: u32 = 0x5048_4f50;
+    /// A [`DropEvent`](super::DropEvent): a drop and the kernel stack that dropped.
+    pub const DROP: u32 = 0x5044_5250;
+    /// A [`PacketBytes`](super::PacketBytes) record (`--pcap`).
+    pub const PACKET_BYTES: u32 = 0x5042_5954;
+}
+
+/// One packet seen at one point in the kernel: a small fixed record. The
+/// interface is named by userspace from (`netns`, `ifindex`); only drops
+/// carry a kernel stack ([`DropEvent`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Event {
+    /// [`record_kind::HOP`], or [`record_kind::DROP`] at the head of a [`DropEvent`].
+    pub record: u32,
+    pub netns: u32,
     pub ts_ns: u64,
     /// `sk_buff` address: identity of the packet while it lives.
     pub skb: u64,
@@ -60,12 +77,12 @@ pub struct Event {
     pub track_id: u64,
     /// Drop/consume location (a kernel text address), 0 when unknown.
     pub location: u64,
-    pub netns: u32,
     pub ifindex: u32,
     /// Raw `enum skb_drop_reason` value (0 when unknown).
     pub reason: u32,
     /// `nf_hook_slow` return value, as signed.
     pub retval: i32,
+    pub len: u32,
     pub kind: u8,
     /// `NF_INET_*` hook number, or [`HOOK_NONE`].
     pub hook: u8,
@@ -76,28 +93,35 @@ pub struct Event {
     pub proto: u8,
     /// `NFPROTO_*` of an `nf_hook` event.
     pub nf_family: u8,
-    /// Number of valid frames in `stack`.
-    pub stack_len: u8,
     /// Index of the filter that first matched this packet.
     pub filter: u8,
+    pub tcp_flags: u8,
     pub sport: u16,
     pub dport: u16,
-    pub tcp_flags: u8,
-    /// ICMP or ICMPv6 type of an error message (then [`Quoted`] is filled).
-    pub icmp_type: u8,
     /// IPv4 identification field (0 for IPv6): tells apart packets of one flow.
     pub ip_id: u16,
-    pub len: u32,
+    /// ICMP or ICMPv6 type of an error message (then [`Quoted`] is filled).
+    pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad2: [u8; 3],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    pub ifname: [u8; IFNAMSIZ],
-    pub stack: [u64; STACK_DEPTH],
     /// The packet an ICMP error answers, from the header it quotes.
     pub quoted: Quoted,
 }
-const _: () = assert!(size_of::<Event>() == 352);
+const _: () = assert!(size_of::<Event>() == 144);
+
+/// A drop: its [`Event`] and the kernel stack it happened on, for hook
+/// inference.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DropEvent {
+    pub event: Event,
+    /// Number of valid frames in `stack`.
+    pub stack_len: u32,
+    pub _pad: u32,
+    pub stack: [u64; STACK_DEPTH],
+}
+const _: () = assert!(size_of::<DropEvent>() == 144 + 8 + 8 * STACK_DEPTH);
 
 /// The IP header and first 8 bytes an ICMP error quotes: the flow it belongs
 /// to. `proto` is 0 when the packet is not an ICMP error.
@@ -164,7 +188,9 @@ pub struct Offsets {
     pub hook_state_net: u32,
     /// Size in bytes of `nf_hook_state.hook` (1 from 5.14, 4 before).
     pub hook_state_hook_size: u32,
-    pub _pad: u32,
+    /// `sk_buff.tail`: the end of the linear data, as an offset from `head`
+    /// (64-bit kernels).
+    pub skb_tail: u32,
 }
 const _: () = assert!(size_of::<Offsets>() == 80);
 
@@ -240,7 +266,35 @@ pub mod config_flags {
     pub const COUNT_DROPS: u32 = 1 << 0;
     /// With [`COUNT_DROPS`]: count only, write no drop events.
     pub const COUNT_ONLY: u32 = 1 << 1;
+    /// Before each rx, tx and drop event of a followed packet, write its
+    /// first bytes as a [`PacketBytes`](super::PacketBytes) record (`--pcap`).
+    pub const CAPTURE_BYTES: u32 = 1 << 2;
 }
+
+/// Bytes of a followed packet copied per hop, from its network header.
+pub const SNAP_LEN: usize = 128;
+
+/// The first bytes of a followed packet at one hop. It stands on its own:
+/// `skb` and `ts_ns` equal those of the hop's [`Event`], which the kernel
+/// writes right after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketBytes {
+    /// [`record_kind::PACKET_BYTES`].
+    pub kind: u32,
+    /// Valid bytes in `data`: at most `orig_len`, [`SNAP_LEN`] and the
+    /// linear part of the `sk_buff` from the network header.
+    pub cap_len: u32,
+    pub ts_ns: u64,
+    pub skb: u64,
+    /// The packet's length from its network header.
+    pub orig_len: u32,
+    pub _pad: u32,
+    pub data: [u8; SNAP_LEN],
+}
+const _: () = assert!(size_of::<PacketBytes>() == 32 + SNAP_LEN);
+const _: () = assert!(size_of::<PacketBytes>() != size_of::<Event>());
+const _: () = assert!(size_of::<PacketBytes>() != size_of::<DropEvent>());
 
 /// Key of the per-CPU `DROP_COUNTS` map: one row of `pathtrace drops --top`.
 #[repr(C)]
@@ -302,7 +356,9 @@ mod pod {
     // SAFETY: all of them are repr(C), Copy, contain only integers and have no padding.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::DropEvent {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::PacketBytes {}
 }

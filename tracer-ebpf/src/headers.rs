@@ -1,6 +1,6 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
-use crate::probe;
+use crate::{probe, skb};
 use tracer_common::{addr_words, filter_flags, icmp, Config, Filter, Quoted, Tracked, MAX_FILTERS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -41,35 +41,111 @@ unsafe fn rd<T>(addr: u64) -> T {
     unsafe { probe::read(addr) }
 }
 
+/// The address of the network header, 0 when there is none. `BTF`: `skb`
+/// is a pointer the verifier knows as `struct sk_buff *`.
 #[inline(always)]
-/// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
-pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
+pub unsafe fn l3_addr<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> u64 {
     let o = &cfg.offsets;
-    *h = Headers::default();
-    let protocol = u16::from_be(unsafe { rd::<u16>(skb + o.skb_protocol as u64) });
-    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
-        return;
-    }
-    let l3 = match at {
-        L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
+    match at {
+        L3At::Data => unsafe { skb::member::<u64, BTF>(skb, &skb::DATA, o.skb_data) },
         L3At::NetworkHeader => {
-            let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
+            let nh =
+                unsafe { skb::member::<u16, BTF>(skb, &skb::NETWORK_HEADER, o.skb_network_header) };
             if nh == 0xffff {
-                return;
+                return 0;
             }
-            let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
+            let head = unsafe { skb::member::<u64, BTF>(skb, &skb::HEAD, o.skb_head) };
+            if head == 0 {
+                return 0;
+            }
             head + nh as u64
         }
+    }
+}
+
+/// Where the network header of an IPv4 or IPv6 packet is, 0 for other
+/// packets and when there is none.
+#[inline(always)]
+unsafe fn l3_of<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> u64 {
+    let o = &cfg.offsets;
+    let protocol =
+        u16::from_be(unsafe { skb::member::<u16, BTF>(skb, &skb::PROTOCOL, o.skb_protocol) });
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return 0;
+    }
+    unsafe { l3_addr::<BTF>(cfg, skb, at) }
+}
+
+/// Whether the packet could match a filter, judged from its IP header alone
+/// (addresses, version, protocol): for the packets a filter doesn't name,
+/// this is all that is read. ICMP errors answer to the flow they quote, and
+/// ports need the transport header: both are left to [`Headers::matches`].
+#[inline(always)]
+pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> bool {
+    let l3 = unsafe { l3_of::<BTF>(cfg, skb, at) };
+    if l3 == 0 {
+        return false;
+    }
+    let mut ip = [0u8; 20];
+    unsafe { probe::read_into(l3, &mut ip) };
+    let version = ip[0] >> 4;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    let proto = match version {
+        4 => {
+            saddr[..4].copy_from_slice(&ip[12..16]);
+            daddr[..4].copy_from_slice(&ip[16..20]);
+            ip[9]
+        }
+        6 => {
+            unsafe {
+                probe::read_into(l3 + 8, &mut saddr);
+                probe::read_into(l3 + 24, &mut daddr);
+            }
+            ip[6]
+        }
+        _ => return false,
     };
+    if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 {
+        return true;
+    }
+    let own = Flow {
+        ip_version: version,
+        proto,
+        sport: 0,
+        dport: 0,
+        saddr: &saddr,
+        daddr: &daddr,
+    };
+    let mut i = 0usize;
+    while i < MAX_FILTERS {
+        if (i as u32) >= cfg.n_filters {
+            break;
+        }
+        let f = &cfg.filters[i];
+        let bidir = f.flags & filter_flags::BIDIR != 0;
+        if own.matches_l3(f, false) || (bidir && own.matches_l3(f, true)) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
+#[inline(always)]
+pub unsafe fn read_headers<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
+    *h = Headers::default();
+    let l3 = unsafe { l3_of::<BTF>(cfg, skb, at) };
     if l3 == 0 {
         return;
     }
-    let first = unsafe { rd::<u8>(l3) };
+    let mut ip = [0u8; 20];
+    unsafe { probe::read_into(l3, &mut ip) };
+    let first = ip[0];
     let l4;
     match first >> 4 {
         4 => {
-            let mut ip = [0u8; 20];
-            unsafe { probe::read_into(l3, &mut ip) };
             h.ip_version = 4;
             h.proto = ip[9];
             h.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
@@ -83,8 +159,8 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
         }
         6 => {
             h.ip_version = 6;
+            h.proto = ip[6];
             unsafe {
-                h.proto = rd::<u8>(l3 + 6);
                 probe::read_into(l3 + 8, &mut h.saddr);
                 probe::read_into(l3 + 24, &mut h.daddr);
             }
@@ -164,12 +240,13 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    /// [`Self::matches_one`] without the ports.
     #[inline(always)]
-    fn matches_one(&self, f: &Filter, reverse: bool) -> bool {
-        let (saddr, daddr, sport, dport) = if reverse {
-            (self.daddr, self.saddr, self.dport, self.sport)
+    fn matches_l3(&self, f: &Filter, reverse: bool) -> bool {
+        let (saddr, daddr) = if reverse {
+            (self.daddr, self.saddr)
         } else {
-            (self.saddr, self.daddr, self.sport, self.dport)
+            (self.saddr, self.daddr)
         };
         if f.flags & filter_flags::PROTO != 0 && self.proto != f.proto {
             return false;
@@ -182,6 +259,19 @@ impl Flow<'_> {
             return false;
         }
         if f.flags & filter_flags::DST != 0 && !within(daddr, &f.daddr, &f.dmask) {
+            return false;
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn matches_one(&self, f: &Filter, reverse: bool) -> bool {
+        let (sport, dport) = if reverse {
+            (self.dport, self.sport)
+        } else {
+            (self.sport, self.dport)
+        };
+        if !self.matches_l3(f, reverse) {
             return false;
         }
         if f.flags & filter_flags::SPORT != 0 && sport != f.sport {

@@ -6,10 +6,12 @@
 //! (read from the running kernel's BTF), so nothing here assumes one kernel.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod headers;
 mod maps;
 mod probe;
+mod skb;
 
 use aya_log_ebpf::debug;
 use aya_ebpf::{
@@ -19,13 +21,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked,
-    HOOK_NONE,
+    config_flags, counter, filter_flags, record_kind, verdict, Config, DropEvent, DropKey, Event,
+    EventKind, PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
 };
 
 use crate::{
-    headers::{read_headers, Headers, L3At},
-    maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
+    headers::{could_match, l3_addr, read_headers, Headers, L3At},
+    maps::{bump, live, live_add, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
 };
 
 /// What one program knows beyond the `sk_buff` itself.
@@ -38,6 +40,8 @@ pub struct Extra {
     nf_family: u8,
     verdict: u8,
     retval: i32,
+    /// When the hop happened; 0 until [`record`] sets it (netfilter events:
+    /// when the hook was entered).
     ts_ns: u64,
     /// For netfilter events: the device and namespace from `nf_hook_state`.
     state_dev: u64,
@@ -72,12 +76,52 @@ unsafe fn netns_of_net(cfg: &Config, net: u64) -> u32 {
     unsafe { read::<u32>(net, cfg.offsets.net_ns_inum) }
 }
 
-/// Looks the packet up in `TRACKED`, or starts tracking it when a filter
-/// matches. Returns `None` for packets we don't follow.
+/// The packet's entry in `TRACKED`, when anything is tracked at all.
 #[inline(always)]
-unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Headers) -> Option<Tracked> {
-    unsafe { read_headers(cfg, skb, at, hdr) };
-    if let Some(t) = TRACKED.get_ptr_mut(skb) {
+fn tracked_entry(skb: u64) -> Option<*mut Tracked> {
+    if !live() {
+        return None;
+    }
+    TRACKED.get_ptr_mut(skb)
+}
+
+/// Takes the packet out of `TRACKED`.
+#[inline(always)]
+fn untrack(skb: u64) {
+    if TRACKED.remove(skb).is_ok() {
+        live_add(u64::MAX);
+        bump(counter::UNTRACKED);
+    }
+}
+
+/// Whether a packet not in `TRACKED` needs a closer look: every drop when
+/// all drops are followed, else those a filter could match (judged from the
+/// IP header alone). Most packets end here, before any map but `CONFIG`.
+#[inline(always)]
+unsafe fn worth_a_look<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, drop: bool) -> bool {
+    (drop && all_drops(cfg)) || unsafe { could_match::<BTF>(cfg, skb, at) }
+}
+
+#[inline(always)]
+fn all_drops(cfg: &Config) -> bool {
+    cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0
+}
+
+/// Follows the packet when `TRACKED` says so, or starts tracking it when a
+/// filter matches. Returns `None` for packets we don't follow. Callers turn
+/// away untracked packets that are not [`worth_a_look`] first.
+#[inline(always)]
+unsafe fn classify<const BTF: bool>(
+    cfg: &Config,
+    skb: u64,
+    at: L3At,
+    drop: bool,
+    hdr: &mut Headers,
+) -> Option<Tracked> {
+    // Headers first, then the entry: one path through the header reader
+    // for the verifier to walk, whether the packet is tracked or not.
+    unsafe { read_headers::<BTF>(cfg, skb, at, hdr) };
+    if let Some(t) = tracked_entry(skb) {
         let t = unsafe { &mut *t };
         if hdr.ip_version == 0 {
             return Some(*t);
@@ -87,18 +131,12 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Heade
             return Some(*t);
         }
         // The sk_buff was freed without a tracepoint and reused.
-        if TRACKED.remove(skb).is_ok() {
-            bump(counter::UNTRACKED);
-        }
+        untrack(skb);
     }
+    let all_drops = drop && all_drops(cfg);
     let filter = match hdr.matches(cfg) {
         Some(i) => i,
-        None if drop
-            && cfg.n_filters > 0
-            && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0 =>
-        {
-            0
-        }
+        None if all_drops => 0,
         None => return None,
     };
     let mut tracked = Tracked {
@@ -108,6 +146,7 @@ unsafe fn classify(cfg: &Config, skb: u64, at: L3At, drop: bool, hdr: &mut Heade
     };
     hdr.remember_in(&mut tracked);
     if !drop {
+        live_add(1);
         let _ = TRACKED.insert(skb, tracked, 0);
         bump(counter::TRACKED);
     }
@@ -167,50 +206,99 @@ unsafe fn snapshot(cfg: &Config, skb: u64, extra: &Extra, tracked: &Tracked, sna
     snap.ifindex = unsafe { read::<u32>(dev, o.dev_ifindex) };
     snap.len = unsafe { read::<u32>(skb, o.skb_len) };
     snap.ifname = [0; 16];
-    if dev != 0 {
+    // Events name no interface (userspace does, from the index); only the
+    // drop counters keep the name in their key.
+    if dev != 0 && cfg.flags & config_flags::COUNT_DROPS != 0 {
         unsafe { probe::read_into(dev + o.dev_name as u64, &mut snap.ifname) };
     }
 }
 
-/// Records a hop of `skb` when it is a packet we follow (`known`: already
-/// looked up by the caller).
+/// Records a hop of `skb` when it is a packet we follow.
 #[inline(always)]
-unsafe fn record<C: EbpfContext>(
-    ctx: &C,
-    skb: u64,
-    at: L3At,
-    extra: Extra,
-    known: Option<Tracked>,
-) -> u32 {
+unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) -> u32 {
+    let followed = tracked_entry(skb).is_some();
+    // A free of a packet we never saw travel is not a path.
+    if !followed && extra.kind == EventKind::Consume {
+        return 0;
+    }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let drop = extra.kind == EventKind::Drop;
+    if !followed && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) } {
+        return 0;
+    }
     let terminal = matches!(extra.kind, EventKind::Drop | EventKind::Consume);
     let Some(snap) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     let snap = unsafe { &mut *snap };
-    let found = match known {
-        Some(t) => {
-            unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
-            Some(t)
-        }
-        // A free of a packet we never saw travel is not a path.
-        None if extra.kind == EventKind::Consume => match unsafe { TRACKED.get(skb) } {
-            Some(t) => {
-                unsafe { read_headers(cfg, skb, at, &mut snap.hdr) };
-                Some(*t)
-            }
-            None => None,
-        },
-        None => unsafe { classify(cfg, skb, at, extra.kind == EventKind::Drop, &mut snap.hdr) },
+    let found = if extra.kind == EventKind::Consume {
+        // The last hop of a packet we follow: whatever the sk_buff holds
+        // now, this free ends its path.
+        unsafe { read_headers::<true>(cfg, skb, at, &mut snap.hdr) };
+        tracked_entry(skb).map(|t| unsafe { *t })
+    } else {
+        unsafe { classify::<true>(cfg, skb, at, drop, &mut snap.hdr) }
     };
     let Some(tracked) = found else {
         return 0;
     };
-    if terminal && TRACKED.remove(skb).is_ok() {
-        bump(counter::UNTRACKED);
+    if terminal && followed {
+        untrack(skb);
     }
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
+    if extra.ts_ns == 0 {
+        extra.ts_ns = unsafe { bpf_ktime_get_ns() };
+    }
+    if cfg.flags & config_flags::CAPTURE_BYTES != 0
+        && matches!(extra.kind, EventKind::Rx | EventKind::Tx | EventKind::Drop)
+    {
+        unsafe { capture(cfg, skb, at, snap.len, extra.ts_ns) };
+    }
     unsafe { emit(ctx, cfg, skb, &extra, snap) }
+}
+
+/// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its
+/// network header, with its length from there (`len`: `skb->len`, which
+/// counts from `skb->data`), as a record of its own tied to the hop's event
+/// by `skb` and `ts_ns`. Only the linear part is copied: bytes in page
+/// fragments (GRO, large sends) are left out, the length still counts them.
+#[inline(always)]
+unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
+    let o = &cfg.offsets;
+    let l3 = unsafe { l3_addr::<true>(cfg, skb, at) };
+    if l3 == 0 {
+        return;
+    }
+    let data = unsafe { read::<u64>(skb, o.skb_data) };
+    let orig_len = if l3 >= data {
+        len.saturating_sub((l3 - data) as u32)
+    } else {
+        len.saturating_add((data - l3) as u32)
+    };
+    let tail = unsafe { read::<u64>(skb, o.skb_head) + read::<u32>(skb, o.skb_tail) as u64 };
+    let linear = if tail > l3 { tail - l3 } else { 0 };
+    let cap_len = orig_len.min(SNAP_LEN as u32).min(linear.min(u32::MAX as u64) as u32);
+    if cap_len == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PacketBytes>(0) else {
+        bump(counter::LOST);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    unsafe {
+        (*p).kind = record_kind::PACKET_BYTES;
+        (*p).cap_len = cap_len;
+        (*p).ts_ns = ts_ns;
+        (*p).skb = skb;
+        (*p).orig_len = orig_len;
+        (*p)._pad = 0;
+        // The data area is followed by skb_shared_info inside the same
+        // allocation, so a fixed-size read past a short packet stays inside
+        // it; userspace keeps only `cap_len` bytes.
+        probe::read_into(l3, &mut (*p).data);
+    }
+    entry.submit(0);
 }
 
 /// Counts a drop (for `drops --top`) and writes one event, from what
@@ -231,30 +319,64 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
             return 0;
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    let ok = if extra.kind == EventKind::Drop {
+        match EVENTS.reserve::<DropEvent>(0) {
+            Some(mut entry) => {
+                let d = entry.as_mut_ptr();
+                unsafe {
+                    fill(&mut (*d).event, record_kind::DROP, skb, extra, snap);
+                    (*d)._pad = 0;
+                    (*d).stack_len = 0;
+                    let n = bpf_get_stack(
+                        ctx.as_ptr(),
+                        (*d).stack.as_mut_ptr() as *mut _,
+                        core::mem::size_of_val(&(*d).stack) as u32,
+                        0,
+                    );
+                    if n > 0 {
+                        (*d).stack_len = n as u32 / 8;
+                    }
+                }
+                entry.submit(0);
+                true
+            }
+            None => false,
+        }
+    } else {
+        match EVENTS.reserve::<Event>(0) {
+            Some(mut entry) => {
+                unsafe { fill(&mut *entry.as_mut_ptr(), record_kind::HOP, skb, extra, snap) };
+                entry.submit(0);
+                true
+            }
+            None => false,
+        }
+    };
+    if ok {
+        bump(counter::SENT);
+    } else {
         bump(counter::LOST);
         debug!(ctx, "ring buffer full: an event was lost");
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
+    }
+    0
+}
+
+/// Writes every field of `ev` (ring memory: nothing may be left unset).
+#[inline(always)]
+unsafe fn fill(ev: *mut Event, record: u32, skb: u64, extra: &Extra, snap: &Snapshot) {
     let hdr = &snap.hdr;
     unsafe {
-        (*ev).ts_ns = if extra.ts_ns != 0 {
-            extra.ts_ns
-        } else {
-            bpf_ktime_get_ns()
-        };
+        (*ev).record = record;
+        (*ev).netns = snap.netns;
+        // Set by `record` (netfilter events: when the hook was entered).
+        (*ev).ts_ns = extra.ts_ns;
         (*ev).skb = skb;
         (*ev).track_id = snap.track_id;
         (*ev).location = extra.location;
-        (*ev).netns = snap.netns;
         (*ev).ifindex = snap.ifindex;
         (*ev).reason = extra.reason;
         (*ev).retval = extra.retval;
         (*ev).len = snap.len;
-        (*ev).icmp_code = hdr.icmp_code;
-        (*ev)._pad2 = [0; 3];
-        (*ev).quoted = hdr.quoted;
         (*ev).kind = extra.kind as u8;
         (*ev).hook = extra.hook;
         (*ev).verdict = extra.verdict;
@@ -262,30 +384,16 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
         (*ev).proto = hdr.proto;
         (*ev).nf_family = extra.nf_family;
         (*ev).filter = snap.filter as u8;
+        (*ev).tcp_flags = hdr.tcp_flags;
         (*ev).sport = hdr.sport;
         (*ev).dport = hdr.dport;
-        (*ev).tcp_flags = hdr.tcp_flags;
-        (*ev).icmp_type = hdr.icmp_type;
         (*ev).ip_id = hdr.ip_id;
+        (*ev).icmp_type = hdr.icmp_type;
+        (*ev).icmp_code = hdr.icmp_code;
         (*ev).saddr = hdr.saddr;
         (*ev).daddr = hdr.daddr;
-        (*ev).ifname = snap.ifname;
-        (*ev).stack_len = 0;
-        if extra.kind == EventKind::Drop {
-            let n = bpf_get_stack(
-                ctx.as_ptr(),
-                (*ev).stack.as_mut_ptr() as *mut _,
-                core::mem::size_of_val(&(*ev).stack) as u32,
-                0,
-            );
-            if n > 0 {
-                (*ev).stack_len = (n as usize / 8) as u8;
-            }
-        }
+        (*ev).quoted = hdr.quoted;
     }
-    entry.submit(0);
-    bump(counter::SENT);
-    0
 }
 
 // ---- tracepoint tier: device hops and frees -------------------------------
@@ -293,7 +401,7 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);
-    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx), None) }
+    unsafe { record(&ctx, skb, L3At::Data, Extra::new(EventKind::Rx)) }
 }
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -305,7 +413,6 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> u32 {
             skb,
             L3At::NetworkHeader,
             Extra::new(EventKind::Tx),
-            None,
         )
     }
 }
@@ -318,7 +425,7 @@ fn on_drop(ctx: &BtfTracePointContext, with_reason: bool) -> u32 {
     if with_reason {
         extra.reason = ctx.arg::<u64>(2) as u32;
     }
-    unsafe { record(ctx, skb, L3At::NetworkHeader, extra, None) }
+    unsafe { record(ctx, skb, L3At::NetworkHeader, extra) }
 }
 
 /// `kfree_skb(skb, location, reason, …)`: kernels from 5.17 (and 5.15.58).
@@ -342,7 +449,6 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
             skb,
             L3At::NetworkHeader,
             Extra::new(EventKind::Consume),
-            None,
         )
     }
 }
@@ -356,7 +462,7 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
 /// pairs each exit with its entry. Everything the exit reports is read here:
 /// after a DROP the `sk_buff` is freed.
 #[inline(always)]
-unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
+unsafe fn nf_enter<const BTF: bool>(skb: u64, state: u64) -> u32 {
     let Some(stack) = NF_STACK.get_ptr_mut(0) else {
         return 0;
     };
@@ -375,9 +481,20 @@ unsafe fn nf_enter(skb: u64, state: u64) -> u32 {
     frame.skb = skb;
     frame.followed = 0;
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let Some(tracked) =
-        (unsafe { classify(cfg, skb, L3At::NetworkHeader, false, &mut frame.snap.hdr) })
-    else {
+    if tracked_entry(skb).is_none()
+        && !unsafe { could_match::<BTF>(cfg, skb, L3At::NetworkHeader) }
+    {
+        return 0;
+    }
+    let Some(tracked) = (unsafe {
+        classify::<BTF>(
+            cfg,
+            skb,
+            L3At::NetworkHeader,
+            false,
+            &mut frame.snap.hdr,
+        )
+    }) else {
         return 0;
     };
     let o = &cfg.offsets;
@@ -440,7 +557,7 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
     };
     // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
     if retval == 1 {
-        unsafe { read_headers(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
+        unsafe { read_headers::<false>(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
     }
     unsafe { emit(ctx, cfg, frame.skb, &frame.extra, &frame.snap) }
 }
@@ -449,7 +566,7 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
 pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> u32 {
     let skb: u64 = ctx.arg(0);
     let state: u64 = ctx.arg(1);
-    unsafe { nf_enter(skb, state) }
+    unsafe { nf_enter::<true>(skb, state) }
 }
 
 #[fexit(function = "nf_hook_slow")]
@@ -464,7 +581,7 @@ pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(skb), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    unsafe { nf_enter(skb, state) }
+    unsafe { nf_enter::<false>(skb, state) }
 }
 
 #[kretprobe]

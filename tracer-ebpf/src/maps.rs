@@ -15,6 +15,35 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static TRACKED: LruHashMap<u64, Tracked> = LruHashMap::with_max_entries(16384, 0);
 
+/// Entries put in `TRACKED` minus entries taken out, over all CPUs. While it
+/// is 0 nothing is followed and no program looks in `TRACKED`. The LRU's own
+/// evictions leave it too high, which only costs lookups, never a missed packet.
+#[map]
+pub static LIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `delta` (wrapping: `u64::MAX` takes one away) to `LIVE`.
+#[inline(always)]
+pub fn live_add(delta: u64) {
+    if let Some(v) = LIVE.get_ptr_mut(0) {
+        // The plain atomic add every kernel's verifier accepts (BPF_XADD);
+        // core's atomics don't exist on this target.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({0} + 0) += {1}",
+                in(reg) v,
+                in(reg) delta,
+                options(nostack),
+            )
+        };
+    }
+}
+
+/// Whether any packet may be in `TRACKED`.
+#[inline(always)]
+pub fn live() -> bool {
+    LIVE.get(0).is_some_and(|v| *v != 0)
+}
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 

@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::{
     diagnose::{Outcomes, Report, Reporter},
     error::Error,
-    events::{decode, Hop, HopKind},
+    events::{decode, decode_bytes, Hop, HopKind, Pending},
     kernel::{
         btf::KernelBtf,
         drop_reason::{DropReasonError, DropReasons},
@@ -21,8 +21,12 @@ use crate::{
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
-    names::{Containers, NetnsNames},
-    render::{json, text, Stats},
+    names::{Containers, Interfaces, NetnsNames},
+    render::{
+        json,
+        pcapng::{self, PcapWriter},
+        text, Stats,
+    },
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
     track::{Packet, Tracker},
@@ -44,6 +48,18 @@ pub struct TraceOptions {
     /// `engine_sockets` came from --docker-socket or DOCKER_HOST: engines
     /// found through their processes in this namespace are not asked.
     pub engines_pinned: bool,
+    /// Also write pcap-ng here (`-`: standard output).
+    pub pcap: Option<PathBuf>,
+}
+
+/// Where text and JSON go: standard output, or standard error while
+/// `--pcap -` has standard output.
+pub fn text_out(pcap: Option<&std::path::Path>) -> std::io::BufWriter<Box<dyn Write>> {
+    std::io::BufWriter::new(if pcap.is_some_and(pcapng::is_stdout) {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout().lock())
+    })
 }
 
 /// The running kernel's BTF, read and parsed once for the whole run.
@@ -73,6 +89,7 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
         reasons,
         syms,
         netns: NetnsNames::load(),
+        interfaces: Interfaces::new(),
     })
 }
 
@@ -83,9 +100,11 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
 /// to a device without carrier), not in the function that gave up the packet.
 const LIST_FREES: &[&str] = &["kfree_skb_list_reason", "kfree_skb_list"];
 
-/// Completes a drop from its kernel stack: the function that gave up the
-/// packet when a list-freeing helper freed it, and the netfilter hook.
-pub fn enrich(hop: &mut Hop, view: &View) {
+/// Names the hop's interface, and completes a drop from its kernel stack:
+/// the function that gave up the packet when a list-freeing helper freed
+/// it, and the netfilter hook.
+pub fn enrich(hop: &mut Hop, view: &mut View) {
+    view.name_interface(hop);
     if hop.kind != HopKind::Drop {
         return;
     }
@@ -198,6 +217,12 @@ pub async fn run<S: PacketSink>(
     let t0 = Instant::now();
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
     let btf = kernel_btf()?;
+    let mut pcap = opts
+        .pcap
+        .as_deref()
+        .map(PcapWriter::create)
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let mut tracer = Tracer::load(&opts.load, &kernel_filters, &btf)?;
 
     let mut reader = tracer.events()?;
@@ -277,14 +302,20 @@ pub async fn run<S: PacketSink>(
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let handle = |bytes: &[u8],
-                  tracker: &mut Tracker,
-                  stats: &mut Stats,
-                  view: &View,
-                  follow: &mut Follow| {
+    let mut pending = Pending::default();
+    let mut handle = |bytes: &[u8],
+                      tracker: &mut Tracker,
+                      stats: &mut Stats,
+                      view: &mut View,
+                      follow: &mut Follow| {
+        if let Some(r) = decode_bytes(bytes) {
+            pending.insert(r);
+            return;
+        }
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
+                pending.attach(&mut hop);
                 enrich(&mut hop, view);
                 follow.saw(hop.netns);
                 tracker.push(hop, Instant::now());
@@ -298,7 +329,7 @@ pub async fn run<S: PacketSink>(
     let mut done = false;
     'run: loop {
         tokio::select! {
-            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow)) => {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
@@ -312,19 +343,25 @@ pub async fn run<S: PacketSink>(
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
                     let report = reporter.packet(&p, &mut view);
+                    if let Some(w) = pcap.as_mut() {
+                        w.packet(&p, &mut view).map_err(Error::Output)?;
+                    }
                     done = sink.packet(&p, &mut view, &report).map_err(Error::Output)?;
                     if done {
                         break 'run;
                     }
                 }
                 sink.flush().map_err(Error::Output)?;
+                if let Some(w) = pcap.as_mut() {
+                    w.flush().map_err(Error::Output)?;
+                }
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = signals.recv() => break,
             _ = stop.notified() => break,
         }
     }
-    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow));
+    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow));
     if !done {
         // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
         let stopped = Instant::now();
@@ -339,6 +376,9 @@ pub async fn run<S: PacketSink>(
             follow.mark_late(&rules, &mut p);
             stats.packets += 1;
             let report = reporter.packet(&p, &mut view);
+            if let Some(w) = pcap.as_mut() {
+                w.packet(&p, &mut view).map_err(Error::Output)?;
+            }
             if sink.packet(&p, &mut view, &report).map_err(Error::Output)? {
                 break;
             }
@@ -349,6 +389,9 @@ pub async fn run<S: PacketSink>(
     stats.sent = counters.sent;
     stats.evicted = tracer.evicted();
     stats.rule_overflows = rules.overflows();
+    if let Some(w) = pcap.as_mut() {
+        w.flush().map_err(Error::Output)?;
+    }
     sink.finish(&reporter.outcomes, &stats, &mut view)
         .map_err(Error::Output)?;
     Ok(stats)
@@ -382,6 +425,7 @@ mod tests {
             stack,
             rule: None,
             icmp: None,
+            bytes: None,
         }
     }
 
@@ -396,23 +440,24 @@ mod tests {
              ffffffff81b01000 T dev_queue_xmit_nit\n",
         )
         .expect("kallsyms");
-        let view = View {
+        let mut view = View {
             reasons: DropReasons::default(),
             syms: Some(syms),
             netns: NetnsNames::default(),
+            interfaces: Interfaces::new(),
         };
         let mut hop = drop_at(
             0xffffffff81a00230,
             vec![0xffffffff81a00050, 0xffffffff81a00230, 0xffffffff81b00456],
         );
-        enrich(&mut hop, &view);
+        enrich(&mut hop, &mut view);
         assert_eq!(
             view.location(&hop).as_deref(),
             Some("__dev_queue_xmit+0x456")
         );
         // A drop located anywhere else keeps its location.
         let mut other = drop_at(0xffffffff81b00010, vec![0xffffffff81b00010]);
-        enrich(&mut other, &view);
+        enrich(&mut other, &mut view);
         assert_eq!(other.location, 0xffffffff81b00010);
     }
 }

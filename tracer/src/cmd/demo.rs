@@ -42,7 +42,7 @@ fn flow(src: IpAddr, dport: u16) -> FlowFilter {
 /// `pathtrace demo`: the incident rebuilt in a lab, traced, then removed.
 pub fn run_blocking(args: &DemoArgs) -> Result<(), Error> {
     crate::privileges::check().map_err(Error::Privileges)?;
-    let color = super::use_color(&args.output);
+    let color = super::use_color(&args.output, false);
     super::runtime()?.block_on(run(args, color))
 }
 
@@ -86,6 +86,7 @@ pub async fn run(args: &DemoArgs, color: bool) -> Result<(), Error> {
             .into_iter()
             .collect(),
         engines_pinned: true,
+        pcap: None,
     };
     let stop = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -83,11 +83,15 @@ const KUBE: Advice = by(
     "kube-proxy manages chain {chain} and rewrites it on every sync: fix the Service (its endpoints and ports) or the NetworkPolicy that selects it, not the rule.",
 );
 
+/// Kernel drop reasons that are a socket freeing what it held as it
+/// closed: normal teardown, never a lost packet.
+pub const TEARDOWN_REASONS: &[&str] = &["QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE"];
+
 /// Checked in order; the first that holds wins.
 pub const CAUSES: &[Cause] = &[
     Cause {
         id: "teardown",
-        when: Condition::Reason(&["QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE"]),
+        when: Condition::Reason(TEARDOWN_REASONS),
         message: "{client}'s packet to {target} was freed in {where} when its socket closed: normal teardown, not a drop",
         advice: &[],
     },
@@ -99,7 +103,7 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Iptables, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
             by(Manager::IptablesLegacy, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
             by(Manager::Nft, "Accept the replies of connections conntrack already knows, early in that chain: nft insert rule {family} {table} {chain} ct state established,related accept"),
-            by(Manager::Docker, "Docker manages chain {chain}; accept the replies in DOCKER-USER: iptables -I DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
+            by(Manager::Docker, "Docker manages chain {chain}; accept the replies in DOCKER-USER: {tool} -I DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
             by(Manager::Ufw, "ufw manages chain {chain}; its before rules accept ESTABLISHED,RELATED, so restore them in /etc/ufw/before.rules and run: ufw reload"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}; reload it to restore its established,related accept: firewall-cmd --reload"),
             KUBE,
@@ -110,7 +114,9 @@ pub const CAUSES: &[Cause] = &[
         id: "conntrack_invalid",
         when: Condition::RuleSays("INVALID"),
         message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID; {rule_phrase}",
-        advice: &[any("conntrack saw no matching connection: look for asymmetric routing (replies taking another path), a flushed or full conntrack table (conntrack -S), or TCP window tracking (net.netfilter.nf_conntrack_tcp_loose).")],
+        // No command: the packet really was invalid to conntrack, and the
+        // fix is wherever its state was lost.
+        advice: &[any("There is no rule to change; find out why conntrack had no state for this packet in {where}. Usual causes: replies taking another path (asymmetric routing), a conntrack table flushed or full (see conntrack -S there), or a connection older than the firewall with net.netfilter.nf_conntrack_tcp_loose=0 (mid-stream packets are not picked up).")],
     },
     Cause {
         id: "reject",
@@ -133,7 +139,7 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::IptablesLegacy, "Accept this traffic in chain {chain}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
             by(Manager::Nft, "Accept this traffic in chain {chain}: nft insert rule {family} {table} {chain} {l3} saddr {client} {l3} daddr {final_addr} {proto} dport {final_port} accept"),
             by(Manager::Ufw, "ufw manages this chain (its default policy denied it): ufw allow from {client} to any port {final_port} proto {proto}"),
-            by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER: iptables -I DOCKER-USER -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
+            by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER: {tool} -I DOCKER-USER -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
             KUBE,
         ],
@@ -147,7 +153,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "no_socket",
         when: Condition::Reason(&["NO_SOCKET"]),
-        message: "refused: nothing listens on {proto} port {final_port} in {where}{published_note}; the kernel answered {client} with a reset",
+        message: "refused: nothing listens on {proto} port {final_port} in {where}{published_note}; {no_socket_answer}",
         advice: &[any("Start the service in {where}, or fix the port mapping so it points at a port something listens on.")],
     },
     Cause {
@@ -183,7 +189,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "tcp_consumed",
         when: Condition::SilentTcp,
-        message: "{client}'s TCP segment to {target} reached {last_place}, where the TCP stack most likely took it: established connections free segments without a tracepoint",
+        message: "{client}'s TCP segment to {target} reached {last_place}, where the TCP stack most likely took it: TCP frees the segments it has processed without a tracepoint",
         advice: &[],
     },
     Cause {
@@ -213,7 +219,8 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::IptablesLegacy, "Delete that rule ({tool} -t {table} -D {chain} {index}), or accept {client} before it: {tool} -t {table} -I {chain} {index} -s {client} -j ACCEPT"),
     by(Manager::Nft, "Delete that rule (nft delete rule {family} {table} {chain} handle {handle}), or accept {client} before it: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} accept"),
     by(Manager::Ufw, "ufw manages chain {chain}; allow the client ahead of that rule: ufw insert 1 allow from {client} to any port {final_port} proto {proto}"),
-    by(Manager::Docker, "Docker manages chain {chain}; allow the client in DOCKER-USER instead: iptables -I DOCKER-USER -s {client} -j ACCEPT"),
+    by(Manager::Docker, "Delete that rule ({tool} -t {table} -D DOCKER-USER {docker_user_index}), or accept {client} before it: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -j ACCEPT"),
+    by(Manager::Docker, "Docker manages chain {chain}; allow the client in DOCKER-USER instead: {tool} -I DOCKER-USER -s {client} -j ACCEPT"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     KUBE,
     any("{manager_note}Remove that rule, or accept {client} before it, in chain {chain} of table {family} {table}."),

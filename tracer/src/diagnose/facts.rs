@@ -71,6 +71,22 @@ fn reject_reply(text: &str, v6: bool) -> (&'static str, &'static str, &'static s
     }
 }
 
+/// What the kernel does when nothing listens: TCP answers with a reset, UDP
+/// with an ICMP port-unreachable (within the ICMP rate limit), anything
+/// else with nothing at all.
+pub(super) fn no_socket_answer(proto: u8, v6: bool, client: &str) -> String {
+    match (proto, v6) {
+        (6, _) => format!("the kernel answered {client} with a TCP reset"),
+        (17 | 136, false) => format!(
+            "the kernel answers {client} with an ICMP port-unreachable, as its ICMP rate limit allows"
+        ),
+        (17 | 136, true) => format!(
+            "the kernel answers {client} with an ICMPv6 port-unreachable, as its ICMP rate limit allows"
+        ),
+        _ => format!("the kernel freed it without answering {client}"),
+    }
+}
+
 /// The deciding rule's names and numbers, for advice templates.
 fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, String>) {
     v.insert("rule_phrase", r.phrase());
@@ -78,10 +94,15 @@ fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, Stri
     v.insert("chain", r.chain.clone());
     v.insert("table", r.table.clone());
     v.insert("family", r.family.clone());
-    v.insert("tool", manager.iptables_tool(&r.family).to_owned());
+    // Docker's and ufw's chains are edited with the iptables that wrote them.
+    let flavour = Manager::iptables_flavour(r).unwrap_or(manager);
+    v.insert("tool", flavour.iptables_tool(&r.family).to_owned());
     v.insert("manager", manager.name().to_owned());
     if let Some(i) = r.index {
         v.insert("index", i.to_string());
+        if r.chain == "DOCKER-USER" && !r.policy {
+            v.insert("docker_user_index", i.to_string());
+        }
     }
     if let Some(h) = r.handle {
         v.insert("handle", h.to_string());
@@ -243,12 +264,29 @@ impl Facts {
         );
         v.insert("last_hop", last_hop);
         let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
+        v.insert(
+            "no_socket_answer",
+            no_socket_answer(first.map(|t| t.proto).unwrap_or(0), v6, &client),
+        );
         v.insert("l3", if v6 { "ip6" } else { "ip" }.into());
         v.insert("fw_family", if v6 { "ipv6" } else { "ipv4" }.into());
         let manager = rule.as_ref().map(|r| {
             let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
             let m = Manager::of(r, walked);
             rule_values(r, m, &mut v);
+            if m == Manager::Firewalld && !v.contains_key("zone") {
+                // firewalld's last reject sits in filter_INPUT, after the
+                // zone chains the packet went through.
+                let zone = p
+                    .hops
+                    .iter()
+                    .filter_map(|h| h.rule.as_deref())
+                    .filter(|h| h.netns == r.netns && h.table == r.table)
+                    .find_map(|h| firewalld_zone(&h.chain));
+                if let Some(z) = zone {
+                    v.insert("zone", z.to_owned());
+                }
+            }
             let (word, reply_kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
             v.insert("reject_word", word.into());
             v.insert("reject_reply", reply_kind.into());

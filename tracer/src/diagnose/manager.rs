@@ -13,8 +13,10 @@ pub enum Manager {
     /// A table written in nftables' own syntax.
     Nft,
     Ufw,
-    /// Docker's own chains (`DOCKER`, `DOCKER-ISOLATION-*`), or a hook
-    /// whose path ran through them; `DOCKER-USER` belongs to the user.
+    /// Docker's chains (`DOCKER`, `DOCKER-ISOLATION-*`, and `DOCKER-USER`,
+    /// which Docker creates and leaves to the user), or a hook whose path
+    /// ran through them. Advice goes to `DOCKER-USER`, the one chain Docker
+    /// does not rewrite.
     Docker,
     KubeProxy,
     Firewalld,
@@ -23,7 +25,7 @@ pub enum Manager {
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "raw", "mangle", "security"];
 
 fn is_docker_chain(chain: &str) -> bool {
-    chain == "DOCKER" || chain.starts_with("DOCKER-ISOLATION")
+    chain == "DOCKER" || chain == "DOCKER-USER" || chain.starts_with("DOCKER-ISOLATION")
 }
 
 impl Manager {
@@ -45,26 +47,9 @@ impl Manager {
         if chain.starts_with("ufw-") || chain.starts_with("ufw6-") {
             return Self::Ufw;
         }
-        let iptables = if rule.text.as_deref().is_some_and(|t| t.starts_with("-A ")) {
-            Some(if rule.handle.is_none() {
-                Self::IptablesLegacy
-            } else {
-                Self::Iptables
-            })
-        } else if matches!(rule.family.as_str(), "ip" | "ip6")
-            && IPTABLES_TABLES.contains(&rule.table.as_str())
-            && !chain.chars().any(|c| c.is_ascii_lowercase())
-        {
-            Some(Self::Iptables)
-        } else {
-            None
-        };
-        let Some(iptables) = iptables else {
+        let Some(iptables) = Self::iptables_flavour(rule) else {
             return Self::Nft;
         };
-        if chain == "DOCKER-USER" {
-            return iptables;
-        }
         if is_docker_chain(chain) || (rule.policy && walked_through(is_docker_chain)) {
             return Self::Docker;
         }
@@ -75,6 +60,25 @@ impl Manager {
             return Self::KubeProxy;
         }
         iptables
+    }
+
+    /// iptables-nft or iptables-legacy, when `rule` is in a table one of
+    /// them writes: legacy rules come without an nftables handle.
+    pub fn iptables_flavour(rule: &RuleHit) -> Option<Self> {
+        if rule.text.as_deref().is_some_and(|t| t.starts_with("-A ")) {
+            Some(if rule.handle.is_none() {
+                Self::IptablesLegacy
+            } else {
+                Self::Iptables
+            })
+        } else if matches!(rule.family.as_str(), "ip" | "ip6")
+            && IPTABLES_TABLES.contains(&rule.table.as_str())
+            && !rule.chain.chars().any(|c| c.is_ascii_lowercase())
+        {
+            Some(Self::Iptables)
+        } else {
+            None
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -150,7 +154,7 @@ mod tests {
             Some("-A DOCKER-USER -j DROP"),
             false,
         );
-        assert_eq!(Manager::of(&user, []), Manager::Iptables);
+        assert_eq!(Manager::of(&user, []), Manager::Docker);
         let fwd = hit("ip", "filter", "FORWARD", None, true);
         let dock = hit("ip", "filter", "DOCKER", None, false);
         assert_eq!(Manager::of(&fwd, [&dock]), Manager::Docker);

@@ -8,7 +8,7 @@ mod manager;
 mod outcome;
 mod report;
 
-pub use causes::{Advice, Cause, Condition, CAUSES};
+pub use causes::{Advice, Cause, Condition, CAUSES, TEARDOWN_REASONS};
 pub use facts::Facts;
 pub use manager::Manager;
 pub use outcome::{Connection, ConnectionOutcome, Outcomes};

@@ -79,8 +79,10 @@ struct ConnState {
     replies: usize,
     /// The first replies, enough to tell refused from connected.
     kept_replies: Vec<(Reply, u32, FateKind)>,
-    /// Why the last reply that died on its way back died.
+    /// Why the replies that died on their way back died: the most precise
+    /// account, told once for the connection however often they were resent.
     reply_drop: Option<Diagnosis>,
+    replies_dropped: u64,
 }
 
 const KEPT_REPLIES: usize = 16;
@@ -148,9 +150,19 @@ impl Outcomes {
         Some(self.conns.entry(key).or_default())
     }
 
-    /// A reply; an ICMP error belongs to the flow it quotes.
+    /// A reply; an ICMP error belongs to the flow it quotes. A reply that
+    /// died is counted with its connection, not grouped packet by packet:
+    /// a server resends an unanswered SYN-ACK, and each copy dies the same way.
     pub fn reply(&mut self, r: ReplySeen, fate: FateKind, diag: &Diagnosis) {
-        self.group(diag);
+        // A socket freeing what it queued when it closes is no loss.
+        let fate = if diag.cause == "teardown" {
+            FateKind::Delivered
+        } else {
+            fate
+        };
+        if fate != FateKind::Dropped {
+            self.group(diag);
+        }
         let key = match r.icmp {
             Some(e) => (
                 ep(e.quoted.saddr, e.quoted.sport),
@@ -164,18 +176,13 @@ impl Outcomes {
             ),
         };
         let Some(c) = self.conn(key) else { return };
-        // A socket freeing what it queued when it closes is no loss.
-        let fate = if diag.cause == "teardown" {
-            FateKind::Delivered
-        } else {
-            fate
-        };
         c.replies += 1;
         // The most precise account wins: one that names the rule, and so its manager.
-        if fate == FateKind::Dropped
-            && (c.reply_drop.as_ref().is_none_or(|d| d.manager.is_none()) || diag.manager.is_some())
-        {
-            c.reply_drop = Some(diag.clone());
+        if fate == FateKind::Dropped {
+            c.replies_dropped += 1;
+            if c.reply_drop.as_ref().is_none_or(|d| d.manager.is_none()) || diag.manager.is_some() {
+                c.reply_drop = Some(diag.clone());
+            }
         }
         if c.kept_replies.len() < KEPT_REPLIES {
             let reply = Reply {
@@ -197,9 +204,17 @@ impl Outcomes {
         }
     }
 
-    /// Distinct verdicts, most frequent first.
+    /// Distinct verdicts, most frequent first; the replies that died count
+    /// once per connection, under its most precise account.
     pub fn groups(&self) -> Vec<(Diagnosis, u64)> {
         let mut g = self.groups.clone();
+        for c in self.conns.values() {
+            let Some(d) = &c.reply_drop else { continue };
+            match g.iter_mut().find(|(seen, _)| seen == d) {
+                Some((_, n)) => *n += c.replies_dropped,
+                None => g.push((d.clone(), c.replies_dropped)),
+            }
+        }
         g.sort_by_key(|g| std::cmp::Reverse(g.1));
         g
     }
@@ -244,9 +259,17 @@ type Explained = (ConnectionOutcome, Option<&'static str>, String);
 fn explain(s: &ConnState) -> Explained {
     let arrived = arrived(s);
     let refuser = s.refuser.as_ref();
+    // The outcome leads the line; the request's own account need not repeat it.
     let why = refuser
         .or(s.last.as_ref())
-        .map(|r| format!(" {}", r.diag.message))
+        .map(|r| {
+            let m = r.diag.message.as_str();
+            let m = ["refused: ", "prohibited: ", "unreachable: "]
+                .iter()
+                .find_map(|w| m.strip_prefix(w))
+                .unwrap_or(m);
+            format!(" {m}")
+        })
         .unwrap_or_default();
     if let Some((r, e)) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e))) {
         let outcome = match e.meaning() {
@@ -269,22 +292,27 @@ fn explain(s: &ConnState) -> Explained {
             ),
         );
     }
-    if let Some(rst) = arrived.iter().find(|r| r.flags & TCP_RST != 0) {
+    let rst = arrived.iter().find(|r| r.flags & TCP_RST != 0);
+    // A handshake that completed is a connection, whatever ended it later.
+    if arrived
+        .iter()
+        .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
+    {
+        let later = rst
+            .map(|r| format!("; a TCP reset from {} ended the connection later", r.origin))
+            .unwrap_or_default();
+        return (
+            ConnectionOutcome::Connected,
+            None,
+            format!("connected: the server answered{later}"),
+        );
+    }
+    if let Some(rst) = rst {
         let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&rst.origin);
         return (
             ConnectionOutcome::Refused,
             Some("ECONNREFUSED"),
             format!("connection refused: a TCP reset from {origin} reached the client.{why}"),
-        );
-    }
-    if arrived
-        .iter()
-        .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
-    {
-        return (
-            ConnectionOutcome::Connected,
-            None,
-            "connected: the server answered".into(),
         );
     }
     if !arrived.is_empty() {
@@ -295,14 +323,16 @@ fn explain(s: &ConnState) -> Explained {
         );
     }
     if let Some(d) = &s.reply_drop {
-        return (
-            ConnectionOutcome::TimedOut,
-            Some("ETIMEDOUT"),
-            format!(
-                "timed out: the server answered, but none of its {} replies reached the client. {}",
-                s.replies, d.message
-            ),
-        );
+        let none = match s.replies {
+            1 => "its one reply never reached the client".to_owned(),
+            n => format!("none of its {n} replies reached the client"),
+        };
+        let explanation = if d.cause == "reply_dropped" {
+            format!("timed out: {}; {none}", d.message)
+        } else {
+            format!("timed out: the server answered, but {none}. {}", d.message)
+        };
+        return (ConnectionOutcome::TimedOut, Some("ETIMEDOUT"), explanation);
     }
     let stop = s
         .last

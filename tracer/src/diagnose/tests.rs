@@ -280,6 +280,7 @@ fn an_icmp_error_belongs_to_the_flow_it_quotes() {
         why.contains("host-prohibited") && !why.contains("timed out"),
         "{why}"
     );
+    assert_eq!(why.matches("prohibited:").count(), 1, "said once: {why}");
 }
 
 #[test]
@@ -420,4 +421,210 @@ fn a_drop_of_bridged_traffic_says_br_netfilter_ran_iptables() {
     assert!(d.message.ends_with(BRIDGED_NOTE), "{d:?}");
     let advice = d.advice.expect("advice");
     assert!(advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+}
+
+#[test]
+fn resent_replies_that_die_are_told_once_per_connection() {
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.1", 5000, "198.51.100.2", 8080, 6);
+    let fwd = diag("forwarded", "forwarded");
+    o.request(req, 10, FateKind::Forwarded, &fwd, "namespace r".into());
+    let named = Diagnosis {
+        manager: Some(Manager::Iptables),
+        ..diag(
+            "reply_dropped",
+            "the server answered, but its reply died in FORWARD at the policy of chain FORWARD",
+        )
+    };
+    let unnamed = diag(
+        "reply_dropped",
+        "the server answered, but its reply died in FORWARD",
+    );
+    for d in [&named, &unnamed, &named, &named] {
+        o.reply(
+            outcome::ReplySeen {
+                last: tuple("198.51.100.2", 8080, "192.0.2.1", 5000, 6),
+                last_netns: 11,
+                flags: 0x12,
+                icmp: None,
+                origin: "namespace b".into(),
+            },
+            FateKind::Dropped,
+            d,
+        );
+    }
+    let groups = o.groups();
+    let reply_groups: Vec<_> = groups
+        .iter()
+        .filter(|(d, _)| d.cause == "reply_dropped")
+        .collect();
+    assert_eq!(reply_groups.len(), 1, "{groups:#?}");
+    assert_eq!(reply_groups[0].0, named, "the account that names the rule");
+    assert_eq!(reply_groups[0].1, 4, "every resent reply is counted");
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::TimedOut);
+    assert_eq!(
+        c.explanation.matches("the server answered").count(),
+        1,
+        "{}",
+        c.explanation
+    );
+    assert!(
+        c.explanation
+            .ends_with("none of its 4 replies reached the client"),
+        "{}",
+        c.explanation
+    );
+}
+
+#[test]
+fn nothing_listening_says_what_the_kernel_answered() {
+    use super::facts::no_socket_answer;
+    let tcp = no_socket_answer(6, false, "192.0.2.1");
+    assert!(tcp.contains("TCP reset"), "{tcp}");
+    for (v6, icmp) in [
+        (false, "ICMP port-unreachable"),
+        (true, "ICMPv6 port-unreachable"),
+    ] {
+        let udp = no_socket_answer(17, v6, "192.0.2.1");
+        assert!(udp.contains(icmp) && !udp.contains("reset"), "{udp}");
+    }
+    let f = Facts::from_parts(
+        FateKind::Dropped,
+        Some("NO_SOCKET"),
+        None,
+        &[
+            ("proto", "udp"),
+            ("final_port", "53"),
+            ("where", "namespace b"),
+            ("published_note", ""),
+            (
+                "no_socket_answer",
+                &no_socket_answer(17, false, "192.0.2.1"),
+            ),
+        ],
+    );
+    let d = diagnose(&f);
+    assert_eq!(d.cause, "no_socket");
+    assert!(
+        d.message.contains("udp port 53") && !d.message.contains("reset"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn a_reset_or_a_handshake_reply_is_not_called_established() {
+    let silent = |flags: u8| {
+        let mut f = Facts::from_parts(FateKind::Unknown, None, None, VALUES);
+        f.silent_tcp = true;
+        f.tcp_flags = flags;
+        f.reply = true;
+        diagnose(&f)
+    };
+    let rst = silent(0x14);
+    assert_eq!(rst.cause, "tcp_reset");
+    assert!(
+        rst.message.contains("attempt to connect") && !rst.message.contains("established"),
+        "{}",
+        rst.message
+    );
+    let synack = silent(0x12);
+    assert_eq!(synack.cause, "tcp_consumed");
+    assert!(
+        !synack.message.contains("established"),
+        "{}",
+        synack.message
+    );
+}
+
+#[test]
+fn a_socket_closing_is_teardown_never_a_dropped_reply() {
+    for reason in TEARDOWN_REASONS {
+        let mut f = Facts::from_parts(FateKind::Dropped, Some(reason), None, VALUES);
+        f.reply = true;
+        let d = diagnose(&f);
+        assert_eq!(d.cause, "teardown", "{reason}");
+        assert!(d.message.contains("not a drop"), "{}", d.message);
+    }
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.1", 5000, "198.51.100.2", 8080, 6);
+    o.request(
+        req,
+        10,
+        FateKind::Delivered,
+        &diag("delivered", "delivered"),
+        "namespace b".into(),
+    );
+    o.reply(
+        outcome::ReplySeen {
+            last: tuple("198.51.100.2", 8080, "192.0.2.1", 5000, 6),
+            last_netns: 10,
+            flags: 0x11,
+            icmp: None,
+            origin: "namespace b".into(),
+        },
+        FateKind::Dropped,
+        &diag(
+            "teardown",
+            "freed when its socket closed: normal teardown, not a drop",
+        ),
+    );
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::Connected, "{}", c.explanation);
+}
+
+#[test]
+fn a_docker_user_rule_is_dockers_and_its_advice_stays_in_docker_user() {
+    let r = rule("-A DOCKER-USER -s 192.0.2.9/32 -j REJECT", false);
+    let mut f = Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES);
+    f.set_rule_values(&r);
+    let d = diagnose(&f);
+    assert_eq!(d.manager, Some(Manager::Docker));
+    assert_eq!(
+        d.advice.as_deref(),
+        Some("Delete that rule (iptables -t filter -D DOCKER-USER 1), or accept 192.0.2.9 before it: iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT")
+    );
+    let mut legacy = r.clone();
+    legacy.handle = None;
+    f.set_rule_values(&legacy);
+    let advice = diagnose(&f).advice.expect("advice");
+    assert!(
+        advice.ends_with("iptables-legacy -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+        "{advice}"
+    );
+}
+
+#[test]
+fn a_reset_after_the_handshake_is_no_refusal() {
+    let mut o = Outcomes::default();
+    let req = tuple("192.0.2.1", 5000, "198.51.100.2", 8080, 6);
+    o.request(
+        req,
+        10,
+        FateKind::Forwarded,
+        &diag("forwarded", "forwarded"),
+        "namespace r".into(),
+    );
+    for flags in [0x12, 0x14] {
+        o.reply(
+            outcome::ReplySeen {
+                last: tuple("198.51.100.2", 8080, "192.0.2.1", 5000, 6),
+                last_netns: 10,
+                flags,
+                icmp: None,
+                origin: "namespace b".into(),
+            },
+            FateKind::Unknown,
+            &diag("tcp_consumed", "taken by the TCP stack"),
+        );
+    }
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::Connected, "{}", c.explanation);
+    assert!(
+        c.explanation
+            .contains("a TCP reset from namespace b ended the connection later"),
+        "{}",
+        c.explanation
+    );
 }

@@ -1,14 +1,20 @@
-//! Turning the kernel's fixed-layout [`Event`] into an owned [`Hop`].
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+//! Turning the kernel's fixed-layout records ([`Event`], [`DropEvent`]) into
+//! an owned [`Hop`].
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-use tracer_common::{verdict, Event, EventKind, HOOK_NONE};
+use tracer_common::{record_kind, verdict, DropEvent, Event, EventKind, HOOK_NONE};
 
 use crate::model::{Family, Hook, IcmpError, Tuple, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("event record is {got} bytes, expected at least {want}")]
-    Short { got: usize, want: usize },
+    #[error("event record is {got} bytes, expected {want}")]
+    Size { got: usize, want: usize },
+    #[error("ring record of unknown kind {0:#x}")]
+    UnknownRecord(u32),
     #[error("event record has unknown kind {0}")]
     UnknownKind(u8),
 }
@@ -46,6 +52,7 @@ pub struct Hop {
     pub kind: HopKind,
     pub netns: u32,
     pub ifindex: u32,
+    /// Filled by the reader from (`netns`, `ifindex`): see `names::Interfaces`.
     pub ifname: String,
     pub hook: Option<Hook>,
     pub nf_family: u8,
@@ -64,6 +71,8 @@ pub struct Hop {
     pub rule: Option<Box<super::RuleHit>>,
     /// An ICMP error, with the flow it quotes.
     pub icmp: Option<IcmpError>,
+    /// The packet's first bytes at this hop (`--pcap` only).
+    pub bytes: Option<super::Captured>,
 }
 
 impl Hop {
@@ -81,18 +90,41 @@ fn addr(version: u8, b: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// Decodes one ring-buffer record. Never trusts the length or the kind.
-pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
-    let want = std::mem::size_of::<Event>();
-    if bytes.len() < want {
-        return Err(DecodeError::Short {
+/// Reads a `T` from the start of `bytes`, which must be exactly its size.
+fn record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let want = size_of::<T>();
+    if bytes.len() != want {
+        return Err(DecodeError::Size {
             got: bytes.len(),
             want,
         });
     }
-    // SAFETY: the length was checked, Event is plain old data, and
-    // read_unaligned copes with any alignment of the ring-buffer slot.
-    let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
+    // SAFETY: the length was checked, T is a plain-old-data record of the
+    // shared layout, and read_unaligned copes with any alignment of the slot.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record. Never trusts the length or the kind.
+pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
+    let tag = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Size {
+            got: bytes.len(),
+            want: size_of::<Event>(),
+        })?;
+    match tag {
+        record_kind::HOP => decode_event(&record::<Event>(bytes)?, Vec::new()),
+        record_kind::DROP => {
+            let d = record::<DropEvent>(bytes)?;
+            let n = (d.stack_len as usize).min(d.stack.len());
+            decode_event(&d.event, d.stack[..n].to_vec())
+        }
+        other => Err(DecodeError::UnknownRecord(other)),
+    }
+}
+
+fn decode_event(ev: &Event, stack: Vec<u64>) -> Result<Hop, DecodeError> {
     let kind = match EventKind::from_u8(ev.kind) {
         Some(EventKind::Rx) => HopKind::Rx,
         Some(EventKind::Tx) => HopKind::Tx,
@@ -120,18 +152,12 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
             proto: ev.quoted.proto,
         },
     });
-    let name_len = ev
-        .ifname
-        .iter()
-        .position(|&c| c == 0)
-        .unwrap_or(ev.ifname.len());
     let verdict = match ev.verdict {
         verdict::ACCEPT => Some(Verdict::Accept),
         verdict::DROP => Some(Verdict::Drop),
         verdict::STOLEN => Some(Verdict::Stolen),
         _ => None,
     };
-    let stack_len = (ev.stack_len as usize).min(ev.stack.len());
     Ok(Hop {
         t_ns: ev.ts_ns,
         skb: ev.skb,
@@ -139,7 +165,7 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         kind,
         netns: ev.netns,
         ifindex: ev.ifindex,
-        ifname: String::from_utf8_lossy(&ev.ifname[..name_len]).into_owned(),
+        ifname: String::new(),
         hook: if ev.hook == HOOK_NONE {
             None
         } else {
@@ -155,9 +181,10 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         ip_id: (ev.ip_version == 4).then_some(ev.ip_id),
         len: ev.len,
         filter: ev.filter,
-        stack: ev.stack[..stack_len].to_vec(),
+        stack,
         rule: None,
         icmp,
+        bytes: None,
     })
 }
 
@@ -165,22 +192,18 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
 mod tests {
     use super::*;
 
-    fn raw(ev: &Event) -> Vec<u8> {
-        // SAFETY: Event is repr(C) plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                (ev as *const Event).cast::<u8>(),
-                std::mem::size_of::<Event>(),
-            )
-        }
-        .to_vec()
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: the records are repr(C) plain old data without padding.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn sample() -> Event {
+        // SAFETY: Event is plain old data; all zeros is a valid value.
         let mut ev: Event = unsafe { std::mem::zeroed() };
+        ev.record = record_kind::HOP;
         ev.ts_ns = 42;
         ev.skb = 0xffff_8880_0000_1000;
-        ev.kind = EventKind::Drop as u8;
+        ev.kind = EventKind::Rx as u8;
         ev.hook = HOOK_NONE;
         ev.ip_version = 4;
         ev.proto = 6;
@@ -188,21 +211,29 @@ mod tests {
         ev.daddr[..4].copy_from_slice(&[192, 0, 2, 25]);
         ev.sport = 40000;
         ev.dport = 8092;
-        ev.ifname[..4].copy_from_slice(b"eth0");
-        ev.reason = 12;
-        ev.stack_len = 2;
-        ev.stack[0] = 1;
-        ev.stack[1] = 2;
+        ev.ifindex = 3;
         ev
     }
 
+    fn drop_sample() -> DropEvent {
+        // SAFETY: DropEvent is plain old data; all zeros is a valid value.
+        let mut d: DropEvent = unsafe { std::mem::zeroed() };
+        d.event = sample();
+        d.event.record = record_kind::DROP;
+        d.event.kind = EventKind::Drop as u8;
+        d.event.reason = 12;
+        d.stack_len = 2;
+        d.stack[0] = 1;
+        d.stack[1] = 2;
+        d
+    }
+
     #[test]
-    fn decodes_a_drop() {
-        let hop = decode(&raw(&sample())).expect("decodes");
-        assert_eq!(hop.kind, HopKind::Drop);
-        assert_eq!(hop.ifname, "eth0");
-        assert_eq!(hop.hook, None);
-        assert_eq!(hop.stack, vec![1, 2]);
+    fn decodes_a_hop_without_a_stack() {
+        let hop = decode(&bytes_of(&sample())).expect("decodes");
+        assert_eq!(hop.kind, HopKind::Rx);
+        assert_eq!((hop.ifindex, hop.ifname.as_str()), (3, ""));
+        assert!(hop.stack.is_empty());
         let t = hop.tuple.expect("has a tuple");
         assert_eq!(t.saddr.to_string(), "192.0.2.9");
         assert_eq!(t.daddr.to_string(), "192.0.2.25");
@@ -213,6 +244,15 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_drop_and_its_stack() {
+        let hop = decode(&bytes_of(&drop_sample())).expect("decodes");
+        assert_eq!(hop.kind, HopKind::Drop);
+        assert_eq!(hop.reason_raw, 12);
+        assert_eq!(hop.hook, None);
+        assert_eq!(hop.stack, vec![1, 2]);
+    }
+
+    #[test]
     fn decodes_ipv6_and_nf_hook() {
         let mut ev = sample();
         ev.kind = EventKind::NfHook as u8;
@@ -220,30 +260,41 @@ mod tests {
         ev.verdict = verdict::ACCEPT;
         ev.ip_version = 6;
         ev.saddr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let hop = decode(&raw(&ev)).expect("decodes");
+        let hop = decode(&bytes_of(&ev)).expect("decodes");
         assert_eq!(hop.hook, Some(Hook::Forward));
         assert_eq!(hop.verdict, Some(Verdict::Accept));
         assert_eq!(hop.tuple.expect("tuple").saddr.to_string(), "2001:db8::1");
     }
 
     #[test]
-    fn rejects_short_and_unknown_records() {
-        let bytes = raw(&sample());
+    fn rejects_wrong_sizes_and_unknown_records() {
+        let bytes = bytes_of(&sample());
         assert!(matches!(
             decode(&bytes[..100]),
-            Err(DecodeError::Short { .. })
+            Err(DecodeError::Size { .. })
+        ));
+        assert!(matches!(decode(&bytes[..2]), Err(DecodeError::Size { .. })));
+        // A drop's tag on a record of a hop's size is not a drop.
+        let mut ev = sample();
+        ev.record = record_kind::DROP;
+        assert!(matches!(
+            decode(&bytes_of(&ev)),
+            Err(DecodeError::Size { .. })
         ));
         let mut ev = sample();
-        ev.kind = 99;
-        assert_eq!(decode(&raw(&ev)), Err(DecodeError::UnknownKind(99)));
+        ev.record = 7;
+        assert_eq!(decode(&bytes_of(&ev)), Err(DecodeError::UnknownRecord(7)));
         let mut ev = sample();
-        ev.stack_len = 200;
+        ev.kind = 99;
+        assert_eq!(decode(&bytes_of(&ev)), Err(DecodeError::UnknownKind(99)));
+        let mut d = drop_sample();
+        d.stack_len = 200;
         assert_eq!(
-            decode(&raw(&ev)).expect("decodes").stack.len(),
-            ev.stack.len()
+            decode(&bytes_of(&d)).expect("decodes").stack.len(),
+            d.stack.len()
         );
         let mut ev = sample();
         ev.ip_version = 0;
-        assert_eq!(decode(&raw(&ev)).expect("decodes").tuple, None);
+        assert_eq!(decode(&bytes_of(&ev)).expect("decodes").tuple, None);
     }
 }

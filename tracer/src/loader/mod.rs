@@ -81,6 +81,14 @@ impl LoadError {
     }
 }
 
+/// The event ring's default size: about 6,900 hop records (152 bytes each
+/// with the ring's own header), 1,000 packets' worth at 7 hops each.
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// Packets followed at once by default. A packet is tracked only while it
+/// is in flight (microseconds to a socket queue's worth); 4096 entries are
+/// about 0.5 MiB of kernel memory.
+pub const DEFAULT_TRACKED_MAX: u32 = 4096;
+
 /// What to attach and how big to make the buffers.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -100,8 +108,8 @@ impl Default for LoadOptions {
         Self {
             tier: TierRequest::Auto,
             hops: true,
-            ring_bytes: 4 << 20,
-            tracked_max: 16384,
+            ring_bytes: DEFAULT_RING_BYTES,
+            tracked_max: DEFAULT_TRACKED_MAX,
             all_drops: false,
             config_flags: 0,
         }
@@ -289,6 +297,12 @@ impl Tracer {
             .btf(None)
             // Off, the verifier prunes every kernel log statement.
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            // The sk_buff members the hot path loads directly: read-only
+            // constants the verifier checks each load against.
+            .override_global("SKB_PROTOCOL", &cfg.offsets.skb_protocol, true)
+            .override_global("SKB_NETWORK_HEADER", &cfg.offsets.skb_network_header, true)
+            .override_global("SKB_HEAD", &cfg.offsets.skb_head, true)
+            .override_global("SKB_DATA", &cfg.offsets.skb_data, true)
             .map_max_entries("AYA_LOGS", if kernel_logs { 1 << 17 } else { 4096 })
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)

@@ -3,11 +3,13 @@
 //! end, and published ports.
 mod docker;
 mod engines;
+mod interfaces;
 mod netns;
 mod view;
 
 pub use docker::{Container, DockerApi, Published};
 pub use engines::{api_sockets, engine_processes, EngineSocket};
+pub use interfaces::Interfaces;
 pub use netns::{guest_of_cgroup, in_netns, NetnsKind, NetnsNames};
 pub use view::View;
 

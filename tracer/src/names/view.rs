@@ -1,5 +1,5 @@
 //! Naming what a hop carries: drop reasons, kernel symbols, namespaces.
-use super::NetnsNames;
+use super::{Interfaces, NetnsNames};
 use crate::{
     events::Hop,
     kernel::{drop_reason::DropReasons, kallsyms::Kallsyms},
@@ -9,9 +9,18 @@ pub struct View {
     pub reasons: DropReasons,
     pub syms: Option<Kallsyms>,
     pub netns: NetnsNames,
+    pub interfaces: Interfaces,
 }
 
 impl View {
+    /// Names the hop's interface from its namespace and index.
+    pub fn name_interface(&mut self, hop: &mut Hop) {
+        hop.ifname = self
+            .interfaces
+            .name(&mut self.netns, hop.netns, hop.ifindex)
+            .to_string();
+    }
+
     /// The drop's reason; none on kernels that report no reasons (before
     /// 5.17), rather than a made-up `UNKNOWN(0)`.
     pub fn reason(&self, hop: &Hop) -> Option<String> {

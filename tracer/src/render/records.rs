@@ -263,7 +263,7 @@ pub struct DropTopRecord {
     pub rows: Vec<DropTopRow>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DropTopRow {
     pub reason: Option<String>,
     pub location: String,

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::Stats;
-use crate::diagnose::{Diagnosis, Outcomes};
+use crate::diagnose::{Diagnosis, Outcomes, TEARDOWN_REASONS};
 use crate::names::View;
 use crate::{
     events::{Hop, HopKind, RuleHit},
@@ -197,10 +197,14 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
             let reason = at
                 .and_then(|h| view.reason(h))
                 .unwrap_or_else(|| "no reason given".into());
-            let by = deciding_rule(p)
-                .map(|r| format!(" by {}", r.phrase()))
-                .unwrap_or_default();
-            style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
+            if TEARDOWN_REASONS.contains(&reason.as_str()) {
+                style.dim(&format!("· freed at socket close ({place}): {reason}"))
+            } else {
+                let by = deciding_rule(p)
+                    .map(|r| format!(" by {}", r.phrase()))
+                    .unwrap_or_default();
+                style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
+            }
         }
         FateKind::Delivered => style.green(&format!("✓ delivered ({place})")),
         FateKind::Forwarded => style.green(&format!("→ forwarded out ({place})")),

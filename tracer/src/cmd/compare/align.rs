@@ -163,6 +163,7 @@ mod tests {
             stack: Vec::new(),
             rule: None,
             icmp: None,
+            bytes: None,
         };
         h.nf_family = match family {
             Family::Bridge => libc::NFPROTO_BRIDGE as u8,

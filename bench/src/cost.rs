@@ -1,0 +1,349 @@
+//! Section: kernel time per forwarded packet, from the kernel's own BPF
+//! run-time statistics.
+//!
+//! pathtrace and the bpftrace peer, each with a filter that matches nothing
+//! the stream sends, take turns in every round (the order alternates); in each
+//! turn a paced UDP stream goes through the Docker host's DNAT and the
+//! tracer's programs' `run_time_ns` and `run_cnt` are read before and after.
+//! Per packet delivered to the sink: nanoseconds, program runs, and
+//! nanoseconds per run. Ratios pair the two tracers of the same round.
+//!
+//! The statistic is switched on with `BPF_ENABLE_STATS`, which hands back a
+//! file descriptor: the kernel counts while it is open and stops when it is
+//! closed, on any exit of this process (an error, Ctrl-C, even SIGKILL). The
+//! `kernel.bpf_stats_enabled` sysctl is never written; the section records
+//! its value before and after.
+use std::{collections::BTreeMap, os::fd::OwnedFd, time::Duration};
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::loaded_programs,
+    sys::{enable_stats, Stats},
+};
+use serde::Serialize;
+
+use crate::{
+    bpf, net,
+    peers::{bpftrace_script, BtRun, PtRun},
+    stats::Summary,
+    Ctx, OTHER_SRC,
+};
+
+const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The paced rate of the stream: below what either tracer lets through on
+/// this machine, so every packet sent is forwarded and the per-packet figures
+/// don't depend on how many the sink's socket drops.
+pub const COST_PPS: u64 = 40_000;
+
+/// Run time and run count of one program, from `bpf_prog_info`.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProgStat {
+    run_ns: u64,
+    runs: u64,
+}
+
+/// Statistics of the programs with these ids (0 for one that is gone).
+fn prog_stats(ids: &[u64]) -> BTreeMap<u64, ProgStat> {
+    let mut out: BTreeMap<u64, ProgStat> =
+        ids.iter().map(|&id| (id, ProgStat::default())).collect();
+    // Other processes' programs come and go while the ids are walked: an
+    // error for one of them is not ours to report.
+    for info in loaded_programs().flatten() {
+        if let Some(s) = out.get_mut(&u64::from(info.id())) {
+            *s = ProgStat {
+                run_ns: info.run_time().as_nanos() as u64,
+                runs: info.run_count(),
+            };
+        }
+    }
+    out
+}
+
+/// One tracer's turn in one round.
+#[derive(Clone, Debug, Serialize)]
+pub struct Turn {
+    pub round: usize,
+    pub tool: &'static str,
+    pub packets_sent: u64,
+    pub packets_forwarded: u64,
+    pub run_ns: u64,
+    pub runs: u64,
+    /// Runs and run time per program name.
+    pub per_prog: Vec<ProgTurn>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgTurn {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+impl Turn {
+    pub fn ns_per_packet(&self) -> f64 {
+        self.run_ns as f64 / self.packets_forwarded.max(1) as f64
+    }
+    pub fn runs_per_packet(&self) -> f64 {
+        self.runs as f64 / self.packets_forwarded.max(1) as f64
+    }
+    pub fn ns_per_run(&self) -> f64 {
+        self.run_ns as f64 / self.runs.max(1) as f64
+    }
+}
+
+/// One tracer's figures over the rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCost {
+    pub tool: &'static str,
+    pub ns_per_packet: Option<Summary>,
+    pub runs_per_packet: Option<Summary>,
+    pub ns_per_run: Option<Summary>,
+    /// Per program: median runs per packet and ns per run.
+    pub per_prog: Vec<(String, f64, f64)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Cost {
+    pub pps: u64,
+    pub sample_secs: f64,
+    pub sysctl_before: Option<String>,
+    pub sysctl_after: Option<String>,
+    pub turns: Vec<Turn>,
+    pub pathtrace: ToolCost,
+    pub bpftrace: Option<ToolCost>,
+    /// pathtrace ns/packet over the peer's, per round.
+    pub ratio: Option<Summary>,
+}
+
+fn sysctl() -> Option<String> {
+    std::fs::read_to_string(SYSCTL)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Sends the paced stream and reads what `progs` cost the kernel meanwhile.
+fn measure(ctx: &Ctx, round: usize, tool: &'static str, progs: &[bpf::ProgFd]) -> Result<Turn> {
+    let ids: Vec<u64> = progs.iter().map(|p| p.id).collect();
+    let before = prog_stats(&ids);
+    let u = net::udp_run(&ctx.route_udp, ctx.plan.sample(), Some(COST_PPS))
+        .context("UDP through the DNAT")?;
+    let after = prog_stats(&ids);
+    let mut turn = Turn {
+        round,
+        tool,
+        packets_sent: u.sent,
+        packets_forwarded: u.received,
+        run_ns: 0,
+        runs: 0,
+        per_prog: Vec::new(),
+    };
+    for p in progs {
+        let (b, a) = (before[&p.id], after[&p.id]);
+        let (runs, run_ns) = (
+            a.runs - b.runs.min(a.runs),
+            a.run_ns - b.run_ns.min(a.run_ns),
+        );
+        turn.runs += runs;
+        turn.run_ns += run_ns;
+        turn.per_prog.push(ProgTurn {
+            name: p.name.clone().unwrap_or_else(|| p.id.to_string()),
+            runs,
+            run_ns,
+        });
+    }
+    Ok(turn)
+}
+
+fn pathtrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
+    let args = vec![
+        "--src".to_string(),
+        OTHER_SRC.to_string(),
+        "--no-rules".into(),
+    ];
+    let out = ctx.out_file("cost-pt");
+    let mut run = PtRun::start(&ctx.tools, &args, bound, out, None)?;
+    let result = (|| {
+        anyhow::ensure!(run.ready.is_some(), "pathtrace did not start");
+        if let Some(kib) = run.proc.vm_hwm_kib() {
+            ctx.mem.pathtrace_ready_hwm_kib.push(kib as f64);
+        }
+        let held = bpf::held_by(run.proc.pid)?;
+        let mut progs = held.progs;
+        bpf::name_progs(&mut progs)?;
+        measure(ctx, round, "pathtrace", &progs)
+    })();
+    let stopped = run.finish();
+    ctx.discard(&run.out);
+    let turn = result.with_context(|| format!("pathtrace: {}", run.proc.stderr_text()))?;
+    stopped?;
+    Ok(turn)
+}
+
+fn bpftrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
+    let bt = ctx
+        .tools
+        .bpftrace
+        .clone()
+        .context("bpftrace is not available")?;
+    let script = ctx.tools.work.join("peer-cost.bt");
+    std::fs::write(&script, bpftrace_script(OTHER_SRC, bound, &ctx.attach))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let out = ctx.out_file("cost-bt");
+    let mut run = BtRun::start(&bt, &script, out)?;
+    let result = (|| {
+        anyhow::ensure!(run.ready.is_some(), "bpftrace did not start");
+        let held = bpf::held_by(run.proc.pid)?;
+        let mut progs = held.progs;
+        bpf::name_progs(&mut progs)?;
+        // Its BEGIN and interval programs are not on the packet path.
+        let names: Vec<String> = ctx.attach.iter().map(|a| a.prog_name()).collect();
+        progs.retain(|p| p.name.as_ref().is_some_and(|n| names.contains(n)));
+        measure(ctx, round, "bpftrace", &progs)
+    })();
+    let stopped = run.finish();
+    ctx.discard(&run.out);
+    let turn = result.with_context(|| format!("bpftrace: {}", run.proc.stderr_text()))?;
+    stopped?;
+    Ok(turn)
+}
+
+fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
+    let mine: Vec<&Turn> = turns.iter().filter(|t| t.tool == tool).collect();
+    let of = |f: fn(&Turn) -> f64| Summary::of(&mine.iter().map(|t| f(t)).collect::<Vec<_>>());
+    let mut names: Vec<String> = mine
+        .iter()
+        .flat_map(|t| t.per_prog.iter().map(|p| p.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let per_prog = names
+        .into_iter()
+        .map(|name| {
+            let rows: Vec<(f64, f64)> = mine
+                .iter()
+                .filter_map(|t| {
+                    let p = t.per_prog.iter().find(|p| p.name == name)?;
+                    Some((
+                        p.runs as f64 / t.packets_forwarded.max(1) as f64,
+                        p.run_ns as f64 / p.runs.max(1) as f64,
+                    ))
+                })
+                .collect();
+            let med = |v: Vec<f64>| Summary::of(&v).map_or(0.0, |s| s.median);
+            let rpp = med(rows.iter().map(|r| r.0).collect());
+            let npr = med(rows.iter().map(|r| r.1).collect());
+            (name, rpp, npr)
+        })
+        .collect();
+    ToolCost {
+        tool,
+        ns_per_packet: of(Turn::ns_per_packet),
+        runs_per_packet: of(Turn::runs_per_packet),
+        ns_per_run: of(Turn::ns_per_run),
+        per_prog,
+    }
+}
+
+/// pathtrace's ns per packet over the peer's, for each round both ran in.
+fn paired_ratios(turns: &[Turn]) -> Vec<f64> {
+    let mut rounds: Vec<usize> = turns.iter().map(|t| t.round).collect();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|r| {
+            let of = |tool| turns.iter().find(|t| t.round == r && t.tool == tool);
+            Some(of("pathtrace")?.ns_per_packet() / of("bpftrace")?.ns_per_packet())
+        })
+        .collect()
+}
+
+/// The statistic, on while the value lives.
+struct StatsOn(
+    #[expect(dead_code, reason = "held: closing it switches the statistic off")] OwnedFd,
+);
+
+pub fn run(ctx: &mut Ctx) -> Result<Cost> {
+    let sysctl_before = sysctl();
+    let stats = StatsOn(enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (kernel 5.8+)")?);
+    let rounds = if ctx.plan.mode == "quick" { 3 } else { 5 };
+    let bound = ctx.plan.sample() + Duration::from_secs(60);
+    let mut turns = Vec::new();
+    let peer = ctx.tools.bpftrace.is_some();
+    for round in 0..rounds {
+        let order: &[&str] = match (peer, round % 2) {
+            (false, _) => &["pathtrace"],
+            (true, 0) => &["pathtrace", "bpftrace"],
+            (true, _) => &["bpftrace", "pathtrace"],
+        };
+        for tool in order {
+            if ctx.stop_now() {
+                break;
+            }
+            eprintln!("pathtrace-bench: cost round {}/{rounds}: {tool}", round + 1);
+            let t = if *tool == "pathtrace" {
+                pathtrace_turn(ctx, round, bound)
+            } else {
+                bpftrace_turn(ctx, round, bound)
+            };
+            match t {
+                Ok(t) => turns.push(t),
+                Err(e) => ctx.error(&format!("cost round {} ({tool})", round + 1), &e),
+            }
+        }
+    }
+    drop(stats);
+    let ratios = paired_ratios(&turns);
+    Ok(Cost {
+        pps: COST_PPS,
+        sample_secs: ctx.plan.sample_secs,
+        sysctl_before,
+        sysctl_after: sysctl(),
+        pathtrace: summarize(&turns, "pathtrace"),
+        bpftrace: peer.then(|| summarize(&turns, "bpftrace")),
+        ratio: Summary::of(&ratios),
+        turns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(round: usize, tool: &'static str, forwarded: u64, runs: u64, run_ns: u64) -> Turn {
+        Turn {
+            round,
+            tool,
+            packets_sent: forwarded,
+            packets_forwarded: forwarded,
+            run_ns,
+            runs,
+            per_prog: vec![ProgTurn {
+                name: "net_dev_queue".into(),
+                runs,
+                run_ns,
+            }],
+        }
+    }
+
+    #[test]
+    fn per_packet_figures_and_per_program_medians() {
+        let turns = vec![
+            turn(0, "pathtrace", 1000, 7000, 700_000),
+            turn(0, "bpftrace", 1000, 7000, 1_400_000),
+            turn(1, "bpftrace", 2000, 14000, 2_800_000),
+            turn(1, "pathtrace", 2000, 14000, 1_400_000),
+            turn(2, "pathtrace", 1000, 8000, 800_000),
+        ];
+        let pt = summarize(&turns, "pathtrace");
+        let ns = pt.ns_per_packet.expect("ns per packet");
+        assert_eq!((ns.median, ns.n), (700.0, 3));
+        assert_eq!(pt.runs_per_packet.expect("runs").median, 7.0);
+        assert_eq!(pt.ns_per_run.expect("ns per run").median, 100.0);
+        assert_eq!(pt.per_prog, vec![("net_dev_queue".to_string(), 7.0, 100.0)]);
+        let bt = summarize(&turns, "bpftrace");
+        assert_eq!(bt.ns_per_packet.expect("ns").median, 1400.0);
+        // Round 2 has no peer turn: only rounds with both are paired.
+        assert_eq!(paired_ratios(&turns), vec![0.5, 0.5]);
+    }
+}
