@@ -5,9 +5,10 @@
 //! is found through its process.
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use lab::{Block, Lab, LabConfig, ProbeOutcome};
+use lab::{Block, DockerMode, Lab, LabConfig, ProbeOutcome};
 use pathtrace_tests::{
-    docker_mode, lab_with, netns_inode, of_type, records, require_root, Running,
+    docker_mode, lab_with, netns_inode, of_type, records, require_root, tier, tier_sees_hooks,
+    Running,
 };
 use serde_json::Value;
 
@@ -48,6 +49,15 @@ fn trace_from_hypervisor(lab: &Lab, src: IpAddr, from: &str) -> (Vec<Value>, Vec
     let (code, lines) = run.stop();
     assert_eq!(code, 0, "pathtrace exit status");
     (records(&lines), stderr)
+}
+
+fn probe(lab: &Lab, from: &str) -> ProbeOutcome {
+    lab.tcp_connect(
+        from,
+        IpAddr::V4(lab.addrs.host),
+        lab.addrs.published_port,
+        Duration::from_millis(3500),
+    )
 }
 
 fn requests(recs: &[Value]) -> Vec<&Value> {
@@ -186,4 +196,92 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
+}
+
+/// The guest's dockerd and its container start after pathtrace: the guest's
+/// namespace first appears on the packet's path mid-trace, and its engine is
+/// looked up then, through its process, without a flag.
+#[test]
+fn engine_started_after_pathtrace_names_the_container() {
+    require_root("engine_started_after_pathtrace_names_the_container");
+    let mut lab = lab_with(LabConfig {
+        block: Block::Drop,
+        // Names come from the engine's API: an emulation has none.
+        docker: DockerMode::Real,
+        hypervisor: true,
+        defer_docker: true,
+        ..LabConfig::with_prefix("pthvlate")
+    });
+    let run = Running::start_in(
+        &lab.names.lan,
+        &["--dport", "8092", "--json", "--duration", "60"],
+    );
+    lab.start_docker().expect("dockerd and web start in the guest");
+    assert!(lab.docker_is_real(), "a real dockerd runs in the guest");
+    assert_eq!(probe(&lab, &lab.names.other), ProbeOutcome::Connected);
+    assert_eq!(probe(&lab, &lab.names.client), ProbeOutcome::TimedOut);
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    let recs = records(&lines);
+    let ctr = netns_inode(&lab.names.ctr);
+    let reqs = requests(&recs);
+    let delivered = reqs
+        .iter()
+        .find(|p| p["fate"] == "delivered" && p["netns"].as_u64() == Some(ctr))
+        .unwrap_or_else(|| panic!("no packet delivered into the container: {recs:#?}"));
+    assert_eq!(delivered["saddr"], "192.0.2.134", "{delivered}");
+    assert_eq!(delivered["container"], "web", "{delivered}");
+    assert_eq!(delivered["netns_name"], "web", "{delivered}");
+    assert_eq!(delivered["netns_kind"], "container", "{delivered}");
+    let dropped: Vec<_> = reqs
+        .iter()
+        .filter(|p| p["fate"] == "dropped" && p["saddr"] == "192.0.2.9")
+        .collect();
+    assert!(!dropped.is_empty(), "the client's SYNs dropped: {recs:#?}");
+    for p in dropped {
+        let msg = p["diagnosis"]["message"].as_str().expect("message");
+        assert!(
+            msg.contains("published port 8092 → container web:80"),
+            "the diagnosis names the container: {msg}"
+        );
+    }
+}
+
+/// The text output on the hypervisor: a bridged frame runs the bridge's
+/// FORWARD hook and, inside it (br_netfilter), the IPv4 one; both are shown
+/// with their family where the tier sees `nf_hook_slow`.
+#[test]
+fn bridged_frames_show_bridge_and_ip_forward_in_text() {
+    require_root("bridged_frames_show_bridge_and_ip_forward_in_text");
+    let lab = hypervisor_lab("pthvtext");
+    let run = Running::start_in(
+        &lab.names.lan,
+        &["--src", "192.0.2.134", "--dport", "8092", "--duration", "30"],
+    );
+    assert_eq!(probe(&lab, &lab.names.other), ProbeOutcome::Connected);
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    let text = lines.join("\n");
+    let in_hv = |what: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(&lab.names.lan) && l.contains(what))
+    };
+    assert!(
+        lines.iter().any(|l| l.contains("✓ delivered")),
+        "a packet delivered: {text}"
+    );
+    if tier_sees_hooks() {
+        for want in ["bridge FORWARD", "ip FORWARD"] {
+            assert!(in_hv(want), "{want:?} on the hypervisor: {text}");
+        }
+    } else {
+        assert!(
+            !in_hv("bridge FORWARD") && !in_hv("ip FORWARD"),
+            "tier {} has no nf_hook_slow hops: {text}",
+            tier()
+        );
+    }
 }

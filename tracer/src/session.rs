@@ -21,7 +21,7 @@ use crate::{
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
-    names::{Containers, NetnsNames},
+    names::{EngineLookup, EngineSources, NetnsNames},
     render::{json, text, Stats},
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
@@ -232,23 +232,16 @@ pub async fn run<S: PacketSink>(
         crate::kernel::rss_kb()
     );
 
-    let own_netns = std::fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
-        .ok();
-    let engines: Vec<_> = crate::names::engine_processes()
-        .into_iter()
-        .filter(|e| !(opts.engines_pinned && Some(e.netns) == own_netns))
-        .collect();
-    for e in &engines {
-        log::debug!(
-            "container engine pid {} (netns {}) at {}",
-            e.pid,
-            e.netns,
-            e.path.display()
-        );
-    }
-    let containers = Containers::discover_with(&opts.engine_sockets, &engines);
+    let sources = EngineSources {
+        sockets: opts.engine_sockets.clone(),
+        pinned: opts.engines_pinned,
+        own_netns: std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .ok(),
+    };
+    let containers = sources.discover();
     view.netns.set_containers(&containers);
+    let mut engines = EngineLookup::start(sources, &containers);
     let mut reporter = Reporter::new(opts.filters.clone(), containers);
     let mut tracker = Tracker::default();
 
@@ -262,12 +255,14 @@ pub async fn run<S: PacketSink>(
                   tracker: &mut Tracker,
                   stats: &mut Stats,
                   view: &View,
-                  follow: &mut Follow| {
+                  follow: &mut Follow,
+                  engines: &mut EngineLookup| {
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
                 enrich(&mut hop, view);
                 follow.saw(hop.netns);
+                engines.saw(hop.netns);
                 tracker.push(hop, Instant::now());
             }
             Err(e) => {
@@ -279,7 +274,7 @@ pub async fn run<S: PacketSink>(
     let mut done = false;
     'run: loop {
         tokio::select! {
-            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow)) => {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow, &mut engines)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
@@ -288,7 +283,12 @@ pub async fn run<S: PacketSink>(
                 }
                 say_warnings(&rules);
                 rules.poll();
-                for mut p in tracker.settled_after(Instant::now(), rules.caught_up_to()) {
+                for found in engines.answers() {
+                    reporter.containers.merge(found);
+                    view.netns.set_containers(&reporter.containers);
+                }
+                let horizon = [rules.caught_up_to(), engines.caught_up_to()].into_iter().flatten().min();
+                for mut p in tracker.settled_after(Instant::now(), horizon) {
                     ruletrace::attach(&mut rules, &mut p);
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
@@ -305,13 +305,30 @@ pub async fn run<S: PacketSink>(
             _ = stop.notified() => break,
         }
     }
-    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &view, &mut follow));
+    reader.drain_now(|b| {
+        handle(
+            b,
+            &mut tracker,
+            &mut stats,
+            &view,
+            &mut follow,
+            &mut engines,
+        )
+    });
     if !done {
-        // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
+        // Let the rule watchers hand over what the kernel already sent, and
+        // the engine lookups their answers (≤ 1 s).
         let stopped = Instant::now();
-        while rules.caught_up_to().is_some_and(|h| h < stopped)
-            && stopped.elapsed() < Duration::from_secs(1)
-        {
+        loop {
+            for found in engines.answers() {
+                reporter.containers.merge(found);
+                view.netns.set_containers(&reporter.containers);
+            }
+            let waiting = rules.caught_up_to().is_some_and(|h| h < stopped)
+                || engines.caught_up_to().is_some();
+            if !waiting || stopped.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         rules.poll();

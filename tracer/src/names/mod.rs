@@ -3,11 +3,13 @@
 //! end, and published ports.
 mod docker;
 mod engines;
+mod lookup;
 mod netns;
 mod view;
 
 pub use docker::{Container, DockerApi, Published};
 pub use engines::{api_sockets, engine_processes, EngineSocket};
+pub use lookup::{EngineLookup, EngineSources};
 pub use netns::{guest_of_cgroup, in_netns, NetnsKind, NetnsNames};
 pub use view::View;
 
@@ -48,6 +50,11 @@ impl Containers {
             }
         }
         out
+    }
+
+    /// Adds what `newer` knows; its answers replace older ones.
+    pub fn merge(&mut self, newer: Containers) {
+        self.by_netns.extend(newer.by_netns);
     }
 
     /// The container whose address is `ip`.
