@@ -7,8 +7,8 @@ use std::{net::IpAddr, process::Command, time::Duration};
 
 use lab::{Block, DockerMode, Lab, LabConfig, ProbeOutcome};
 use pathtrace_tests::{
-    docker_mode, lab_with, netns_inode, of_type, records, require_root, tier, tier_sees_hooks,
-    Running,
+    docker_mode, lab_with, limit, netns_inode, of_type, records, require_root, tier,
+    tier_sees_hooks, Running,
 };
 use serde_json::Value;
 
@@ -204,19 +204,22 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
 #[test]
 fn engine_started_after_pathtrace_names_the_container() {
     require_root("engine_started_after_pathtrace_names_the_container");
-    let mut lab = lab_with(LabConfig {
+    let mut lab = Lab::start(LabConfig {
         block: Block::Drop,
         // Names come from the engine's API: an emulation has none.
         docker: DockerMode::Real,
         hypervisor: true,
         defer_docker: true,
+        ready_timeout: limit(30),
         ..LabConfig::with_prefix("pthvlate")
-    });
+    })
+    .expect("the hypervisor and its guest's namespaces");
     let run = Running::start_in(
         &lab.names.lan,
         &["--dport", "8092", "--json", "--duration", "60"],
     );
-    lab.start_docker().expect("dockerd and web start in the guest");
+    lab.start_docker()
+        .expect("dockerd and web start in the guest");
     assert!(lab.docker_is_real(), "a real dockerd runs in the guest");
     assert_eq!(probe(&lab, &lab.names.other), ProbeOutcome::Connected);
     assert_eq!(probe(&lab, &lab.names.client), ProbeOutcome::TimedOut);
@@ -257,7 +260,14 @@ fn bridged_frames_show_bridge_and_ip_forward_in_text() {
     let lab = hypervisor_lab("pthvtext");
     let run = Running::start_in(
         &lab.names.lan,
-        &["--src", "192.0.2.134", "--dport", "8092", "--duration", "30"],
+        &[
+            "--src",
+            "192.0.2.134",
+            "--dport",
+            "8092",
+            "--duration",
+            "30",
+        ],
     );
     assert_eq!(probe(&lab, &lab.names.other), ProbeOutcome::Connected);
     std::thread::sleep(Duration::from_millis(600));
