@@ -4,6 +4,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -139,7 +140,10 @@ impl RealDocker {
             .env("XTABLES_LOCKFILE", s("xtables.lock"))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2);
+            .stderr(log2)
+            // Its own process group: a terminal's Ctrl-C reaches the lab's
+            // owner, which stops dockerd in order, not dockerd itself.
+            .process_group(0);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().to_string();
             if k.starts_with("DOCKER_") || k.starts_with("CONTAINERD_") {

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -124,6 +125,8 @@ impl Emulated {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // As dockerd: a terminal's Ctrl-C is for the lab's owner.
+            .process_group(0)
             .spawn()
             .map_err(|source| LabError::Spawn {
                 cmd: shown.clone(),
