@@ -86,6 +86,15 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
         note: Some("on a real dockerd (dockerd_restarting_mid_trace restarts it)"),
     },
     GuestSuite {
+        name: "hypervisor",
+        not_in_guest: &[(
+            "engine_started_after_pathtrace_names_the_container",
+            "names come from a real dockerd's API, started mid-trace; the suite runs on the emulated lab",
+        )],
+        env: &[],
+        note: Some("on the emulated Docker lab: the guest's DOCKER-USER rule and its bridge/ip FORWARD hooks, without container names"),
+    },
+    GuestSuite {
         name: "cleanup",
         not_in_guest: &[],
         env: &[("PATHTRACE_CLEANUP_ROUNDS", "12")],
