@@ -4,7 +4,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -140,10 +139,8 @@ impl RealDocker {
             .env("XTABLES_LOCKFILE", s("xtables.lock"))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
-            // Its own process group: a terminal's Ctrl-C reaches the lab's
-            // owner, which stops dockerd in order, not dockerd itself.
-            .process_group(0);
+            .stderr(log2);
+        super::procs::as_daemon(&mut command);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().to_string();
             if k.starts_with("DOCKER_") || k.starts_with("CONTAINERD_") {

@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -117,16 +116,16 @@ impl Emulated {
             "nsenter --net={} -- {busybox} httpd -f -p {port} -h {www}",
             ns_path(&self.ctr_ns).display()
         );
-        let child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net={}", ns_path(&self.ctr_ns).display()))
             .arg("--")
             .arg(busybox)
             .args(["httpd", "-f", "-p", &port, "-h", &www])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // As dockerd: a terminal's Ctrl-C is for the lab's owner.
-            .process_group(0)
+            .stderr(Stdio::null());
+        let child = super::procs::as_daemon(&mut command)
             .spawn()
             .map_err(|source| LabError::Spawn {
                 cmd: shown.clone(),

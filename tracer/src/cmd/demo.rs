@@ -57,7 +57,14 @@ fn trace_args(args: &DemoArgs, lab: &Lab) -> Vec<String> {
         .map(str::to_owned)
         .to_vec()
     } else {
-        vec!["--dport".into(), port]
+        // The flow: connections to the published port (of the Docker host,
+        // as other programs on this machine may use the same port).
+        vec![
+            "--dst".into(),
+            lab.addrs.host.to_string(),
+            "--dport".into(),
+            port,
+        ]
     };
     if args.output.json {
         out.push("--json".into());
