@@ -316,6 +316,7 @@ pub async fn run<S: PacketSink>(
         )
     });
     if !done {
+        follow.ended_before_arming(&mut view.netns);
         // Let the rule watchers hand over what the kernel already sent, and
         // the engine lookups their answers (≤ 1 s).
         let stopped = Instant::now();
