@@ -21,11 +21,37 @@ fn hypervisor_lab(prefix: &str) -> Lab {
     })
 }
 
+/// Whether pathtrace said, within `limit`, that it followed the packet into
+/// namespace `ns` (its stderr, read as it comes).
+fn followed_into(run: &mut Running, ns: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        while let Ok(l) = run.stderr.try_recv() {
+            eprintln!("[pathtrace] {l}");
+            run.stderr_lines.push(l);
+        }
+        if run
+            .stderr_lines
+            .iter()
+            .any(|l| l.contains("followed the packet into") && l.contains(ns))
+        {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Traces `--src SRC --dport 8092` from the hypervisor while `from`
-/// connects once for 3.5 s (a SYN and its retransmissions).
+/// connects for 3.5 s (a SYN and its retransmissions); once pathtrace
+/// followed the packet into the guest, `from` connects once more (1.5 s),
+/// so that packets pass the guest with its rules traced however slowly
+/// pathtrace started (a cold start in an emulated guest takes seconds).
 fn trace_from_hypervisor(lab: &Lab, src: IpAddr, from: &str) -> (Vec<Value>, Vec<String>) {
     let src = src.to_string();
-    let run = Running::start_in(
+    let mut run = Running::start_in(
         &lab.names.lan,
         &[
             "--src",
@@ -34,16 +60,24 @@ fn trace_from_hypervisor(lab: &Lab, src: IpAddr, from: &str) -> (Vec<Value>, Vec
             "8092",
             "--json",
             "--duration",
-            "30",
+            "60",
         ],
     );
-    let outcome = lab.tcp_connect(
-        from,
-        IpAddr::V4(lab.addrs.host),
-        lab.addrs.published_port,
-        Duration::from_millis(3500),
+    let connect = |wait| {
+        lab.tcp_connect(
+            from,
+            IpAddr::V4(lab.addrs.host),
+            lab.addrs.published_port,
+            Duration::from_millis(wait),
+        )
+    };
+    eprintln!("probe from {from}: {:?}", connect(3500));
+    assert!(
+        followed_into(&mut run, &lab.names.dock, limit(10)),
+        "never followed into the guest: {:?}",
+        run.stderr_lines
     );
-    eprintln!("probe from {from}: {outcome:?}");
+    eprintln!("probe from {from}: {:?}", connect(1500));
     std::thread::sleep(Duration::from_millis(600));
     let stderr = run.stderr_lines.clone();
     let (code, lines) = run.stop();
@@ -151,22 +185,8 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         Duration::from_millis(1500),
     );
     assert_eq!(outcome, ProbeOutcome::TimedOut, "the client is blocked");
-    let followed = (0..100).any(|_| {
-        while let Ok(l) = run.stderr.try_recv() {
-            eprintln!("[pathtrace] {l}");
-            run.stderr_lines.push(l);
-        }
-        let done = run
-            .stderr_lines
-            .iter()
-            .any(|l| l.contains("followed the packet into") && l.contains(&lab.names.dock));
-        if !done {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        done
-    });
     assert!(
-        followed,
+        followed_into(&mut run, &lab.names.dock, limit(5)),
         "never followed into the guest: {:?}",
         run.stderr_lines
     );

@@ -21,7 +21,7 @@ use crate::{
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
-    names::{EngineLookup, EngineSources, NetnsNames},
+    names::{Containers, EngineLookup, EngineSources, NetnsNames},
     render::{json, text, Stats},
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
@@ -239,10 +239,8 @@ pub async fn run<S: PacketSink>(
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
             .ok(),
     };
-    let containers = sources.discover();
-    view.netns.set_containers(&containers);
-    let mut engines = EngineLookup::start(sources, &containers);
-    let mut reporter = Reporter::new(opts.filters.clone(), containers);
+    let mut engines = EngineLookup::start(sources);
+    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default());
     let mut tracker = Tracker::default();
 
     let mut stats = Stats {

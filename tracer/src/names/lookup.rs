@@ -1,8 +1,10 @@
-//! Container engines looked up for namespaces that show up mid-trace: a
-//! guest, or a dockerd, started after pathtrace. The first hop seen in a
-//! namespace with no known container asks a worker thread, once, to find the
-//! engines again (their processes, their APIs); the event reader only
-//! queues the namespace. Answers are merged on the next tick.
+//! Container engines, asked on a worker thread so that neither start-up nor
+//! the event reader waits for them: once at start, then again for each
+//! namespace that shows up mid-trace (a guest, or a dockerd, started after
+//! pathtrace): the first hop seen in a namespace with no known container
+//! asks the worker, once, to find the engines again (their processes, their
+//! APIs); the event reader only queues the namespace. Answers are merged on
+//! the next tick.
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
@@ -90,14 +92,24 @@ pub struct EngineLookup {
 }
 
 impl EngineLookup {
-    /// Starts the worker. The namespaces of `known` containers are never
-    /// asked about.
-    pub fn start(sources: EngineSources, known: &Containers) -> Self {
+    /// Starts the worker, which asks every engine once straight away (the
+    /// answer counts as pending, for namespace 0, until it arrives).
+    pub fn start(sources: EngineSources) -> Self {
         let (ask, questions) = mpsc::channel::<u32>();
         let (reply, answers) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("engine-lookup".into())
             .spawn(move || {
+                let containers = sources.discover();
+                if reply
+                    .send(Answer {
+                        asked: vec![0],
+                        containers,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
                 while let Ok(first) = questions.recv() {
                     // One look for every namespace queued meanwhile.
                     let mut asked = vec![first];
@@ -120,7 +132,9 @@ impl EngineLookup {
             }
         };
         let mut asked = Asked::default();
-        asked.done.extend(known.by_netns.keys().copied());
+        if ask.is_some() {
+            asked.pending.insert(0, Instant::now());
+        }
         Self {
             asked,
             ask,
