@@ -66,6 +66,8 @@ fn bad_command_lines_exit_2_with_one_line() {
         &["drops", "--max-rate", "0"],
         &["drops", "--src", "bad"],
         &["compare", "--dport", "80"],
+        &["--src", "192.0.2.1", "--src", "192.0.2.2"],
+        &["drops", "--dport", "1", "--dport", "2"],
         &[
             "compare",
             "--src",
@@ -85,6 +87,18 @@ fn bad_command_lines_exit_2_with_one_line() {
             "192.0.2.25",
         ],
         &["completions", "tcsh"],
+        &["--dport", "80", "--pcap", ""],
+        &["--dport", "80", "--pcap", "/"],
+        &["--dport", "80", "--pcap", "/nonexistent/dir/x.pcapng"],
+        &[
+            "compare",
+            "--dport",
+            "80",
+            "--dport",
+            "81",
+            "--pcap",
+            "/nonexistent/dir/x.pcapng",
+        ],
     ];
     let long = "9".repeat(10_000);
     let long_ns = "n".repeat(5_000);

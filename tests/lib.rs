@@ -144,7 +144,11 @@ impl Running {
     /// Takes over a `pathtrace` started with piped stdout and stderr, and
     /// waits for its "ready" line.
     pub fn adopt(mut child: Child) -> Self {
-        let stdout = pump(child.stdout.take().expect("piped stdout"));
+        // No stdout when it went elsewhere (`--pcap -` into another process).
+        let stdout = match child.stdout.take() {
+            Some(out) => pump(out),
+            None => mpsc::channel().1,
+        };
         let stderr = pump(child.stderr.take().expect("piped stderr"));
         let mut run = Self {
             child,
@@ -184,8 +188,21 @@ impl Running {
         self.wait(limit(15))
     }
 
+    /// Sends SIGINT, waits for exit, returns (exit code, stderr lines): for a
+    /// run whose stdout went elsewhere, so text and JSON came on stderr.
+    pub fn stop_stderr(mut self) -> (i32, Vec<String>) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+        let (code, _) = self.finish(limit(15));
+        (code, std::mem::take(&mut self.stderr_lines))
+    }
+
     /// Waits for the process to end by itself.
     pub fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
+        self.finish(limit)
+    }
+
+    fn finish(&mut self, limit: Duration) -> (i32, Vec<String>) {
         let deadline = Instant::now() + limit;
         let status = loop {
             if let Ok(Some(s)) = self.child.try_wait() {

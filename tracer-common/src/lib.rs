@@ -164,7 +164,9 @@ pub struct Offsets {
     pub hook_state_net: u32,
     /// Size in bytes of `nf_hook_state.hook` (1 from 5.14, 4 before).
     pub hook_state_hook_size: u32,
-    pub _pad: u32,
+    /// `sk_buff.tail`: the end of the linear data, as an offset from `head`
+    /// (64-bit kernels).
+    pub skb_tail: u32,
 }
 const _: () = assert!(size_of::<Offsets>() == 80);
 
@@ -240,7 +242,42 @@ pub mod config_flags {
     pub const COUNT_DROPS: u32 = 1 << 0;
     /// With [`COUNT_DROPS`]: count only, write no drop events.
     pub const COUNT_ONLY: u32 = 1 << 1;
+    /// Before each rx, tx and drop event of a followed packet, write its
+    /// first bytes as a [`PacketBytes`](super::PacketBytes) record (`--pcap`).
+    pub const CAPTURE_BYTES: u32 = 1 << 2;
 }
+
+/// Bytes of a followed packet copied per hop, from its network header.
+pub const SNAP_LEN: usize = 128;
+
+/// Kinds of ring records other than [`Event`]. Each such record starts with
+/// its kind as a `u32` and has a size no other record has, so a reader
+/// checks both before it decodes.
+pub mod record_kind {
+    /// A [`PacketBytes`](super::PacketBytes) record.
+    pub const PACKET_BYTES: u32 = 0x5042_5954;
+}
+
+/// The first bytes of a followed packet at one hop. It stands on its own:
+/// `skb` and `ts_ns` equal those of the hop's [`Event`], which the kernel
+/// writes right after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketBytes {
+    /// [`record_kind::PACKET_BYTES`].
+    pub kind: u32,
+    /// Valid bytes in `data`: at most `orig_len`, [`SNAP_LEN`] and the
+    /// linear part of the `sk_buff` from the network header.
+    pub cap_len: u32,
+    pub ts_ns: u64,
+    pub skb: u64,
+    /// The packet's length from its network header.
+    pub orig_len: u32,
+    pub _pad: u32,
+    pub data: [u8; SNAP_LEN],
+}
+const _: () = assert!(size_of::<PacketBytes>() == 32 + SNAP_LEN);
+const _: () = assert!(size_of::<PacketBytes>() != size_of::<Event>());
 
 /// Key of the per-CPU `DROP_COUNTS` map: one row of `pathtrace drops --top`.
 #[repr(C)]
@@ -305,4 +342,5 @@ mod pod {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::PacketBytes {}
 }

@@ -41,8 +41,25 @@ unsafe fn rd<T>(addr: u64) -> T {
     unsafe { probe::read(addr) }
 }
 
+/// The address of the network header, 0 when there is none.
 #[inline(always)]
+pub unsafe fn l3_addr(cfg: &Config, skb: u64, at: L3At) -> u64 {
+    let o = &cfg.offsets;
+    match at {
+        L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
+        L3At::NetworkHeader => {
+            let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
+            if nh == 0xffff {
+                return 0;
+            }
+            let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
+            head + nh as u64
+        }
+    }
+}
+
 /// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
+#[inline(always)]
 pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     let o = &cfg.offsets;
     *h = Headers::default();
@@ -50,17 +67,7 @@ pub unsafe fn read_headers(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return;
     }
-    let l3 = match at {
-        L3At::Data => unsafe { rd::<u64>(skb + o.skb_data as u64) },
-        L3At::NetworkHeader => {
-            let nh = unsafe { rd::<u16>(skb + o.skb_network_header as u64) };
-            if nh == 0xffff {
-                return;
-            }
-            let head = unsafe { rd::<u64>(skb + o.skb_head as u64) };
-            head + nh as u64
-        }
-    };
+    let l3 = unsafe { l3_addr(cfg, skb, at) };
     if l3 == 0 {
         return;
     }

@@ -19,12 +19,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, verdict, Config, DropKey, Event, EventKind, Tracked,
-    HOOK_NONE,
+    config_flags, counter, filter_flags, record_kind, verdict, Config, DropKey, Event, EventKind,
+    PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
 };
 
 use crate::{
-    headers::{read_headers, Headers, L3At},
+    headers::{l3_addr, read_headers, Headers, L3At},
     maps::{bump, CONFIG, EVENTS, NF_DEPTH, NF_STACK, SCRATCH, TRACKED},
 };
 
@@ -38,6 +38,8 @@ pub struct Extra {
     nf_family: u8,
     verdict: u8,
     retval: i32,
+    /// When the hop happened; 0 until [`record`] sets it (netfilter events:
+    /// when the hook was entered).
     ts_ns: u64,
     /// For netfilter events: the device and namespace from `nf_hook_state`.
     state_dev: u64,
@@ -179,7 +181,7 @@ unsafe fn record<C: EbpfContext>(
     ctx: &C,
     skb: u64,
     at: L3At,
-    extra: Extra,
+    mut extra: Extra,
     known: Option<Tracked>,
 ) -> u32 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
@@ -210,7 +212,59 @@ unsafe fn record<C: EbpfContext>(
         bump(counter::UNTRACKED);
     }
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
+    if extra.ts_ns == 0 {
+        extra.ts_ns = unsafe { bpf_ktime_get_ns() };
+    }
+    if cfg.flags & config_flags::CAPTURE_BYTES != 0
+        && matches!(extra.kind, EventKind::Rx | EventKind::Tx | EventKind::Drop)
+    {
+        unsafe { capture(cfg, skb, at, snap.len, extra.ts_ns) };
+    }
     unsafe { emit(ctx, cfg, skb, &extra, snap) }
+}
+
+/// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its
+/// network header, with its length from there (`len`: `skb->len`, which
+/// counts from `skb->data`), as a record of its own tied to the hop's event
+/// by `skb` and `ts_ns`. Only the linear part is copied: bytes in page
+/// fragments (GRO, large sends) are left out, the length still counts them.
+#[inline(always)]
+unsafe fn capture(cfg: &Config, skb: u64, at: L3At, len: u32, ts_ns: u64) {
+    let o = &cfg.offsets;
+    let l3 = unsafe { l3_addr(cfg, skb, at) };
+    if l3 == 0 {
+        return;
+    }
+    let data = unsafe { read::<u64>(skb, o.skb_data) };
+    let orig_len = if l3 >= data {
+        len.saturating_sub((l3 - data) as u32)
+    } else {
+        len.saturating_add((data - l3) as u32)
+    };
+    let tail = unsafe { read::<u64>(skb, o.skb_head) + read::<u32>(skb, o.skb_tail) as u64 };
+    let linear = if tail > l3 { tail - l3 } else { 0 };
+    let cap_len = orig_len.min(SNAP_LEN as u32).min(linear.min(u32::MAX as u64) as u32);
+    if cap_len == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PacketBytes>(0) else {
+        bump(counter::LOST);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    unsafe {
+        (*p).kind = record_kind::PACKET_BYTES;
+        (*p).cap_len = cap_len;
+        (*p).ts_ns = ts_ns;
+        (*p).skb = skb;
+        (*p).orig_len = orig_len;
+        (*p)._pad = 0;
+        // The data area is followed by skb_shared_info inside the same
+        // allocation, so a fixed-size read past a short packet stays inside
+        // it; userspace keeps only `cap_len` bytes.
+        probe::read_into(l3, &mut (*p).data);
+    }
+    entry.submit(0);
 }
 
 /// Counts a drop (for `drops --top`) and writes one event, from what
@@ -239,11 +293,7 @@ unsafe fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, skb: u64, extra: &Extra, s
     let ev = entry.as_mut_ptr();
     let hdr = &snap.hdr;
     unsafe {
-        (*ev).ts_ns = if extra.ts_ns != 0 {
-            extra.ts_ns
-        } else {
-            bpf_ktime_get_ns()
-        };
+        (*ev).ts_ns = extra.ts_ns;
         (*ev).skb = skb;
         (*ev).track_id = snap.track_id;
         (*ev).location = extra.location;

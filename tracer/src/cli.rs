@@ -34,6 +34,10 @@ pub enum Command {
     /// Stream every packet drop on the host with its reason, or show a live top-list.
     Drops(DropsArgs),
     /// Trace two flows at once and show where their paths part.
+    ///
+    /// Give one filter flag twice: its first value is flow A's, its second
+    /// flow B's (e.g. --src 192.0.2.9 --src 192.0.2.7 --dport 8092). A flag
+    /// given once applies to both flows.
     Compare(CompareArgs),
     /// Print shell completions.
     Completions {
@@ -49,35 +53,76 @@ pub enum Command {
     },
 }
 
+/// The filter flags of every command. `compare` takes each up to twice (the
+/// first value for flow A, the second for flow B, once for both); the
+/// others take each once.
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
     /// Source address or prefix (IPv4 or IPv6), e.g. 192.0.2.9 or 2001:db8::/32.
     #[arg(long, value_name = "ADDR[/LEN]")]
-    pub src: Option<Cidr>,
+    pub src: Vec<Cidr>,
     /// Destination address or prefix.
     #[arg(long, value_name = "ADDR[/LEN]")]
-    pub dst: Option<Cidr>,
+    pub dst: Vec<Cidr>,
     /// Source port (1-65535).
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    pub sport: Option<u16>,
+    pub sport: Vec<u16>,
     /// Destination port (1-65535), as the packet first carries it (before DNAT).
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    pub dport: Option<u16>,
+    pub dport: Vec<u16>,
     /// Protocol: tcp, udp, icmp, icmpv6, sctp or a number.
     #[arg(long, value_name = "PROTO")]
-    pub proto: Option<Proto>,
+    pub proto: Vec<Proto>,
 }
 
 impl FilterArgs {
-    pub fn to_filter(&self) -> FlowFilter {
-        FlowFilter {
-            src: self.src,
-            dst: self.dst,
-            sport: self.sport,
-            dport: self.dport,
-            proto: self.proto,
-            both_directions: false,
+    /// One flow: each flag at most once.
+    pub fn single(&self) -> Result<FlowFilter, String> {
+        let [a, _] = self.flows(1)?;
+        Ok(a)
+    }
+
+    /// Two flows for `compare`: each flag at most twice, and one of them twice.
+    pub fn pair(&self) -> Result<[FlowFilter; 2], String> {
+        self.flows(2)
+    }
+
+    fn flows(&self, most: usize) -> Result<[FlowFilter; 2], String> {
+        let mut varied = false;
+        let mut pick = |name: &str, n: usize| -> Result<[usize; 2], String> {
+            match n {
+                0 | 1 => Ok([0, 0]),
+                2 if most == 2 => {
+                    varied = true;
+                    Ok([0, 1])
+                }
+                _ if most == 1 => Err(format!(
+                    "--{name} was given {n} times; it takes one value (two are for `pathtrace compare`)"
+                )),
+                _ => Err(format!(
+                    "--{name} was given {n} times; compare takes it at most twice"
+                )),
+            }
+        };
+        let src = pick("src", self.src.len())?;
+        let dst = pick("dst", self.dst.len())?;
+        let sport = pick("sport", self.sport.len())?;
+        let dport = pick("dport", self.dport.len())?;
+        let proto = pick("proto", self.proto.len())?;
+        if most == 2 && !varied {
+            return Err(
+                "compare needs one filter flag given twice, e.g. --src A --src B --dport 8092"
+                    .into(),
+            );
         }
+        Ok([0, 1].map(|i| FlowFilter {
+            src: self.src.get(src[i]).copied(),
+            dst: self.dst.get(dst[i]).copied(),
+            sport: self.sport.get(sport[i]).copied(),
+            dport: self.dport.get(dport[i]).copied(),
+            proto: self.proto.get(proto[i]).copied(),
+            both_directions: false,
+        }))
     }
 }
 
@@ -155,6 +200,12 @@ pub struct RunArgs {
     /// /run/podman/podman.sock and /var/run/docker.sock.
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<std::path::PathBuf>,
+    /// Also write the followed packets to FILE as pcap-ng (`-`: standard
+    /// output, text then goes to standard error): their first 128 bytes at
+    /// each device hop and drop, one interface per namespace/device, and
+    /// what pathtrace knows about each hop in the packet's comment.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value = "4194304", value_parser = parse_ring, hide = true)]
     pub ring_bytes: u32,
@@ -191,21 +242,8 @@ pub struct TraceArgs {
 /// flow A and the second for flow B; a flag given once applies to both.
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// Source address or prefix; twice to compare two sources.
-    #[arg(long, value_name = "ADDR[/LEN]")]
-    pub src: Vec<Cidr>,
-    /// Destination address or prefix; twice to compare two destinations.
-    #[arg(long, value_name = "ADDR[/LEN]")]
-    pub dst: Vec<Cidr>,
-    /// Source port; twice to compare two.
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    pub sport: Vec<u16>,
-    /// Destination port; twice to compare two (e.g. --dport 22 --dport 8092).
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    pub dport: Vec<u16>,
-    /// Protocol; twice to compare two.
-    #[arg(long, value_name = "PROTO")]
-    pub proto: Vec<Proto>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -213,39 +251,9 @@ pub struct CompareArgs {
 impl CompareArgs {
     /// The two flows, or why the flags don't describe two.
     pub fn flows(&self) -> Result<[FlowFilter; 2], String> {
-        fn pick<T: Copy>(name: &str, v: &[T], varied: &mut bool) -> Result<[Option<T>; 2], String> {
-            match v {
-                [] => Ok([None, None]),
-                [x] => Ok([Some(*x), Some(*x)]),
-                [x, y] => {
-                    *varied = true;
-                    Ok([Some(*x), Some(*y)])
-                }
-                _ => Err(format!(
-                    "--{name} was given {} times; compare takes it at most twice",
-                    v.len()
-                )),
-            }
-        }
-        let mut varied = false;
-        let src = pick("src", &self.src, &mut varied)?;
-        let dst = pick("dst", &self.dst, &mut varied)?;
-        let sport = pick("sport", &self.sport, &mut varied)?;
-        let dport = pick("dport", &self.dport, &mut varied)?;
-        let proto = pick("proto", &self.proto, &mut varied)?;
-        if !varied {
-            return Err(
-                "compare needs one filter flag given twice, e.g. --src A --src B --dport 8092"
-                    .into(),
-            );
-        }
-        Ok([0, 1].map(|i| FlowFilter {
-            src: src[i],
-            dst: dst[i],
-            sport: sport[i],
-            dport: dport[i],
-            proto: proto[i],
+        Ok(self.filter.pair()?.map(|f| FlowFilter {
             both_directions: !self.run.no_replies,
+            ..f
         }))
     }
 }
@@ -336,4 +344,71 @@ pub struct DropsArgs {
     pub quiet: bool,
     #[arg(long, value_enum, default_value_t = TierRequest::Tracepoint, hide = true)]
     pub tier: TierRequest,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("pathtrace").chain(args.iter().copied()))
+            .expect("the flags parse")
+    }
+
+    #[test]
+    fn trace_takes_each_filter_flag_once() {
+        let cli = parse(&["--src", "192.0.2.9", "--dport", "8092"]);
+        let f = cli.trace.filter.single().expect("one flow");
+        assert_eq!(f.src.map(|c| c.to_string()).as_deref(), Some("192.0.2.9"));
+        assert_eq!(f.dport, Some(8092));
+        let twice = parse(&["--src", "192.0.2.9", "--src", "192.0.2.7"]);
+        let err = twice
+            .trace
+            .filter
+            .single()
+            .expect_err("--src twice is refused");
+        assert!(err.starts_with("--src was given 2 times"), "{err}");
+    }
+
+    #[test]
+    fn compare_splits_a_doubled_flag_and_shares_the_others() {
+        let cli = parse(&[
+            "compare",
+            "--src",
+            "192.0.2.9",
+            "--src",
+            "192.0.2.7",
+            "--dport",
+            "8092",
+        ]);
+        let Some(Command::Compare(args)) = cli.command else {
+            panic!("compare parses as compare");
+        };
+        let [a, b] = args.flows().expect("two flows");
+        assert_ne!(a.src, b.src);
+        assert_eq!((a.dport, b.dport), (Some(8092), Some(8092)));
+        assert!(a.both_directions && b.both_directions);
+    }
+
+    #[test]
+    fn compare_refuses_no_doubled_flag_and_a_tripled_one() {
+        for (args, want) in [
+            (
+                &["compare", "--dport", "22"][..],
+                "compare needs one filter flag given twice",
+            ),
+            (
+                &["compare", "--dport", "1", "--dport", "2", "--dport", "3"][..],
+                "--dport was given 3 times; compare takes it at most twice",
+            ),
+        ] {
+            let Some(Command::Compare(c)) = parse(args).command else {
+                panic!("compare parses as compare");
+            };
+            let err = c.flows().expect_err("refused");
+            assert!(err.starts_with(want), "{args:?}: {err}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::{
     diagnose::{Outcomes, Report, Reporter},
     error::Error,
-    events::{decode, Hop, HopKind},
+    events::{decode, decode_bytes, Hop, HopKind, Pending},
     kernel::{
         btf::KernelBtf,
         drop_reason::{DropReasonError, DropReasons},
@@ -22,7 +22,11 @@ use crate::{
     model::FlowFilter,
     names::View,
     names::{Containers, EngineLookup, EngineSources, NetnsNames},
-    render::{json, text, Stats},
+    render::{
+        json,
+        pcapng::{self, PcapWriter},
+        text, Stats,
+    },
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
     track::{Packet, Tracker},
@@ -44,6 +48,18 @@ pub struct TraceOptions {
     /// `engine_sockets` came from --docker-socket or DOCKER_HOST: engines
     /// found through their processes in this namespace are not asked.
     pub engines_pinned: bool,
+    /// Also write pcap-ng here (`-`: standard output).
+    pub pcap: Option<PathBuf>,
+}
+
+/// Where text and JSON go: standard output, or standard error while
+/// `--pcap -` has standard output.
+pub fn text_out(pcap: Option<&std::path::Path>) -> std::io::BufWriter<Box<dyn Write>> {
+    std::io::BufWriter::new(if pcap.is_some_and(pcapng::is_stdout) {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout().lock())
+    })
 }
 
 /// The running kernel's BTF, read and parsed once for the whole run.
@@ -179,6 +195,12 @@ pub async fn run<S: PacketSink>(
     let t0 = Instant::now();
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
     let btf = kernel_btf()?;
+    let mut pcap = opts
+        .pcap
+        .as_deref()
+        .map(PcapWriter::create)
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let mut tracer = Tracer::load(&opts.load, &kernel_filters, &btf)?;
 
     let mut reader = tracer.events()?;
@@ -249,15 +271,21 @@ pub async fn run<S: PacketSink>(
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let handle = |bytes: &[u8],
-                  tracker: &mut Tracker,
-                  stats: &mut Stats,
-                  view: &View,
-                  follow: &mut Follow,
-                  engines: &mut EngineLookup| {
+    let mut pending = Pending::default();
+    let mut handle = |bytes: &[u8],
+                      tracker: &mut Tracker,
+                      stats: &mut Stats,
+                      view: &View,
+                      follow: &mut Follow,
+                      engines: &mut EngineLookup| {
+        if let Some(r) = decode_bytes(bytes) {
+            pending.insert(r);
+            return;
+        }
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
+                pending.attach(&mut hop);
                 enrich(&mut hop, view);
                 follow.saw(hop.netns);
                 engines.saw(hop.netns);
@@ -291,12 +319,18 @@ pub async fn run<S: PacketSink>(
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
                     let report = reporter.packet(&p, &mut view);
+                    if let Some(w) = pcap.as_mut() {
+                        w.packet(&p, &mut view).map_err(Error::Output)?;
+                    }
                     done = sink.packet(&p, &mut view, &report).map_err(Error::Output)?;
                     if done {
                         break 'run;
                     }
                 }
                 sink.flush().map_err(Error::Output)?;
+                if let Some(w) = pcap.as_mut() {
+                    w.flush().map_err(Error::Output)?;
+                }
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = signals.recv() => break,
@@ -336,6 +370,9 @@ pub async fn run<S: PacketSink>(
             follow.mark_late(&rules, &mut p);
             stats.packets += 1;
             let report = reporter.packet(&p, &mut view);
+            if let Some(w) = pcap.as_mut() {
+                w.packet(&p, &mut view).map_err(Error::Output)?;
+            }
             if sink.packet(&p, &mut view, &report).map_err(Error::Output)? {
                 break;
             }
@@ -346,6 +383,9 @@ pub async fn run<S: PacketSink>(
     stats.sent = counters.sent;
     stats.evicted = tracer.evicted();
     stats.rule_overflows = rules.overflows();
+    if let Some(w) = pcap.as_mut() {
+        w.flush().map_err(Error::Output)?;
+    }
     sink.finish(&reporter.outcomes, &stats, &mut view)
         .map_err(Error::Output)?;
     Ok(stats)

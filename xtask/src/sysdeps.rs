@@ -41,6 +41,10 @@ pub const TEST: &[Need] = &[
     // Podman's runtime there: crun refuses the machine's hybrid cgroups.
     need("runc", "runc", "Podman's runtime"),
     need("prometheus", "promtool", "checking and scraping --metrics"),
+    // Installed with DEBIAN_FRONTEND=noninteractive, wireshark-common's
+    // question about non-root capture takes its default (no) and never blocks.
+    need("tshark", "tshark", "reading --pcap files"),
+    need("wireshark-common", "capinfos", "checking --pcap files"),
 ];
 
 /// What `cargo xtask dist` runs.

@@ -10,13 +10,17 @@ use std::io::IsTerminal;
 use crate::{cli::OutputArgs, error::Error};
 
 /// Colour on a terminal only, unless asked otherwise (or `NO_COLOR` is set).
-pub fn use_color(o: &OutputArgs) -> bool {
+/// `on_stderr`: the text goes to standard error (`--pcap -`).
+pub fn use_color(o: &OutputArgs, on_stderr: bool) -> bool {
+    let terminal = if on_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     match o.color {
         crate::cli::ColorChoice::Always => true,
         crate::cli::ColorChoice::Never => false,
-        crate::cli::ColorChoice::Auto => {
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
+        crate::cli::ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
     }
 }
 

@@ -41,16 +41,29 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
             }
         }
     }
+    if let Some(p) = &run.pcap {
+        crate::render::pcapng::check_target(p).map_err(Error::Usage)?;
+    }
     Ok(TraceOptions {
         filters,
         json: run.output.json,
-        color: use_color(&run.output),
+        color: use_color(
+            &run.output,
+            run.pcap
+                .as_deref()
+                .is_some_and(crate::render::pcapng::is_stdout),
+        ),
         count: run.count,
         duration: run.duration,
         load: LoadOptions {
             tier: run.tier,
             ring_bytes: run.ring_bytes,
             tracked_max: run.tracked_max,
+            config_flags: if run.pcap.is_some() {
+                tracer_common::config_flags::CAPTURE_BYTES
+            } else {
+                0
+            },
             ..Default::default()
         },
         rule_netns,
@@ -58,11 +71,12 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
         engine_sockets,
         engines_pinned: run.docker_socket.is_some()
             || std::env::var("DOCKER_HOST").is_ok_and(|h| h.starts_with("unix://")),
+        pcap: run.pcap.clone(),
     })
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.to_filter();
+    let mut filter = args.filter.single().map_err(Error::Usage)?;
     filter.both_directions = !args.run.no_replies;
     run_options(&args.run, vec![filter])
 }
@@ -70,7 +84,7 @@ fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
 pub fn run(args: &TraceArgs) -> Result<(), Error> {
     let opts = trace_options(args)?;
     privileges::check().map_err(Error::Privileges)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = session::text_out(opts.pcap.as_deref());
     let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
     runtime()?
         .block_on(session::run(&opts, &mut printer, Arc::default(), None))

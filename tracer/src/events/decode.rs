@@ -64,6 +64,8 @@ pub struct Hop {
     pub rule: Option<Box<super::RuleHit>>,
     /// An ICMP error, with the flow it quotes.
     pub icmp: Option<IcmpError>,
+    /// The packet's first bytes at this hop (`--pcap` only).
+    pub bytes: Option<super::Captured>,
 }
 
 impl Hop {
@@ -158,6 +160,7 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
         stack: ev.stack[..stack_len].to_vec(),
         rule: None,
         icmp,
+        bytes: None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! Ring-buffer records: checked decoding into owned [`Hop`]s.
+mod captured;
 mod decode;
 mod reader;
 mod rule;
 
+pub use captured::{decode_bytes, BytesRecord, Captured, Pending};
 pub use decode::{decode, DecodeError, Hop, HopKind};
 pub use reader::{Counters, EventReader};
 pub use rule::{monotonic_ns, RuleHit};

@@ -30,6 +30,6 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         hook_state_out: off(btf, "nf_hook_state", "out")?,
         hook_state_net: off(btf, "nf_hook_state", "net")?,
         hook_state_hook_size: hook_size,
-        _pad: 0,
+        skb_tail: off(btf, "sk_buff", "tail")?,
     })
 }

@@ -3,8 +3,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub const NFNL_SUBSYS_ULOG: u16 = libc::NFNL_SUBSYS_ULOG as u16;
 pub const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
-pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-pub const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub const NFNL_MSG_BATCH_BEGIN: u16 = libc::NFNL_MSG_BATCH_BEGIN as u16;
+pub const NFNL_MSG_BATCH_END: u16 = libc::NFNL_MSG_BATCH_END as u16;
 /// Multicast group of `NFT_MSG_TRACE` events.
 pub const NFNLGRP_NFTRACE: u32 = libc::NFNLGRP_NFTRACE as u32;
 

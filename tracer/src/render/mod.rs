@@ -1,5 +1,6 @@
 //! Output: text for people (colour only on a TTY) and JSON Lines for scripts.
 pub mod json;
+pub mod pcapng;
 pub mod prometheus;
 pub mod records;
 pub mod text;

@@ -264,7 +264,7 @@ pub struct DropTopRecord {
     pub rows: Vec<DropTopRow>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DropTopRow {
     pub reason: String,
     pub location: String,

@@ -90,6 +90,7 @@ fn place(p: &mut Packet, hits: Vec<RuleHit>) {
         hop.reason_raw = 0;
         hop.location = 0;
         hop.stack.clear();
+        hop.bytes = None;
         hop.rule = Some(Box::new(hit));
         added.push(hop);
     }

@@ -26,6 +26,7 @@ fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
         stack: Vec::new(),
         rule: None,
         icmp: None,
+        bytes: None,
     }
 }
 

@@ -96,7 +96,7 @@ pub fn run(args: &crate::cli::CompareArgs) -> Result<(), crate::error::Error> {
     let labels = [flows[0].to_string(), flows[1].to_string()];
     let opts = super::trace::run_options(&args.run, flows.to_vec())?;
     crate::privileges::check().map_err(Error::Privileges)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = crate::session::text_out(opts.pcap.as_deref());
     let mut sink = CompareSink::new(&mut out, opts.json, opts.color, labels, opts.count);
     super::runtime()?
         .block_on(crate::session::run(

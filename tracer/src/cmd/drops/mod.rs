@@ -46,13 +46,13 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     use std::io::IsTerminal;
 
     use crate::error::Error;
-    let filter = args.filter.to_filter();
+    let filter = args.filter.single().map_err(Error::Usage)?;
     filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
     crate::privileges::check().map_err(Error::Privileges)?;
     let opts = DropsOptions {
         filter,
         json: args.output.json,
-        color: super::use_color(&args.output),
+        color: super::use_color(&args.output, false),
         duration: args.duration,
         count: args.count,
         max_rate: args.max_rate,

@@ -16,18 +16,8 @@ use crate::{
     session::{kernel_btf, view},
 };
 
-/// One row of the table, named.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TopRow {
-    pub reason: String,
-    pub location: String,
-    pub ifname: String,
-    pub netns: u32,
-    pub netns_name: Option<String>,
-    pub count: u64,
-    /// Drops per second over the last interval.
-    pub rate: f64,
-}
+/// One row of the table, named: the same row `--json` prints.
+pub type TopRow = DropTopRow;
 
 fn name_rows(
     now: &[(DropKey, u64)],
@@ -86,20 +76,6 @@ fn table(rows: &[TopRow], title: &str) -> String {
     s
 }
 
-fn json_rows(rows: &[TopRow]) -> Vec<DropTopRow> {
-    rows.iter()
-        .map(|r| DropTopRow {
-            reason: r.reason.clone(),
-            location: r.location.clone(),
-            ifname: r.ifname.clone(),
-            netns: r.netns,
-            netns_name: r.netns_name.clone(),
-            count: r.count,
-            rate: r.rate,
-        })
-        .collect()
-}
-
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
     let btf = kernel_btf()?;
     let mut view = view(&btf)?;
@@ -153,7 +129,7 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
                 Record::DropTop(DropTopRecord {
                     total: None,
                     elapsed_s: started.elapsed().as_secs_f64(),
-                    rows: json_rows(&rows),
+                    rows: rows.clone(),
                 })
             )
         } else {
@@ -184,7 +160,7 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         let totals = Record::DropTotals(DropTopRecord {
             total: Some(total),
             elapsed_s: started.elapsed().as_secs_f64(),
-            rows: json_rows(&rows),
+            rows: rows.clone(),
         });
         writeln!(out, "{totals}")
     } else {

@@ -256,6 +256,7 @@ fn real_vmlinux() {
         "mac_header",
         "protocol",
         "len",
+        "tail",
     ] {
         btf.member_offset("sk_buff", m).unwrap();
     }
