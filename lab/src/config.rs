@@ -122,6 +122,9 @@ pub struct LabConfig {
     /// `bridge-nf-call-iptables=1`) with a firewall accepting the LAN, and
     /// the Docker host behind it is its guest.
     pub hypervisor: bool,
+    /// Build the namespaces only: Docker (real or emulated) and the block
+    /// come later, with [`super::Lab::start_docker`].
+    pub defer_docker: bool,
 }
 
 impl Default for LabConfig {
@@ -134,6 +137,7 @@ impl Default for LabConfig {
             docker: DockerMode::Auto,
             ready_timeout: Duration::from_secs(30),
             hypervisor: false,
+            defer_docker: false,
         }
     }
 }

@@ -140,6 +140,7 @@ impl RealDocker {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        super::procs::as_daemon(&mut command);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().to_string();
             if k.starts_with("DOCKER_") || k.starts_with("CONTAINERD_") {

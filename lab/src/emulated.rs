@@ -116,14 +116,16 @@ impl Emulated {
             "nsenter --net={} -- {busybox} httpd -f -p {port} -h {www}",
             ns_path(&self.ctr_ns).display()
         );
-        let child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net={}", ns_path(&self.ctr_ns).display()))
             .arg("--")
             .arg(busybox)
             .args(["httpd", "-f", "-p", &port, "-h", &www])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        let child = super::procs::as_daemon(&mut command)
             .spawn()
             .map_err(|source| LabError::Spawn {
                 cmd: shown.clone(),

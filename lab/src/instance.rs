@@ -89,6 +89,21 @@ impl Lab {
         if self.config.hypervisor {
             self.make_hypervisor()?;
         }
+        if self.config.defer_docker {
+            return Ok(());
+        }
+        self.start_docker()
+    }
+
+    /// Starts Docker in the Docker host namespace (real, or emulated), runs
+    /// the container and applies the block. [`Lab::start`] does this itself
+    /// unless the configuration defers it.
+    pub fn start_docker(&mut self) -> Result<(), LabError> {
+        if !matches!(self.backend, Backend::None) || self.torn_down {
+            return Err(LabError::Unsupported(
+                "Docker runs already, or the lab is torn down".into(),
+            ));
+        }
         let cfg = self.config.clone();
         match cfg.docker {
             DockerMode::Emulated => self.start_emulated()?,

@@ -6,9 +6,33 @@
 //! ever signalled.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Prepares a daemon the lab starts (dockerd, the emulated httpd): its own
+/// process group, so that a terminal's Ctrl-C reaches the lab's owner, which
+/// stops it in order; and none of the descriptors the owner inherited, so
+/// that a daemon left by a killed owner holds no lock of whoever ran it.
+pub(crate) fn as_daemon(cmd: &mut Command) -> &mut Command {
+    cmd.process_group(0);
+    // SAFETY: one async-signal-safe system call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Linux 5.11+; older kernels keep the descriptors open.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
+    cmd
+}
 
 /// A process of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]

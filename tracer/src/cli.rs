@@ -271,10 +271,24 @@ pub enum DockerChoice {
     Emulated,
 }
 
+/// The topology `pathtrace demo` rebuilds.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DemoLayout {
+    /// Docker inside a guest behind a hypervisor's bridge (br_netfilter on);
+    /// pathtrace runs on the hypervisor.
+    #[default]
+    Hypervisor,
+    /// Docker on a host of the LAN; pathtrace runs on that host.
+    SingleHost,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Where Docker runs, and where pathtrace traces from.
+    #[arg(long, value_enum, default_value_t = DemoLayout::Hypervisor)]
+    pub layout: DemoLayout,
     /// Use a real dockerd or an emulation of it.
     #[arg(long, value_enum, default_value_t = DockerChoice::Auto)]
     pub docker: DockerChoice,

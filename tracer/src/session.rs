@@ -21,7 +21,7 @@ use crate::{
     loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
-    names::{Containers, Interfaces, NetnsNames},
+    names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames},
     render::{
         json,
         pcapng::{self, PcapWriter},
@@ -276,24 +276,15 @@ pub async fn run<S: PacketSink>(
         crate::kernel::rss_kb()
     );
 
-    let own_netns = std::fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
-        .ok();
-    let engines: Vec<_> = crate::names::engine_processes()
-        .into_iter()
-        .filter(|e| !(opts.engines_pinned && Some(e.netns) == own_netns))
-        .collect();
-    for e in &engines {
-        log::debug!(
-            "container engine pid {} (netns {}) at {}",
-            e.pid,
-            e.netns,
-            e.path.display()
-        );
-    }
-    let containers = Containers::discover_with(&opts.engine_sockets, &engines);
-    view.netns.set_containers(&containers);
-    let mut reporter = Reporter::new(opts.filters.clone(), containers);
+    let sources = EngineSources {
+        sockets: opts.engine_sockets.clone(),
+        pinned: opts.engines_pinned,
+        own_netns: std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .ok(),
+    };
+    let mut engines = EngineLookup::start(sources);
+    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default());
     let mut tracker = Tracker::default();
 
     let mut stats = Stats {
@@ -307,7 +298,8 @@ pub async fn run<S: PacketSink>(
                       tracker: &mut Tracker,
                       stats: &mut Stats,
                       view: &mut View,
-                      follow: &mut Follow| {
+                      follow: &mut Follow,
+                      engines: &mut EngineLookup| {
         if let Some(r) = decode_bytes(bytes) {
             pending.insert(r);
             return;
@@ -318,6 +310,7 @@ pub async fn run<S: PacketSink>(
                 pending.attach(&mut hop);
                 enrich(&mut hop, view);
                 follow.saw(hop.netns);
+                engines.saw(hop.netns);
                 tracker.push(hop, Instant::now());
             }
             Err(e) => {
@@ -329,7 +322,7 @@ pub async fn run<S: PacketSink>(
     let mut done = false;
     'run: loop {
         tokio::select! {
-            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow)) => {
+            r = reader.next_batch(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow, &mut engines)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
             }
             _ = tick.tick() => {
@@ -338,7 +331,12 @@ pub async fn run<S: PacketSink>(
                 }
                 say_warnings(&rules);
                 rules.poll();
-                for mut p in tracker.settled_after(Instant::now(), rules.caught_up_to()) {
+                for found in engines.answers() {
+                    reporter.containers.merge(found);
+                    view.netns.set_containers(&reporter.containers);
+                }
+                let horizon = [rules.caught_up_to(), engines.caught_up_to()].into_iter().flatten().min();
+                for mut p in tracker.settled_after(Instant::now(), horizon) {
                     ruletrace::attach(&mut rules, &mut p);
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
@@ -361,13 +359,31 @@ pub async fn run<S: PacketSink>(
             _ = stop.notified() => break,
         }
     }
-    reader.drain_now(|b| handle(b, &mut tracker, &mut stats, &mut view, &mut follow));
+    reader.drain_now(|b| {
+        handle(
+            b,
+            &mut tracker,
+            &mut stats,
+            &mut view,
+            &mut follow,
+            &mut engines,
+        )
+    });
     if !done {
-        // Let the rule watchers hand over what the kernel already sent (≤ 1 s).
+        follow.ended_before_arming(&mut view.netns);
+        // Let the rule watchers hand over what the kernel already sent, and
+        // the engine lookups their answers (≤ 1 s).
         let stopped = Instant::now();
-        while rules.caught_up_to().is_some_and(|h| h < stopped)
-            && stopped.elapsed() < Duration::from_secs(1)
-        {
+        loop {
+            for found in engines.answers() {
+                reporter.containers.merge(found);
+                view.netns.set_containers(&reporter.containers);
+            }
+            let waiting = rules.caught_up_to().is_some_and(|h| h < stopped)
+                || engines.caught_up_to().is_some();
+            if !waiting || stopped.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         rules.poll();

@@ -4,12 +4,14 @@
 mod docker;
 mod engines;
 mod interfaces;
+mod lookup;
 mod netns;
 mod view;
 
 pub use docker::{Container, DockerApi, Published};
 pub use engines::{api_sockets, engine_processes, EngineSocket};
 pub use interfaces::Interfaces;
+pub use lookup::{EngineLookup, EngineSources};
 pub use netns::{guest_of_cgroup, in_netns, NetnsKind, NetnsNames};
 pub use view::View;
 
@@ -50,6 +52,11 @@ impl Containers {
             }
         }
         out
+    }
+
+    /// Adds what `newer` knows; its answers replace older ones.
+    pub fn merge(&mut self, newer: Containers) {
+        self.by_netns.extend(newer.by_netns);
     }
 
     /// The container whose address is `ip`.

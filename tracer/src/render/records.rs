@@ -134,7 +134,8 @@ pub struct PacketRecord {
     pub hops: usize,
     /// The index of the filter that matched (0 for the first).
     pub filter: Option<u8>,
-    /// Namespaces where rule tracing started after this packet passed.
+    /// Namespaces where rule tracing was not running yet when this packet
+    /// passed (it started later, or the run ended first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules_late: Vec<String>,
     #[serde(flatten)]

@@ -170,8 +170,8 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
             out,
             "  {}",
             style.dim(&format!(
-                "… rule tracing in {ns} started after this packet passed it: \
-                 retransmissions show the rules there"
+                "… rule tracing in {ns} was not running yet when this packet passed it \
+                 (it starts when a packet first enters; --netns starts it up front)"
             ))
         );
     }

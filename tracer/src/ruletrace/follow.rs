@@ -13,6 +13,8 @@ pub struct Follow {
     queue: Vec<u32>,
     /// Namespaces armed by following (not up front).
     followed: HashSet<u32>,
+    /// Namespaces with rules that the run ended before arming.
+    never_armed: HashSet<u32>,
     bound_said: bool,
 }
 
@@ -80,8 +82,30 @@ impl Follow {
         said
     }
 
+    /// At the end of the run: the namespaces seen but not yet considered
+    /// that have rules (looked at, not armed), so that packets which passed
+    /// them say their rules went untraced.
+    pub fn ended_before_arming(&mut self, names: &mut NetnsNames) {
+        for ino in std::mem::take(&mut self.queue) {
+            let has_rules = names
+                .path(ino)
+                .is_some_and(|path| netfilter::has_rules(Some(&path)).unwrap_or(false));
+            if has_rules {
+                self.never_armed.insert(ino);
+            }
+        }
+    }
+
     /// Marks the namespaces `p` passed through before following armed them.
     pub fn mark_late(&self, watch: &RuleWatch, p: &mut Packet) {
+        for &ino in &self.never_armed {
+            if !watch.is_armed(ino)
+                && p.hops.iter().any(|h| h.netns == ino)
+                && !p.rules_late.contains(&ino)
+            {
+                p.rules_late.push(ino);
+            }
+        }
         for &ino in &self.followed {
             let Some(armed) = watch.armed_at(ino) else {
                 continue;

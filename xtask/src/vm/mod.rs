@@ -80,10 +80,25 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
         note: None,
     },
     GuestSuite {
+        name: "pcap",
+        not_in_guest: &[],
+        env: &[],
+        note: Some("on the emulated Docker lab, read by the host's tshark and capinfos"),
+    },
+    GuestSuite {
         name: "reliability",
         not_in_guest: &[],
         env: REAL_DOCKERD,
         note: Some("on a real dockerd (dockerd_restarting_mid_trace restarts it)"),
+    },
+    GuestSuite {
+        name: "hypervisor",
+        not_in_guest: &[(
+            "engine_started_after_pathtrace_names_the_container",
+            "names come from a real dockerd's API, started mid-trace; the suite runs on the emulated lab",
+        )],
+        env: &[],
+        note: Some("on the emulated Docker lab: the guest's DOCKER-USER rule and its bridge/ip FORWARD hooks, without container names"),
     },
     GuestSuite {
         name: "cleanup",
@@ -123,10 +138,19 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[
 pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
 
 /// The suites `--vm-suites matrix` runs on one kernel per tier
-/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis and drops.
+/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops, the
+/// pcap-ng capture and the hypervisor layout (in `GUEST_SUITES`' order).
 /// `reliability` and `cleanup` (tier-independent userspace paths, and the
 /// slowest under emulation) run in guests with `--vm-suites all`.
-pub const MATRIX_SUITES: &[&str] = &["trace_docker", "hooks", "rules", "diagnose", "drops"];
+pub const MATRIX_SUITES: &[&str] = &[
+    "trace_docker",
+    "hooks",
+    "rules",
+    "diagnose",
+    "drops",
+    "pcap",
+    "hypervisor",
+];
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
 /// run [`CORE_SUITES`]): everything on every kernel doesn't fit CI's hour
