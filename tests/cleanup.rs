@@ -51,6 +51,9 @@ struct Host {
     legacy: Vec<String>,
     netns: String,
     procs: BTreeSet<String>,
+    /// tracefs kprobe events (the kprobe tier's kretprobe on kernels
+    /// without preemption).
+    kprobe_events: String,
 }
 
 fn rules_only(save: String) -> Vec<String> {
@@ -92,6 +95,10 @@ fn snapshot() -> Host {
         legacy: rules_only(out("iptables-legacy-save", &[])),
         netns: out("ip", &["netns", "list"]),
         procs,
+        kprobe_events: ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|d| std::fs::read_to_string(format!("{d}/kprobe_events")).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -141,6 +141,9 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
         "--json",
         "--duration",
         "120",
+        // 1200 packets at once in an emulated guest outrun the default ring.
+        "--ring-bytes",
+        "8388608",
     ]);
     let senders: Vec<_> = [0usize, 1]
         .into_iter()
@@ -167,6 +170,9 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
     let from = |p: &Value, n: usize| p["saddr"].as_str() == Some(Bridged::ip(n).as_str());
     let mut verdicts = [0usize; 2];
     let mut dropped = 0usize;
+    // Dropped packets of host 1 without their FORWARD DROP hop: each needs
+    // a lost event to explain it.
+    let mut missing = Vec::new();
     for p in &packets {
         let nf: Vec<&Value> = p["packet"]
             .as_u64()
@@ -190,10 +196,9 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
             dropped += 1;
             assert_eq!(p["netns"].as_u64(), Some(hv), "{p}");
             if tier_sees_hooks() {
-                assert!(
-                    hooks.contains(&triple("ip", "FORWARD", "DROP")),
-                    "{hooks:?} of {p}"
-                );
+                if !hooks.contains(&triple("ip", "FORWARD", "DROP")) {
+                    missing.push(format!("{hooks:?} of {p}"));
+                }
                 verdicts[0] += hooks.len();
             }
         } else if from(p, 2) {
@@ -210,6 +215,15 @@ fn concurrent_flows_keep_their_own_hook_verdicts() {
             verdicts[1] += hooks.len();
         }
     }
+    let lost = of_type(&recs, "stats")
+        .last()
+        .and_then(|s| s["lost"].as_u64())
+        .expect("a stats record with lost");
+    assert!(
+        missing.len() as u64 <= lost,
+        "{} dropped packets lack their ip FORWARD DROP hop, but only {lost} events were lost: {missing:#?}",
+        missing.len()
+    );
     let n2 = packets.iter().filter(|p| from(p, 2)).count();
     assert!(
         dropped >= 100 && n2 >= 100,

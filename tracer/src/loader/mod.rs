@@ -1,6 +1,7 @@
 //! Loading the embedded eBPF object, choosing a tier the kernel allows, and
 //! attaching its programs. Links are owned by the returned [`Tracer`] and
 //! vanish with it (or with the process, whatever kills it).
+mod kretprobe;
 mod offsets;
 mod tier;
 
@@ -9,6 +10,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
     Ebpf, EbpfLoader,
 };
+use kretprobe::Kretprobe;
 use tracer_common::{config_flags, Config, DropKey, Filter, MAX_FILTERS};
 
 pub use tier::{Tier, TierRequest};
@@ -122,6 +124,8 @@ pub struct Tracer {
     /// Better tiers that were tried and refused, with the kernel's reason.
     pub refused: Vec<(Tier, String)>,
     counters: PerCpuArray<MapData, u64>,
+    /// Held for its Drop, which detaches and deletes the tracefs event.
+    _kretprobe: Option<Kretprobe>,
 }
 
 fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
@@ -175,7 +179,10 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+/// Attaches the kprobe pair; on a kernel without preemption, whose kretprobe
+/// keeps one return instance per CPU, the return through tracefs with more
+/// (see `kretprobe`), kept in `ret`.
+fn attach_kprobe(ebpf: &mut Ebpf, ret: &mut Option<Kretprobe>) -> Result<(), LoadError> {
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err(LoadError::TierUnavailable {
             tier: Tier::Kprobe,
@@ -192,6 +199,19 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             .try_into()
             .map_err(prog_err(name))?;
         p.load().map_err(prog_err(name))?;
+        if name == "nf_hook_slow_kretprobe" && !kretprobe::kernel_is_preemptible() {
+            let fd = p.fd().map_err(prog_err(name))?;
+            match Kretprobe::attach(fd, "nf_hook_slow") {
+                Ok(k) => {
+                    *ret = Some(k);
+                    continue;
+                }
+                Err(e) => log::debug!(
+                    "kretprobe through tracefs: {e}; the perf kprobe PMU's has one return \
+                     instance per CPU on this kernel, so nested hooks may lose their verdict"
+                ),
+            }
+        }
         p.attach("nf_hook_slow", 0).map_err(prog_err(name))?;
     }
     Ok(())
@@ -349,13 +369,14 @@ impl Tracer {
             crate::kernel::rss_kb()
         );
         // Without hops (the drop views) nf_hook_slow verdicts have nowhere to go.
+        let mut kretprobe = None;
         let (tier, refused) = if opts.hops {
             tier::choose(
                 opts.tier,
                 &mut ebpf,
                 &aya_btf,
                 attach_fentry,
-                attach_kprobe,
+                &mut |e| attach_kprobe(e, &mut kretprobe),
                 error_chain,
             )?
         } else {
@@ -394,6 +415,7 @@ impl Tracer {
             tier,
             refused,
             counters,
+            _kretprobe: kretprobe,
         })
     }
 

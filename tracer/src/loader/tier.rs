@@ -47,7 +47,7 @@ pub(super) fn choose(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     fentry: fn(&mut Ebpf, &aya::Btf) -> Result<(), LoadError>,
-    kprobe: fn(&mut Ebpf) -> Result<(), LoadError>,
+    kprobe: Attach<'_>,
     describe: fn(&dyn std::error::Error) -> String,
 ) -> Result<(Tier, Vec<(Tier, String)>), LoadError> {
     let mut try_fentry = |e: &mut Ebpf| fentry(e, btf);
