@@ -108,30 +108,11 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
     },
 ];
 
-/// Why 5.10's kprobe tier loses nested `nf_hook_slow` returns (measured in
-/// the 1-vCPU guest with tracefs kretprobes beside pathtrace's: `r:` 200 hits
-/// and 67 missed for 267 entries, `r64:` 267 hits and 0 missed).
-const KRETPROBE_MAXACTIVE: &str = "5.10's register_kretprobe() keeps num_possible_cpus() instances when the kernel lacks CONFIG_PREEMPTION (Debian 11's is PREEMPT_VOLUNTARY; 6.1 and 6.12 have CONFIG_PREEMPTION and keep max(10, 2 × CPUs)): with 1 vCPU the bridge hook's call holds the only one, so the return of the IPv4 hook nested in it is missed and the outer frame takes its verdict. The perf kprobe PMU aya attaches through can't ask for more (tracefs `rN:` can)";
-
 /// Tests that fail on one (kernel, tier) for a reason not yet fixed:
 /// `(kernel, tier, suite, test, why)`. Skipped there by name and listed in
 /// the report as not run, with the reason; README "Tiers" says the same.
-pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[
-    (
-        "5.10",
-        "kprobe",
-        "hooks",
-        "br_netfilter_shows_the_bridge_and_ip_hooks_and_the_outer_verdict",
-        KRETPROBE_MAXACTIVE,
-    ),
-    (
-        "5.10",
-        "kprobe",
-        "hooks",
-        "concurrent_flows_keep_their_own_hook_verdicts",
-        KRETPROBE_MAXACTIVE,
-    ),
-];
+/// None at present.
+pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[];
 
 /// The suites every (kernel, tier) runs, even where the full suites don't:
 /// the path, and the nf_hook_slow verdicts (nested, concurrent).
