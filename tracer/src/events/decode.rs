@@ -76,6 +76,36 @@ pub struct Hop {
 }
 
 impl Hop {
+    /// A 60-byte packet's hop with nothing but its kind and place, for unit
+    /// tests to fill in the rest.
+    #[cfg(test)]
+    pub fn for_test(t_ns: u64, kind: HopKind, netns: u32, ifindex: u32, ifname: &str) -> Self {
+        Self {
+            t_ns,
+            skb: 0x1000,
+            track_id: 7,
+            kind,
+            netns,
+            ifindex,
+            ifname: ifname.into(),
+            hook: None,
+            nf_family: 0,
+            verdict: None,
+            retval: 0,
+            reason_raw: 0,
+            location: 0,
+            tuple: None,
+            tcp_flags: 0,
+            ip_id: None,
+            len: 60,
+            filter: 0,
+            stack: Vec::new(),
+            rule: None,
+            icmp: None,
+            bytes: None,
+        }
+    }
+
     /// The family of the netfilter hook of an `nf_hook` hop.
     pub fn hook_family(&self) -> Option<Family> {
         (self.kind == HopKind::NfHook).then(|| Family::from_nfproto(self.nf_family))

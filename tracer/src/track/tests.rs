@@ -4,30 +4,7 @@ use super::*;
 use crate::model::{Hook, Verdict};
 
 fn hop(t: u64, kind: HopKind, netns: u32, ifindex: u32) -> Hop {
-    Hop {
-        t_ns: t,
-        skb: 0x1000,
-        track_id: 7,
-        kind,
-        netns,
-        ifindex,
-        ifname: format!("if{ifindex}"),
-        hook: None,
-        nf_family: 0,
-        verdict: None,
-        retval: 0,
-        reason_raw: 0,
-        location: 0,
-        tuple: None,
-        tcp_flags: 0,
-        ip_id: None,
-        len: 60,
-        filter: 0,
-        stack: Vec::new(),
-        rule: None,
-        icmp: None,
-        bytes: None,
-    }
+    Hop::for_test(t, kind, netns, ifindex, &format!("if{ifindex}"))
 }
 
 #[test]

@@ -142,28 +142,12 @@ mod tests {
 
     fn hook(netns: u32, port: &str, family: Family, hook: Hook) -> Step {
         let mut h = crate::events::Hop {
-            t_ns: 0,
             skb: 1,
             track_id: 1,
-            kind: HopKind::NfHook,
-            netns,
-            ifindex: 3,
-            ifname: port.into(),
             hook: Some(hook),
-            nf_family: 0,
             verdict: Some(Verdict::Accept),
             retval: 1,
-            reason_raw: 0,
-            location: 0,
-            tuple: None,
-            tcp_flags: 0,
-            ip_id: None,
-            len: 60,
-            filter: 0,
-            stack: Vec::new(),
-            rule: None,
-            icmp: None,
-            bytes: None,
+            ..crate::events::Hop::for_test(0, HopKind::NfHook, netns, 3, port)
         };
         h.nf_family = match family {
             Family::Bridge => libc::NFPROTO_BRIDGE as u8,

@@ -268,31 +268,11 @@ mod tests {
         let mut syn = vec![0x45, 0, 0, 60];
         syn.resize(60, 0);
         Hop {
-            t_ns: t,
-            skb: 0x1000,
-            track_id: 7,
-            kind,
-            netns,
-            ifindex: 2,
-            ifname: ifname.into(),
-            hook: None,
-            nf_family: 0,
-            verdict: None,
-            retval: 0,
-            reason_raw: 0,
-            location: 0,
-            tuple: None,
-            tcp_flags: 0,
-            ip_id: None,
-            len: 60,
-            filter: 0,
-            stack: Vec::new(),
-            rule: None,
-            icmp: None,
             bytes: matches!(kind, HopKind::Rx | HopKind::Tx | HopKind::Drop).then(|| Captured {
                 orig_len: 60,
                 data: syn,
             }),
+            ..Hop::for_test(t, kind, netns, 2, ifname)
         }
     }
 
