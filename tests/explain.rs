@@ -343,25 +343,7 @@ fn check(case: &Case) -> Result<(), String> {
             return Err(format!("setup {cmd}: {out}"));
         }
     }
-    let port = PORT.to_string();
-    let run = Running::start(&[
-        "--dst",
-        SERVER,
-        "--dport",
-        &port,
-        "--json",
-        "--duration",
-        "30",
-        "--netns",
-        &ns,
-    ]);
-    let seen = probe(&t);
-    std::thread::sleep(Duration::from_millis(800));
-    let (code, lines) = run.stop();
-    if code != 0 {
-        return Err(format!("pathtrace exited {code}"));
-    }
-    let recs = records(&lines);
+    let (seen, recs) = trace_while(&ns, &[], || probe(&t))?;
     let ctx = || format!("{}: {recs:#?}", case.name);
     if errno_of(&seen) != case.client_error {
         return Err(format!(
@@ -453,8 +435,12 @@ fn each_firewall_is_explained_as_the_client_saw_it_and_its_fix_works() {
 }
 
 /// Traces `--dst SERVER --dport 8080` with rule tracing in `ns` while
-/// `during` runs; the JSON records.
-fn traced<T>(ns: &str, extra: &[&str], during: impl FnOnce() -> T) -> (T, Vec<Value>) {
+/// `during` runs; the JSON records, or how pathtrace exited if not cleanly.
+fn trace_while<T>(
+    ns: &str,
+    extra: &[&str],
+    during: impl FnOnce() -> T,
+) -> Result<(T, Vec<Value>), String> {
     let port = PORT.to_string();
     let mut args = vec![
         "--dst",
@@ -472,8 +458,15 @@ fn traced<T>(ns: &str, extra: &[&str], during: impl FnOnce() -> T) -> (T, Vec<Va
     let seen = during();
     std::thread::sleep(Duration::from_millis(800));
     let (code, lines) = run.stop();
-    assert_eq!(code, 0, "pathtrace exit status");
-    (seen, records(&lines))
+    if code != 0 {
+        return Err(format!("pathtrace exited {code}"));
+    }
+    Ok((seen, records(&lines)))
+}
+
+/// [`trace_while`], for tests that end at a failed run.
+fn traced<T>(ns: &str, extra: &[&str], during: impl FnOnce() -> T) -> (T, Vec<Value>) {
+    trace_while(ns, extra, during).unwrap_or_else(|e| panic!("pathtrace exit status: {e}"))
 }
 
 /// The summary's one connection, and the first packet with `cause`.
