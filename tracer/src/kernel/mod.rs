@@ -8,6 +8,14 @@ pub mod kallsyms;
 pub mod memlock;
 
 /// This process's resident set size in kB (0 when unknown), for diagnostics.
+/// Whether process `pid` exists (signal 0 checks without sending; EPERM
+/// means it exists under another user).
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 pub fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -16,6 +16,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::kernel::pid_alive;
+
 /// Return instances asked for: the kernel's cap is 4096; 64 covers deep
 /// nesting on every CPU of common hosts.
 const MAXACTIVE: u32 = 64;
@@ -81,12 +83,6 @@ pub fn stale_groups(kprobe_events: &str, alive: impl Fn(i32) -> bool) -> Vec<Str
         .collect();
     groups.dedup();
     groups
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The tracefs kretprobe, with the program attached while this lives.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{ns, NfError, TraceFilter, NFPROTO_IPV4, NFPROTO_IPV6};
-use crate::model::Verdict;
+use crate::{kernel::pid_alive, model::Verdict};
 
 /// Comment tag on pathtrace's TRACE rules: `pathtrace:<pid>`.
 pub const COMMENT_PREFIX: &str = "pathtrace:";
@@ -190,12 +190,6 @@ pub fn verdict_of_target(target: &str, user_chains: &HashSet<String>) -> Verdict
         t if user_chains.contains(t) => Verdict::Jump(t.to_string()),
         _ => Verdict::Continue,
     }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Deletes `-j TRACE` rules in the raw table whose `pathtrace:<pid>` comment
