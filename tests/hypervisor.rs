@@ -178,10 +178,9 @@ fn pathtrace_tables(ns: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
-    require_root("sigkill_mid_trace_leaves_no_table_in_any_namespace");
-    let lab = hypervisor_lab("pthvkill");
+/// Starts pathtrace in the hypervisor with only the flow's flags and
+/// connects from the blocked client until it follows into the guest.
+fn run_until_followed(lab: &Lab) -> Running {
     let mut run = Running::start_in(&lab.names.lan, &["--src", "192.0.2.9", "--dport", "8092"]);
     let outcome = lab.tcp_connect(
         &lab.names.client,
@@ -195,18 +194,12 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         "never followed into the guest: {:?}",
         run.stderr_lines
     );
-    let during: Vec<String> = [&lab.names.lan, &lab.names.dock]
-        .iter()
-        .flat_map(|ns| pathtrace_tables(ns))
-        .collect();
-    assert_eq!(
-        during.len(),
-        2,
-        "a table in the hypervisor and in the guest: {during:?}"
-    );
-    // SAFETY: killing our own child by its pid.
-    unsafe { libc::kill(run.pid(), libc::SIGKILL) };
-    let _ = run.wait(Duration::from_secs(10));
+    run
+}
+
+/// pathtrace's tables in every namespace of the lab, polled for up to 5 s
+/// until there are none.
+fn tables_left(lab: &Lab) -> Vec<String> {
     let mut left = Vec::new();
     for _ in 0..50 {
         left = lab
@@ -220,7 +213,50 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
+    left
+}
+
+/// From 5.12 the kernel deletes a table owned by the killed process's
+/// socket (`NFT_TABLE_F_OWNER`). Before, pathtrace names its tables with
+/// its pid and the next run deletes those of dead pids in every namespace
+/// it arms (README "Leaving no trace").
+#[test]
+fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
+    require_root("sigkill_mid_trace_leaves_no_table_in_any_namespace");
+    let lab = hypervisor_lab("pthvkill");
+    let run = run_until_followed(&lab);
+    let during: Vec<String> = [&lab.names.lan, &lab.names.dock]
+        .iter()
+        .flat_map(|ns| pathtrace_tables(ns))
+        .collect();
+    assert_eq!(
+        during.len(),
+        2,
+        "a table in the hypervisor and in the guest: {during:?}"
+    );
+    let pid_tagged = format!("pathtrace-{}", run.pid());
+    let owned = !during.iter().any(|t| t.contains(&pid_tagged));
+    // SAFETY: killing our own child by its pid.
+    unsafe { libc::kill(run.pid(), libc::SIGKILL) };
+    let _ = run.wait(Duration::from_secs(10));
+    let left = tables_left(&lab);
+    if owned {
+        assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
+        return;
+    }
+    assert!(
+        during.iter().all(|t| t.contains(&pid_tagged)),
+        "both tables carry the pid: {during:?}"
+    );
+    assert_eq!(left.len(), 2, "the killed run's tables stay: {left:?}");
+    let next = run_until_followed(&lab);
+    let (code, _) = next.stop();
+    assert_eq!(code, 0, "the next run's exit status");
+    let left = tables_left(&lab);
+    assert!(
+        left.is_empty(),
+        "the next run swept the killed run's tables in both namespaces: {left:?}"
+    );
 }
 
 /// The guest's dockerd and its container start after pathtrace: the guest's

@@ -29,7 +29,7 @@ use crate::{
     },
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
-    track::{Packet, Tracker},
+    track::{Packet, Tracker, SOURCE_WAIT},
 };
 
 pub struct TraceOptions {
@@ -330,12 +330,15 @@ pub async fn run<S: PacketSink>(
                     eprintln!("pathtrace: {line}");
                 }
                 say_warnings(&rules);
+                // The rule watchers' progress before `poll`: what they handed
+                // over before marking it is then in the channel.
+                let rules_horizon = rules.caught_up_to();
                 rules.poll();
                 for found in engines.answers() {
                     reporter.containers.merge(found);
                     view.netns.set_containers(&reporter.containers);
                 }
-                let horizon = [rules.caught_up_to(), engines.caught_up_to()].into_iter().flatten().min();
+                let horizon = [rules_horizon, engines.caught_up_to()].into_iter().flatten().min();
                 for mut p in tracker.settled_after(Instant::now(), horizon) {
                     ruletrace::attach(&mut rules, &mut p);
                     follow.mark_late(&rules, &mut p);
@@ -372,7 +375,7 @@ pub async fn run<S: PacketSink>(
     if !done {
         follow.ended_before_arming(&mut view.netns);
         // Let the rule watchers hand over what the kernel already sent, and
-        // the engine lookups their answers (≤ 1 s).
+        // the engine lookups their answers (at most `SOURCE_WAIT`).
         let stopped = Instant::now();
         loop {
             for found in engines.answers() {
@@ -381,7 +384,7 @@ pub async fn run<S: PacketSink>(
             }
             let waiting = rules.caught_up_to().is_some_and(|h| h < stopped)
                 || engines.caught_up_to().is_some();
-            if !waiting || stopped.elapsed() >= Duration::from_secs(1) {
+            if !waiting || stopped.elapsed() >= SOURCE_WAIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -208,9 +208,11 @@ fn watch_loop(mut src: Source, ctx: Shared) {
     while !ctx.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         if !wait_readable(src.fd(), Duration::from_millis(20)) {
-            // Nothing arrived: everything the kernel sent before now is in.
-            ctx.drained
-                .store(ctx.base.elapsed().as_micros() as u64, Ordering::Release);
+            // Nothing arrived: everything the kernel sent before the wait is in.
+            ctx.drained.store(
+                started.saturating_duration_since(ctx.base).as_micros() as u64,
+                Ordering::Release,
+            );
             empty_at = started;
             continue;
         }

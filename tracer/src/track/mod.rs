@@ -46,6 +46,9 @@ pub struct Tracker {
     idle: Duration,
 }
 
+/// How long a packet waits at most for its events from other sources.
+pub const SOURCE_WAIT: Duration = Duration::from_secs(5);
+
 impl Default for Tracker {
     fn default() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(1))
@@ -99,20 +102,22 @@ impl Tracker {
         self.settled_after(now, None)
     }
 
-    /// Like [`Tracker::settled`], but an ended packet also waits until
+    /// Like [`Tracker::settled`], but a packet also waits until
     /// `events_in_until` (what another source of its events, such as rule
-    /// tracing, has handed over) has passed its end, for at most `idle`.
+    /// tracing, has handed over) has passed its end, for at most
+    /// [`SOURCE_WAIT`]: a watcher listing a namespace's rules for the first
+    /// time takes seconds under emulation.
     pub fn settled_after(&mut self, now: Instant, events_in_until: Option<Instant>) -> Vec<Packet> {
         let (grace, idle) = (self.grace, self.idle);
-        let caught_up =
-            |t: Instant| events_in_until.is_none_or(|h| h >= t) || now.duration_since(t) >= idle;
+        let caught_up = |t: Instant| {
+            events_in_until.is_none_or(|h| h >= t) || now.duration_since(t) >= SOURCE_WAIT
+        };
         let mut done: Vec<_> = self
             .open
             .iter()
             .filter(|(_, o)| {
-                o.ended
-                    .is_some_and(|t| now.duration_since(t) >= grace && caught_up(t))
-                    || now.duration_since(o.last_seen) >= idle
+                let (end, wait) = o.ended.map_or((o.last_seen, idle), |t| (t, grace));
+                now.duration_since(end) >= wait && caught_up(end)
             })
             .map(|(k, _)| *k)
             .collect();

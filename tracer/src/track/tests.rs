@@ -108,3 +108,29 @@ fn beyond_the_cap_the_oldest_packets_settle_early() {
     );
     assert_eq!(t.open_count(), MAX_OPEN);
 }
+
+#[test]
+fn an_ended_packet_waits_for_a_slow_source_up_to_its_bound() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    t.push(hop(1, HopKind::Rx, 1, 2), now);
+    t.push(hop(2, HopKind::Drop, 1, 2), now);
+    let later = |ms| now + Duration::from_millis(ms);
+    // A rule watcher still listing a namespace's rules has handed over
+    // nothing past the packet's start.
+    let behind = Some(now - Duration::from_millis(1));
+    assert!(
+        t.settled_after(later(2000), behind).is_empty(),
+        "waits past idle"
+    );
+    assert_eq!(t.settled_after(later(2000), Some(later(1))).len(), 1);
+
+    t.push(hop(3, HopKind::Rx, 1, 2), now);
+    t.push(hop(4, HopKind::Drop, 1, 2), now);
+    assert!(t.settled_after(later(4900), behind).is_empty());
+    assert_eq!(
+        t.settled_after(later(5000), behind).len(),
+        1,
+        "at most SOURCE_WAIT"
+    );
+}

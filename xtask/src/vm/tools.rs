@@ -31,8 +31,10 @@ fn ensure_vng() -> Result<PathBuf> {
         "xtask: installing virtme-ng {VNG_VERSION} from PyPI into {}",
         venv.display()
     );
-    if !venv.join("bin/pip").exists() {
-        run_quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+    // A venv moved or made through another path has scripts whose `#!` points
+    // elsewhere: make it anew (`--clear`) unless its own pip runs.
+    if output_of(Command::new(venv.join("bin/pip")).arg("--version")).is_err() {
+        run_quiet(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))
             .context("`python3 -m venv` failed: virtme-ng needs python3 with venv (Debian package python3-venv)")?;
     }
     run_quiet(
