@@ -50,50 +50,35 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
+    /// Reads `/proc/kallsyms` a line at a time: the text (about 5 MiB) is
+    /// never held whole.
     pub fn load() -> Result<Self> {
-        let text = std::fs::read_to_string(KALLSYMS_PATH).map_err(|source| KallsymsError::Io {
+        use std::io::BufRead;
+        let io_err = |source| KallsymsError::Io {
             path: PathBuf::from(KALLSYMS_PATH),
             source,
-        })?;
-        Self::parse(&text)
+        };
+        let file = std::fs::File::open(KALLSYMS_PATH).map_err(io_err)?;
+        let mut reader = std::io::BufReader::new(file);
+        let mut builder = Builder::default();
+        let mut line = String::new();
+        for i in 0.. {
+            line.clear();
+            if reader.read_line(&mut line).map_err(io_err)? == 0 {
+                break;
+            }
+            builder.line(i, line.trim_end_matches('\n'))?;
+        }
+        builder.finish()
     }
 
     /// Parses `addr type name [module]` lines.
     pub fn parse(text: &str) -> Result<Self> {
-        let mut entries = Vec::with_capacity(text.len() / 40);
-        let mut strings = String::with_capacity(text.len() / 2);
-        let mut any_nonzero = false;
+        let mut builder = Builder::default();
         for (i, line) in text.lines().enumerate() {
-            let mut fields = line.split_whitespace();
-            let (Some(addr), Some(ty), Some(name)) = (fields.next(), fields.next(), fields.next())
-            else {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                return Err(malformed(i, line));
-            };
-            let module = fields
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']'));
-            let (Ok(addr), true) = (u64::from_str_radix(addr, 16), ty.len() == 1) else {
-                return Err(malformed(i, line));
-            };
-            any_nonzero |= addr != 0;
-            entries.push(Entry {
-                addr,
-                name: push_str(&mut strings, name),
-                module: push_str(&mut strings, module.unwrap_or("")),
-                text: matches!(ty, "t" | "T" | "w" | "W"),
-            });
+            builder.line(i, line)?;
         }
-        if entries.is_empty() {
-            return Err(KallsymsError::Empty);
-        }
-        if !any_nonzero {
-            return Err(KallsymsError::AddressesHidden);
-        }
-        entries.sort_by_key(|e| e.addr);
-        Ok(Self { entries, strings })
+        builder.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -134,6 +119,58 @@ impl Kallsyms {
             .iter()
             .find(|e| self.str(e.name) == name)
             .map(|e| e.addr)
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    entries: Vec<Entry>,
+    strings: String,
+    any_nonzero: bool,
+}
+
+impl Builder {
+    fn line(&mut self, i: usize, line: &str) -> Result<()> {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(ty), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            if line.trim().is_empty() {
+                return Ok(());
+            }
+            return Err(malformed(i, line));
+        };
+        let module = fields
+            .next()
+            .map(|m| m.trim_start_matches('[').trim_end_matches(']'));
+        let (Ok(addr), true) = (u64::from_str_radix(addr, 16), ty.len() == 1) else {
+            return Err(malformed(i, line));
+        };
+        self.any_nonzero |= addr != 0;
+        self.entries.push(Entry {
+            addr,
+            name: push_str(&mut self.strings, name),
+            module: push_str(&mut self.strings, module.unwrap_or("")),
+            text: matches!(ty, "t" | "T" | "w" | "W"),
+        });
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Kallsyms> {
+        let Self {
+            mut entries,
+            mut strings,
+            any_nonzero,
+        } = self;
+        if entries.is_empty() {
+            return Err(KallsymsError::Empty);
+        }
+        if !any_nonzero {
+            return Err(KallsymsError::AddressesHidden);
+        }
+        entries.sort_by_key(|e| e.addr);
+        entries.shrink_to_fit();
+        strings.shrink_to_fit();
+        Ok(Kallsyms { entries, strings })
     }
 }
 
