@@ -18,7 +18,7 @@ use crate::{
         hook_infer,
         kallsyms::Kallsyms,
     },
-    loader::{LoadError, LoadOptions, Tracer},
+    loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
     model::FlowFilter,
     names::View,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames},
@@ -69,15 +69,24 @@ pub fn kernel_btf() -> Result<KernelBtf, Error> {
 
 /// Names what the kernel side only knows as numbers.
 pub fn view(btf: &KernelBtf) -> Result<View, Error> {
-    let reasons = match DropReasons::from_kernel(btf) {
-        Ok(r) => r,
+    Ok(view_with(drop_reasons(btf)?))
+}
+
+/// The drop reasons' names, from the kernel's BTF.
+fn drop_reasons(btf: &KernelBtf) -> Result<DropReasons, Error> {
+    match DropReasons::from_kernel(btf) {
+        Ok(r) => Ok(r),
         // Before 5.17: drops carry no reason, and the rest still works.
         Err(e @ DropReasonError::NoDropReasons) => {
             eprintln!("pathtrace: {e}");
-            DropReasons::default()
+            Ok(DropReasons::default())
         }
-        Err(e) => return Err(Error::Kernel(e.to_string())),
-    };
+        Err(e) => Err(Error::Kernel(e.to_string())),
+    }
+}
+
+/// The rest of [`view`], around drop-reason names already read.
+fn view_with(reasons: DropReasons) -> View {
     let syms = match Kallsyms::load() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -85,12 +94,12 @@ pub fn view(btf: &KernelBtf) -> Result<View, Error> {
             None
         }
     };
-    Ok(View {
+    View {
         reasons,
         syms,
         netns: NetnsNames::load(),
         interfaces: Interfaces::new(),
-    })
+    }
 }
 
 /// Kernel helpers that free a list of packets one by one. Before 6.3
@@ -216,6 +225,7 @@ pub async fn run<S: PacketSink>(
 ) -> Result<Stats, Error> {
     let t0 = Instant::now();
     let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
+    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut pcap = opts
         .pcap
@@ -223,7 +233,7 @@ pub async fn run<S: PacketSink>(
         .map(PcapWriter::create)
         .transpose()
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let mut tracer = Tracer::load(&opts.load, &kernel_filters, &btf)?;
+    let mut tracer = Tracer::load(loader, &opts.load, &kernel_filters, &btf)?;
 
     let mut reader = tracer.events()?;
     let why: Vec<String> = tracer
@@ -268,8 +278,13 @@ pub async fn run<S: PacketSink>(
     }
     // Naming (BTF enums, kallsyms, /proc) is not on the path to "ready": the
     // events wait in the ring buffer meanwhile.
-    let mut view = view(&btf)?;
+    // The kernel's BTF is let go before the symbol table is read, so the
+    // two are never resident at once.
+    let reasons = drop_reasons(&btf)?;
     drop(btf);
+    crate::kernel::release_freed_memory();
+    let mut view = view_with(reasons);
+    crate::kernel::release_freed_memory();
     log::debug!(
         "startup: names loaded at {:?} (rss {} kB)",
         t0.elapsed(),

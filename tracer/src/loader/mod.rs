@@ -18,10 +18,20 @@ pub use tier::{Tier, TierRequest};
 use crate::{
     events::{Counters, EventReader},
     kernel::{
-        btf::{BtfError, KernelBtf},
+        btf::{Btf, BtfError, KernelBtf, Kind},
         memlock::Memlock,
     },
 };
+
+/// The tracepoints attached by BTF id (`tp_btf`).
+const ATTACH_TRACEPOINTS: [&str; 4] = [
+    "kfree_skb",
+    "consume_skb",
+    "netif_receive_skb",
+    "net_dev_queue",
+];
+/// The function the fentry/fexit pair attaches to.
+const NF_HOOK_SLOW: &str = "nf_hook_slow";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf.o"));
 
@@ -118,6 +128,28 @@ impl Default for LoadOptions {
     }
 }
 
+/// aya's loader for the embedded object, made before the run reads the
+/// kernel BTF. The object needs no CO-RE relocation (offsets come from
+/// [`Config`]), but aya 0.14 parses the kernel BTF when its loader is created
+/// (it has no constructor without), about 18 MiB for a moment: made first,
+/// while nothing else is held, and that copy dropped at once.
+pub struct ObjectLoader(EbpfLoader<'static>);
+
+impl ObjectLoader {
+    pub fn new() -> Self {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        crate::kernel::release_freed_memory();
+        Self(loader)
+    }
+}
+
+impl Default for ObjectLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct Tracer {
     ebpf: Ebpf,
     pub tier: Tier,
@@ -153,9 +185,19 @@ fn attach_tp(
     Ok(())
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
+/// What aya needs to attach by BTF id: it finds the id by name in its own
+/// type, which for the whole kernel BTF would take about 13 MiB. This one
+/// holds the `keep` types at their kernel ids and nothing else (see
+/// [`Btf::id_stub`]); a name the kernel lacks is missing from it too.
+fn attach_btf(btf: &Btf, keep: &[(&str, Kind)]) -> Result<aya::Btf, LoadError> {
+    aya::Btf::parse(&btf.id_stub(keep)?, aya::Endianness::default())
+        .map_err(|e| LoadError::AyaBtf(e.to_string()))
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     const ENTRY: &str = "nf_hook_slow_fentry";
     const EXIT: &str = "nf_hook_slow_fexit";
+    let btf = &attach_btf(btf, &[(NF_HOOK_SLOW, Kind::Func)])?;
     let p: &mut FEntry = ebpf
         .program_mut(ENTRY)
         .ok_or(LoadError::Program {
@@ -164,7 +206,7 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
         })?
         .try_into()
         .map_err(prog_err(ENTRY))?;
-    p.load("nf_hook_slow", btf).map_err(prog_err(ENTRY))?;
+    p.load(NF_HOOK_SLOW, btf).map_err(prog_err(ENTRY))?;
     p.attach().map_err(prog_err(ENTRY))?;
     let p: &mut FExit = ebpf
         .program_mut(EXIT)
@@ -174,7 +216,7 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
         })?
         .try_into()
         .map_err(prog_err(EXIT))?;
-    p.load("nf_hook_slow", btf).map_err(prog_err(EXIT))?;
+    p.load(NF_HOOK_SLOW, btf).map_err(prog_err(EXIT))?;
     p.attach().map_err(prog_err(EXIT))?;
     Ok(())
 }
@@ -269,6 +311,7 @@ impl Tracer {
     /// Loads, configures and attaches everything for one run, with the
     /// kernel BTF the run parsed once.
     pub fn load(
+        loader: ObjectLoader,
         opts: &LoadOptions,
         filters: &[Filter],
         kernel: &KernelBtf,
@@ -308,13 +351,10 @@ impl Tracer {
         } else {
             0
         };
-        // The object needs no CO-RE relocation: offsets come from `cfg`. aya
-        // 0.14's loader parses kernel BTF on creation anyway (it has no
-        // constructor without); dropping that copy at once keeps it short-lived.
         let memlock = crate::kernel::memlock::raise_for_bpf();
         log::debug!("RLIMIT_MEMLOCK for BPF maps: {memlock:?}");
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
+        let mut loader = loader.0;
+        let mut ebpf = loader
             // Off, the verifier prunes every kernel log statement.
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
             // The sk_buff members the hot path loads directly: read-only
@@ -340,15 +380,6 @@ impl Tracer {
         if kernel_logs {
             forward_kernel_logs(&mut ebpf);
         }
-        // Attaching by BTF id takes aya's own type: built from the bytes
-        // this run already read.
-        let aya_btf = aya::Btf::parse(btf.raw(), aya::Endianness::default())
-            .map_err(|e| LoadError::AyaBtf(e.to_string()))?;
-        log::debug!(
-            "startup: aya BTF parsed at {:?} (rss {} kB)",
-            t0.elapsed(),
-            crate::kernel::rss_kb()
-        );
         {
             let map = ebpf
                 .map_mut("CONFIG")
@@ -374,7 +405,7 @@ impl Tracer {
             tier::choose(
                 opts.tier,
                 &mut ebpf,
-                &aya_btf,
+                btf,
                 attach_fentry,
                 &mut |e| attach_kprobe(e, &mut kretprobe),
                 error_chain,
@@ -382,6 +413,20 @@ impl Tracer {
         } else {
             (Tier::Tracepoint, Vec::new())
         };
+        let tracepoints: Vec<String> = ATTACH_TRACEPOINTS
+            .iter()
+            .map(|tp| format!("btf_trace_{tp}"))
+            .collect();
+        let keep: Vec<(&str, Kind)> = tracepoints
+            .iter()
+            .map(|n| (n.as_str(), Kind::Typedef))
+            .collect();
+        let aya_btf = attach_btf(btf, &keep)?;
+        log::debug!(
+            "startup: tracepoint ids for aya at {:?} (rss {} kB)",
+            t0.elapsed(),
+            crate::kernel::rss_kb()
+        );
         if has_reason {
             attach_tp(&mut ebpf, "kfree_skb", "kfree_skb", &aya_btf)?;
         } else {
@@ -402,6 +447,8 @@ impl Tracer {
             t0.elapsed(),
             crate::kernel::rss_kb()
         );
+        drop(aya_btf);
+        crate::kernel::release_freed_memory();
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or(LoadError::MissingMap("COUNTERS"))?,

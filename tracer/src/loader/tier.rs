@@ -4,6 +4,7 @@ use std::fmt;
 use aya::Ebpf;
 
 use super::LoadError;
+use crate::kernel::btf::Btf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TierRequest {
@@ -45,8 +46,8 @@ type Attach<'a> = &'a mut dyn FnMut(&mut Ebpf) -> Result<(), LoadError>;
 pub(super) fn choose(
     req: TierRequest,
     ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    fentry: fn(&mut Ebpf, &aya::Btf) -> Result<(), LoadError>,
+    btf: &Btf,
+    fentry: fn(&mut Ebpf, &Btf) -> Result<(), LoadError>,
     kprobe: Attach<'_>,
     describe: fn(&dyn std::error::Error) -> String,
 ) -> Result<(Tier, Vec<(Tier, String)>), LoadError> {

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::Error,
     events::{decode, Hop},
-    loader::{LoadOptions, Tracer},
+    loader::{LoadOptions, ObjectLoader, Tracer},
     names::View,
     render::{
         records::{DropRecord, Record, StatsRecord, ThrottledRecord},
@@ -146,6 +146,7 @@ impl StreamState {
 }
 
 pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<(), Error> {
+    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut view = view(&btf)?;
     let load = LoadOptions {
@@ -159,7 +160,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
         },
         ..Default::default()
     };
-    let mut tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
+    let mut tracer = Tracer::load(loader, &load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
     let mut reader = tracer.events()?;
     let mut exporter = Exporter::for_flag(opts.metrics).await?;

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     error::Error,
-    loader::{LoadOptions, Tracer},
+    loader::{LoadOptions, ObjectLoader, Tracer},
     names::View,
     render::records::{DropTopRecord, DropTopRow, Record},
     session::{kernel_btf, view},
@@ -81,6 +81,7 @@ fn table(rows: &[TopRow], title: &str) -> String {
 }
 
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
+    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut view = view(&btf)?;
     let load = LoadOptions {
@@ -90,7 +91,7 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         config_flags: config_flags::COUNT_DROPS | config_flags::COUNT_ONLY,
         ..Default::default()
     };
-    let tracer = Tracer::load(&load, &[opts.filter.to_kernel()], &btf)?;
+    let tracer = Tracer::load(loader, &load, &[opts.filter.to_kernel()], &btf)?;
     drop(btf);
     let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();

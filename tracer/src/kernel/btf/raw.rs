@@ -1,6 +1,5 @@
 //! Byte-level layout of a BTF blob: header, type records, strings, name index.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -9,7 +8,6 @@ use super::{invalid, Btf, BtfError, Kind, Result};
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
 const TYPE_HEADER_LEN: usize = 12;
-const NO_ENTRY: u32 = u32::MAX;
 
 pub(super) struct Inner {
     base: Option<Btf>,
@@ -23,12 +21,9 @@ pub(super) struct Inner {
     index: OnceLock<NameIndex>,
 }
 
-/// Hash-chained index of local type names: `heads[hash(name)]` is the first local
-/// index, `next[i]` the following one with the same hash.
-struct NameIndex {
-    heads: HashMap<u64, u32>,
-    next: Vec<u32>,
-}
+/// Index of local type names: (hash of the name, local index) of every named
+/// type, sorted; 8 bytes a type (a hash map with chains took 30).
+struct NameIndex(Vec<(u32, u32)>);
 
 /// A decoded view of one type.
 #[derive(Clone, Copy)]
@@ -69,9 +64,9 @@ fn read_u32(data: &[u8], off: usize, big_endian: bool) -> u32 {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
 }
 
@@ -239,36 +234,88 @@ impl Btf {
         })
     }
 
+    /// A BTF blob in this machine's byte order with this one's type ids, in
+    /// which the first type of each `(name, kind)` in `keep` is itself and
+    /// every other id is a nameless `void *`: enough to look the kept types
+    /// up by name and get their ids, at 12 bytes a type. Only kinds without
+    /// member data (typedefs, functions) can be kept; names not found are
+    /// left out.
+    pub fn id_stub(&self, keep: &[(&str, Kind)]) -> Result<Vec<u8>> {
+        if self.is_split() {
+            return invalid("an id stub is made from base BTF only");
+        }
+        let mut kept: Vec<(u32, u32, &str)> = Vec::new();
+        for &(name, kind) in keep {
+            if kind.body_len(1) != 0 {
+                return invalid(format!("{kind:?} `{name}` has member data"));
+            }
+            if let Some(ty) = self.find_all(name, &[kind]).into_iter().next() {
+                let info = (u32::from(ty.kind_flag) << 31) | ((kind as u32) << 24) | ty.vlen as u32;
+                kept.push((ty.id, info, name));
+            }
+        }
+        kept.sort_by_key(|&(id, ..)| id);
+        kept.dedup_by_key(|&mut (id, ..)| id);
+        let last = kept.last().map_or(0, |&(id, ..)| id) as usize;
+        let mut strings = vec![0u8];
+        let mut records = vec![0u8; last * TYPE_HEADER_LEN];
+        for rec in records.chunks_exact_mut(TYPE_HEADER_LEN) {
+            rec[4..8].copy_from_slice(&((Kind::Ptr as u32) << 24).to_ne_bytes());
+        }
+        for &(id, info, name) in &kept {
+            let at = (id as usize - 1) * TYPE_HEADER_LEN;
+            let name_off = strings.len() as u32;
+            strings.extend_from_slice(name.as_bytes());
+            strings.push(0);
+            records[at..at + 4].copy_from_slice(&name_off.to_ne_bytes());
+            records[at + 4..at + 8].copy_from_slice(&info.to_ne_bytes());
+        }
+        let mut blob = Vec::with_capacity(HEADER_LEN + records.len() + strings.len());
+        blob.extend_from_slice(&MAGIC.to_ne_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for word in [
+            HEADER_LEN as u32,
+            0,
+            records.len() as u32,
+            records.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&word.to_ne_bytes());
+        }
+        blob.extend_from_slice(&records);
+        blob.extend_from_slice(&strings);
+        Ok(blob)
+    }
+
     fn index(&self) -> &NameIndex {
         self.0.index.get_or_init(|| {
             let inner = &self.0;
-            let mut heads = HashMap::with_capacity(inner.offsets.len());
-            let mut next = vec![NO_ENTRY; inner.offsets.len()];
+            let mut named = Vec::with_capacity(inner.offsets.len());
             for (i, &off) in inner.offsets.iter().enumerate() {
                 let name_off = read_u32(&inner.data, off as usize, inner.big_endian);
                 match self.str_bytes(name_off) {
-                    Ok(name) if !name.is_empty() => {
-                        next[i] = heads.insert(fnv1a(name), i as u32).unwrap_or(NO_ENTRY);
-                    }
+                    Ok(name) if !name.is_empty() => named.push((fnv1a(name), i as u32)),
                     _ => {}
                 }
             }
-            NameIndex { heads, next }
+            named.sort_unstable();
+            named.shrink_to_fit();
+            NameIndex(named)
         })
     }
 
     /// All types named `name` with one of `kinds`, local ones first, then the base's.
     pub(crate) fn find_all(&self, name: &str, kinds: &[Kind]) -> Vec<Ty<'_>> {
-        let index = self.index();
+        let index = &self.index().0;
+        let hash = fnv1a(name.as_bytes());
+        let first = index.partition_point(|&(h, _)| h < hash);
         let mut found = Vec::new();
-        let mut cur = index.heads.get(&fnv1a(name.as_bytes())).copied();
-        while let Some(i) = cur.filter(|&i| i != NO_ENTRY) {
+        for &(_, i) in index[first..].iter().take_while(|&&(h, _)| h == hash) {
             if let Ok(ty) = self.ty(self.0.start_id + i) {
                 if kinds.contains(&ty.kind) && ty.name().is_ok_and(|n| n == name) {
                     found.push(ty);
                 }
             }
-            cur = index.next.get(i as usize).copied();
         }
         if found.is_empty() {
             if let Some(base) = &self.0.base {

@@ -277,3 +277,46 @@ fn real_vmlinux() {
         .unwrap();
     assert_eq!(params[1], "struct sk_buff *");
 }
+
+/// Ids aya finds by name in `blob`, parsed as aya parses it.
+fn aya_ids(blob: &[u8], names: &[(&str, Kind)]) -> Vec<Option<u32>> {
+    let aya = aya::Btf::parse(blob, aya::Endianness::default()).unwrap();
+    names
+        .iter()
+        .map(|&(name, kind)| {
+            let kind = match kind {
+                Kind::Func => aya_obj::btf::BtfKind::Func,
+                _ => aya_obj::btf::BtfKind::Typedef,
+            };
+            aya.id_by_type_name_kind(name, kind).ok()
+        })
+        .collect()
+}
+
+const ATTACH: &[(&str, Kind)] = &[
+    ("btf_trace_kfree_skb", Kind::Typedef),
+    ("nf_hook_slow", Kind::Func),
+    ("no_such_function", Kind::Func),
+];
+
+#[test]
+fn id_stub_keeps_the_ids_aya_finds_in_the_whole_blob() {
+    let blob = fixture().build();
+    let btf = Btf::from_bytes(blob.clone()).unwrap();
+    let stub = btf.id_stub(ATTACH).unwrap();
+    let ids = aya_ids(&stub, ATTACH);
+    assert_eq!(ids, aya_ids(&blob, ATTACH));
+    assert!(ids[0].is_some() && ids[1].is_some() && ids[2].is_none());
+    assert!(btf
+        .id_stub(&[("sk_buff", Kind::Struct)])
+        .is_err_and(|e| e.to_string().contains("member data")));
+}
+
+#[test]
+fn id_stub_of_real_vmlinux_matches_aya() {
+    let raw = std::fs::read(VMLINUX_PATH).unwrap();
+    let btf = Btf::from_bytes(raw.clone()).unwrap();
+    let stub = btf.id_stub(ATTACH).unwrap();
+    assert!(stub.len() < raw.len() / 2);
+    assert_eq!(aya_ids(&stub, ATTACH), aya_ids(&raw, ATTACH));
+}
