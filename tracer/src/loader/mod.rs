@@ -7,7 +7,7 @@ mod tier;
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
     Ebpf, EbpfLoader,
 };
 use kretprobe::Kretprobe;
@@ -164,24 +164,54 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
     move |source| LoadError::Program { name, source }
 }
 
-fn attach_tp(
+/// Loads the `tp_btf` programs `(program, tracepoint)` side by side, one
+/// thread each (the verifier takes tens of milliseconds a program, in the
+/// calling thread), then attaches them in order. The first failure in that
+/// order is the one returned.
+fn attach_tps(
     ebpf: &mut Ebpf,
-    prog: &'static str,
-    tp: &str,
+    progs: &[(&'static str, &str)],
     btf: &aya::Btf,
 ) -> Result<(), LoadError> {
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or(LoadError::Program {
+    let mut found: Vec<Option<&mut Program>> = progs.iter().map(|_| None).collect();
+    for (name, p) in ebpf.programs_mut() {
+        if let Some(i) = progs.iter().position(|&(prog, _)| prog == name) {
+            found[i] = Some(p);
+        }
+    }
+    let mut tps: Vec<&mut BtfTracePoint> = Vec::with_capacity(progs.len());
+    for (&(prog, _), p) in progs.iter().zip(found) {
+        let p = p.ok_or(LoadError::Program {
             name: prog,
             source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(prog_err(prog))?;
-    let t = std::time::Instant::now();
-    p.load(tp, btf).map_err(prog_err(prog))?;
-    log::debug!("startup: {prog} verified in {:?}", t.elapsed());
-    p.attach().map_err(prog_err(prog))?;
+        })?;
+        tps.push(p.try_into().map_err(prog_err(prog))?);
+    }
+    let loaded: Vec<Result<(), LoadError>> = std::thread::scope(|s| {
+        let threads: Vec<_> = progs
+            .iter()
+            .zip(tps.iter_mut())
+            .map(|(&(prog, tp), p)| {
+                s.spawn(move || {
+                    let t = std::time::Instant::now();
+                    p.load(tp, btf).map_err(prog_err(prog))?;
+                    log::debug!("startup: {prog} verified in {:?}", t.elapsed());
+                    Ok(())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for ((&(prog, _), p), result) in progs.iter().zip(tps).zip(loaded) {
+        result?;
+        p.attach().map_err(prog_err(prog))?;
+    }
     Ok(())
 }
 
@@ -427,21 +457,19 @@ impl Tracer {
             t0.elapsed(),
             crate::kernel::rss_kb()
         );
-        if has_reason {
-            attach_tp(&mut ebpf, "kfree_skb", "kfree_skb", &aya_btf)?;
+        let mut tps = vec![if has_reason {
+            ("kfree_skb", "kfree_skb")
         } else {
-            attach_tp(&mut ebpf, "kfree_skb_noreason", "kfree_skb", &aya_btf)?;
-        }
+            ("kfree_skb_noreason", "kfree_skb")
+        }];
         if opts.hops {
-            attach_tp(&mut ebpf, "consume_skb", "consume_skb", &aya_btf)?;
-            attach_tp(
-                &mut ebpf,
-                "netif_receive_skb",
-                "netif_receive_skb",
-                &aya_btf,
-            )?;
-            attach_tp(&mut ebpf, "net_dev_queue", "net_dev_queue", &aya_btf)?;
+            tps.extend([
+                ("consume_skb", "consume_skb"),
+                ("netif_receive_skb", "netif_receive_skb"),
+                ("net_dev_queue", "net_dev_queue"),
+            ]);
         }
+        attach_tps(&mut ebpf, &tps, &aya_btf)?;
         log::debug!(
             "startup: attached at {:?} (rss {} kB)",
             t0.elapsed(),
