@@ -163,17 +163,22 @@ impl TierCost {
                     &r.vs_baseline.nf_hook_slow_progs,
                 ),
             ] {
-                if what == "nf_hook_slow" && c.per_prog.is_empty() {
+                // Without nf_hook_slow programs, "all" says everything.
+                if what != "all" && r.nf_hook_slow_progs.per_prog.is_empty() {
                     continue;
                 }
+                let vs = if r.tier == *b && what == "all" {
+                    "(baseline)".to_string()
+                } else {
+                    show(ratio, times)
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {what} | {} | {} | {} | {} |",
+                    "| {} | {what} | {} | {} | {} | {vs} |",
                     r.tier,
                     show(&c.ns_per_packet, int),
                     show(&c.runs_per_packet, two),
                     show(&c.ns_per_run, int),
-                    show(ratio, times)
                 );
             }
         }
