@@ -70,6 +70,17 @@ fn out_dir(series: &str) -> PathBuf {
     workspace_root().join(format!("bench-results/vm-{series}"))
 }
 
+/// The Markdown and JSON files a run with `args` writes into `out`
+/// (`pathtrace-bench` names them after its mode).
+fn result_files(out: &Path, args: &[String]) -> [PathBuf; 2] {
+    let mode = if args.iter().any(|a| a == "--quick") {
+        "quick"
+    } else {
+        "full"
+    };
+    ["md", "json"].map(|ext| out.join(format!("bench-tiers-{mode}.{ext}")))
+}
+
 pub fn bench_task(
     series: &str,
     cpus: Option<u32>,
@@ -88,14 +99,10 @@ pub fn bench_task(
     let out = out_dir(series);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // A broken run must not leave the last run's results looking like its own.
-    for entry in std::fs::read_dir(&out)?.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("bench-tiers-")
-        {
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+    let files = result_files(&out, args);
+    for f in &files {
+        if f.exists() {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
         }
     }
     let argv = guest_argv(
@@ -122,7 +129,15 @@ pub fn bench_task(
     if code != 0 {
         bail!("pathtrace-bench exited {code} in the VM");
     }
-    eprintln!("xtask: results in {}", out.display());
+    for f in &files {
+        if !f.is_file() {
+            bail!(
+                "pathtrace-bench finished in the VM but {} is missing",
+                f.display()
+            );
+        }
+        eprintln!("xtask: wrote {}", f.display());
+    }
     Ok(())
 }
 
@@ -176,5 +191,21 @@ mod tests {
         // A limit shorter than the boot still leaves the benchmark a minute.
         let at = argv.iter().position(|a| a == "--max-secs").expect("limit");
         assert_eq!(argv[at + 1], "60");
+    }
+
+    #[test]
+    fn a_run_replaces_only_the_results_of_its_own_mode() {
+        let out = Path::new("/o");
+        assert_eq!(
+            result_files(out, &strings(&["--quick"])),
+            [
+                PathBuf::from("/o/bench-tiers-quick.md"),
+                PathBuf::from("/o/bench-tiers-quick.json")
+            ]
+        );
+        assert_eq!(
+            result_files(out, &[])[1],
+            PathBuf::from("/o/bench-tiers-full.json")
+        );
     }
 }
