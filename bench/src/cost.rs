@@ -280,7 +280,8 @@ pub fn summarize(turns: &[Turn], tool: &str) -> ToolCost {
                     let p = t.per_prog.iter().find(|p| p.name == name)?;
                     Some((
                         p.runs as f64 / t.packets_forwarded.max(1) as f64,
-                        p.run_ns as f64 / p.runs.max(1) as f64,
+                        // A turn in which it never ran has no time per run.
+                        p.run_ns as f64 / p.runs as f64,
                     ))
                 })
                 .collect();
@@ -424,6 +425,17 @@ mod tests {
         assert_eq!(pt.runs_per_packet.expect("runs").median, 7.0);
         assert_eq!(pt.ns_per_run.expect("ns per run").median, 100.0);
         assert_eq!(pt.per_prog, vec![("net_dev_queue".to_string(), 7.0, 100.0)]);
+        // Turns in which a program never ran don't pull its time per run to 0.
+        let mut rare = turns.clone();
+        for (i, runs, ns) in [(0, 0, 0), (3, 2, 900), (4, 1, 300)] {
+            rare[i].per_prog[0].runs = runs;
+            rare[i].per_prog[0].run_ns = ns;
+        }
+        let pt = summarize(&rare, "pathtrace");
+        assert_eq!(
+            pt.per_prog,
+            vec![("net_dev_queue".to_string(), 0.001, 375.0)]
+        );
         let bt = summarize(&turns, "bpftrace");
         assert_eq!(bt.ns_per_packet.expect("ns").median, 1400.0);
         // Round 2 has no peer turn: only rounds with both are paired.
