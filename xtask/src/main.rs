@@ -45,7 +45,8 @@ enum Task {
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
         /// With --vm: which suites run where. matrix: the core suites and rules,
-        /// diagnose and drops on one kernel per tier (fentry on 5.10, kprobe on 6.12),
+        /// diagnose, drops, pcap and hypervisor on one kernel per tier (fentry on
+        /// 5.10, kprobe on 6.12),
         /// the core suites (trace_docker, hooks) on the others; all: every guest
         /// suite everywhere; trace: the core suites only.
         #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
