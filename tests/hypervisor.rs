@@ -197,23 +197,25 @@ fn run_until_followed(lab: &Lab) -> Running {
     run
 }
 
-/// pathtrace's tables in every namespace of the lab, polled for up to 5 s
-/// until there are none.
+/// pathtrace's tables in every namespace of the lab.
+fn tables_now(lab: &Lab) -> Vec<String> {
+    lab.names
+        .all()
+        .iter()
+        .flat_map(|ns| pathtrace_tables(ns))
+        .collect()
+}
+
+/// [`tables_now`], polled for up to 5 s until there are none.
 fn tables_left(lab: &Lab) -> Vec<String> {
-    let mut left = Vec::new();
-    for _ in 0..50 {
-        left = lab
-            .names
-            .all()
-            .iter()
-            .flat_map(|ns| pathtrace_tables(ns))
-            .collect();
-        if left.is_empty() {
-            break;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = tables_now(lab);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    left
 }
 
 /// From 5.12 the kernel deletes a table owned by the killed process's
@@ -239,8 +241,8 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
     // SAFETY: killing our own child by its pid.
     unsafe { libc::kill(run.pid(), libc::SIGKILL) };
     let _ = run.wait(Duration::from_secs(10));
-    let left = tables_left(&lab);
     if owned {
+        let left = tables_left(&lab);
         assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
         return;
     }
@@ -248,6 +250,7 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         during.iter().all(|t| t.contains(&pid_tagged)),
         "both tables carry the pid: {during:?}"
     );
+    let left = tables_now(&lab);
     assert_eq!(left.len(), 2, "the killed run's tables stay: {left:?}");
     let next = run_until_followed(&lab);
     let (code, _) = next.stop();
