@@ -223,6 +223,8 @@ fn watch_loop(mut src: Source, ctx: Shared) {
             Ok(evs) => evs,
             Err(e) => {
                 log::warn!("rule tracing in {} stopped: {e}", ctx.label);
+                // Nothing more will come from here: hold no packet back.
+                ctx.drained.store(u64::MAX, Ordering::Release);
                 break;
             }
         };
@@ -393,7 +395,10 @@ impl RuleWatch {
     pub fn caught_up_to(&self) -> Option<Instant> {
         self.drained
             .iter()
-            .map(|d| self.base + Duration::from_micros(d.load(Ordering::Acquire)))
+            .filter_map(|d| {
+                let upto = d.load(Ordering::Acquire);
+                (upto != u64::MAX).then(|| self.base + Duration::from_micros(upto))
+            })
             .min()
     }
 
