@@ -460,3 +460,23 @@ impl std::fmt::Debug for RuleWatch {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_running_watcher_sets_the_horizon_and_a_stopped_one_none() {
+        let mut w = RuleWatch::start(&[], &[]);
+        assert_eq!(w.caught_up_to(), None, "no watcher runs");
+        let (slow, fast) = (Arc::new(AtomicU64::new(5)), Arc::new(AtomicU64::new(900)));
+        w.drained.extend([slow.clone(), fast]);
+        assert_eq!(w.caught_up_to(), Some(w.base + Duration::from_micros(5)));
+        slow.store(u64::MAX, Ordering::Release);
+        assert_eq!(
+            w.caught_up_to(),
+            Some(w.base + Duration::from_micros(900)),
+            "a watcher that stopped holds nothing back"
+        );
+    }
+}
