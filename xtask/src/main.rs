@@ -63,6 +63,10 @@ enum Task {
         vm_host_cpus: u32,
         #[command(flatten)]
         vm_opts: VmOpts,
+        /// Without --vm: run only this integration suite (a file of tests/, e.g.
+        /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
+        #[arg(long, value_name = "NAME", conflicts_with = "vm")]
+        suite: Vec<String>,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -122,6 +126,7 @@ fn main() {
             vm_host_cpus,
             vm_opts,
             args,
+            ..
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
@@ -133,7 +138,7 @@ fn main() {
             vm_opts.console,
             &args,
         ),
-        Task::Test { args, .. } => tasks::test(&args),
+        Task::Test { suite, args, .. } => tasks::test(&suite, &args),
         Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
         Task::Vm {
             kernel,
