@@ -45,7 +45,8 @@ enum Task {
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
         /// With --vm: which suites run where. matrix: the core suites and rules,
-        /// diagnose and drops on one kernel per tier (fentry on 5.10, kprobe on 6.12),
+        /// diagnose, drops, pcap and hypervisor on one kernel per tier (fentry on
+        /// 5.10, kprobe on 6.12),
         /// the core suites (trace_docker, hooks) on the others; all: every guest
         /// suite everywhere; trace: the core suites only.
         #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
@@ -62,6 +63,10 @@ enum Task {
         vm_host_cpus: u32,
         #[command(flatten)]
         vm_opts: VmOpts,
+        /// Without --vm: run only this integration suite (a file of tests/, e.g.
+        /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
+        #[arg(long, value_name = "NAME", conflicts_with = "vm")]
+        suite: Vec<String>,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -151,6 +156,7 @@ fn main() {
             vm_host_cpus,
             vm_opts,
             args,
+            ..
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
@@ -162,7 +168,7 @@ fn main() {
             vm_opts.console,
             &args,
         ),
-        Task::Test { args, .. } => tasks::test(&args),
+        Task::Test { suite, args, .. } => tasks::test(&suite, &args),
         Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
         Task::Vm {
             kernel,

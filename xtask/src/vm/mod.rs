@@ -121,9 +121,8 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[];
 pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
 
 /// The suites `--vm-suites matrix` runs on one kernel per tier
-/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops and
-/// the pcap-ng capture (in `GUEST_SUITES`' order). `hypervisor` is not among
-/// them: its blocked-client case fails in guests (README "Tiers").
+/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops, the
+/// pcap-ng capture and the hypervisor topology (in `GUEST_SUITES`' order).
 /// `reliability` and `cleanup` (tier-independent userspace paths, and the
 /// slowest under emulation) run in guests with `--vm-suites all`.
 pub const MATRIX_SUITES: &[&str] = &[
@@ -133,6 +132,7 @@ pub const MATRIX_SUITES: &[&str] = &[
     "diagnose",
     "drops",
     "pcap",
+    "hypervisor",
 ];
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
