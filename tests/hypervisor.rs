@@ -3,7 +3,12 @@
 //! guest behind the bridge (`{p}-dock`), and the only flags are the flow's.
 //! Rule tracing follows the packet into the guest, and the guest's engine
 //! is found through its process.
-use std::{net::IpAddr, process::Command, time::Duration};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Command},
+    time::Duration,
+};
 
 use lab::{Block, DockerMode, Lab, LabConfig, ProbeOutcome};
 use pathtrace_tests::{
@@ -197,23 +202,25 @@ fn run_until_followed(lab: &Lab) -> Running {
     run
 }
 
-/// pathtrace's tables in every namespace of the lab, polled for up to 5 s
-/// until there are none.
+/// pathtrace's tables in every namespace of the lab.
+fn tables_now(lab: &Lab) -> Vec<String> {
+    lab.names
+        .all()
+        .iter()
+        .flat_map(|ns| pathtrace_tables(ns))
+        .collect()
+}
+
+/// [`tables_now`], polled for up to 5 s until there are none.
 fn tables_left(lab: &Lab) -> Vec<String> {
-    let mut left = Vec::new();
-    for _ in 0..50 {
-        left = lab
-            .names
-            .all()
-            .iter()
-            .flat_map(|ns| pathtrace_tables(ns))
-            .collect();
-        if left.is_empty() {
-            break;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = tables_now(lab);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    left
 }
 
 /// From 5.12 the kernel deletes a table owned by the killed process's
@@ -239,8 +246,8 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
     // SAFETY: killing our own child by its pid.
     unsafe { libc::kill(run.pid(), libc::SIGKILL) };
     let _ = run.wait(Duration::from_secs(10));
-    let left = tables_left(&lab);
     if owned {
+        let left = tables_left(&lab);
         assert!(left.is_empty(), "tables left after SIGKILL: {left:?}");
         return;
     }
@@ -248,6 +255,7 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         during.iter().all(|t| t.contains(&pid_tagged)),
         "both tables carry the pid: {during:?}"
     );
+    let left = tables_now(&lab);
     assert_eq!(left.len(), 2, "the killed run's tables stay: {left:?}");
     let next = run_until_followed(&lab);
     let (code, _) = next.stop();
@@ -353,6 +361,145 @@ fn bridged_frames_show_bridge_and_ip_forward_in_text() {
             !in_hv("bridge FORWARD") && !in_hv("ip FORWARD"),
             "tier {} has no nf_hook_slow hops: {text}",
             tier()
+        );
+    }
+}
+
+/// The cgroup2 hierarchy's mount point (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a hybrid host).
+fn cgroup2_root(test: &str) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let point = mount.split(' ').nth(4)?;
+            fs.starts_with("cgroup2 ").then(|| PathBuf::from(point))
+        })
+        .unwrap_or_else(|| panic!("{test}: no cgroup2 hierarchy is mounted"))
+}
+
+/// What the host sees of an LXC guest's init: a process of the guest's
+/// network namespace in cgroup `lxc.payload.ID`, with an `/etc/hostname` of
+/// its own (in a private mount namespace). Ended, by pid, and its cgroup
+/// and file removed when dropped, a failed test included.
+struct LxcInit {
+    child: Child,
+    cgroup: PathBuf,
+    dir: PathBuf,
+}
+
+impl LxcInit {
+    fn start(test: &str, netns: &str, id: u32, hostname: &str) -> Self {
+        let cgroup = cgroup2_root(test).join(format!("lxc.payload.{id}"));
+        assert!(
+            !cgroup.exists(),
+            "{test}: {} already exists; not touching another guest's cgroup",
+            cgroup.display()
+        );
+        let dir = std::env::temp_dir().join(format!("pathtrace-lxc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let file = dir.join("hostname");
+        std::fs::write(&file, format!("{hostname}\n")).expect("writes the guest's hostname");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
+            .args([
+                "sh",
+                "-c",
+                "mount --bind \"$1\" /etc/hostname && exec sleep 300",
+                "sh",
+            ])
+            .arg(&file)
+            .spawn()
+            .expect("starts the guest's init");
+        let init = Self { child, cgroup, dir };
+        std::fs::create_dir(&init.cgroup).expect("creates the guest's cgroup");
+        std::fs::write(
+            init.cgroup.join("cgroup.procs"),
+            init.child.id().to_string(),
+        )
+        .expect("moves the init into the guest's cgroup");
+        let pid = init.child.id();
+        let deadline = std::time::Instant::now() + limit(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/root/etc/hostname"))
+            .map_or(true, |h| h.trim() != hostname)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{test}: the guest's init never had its own /etc/hostname"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        init
+    }
+}
+
+impl Drop for LxcInit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// On a Proxmox host the guest's namespace is named after its container:
+/// `CT 9103 (seafile)` from the cgroup `lxc.payload.9103` and the guest's
+/// own `/etc/hostname`, in text, JSON (`netns_kind` `lxc`) and diagnosis.
+#[test]
+fn lxc_guest_is_named_by_its_cgroup_and_hostname() {
+    let test = "lxc_guest_is_named_by_its_cgroup_and_hostname";
+    require_root(test);
+    let lab = hypervisor_lab("pthvlxc");
+    let _init = LxcInit::start(test, &lab.names.dock, 9103, "seafile");
+    let mut run = Running::start_in(
+        &lab.names.lan,
+        &[
+            "--src",
+            "192.0.2.9",
+            "--dport",
+            "8092",
+            "--json",
+            "--duration",
+            "60",
+        ],
+    );
+    assert_eq!(probe(&lab, &lab.names.client), ProbeOutcome::TimedOut);
+    assert!(
+        followed_into(&mut run, "CT 9103 (seafile)", limit(10)),
+        "followed into the guest by its name: {:?}",
+        run.stderr_lines
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    let recs = records(&lines);
+    let dock = netns_inode(&lab.names.dock);
+    let dropped: Vec<_> = requests(&recs)
+        .into_iter()
+        .filter(|p| p["fate"] == "dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "the client's SYNs dropped: {recs:#?}");
+    for p in dropped {
+        assert_eq!(p["netns"].as_u64(), Some(dock), "dropped in the guest: {p}");
+        assert_eq!(p["netns_name"], "CT 9103 (seafile)", "{p}");
+        assert_eq!(p["netns_kind"], "lxc", "{p}");
+        let msg = p["diagnosis"]["message"].as_str().expect("message");
+        assert!(
+            msg.contains("namespace CT 9103 (seafile)"),
+            "the diagnosis names the guest: {msg}"
         );
     }
 }

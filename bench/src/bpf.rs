@@ -135,7 +135,10 @@ pub fn maps(ids: &[u64]) -> Result<Vec<MapInfo>> {
     Ok(maps)
 }
 
-/// Names of the programs with these ids (`bpftool -j prog show`).
+/// Names of the programs with these ids (`bpftool -j prog show`). The
+/// kernel keeps 15 bytes of a name, so two programs can share one
+/// (`nf_hook_slow_fentry` and `nf_hook_slow_fexit` are both
+/// `nf_hook_slow_fe`): those get their link's attach type after the name.
 pub fn name_progs(progs: &mut [ProgFd]) -> Result<()> {
     let v = bpftool(&["-j", "prog", "show"])?;
     for p in v.as_array().into_iter().flatten() {
@@ -144,28 +147,57 @@ pub fn name_progs(progs: &mut [ProgFd]) -> Result<()> {
             mine.name = p.get("name").and_then(Value::as_str).map(str::to_string);
         }
     }
+    let shared: Vec<u64> = progs
+        .iter()
+        .filter(|p| p.name.is_some() && progs.iter().filter(|q| q.name == p.name).count() > 1)
+        .map(|p| p.id)
+        .collect();
+    if shared.is_empty() {
+        return Ok(());
+    }
+    for (prog, link) in links(&shared)? {
+        if let (Some(p), Some(kind)) = (
+            progs.iter_mut().find(|p| p.id == prog),
+            link.get("attach_type").and_then(Value::as_str),
+        ) {
+            if let Some(name) = &mut p.name {
+                *name = format!("{name} ({kind})");
+            }
+        }
+    }
     Ok(())
+}
+
+/// The links of the programs with these ids (`bpftool -j link show`), with
+/// each one's program id.
+fn links(prog_ids: &[u64]) -> Result<Vec<(u64, Value)>> {
+    let v = bpftool(&["-j", "link", "show"])?;
+    let Value::Array(all) = v else {
+        bail!("`bpftool -j link show` did not print a list");
+    };
+    Ok(all
+        .into_iter()
+        .filter_map(|l| {
+            let prog = l.get("prog_id").and_then(Value::as_u64)?;
+            prog_ids.contains(&prog).then_some((prog, l))
+        })
+        .collect())
 }
 
 /// Where the programs with these ids are attached: one name per link, the
 /// tracepoint's for (BTF) raw tracepoint links, else the link's type and
 /// attach type (`bpftool -j link show`).
 pub fn attach_points(prog_ids: &[u64]) -> Result<Vec<String>> {
-    let v = bpftool(&["-j", "link", "show"])?;
-    let mut out = Vec::new();
-    for l in v.as_array().into_iter().flatten() {
-        let Some(prog) = l.get("prog_id").and_then(Value::as_u64) else {
-            continue;
-        };
-        if !prog_ids.contains(&prog) {
-            continue;
-        }
-        let text = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-        out.push(match l.get("tp_name").and_then(Value::as_str) {
-            Some(tp) => tp.to_string(),
-            None => format!("{} {}", text("type"), text("attach_type")),
-        });
-    }
+    let mut out: Vec<String> = links(prog_ids)?
+        .into_iter()
+        .map(|(_, l)| {
+            let text = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+            match l.get("tp_name").and_then(Value::as_str) {
+                Some(tp) => tp.to_string(),
+                None => format!("{} {}", text("type"), text("attach_type")),
+            }
+        })
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -1,12 +1,14 @@
 //! Section: kernel time per forwarded packet, from the kernel's own BPF
 //! run-time statistics.
 //!
-//! pathtrace and the bpftrace peer, each with a filter that matches nothing
-//! the stream sends, take turns in every round (the order alternates); in each
-//! turn a paced UDP stream goes through the Docker host's DNAT and the
-//! tracer's programs' `run_time_ns` and `run_cnt` are read before and after.
-//! Per packet delivered to the sink: nanoseconds, program runs, and
-//! nanoseconds per run. Ratios pair the two tracers of the same round.
+//! The contenders (pathtrace and the bpftrace peer; or pathtrace on each of
+//! several tiers, `tiers.rs`), each with a filter that matches nothing the
+//! stream sends, take turns in every round (each round starts one further
+//! along the list: with two, the order alternates); in each turn a paced UDP
+//! stream goes through the Docker host's DNAT and the tracer's programs'
+//! `run_time_ns` and `run_cnt` are read before and after. Per packet
+//! delivered to the sink: nanoseconds, program runs, and nanoseconds per run.
+//! Ratios pair two contenders' turns of the same round.
 //!
 //! The statistic is switched on with `BPF_ENABLE_STATS`, which hands back a
 //! file descriptor: the kernel counts while it is open and stops when it is
@@ -31,10 +33,29 @@ use crate::{
 
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// The paced rate of the stream: below what either tracer lets through on
-/// this machine, so every packet sent is forwarded and the per-packet figures
-/// don't depend on how many the sink's socket drops.
+/// The paced rate of the stream (`--cost-pps` changes it): below what either
+/// tracer lets through on this machine, so every packet sent is forwarded and
+/// the per-packet figures don't depend on how many the sink's socket drops.
 pub const COST_PPS: u64 = 40_000;
+
+/// Who takes a turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contender {
+    /// pathtrace on this tier (None: the tier it picks itself).
+    Pathtrace(Option<String>),
+    Bpftrace,
+}
+
+impl Contender {
+    /// The name its turns carry.
+    pub fn label(&self) -> String {
+        match self {
+            Contender::Pathtrace(None) => "pathtrace".into(),
+            Contender::Pathtrace(Some(tier)) => format!("pathtrace --tier {tier}"),
+            Contender::Bpftrace => "bpftrace".into(),
+        }
+    }
+}
 
 /// Run time and run count of one program, from `bpf_prog_info`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,7 +85,7 @@ fn prog_stats(ids: &[u64]) -> BTreeMap<u64, ProgStat> {
 #[derive(Clone, Debug, Serialize)]
 pub struct Turn {
     pub round: usize,
-    pub tool: &'static str,
+    pub tool: String,
     pub packets_sent: u64,
     pub packets_forwarded: u64,
     pub run_ns: u64,
@@ -90,12 +111,28 @@ impl Turn {
     pub fn ns_per_run(&self) -> f64 {
         self.run_ns as f64 / self.runs.max(1) as f64
     }
+
+    /// The same turn counting only the programs whose names `keep` accepts.
+    pub fn only(&self, keep: impl Fn(&str) -> bool) -> Turn {
+        let per_prog: Vec<ProgTurn> = self
+            .per_prog
+            .iter()
+            .filter(|p| keep(&p.name))
+            .cloned()
+            .collect();
+        Turn {
+            runs: per_prog.iter().map(|p| p.runs).sum(),
+            run_ns: per_prog.iter().map(|p| p.run_ns).sum(),
+            per_prog,
+            ..self.clone()
+        }
+    }
 }
 
 /// One tracer's figures over the rounds.
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolCost {
-    pub tool: &'static str,
+    pub tool: String,
     pub ns_per_packet: Option<Summary>,
     pub runs_per_packet: Option<Summary>,
     pub ns_per_run: Option<Summary>,
@@ -116,6 +153,13 @@ pub struct Cost {
     pub ratio: Option<Summary>,
 }
 
+/// The turns of one run of rounds, with the sysctl around them.
+pub struct Session {
+    pub sysctl_before: Option<String>,
+    pub sysctl_after: Option<String>,
+    pub turns: Vec<Turn>,
+}
+
 fn sysctl() -> Option<String> {
     std::fs::read_to_string(SYSCTL)
         .ok()
@@ -123,10 +167,10 @@ fn sysctl() -> Option<String> {
 }
 
 /// Sends the paced stream and reads what `progs` cost the kernel meanwhile.
-fn measure(ctx: &Ctx, round: usize, tool: &'static str, progs: &[bpf::ProgFd]) -> Result<Turn> {
+fn measure(ctx: &Ctx, round: usize, tool: String, progs: &[bpf::ProgFd]) -> Result<Turn> {
     let ids: Vec<u64> = progs.iter().map(|p| p.id).collect();
     let before = prog_stats(&ids);
-    let u = net::udp_run(&ctx.route_udp, ctx.plan.sample(), Some(COST_PPS))
+    let u = net::udp_run(&ctx.route_udp, ctx.plan.sample(), Some(ctx.plan.cost_pps))
         .context("UDP through the DNAT")?;
     let after = prog_stats(&ids);
     let mut turn = Turn {
@@ -155,12 +199,21 @@ fn measure(ctx: &Ctx, round: usize, tool: &'static str, progs: &[bpf::ProgFd]) -
     Ok(turn)
 }
 
-fn pathtrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
-    let args = vec![
+fn pathtrace_turn(
+    ctx: &mut Ctx,
+    round: usize,
+    bound: Duration,
+    tier: Option<&str>,
+    label: String,
+) -> Result<Turn> {
+    let mut args = vec![
         "--src".to_string(),
         OTHER_SRC.to_string(),
         "--no-rules".into(),
     ];
+    if let Some(tier) = tier {
+        args.extend(["--tier".to_string(), tier.to_string()]);
+    }
     let out = ctx.out_file("cost-pt");
     let mut run = PtRun::start(&ctx.tools, &args, bound, out, None)?;
     let result = (|| {
@@ -171,7 +224,7 @@ fn pathtrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> 
         let held = bpf::held_by(run.proc.pid)?;
         let mut progs = held.progs;
         bpf::name_progs(&mut progs)?;
-        measure(ctx, round, "pathtrace", &progs)
+        measure(ctx, round, label, &progs)
     })();
     let stopped = run.finish();
     ctx.discard(&run.out);
@@ -199,7 +252,7 @@ fn bpftrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
         // Its BEGIN and interval programs are not on the packet path.
         let names: Vec<String> = ctx.attach.iter().map(|a| a.prog_name()).collect();
         progs.retain(|p| p.name.as_ref().is_some_and(|n| names.contains(n)));
-        measure(ctx, round, "bpftrace", &progs)
+        measure(ctx, round, Contender::Bpftrace.label(), &progs)
     })();
     let stopped = run.finish();
     ctx.discard(&run.out);
@@ -208,7 +261,8 @@ fn bpftrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
     Ok(turn)
 }
 
-fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
+/// The figures over the rounds of the turns labelled `tool`.
+pub fn summarize(turns: &[Turn], tool: &str) -> ToolCost {
     let mine: Vec<&Turn> = turns.iter().filter(|t| t.tool == tool).collect();
     let of = |f: fn(&Turn) -> f64| Summary::of(&mine.iter().map(|t| f(t)).collect::<Vec<_>>());
     let mut names: Vec<String> = mine
@@ -226,7 +280,8 @@ fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
                     let p = t.per_prog.iter().find(|p| p.name == name)?;
                     Some((
                         p.runs as f64 / t.packets_forwarded.max(1) as f64,
-                        p.run_ns as f64 / p.runs.max(1) as f64,
+                        // A turn in which it never ran has no time per run.
+                        p.run_ns as f64 / p.runs as f64,
                     ))
                 })
                 .collect();
@@ -237,7 +292,7 @@ fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
         })
         .collect();
     ToolCost {
-        tool,
+        tool: tool.to_string(),
         ns_per_packet: of(Turn::ns_per_packet),
         runs_per_packet: of(Turn::runs_per_packet),
         ns_per_run: of(Turn::ns_per_run),
@@ -245,17 +300,31 @@ fn summarize(turns: &[Turn], tool: &'static str) -> ToolCost {
     }
 }
 
-/// pathtrace's ns per packet over the peer's, for each round both ran in.
-fn paired_ratios(turns: &[Turn]) -> Vec<f64> {
-    let mut rounds: Vec<usize> = turns.iter().map(|t| t.round).collect();
-    rounds.dedup();
-    rounds
-        .into_iter()
-        .filter_map(|r| {
-            let of = |tool| turns.iter().find(|t| t.round == r && t.tool == tool);
-            Some(of("pathtrace")?.ns_per_packet() / of("bpftrace")?.ns_per_packet())
+/// ns per packet of each turn in `num` over that of the turn in `den` of the
+/// same round, for each round both have a turn in.
+pub fn paired_ratios(num: &[Turn], den: &[Turn]) -> Vec<f64> {
+    num.iter()
+        .filter_map(|n| {
+            let d = den.iter().find(|d| d.round == n.round)?;
+            Some(n.ns_per_packet() / d.ns_per_packet())
         })
         .collect()
+}
+
+/// The turns labelled `tool`.
+pub fn turns_of(turns: &[Turn], tool: &str) -> Vec<Turn> {
+    turns.iter().filter(|t| t.tool == tool).cloned().collect()
+}
+
+/// The order of round `round`: each round starts one further along, so each
+/// contender goes first in turn (with two, the order alternates).
+pub fn round_order<T: Clone>(who: &[T], round: usize) -> Vec<T> {
+    let mut order = who.to_vec();
+    if !order.is_empty() {
+        let by = round % order.len();
+        order.rotate_left(by);
+    }
+    order
 }
 
 /// The statistic, on while the value lives.
@@ -263,46 +332,61 @@ struct StatsOn(
     #[expect(dead_code, reason = "held: closing it switches the statistic off")] OwnedFd,
 );
 
-pub fn run(ctx: &mut Ctx) -> Result<Cost> {
+/// The contenders take turns, round after round, with the statistic on.
+pub fn take_turns(ctx: &mut Ctx, who: &[Contender]) -> Result<Session> {
     let sysctl_before = sysctl();
     let stats = StatsOn(enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (kernel 5.8+)")?);
     let rounds = if ctx.plan.mode == "quick" { 3 } else { 5 };
     let bound = ctx.plan.sample() + Duration::from_secs(60);
     let mut turns = Vec::new();
-    let peer = ctx.tools.bpftrace.is_some();
-    for round in 0..rounds {
-        let order: &[&str] = match (peer, round % 2) {
-            (false, _) => &["pathtrace"],
-            (true, 0) => &["pathtrace", "bpftrace"],
-            (true, _) => &["bpftrace", "pathtrace"],
-        };
-        for tool in order {
+    'rounds: for round in 0..rounds {
+        for c in round_order(who, round) {
             if ctx.stop_now() {
-                break;
+                break 'rounds;
             }
-            eprintln!("pathtrace-bench: cost round {}/{rounds}: {tool}", round + 1);
-            let t = if *tool == "pathtrace" {
-                pathtrace_turn(ctx, round, bound)
-            } else {
-                bpftrace_turn(ctx, round, bound)
+            let label = c.label();
+            eprintln!(
+                "pathtrace-bench: cost round {}/{rounds}: {label}",
+                round + 1
+            );
+            let t = match &c {
+                Contender::Pathtrace(tier) => {
+                    pathtrace_turn(ctx, round, bound, tier.as_deref(), label.clone())
+                }
+                Contender::Bpftrace => bpftrace_turn(ctx, round, bound),
             };
             match t {
                 Ok(t) => turns.push(t),
-                Err(e) => ctx.error(&format!("cost round {} ({tool})", round + 1), &e),
+                Err(e) => ctx.error(&format!("cost round {} ({label})", round + 1), &e),
             }
         }
     }
     drop(stats);
-    let ratios = paired_ratios(&turns);
-    Ok(Cost {
-        pps: COST_PPS,
-        sample_secs: ctx.plan.sample_secs,
+    Ok(Session {
         sysctl_before,
         sysctl_after: sysctl(),
-        pathtrace: summarize(&turns, "pathtrace"),
-        bpftrace: peer.then(|| summarize(&turns, "bpftrace")),
-        ratio: Summary::of(&ratios),
         turns,
+    })
+}
+
+pub fn run(ctx: &mut Ctx) -> Result<Cost> {
+    let pt = Contender::Pathtrace(None);
+    let mut who = vec![pt.clone()];
+    if ctx.tools.bpftrace.is_some() {
+        who.push(Contender::Bpftrace);
+    }
+    let s = take_turns(ctx, &who)?;
+    let (pt, bt) = (pt.label(), Contender::Bpftrace.label());
+    let ratios = paired_ratios(&turns_of(&s.turns, &pt), &turns_of(&s.turns, &bt));
+    Ok(Cost {
+        pps: ctx.plan.cost_pps,
+        sample_secs: ctx.plan.sample_secs,
+        sysctl_before: s.sysctl_before,
+        sysctl_after: s.sysctl_after,
+        pathtrace: summarize(&s.turns, &pt),
+        bpftrace: (who.len() > 1).then(|| summarize(&s.turns, &bt)),
+        ratio: Summary::of(&ratios),
+        turns: s.turns,
     })
 }
 
@@ -310,10 +394,10 @@ pub fn run(ctx: &mut Ctx) -> Result<Cost> {
 mod tests {
     use super::*;
 
-    fn turn(round: usize, tool: &'static str, forwarded: u64, runs: u64, run_ns: u64) -> Turn {
+    pub fn turn(round: usize, tool: &str, forwarded: u64, runs: u64, run_ns: u64) -> Turn {
         Turn {
             round,
-            tool,
+            tool: tool.to_string(),
             packets_sent: forwarded,
             packets_forwarded: forwarded,
             run_ns,
@@ -341,9 +425,51 @@ mod tests {
         assert_eq!(pt.runs_per_packet.expect("runs").median, 7.0);
         assert_eq!(pt.ns_per_run.expect("ns per run").median, 100.0);
         assert_eq!(pt.per_prog, vec![("net_dev_queue".to_string(), 7.0, 100.0)]);
+        // Turns in which a program never ran don't pull its time per run to 0.
+        let mut rare = turns.clone();
+        for (i, runs, ns) in [(0, 0, 0), (3, 2, 900), (4, 1, 300)] {
+            rare[i].per_prog[0].runs = runs;
+            rare[i].per_prog[0].run_ns = ns;
+        }
+        let pt = summarize(&rare, "pathtrace");
+        assert_eq!(
+            pt.per_prog,
+            vec![("net_dev_queue".to_string(), 0.001, 375.0)]
+        );
         let bt = summarize(&turns, "bpftrace");
         assert_eq!(bt.ns_per_packet.expect("ns").median, 1400.0);
         // Round 2 has no peer turn: only rounds with both are paired.
-        assert_eq!(paired_ratios(&turns), vec![0.5, 0.5]);
+        assert_eq!(
+            paired_ratios(
+                &turns_of(&turns, "pathtrace"),
+                &turns_of(&turns, "bpftrace")
+            ),
+            vec![0.5, 0.5]
+        );
+    }
+
+    #[test]
+    fn each_round_starts_one_further_along() {
+        let who = ["a", "b", "c"];
+        assert_eq!(round_order(&who, 0), ["a", "b", "c"]);
+        assert_eq!(round_order(&who, 1), ["b", "c", "a"]);
+        assert_eq!(round_order(&who, 3), ["a", "b", "c"]);
+        assert_eq!(round_order(&["p", "b"], 1), ["b", "p"]);
+    }
+
+    #[test]
+    fn a_turn_narrowed_to_some_programs() {
+        let mut t = turn(0, "x", 1000, 4000, 400_000);
+        t.per_prog.push(ProgTurn {
+            name: "nf_hook_slow_kp".into(),
+            runs: 2000,
+            run_ns: 600_000,
+        });
+        t.runs += 2000;
+        t.run_ns += 600_000;
+        let nf = t.only(|n| n.starts_with("nf_hook_slow"));
+        assert_eq!((nf.runs, nf.run_ns, nf.per_prog.len()), (2000, 600_000, 1));
+        assert_eq!(nf.ns_per_packet(), 600.0);
+        assert_eq!(t.only(|_| true).ns_per_packet(), t.ns_per_packet());
     }
 }

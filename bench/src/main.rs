@@ -21,6 +21,7 @@ mod report;
 mod startup;
 mod stats;
 mod throughput;
+mod tiers;
 mod traced;
 
 use std::{
@@ -91,6 +92,14 @@ struct Args {
     /// Stop measuring after this many seconds, whatever is left (default: 300 quick, 1500 full).
     #[arg(long, value_name = "SECS")]
     max_secs: Option<u64>,
+    /// Compare pathtrace's tiers instead (e.g. tracepoint,fentry,kprobe): the
+    /// kernel cost section only, pathtrace on each tier in turn, no bpftrace
+    /// peer; ratios against the first tier. `cargo xtask bench --vm` runs it.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    tiers: Vec<String>,
+    /// The paced rate of the kernel cost section's stream (default 40000).
+    #[arg(long, value_name = "PPS")]
+    cost_pps: Option<u64>,
 }
 
 /// How much to measure.
@@ -108,12 +117,15 @@ pub struct Plan {
     pub bpftrace_rate_reps: usize,
     pub startup_runs: usize,
     pub max_secs: u64,
+    /// The kernel cost section's packet rate.
+    pub cost_pps: u64,
     #[serde(skip)]
     pub deadline: Instant,
 }
 
 impl Plan {
-    fn new(quick: bool, max_secs: Option<u64>) -> Plan {
+    fn new(quick: bool, max_secs: Option<u64>, cost_pps: Option<u64>) -> Plan {
+        let cost_pps = cost_pps.unwrap_or(cost::COST_PPS);
         let rates = vec![10_000, 25_000, 50_000, 100_000, 200_000];
         let max_secs = max_secs.unwrap_or(if quick { 300 } else { 1500 });
         let deadline = Instant::now() + Duration::from_secs(max_secs);
@@ -129,6 +141,7 @@ impl Plan {
                 bpftrace_rate_reps: 2,
                 startup_runs: 3,
                 max_secs,
+                cost_pps,
                 deadline,
             }
         } else {
@@ -143,6 +156,7 @@ impl Plan {
                 bpftrace_rate_reps: 3,
                 startup_runs: 5,
                 max_secs,
+                cost_pps,
                 deadline,
             }
         }
@@ -389,7 +403,10 @@ fn run(args: &Args) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the lab creates namespaces and pathtrace loads BPF programs");
     }
-    let plan = Plan::new(args.quick, args.max_secs);
+    if !args.tiers.is_empty() && args.only.iter().any(|s| s != "cost") {
+        bail!("--tiers runs the kernel cost section only: drop --only's other sections");
+    }
+    let plan = Plan::new(args.quick, args.max_secs, args.cost_pps);
     let out_dir = args
         .out
         .clone()
@@ -415,14 +432,17 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         );
     }
     let mut notes = Vec::new();
-    let bpftrace = match Bpftrace::detect() {
-        Ok(b) => {
+    // Tiers are compared with each other, not with the peer.
+    let detected = (args.tiers.is_empty()).then(Bpftrace::detect);
+    let bpftrace = match detected {
+        None => None,
+        Some(Ok(b)) => {
             if b.private_tracefs {
                 notes.push("tracefs is not mounted on this host: bpftrace runs in a private mount namespace with tracefs mounted there".to_string());
             }
             Some(b)
         }
-        Err(e) => {
+        Some(Err(e)) => {
             notes.push(format!(
                 "bpftrace peer skipped: {e:#} (apt-get install bpftrace)"
             ));
@@ -434,7 +454,9 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         bpftrace,
         work: work.to_path_buf(),
     };
-    let sections: Vec<String> = if args.only.is_empty() {
+    let sections: Vec<String> = if !args.tiers.is_empty() {
+        vec!["cost".into()]
+    } else if args.only.is_empty() {
         vec![
             "cost".into(),
             "throughput".into(),
@@ -514,11 +536,13 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         bail!("no UDP datagram reached the container through the DNAT");
     }
 
-    if let Err(e) = discover_attach(&mut ctx) {
-        ctx.error(
-            "reading pathtrace's attach points (the peer uses the tracepoint tier's)",
-            &e,
-        );
+    if args.tiers.is_empty() {
+        if let Err(e) = discover_attach(&mut ctx) {
+            ctx.error(
+                "reading pathtrace's attach points (the peer uses the tracepoint tier's)",
+                &e,
+            );
+        }
     }
 
     if let Some(key) = &args.soak {
@@ -543,6 +567,10 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         }
         let t = Instant::now();
         match s.as_str() {
+            "cost" if !args.tiers.is_empty() => match tiers::run(&mut ctx, &args.tiers) {
+                Ok(c) => results.tiers = Some(c),
+                Err(e) => ctx.error("kernel cost per packet, by tier", &e),
+            },
             "cost" => match cost::run(&mut ctx) {
                 Ok(c) => results.cost = Some(c),
                 Err(e) => ctx.error("kernel cost per packet", &e),
@@ -577,8 +605,12 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     }
     let (md, json) = results.render();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let md_path = out_dir.join(format!("bench-{}.md", results.plan.mode));
-    let json_path = out_dir.join(format!("bench-{}.json", results.plan.mode));
+    let stem = match &results.tiers {
+        Some(_) => format!("bench-tiers-{}", results.plan.mode),
+        None => format!("bench-{}", results.plan.mode),
+    };
+    let md_path = out_dir.join(format!("{stem}.md"));
+    let json_path = out_dir.join(format!("{stem}.json"));
     std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
     std::fs::write(&json_path, &json)
         .with_context(|| format!("writing {}", json_path.display()))?;

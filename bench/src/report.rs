@@ -10,6 +10,7 @@ use crate::{
     startup::{self, Startup, READY_RULES, READY_TRACEPOINT},
     stats::{show, Summary},
     throughput::CondResult,
+    tiers::TierCost,
     traced::{Ladder, Traced},
     Ctx, Plan, READY_AUTO_NORULES, READY_BT_BEGIN,
 };
@@ -71,6 +72,8 @@ pub struct Results {
     pub pathtrace_attach: Vec<String>,
     pub peer_attach: Vec<AttachPoint>,
     pub cost: Option<Cost>,
+    /// `--tiers`: the kernel cost section by tier, instead of the others.
+    pub tiers: Option<TierCost>,
     pub throughput: Option<Vec<CondResult>>,
     pub traced: Option<Traced>,
     pub startup: Option<Startup>,
@@ -155,6 +158,7 @@ impl Results {
             pathtrace_attach: Vec::new(),
             peer_attach: Vec::new(),
             cost: None,
+            tiers: None,
             throughput: None,
             traced: None,
             startup: None,
@@ -463,10 +467,8 @@ impl Results {
         (self.markdown(), json)
     }
 
-    fn markdown(&self) -> String {
-        let mut s = String::new();
-        let p = &self.plan;
-        let _ = writeln!(s, "# pathtrace-bench: {} run\n", p.mode);
+    /// The run's first line: source, kernel, machine, times.
+    fn header(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "Source {}, kernel {}, {} CPUs, {} Docker lab, {}. Wall time **{:.0} s** (lab start {:.1} s{}, teardown {:.1} s).\n",
@@ -483,6 +485,39 @@ impl Results {
                 .collect::<String>(),
             self.teardown_secs
         );
+    }
+
+    fn notes_and_errors(&self, s: &mut String) {
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\n## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "\n## Errors\n");
+            for e in &self.errors {
+                let _ = writeln!(s, "- {}", e.replace('\n', " "));
+            }
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let p = &self.plan;
+        if let Some(t) = &self.tiers {
+            let _ = writeln!(
+                s,
+                "# pathtrace-bench: {} run, pathtrace's tiers compared\n",
+                p.mode
+            );
+            self.header(&mut s);
+            t.markdown(&mut s);
+            self.notes_and_errors(&mut s);
+            return s;
+        }
+        let _ = writeln!(s, "# pathtrace-bench: {} run\n", p.mode);
+        self.header(&mut s);
         let _ = writeln!(
             s,
             "Figures are median [min–max] over the samples of this run; ratios pair each sample with the baseline (a) sample of the same round. \
@@ -769,18 +804,7 @@ impl Results {
                 }
             }
         }
-        if !self.notes.is_empty() {
-            let _ = writeln!(s, "\n## Notes\n");
-            for n in &self.notes {
-                let _ = writeln!(s, "- {n}");
-            }
-        }
-        if !self.errors.is_empty() {
-            let _ = writeln!(s, "\n## Errors\n");
-            for e in &self.errors {
-                let _ = writeln!(s, "- {}", e.replace('\n', " "));
-            }
-        }
+        self.notes_and_errors(&mut s);
         s
     }
 }

@@ -3,22 +3,32 @@
 //! and the `pathtrace-bench` crate), and run `pathtrace-bench` in the
 //! namespace lab. Results go to
 //! `bench-results/` (Markdown and JSON). Missed targets don't fail the task;
-//! only a run that breaks does.
-use std::process::Command;
+//! only a run that breaks does. With `--vm KERNEL` it runs in a guest
+//! instead (`vm/bench.rs`).
+use std::{path::PathBuf, process::Command};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::ebpf::{self, workspace_root};
+use crate::{
+    ebpf::{self, workspace_root},
+    proc::{cargo, run},
+};
 
 pub fn bench(args: &[String]) -> Result<()> {
     crate::sysdeps::ensure(
         "cargo xtask bench",
         &[crate::sysdeps::DEMO, crate::sysdeps::BENCH],
     )?;
+    let bin = build()?;
+    run(Command::new(&bin).args(args).current_dir(workspace_root()))
+}
+
+/// Builds `pathtrace` and `pathtrace-bench` (release) and returns the
+/// benchmark's path; `pathtrace` is next to it.
+pub fn build() -> Result<PathBuf> {
     let obj = ebpf::build()?;
-    let mut build = Command::new("cargo");
-    build
-        .args([
+    run(&mut cargo(
+        &[
             "build",
             "--release",
             "--locked",
@@ -26,23 +36,8 @@ pub fn bench(args: &[String]) -> Result<()> {
             "tracer",
             "-p",
             "pathtrace-bench",
-        ])
-        .current_dir(workspace_root())
-        .env("PATHTRACE_EBPF_OBJ", &obj);
-    let status = build
-        .status()
-        .with_context(|| format!("running {build:?}"))?;
-    if !status.success() {
-        bail!("{build:?} failed with {status}");
-    }
-    let bin = workspace_root().join("target/release/pathtrace-bench");
-    let mut cmd = Command::new(&bin);
-    cmd.args(args).current_dir(workspace_root());
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !status.success() {
-        bail!("{} failed with {status}", bin.display());
-    }
-    Ok(())
+        ],
+        &obj,
+    ))?;
+    Ok(workspace_root().join("target/release/pathtrace-bench"))
 }

@@ -45,7 +45,8 @@ enum Task {
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
         /// With --vm: which suites run where. matrix: the core suites and rules,
-        /// diagnose and drops on one kernel per tier (fentry on 5.10, kprobe on 6.12),
+        /// diagnose, drops, pcap and hypervisor on one kernel per tier (fentry on
+        /// 5.10, kprobe on 6.12),
         /// the core suites (trace_docker, hooks) on the others; all: every guest
         /// suite everywhere; trace: the core suites only.
         #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
@@ -62,12 +63,25 @@ enum Task {
         vm_host_cpus: u32,
         #[command(flatten)]
         vm_opts: VmOpts,
+        /// Without --vm: run only this integration suite (a file of tests/, e.g.
+        /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
+        #[arg(long, value_name = "NAME", conflicts_with = "vm")]
+        suite: Vec<String>,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about a minute).
+    /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
+    /// tiers in a VM instead.
     Bench {
+        /// Run in a VM with this Debian kernel (5.10, 6.1, 6.12): pathtrace's tiers
+        /// take turns under the same traffic (`pathtrace-bench --tiers`); results in
+        /// bench-results/vm-KERNEL/.
+        #[arg(long = "vm", value_name = "KERNEL")]
+        vm: Option<String>,
+        #[command(flatten)]
+        vm_opts: VmOpts,
         /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -97,8 +111,8 @@ struct VmOpts {
     /// vCPUs for the guest (default: 2 for 6.1; 1 for 6.12, which oopses with 2 under emulation, and for 5.10).
     #[arg(long)]
     cpus: Option<u32>,
-    /// Seconds before a VM run is killed (default: `vm` 15 minutes; `test --vm`
-    /// 3 minutes plus 10 per suite the run holds).
+    /// Seconds before a VM run is killed (default: `vm` and `bench --vm` 15 minutes;
+    /// `test --vm` 3 minutes plus 10 per suite the run holds).
     #[arg(long)]
     timeout: Option<u64>,
     /// Print the guest's whole serial console (kernel log included).
@@ -109,7 +123,28 @@ struct VmOpts {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.task {
-        Task::Bench { args } => bench::bench(&args),
+        Task::Bench {
+            vm: Some(kernel),
+            vm_opts,
+            args,
+        } => vm::bench_task(
+            &kernel,
+            vm_opts.cpus,
+            vm_opts.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_SECS),
+            vm_opts.console,
+            &args,
+        ),
+        Task::Bench {
+            vm: None,
+            vm_opts,
+            args,
+        } => {
+            if vm_opts.cpus.is_some() || vm_opts.timeout.is_some() || vm_opts.console {
+                eprintln!("xtask: --cpus, --timeout and --console are for --vm runs");
+                std::process::exit(2);
+            }
+            bench::bench(&args)
+        }
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Dist => dist::build().map(|_| ()),
         Task::Demo { args } => tasks::demo(&args),
@@ -121,6 +156,7 @@ fn main() {
             vm_host_cpus,
             vm_opts,
             args,
+            ..
         } if !vm.is_empty() => vm::test_task(
             &vm,
             &tier,
@@ -132,7 +168,7 @@ fn main() {
             vm_opts.console,
             &args,
         ),
-        Task::Test { args, .. } => tasks::test(&args),
+        Task::Test { suite, args, .. } => tasks::test(&suite, &args),
         Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
         Task::Vm {
             kernel,
@@ -149,5 +185,39 @@ fn main() {
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(argv: &[&str]) -> (Option<String>, Option<u64>, Vec<String>) {
+        let cli = Cli::try_parse_from(std::iter::once("xtask").chain(argv.iter().copied()))
+            .expect("parses");
+        match cli.task {
+            Task::Bench { vm, vm_opts, args } => (vm, vm_opts.timeout, args),
+            _ => panic!("not bench"),
+        }
+    }
+
+    #[test]
+    fn bench_takes_its_own_flags_and_passes_the_rest_on() {
+        assert_eq!(
+            bench(&["bench", "--quick"]),
+            (None, None, vec!["--quick".into()])
+        );
+        assert_eq!(
+            bench(&["bench", "--vm", "6.12", "--timeout", "600", "--quick"]),
+            (Some("6.12".into()), Some(600), vec!["--quick".into()])
+        );
+        assert_eq!(
+            bench(&["bench", "--vm", "6.12", "--", "--only", "cost"]),
+            (
+                Some("6.12".into()),
+                None,
+                vec!["--only".into(), "cost".into()]
+            )
+        );
     }
 }

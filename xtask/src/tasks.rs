@@ -39,7 +39,8 @@ pub fn demo(args: &[String]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-pub fn test(args: &[String]) -> Result<()> {
+/// Unit tests and the root integration suites (only `suites`, when given).
+pub fn test(suites: &[String], args: &[String]) -> Result<()> {
     need_root(
         "test",
         "its integration suites load real eBPF programs into the kernel and build network namespaces with a real dockerd",
@@ -49,7 +50,15 @@ pub fn test(args: &[String]) -> Result<()> {
     let obj = ebpf::build()?;
     run(&mut cargo(&["build", "--locked", "-p", "tracer"], &obj))?;
     let bin = workspace_root().join("target/debug/pathtrace");
-    let mut cmd = cargo(&["test", "--locked", "--workspace", "--no-fail-fast"], &obj);
+    let mut cmd = cargo(&["test", "--locked", "--no-fail-fast"], &obj);
+    if suites.is_empty() {
+        cmd.arg("--workspace");
+    } else {
+        cmd.args(["-p", "pathtrace-tests"]);
+        for suite in suites {
+            cmd.args(["--test", suite]);
+        }
+    }
     cmd.env("PATHTRACE_BIN", &bin)
         .env("PATHTRACE_DEB", &packages.deb)
         .env("PATHTRACE_TARBALL", &packages.tarball)

@@ -223,6 +223,8 @@ fn watch_loop(mut src: Source, ctx: Shared) {
             Ok(evs) => evs,
             Err(e) => {
                 log::warn!("rule tracing in {} stopped: {e}", ctx.label);
+                // Nothing more will come from here: hold no packet back.
+                ctx.drained.store(u64::MAX, Ordering::Release);
                 break;
             }
         };
@@ -393,7 +395,10 @@ impl RuleWatch {
     pub fn caught_up_to(&self) -> Option<Instant> {
         self.drained
             .iter()
-            .map(|d| self.base + Duration::from_micros(d.load(Ordering::Acquire)))
+            .filter_map(|d| {
+                let upto = d.load(Ordering::Acquire);
+                (upto != u64::MAX).then(|| self.base + Duration::from_micros(upto))
+            })
             .min()
     }
 
@@ -453,5 +458,25 @@ impl std::fmt::Debug for RuleWatch {
                 &self.pending.values().map(Vec::len).sum::<usize>(),
             )
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_running_watcher_sets_the_horizon_and_a_stopped_one_none() {
+        let mut w = RuleWatch::start(&[], &[]);
+        assert_eq!(w.caught_up_to(), None, "no watcher runs");
+        let (slow, fast) = (Arc::new(AtomicU64::new(5)), Arc::new(AtomicU64::new(900)));
+        w.drained.extend([slow.clone(), fast]);
+        assert_eq!(w.caught_up_to(), Some(w.base + Duration::from_micros(5)));
+        slow.store(u64::MAX, Ordering::Release);
+        assert_eq!(
+            w.caught_up_to(),
+            Some(w.base + Duration::from_micros(900)),
+            "a watcher that stopped holds nothing back"
+        );
     }
 }

@@ -37,7 +37,7 @@ impl Fate {
             let nf_drop = hops[..i]
                 .iter()
                 .rev()
-                .take_while(|h| h.kind == HopKind::NfHook)
+                .take_while(|h| matches!(h.kind, HopKind::NfHook | HopKind::NfRule))
                 .find(|h| h.verdict == Some(crate::model::Verdict::Drop))
                 .and_then(|h| h.hook);
             return Self {

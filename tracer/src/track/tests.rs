@@ -134,3 +134,21 @@ fn an_ended_packet_waits_for_a_slow_source_up_to_its_bound() {
         "at most SOURCE_WAIT"
     );
 }
+
+#[test]
+fn the_rules_traced_in_a_hook_keep_its_drop_verdict_as_the_fate() {
+    let mut nf = hop(1, HopKind::NfHook, 1, 2);
+    nf.verdict = Some(Verdict::Drop);
+    nf.hook = Some(Hook::Forward);
+    let mut rule = nf.clone();
+    rule.kind = HopKind::NfRule;
+    rule.t_ns = 2;
+    let drop = hop(3, HopKind::Drop, 1, 2);
+    let fate = Fate::of(&[hop(0, HopKind::Rx, 1, 2), nf, rule, drop]);
+    assert_eq!(fate.kind, FateKind::Dropped);
+    assert_eq!(
+        fate.hook,
+        Some(Hook::Forward),
+        "the hook whose rule dropped it"
+    );
+}

@@ -171,7 +171,8 @@ fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
 
 /// Boots `kernel`, runs `script` inside, and calls `on_mark` for every marked
 /// line as it arrives. The whole console goes to `log`; with `echo_console`
-/// it is also printed.
+/// it is also printed. `rwdir`, if given, is writable in the guest (at the
+/// same path), and what the guest writes there reaches the host.
 #[allow(clippy::too_many_arguments)]
 pub fn boot(
     vng: &Path,
@@ -181,6 +182,7 @@ pub fn boot(
     log: &Path,
     timeout: Duration,
     echo_console: bool,
+    rwdir: Option<&Path>,
     mut on_mark: impl FnMut(Mark, Duration),
 ) -> Result<Outcome> {
     let mut cmd = Command::new(vng);
@@ -201,8 +203,11 @@ pub fn boot(
         .arg("--cpus")
         .arg(cpus.to_string())
         .arg("--cwd")
-        .arg(workspace_root())
-        .arg("--exec")
+        .arg(workspace_root());
+    if let Some(dir) = rwdir {
+        cmd.arg(format!("--rwdir={}", dir.display()));
+    }
+    cmd.arg("--exec")
         .arg(format!("sh {}", sh_quote(&script.display().to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

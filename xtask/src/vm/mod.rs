@@ -5,6 +5,7 @@
 //! The guest runs under software emulation (TCG; KVM crashes guests on these
 //! machines) with virtme-ng, which shares the host's filesystem as the guest's
 //! root, so the binaries built here run inside as they are.
+mod bench;
 mod guest;
 mod kernel;
 mod report;
@@ -21,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use crate::ebpf::{self, workspace_root};
 use crate::proc::{cargo, run};
 pub(crate) use crate::proc::{output_of, run_quiet};
+pub use bench::bench_task;
 use guest::GuestStep;
 use report::{Mark, Outcome, Step};
 
@@ -119,9 +121,8 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[];
 pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
 
 /// The suites `--vm-suites matrix` runs on one kernel per tier
-/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops and
-/// the pcap-ng capture (in `GUEST_SUITES`' order). `hypervisor` is not among
-/// them: its blocked-client case fails in guests (README "Tiers").
+/// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops, the
+/// pcap-ng capture and the hypervisor topology (in `GUEST_SUITES`' order).
 /// `reliability` and `cleanup` (tier-independent userspace paths, and the
 /// slowest under emulation) run in guests with `--vm-suites all`.
 pub const MATRIX_SUITES: &[&str] = &[
@@ -131,6 +132,7 @@ pub const MATRIX_SUITES: &[&str] = &[
     "diagnose",
     "drops",
     "pcap",
+    "hypervisor",
 ];
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
@@ -246,36 +248,60 @@ pub fn run_task(
     let bin = workspace_root().join("target/release/pathtrace");
     let mut argv = vec![bin.display().to_string()];
     argv.extend(args.iter().cloned());
-    let name = format!("run-{series}");
-    let script = guest::write_script(
-        &name,
-        &[GuestStep {
+    let code = run_command(
+        &vng,
+        &k,
+        cpus.unwrap_or_else(|| k.default_cpus()),
+        &format!("run-{series}"),
+        GuestStep {
             name: "pathtrace".into(),
             env: Vec::new(),
             argv,
-        }],
+        },
+        Duration::from_secs(timeout),
+        console,
+        None,
     )?;
+    std::process::exit(code)
+}
+
+/// Boots `k` and runs one command in it (the script `target/vm/NAME.sh`):
+/// its output goes to stdout, the guest's checks to stderr. Returns its exit
+/// code; a run that never got to its end is an error, with the console's tail.
+#[allow(clippy::too_many_arguments)]
+fn run_command(
+    vng: &Path,
+    k: &kernel::Kernel,
+    cpus: u32,
+    name: &str,
+    step: GuestStep,
+    timeout: Duration,
+    console: bool,
+    rwdir: Option<&Path>,
+) -> Result<i32> {
+    let what = step.name.clone();
+    let script = guest::write_script(name, &[step])?;
     let log = workspace_root().join(format!("target/vm/{name}.log"));
-    let cpus = cpus.unwrap_or_else(|| k.default_cpus());
     eprintln!(
-        "xtask: booting {} ({cpus} vCPU, software emulation)",
+        "xtask: booting {} ({cpus} vCPU, software emulation) to run {what}",
         k.release
     );
     let mut rc = None;
     let mut in_checks = false;
     let out = guest::boot(
-        &vng,
-        &k,
+        vng,
+        k,
         cpus,
         &script,
         &log,
-        Duration::from_secs(timeout),
+        timeout,
         console,
+        rwdir,
         |mark, _| match mark {
             Mark::Begin(step) => in_checks = step == "guest-checks",
             Mark::Output(line) if in_checks => eprintln!("[guest] {line}"),
             Mark::Output(line) => println!("{line}"),
-            Mark::End(step, code) if step == "pathtrace" => rc = Some(code),
+            Mark::End(step, code) if step == what => rc = Some(code),
             _ => {}
         },
     )?;
@@ -287,13 +313,13 @@ pub fn run_task(
         out.log.display()
     );
     match rc {
-        Some(code) => std::process::exit(code),
+        Some(code) => Ok(code),
         None => {
             for l in guest::console_tail(&out.log, 40) {
                 eprintln!("console: {l}");
             }
             bail!(
-                "pathtrace did not finish in the VM ({}; vng exit {:?})",
+                "{what} did not finish in the VM ({}; vng exit {:?})",
                 if out.timed_out {
                     "timed out"
                 } else {
@@ -714,6 +740,7 @@ fn test_one(
         &log,
         Duration::from_secs(timeout),
         console,
+        None,
         |mark, at| match mark {
             Mark::Begin(step) => {
                 println!("{label} {:>6.1}s ---- {step}", at.as_secs_f64());
