@@ -29,7 +29,7 @@ use crate::{
     },
     ruletrace::{self, Follow, NetnsTarget, RuleWatch},
     signals::StopSignals,
-    track::{Packet, Tracker, SOURCE_WAIT},
+    track::{Packet, Tracker},
 };
 
 pub struct TraceOptions {
@@ -108,6 +108,10 @@ fn view_with(reasons: DropReasons) -> View {
 /// inside them (on Debian 12's 6.1, `kfree_skb_list_reason+0x…` for a packet
 /// to a device without carrier), not in the function that gave up the packet.
 const LIST_FREES: &[&str] = &["kfree_skb_list_reason", "kfree_skb_list"];
+
+/// How long a run, told to stop, waits at most for the rule watchers and
+/// engine lookups to hand over what they have.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Names the hop's interface, and completes a drop from its kernel stack:
 /// the function that gave up the packet when a list-freeing helper freed
@@ -390,7 +394,8 @@ pub async fn run<S: PacketSink>(
     if !done {
         follow.ended_before_arming(&mut view.netns);
         // Let the rule watchers hand over what the kernel already sent, and
-        // the engine lookups their answers (at most `SOURCE_WAIT`).
+        // the engine lookups their answers (at most `EXIT_WAIT`: the user is
+        // waiting for the exit).
         let stopped = Instant::now();
         loop {
             for found in engines.answers() {
@@ -399,7 +404,7 @@ pub async fn run<S: PacketSink>(
             }
             let waiting = rules.caught_up_to().is_some_and(|h| h < stopped)
                 || engines.caught_up_to().is_some();
-            if !waiting || stopped.elapsed() >= SOURCE_WAIT {
+            if !waiting || stopped.elapsed() >= EXIT_WAIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
