@@ -274,8 +274,11 @@ pub struct RuleWatch {
     drained: Vec<Arc<AtomicU64>>,
     base: Instant,
     threads: Vec<JoinHandle<()>>,
-    /// Hits no packet claimed yet, by the IPv4 id of their packet.
-    pending: HashMap<Option<u16>, Vec<RuleHit>>,
+    /// Hits no packet claimed yet, by the IPv4 id of their packet, each
+    /// with its place in the order they arrived (each watcher sends in the
+    /// kernel's order).
+    pending: HashMap<Option<u16>, Vec<(u64, RuleHit)>>,
+    arrived: u64,
     /// One line per namespace where rule tracing could not start.
     pub warnings: Vec<String>,
     pub active: usize,
@@ -306,6 +309,7 @@ impl RuleWatch {
             base: Instant::now(),
             threads: Vec::new(),
             pending: HashMap::new(),
+            arrived: 0,
             armed: HashMap::new(),
             warnings: Vec::new(),
             active: 0,
@@ -379,11 +383,15 @@ impl RuleWatch {
     /// hits no packet claimed within a minute.
     pub fn poll(&mut self) {
         for hit in self.rx.try_iter() {
-            self.pending.entry(hit.ip_id).or_default().push(hit);
+            self.arrived += 1;
+            self.pending
+                .entry(hit.ip_id)
+                .or_default()
+                .push((self.arrived, hit));
         }
         if let Some(h) = Instant::now().checked_sub(Duration::from_secs(60)) {
             self.pending.retain(|_, hits| {
-                hits.retain(|r| r.received >= h);
+                hits.retain(|(_, r)| r.received >= h);
                 !hits.is_empty()
             });
         }
@@ -407,19 +415,19 @@ impl RuleWatch {
         self.overflows.load(Ordering::Relaxed)
     }
 
-    /// Removes and returns the pending hits that `keep` selects, looking
-    /// only at those of the given IPv4 ids (and those without one); all of
-    /// them when `ids` is empty.
+    /// Removes and returns the pending hits that `keep` selects, in the
+    /// order they arrived, looking only at those of the given IPv4 ids (and
+    /// those without one); all of them when `ids` is empty.
     pub(super) fn take(
         &mut self,
         ids: &HashSet<u16>,
         mut keep: impl FnMut(&RuleHit) -> bool,
     ) -> Vec<RuleHit> {
         let mut out = Vec::new();
-        let mut take_from = |hits: &mut Vec<RuleHit>| {
+        let mut take_from = |hits: &mut Vec<(u64, RuleHit)>| {
             let mut i = 0;
             while i < hits.len() {
-                if keep(&hits[i]) {
+                if keep(&hits[i].1) {
                     out.push(hits.remove(i));
                 } else {
                     i += 1;
@@ -435,8 +443,8 @@ impl RuleWatch {
                 }
             }
         }
-        out.sort_by_key(|r| r.received);
-        out
+        out.sort_by_key(|(arrived, _)| *arrived);
+        out.into_iter().map(|(_, hit)| hit).collect()
     }
 }
 
@@ -464,6 +472,51 @@ impl std::fmt::Debug for RuleWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hit(chain: &str, ip_id: Option<u16>, received: Instant) -> RuleHit {
+        RuleHit {
+            netns: 1,
+            table: "nat".into(),
+            family: "ip".into(),
+            chain: chain.into(),
+            hook: None,
+            handle: Some(3),
+            index: Some(1),
+            text: None,
+            verdict: Verdict::Continue,
+            policy: false,
+            tuple: None,
+            ip_id,
+            trace_id: 7,
+            received,
+            received_ns: 0,
+            queued_after_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_packets_hits_come_back_in_the_order_the_kernel_sent_them() {
+        let mut w = RuleWatch::start(&[], &[]);
+        let read = Instant::now();
+        // One read: the walk's first event carried the IPv4 id, a later
+        // one (another chain's) came without it.
+        for h in [
+            hit("PREROUTING", None, read),
+            hit("DOCKER", Some(5), read),
+            hit("FORWARD", Some(5), read),
+            hit("DOCKER-USER", None, read),
+        ] {
+            w.tx.send(h).expect("the watch holds its receiver");
+        }
+        w.poll();
+        let ids = HashSet::from([5]);
+        let chains: Vec<String> = w
+            .take(&ids, |_| true)
+            .into_iter()
+            .map(|h| h.chain)
+            .collect();
+        assert_eq!(chains, ["PREROUTING", "DOCKER", "FORWARD", "DOCKER-USER"]);
+    }
 
     #[test]
     fn the_slowest_running_watcher_sets_the_horizon_and_a_stopped_one_none() {
