@@ -1,26 +1,14 @@
-use std::time::Instant;
-
 use super::*;
 use crate::{events::RuleHit, track::FateKind};
 
 fn rule(text: &str, policy: bool) -> RuleHit {
     RuleHit {
-        netns: 1,
-        table: "filter".into(),
-        family: "ip".into(),
-        chain: "DOCKER-USER".into(),
-        hook: None,
         handle: Some(7),
         index: (!policy).then_some(1),
         text: (!policy).then(|| text.to_owned()),
-        verdict: crate::model::Verdict::Drop,
         policy,
-        tuple: None,
-        ip_id: None,
         trace_id: 1,
-        received: Instant::now(),
-        received_ns: 0,
-        queued_after_ns: 0,
+        ..RuleHit::for_test("DOCKER-USER", crate::model::Verdict::Drop)
     }
 }
 

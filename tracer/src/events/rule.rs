@@ -47,6 +47,31 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl RuleHit {
+    /// Rule 1 (handle 3) of `chain` in table ip filter, deciding `verdict`,
+    /// received now, with nothing else known: for unit tests to fill in the
+    /// rest.
+    #[cfg(test)]
+    pub fn for_test(chain: &str, verdict: Verdict) -> Self {
+        Self {
+            netns: 1,
+            table: "filter".into(),
+            family: "ip".into(),
+            chain: chain.into(),
+            hook: None,
+            handle: Some(3),
+            index: Some(1),
+            text: None,
+            verdict,
+            policy: false,
+            tuple: None,
+            ip_id: None,
+            trace_id: 7,
+            received: Instant::now(),
+            received_ns: 0,
+            queued_after_ns: 0,
+        }
+    }
+
     /// `rule 1 of chain DOCKER-USER in table ip filter: -A DOCKER-USER …`
     pub fn phrase(&self) -> String {
         if self.policy {

@@ -122,22 +122,9 @@ mod tests {
 
     fn hit(queued_after_ns: u64, received_ns: u64) -> RuleHit {
         RuleHit {
-            netns: 1,
-            table: "filter".into(),
-            family: "ip".into(),
-            chain: "DOCKER-USER".into(),
-            hook: None,
-            handle: Some(3),
-            index: Some(1),
-            text: None,
-            verdict: Verdict::Drop,
-            policy: false,
-            tuple: None,
-            ip_id: None,
-            trace_id: 7,
-            received: std::time::Instant::now(),
             received_ns,
             queued_after_ns,
+            ..RuleHit::for_test("DOCKER-USER", Verdict::Drop)
         }
     }
 

@@ -475,22 +475,10 @@ mod tests {
 
     fn hit(chain: &str, ip_id: Option<u16>, received: Instant) -> RuleHit {
         RuleHit {
-            netns: 1,
             table: "nat".into(),
-            family: "ip".into(),
-            chain: chain.into(),
-            hook: None,
-            handle: Some(3),
-            index: Some(1),
-            text: None,
-            verdict: Verdict::Continue,
-            policy: false,
-            tuple: None,
             ip_id,
-            trace_id: 7,
             received,
-            received_ns: 0,
-            queued_after_ns: 0,
+            ..RuleHit::for_test(chain, Verdict::Continue)
         }
     }
 
