@@ -109,6 +109,14 @@ fn view_with(reasons: DropReasons) -> View {
 /// to a device without carrier), not in the function that gave up the packet.
 const LIST_FREES: &[&str] = &["kfree_skb_list_reason", "kfree_skb_list"];
 
+/// Takes in the container names the engine lookups found since last asked.
+fn take_engine_answers(engines: &mut EngineLookup, reporter: &mut Reporter, view: &mut View) {
+    for found in engines.answers() {
+        reporter.containers.merge(found);
+        view.netns.set_containers(&reporter.containers);
+    }
+}
+
 /// How long a run, told to stop, waits at most for the rule watchers and
 /// engine lookups to hand over what they have.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -298,9 +306,7 @@ pub async fn run<S: PacketSink>(
     let sources = EngineSources {
         sockets: opts.engine_sockets.clone(),
         pinned: opts.engines_pinned,
-        own_netns: std::fs::metadata("/proc/thread-self/ns/net")
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
-            .ok(),
+        own_netns: NetnsTarget::current().ok().map(|t| t.inode),
     };
     let mut engines = EngineLookup::start(sources);
     let mut reporter = Reporter::new(opts.filters.clone(), Containers::default());
@@ -353,10 +359,7 @@ pub async fn run<S: PacketSink>(
                 // over before marking it is then in the channel.
                 let rules_horizon = rules.caught_up_to();
                 rules.poll();
-                for found in engines.answers() {
-                    reporter.containers.merge(found);
-                    view.netns.set_containers(&reporter.containers);
-                }
+                take_engine_answers(&mut engines, &mut reporter, &mut view);
                 let horizon = [rules_horizon, engines.caught_up_to()].into_iter().flatten().min();
                 for mut p in tracker.settled_after(Instant::now(), horizon) {
                     ruletrace::attach(&mut rules, &mut p);
@@ -398,10 +401,7 @@ pub async fn run<S: PacketSink>(
         // waiting for the exit).
         let stopped = Instant::now();
         loop {
-            for found in engines.answers() {
-                reporter.containers.merge(found);
-                view.netns.set_containers(&reporter.containers);
-            }
+            take_engine_answers(&mut engines, &mut reporter, &mut view);
             let waiting = rules.caught_up_to().is_some_and(|h| h < stopped)
                 || engines.caught_up_to().is_some();
             if !waiting || stopped.elapsed() >= EXIT_WAIT {
