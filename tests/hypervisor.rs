@@ -365,19 +365,6 @@ fn bridged_frames_show_bridge_and_ip_forward_in_text() {
     }
 }
 
-/// The cgroup2 hierarchy's mount point (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_root(test: &str) -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo");
-    info.lines()
-        .find_map(|l| {
-            let (mount, fs) = l.split_once(" - ")?;
-            let point = mount.split(' ').nth(4)?;
-            fs.starts_with("cgroup2 ").then(|| PathBuf::from(point))
-        })
-        .unwrap_or_else(|| panic!("{test}: no cgroup2 hierarchy is mounted"))
-}
-
 /// What the host sees of an LXC guest's init: a process of the guest's
 /// network namespace in cgroup `lxc.payload.ID`, with an `/etc/hostname` of
 /// its own (in a private mount namespace). Ended, by pid, and its cgroup
@@ -390,7 +377,9 @@ struct LxcInit {
 
 impl LxcInit {
     fn start(test: &str, netns: &str, id: u32, hostname: &str) -> Self {
-        let cgroup = cgroup2_root(test).join(format!("lxc.payload.{id}"));
+        let cgroup = lab::cgroup2_root()
+            .unwrap_or_else(|| panic!("{test}: no cgroup2 hierarchy is mounted"))
+            .join(format!("lxc.payload.{id}"));
         assert!(
             !cgroup.exists(),
             "{test}: {} already exists; not touching another guest's cgroup",

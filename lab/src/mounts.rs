@@ -106,6 +106,15 @@ pub(crate) fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// The mount point of the cgroup2 (unified) hierarchy, if one is mounted:
+/// `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    current()
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+        .map(|m| m.point)
+}
+
 /// Removes `/{name}` (and its empty sub-cgroups) from every cgroup hierarchy.
 /// Returns problems as messages.
 pub(crate) fn remove_cgroup(name: &str) -> Vec<String> {
