@@ -309,7 +309,8 @@ pub async fn run<S: PacketSink>(
         own_netns: NetnsTarget::current().ok().map(|t| t.inode),
     };
     let mut engines = EngineLookup::start(sources);
-    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default());
+    let evidence = crate::evidence::Evidence::start(view.netns.known_paths());
+    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default(), evidence);
     let mut tracker = Tracker::default();
 
     let mut stats = Stats {
@@ -365,7 +366,7 @@ pub async fn run<S: PacketSink>(
                     ruletrace::attach(&mut rules, &mut p);
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
-                    let report = reporter.packet(&p, &mut view);
+                    let report = reporter.packet(&mut p, &mut view);
                     if let Some(w) = pcap.as_mut() {
                         w.packet(&p, &mut view).map_err(Error::Output)?;
                     }
@@ -414,7 +415,7 @@ pub async fn run<S: PacketSink>(
             ruletrace::attach(&mut rules, &mut p);
             follow.mark_late(&rules, &mut p);
             stats.packets += 1;
-            let report = reporter.packet(&p, &mut view);
+            let report = reporter.packet(&mut p, &mut view);
             if let Some(w) = pcap.as_mut() {
                 w.packet(&p, &mut view).map_err(Error::Output)?;
             }

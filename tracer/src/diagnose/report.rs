@@ -1,6 +1,12 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, Diagnosis, Facts, Outcomes};
-use crate::{model::FlowFilter, names::Containers, names::View, track::Packet};
+use super::{diagnose, lost_without_reason, Diagnosis, Fact, Facts, Outcomes};
+use crate::{
+    evidence::Evidence,
+    model::FlowFilter,
+    names::Containers,
+    names::View,
+    track::{FateKind, Packet},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -27,18 +33,22 @@ pub struct Reporter {
     filters: Vec<FlowFilter>,
     pub containers: Containers,
     pub outcomes: Outcomes,
+    evidence: Evidence,
 }
 
 impl Reporter {
-    pub fn new(filters: Vec<FlowFilter>, containers: Containers) -> Self {
+    pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
         Self {
             filters,
             containers,
             outcomes: Outcomes::default(),
+            evidence,
         }
     }
 
-    pub fn packet(&mut self, p: &Packet, view: &mut View) -> Report {
+    /// Diagnoses a settled packet; a packet the kernel freed as consumed
+    /// that the evidence shows was lost becomes `dropped`.
+    pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
         let forward = first
@@ -49,11 +59,20 @@ impl Reporter {
         } else {
             Direction::Reply
         };
-        let facts = Facts::build(p, view, &self.containers, direction == Direction::Reply);
+        let facts = Facts::build(
+            p,
+            view,
+            &self.containers,
+            direction == Direction::Reply,
+            &mut self.evidence,
+        );
         let diagnosis = diagnose(&facts);
+        if lost_without_reason(&diagnosis.cause) {
+            p.fate.kind = FateKind::Dropped;
+        }
         match (direction, first, last) {
             (Direction::Request, Some(f), _) => {
-                let place = facts.get("where").unwrap_or_default();
+                let place = facts.get(Fact::Where).unwrap_or_default().to_owned();
                 if let Some(t) = f.tuple {
                     self.outcomes
                         .request(t, f.netns, p.fate.kind, &diagnosis, place);
