@@ -30,6 +30,12 @@ pub enum Condition {
     /// A SYN the kernel freed as consumed while the listener's accept
     /// queue overflowed (`TcpExt.ListenOverflows` rose).
     AcceptQueueFull,
+    /// A SYN the kernel freed as consumed while the namespace found no
+    /// route for its answers (`Ip.OutNoRoutes` rose).
+    NoRouteBack,
+    /// A UDP datagram last seen arriving where a UDP socket is bound to
+    /// its address and port: queued to that socket.
+    UdpSocket,
     /// No socket took it, but one is bound to the port on another address.
     ListenerElsewhere,
     /// DNATed and sent back out of the interface it came in on, source
@@ -77,16 +83,24 @@ impl Condition {
             Self::AcceptQueueFull => {
                 f.fate == FateKind::Delivered
                     && f.tcp_flags & 0x12 == 0x02
-                    && f.seen.as_ref().is_some_and(|s| {
-                        s.rose("TcpExt.ListenOverflows") + s.rose("TcpExt.ListenDrops") > 0
-                    })
+                    && f.seen
+                        .as_ref()
+                        .is_some_and(|s| s.rose("TcpExt.ListenOverflows") > 0)
             }
             Self::ListenerElsewhere => {
                 dropped
                     && f.reason.as_deref() == Some("NO_SOCKET")
                     && f.values.has(super::Fact::OtherListeners)
             }
+            Self::NoRouteBack => {
+                f.fate == FateKind::Delivered
+                    && f.tcp_flags & 0x12 == 0x02
+                    && f.seen.as_ref().is_some_and(|s| {
+                        s.rose("Ip.OutNoRoutes") + s.rose("Snmp6.Ip6OutNoRoutes") > 0
+                    })
+            }
             Self::Hairpin => !dropped && f.hairpin.is_some(),
+            Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
         }
     }
@@ -134,9 +148,21 @@ fn exact_set_element(f: &Facts) -> bool {
     f.set_ban.as_ref().is_some_and(|b| b.exact)
 }
 
-/// A cause whose packet was lost though the kernel freed it as consumed.
-pub fn lost_without_reason(id: &str) -> bool {
-    id == "accept_queue_full"
+/// A cause that keeps the connection from forming, though the packet
+/// itself arrived.
+pub fn connection_fails(id: &str) -> bool {
+    id == "hairpin_nat" || fate_from_evidence(id) == Some(FateKind::Dropped)
+}
+
+/// The fate the evidence gives a packet the kernel freed without saying:
+/// lost though freed as consumed, or delivered to a socket though no
+/// tracepoint said so.
+pub fn fate_from_evidence(id: &str) -> Option<FateKind> {
+    match id {
+        "accept_queue_full" | "no_route_back" => Some(FateKind::Dropped),
+        "udp_delivered" => Some(FateKind::Delivered),
+        _ => None,
+    }
 }
 
 pub struct Cause {
@@ -253,6 +279,15 @@ pub const CAUSES: &[Cause] = &[
         advice: &[any("The service in {where} is not accepting its connections (or not fast enough): check that it calls accept(); raise its listen() backlog, and net.core.somaxconn that caps it, only if it is busy rather than stuck.")],
     },
     Cause {
+        id: "no_route_back",
+        when: Condition::NoRouteBack,
+        message: "{client}'s SYN to {target} reached {where}, which has no route back to {client}: it could not send its SYN-ACK and discarded the SYN without a drop reason ({counters_rose}); the client retries until it times out",
+        advice: &[
+            any("Give {where} a route back to {client} through the router the SYN came from (better still, a default route){run_in}: {route_back}"),
+            any("Give {where} a route back to {client} (a default route through its router), or have the router in front of it masquerade the clients."),
+        ],
+    },
+    Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
         message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
@@ -280,7 +315,7 @@ pub const CAUSES: &[Cause] = &[
         id: "hairpin_nat",
         when: Condition::Hairpin,
         message: "hairpin NAT: {where} sent {client}'s packet to {orig_addr}:{orig_port} on to {final_addr}:{final_port} back out of {hairpin_dev}, the interface it came in on, with its source unchanged; {final_addr} answers {client} directly on that LAN, from an address the client never called, so the client resets the answer and never connects",
-        advice: &[any("Masquerade hairpinned traffic so the answer goes back through {where}{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
+        advice: &[any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
     },
     Cause {
         id: "icmp_error",
@@ -298,6 +333,12 @@ pub const CAUSES: &[Cause] = &[
         id: "tcp_consumed",
         when: Condition::SilentTcp,
         message: "{client}'s TCP segment to {target} reached {last_place}, where the TCP stack most likely took it: TCP frees the segments it has processed without a tracepoint",
+        advice: &[],
+    },
+    Cause {
+        id: "udp_delivered",
+        when: Condition::UdpSocket,
+        message: "{client}'s datagram to {target} was delivered to the UDP socket bound on {udp_socket} in {last_place}",
         advice: &[],
     },
     Cause {

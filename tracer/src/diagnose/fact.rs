@@ -68,7 +68,9 @@ facts! {
     SetElement = "set_element",
     /// Sockets bound to the port on other addresses only.
     OtherListeners = "other_listeners",
-    /// A listener's accept queue, "N waiting of M".
+    /// The UDP socket a datagram was queued to.
+    UdpSocket = "udp_socket",
+    /// A listener's accept queue, "N connections waiting".
     AcceptQueue = "accept_queue",
     /// Counters that rose, as evidence: "TcpExt.ListenOverflows +3".
     CountersRose = "counters_rose",

@@ -296,6 +296,21 @@ fn counters_phrase(seen: &Seen, names: &[&str]) -> String {
     shown.join(", ")
 }
 
+/// The one router a namespace learnt on `dev`: where the request came
+/// from, so a route back through it reaches the client.
+fn route_back(seen: &Seen, client: IpAddr, dev: &str) -> Option<String> {
+    let mut routers = seen
+        .now
+        .neighbours
+        .iter()
+        .filter(|n| n.resolved && n.device == dev && n.addr != client);
+    let gw = routers.next()?;
+    routers
+        .next()
+        .is_none()
+        .then(|| format!("ip route add {client} via {} dev {dev}", gw.addr))
+}
+
 /// Facts from the namespace's own state (see [`crate::evidence`]).
 fn evidence_values(
     seen: &Seen,
@@ -340,15 +355,17 @@ fn evidence_values(
             let list: Vec<String> = on_port.iter().map(|b| b.endpoint()).collect();
             v.set(Fact::OtherListeners, list.join(", "));
         }
+        if proto == 17 {
+            if let Some(b) = on_port.iter().find(|b| b.takes(addr)) {
+                v.set(Fact::UdpSocket, b.endpoint());
+            }
+        }
         if let Some(q) = on_port
             .iter()
             .filter(|b| b.takes(addr))
             .find_map(|b| b.accept_queue)
         {
-            v.set(
-                Fact::AcceptQueue,
-                format!("{} waiting, backlog {}", q.0, q.1),
-            );
+            v.set(Fact::AcceptQueue, format!("{q} connections waiting"));
         }
     }
 }
@@ -453,6 +470,11 @@ impl Facts {
                 let path = view.netns.path(netns)?;
                 evidence.look(netns, &path)
             });
+        if let (Some(s), Some(c), Some(h)) = (&seen, client_addr, last_real) {
+            if let Some(r) = route_back(s, c, &h.ifname) {
+                v.set(Fact::RouteBack, r);
+            }
+        }
         if let Some(s) = &seen {
             evidence_values(
                 s,

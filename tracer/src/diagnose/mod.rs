@@ -12,7 +12,7 @@ mod outcome;
 mod report;
 mod sets;
 
-pub use causes::{lost_without_reason, Advice, Cause, Condition, CAUSES, TEARDOWN_REASONS};
+pub use causes::{fate_from_evidence, Advice, Cause, Condition, CAUSES, TEARDOWN_REASONS};
 pub use fact::Fact;
 pub use facts::Facts;
 pub use manager::Manager;

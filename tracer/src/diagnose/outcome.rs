@@ -131,7 +131,8 @@ impl Outcomes {
             c.first_netns = Some(first_netns);
         }
         c.requests += 1;
-        c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown);
+        c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown)
+            || super::causes::connection_fails(&diag.cause);
         let req = Request {
             diag: diag.clone(),
             place,

@@ -1,12 +1,6 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, lost_without_reason, Diagnosis, Fact, Facts, Outcomes};
-use crate::{
-    evidence::Evidence,
-    model::FlowFilter,
-    names::Containers,
-    names::View,
-    track::{FateKind, Packet},
-};
+use super::{diagnose, fate_from_evidence, Diagnosis, Fact, Facts, Outcomes};
+use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -46,8 +40,8 @@ impl Reporter {
         }
     }
 
-    /// Diagnoses a settled packet; a packet the kernel freed as consumed
-    /// that the evidence shows was lost becomes `dropped`.
+    /// Diagnoses a settled packet; where the kernel freed it without
+    /// saying, the evidence decides its fate (see [`fate_from_evidence`]).
     pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
@@ -67,8 +61,8 @@ impl Reporter {
             &mut self.evidence,
         );
         let diagnosis = diagnose(&facts);
-        if lost_without_reason(&diagnosis.cause) {
-            p.fate.kind = FateKind::Dropped;
+        if let Some(kind) = fate_from_evidence(&diagnosis.cause) {
+            p.fate.kind = kind;
         }
         match (direction, first, last) {
             (Direction::Request, Some(f), _) => {

@@ -10,9 +10,8 @@ pub struct Bound {
     pub proto: u8,
     pub addr: IpAddr,
     pub port: u16,
-    /// TCP listeners: connections waiting in the accept queue, and the
-    /// queue's size (the backlog).
-    pub accept_queue: Option<(u32, u32)>,
+    /// TCP listeners: connections waiting in the accept queue.
+    pub accept_queue: Option<u32>,
 }
 
 impl Bound {
@@ -78,11 +77,8 @@ pub fn parse(text: &str, proto: u8) -> Vec<Bound> {
             };
             let port = u16::from_str_radix(port, 16).ok()?;
             let accept_queue = (proto == 6).then(|| {
-                let (tx, rx) = queues.split_once(':').unwrap_or(("0", "0"));
-                (
-                    u32::from_str_radix(rx, 16).unwrap_or(0),
-                    u32::from_str_radix(tx, 16).unwrap_or(0),
-                )
+                let (_, rx) = queues.split_once(':').unwrap_or(("0", "0"));
+                u32::from_str_radix(rx, 16).unwrap_or(0)
             });
             Some(Bound {
                 proto,
@@ -107,7 +103,7 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].addr, "127.0.0.1".parse::<IpAddr>().expect("ip"));
         assert_eq!(b[0].port, 8080);
-        assert_eq!(b[0].accept_queue, Some((2, 1)));
+        assert_eq!(b[0].accept_queue, Some(2));
         assert!(!b[0].takes("198.51.100.2".parse().expect("ip")));
         let tcp6 = "h\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
    1: 0000000000000000FFFF00000201A8C0:0051 00000000000000000000000000000000:0000 0A 00000000:00000000\n";

@@ -49,9 +49,15 @@ pub struct Tracker {
 /// How long a packet waits at most for its events from other sources.
 pub const SOURCE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a packet with no end waits for one. A packet queued for its
+/// neighbour's address waits up to `mcast_solicit` × `retrans_time` (3 s by
+/// default) before the kernel drops it with `NEIGH_FAILED`; settling it
+/// earlier would show it twice, once vanished and once dropped.
+pub const IDLE: Duration = Duration::from_millis(3500);
+
 impl Default for Tracker {
     fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(1))
+        Self::new(Duration::from_millis(100), IDLE)
     }
 }
 
