@@ -346,3 +346,149 @@ pub fn trace(
     assert_eq!(code, 0, "pathtrace exit status");
     records(&lines)
 }
+
+/// A listener started in a namespace by the test, ended by its pid when dropped.
+pub struct Listener(Child);
+
+impl Listener {
+    /// On 0.0.0.0:8080; closes each connection as soon as it is accepted.
+    pub fn start(ns: &str) -> Self {
+        Self::spawn(ns, "0.0.0.0", 8080, 64, Serve::Close)
+    }
+
+    /// On 0.0.0.0:8080; keeps each connection open and echoes what it gets.
+    pub fn echo(ns: &str) -> Self {
+        Self::spawn(ns, "0.0.0.0", 8080, 64, Serve::Echo)
+    }
+
+    /// Listens on `addr:port` with `backlog` in `ns` and serves as `serve`
+    /// says; returns once it listens (python says so), or fails the test
+    /// after 20 s.
+    pub fn spawn(ns: &str, addr: &str, port: u16, backlog: u32, serve: Serve) -> Self {
+        let (family, kind) = match (addr.contains(':'), serve) {
+            (true, Serve::Udp) => ("AF_INET6", "SOCK_DGRAM"),
+            (false, Serve::Udp) => ("AF_INET", "SOCK_DGRAM"),
+            (true, _) => ("AF_INET6", "SOCK_STREAM"),
+            (false, _) => ("AF_INET", "SOCK_STREAM"),
+        };
+        let listen = if serve == Serve::Udp {
+            String::new()
+        } else {
+            format!("s.listen({backlog})\n")
+        };
+        let body = match serve {
+            Serve::Close => "while True:\n    c,_=s.accept()\n    c.close()\n",
+            Serve::Echo => {
+                "import threading\n\
+                 def echo(c):\n    while True:\n        d=c.recv(4096)\n        if not d: break\n        c.sendall(d)\n\
+                 while True:\n    c,_=s.accept()\n    threading.Thread(target=echo, args=(c,), daemon=True).start()\n"
+            }
+            Serve::Never | Serve::Udp => "import time\nwhile True:\n    time.sleep(1)\n",
+        };
+        let script = format!(
+            "import socket\ns=socket.socket(socket.{family}, socket.{kind})\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{addr}', {port}))\n{listen}print('listening', flush=True)\n{body}"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the listener: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let listener = Self(child);
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.trim() == "listening" => listener,
+            other => panic!("the listener in {ns} did not start: {other:?}"),
+        }
+    }
+}
+
+/// What a [`Listener`] does with what it gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// Accepts, and closes at once.
+    Close,
+    /// Accepts, and echoes.
+    Echo,
+    /// Never accepts: connections wait in the accept queue.
+    Never,
+    /// A bound UDP socket that never reads.
+    Udp,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The client socket's error, by its errno name.
+pub fn errno_of(p: &lab::ProbeOutcome) -> &'static str {
+    use lab::ProbeOutcome;
+    match p {
+        ProbeOutcome::Connected => "connected",
+        ProbeOutcome::Refused => "ECONNREFUSED",
+        ProbeOutcome::TimedOut => "ETIMEDOUT",
+        ProbeOutcome::Other(s) if s.contains("os error 113") => "EHOSTUNREACH",
+        ProbeOutcome::Other(s) if s.contains("os error 101") => "ENETUNREACH",
+        ProbeOutcome::Other(s) if s.contains("os error 13") => "EACCES",
+        ProbeOutcome::Other(_) => "other",
+    }
+}
+
+/// The command an advice ends with: the text after its last ": ", when it
+/// starts with the name of a tool that changes the network's configuration.
+pub fn command_in(advice: &str) -> Option<&str> {
+    const TOOLS: [&str; 8] = [
+        "iptables",
+        "ip6tables",
+        "iptables-legacy",
+        "nft",
+        "ufw",
+        "firewall-cmd",
+        "sysctl",
+        "ip",
+    ];
+    let (_, cmd) = advice.rsplit_once(": ")?;
+    let cmd = cmd.trim();
+    TOOLS
+        .iter()
+        .any(|t| cmd.split_whitespace().next() == Some(t))
+        .then_some(cmd)
+}
+
+/// Where an advice says to run its command: the namespace named in its
+/// "… in namespace NAME: command", or `None` for the host.
+pub fn command_place(advice: &str) -> Option<&str> {
+    let (before, _) = advice.rsplit_once(": ")?;
+    let (_, ns) = before.rsplit_once(" in namespace ")?;
+    Some(ns)
+}
+
+/// Runs `cmd` with `sh -c` in namespace `ns` (the host when `None`).
+pub fn sh_in(ns: Option<&str>, cmd: &str) -> (bool, String) {
+    let out = match ns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output(),
+        None => Command::new("sh").args(["-c", cmd]).output(),
+    }
+    .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

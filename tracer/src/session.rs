@@ -283,6 +283,9 @@ pub async fn run<S: PacketSink>(
     say_warnings(&rules);
     let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
     let mut netns_names = NetnsNames::load();
+    // Counter baselines before "ready": a loss the kernel counts but gives
+    // no reason for is told by what rose after this.
+    let mut evidence = crate::evidence::Evidence::start(netns_names.known_paths());
     let dsts: Vec<std::net::IpAddr> = opts
         .filters
         .iter()
@@ -298,6 +301,7 @@ pub async fn run<S: PacketSink>(
         );
     }
     say_warnings(&rules);
+    evidence.settle_baselines();
     let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
@@ -325,7 +329,6 @@ pub async fn run<S: PacketSink>(
         own_netns: NetnsTarget::current().ok().map(|t| t.inode),
     };
     let mut engines = EngineLookup::start(sources);
-    let evidence = crate::evidence::Evidence::start(view.netns.known_paths());
     let mut reporter = Reporter::new(opts.filters.clone(), Containers::default(), evidence);
     let mut tracker = Tracker::default();
 

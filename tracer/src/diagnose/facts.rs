@@ -178,8 +178,17 @@ fn target_values(
     let (final_addr, final_port) = last
         .map(|t| (t.daddr.to_string(), t.dport))
         .unwrap_or_default();
+    // Addresses repeat across hosts (every Docker host's first container
+    // is 172.17.0.2): a container is the packet's only if the packet
+    // entered its namespace or its Docker host's, or where it runs is not
+    // known.
+    let passed = |c: &crate::names::Container| {
+        let entered = |ns: u32| p.hops.iter().any(|h| h.netns == ns);
+        c.netns.is_some_and(entered) || c.host_netns.is_none_or(entered)
+    };
     let container = containers
         .with_ip(&final_addr)
+        .filter(|c| passed(c))
         .map(|c| c.name.clone())
         .or_else(|| {
             p.hops
@@ -187,7 +196,11 @@ fn target_values(
                 .rev()
                 .find_map(|h| view.netns.container(h.netns).map(str::to_owned))
         });
-    let published = containers.publishing(first.dport, &proto);
+    // The container publishing the port the client asked for, when the
+    // packet was DNATed to it (another host may publish the same port).
+    let published = containers
+        .publishing(first.dport, &proto)
+        .filter(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
     let mut target = format!("{}:{}", first.daddr, first.dport);
     v.set(Fact::PublishedNote, "");
     match (&container, published) {

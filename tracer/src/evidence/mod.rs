@@ -147,6 +147,17 @@ impl Evidence {
         Self::start(Vec::new())
     }
 
+    /// Waits for the baselines taken at start.
+    pub fn settle_baselines(&mut self) {
+        if let Some(h) = self.pending.take() {
+            if let Ok(b) = h.join() {
+                for (ino, c) in b {
+                    self.baselines.entry(ino).or_insert(c);
+                }
+            }
+        }
+    }
+
     /// Reads namespace `netns` (at `path`) now.
     pub fn look(&mut self, netns: u32, path: &Path) -> Option<Seen> {
         if let Some((at, seen)) = self.recent.get(&netns) {
