@@ -16,7 +16,7 @@ use lab::{
 };
 use pathtrace_tests::{
     command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, Listener,
-    Running, Serve,
+    PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
 };
 use serde_json::Value;
 
@@ -568,4 +568,138 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it() {
+    let test = "a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it";
+    require_root(test);
+    let t = Routed::new(&prefix("tc"));
+    let _srv = Listener::start(&t.b);
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    static_neighbours(&t);
+    let prog = PinnedProgram::load(PROG_TC, 2, "pt_tc_drop");
+    must(
+        &t.b,
+        &format!(
+            "tc qdisc add dev b0 clsact && tc filter add dev b0 ingress bpf da pinned {}",
+            prog.path.display()
+        ),
+    );
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "tc_drop") {
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("tc ingress BPF program pt_tc_drop (id ")
+                && message(p).contains("on b0"),
+            "{p:#}"
+        );
+    }
+    // Letting one flow pass ahead of the program takes tc's pass action
+    // (act_gact). Without it no command is safe: the advice says what to
+    // change, and names the filter's removal without offering it to run.
+    if !kernel_has_gact() {
+        assert_no_command(&recs, "tc_drop");
+        let p = with_cause(&recs, "tc_drop")[0];
+        let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+        assert!(
+            advice.contains("tc filter del dev b0 ingress pref 49152"),
+            "{advice}"
+        );
+        return;
+    }
+    let fix = fix_of(&recs, "tc_drop", Some(&t.b));
+    assert!(
+        fix.starts_with("tc filter add dev b0 ingress pref ") && fix.ends_with("action pass"),
+        "{fix}"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    assert_eq!(
+        tcp(&t.a, server(), 8081, 1500),
+        ProbeOutcome::TimedOut,
+        "the program still drops the rest"
+    );
+}
+
+#[test]
+fn an_xdp_drop_is_one_packet_named_by_its_program_in_generic_and_native_mode() {
+    let test = "an_xdp_drop_is_one_packet_named_by_its_program_in_generic_and_native_mode";
+    require_root(test);
+    for (mode, hook) in [("xdpgeneric", "XDP (generic)"), ("xdpdrv", "XDP (native)")] {
+        let t = Routed::new(&prefix(&mode[3..6]));
+        let _srv = Listener::start(&t.b);
+        static_neighbours(&t);
+        let prog = PinnedProgram::load(PROG_XDP, 1, "pt_xdp_drop");
+        must(
+            &t.b,
+            &format!("ip link set dev b0 {mode} pinned {}", prog.path.display()),
+        );
+        let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+            tcp(&t.a, server(), PORT, 1500)
+        });
+        assert_eq!(
+            errno_of(&seen),
+            "ETIMEDOUT",
+            "{mode}: the client saw {seen:?}"
+        );
+        assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+        for p in of_type(&recs, "packet")
+            .into_iter()
+            .filter(|p| p["direction"] == "request")
+        {
+            assert_eq!(p["fate"], "dropped", "{mode}: never forwarded: {p:#}");
+            assert_eq!(p["diagnosis"]["cause"], "xdp_drop", "{mode}: {p:#}");
+            let hops = hops_of(&recs, &p["packet"]);
+            assert_eq!(
+                hops.first().map(|h| &h["netns_name"]),
+                Some(&Value::from(t.a.as_str())),
+                "{mode}: one packet from the client on: {hops:#?}"
+            );
+            assert!(
+                message(p).contains(&format!("{hook} program pt_xdp_drop (id ")),
+                "{mode}: {p:#}"
+            );
+        }
+        let fix = fix_of(&recs, "xdp_drop", Some(&t.b));
+        assert_eq!(fix, format!("ip link set dev b0 {mode} off"));
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    }
+}
+
+/// Permanent neighbour entries between the router and B, so that a
+/// program that drops everything on B's link leaves ARP out of the story.
+fn static_neighbours(t: &Routed) {
+    let mac = |ns: &str, dev: &str| {
+        let (ok, out) = sh_in(Some(ns), &format!("cat /sys/class/net/{dev}/address"));
+        assert!(ok, "{out}");
+        out.trim().to_owned()
+    };
+    // `ip netns exec` mounts a /sys of the namespace's own.
+    let (b_mac, r_mac) = (mac(&t.b, "b0"), mac(&t.r, "r1"));
+    must(
+        &t.r,
+        &format!("ip neigh replace 198.51.100.2 lladdr {b_mac} dev r1 nud permanent"),
+    );
+    must(
+        &t.b,
+        &format!("ip neigh replace 198.51.100.254 lladdr {r_mac} dev b0 nud permanent"),
+    );
+}
+
+/// Whether the running kernel has tc's gact actions (`pass`, `drop`), from
+/// its configuration.
+fn kernel_has_gact() -> bool {
+    let (ok, out) = sh_in(
+        None,
+        "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+    );
+    assert!(ok, "the kernel's configuration can't be read: {out}");
+    out.lines()
+        .any(|l| l == "CONFIG_NET_ACT_GACT=y" || l == "CONFIG_NET_ACT_GACT=m")
 }

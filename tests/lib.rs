@@ -448,7 +448,7 @@ pub fn errno_of(p: &lab::ProbeOutcome) -> &'static str {
 /// The command an advice ends with: the text after its last ": ", when it
 /// starts with the name of a tool that changes the network's configuration.
 pub fn command_in(advice: &str) -> Option<&str> {
-    const TOOLS: [&str; 8] = [
+    const TOOLS: [&str; 9] = [
         "iptables",
         "ip6tables",
         "iptables-legacy",
@@ -457,6 +457,7 @@ pub fn command_in(advice: &str) -> Option<&str> {
         "firewall-cmd",
         "sysctl",
         "ip",
+        "tc",
     ];
     let (_, cmd) = advice.rsplit_once(": ")?;
     let cmd = cmd.trim();
@@ -491,4 +492,117 @@ pub fn sh_in(ns: Option<&str>, cmd: &str) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// A BPF program of two instructions (`r0 = verdict; exit`), loaded with
+/// the raw `bpf()` syscall and pinned in a bpffs of the test's own, so that
+/// `tc` and `ip` attach it by path; unpinned and unmounted when dropped.
+/// No compiler is needed to make a tc or XDP program that drops.
+pub struct PinnedProgram {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    rest: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ObjPinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    rest: [u64; 14],
+}
+
+/// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier; its verdict 2 is `TC_ACT_SHOT`.
+pub const PROG_TC: u32 = 3;
+/// `BPF_PROG_TYPE_XDP`; its verdict 1 is `XDP_DROP`.
+pub const PROG_XDP: u32 = 6;
+
+impl PinnedProgram {
+    pub fn load(prog_type: u32, verdict: i32, name: &str) -> Self {
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_OBJ_PIN: libc::c_long = 6;
+        let mov_r0: u64 = 0xb7 | (u64::from(verdict as u32) << 32);
+        let exit: u64 = 0x95;
+        let insns = [mov_r0, exit];
+        let license = c"GPL";
+        let mut attr = ProgLoadAttr {
+            prog_type,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            ..Default::default()
+        };
+        attr.prog_name[..name.len().min(15)]
+            .copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+        // SAFETY: BPF_PROG_LOAD with a valid attribute of the size given;
+        // the instructions and licence outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "BPF_PROG_LOAD: {}",
+            std::io::Error::last_os_error()
+        );
+        let dir =
+            std::env::temp_dir().join(format!("pathtrace-bpffs-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let mounted = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "mounting a bpffs at {}", dir.display());
+        let path = dir.join(name);
+        let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("path");
+        let pin = ObjPinAttr {
+            pathname: c_path.as_ptr() as u64,
+            bpf_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_OBJ_PIN of a descriptor we hold, to a path that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_PIN,
+                &pin as *const ObjPinAttr,
+                std::mem::size_of::<ObjPinAttr>(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: fd is ours; the pin (and later the attachment) holds the program.
+        unsafe { libc::close(fd as i32) };
+        let me = Self { dir, path };
+        assert_eq!(rc, 0, "BPF_OBJ_PIN: {err}");
+        me
+    }
+}
+
+impl Drop for PinnedProgram {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

@@ -43,6 +43,8 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// Dropped by a BPF program attached at this hook (`tc`, `XDP`).
+    Program(&'static str),
 }
 
 impl Condition {
@@ -102,6 +104,9 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::Program(hook) => {
+                dropped && f.program.as_ref().is_some_and(|p| p.hook.starts_with(hook))
+            }
         }
     }
 }
@@ -221,6 +226,21 @@ pub const CAUSES: &[Cause] = &[
             any("Take {client} out of the set; the rule and the rest of the set keep banning the others{run_in}: nft delete element {family} {table} {set_name} {set_element}").only(exact_set_element),
             any("{set_element} holds other hosts too, so keep it and accept only this flow before the ban{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept"),
         ],
+    },
+    Cause {
+        id: "tc_drop",
+        when: Condition::Program("tc "),
+        message: "{client}'s packet to {target} was dropped by the {prog_hook} BPF program {prog_name} (id {prog_id}) on {prog_dev} in {where} ({reason}), outside the firewall",
+        advice: &[
+            any("The program filters all traffic on {prog_dev}: keep it, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
+            any("Change program {prog_name} (id {prog_id}) so it passes this flow, or take it off {prog_dev} if it should not be there ({prog_remove}), which lets every flow it filters through."),
+        ],
+    },
+    Cause {
+        id: "xdp_drop",
+        when: Condition::Program("XDP"),
+        message: "{client}'s packet to {target} was dropped by the {prog_hook} program {prog_name} (id {prog_id}) on {prog_dev} in {where}, before the kernel's network stack saw it",
+        advice: &[any("XDP runs before anything that could let this flow past it: change {prog_name} (id {prog_id}) to pass it, or, if it should not be there at all, take it off {prog_dev} (every flow it filters goes with it){run_in}: {prog_remove}")],
     },
     Cause {
         id: "reject",

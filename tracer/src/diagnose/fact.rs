@@ -83,6 +83,16 @@ facts! {
     /// Hairpin NAT: the LAN both ends share, and the device it loops on.
     HairpinNet = "hairpin_net",
     HairpinDev = "hairpin_dev",
+    /// A BPF program attached outside netfilter (tc or XDP) that dropped it.
+    ProgName = "prog_name",
+    ProgId = "prog_id",
+    /// `tc ingress`, `XDP (generic)`, …
+    ProgHook = "prog_hook",
+    ProgDev = "prog_dev",
+    /// A tc filter ahead of the program that lets this flow alone pass.
+    ProgBypass = "prog_bypass",
+    /// Taking the program off its device.
+    ProgRemove = "prog_remove",
     /// A route back to the client through the hop the request came from.
     RouteBack = "route_back",
 }

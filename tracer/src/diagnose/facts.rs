@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     events::{Hop, HopKind, RuleHit},
-    evidence::{Evidence, Seen},
+    evidence::{programs, programs::Attached, Evidence, Seen},
     model::{IcmpError, Tuple},
     names::View,
     names::{in_netns, Containers},
@@ -46,6 +46,8 @@ pub struct Facts {
     /// Sent back out of the interface it came in on after DNAT, source
     /// unchanged: the reply will bypass the NAT.
     pub hairpin: Option<Hairpin>,
+    /// The tc or XDP program that dropped it.
+    pub program: Option<Attached>,
     pub(super) values: Values,
 }
 
@@ -471,6 +473,12 @@ impl Facts {
             .zip(client_addr)
             .and_then(|(r, a)| set_ban(r, a, view, &mut v));
         let hairpin = hairpin(p, view, &mut v);
+        let program = (p.fate.kind == FateKind::Dropped)
+            .then(|| at.and_then(|h| dropping_program(h, reason.as_deref(), view)))
+            .flatten();
+        if let (Some(prog), Some(f), Some(l)) = (&program, first, last) {
+            program_values(prog, f.saddr, l, &mut v);
+        }
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
             .then(|| last_real.or(at))
             .flatten()
@@ -512,6 +520,7 @@ impl Facts {
             rule_names_client,
             set_ban,
             hairpin,
+            program,
             values: v,
         }
     }
@@ -547,6 +556,7 @@ impl Facts {
             rule_names_client: false,
             set_ban: None,
             hairpin: None,
+            program: None,
             values: v,
         }
     }
@@ -577,6 +587,77 @@ impl Facts {
     pub fn with_seen(mut self, seen: Seen) -> Self {
         self.seen = Some(seen);
         self
+    }
+}
+
+/// The tc or XDP program attached where the packet was dropped, when the
+/// drop came from one: a `TC_INGRESS`/`TC_EGRESS` reason, or a free inside
+/// the XDP paths (`do_xdp_generic`, a veth's XDP receive), which give no reason.
+fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<Attached> {
+    let path = view.netns.path(at.netns);
+    let path = path.as_deref();
+    match reason {
+        Some("TC_INGRESS") => return programs::tc(path, &at.ifname, "ingress").into_iter().next(),
+        Some("TC_EGRESS") => return programs::tc(path, &at.ifname, "egress").into_iter().next(),
+        _ => {}
+    }
+    let in_xdp = reason == Some("XDP")
+        || view
+            .location(at)
+            .is_some_and(|l| l.starts_with("do_xdp_generic") || l.contains("_xdp_"));
+    in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
+}
+
+/// The program's facts, and the commands that bypass or remove it.
+fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+    v.set(Fact::ProgName, prog.name.clone());
+    v.set(Fact::ProgId, prog.id.to_string());
+    v.set(Fact::ProgHook, prog.hook.clone());
+    v.set(Fact::ProgDev, prog.dev.clone());
+    let dev = &prog.dev;
+    if let Some(direction) = prog.hook.strip_prefix("tc ") {
+        let bypass_pref = prog
+            .pref
+            .filter(|p| *p > 1 && programs::tc_pass_available());
+        if let Some(pref) = bypass_pref {
+            let (l3, m, host) = if client.is_ipv4() {
+                ("ip", "ip", 32)
+            } else {
+                ("ipv6", "ip6", 128)
+            };
+            let ports = if matches!(flow.proto, 6 | 17 | 132) {
+                format!(" match {m} dport {} 0xffff", flow.dport)
+            } else {
+                String::new()
+            };
+            v.set(
+                Fact::ProgBypass,
+                format!(
+                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
+                    pref - 1,
+                    flow.daddr,
+                    flow.proto
+                ),
+            );
+        }
+        v.set(
+            Fact::ProgRemove,
+            format!(
+                "tc filter del dev {dev} {direction} pref {}",
+                prog.pref.unwrap_or(0)
+            ),
+        );
+    } else {
+        let mode = match prog.hook.as_str() {
+            "XDP (generic)" => "xdpgeneric",
+            "XDP (native)" => "xdpdrv",
+            "XDP (offloaded)" => "xdpoffload",
+            _ => "xdp",
+        };
+        v.set(
+            Fact::ProgRemove,
+            format!("ip link set dev {dev} {mode} off"),
+        );
     }
 }
 

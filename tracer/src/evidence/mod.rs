@@ -5,6 +5,7 @@
 //! full accept queue frees the SYN as consumed); these are then the evidence.
 pub mod counters;
 pub mod neigh;
+pub mod programs;
 pub mod sockets;
 
 use std::{
