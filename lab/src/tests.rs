@@ -248,12 +248,15 @@ fn stop_build_when(
     (result, stopped.elapsed())
 }
 
+/// When to stop a build, from its namespace names and state folder.
+type StopPoint = fn(&LabNames, &std::path::Path) -> bool;
+
 /// A build told to stop returns soon, whatever it is doing (running a
 /// command, waiting for dockerd's API), and leaves nothing behind.
 #[test]
 fn lab_build_stops_when_told() {
     require_root("lab_build_stops_when_told");
-    let cases: [(&str, DockerMode, fn(&LabNames, &std::path::Path) -> bool); 3] = [
+    let cases: [(&str, DockerMode, StopPoint); 3] = [
         ("namespaces made", DockerMode::Emulated, |n, _| {
             netns::exists(&n.lan)
         }),
