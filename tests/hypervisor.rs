@@ -259,7 +259,7 @@ fn sigkill_mid_trace_leaves_no_table_in_any_namespace() {
         2,
         "a table in the hypervisor and in the guest: {during:?}"
     );
-    let pid_tagged = format!("pathtrace-{}", run.pid());
+    let pid_tagged = format!("pathtrace-{}-", run.pid());
     let owned = !during.iter().any(|t| t.contains(&pid_tagged));
     // SAFETY: killing our own child by its pid.
     unsafe { libc::kill(run.pid(), libc::SIGKILL) };

@@ -1,5 +1,6 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
+pub mod cli_error;
 pub mod cmd;
 pub mod diagnose;
 pub mod docs;
