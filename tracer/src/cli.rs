@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     loader::TierRequest,
-    model::{parse_port, Cidr, FlowFilter, Proto},
+    model::{kernel_filter, parse_expr, parse_port, Cidr, FlowFilter, Proto},
 };
 
 #[derive(Parser, Debug)]
@@ -14,8 +14,10 @@ use crate::{
     version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PATHTRACE_GIT_REV"), ")"),
     about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.",
     long_about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.\n\n\
-        With no subcommand, pathtrace traces the packets that match the filter: \
-        `sudo pathtrace --src 192.0.2.9 --dport 8092`.",
+        With no subcommand, pathtrace traces the packets that match the filter, given \
+        as flags (`sudo pathtrace --src 192.0.2.9 --dport 8092`) or as a tcpdump filter \
+        expression (`sudo pathtrace 'src host 192.0.2.9 and tcp dst port 8092'`), or both \
+        (then combined with `and`).",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -37,7 +39,9 @@ pub enum Command {
     ///
     /// Give one filter flag twice: its first value is flow A's, its second
     /// flow B's (e.g. --src 192.0.2.9 --src 192.0.2.7 --dport 8092). A flag
-    /// given once applies to both flows.
+    /// given once applies to both flows. Or give two filter expressions
+    /// parted by `vs` (e.g. 'src host 192.0.2.9 vs src host 192.0.2.7'
+    /// --dport 8092); one expression without `vs` applies to both flows.
     Compare(CompareArgs),
     /// Print shell completions.
     Completions {
@@ -73,6 +77,16 @@ pub struct FilterArgs {
     /// Protocol: tcp, udp, icmp, icmpv6, sctp or a number.
     #[arg(long, value_name = "PROTO")]
     pub proto: Vec<Proto>,
+    /// A filter expression in tcpdump's language (pcap-filter), as one
+    /// quoted argument or several words, combined with the flags by `and`:
+    /// host, net (ADDR/LEN or ADDR mask MASK), port, portrange, each with
+    /// src, dst, src or dst, src and dst; ip, ip6, tcp, udp, icmp, icmp6,
+    /// sctp, proto N; and/&&, or/||, not/!, parentheses. `and` and `or`
+    /// bind equally, left to right, as in tcpdump. For compare, `vs`
+    /// parts flow A's expression from flow B's
+    /// (`compare src host 192.0.2.9 vs src host 192.0.2.7`).
+    #[arg(value_name = "EXPRESSION", num_args = 0..)]
+    pub expression: Vec<String>,
 }
 
 impl FilterArgs {
@@ -109,20 +123,43 @@ impl FilterArgs {
         let sport = pick("sport", self.sport.len())?;
         let dport = pick("dport", self.dport.len())?;
         let proto = pick("proto", self.proto.len())?;
+        let words = &self.expression;
+        let exprs = match words.iter().position(|w| w == "vs") {
+            Some(at) if most == 2 => {
+                let (a, b) = (&words[..at], &words[at + 1..]);
+                if a.is_empty() || b.is_empty() || b.iter().any(|w| w == "vs") {
+                    return Err(
+                        "compare's expression needs one 'vs' with flow A's expression before it and flow B's after it"
+                            .into(),
+                    );
+                }
+                varied = true;
+                [parse_expr(a), parse_expr(b)]
+            }
+            _ => [parse_expr(words), parse_expr(words)],
+        };
+        let [ea, eb] = exprs;
+        let exprs = [
+            ea.map_err(|e| e.to_string())?,
+            eb.map_err(|e| e.to_string())?,
+        ];
         if most == 2 && !varied {
             return Err(
-                "compare needs one filter flag given twice, e.g. --src A --src B --dport 8092"
+                "compare needs two flows: one filter flag given twice (--src A --src B --dport 8092) or two expressions (src host A vs src host B)"
                     .into(),
             );
         }
-        Ok([0, 1].map(|i| FlowFilter {
+        let flows = [0, 1].map(|i| FlowFilter {
             src: self.src.get(src[i]).copied(),
             dst: self.dst.get(dst[i]).copied(),
             sport: self.sport.get(sport[i]).copied(),
             dport: self.dport.get(dport[i]).copied(),
             proto: self.proto.get(proto[i]).copied(),
+            expr: exprs[i].clone(),
             both_directions: false,
-        }))
+        });
+        kernel_filter(&flows[..most]).map_err(|e| e.to_string())?;
+        Ok(flows)
     }
 }
 
@@ -399,7 +436,7 @@ mod tests {
         for (args, want) in [
             (
                 &["compare", "--dport", "22"][..],
-                "compare needs one filter flag given twice",
+                "compare needs two flows",
             ),
             (
                 &["compare", "--dport", "1", "--dport", "2", "--dport", "3"][..],

@@ -24,15 +24,25 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    filters: Vec<FlowFilter>,
+    /// Every flow's filter, compiled once, forward only.
+    filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
 }
 
 impl Reporter {
     pub fn new(filters: Vec<FlowFilter>, containers: Containers) -> Self {
+        let forward: Vec<FlowFilter> = filters
+            .into_iter()
+            .map(|f| FlowFilter {
+                both_directions: false,
+                ..f
+            })
+            .collect();
+        // The filters were checked when the command line was read.
+        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
         Self {
-            filters,
+            filter,
             containers,
             outcomes: Outcomes::default(),
         }
@@ -43,7 +53,7 @@ impl Reporter {
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
         let forward = first
             .and_then(|h| h.tuple)
-            .is_some_and(|t| self.filters.iter().any(|f| f.matches(&t)));
+            .is_some_and(|t| crate::model::terms_match(&self.filter, &t));
         let direction = if forward || first.is_none() {
             Direction::Request
         } else {
