@@ -123,7 +123,11 @@ impl FilterArgs {
         let sport = pick("sport", self.sport.len())?;
         let dport = pick("dport", self.dport.len())?;
         let proto = pick("proto", self.proto.len())?;
-        let words = &self.expression;
+        let words: Vec<String> = self
+            .expression
+            .iter()
+            .flat_map(|w| w.split_whitespace().map(str::to_owned))
+            .collect();
         let exprs = match words.iter().position(|w| w == "vs") {
             Some(at) if most == 2 => {
                 let (a, b) = (&words[..at], &words[at + 1..]);
@@ -136,7 +140,7 @@ impl FilterArgs {
                 varied = true;
                 [parse_expr(a), parse_expr(b)]
             }
-            _ => [parse_expr(words), parse_expr(words)],
+            _ => [parse_expr(&words), parse_expr(&words)],
         };
         let [ea, eb] = exprs;
         let exprs = [
@@ -434,10 +438,7 @@ mod tests {
     #[test]
     fn compare_refuses_no_doubled_flag_and_a_tripled_one() {
         for (args, want) in [
-            (
-                &["compare", "--dport", "22"][..],
-                "compare needs two flows",
-            ),
+            (&["compare", "--dport", "22"][..], "compare needs two flows"),
             (
                 &["compare", "--dport", "1", "--dport", "2", "--dport", "3"][..],
                 "--dport was given 3 times; compare takes it at most twice",
