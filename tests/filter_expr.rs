@@ -501,3 +501,187 @@ fn an_expression_traces_the_incident_as_the_flags_do() {
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0]["lost"], 0);
 }
+
+/// A namespace of this test's own, with a veth pair inside it; deleted on drop.
+struct ReplayNs {
+    ns: String,
+    tx: String,
+}
+
+impl ReplayNs {
+    fn new() -> Self {
+        let pid = std::process::id();
+        let me = Self {
+            ns: format!("ptfx{pid}"),
+            tx: format!("fx{pid}a"),
+        };
+        let rx = format!("fx{pid}b");
+        let script = format!(
+            "set -e; ip netns add {ns}; \
+             ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; \
+             ip -n {ns} link add {tx} type veth peer name {rx}; \
+             ip -n {ns} link set lo up; ip -n {ns} link set {tx} up; ip -n {ns} link set {rx} up",
+            ns = me.ns,
+            tx = me.tx,
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "setting up {}: {}",
+            me.ns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        me
+    }
+
+    /// Sends every frame of `pcap` out of the veth, as they are.
+    fn replay(&self, pcap: &Path) {
+        const SEND: &str = "import socket, struct, sys\n\
+            data = open(sys.argv[1], 'rb').read()\n\
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+            s.bind((sys.argv[2], 0))\n\
+            off = 24\n\
+            while off < len(data):\n\
+            \x20   n = struct.unpack('<I', data[off + 8:off + 12])[0]\n\
+            \x20   s.send(data[off + 16:off + 16 + n])\n\
+            \x20   off += 16 + n\n";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", SEND])
+            .arg(pcap)
+            .arg(&self.tx)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "replaying the pcap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for ReplayNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// What a packet record and a test packet share: addresses, protocol and
+/// the ports the kernel read.
+fn key(saddr: &str, daddr: &str, proto: &str, sport: u64, dport: u64) -> String {
+    format!("{saddr} {daddr} {proto} {sport} {dport}")
+}
+
+fn key_of(p: &Pkt) -> String {
+    let f = &p.fields;
+    let addr = |b: &[u8; 16]| -> String {
+        if f.ip_version == 4 {
+            IpAddr::from([b[0], b[1], b[2], b[3]]).to_string()
+        } else {
+            IpAddr::from(*b).to_string()
+        }
+    };
+    key(
+        &addr(&f.saddr),
+        &addr(&f.daddr),
+        &tracer::model::proto_name(f.proto),
+        u64::from(f.sport),
+        u64::from(f.dport),
+    )
+}
+
+#[test]
+fn the_kernel_filter_follows_what_tcpdump_prints() {
+    require_root("the_kernel_filter_follows_what_tcpdump_prints");
+    require_tool("the_kernel_filter_follows_what_tcpdump_prints", "tcpdump");
+    require_tool("the_kernel_filter_follows_what_tcpdump_prints", "python3");
+    let dir = RemoveDir(pcap_dir());
+    let pcap = dir.0.join("live.pcap");
+    // One packet per key, so each packet record names one packet.
+    let mut seen = BTreeSet::new();
+    let pkts: Vec<Pkt> = packets()
+        .into_iter()
+        .filter(|p| seen.insert(key_of(p)))
+        .collect();
+    write_pcap(&pcap, &pkts);
+    let keys: Vec<String> = pkts.iter().map(key_of).collect();
+    let ns = ReplayNs::new();
+    let inode = pathtrace_tests::netns_inode(&ns.ns);
+    let seed = 0x2025_1205u64;
+    eprintln!("random expressions from seed {seed:#x}");
+    let mut rng = Rng(seed);
+    let mut exprs: Vec<String> = [
+        "host 192.0.2.9",
+        "src or dst host 2001:db8::9",
+        "src and dst net 192.0.2.0/24",
+        "net 192.0.2.0/24 and not host 192.0.2.9",
+        "net 203.0.113.128 mask 255.255.255.128",
+        "port 53",
+        "not port 53 and ip",
+        "tcp port 80 or 443",
+        "portrange 1000-1024",
+        "icmp or icmp6",
+        "ip6 proto 1",
+        "proto 136 or proto 47",
+        "tcp or udp and port 53",
+        "!(tcp || udp) && ip6",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    while exprs.len() < 24 {
+        let e = expression(&mut rng, 2);
+        if pathtrace_matches(&pkts, &e).is_ok() {
+            exprs.push(e);
+        }
+    }
+    for e in &exprs {
+        let want: BTreeSet<&String> = tcpdump_matches(&pcap, e)
+            .into_iter()
+            .map(|i| &keys[i])
+            .collect();
+        let run = pathtrace_tests::Running::start(&[
+            e.as_str(),
+            "--json",
+            "--no-replies",
+            "--no-rules",
+            "--duration",
+            "60",
+        ]);
+        ns.replay(&pcap);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let (code, lines) = run.stop();
+        assert_eq!(code, 0, "'{e}': pathtrace exit status");
+        let recs = records(&lines);
+        let got: BTreeSet<&String> = of_type(&recs, "packet")
+            .iter()
+            .filter(|p| p["netns"].as_u64() == Some(inode))
+            .filter_map(|p| {
+                let k = key(
+                    p["saddr"].as_str()?,
+                    p["daddr"].as_str()?,
+                    p["proto"].as_str()?,
+                    p["sport"].as_u64().unwrap_or(0),
+                    p["dport"].as_u64().unwrap_or(0),
+                );
+                keys.iter().find(|x| **x == k)
+            })
+            .collect();
+        assert_eq!(
+            got.symmetric_difference(&want).collect::<Vec<_>>(),
+            Vec::<&&String>::new(),
+            "'{e}': packets followed by only one of pathtrace ({}) and tcpdump ({})",
+            got.len(),
+            want.len()
+        );
+        let stats = of_type(&recs, "stats");
+        assert_eq!(
+            stats.first().map(|s| &s["lost"]),
+            Some(&serde_json::json!(0)),
+            "'{e}'"
+        );
+        eprintln!("'{e}': {} packets, as tcpdump", got.len());
+    }
+}
