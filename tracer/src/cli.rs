@@ -18,6 +18,7 @@ use crate::{
         as flags (`sudo pathtrace --src 192.0.2.9 --dport 8092`) or as a tcpdump filter \
         expression (`sudo pathtrace 'src host 192.0.2.9 and tcp dst port 8092'`), or both \
         (then combined with `and`).",
+    after_long_help = FILTER_HELP,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -27,13 +28,39 @@ pub struct Cli {
     pub trace: TraceArgs,
 }
 
+/// The grammar of filter expressions, for `--help` and the man page.
+const FILTER_HELP: &str = "\
+FILTER EXPRESSIONS (tcpdump's pcap-filter, the part decided in the kernel):
+  host ADDR                   IPv4 or IPv6 source or destination
+  net ADDR/LEN                also: net ADDR mask MASK, net 192.0.2 (a /24)
+  port N, portrange LO-HI     TCP, UDP or SCTP ports
+  src, dst, src or dst, src and dst
+                              before host, net, port, portrange
+  tcp, udp, sctp              also before port/portrange: tcp dst port 80
+  icmp, icmp6, ip, ip6        ip/ip6 also before host, net, proto
+  proto N, ip proto N, ip6 proto N
+  and (&&), or (||), not (!), ( )
+                              and/or bind equally, left to right
+  An id alone repeats the qualifiers before it: port 80 or 443.
+  Anything else (ether, vlan, arp, tcp[13], greater…) is refused, exit 2.
+  Flags and an expression combine with `and`; compare parts two expressions
+  with `vs`.
+
+EXAMPLES:
+  pathtrace 'host 192.0.2.9 and tcp port 8092'
+  pathtrace 'net 192.0.2.0/24 and not host 192.0.2.9 and (port 80 or port 443)'
+  pathtrace drops 'not port 22'
+  pathtrace compare 'src host 192.0.2.9 vs src host 192.0.2.7' --dport 8092";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace the packets that match a filter (the default).
+    #[command(after_long_help = FILTER_HELP)]
     Trace(TraceArgs),
     /// Build the Docker incident in network namespaces and trace it.
     Demo(DemoArgs),
     /// Stream every packet drop on the host with its reason, or show a live top-list.
+    #[command(after_long_help = FILTER_HELP)]
     Drops(DropsArgs),
     /// Trace two flows at once and show where their paths part.
     ///
@@ -42,6 +69,7 @@ pub enum Command {
     /// given once applies to both flows. Or give two filter expressions
     /// parted by `vs` (e.g. 'src host 192.0.2.9 vs src host 192.0.2.7'
     /// --dport 8092); one expression without `vs` applies to both flows.
+    #[command(after_long_help = FILTER_HELP)]
     Compare(CompareArgs),
     /// Print shell completions.
     Completions {
