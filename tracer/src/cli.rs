@@ -423,6 +423,57 @@ mod tests {
 
     use super::{Cli, Command};
 
+    #[test]
+    fn expressions_as_one_argument_or_words_and_compare_parts_them_with_vs() {
+        for args in [
+            &["host 192.0.2.9 and tcp port 8092"][..],
+            &["host", "192.0.2.9", "and", "tcp", "port", "8092"][..],
+            &["trace", "host 192.0.2.9", "and tcp port 8092"][..],
+        ] {
+            let cli = parse(args);
+            let filter = match &cli.command {
+                Some(Command::Trace(t)) => t.filter.single(),
+                _ => cli.trace.filter.single(),
+            }
+            .expect("one flow");
+            assert_eq!(
+                filter.to_string(),
+                "host 192.0.2.9 and tcp port 8092",
+                "{args:?}"
+            );
+        }
+        let Some(Command::Compare(c)) = parse(&[
+            "compare",
+            "src host 192.0.2.9 vs src host 192.0.2.7",
+            "--dport",
+            "8092",
+        ])
+        .command
+        else {
+            panic!("compare parses as compare");
+        };
+        let [a, b] = c.flows().expect("two flows");
+        assert_eq!(a.to_string(), "dport 8092 and (src host 192.0.2.9)");
+        assert_eq!(b.to_string(), "dport 8092 and (src host 192.0.2.7)");
+        let Some(Command::Compare(c)) =
+            parse(&["compare", "tcp", "--src", "192.0.2.9", "--src", "192.0.2.7"]).command
+        else {
+            panic!("compare parses as compare");
+        };
+        let [a, b] = c.flows().expect("two flows");
+        assert_eq!(a.to_string(), "src 192.0.2.9 and (tcp)");
+        assert_eq!(b.to_string(), "src 192.0.2.7 and (tcp)");
+        let Some(Command::Compare(c)) = parse(&["compare", "tcp vs"]).command else {
+            panic!("compare parses as compare");
+        };
+        assert!(c.flows().expect_err("one side empty").contains("'vs'"));
+        let nothing = parse(&["--src", "192.0.2.9", "ip6"]).trace.filter.single();
+        assert!(
+            nothing.expect_err("refused").contains("matches no packet"),
+            "an IPv4 source and ip6"
+        );
+    }
+
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("pathtrace").chain(args.iter().copied()))
             .expect("the flags parse")

@@ -146,6 +146,10 @@ pub enum ExprError {
     #[error("filter expression: {0}")]
     Syntax(String),
     #[error(
+        "the filter matches no packet{flow}, as tcpdump says of such an expression (it rejects all packets)"
+    )]
+    MatchesNothing { flow: String },
+    #[error(
         "filter expression: it needs {terms} alternatives of up to {atoms} primitives; the kernel \
          side holds {max_terms} of up to {max_atoms} (simplify it or trace with fewer flows)"
     )]

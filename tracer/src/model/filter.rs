@@ -217,7 +217,16 @@ pub fn kernel_filter(filters: &[FlowFilter]) -> Result<Filter, ExprError> {
     let mut bidir = false;
     for (flow, f) in filters.iter().enumerate() {
         bidir |= f.both_directions;
-        for conj in f.dnf()? {
+        let dnf = f.dnf()?;
+        if dnf.is_empty() {
+            return Err(ExprError::MatchesNothing {
+                flow: match filters.len() {
+                    1 => String::new(),
+                    _ => format!(" in flow {}", ["A", "B"].get(flow).unwrap_or(&"?")),
+                },
+            });
+        }
+        for conj in dnf {
             let mut t = Term {
                 flow: flow as u32,
                 flags: if f.both_directions {

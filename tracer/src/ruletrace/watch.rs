@@ -580,6 +580,54 @@ impl std::fmt::Debug for RuleWatch {
 mod tests {
     use super::*;
 
+    fn rules_of(expr: &str) -> Vec<TraceFilter> {
+        let f = FlowFilter {
+            expr: crate::model::parse_expr(&[expr.to_owned()]).expect("parses"),
+            ..FlowFilter::default()
+        };
+        trace_filters(&f)
+    }
+
+    #[test]
+    fn an_expression_traces_a_superset_by_its_positive_primitives() {
+        let ip = |s: &str| Some((s.parse().expect("ip"), 32));
+        assert_eq!(
+            rules_of("src host 192.0.2.9 and tcp dst port 8092"),
+            [TraceFilter {
+                src: ip("192.0.2.9"),
+                dport: Some(8092),
+                proto: Some(6),
+                ..TraceFilter::default()
+            }],
+            "exact when the expression says only what a rule can"
+        );
+        let either = rules_of("host 192.0.2.9 and not port 22");
+        assert_eq!(
+            either,
+            [
+                TraceFilter {
+                    src: ip("192.0.2.9"),
+                    ..TraceFilter::default()
+                },
+                TraceFilter {
+                    dst: ip("192.0.2.9"),
+                    ..TraceFilter::default()
+                },
+            ],
+            "src or dst as two rules; the negation left out"
+        );
+        assert_eq!(
+            rules_of("icmp and port 80").len(),
+            1,
+            "a port on a protocol without ports is left out, not refused"
+        );
+        assert_eq!(
+            rules_of("not tcp"),
+            [TraceFilter::default()],
+            "nothing a rule can say: trace all"
+        );
+    }
+
     fn hit(chain: &str, ip_id: Option<u16>, received: Instant) -> RuleHit {
         RuleHit {
             table: "nat".into(),
