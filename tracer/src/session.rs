@@ -236,7 +236,8 @@ pub async fn run<S: PacketSink>(
     ready: Option<oneshot::Sender<()>>,
 ) -> Result<Stats, Error> {
     let t0 = Instant::now();
-    let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
+    let kernel_filters =
+        crate::model::kernel_filter(&opts.filters).map_err(|e| Error::Usage(e.to_string()))?;
     let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut pcap = opts

@@ -24,7 +24,8 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    filters: Vec<FlowFilter>,
+    /// Every flow's filter, compiled once, forward only.
+    filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
     evidence: Evidence,
@@ -32,8 +33,17 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
+        let forward: Vec<FlowFilter> = filters
+            .into_iter()
+            .map(|f| FlowFilter {
+                both_directions: false,
+                ..f
+            })
+            .collect();
+        // The filters were checked when the command line was read.
+        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
         Self {
-            filters,
+            filter,
             containers,
             outcomes: Outcomes::default(),
             evidence,
@@ -47,7 +57,7 @@ impl Reporter {
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
         let forward = first
             .and_then(|h| h.tuple)
-            .is_some_and(|t| self.filters.iter().any(|f| f.matches(&t)));
+            .is_some_and(|t| crate::model::terms_match(&self.filter, &t));
         let direction = if forward || first.is_none() {
             Direction::Request
         } else {
