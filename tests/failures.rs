@@ -703,3 +703,42 @@ fn kernel_has_gact() -> bool {
     out.lines()
         .any(|l| l == "CONFIG_NET_ACT_GACT=y" || l == "CONFIG_NET_ACT_GACT=m")
 }
+
+#[test]
+fn a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on() {
+    let test = "a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on";
+    require_root(test);
+    // A hypervisor's bridge passing frames through iptables, with chains
+    // laid out as pve-firewall lays out a guest's (veth101i0-IN under
+    // PVEFW-FORWARD), dropping the guest's port 8080.
+    let t = Bridged::new(&prefix("pv"), 2);
+    let (client, guest) = (&t.hosts[0], &t.hosts[1]);
+    let _srv = Listener::spawn(guest, "0.0.0.0", PORT, 8, Serve::Close);
+    for cmd in [
+        "iptables -N PVEFW-FORWARD",
+        "iptables -N veth101i0-IN",
+        "iptables -A FORWARD -j PVEFW-FORWARD",
+        "iptables -A PVEFW-FORWARD -j veth101i0-IN",
+        "iptables -A veth101i0-IN -p tcp --dport 8080 -j DROP",
+    ] {
+        must(&t.hv, cmd);
+    }
+    let to: IpAddr = Bridged::ip(2).parse().expect("address");
+    let dst = Bridged::ip(2);
+    let (seen, recs) = trace(&["--dst", &dst, "--dport", "8080"], || {
+        tcp(client, to, PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let p = with_cause(&recs, "rule_drop")[0];
+    let d = &p["diagnosis"];
+    assert_eq!(d["manager"], "proxmox", "{p:#}");
+    let advice = d["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("/etc/pve/firewall/101.fw")
+            && advice.contains("IN ACCEPT -source 192.0.2.1"),
+        "{advice}"
+    );
+    assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+    assert_no_command(&recs, "rule_drop");
+}

@@ -156,16 +156,17 @@ fn exact_set_element(f: &Facts) -> bool {
 /// A cause that keeps the connection from forming, though the packet
 /// itself arrived.
 pub fn connection_fails(id: &str) -> bool {
-    id == "hairpin_nat" || fate_from_evidence(id) == Some(FateKind::Dropped)
+    id == "hairpin_nat" || settled_fate(id) == Some(FateKind::Dropped)
 }
 
-/// The fate the evidence gives a packet the kernel freed without saying:
-/// lost though freed as consumed, or delivered to a socket though no
-/// tracepoint said so.
-pub fn fate_from_evidence(id: &str) -> Option<FateKind> {
+/// The fate a cause gives a packet whose free says otherwise: lost though
+/// freed as consumed (the evidence shows it), delivered to a socket though
+/// no tracepoint said so, or delivered and then freed as its socket closed
+/// (teardown: a drop reason, but no loss).
+pub fn settled_fate(id: &str) -> Option<FateKind> {
     match id {
         "accept_queue_full" | "no_route_back" => Some(FateKind::Dropped),
-        "udp_delivered" => Some(FateKind::Delivered),
+        "udp_delivered" | "teardown" => Some(FateKind::Delivered),
         _ => None,
     }
 }
@@ -176,6 +177,26 @@ pub struct Cause {
     pub message: &'static str,
     /// The first whose manager matches and whose placeholders all fill wins.
     pub advice: &'static [Advice],
+}
+
+/// pve-firewall rewrites its chains from its `.fw` files: the change goes
+/// there, in words, and br_netfilter stays on (it is how that firewall
+/// sees bridged traffic).
+const PROXMOX: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in guest {guest_id}'s firewall, in /etc/pve/firewall/{guest_id}.fw under [RULES] (IN ACCEPT -source {client} -p {proto} -dport {final_port}) or in the web interface (the guest → Firewall → Add); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+);
+const PROXMOX_HOST: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in the datacenter's or the node's firewall (/etc/pve/firewall/cluster.fw or /etc/pve/nodes/NODE/host.fw, [RULES]: IN ACCEPT -source {client} -p {proto} -dport {final_port}); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+);
+
+fn forwarded(f: &Facts) -> bool {
+    f.get(super::Fact::Hook) == Some("FORWARD")
+}
+
+fn not_forwarded(f: &Facts) -> bool {
+    !forwarded(f)
 }
 
 const KUBE: Advice = by(
@@ -264,8 +285,12 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Nft, "Accept this traffic in chain {chain}{run_in}: nft insert rule {family} {table} {chain} {l3} saddr {client} {l3} daddr {final_addr} {proto} dport {final_port} accept"),
             by(Manager::Ufw, "ufw manages this chain (its default policy denied it){run_in}: ufw allow from {client} to any port {final_port} proto {proto}"),
             by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
-            by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+            by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
             KUBE,
+            PROXMOX,
+            PROXMOX_HOST,
         ],
     },
     Cause {
@@ -395,8 +420,12 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::Docker, "That rule bans {client} alone: delete it if the ban is no longer wanted ({tool} -t {table} -D DOCKER-USER {docker_user_index}); to open only this flow (published port {orig_port}), accept it before the rule{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT").only(names_client),
     by(Manager::Docker, "That rule covers other traffic too, so keep it and accept only this flow (published port {orig_port}) before it{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
     by(Manager::Docker, "Docker manages chain {chain} and rewrites it; accept only this flow (published port {orig_port}) in DOCKER-USER, the chain it leaves to you{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
-    by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    PROXMOX,
     KUBE,
+    PROXMOX_HOST,
     any("{manager_note}Keep that rule (it may cover others) and accept {client} before it, in chain {chain} of table {family} {table}."),
 ];
 

@@ -51,6 +51,10 @@ facts! {
     DockerUserIndex = "docker_user_index",
     Handle = "handle",
     Zone = "zone",
+    /// A firewalld policy (traffic between zones).
+    Policy = "policy",
+    /// A Proxmox guest's id, from its firewall chain.
+    GuestId = "guest_id",
     RejectWord = "reject_word",
     RejectReply = "reject_reply",
     RejectErrno = "reject_errno",

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use super::{
     fact::{Fact, Values},
-    manager::firewalld_zone,
+    manager::{firewalld_policy, firewalld_zone, proxmox_guest},
     nat::{hairpin, Hairpin},
     sets::{set_ban, SetBan},
     Manager,
@@ -137,6 +137,9 @@ fn rule_values(r: &RuleHit, manager: Manager, v: &mut Values) {
     }
     if let Some(z) = firewalld_zone(&r.chain) {
         v.set(Fact::Zone, z);
+    }
+    if let Some(id) = proxmox_guest(&r.chain) {
+        v.set(Fact::GuestId, id);
     }
     v.set(
         Fact::ManagerNote,
@@ -679,7 +682,25 @@ fn rule_facts(p: &Packet, r: &RuleHit, v6: bool, v: &mut Values) -> Manager {
     let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
     let m = Manager::of(r, walked);
     rule_values(r, m, v);
-    if m == Manager::Firewalld && !v.has(Fact::Zone) {
+    let walked_chains = || {
+        p.hops
+            .iter()
+            .filter_map(|h| h.rule.as_deref())
+            .filter(|h| h.netns == r.netns && h.table == r.table)
+            .map(|h| h.chain.as_str())
+    };
+    if m == Manager::Firewalld {
+        // Traffic between zones is a policy's: a zone's rich rule would not open it.
+        if let Some(pol) = walked_chains().find_map(firewalld_policy) {
+            v.set(Fact::Policy, pol);
+        }
+    }
+    if m == Manager::Proxmox && !v.has(Fact::GuestId) {
+        if let Some(id) = walked_chains().find_map(proxmox_guest) {
+            v.set(Fact::GuestId, id);
+        }
+    }
+    if m == Manager::Firewalld && !v.has(Fact::Zone) && !v.has(Fact::Policy) {
         // firewalld's last reject sits in filter_INPUT, after the
         // zone chains the packet went through.
         let zone = p

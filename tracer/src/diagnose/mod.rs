@@ -12,7 +12,7 @@ mod outcome;
 mod report;
 mod sets;
 
-pub use causes::{fate_from_evidence, Advice, Cause, Condition, CAUSES, TEARDOWN_REASONS};
+pub use causes::{settled_fate, Advice, Cause, Condition, CAUSES, TEARDOWN_REASONS};
 pub use fact::Fact;
 pub use facts::Facts;
 pub use manager::Manager;
@@ -44,7 +44,6 @@ pub fn fill_message(template: &str, facts: &Facts) -> String {
     })
 }
 
-/// The first cause whose condition holds.
 /// Added to a drop's message when iptables ran on a bridged frame.
 pub const BRIDGED_NOTE: &str = " (bridged traffic: br_netfilter, bridge-nf-call-iptables=1, passed this frame through iptables on the bridge)";
 const BRIDGED_ADVICE: &str = "If that bridge's frames should not meet iptables, turn br_netfilter off for it (sysctl -w net.bridge.bridge-nf-call-iptables=0) or accept bridged traffic first (-m physdev --physdev-is-bridged -j ACCEPT).";
@@ -60,7 +59,8 @@ pub fn diagnose(facts: &Facts) -> Diagnosis {
         .iter()
         .filter(|a| (a.by.is_none() || a.by == facts.manager) && (a.when)(facts))
         .find_map(|a| fact::fill(a.text, &facts.values));
-    if facts.bridged {
+    // Proxmox's own firewall works through br_netfilter: never advise it off.
+    if facts.bridged && facts.manager != Some(Manager::Proxmox) {
         message.push_str(BRIDGED_NOTE);
         advice = Some(format!(
             "{}{BRIDGED_ADVICE}",

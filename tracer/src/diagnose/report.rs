@@ -1,5 +1,5 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, fate_from_evidence, Diagnosis, Fact, Facts, Outcomes};
+use super::{diagnose, settled_fate, Diagnosis, Fact, Facts, Outcomes};
 use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +50,8 @@ impl Reporter {
         }
     }
 
-    /// Diagnoses a settled packet; where the kernel freed it without
-    /// saying, the evidence decides its fate (see [`fate_from_evidence`]).
+    /// Diagnoses a settled packet; where its free says otherwise, the
+    /// cause decides its fate (see [`settled_fate`]).
     pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
@@ -71,7 +71,7 @@ impl Reporter {
             &mut self.evidence,
         );
         let diagnosis = diagnose(&facts);
-        if let Some(kind) = fate_from_evidence(&diagnosis.cause) {
+        if let Some(kind) = settled_fate(&diagnosis.cause) {
             p.fate.kind = kind;
         }
         match (direction, first, last) {

@@ -14,11 +14,14 @@ pub const START_BOUND: usize = 16;
 /// At most this many namespaces are looked at for that.
 const START_LOOK: usize = 256;
 
-/// Whether the calling thread's namespace forwards packets, or holds one of `addrs`.
+/// Whether the calling thread's namespace forwards packets (routing, or
+/// bridging through iptables as a hypervisor's bridge does), or holds one
+/// of `addrs`.
 fn on_likely_path(addrs: &[IpAddr]) -> bool {
     let on = |f: &str| std::fs::read_to_string(f).is_ok_and(|s| s.trim() != "0");
     on("/proc/sys/net/ipv4/ip_forward")
         || on("/proc/sys/net/ipv6/conf/all/forwarding")
+        || on("/proc/sys/net/bridge/bridge-nf-call-iptables")
         || addrs
             .iter()
             .any(|a| std::net::UdpSocket::bind((*a, 0)).is_ok())
@@ -103,8 +106,9 @@ impl Follow {
 
     /// Arms rule tracing, before the first packet, in the namespaces on the
     /// flow's likely path that have rules: those that forward (routers,
-    /// Docker hosts, guests running Docker) or hold a destination address
-    /// of the filters. Returns their names.
+    /// Docker hosts, guests running Docker, hypervisors whose bridges pass
+    /// frames through iptables) or hold a destination address of the
+    /// filters. Returns their names.
     pub fn arm_likely(
         &mut self,
         watch: &mut RuleWatch,
