@@ -742,3 +742,69 @@ fn a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on(
     assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
     assert_no_command(&recs, "rule_drop");
 }
+
+/// Connects from `from`, asks, and reads what the server sends until it
+/// closes: the bytes, or the error that stopped the read.
+fn fetch(from: &str, want: usize) -> Result<usize, String> {
+    let target = SocketAddr::new(server(), PORT);
+    lab::in_netns(from, Duration::from_secs(10), move || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET").map_err(|e| e.to_string())?;
+        let mut got = 0;
+        let mut buf = [0u8; 16384];
+        while got < want {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("read after {got} bytes: {e}")),
+            }
+        }
+        Ok(got)
+    })
+    .unwrap_or_else(|e| panic!("fetch from {from}: {e:?}"))
+}
+
+#[test]
+fn a_path_mtu_black_hole_names_the_link_the_icmp_and_the_rule_that_ate_it() {
+    let test = "a_path_mtu_black_hole_names_the_link_the_icmp_and_the_rule_that_ate_it";
+    require_root(test);
+    // The router's link towards the client carries 1400 bytes, the server
+    // sends 1500-byte segments, and the server's firewall drops all ICMP,
+    // the router's fragmentation-needed with it.
+    let t = Routed::new(&prefix("mt"));
+    must(&t.r, "ip link set r0 mtu 1400");
+    must(&t.b, "iptables -A INPUT -p icmp -j DROP");
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('0.0.0.0', 8080))\ns.listen(8)\nprint('listening', flush=True)\n\
+                  while True:\n    c,_=s.accept()\n    c.recv(100)\n    c.sendall(b'x'*6000)\n    c.close()\n";
+    let _srv = pathtrace_tests::Spawned::python_in(&t.b, script);
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || fetch(&t.a, 6000));
+    let err = seen.expect_err("the download stalls");
+    assert!(
+        err.starts_with("read after 0 bytes"),
+        "connects, then stalls: {err}"
+    );
+    assert_connection(&recs, "stalled", None);
+    for p in with_cause(&recs, "packet_too_big") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(message(p).contains("the 1400-byte MTU of r0"), "{p:#}");
+    }
+    let p = with_cause(&recs, "pmtu_black_hole")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("fragmentation-needed")
+            && message(p).contains("-A INPUT -p icmp -j DROP"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "pmtu_black_hole", Some(&t.b));
+    assert_eq!(
+        fix,
+        "iptables -t filter -I INPUT 1 -p icmp --icmp-type fragmentation-needed -j ACCEPT"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(fetch(&t.a, 6000), Ok(6000), "the next download completes");
+}

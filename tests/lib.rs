@@ -348,7 +348,9 @@ pub fn trace(
 }
 
 /// A listener started in a namespace by the test, ended by its pid when dropped.
-pub struct Listener(Child);
+pub struct Listener {
+    _process: Spawned,
+}
 
 impl Listener {
     /// On 0.0.0.0:8080; closes each connection as soon as it is accepted.
@@ -390,23 +392,8 @@ impl Listener {
              s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
              s.bind(('{addr}', {port}))\n{listen}print('listening', flush=True)\n{body}"
         );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the listener: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let listener = Self(child);
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.trim() == "listening" => listener,
-            other => panic!("the listener in {ns} did not start: {other:?}"),
+        Self {
+            _process: Spawned::python_in(ns, &script),
         }
     }
 }
@@ -422,13 +409,6 @@ pub enum Serve {
     Never,
     /// A bound UDP socket that never reads.
     Udp,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The client socket's error, by its errno name.
@@ -604,5 +584,39 @@ impl Drop for PinnedProgram {
         let _ = std::fs::remove_file(&self.path);
         let _ = Command::new("umount").arg(&self.dir).status();
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A python script run in a namespace by a test, that prints `listening`
+/// once it serves; ended by its pid when dropped.
+pub struct Spawned(Child);
+
+impl Spawned {
+    pub fn python_in(ns: &str, script: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting python in {ns}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let me = Self(child);
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.trim() == "listening" => me,
+            other => panic!("the script in {ns} did not start: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

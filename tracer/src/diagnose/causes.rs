@@ -43,6 +43,8 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
+    TooBigIcmpDropped,
     /// Dropped by a BPF program attached at this hook (`tc`, `XDP`).
     Program(&'static str),
 }
@@ -104,6 +106,11 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::TooBigIcmpDropped => {
+                dropped
+                    && f.icmp
+                        .is_some_and(|e| e.meaning() == crate::model::IcmpMeaning::TooBig)
+            }
             Self::Program(hook) => {
                 dropped && f.program.as_ref().is_some_and(|p| p.hook.starts_with(hook))
             }
@@ -215,6 +222,26 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::Reason(TEARDOWN_REASONS),
         message: "{client}'s packet to {target} was freed in {where} when its socket closed: normal teardown, not a drop",
         advice: &[],
+    },
+    Cause {
+        id: "pmtu_black_hole",
+        when: Condition::TooBigIcmpDropped,
+        message: "path-MTU black hole: {client}'s {icmp} about {quoted} died in {hook} ({where}){at_rule}; {quoted_sender} never learns the smaller MTU on its path, so its large packets keep dying and the connection stalls",
+        advice: &[
+            by(Manager::Iptables, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Iptables, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Nft, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} position {handle} {icmp_match_nft} accept"),
+            by(Manager::Nft, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} {icmp_match_nft} accept"),
+            any("Let ICMP fragmentation-needed (ICMPv6 packet-too-big) through in {where}, before what drops it: it only tells senders the path's MTU. Clamping TCP's MSS on the router with the small link also avoids it."),
+        ],
+    },
+    Cause {
+        id: "packet_too_big",
+        when: Condition::Reason(&["PKT_TOO_BIG"]),
+        message: "{client}'s {pkt_len}-byte packet to {target} is larger than {mtu_phrase} in {where} and may not be fragmented: {where} dropped it and sends {client} an ICMP fragmentation-needed with that MTU; if {client}'s large packets keep dying, that ICMP never reaches it",
+        advice: &[any("Nothing is wrong here if {client} lowers its packet size; if it keeps sending large ones, find where the ICMP fragmentation-needed dies (pathtrace traces it with the flow) and let it through, or clamp TCP's MSS to the path MTU on {where}.")],
     },
     Cause {
         id: "reply_dropped",

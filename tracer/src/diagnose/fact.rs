@@ -97,6 +97,15 @@ facts! {
     ProgBypass = "prog_bypass",
     /// Taking the program off its device.
     ProgRemove = "prog_remove",
+    /// The packet's length, and what it did not fit: "the 1400-byte MTU of
+    /// r0", or the next link's MTU when the route is not known.
+    PktLen = "pkt_len",
+    MtuPhrase = "mtu_phrase",
+    /// Whose packets an ICMP error is about (the quoted packet's sender).
+    QuotedSender = "quoted_sender",
+    /// ICMP fragmentation-needed (ICMPv6 packet-too-big) as iptables and nft match it.
+    IcmpMatchIpt = "icmp_match_ipt",
+    IcmpMatchNft = "icmp_match_nft",
     /// A route back to the client through the hop the request came from.
     RouteBack = "route_back",
 }

@@ -444,8 +444,27 @@ impl Facts {
         v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
         v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
         let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
+        if reason.as_deref() == Some("PKT_TOO_BIG") {
+            if let Some(h) = at {
+                too_big_values(h, last, view, &mut v);
+            }
+        }
         let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
         if let Some(e) = icmp {
+            v.set(Fact::QuotedSender, e.quoted.saddr.to_string());
+            let (ipt, nft) = if e.version == 6 {
+                (
+                    "-p ipv6-icmp --icmpv6-type packet-too-big",
+                    "icmpv6 type packet-too-big",
+                )
+            } else {
+                (
+                    "-p icmp --icmp-type fragmentation-needed",
+                    "icmp type destination-unreachable icmp code frag-needed",
+                )
+            };
+            v.set(Fact::IcmpMatchIpt, ipt);
+            v.set(Fact::IcmpMatchNft, nft);
             v.set(Fact::Icmp, e.to_string());
             let q = e.quoted;
             v.set(
@@ -591,6 +610,26 @@ impl Facts {
         self.seen = Some(seen);
         self
     }
+}
+
+/// What a packet too big for its next link did not fit: the MTU of the
+/// device its namespace routes it out of.
+fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values) {
+    v.set(Fact::PktLen, at.len.to_string());
+    let link = match last.map(|t| t.daddr) {
+        Some(IpAddr::V4(dst)) => view
+            .netns
+            .path(at.netns)
+            .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten()),
+        _ => None,
+    };
+    v.set(
+        Fact::MtuPhrase,
+        match link {
+            Some((dev, mtu)) => format!("the {mtu}-byte MTU of {dev}"),
+            None => "the MTU of its next link".to_owned(),
+        },
+    );
 }
 
 /// The tc or XDP program attached where the packet was dropped, when the

@@ -4,6 +4,7 @@
 //! full conntrack is. The kernel gives no drop reason for some losses (a
 //! full accept queue frees the SYN as consumed); these are then the evidence.
 pub mod counters;
+pub mod link;
 pub mod neigh;
 pub mod programs;
 pub mod sockets;
