@@ -808,3 +808,25 @@ fn a_path_mtu_black_hole_names_the_link_the_icmp_and_the_rule_that_ate_it() {
     run_fix(Some(&t.b), &fix);
     assert_eq!(fetch(&t.a, 6000), Ok(6000), "the next download completes");
 }
+
+#[test]
+fn no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() {
+    let test = "no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address";
+    require_root(test);
+    // B also holds 203.0.113.9; the router has no route to it.
+    let t = Routed::new(&prefix("nr"));
+    let _srv = Listener::start(&t.b);
+    must(&t.b, "ip addr add 203.0.113.9/32 dev lo");
+    let to: IpAddr = "203.0.113.9".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "203.0.113.9", "--dport", "8080"], || {
+        tcp(&t.a, to, PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ENETUNREACH", "the client saw {seen:?}");
+    assert_connection(&recs, "unreachable", Some("ENETUNREACH"));
+    let p = with_cause(&recs, "no_route")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    let fix = fix_of(&recs, "no_route", Some(&t.r));
+    assert_eq!(fix, "ip route add 203.0.113.9 via 198.51.100.2 dev r1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, to, PORT, 1500), ProbeOutcome::Connected);
+}

@@ -381,7 +381,10 @@ pub const CAUSES: &[Cause] = &[
         id: "no_route",
         when: Condition::Reason(&["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"]),
         message: "{where} has no route for {client}'s packet to {final_addr}",
-        advice: &[any("Add a route to {final_addr} in {where} through the gateway that reaches it (ip route add {final_addr} via GATEWAY), or check the destination address.")],
+        advice: &[
+            any("{final_addr} is held by {owner}, a neighbour of {where}: route it there{run_in}: {route_to}"),
+            any("Add a route to {final_addr} in {where} through the router that reaches it (ip route add {final_addr} via that router's address), or check the destination address."),
+        ],
     },
     Cause {
         id: "hairpin_nat",

@@ -106,6 +106,10 @@ facts! {
     /// ICMP fragmentation-needed (ICMPv6 packet-too-big) as iptables and nft match it.
     IcmpMatchIpt = "icmp_match_ipt",
     IcmpMatchNft = "icmp_match_nft",
+    /// A route to the destination through the neighbour that holds it.
+    RouteTo = "route_to",
+    /// The namespace that holds the destination address.
+    Owner = "owner",
     /// A route back to the client through the hop the request came from.
     RouteBack = "route_back",
 }

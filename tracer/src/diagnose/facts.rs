@@ -444,6 +444,11 @@ impl Facts {
         v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
         v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
         let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
+        let no_route = matches!(reason.as_deref(), Some("IP_INNOROUTES" | "IP_OUTNOROUTES"))
+            || (reason.as_deref() == Some("IP_INADDRERRORS") && forwarding != Some(false));
+        if let (true, Some(l)) = (no_route, last) {
+            route_to(view, netns, l.daddr, &mut v);
+        }
         if reason.as_deref() == Some("PKT_TOO_BIG") {
             if let Some(h) = at {
                 too_big_values(h, last, view, &mut v);
@@ -609,6 +614,37 @@ impl Facts {
     pub fn with_seen(mut self, seen: Seen) -> Self {
         self.seen = Some(seen);
         self
+    }
+}
+
+/// A route from namespace `netns` to `dst`, built from what the namespaces
+/// hold: the one that holds `dst`, and its address on a link `netns` shares.
+fn route_to(view: &mut View, netns: u32, dst: IpAddr, v: &mut Values) {
+    use crate::evidence::link;
+    /// At most this many namespaces are asked whether they hold the address.
+    const LOOK: usize = 256;
+    let Some(here) = view
+        .netns
+        .path(netns)
+        .and_then(|p| in_netns(&p, link::v4_addrs))
+    else {
+        return;
+    };
+    let mut known = view.netns.known_paths();
+    known.sort_unstable_by_key(|(ino, _)| *ino);
+    let owner = known
+        .into_iter()
+        .filter(|(ino, _)| *ino != netns)
+        .take(LOOK)
+        .find(|(_, path)| in_netns(path, || link::holds(dst)) == Some(true));
+    let Some((ino, path)) = owner else { return };
+    v.set(Fact::Owner, place(view, ino));
+    let there = in_netns(&path, link::v4_addrs).unwrap_or_default();
+    if let Some((via, dev)) = link::adjacent(&here, &there) {
+        v.set(
+            Fact::RouteTo,
+            format!("ip route add {dst} via {via} dev {dev}"),
+        );
     }
 }
 
