@@ -192,8 +192,9 @@ fn target_values(
         c.netns.is_some_and(entered) || c.host_netns.is_none_or(entered)
     };
     let container = containers
-        .with_ip(&final_addr)
-        .filter(|c| passed(c))
+        .by_netns
+        .values()
+        .find(|c| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c))
         .map(|c| c.name.clone())
         .or_else(|| {
             p.hops
@@ -205,7 +206,7 @@ fn target_values(
     // packet was DNATed to it (another host may publish the same port).
     let published = containers
         .publishing(first.dport, &proto)
-        .filter(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
+        .find(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
     let mut target = format!("{}:{}", first.daddr, first.dport);
     v.set(Fact::PublishedNote, "");
     match (&container, published) {
