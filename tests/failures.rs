@@ -829,3 +829,32 @@ fn no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() 
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, to, PORT, 1500), ProbeOutcome::Connected);
 }
+
+#[test]
+fn policy_routing_that_sends_a_client_to_another_table_is_named_without_a_command() {
+    let test = "policy_routing_that_sends_a_client_to_another_table_is_named_without_a_command";
+    require_root(test);
+    // The router's main table reaches the server, but an `ip rule` sends
+    // this client's packets to a table where the server's network is a
+    // blackhole, and another rule takes the traffic of a firewall mark
+    // (a selector pathtrace passes over).
+    let t = Routed::new(&prefix("pr"));
+    let _srv = Listener::start(&t.b);
+    must(&t.r, "ip rule add fwmark 7 lookup 7 pref 900");
+    must(&t.r, "ip rule add from 192.0.2.0/24 lookup 100 pref 1000");
+    must(&t.r, "ip route add blackhole 198.51.100.0/24 table 100");
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "policy_routing") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("rule 1000: from 192.0.2.0/24 lookup 100")
+                && message(p).contains("meets blackhole"),
+            "{p:#}"
+        );
+    }
+    assert_no_command(&recs, "policy_routing");
+}

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     events::{Hop, HopKind, RuleHit},
-    evidence::{programs, programs::Attached, Evidence, Seen},
+    evidence::{policy, programs, programs::Attached, Evidence, Seen},
     model::{IcmpError, Tuple},
     names::View,
     names::{in_netns, Containers},
@@ -449,6 +449,18 @@ impl Facts {
             || (reason.as_deref() == Some("IP_INADDRERRORS") && forwarding != Some(false));
         if let (true, Some(l)) = (no_route, last) {
             route_to(view, netns, l.daddr, &mut v);
+        }
+        let routing_drop = no_route
+            || at
+                .and_then(|h| view.location(h))
+                .is_some_and(|l| l.starts_with("ip_error") || l.starts_with("dst_discard"));
+        if let (true, None, Some(h), Some(l)) = (routing_drop, &rule, at, last) {
+            let path = view.netns.path(h.netns);
+            if let Some(pr) = policy::policy_route(path.as_deref(), l.saddr, l.daddr, &h.ifname) {
+                v.set(Fact::PolicyRule, pr.rule);
+                v.set(Fact::PolicyTable, pr.table);
+                v.set(Fact::PolicyVerdict, pr.verdict);
+            }
         }
         if reason.as_deref() == Some("PKT_TOO_BIG") {
             if let Some(h) = at {
