@@ -249,9 +249,8 @@ fn target_values(
     v.set(Fact::OrigPort, first.dport.to_string());
 }
 
-/// Where the packet died (or was last seen), in words and names.
-fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
-    let netns = at.map(|h| h.netns).unwrap_or(0);
+/// `{where}`, and `{run_in}` for a command run there ("" on the host).
+pub(super) fn set_place(view: &mut View, netns: u32, v: &mut Values) {
     let where_ = place(view, netns);
     v.set(
         Fact::RunIn,
@@ -262,6 +261,11 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
         },
     );
     v.set(Fact::Where, where_);
+}
+
+/// Where the packet died (or was last seen), in words and names.
+fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
+    set_place(view, at.map(|h| h.netns).unwrap_or(0), v);
     v.set(
         Fact::Ifname,
         at.map(|h| h.ifname.clone())
