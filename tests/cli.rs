@@ -2,7 +2,10 @@
 //! completions work. These need no root.
 use std::process::Command;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser};
 use pathtrace_tests::pathtrace_bin;
+use tracer::cli::Cli;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(pathtrace_bin())
@@ -116,11 +119,168 @@ fn bad_command_lines_exit_2_with_one_line() {
             .join(" ");
         assert_eq!(code, 2, "{shown}: exit status (stderr: {stderr})");
         assert!(stdout.is_empty(), "{shown}: stdout {stdout:?}");
-        let lines: Vec<_> = stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{shown}: want one line, got {stderr:?}");
-        assert!(lines[0].starts_with("pathtrace: "), "{shown}: {stderr:?}");
-        assert!(!stderr.contains("panicked"), "{shown}: {stderr:?}");
+        assert_short_error(&shown, &stderr);
     }
+}
+
+/// One line `pathtrace: …`, and at most a second `usage: pathtrace …`.
+fn assert_short_error(shown: &str, stderr: &str) {
+    let lines: Vec<_> = stderr.lines().collect();
+    assert!(
+        (1..=2).contains(&lines.len()),
+        "{shown}: want one or two lines, got {stderr:?}"
+    );
+    assert!(lines[0].starts_with("pathtrace: "), "{shown}: {stderr:?}");
+    if let Some(usage) = lines.get(1) {
+        assert!(usage.starts_with("usage: pathtrace"), "{shown}: {stderr:?}");
+    }
+    assert!(!stderr.contains("panicked"), "{shown}: {stderr:?}");
+}
+
+/// A value clap accepts for `arg` of `path` (the subcommand, or none), found
+/// by trying: defaults and possible values first, then common shapes.
+fn valid_value(path: &[&str], arg: &clap::Arg) -> Option<String> {
+    let id = arg.get_id().as_str();
+    let long = format!("--{}", arg.get_long()?);
+    let mut candidates: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .chain(
+            arg.get_possible_values()
+                .iter()
+                .map(|p| p.get_name().to_string()),
+        )
+        .collect();
+    candidates.extend(
+        [
+            "1",
+            "8092",
+            "192.0.2.1",
+            "127.0.0.1:9464",
+            "tcp",
+            "/tmp/pathtrace-cli-test",
+            "x",
+        ]
+        .map(String::from),
+    );
+    candidates.into_iter().find(|v| {
+        let mut line = vec!["pathtrace"];
+        line.extend(path);
+        line.extend([long.as_str(), v.as_str()]);
+        match Cli::try_parse_from(&line) {
+            Ok(_) => true,
+            Err(e) => {
+                !matches!(
+                    e.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                ) || !e
+                    .get(ContextKind::InvalidArg)
+                    .is_some_and(|a| a.to_string().contains(&long) || a.to_string().contains(id))
+            }
+        }
+    })
+}
+
+/// The argument(s) clap's error names in `kind`'s context.
+fn named(e: &clap::Error, kind: ContextKind) -> Vec<String> {
+    match e.get(kind) {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every subcommand's missing-argument errors (an argument that needs
+/// another, a required positional) and every declared conflict, found from
+/// clap's `Command`: the binary says which argument, and the usage, in at
+/// most two lines.
+#[test]
+fn every_required_argument_and_conflict_error_names_the_argument() {
+    let mut root = Cli::command();
+    // Fills in what derive leaves implicit, such as which flags take values.
+    root.build();
+    let mut commands: Vec<(Vec<&str>, &clap::Command)> = vec![(vec![], &root)];
+    commands.extend(root.get_subcommands().map(|s| (vec![s.get_name()], s)));
+    let (mut missing, mut conflicts) = (0, 0);
+    for (path, cmd) in &commands {
+        let mut lines: Vec<Vec<String>> = vec![vec![]];
+        let args: Vec<&clap::Arg> = cmd
+            .get_arguments()
+            .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
+            .collect();
+        let flag = |a: &clap::Arg| -> Option<Vec<String>> {
+            let long = format!("--{}", a.get_long()?);
+            if a.get_num_args().is_some_and(|n| n.takes_values()) {
+                Some(vec![long, valid_value(path, a)?])
+            } else {
+                Some(vec![long])
+            }
+        };
+        for a in &args {
+            let Some(one) = flag(a) else {
+                panic!("{path:?}: no valid value found for {:?}", a.get_id());
+            };
+            lines.push(one.clone());
+            for other in cmd.get_arg_conflicts_with(a) {
+                if let Some(two) = flag(other) {
+                    lines.push([one.clone(), two].concat());
+                }
+            }
+        }
+        for extra in lines {
+            let mut line: Vec<&str> = vec!["pathtrace"];
+            line.extend(path);
+            line.extend(extra.iter().map(String::as_str));
+            let Err(e) = Cli::try_parse_from(&line) else {
+                continue;
+            };
+            let names: Vec<String> = match e.kind() {
+                ErrorKind::MissingRequiredArgument => {
+                    missing += 1;
+                    named(&e, ContextKind::InvalidArg)
+                }
+                ErrorKind::ArgumentConflict => {
+                    conflicts += 1;
+                    [
+                        named(&e, ContextKind::InvalidArg),
+                        named(&e, ContextKind::PriorArg),
+                    ]
+                    .concat()
+                }
+                _ => continue,
+            };
+            let shown = line[1..].join(" ");
+            assert!(!names.is_empty(), "{shown}: clap named no argument");
+            let (code, stdout, stderr) = run(&line[1..]);
+            assert_eq!(code, 2, "{shown}: exit status (stderr: {stderr})");
+            assert!(stdout.is_empty(), "{shown}: stdout {stdout:?}");
+            assert_short_error(&shown, &stderr);
+            for n in &names {
+                assert!(
+                    stderr
+                        .lines()
+                        .next()
+                        .is_some_and(|l| l.contains(n.as_str())),
+                    "{shown}: {n} not named in {stderr:?}"
+                );
+            }
+            let usage = format!("usage: pathtrace {}", path.join(" "));
+            assert!(
+                stderr
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.starts_with(usage.trim_end())),
+                "{shown}: no usage in {stderr:?}"
+            );
+        }
+    }
+    // drops --quiet needs --metrics; completions needs a shell; drops --top
+    // conflicts with --count: at least those.
+    assert!(
+        missing >= 2 && conflicts >= 1,
+        "{missing} missing-argument and {conflicts} conflict errors found"
+    );
 }
 
 #[test]

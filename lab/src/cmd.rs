@@ -129,6 +129,11 @@ impl Cmd {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
+                Ok(None) if super::cancel::stopped() => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(LabError::Cancelled);
+                }
                 Ok(None) if Instant::now() >= deadline => {
                     // The child is ours and not yet reaped, so its pid is still valid.
                     let _ = child.kill();

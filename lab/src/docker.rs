@@ -173,6 +173,10 @@ impl RealDocker {
                     log_tail(&log_path)
                 )));
             }
+            if super::cancel::stopped() {
+                docker.stop();
+                return Err(LabError::Cancelled);
+            }
             if Instant::now() >= deadline {
                 docker.stop();
                 return Err(LabError::DockerUnavailable(format!(

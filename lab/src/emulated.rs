@@ -152,6 +152,10 @@ impl Emulated {
                     stderr: "httpd exited at start".into(),
                 });
             }
+            if super::cancel::stopped() {
+                self.stop();
+                return Err(LabError::Cancelled);
+            }
             if Instant::now() >= deadline {
                 self.stop();
                 return Err(LabError::Timeout(format!("{shown} to listen")));

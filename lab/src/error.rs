@@ -64,6 +64,9 @@ pub enum LabError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The build was told to stop ([`crate::StopFlag`]); what it built is removed.
+    #[error("the lab build was stopped")]
+    Cancelled,
     /// Teardown or sweep could not remove everything; the messages say what is left.
     #[error("lab cleanup incomplete: {}", .0.join("; "))]
     Cleanup(Vec<String>),

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::cancel::{self, StopFlag};
 use super::cleanup::{self, SweepReport};
 use super::cmd::Cmd;
 use super::config::{
@@ -48,6 +49,13 @@ impl Lab {
     /// Sweeps leftovers of the same prefix, then builds the lab. On error everything
     /// already built is torn down again.
     pub fn start(config: LabConfig) -> Result<Lab, LabError> {
+        Self::start_cancellable(config, &StopFlag::new())
+    }
+
+    /// [`Lab::start`] that returns [`LabError::Cancelled`] soon after `stop`
+    /// is set (checked between steps, while a command runs and while it
+    /// waits for dockerd or httpd), with what was built torn down.
+    pub fn start_cancellable(config: LabConfig, stop: &StopFlag) -> Result<Lab, LabError> {
         validate_prefix(&config.prefix)?;
         cleanup::require_root()?;
         let started = Instant::now();
@@ -68,8 +76,13 @@ impl Lab {
             torn_down: false,
             config,
         };
-        // On error, `lab` is dropped here and tears down what was built.
-        lab.build()?;
+        let built = {
+            let _scope = cancel::Scope::enter(stop);
+            cancel::check().and_then(|()| lab.build())
+        };
+        // On error (stopped included), `lab` is dropped here, out of the
+        // stop scope, and tears down what was built.
+        built?;
         log::info!(
             "lab {} ready in {:.2}s ({} docker, {:?})",
             lab.config.prefix,
@@ -86,8 +99,10 @@ impl Lab {
 
     fn build(&mut self) -> Result<(), LabError> {
         netns::build_lan(&self.names)?;
+        cancel::check()?;
         if self.config.hypervisor {
             self.make_hypervisor()?;
+            cancel::check()?;
         }
         if self.config.defer_docker {
             return Ok(());
@@ -108,17 +123,21 @@ impl Lab {
         match cfg.docker {
             DockerMode::Emulated => self.start_emulated()?,
             DockerMode::Real => self.start_real()?,
-            DockerMode::Auto => {
-                if let Err(e) = self.start_real() {
+            DockerMode::Auto => match self.start_real() {
+                Err(LabError::Cancelled) => return Err(LabError::Cancelled),
+                Err(e) => {
                     log::warn!(
                         "lab {}: real dockerd unavailable ({e}); emulating Docker instead",
                         cfg.prefix
                     );
                     self.discard_real()?;
+                    cancel::check()?;
                     self.start_emulated()?;
                 }
-            }
+                Ok(()) => {}
+            },
         }
+        cancel::check()?;
         self.set_block(cfg.block)
     }
 
@@ -154,9 +173,11 @@ impl Lab {
 
     fn start_real(&mut self) -> Result<(), LabError> {
         self.backend = Backend::Real(self.spawn_dockerd()?);
+        cancel::check()?;
         if let Backend::Real(docker) = &self.backend {
             docker.build_image()?;
         }
+        cancel::check()?;
         #[cfg(test)]
         if FAIL_REAL_AFTER_IMAGE.with(std::cell::Cell::get) {
             return Err(LabError::DockerUnavailable(
@@ -172,6 +193,7 @@ impl Lab {
             return Err(LabError::Unsupported("no real dockerd".into()));
         };
         docker.run_web(self.config.listener)?;
+        cancel::check()?;
         let sandbox = docker.sandbox()?;
         if sandbox.ip != self.addrs.container.to_string() {
             return Err(LabError::Parse {
@@ -258,6 +280,7 @@ impl Lab {
             if outcome == ProbeOutcome::Connected {
                 return Ok(());
             }
+            cancel::check()?;
             if Instant::now() >= deadline {
                 return Err(LabError::Timeout(format!(
                     "httpd in web to listen (last: {outcome})"

@@ -29,6 +29,7 @@
 //! pid, and leaves the host as it was; `sweep` removes what a killed run left behind.
 
 mod access;
+mod cancel;
 mod cleanup;
 mod cmd;
 mod config;
@@ -52,6 +53,7 @@ mod tests;
 mod tests_cleanup;
 
 pub use access::LabInfo;
+pub use cancel::StopFlag;
 pub use cleanup::{leftovers, sweep, SweepReport};
 pub use config::{
     state_dir, Block, ContainerInfo, DockerMode, Firewall, LabAddrs, LabConfig, LabNames,

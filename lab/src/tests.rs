@@ -218,3 +218,76 @@ fn lab_listener_false_at_start() -> Result<(), LabError> {
     assert!(leftovers("tn").is_empty());
     Ok(())
 }
+
+/// Starts a lab on another thread and sets its stop flag once `ready` holds
+/// (polled, at most 60 s); returns the build's result and how long it took
+/// to return after the flag was set.
+fn stop_build_when(
+    config: LabConfig,
+    ready: impl Fn(&LabNames, &std::path::Path) -> bool,
+) -> (Result<Lab, LabError>, Duration) {
+    let stop = StopFlag::new();
+    let names = LabNames::new(&config.prefix);
+    let state = state_dir(&config.prefix);
+    let build = {
+        let stop = stop.clone();
+        std::thread::spawn(move || Lab::start_cancellable(config, &stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready(&names, &state) && !build.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !build.is_finished(),
+        "the build ended before the stop point"
+    );
+    assert!(ready(&names, &state), "the stop point never came");
+    let stopped = Instant::now();
+    stop.stop();
+    let result = build.join().expect("the build thread");
+    (result, stopped.elapsed())
+}
+
+/// When to stop a build, from its namespace names and state folder.
+type StopPoint = fn(&LabNames, &std::path::Path) -> bool;
+
+/// A build told to stop returns soon, whatever it is doing (running a
+/// command, waiting for dockerd's API), and leaves nothing behind.
+#[test]
+fn lab_build_stops_when_told() {
+    require_root("lab_build_stops_when_told");
+    let cases: [(&str, DockerMode, StopPoint); 3] = [
+        ("namespaces made", DockerMode::Emulated, |n, _| {
+            netns::exists(&n.lan)
+        }),
+        ("dockerd starting", DockerMode::Real, |_, s| {
+            s.join("dockerd.log").exists()
+        }),
+        ("dockerd up", DockerMode::Real, |_, s| {
+            s.join("docker.sock").exists()
+        }),
+    ];
+    for (point, docker, ready) in cases {
+        let (result, took) = stop_build_when(
+            LabConfig {
+                docker,
+                block: Block::Drop,
+                ..LabConfig::with_prefix("tc")
+            },
+            ready,
+        );
+        println!(
+            "  stopped at {point}: returned after {:.2}s",
+            took.as_secs_f64()
+        );
+        assert!(
+            matches!(result, Err(LabError::Cancelled)),
+            "{point}: {:?}",
+            result.map(|l| l.prefix().to_string())
+        );
+        // Teardown included: stopping dockerd is most of it.
+        assert!(took < Duration::from_secs(20), "{point}: {took:?} to stop");
+        let left = leftovers("tc");
+        assert!(left.is_empty(), "{point}: left behind: {left:?}");
+    }
+}

@@ -1,10 +1,12 @@
 //! pathtrace: follow packets through the Linux kernel, hop by hop.
 pub mod cli;
+pub mod cli_error;
 pub mod cmd;
 pub mod diagnose;
 pub mod docs;
 pub mod error;
 pub mod events;
+pub mod evidence;
 pub mod kernel;
 pub mod loader;
 pub mod model;

@@ -36,10 +36,7 @@ fn main() {
             std::process::exit(0);
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("pathtrace: {first}");
+            eprintln!("pathtrace: {}", tracer::cli_error::render(&e));
             std::process::exit(2);
         }
     };

@@ -3,6 +3,7 @@
 mod bench;
 mod dist;
 mod ebpf;
+mod load;
 mod proc;
 mod sysdeps;
 mod tasks;
@@ -67,6 +68,11 @@ enum Task {
         /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
         #[arg(long, value_name = "NAME", conflicts_with = "vm")]
         suite: Vec<String>,
+        /// Without --vm: run the tests with every CPU kept busy by a load
+        /// generator (ended with the tests, and after 2 hours at most); prints
+        /// how long they took.
+        #[arg(long, conflicts_with = "vm")]
+        under_load: bool,
         /// Extra arguments passed to the integration test binaries (e.g. a test name).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -85,6 +91,12 @@ enum Task {
         /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Keep every CPU busy for SECONDS (what `test --under-load` runs).
+    #[command(hide = true)]
+    LoadGenerator {
+        #[arg(long)]
+        seconds: u64,
     },
     /// Fetch a stock Debian kernel (5.10, 6.1, 6.12) for the VM, and the VM's tools.
     VmKernel {
@@ -168,7 +180,13 @@ fn main() {
             vm_opts.console,
             &args,
         ),
-        Task::Test { suite, args, .. } => tasks::test(&suite, &args),
+        Task::Test {
+            suite,
+            under_load,
+            args,
+            ..
+        } => tasks::test(&suite, under_load, &args),
+        Task::LoadGenerator { seconds } => load::generate(seconds),
         Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
         Task::Vm {
             kernel,

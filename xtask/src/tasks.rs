@@ -1,7 +1,10 @@
 //! The demo and test tasks: both install the system packages they need,
 //! build the kernel object, then hand its path to the `tracer` build through
 //! `PATHTRACE_EBPF_OBJ`.
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -39,8 +42,13 @@ pub fn demo(args: &[String]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// Unit tests and the root integration suites (only `suites`, when given).
-pub fn test(suites: &[String], args: &[String]) -> Result<()> {
+/// Longest a `--under-load` run keeps the CPUs busy.
+const LOAD_BOUND: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Unit tests (in a pid namespace of their own), doc tests and the root
+/// integration suites; only the integration suites `suites`, when given.
+/// `under_load`: with every CPU kept busy meanwhile.
+pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> {
     need_root(
         "test",
         "its integration suites load real eBPF programs into the kernel and build network namespaces with a real dockerd",
@@ -50,21 +58,82 @@ pub fn test(suites: &[String], args: &[String]) -> Result<()> {
     let obj = ebpf::build()?;
     run(&mut cargo(&["build", "--locked", "-p", "tracer"], &obj))?;
     let bin = workspace_root().join("target/debug/pathtrace");
-    let mut cmd = cargo(&["test", "--locked", "--no-fail-fast"], &obj);
+    let test = |targets: &[&str]| {
+        let mut cmd = cargo(&["test", "--locked", "--no-fail-fast"], &obj);
+        cmd.args(targets)
+            .env("PATHTRACE_BIN", &bin)
+            .env("PATHTRACE_DEB", &packages.deb)
+            .env("PATHTRACE_TARBALL", &packages.tarball)
+            .arg("--")
+            .arg("--test-threads=1")
+            .arg("--show-output")
+            .args(args);
+        cmd
+    };
+    let mut steps: Vec<(&str, Command)> = Vec::new();
     if suites.is_empty() {
-        cmd.arg("--workspace");
+        // A fresh pid layout (the tests' processes get low pids, and /proc
+        // shows only them), so that a test that assumes some pid is free or
+        // taken can't pass by luck.
+        steps.push((
+            "unit tests, in a new pid namespace",
+            in_new_pid_namespace(test(&["--workspace", "--lib", "--bins"])),
+        ));
+        let mut doc = cargo(
+            &["test", "--locked", "--no-fail-fast", "--workspace", "--doc"],
+            &obj,
+        );
+        doc.env("PATHTRACE_BIN", &bin);
+        steps.push(("doc tests", doc));
+        steps.push((
+            "integration suites",
+            test(&["-p", "pathtrace-tests", "--tests"]),
+        ));
     } else {
-        cmd.args(["-p", "pathtrace-tests"]);
+        let mut targets = vec!["-p", "pathtrace-tests"];
         for suite in suites {
-            cmd.args(["--test", suite]);
+            targets.extend(["--test", suite.as_str()]);
+        }
+        steps.push(("integration suites", test(&targets)));
+    }
+    let load = under_load
+        .then(|| crate::load::Load::start(LOAD_BOUND))
+        .transpose()?;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (name, mut cmd) in steps {
+        eprintln!("xtask: {name}");
+        if let Err(e) = run(&mut cmd) {
+            eprintln!("xtask: {name}: {e:#}");
+            failed.push(name);
         }
     }
-    cmd.env("PATHTRACE_BIN", &bin)
-        .env("PATHTRACE_DEB", &packages.deb)
-        .env("PATHTRACE_TARBALL", &packages.tarball)
-        .arg("--")
-        .arg("--test-threads=1")
-        .arg("--show-output")
-        .args(args);
-    run(&mut cmd)
+    drop(load);
+    eprintln!(
+        "xtask: tests {}took {} s",
+        if under_load { "under load " } else { "" },
+        started.elapsed().as_secs()
+    );
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `cmd`, run by `unshare --pid --fork --mount-proc` (its own /proc, in a
+/// private mount namespace).
+fn in_new_pid_namespace(cmd: Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped.args(["--pid", "--fork", "--mount-proc", "--"]);
+    wrapped.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }

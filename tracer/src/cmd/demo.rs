@@ -104,13 +104,22 @@ pub async fn run(args: &DemoArgs) -> Result<(), Error> {
         }
     });
     let cfg = lab_config(args.docker, layout);
-    let mut build = tokio::task::spawn_blocking(move || Lab::start(cfg));
+    let stop = lab::StopFlag::new();
+    let mut build = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || Lab::start_cancellable(cfg, &stop))
+    };
     let built = tokio::select! {
         r = &mut build => r,
         _ = signals.recv() => {
-            say("interrupted: removing the lab as soon as it is built");
-            let _ = build.await;
-            return Ok(());
+            say("interrupted: stopping the lab build and removing what it built");
+            stop.stop();
+            return match build.await {
+                Ok(Ok(mut lab)) => lab.teardown().map_err(Error::from),
+                Ok(Err(lab::LabError::Cancelled)) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(Error::Runtime(format!("lab start-up task: {e}"))),
+            };
         }
     };
     let lab = Arc::new(built.map_err(|e| Error::Runtime(format!("lab start-up task: {e}")))??);

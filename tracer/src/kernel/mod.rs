@@ -6,14 +6,7 @@ pub mod drop_reason;
 pub mod hook_infer;
 pub mod kallsyms;
 pub mod memlock;
-
-/// Whether process `pid` exists (signal 0 checks without sending; EPERM
-/// means it exists under another user).
-pub fn pid_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
+pub mod owner;
 
 /// Hands the pages of freed heap memory back to the kernel, after a large
 /// parse is dropped; glibc's allocator otherwise keeps them resident for

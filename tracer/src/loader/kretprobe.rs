@@ -6,7 +6,7 @@
 //! `register_kretprobe()` keeps `num_possible_cpus()` instances; with it,
 //! max(10, 2 × CPUs). br_netfilter nests the IPv4 hooks' `nf_hook_slow` in
 //! the bridge hook's, so on such a kernel with few CPUs the nested return is
-//! missed. The event lives in group `pathtrace_PID`; it is deleted when the
+//! missed. The event lives in group `pathtrace_PID_START`; it is deleted when the
 //! probe is dropped, and a later run deletes those of pids that are gone
 //! (after SIGKILL). An event with no program attached costs nothing.
 use std::{
@@ -16,13 +16,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::kernel::pid_alive;
+use crate::kernel::owner::{Owner, TagKind};
 
 /// Return instances asked for: the kernel's cap is 4096; 64 covers deep
 /// nesting on every CPU of common hosts.
 const MAXACTIVE: u32 = 64;
 const EVENT: &str = "nf_hook_slow_ret";
-const GROUP_PREFIX: &str = "pathtrace_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KretprobeError {
@@ -68,17 +67,13 @@ fn append(path: &Path, line: &str) -> Result<(), KretprobeError> {
 }
 
 /// The groups of runs that are gone, from `kprobe_events` lines such as
-/// `r64:pathtrace_123/nf_hook_slow_ret nf_hook_slow`.
-pub fn stale_groups(kprobe_events: &str, alive: impl Fn(i32) -> bool) -> Vec<String> {
+/// `r64:pathtrace_123_4567/nf_hook_slow_ret nf_hook_slow`.
+pub fn stale_groups(kprobe_events: &str, alive: impl Fn(Owner) -> bool) -> Vec<String> {
     let mut groups: Vec<String> = kprobe_events
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.split_once(':'))
         .filter_map(|(_, name)| name.split_once('/').map(|(g, _)| g))
-        .filter(|g| {
-            g.strip_prefix(GROUP_PREFIX)
-                .and_then(|pid| pid.parse::<i32>().ok())
-                .is_some_and(|pid| !alive(pid))
-        })
+        .filter(|g| TagKind::TracefsGroup.parse(g).is_some_and(|o| !alive(o)))
         .map(str::to_owned)
         .collect();
     groups.dedup();
@@ -99,11 +94,11 @@ impl Kretprobe {
         let root = tracefs()?;
         let events = root.join("kprobe_events");
         if let Ok(text) = std::fs::read_to_string(&events) {
-            for g in stale_groups(&text, pid_alive) {
+            for g in stale_groups(&text, Owner::alive) {
                 let _ = append(&events, &format!("-:{g}/{EVENT}\n"));
             }
         }
-        let group = format!("{GROUP_PREFIX}{}", std::process::id());
+        let group = TagKind::TracefsGroup.tag(Owner::current());
         append(
             &events,
             &format!("r{MAXACTIVE}:{group}/{EVENT} {function}\n"),
@@ -188,15 +183,22 @@ impl Drop for Kretprobe {
 
 #[cfg(test)]
 mod tests {
-    use super::stale_groups;
+    use super::{stale_groups, Owner};
 
     #[test]
     fn only_groups_of_gone_pathtrace_runs_are_stale() {
         let text = "r64:pathtrace_100/nf_hook_slow_ret nf_hook_slow\n\
                     r64:pathtrace_200/nf_hook_slow_ret nf_hook_slow\n\
+                    r64:pathtrace_300_70/nf_hook_slow_ret nf_hook_slow\n\
+                    r64:pathtrace_300_80/nf_hook_slow_ret nf_hook_slow\n\
                     p:kprobes/other do_sys_open\n\
                     r:aya_300_r_nf_hook_slow_0x0_0 nf_hook_slow\n\
                     r64:pathtrace_x/nf_hook_slow_ret nf_hook_slow\n";
-        assert_eq!(stale_groups(text, |pid| pid == 200), vec!["pathtrace_100"]);
+        // 200 is a pathtrace with a pid-only group; 300 started at 80.
+        let alive = |o: Owner| matches!((o.pid, o.start), (200, None) | (300, Some(80)));
+        assert_eq!(
+            stale_groups(text, alive),
+            vec!["pathtrace_100", "pathtrace_300_70"]
+        );
     }
 }

@@ -7,6 +7,7 @@ use super::attrs::{self, AttrIter, AttrWriter};
 use super::netlink::*;
 use super::socket::{BatchItem, NlSocket};
 use super::{ns, NfError};
+use crate::kernel::owner::TagKind;
 
 pub const NFT_MSG_NEWTABLE: u16 = libc::NFT_MSG_NEWTABLE as u16;
 pub const NFT_MSG_GETTABLE: u16 = libc::NFT_MSG_GETTABLE as u16;
@@ -18,8 +19,9 @@ pub const NFT_MSG_GETRULE: u16 = libc::NFT_MSG_GETRULE as u16;
 
 pub const NFTA_TABLE_NAME: u16 = 1;
 
-/// Name of the table pathtrace creates (with `-<pid>` when another
-/// pathtrace in the same namespace already owns it).
+/// Name of the table pathtrace creates (tagged with its owner when another
+/// pathtrace in the same namespace already owns it, or on kernels without
+/// owned tables).
 pub const TABLE_NAME: &str = "pathtrace";
 pub const NFTA_TABLE_FLAGS: u16 = 2;
 pub const NFTA_TABLE_OWNER: u16 = 7;
@@ -209,13 +211,10 @@ pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec
     Ok(out)
 }
 
-/// Whether a table name is one pathtrace creates ("pathtrace", "pathtrace-<pid>").
+/// Whether a table name is one pathtrace creates ("pathtrace", or one
+/// tagged with its owner: "pathtrace-<pid>-<start>", "pathtrace-<pid>").
 pub fn is_ours(name: &str) -> bool {
-    name == TABLE_NAME
-        || name
-            .strip_prefix(TABLE_NAME)
-            .and_then(|r| r.strip_prefix('-'))
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    name == TABLE_NAME || TagKind::NftTable.parse(name).is_some()
 }
 
 /// Deletes the table `name` of `family`.
@@ -231,17 +230,13 @@ pub fn delete_table(ctl: &mut NlSocket, family: u8, name: &str) -> Result<(), Nf
     }])
 }
 
-/// Whether an unowned table of ours was left by a process that is gone:
-/// "pathtrace-<pid>" names its creator; a bare "pathtrace" came from a
-/// version that never left one behind on purpose.
+/// Whether an unowned table of ours was left by a process that is gone: a
+/// tagged name names its creator; a bare "pathtrace" came from a version
+/// that never left one behind on purpose.
 fn is_leftover(name: &str) -> bool {
-    match name
-        .strip_prefix(TABLE_NAME)
-        .and_then(|r| r.strip_prefix('-'))
-    {
-        Some(pid) => !Path::new("/proc").join(pid).exists(),
-        None => true,
-    }
+    TagKind::NftTable
+        .parse(name)
+        .is_none_or(|owner| !owner.alive())
 }
 
 pub fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {

@@ -6,12 +6,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable, COMMENT_PREFIX};
+use super::legacy_rules::{self, iptables, iptables_save, parse_save, SavedTable};
 use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
 use super::socket::NlSocket;
 use super::trace::{packet_id, tuple_from_headers, TraceEvent, TraceKind};
 use super::{ns, NfError, RuleInfo, TraceFilter};
+use crate::kernel::owner::{Owner, TagKind};
 use crate::model::Verdict;
 
 pub use legacy_rules::legacy_sweep;
@@ -39,8 +40,8 @@ impl LegacyTracer {
     /// Binds nfnetlink_log as the logger of the families the filters need,
     /// listens on nflog group 0, then inserts the TRACE rules.
     pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
-        let pid = std::process::id();
-        let specs = legacy_rules::trace_rule_specs(filters, pid)?;
+        let owner = Owner::current();
+        let specs = legacy_rules::trace_rule_specs(filters, owner)?;
         let mut families: Vec<u8> = specs.iter().map(|(f, _)| *f).collect();
         families.sort_unstable();
         families.dedup();
@@ -74,7 +75,7 @@ impl LegacyTracer {
             sock,
             inserted: Vec::new(),
             saved_loggers,
-            comment: format!("{COMMENT_PREFIX}{pid}"),
+            comment: TagKind::RuleComment.tag(owner),
             overflows: 0,
             tables: HashMap::new(),
             buf: vec![0u8; 256 * 1024],

@@ -6,10 +6,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{ns, NfError, TraceFilter, NFPROTO_IPV4, NFPROTO_IPV6};
-use crate::{kernel::pid_alive, model::Verdict};
-
-/// Comment tag on pathtrace's TRACE rules: `pathtrace:<pid>`.
-pub const COMMENT_PREFIX: &str = "pathtrace:";
+use crate::kernel::owner::{Owner, TagKind};
+use crate::model::Verdict;
 
 pub fn iptables(family: u8) -> &'static str {
     if family == NFPROTO_IPV6 {
@@ -42,7 +40,7 @@ fn proto_name(p: u8) -> String {
 /// needs, with the family each rule belongs to.
 pub fn trace_rule_specs(
     filters: &[TraceFilter],
-    pid: u32,
+    owner: Owner,
 ) -> Result<Vec<(u8, Vec<String>)>, NfError> {
     let all = [TraceFilter::default()];
     let filters = if filters.is_empty() {
@@ -90,7 +88,7 @@ pub fn trace_rule_specs(
                         }
                     }
                     a.extend(["-m", "comment", "--comment"].map(String::from));
-                    a.push(format!("{COMMENT_PREFIX}{pid}"));
+                    a.push(TagKind::RuleComment.tag(owner));
                     if !out.iter().any(|(f2, a2)| *f2 == fam && *a2 == a) {
                         out.push((fam, a));
                     }
@@ -192,30 +190,62 @@ pub fn verdict_of_target(target: &str, user_chains: &HashSet<String>) -> Verdict
     }
 }
 
-/// Deletes `-j TRACE` rules in the raw table whose `pathtrace:<pid>` comment
-/// names a process that no longer exists. Returns how many were deleted.
+/// The TRACE rules of an `iptables-save -t raw` listing whose owner tag
+/// names a process that is gone (by `alive`), as their arguments after `-A`.
+pub fn stale_trace_rules(save: &str, alive: impl Fn(Owner) -> bool) -> Vec<(Owner, Vec<String>)> {
+    save.lines()
+        .filter(|l| l.starts_with("-A "))
+        .filter_map(|line| {
+            let args = split_args(line);
+            let owner = args.iter().find_map(|a| TagKind::RuleComment.parse(a))?;
+            let trace = args.iter().any(|a| a == "TRACE");
+            (trace && !alive(owner)).then(|| (owner, args.into_iter().skip(1).collect()))
+        })
+        .collect()
+}
+
+/// Deletes `-j TRACE` rules in the raw table whose owner tag names a process
+/// that is gone. Returns how many were deleted.
 pub fn legacy_sweep(netns: Option<&Path>) -> Result<usize, NfError> {
     let mut n = 0;
     for family in [NFPROTO_IPV4, NFPROTO_IPV6] {
         let out = ns::run(netns, iptables_save(family), &["-t", "raw"])?;
-        for line in out.lines().filter(|l| l.starts_with("-A ")) {
-            let args = split_args(line);
-            let Some(pid) = args
-                .iter()
-                .find_map(|a| a.strip_prefix(COMMENT_PREFIX))
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid_alive(pid) || !args.iter().any(|a| a == "TRACE") {
-                continue;
-            }
+        for (owner, rule) in stale_trace_rules(&out, Owner::alive) {
             let mut del: Vec<&str> = vec!["-w", "-t", "raw", "-D"];
-            del.extend(args.iter().skip(1).map(String::as_str));
+            del.extend(rule.iter().map(String::as_str));
             ns::run(netns, iptables(family), &del)?;
-            log::info!("netfilter: removed a TRACE rule left by dead process {pid}");
+            log::info!(
+                "netfilter: removed a TRACE rule left by process {} that is gone",
+                owner.pid
+            );
             n += 1;
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_rules_of_gone_owners_are_stale() {
+        let save = "*raw\n\
+            :PREROUTING ACCEPT [0:0]\n\
+            -A PREROUTING -m comment --comment pathtrace:10:500 -j TRACE\n\
+            -A PREROUTING -m comment --comment pathtrace:10:400 -j TRACE\n\
+            -A OUTPUT -m comment --comment pathtrace:11 -j TRACE\n\
+            -A OUTPUT -m comment --comment \"pathtrace:12\" -j ACCEPT\n\
+            -A OUTPUT -m comment --comment other -j TRACE\n\
+            COMMIT\n";
+        // Process 10 started at 500 still runs; 11 is not a pathtrace any more.
+        let alive = |o: Owner| o.pid == 10 && o.start == Some(500);
+        let stale = stale_trace_rules(save, alive);
+        let owners: Vec<(u32, Option<u64>)> = stale.iter().map(|(o, _)| (o.pid, o.start)).collect();
+        assert_eq!(owners, [(10, Some(400)), (11, None)]);
+        assert_eq!(
+            stale[0].1.join(" "),
+            "PREROUTING -m comment --comment pathtrace:10:400 -j TRACE"
+        );
+    }
 }

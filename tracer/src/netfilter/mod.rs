@@ -42,7 +42,7 @@ mod legacy;
 mod legacy_rules;
 mod netlink;
 mod nflog;
-mod ns;
+pub mod ns;
 mod rules;
 mod socket;
 mod table;
@@ -150,7 +150,8 @@ pub enum NfError {
 pub fn decode_datagram(buf: &[u8]) -> Vec<TraceEvent> {
     let received = std::time::Instant::now();
     let unlisted = legacy_rules::SavedTable::default();
-    let comment = format!("{}{}", legacy_rules::COMMENT_PREFIX, std::process::id());
+    let comment =
+        crate::kernel::owner::TagKind::RuleComment.tag(crate::kernel::owner::Owner::current());
     trace::trace_events(buf, received)
         .chain(nflog::trace_packets(buf).filter_map(|(family, p, pkt)| {
             legacy::trace_event(family, &p, pkt, &unlisted, &comment, received)

@@ -11,6 +11,7 @@ use super::netlink::{NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use super::socket::{BatchItem, NlSocket};
 use super::trace::{trace_events, TraceEvent};
 use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
+use crate::kernel::owner::{Owner, TagKind};
 
 /// Priority of the chains: after defrag (-400), before raw (-300).
 pub const CHAIN_PRIORITY: i32 = -350;
@@ -116,6 +117,20 @@ impl RuleTracer {
     /// Creates the owned trace table in `netns` (None: the current namespace)
     /// and subscribes to trace events. See the module documentation.
     pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
+        // PATHTRACE_NFT_UNOWNED takes the pre-5.12 path, for tests.
+        Self::start_with(
+            netns,
+            filters,
+            std::env::var_os("PATHTRACE_NFT_UNOWNED").is_none(),
+        )
+    }
+
+    /// [`Self::start`], with an unowned table (the pre-5.12 path) unless `try_owned`.
+    pub(crate) fn start_with(
+        netns: Option<&Path>,
+        filters: &[TraceFilter],
+        try_owned: bool,
+    ) -> Result<Self, NfError> {
         let rules = expr::rules_for(filters)?;
         let (ctl, trace, table, owned) = ns::with_netns(netns, || {
             let mut ctl = NlSocket::open(false)?;
@@ -127,11 +142,11 @@ impl RuleTracer {
             let trace = NlSocket::open(true)?;
             trace.set_rcvbuf(trace_rcvbuf());
             trace.add_membership(NFNLGRP_NFTRACE)?;
-            let pid_table = format!("{TABLE_NAME}-{}", std::process::id());
-            // PATHTRACE_NFT_UNOWNED takes the pre-5.12 path, for tests.
-            let (mut table, mut owned) = match std::env::var_os("PATHTRACE_NFT_UNOWNED") {
-                Some(_) => (pid_table.clone(), false),
-                None => (TABLE_NAME.to_string(), true),
+            let pid_table = TagKind::NftTable.tag(Owner::current());
+            let (mut table, mut owned) = if try_owned {
+                (TABLE_NAME.to_string(), true)
+            } else {
+                (pid_table.clone(), false)
             };
             let mut res = ctl.batch(&table_items(&table, &rules, owned));
             // EEXIST: a table of that name; EPERM: owned by another socket.

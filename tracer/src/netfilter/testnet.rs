@@ -37,3 +37,32 @@ pub fn collect(
     }
     all
 }
+
+/// A process that is not pathtrace (`sleep`), to own a pid that a stale tag
+/// names; killed by its pid and reaped when dropped.
+pub struct OtherProcess(std::process::Child);
+
+impl OtherProcess {
+    pub fn start() -> Self {
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        Self(child)
+    }
+
+    /// Its owner as `/proc` tells it, with the real start time.
+    pub fn owner(&self) -> crate::kernel::owner::Owner {
+        let pid = self.0.id();
+        let start = crate::kernel::owner::proc_stat(pid).map(|s| s.start);
+        assert!(start.is_some(), "no /proc/{pid}/stat for sleep");
+        crate::kernel::owner::Owner { pid, start }
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::legacy_rules::{self, parse_save, split_args, verdict_of_rule};
 use super::netlink;
 use super::nflog::{self, TracePrefix};
-use super::testnet::{wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{wait_readable, Lab, OtherProcess, A_ADDR, B_ADDR};
 use super::*;
+use crate::kernel::owner::{Owner, TagKind};
 use crate::model::Verdict;
 
 const PORT: u16 = 8092;
@@ -111,18 +112,22 @@ fn trace_rule_arguments() {
         both_directions: true,
         ..Default::default()
     };
-    let specs = legacy_rules::trace_rule_specs(&[f], 77).expect("specs");
+    let owner = Owner {
+        pid: 77,
+        start: Some(5),
+    };
+    let specs = legacy_rules::trace_rule_specs(&[f], owner).expect("specs");
     assert_eq!(specs.len(), 4, "tcp and udp, both directions");
     assert!(specs.iter().all(|(fam, _)| *fam == NFPROTO_IPV4));
     assert_eq!(
         specs[0].1.join(" "),
-        "-s 192.0.2.1/32 -p tcp --dport 8092 -m comment --comment pathtrace:77"
+        "-s 192.0.2.1/32 -p tcp --dport 8092 -m comment --comment pathtrace:77:5"
     );
     assert_eq!(
         specs[2].1.join(" "),
-        "-d 192.0.2.1/32 -p tcp --sport 8092 -m comment --comment pathtrace:77"
+        "-d 192.0.2.1/32 -p tcp --sport 8092 -m comment --comment pathtrace:77:5"
     );
-    let any = legacy_rules::trace_rule_specs(&[], 1).expect("specs");
+    let any = legacy_rules::trace_rule_specs(&[], owner).expect("specs");
     assert_eq!(
         any.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
         vec![NFPROTO_IPV4, NFPROTO_IPV6]
@@ -160,7 +165,7 @@ fn legacy_rule_drop_is_named() {
         lab.in_b("cat /proc/sys/net/netfilter/nf_log/2").trim(),
         "nfnetlink_log"
     );
-    let comment = format!("pathtrace:{}", std::process::id());
+    let comment = TagKind::RuleComment.tag(Owner::current());
     assert_eq!(
         lab.in_b("iptables-legacy-save -t raw")
             .matches(&comment)
@@ -233,17 +238,37 @@ fn legacy_sweep_removes_rules_of_dead_processes() {
     let mut dead = std::process::Command::new("true").spawn().expect("spawn");
     let dead_pid = dead.id();
     let _ = dead.wait();
-    let me = std::process::id();
+    // Tags whose pid is alive in a process that is not pathtrace: pid-only
+    // (an older version's) and with another start time (a reused pid).
+    let other = OtherProcess::start();
+    let alive = other.owner();
+    let stale = [
+        TagKind::RuleComment.tag(Owner {
+            pid: dead_pid,
+            start: None,
+        }),
+        TagKind::RuleComment.tag(Owner {
+            start: None,
+            ..alive
+        }),
+        TagKind::RuleComment.tag(Owner {
+            start: alive.start.map(|s| s.saturating_sub(1)),
+            ..alive
+        }),
+    ];
+    let me = TagKind::RuleComment.tag(Owner::current());
+    for tag in &stale {
+        lab.in_b(&format!(
+            "iptables-legacy -t raw -A PREROUTING -m comment --comment {tag} -j TRACE"
+        ));
+    }
     lab.in_b(&format!(
-        "iptables-legacy -t raw -A PREROUTING -m comment --comment pathtrace:{dead_pid} -j TRACE"
+        "iptables-legacy -t raw -A OUTPUT -m comment --comment {me} -j TRACE"
     ));
-    lab.in_b(&format!(
-        "iptables-legacy -t raw -A OUTPUT -m comment --comment pathtrace:{me} -j TRACE"
-    ));
-    assert_eq!(legacy_sweep(Some(&lab.path_b())).expect("sweep"), 1);
+    assert_eq!(legacy_sweep(Some(&lab.path_b())).expect("sweep"), 3);
     let raw = lab.in_b("iptables-legacy-save -t raw");
     assert!(
-        !raw.contains(&format!("pathtrace:{dead_pid}")) && raw.contains(&format!("pathtrace:{me}")),
+        stale.iter().all(|t| !raw.contains(&format!("{t} "))) && raw.contains(&me),
         "{raw}"
     );
 }

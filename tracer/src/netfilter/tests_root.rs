@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::testnet::{collect, wait_readable, Lab, A_ADDR, B_ADDR};
+use super::testnet::{collect, wait_readable, Lab, OtherProcess, A_ADDR, B_ADDR};
 use super::*;
 use crate::model::Verdict;
 
@@ -199,16 +199,49 @@ fn child_holds_a_tracer() {
 
 #[test]
 fn leftovers_are_swept_and_names_do_not_clash() {
+    use crate::kernel::owner::{Owner, TagKind};
     lab::require_root("leftovers_are_swept_and_names_do_not_clash");
     let lab = Lab::new("sweep");
-    lab.in_b("nft add table inet pathtrace && nft add table ip pathtrace-12 && nft add table inet pathtraceX");
-    assert_eq!(sweep_leftovers(Some(&lab.path_b())).expect("sweep"), 2);
+    // Stale tags whose pid is alive, in a process that is not pathtrace:
+    // pid-only (an older version's), and with a start time that isn't that
+    // process's (the pid was reused).
+    let other = OtherProcess::start();
+    let alive = other.owner();
+    let pid_only = TagKind::NftTable.tag(Owner {
+        start: None,
+        ..alive
+    });
+    let reused = TagKind::NftTable.tag(Owner {
+        start: alive.start.map(|s| s.saturating_sub(1)),
+        ..alive
+    });
+    // A live run on a kernel without owned tables.
+    let unowned =
+        RuleTracer::start_with(Some(&lab.path_b()), &dport_filter(), false).expect("unowned");
+    assert_eq!(
+        unowned.table_name(),
+        TagKind::NftTable.tag(Owner::current())
+    );
+    lab.in_b(&format!(
+        "nft add table inet pathtrace && nft add table ip {pid_only} && \
+         nft add table inet {reused} && nft add table inet pathtraceX"
+    ));
+    assert_eq!(sweep_leftovers(Some(&lab.path_b())).expect("sweep"), 3);
+    let left = lab.in_b("nft list tables");
+    assert!(
+        left.contains("pathtraceX") && left.contains(unowned.table_name()),
+        "{left}"
+    );
+    assert!(
+        !left.contains(&format!("{pid_only}\n")) && !left.contains(&reused),
+        "{left}"
+    );
+    drop(unowned);
     assert!(!has_pathtrace(&lab));
-    assert!(lab.in_b("nft list tables").contains("pathtraceX"));
     let t1 = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("first");
     let t2 = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("second");
     assert_eq!(t1.table_name(), "pathtrace");
-    assert_eq!(t2.table_name(), format!("pathtrace-{}", std::process::id()));
+    assert_eq!(t2.table_name(), TagKind::NftTable.tag(Owner::current()));
     assert_eq!(
         sweep_leftovers(Some(&lab.path_b())).expect("sweep"),
         0,
