@@ -247,7 +247,11 @@ fn pathtrace_matches(pkts: &[Pkt], expr: &str) -> Result<BTreeSet<usize>, String
     Ok(pkts
         .iter()
         .enumerate()
-        .filter(|(_, p)| filter.first_match(&p.fields, None, &mut scratch).is_some())
+        .filter(|(_, p)| {
+            filter
+                .first_match(&p.fields, &p.fields, false, &mut scratch)
+                .is_some()
+        })
         .map(|(i, _)| i)
         .collect())
 }

@@ -290,12 +290,15 @@ impl MatchScratch {
 impl Filter {
     /// The flow of the first term `own` matches. With [`term_flags::BIDIR`],
     /// replies match too, and so does an ICMP error whose `quoted` packet
-    /// matches in either direction.
+    /// matches in either direction (`with_quoted`: there is one). `quoted`
+    /// is a reference either way: a null one the compiler tests apart from
+    /// `with_quoted` is a null dereference to older verifiers.
     #[inline(always)]
     pub fn first_match(
         &self,
         own: &FlowFields,
-        quoted: Option<&FlowFields>,
+        quoted: &FlowFields,
+        with_quoted: bool,
         s: &mut MatchScratch,
     ) -> Option<u32> {
         if get(&own.ip_version) == 0 {
@@ -306,14 +309,11 @@ impl Filter {
         if bidir {
             s.judge(OWN_REV, self, own, true);
         }
-        let quoted = match quoted {
-            Some(q) if bidir => {
-                s.judge(QUOTED_FWD, self, q, false);
-                s.judge(QUOTED_REV, self, q, true);
-                true
-            }
-            _ => false,
-        };
+        let with_quoted = bidir && with_quoted && get(&quoted.ip_version) != 0;
+        if with_quoted {
+            s.judge(QUOTED_FWD, self, quoted, false);
+            s.judge(QUOTED_REV, self, quoted, true);
+        }
         let mut i = 0usize;
         while i < MAX_TERMS {
             if (i as u32) >= self.n_terms {
@@ -325,7 +325,7 @@ impl Filter {
             }
             if t.flags & term_flags::BIDIR != 0
                 && (s.satisfies(OWN_REV, t)
-                    || (quoted && (s.satisfies(QUOTED_FWD, t) || s.satisfies(QUOTED_REV, t))))
+                    || (with_quoted && (s.satisfies(QUOTED_FWD, t) || s.satisfies(QUOTED_REV, t))))
             {
                 return Some(t.flow);
             }

@@ -132,7 +132,7 @@ pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> 
         return true;
     };
     cfg.filter
-        .first_match(view, None, unsafe { &mut *scratch })
+        .first_match(view, view, false, unsafe { &mut *scratch })
         .is_some()
 }
 
@@ -312,13 +312,14 @@ impl Headers {
         if self.ip_version == 0 {
             return None;
         }
-        let quoted = if self.quoted.proto != 0 {
-            Some(&self.quoted_view)
-        } else {
-            None
-        };
+
         let scratch = crate::maps::MATCH_SCRATCH.get_ptr_mut(0)?;
         cfg.filter
-            .first_match(&self.view, quoted, unsafe { &mut *scratch })
+            .first_match(
+                &self.view,
+                &self.quoted_view,
+                self.quoted.proto != 0,
+                unsafe { &mut *scratch },
+            )
     }
 }

@@ -6,7 +6,10 @@
 //! As in pcap-filter, `and` and `or` bind equally and associate to the
 //! left, `not` binds tightest, and an id without qualifiers takes those of
 //! the primitive before it (`port 80 or 443`).
-use std::{fmt, net::IpAddr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use super::filter::Cidr;
 
@@ -333,7 +336,6 @@ fn lex(words: &[String]) -> Result<Vec<Tok>, ExprError> {
 /// The qualifiers of a primitive, kept for the ids that follow it bare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Quals {
-    /// 4, 6, or a transport protocol number; 0: none.
     proto: Option<ProtoQual>,
     dir: Option<Dir>,
     kind: Option<Kind>,
@@ -675,16 +677,10 @@ impl Parser {
                 Some(Tok::Word(m)) => m,
                 _ => return Err(ExprError::Syntax("'mask' needs a netmask after it".into())),
             };
-            let (addr, mask): (IpAddr, IpAddr) = match (id.parse(), mask.parse()) {
-                (Ok(a @ IpAddr::V4(_)), Ok(m @ IpAddr::V4(_))) => (a, m),
-                _ => {
-                    return Err(ExprError::Syntax(format!(
-                        "'{id} mask {mask}' needs an IPv4 network and an IPv4 netmask"
-                    )))
-                }
-            };
-            let (IpAddr::V4(a), IpAddr::V4(m)) = (addr, mask) else {
-                unreachable!("both checked IPv4 above")
+            let (Ok(a), Ok(m)) = (id.parse::<Ipv4Addr>(), mask.parse::<Ipv4Addr>()) else {
+                return Err(ExprError::Syntax(format!(
+                    "'{id} mask {mask}' needs an IPv4 network and an IPv4 netmask"
+                )));
             };
             let m = u32::from(m);
             if m.leading_ones() + m.trailing_zeros() != 32 {
@@ -698,7 +694,7 @@ impl Parser {
                 )));
             }
             return Ok(Cidr {
-                addr,
+                addr: IpAddr::V4(a),
                 prefix: m.leading_ones() as u8,
             });
         }
