@@ -59,7 +59,7 @@ fn docker_user_drop_names_container_port_rule_and_client() {
         }
         let advice = d["advice"].as_str().expect("advice");
         assert!(
-            advice.contains("iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+            advice.ends_with(": iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -p tcp -m conntrack --ctorigdstport 8092 -j ACCEPT"),
             "{advice}"
         );
     }

@@ -14,12 +14,15 @@ use std::{
     net::{IpAddr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use lab::{topo::Routed, Block, ProbeOutcome};
-use pathtrace_tests::{connect, docker_lab, of_type, records, require_root, require_tool, Running};
+use pathtrace_tests::{
+    command_in, connect, docker_lab, errno_of, of_type, records, require_root, require_tool, sh_in,
+    Listener, Running,
+};
 use serde_json::Value;
 
 const SERVER: &str = "198.51.100.2";
@@ -216,60 +219,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// A listener in the server's namespace, ended by its pid when dropped.
-struct Listener(Child);
-
-impl Listener {
-    /// Closes each connection as soon as it is accepted.
-    fn start(ns: &str) -> Self {
-        Self::spawn(ns, "while True:\n    c,_=s.accept()\n    c.close()\n")
-    }
-
-    /// Keeps each connection open and echoes what it gets.
-    fn echo(ns: &str) -> Self {
-        Self::spawn(
-            ns,
-            "import threading\n\
-             def echo(c):\n    while True:\n        d=c.recv(4096)\n        if not d: break\n        c.sendall(d)\n\
-             while True:\n    c,_=s.accept()\n    threading.Thread(target=echo, args=(c,), daemon=True).start()\n",
-        )
-    }
-
-    /// Runs `serve` after a socket `s` listens on PORT in `ns`; returns once
-    /// it listens (python says so), or fails the test after 20 s.
-    fn spawn(ns: &str, serve: &str) -> Self {
-        let script = format!(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-             s.bind(('0.0.0.0', {PORT}))\ns.listen(64)\nprint('listening', flush=True)\n{serve}"
-        );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the listener: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
-            let _ = tx.send(line);
-        });
-        let listener = Self(child);
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.trim() == "listening" => listener,
-            other => panic!("the listener in {ns} did not start: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run_in(ns: &str, cmd: &str) -> (bool, String) {
     run_with(ns, None, cmd)
 }
@@ -277,56 +226,12 @@ fn run_in(ns: &str, cmd: &str) -> (bool, String) {
 /// Runs `cmd` with `sh -c` in namespace `ns`, on ufw's private copy if given.
 fn run_with(ns: &str, ufw: Option<&UfwCopy>, cmd: &str) -> (bool, String) {
     let cmd = ufw.map(|u| u.wrap(cmd)).unwrap_or_else(|| cmd.to_owned());
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c", &cmd])
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// The client socket's error, by its errno name.
-fn errno_of(p: &ProbeOutcome) -> &'static str {
-    match p {
-        ProbeOutcome::Connected => "connected",
-        ProbeOutcome::Refused => "ECONNREFUSED",
-        ProbeOutcome::TimedOut => "ETIMEDOUT",
-        ProbeOutcome::Other(s) if s.contains("os error 113") => "EHOSTUNREACH",
-        ProbeOutcome::Other(s) if s.contains("os error 101") => "ENETUNREACH",
-        ProbeOutcome::Other(s) if s.contains("os error 13") => "EACCES",
-        ProbeOutcome::Other(_) => "other",
-    }
+    sh_in(Some(ns), &cmd)
 }
 
 fn probe(t: &Routed) -> ProbeOutcome {
     let addr: IpAddr = SERVER.parse().expect("address");
     lab::tcp_connect(&t.a, addr, PORT, Duration::from_millis(1500))
-}
-
-/// The command an advice ends with: the text after its last ": ", when it
-/// starts with a firewall tool's name.
-fn command_in(advice: &str) -> Option<&str> {
-    const TOOLS: [&str; 7] = [
-        "iptables",
-        "ip6tables",
-        "iptables-legacy",
-        "nft",
-        "ufw",
-        "firewall-cmd",
-        "sysctl",
-    ];
-    let (_, cmd) = advice.rsplit_once(": ")?;
-    let cmd = cmd.trim();
-    TOOLS
-        .iter()
-        .any(|t| cmd.split_whitespace().next() == Some(t))
-        .then_some(cmd)
 }
 
 fn check(case: &Case) -> Result<(), String> {

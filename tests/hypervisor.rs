@@ -26,8 +26,17 @@ fn hypervisor_lab(prefix: &str) -> Lab {
     })
 }
 
-/// Whether pathtrace said, within `limit`, that it followed the packet into
-/// namespace `ns` (its stderr, read as it comes).
+/// Whether pathtrace armed rule tracing in namespace `ns` before the first
+/// packet (a guest that forwards, with rules, is on the flow's likely path).
+fn armed_at_start(lines: &[String], ns: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l.contains("rule tracing armed before the first packet in") && l.contains(ns))
+}
+
+/// Whether pathtrace said, within `limit`, that rule tracing runs in
+/// namespace `ns`: armed before the first packet, or once it followed the
+/// packet there (its stderr, read as it comes).
 fn followed_into(run: &mut Running, ns: &str, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -39,6 +48,7 @@ fn followed_into(run: &mut Running, ns: &str, limit: Duration) -> bool {
             .stderr_lines
             .iter()
             .any(|l| l.contains("followed the packet into") && l.contains(ns))
+            || armed_at_start(&run.stderr_lines, ns)
         {
             return true;
         }
@@ -110,11 +120,19 @@ fn requests(recs: &[Value]) -> Vec<&Value> {
 fn blocked_client_dropped_in_the_guest_by_its_docker_user_rule() {
     require_root("blocked_client_dropped_in_the_guest_by_its_docker_user_rule");
     let lab = hypervisor_lab("pthvdrop");
-    let (recs, _) = trace_from_hypervisor(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
+    let (recs, stderr) =
+        trace_from_hypervisor(&lab, IpAddr::V4(lab.addrs.client), &lab.names.client);
     let dock = netns_inode(&lab.names.dock);
     let reqs = requests(&recs);
     assert!(reqs.len() >= 2, "a SYN and a retransmission: {recs:#?}");
+    // The guest forwards and has rules: armed before the first packet,
+    // every SYN carries its rule.
+    assert!(
+        armed_at_start(&stderr, &lab.names.dock),
+        "the guest is on the likely path: {stderr:?}"
+    );
     for p in &reqs {
+        assert!(!p["rule"].is_null(), "the first SYN has its rule too: {p}");
         assert_eq!(p["fate"], "dropped", "{p}");
         assert_eq!(p["hook"], "FORWARD", "{p}");
         assert_eq!(p["netns"].as_u64(), Some(dock), "dropped in the guest: {p}");

@@ -346,3 +346,277 @@ pub fn trace(
     assert_eq!(code, 0, "pathtrace exit status");
     records(&lines)
 }
+
+/// A listener started in a namespace by the test, ended by its pid when dropped.
+pub struct Listener {
+    _process: Spawned,
+}
+
+impl Listener {
+    /// On 0.0.0.0:8080; closes each connection as soon as it is accepted.
+    pub fn start(ns: &str) -> Self {
+        Self::spawn(ns, "0.0.0.0", 8080, 64, Serve::Close)
+    }
+
+    /// On 0.0.0.0:8080; keeps each connection open and echoes what it gets.
+    pub fn echo(ns: &str) -> Self {
+        Self::spawn(ns, "0.0.0.0", 8080, 64, Serve::Echo)
+    }
+
+    /// Listens on `addr:port` with `backlog` in `ns` and serves as `serve`
+    /// says; returns once it listens (python says so), or fails the test
+    /// after 20 s.
+    pub fn spawn(ns: &str, addr: &str, port: u16, backlog: u32, serve: Serve) -> Self {
+        let (family, kind) = match (addr.contains(':'), serve) {
+            (true, Serve::Udp) => ("AF_INET6", "SOCK_DGRAM"),
+            (false, Serve::Udp) => ("AF_INET", "SOCK_DGRAM"),
+            (true, _) => ("AF_INET6", "SOCK_STREAM"),
+            (false, _) => ("AF_INET", "SOCK_STREAM"),
+        };
+        let listen = if serve == Serve::Udp {
+            String::new()
+        } else {
+            format!("s.listen({backlog})\n")
+        };
+        let body = match serve {
+            Serve::Close => "while True:\n    c,_=s.accept()\n    c.close()\n",
+            Serve::Echo => {
+                "import threading\n\
+                 def echo(c):\n    while True:\n        d=c.recv(4096)\n        if not d: break\n        c.sendall(d)\n\
+                 while True:\n    c,_=s.accept()\n    threading.Thread(target=echo, args=(c,), daemon=True).start()\n"
+            }
+            Serve::Never | Serve::Udp => "import time\nwhile True:\n    time.sleep(1)\n",
+        };
+        let script = format!(
+            "import socket\ns=socket.socket(socket.{family}, socket.{kind})\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{addr}', {port}))\n{listen}print('listening', flush=True)\n{body}"
+        );
+        Self {
+            _process: Spawned::python_in(ns, &script),
+        }
+    }
+}
+
+/// What a [`Listener`] does with what it gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// Accepts, and closes at once.
+    Close,
+    /// Accepts, and echoes.
+    Echo,
+    /// Never accepts: connections wait in the accept queue.
+    Never,
+    /// A bound UDP socket that never reads.
+    Udp,
+}
+
+/// The client socket's error, by its errno name.
+pub fn errno_of(p: &lab::ProbeOutcome) -> &'static str {
+    use lab::ProbeOutcome;
+    match p {
+        ProbeOutcome::Connected => "connected",
+        ProbeOutcome::Refused => "ECONNREFUSED",
+        ProbeOutcome::TimedOut => "ETIMEDOUT",
+        ProbeOutcome::Other(s) if s.contains("os error 113") => "EHOSTUNREACH",
+        ProbeOutcome::Other(s) if s.contains("os error 101") => "ENETUNREACH",
+        ProbeOutcome::Other(s) if s.contains("os error 13") => "EACCES",
+        ProbeOutcome::Other(_) => "other",
+    }
+}
+
+/// The command an advice ends with: the text after its last ": ", when it
+/// starts with the name of a tool that changes the network's configuration.
+pub fn command_in(advice: &str) -> Option<&str> {
+    const TOOLS: [&str; 9] = [
+        "iptables",
+        "ip6tables",
+        "iptables-legacy",
+        "nft",
+        "ufw",
+        "firewall-cmd",
+        "sysctl",
+        "ip",
+        "tc",
+    ];
+    let (_, cmd) = advice.rsplit_once(": ")?;
+    let cmd = cmd.trim();
+    TOOLS
+        .iter()
+        .any(|t| cmd.split_whitespace().next() == Some(t))
+        .then_some(cmd)
+}
+
+/// Where an advice says to run its command: the namespace named in its
+/// "… in namespace NAME: command", or `None` for the host.
+pub fn command_place(advice: &str) -> Option<&str> {
+    let (before, _) = advice.rsplit_once(": ")?;
+    let (_, ns) = before.rsplit_once(" in namespace ")?;
+    Some(ns)
+}
+
+/// Runs `cmd` with `sh -c` in namespace `ns` (the host when `None`).
+pub fn sh_in(ns: Option<&str>, cmd: &str) -> (bool, String) {
+    let out = match ns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output(),
+        None => Command::new("sh").args(["-c", cmd]).output(),
+    }
+    .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A BPF program of two instructions (`r0 = verdict; exit`), loaded with
+/// the raw `bpf()` syscall and pinned in a bpffs of the test's own, so that
+/// `tc` and `ip` attach it by path; unpinned and unmounted when dropped.
+/// No compiler is needed to make a tc or XDP program that drops.
+pub struct PinnedProgram {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    rest: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ObjPinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    rest: [u64; 14],
+}
+
+/// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier; its verdict 2 is `TC_ACT_SHOT`.
+pub const PROG_TC: u32 = 3;
+/// `BPF_PROG_TYPE_XDP`; its verdict 1 is `XDP_DROP`.
+pub const PROG_XDP: u32 = 6;
+
+impl PinnedProgram {
+    pub fn load(prog_type: u32, verdict: i32, name: &str) -> Self {
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_OBJ_PIN: libc::c_long = 6;
+        let mov_r0: u64 = 0xb7 | (u64::from(verdict as u32) << 32);
+        let exit: u64 = 0x95;
+        let insns = [mov_r0, exit];
+        let license = c"GPL";
+        let mut attr = ProgLoadAttr {
+            prog_type,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            ..Default::default()
+        };
+        attr.prog_name[..name.len().min(15)]
+            .copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+        // SAFETY: BPF_PROG_LOAD with a valid attribute of the size given;
+        // the instructions and licence outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "BPF_PROG_LOAD: {}",
+            std::io::Error::last_os_error()
+        );
+        let dir =
+            std::env::temp_dir().join(format!("pathtrace-bpffs-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let mounted = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "mounting a bpffs at {}", dir.display());
+        let path = dir.join(name);
+        let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("path");
+        let pin = ObjPinAttr {
+            pathname: c_path.as_ptr() as u64,
+            bpf_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_OBJ_PIN of a descriptor we hold, to a path that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_PIN,
+                &pin as *const ObjPinAttr,
+                std::mem::size_of::<ObjPinAttr>(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: fd is ours; the pin (and later the attachment) holds the program.
+        unsafe { libc::close(fd as i32) };
+        let me = Self { dir, path };
+        assert_eq!(rc, 0, "BPF_OBJ_PIN: {err}");
+        me
+    }
+}
+
+impl Drop for PinnedProgram {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A python script run in a namespace by a test, that prints `listening`
+/// once it serves; ended by its pid when dropped.
+pub struct Spawned(Child);
+
+impl Spawned {
+    pub fn python_in(ns: &str, script: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting python in {ns}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let me = Self(child);
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.trim() == "listening" => me,
+            other => panic!("the script in {ns} did not start: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -6,6 +6,9 @@
 
 use core::mem::size_of;
 
+mod filter;
+pub use filter::*;
+
 /// Where in the kernel an event was recorded.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,69 +197,12 @@ pub struct Offsets {
 }
 const _: () = assert!(size_of::<Offsets>() == 80);
 
-pub mod filter_flags {
-    pub const SRC: u32 = 1 << 0;
-    pub const DST: u32 = 1 << 1;
-    pub const SPORT: u32 = 1 << 2;
-    pub const DPORT: u32 = 1 << 3;
-    pub const PROTO: u32 = 1 << 4;
-    /// Also match the reverse direction (src↔dst, sport↔dport).
-    pub const BIDIR: u32 = 1 << 5;
-    /// Track every drop regardless of the tuple filter (`pathtrace drops`).
-    pub const ALL_DROPS: u32 = 1 << 6;
-}
-
-/// One flow filter. Addresses are 16 bytes (IPv4 uses the first four), held
-/// as two native-endian words with their prefix masks applied, so the kernel
-/// compares `(addr & mask) == net` without a loop.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Filter {
-    pub flags: u32,
-    /// 4 or 6 when an address is set, else 0.
-    pub ip_version: u8,
-    pub proto: u8,
-    pub _pad: u16,
-    pub sport: u16,
-    pub dport: u16,
-    pub _pad1: u32,
-    pub saddr: [u64; 2],
-    pub smask: [u64; 2],
-    pub daddr: [u64; 2],
-    pub dmask: [u64; 2],
-}
-const _: () = assert!(size_of::<Filter>() == 80);
-
-/// The two native-endian words of a 16-byte address.
-#[inline(always)]
-pub fn addr_words(a: &[u8; 16]) -> [u64; 2] {
-    let mut lo = [0u8; 8];
-    let mut hi = [0u8; 8];
-    lo.copy_from_slice(&a[..8]);
-    hi.copy_from_slice(&a[8..]);
-    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
-}
-
-/// The mask of a prefix of `len` bits over a 16-byte address, as words.
-pub fn prefix_mask(len: u8) -> [u64; 2] {
-    let mut m = [0u8; 16];
-    for (i, b) in m.iter_mut().enumerate() {
-        let bits = (len as i32 - i as i32 * 8).clamp(0, 8);
-        *b = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
-    }
-    addr_words(&m)
-}
-
-/// Number of filters the kernel side checks (the trace uses one, `compare` two).
-pub const MAX_FILTERS: usize = 2;
-
 /// Everything the kernel programs read from the `CONFIG` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
     pub offsets: Offsets,
-    pub filters: [Filter; MAX_FILTERS],
-    pub n_filters: u32,
+    pub filter: Filter,
     /// [`config_flags`].
     pub flags: u32,
 }
@@ -269,6 +215,8 @@ pub mod config_flags {
     /// Before each rx, tx and drop event of a followed packet, write its
     /// first bytes as a [`PacketBytes`](super::PacketBytes) record (`--pcap`).
     pub const CAPTURE_BYTES: u32 = 1 << 2;
+    /// Follow every drop, whatever the filter (`pathtrace drops`).
+    pub const ALL_DROPS: u32 = 1 << 3;
 }
 
 /// Bytes of a followed packet copied per hop, from its network header.
@@ -308,7 +256,7 @@ pub struct DropKey {
     pub ifname: [u8; IFNAMSIZ],
 }
 const _: () = assert!(size_of::<DropKey>() == 40);
-const _: () = assert!(size_of::<Config>() == 80 + 2 * 80 + 8);
+const _: () = assert!(size_of::<Config>() == 80 + size_of::<Filter>() + 8);
 
 /// Value of the `TRACKED` map, keyed by `sk_buff` address.
 #[repr(C)]

@@ -1,7 +1,7 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
 use crate::{probe, skb};
-use tracer_common::{addr_words, filter_flags, icmp, Config, Filter, Quoted, Tracked, MAX_FILTERS};
+use tracer_common::{icmp, ports, Config, FlowFields, Quoted, Tracked};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -29,11 +29,16 @@ pub struct Headers {
     pub ip_id: u16,
     pub sport: u16,
     pub dport: u16,
+    /// [`ports`]: whether `sport` and `dport` were read.
+    pub ports: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub quoted: Quoted,
+    /// The fields the filter reads, own and quoted, kept here in map memory.
+    view: FlowFields,
+    quoted_view: FlowFields,
 }
 
 #[inline(always)]
@@ -109,33 +114,39 @@ pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> 
     if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 {
         return true;
     }
-    let own = Flow {
+    let Some(view) = crate::maps::PROBE_VIEW.get_ptr_mut(0) else {
+        return true;
+    };
+    let view = unsafe { &mut *view };
+    *view = FlowFields {
         ip_version: version,
         proto,
+        ports: ports::UNKNOWN,
+        _pad: 0,
         sport: 0,
         dport: 0,
-        saddr: &saddr,
-        daddr: &daddr,
+        saddr,
+        daddr,
     };
-    let mut i = 0usize;
-    while i < MAX_FILTERS {
-        if (i as u32) >= cfg.n_filters {
-            break;
-        }
-        let f = &cfg.filters[i];
-        let bidir = f.flags & filter_flags::BIDIR != 0;
-        if own.matches_l3(f, false) || (bidir && own.matches_l3(f, true)) {
-            return true;
-        }
-        i += 1;
-    }
-    false
+    let Some(scratch) = crate::maps::MATCH_SCRATCH.get_ptr_mut(0) else {
+        return true;
+    };
+    cfg.filter
+        .first_match(view, None, unsafe { &mut *scratch })
+        .is_some()
 }
 
 /// Fills `h` (in a map, off the small BPF stack) from the `sk_buff`.
 #[inline(always)]
 pub unsafe fn read_headers<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     *h = Headers::default();
+    unsafe { read_fields::<BTF>(cfg, skb, at, h) };
+    h.view = h.flow();
+    h.quoted_view = h.quoted_flow();
+}
+
+#[inline(always)]
+unsafe fn read_fields<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h: &mut Headers) {
     let l3 = unsafe { l3_of::<BTF>(cfg, skb, at) };
     if l3 == 0 {
         return;
@@ -175,6 +186,7 @@ pub unsafe fn read_headers<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h:
             {
                 h.sport = u16::from_be_bytes([l4h[0], l4h[1]]);
                 h.dport = u16::from_be_bytes([l4h[2], l4h[3]]);
+                h.ports = ports::KNOWN;
                 if h.proto == IPPROTO_TCP {
                     h.tcp_flags = l4h[13];
                 }
@@ -221,69 +233,6 @@ unsafe fn read_quoted(l4: u64, h: &mut Headers) {
     }
 }
 
-#[inline(always)]
-fn within(addr: &[u8; 16], net: &[u64; 2], mask: &[u64; 2]) -> bool {
-    let a = addr_words(addr);
-    (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1]
-}
-
-/// A flow to match, borrowed from [`Headers`] (its own, or the one an ICMP
-/// error quotes) so nothing is copied on the BPF stack.
-#[derive(Clone, Copy)]
-struct Flow<'a> {
-    ip_version: u8,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    saddr: &'a [u8; 16],
-    daddr: &'a [u8; 16],
-}
-
-impl Flow<'_> {
-    /// [`Self::matches_one`] without the ports.
-    #[inline(always)]
-    fn matches_l3(&self, f: &Filter, reverse: bool) -> bool {
-        let (saddr, daddr) = if reverse {
-            (self.daddr, self.saddr)
-        } else {
-            (self.saddr, self.daddr)
-        };
-        if f.flags & filter_flags::PROTO != 0 && self.proto != f.proto {
-            return false;
-        }
-        if f.flags & (filter_flags::SRC | filter_flags::DST) != 0 && self.ip_version != f.ip_version
-        {
-            return false;
-        }
-        if f.flags & filter_flags::SRC != 0 && !within(saddr, &f.saddr, &f.smask) {
-            return false;
-        }
-        if f.flags & filter_flags::DST != 0 && !within(daddr, &f.daddr, &f.dmask) {
-            return false;
-        }
-        true
-    }
-
-    #[inline(always)]
-    fn matches_one(&self, f: &Filter, reverse: bool) -> bool {
-        let (sport, dport) = if reverse {
-            (self.dport, self.sport)
-        } else {
-            (self.sport, self.dport)
-        };
-        if !self.matches_l3(f, reverse) {
-            return false;
-        }
-        if f.flags & filter_flags::SPORT != 0 && sport != f.sport {
-            return false;
-        }
-        if f.flags & filter_flags::DPORT != 0 && dport != f.dport {
-            return false;
-        }
-        true
-    }
-}
-
 impl Headers {
     /// Whether these headers belong to another packet than the one last seen
     /// in `t` (the `sk_buff` was freed without a tracepoint and reused): one
@@ -321,32 +270,41 @@ impl Headers {
     }
 
     #[inline(always)]
-    fn flow(&self) -> Flow<'_> {
-        Flow {
+    fn flow(&self) -> FlowFields {
+        FlowFields {
             ip_version: self.ip_version,
             proto: self.proto,
+            ports: self.ports,
+            _pad: 0,
             sport: self.sport,
             dport: self.dport,
-            saddr: &self.saddr,
-            daddr: &self.daddr,
+            saddr: self.saddr,
+            daddr: self.daddr,
         }
     }
 
     /// The flow an ICMP error quotes, in the direction of the packet that
     /// caused it.
     #[inline(always)]
-    fn quoted_flow(&self) -> Flow<'_> {
-        Flow {
+    fn quoted_flow(&self) -> FlowFields {
+        let q = &self.quoted;
+        FlowFields {
             ip_version: self.ip_version,
-            proto: self.quoted.proto,
-            sport: self.quoted.sport,
-            dport: self.quoted.dport,
-            saddr: &self.quoted.saddr,
-            daddr: &self.quoted.daddr,
+            proto: q.proto,
+            ports: if matches!(q.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+                ports::KNOWN
+            } else {
+                ports::NONE
+            },
+            _pad: 0,
+            sport: q.sport,
+            dport: q.dport,
+            saddr: q.saddr,
+            daddr: q.daddr,
         }
     }
 
-    /// Index of the first filter this packet matches. An ICMP error answers
+    /// The flow of the first term this packet matches. An ICMP error answers
     /// the flow it quotes, so it matches where replies are followed and the
     /// quoted packet matches.
     #[inline(always)]
@@ -354,25 +312,13 @@ impl Headers {
         if self.ip_version == 0 {
             return None;
         }
-        let mut i = 0usize;
-        while i < MAX_FILTERS {
-            if (i as u32) >= cfg.n_filters {
-                break;
-            }
-            let f = &cfg.filters[i];
-            let bidir = f.flags & filter_flags::BIDIR != 0;
-            let own = self.flow();
-            if own.matches_one(f, false) || (bidir && own.matches_one(f, true)) {
-                return Some(i as u32);
-            }
-            if bidir && self.quoted.proto != 0 {
-                let q = self.quoted_flow();
-                if q.matches_one(f, false) || q.matches_one(f, true) {
-                    return Some(i as u32);
-                }
-            }
-            i += 1;
-        }
-        None
+        let quoted = if self.quoted.proto != 0 {
+            Some(&self.quoted_view)
+        } else {
+            None
+        };
+        let scratch = crate::maps::MATCH_SCRATCH.get_ptr_mut(0)?;
+        cfg.filter
+            .first_match(&self.view, quoted, unsafe { &mut *scratch })
     }
 }

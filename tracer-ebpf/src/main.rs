@@ -21,7 +21,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    config_flags, counter, filter_flags, record_kind, verdict, Config, DropEvent, DropKey, Event,
+    config_flags, counter, record_kind, verdict, Config, DropEvent, DropKey, Event,
     EventKind, PacketBytes, Tracked, HOOK_NONE, SNAP_LEN,
 };
 
@@ -104,7 +104,7 @@ unsafe fn worth_a_look<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, drop: 
 
 #[inline(always)]
 fn all_drops(cfg: &Config) -> bool {
-    cfg.n_filters > 0 && cfg.filters[0].flags & filter_flags::ALL_DROPS != 0
+    cfg.flags & config_flags::ALL_DROPS != 0
 }
 
 /// Follows the packet when `TRACKED` says so, or starts tracking it when a

@@ -70,6 +70,17 @@ pub struct NfStack {
 #[map]
 pub static NF_STACK: PerCpuArray<NfStack> = PerCpuArray::with_max_entries(1, 0);
 
+/// The fields [`crate::headers::could_match`] gives the filter, in map
+/// memory (see [`tracer_common::FlowFields`]).
+#[map]
+pub static PROBE_VIEW: PerCpuArray<tracer_common::FlowFields> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which filter atoms hold for the packet being judged (see
+/// [`tracer_common::MatchScratch`]).
+#[map]
+pub static MATCH_SCRATCH: PerCpuArray<tracer_common::MatchScratch> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Room for one event's [`crate::Snapshot`] outside the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<crate::Snapshot> = PerCpuArray::with_max_entries(1, 0);

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     loader::TierRequest,
-    model::{parse_port, Cidr, FlowFilter, Proto},
+    model::{kernel_filter, parse_expr, parse_port, Cidr, FlowFilter, Proto},
 };
 
 #[derive(Parser, Debug)]
@@ -14,8 +14,11 @@ use crate::{
     version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PATHTRACE_GIT_REV"), ")"),
     about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.",
     long_about = "Follow packets through the Linux kernel: every hop, every netfilter hook, and why they die.\n\n\
-        With no subcommand, pathtrace traces the packets that match the filter: \
-        `sudo pathtrace --src 192.0.2.9 --dport 8092`.",
+        With no subcommand, pathtrace traces the packets that match the filter, given \
+        as flags (`sudo pathtrace --src 192.0.2.9 --dport 8092`) or as a tcpdump filter \
+        expression (`sudo pathtrace 'src host 192.0.2.9 and tcp dst port 8092'`), or both \
+        (then combined with `and`).",
+    after_long_help = FILTER_HELP,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -25,19 +28,48 @@ pub struct Cli {
     pub trace: TraceArgs,
 }
 
+/// The grammar of filter expressions, for `--help` and the man page.
+const FILTER_HELP: &str = "\
+FILTER EXPRESSIONS (tcpdump's pcap-filter, the part decided in the kernel):
+  host ADDR                   IPv4 or IPv6 source or destination
+  net ADDR/LEN                also: net ADDR mask MASK, net 192.0.2 (a /24)
+  port N, portrange LO-HI     TCP, UDP or SCTP ports
+  src, dst, src or dst, src and dst
+                              before host, net, port, portrange
+  tcp, udp, sctp              also before port/portrange: tcp dst port 80
+  icmp, icmp6, ip, ip6        ip/ip6 also before host, net, proto
+  proto N, ip proto N, ip6 proto N
+  and (&&), or (||), not (!), ( )
+                              and/or bind equally, left to right
+  An id alone repeats the qualifiers before it: port 80 or 443.
+  Anything else (ether, vlan, arp, tcp[13], greater…) is refused, exit 2.
+  Flags and an expression combine with `and`; compare parts two expressions
+  with `vs`.
+
+EXAMPLES:
+  pathtrace 'host 192.0.2.9 and tcp port 8092'
+  pathtrace 'net 192.0.2.0/24 and not host 192.0.2.9 and (port 80 or port 443)'
+  pathtrace drops 'not port 22'
+  pathtrace compare 'src host 192.0.2.9 vs src host 192.0.2.7' --dport 8092";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace the packets that match a filter (the default).
+    #[command(after_long_help = FILTER_HELP)]
     Trace(TraceArgs),
     /// Build the Docker incident in network namespaces and trace it.
     Demo(DemoArgs),
     /// Stream every packet drop on the host with its reason, or show a live top-list.
+    #[command(after_long_help = FILTER_HELP)]
     Drops(DropsArgs),
     /// Trace two flows at once and show where their paths part.
     ///
     /// Give one filter flag twice: its first value is flow A's, its second
     /// flow B's (e.g. --src 192.0.2.9 --src 192.0.2.7 --dport 8092). A flag
-    /// given once applies to both flows.
+    /// given once applies to both flows. Or give two filter expressions
+    /// parted by `vs` (e.g. 'src host 192.0.2.9 vs src host 192.0.2.7'
+    /// --dport 8092); one expression without `vs` applies to both flows.
+    #[command(after_long_help = FILTER_HELP)]
     Compare(CompareArgs),
     /// Print shell completions.
     Completions {
@@ -73,6 +105,16 @@ pub struct FilterArgs {
     /// Protocol: tcp, udp, icmp, icmpv6, sctp or a number.
     #[arg(long, value_name = "PROTO")]
     pub proto: Vec<Proto>,
+    /// A filter expression in tcpdump's language (pcap-filter), as one
+    /// quoted argument or several words, combined with the flags by `and`:
+    /// host, net (ADDR/LEN or ADDR mask MASK), port, portrange, each with
+    /// src, dst, src or dst, src and dst; ip, ip6, tcp, udp, icmp, icmp6,
+    /// sctp, proto N; and/&&, or/||, not/!, parentheses. `and` and `or`
+    /// bind equally, left to right, as in tcpdump. For compare, `vs`
+    /// parts flow A's expression from flow B's
+    /// (`compare src host 192.0.2.9 vs src host 192.0.2.7`).
+    #[arg(value_name = "EXPRESSION", num_args = 0..)]
+    pub expression: Vec<String>,
 }
 
 impl FilterArgs {
@@ -109,20 +151,47 @@ impl FilterArgs {
         let sport = pick("sport", self.sport.len())?;
         let dport = pick("dport", self.dport.len())?;
         let proto = pick("proto", self.proto.len())?;
+        let words: Vec<String> = self
+            .expression
+            .iter()
+            .flat_map(|w| w.split_whitespace().map(str::to_owned))
+            .collect();
+        let exprs = match words.iter().position(|w| w == "vs") {
+            Some(at) if most == 2 => {
+                let (a, b) = (&words[..at], &words[at + 1..]);
+                if a.is_empty() || b.is_empty() || b.iter().any(|w| w == "vs") {
+                    return Err(
+                        "compare's expression needs one 'vs' with flow A's expression before it and flow B's after it"
+                            .into(),
+                    );
+                }
+                varied = true;
+                [parse_expr(a), parse_expr(b)]
+            }
+            _ => [parse_expr(&words), parse_expr(&words)],
+        };
+        let [ea, eb] = exprs;
+        let exprs = [
+            ea.map_err(|e| e.to_string())?,
+            eb.map_err(|e| e.to_string())?,
+        ];
         if most == 2 && !varied {
             return Err(
-                "compare needs one filter flag given twice, e.g. --src A --src B --dport 8092"
+                "compare needs two flows: one filter flag given twice (--src A --src B --dport 8092) or two expressions (src host A vs src host B)"
                     .into(),
             );
         }
-        Ok([0, 1].map(|i| FlowFilter {
+        let flows = [0, 1].map(|i| FlowFilter {
             src: self.src.get(src[i]).copied(),
             dst: self.dst.get(dst[i]).copied(),
             sport: self.sport.get(sport[i]).copied(),
             dport: self.dport.get(dport[i]).copied(),
             proto: self.proto.get(proto[i]).copied(),
+            expr: exprs[i].clone(),
             both_directions: false,
-        }))
+        });
+        kernel_filter(&flows[..most]).map_err(|e| e.to_string())?;
+        Ok(flows)
     }
 }
 
@@ -354,6 +423,57 @@ mod tests {
 
     use super::{Cli, Command};
 
+    #[test]
+    fn expressions_as_one_argument_or_words_and_compare_parts_them_with_vs() {
+        for args in [
+            &["host 192.0.2.9 and tcp port 8092"][..],
+            &["host", "192.0.2.9", "and", "tcp", "port", "8092"][..],
+            &["trace", "host 192.0.2.9", "and tcp port 8092"][..],
+        ] {
+            let cli = parse(args);
+            let filter = match &cli.command {
+                Some(Command::Trace(t)) => t.filter.single(),
+                _ => cli.trace.filter.single(),
+            }
+            .expect("one flow");
+            assert_eq!(
+                filter.to_string(),
+                "host 192.0.2.9 and tcp port 8092",
+                "{args:?}"
+            );
+        }
+        let Some(Command::Compare(c)) = parse(&[
+            "compare",
+            "src host 192.0.2.9 vs src host 192.0.2.7",
+            "--dport",
+            "8092",
+        ])
+        .command
+        else {
+            panic!("compare parses as compare");
+        };
+        let [a, b] = c.flows().expect("two flows");
+        assert_eq!(a.to_string(), "dport 8092 and (src host 192.0.2.9)");
+        assert_eq!(b.to_string(), "dport 8092 and (src host 192.0.2.7)");
+        let Some(Command::Compare(c)) =
+            parse(&["compare", "tcp", "--src", "192.0.2.9", "--src", "192.0.2.7"]).command
+        else {
+            panic!("compare parses as compare");
+        };
+        let [a, b] = c.flows().expect("two flows");
+        assert_eq!(a.to_string(), "src 192.0.2.9 and (tcp)");
+        assert_eq!(b.to_string(), "src 192.0.2.7 and (tcp)");
+        let Some(Command::Compare(c)) = parse(&["compare", "tcp vs"]).command else {
+            panic!("compare parses as compare");
+        };
+        assert!(c.flows().expect_err("one side empty").contains("'vs'"));
+        let nothing = parse(&["--src", "192.0.2.9", "ip6"]).trace.filter.single();
+        assert!(
+            nothing.expect_err("refused").contains("matches no packet"),
+            "an IPv4 source and ip6"
+        );
+    }
+
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("pathtrace").chain(args.iter().copied()))
             .expect("the flags parse")
@@ -397,10 +517,7 @@ mod tests {
     #[test]
     fn compare_refuses_no_doubled_flag_and_a_tripled_one() {
         for (args, want) in [
-            (
-                &["compare", "--dport", "22"][..],
-                "compare needs one filter flag given twice",
-            ),
+            (&["compare", "--dport", "22"][..], "compare needs two flows"),
             (
                 &["compare", "--dport", "1", "--dport", "2", "--dport", "3"][..],
                 "--dport was given 3 times; compare takes it at most twice",

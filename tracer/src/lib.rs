@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod docs;
 pub mod error;
 pub mod events;
+pub mod evidence;
 pub mod kernel;
 pub mod loader;
 pub mod model;

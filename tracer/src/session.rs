@@ -69,7 +69,7 @@ pub fn kernel_btf() -> Result<KernelBtf, Error> {
 
 /// Names what the kernel side only knows as numbers.
 pub fn view(btf: &KernelBtf) -> Result<View, Error> {
-    Ok(view_with(drop_reasons(btf)?))
+    Ok(view_with(drop_reasons(btf)?, NetnsNames::load()))
 }
 
 /// The drop reasons' names, from the kernel's BTF.
@@ -86,7 +86,7 @@ fn drop_reasons(btf: &KernelBtf) -> Result<DropReasons, Error> {
 }
 
 /// The rest of [`view`], around drop-reason names already read.
-fn view_with(reasons: DropReasons) -> View {
+fn view_with(reasons: DropReasons, netns: NetnsNames) -> View {
     let syms = match Kallsyms::load() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -97,7 +97,7 @@ fn view_with(reasons: DropReasons) -> View {
     View {
         reasons,
         syms,
-        netns: NetnsNames::load(),
+        netns,
         interfaces: Interfaces::new(),
     }
 }
@@ -236,7 +236,8 @@ pub async fn run<S: PacketSink>(
     ready: Option<oneshot::Sender<()>>,
 ) -> Result<Stats, Error> {
     let t0 = Instant::now();
-    let kernel_filters: Vec<_> = opts.filters.iter().map(FlowFilter::to_kernel).collect();
+    let kernel_filters =
+        crate::model::kernel_filter(&opts.filters).map_err(|e| Error::Usage(e.to_string()))?;
     let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut pcap = opts
@@ -282,6 +283,26 @@ pub async fn run<S: PacketSink>(
     };
     say_warnings(&rules);
     let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
+    let mut netns_names = NetnsNames::load();
+    // Counter baselines before "ready": a loss the kernel counts but gives
+    // no reason for is told by what rose after this.
+    let mut evidence = crate::evidence::Evidence::start(netns_names.known_paths());
+    let dsts: Vec<std::net::IpAddr> = opts
+        .filters
+        .iter()
+        .filter_map(|f| f.dst)
+        .filter(|c| u32::from(c.prefix) == if c.addr.is_ipv4() { 32 } else { 128 })
+        .map(|c| c.addr)
+        .collect();
+    let early = follow.arm_likely(&mut rules, &mut netns_names, &dsts);
+    if !early.is_empty() {
+        eprintln!(
+            "pathtrace: rule tracing armed before the first packet in {}",
+            early.join(", ")
+        );
+    }
+    say_warnings(&rules);
+    evidence.settle_baselines();
     let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
@@ -295,7 +316,7 @@ pub async fn run<S: PacketSink>(
     let reasons = drop_reasons(&btf)?;
     drop(btf);
     crate::kernel::release_freed_memory();
-    let mut view = view_with(reasons);
+    let mut view = view_with(reasons, netns_names);
     crate::kernel::release_freed_memory();
     log::debug!(
         "startup: names loaded at {:?} (rss {} kB)",
@@ -309,7 +330,7 @@ pub async fn run<S: PacketSink>(
         own_netns: NetnsTarget::current().ok().map(|t| t.inode),
     };
     let mut engines = EngineLookup::start(sources);
-    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default());
+    let mut reporter = Reporter::new(opts.filters.clone(), Containers::default(), evidence);
     let mut tracker = Tracker::default();
 
     let mut stats = Stats {
@@ -365,7 +386,7 @@ pub async fn run<S: PacketSink>(
                     ruletrace::attach(&mut rules, &mut p);
                     follow.mark_late(&rules, &mut p);
                     stats.packets += 1;
-                    let report = reporter.packet(&p, &mut view);
+                    let report = reporter.packet(&mut p, &mut view);
                     if let Some(w) = pcap.as_mut() {
                         w.packet(&p, &mut view).map_err(Error::Output)?;
                     }
@@ -414,7 +435,7 @@ pub async fn run<S: PacketSink>(
             ruletrace::attach(&mut rules, &mut p);
             follow.mark_late(&rules, &mut p);
             stats.packets += 1;
-            let report = reporter.packet(&p, &mut view);
+            let report = reporter.packet(&mut p, &mut view);
             if let Some(w) = pcap.as_mut() {
                 w.packet(&p, &mut view).map_err(Error::Output)?;
             }

@@ -44,6 +44,11 @@ pub const TEST: &[Need] = &[
     // Installed with DEBIAN_FRONTEND=noninteractive, wireshark-common's
     // question about non-root capture takes its default (no) and never blocks.
     need("tshark", "tshark", "reading --pcap files"),
+    need(
+        "tcpdump",
+        "tcpdump",
+        "judging filter expressions against tcpdump's",
+    ),
     need("wireshark-common", "capinfos", "checking --pcap files"),
     need("python3", "python3", "the explain suite's listeners"),
     need(

@@ -24,6 +24,29 @@ pub enum Condition {
     /// Vanished right after arriving, as TCP segments of a known connection do.
     SilentTcp,
     Fate(FateKind),
+    /// Dropped by netfilter with no rule deciding, while conntrack's
+    /// table was full there (its `drop` statistic rose).
+    ConntrackFull,
+    /// A SYN the kernel freed as consumed while the listener's accept
+    /// queue overflowed (`TcpExt.ListenOverflows` rose).
+    AcceptQueueFull,
+    /// A SYN the kernel freed as consumed while the namespace found no
+    /// route for its answers (`Ip.OutNoRoutes` rose).
+    NoRouteBack,
+    /// A UDP datagram last seen arriving where a UDP socket is bound to
+    /// its address and port: queued to that socket.
+    UdpSocket,
+    /// No socket took it, but one is bound to the port on another address.
+    ListenerElsewhere,
+    /// DNATed and sent back out of the interface it came in on, source
+    /// unchanged: the reply bypasses the NAT.
+    Hairpin,
+    /// The deciding rule matched the client's address in an nftables set.
+    SetBan,
+    /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
+    TooBigIcmpDropped,
+    /// Dropped by a BPF program attached at this hook (`tc`, `XDP`).
+    Program(&'static str),
 }
 
 impl Condition {
@@ -52,22 +75,107 @@ impl Condition {
             Self::ForwardingOff => dropped && f.forwarding == Some(false),
             Self::SilentTcp => f.fate == FateKind::Unknown && f.silent_tcp,
             Self::Fate(k) => f.fate == k,
+            Self::ConntrackFull => {
+                dropped
+                    && f.rule.is_none()
+                    && f.reason.as_deref() == Some("NETFILTER_DROP")
+                    && f.seen.as_ref().is_some_and(|s| {
+                        s.rose("conntrack.drop") > 0
+                            || s.now.conntrack.is_some_and(|(n, max)| max > 0 && n >= max)
+                    })
+            }
+            Self::AcceptQueueFull => {
+                f.fate == FateKind::Delivered
+                    && f.tcp_flags & 0x12 == 0x02
+                    && f.seen
+                        .as_ref()
+                        .is_some_and(|s| s.rose("TcpExt.ListenOverflows") > 0)
+            }
+            Self::ListenerElsewhere => {
+                dropped
+                    && f.reason.as_deref() == Some("NO_SOCKET")
+                    && f.values.has(super::Fact::OtherListeners)
+            }
+            Self::NoRouteBack => {
+                f.fate == FateKind::Delivered
+                    && f.tcp_flags & 0x12 == 0x02
+                    && f.seen.as_ref().is_some_and(|s| {
+                        s.rose("Ip.OutNoRoutes") + s.rose("Snmp6.Ip6OutNoRoutes") > 0
+                    })
+            }
+            Self::Hairpin => !dropped && f.hairpin.is_some(),
+            Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
+            Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::TooBigIcmpDropped => {
+                dropped
+                    && f.icmp
+                        .is_some_and(|e| e.meaning() == crate::model::IcmpMeaning::TooBig)
+            }
+            Self::Program(hook) => {
+                dropped && f.program.as_ref().is_some_and(|p| p.hook.starts_with(hook))
+            }
         }
     }
 }
 
-/// Advice for one manager of the table (`None`: any), with `{placeholders}`.
+/// Advice for one manager of the table (`None`: any), with `{placeholders}`,
+/// given only where `when` holds.
 pub struct Advice {
     pub by: Option<Manager>,
     pub text: &'static str,
+    pub when: fn(&Facts) -> bool,
+}
+
+fn always(_: &Facts) -> bool {
+    true
 }
 
 const fn any(text: &'static str) -> Advice {
-    Advice { by: None, text }
+    Advice {
+        by: None,
+        text,
+        when: always,
+    }
 }
 
 const fn by(m: Manager, text: &'static str) -> Advice {
-    Advice { by: Some(m), text }
+    Advice {
+        by: Some(m),
+        text,
+        when: always,
+    }
+}
+
+impl Advice {
+    const fn only(self, when: fn(&Facts) -> bool) -> Self {
+        Self { when, ..self }
+    }
+}
+
+fn names_client(f: &Facts) -> bool {
+    f.rule_names_client
+}
+
+fn exact_set_element(f: &Facts) -> bool {
+    f.set_ban.as_ref().is_some_and(|b| b.exact)
+}
+
+/// A cause that keeps the connection from forming, though the packet
+/// itself arrived.
+pub fn connection_fails(id: &str) -> bool {
+    id == "hairpin_nat" || settled_fate(id) == Some(FateKind::Dropped)
+}
+
+/// The fate a cause gives a packet whose free says otherwise: lost though
+/// freed as consumed (the evidence shows it), delivered to a socket though
+/// no tracepoint said so, or delivered and then freed as its socket closed
+/// (teardown: a drop reason, but no loss).
+pub fn settled_fate(id: &str) -> Option<FateKind> {
+    match id {
+        "accept_queue_full" | "no_route_back" => Some(FateKind::Dropped),
+        "udp_delivered" | "teardown" => Some(FateKind::Delivered),
+        _ => None,
+    }
 }
 
 pub struct Cause {
@@ -76,6 +184,26 @@ pub struct Cause {
     pub message: &'static str,
     /// The first whose manager matches and whose placeholders all fill wins.
     pub advice: &'static [Advice],
+}
+
+/// pve-firewall rewrites its chains from its `.fw` files: the change goes
+/// there, in words, and br_netfilter stays on (it is how that firewall
+/// sees bridged traffic).
+const PROXMOX: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in guest {guest_id}'s firewall, in /etc/pve/firewall/{guest_id}.fw under [RULES] (IN ACCEPT -source {client} -p {proto} -dport {final_port}) or in the web interface (the guest → Firewall → Add); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+);
+const PROXMOX_HOST: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in the datacenter's or the node's firewall (/etc/pve/firewall/cluster.fw or /etc/pve/nodes/NODE/host.fw, [RULES]: IN ACCEPT -source {client} -p {proto} -dport {final_port}); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+);
+
+fn forwarded(f: &Facts) -> bool {
+    f.get(super::Fact::Hook) == Some("FORWARD")
+}
+
+fn not_forwarded(f: &Facts) -> bool {
+    !forwarded(f)
 }
 
 const KUBE: Advice = by(
@@ -96,16 +224,36 @@ pub const CAUSES: &[Cause] = &[
         advice: &[],
     },
     Cause {
+        id: "pmtu_black_hole",
+        when: Condition::TooBigIcmpDropped,
+        message: "path-MTU black hole: {client}'s {icmp} about {quoted} died in {hook} ({where}){at_rule}; {quoted_sender} never learns the smaller MTU on its path, so its large packets keep dying and the connection stalls",
+        advice: &[
+            by(Manager::Iptables, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Iptables, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Nft, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} position {handle} {icmp_match_nft} accept"),
+            by(Manager::Nft, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} {icmp_match_nft} accept"),
+            any("Let ICMP fragmentation-needed (ICMPv6 packet-too-big) through in {where}, before what drops it: it only tells senders the path's MTU. Clamping TCP's MSS on the router with the small link also avoids it."),
+        ],
+    },
+    Cause {
+        id: "packet_too_big",
+        when: Condition::Reason(&["PKT_TOO_BIG"]),
+        message: "{client}'s {pkt_len}-byte packet to {target} is larger than {mtu_phrase} in {where} and may not be fragmented: {where} dropped it and sends {client} an ICMP fragmentation-needed with that MTU; if {client}'s large packets keep dying, that ICMP never reaches it",
+        advice: &[any("Nothing is wrong here if {client} lowers its packet size; if it keeps sending large ones, find where the ICMP fragmentation-needed dies (pathtrace traces it with the flow) and let it through, or clamp TCP's MSS to the path MTU on {where}.")],
+    },
+    Cause {
         id: "reply_dropped",
         when: Condition::ReplyDrop,
         message: "the server answered, but its reply ({client} to {target}) died in {hook} ({where}){at_rule}",
         advice: &[
-            by(Manager::Iptables, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
-            by(Manager::IptablesLegacy, "Accept the replies of connections conntrack already knows, early in that chain: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
-            by(Manager::Nft, "Accept the replies of connections conntrack already knows, early in that chain: nft insert rule {family} {table} {chain} ct state established,related accept"),
-            by(Manager::Docker, "Docker manages chain {chain}; accept the replies in DOCKER-USER: {tool} -I DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
-            by(Manager::Ufw, "ufw manages chain {chain}; its before rules accept ESTABLISHED,RELATED, so restore them in /etc/ufw/before.rules and run: ufw reload"),
-            by(Manager::Firewalld, "firewalld manages table {family} {table}; reload it to restore its established,related accept: firewall-cmd --reload"),
+            by(Manager::Iptables, "Accept the replies of connections conntrack already knows, early in that chain{run_in}: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept the replies of connections conntrack already knows, early in that chain{run_in}: {tool} -t {table} -I {chain} 1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
+            by(Manager::Nft, "Accept the replies of connections conntrack already knows, early in that chain{run_in}: nft insert rule {family} {table} {chain} ct state established,related accept"),
+            by(Manager::Docker, "Docker manages chain {chain}; accept the replies in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
+            by(Manager::Ufw, "ufw manages chain {chain}; its before rules accept ESTABLISHED,RELATED, so restore them in /etc/ufw/before.rules and run{run_in}: ufw reload"),
+            by(Manager::Firewalld, "firewalld manages table {family} {table}; reload it to restore its established,related accept{run_in}: firewall-cmd --reload"),
             KUBE,
             any("Accept the replies of connections conntrack already knows (ESTABLISHED,RELATED) early in the {hook} chain of {where}; run pathtrace with --netns for that namespace to see the rule that dropped them."),
         ],
@@ -117,6 +265,30 @@ pub const CAUSES: &[Cause] = &[
         // No command: the packet really was invalid to conntrack, and the
         // fix is wherever its state was lost.
         advice: &[any("There is no rule to change; find out why conntrack had no state for this packet in {where}. Usual causes: replies taking another path (asymmetric routing), a conntrack table flushed or full (see conntrack -S there), or a connection older than the firewall with net.netfilter.nf_conntrack_tcp_loose=0 (mid-stream packets are not picked up).")],
+    },
+    Cause {
+        id: "set_ban",
+        when: Condition::SetBan,
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}): {client} is in set {set_name} as {set_element}, which {rule_phrase} bans",
+        advice: &[
+            any("Take {client} out of the set; the rule and the rest of the set keep banning the others{run_in}: nft delete element {family} {table} {set_name} {set_element}").only(exact_set_element),
+            any("{set_element} holds other hosts too, so keep it and accept only this flow before the ban{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept"),
+        ],
+    },
+    Cause {
+        id: "tc_drop",
+        when: Condition::Program("tc "),
+        message: "{client}'s packet to {target} was dropped by the {prog_hook} BPF program {prog_name} (id {prog_id}) on {prog_dev} in {where} ({reason}), outside the firewall",
+        advice: &[
+            any("The program filters all traffic on {prog_dev}: keep it, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
+            any("Change program {prog_name} (id {prog_id}) so it passes this flow, or take it off {prog_dev} if it should not be there ({prog_remove}), which lets every flow it filters through."),
+        ],
+    },
+    Cause {
+        id: "xdp_drop",
+        when: Condition::Program("XDP"),
+        message: "{client}'s packet to {target} was dropped by the {prog_hook} program {prog_name} (id {prog_id}) on {prog_dev} in {where}, before the kernel's network stack saw it",
+        advice: &[any("XDP runs before anything that could let this flow past it: change {prog_name} (id {prog_id}) to pass it, or, if it should not be there at all, take it off {prog_dev} (every flow it filters goes with it){run_in}: {prog_remove}")],
     },
     Cause {
         id: "reject",
@@ -135,44 +307,90 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::PolicyDrop,
         message: "{client}'s packet to {target} reached the end of chain {chain} (table {family} {table}, {hook}, {where}) without an accepting rule, and the chain's policy dropped it",
         advice: &[
-            by(Manager::Iptables, "Accept this traffic in chain {chain}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
-            by(Manager::IptablesLegacy, "Accept this traffic in chain {chain}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
-            by(Manager::Nft, "Accept this traffic in chain {chain}: nft insert rule {family} {table} {chain} {l3} saddr {client} {l3} daddr {final_addr} {proto} dport {final_port} accept"),
-            by(Manager::Ufw, "ufw manages this chain (its default policy denied it): ufw allow from {client} to any port {final_port} proto {proto}"),
-            by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER: {tool} -I DOCKER-USER -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
-            by(Manager::Firewalld, "firewalld manages table {family} {table}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+            by(Manager::Iptables, "Accept this traffic in chain {chain}{run_in}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept this traffic in chain {chain}{run_in}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
+            by(Manager::Nft, "Accept this traffic in chain {chain}{run_in}: nft insert rule {family} {table} {chain} {l3} saddr {client} {l3} daddr {final_addr} {proto} dport {final_port} accept"),
+            by(Manager::Ufw, "ufw manages this chain (its default policy denied it){run_in}: ufw allow from {client} to any port {final_port} proto {proto}"),
+            by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
+            by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
             KUBE,
+            PROXMOX,
+            PROXMOX_HOST,
         ],
+    },
+    Cause {
+        id: "conntrack_full",
+        when: Condition::ConntrackFull,
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack's table is full there ({conntrack_count} of {conntrack_max} entries; {counters_rose}): no firewall rule decided, conntrack could not track a new connection",
+        advice: &[any("Raise the limit (it is the host's, shared by every namespace), on the host: sysctl -w net.netfilter.nf_conntrack_max={conntrack_max_new}")],
     },
     Cause {
         id: "netfilter_drop",
         when: Condition::Reason(&["NETFILTER_DROP"]),
-        message: "{client}'s packet to {target} was dropped by the firewall in {hook} ({where})",
-        advice: &[any("Run pathtrace with --netns for that namespace (or as root in it) to see the exact rule.")],
+        message: "{client}'s packet to {target} was dropped by netfilter in {hook} ({where}) with no traced rule deciding",
+        advice: &[any("No rule trace reached pathtrace from {where}: if it has iptables-legacy or nftables rules pathtrace could not trace, list them there (iptables-legacy-save, nft list ruleset); conntrack -S there shows drops conntrack made itself.")],
+    },
+    Cause {
+        id: "listener_elsewhere",
+        when: Condition::ListenerElsewhere,
+        message: "refused: nothing listens on {final_addr}:{final_port} ({proto}) in {where}{published_note}: the service there listens on {other_listeners} only; {no_socket_answer}",
+        advice: &[any("Make the service in {where} listen on {final_addr} (or on every address: 0.0.0.0 or [::]) in its own configuration, then restart it; no firewall change is needed.")],
     },
     Cause {
         id: "no_socket",
         when: Condition::Reason(&["NO_SOCKET"]),
         message: "refused: nothing listens on {proto} port {final_port} in {where}{published_note}; {no_socket_answer}",
-        advice: &[any("Start the service in {where}, or fix the port mapping so it points at a port something listens on.")],
+        advice: &[any("Start the service in {where} on {proto} port {final_port}, or point the mapping at the port it listens on; no firewall change is needed.")],
+    },
+    Cause {
+        id: "accept_queue_full",
+        when: Condition::AcceptQueueFull,
+        message: "{client}'s SYN to {target} reached a listener in {where} whose accept queue is full ({accept_queue}); the kernel discarded it without a drop reason ({counters_rose}), and the client retries until it times out",
+        advice: &[any("The service in {where} is not accepting its connections (or not fast enough): check that it calls accept(); raise its listen() backlog, and net.core.somaxconn that caps it, only if it is busy rather than stuck.")],
+    },
+    Cause {
+        id: "no_route_back",
+        when: Condition::NoRouteBack,
+        message: "{client}'s SYN to {target} reached {where}, which has no route back to {client}: it could not send its SYN-ACK and discarded the SYN without a drop reason ({counters_rose}); the client retries until it times out",
+        advice: &[
+            any("Give {where} a route back to {client} through the router the SYN came from (better still, a default route){run_in}: {route_back}"),
+            any("Give {where} a route back to {client} (a default route through its router), or have the router in front of it masquerade the clients."),
+        ],
     },
     Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
         message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
-        advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check: sysctl -w net.ipv4.conf.{ifname}.rp_filter=2 (loose) in {where}.")],
+        advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
     },
     Cause {
         id: "forwarding_disabled",
         when: Condition::ForwardingOff,
         message: "{client}'s packet to {target} had to be forwarded by {where}, but IP forwarding is off there",
-        advice: &[any("Enable forwarding in {where}: sysctl -w net.ipv4.ip_forward=1 (Docker normally does this).")],
+        advice: &[any("Enable forwarding (Docker and routers need it){run_in}: sysctl -w net.ipv4.ip_forward=1")],
+    },
+    Cause {
+        id: "neighbour_failed",
+        when: Condition::Reason(&["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD"]),
+        message: "no host answered {where}'s ARP/NDP for the next hop of {client}'s packet to {final_addr} on {ifname}: the neighbour is down, unplugged, or not on that link ({reason})",
+        advice: &[any("Check that the next hop for {final_addr} on {ifname} is up and on that network (ip neigh show dev {ifname} in {where} shows it FAILED); fix its address or the route that points at it. No firewall change helps.")],
     },
     Cause {
         id: "no_route",
         when: Condition::Reason(&["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"]),
         message: "{where} has no route for {client}'s packet to {final_addr}",
-        advice: &[any("Add a route to {final_addr} in {where} (ip route), or check the destination address.")],
+        advice: &[
+            any("{final_addr} is held by {owner}, a neighbour of {where}: route it there{run_in}: {route_to}"),
+            any("Add a route to {final_addr} in {where} through the router that reaches it (ip route add {final_addr} via that router's address), or check the destination address."),
+        ],
+    },
+    Cause {
+        id: "hairpin_nat",
+        when: Condition::Hairpin,
+        message: "hairpin NAT: {where} sent {client}'s packet to {orig_addr}:{orig_port} on to {final_addr}:{final_port} back out of {hairpin_dev}, the interface it came in on, with its source unchanged; {final_addr} answers {client} directly on that LAN, from an address the client never called, so the client resets the answer and never connects",
+        advice: &[any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
     },
     Cause {
         id: "icmp_error",
@@ -190,6 +408,12 @@ pub const CAUSES: &[Cause] = &[
         id: "tcp_consumed",
         when: Condition::SilentTcp,
         message: "{client}'s TCP segment to {target} reached {last_place}, where the TCP stack most likely took it: TCP frees the segments it has processed without a tracepoint",
+        advice: &[],
+    },
+    Cause {
+        id: "udp_delivered",
+        when: Condition::UdpSocket,
+        message: "{client}'s datagram to {target} was delivered to the UDP socket bound on {udp_socket} in {last_place}",
         advice: &[],
     },
     Cause {
@@ -212,18 +436,27 @@ pub const CAUSES: &[Cause] = &[
     },
 ];
 
-/// A rule dropped or rejected the packet: delete it, or accept the client
-/// before it, in the syntax of whoever manages the chain.
+/// A rule dropped or rejected the packet. The fix accepts this flow
+/// before it, in the syntax of whoever manages the chain; deleting the rule
+/// is offered in words only when it names the client alone.
 const ALLOW_PAST_RULE: &[Advice] = &[
-    by(Manager::Iptables, "Delete that rule ({tool} -t {table} -D {chain} {index}), or accept {client} before it: {tool} -t {table} -I {chain} {index} -s {client} -j ACCEPT"),
-    by(Manager::IptablesLegacy, "Delete that rule ({tool} -t {table} -D {chain} {index}), or accept {client} before it: {tool} -t {table} -I {chain} {index} -s {client} -j ACCEPT"),
-    by(Manager::Nft, "Delete that rule (nft delete rule {family} {table} {chain} handle {handle}), or accept {client} before it: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} accept"),
-    by(Manager::Ufw, "ufw manages chain {chain}; allow the client ahead of that rule: ufw insert 1 allow from {client} to any port {final_port} proto {proto}"),
-    by(Manager::Docker, "Delete that rule ({tool} -t {table} -D DOCKER-USER {docker_user_index}), or accept {client} before it: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -j ACCEPT"),
-    by(Manager::Docker, "Docker manages chain {chain}; allow the client in DOCKER-USER instead: {tool} -I DOCKER-USER -s {client} -j ACCEPT"),
-    by(Manager::Firewalld, "firewalld manages table {family} {table}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Iptables, "That rule bans {client} alone: delete it if the ban is no longer wanted ({tool} -t {table} -D {chain} {index}); to open only this flow, accept it before the rule{run_in}: {tool} -t {table} -I {chain} {index} -s {client} -p {proto} --dport {final_port} -j ACCEPT").only(names_client),
+    by(Manager::Iptables, "That rule covers other traffic too, so keep it and accept only this flow before it{run_in}: {tool} -t {table} -I {chain} {index} -s {client} -p {proto} --dport {final_port} -j ACCEPT"),
+    by(Manager::IptablesLegacy, "That rule bans {client} alone: delete it if the ban is no longer wanted ({tool} -t {table} -D {chain} {index}); to open only this flow, accept it before the rule{run_in}: {tool} -t {table} -I {chain} {index} -s {client} -p {proto} --dport {final_port} -j ACCEPT").only(names_client),
+    by(Manager::IptablesLegacy, "That rule covers other traffic too, so keep it and accept only this flow before it{run_in}: {tool} -t {table} -I {chain} {index} -s {client} -p {proto} --dport {final_port} -j ACCEPT"),
+    by(Manager::Nft, "That rule bans {client} alone: delete it if the ban is no longer wanted (nft delete rule {family} {table} {chain} handle {handle}); to open only this flow, accept it before the rule{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept").only(names_client),
+    by(Manager::Nft, "That rule covers other traffic too, so keep it and accept only this flow before it{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept"),
+    by(Manager::Ufw, "ufw manages chain {chain}; allow the client ahead of that rule{run_in}: ufw insert 1 allow from {client} to any port {final_port} proto {proto}"),
+    by(Manager::Docker, "That rule bans {client} alone: delete it if the ban is no longer wanted ({tool} -t {table} -D DOCKER-USER {docker_user_index}); to open only this flow (published port {orig_port}), accept it before the rule{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT").only(names_client),
+    by(Manager::Docker, "That rule covers other traffic too, so keep it and accept only this flow (published port {orig_port}) before it{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
+    by(Manager::Docker, "Docker manages chain {chain} and rewrites it; accept only this flow (published port {orig_port}) in DOCKER-USER, the chain it leaves to you{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
+    by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    PROXMOX,
     KUBE,
-    any("{manager_note}Remove that rule, or accept {client} before it, in chain {chain} of table {family} {table}."),
+    PROXMOX_HOST,
+    any("{manager_note}Keep that rule (it may cover others) and accept {client} before it, in chain {chain} of table {family} {table}."),
 ];
 
 /// When nothing more specific holds.

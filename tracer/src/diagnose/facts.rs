@@ -1,10 +1,17 @@
 //! What a diagnosis may say about a packet, gathered once.
-use std::collections::HashMap;
+use std::net::IpAddr;
 
-use super::{manager::firewalld_zone, Manager};
+use super::{
+    fact::{Fact, Values},
+    manager::{firewalld_policy, firewalld_zone, proxmox_guest},
+    nat::{hairpin, Hairpin},
+    sets::{set_ban, SetBan},
+    Manager,
+};
 use crate::{
-    events::{HopKind, RuleHit},
-    model::IcmpError,
+    events::{Hop, HopKind, RuleHit},
+    evidence::{programs, programs::Attached, Evidence, Seen},
+    model::{IcmpError, Tuple},
     names::View,
     names::{in_netns, Containers},
     ruletrace::deciding_rule,
@@ -28,7 +35,20 @@ pub struct Facts {
     pub manager: Option<Manager>,
     /// Dropped by iptables run on a bridged frame (br_netfilter).
     pub bridged: bool,
-    values: HashMap<&'static str, String>,
+    /// The kernel's own state where the packet died or was last seen,
+    /// read when it settled (counters against their start values).
+    pub seen: Option<Seen>,
+    /// The deciding rule names the client's own address (a ban of this
+    /// host), rather than covering other traffic too.
+    pub rule_names_client: bool,
+    /// The deciding rule looked the client up in an nftables set.
+    pub set_ban: Option<SetBan>,
+    /// Sent back out of the interface it came in on after DNAT, source
+    /// unchanged: the reply will bypass the NAT.
+    pub hairpin: Option<Hairpin>,
+    /// The tc or XDP program that dropped it.
+    pub program: Option<Attached>,
+    pub(super) values: Values,
 }
 
 /// "container web", "namespace NAME" or "the host".
@@ -46,7 +66,6 @@ pub(super) fn place(view: &mut View, netns: u32) -> String {
 /// What a REJECT answers with: (outcome word, what the client gets, errno).
 fn reject_reply(text: &str, v6: bool) -> (&'static str, &'static str, &'static str) {
     let t = text.to_ascii_lowercase();
-    let icmp = if v6 { "an ICMPv6" } else { "an ICMP" };
     if t.contains("tcp-reset") || t.contains("tcp reset") {
         ("refused", "a TCP reset", "ECONNREFUSED")
     } else if t.contains("admin-prohibited") || t.contains("adm-prohibited") {
@@ -61,13 +80,10 @@ fn reject_reply(text: &str, v6: bool) -> (&'static str, &'static str, &'static s
         ("unreachable", "a host-unreachable", "EHOSTUNREACH")
     } else if t.contains("net-unreachable") || t.contains("no-route") {
         ("unreachable", "a net-unreachable", "ENETUNREACH")
+    } else if v6 {
+        ("refused", "an ICMPv6 port-unreachable", "ECONNREFUSED")
     } else {
-        let _ = icmp;
-        if v6 {
-            ("refused", "an ICMPv6 port-unreachable", "ECONNREFUSED")
-        } else {
-            ("refused", "an ICMP port-unreachable", "ECONNREFUSED")
-        }
+        ("refused", "an ICMP port-unreachable", "ECONNREFUSED")
     }
 }
 
@@ -87,31 +103,46 @@ pub(super) fn no_socket_answer(proto: u8, v6: bool, client: &str) -> String {
     }
 }
 
+/// Whether `text` (a rule in iptables or nft syntax) matches on `addr`
+/// as its source, alone (`/32`, `/128` or no prefix).
+fn names_source(text: &str, addr: IpAddr) -> bool {
+    let host = addr.to_string();
+    let full = if addr.is_ipv4() { "/32" } else { "/128" };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.windows(2).any(|w| {
+        matches!(w[0], "-s" | "--source" | "saddr")
+            && (w[1] == host || w[1] == format!("{host}{full}"))
+    })
+}
+
 /// The deciding rule's names and numbers, for advice templates.
-fn rule_values(r: &RuleHit, manager: Manager, v: &mut HashMap<&'static str, String>) {
-    v.insert("rule_phrase", r.phrase());
-    v.insert("at_rule", format!(" at {}", r.phrase()));
-    v.insert("chain", r.chain.clone());
-    v.insert("table", r.table.clone());
-    v.insert("family", r.family.clone());
+fn rule_values(r: &RuleHit, manager: Manager, v: &mut Values) {
+    v.set(Fact::RulePhrase, r.phrase());
+    v.set(Fact::AtRule, format!(" at {}", r.phrase()));
+    v.set(Fact::Chain, r.chain.clone());
+    v.set(Fact::Table, r.table.clone());
+    v.set(Fact::Family, r.family.clone());
     // Docker's and ufw's chains are edited with the iptables that wrote them.
     let flavour = Manager::iptables_flavour(r).unwrap_or(manager);
-    v.insert("tool", flavour.iptables_tool(&r.family).to_owned());
-    v.insert("manager", manager.name().to_owned());
+    v.set(Fact::Tool, flavour.iptables_tool(&r.family));
+    v.set(Fact::Manager, manager.name());
     if let Some(i) = r.index {
-        v.insert("index", i.to_string());
+        v.set(Fact::Index, i.to_string());
         if r.chain == "DOCKER-USER" && !r.policy {
-            v.insert("docker_user_index", i.to_string());
+            v.set(Fact::DockerUserIndex, i.to_string());
         }
     }
     if let Some(h) = r.handle {
-        v.insert("handle", h.to_string());
+        v.set(Fact::Handle, h.to_string());
     }
     if let Some(z) = firewalld_zone(&r.chain) {
-        v.insert("zone", z.to_owned());
+        v.set(Fact::Zone, z);
     }
-    v.insert(
-        "manager_note",
+    if let Some(id) = proxmox_guest(&r.chain) {
+        v.set(Fact::GuestId, id);
+    }
+    v.set(
+        Fact::ManagerNote,
         format!("{} seems to manage this table. ", manager.name()),
     );
 }
@@ -139,166 +170,310 @@ fn bridged_drop(p: &Packet, view: &View) -> bool {
     (bridge_hook && ip_drop) || br_nf_stack
 }
 
+/// The target as the client asked for it, and what DNAT made of it.
+fn target_values(
+    first: Tuple,
+    last: Option<Tuple>,
+    containers: &Containers,
+    view: &mut View,
+    p: &Packet,
+    v: &mut Values,
+) {
+    let proto = first.proto_name();
+    let (final_addr, final_port) = last
+        .map(|t| (t.daddr.to_string(), t.dport))
+        .unwrap_or_default();
+    // Addresses repeat across hosts (every Docker host's first container
+    // is 172.17.0.2): a container is the packet's only if the packet
+    // entered its namespace or its Docker host's, or where it runs is not
+    // known.
+    let passed = |c: &crate::names::Container| {
+        let entered = |ns: u32| p.hops.iter().any(|h| h.netns == ns);
+        c.netns.is_some_and(entered) || c.host_netns.is_none_or(entered)
+    };
+    let container = containers
+        .with_ip(&final_addr)
+        .filter(|c| passed(c))
+        .map(|c| c.name.clone())
+        .or_else(|| {
+            p.hops
+                .iter()
+                .rev()
+                .find_map(|h| view.netns.container(h.netns).map(str::to_owned))
+        });
+    // The container publishing the port the client asked for, when the
+    // packet was DNATed to it (another host may publish the same port).
+    let published = containers
+        .publishing(first.dport, &proto)
+        .filter(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
+    let mut target = format!("{}:{}", first.daddr, first.dport);
+    v.set(Fact::PublishedNote, "");
+    match (&container, published) {
+        (_, Some((c, pb))) => {
+            target.push_str(&format!(
+                " (published port {} → container {}:{}",
+                pb.public, c.name, pb.private
+            ));
+            if let Some(ip) = &c.ip {
+                target.push_str(&format!(", {ip}:{}", pb.private));
+            }
+            target.push(')');
+            v.set(
+                Fact::PublishedNote,
+                format!(
+                    " (published port {} → {}:{})",
+                    pb.public, c.name, pb.private
+                ),
+            );
+        }
+        (Some(c), None) if first.daddr.to_string() != final_addr => {
+            target.push_str(&format!(
+                " (DNAT to container {c}, {final_addr}:{final_port})"
+            ));
+        }
+        _ if first.daddr.to_string() != final_addr || first.dport != final_port => {
+            target.push_str(&format!(" (DNAT to {final_addr}:{final_port})"));
+            v.set(
+                Fact::PublishedNote,
+                format!(" (DNAT from {}:{})", first.daddr, first.dport),
+            );
+        }
+        _ => {}
+    }
+    v.set(Fact::Target, target);
+    v.set(Fact::Proto, proto);
+    v.set(Fact::FinalAddr, final_addr);
+    v.set(Fact::FinalPort, final_port.to_string());
+    v.set(Fact::OrigAddr, first.daddr.to_string());
+    v.set(Fact::OrigPort, first.dport.to_string());
+}
+
+/// Where the packet died (or was last seen), in words and names.
+fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
+    let netns = at.map(|h| h.netns).unwrap_or(0);
+    let where_ = place(view, netns);
+    v.set(
+        Fact::RunIn,
+        if where_ == "the host" {
+            String::new()
+        } else {
+            format!(" in {where_}")
+        },
+    );
+    v.set(Fact::Where, where_);
+    v.set(
+        Fact::Ifname,
+        at.map(|h| h.ifname.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".into()),
+    );
+    v.set(
+        Fact::Hook,
+        p.fate
+            .hook
+            .map(|h| h.as_str().to_owned())
+            .unwrap_or_else(|| "an unknown hook".into()),
+    );
+    v.set(
+        Fact::Location,
+        at.and_then(|h| view.location(h))
+            .unwrap_or_else(|| "an unknown place".into()),
+    );
+    let last_real = p.hops.iter().rev().find(|h| h.kind != HopKind::NfRule);
+    if let Some(h) = last_real {
+        v.set(Fact::LastPlace, place(view, h.netns));
+        v.set(
+            Fact::LastHop,
+            format!(
+                "{} on {} in {}",
+                h.kind.as_str(),
+                if h.ifname.is_empty() { "-" } else { &h.ifname },
+                place(view, h.netns)
+            ),
+        );
+    }
+}
+
+/// IP forwarding on `ifname` in namespace `netns`, when it can be read.
+fn forwarding_of(view: &mut View, netns: u32, ifname: &str) -> Option<bool> {
+    let path = view.netns.path(netns)?;
+    in_netns(&path, || {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok()
+    })
+    .flatten()
+    .map(|s| s.trim() != "0")
+}
+
+/// The counters that rose, as evidence: "TcpExt.ListenOverflows +3, …".
+fn counters_phrase(seen: &Seen, names: &[&str]) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .filter(|n| seen.rose(n) > 0)
+        .map(|n| format!("{n} +{}", seen.rose(n)))
+        .collect();
+    shown.join(", ")
+}
+
+/// The one router a namespace learnt on `dev`: where the request came
+/// from, so a route back through it reaches the client.
+fn route_back(seen: &Seen, client: IpAddr, dev: &str) -> Option<String> {
+    let mut routers = seen
+        .now
+        .neighbours
+        .iter()
+        .filter(|n| n.resolved && n.device == dev && n.addr != client);
+    let gw = routers.next()?;
+    routers
+        .next()
+        .is_none()
+        .then(|| format!("ip route add {client} via {} dev {dev}", gw.addr))
+}
+
+/// Facts from the namespace's own state (see [`crate::evidence`]).
+fn evidence_values(
+    seen: &Seen,
+    final_addr: Option<IpAddr>,
+    final_port: u16,
+    proto: u8,
+    v: &mut Values,
+) {
+    let rose = counters_phrase(
+        seen,
+        &[
+            "conntrack.drop",
+            "conntrack.insert_failed",
+            "conntrack.early_drop",
+            "TcpExt.ListenOverflows",
+            "TcpExt.ListenDrops",
+            "Udp.NoPorts",
+            "Udp.RcvbufErrors",
+            "Ip.InNoRoutes",
+            "Ip.OutNoRoutes",
+        ],
+    );
+    if !rose.is_empty() {
+        v.set(Fact::CountersRose, rose);
+    }
+    if let Some((count, max)) = seen.now.conntrack {
+        v.set(Fact::ConntrackCount, count.to_string());
+        v.set(Fact::ConntrackMax, max.to_string());
+        v.set(
+            Fact::ConntrackMaxNew,
+            (max.max(count) * 2).max(1024).to_string(),
+        );
+    }
+    let on_port: Vec<_> = seen
+        .now
+        .bound
+        .iter()
+        .filter(|b| b.port == final_port && b.proto == proto)
+        .collect();
+    if let Some(addr) = final_addr {
+        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr)) {
+            let list: Vec<String> = on_port.iter().map(|b| b.endpoint()).collect();
+            v.set(Fact::OtherListeners, list.join(", "));
+        }
+        if proto == 17 {
+            if let Some(b) = on_port.iter().find(|b| b.takes(addr)) {
+                v.set(Fact::UdpSocket, b.endpoint());
+            }
+        }
+        if let Some(q) = on_port
+            .iter()
+            .filter(|b| b.takes(addr))
+            .find_map(|b| b.accept_queue)
+        {
+            v.set(Fact::AcceptQueue, format!("{q} connections waiting"));
+        }
+    }
+}
+
 impl Facts {
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.values.get(key).cloned()
+    pub fn get(&self, f: Fact) -> Option<&str> {
+        self.values.get(f)
     }
 
-    pub fn build(p: &Packet, view: &mut View, containers: &Containers, reply: bool) -> Self {
+    pub fn build(
+        p: &Packet,
+        view: &mut View,
+        containers: &Containers,
+        reply: bool,
+        evidence: &mut Evidence,
+    ) -> Self {
         let at = p.fate.at.and_then(|i| p.hops.get(i));
         let first = p.hops.iter().find_map(|h| h.tuple);
         let last = p.hops.iter().rev().find_map(|h| h.tuple);
         let reason = at.and_then(|h| view.reason(h));
         let rule = deciding_rule(p).cloned();
-        let mut v: HashMap<&'static str, String> = HashMap::new();
+        let mut v = Values::default();
         let client = first
             .map(|t| t.saddr.to_string())
             .unwrap_or_else(|| "the sender".into());
-        let proto = first.map(|t| t.proto_name()).unwrap_or_else(|| "ip".into());
-        let (final_addr, final_port) = last
-            .map(|t| (t.daddr.to_string(), t.dport))
-            .unwrap_or_default();
-        let container = containers
-            .with_ip(&final_addr)
-            .map(|c| c.name.clone())
-            .or_else(|| {
-                p.hops
-                    .iter()
-                    .rev()
-                    .find_map(|h| view.netns.container(h.netns).map(str::to_owned))
-            });
-        let published = first.and_then(|t| containers.publishing(t.dport, &proto));
-        let mut target = first
-            .map(|t| format!("{}:{}", t.daddr, t.dport))
-            .unwrap_or_default();
-        match (&container, published) {
-            (_, Some((c, pb))) => {
-                target.push_str(&format!(
-                    " (published port {} → container {}:{}",
-                    pb.public, c.name, pb.private
-                ));
-                if let Some(ip) = &c.ip {
-                    target.push_str(&format!(", {ip}:{}", pb.private));
-                }
-                target.push(')');
-                v.insert(
-                    "published_note",
-                    format!(
-                        " (published port {} → {}:{})",
-                        pb.public, c.name, pb.private
-                    ),
-                );
-            }
-            (Some(c), None) if first.map(|t| t.daddr.to_string()) != Some(final_addr.clone()) => {
-                target.push_str(&format!(
-                    " (DNAT to container {c}, {final_addr}:{final_port})"
-                ));
-            }
-            _ if first.is_some_and(|t| t.daddr.to_string() != final_addr) => {
-                target.push_str(&format!(" (DNAT to {final_addr}:{final_port})"));
-            }
-            _ => {}
+        v.set(Fact::Client, client.clone());
+        v.set(Fact::Proto, "ip");
+        if let Some(f) = first {
+            target_values(f, last, containers, view, p, &mut v);
         }
-        v.entry("published_note").or_default();
-        v.insert("at_rule", String::new());
+        v.set(Fact::AtRule, "");
+        place_values(p, at, view, &mut v);
         let netns = at.map(|h| h.netns).unwrap_or(0);
-        let where_ = place(view, netns);
-        let mut forwarding = None;
-        if reason.as_deref() == Some("IP_INADDRERRORS") {
-            let ifname = at.map(|h| h.ifname.clone()).unwrap_or_default();
-            forwarding = view.netns.path(netns).and_then(|path| {
-                in_netns(&path, || {
-                    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"))
-                        .ok()
-                })
-                .flatten()
-                .map(|s| s.trim() != "0")
-            });
-        }
+        let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
+            .then(|| {
+                forwarding_of(
+                    view,
+                    netns,
+                    &at.map(|h| h.ifname.clone()).unwrap_or_default(),
+                )
+            })
+            .flatten();
         let last_real = p.hops.iter().rev().find(|h| h.kind != HopKind::NfRule);
         let silent_tcp = last_real.is_some_and(|h| {
             h.kind == HopKind::Rx
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        if let Some(h) = last_real {
-            v.insert("last_place", place(view, h.netns));
-        }
-        let last_hop = last_real
-            .map(|h| {
-                format!(
-                    "{} on {} in {}",
-                    h.kind.as_str(),
-                    if h.ifname.is_empty() { "-" } else { &h.ifname },
-                    place(view, h.netns)
-                )
-            })
-            .unwrap_or_default();
-        v.insert("client", client.clone());
-        v.insert("target", target);
-        v.insert("proto", proto);
-        v.insert("final_addr", final_addr);
-        v.insert("final_port", final_port.to_string());
-        v.insert("where", where_);
-        v.insert(
-            "ifname",
-            at.map(|h| h.ifname.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "-".into()),
-        );
-        v.insert(
-            "hook",
-            p.fate
-                .hook
-                .map(|h| h.as_str().to_owned())
-                .unwrap_or_else(|| "an unknown hook".into()),
-        );
-        v.insert(
-            "reason",
+        v.set(
+            Fact::Reason,
             reason.clone().unwrap_or_else(|| "no reason given".into()),
         );
-        v.insert(
-            "location",
-            at.and_then(|h| view.location(h))
-                .unwrap_or_else(|| "an unknown place".into()),
-        );
-        v.insert("last_hop", last_hop);
         let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
-        v.insert(
-            "no_socket_answer",
+        v.set(
+            Fact::NoSocketAnswer,
             no_socket_answer(first.map(|t| t.proto).unwrap_or(0), v6, &client),
         );
-        v.insert("l3", if v6 { "ip6" } else { "ip" }.into());
-        v.insert("fw_family", if v6 { "ipv6" } else { "ipv4" }.into());
-        let manager = rule.as_ref().map(|r| {
-            let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
-            let m = Manager::of(r, walked);
-            rule_values(r, m, &mut v);
-            if m == Manager::Firewalld && !v.contains_key("zone") {
-                // firewalld's last reject sits in filter_INPUT, after the
-                // zone chains the packet went through.
-                let zone = p
-                    .hops
-                    .iter()
-                    .filter_map(|h| h.rule.as_deref())
-                    .filter(|h| h.netns == r.netns && h.table == r.table)
-                    .find_map(|h| firewalld_zone(&h.chain));
-                if let Some(z) = zone {
-                    v.insert("zone", z.to_owned());
-                }
+        v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
+        v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
+        let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
+        let no_route = matches!(reason.as_deref(), Some("IP_INNOROUTES" | "IP_OUTNOROUTES"))
+            || (reason.as_deref() == Some("IP_INADDRERRORS") && forwarding != Some(false));
+        if let (true, Some(l)) = (no_route, last) {
+            route_to(view, netns, l.daddr, &mut v);
+        }
+        if reason.as_deref() == Some("PKT_TOO_BIG") {
+            if let Some(h) = at {
+                too_big_values(h, last, view, &mut v);
             }
-            let (word, reply_kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
-            v.insert("reject_word", word.into());
-            v.insert("reject_reply", reply_kind.into());
-            v.insert("reject_errno", errno.into());
-            m
-        });
+        }
         let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
         if let Some(e) = icmp {
-            v.insert("icmp", e.to_string());
+            v.set(Fact::QuotedSender, e.quoted.saddr.to_string());
+            let (ipt, nft) = if e.version == 6 {
+                (
+                    "-p ipv6-icmp --icmpv6-type packet-too-big",
+                    "icmpv6 type packet-too-big",
+                )
+            } else {
+                (
+                    "-p icmp --icmp-type fragmentation-needed",
+                    "icmp type destination-unreachable icmp code frag-needed",
+                )
+            };
+            v.set(Fact::IcmpMatchIpt, ipt);
+            v.set(Fact::IcmpMatchNft, nft);
+            v.set(Fact::Icmp, e.to_string());
             let q = e.quoted;
-            v.insert(
-                "quoted",
+            v.set(
+                Fact::Quoted,
                 format!(
                     "{}:{} → {}:{} ({})",
                     q.saddr,
@@ -316,6 +491,47 @@ impl Facts {
             .map(|h| h.tcp_flags)
             .unwrap_or(0);
         let bridged = p.fate.kind == FateKind::Dropped && bridged_drop(p, view);
+        let client_addr = first.map(|t| t.saddr);
+        let rule_names_client = rule.as_ref().is_some_and(|r| {
+            client_addr.is_some_and(|a| r.text.as_deref().is_some_and(|t| names_source(t, a)))
+        });
+        let set_ban = rule
+            .as_ref()
+            .zip(client_addr)
+            .and_then(|(r, a)| set_ban(r, a, view, &mut v));
+        let hairpin = hairpin(p, view, &mut v);
+        let program = (p.fate.kind == FateKind::Dropped)
+            .then(|| at.and_then(|h| dropping_program(h, reason.as_deref(), view)))
+            .flatten();
+        if let (Some(prog), Some(f), Some(l)) = (&program, first, last) {
+            program_values(prog, f.saddr, l, &mut v);
+        }
+        let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
+            .then(|| last_real.or(at))
+            .flatten()
+            .and_then(|h| {
+                let netns = if p.fate.kind == FateKind::Dropped {
+                    netns
+                } else {
+                    h.netns
+                };
+                let path = view.netns.path(netns)?;
+                evidence.look(netns, &path)
+            });
+        if let (Some(s), Some(c), Some(h)) = (&seen, client_addr, last_real) {
+            if let Some(r) = route_back(s, c, &h.ifname) {
+                v.set(Fact::RouteBack, r);
+            }
+        }
+        if let Some(s) = &seen {
+            evidence_values(
+                s,
+                last.map(|t| t.daddr),
+                last.map(|t| t.dport).unwrap_or(0),
+                last.map(|t| t.proto).unwrap_or(0),
+                &mut v,
+            );
+        }
         Self {
             fate: p.fate.kind,
             reason,
@@ -327,6 +543,11 @@ impl Facts {
             icmp,
             manager,
             bridged,
+            seen,
+            rule_names_client,
+            set_ban,
+            hairpin,
+            program,
             values: v,
         }
     }
@@ -342,6 +563,11 @@ impl Facts {
         let manager = rule
             .as_ref()
             .map(|r| Manager::of(r, std::iter::empty::<&RuleHit>()));
+        let mut v = Values::default();
+        for (k, val) in values {
+            let f = Fact::from_name(k).unwrap_or_else(|| panic!("no fact named {k}"));
+            v.set(f, *val);
+        }
         Self {
             fate,
             reason: reason.map(str::to_owned),
@@ -353,7 +579,12 @@ impl Facts {
             icmp: None,
             manager,
             bridged: false,
-            values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            seen: None,
+            rule_names_client: false,
+            set_ban: None,
+            hairpin: None,
+            program: None,
+            values: v,
         }
     }
 
@@ -362,11 +593,13 @@ impl Facts {
     pub fn set_rule_values(&mut self, r: &RuleHit) {
         let m = Manager::of(r, std::iter::empty::<&RuleHit>());
         rule_values(r, m, &mut self.values);
-        let v6 = false;
-        let (word, kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
-        self.values.insert("reject_word", word.into());
-        self.values.insert("reject_reply", kind.into());
-        self.values.insert("reject_errno", errno.into());
+        let (word, kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), false);
+        self.values.set(Fact::RejectWord, word);
+        self.values.set(Fact::RejectReply, kind);
+        self.values.set(Fact::RejectErrno, errno);
+        if let Some(a) = self.values.get(Fact::Client).and_then(|c| c.parse().ok()) {
+            self.rule_names_client = r.text.as_deref().is_some_and(|t| names_source(t, a));
+        }
         self.rule = Some(r.clone());
         self.manager = Some(m);
     }
@@ -375,5 +608,204 @@ impl Facts {
     pub fn with_forwarding(mut self, on: bool) -> Self {
         self.forwarding = Some(on);
         self
+    }
+
+    #[cfg(test)]
+    pub fn with_seen(mut self, seen: Seen) -> Self {
+        self.seen = Some(seen);
+        self
+    }
+}
+
+/// A route from namespace `netns` to `dst`, built from what the namespaces
+/// hold: the one that holds `dst`, and its address on a link `netns` shares.
+fn route_to(view: &mut View, netns: u32, dst: IpAddr, v: &mut Values) {
+    use crate::evidence::link;
+    /// At most this many namespaces are asked whether they hold the address.
+    const LOOK: usize = 256;
+    let Some(here) = view
+        .netns
+        .path(netns)
+        .and_then(|p| in_netns(&p, link::v4_addrs))
+    else {
+        return;
+    };
+    let mut known = view.netns.known_paths();
+    known.sort_unstable_by_key(|(ino, _)| *ino);
+    let owner = known
+        .into_iter()
+        .filter(|(ino, _)| *ino != netns)
+        .take(LOOK)
+        .find(|(_, path)| in_netns(path, || link::holds(dst)) == Some(true));
+    let Some((ino, path)) = owner else { return };
+    v.set(Fact::Owner, place(view, ino));
+    let there = in_netns(&path, link::v4_addrs).unwrap_or_default();
+    if let Some((via, dev)) = link::adjacent(&here, &there) {
+        v.set(
+            Fact::RouteTo,
+            format!("ip route add {dst} via {via} dev {dev}"),
+        );
+    }
+}
+
+/// What a packet too big for its next link did not fit: the MTU of the
+/// device its namespace routes it out of.
+fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values) {
+    v.set(Fact::PktLen, at.len.to_string());
+    let link = match last.map(|t| t.daddr) {
+        Some(IpAddr::V4(dst)) => view
+            .netns
+            .path(at.netns)
+            .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten()),
+        _ => None,
+    };
+    v.set(
+        Fact::MtuPhrase,
+        match link {
+            Some((dev, mtu)) => format!("the {mtu}-byte MTU of {dev}"),
+            None => "the MTU of its next link".to_owned(),
+        },
+    );
+}
+
+/// The tc or XDP program attached where the packet was dropped, when the
+/// drop came from one: a `TC_INGRESS`/`TC_EGRESS` reason, or a free inside
+/// the XDP paths (`do_xdp_generic`, a veth's XDP receive), which give no reason.
+fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<Attached> {
+    let path = view.netns.path(at.netns);
+    let path = path.as_deref();
+    match reason {
+        Some("TC_INGRESS") => return programs::tc(path, &at.ifname, "ingress").into_iter().next(),
+        Some("TC_EGRESS") => return programs::tc(path, &at.ifname, "egress").into_iter().next(),
+        _ => {}
+    }
+    let in_xdp = reason == Some("XDP")
+        || view
+            .location(at)
+            .is_some_and(|l| l.starts_with("do_xdp_generic") || l.contains("_xdp_"));
+    in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
+}
+
+/// The program's facts, and the commands that bypass or remove it.
+fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+    v.set(Fact::ProgName, prog.name.clone());
+    v.set(Fact::ProgId, prog.id.to_string());
+    v.set(Fact::ProgHook, prog.hook.clone());
+    v.set(Fact::ProgDev, prog.dev.clone());
+    let dev = &prog.dev;
+    if let Some(direction) = prog.hook.strip_prefix("tc ") {
+        let bypass_pref = prog
+            .pref
+            .filter(|p| *p > 1 && programs::tc_pass_available());
+        if let Some(pref) = bypass_pref {
+            let (l3, m, host) = if client.is_ipv4() {
+                ("ip", "ip", 32)
+            } else {
+                ("ipv6", "ip6", 128)
+            };
+            let ports = if matches!(flow.proto, 6 | 17 | 132) {
+                format!(" match {m} dport {} 0xffff", flow.dport)
+            } else {
+                String::new()
+            };
+            v.set(
+                Fact::ProgBypass,
+                format!(
+                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
+                    pref - 1,
+                    flow.daddr,
+                    flow.proto
+                ),
+            );
+        }
+        v.set(
+            Fact::ProgRemove,
+            format!(
+                "tc filter del dev {dev} {direction} pref {}",
+                prog.pref.unwrap_or(0)
+            ),
+        );
+    } else {
+        let mode = match prog.hook.as_str() {
+            "XDP (generic)" => "xdpgeneric",
+            "XDP (native)" => "xdpdrv",
+            "XDP (offloaded)" => "xdpoffload",
+            _ => "xdp",
+        };
+        v.set(
+            Fact::ProgRemove,
+            format!("ip link set dev {dev} {mode} off"),
+        );
+    }
+}
+
+/// Whether the namespace's own state is worth reading for this packet:
+/// a loss the kernel gives no rule for, or a SYN "consumed" where a full
+/// accept queue also consumes it.
+fn wants_evidence(fate: FateKind, reason: Option<&str>, has_rule: bool, tcp_flags: u8) -> bool {
+    let worth = match fate {
+        FateKind::Dropped => !has_rule,
+        FateKind::Delivered => tcp_flags & 0x12 == 0x02,
+        FateKind::Unknown => true,
+        FateKind::Forwarded => false,
+    };
+    worth && !reason.is_some_and(|r| super::TEARDOWN_REASONS.contains(&r))
+}
+
+/// The deciding rule's facts; returns who manages its table.
+fn rule_facts(p: &Packet, r: &RuleHit, v6: bool, v: &mut Values) -> Manager {
+    let walked = p.hops.iter().filter_map(|h| h.rule.as_deref());
+    let m = Manager::of(r, walked);
+    rule_values(r, m, v);
+    let walked_chains = || {
+        p.hops
+            .iter()
+            .filter_map(|h| h.rule.as_deref())
+            .filter(|h| h.netns == r.netns && h.table == r.table)
+            .map(|h| h.chain.as_str())
+    };
+    if m == Manager::Firewalld {
+        // Traffic between zones is a policy's: a zone's rich rule would not open it.
+        if let Some(pol) = walked_chains().find_map(firewalld_policy) {
+            v.set(Fact::Policy, pol);
+        }
+    }
+    if m == Manager::Proxmox && !v.has(Fact::GuestId) {
+        if let Some(id) = walked_chains().find_map(proxmox_guest) {
+            v.set(Fact::GuestId, id);
+        }
+    }
+    if m == Manager::Firewalld && !v.has(Fact::Zone) && !v.has(Fact::Policy) {
+        // firewalld's last reject sits in filter_INPUT, after the
+        // zone chains the packet went through.
+        let zone = p
+            .hops
+            .iter()
+            .filter_map(|h| h.rule.as_deref())
+            .filter(|h| h.netns == r.netns && h.table == r.table)
+            .find_map(|h| firewalld_zone(&h.chain));
+        if let Some(z) = zone {
+            v.set(Fact::Zone, z);
+        }
+    }
+    let (word, reply_kind, errno) = reject_reply(r.text.as_deref().unwrap_or_default(), v6);
+    v.set(Fact::RejectWord, word);
+    v.set(Fact::RejectReply, reply_kind);
+    v.set(Fact::RejectErrno, errno);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_source;
+
+    #[test]
+    fn a_rule_names_the_client_only_as_its_own_source() {
+        let a = "192.0.2.9".parse().expect("ip");
+        assert!(names_source("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", a));
+        assert!(names_source("ip saddr 192.0.2.9 drop", a));
+        assert!(!names_source("-A INPUT -s 192.0.2.0/24 -j DROP", a));
+        assert!(!names_source("-A INPUT -d 192.0.2.9/32 -j DROP", a));
+        assert!(!names_source("-A INPUT -p tcp -j REJECT", a));
     }
 }

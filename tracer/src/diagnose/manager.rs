@@ -20,6 +20,10 @@ pub enum Manager {
     Docker,
     KubeProxy,
     Firewalld,
+    /// Proxmox VE's pve-firewall (`PVEFW-*` chains and a guest's
+    /// `veth101i0-IN`, `tap101i0-OUT`, …), which it rewrites from its
+    /// `.fw` files.
+    Proxmox,
 }
 
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "raw", "mangle", "security"];
@@ -40,6 +44,9 @@ impl Manager {
         let walked_through = |f: fn(&str) -> bool| same_table.iter().any(|h| f(&h.chain));
         if rule.table == "firewalld" {
             return Self::Firewalld;
+        }
+        if is_proxmox_chain(chain) || walked_through(is_proxmox_chain) {
+            return Self::Proxmox;
         }
         if chain.starts_with("KUBE-") {
             return Self::KubeProxy;
@@ -90,6 +97,7 @@ impl Manager {
             Self::Docker => "Docker",
             Self::KubeProxy => "kube-proxy",
             Self::Firewalld => "firewalld",
+            Self::Proxmox => "pve-firewall",
         }
     }
 
@@ -104,13 +112,56 @@ impl Manager {
     }
 }
 
-/// The firewalld zone a chain belongs to (`filter_IN_public` → `public`).
-pub fn firewalld_zone(chain: &str) -> Option<&str> {
-    ["_IN_", "_FWD_", "_FWDI_", "_FWDO_"]
+fn is_proxmox_chain(chain: &str) -> bool {
+    chain.starts_with("PVEFW-") || proxmox_guest(chain).is_some()
+}
+
+/// The guest (VM or container id) whose firewall chain this is:
+/// `veth101i0-IN` and `tap101i0-OUT` → `101`.
+pub fn proxmox_guest(chain: &str) -> Option<&str> {
+    let (dev, dir) = chain.rsplit_once('-')?;
+    if !matches!(dir, "IN" | "OUT") {
+        return None;
+    }
+    let rest = dev
+        .strip_prefix("veth")
+        .or_else(|| dev.strip_prefix("tap"))?;
+    let (id, nic) = rest.split_once('i')?;
+    (!id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && nic.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(id)
+}
+
+/// The part of a firewalld chain's name after its hook (`filter_IN_public_allow`
+/// → `public_allow`).
+fn firewalld_suffix(chain: &str) -> Option<&str> {
+    ["_IN_", "_FWD_", "_FWDI_", "_FWDO_", "_OUT_"]
         .iter()
         .find_map(|sep| chain.split_once(sep))
-        .map(|(_, z)| z.split('_').next().unwrap_or(z))
+        .map(|(_, rest)| rest)
+}
+
+/// The firewalld zone a chain belongs to (`filter_IN_public` → `public`);
+/// a policy's chain (`filter_FWD_policy_NAME`) belongs to no zone.
+pub fn firewalld_zone(chain: &str) -> Option<&str> {
+    firewalld_suffix(chain)
+        .filter(|r| !r.starts_with("policy_"))
+        .map(|z| z.split('_').next().unwrap_or(z))
         .filter(|z| !z.is_empty())
+}
+
+/// The firewalld policy a chain belongs to (`filter_FWD_policy_lan-to-dmz` → `lan-to-dmz`).
+pub fn firewalld_policy(chain: &str) -> Option<&str> {
+    firewalld_suffix(chain)
+        .and_then(|r| r.strip_prefix("policy_"))
+        .map(|p| {
+            ["_pre", "_log", "_deny", "_allow", "_post"]
+                .iter()
+                .find_map(|s| p.strip_suffix(s))
+                .unwrap_or(p)
+        })
+        .filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]
@@ -169,6 +220,24 @@ mod tests {
         let fw = hit("inet", "firewalld", "filter_IN_public", None, false);
         assert_eq!(Manager::of(&fw, []), Manager::Firewalld);
         assert_eq!(firewalld_zone("filter_IN_public_deny"), Some("public"));
+        assert_eq!(firewalld_zone("filter_FWD_policy_lan-to-dmz_allow"), None);
+        assert_eq!(
+            firewalld_policy("filter_FWD_policy_lan-to-dmz_allow"),
+            Some("lan-to-dmz")
+        );
+        let pve = hit(
+            "ip",
+            "filter",
+            "veth101i0-IN",
+            Some("-A veth101i0-IN -j DROP"),
+            false,
+        );
+        assert_eq!(Manager::of(&pve, []), Manager::Proxmox);
+        assert_eq!(proxmox_guest("tap2001i1-OUT"), Some("2001"));
+        assert_eq!(proxmox_guest("vethxyz-IN"), None);
+        let fwd = hit("ip", "filter", "FORWARD", None, true);
+        let pvefw = hit("ip", "filter", "PVEFW-FORWARD", None, false);
+        assert_eq!(Manager::of(&fwd, [&pvefw]), Manager::Proxmox);
         let mut legacy = hit("ip", "filter", "INPUT", Some("-A INPUT -j DROP"), false);
         legacy.handle = None;
         assert_eq!(Manager::of(&legacy, []), Manager::IptablesLegacy);

@@ -20,6 +20,8 @@ pub enum ConnectionOutcome {
     Unreachable,
     Prohibited,
     TimedOut,
+    /// Connected, then the data stopped: replies died after the handshake.
+    Stalled,
     Unknown,
 }
 
@@ -131,7 +133,8 @@ impl Outcomes {
             c.first_netns = Some(first_netns);
         }
         c.requests += 1;
-        c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown);
+        c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown)
+            || super::causes::connection_fails(&diag.cause);
         let req = Request {
             diag: diag.clone(),
             place,
@@ -164,11 +167,22 @@ impl Outcomes {
             self.group(diag);
         }
         let key = match r.icmp {
-            Some(e) => (
-                ep(e.quoted.saddr, e.quoted.sport),
-                ep(e.quoted.daddr, e.quoted.dport),
-                e.quoted.proto,
-            ),
+            // An error about a request quotes client → server; one about a
+            // reply (a router's fragmentation-needed to the server), server → client.
+            Some(e) => {
+                let (a, b) = (
+                    ep(e.quoted.saddr, e.quoted.sport),
+                    ep(e.quoted.daddr, e.quoted.dport),
+                );
+                if self
+                    .conns
+                    .contains_key(&(b.clone(), a.clone(), e.quoted.proto))
+                {
+                    (b, a, e.quoted.proto)
+                } else {
+                    (a, b, e.quoted.proto)
+                }
+            }
             None => (
                 ep(r.last.daddr, r.last.dport),
                 ep(r.last.saddr, r.last.sport),
@@ -298,6 +312,13 @@ fn explain(s: &ConnState) -> Explained {
         .iter()
         .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
     {
+        if let Some(d) = &s.reply_drop {
+            return (
+                ConnectionOutcome::Stalled,
+                None,
+                format!("connected, then stalled: {}", d.message),
+            );
+        }
         let later = rst
             .map(|r| format!("; a TCP reset from {} ended the connection later", r.origin))
             .unwrap_or_default();

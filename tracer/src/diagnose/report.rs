@@ -1,6 +1,6 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, Diagnosis, Facts, Outcomes};
-use crate::{model::FlowFilter, names::Containers, names::View, track::Packet};
+use super::{diagnose, settled_fate, Diagnosis, Fact, Facts, Outcomes};
+use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -24,36 +24,59 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    filters: Vec<FlowFilter>,
+    /// Every flow's filter, compiled once, forward only.
+    filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
+    evidence: Evidence,
 }
 
 impl Reporter {
-    pub fn new(filters: Vec<FlowFilter>, containers: Containers) -> Self {
+    pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
+        let forward: Vec<FlowFilter> = filters
+            .into_iter()
+            .map(|f| FlowFilter {
+                both_directions: false,
+                ..f
+            })
+            .collect();
+        // The filters were checked when the command line was read.
+        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
         Self {
-            filters,
+            filter,
             containers,
             outcomes: Outcomes::default(),
+            evidence,
         }
     }
 
-    pub fn packet(&mut self, p: &Packet, view: &mut View) -> Report {
+    /// Diagnoses a settled packet; where its free says otherwise, the
+    /// cause decides its fate (see [`settled_fate`]).
+    pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
         let first = p.hops.iter().find(|h| h.tuple.is_some());
         let last = p.hops.iter().rev().find(|h| h.tuple.is_some());
         let forward = first
             .and_then(|h| h.tuple)
-            .is_some_and(|t| self.filters.iter().any(|f| f.matches(&t)));
+            .is_some_and(|t| crate::model::terms_match(&self.filter, &t));
         let direction = if forward || first.is_none() {
             Direction::Request
         } else {
             Direction::Reply
         };
-        let facts = Facts::build(p, view, &self.containers, direction == Direction::Reply);
+        let facts = Facts::build(
+            p,
+            view,
+            &self.containers,
+            direction == Direction::Reply,
+            &mut self.evidence,
+        );
         let diagnosis = diagnose(&facts);
+        if let Some(kind) = settled_fate(&diagnosis.cause) {
+            p.fate.kind = kind;
+        }
         match (direction, first, last) {
             (Direction::Request, Some(f), _) => {
-                let place = facts.get("where").unwrap_or_default();
+                let place = facts.get(Fact::Where).unwrap_or_default().to_owned();
                 if let Some(t) = f.tuple {
                     self.outcomes
                         .request(t, f.netns, p.fate.kind, &diagnosis, place);

@@ -24,11 +24,9 @@ const VALUES: &[(&str, &str)] = &[
         "rule_phrase",
         "rule 1 of chain DOCKER-USER in table filter: -A DOCKER-USER -s 192.0.2.9/32 -j DROP",
     ),
-    ("delete_cmd", "iptables -t filter -D DOCKER-USER 1"),
-    (
-        "insert_cmd",
-        "iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT",
-    ),
+    ("orig_port", "8092"),
+    ("run_in", " in namespace dock"),
+    ("l3", "ip"),
     ("proto", "tcp"),
     ("final_port", "80"),
     ("published_note", ""),
@@ -125,15 +123,39 @@ fn messages_name_the_rule_client_and_fix() {
         "{advice}"
     );
     assert!(
-        advice.contains("-I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+        advice.ends_with(": iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -p tcp -m conntrack --ctorigdstport 8092 -j ACCEPT"),
         "{advice}"
     );
 }
 
 #[test]
+fn a_catch_all_is_kept_and_only_this_flow_is_accepted_before_it() {
+    for (text, family) in [
+        ("-A INPUT -p tcp -j REJECT --reject-with tcp-reset", "ip"),
+        ("-A INPUT -s 192.0.2.0/24 -j DROP", "ip"),
+    ] {
+        let mut r = rule(text, false);
+        r.chain = "INPUT".into();
+        r.family = family.into();
+        let mut f = Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES);
+        f.set_rule_values(&r);
+        let advice = diagnose(&f).advice.expect("advice");
+        assert!(!advice.contains(" -D "), "{advice}");
+        assert!(
+            advice.ends_with(
+                ": iptables -t filter -I INPUT 1 -s 192.0.2.9 -p tcp --dport 80 -j ACCEPT"
+            ),
+            "{advice}"
+        );
+    }
+}
+
+#[test]
 fn fill_leaves_unknown_placeholders_and_stray_braces() {
     let f = Facts::from_parts(FateKind::Dropped, None, None, &[("client", "A")]);
-    assert_eq!(fill("{client} {nope} {", &f), "A {nope} {");
+    assert_eq!(fill_message("{client} {nope} {", &f), "A {nope} {");
+    assert_eq!(fact::fill("{client} {target}", &f.values), None);
+    assert_eq!(fact::fill("{client}!", &f.values).as_deref(), Some("A!"));
 }
 
 #[test]
@@ -369,7 +391,9 @@ fn advice_is_in_the_syntax_of_the_tables_manager() {
     );
     let advice = d.advice.expect("advice");
     assert!(
-        advice.contains("nft delete rule inet filter input handle 4"),
+        advice.ends_with(
+            ": nft insert rule inet filter input position 4 ip saddr 192.0.2.9 tcp dport 80 accept"
+        ),
         "{advice}"
     );
 
@@ -571,14 +595,14 @@ fn a_docker_user_rule_is_dockers_and_its_advice_stays_in_docker_user() {
     assert_eq!(d.manager, Some(Manager::Docker));
     assert_eq!(
         d.advice.as_deref(),
-        Some("Delete that rule (iptables -t filter -D DOCKER-USER 1), or accept 192.0.2.9 before it: iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT")
+        Some("That rule bans 192.0.2.9 alone: delete it if the ban is no longer wanted (iptables -t filter -D DOCKER-USER 1); to open only this flow (published port 8092), accept it before the rule in namespace dock: iptables -t filter -I DOCKER-USER 1 -s 192.0.2.9 -p tcp -m conntrack --ctorigdstport 8092 -j ACCEPT")
     );
     let mut legacy = r.clone();
     legacy.handle = None;
     f.set_rule_values(&legacy);
     let advice = diagnose(&f).advice.expect("advice");
     assert!(
-        advice.ends_with("iptables-legacy -t filter -I DOCKER-USER 1 -s 192.0.2.9 -j ACCEPT"),
+        advice.ends_with(": iptables-legacy -t filter -I DOCKER-USER 1 -s 192.0.2.9 -p tcp -m conntrack --ctorigdstport 8092 -j ACCEPT"),
         "{advice}"
     );
 }
@@ -615,4 +639,21 @@ fn a_reset_after_the_handshake_is_no_refusal() {
         "{}",
         c.explanation
     );
+}
+
+#[test]
+fn every_placeholder_of_every_cause_names_a_fact() {
+    let texts = CAUSES
+        .iter()
+        .chain(std::iter::once(&causes::FALLBACK))
+        .flat_map(|c| std::iter::once(c.message).chain(c.advice.iter().map(|a| a.text)));
+    let unknown: Vec<String> = texts
+        .flat_map(|t| {
+            fact::placeholders(t)
+                .filter(|k| Fact::from_name(k).is_none())
+                .map(|k| format!("{{{k}}} in {t:?}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(unknown.is_empty(), "{unknown:#?}");
 }

@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use kretprobe::Kretprobe;
-use tracer_common::{config_flags, Config, DropKey, Filter, MAX_FILTERS};
+use tracer_common::{config_flags, Config, DropKey, Filter};
 
 pub use tier::{Tier, TierRequest};
 
@@ -63,8 +63,6 @@ pub enum LoadError {
     },
     #[error("tier {tier} can't run on this kernel: {why}")]
     TierUnavailable { tier: Tier, why: String },
-    #[error("at most {MAX_FILTERS} filters")]
-    TooManyFilters,
     #[error(
         "the kernel refused creating BPF maps: before Linux 5.11 they count against the \
          locked-memory limit (RLIMIT_MEMLOCK), {kib} KiB for this process, which needs \
@@ -343,14 +341,11 @@ impl Tracer {
     pub fn load(
         loader: ObjectLoader,
         opts: &LoadOptions,
-        filters: &[Filter],
+        filter: &Filter,
         kernel: &KernelBtf,
     ) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
-        }
-        if filters.len() > MAX_FILTERS {
-            return Err(LoadError::TooManyFilters);
         }
         let t0 = std::time::Instant::now();
         let btf = &kernel.vmlinux;
@@ -358,19 +353,11 @@ impl Tracer {
             offsets: offsets::from_btf(btf)?,
             ..Default::default()
         };
-        for (slot, f) in cfg.filters.iter_mut().zip(filters) {
-            *slot = *f;
-        }
-        if filters.is_empty() {
-            cfg.filters[0] = Filter::default();
-            cfg.n_filters = 1;
-        } else {
-            cfg.n_filters = filters.len() as u32;
-        }
-        if opts.all_drops {
-            cfg.filters[0].flags |= tracer_common::filter_flags::ALL_DROPS;
-        }
+        cfg.filter = *filter;
         cfg.flags = opts.config_flags;
+        if opts.all_drops {
+            cfg.flags |= config_flags::ALL_DROPS;
+        }
         let has_reason = btf
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)

@@ -1,10 +1,15 @@
 //! The flow filter: parsed from the command line, handed to the kernel.
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use tracer_common::{addr_words, filter_flags, prefix_mask, Filter};
+use tracer_common::{
+    addr_words, atom_dir, atom_kind, ports, prefix_mask, term_flags, Atom, Filter, FlowFields,
+    Term, MAX_ATOMS, MAX_TERMS,
+};
+
+use super::expr::{self, Dir, Dnf, Expr, ExprError, Prim};
 
 /// An address with an optional prefix length: `192.0.2.9`, `192.0.2.0/24`, `2001:db8::/32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -104,6 +109,8 @@ pub struct FlowFilter {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub proto: Option<Proto>,
+    /// A filter expression (pcap-filter), combined with the flags by `and`.
+    pub expr: Option<Expr>,
     /// Also follow the reply direction.
     pub both_directions: bool,
 }
@@ -143,24 +150,11 @@ impl FlowFilter {
 
     /// Whether a packet with this tuple matches, in the forward direction.
     pub fn matches(&self, t: &super::Tuple) -> bool {
-        let within = |c: &Cidr, a: &std::net::IpAddr| match (c.addr, a) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(*a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(c.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(*a) & mask
-            }
-            _ => false,
+        let forward = FlowFilter {
+            both_directions: false,
+            ..self.clone()
         };
-        self.src.is_none_or(|c| within(&c, &t.saddr))
-            && self.dst.is_none_or(|c| within(&c, &t.daddr))
-            && self.sport.is_none_or(|p| p == t.sport)
-            && self.dport.is_none_or(|p| p == t.dport)
-            && self.proto.is_none_or(|p| p.0 == t.proto)
+        kernel_filter(&[forward]).is_ok_and(|f| terms_match(&f, t))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,43 +163,180 @@ impl FlowFilter {
             && self.sport.is_none()
             && self.dport.is_none()
             && self.proto.is_none()
+            && self.expr.is_none()
     }
 
-    /// The kernel-side form of this filter.
-    pub fn to_kernel(&self) -> Filter {
-        let mut f = Filter::default();
-        let masked = |c: &Cidr| {
-            let mask = prefix_mask(c.prefix);
-            let a = addr_words(&bytes16(c.addr));
-            ([a[0] & mask[0], a[1] & mask[1]], mask)
-        };
-        if let Some(c) = self.src {
-            f.flags |= filter_flags::SRC;
-            (f.saddr, f.smask) = masked(&c);
-            f.ip_version = if c.addr.is_ipv4() { 4 } else { 6 };
-        }
-        if let Some(c) = self.dst {
-            f.flags |= filter_flags::DST;
-            (f.daddr, f.dmask) = masked(&c);
-            f.ip_version = if c.addr.is_ipv4() { 4 } else { 6 };
-        }
-        if let Some(p) = self.sport {
-            f.flags |= filter_flags::SPORT;
-            f.sport = p;
-        }
-        if let Some(p) = self.dport {
-            f.flags |= filter_flags::DPORT;
-            f.dport = p;
-        }
+    /// The flags as primitives, then the expression: what the filter means.
+    fn conjuncts(&self) -> Vec<Expr> {
+        let port_proto = self.proto.map_or(0, |p| p.0);
+        let mut out: Vec<Expr> = Vec::new();
         if let Some(p) = self.proto {
-            f.flags |= filter_flags::PROTO;
-            f.proto = p.0;
+            out.push(Expr::Prim(Prim::Proto {
+                version: 0,
+                proto: p.0,
+            }));
         }
-        if self.both_directions {
-            f.flags |= filter_flags::BIDIR;
+        if let Some(net) = self.src {
+            out.push(Expr::Prim(Prim::Net { dir: Dir::Src, net }));
         }
-        f
+        if let Some(net) = self.dst {
+            out.push(Expr::Prim(Prim::Net { dir: Dir::Dst, net }));
+        }
+        for (dir, p) in [(Dir::Src, self.sport), (Dir::Dst, self.dport)] {
+            if let Some(p) = p {
+                out.push(Expr::Prim(Prim::Port {
+                    dir,
+                    lo: p,
+                    hi: p,
+                    proto: port_proto,
+                }));
+            }
+        }
+        out.extend(self.expr.clone());
+        out
     }
+
+    /// The filter as a simplified disjunction of conjunctions; one empty
+    /// conjunction for no filter at all.
+    pub fn dnf(&self) -> Result<Dnf, ExprError> {
+        let all = self
+            .conjuncts()
+            .into_iter()
+            .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)));
+        match all {
+            None => Ok(vec![Vec::new()]),
+            Some(e) => expr::dnf(&e, false),
+        }
+    }
+}
+
+/// The kernel-side filter of every flow (flow `i` is `filters[i]`).
+pub fn kernel_filter(filters: &[FlowFilter]) -> Result<Filter, ExprError> {
+    let mut prims: Vec<Prim> = Vec::new();
+    let mut terms: Vec<Term> = Vec::new();
+    let mut bidir = false;
+    for (flow, f) in filters.iter().enumerate() {
+        bidir |= f.both_directions;
+        let dnf = f.dnf()?;
+        if dnf.is_empty() {
+            return Err(ExprError::MatchesNothing {
+                flow: match filters.len() {
+                    1 => String::new(),
+                    _ => format!(" in flow {}", ["A", "B"].get(flow).unwrap_or(&"?")),
+                },
+            });
+        }
+        for conj in dnf {
+            let mut t = Term {
+                flow: flow as u32,
+                flags: if f.both_directions {
+                    term_flags::BIDIR
+                } else {
+                    0
+                },
+                ..Term::default()
+            };
+            for lit in conj {
+                let i = match prims.iter().position(|p| *p == lit.prim) {
+                    Some(i) => i,
+                    None => {
+                        prims.push(lit.prim);
+                        prims.len() - 1
+                    }
+                };
+                // Bits past 31 are refused below, before they are used.
+                let bit = 1u32.checked_shl(i as u32).unwrap_or(0);
+                if lit.negate {
+                    t.neg |= bit;
+                } else {
+                    t.pos |= bit;
+                }
+            }
+            terms.push(t);
+        }
+    }
+    if terms.len() > MAX_TERMS || prims.len() > MAX_ATOMS {
+        return Err(ExprError::TooLarge {
+            terms: terms.len(),
+            atoms: prims.len(),
+            max_terms: MAX_TERMS,
+            max_atoms: MAX_ATOMS,
+        });
+    }
+    let mut out = Filter {
+        n_atoms: prims.len() as u32,
+        n_terms: terms.len() as u32,
+        bidir: u32::from(bidir),
+        ..Filter::default()
+    };
+    for (slot, p) in out.atoms.iter_mut().zip(&prims) {
+        *slot = atom(p);
+    }
+    for (slot, t) in out.terms.iter_mut().zip(terms) {
+        *slot = t;
+    }
+    Ok(out)
+}
+
+/// Whether `t` matches the filter in its own direction, decided by the
+/// kernel's own match function.
+pub fn terms_match(filter: &Filter, t: &super::Tuple) -> bool {
+    filter.matches_forward(&FlowFields {
+        ip_version: if t.saddr.is_ipv4() { 4 } else { 6 },
+        proto: t.proto,
+        ports: if matches!(t.proto, 6 | 17 | 132 | 136) {
+            ports::KNOWN
+        } else {
+            ports::NONE
+        },
+        _pad: 0,
+        sport: t.sport,
+        dport: t.dport,
+        saddr: bytes16(t.saddr),
+        daddr: bytes16(t.daddr),
+    })
+}
+
+fn atom(prim: &Prim) -> Atom {
+    let mut a = Atom::default();
+    let dir = |d: Dir| match d {
+        Dir::Src => atom_dir::SRC,
+        Dir::Dst => atom_dir::DST,
+        Dir::Either => atom_dir::EITHER,
+        Dir::Both => atom_dir::BOTH,
+    };
+    match *prim {
+        Prim::Version(v) => {
+            a.kind = atom_kind::VERSION;
+            a.version = v;
+        }
+        Prim::Proto { version, proto } => {
+            a.kind = atom_kind::PROTO;
+            a.version = version;
+            a.proto = proto;
+        }
+        Prim::Net { dir: d, net } => {
+            a.kind = atom_kind::NET;
+            a.dir = dir(d);
+            a.version = if net.addr.is_ipv4() { 4 } else { 6 };
+            a.mask = prefix_mask(net.prefix);
+            let w = addr_words(&bytes16(net.addr));
+            a.net = [w[0] & a.mask[0], w[1] & a.mask[1]];
+        }
+        Prim::Port {
+            dir: d,
+            lo,
+            hi,
+            proto,
+        } => {
+            a.kind = atom_kind::PORT;
+            a.dir = dir(d);
+            a.lo = lo;
+            a.hi = hi;
+            a.proto = proto;
+        }
+    }
+    a
 }
 
 impl fmt::Display for FlowFilter {
@@ -226,10 +357,12 @@ impl fmt::Display for FlowFilter {
         if let Some(p) = self.dport {
             parts.push(format!("dport {p}"));
         }
-        if parts.is_empty() {
-            parts.push("all IP packets".into());
+        match (&self.expr, parts.is_empty()) {
+            (Some(e), true) => write!(f, "{e}"),
+            (Some(e), false) => write!(f, "{} and ({e})", parts.join(" ")),
+            (None, true) => f.write_str("all IP packets"),
+            (None, false) => f.write_str(&parts.join(" ")),
         }
-        f.write_str(&parts.join(" "))
     }
 }
 
@@ -269,19 +402,31 @@ mod tests {
             proto: Some(Proto(6)),
             ..Default::default()
         };
-        let k = f.to_kernel();
+        let k = kernel_filter(&[FlowFilter::default(), f.clone()]).expect("fits");
+        assert_eq!((k.n_terms, k.n_atoms), (2, 3));
         assert_eq!(
-            k.flags,
-            filter_flags::SRC | filter_flags::DPORT | filter_flags::PROTO
+            (k.terms[0].pos, k.terms[0].neg),
+            (0, 0),
+            "flow 0 matches all"
         );
         assert_eq!(
-            k.saddr,
+            (k.terms[1].flow, k.terms[1].pos, k.terms[1].neg),
+            (1, 0b111, 0)
+        );
+        let kinds: Vec<u8> = k.atoms[..3].iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [atom_kind::PROTO, atom_kind::NET, atom_kind::PORT]);
+        let net = &k.atoms[1];
+        assert_eq!(
+            net.net,
             addr_words(&[192, 0, 2, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
         );
-        assert_eq!(k.smask, prefix_mask(32));
-        assert_eq!(k.ip_version, 4);
-        assert_eq!(k.dport, 8092);
-        assert_eq!(k.proto, 6);
+        assert_eq!(net.mask, prefix_mask(32));
+        assert_eq!((net.version, net.dir), (4, atom_dir::SRC));
+        let port = &k.atoms[2];
+        assert_eq!(
+            (port.lo, port.hi, port.dir, port.proto),
+            (8092, 8092, atom_dir::DST, 6)
+        );
         assert_eq!(f.to_string(), "tcp src 192.0.2.9 dport 8092");
     }
 
@@ -325,9 +470,13 @@ mod tests {
         let f = FlowFilter {
             dst: Some("192.0.2.77/24".parse().expect("valid")),
             ..Default::default()
-        }
-        .to_kernel();
-        assert_eq!(bytes(f.daddr)[..4], [192, 0, 2, 0], "the network, masked");
+        };
+        let f = kernel_filter(&[f]).expect("fits");
+        assert_eq!(
+            bytes(f.atoms[0].net)[..4],
+            [192, 0, 2, 0],
+            "the network, masked"
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
 //! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
 //! for. It imports nothing from the rest of the crate.
+mod expr;
 mod filter;
 mod flow;
 mod hook;
 mod icmp;
 mod verdict;
 
-pub use filter::{parse_port, proto_name, Cidr, FilterError, FlowFilter, Proto};
+pub use expr::{parse as parse_expr, Dir, Dnf, Expr, ExprError, Lit, Prim, SUPPORTED};
+pub use filter::{
+    kernel_filter, parse_port, proto_name, terms_match, Cidr, FilterError, FlowFilter, Proto,
+};
 pub use flow::Tuple;
 pub use hook::{Family, Hook};
 pub use icmp::{IcmpError, IcmpMeaning};

@@ -39,6 +39,9 @@ pub struct Container {
     pub netns: Option<u32>,
     pub pid: Option<i64>,
     pub ports: Vec<Published>,
+    /// The namespace of the engine that runs it (its Docker host), when
+    /// the engine was found through its process.
+    pub host_netns: Option<u32>,
 }
 
 pub struct DockerApi {
@@ -174,6 +177,7 @@ impl DockerApi {
                 netns,
                 pid,
                 ports,
+                host_netns: None,
             });
         }
         Ok(out)

@@ -33,16 +33,20 @@ impl Containers {
     /// [`Containers::discover`] on `sockets` (pathtrace's own), then on the
     /// engines found through their processes (see [`engine_processes`]).
     pub fn discover_with(sockets: &[std::path::PathBuf], engines: &[EngineSocket]) -> Self {
-        let own = sockets.iter().map(|s| DockerApi::new(s));
-        let found = engines
-            .iter()
-            .map(|e| DockerApi::new(&e.path).with_proc_root(&e.proc_root));
+        let own = sockets.iter().map(|s| (DockerApi::new(s), None));
+        let found = engines.iter().map(|e| {
+            (
+                DockerApi::new(&e.path).with_proc_root(&e.proc_root),
+                Some(e.netns),
+            )
+        });
         let mut out = Self::default();
-        for api in own.chain(found) {
+        for (api, host_netns) in own.chain(found) {
             let socket = api.socket().to_path_buf();
             match api.containers() {
                 Ok(list) => {
-                    for c in list {
+                    for mut c in list {
+                        c.host_netns = host_netns;
                         if let Some(ino) = c.netns {
                             out.by_netns.entry(ino).or_insert(c);
                         }

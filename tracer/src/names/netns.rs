@@ -222,6 +222,11 @@ impl NetnsNames {
         self.paths.get(&ino).cloned()
     }
 
+    /// Every namespace known so far, with a path that opens it.
+    pub fn known_paths(&self) -> Vec<(u32, std::path::PathBuf)> {
+        self.paths.iter().map(|(i, p)| (*i, p.clone())).collect()
+    }
+
     /// The Docker container living in namespace `ino`, if any.
     pub fn container(&self, ino: u32) -> Option<&str> {
         self.containers.get(&ino).map(String::as_str)

@@ -53,10 +53,30 @@ pub enum Expr {
     SetNftrace,
 }
 
-fn addr_match(out: &mut Vec<Expr>, (addr, prefix): (IpAddr, u8), src: bool) -> Result<(), NfError> {
-    let (bytes, offset) = match addr {
-        IpAddr::V4(a) => (a.octets().to_vec(), if src { 12 } else { 16 }),
-        IpAddr::V6(a) => (a.octets().to_vec(), if src { 8 } else { 24 }),
+fn addr_match(out: &mut Vec<Expr>, a: (IpAddr, u8), src: bool) -> Result<(), NfError> {
+    addr_at(out, a, NFT_PAYLOAD_NETWORK_HEADER, addr_offset(a.0, src))
+}
+
+/// Where an IP header holds its source or destination address.
+fn addr_offset(addr: IpAddr, src: bool) -> u32 {
+    match (addr, src) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    }
+}
+
+/// Matches `addr/prefix` at `base + offset`.
+fn addr_at(
+    out: &mut Vec<Expr>,
+    (addr, prefix): (IpAddr, u8),
+    base: u32,
+    offset: u32,
+) -> Result<(), NfError> {
+    let bytes = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     };
     let prefix = usize::from(prefix);
     if prefix > bytes.len() * 8 {
@@ -78,7 +98,7 @@ fn addr_match(out: &mut Vec<Expr>, (addr, prefix): (IpAddr, u8), src: bool) -> R
         .map(|(b, m)| b & m)
         .collect();
     out.push(Expr::Payload {
-        base: NFT_PAYLOAD_NETWORK_HEADER,
+        base,
         offset,
         len: nbytes as u32,
     });
@@ -140,6 +160,60 @@ fn rules_for_dir(f: &TraceFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(
                 r.push(Expr::Payload {
                     base: NFT_PAYLOAD_TRANSPORT_HEADER,
                     offset,
+                    len: 2,
+                });
+                r.push(Expr::Eq(port.to_be_bytes().to_vec()));
+            }
+        }
+        r.push(Expr::SetNftrace);
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    if let Some(v6) = v6 {
+        icmp_errors_for_dir(v6, d, out)?;
+    }
+    Ok(())
+}
+
+/// Rules that trace the ICMP errors about this direction's packets (a
+/// router's fragmentation-needed, a host-unreachable, a time-exceeded),
+/// matched on the header they quote: the IP header after the ICMP one's 8
+/// bytes, then the ports.
+fn icmp_errors_for_dir(v6: bool, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(), NfError> {
+    let (nfproto, l4, types, inner_ports): (u8, u8, &[u8], u32) = if v6 {
+        (super::NFPROTO_IPV6, 58, &[1, 2, 3], 8 + 40)
+    } else {
+        (super::NFPROTO_IPV4, 1, &[3, 11], 8 + 20)
+    };
+    for &ty in types {
+        let mut r = vec![
+            Expr::Meta(NFT_META_NFPROTO),
+            Expr::Eq(vec![nfproto]),
+            Expr::Meta(NFT_META_L4PROTO),
+            Expr::Eq(vec![l4]),
+            Expr::Payload {
+                base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                offset: 0,
+                len: 1,
+            },
+            Expr::Eq(vec![ty]),
+        ];
+        for (a, src) in [(d.src, true), (d.dst, false)] {
+            if let Some(a) = a {
+                addr_at(
+                    &mut r,
+                    a,
+                    NFT_PAYLOAD_TRANSPORT_HEADER,
+                    8 + addr_offset(a.0, src),
+                )?;
+            }
+        }
+        for (port, offset) in [(d.sport, 0), (d.dport, 2)] {
+            if let Some(port) = port {
+                r.push(Expr::Payload {
+                    base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                    offset: inner_ports + offset,
                     len: 2,
                 });
                 r.push(Expr::Eq(port.to_be_bytes().to_vec()));

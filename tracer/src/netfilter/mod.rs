@@ -42,7 +42,7 @@ mod legacy;
 mod legacy_rules;
 mod netlink;
 mod nflog;
-mod ns;
+pub mod ns;
 mod rules;
 mod socket;
 mod table;

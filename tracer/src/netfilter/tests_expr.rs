@@ -21,7 +21,9 @@ fn filter_becomes_expressions() {
         ..Default::default()
     };
     let rules = expr::rules_for(&[f]).expect("rules");
-    assert_eq!(rules.len(), 2);
+    // Each direction: its packets, then the ICMP errors about them
+    // (destination-unreachable and time-exceeded).
+    assert_eq!(rules.len(), 6);
     let fwd = &rules[0];
     assert_eq!(fwd[0], Expr::Meta(expr::NFT_META_NFPROTO));
     assert_eq!(fwd[1], Expr::Eq(vec![NFPROTO_IPV4]));
@@ -54,13 +56,29 @@ fn filter_becomes_expressions() {
     );
     assert_eq!(fwd[10], Expr::Eq(vec![0x1f, 0x9c]));
     assert_eq!(fwd.last(), Some(&Expr::SetNftrace));
+    // An ICMP error about a forward packet: type 3, quoting its source
+    // address (after the ICMP header's 8 bytes) and its destination port.
+    let err = &rules[1];
+    assert_eq!(err[3], Expr::Eq(vec![1]));
+    assert_eq!(err[5], Expr::Eq(vec![3]));
+    assert!(err.contains(&Expr::Payload {
+        base: 2,
+        offset: 8 + 12,
+        len: 4
+    }));
+    assert!(err.contains(&Expr::Payload {
+        base: 2,
+        offset: 8 + 20 + 2,
+        len: 2
+    }));
+    assert_eq!(rules[2][5], Expr::Eq(vec![11]));
     // Reverse: the port is the source port, the /20 the source.
-    assert!(rules[1].contains(&Expr::Payload {
+    assert!(rules[3].contains(&Expr::Payload {
         base: 2,
         offset: 0,
         len: 2
     }));
-    assert!(rules[1].contains(&Expr::Payload {
+    assert!(rules[3].contains(&Expr::Payload {
         base: 1,
         offset: 12,
         len: 3

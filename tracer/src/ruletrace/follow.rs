@@ -1,9 +1,31 @@
 //! Following the packet: rule tracing starts by itself in each network
 //! namespace a traced packet enters that has firewall rules.
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use super::{watch::ArmRefused, NetnsTarget, RuleWatch, MAX_ARMED};
-use crate::{names::NetnsNames, netfilter, track::Packet};
+use crate::{
+    names::{in_netns, NetnsNames},
+    netfilter,
+    track::Packet,
+};
+
+/// At most this many namespaces are armed before the first packet.
+pub const START_BOUND: usize = 16;
+/// At most this many namespaces are looked at for that.
+const START_LOOK: usize = 256;
+
+/// Whether the calling thread's namespace forwards packets (routing, or
+/// bridging through iptables as a hypervisor's bridge does), or holds one
+/// of `addrs`.
+fn on_likely_path(addrs: &[IpAddr]) -> bool {
+    let on = |f: &str| std::fs::read_to_string(f).is_ok_and(|s| s.trim() != "0");
+    on("/proc/sys/net/ipv4/ip_forward")
+        || on("/proc/sys/net/ipv6/conf/all/forwarding")
+        || on("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        || addrs
+            .iter()
+            .any(|a| std::net::UdpSocket::bind((*a, 0)).is_ok())
+}
 
 #[derive(Debug, Default)]
 pub struct Follow {
@@ -80,6 +102,47 @@ impl Follow {
             }
         }
         said
+    }
+
+    /// Arms rule tracing, before the first packet, in the namespaces on the
+    /// flow's likely path that have rules: those that forward (routers,
+    /// Docker hosts, guests running Docker, hypervisors whose bridges pass
+    /// frames through iptables) or hold a destination address of the
+    /// filters. Returns their names.
+    pub fn arm_likely(
+        &mut self,
+        watch: &mut RuleWatch,
+        names: &mut NetnsNames,
+        dsts: &[IpAddr],
+    ) -> Vec<String> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut known = names.known_paths();
+        known.sort_unstable_by_key(|(ino, _)| *ino);
+        let mut armed = Vec::new();
+        for (ino, path) in known.into_iter().take(START_LOOK) {
+            if armed.len() >= START_BOUND || watch.is_armed(ino) {
+                continue;
+            }
+            let likely = in_netns(&path, || on_likely_path(dsts)).unwrap_or(false);
+            if !likely || !netfilter::has_rules(Some(&path)).unwrap_or(false) {
+                continue;
+            }
+            let label = names
+                .name(ino)
+                .map_or_else(|| format!("netns:{ino}"), str::to_owned);
+            let target = NetnsTarget {
+                path: Some(path),
+                inode: ino,
+                label: label.clone(),
+            };
+            if watch.arm(&target).is_ok() {
+                self.seen.insert(ino);
+                armed.push(label);
+            }
+        }
+        armed
     }
 
     /// At the end of the run: the namespaces seen but not yet considered

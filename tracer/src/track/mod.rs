@@ -40,6 +40,10 @@ struct Open {
 /// arrive after the drop), or after being idle for too long.
 pub struct Tracker {
     open: HashMap<(u64, u64), Open>,
+    /// Packets consumed right as a veth handed them to its peer's
+    /// namespace, by the device they were handed to: the peer's XDP copies
+    /// such a packet into a new one and frees the original.
+    handed_off: HashMap<(u32, u32), (u64, u64)>,
     next_id: u64,
     /// How long after its free a packet waits for late events.
     pub grace: Duration,
@@ -49,9 +53,15 @@ pub struct Tracker {
 /// How long a packet waits at most for its events from other sources.
 pub const SOURCE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a packet with no end waits for one. A packet queued for its
+/// neighbour's address waits up to `mcast_solicit` × `retrans_time` (3 s by
+/// default) before the kernel drops it with `NEIGH_FAILED`; settling it
+/// earlier would show it twice, once vanished and once dropped.
+pub const IDLE: Duration = Duration::from_millis(3500);
+
 impl Default for Tracker {
     fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(1))
+        Self::new(Duration::from_millis(100), IDLE)
     }
 }
 
@@ -59,6 +69,7 @@ impl Tracker {
     pub fn new(grace: Duration, idle: Duration) -> Self {
         Self {
             open: HashMap::new(),
+            handed_off: HashMap::new(),
             next_id: 1,
             grace,
             idle,
@@ -67,6 +78,9 @@ impl Tracker {
 
     pub fn push(&mut self, hop: Hop, now: Instant) {
         let key = (hop.skb, hop.track_id);
+        if !self.open.contains_key(&key) {
+            self.continue_copy(key, &hop);
+        }
         let next_id = &mut self.next_id;
         let open = self.open.entry(key).or_insert_with(|| {
             let id = *next_id;
@@ -88,7 +102,37 @@ impl Tracker {
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
             open.ended = Some(now);
         }
+        let handoff = hop.kind == HopKind::Consume
+            && open
+                .hops
+                .last()
+                .is_some_and(|h| h.kind == HopKind::Tx && h.netns != hop.netns);
+        let place = (hop.netns, hop.ifindex);
         open.hops.push(hop);
+        if handoff {
+            self.handed_off.insert(place, key);
+        }
+    }
+
+    /// A new packet that starts where a handed-off packet was consumed,
+    /// with its headers, is that packet's copy: it goes on under the new
+    /// identity, so the path is one packet with one fate.
+    fn continue_copy(&mut self, key: (u64, u64), hop: &Hop) {
+        let Some(&old) = self.handed_off.get(&(hop.netns, hop.ifindex)) else {
+            return;
+        };
+        let same = self.open.get(&old).is_some_and(|o| {
+            let last_tuple = o.hops.iter().rev().find_map(|h| h.tuple);
+            last_tuple.is_some() && last_tuple == hop.tuple
+        });
+        if !same {
+            return;
+        }
+        self.handed_off.remove(&(hop.netns, hop.ifindex));
+        if let Some(mut o) = self.open.remove(&old) {
+            o.ended = None;
+            self.open.insert(key, o);
+        }
     }
 
     pub fn open_count(&self) -> usize {
@@ -143,6 +187,7 @@ impl Tracker {
     }
 
     fn finish(&mut self, keys: Vec<(u64, u64)>) -> Vec<Packet> {
+        self.handed_off.retain(|_, k| !keys.contains(k));
         let mut out: Vec<Packet> = keys
             .into_iter()
             .filter_map(|k| self.open.remove(&k))

@@ -152,3 +152,31 @@ fn the_rules_traced_in_a_hook_keep_its_drop_verdict_as_the_fate() {
         "the hook whose rule dropped it"
     );
 }
+
+#[test]
+fn a_copy_made_at_a_veth_handoff_goes_on_as_the_same_packet() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    let tuple = Some(crate::model::Tuple {
+        saddr: "192.0.2.1".parse().expect("ip"),
+        daddr: "198.51.100.2".parse().expect("ip"),
+        sport: 40000,
+        dport: 8080,
+        proto: 6,
+    });
+    let with = |mut h: Hop, skb: u64| {
+        h.tuple = tuple;
+        h.skb = skb;
+        h
+    };
+    t.push(with(hop(1, HopKind::Rx, 1, 2), 0xa), now);
+    t.push(with(hop(2, HopKind::Tx, 1, 3), 0xa), now);
+    // The peer's XDP copies it: the original is consumed on the peer...
+    t.push(with(hop(3, HopKind::Consume, 5, 9), 0xa), now);
+    // ...and the copy, a new skb, is dropped there.
+    t.push(with(hop(4, HopKind::Drop, 5, 9), 0xb), now);
+    let all = t.flush();
+    assert_eq!(all.len(), 1, "one packet: {all:#?}");
+    assert_eq!(all[0].fate.kind, FateKind::Dropped);
+    assert_eq!(all[0].hops.len(), 4);
+}

@@ -103,6 +103,12 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
         note: Some("on the emulated Docker lab: the guest's DOCKER-USER rule and its bridge/ip FORWARD hooks, without container names"),
     },
     GuestSuite {
+        name: "failures",
+        not_in_guest: &[],
+        env: &[],
+        note: Some("the failure classes that are not a rule (docs/diagnosis.md), each in namespaces of its own"),
+    },
+    GuestSuite {
         name: "cleanup",
         not_in_guest: &[],
         env: &[("PATHTRACE_CLEANUP_ROUNDS", "12")],
@@ -133,6 +139,7 @@ pub const MATRIX_SUITES: &[&str] = &[
     "drops",
     "pcap",
     "hypervisor",
+    "failures",
 ];
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others

@@ -160,7 +160,13 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
         },
         ..Default::default()
     };
-    let mut tracer = Tracer::load(loader, &load, &[opts.filter.to_kernel()], &btf)?;
+    let mut tracer = Tracer::load(
+        loader,
+        &load,
+        &crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
+            .map_err(|e| crate::error::Error::Usage(e.to_string()))?,
+        &btf,
+    )?;
     drop(btf);
     let mut reader = tracer.events()?;
     let mut exporter = Exporter::for_flag(opts.metrics).await?;

@@ -91,7 +91,13 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         config_flags: config_flags::COUNT_DROPS | config_flags::COUNT_ONLY,
         ..Default::default()
     };
-    let tracer = Tracer::load(loader, &load, &[opts.filter.to_kernel()], &btf)?;
+    let tracer = Tracer::load(
+        loader,
+        &load,
+        &crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
+            .map_err(|e| crate::error::Error::Usage(e.to_string()))?,
+        &btf,
+    )?;
     drop(btf);
     let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();

@@ -1,0 +1,832 @@
+//! The failure classes of docs/diagnosis.md that are not a firewall rule,
+//! each built for real in namespaces of its own. pathtrace runs on the
+//! host with only the flow's flags (no `--netns`); each test checks where
+//! the packet died, why, and what the client's own socket saw, then runs
+//! the printed fix exactly as printed, where the advice says, and shows
+//! that the next probe succeeds, or checks that no command is printed
+//! where none is safe.
+use std::{
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use lab::{
+    topo::{in_ns, Bridged, Routed},
+    ProbeOutcome,
+};
+use pathtrace_tests::{
+    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, Listener,
+    PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+};
+use serde_json::Value;
+
+const SERVER: &str = "198.51.100.2";
+const PORT: u16 = 8080;
+
+fn server() -> IpAddr {
+    SERVER.parse().expect("address")
+}
+
+/// A prefix of namespace names unique to this test process and case.
+fn prefix(case: &str) -> String {
+    format!("ptf{case}{}", std::process::id() % 10_000)
+}
+
+/// Traces with only `flow`'s flags while `during` runs; the JSON records.
+fn trace<T>(flow: &[&str], during: impl FnOnce() -> T) -> (T, Vec<Value>) {
+    let mut args = flow.to_vec();
+    args.extend(["--json", "--duration", "60"]);
+    let run = Running::start(&args);
+    let seen = during();
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    (seen, records(&lines))
+}
+
+fn tcp(from: &str, to: IpAddr, port: u16, wait_ms: u64) -> ProbeOutcome {
+    lab::tcp_connect(from, to, port, Duration::from_millis(wait_ms))
+}
+
+/// The summary's connections.
+fn connections(recs: &[Value]) -> Vec<Value> {
+    of_type(recs, "summary")
+        .first()
+        .and_then(|s| s["connections"].as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The request packets whose diagnosis is `cause`; fails if there is none.
+fn with_cause<'a>(recs: &'a [Value], cause: &str) -> Vec<&'a Value> {
+    let found: Vec<&Value> = of_type(recs, "packet")
+        .into_iter()
+        .filter(|p| p["diagnosis"]["cause"] == cause)
+        .collect();
+    assert!(!found.is_empty(), "no packet with cause {cause}: {recs:#?}");
+    found
+}
+
+/// The one connection's outcome and the client's errno as pathtrace says.
+fn assert_connection(recs: &[Value], outcome: &str, errno: Option<&str>) {
+    let conns = connections(recs);
+    assert!(!conns.is_empty(), "no connection: {recs:#?}");
+    for c in &conns {
+        assert_eq!(c["outcome"], outcome, "{c:#}");
+        assert_eq!(c["client_error"].as_str(), errno, "{c:#}");
+    }
+}
+
+/// The advice of the first packet with `cause`, after checking it names
+/// `place` (a namespace, or `None` for the host) as where its command runs.
+fn fix_of(recs: &[Value], cause: &str, place: Option<&str>) -> String {
+    let p = with_cause(recs, cause)[0];
+    let advice = p["diagnosis"]["advice"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no advice: {p:#}"));
+    eprintln!("{cause}: {}\n  advice: {advice}", p["diagnosis"]["message"]);
+    let cmd = command_in(advice).unwrap_or_else(|| panic!("no command in: {advice}"));
+    assert_eq!(command_place(advice), place, "where to run it: {advice}");
+    cmd.to_owned()
+}
+
+/// Checks that the first packet with `cause` prints no command.
+fn assert_no_command(recs: &[Value], cause: &str) {
+    let p = with_cause(recs, cause)[0];
+    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+    eprintln!("{cause}: {}\n  advice: {advice}", p["diagnosis"]["message"]);
+    assert_eq!(
+        command_in(advice),
+        None,
+        "no command is safe here: {advice}"
+    );
+}
+
+/// Runs a printed fix, exactly as printed, in `place`.
+fn run_fix(place: Option<&str>, cmd: &str) {
+    let (ok, out) = sh_in(place, cmd);
+    assert!(ok, "the printed fix failed when run: {cmd}: {out}");
+}
+
+fn must(ns: &str, cmd: &str) {
+    let (ok, out) = sh_in(Some(ns), cmd);
+    assert!(ok, "{cmd} in {ns}: {out}");
+}
+
+fn message(p: &Value) -> &str {
+    p["diagnosis"]["message"].as_str().unwrap_or_default()
+}
+
+/// Restores the host's conntrack limit when dropped, even on failure.
+struct ConntrackMax(String);
+
+const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn lower_to(n: u64) -> Self {
+        let old = std::fs::read_to_string(CT_MAX).expect("nf_conntrack_max");
+        std::fs::write(CT_MAX, n.to_string()).expect("lowering nf_conntrack_max");
+        Self(old.trim().to_owned())
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write(CT_MAX, &self.0);
+    }
+}
+
+/// Connections from `ns` to the server kept open, until one fails (at
+/// most `max`).
+fn fill(ns: &str, max: usize) -> Vec<TcpStream> {
+    let target = SocketAddr::new(server(), PORT);
+    lab::in_netns(ns, Duration::from_secs(30), move || {
+        let mut open = Vec::new();
+        for _ in 0..max {
+            match TcpStream::connect_timeout(&target, Duration::from_millis(800)) {
+                Ok(s) => open.push(s),
+                Err(_) => break,
+            }
+        }
+        open
+    })
+    .unwrap_or_else(|e| panic!("filling from {ns}: {e:?}"))
+}
+
+#[test]
+fn a_full_conntrack_table_is_named_and_raising_its_limit_works() {
+    let test = "a_full_conntrack_table_is_named_and_raising_its_limit_works";
+    require_root(test);
+    let t = Routed::new(&prefix("ct"));
+    let _srv = Listener::echo(&t.b);
+    must(
+        &t.b,
+        "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    );
+    let limit = 4;
+    let _restore = ConntrackMax::lower_to(limit);
+    let open = fill(&t.a, 8);
+    assert_eq!(
+        open.len() as u64,
+        limit,
+        "the table holds {limit} connections"
+    );
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "conntrack_full") {
+        assert_eq!(p["fate"], "dropped", "{p:#}");
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(
+            message(p).contains(&format!("{limit} of {limit} entries"))
+                && message(p).contains("conntrack.drop +"),
+            "{p:#}"
+        );
+    }
+    let fix = fix_of(&recs, "conntrack_full", None);
+    assert!(
+        fix.starts_with("sysctl -w net.netfilter.nf_conntrack_max="),
+        "{fix}"
+    );
+    run_fix(None, &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    drop(open);
+}
+
+#[test]
+fn a_full_accept_queue_is_a_drop_with_its_counter_and_no_command() {
+    let test = "a_full_accept_queue_is_a_drop_with_its_counter_and_no_command";
+    require_root(test);
+    let t = Routed::new(&prefix("aq"));
+    let _srv = Listener::spawn(&t.b, "0.0.0.0", PORT, 1, Serve::Never);
+    let open = fill(&t.a, 6);
+    assert!(!open.is_empty(), "the accept queue takes some connections");
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "accept_queue_full") {
+        assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(
+            message(p).contains(&format!("{} connections waiting", open.len()))
+                && message(p).contains("TcpExt.ListenOverflows +"),
+            "{p:#}"
+        );
+    }
+    assert_no_command(&recs, "accept_queue_full");
+}
+
+#[test]
+fn a_listener_on_another_address_is_named_and_no_command_is_printed() {
+    let test = "a_listener_on_another_address_is_named_and_no_command_is_printed";
+    require_root(test);
+    let t = Routed::new(&prefix("la"));
+    let _srv = Listener::spawn(&t.b, "127.0.0.1", PORT, 8, Serve::Close);
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
+    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let p = with_cause(&recs, "listener_elsewhere")[0];
+    assert!(
+        message(p).contains("listens on 127.0.0.1:8080 only"),
+        "{p:#}"
+    );
+    assert_no_command(&recs, "listener_elsewhere");
+}
+
+#[test]
+fn nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed() {
+    let test = "nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed";
+    require_root(test);
+    let t = Routed::new(&prefix("nl"));
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
+    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let p = with_cause(&recs, "no_socket")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+    assert_no_command(&recs, "no_socket");
+}
+
+#[test]
+fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
+    let test = "dnat_to_a_port_nobody_listens_on_names_both_ports";
+    require_root(test);
+    let t = Routed::new(&prefix("dn"));
+    let _srv = Listener::start(&t.b);
+    must(
+        &t.r,
+        "iptables -t nat -A PREROUTING -d 192.0.2.254 -p tcp --dport 8092 -j DNAT --to-destination 198.51.100.2:9999",
+    );
+    let router: IpAddr = "192.0.2.254".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "192.0.2.254", "--dport", "8092"], || {
+        tcp(&t.a, router, 8092, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
+    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let p = with_cause(&recs, "no_socket")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("port 9999") && message(p).contains("192.0.2.254:8092"),
+        "{p:#}"
+    );
+    assert_no_command(&recs, "no_socket");
+}
+
+/// A connected UDP socket's answer: its recv error, or that it got one.
+fn udp_probe(from: &str, port: u16) -> &'static str {
+    let target = SocketAddr::new(server(), port);
+    lab::in_netns(from, Duration::from_secs(5), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        s.connect(target).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(1200)))
+            .expect("timeout");
+        s.send(b"pathtrace").expect("send");
+        match s.recv(&mut [0u8; 64]) {
+            Ok(_) => "answered",
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => "ECONNREFUSED",
+            Err(_) => "no answer",
+        }
+    })
+    .unwrap_or_else(|e| panic!("udp probe from {from}: {e:?}"))
+}
+
+#[test]
+fn udp_to_a_closed_port_is_refused_and_to_an_open_one_is_delivered() {
+    let test = "udp_to_a_closed_port_is_refused_and_to_an_open_one_is_delivered";
+    require_root(test);
+    let t = Routed::new(&prefix("ud"));
+    let flow = ["--dst", SERVER, "--dport", "5353", "--proto", "udp"];
+    let (seen, recs) = trace(&flow, || udp_probe(&t.a, 5353));
+    assert_eq!(seen, "ECONNREFUSED");
+    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let p = with_cause(&recs, "no_socket")[0];
+    assert!(message(p).contains("ICMP port-unreachable"), "{p:#}");
+    assert_no_command(&recs, "no_socket");
+
+    let _srv = Listener::spawn(&t.b, "0.0.0.0", 5353, 0, Serve::Udp);
+    let (seen, recs) = trace(&flow, || udp_probe(&t.a, 5353));
+    assert_eq!(seen, "no answer", "the socket never answers");
+    let requests: Vec<&Value> = of_type(&recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request")
+        .collect();
+    assert!(!requests.is_empty(), "{recs:#?}");
+    for p in requests {
+        assert_eq!(p["fate"], "delivered", "not vanished: {p:#}");
+        assert_eq!(p["diagnosis"]["cause"], "udp_delivered", "{p:#}");
+    }
+}
+
+#[test]
+fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
+    let test = "a_catch_all_reject_is_kept_and_only_this_flow_is_let_through";
+    require_root(test);
+    let t = Routed::new(&prefix("ca"));
+    let _srv = Listener::start(&t.b);
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    must(
+        &t.b,
+        "iptables -A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+    );
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
+    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let fix = fix_of(&recs, "reject", Some(&t.b));
+    assert!(
+        !fix.contains(" -D ") && fix.contains("--dport 8080"),
+        "{fix}"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    assert_eq!(
+        tcp(&t.a, server(), 8081, 1500),
+        ProbeOutcome::Refused,
+        "the catch-all still rejects the rest"
+    );
+}
+
+fn banned_set(ns: &str, elements: &str, interval: bool) {
+    let flags = if interval { " flags interval;" } else { "" };
+    let ruleset = format!(
+        "table inet filter {{\n set banned {{ type ipv4_addr;{flags} elements = {{ {elements} }}; }}\n \
+         chain input {{ type filter hook input priority 0; policy accept;\n  ip saddr @banned drop\n }}\n}}\n"
+    );
+    must(ns, &format!("nft -f - <<'EOF'\n{ruleset}EOF"));
+}
+
+#[test]
+fn a_ban_in_an_nft_set_removes_only_the_clients_element() {
+    let test = "a_ban_in_an_nft_set_removes_only_the_clients_element";
+    require_root(test);
+    let t = Routed::new(&prefix("sb"));
+    let _srv = Listener::start(&t.b);
+    banned_set(&t.b, "192.0.2.1, 192.0.2.50", false);
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let fix = fix_of(&recs, "set_ban", Some(&t.b));
+    assert_eq!(fix, "nft delete element inet filter banned { 192.0.2.1 }");
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    let (_, set) = sh_in(Some(&t.b), "nft list set inet filter banned");
+    assert!(set.contains("192.0.2.50"), "the others stay banned: {set}");
+}
+
+#[test]
+fn a_ban_by_a_range_in_an_nft_set_is_kept_and_only_this_flow_accepted() {
+    let test = "a_ban_by_a_range_in_an_nft_set_is_kept_and_only_this_flow_accepted";
+    require_root(test);
+    let t = Routed::new(&prefix("sr"));
+    let _srv = Listener::start(&t.b);
+    banned_set(&t.b, "192.0.2.0/24", true);
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    let fix = fix_of(&recs, "set_ban", Some(&t.b));
+    assert!(
+        fix.starts_with("nft insert rule inet filter input position ")
+            && fix.ends_with("ip saddr 192.0.2.1 tcp dport 8080 accept"),
+        "{fix}"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    let (_, set) = sh_in(Some(&t.b), "nft list set inet filter banned");
+    assert!(
+        set.contains("192.0.2.0/24"),
+        "the range stays banned: {set}"
+    );
+}
+
+#[test]
+fn hairpin_nat_is_named_and_masquerading_it_works() {
+    let test = "hairpin_nat_is_named_and_masquerading_it_works";
+    require_root(test);
+    // A LAN on one bridge: router h1 (192.0.2.1, public 203.0.113.1),
+    // client h2, server h3, the router forwarding 203.0.113.1:8092 to the
+    // server's port 80 on the same LAN.
+    let t = Bridged::new(&prefix("hp"), 3);
+    let (router, client, srv) = (&t.hosts[0], &t.hosts[1], &t.hosts[2]);
+    must(
+        router,
+        "sysctl -qw net.ipv4.ip_forward=1 && ip addr add 203.0.113.1/32 dev lo",
+    );
+    must(
+        router,
+        "iptables -t nat -A PREROUTING -d 203.0.113.1 -p tcp --dport 8092 -j DNAT --to-destination 192.0.2.3:80",
+    );
+    for h in [client, srv] {
+        in_ns(h, &["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    }
+    let _srv = Listener::spawn(srv, "0.0.0.0", 80, 8, Serve::Close);
+    let public: IpAddr = "203.0.113.1".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "203.0.113.1", "--dport", "8092"], || {
+        tcp(client, public, 8092, 2000)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let p = with_cause(&recs, "hairpin_nat")[0];
+    assert!(
+        message(p).contains("back out of eth0") && message(p).contains("192.0.2.3:80"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "hairpin_nat", Some(router));
+    assert!(
+        fix.contains("MASQUERADE") && fix.contains("-s 192.0.2.0/24"),
+        "{fix}"
+    );
+    run_fix(Some(router), &fix);
+    assert_eq!(tcp(client, public, 8092, 2000), ProbeOutcome::Connected);
+}
+
+#[test]
+fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
+    let test = "no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once";
+    require_root(test);
+    let t = Routed::new(&prefix("ne"));
+    for (dst, place, dev) in [("192.0.2.77", &t.a, "a0"), ("198.51.100.77", &t.r, "r1")] {
+        let to: IpAddr = dst.parse().expect("address");
+        let (seen, recs) = trace(&["--dst", dst, "--dport", "8080"], || {
+            tcp(&t.a, to, PORT, 6000)
+        });
+        assert_eq!(
+            errno_of(&seen),
+            "EHOSTUNREACH",
+            "{dst}: the client saw {seen:?}"
+        );
+        assert_connection(&recs, "unreachable", Some("EHOSTUNREACH"));
+        for p in with_cause(&recs, "neighbour_failed") {
+            assert_eq!(p["netns_name"], place.as_str(), "{p:#}");
+            assert!(message(p).contains(&format!("on {dev}")), "{p:#}");
+        }
+        // A SYN waits 3 s in the neighbour queue before its drop: shown
+        // once, from the client on, never split into a vanished half and a
+        // dropped half.
+        for p in of_type(&recs, "packet")
+            .into_iter()
+            .filter(|p| p["direction"] == "request")
+        {
+            let hops = hops_of(&recs, &p["packet"]);
+            assert_eq!(
+                hops.first().map(|h| &h["netns_name"]),
+                Some(&Value::from(t.a.as_str())),
+                "a packet starting mid-path: {p:#}\n{hops:#?}"
+            );
+        }
+        assert_no_command(&recs, "neighbour_failed");
+    }
+}
+
+#[test]
+fn forwarding_off_on_a_router_is_named_and_turning_it_on_works() {
+    let test = "forwarding_off_on_a_router_is_named_and_turning_it_on_works";
+    require_root(test);
+    let t = Routed::new(&prefix("fw"));
+    let _srv = Listener::start(&t.b);
+    must(&t.r, "sysctl -qw net.ipv4.ip_forward=0");
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let fix = fix_of(&recs, "forwarding_disabled", Some(&t.r));
+    assert_eq!(fix, "sysctl -w net.ipv4.ip_forward=1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_server_without_a_route_back_gets_one_through_its_router() {
+    let test = "a_server_without_a_route_back_gets_one_through_its_router";
+    require_root(test);
+    let t = Routed::new(&prefix("rb"));
+    let _srv = Listener::start(&t.b);
+    must(&t.b, "ip route del default");
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "no_route_back") {
+        assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
+        assert!(message(p).contains("Ip.OutNoRoutes +"), "{p:#}");
+    }
+    let fix = fix_of(&recs, "no_route_back", Some(&t.b));
+    assert_eq!(fix, "ip route add 192.0.2.1 via 198.51.100.254 dev b0");
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it_works() {
+    let test =
+        "strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it_works";
+    require_root(test);
+    // A second link between A and the router: A sends to B's network over
+    // it, from its first address, and the router's route back to A goes
+    // over the first link, so strict reverse-path filtering drops it.
+    let t = Routed::new(&prefix("rp"));
+    let _srv = Listener::start(&t.b);
+    lab::topo::sh(&[
+        "ip", "link", "add", "a1", "netns", &t.a, "type", "veth", "peer", "name", "r2", "netns",
+        &t.r,
+    ]);
+    // ARP on the second link asks from its own address, so the router answers.
+    must(
+        &t.a,
+        "ip addr add 203.0.113.1/24 dev a1 && ip link set a1 up && sysctl -qw net.ipv4.conf.a1.arp_announce=2",
+    );
+    must(
+        &t.a,
+        "ip route add 198.51.100.0/24 via 203.0.113.254 dev a1 src 192.0.2.1",
+    );
+    must(
+        &t.r,
+        "ip addr add 203.0.113.254/24 dev r2 && ip link set r2 up",
+    );
+    must(
+        &t.r,
+        "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.r2.rp_filter=1",
+    );
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let p = with_cause(&recs, "rp_filter")[0];
+    assert!(message(p).contains("on r2"), "{p:#}");
+    let fix = fix_of(&recs, "rp_filter", Some(&t.r));
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it() {
+    let test = "a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it";
+    require_root(test);
+    let t = Routed::new(&prefix("tc"));
+    let _srv = Listener::start(&t.b);
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    static_neighbours(&t);
+    let prog = PinnedProgram::load(PROG_TC, 2, "pt_tc_drop");
+    must(
+        &t.b,
+        &format!(
+            "tc qdisc add dev b0 clsact && tc filter add dev b0 ingress bpf da pinned {}",
+            prog.path.display()
+        ),
+    );
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+        tcp(&t.a, server(), PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    for p in with_cause(&recs, "tc_drop") {
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("tc ingress BPF program pt_tc_drop (id ")
+                && message(p).contains("on b0"),
+            "{p:#}"
+        );
+    }
+    // Letting one flow pass ahead of the program takes tc's pass action
+    // (act_gact). Without it no command is safe: the advice says what to
+    // change, and names the filter's removal without offering it to run.
+    if !kernel_has_gact() {
+        assert_no_command(&recs, "tc_drop");
+        let p = with_cause(&recs, "tc_drop")[0];
+        let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+        assert!(
+            advice.contains("tc filter del dev b0 ingress pref 49152"),
+            "{advice}"
+        );
+        return;
+    }
+    let fix = fix_of(&recs, "tc_drop", Some(&t.b));
+    assert!(
+        fix.starts_with("tc filter add dev b0 ingress pref ") && fix.ends_with("action pass"),
+        "{fix}"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    assert_eq!(
+        tcp(&t.a, server(), 8081, 1500),
+        ProbeOutcome::TimedOut,
+        "the program still drops the rest"
+    );
+}
+
+#[test]
+fn an_xdp_drop_is_one_packet_named_by_its_program_in_generic_and_native_mode() {
+    let test = "an_xdp_drop_is_one_packet_named_by_its_program_in_generic_and_native_mode";
+    require_root(test);
+    for (mode, hook) in [("xdpgeneric", "XDP (generic)"), ("xdpdrv", "XDP (native)")] {
+        let t = Routed::new(&prefix(&mode[3..6]));
+        let _srv = Listener::start(&t.b);
+        static_neighbours(&t);
+        let prog = PinnedProgram::load(PROG_XDP, 1, "pt_xdp_drop");
+        must(
+            &t.b,
+            &format!("ip link set dev b0 {mode} pinned {}", prog.path.display()),
+        );
+        let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
+            tcp(&t.a, server(), PORT, 1500)
+        });
+        assert_eq!(
+            errno_of(&seen),
+            "ETIMEDOUT",
+            "{mode}: the client saw {seen:?}"
+        );
+        assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+        for p in of_type(&recs, "packet")
+            .into_iter()
+            .filter(|p| p["direction"] == "request")
+        {
+            assert_eq!(p["fate"], "dropped", "{mode}: never forwarded: {p:#}");
+            assert_eq!(p["diagnosis"]["cause"], "xdp_drop", "{mode}: {p:#}");
+            let hops = hops_of(&recs, &p["packet"]);
+            assert_eq!(
+                hops.first().map(|h| &h["netns_name"]),
+                Some(&Value::from(t.a.as_str())),
+                "{mode}: one packet from the client on: {hops:#?}"
+            );
+            assert!(
+                message(p).contains(&format!("{hook} program pt_xdp_drop (id ")),
+                "{mode}: {p:#}"
+            );
+        }
+        let fix = fix_of(&recs, "xdp_drop", Some(&t.b));
+        assert_eq!(fix, format!("ip link set dev b0 {mode} off"));
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    }
+}
+
+/// Permanent neighbour entries between the router and B, so that a
+/// program that drops everything on B's link leaves ARP out of the story.
+fn static_neighbours(t: &Routed) {
+    let mac = |ns: &str, dev: &str| {
+        let (ok, out) = sh_in(Some(ns), &format!("cat /sys/class/net/{dev}/address"));
+        assert!(ok, "{out}");
+        out.trim().to_owned()
+    };
+    // `ip netns exec` mounts a /sys of the namespace's own.
+    let (b_mac, r_mac) = (mac(&t.b, "b0"), mac(&t.r, "r1"));
+    must(
+        &t.r,
+        &format!("ip neigh replace 198.51.100.2 lladdr {b_mac} dev r1 nud permanent"),
+    );
+    must(
+        &t.b,
+        &format!("ip neigh replace 198.51.100.254 lladdr {r_mac} dev b0 nud permanent"),
+    );
+}
+
+/// Whether the running kernel has tc's gact actions (`pass`, `drop`), from
+/// its configuration.
+fn kernel_has_gact() -> bool {
+    let (ok, out) = sh_in(
+        None,
+        "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+    );
+    assert!(ok, "the kernel's configuration can't be read: {out}");
+    out.lines()
+        .any(|l| l == "CONFIG_NET_ACT_GACT=y" || l == "CONFIG_NET_ACT_GACT=m")
+}
+
+#[test]
+fn a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on() {
+    let test = "a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on";
+    require_root(test);
+    // A hypervisor's bridge passing frames through iptables, with chains
+    // laid out as pve-firewall lays out a guest's (veth101i0-IN under
+    // PVEFW-FORWARD), dropping the guest's port 8080.
+    let t = Bridged::new(&prefix("pv"), 2);
+    let (client, guest) = (&t.hosts[0], &t.hosts[1]);
+    let _srv = Listener::spawn(guest, "0.0.0.0", PORT, 8, Serve::Close);
+    for cmd in [
+        "iptables -N PVEFW-FORWARD",
+        "iptables -N veth101i0-IN",
+        "iptables -A FORWARD -j PVEFW-FORWARD",
+        "iptables -A PVEFW-FORWARD -j veth101i0-IN",
+        "iptables -A veth101i0-IN -p tcp --dport 8080 -j DROP",
+    ] {
+        must(&t.hv, cmd);
+    }
+    let to: IpAddr = Bridged::ip(2).parse().expect("address");
+    let dst = Bridged::ip(2);
+    let (seen, recs) = trace(&["--dst", &dst, "--dport", "8080"], || {
+        tcp(client, to, PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let p = with_cause(&recs, "rule_drop")[0];
+    let d = &p["diagnosis"];
+    assert_eq!(d["manager"], "proxmox", "{p:#}");
+    let advice = d["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("/etc/pve/firewall/101.fw")
+            && advice.contains("IN ACCEPT -source 192.0.2.1"),
+        "{advice}"
+    );
+    assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+    assert_no_command(&recs, "rule_drop");
+}
+
+/// Connects from `from`, asks, and reads what the server sends until it
+/// closes: the bytes, or the error that stopped the read.
+fn fetch(from: &str, want: usize) -> Result<usize, String> {
+    let target = SocketAddr::new(server(), PORT);
+    lab::in_netns(from, Duration::from_secs(10), move || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET").map_err(|e| e.to_string())?;
+        let mut got = 0;
+        let mut buf = [0u8; 16384];
+        while got < want {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("read after {got} bytes: {e}")),
+            }
+        }
+        Ok(got)
+    })
+    .unwrap_or_else(|e| panic!("fetch from {from}: {e:?}"))
+}
+
+#[test]
+fn a_path_mtu_black_hole_names_the_link_the_icmp_and_the_rule_that_ate_it() {
+    let test = "a_path_mtu_black_hole_names_the_link_the_icmp_and_the_rule_that_ate_it";
+    require_root(test);
+    // The router's link towards the client carries 1400 bytes, the server
+    // sends 1500-byte segments, and the server's firewall drops all ICMP,
+    // the router's fragmentation-needed with it.
+    let t = Routed::new(&prefix("mt"));
+    must(&t.r, "ip link set r0 mtu 1400");
+    must(&t.b, "iptables -A INPUT -p icmp -j DROP");
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('0.0.0.0', 8080))\ns.listen(8)\nprint('listening', flush=True)\n\
+                  while True:\n    c,_=s.accept()\n    c.recv(100)\n    c.sendall(b'x'*6000)\n    c.close()\n";
+    let _srv = pathtrace_tests::Spawned::python_in(&t.b, script);
+    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || fetch(&t.a, 6000));
+    let err = seen.expect_err("the download stalls");
+    assert!(
+        err.starts_with("read after 0 bytes"),
+        "connects, then stalls: {err}"
+    );
+    assert_connection(&recs, "stalled", None);
+    for p in with_cause(&recs, "packet_too_big") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(message(p).contains("the 1400-byte MTU of r0"), "{p:#}");
+    }
+    let p = with_cause(&recs, "pmtu_black_hole")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("fragmentation-needed")
+            && message(p).contains("-A INPUT -p icmp -j DROP"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "pmtu_black_hole", Some(&t.b));
+    assert_eq!(
+        fix,
+        "iptables -t filter -I INPUT 1 -p icmp --icmp-type fragmentation-needed -j ACCEPT"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(fetch(&t.a, 6000), Ok(6000), "the next download completes");
+}
+
+#[test]
+fn no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() {
+    let test = "no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address";
+    require_root(test);
+    // B also holds 203.0.113.9; the router has no route to it.
+    let t = Routed::new(&prefix("nr"));
+    let _srv = Listener::start(&t.b);
+    must(&t.b, "ip addr add 203.0.113.9/32 dev lo");
+    let to: IpAddr = "203.0.113.9".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "203.0.113.9", "--dport", "8080"], || {
+        tcp(&t.a, to, PORT, 1500)
+    });
+    assert_eq!(errno_of(&seen), "ENETUNREACH", "the client saw {seen:?}");
+    assert_connection(&recs, "unreachable", Some("ENETUNREACH"));
+    let p = with_cause(&recs, "no_route")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    let fix = fix_of(&recs, "no_route", Some(&t.r));
+    assert_eq!(fix, "ip route add 203.0.113.9 via 198.51.100.2 dev r1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, to, PORT, 1500), ProbeOutcome::Connected);
+}

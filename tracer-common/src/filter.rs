@@ -1,0 +1,346 @@
+//! The compiled flow filter and the one function that matches a packet
+//! against it, run by the kernel programs and by userspace alike.
+//!
+//! A filter is a table of distinct primitives ([`Atom`]s) and a disjunction
+//! of [`Term`]s; a term is a conjunction of atoms that must hold and atoms
+//! that must not, as two bit masks over the table. So each atom is judged
+//! once per packet (and direction), and a term costs two mask tests. Each
+//! term names the flow it belongs to (`compare` has two), and the first
+//! term that matches decides the flow. Each atom means what its pcap-filter
+//! primitive means in tcpdump, so that its negation (`not port 53`) matches
+//! what tcpdump's `not` matches.
+use core::mem::size_of;
+
+/// Terms the kernel holds, for every flow together.
+pub const MAX_TERMS: usize = 16;
+/// Distinct atoms the kernel holds, for every flow together (at most 32:
+/// a term's masks are `u32`).
+pub const MAX_ATOMS: usize = 16;
+
+pub mod atom_kind {
+    /// `ip` / `ip6`: the IP version is `Atom::version`.
+    pub const VERSION: u8 = 1;
+    /// `proto N`: the protocol is `Atom::proto`, and the version is
+    /// `Atom::version` unless that is 0 (`icmp` is IPv4's, `icmp6` IPv6's).
+    pub const PROTO: u8 = 2;
+    /// `net`/`host`: an address of version `Atom::version` within `net`/`mask`.
+    pub const NET: u8 = 3;
+    /// `port`/`portrange`: a TCP, UDP or SCTP packet (or one of protocol
+    /// `Atom::proto` when that is not 0), not an IPv4 fragment after the
+    /// first, with a port within `lo..=hi`.
+    pub const PORT: u8 = 4;
+}
+
+/// Which of the packet's addresses or ports an atom looks at.
+pub mod atom_dir {
+    pub const SRC: u8 = 1;
+    pub const DST: u8 = 2;
+    /// `src or dst` (tcpdump's default).
+    pub const EITHER: u8 = 3;
+    /// `src and dst`.
+    pub const BOTH: u8 = 4;
+}
+
+pub mod term_flags {
+    /// Also match with source and destination swapped (the replies), and
+    /// ICMP errors quoting a matching packet.
+    pub const BIDIR: u32 = 1 << 0;
+}
+
+/// One primitive. Addresses are 16 bytes (IPv4 uses the first four), held
+/// as two native-endian words with the mask applied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Atom {
+    /// [`atom_kind`].
+    pub kind: u8,
+    pub _pad0: u8,
+    /// [`atom_dir`], for `NET` and `PORT`.
+    pub dir: u8,
+    /// 4 or 6; for `PROTO`, 0 is either.
+    pub version: u8,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    pub lo: u16,
+    pub hi: u16,
+    pub _pad1: u32,
+    pub net: [u64; 2],
+    pub mask: [u64; 2],
+}
+const _: () = assert!(size_of::<Atom>() == 48);
+
+/// A conjunction: the atoms of `pos` hold and those of `neg` don't (bit
+/// `i` is `Filter::atoms[i]`). No bit at all matches every IP packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Term {
+    /// Index of the flow this term belongs to.
+    pub flow: u32,
+    /// [`term_flags`].
+    pub flags: u32,
+    pub pos: u32,
+    pub neg: u32,
+}
+const _: () = assert!(size_of::<Term>() == 16);
+
+/// The whole filter, as the kernel holds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub atoms: [Atom; MAX_ATOMS],
+    pub terms: [Term; MAX_TERMS],
+    pub n_atoms: u32,
+    pub n_terms: u32,
+    /// 1 when a term has [`term_flags::BIDIR`]: only then are the
+    /// reverse and quoted flows judged.
+    pub bidir: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Filter>() == MAX_ATOMS * 48 + MAX_TERMS * 16 + 16);
+
+/// Whether a packet's ports were read.
+pub mod ports {
+    /// No ports: a protocol without them, or an IPv4 fragment after the first.
+    pub const NONE: u8 = 0;
+    pub const KNOWN: u8 = 1;
+    /// Not read yet: port atoms count as matching, whatever their sign, so
+    /// the answer is a superset of the final one.
+    pub const UNKNOWN: u8 = 2;
+}
+
+/// The packet fields a filter looks at. The kernel keeps them in map
+/// memory and the match reads each field afresh ([`FlowFields::get`]): a
+/// value the verifier has compared stays a known value in a register, and
+/// every atom of every term would then be walked once per value it has
+/// seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowFields {
+    /// 4 or 6; 0 is not an IP packet and matches nothing.
+    pub ip_version: u8,
+    pub proto: u8,
+    /// [`ports`].
+    pub ports: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<FlowFields>() == 40);
+
+/// A flow to match: the fields, by reference.
+pub type FlowView<'a> = &'a FlowFields;
+
+#[inline(always)]
+fn get<T: Copy>(r: &T) -> T {
+    // SAFETY: `r` is a valid reference; a volatile read of it is a read.
+    unsafe { core::ptr::read_volatile(r) }
+}
+
+/// The two native-endian words of a 16-byte address.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&a[..8]);
+    hi.copy_from_slice(&a[8..]);
+    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+}
+
+/// The mask of a prefix of `len` bits over a 16-byte address, as words.
+pub fn prefix_mask(len: u8) -> [u64; 2] {
+    let mut m = [0u8; 16];
+    for (i, b) in m.iter_mut().enumerate() {
+        let bits = (len as i32 - i as i32 * 8).clamp(0, 8);
+        *b = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+    }
+    addr_words(&m)
+}
+
+#[inline(always)]
+fn within(addr: &[u8; 16], net: &[u64; 2], mask: &[u64; 2]) -> bool {
+    let a = addr_words(&get(addr));
+    (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1]
+}
+
+#[inline(always)]
+fn by_dir(dir: u8, s: bool, d: bool) -> bool {
+    match dir {
+        atom_dir::SRC => s,
+        atom_dir::DST => d,
+        atom_dir::EITHER => s || d,
+        _ => s && d,
+    }
+}
+
+impl Atom {
+    /// The atom's truth for `v` (before its negation); `reverse` swaps
+    /// source and destination.
+    #[inline(always)]
+    fn holds(&self, v: &FlowFields, reverse: bool) -> bool {
+        let (saddr, daddr) = if reverse {
+            (&v.daddr, &v.saddr)
+        } else {
+            (&v.saddr, &v.daddr)
+        };
+        let (sport, dport) = if reverse {
+            (get(&v.dport), get(&v.sport))
+        } else {
+            (get(&v.sport), get(&v.dport))
+        };
+        let version = get(&v.ip_version);
+        let proto = get(&v.proto);
+        match self.kind {
+            atom_kind::VERSION => version == self.version,
+            atom_kind::PROTO => {
+                (self.version == 0 || version == self.version) && proto == self.proto
+            }
+            atom_kind::NET => {
+                version == self.version
+                    && by_dir(
+                        self.dir,
+                        within(saddr, &self.net, &self.mask),
+                        within(daddr, &self.net, &self.mask),
+                    )
+            }
+            atom_kind::PORT => {
+                get(&v.ports) == ports::KNOWN
+                    && if self.proto == 0 {
+                        matches!(proto, 6 | 17 | 132)
+                    } else {
+                        proto == self.proto
+                    }
+                    && by_dir(
+                        self.dir,
+                        self.lo <= sport && sport <= self.hi,
+                        self.lo <= dport && dport <= self.hi,
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where the match keeps which atoms hold: in map memory in the kernel,
+/// for the reason [`FlowFields`] is there (a mask the verifier knows bit by
+/// bit doubles its states with every atom).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatchScratch {
+    /// Per flow judged (own forward, own reverse, quoted forward, quoted
+    /// reverse): the atoms that hold, and those that can't be judged yet.
+    pub holds: [u32; 4],
+    pub unknown: [u32; 4],
+}
+const _: () = assert!(size_of::<MatchScratch>() == 32);
+
+#[inline(always)]
+fn put(r: &mut u32, v: u32) {
+    // SAFETY: `r` is a valid, exclusive reference.
+    unsafe { core::ptr::write_volatile(r, v) }
+}
+
+const OWN_FWD: usize = 0;
+const OWN_REV: usize = 1;
+const QUOTED_FWD: usize = 2;
+const QUOTED_REV: usize = 3;
+
+impl MatchScratch {
+    /// Judges every atom of `f` for `v` (`reverse`: with source and
+    /// destination swapped) into slot `k`.
+    #[inline(always)]
+    fn judge(&mut self, k: usize, f: &Filter, v: &FlowFields, reverse: bool) {
+        if k >= 4 {
+            return;
+        }
+        put(&mut self.holds[k], 0);
+        put(&mut self.unknown[k], 0);
+        if get(&v.ip_version) == 0 {
+            return;
+        }
+        let mut i = 0usize;
+        while i < MAX_ATOMS {
+            if (i as u32) >= f.n_atoms {
+                break;
+            }
+            let a = &f.atoms[i];
+            if a.kind == atom_kind::PORT && get(&v.ports) == ports::UNKNOWN {
+                let u = get(&self.unknown[k]) | 1 << i;
+                put(&mut self.unknown[k], u);
+            } else if a.holds(v, reverse) {
+                let h = get(&self.holds[k]) | 1 << i;
+                put(&mut self.holds[k], h);
+            }
+            i += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn satisfies(&self, k: usize, t: &Term) -> bool {
+        if k >= 4 {
+            return false;
+        }
+        let holds = get(&self.holds[k]);
+        let unknown = get(&self.unknown[k]);
+        (holds | unknown) & t.pos == t.pos && holds & t.neg == 0
+    }
+}
+
+impl Filter {
+    /// The flow of the first term `own` matches. With [`term_flags::BIDIR`],
+    /// replies match too, and so does an ICMP error whose `quoted` packet
+    /// matches in either direction.
+    #[inline(always)]
+    pub fn first_match(
+        &self,
+        own: &FlowFields,
+        quoted: Option<&FlowFields>,
+        s: &mut MatchScratch,
+    ) -> Option<u32> {
+        if get(&own.ip_version) == 0 {
+            return None;
+        }
+        let bidir = self.bidir != 0;
+        s.judge(OWN_FWD, self, own, false);
+        if bidir {
+            s.judge(OWN_REV, self, own, true);
+        }
+        let quoted = match quoted {
+            Some(q) if bidir => {
+                s.judge(QUOTED_FWD, self, q, false);
+                s.judge(QUOTED_REV, self, q, true);
+                true
+            }
+            _ => false,
+        };
+        let mut i = 0usize;
+        while i < MAX_TERMS {
+            if (i as u32) >= self.n_terms {
+                break;
+            }
+            let t = &self.terms[i];
+            if s.satisfies(OWN_FWD, t) {
+                return Some(t.flow);
+            }
+            if t.flags & term_flags::BIDIR != 0
+                && (s.satisfies(OWN_REV, t)
+                    || (quoted && (s.satisfies(QUOTED_FWD, t) || s.satisfies(QUOTED_REV, t))))
+            {
+                return Some(t.flow);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Whether `own` matches a term in its own direction (no replies).
+    pub fn matches_forward(&self, own: &FlowFields) -> bool {
+        let mut s = MatchScratch::default();
+        s.judge(OWN_FWD, self, own, false);
+        own.ip_version != 0
+            && self.terms[..(self.n_terms as usize).min(MAX_TERMS)]
+                .iter()
+                .any(|t| s.satisfies(OWN_FWD, t))
+    }
+}

@@ -1,0 +1,159 @@
+//! Which device a namespace routes an address out of, and that device's
+//! MTU: read from inside the namespace (`/proc/net/route`, `SIOCGIFMTU`).
+use std::net::Ipv4Addr;
+
+/// The device of the longest-prefix IPv4 route to `dst` in a
+/// `/proc/net/route` table.
+pub fn route_dev(table: &str, dst: Ipv4Addr) -> Option<String> {
+    let dst = u32::from(dst);
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let net = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
+            let dev = (*f.first()?).to_owned();
+            (dst & mask == net).then(|| (mask.count_ones(), dev))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, dev)| dev)
+}
+
+/// The MTU of `dev` in the calling thread's namespace.
+pub fn mtu_of(dev: &str) -> Option<u32> {
+    if dev.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a datagram socket used for one ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: fd is open and ifr a valid ifreq for SIOCGIFMTU.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut ifr) };
+    // SAFETY: SIOCGIFMTU fills ifru_mtu.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    (rc == 0).then_some(mtu as u32)
+}
+
+/// The device the calling thread's namespace routes `dst` out of, and its MTU.
+pub fn out_link(dst: Ipv4Addr) -> Option<(String, u32)> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    let dev = route_dev(&table, dst)?;
+    let mtu = mtu_of(&dev)?;
+    Some((dev, mtu))
+}
+
+/// The calling thread's namespace's IPv4 addresses: (device, address, prefix length).
+pub fn v4_addrs() -> Vec<(String, Ipv4Addr, u32)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of its family.
+        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address and netmask are sockaddr_in.
+        let (addr, mask) = unsafe {
+            (
+                *(ifa.ifa_addr as *const libc::sockaddr_in),
+                *(ifa.ifa_netmask as *const libc::sockaddr_in),
+            )
+        };
+        // SAFETY: ifa_name is a NUL-terminated interface name.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        out.push((
+            name,
+            Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+            u32::from_be(mask.sin_addr.s_addr).count_ones(),
+        ));
+    }
+    // SAFETY: the list getifaddrs gave us, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Whether the calling thread's namespace holds `addr` (a socket binds to it).
+pub fn holds(addr: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((addr, 0)).is_ok()
+}
+
+/// A neighbour of `here` (its addresses, from [`v4_addrs`]) that holds an
+/// address of `there`: (its address, the device of `here` it is on).
+pub fn adjacent(
+    here: &[(String, Ipv4Addr, u32)],
+    there: &[(String, Ipv4Addr, u32)],
+) -> Option<(Ipv4Addr, String)> {
+    let net = |a: Ipv4Addr, len: u32| {
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        u32::from(a) & mask
+    };
+    there.iter().find_map(|(_, theirs, _)| {
+        here.iter()
+            .find(|(dev, ours, len)| {
+                dev != "lo" && ours != theirs && *len < 32 && net(*ours, *len) == net(*theirs, *len)
+            })
+            .map(|(dev, _, _)| (*theirs, dev.clone()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_longest_prefix_wins() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+r1\t00000000\tFE6433C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+r0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let ip = |s: &str| s.parse().expect("ip");
+        assert_eq!(
+            super::route_dev(table, ip("192.0.2.1")).as_deref(),
+            Some("r0")
+        );
+        assert_eq!(
+            super::route_dev(table, ip("203.0.113.9")).as_deref(),
+            Some("r1")
+        );
+    }
+
+    #[test]
+    fn a_neighbour_that_holds_the_destination() {
+        let ip = |s: &str| s.parse().expect("ip");
+        let router = vec![
+            ("lo".to_owned(), ip("127.0.0.1"), 8),
+            ("r0".to_owned(), ip("192.0.2.254"), 24),
+            ("r1".to_owned(), ip("198.51.100.254"), 24),
+        ];
+        let server = vec![
+            ("lo".to_owned(), ip("127.0.0.1"), 8),
+            ("b0".to_owned(), ip("198.51.100.2"), 24),
+            ("lo".to_owned(), ip("203.0.113.9"), 32),
+        ];
+        assert_eq!(
+            super::adjacent(&router, &server),
+            Some((ip("198.51.100.2"), "r1".to_owned()))
+        );
+        assert_eq!(super::adjacent(&router, &router[..1]), None);
+    }
+}

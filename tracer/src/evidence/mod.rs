@@ -1,0 +1,189 @@
+//! What a namespace's own kernel state says about a packet that died or
+//! vanished there: the counters that rose while pathtrace ran (as `nstat`
+//! and `conntrack -S` would show), the sockets bound, the neighbours, how
+//! full conntrack is. The kernel gives no drop reason for some losses (a
+//! full accept queue frees the SYN as consumed); these are then the evidence.
+pub mod counters;
+pub mod link;
+pub mod neigh;
+pub mod programs;
+pub mod sockets;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+pub use counters::Counters;
+pub use neigh::Neighbour;
+pub use sockets::Bound;
+
+/// One namespace's state, read from inside it.
+#[derive(Clone, Debug, Default)]
+pub struct NsState {
+    pub counters: Counters,
+    pub bound: Vec<Bound>,
+    pub neighbours: Vec<Neighbour>,
+    /// conntrack's entries in this namespace, and the limit (the host's).
+    pub conntrack: Option<(u64, u64)>,
+}
+
+fn net_file(name: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc/thread-self/net").join(name)).ok()
+}
+
+fn sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(Path::new("/proc/sys").join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn read_counters() -> Counters {
+    let mut c = Counters::default();
+    for f in ["snmp", "netstat", "snmp6"] {
+        if let Some(t) = net_file(f) {
+            if f == "snmp6" {
+                c.add_snmp(&snmp6_as_pairs(&t));
+            } else {
+                c.add_snmp(&t);
+            }
+        }
+    }
+    if let Some(t) = net_file("stat/nf_conntrack") {
+        c.add_conntrack(&t);
+    }
+    c
+}
+
+/// `/proc/net/snmp6` is `Name value` lines; as one `Ip6:` pair for [`Counters::add_snmp`].
+fn snmp6_as_pairs(text: &str) -> String {
+    let (names, values): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(n, v)| (n, v.trim()))
+        .unzip();
+    format!("Snmp6: {}\nSnmp6: {}\n", names.join(" "), values.join(" "))
+}
+
+impl NsState {
+    /// The state of the namespace the calling thread is in.
+    pub fn read_here() -> Self {
+        let mut bound = Vec::new();
+        for (file, proto) in [("tcp", 6), ("tcp6", 6), ("udp", 17), ("udp6", 17)] {
+            if let Some(t) = net_file(file) {
+                bound.extend(sockets::parse(&t, proto));
+            }
+        }
+        let conntrack = sysctl("net/netfilter/nf_conntrack_count")
+            .zip(sysctl("net/netfilter/nf_conntrack_max"));
+        Self {
+            counters: read_counters(),
+            bound,
+            neighbours: net_file("arp")
+                .map(|t| neigh::parse(&t))
+                .unwrap_or_default(),
+            conntrack,
+        }
+    }
+
+    /// The state of the namespace at `path`; none if it can't be entered.
+    pub fn read(path: &Path) -> Option<Self> {
+        crate::names::in_netns(path, Self::read_here)
+    }
+}
+
+/// What a namespace showed when pathtrace looked, after a packet died there.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// Counters that rose since pathtrace first looked at that namespace.
+    pub rose: Counters,
+    pub now: NsState,
+}
+
+impl Seen {
+    pub fn rose(&self, counter: &str) -> u64 {
+        self.rose.get(counter)
+    }
+}
+
+/// Counter baselines per namespace, taken at start (in the background)
+/// and at a namespace's first look.
+pub struct Evidence {
+    baselines: HashMap<u32, Counters>,
+    pending: Option<JoinHandle<HashMap<u32, Counters>>>,
+    /// The last look at each namespace: a burst of packets dying in one
+    /// place reads its state once.
+    recent: HashMap<u32, (Instant, Seen)>,
+}
+
+/// How long one look at a namespace serves the packets that follow.
+const FRESH: Duration = Duration::from_millis(100);
+
+impl Evidence {
+    /// Takes the baselines of `namespaces` (inode, path) on a thread of its own.
+    pub fn start(namespaces: Vec<(u32, PathBuf)>) -> Self {
+        let pending = std::thread::Builder::new()
+            .name("pathtrace-evidence".into())
+            .spawn(move || {
+                namespaces
+                    .into_iter()
+                    .filter_map(|(ino, path)| {
+                        crate::names::in_netns(&path, read_counters).map(|c| (ino, c))
+                    })
+                    .collect()
+            })
+            .ok();
+        Self {
+            baselines: HashMap::new(),
+            pending,
+            recent: HashMap::new(),
+        }
+    }
+
+    /// No namespaces known in advance.
+    pub fn empty() -> Self {
+        Self::start(Vec::new())
+    }
+
+    /// Waits for the baselines taken at start.
+    pub fn settle_baselines(&mut self) {
+        if let Some(h) = self.pending.take() {
+            if let Ok(b) = h.join() {
+                for (ino, c) in b {
+                    self.baselines.entry(ino).or_insert(c);
+                }
+            }
+        }
+    }
+
+    /// Reads namespace `netns` (at `path`) now.
+    pub fn look(&mut self, netns: u32, path: &Path) -> Option<Seen> {
+        if let Some((at, seen)) = self.recent.get(&netns) {
+            if at.elapsed() < FRESH {
+                return Some(seen.clone());
+            }
+        }
+        if let Some(h) = self.pending.take() {
+            if let Ok(b) = h.join() {
+                for (ino, c) in b {
+                    self.baselines.entry(ino).or_insert(c);
+                }
+            }
+        }
+        let now = NsState::read(path)?;
+        let base = self
+            .baselines
+            .entry(netns)
+            .or_insert_with(|| now.counters.clone());
+        let seen = Seen {
+            rose: now.counters.since(base),
+            now,
+        };
+        self.recent.insert(netns, (Instant::now(), seen.clone()));
+        Some(seen)
+    }
+}
