@@ -408,7 +408,14 @@ impl Facts {
         let at = p.fate.at.and_then(|i| p.hops.get(i));
         let first = p.hops.iter().find_map(|h| h.tuple);
         let last = p.hops.iter().rev().find_map(|h| h.tuple);
-        let reason = at.and_then(|h| view.reason(h));
+        let told = at.and_then(|h| view.reason(h));
+        // A kernel without drop reasons: where it freed the packet.
+        let inferred = told
+            .is_none()
+            .then(|| at.filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty()))
+            .flatten()
+            .and_then(|h| inferred_reason(h, last, view));
+        let reason = told.or_else(|| inferred.clone());
         let rule = deciding_rule(p).cloned();
         let mut v = Values::default();
         let client = first
@@ -439,7 +446,13 @@ impl Facts {
         });
         v.set(
             Fact::Reason,
-            reason.clone().unwrap_or_else(|| "no reason given".into()),
+            match (&reason, &inferred) {
+                (Some(r), Some(_)) => format!(
+                    "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
+                ),
+                (Some(r), None) => r.clone(),
+                (None, _) => "no reason given".into(),
+            },
         );
         let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
         v.set(
@@ -663,6 +676,27 @@ fn route_to(view: &mut View, netns: u32, dst: IpAddr, v: &mut Values) {
             format!("ip route add {dst} via {via} dev {dev}"),
         );
     }
+}
+
+/// The reason a kernel with drop reasons would give for a drop it gave
+/// none for, from the function that freed the packet (and, for
+/// `ip_forward`, whether the packet was larger than its next link's MTU).
+fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<String> {
+    let location = view.location(at)?;
+    if let Some(r) = crate::kernel::drop_reason::reason_by_location(&location) {
+        return Some(r.to_owned());
+    }
+    if !location.starts_with("ip_forward") {
+        return None;
+    }
+    let IpAddr::V4(dst) = last?.daddr else {
+        return None;
+    };
+    let (_, mtu) = view
+        .netns
+        .path(at.netns)
+        .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten())?;
+    (at.len > mtu).then(|| "PKT_TOO_BIG".to_owned())
 }
 
 /// What a packet too big for its next link did not fit: the MTU of the
