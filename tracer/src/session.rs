@@ -303,6 +303,11 @@ pub async fn run<S: PacketSink>(
     }
     say_warnings(&rules);
     evidence.settle_baselines();
+    log::debug!(
+        "startup: likely path armed and counter baselines read at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
     let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
