@@ -312,7 +312,10 @@ fn explain(s: &ConnState) -> Explained {
         .iter()
         .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
     {
-        if let Some(d) = &s.reply_drop {
+        // Replies that died of a known cause after the handshake stalled it;
+        // one freed with no known cause (a segment reaching a socket the
+        // client already closed) did not.
+        if let Some(d) = s.reply_drop.as_ref().filter(|d| d.cause != "dropped") {
             return (
                 ConnectionOutcome::Stalled,
                 None,

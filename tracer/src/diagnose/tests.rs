@@ -657,3 +657,33 @@ fn every_placeholder_of_every_cause_names_a_fact() {
         .collect();
     assert!(unknown.is_empty(), "{unknown:#?}");
 }
+
+#[test]
+fn a_connection_stalls_only_when_its_replies_die_of_a_known_cause() {
+    let req = tuple("192.0.2.1", 5000, "198.51.100.2", 8080, 6);
+    let reply = |o: &mut Outcomes, flags: u8, fate, d: &Diagnosis| {
+        o.reply(
+            outcome::ReplySeen {
+                last: tuple("198.51.100.2", 8080, "192.0.2.1", 5000, 6),
+                last_netns: 10,
+                flags,
+                icmp: None,
+                origin: "namespace b".into(),
+            },
+            fate,
+            d,
+        )
+    };
+    for (cause, outcome) in [
+        ("pmtu_black_hole", ConnectionOutcome::Stalled),
+        ("dropped", ConnectionOutcome::Connected),
+    ] {
+        let mut o = Outcomes::default();
+        let fwd = diag("delivered", "delivered");
+        o.request(req, 10, FateKind::Delivered, &fwd, "namespace b".into());
+        reply(&mut o, 0x12, FateKind::Delivered, &fwd);
+        reply(&mut o, 0x10, FateKind::Dropped, &diag(cause, "died"));
+        let c = &o.connections()[0];
+        assert_eq!(c.outcome, outcome, "{cause}: {}", c.explanation);
+    }
+}
