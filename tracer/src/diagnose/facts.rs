@@ -686,6 +686,13 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
     if let Some(r) = crate::kernel::drop_reason::reason_by_location(&location) {
         return Some(r.to_owned());
     }
+    // tc's ingress hook, inlined into the receive path on older kernels:
+    // a tc program on the device is what frees packets there.
+    if location.starts_with("__netif_receive_skb_core") {
+        let path = view.netns.path(at.netns);
+        return (!programs::tc(path.as_deref(), &at.ifname, "ingress").is_empty())
+            .then(|| "TC_INGRESS".to_owned());
+    }
     if !location.starts_with("ip_forward") {
         return None;
     }
@@ -721,7 +728,8 @@ fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values
 
 /// The tc or XDP program attached where the packet was dropped, when the
 /// drop came from one: a `TC_INGRESS`/`TC_EGRESS` reason, or a free inside
-/// the XDP paths (`do_xdp_generic`, a veth's XDP receive), which give no reason.
+/// the XDP paths (`do_xdp_generic`, `netif_receive_generic_xdp`, a veth's
+/// XDP receive), which give no reason.
 fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<Attached> {
     let path = view.netns.path(at.netns);
     let path = path.as_deref();
@@ -733,7 +741,7 @@ fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<A
     let in_xdp = reason == Some("XDP")
         || view
             .location(at)
-            .is_some_and(|l| l.starts_with("do_xdp_generic") || l.contains("_xdp_"));
+            .is_some_and(|l| l.split('+').next().is_some_and(|f| f.contains("xdp")));
     in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
 }
 
