@@ -20,8 +20,8 @@ use std::{
 
 use lab::{topo::Routed, Block, ProbeOutcome};
 use pathtrace_tests::{
-    command_in, connect, docker_lab, errno_of, of_type, records, require_root, require_tool, sh_in,
-    Listener, Running,
+    armed_at_start, command_in, connect, docker_lab, errno_of, of_type, records, require_root,
+    require_tool, sh_in, Listener, Running,
 };
 use serde_json::Value;
 
@@ -339,8 +339,10 @@ fn each_firewall_is_explained_as_the_client_saw_it_and_its_fix_works() {
     );
 }
 
-/// Traces `--dst SERVER --dport 8080` with rule tracing in `ns` while
-/// `during` runs; the JSON records, or how pathtrace exited if not cleanly.
+/// Traces `--dst SERVER --dport 8080` (only the flow's flags) while
+/// `during` runs, after checking that rule tracing was armed in `ns` (on
+/// the flow's likely path) before the first packet; the JSON records, or
+/// how pathtrace exited if not cleanly.
 fn trace_while<T>(
     ns: &str,
     extra: &[&str],
@@ -355,11 +357,15 @@ fn trace_while<T>(
         "--json",
         "--duration",
         "30",
-        "--netns",
-        ns,
     ];
     args.extend_from_slice(extra);
     let run = Running::start(&args);
+    if !armed_at_start(&run.stderr_lines, ns) {
+        return Err(format!(
+            "rule tracing was not armed in {ns} before the first packet: {:?}",
+            run.stderr_lines
+        ));
+    }
     let seen = during();
     std::thread::sleep(Duration::from_millis(800));
     let (code, lines) = run.stop();
@@ -512,13 +518,16 @@ fn docker_user_reject_and_drop_are_explained_and_their_fix_works() {
             "--json",
             "--duration",
             "30",
-            "--netns",
-            &dock,
         ];
         if let Some(s) = &sock {
             args.extend(["--docker-socket", s]);
         }
         let run = Running::start(&args);
+        assert!(
+            armed_at_start(&run.stderr_lines, &dock),
+            "the Docker host is on the likely path: {:?}",
+            run.stderr_lines
+        );
         let seen = connect(&lab, &lab.names.client);
         std::thread::sleep(Duration::from_millis(800));
         let (code, lines) = run.stop();

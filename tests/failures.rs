@@ -47,6 +47,24 @@ fn tcp(from: &str, to: IpAddr, port: u16, wait_ms: u64) -> ProbeOutcome {
     lab::tcp_connect(from, to, port, Duration::from_millis(wait_ms))
 }
 
+/// Traces with only `flow`'s flags while `from` connects to `to:port`
+/// (giving up after `wait_ms`); checks the error the client's socket saw,
+/// and that pathtrace's connection outcome and client error say the same.
+fn traced_connect(
+    flow: &[&str],
+    from: &str,
+    to: IpAddr,
+    port: u16,
+    wait_ms: u64,
+    errno: &str,
+    outcome: &str,
+) -> Vec<Value> {
+    let (seen, recs) = trace(flow, || tcp(from, to, port, wait_ms));
+    assert_eq!(errno_of(&seen), errno, "the client saw {seen:?}");
+    assert_connection(&recs, outcome, Some(errno));
+    recs
+}
+
 /// The summary's connections.
 fn connections(recs: &[Value]) -> Vec<Value> {
     of_type(recs, "summary")
@@ -170,11 +188,15 @@ fn a_full_conntrack_table_is_named_and_raising_its_limit_works() {
         limit,
         "the table holds {limit} connections"
     );
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     for p in with_cause(&recs, "conntrack_full") {
         assert_eq!(p["fate"], "dropped", "{p:#}");
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
@@ -202,11 +224,15 @@ fn a_full_accept_queue_is_a_drop_with_its_counter_and_no_command() {
     let _srv = Listener::spawn(&t.b, "0.0.0.0", PORT, 1, Serve::Never);
     let open = fill(&t.a, 6);
     assert!(!open.is_empty(), "the accept queue takes some connections");
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     for p in with_cause(&recs, "accept_queue_full") {
         assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
@@ -225,11 +251,15 @@ fn a_listener_on_another_address_is_named_and_no_command_is_printed() {
     require_root(test);
     let t = Routed::new(&prefix("la"));
     let _srv = Listener::spawn(&t.b, "127.0.0.1", PORT, 8, Serve::Close);
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
-    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
     let p = with_cause(&recs, "listener_elsewhere")[0];
     assert!(
         message(p).contains("listens on 127.0.0.1:8080 only"),
@@ -243,11 +273,15 @@ fn nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed() {
     let test = "nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed";
     require_root(test);
     let t = Routed::new(&prefix("nl"));
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
-    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
     let p = with_cause(&recs, "no_socket")[0];
     assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
     assert_no_command(&recs, "no_socket");
@@ -264,11 +298,15 @@ fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
         "iptables -t nat -A PREROUTING -d 192.0.2.254 -p tcp --dport 8092 -j DNAT --to-destination 198.51.100.2:9999",
     );
     let router: IpAddr = "192.0.2.254".parse().expect("address");
-    let (seen, recs) = trace(&["--dst", "192.0.2.254", "--dport", "8092"], || {
-        tcp(&t.a, router, 8092, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
-    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let recs = traced_connect(
+        &["--dst", "192.0.2.254", "--dport", "8092"],
+        &t.a,
+        router,
+        8092,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
     let p = with_cause(&recs, "no_socket")[0];
     assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
     assert!(
@@ -334,11 +372,15 @@ fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
         &t.b,
         "iptables -A INPUT -p tcp -j REJECT --reject-with tcp-reset",
     );
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ECONNREFUSED", "the client saw {seen:?}");
-    assert_connection(&recs, "refused", Some("ECONNREFUSED"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
     let fix = fix_of(&recs, "reject", Some(&t.b));
     assert!(
         !fix.contains(" -D ") && fix.contains("--dport 8080"),
@@ -369,11 +411,15 @@ fn a_ban_in_an_nft_set_removes_only_the_clients_element() {
     let t = Routed::new(&prefix("sb"));
     let _srv = Listener::start(&t.b);
     banned_set(&t.b, "192.0.2.1, 192.0.2.50", false);
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     let fix = fix_of(&recs, "set_ban", Some(&t.b));
     assert_eq!(fix, "nft delete element inet filter banned { 192.0.2.1 }");
     run_fix(Some(&t.b), &fix);
@@ -430,11 +476,15 @@ fn hairpin_nat_is_named_and_masquerading_it_works() {
     }
     let _srv = Listener::spawn(srv, "0.0.0.0", 80, 8, Serve::Close);
     let public: IpAddr = "203.0.113.1".parse().expect("address");
-    let (seen, recs) = trace(&["--dst", "203.0.113.1", "--dport", "8092"], || {
-        tcp(client, public, 8092, 2000)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", "203.0.113.1", "--dport", "8092"],
+        client,
+        public,
+        8092,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     let p = with_cause(&recs, "hairpin_nat")[0];
     assert!(
         message(p).contains("back out of eth0") && message(p).contains("192.0.2.3:80"),
@@ -494,11 +544,15 @@ fn forwarding_off_on_a_router_is_named_and_turning_it_on_works() {
     let t = Routed::new(&prefix("fw"));
     let _srv = Listener::start(&t.b);
     must(&t.r, "sysctl -qw net.ipv4.ip_forward=0");
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     let fix = fix_of(&recs, "forwarding_disabled", Some(&t.r));
     assert_eq!(fix, "sysctl -w net.ipv4.ip_forward=1");
     run_fix(Some(&t.r), &fix);
@@ -512,11 +566,15 @@ fn a_server_without_a_route_back_gets_one_through_its_router() {
     let t = Routed::new(&prefix("rb"));
     let _srv = Listener::start(&t.b);
     must(&t.b, "ip route del default");
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     for p in with_cause(&recs, "no_route_back") {
         assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
         assert!(message(p).contains("Ip.OutNoRoutes +"), "{p:#}");
@@ -558,11 +616,15 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
         &t.r,
         "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.r2.rp_filter=1",
     );
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     let p = with_cause(&recs, "rp_filter")[0];
     assert!(message(p).contains("on r2"), "{p:#}");
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
@@ -586,11 +648,15 @@ fn a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it() {
             prog.path.display()
         ),
     );
-    let (seen, recs) = trace(&["--dst", SERVER, "--dport", "8080"], || {
-        tcp(&t.a, server(), PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     for p in with_cause(&recs, "tc_drop") {
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
         assert!(
@@ -602,7 +668,7 @@ fn a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it() {
     // Letting one flow pass ahead of the program takes tc's pass action
     // (act_gact). Without it no command is safe: the advice says what to
     // change, and names the filter's removal without offering it to run.
-    if !kernel_has_gact() {
+    if !kernel_has_gact(&t.b) {
         assert_no_command(&recs, "tc_drop");
         let p = with_cause(&recs, "tc_drop")[0];
         let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
@@ -692,16 +758,15 @@ fn static_neighbours(t: &Routed) {
     );
 }
 
-/// Whether the running kernel has tc's gact actions (`pass`, `drop`), from
-/// its configuration.
-fn kernel_has_gact() -> bool {
-    let (ok, out) = sh_in(
-        None,
-        "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+/// Whether the running kernel has tc's gact actions (`pass`, `drop`): a
+/// filter with `action pass` is added on `ns`'s loopback, and taken off.
+fn kernel_has_gact(ns: &str) -> bool {
+    let (ok, _) = sh_in(
+        Some(ns),
+        "tc qdisc add dev lo clsact && tc filter add dev lo ingress protocol all u32 match u32 0 0 action pass",
     );
-    assert!(ok, "the kernel's configuration can't be read: {out}");
-    out.lines()
-        .any(|l| l == "CONFIG_NET_ACT_GACT=y" || l == "CONFIG_NET_ACT_GACT=m")
+    must(ns, "tc qdisc del dev lo clsact 2>/dev/null || true");
+    ok
 }
 
 #[test]
@@ -725,11 +790,15 @@ fn a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on(
     }
     let to: IpAddr = Bridged::ip(2).parse().expect("address");
     let dst = Bridged::ip(2);
-    let (seen, recs) = trace(&["--dst", &dst, "--dport", "8080"], || {
-        tcp(client, to, PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ETIMEDOUT", "the client saw {seen:?}");
-    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let recs = traced_connect(
+        &["--dst", &dst, "--dport", "8080"],
+        client,
+        to,
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
     let p = with_cause(&recs, "rule_drop")[0];
     let d = &p["diagnosis"];
     assert_eq!(d["manager"], "proxmox", "{p:#}");
@@ -818,15 +887,52 @@ fn no_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() 
     let _srv = Listener::start(&t.b);
     must(&t.b, "ip addr add 203.0.113.9/32 dev lo");
     let to: IpAddr = "203.0.113.9".parse().expect("address");
-    let (seen, recs) = trace(&["--dst", "203.0.113.9", "--dport", "8080"], || {
-        tcp(&t.a, to, PORT, 1500)
-    });
-    assert_eq!(errno_of(&seen), "ENETUNREACH", "the client saw {seen:?}");
-    assert_connection(&recs, "unreachable", Some("ENETUNREACH"));
+    let recs = traced_connect(
+        &["--dst", "203.0.113.9", "--dport", "8080"],
+        &t.a,
+        to,
+        PORT,
+        1500,
+        "ENETUNREACH",
+        "unreachable",
+    );
     let p = with_cause(&recs, "no_route")[0];
     assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
     let fix = fix_of(&recs, "no_route", Some(&t.r));
     assert_eq!(fix, "ip route add 203.0.113.9 via 198.51.100.2 dev r1");
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, to, PORT, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn policy_routing_that_sends_a_client_to_another_table_is_named_without_a_command() {
+    let test = "policy_routing_that_sends_a_client_to_another_table_is_named_without_a_command";
+    require_root(test);
+    // The router's main table reaches the server, but an `ip rule` sends
+    // this client's packets to a table where the server's network is a
+    // blackhole, and another rule takes the traffic of a firewall mark
+    // (a selector pathtrace passes over).
+    let t = Routed::new(&prefix("pr"));
+    let _srv = Listener::start(&t.b);
+    must(&t.r, "ip rule add fwmark 7 lookup 7 pref 900");
+    must(&t.r, "ip rule add from 192.0.2.0/24 lookup 100 pref 1000");
+    must(&t.r, "ip route add blackhole 198.51.100.0/24 table 100");
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    for p in with_cause(&recs, "policy_routing") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("rule 1000: from 192.0.2.0/24 lookup 100")
+                && message(p).contains("meets blackhole"),
+            "{p:#}"
+        );
+    }
+    assert_no_command(&recs, "policy_routing");
 }

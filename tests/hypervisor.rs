@@ -12,8 +12,8 @@ use std::{
 
 use lab::{Block, DockerMode, Lab, LabConfig, ProbeOutcome};
 use pathtrace_tests::{
-    docker_mode, lab_with, limit, netns_inode, of_type, records, require_root, tier,
-    tier_sees_hooks, Running,
+    armed_at_start, docker_mode, lab_with, limit, netns_inode, of_type, records, require_root,
+    tier, tier_sees_hooks, Running,
 };
 use serde_json::Value;
 
@@ -24,14 +24,6 @@ fn hypervisor_lab(prefix: &str) -> Lab {
         hypervisor: true,
         ..LabConfig::with_prefix(prefix)
     })
-}
-
-/// Whether pathtrace armed rule tracing in namespace `ns` before the first
-/// packet (a guest that forwards, with rules, is on the flow's likely path).
-fn armed_at_start(lines: &[String], ns: &str) -> bool {
-    lines
-        .iter()
-        .any(|l| l.contains("rule tracing armed before the first packet in") && l.contains(ns))
 }
 
 /// Whether pathtrace said, within `limit`, that rule tracing runs in

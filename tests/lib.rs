@@ -620,3 +620,12 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// Whether pathtrace's stderr says rule tracing was armed in namespace `ns`
+/// before the first packet (it is on the flow's likely path).
+pub fn armed_at_start(stderr: &[String], ns: &str) -> bool {
+    stderr.iter().any(|l| {
+        l.strip_prefix("pathtrace: rule tracing armed before the first packet in ")
+            .is_some_and(|list| list.split(", ").any(|n| n == ns))
+    })
+}

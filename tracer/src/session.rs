@@ -227,6 +227,35 @@ impl<W: Write> PacketSink for Printer<'_, W> {
     }
 }
 
+/// What finishes a packet whose fate is settled, once: its rule hits,
+/// the namespaces where its rules were traced late, its diagnosis, its
+/// capture and its output.
+struct Settle<'a, S: PacketSink> {
+    rules: &'a mut RuleWatch,
+    follow: &'a Follow,
+    reporter: &'a mut Reporter,
+    view: &'a mut View,
+    pcap: &'a mut Option<PcapWriter<Box<dyn std::io::Write + Send>>>,
+    sink: &'a mut S,
+    stats: &'a mut Stats,
+}
+
+impl<S: PacketSink> Settle<'_, S> {
+    /// Finishes `p`; whether the sink has had all it wants.
+    fn packet(&mut self, mut p: crate::track::Packet) -> Result<bool, Error> {
+        ruletrace::attach(self.rules, &mut p);
+        self.follow.mark_late(self.rules, &mut p);
+        self.stats.packets += 1;
+        let report = self.reporter.packet(&mut p, self.view);
+        if let Some(w) = self.pcap.as_mut() {
+            w.packet(&p, self.view).map_err(Error::Output)?;
+        }
+        self.sink
+            .packet(&p, self.view, &report)
+            .map_err(Error::Output)
+    }
+}
+
 /// Runs until `stop` is notified, the count or duration is reached, or a
 /// signal arrives. `ready` fires once the programs are attached.
 pub async fn run<S: PacketSink>(
@@ -303,6 +332,11 @@ pub async fn run<S: PacketSink>(
     }
     say_warnings(&rules);
     evidence.settle_baselines();
+    log::debug!(
+        "startup: likely path armed and counter baselines read at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
     let mut signals = StopSignals::install()?;
     let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
     eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
@@ -382,15 +416,17 @@ pub async fn run<S: PacketSink>(
                 rules.poll();
                 take_engine_answers(&mut engines, &mut reporter, &mut view);
                 let horizon = [rules_horizon, engines.caught_up_to()].into_iter().flatten().min();
-                for mut p in tracker.settled_after(Instant::now(), horizon) {
-                    ruletrace::attach(&mut rules, &mut p);
-                    follow.mark_late(&rules, &mut p);
-                    stats.packets += 1;
-                    let report = reporter.packet(&mut p, &mut view);
-                    if let Some(w) = pcap.as_mut() {
-                        w.packet(&p, &mut view).map_err(Error::Output)?;
-                    }
-                    done = sink.packet(&p, &mut view, &report).map_err(Error::Output)?;
+                let mut settle = Settle {
+                    rules: &mut rules,
+                    follow: &follow,
+                    reporter: &mut reporter,
+                    view: &mut view,
+                    pcap: &mut pcap,
+                    sink: &mut *sink,
+                    stats: &mut stats,
+                };
+                for p in tracker.settled_after(Instant::now(), horizon) {
+                    done = settle.packet(p)?;
                     if done {
                         break 'run;
                     }
@@ -431,15 +467,17 @@ pub async fn run<S: PacketSink>(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         rules.poll();
-        for mut p in tracker.flush() {
-            ruletrace::attach(&mut rules, &mut p);
-            follow.mark_late(&rules, &mut p);
-            stats.packets += 1;
-            let report = reporter.packet(&mut p, &mut view);
-            if let Some(w) = pcap.as_mut() {
-                w.packet(&p, &mut view).map_err(Error::Output)?;
-            }
-            if sink.packet(&p, &mut view, &report).map_err(Error::Output)? {
+        let mut settle = Settle {
+            rules: &mut rules,
+            follow: &follow,
+            reporter: &mut reporter,
+            view: &mut view,
+            pcap: &mut pcap,
+            sink: &mut *sink,
+            stats: &mut stats,
+        };
+        for p in tracker.flush() {
+            if settle.packet(p)? {
                 break;
             }
         }

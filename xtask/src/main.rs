@@ -46,7 +46,7 @@ enum Task {
         #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
         vm_test: Vec<String>,
         /// With --vm: which suites run where. matrix: the core suites and rules,
-        /// diagnose, drops, pcap and hypervisor on one kernel per tier (fentry on
+        /// diagnose, drops, pcap, hypervisor and failures on one kernel per tier (fentry on
         /// 5.10, kprobe on 6.12),
         /// the core suites (trace_docker, hooks) on the others; all: every guest
         /// suite everywhere; trace: the core suites only.

@@ -72,12 +72,13 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
     };
     let mut steps: Vec<(&str, Command)> = Vec::new();
     if suites.is_empty() {
-        // A fresh pid layout (the tests' processes get low pids, and /proc
-        // shows only them), so that a test that assumes some pid is free or
-        // taken can't pass by luck.
+        let unit = || test(&["--workspace", "--lib", "--bins"]);
+        steps.push(("unit tests", unit()));
+        // Again in another pid layout, so that a test that assumes some pid
+        // is free or taken can't pass by luck on either.
         steps.push((
-            "unit tests, in a new pid namespace",
-            in_new_pid_namespace(test(&["--workspace", "--lib", "--bins"])),
+            "unit tests, in a new pid namespace whose low pids are taken",
+            in_new_pid_namespace(unit()),
         ));
         let mut doc = cargo(
             &["test", "--locked", "--no-fail-fast", "--workspace", "--doc"],
@@ -120,11 +121,20 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// `cmd`, run by `unshare --pid --fork --mount-proc` (its own /proc, in a
-/// private mount namespace).
+/// Processes that hold the low pids of the new pid namespace, as kernel
+/// workers hold a fresh machine's.
+const LOW_PIDS_TAKEN: u32 = 64;
+
+/// `cmd` in a new pid namespace (`unshare --pid --fork --mount-proc`: its
+/// own /proc, in a private mount namespace) whose pids 2 to 65 belong to
+/// `sleep`s; they end with the namespace's first process, after `cmd`.
 fn in_new_pid_namespace(cmd: Command) -> Command {
     let mut wrapped = Command::new("unshare");
-    wrapped.args(["--pid", "--fork", "--mount-proc", "--"]);
+    wrapped.args(["--pid", "--fork", "--mount-proc", "--", "sh", "-c"]);
+    wrapped.arg(format!(
+        "i=0; while [ $i -lt {LOW_PIDS_TAKEN} ]; do sleep 7200 & i=$((i+1)); done; \"$@\""
+    ));
+    wrapped.arg("sh");
     wrapped.arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {

@@ -43,6 +43,8 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// Dropped by routing after an `ip rule` sent it to a table of its own.
+    PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
     TooBigIcmpDropped,
     /// Dropped by a BPF program attached at this hook (`tc`, `XDP`).
@@ -106,6 +108,9 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::PolicyRouted => {
+                dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
+            }
             Self::TooBigIcmpDropped => {
                 dropped
                     && f.icmp
@@ -364,6 +369,12 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::Reason(&["IP_RPFILTER"]),
         message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
         advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
+    },
+    Cause {
+        id: "policy_routing",
+        when: Condition::PolicyRouted,
+        message: "{where} routed {client}'s packet to {final_addr} by policy: rule {policy_rule} sends it to table {policy_table}, where it meets {policy_verdict}, and it was dropped ({reason} at {location})",
+        advice: &[any("Policy routing is deliberate: if {client} should reach {final_addr}, change that rule or table {policy_table}'s route in {where} (ip rule show; ip route show table {policy_table}). No firewall change helps.")],
     },
     Cause {
         id: "forwarding_disabled",

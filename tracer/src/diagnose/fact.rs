@@ -106,6 +106,11 @@ facts! {
     /// ICMP fragmentation-needed (ICMPv6 packet-too-big) as iptables and nft match it.
     IcmpMatchIpt = "icmp_match_ipt",
     IcmpMatchNft = "icmp_match_nft",
+    /// Policy routing: the `ip rule` that took the packet, its table, and
+    /// what that table does with it (`blackhole`, `unreachable`, `no route`).
+    PolicyRule = "policy_rule",
+    PolicyTable = "policy_table",
+    PolicyVerdict = "policy_verdict",
     /// A route to the destination through the neighbour that holds it.
     RouteTo = "route_to",
     /// The namespace that holds the destination address.

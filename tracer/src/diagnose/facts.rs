@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     events::{Hop, HopKind, RuleHit},
-    evidence::{programs, programs::Attached, Evidence, Seen},
+    evidence::{policy, programs, programs::Attached, Evidence, Seen},
     model::{IcmpError, Tuple},
     names::View,
     names::{in_netns, Containers},
@@ -192,8 +192,9 @@ fn target_values(
         c.netns.is_some_and(entered) || c.host_netns.is_none_or(entered)
     };
     let container = containers
-        .with_ip(&final_addr)
-        .filter(|c| passed(c))
+        .by_netns
+        .values()
+        .find(|c| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c))
         .map(|c| c.name.clone())
         .or_else(|| {
             p.hops
@@ -205,7 +206,7 @@ fn target_values(
     // packet was DNATed to it (another host may publish the same port).
     let published = containers
         .publishing(first.dport, &proto)
-        .filter(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
+        .find(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
     let mut target = format!("{}:{}", first.daddr, first.dport);
     v.set(Fact::PublishedNote, "");
     match (&container, published) {
@@ -248,9 +249,8 @@ fn target_values(
     v.set(Fact::OrigPort, first.dport.to_string());
 }
 
-/// Where the packet died (or was last seen), in words and names.
-fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
-    let netns = at.map(|h| h.netns).unwrap_or(0);
+/// `{where}`, and `{run_in}` for a command run there ("" on the host).
+pub(super) fn set_place(view: &mut View, netns: u32, v: &mut Values) {
     let where_ = place(view, netns);
     v.set(
         Fact::RunIn,
@@ -261,6 +261,11 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
         },
     );
     v.set(Fact::Where, where_);
+}
+
+/// Where the packet died (or was last seen), in words and names.
+fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
+    set_place(view, at.map(|h| h.netns).unwrap_or(0), v);
     v.set(
         Fact::Ifname,
         at.map(|h| h.ifname.clone())
@@ -403,7 +408,14 @@ impl Facts {
         let at = p.fate.at.and_then(|i| p.hops.get(i));
         let first = p.hops.iter().find_map(|h| h.tuple);
         let last = p.hops.iter().rev().find_map(|h| h.tuple);
-        let reason = at.and_then(|h| view.reason(h));
+        let told = at.and_then(|h| view.reason(h));
+        // A kernel without drop reasons: where it freed the packet.
+        let inferred = told
+            .is_none()
+            .then(|| at.filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty()))
+            .flatten()
+            .and_then(|h| inferred_reason(h, last, view));
+        let reason = told.or_else(|| inferred.clone());
         let rule = deciding_rule(p).cloned();
         let mut v = Values::default();
         let client = first
@@ -434,7 +446,13 @@ impl Facts {
         });
         v.set(
             Fact::Reason,
-            reason.clone().unwrap_or_else(|| "no reason given".into()),
+            match (&reason, &inferred) {
+                (Some(r), Some(_)) => format!(
+                    "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
+                ),
+                (Some(r), None) => r.clone(),
+                (None, _) => "no reason given".into(),
+            },
         );
         let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
         v.set(
@@ -448,6 +466,18 @@ impl Facts {
             || (reason.as_deref() == Some("IP_INADDRERRORS") && forwarding != Some(false));
         if let (true, Some(l)) = (no_route, last) {
             route_to(view, netns, l.daddr, &mut v);
+        }
+        let routing_drop = no_route
+            || at
+                .and_then(|h| view.location(h))
+                .is_some_and(|l| l.starts_with("ip_error") || l.starts_with("dst_discard"));
+        if let (true, None, Some(h), Some(l)) = (routing_drop, &rule, at, last) {
+            let path = view.netns.path(h.netns);
+            if let Some(pr) = policy::policy_route(path.as_deref(), l.saddr, l.daddr, &h.ifname) {
+                v.set(Fact::PolicyRule, pr.rule);
+                v.set(Fact::PolicyTable, pr.table);
+                v.set(Fact::PolicyVerdict, pr.verdict);
+            }
         }
         if reason.as_deref() == Some("PKT_TOO_BIG") {
             if let Some(h) = at {
@@ -646,6 +676,27 @@ fn route_to(view: &mut View, netns: u32, dst: IpAddr, v: &mut Values) {
             format!("ip route add {dst} via {via} dev {dev}"),
         );
     }
+}
+
+/// The reason a kernel with drop reasons would give for a drop it gave
+/// none for, from the function that freed the packet (and, for
+/// `ip_forward`, whether the packet was larger than its next link's MTU).
+fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<String> {
+    let location = view.location(at)?;
+    if let Some(r) = crate::kernel::drop_reason::reason_by_location(&location) {
+        return Some(r.to_owned());
+    }
+    if !location.starts_with("ip_forward") {
+        return None;
+    }
+    let IpAddr::V4(dst) = last?.daddr else {
+        return None;
+    };
+    let (_, mtu) = view
+        .netns
+        .path(at.netns)
+        .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten())?;
+    (at.len > mtu).then(|| "PKT_TOO_BIG".to_owned())
 }
 
 /// What a packet too big for its next link did not fit: the MTU of the

@@ -23,33 +23,6 @@ pub struct Hairpin {
     pub lan: String,
 }
 
-/// The IPv4 address and prefix length of `dev`, in the calling thread's namespace.
-fn v4_net_of(dev: &str) -> Option<(Ipv4Addr, u32)> {
-    // SAFETY: a datagram socket used only for two ioctls, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 || dev.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    let ask = |req: libc::c_ulong| -> Option<Ipv4Addr> {
-        // SAFETY: ifreq is plain data; zeroed is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: fd is open and ifr is a valid ifreq for these requests.
-        if unsafe { libc::ioctl(fd, req as _, &mut ifr) } != 0 {
-            return None;
-        }
-        // SAFETY: both requests fill ifru_addr with a sockaddr_in.
-        let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&ifr.ifr_ifru.ifru_addr) };
-        Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-    };
-    let out = ask(libc::SIOCGIFADDR).zip(ask(libc::SIOCGIFNETMASK));
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    out.map(|(a, m)| (a, u32::from(m).count_ones()))
-}
-
 fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     Ipv4Addr::from(u32::from(addr) & mask)
@@ -70,10 +43,12 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     })?;
     let _ = rx_i;
     let lan = match (first.saddr, view.netns.path(rx.netns)) {
-        (IpAddr::V4(client), Some(path)) => in_netns(&path, || v4_net_of(&rx.ifname))
-            .flatten()
-            .filter(|(a, len)| network(*a, *len) == network(client, *len))
-            .map(|(a, len)| format!("{}/{len}", network(a, len))),
+        (IpAddr::V4(client), Some(path)) => {
+            in_netns(&path, || crate::evidence::link::v4_net_of(&rx.ifname))
+                .flatten()
+                .filter(|(a, len)| network(*a, *len) == network(client, *len))
+                .map(|(a, len)| format!("{}/{len}", network(a, len)))
+        }
         _ => None,
     }
     .unwrap_or_else(|| first.saddr.to_string());
@@ -90,14 +65,7 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
         Fact::Tool,
         tool.iptables_tool(if first.saddr.is_ipv4() { "ip" } else { "ip6" }),
     );
-    v.set(Fact::Where, super::facts::place(view, rx.netns));
-    v.set(
-        Fact::RunIn,
-        match super::facts::place(view, rx.netns).as_str() {
-            "the host" => String::new(),
-            p => format!(" in {p}"),
-        },
-    );
+    super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {
         netns: rx.netns,
         device: rx.ifname.clone(),

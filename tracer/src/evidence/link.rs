@@ -20,8 +20,9 @@ pub fn route_dev(table: &str, dst: Ipv4Addr) -> Option<String> {
         .map(|(_, dev)| dev)
 }
 
-/// The MTU of `dev` in the calling thread's namespace.
-pub fn mtu_of(dev: &str) -> Option<u32> {
+/// Asks the calling thread's namespace about `dev` with `SIOCGIF*`
+/// request `req`; the answer, as the request fills it.
+fn ask(dev: &str, req: libc::c_ulong) -> Option<libc::ifreq> {
     if dev.len() >= libc::IFNAMSIZ {
         return None;
     }
@@ -35,13 +36,30 @@ pub fn mtu_of(dev: &str) -> Option<u32> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: fd is open and ifr a valid ifreq for SIOCGIFMTU.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut ifr) };
-    // SAFETY: SIOCGIFMTU fills ifru_mtu.
-    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    // SAFETY: fd is open and ifr a valid ifreq for these get requests.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut ifr) };
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
-    (rc == 0).then_some(mtu as u32)
+    (rc == 0).then_some(ifr)
+}
+
+/// The MTU of `dev` in the calling thread's namespace.
+pub fn mtu_of(dev: &str) -> Option<u32> {
+    let ifr = ask(dev, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU fills ifru_mtu.
+    Some(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// The IPv4 address and prefix length of `dev`, in the calling thread's namespace.
+pub fn v4_net_of(dev: &str) -> Option<(Ipv4Addr, u32)> {
+    let addr = |ifr: libc::ifreq| {
+        // SAFETY: SIOCGIFADDR and SIOCGIFNETMASK fill ifru_addr with a sockaddr_in.
+        let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&ifr.ifr_ifru.ifru_addr) };
+        Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))
+    };
+    let a = addr(ask(dev, libc::SIOCGIFADDR)?);
+    let m = addr(ask(dev, libc::SIOCGIFNETMASK)?);
+    Some((a, u32::from(m).count_ones()))
 }
 
 /// The device the calling thread's namespace routes `dst` out of, and its MTU.

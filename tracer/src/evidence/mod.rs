@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod link;
 pub mod neigh;
+pub mod policy;
 pub mod programs;
 pub mod sockets;
 

@@ -282,3 +282,45 @@ mod tests {
         assert_eq!(r.name(r.value("SKB_CONSUMED").unwrap()), "CONSUMED");
     }
 }
+
+/// On kernels that report no drop reasons (before 5.17), the function that
+/// freed a packet says which reason a newer kernel gives there. Only
+/// functions whose drops are of one kind in practice are listed;
+/// `ip_forward` (too big, but also TTL and policy) is left to the caller,
+/// which can check the packet against the link's MTU.
+const BY_LOCATION: &[(&str, &str)] = &[
+    ("nf_hook_slow", "NETFILTER_DROP"),
+    ("nft_do_chain", "NETFILTER_DROP"),
+    ("tcp_v4_rcv", "NO_SOCKET"),
+    ("tcp_v6_rcv", "NO_SOCKET"),
+    ("__udp4_lib_rcv", "NO_SOCKET"),
+    ("__udp6_lib_rcv", "NO_SOCKET"),
+    ("neigh_invalidate", "NEIGH_FAILED"),
+    ("__neigh_event_send", "NEIGH_QUEUEFULL"),
+    ("ip_error", "IP_INADDRERRORS"),
+    ("ip_rcv_finish", "IP_RPFILTER"),
+    ("sch_handle_ingress", "TC_INGRESS"),
+    ("sch_handle_egress", "TC_EGRESS"),
+];
+
+/// The reason a newer kernel gives for a drop at `location` (`symbol+0x…`).
+pub fn reason_by_location(location: &str) -> Option<&'static str> {
+    let symbol = location.split('+').next()?;
+    let symbol = symbol.split('.').next().unwrap_or(symbol);
+    BY_LOCATION
+        .iter()
+        .find(|(f, _)| *f == symbol)
+        .map(|(_, r)| *r)
+}
+
+#[cfg(test)]
+mod location_tests {
+    #[test]
+    fn reasons_by_where_the_packet_was_freed() {
+        use super::reason_by_location as r;
+        assert_eq!(r("neigh_invalidate+0x7e"), Some("NEIGH_FAILED"));
+        assert_eq!(r("sch_handle_ingress.constprop.0+0x1a"), Some("TC_INGRESS"));
+        assert_eq!(r("ip_forward+0x2c0"), None);
+        assert_eq!(r("skb_release_data+0x10"), None);
+    }
+}

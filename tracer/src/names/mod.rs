@@ -63,14 +63,14 @@ impl Containers {
         self.by_netns.extend(newer.by_netns);
     }
 
-    /// The container whose address is `ip`.
-    pub fn with_ip(&self, ip: &str) -> Option<&Container> {
-        self.by_netns.values().find(|c| c.ip.as_deref() == Some(ip))
-    }
-
-    /// The container that publishes `port` (host side), if any.
-    pub fn publishing(&self, port: u16, proto: &str) -> Option<(&Container, &Published)> {
-        self.by_netns.values().find_map(|c| {
+    /// The containers that publish `port` (host side): one per Docker
+    /// host at most, but several hosts may publish the same port.
+    pub fn publishing<'a>(
+        &'a self,
+        port: u16,
+        proto: &'a str,
+    ) -> impl Iterator<Item = (&'a Container, &'a Published)> + 'a {
+        self.by_netns.values().filter_map(move |c| {
             c.ports
                 .iter()
                 .find(|p| p.public == port && p.proto == proto)

@@ -1,0 +1,176 @@
+//! Policy routing: the `ip rule` that sends a packet to a routing table
+//! other than `main`, and what that table does with it, read with `ip -j`
+//! in the packet's namespace.
+use std::{net::IpAddr, path::Path};
+
+use serde_json::Value;
+
+use crate::netfilter::ns;
+
+/// A non-default rule that took the packet, and the route it found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRoute {
+    /// The rule as `ip rule` prints it: "1000: from 192.0.2.1 lookup 100".
+    pub rule: String,
+    pub table: String,
+    /// `blackhole`, `unreachable`, `prohibit`, or `no route` when the table
+    /// has none for the destination.
+    pub verdict: String,
+}
+
+fn prefix_holds(spec: &str, addr: IpAddr) -> bool {
+    if spec == "all" {
+        return true;
+    }
+    let (net, len) = spec.split_once('/').unwrap_or((spec, ""));
+    let Ok(net) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    let full = if net.is_ipv4() { 32 } else { 128 };
+    let len: u32 = len.parse().unwrap_or(full);
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let len = len.min(full);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    net.is_ipv4() == addr.is_ipv4() && bits(net) & mask == bits(addr) & mask
+}
+
+/// The first rule of `rules` (`ip -j rule show`) that takes a packet from
+/// `src` to `dst` arriving on `iif`, when it is not one of the kernel's
+/// defaults (`local`, `main`, `default`); rules with selectors this does
+/// not read (fwmark, uid, …) are passed over.
+fn first_rule(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Option<(String, String)> {
+    const KNOWN: [&str; 8] = [
+        "priority", "src", "srclen", "dst", "dstlen", "iif", "table", "protocol",
+    ];
+    for r in rules.as_array()? {
+        let obj = r.as_object()?;
+        if obj.keys().any(|k| !KNOWN.contains(&k.as_str())) {
+            continue;
+        }
+        let spec = |key: &str, len: &str| match (r[key].as_str(), r[len].as_u64()) {
+            (Some(a), Some(l)) => format!("{a}/{l}"),
+            (Some(a), None) => a.to_owned(),
+            _ => "all".to_owned(),
+        };
+        let (from, to) = (spec("src", "srclen"), spec("dst", "dstlen"));
+        let takes = prefix_holds(&from, src)
+            && prefix_holds(&to, dst)
+            && r["iif"].as_str().is_none_or(|i| i == iif);
+        if !takes {
+            continue;
+        }
+        let table = r["table"].as_str()?.to_owned();
+        match table.as_str() {
+            // Local addresses first; a packet to forward goes on.
+            "local" => continue,
+            "main" | "default" => return None,
+            _ => {}
+        }
+        let mut text = format!("{}: from {from}", r["priority"].as_u64().unwrap_or(0));
+        if to != "all" {
+            text.push_str(&format!(" to {to}"));
+        }
+        if let Some(i) = r["iif"].as_str() {
+            text.push_str(&format!(" iif {i}"));
+        }
+        text.push_str(&format!(" lookup {table}"));
+        return Some((text, table));
+    }
+    None
+}
+
+/// What `routes` (`ip -j route show table T`) does with `dst`: the
+/// longest-prefix route's type when it is not a plain route, or `no route`.
+fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
+    let best = routes
+        .as_array()?
+        .iter()
+        .filter_map(|r| {
+            let d = r["dst"].as_str()?;
+            let spec = if d == "default" { "all" } else { d };
+            let len = spec
+                .split_once('/')
+                .and_then(|(_, l)| l.parse::<u32>().ok())
+                .unwrap_or(if spec == "all" { 0 } else { 128 });
+            prefix_holds(spec, dst).then_some((len, r))
+        })
+        .max_by_key(|(len, _)| *len);
+    match best {
+        None => Some("no route".to_owned()),
+        Some((_, r)) => match r["type"].as_str() {
+            Some(t @ ("blackhole" | "unreachable" | "prohibit" | "throw")) => Some(t.to_owned()),
+            _ => None,
+        },
+    }
+}
+
+/// The policy rule that sent a packet from `src` to `dst` (arriving on
+/// `iif`) into a table that drops it, in the namespace at `netns`.
+pub fn policy_route(
+    netns: Option<&Path>,
+    src: IpAddr,
+    dst: IpAddr,
+    iif: &str,
+) -> Option<PolicyRoute> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
+    let rules: Value =
+        serde_json::from_str(&ns::run(netns, "ip", &["-j", family, "rule", "show"]).ok()?).ok()?;
+    let (rule, table) = first_rule(&rules, src, dst, iif)?;
+    let routes: Value = serde_json::from_str(
+        &ns::run(
+            netns,
+            "ip",
+            &["-j", family, "route", "show", "table", &table],
+        )
+        .ok()?,
+    )
+    .ok()?;
+    let verdict = table_verdict(&routes, dst)?;
+    Some(PolicyRoute {
+        rule,
+        table,
+        verdict,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_and_what_its_table_does() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let rules: Value = serde_json::from_str(
+            r#"[{"priority":0,"src":"all","table":"local"},{"priority":900,"fwmark":"0x1","table":"7"},{"priority":1000,"src":"192.0.2.0","srclen":24,"table":"100"},{"priority":32766,"src":"all","table":"main"}]"#,
+        )
+        .expect("json");
+        assert_eq!(
+            first_rule(&rules, ip("192.0.2.1"), ip("198.51.100.2"), "r0"),
+            Some(("1000: from 192.0.2.0/24 lookup 100".into(), "100".into()))
+        );
+        assert_eq!(
+            first_rule(&rules, ip("203.0.113.1"), ip("198.51.100.2"), "r0"),
+            None
+        );
+        let routes: Value = serde_json::from_str(
+            r#"[{"type":"blackhole","dst":"198.51.100.0/24","flags":[]},{"dst":"default","gateway":"192.0.2.9","dev":"r0","flags":[]}]"#,
+        )
+        .expect("json");
+        assert_eq!(
+            table_verdict(&routes, ip("198.51.100.2")).as_deref(),
+            Some("blackhole")
+        );
+        assert_eq!(table_verdict(&routes, ip("203.0.113.1")), None);
+        assert_eq!(
+            table_verdict(&serde_json::json!([]), ip("203.0.113.1")).as_deref(),
+            Some("no route")
+        );
+    }
+}
