@@ -249,7 +249,7 @@ fn pathtrace_matches(pkts: &[Pkt], expr: &str) -> Result<BTreeSet<usize>, String
         .enumerate()
         .filter(|(_, p)| {
             filter
-                .first_match(&p.fields, &p.fields, false, &mut scratch)
+                .first_match(filter.shape(), &p.fields, &p.fields, false, &mut scratch)
                 .is_some()
         })
         .map(|(i, _)| i)

@@ -174,50 +174,92 @@ fn by_dir(dir: u8, s: bool, d: bool) -> bool {
     }
 }
 
-impl Atom {
-    /// The atom's truth for `v` (before its negation); `reverse` swaps
-    /// source and destination.
+/// An atom's truth in the packet's own direction and in the reverse one
+/// (source and destination swapped), judged in one pass.
+#[derive(Clone, Copy)]
+struct Both {
+    fwd: bool,
+    rev: bool,
+}
+
+impl Both {
     #[inline(always)]
-    fn holds(&self, v: &FlowFields, reverse: bool) -> bool {
-        let (saddr, daddr) = if reverse {
-            (&v.daddr, &v.saddr)
-        } else {
-            (&v.saddr, &v.daddr)
-        };
-        let (sport, dport) = if reverse {
-            (get(&v.dport), get(&v.sport))
-        } else {
-            (get(&v.sport), get(&v.dport))
-        };
+    fn same(b: bool) -> Self {
+        Self { fwd: b, rev: b }
+    }
+
+    /// From the source side's and the destination side's truth.
+    #[inline(always)]
+    fn by_dir(dir: u8, s: bool, d: bool) -> Self {
+        Self {
+            fwd: by_dir(dir, s, d),
+            rev: by_dir(dir, d, s),
+        }
+    }
+}
+
+impl Atom {
+    /// The atom's truth for `v` (before its negation), both ways.
+    #[inline(always)]
+    fn holds(&self, v: &FlowFields) -> Both {
         let version = get(&v.ip_version);
         let proto = get(&v.proto);
         match self.kind {
-            atom_kind::VERSION => version == self.version,
+            atom_kind::VERSION => Both::same(version == self.version),
             atom_kind::PROTO => {
-                (self.version == 0 || version == self.version) && proto == self.proto
+                Both::same((self.version == 0 || version == self.version) && proto == self.proto)
             }
             atom_kind::NET => {
-                version == self.version
-                    && by_dir(
-                        self.dir,
-                        within(saddr, &self.net, &self.mask),
-                        within(daddr, &self.net, &self.mask),
-                    )
+                if version != self.version {
+                    return Both::same(false);
+                }
+                Both::by_dir(
+                    self.dir,
+                    within(&v.saddr, &self.net, &self.mask),
+                    within(&v.daddr, &self.net, &self.mask),
+                )
             }
             atom_kind::PORT => {
-                get(&v.ports) == ports::KNOWN
+                let carries = get(&v.ports) == ports::KNOWN
                     && if self.proto == 0 {
                         matches!(proto, 6 | 17 | 132)
                     } else {
                         proto == self.proto
-                    }
-                    && by_dir(
-                        self.dir,
-                        self.lo <= sport && sport <= self.hi,
-                        self.lo <= dport && dport <= self.hi,
-                    )
+                    };
+                if !carries {
+                    return Both::same(false);
+                }
+                let (sport, dport) = (get(&v.sport), get(&v.dport));
+                Both::by_dir(
+                    self.dir,
+                    self.lo <= sport && sport <= self.hi,
+                    self.lo <= dport && dport <= self.hi,
+                )
             }
-            _ => false,
+            _ => Both::same(false),
+        }
+    }
+}
+
+/// How much of a [`Filter`] is in use. The kernel programs take it from
+/// read-only globals the loader sets, so the verifier walks only the atoms
+/// and terms there are (and, without replies, no reverse or quoted flow),
+/// not every slot: its work, and the programs' load time, follow the
+/// expression's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub atoms: u32,
+    pub terms: u32,
+    pub bidir: bool,
+}
+
+impl Filter {
+    /// The shape this filter's own counts give.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            atoms: self.n_atoms,
+            terms: self.n_terms,
+            bidir: self.bidir != 0,
         }
     }
 }
@@ -247,30 +289,41 @@ const QUOTED_FWD: usize = 2;
 const QUOTED_REV: usize = 3;
 
 impl MatchScratch {
-    /// Judges every atom of `f` for `v` (`reverse`: with source and
-    /// destination swapped) into slot `k`.
+    /// Judges the first `atoms` atoms of `f` for `v` into slot `k`, and
+    /// with `reverse_too` for `v` with source and destination swapped into
+    /// slot `k + 1`, in one pass.
     #[inline(always)]
-    fn judge(&mut self, k: usize, f: &Filter, v: &FlowFields, reverse: bool) {
-        if k >= 4 {
+    fn judge(&mut self, k: usize, f: &Filter, atoms: u32, v: &FlowFields, reverse_too: bool) {
+        if k + 1 >= 4 {
             return;
         }
-        put(&mut self.holds[k], 0);
-        put(&mut self.unknown[k], 0);
+        for slot in [k, k + 1] {
+            put(&mut self.holds[slot], 0);
+            put(&mut self.unknown[slot], 0);
+        }
         if get(&v.ip_version) == 0 {
             return;
         }
         let mut i = 0usize;
         while i < MAX_ATOMS {
-            if (i as u32) >= f.n_atoms {
+            if (i as u32) >= atoms {
                 break;
             }
             let a = &f.atoms[i];
             if a.kind == atom_kind::PORT && get(&v.ports) == ports::UNKNOWN {
                 let u = get(&self.unknown[k]) | 1 << i;
                 put(&mut self.unknown[k], u);
-            } else if a.holds(v, reverse) {
-                let h = get(&self.holds[k]) | 1 << i;
-                put(&mut self.holds[k], h);
+                put(&mut self.unknown[k + 1], u);
+            } else {
+                let b = a.holds(v);
+                if b.fwd {
+                    let h = get(&self.holds[k]) | 1 << i;
+                    put(&mut self.holds[k], h);
+                }
+                if reverse_too && b.rev {
+                    let h = get(&self.holds[k + 1]) | 1 << i;
+                    put(&mut self.holds[k + 1], h);
+                }
             }
             i += 1;
         }
@@ -296,6 +349,7 @@ impl Filter {
     #[inline(always)]
     pub fn first_match(
         &self,
+        shape: Shape,
         own: &FlowFields,
         quoted: &FlowFields,
         with_quoted: bool,
@@ -304,19 +358,15 @@ impl Filter {
         if get(&own.ip_version) == 0 {
             return None;
         }
-        let bidir = self.bidir != 0;
-        s.judge(OWN_FWD, self, own, false);
-        if bidir {
-            s.judge(OWN_REV, self, own, true);
-        }
+        let (bidir, atoms) = (shape.bidir, shape.atoms);
+        s.judge(OWN_FWD, self, atoms, own, bidir);
         let with_quoted = bidir && with_quoted && get(&quoted.ip_version) != 0;
         if with_quoted {
-            s.judge(QUOTED_FWD, self, quoted, false);
-            s.judge(QUOTED_REV, self, quoted, true);
+            s.judge(QUOTED_FWD, self, atoms, quoted, true);
         }
         let mut i = 0usize;
         while i < MAX_TERMS {
-            if (i as u32) >= self.n_terms {
+            if (i as u32) >= shape.terms {
                 break;
             }
             let t = &self.terms[i];
@@ -337,7 +387,7 @@ impl Filter {
     /// Whether `own` matches a term in its own direction (no replies).
     pub fn matches_forward(&self, own: &FlowFields) -> bool {
         let mut s = MatchScratch::default();
-        s.judge(OWN_FWD, self, own, false);
+        s.judge(OWN_FWD, self, self.n_atoms, own, false);
         own.ip_version != 0
             && self.terms[..(self.n_terms as usize).min(MAX_TERMS)]
                 .iter()

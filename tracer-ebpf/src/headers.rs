@@ -132,7 +132,9 @@ pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> 
         return true;
     };
     cfg.filter
-        .first_match(view, view, false, unsafe { &mut *scratch })
+        .first_match(crate::maps::filter_shape(), view, view, false, unsafe {
+            &mut *scratch
+        })
         .is_some()
 }
 
@@ -316,6 +318,7 @@ impl Headers {
         let scratch = crate::maps::MATCH_SCRATCH.get_ptr_mut(0)?;
         cfg.filter
             .first_match(
+                crate::maps::filter_shape(),
                 &self.view,
                 &self.quoted_view,
                 self.quoted.proto != 0,

@@ -75,6 +75,24 @@ pub static NF_STACK: PerCpuArray<NfStack> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static PROBE_VIEW: PerCpuArray<tracer_common::FlowFields> = PerCpuArray::with_max_entries(1, 0);
 
+/// The shape of the filter in `CONFIG`, as read-only globals the loader
+/// sets: the verifier reads them as constants (see [`tracer_common::Shape`]).
+#[unsafe(no_mangle)]
+pub static FILTER_ATOMS: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+#[unsafe(no_mangle)]
+pub static FILTER_TERMS: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+#[unsafe(no_mangle)]
+pub static FILTER_BIDIR: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+
+#[inline(always)]
+pub fn filter_shape() -> tracer_common::Shape {
+    tracer_common::Shape {
+        atoms: FILTER_ATOMS.load(),
+        terms: FILTER_TERMS.load(),
+        bidir: FILTER_BIDIR.load() != 0,
+    }
+}
+
 /// Which filter atoms hold for the packet being judged (see
 /// [`tracer_common::MatchScratch`]).
 #[map]

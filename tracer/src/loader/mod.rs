@@ -380,6 +380,10 @@ impl Tracer {
             .override_global("SKB_NETWORK_HEADER", &cfg.offsets.skb_network_header, true)
             .override_global("SKB_HEAD", &cfg.offsets.skb_head, true)
             .override_global("SKB_DATA", &cfg.offsets.skb_data, true)
+            // The filter's size: the verifier walks only the slots in use.
+            .override_global("FILTER_ATOMS", &cfg.filter.n_atoms, true)
+            .override_global("FILTER_TERMS", &cfg.filter.n_terms, true)
+            .override_global("FILTER_BIDIR", &cfg.filter.bidir, true)
             .map_max_entries("AYA_LOGS", if kernel_logs { 1 << 17 } else { 4096 })
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("TRACKED", opts.tracked_max)

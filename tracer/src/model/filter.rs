@@ -497,4 +497,64 @@ mod tests {
             Err(FilterError::PortsWithoutPorts(_))
         ));
     }
+
+    fn fields(s: &str, d: &str, proto: u8, sport: u16, dport: u16) -> FlowFields {
+        let (s, d): (IpAddr, IpAddr) = (s.parse().expect("ip"), d.parse().expect("ip"));
+        FlowFields {
+            ip_version: if s.is_ipv4() { 4 } else { 6 },
+            proto,
+            ports: if proto == 1 {
+                ports::NONE
+            } else {
+                ports::KNOWN
+            },
+            _pad: 0,
+            sport,
+            dport,
+            saddr: bytes16(s),
+            daddr: bytes16(d),
+        }
+    }
+
+    #[test]
+    fn replies_and_quoted_packets_match_only_when_replies_are_followed() {
+        let flow = |expr: &str, both_directions| FlowFilter {
+            expr: expr::parse(&[expr.to_owned()]).expect("parses"),
+            both_directions,
+            ..FlowFilter::default()
+        };
+        let request = fields("192.0.2.9", "192.0.2.25", 6, 40000, 8092);
+        let reply = fields("192.0.2.25", "192.0.2.9", 6, 8092, 40000);
+        let icmp_error = fields("192.0.2.1", "192.0.2.9", 1, 0, 0);
+        let mut s = tracer_common::MatchScratch::default();
+        for bidir in [false, true] {
+            let f = kernel_filter(&[flow("src host 192.0.2.9 and tcp dst port 8092", bidir)])
+                .expect("fits");
+            let m = |own: &FlowFields, quoted: Option<&FlowFields>, s: &mut _| {
+                f.first_match(f.shape(), own, quoted.unwrap_or(own), quoted.is_some(), s)
+            };
+            assert_eq!(m(&request, None, &mut s), Some(0));
+            assert_eq!(m(&reply, None, &mut s).is_some(), bidir, "the reply");
+            assert_eq!(
+                m(&icmp_error, Some(&request), &mut s).is_some(),
+                bidir,
+                "an ICMP error quoting the request"
+            );
+            assert_eq!(m(&icmp_error, None, &mut s), None);
+        }
+        let f = kernel_filter(&[flow("not tcp", true)]).expect("fits");
+        assert_eq!(
+            f.first_match(f.shape(), &request, &request, false, &mut s),
+            None,
+            "a quoted flow that isn't there matches no negation"
+        );
+        let two = kernel_filter(&[flow("dst port 80", false), flow("dst port 8092", false)])
+            .expect("fits");
+        assert_eq!(two.n_atoms, 2);
+        assert_eq!(
+            two.first_match(two.shape(), &request, &request, false, &mut s),
+            Some(1),
+            "the flow of the term that matched"
+        );
+    }
 }
