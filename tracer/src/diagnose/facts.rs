@@ -739,9 +739,12 @@ fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<A
         _ => {}
     }
     let in_xdp = reason == Some("XDP")
-        || view
-            .location(at)
-            .is_some_and(|l| l.split('+').next().is_some_and(|f| f.contains("xdp")));
+        || view.location(at).is_some_and(|l| {
+            // A veth's XDP receive is inlined into its NAPI poll on older kernels.
+            l.split('+')
+                .next()
+                .is_some_and(|f| f.contains("xdp") || f.starts_with("veth_poll"))
+        });
     in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
 }
 
