@@ -147,3 +147,27 @@ fn in_new_pid_namespace(cmd: Command) -> Command {
     }
     wrapped
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In the unit tests' pid layout, pid 12 is alive and is no pathtrace
+    /// (as on a fresh machine, where it is a kernel worker), and the
+    /// processes holding the low pids end with the command.
+    #[test]
+    fn the_new_pid_layout_has_low_pids_taken() {
+        if !is_root() {
+            panic!("the_new_pid_layout_has_low_pids_taken needs root (unshare --pid)");
+        }
+        let mut probe = Command::new("sh");
+        probe.args(["-c", "cat /proc/12/comm; echo $$"]);
+        let out = in_new_pid_namespace(probe).output().expect("runs unshare");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"sleep"), "{text}");
+        let pid: u32 = lines.get(1).and_then(|p| p.parse().ok()).expect("its pid");
+        assert!(pid > LOW_PIDS_TAKEN, "the command got pid {pid}");
+    }
+}

@@ -36,23 +36,9 @@ fn traced_within(span: &RangeInclusive<u64>, r: &RuleHit) -> bool {
 /// path, as `nf_rule` hops placed just after the packet entered the
 /// namespace where the rules ran.
 pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
-    let tuples: Vec<Tuple> = p.hops.iter().filter_map(|h| h.tuple).collect();
     let ip_ids: HashSet<u16> = p.hops.iter().filter_map(|h| h.ip_id).collect();
-    let netns: HashSet<u32> = p.hops.iter().map(|h| h.netns).collect();
-    let first_ns = p.hops.iter().map(|h| h.t_ns).min().unwrap_or(0);
-    let last_ns = p.hops.iter().map(|h| h.t_ns).max().unwrap_or(0);
-    let window = first_ns.saturating_sub(BEFORE_NS)..=last_ns.saturating_add(AFTER_NS);
-    let belongs = |r: &RuleHit| {
-        netns.contains(&r.netns)
-            && traced_within(&window, r)
-            && r.tuple
-                .is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
-            && match (r.ip_id, ip_ids.is_empty()) {
-                (Some(id), false) => ip_ids.contains(&id),
-                _ => true,
-            }
-    };
-    let mine = watch.take(&ip_ids, belongs);
+    let window = window_of(&p.hops);
+    let mine = watch.take(&ip_ids, |r| belongs(&p.hops, &window, r));
     log::debug!(
         "packet {}: ip ids {ip_ids:?}, {} rule hits attached, {:?}",
         p.id,
@@ -61,6 +47,34 @@ pub fn attach(watch: &mut RuleWatch, p: &mut Packet) {
     );
     place(p, mine);
     p.fate = Fate::of(&p.hops);
+}
+
+/// When the kernel may have traced a packet with these hops.
+fn window_of(hops: &[Hop]) -> RangeInclusive<u64> {
+    let first_ns = hops.iter().map(|h| h.t_ns).min().unwrap_or(0);
+    let last_ns = hops.iter().map(|h| h.t_ns).max().unwrap_or(0);
+    first_ns.saturating_sub(BEFORE_NS)..=last_ns.saturating_add(AFTER_NS)
+}
+
+/// Whether rule hit `r` belongs to the packet with these hops. Its IPv4 id
+/// is looked for among the hops in the namespace where the rules ran: a
+/// packet whose skb address a later packet reused (its own free unseen)
+/// can carry that packet's hops elsewhere, and must not take its hits.
+fn belongs(hops: &[Hop], window: &RangeInclusive<u64>, r: &RuleHit) -> bool {
+    let tuples: Vec<Tuple> = hops.iter().filter_map(|h| h.tuple).collect();
+    let ip_ids: HashSet<u16> = hops
+        .iter()
+        .filter(|h| h.netns == r.netns)
+        .filter_map(|h| h.ip_id)
+        .collect();
+    hops.iter().any(|h| h.netns == r.netns)
+        && traced_within(window, r)
+        && r.tuple
+            .is_some_and(|t| tuples.iter().any(|pt| same_flow(pt, &t)))
+        && match (r.ip_id, ip_ids.is_empty()) {
+            (Some(id), false) => ip_ids.contains(&id),
+            _ => true,
+        }
 }
 
 /// Gives each hit a time just after the `nf_hook` hop of its hook (fentry
@@ -126,6 +140,63 @@ mod tests {
             queued_after_ns,
             ..RuleHit::for_test("DOCKER-USER", Verdict::Drop)
         }
+    }
+
+    fn tuple(saddr: &str, daddr: &str, sport: u16, dport: u16) -> Tuple {
+        Tuple {
+            saddr: saddr.parse().expect("address"),
+            daddr: daddr.parse().expect("address"),
+            sport,
+            dport,
+            proto: 6,
+        }
+    }
+
+    fn hop(t_s: u64, kind: HopKind, netns: u32, ip_id: u16, t: Tuple) -> Hop {
+        Hop {
+            ip_id: Some(ip_id),
+            tuple: Some(t),
+            ..Hop::for_test(t_s * 1_000_000_000, kind, netns, 2, "eth0")
+        }
+    }
+
+    /// Seen in compare_points_at_forward_docker_user under load: a packet
+    /// of flow B delivered into the container (its free unseen) kept its
+    /// skb address open; the blocked client's SYN, reusing that address,
+    /// added its last hop in the client's namespace to B's packet. B's
+    /// packet then claimed that SYN's nat hits in the Docker host (same ip
+    /// id, same tuple, somewhere on B's path), and A's path lacked them.
+    #[test]
+    fn a_hit_belongs_to_the_packet_with_its_ip_id_in_the_namespace_it_ran_in() {
+        let (client, dock, ctr) = (306, 439, 515);
+        let a_pre = tuple("192.0.2.9", "192.0.2.25", 40000, 8092);
+        let a_post = tuple("192.0.2.9", "198.51.100.2", 40000, 80);
+        let b_pre = tuple("192.0.2.134", "192.0.2.25", 41000, 8092);
+        let b_post = tuple("192.0.2.134", "198.51.100.2", 41000, 80);
+        let b = vec![
+            hop(10, HopKind::Rx, dock, 6727, b_pre),
+            hop(10, HopKind::Rx, ctr, 6727, b_post),
+            hop(11, HopKind::Consume, client, 56898, a_pre),
+        ];
+        let a = vec![
+            hop(11, HopKind::Tx, client, 56898, a_pre),
+            hop(11, HopKind::Rx, dock, 56898, a_pre),
+            hop(11, HopKind::Drop, dock, 56898, a_post),
+        ];
+        let nat = RuleHit {
+            netns: dock,
+            table: "nat".into(),
+            tuple: Some(a_pre),
+            ip_id: Some(56898),
+            received_ns: 11 * 1_000_000_000 + 1_000,
+            queued_after_ns: 11 * 1_000_000_000,
+            ..RuleHit::for_test("PREROUTING", Verdict::Jump("DOCKER".into()))
+        };
+        assert!(belongs(&a, &window_of(&a), &nat));
+        assert!(
+            !belongs(&b, &window_of(&b), &nat),
+            "B's packet took A's nat hit"
+        );
     }
 
     #[test]
