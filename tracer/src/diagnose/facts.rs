@@ -393,6 +393,148 @@ fn evidence_values(
     }
 }
 
+/// Where a packet started, ended and had its fate decided.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    /// The hop that decided the fate.
+    at: Option<&'a Hop>,
+    /// Its headers as it left, and as last seen (after NAT).
+    first: Option<Tuple>,
+    last: Option<Tuple>,
+    /// The last hop that is the packet's own (not a rule trace).
+    last_real: Option<&'a Hop>,
+}
+
+impl<'a> Ends<'a> {
+    fn of(p: &'a Packet) -> Self {
+        Self {
+            at: p.fate.at.and_then(|i| p.hops.get(i)),
+            first: p.hops.iter().find_map(|h| h.tuple),
+            last: p.hops.iter().rev().find_map(|h| h.tuple),
+            last_real: p.hops.iter().rev().find(|h| h.kind != HopKind::NfRule),
+        }
+    }
+}
+
+/// The drop's reason as the kernel told it, or, on a kernel that tells
+/// none, as inferred from where it freed the packet (then `true`).
+fn reason_of(ends: Ends<'_>, view: &mut View) -> (Option<String>, bool) {
+    if let Some(told) = ends.at.and_then(|h| view.reason(h)) {
+        return (Some(told), false);
+    }
+    let inferred = ends
+        .at
+        .filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty())
+        .and_then(|h| inferred_reason(h, ends.last, view));
+    let was = inferred.is_some();
+    (inferred, was)
+}
+
+fn reason_phrase(reason: Option<&str>, inferred: bool) -> String {
+    match (reason, inferred) {
+        (Some(r), true) => format!(
+            "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
+        ),
+        (Some(r), false) => r.to_owned(),
+        (None, _) => "no reason given".into(),
+    }
+}
+
+/// A routing drop's facts: a route to the destination where none was
+/// found, the policy rule that took the packet, a link it was too big for.
+fn routing_values(
+    ends: Ends<'_>,
+    view: &mut View,
+    reason: Option<&str>,
+    forwarding: Option<bool>,
+    unruled: bool,
+    v: &mut Values,
+) {
+    let (Some(at), Some(last)) = (ends.at, ends.last) else {
+        return;
+    };
+    let no_route = matches!(reason, Some("IP_INNOROUTES" | "IP_OUTNOROUTES"))
+        || (reason == Some("IP_INADDRERRORS") && forwarding != Some(false));
+    if no_route {
+        route_to(view, at.netns, last.daddr, v);
+    }
+    let routing_drop = no_route
+        || view
+            .location(at)
+            .is_some_and(|l| l.starts_with("ip_error") || l.starts_with("dst_discard"));
+    if routing_drop && unruled {
+        let path = view.netns.path(at.netns);
+        if let Some(pr) = policy::policy_route(path.as_deref(), last.saddr, last.daddr, &at.ifname)
+        {
+            v.set(Fact::PolicyRule, pr.rule);
+            v.set(Fact::PolicyTable, pr.table);
+            v.set(Fact::PolicyVerdict, pr.verdict);
+        }
+    }
+    if reason == Some("PKT_TOO_BIG") {
+        too_big_values(at, Some(last), view, v);
+    }
+}
+
+/// An ICMP error's facts: what it says, the flow it quotes, and how
+/// iptables and nft match a fragmentation-needed.
+fn icmp_values(e: IcmpError, v: &mut Values) {
+    v.set(Fact::QuotedSender, e.quoted.saddr.to_string());
+    let (ipt, nft) = if e.version == 6 {
+        (
+            "-p ipv6-icmp --icmpv6-type packet-too-big",
+            "icmpv6 type packet-too-big",
+        )
+    } else {
+        (
+            "-p icmp --icmp-type fragmentation-needed",
+            "icmp type destination-unreachable icmp code frag-needed",
+        )
+    };
+    v.set(Fact::IcmpMatchIpt, ipt);
+    v.set(Fact::IcmpMatchNft, nft);
+    v.set(Fact::Icmp, e.to_string());
+    let q = e.quoted;
+    v.set(
+        Fact::Quoted,
+        format!(
+            "{}:{} → {}:{} ({})",
+            q.saddr,
+            q.sport,
+            q.daddr,
+            q.dport,
+            q.proto_name()
+        ),
+    );
+}
+
+/// The state of the namespace where the packet died, or was last seen.
+fn look(fate: FateKind, ends: Ends<'_>, view: &mut View, evidence: &mut Evidence) -> Option<Seen> {
+    let h = if fate == FateKind::Dropped {
+        ends.at
+    } else {
+        ends.last_real.or(ends.at)
+    }?;
+    let path = view.netns.path(h.netns)?;
+    evidence.look(h.netns, &path)
+}
+
+/// Facts from what the namespace showed: a route back, the counters, the sockets.
+fn seen_values(s: &Seen, ends: Ends<'_>, v: &mut Values) {
+    if let (Some(c), Some(h)) = (ends.first.map(|t| t.saddr), ends.last_real) {
+        if let Some(r) = route_back(s, c, &h.ifname) {
+            v.set(Fact::RouteBack, r);
+        }
+    }
+    evidence_values(
+        s,
+        ends.last.map(|t| t.daddr),
+        ends.last.map(|t| t.dport).unwrap_or(0),
+        ends.last.map(|t| t.proto).unwrap_or(0),
+        v,
+    );
+}
+
 impl Facts {
     pub fn get(&self, f: Fact) -> Option<&str> {
         self.values.get(f)
@@ -405,114 +547,53 @@ impl Facts {
         reply: bool,
         evidence: &mut Evidence,
     ) -> Self {
-        let at = p.fate.at.and_then(|i| p.hops.get(i));
-        let first = p.hops.iter().find_map(|h| h.tuple);
-        let last = p.hops.iter().rev().find_map(|h| h.tuple);
-        let told = at.and_then(|h| view.reason(h));
-        // A kernel without drop reasons: where it freed the packet.
-        let inferred = told
-            .is_none()
-            .then(|| at.filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty()))
-            .flatten()
-            .and_then(|h| inferred_reason(h, last, view));
-        let reason = told.or_else(|| inferred.clone());
+        let ends = Ends::of(p);
+        let (reason, inferred) = reason_of(ends, view);
         let rule = deciding_rule(p).cloned();
         let mut v = Values::default();
-        let client = first
+        let client = ends
+            .first
             .map(|t| t.saddr.to_string())
             .unwrap_or_else(|| "the sender".into());
         v.set(Fact::Client, client.clone());
         v.set(Fact::Proto, "ip");
-        if let Some(f) = first {
-            target_values(f, last, containers, view, p, &mut v);
+        if let Some(f) = ends.first {
+            target_values(f, ends.last, containers, view, p, &mut v);
         }
         v.set(Fact::AtRule, "");
-        place_values(p, at, view, &mut v);
-        let netns = at.map(|h| h.netns).unwrap_or(0);
+        place_values(p, ends.at, view, &mut v);
+        let netns = ends.at.map(|h| h.netns).unwrap_or(0);
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
-                forwarding_of(
-                    view,
-                    netns,
-                    &at.map(|h| h.ifname.clone()).unwrap_or_default(),
-                )
+                let ifname = ends.at.map(|h| h.ifname.clone()).unwrap_or_default();
+                forwarding_of(view, netns, &ifname)
             })
             .flatten();
-        let last_real = p.hops.iter().rev().find(|h| h.kind != HopKind::NfRule);
-        let silent_tcp = last_real.is_some_and(|h| {
+        let silent_tcp = ends.last_real.is_some_and(|h| {
             h.kind == HopKind::Rx
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        v.set(
-            Fact::Reason,
-            match (&reason, &inferred) {
-                (Some(r), Some(_)) => format!(
-                    "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
-                ),
-                (Some(r), None) => r.clone(),
-                (None, _) => "no reason given".into(),
-            },
-        );
-        let v6 = first.is_some_and(|t| t.saddr.is_ipv6());
+        v.set(Fact::Reason, reason_phrase(reason.as_deref(), inferred));
+        let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
         v.set(
             Fact::NoSocketAnswer,
-            no_socket_answer(first.map(|t| t.proto).unwrap_or(0), v6, &client),
+            no_socket_answer(ends.first.map(|t| t.proto).unwrap_or(0), v6, &client),
         );
         v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
         v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
         let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
-        let no_route = matches!(reason.as_deref(), Some("IP_INNOROUTES" | "IP_OUTNOROUTES"))
-            || (reason.as_deref() == Some("IP_INADDRERRORS") && forwarding != Some(false));
-        if let (true, Some(l)) = (no_route, last) {
-            route_to(view, netns, l.daddr, &mut v);
-        }
-        let routing_drop = no_route
-            || at
-                .and_then(|h| view.location(h))
-                .is_some_and(|l| l.starts_with("ip_error") || l.starts_with("dst_discard"));
-        if let (true, None, Some(h), Some(l)) = (routing_drop, &rule, at, last) {
-            let path = view.netns.path(h.netns);
-            if let Some(pr) = policy::policy_route(path.as_deref(), l.saddr, l.daddr, &h.ifname) {
-                v.set(Fact::PolicyRule, pr.rule);
-                v.set(Fact::PolicyTable, pr.table);
-                v.set(Fact::PolicyVerdict, pr.verdict);
-            }
-        }
-        if reason.as_deref() == Some("PKT_TOO_BIG") {
-            if let Some(h) = at {
-                too_big_values(h, last, view, &mut v);
-            }
-        }
+        routing_values(
+            ends,
+            view,
+            reason.as_deref(),
+            forwarding,
+            rule.is_none(),
+            &mut v,
+        );
         let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
         if let Some(e) = icmp {
-            v.set(Fact::QuotedSender, e.quoted.saddr.to_string());
-            let (ipt, nft) = if e.version == 6 {
-                (
-                    "-p ipv6-icmp --icmpv6-type packet-too-big",
-                    "icmpv6 type packet-too-big",
-                )
-            } else {
-                (
-                    "-p icmp --icmp-type fragmentation-needed",
-                    "icmp type destination-unreachable icmp code frag-needed",
-                )
-            };
-            v.set(Fact::IcmpMatchIpt, ipt);
-            v.set(Fact::IcmpMatchNft, nft);
-            v.set(Fact::Icmp, e.to_string());
-            let q = e.quoted;
-            v.set(
-                Fact::Quoted,
-                format!(
-                    "{}:{} → {}:{} ({})",
-                    q.saddr,
-                    q.sport,
-                    q.daddr,
-                    q.dport,
-                    q.proto_name()
-                ),
-            );
+            icmp_values(e, &mut v);
         }
         let tcp_flags = p
             .hops
@@ -521,7 +602,7 @@ impl Facts {
             .map(|h| h.tcp_flags)
             .unwrap_or(0);
         let bridged = p.fate.kind == FateKind::Dropped && bridged_drop(p, view);
-        let client_addr = first.map(|t| t.saddr);
+        let client_addr = ends.first.map(|t| t.saddr);
         let rule_names_client = rule.as_ref().is_some_and(|r| {
             client_addr.is_some_and(|a| r.text.as_deref().is_some_and(|t| names_source(t, a)))
         });
@@ -531,36 +612,19 @@ impl Facts {
             .and_then(|(r, a)| set_ban(r, a, view, &mut v));
         let hairpin = hairpin(p, view, &mut v);
         let program = (p.fate.kind == FateKind::Dropped)
-            .then(|| at.and_then(|h| dropping_program(h, reason.as_deref(), view)))
+            .then(|| {
+                ends.at
+                    .and_then(|h| dropping_program(h, reason.as_deref(), view))
+            })
             .flatten();
-        if let (Some(prog), Some(f), Some(l)) = (&program, first, last) {
+        if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
             program_values(prog, f.saddr, l, &mut v);
         }
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
-            .then(|| last_real.or(at))
-            .flatten()
-            .and_then(|h| {
-                let netns = if p.fate.kind == FateKind::Dropped {
-                    netns
-                } else {
-                    h.netns
-                };
-                let path = view.netns.path(netns)?;
-                evidence.look(netns, &path)
-            });
-        if let (Some(s), Some(c), Some(h)) = (&seen, client_addr, last_real) {
-            if let Some(r) = route_back(s, c, &h.ifname) {
-                v.set(Fact::RouteBack, r);
-            }
-        }
+            .then(|| look(p.fate.kind, ends, view, evidence))
+            .flatten();
         if let Some(s) = &seen {
-            evidence_values(
-                s,
-                last.map(|t| t.daddr),
-                last.map(|t| t.dport).unwrap_or(0),
-                last.map(|t| t.proto).unwrap_or(0),
-                &mut v,
-            );
+            seen_values(s, ends, &mut v);
         }
         Self {
             fate: p.fate.kind,
