@@ -65,6 +65,20 @@ fn traced_connect(
     recs
 }
 
+/// [`traced_connect`] for the usual flow: A connects to the server's
+/// port 8080 (1.5 s), traced with `--dst SERVER --dport 8080`.
+fn to_server(t: &Routed, errno: &str, outcome: &str) -> Vec<Value> {
+    traced_connect(
+        &["--dst", SERVER, "--dport", "8080"],
+        &t.a,
+        server(),
+        PORT,
+        1500,
+        errno,
+        outcome,
+    )
+}
+
 /// The summary's connections.
 fn connections(recs: &[Value]) -> Vec<Value> {
     of_type(recs, "summary")
@@ -188,15 +202,7 @@ fn a_full_conntrack_table_is_named_and_raising_its_limit_works() {
         limit,
         "the table holds {limit} connections"
     );
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     for p in with_cause(&recs, "conntrack_full") {
         assert_eq!(p["fate"], "dropped", "{p:#}");
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
@@ -224,15 +230,7 @@ fn a_full_accept_queue_is_a_drop_with_its_counter_and_no_command() {
     let _srv = Listener::spawn(&t.b, "0.0.0.0", PORT, 1, Serve::Never);
     let open = fill(&t.a, 6);
     assert!(!open.is_empty(), "the accept queue takes some connections");
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     for p in with_cause(&recs, "accept_queue_full") {
         assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
@@ -251,15 +249,7 @@ fn a_listener_on_another_address_is_named_and_no_command_is_printed() {
     require_root(test);
     let t = Routed::new(&prefix("la"));
     let _srv = Listener::spawn(&t.b, "127.0.0.1", PORT, 8, Serve::Close);
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ECONNREFUSED",
-        "refused",
-    );
+    let recs = to_server(&t, "ECONNREFUSED", "refused");
     let p = with_cause(&recs, "listener_elsewhere")[0];
     assert!(
         message(p).contains("listens on 127.0.0.1:8080 only"),
@@ -273,15 +263,7 @@ fn nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed() {
     let test = "nothing_listening_is_refused_by_the_kernel_and_no_command_is_printed";
     require_root(test);
     let t = Routed::new(&prefix("nl"));
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ECONNREFUSED",
-        "refused",
-    );
+    let recs = to_server(&t, "ECONNREFUSED", "refused");
     let p = with_cause(&recs, "no_socket")[0];
     assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
     assert_no_command(&recs, "no_socket");
@@ -372,15 +354,7 @@ fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
         &t.b,
         "iptables -A INPUT -p tcp -j REJECT --reject-with tcp-reset",
     );
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ECONNREFUSED",
-        "refused",
-    );
+    let recs = to_server(&t, "ECONNREFUSED", "refused");
     let fix = fix_of(&recs, "reject", Some(&t.b));
     assert!(
         !fix.contains(" -D ") && fix.contains("--dport 8080"),
@@ -411,15 +385,7 @@ fn a_ban_in_an_nft_set_removes_only_the_clients_element() {
     let t = Routed::new(&prefix("sb"));
     let _srv = Listener::start(&t.b);
     banned_set(&t.b, "192.0.2.1, 192.0.2.50", false);
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let fix = fix_of(&recs, "set_ban", Some(&t.b));
     assert_eq!(fix, "nft delete element inet filter banned { 192.0.2.1 }");
     run_fix(Some(&t.b), &fix);
@@ -544,15 +510,7 @@ fn forwarding_off_on_a_router_is_named_and_turning_it_on_works() {
     let t = Routed::new(&prefix("fw"));
     let _srv = Listener::start(&t.b);
     must(&t.r, "sysctl -qw net.ipv4.ip_forward=0");
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let fix = fix_of(&recs, "forwarding_disabled", Some(&t.r));
     assert_eq!(fix, "sysctl -w net.ipv4.ip_forward=1");
     run_fix(Some(&t.r), &fix);
@@ -566,15 +524,7 @@ fn a_server_without_a_route_back_gets_one_through_its_router() {
     let t = Routed::new(&prefix("rb"));
     let _srv = Listener::start(&t.b);
     must(&t.b, "ip route del default");
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     for p in with_cause(&recs, "no_route_back") {
         assert_eq!(p["fate"], "dropped", "never delivered: {p:#}");
         assert!(message(p).contains("Ip.OutNoRoutes +"), "{p:#}");
@@ -616,15 +566,7 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
         &t.r,
         "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.r2.rp_filter=1",
     );
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let p = with_cause(&recs, "rp_filter")[0];
     assert!(message(p).contains("on r2"), "{p:#}");
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
@@ -648,15 +590,7 @@ fn a_tc_program_that_drops_is_named_and_only_this_flow_passes_ahead_of_it() {
             prog.path.display()
         ),
     );
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     for p in with_cause(&recs, "tc_drop") {
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
         assert!(
@@ -917,15 +851,7 @@ fn policy_routing_that_sends_a_client_to_another_table_is_named_without_a_comman
     must(&t.r, "ip rule add fwmark 7 lookup 7 pref 900");
     must(&t.r, "ip rule add from 192.0.2.0/24 lookup 100 pref 1000");
     must(&t.r, "ip route add blackhole 198.51.100.0/24 table 100");
-    let recs = traced_connect(
-        &["--dst", SERVER, "--dport", "8080"],
-        &t.a,
-        server(),
-        PORT,
-        1500,
-        "ETIMEDOUT",
-        "timed_out",
-    );
+    let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     for p in with_cause(&recs, "policy_routing") {
         assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
         assert!(
