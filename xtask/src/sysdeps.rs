@@ -50,7 +50,11 @@ pub const TEST: &[Need] = &[
         "judging filter expressions against tcpdump's",
     ),
     need("wireshark-common", "capinfos", "checking --pcap files"),
-    need("python3", "python3", "the explain suite's listeners"),
+    need(
+        "python3",
+        "python3",
+        "the listeners of the explain and failures suites",
+    ),
     need(
         "ufw",
         "ufw",
