@@ -21,6 +21,9 @@ use crate::{
 pub struct Facts {
     pub fate: FateKind,
     pub reason: Option<String>,
+    /// The kernel gave no reason; `reason` is inferred from where it freed
+    /// the packet.
+    pub reason_inferred: bool,
     pub rule: Option<RuleHit>,
     /// IP forwarding in the namespace where the packet died, when it matters.
     pub forwarding: Option<bool>,
@@ -629,6 +632,7 @@ impl Facts {
         Self {
             fate: p.fate.kind,
             reason,
+            reason_inferred: inferred,
             rule,
             forwarding,
             silent_tcp,
@@ -665,6 +669,7 @@ impl Facts {
         Self {
             fate,
             reason: reason.map(str::to_owned),
+            reason_inferred: false,
             rule,
             forwarding: None,
             silent_tcp: false,

@@ -687,3 +687,22 @@ fn a_connection_stalls_only_when_its_replies_die_of_a_known_cause() {
         assert_eq!(c.outcome, outcome, "{cause}: {}", c.explanation);
     }
 }
+
+#[test]
+fn a_cause_resting_on_an_inferred_reason_says_so() {
+    let mut f = Facts::from_parts(FateKind::Dropped, Some("NO_SOCKET"), None, VALUES);
+    f.reason_inferred = true;
+    let d = diagnose(&f);
+    assert_eq!(d.cause, "no_socket");
+    assert!(d.message.ends_with(INFERRED_NOTE), "{}", d.message);
+    let r = rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false);
+    let mut f = Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES);
+    f.set_rule_values(&r);
+    f.reason_inferred = true;
+    let d = diagnose(&f);
+    assert!(
+        !d.message.contains(INFERRED_NOTE),
+        "a traced rule decided: {}",
+        d.message
+    );
+}
