@@ -11,7 +11,33 @@ pub use metrics::SERIES_LIMIT;
 pub use stream::{run_stream, Throttle};
 pub use top::{run_top, TopRow};
 
-use crate::{loader::TierRequest, model::FlowFilter};
+use crate::{
+    error::Error,
+    loader::{LoadOptions, ObjectLoader, TierRequest, Tracer},
+    model::FlowFilter,
+    names::View,
+    session::{kernel_btf, view},
+};
+
+/// Loads the drop programs with the run's filter, and the names drops are
+/// read with; `config_flags` says what the kernel counts.
+fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error> {
+    let loader = ObjectLoader::new();
+    let btf = kernel_btf()?;
+    let view = view(&btf)?;
+    let load = LoadOptions {
+        tier: opts.tier,
+        hops: false,
+        all_drops: opts.filter.is_empty(),
+        config_flags,
+        ..Default::default()
+    };
+    let filter = crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let tracer = Tracer::load(loader, &load, &filter, &btf)?;
+    drop(btf);
+    Ok((tracer, view))
+}
 
 pub struct DropsOptions {
     /// Empty: every drop on the host.

@@ -11,13 +11,12 @@ use super::{
 use crate::{
     error::Error,
     events::{decode, Hop},
-    loader::{LoadOptions, ObjectLoader, Tracer},
     names::View,
     render::{
         records::{DropRecord, Record, StatsRecord, ThrottledRecord},
         text::tuple,
     },
-    session::{enrich, kernel_btf, view},
+    session::enrich,
 };
 
 /// Lets through at most `per_sec` items a second and counts the rest.
@@ -146,28 +145,12 @@ impl StreamState {
 }
 
 pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<(), Error> {
-    let loader = ObjectLoader::new();
-    let btf = kernel_btf()?;
-    let mut view = view(&btf)?;
-    let load = LoadOptions {
-        tier: opts.tier,
-        hops: false,
-        all_drops: opts.filter.is_empty(),
-        config_flags: if opts.metrics.is_some() {
-            config_flags::COUNT_DROPS
-        } else {
-            0
-        },
-        ..Default::default()
+    let counts = if opts.metrics.is_some() {
+        config_flags::COUNT_DROPS
+    } else {
+        0
     };
-    let mut tracer = Tracer::load(
-        loader,
-        &load,
-        &crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
-            .map_err(|e| crate::error::Error::Usage(e.to_string()))?,
-        &btf,
-    )?;
-    drop(btf);
+    let (mut tracer, mut view) = super::load(opts, counts)?;
     let mut reader = tracer.events()?;
     let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();

@@ -10,10 +10,8 @@ use super::{
 };
 use crate::{
     error::Error,
-    loader::{LoadOptions, ObjectLoader, Tracer},
     names::View,
     render::records::{DropTopRecord, DropTopRow, Record},
-    session::{kernel_btf, view},
 };
 
 /// One row of the table, named: the same row `--json` prints.
@@ -81,24 +79,8 @@ fn table(rows: &[TopRow], title: &str) -> String {
 }
 
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
-    let loader = ObjectLoader::new();
-    let btf = kernel_btf()?;
-    let mut view = view(&btf)?;
-    let load = LoadOptions {
-        tier: opts.tier,
-        hops: false,
-        all_drops: opts.filter.is_empty(),
-        config_flags: config_flags::COUNT_DROPS | config_flags::COUNT_ONLY,
-        ..Default::default()
-    };
-    let tracer = Tracer::load(
-        loader,
-        &load,
-        &crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
-            .map_err(|e| crate::error::Error::Usage(e.to_string()))?,
-        &btf,
-    )?;
-    drop(btf);
+    let (tracer, mut view) =
+        super::load(opts, config_flags::COUNT_DROPS | config_flags::COUNT_ONLY)?;
     let mut exporter = Exporter::for_flag(opts.metrics).await?;
     let mut metrics = DropMetrics::default();
     let mut signals = crate::signals::StopSignals::install()?;
