@@ -448,6 +448,7 @@ fn reason_phrase(reason: Option<&str>, inferred: bool) -> String {
 fn routing_values(
     ends: Ends<'_>,
     view: &mut View,
+    evidence: &mut Evidence,
     reason: Option<&str>,
     forwarding: Option<bool>,
     unruled: bool,
@@ -459,7 +460,7 @@ fn routing_values(
     let no_route = matches!(reason, Some("IP_INNOROUTES" | "IP_OUTNOROUTES"))
         || (reason == Some("IP_INADDRERRORS") && forwarding != Some(false));
     if no_route {
-        route_to(view, at.netns, last.daddr, v);
+        route_to(view, at.netns, last.daddr, evidence, v);
     }
     let routing_drop = no_route
         || view
@@ -589,6 +590,7 @@ impl Facts {
         routing_values(
             ends,
             view,
+            evidence,
             reason.as_deref(),
             forwarding,
             rule.is_none(),
@@ -718,33 +720,39 @@ impl Facts {
 
 /// A route from namespace `netns` to `dst`, built from what the namespaces
 /// hold: the one that holds `dst`, and its address on a link `netns` shares.
-fn route_to(view: &mut View, netns: u32, dst: IpAddr, v: &mut Values) {
+fn route_to(view: &mut View, netns: u32, dst: IpAddr, evidence: &mut Evidence, v: &mut Values) {
+    let owner = evidence.owner(netns, dst, || find_owner(view, netns, dst));
+    if let Some(o) = owner {
+        v.set(Fact::Owner, o.place);
+        if let Some(r) = o.route {
+            v.set(Fact::RouteTo, r);
+        }
+    }
+}
+
+/// Asks the known namespaces (at most 256) which holds `dst`, and how
+/// `netns` reaches it when they share a link.
+fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidence::Owner> {
     use crate::evidence::link;
     /// At most this many namespaces are asked whether they hold the address.
     const LOOK: usize = 256;
-    let Some(here) = view
+    let here = view
         .netns
         .path(netns)
-        .and_then(|p| in_netns(&p, link::v4_addrs))
-    else {
-        return;
-    };
+        .and_then(|p| in_netns(&p, link::v4_addrs))?;
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
-    let owner = known
+    let (ino, path) = known
         .into_iter()
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
-        .find(|(_, path)| in_netns(path, || link::holds(dst)) == Some(true));
-    let Some((ino, path)) = owner else { return };
-    v.set(Fact::Owner, place(view, ino));
+        .find(|(_, path)| in_netns(path, || link::holds(dst)) == Some(true))?;
     let there = in_netns(&path, link::v4_addrs).unwrap_or_default();
-    if let Some((via, dev)) = link::adjacent(&here, &there) {
-        v.set(
-            Fact::RouteTo,
-            format!("ip route add {dst} via {via} dev {dev}"),
-        );
-    }
+    Some(crate::evidence::Owner {
+        place: place(view, ino),
+        route: link::adjacent(&here, &there)
+            .map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
+    })
 }
 
 /// The reason a kernel with drop reasons would give for a drop it gave

@@ -119,6 +119,17 @@ pub struct Evidence {
     /// The last look at each namespace: a burst of packets dying in one
     /// place reads its state once.
     recent: HashMap<u32, (Instant, Seen)>,
+    /// Where a destination was found, by (namespace, destination): a burst
+    /// of packets with no route asks the namespaces once.
+    owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
+}
+
+/// The namespace that holds an address, named, and the route to it when
+/// it is a neighbour.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub place: String,
+    pub route: Option<String>,
 }
 
 /// How long one look at a namespace serves the packets that follow.
@@ -142,12 +153,33 @@ impl Evidence {
             baselines: HashMap::new(),
             pending,
             recent: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
     /// No namespaces known in advance.
     pub fn empty() -> Self {
         Self::start(Vec::new())
+    }
+
+    /// The owner of `dst` as seen from `netns`, found by `find` at most
+    /// once a second.
+    pub fn owner(
+        &mut self,
+        netns: u32,
+        dst: std::net::IpAddr,
+        find: impl FnOnce() -> Option<Owner>,
+    ) -> Option<Owner> {
+        const FRESH_OWNER: Duration = Duration::from_secs(1);
+        if let Some((at, o)) = self.owners.get(&(netns, dst)) {
+            if at.elapsed() < FRESH_OWNER {
+                return o.clone();
+            }
+        }
+        let o = find();
+        self.owners
+            .insert((netns, dst), (Instant::now(), o.clone()));
+        o
     }
 
     /// Waits for the baselines taken at start.
