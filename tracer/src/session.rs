@@ -18,7 +18,7 @@ use crate::{
         hook_infer,
         kallsyms::Kallsyms,
     },
-    loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
+    loader::{LoadError, LoadOptions, Tracer},
     model::FlowFilter,
     names::View,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames},
@@ -267,7 +267,6 @@ pub async fn run<S: PacketSink>(
     let t0 = Instant::now();
     let kernel_filters =
         crate::model::kernel_filter(&opts.filters).map_err(|e| Error::Usage(e.to_string()))?;
-    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let mut pcap = opts
         .pcap
@@ -275,7 +274,7 @@ pub async fn run<S: PacketSink>(
         .map(PcapWriter::create)
         .transpose()
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let mut tracer = Tracer::load(loader, &opts.load, &kernel_filters, &btf)?;
+    let mut tracer = Tracer::load(&opts.load, &kernel_filters, &btf)?;
 
     let mut reader = tracer.events()?;
     let why: Vec<String> = tracer

@@ -126,28 +126,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// aya's loader for the embedded object, made before the run reads the
-/// kernel BTF. The object needs no CO-RE relocation (offsets come from
-/// [`Config`]), but aya 0.14 parses the kernel BTF when its loader is created
-/// (it has no constructor without), about 18 MiB for a moment: made first,
-/// while nothing else is held, and that copy dropped at once.
-pub struct ObjectLoader(EbpfLoader<'static>);
-
-impl ObjectLoader {
-    pub fn new() -> Self {
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        crate::kernel::release_freed_memory();
-        Self(loader)
-    }
-}
-
-impl Default for ObjectLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 pub struct Tracer {
     ebpf: Ebpf,
     pub tier: Tier,
@@ -337,9 +315,10 @@ fn forward_kernel_logs(ebpf: &mut Ebpf) {
 
 impl Tracer {
     /// Loads, configures and attaches everything for one run, with the
-    /// kernel BTF the run parsed once.
+    /// kernel BTF the run parsed once. aya reads no BTF of its own: the
+    /// object has no CO-RE relocations (offsets come from [`Config`]), and
+    /// attach targets come from [`attach_btf`].
     pub fn load(
-        loader: ObjectLoader,
         opts: &LoadOptions,
         filter: &Filter,
         kernel: &KernelBtf,
@@ -370,8 +349,7 @@ impl Tracer {
         };
         let memlock = crate::kernel::memlock::raise_for_bpf();
         log::debug!("RLIMIT_MEMLOCK for BPF maps: {memlock:?}");
-        let mut loader = loader.0;
-        let mut ebpf = loader
+        let mut ebpf = EbpfLoader::new()
             // Off, the verifier prunes every kernel log statement.
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
             // The sk_buff members the hot path loads directly: read-only
@@ -410,7 +388,7 @@ impl Tracer {
                     name: "CONFIG",
                     source,
                 })?;
-            arr.set(0, cfg, 0).map_err(|source| LoadError::Map {
+            arr.set(0, &cfg, 0).map_err(|source| LoadError::Map {
                 name: "CONFIG",
                 source,
             })?;

@@ -13,7 +13,7 @@ pub use top::{run_top, TopRow};
 
 use crate::{
     error::Error,
-    loader::{LoadOptions, ObjectLoader, TierRequest, Tracer},
+    loader::{LoadOptions, TierRequest, Tracer},
     model::FlowFilter,
     names::View,
     session::{kernel_btf, view},
@@ -22,7 +22,6 @@ use crate::{
 /// Loads the drop programs with the run's filter, and the names drops are
 /// read with; `config_flags` says what the kernel counts.
 fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error> {
-    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
     let view = view(&btf)?;
     let load = LoadOptions {
@@ -34,7 +33,7 @@ fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error>
     };
     let filter = crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let tracer = Tracer::load(loader, &load, &filter, &btf)?;
+    let tracer = Tracer::load(&load, &filter, &btf)?;
     drop(btf);
     Ok((tracer, view))
 }
