@@ -10,6 +10,7 @@
 
 mod headers;
 mod maps;
+mod names;
 mod probe;
 mod skb;
 
