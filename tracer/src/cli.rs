@@ -8,6 +8,26 @@ use crate::{
     model::{kernel_filter, parse_expr, parse_port, Cidr, FlowFilter, Proto},
 };
 
+/// `--tier`: the command line's names for a [`TierRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl From<TierArg> for TierRequest {
+    fn from(t: TierArg) -> Self {
+        match t {
+            TierArg::Auto => Self::Auto,
+            TierArg::Fentry => Self::Fentry,
+            TierArg::Kprobe => Self::Kprobe,
+            TierArg::Tracepoint => Self::Tracepoint,
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pathtrace",
@@ -244,8 +264,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Which mechanism sees netfilter verdicts: auto picks the best the kernel allows.
-    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Auto)]
+    pub tier: TierArg,
     /// Also trace firewall rules in this network namespace from the start (an
     /// `ip netns` name, a container or a path like /proc/PID/ns/net);
     /// repeatable. The current one always is, and so is each namespace with
@@ -364,8 +384,8 @@ pub struct DemoArgs {
     /// Show `pathtrace compare` of the two clients instead of the trace.
     #[arg(long)]
     pub compare: bool,
-    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Auto)]
+    pub tier: TierArg,
 }
 
 fn parse_rate(s: &str) -> Result<u32, String> {
@@ -413,8 +433,8 @@ pub struct DropsArgs {
     /// Print no drops: only count them in the kernel and serve --metrics.
     #[arg(long, requires = "metrics", conflicts_with_all = ["top", "count"])]
     pub quiet: bool,
-    #[arg(long, value_enum, default_value_t = TierRequest::Tracepoint, hide = true)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Tracepoint, hide = true)]
+    pub tier: TierArg,
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ pub async fn run<S: PacketSink>(
     let mut tracker = Tracker::default();
 
     let mut stats = Stats {
-        tier: tracer.tier.to_string(),
+        tier: tracer.tier,
         ..Default::default()
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);

@@ -56,7 +56,7 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
         count: run.count,
         duration: run.duration,
         load: LoadOptions {
-            tier: run.tier,
+            tier: run.tier.into(),
             ring_bytes: run.ring_bytes,
             tracked_max: run.tracked_max,
             config_flags: if run.pcap.is_some() {

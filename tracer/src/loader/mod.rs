@@ -17,7 +17,7 @@ use tracer_common::{
     Config, DropKey, Filter,
 };
 
-pub use tier::{Tier, TierRequest};
+pub use tier::TierRequest;
 
 use crate::{
     events::{Counters, EventReader},
@@ -25,6 +25,7 @@ use crate::{
         btf::{Btf, BtfError, KernelBtf, Kind},
         memlock::Memlock,
     },
+    model::Tier,
 };
 
 /// The tracepoints attached by BTF id (`tp_btf`).

@@ -1,11 +1,12 @@
 //! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
-//! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
-//! for. It imports nothing from the rest of the crate.
+//! [`Verdict`], [`Hook`] and [`Family`], the [`FlowFilter`] a user asks
+//! for, and the [`Tier`] that traces it. It imports nothing from the rest of the crate.
 mod expr;
 mod filter;
 mod flow;
 mod hook;
 mod icmp;
+mod tier;
 mod verdict;
 
 pub use expr::{parse as parse_expr, Dir, Dnf, Expr, ExprError, Lit, Prim, SUPPORTED};
@@ -15,4 +16,5 @@ pub use filter::{
 pub use flow::Tuple;
 pub use hook::{Family, Hook};
 pub use icmp::{IcmpError, IcmpMeaning};
+pub use tier::Tier;
 pub use verdict::Verdict;

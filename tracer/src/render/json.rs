@@ -93,7 +93,7 @@ pub fn packet(p: &Packet, view: &mut View) -> Record {
 
 pub fn stats(s: &Stats) -> Record {
     Record::Stats(StatsRecord {
-        tier: s.tier.clone(),
+        tier: s.tier,
         events: s.events,
         lost: s.lost,
         packets: Some(s.packets),

@@ -5,10 +5,12 @@ pub mod prometheus;
 pub mod records;
 pub mod text;
 
+use crate::model::Tier;
+
 /// Exit-time totals, printed as the `stats` record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub tier: String,
+    pub tier: Tier,
     pub packets: u64,
     pub events: u64,
     /// Events the kernel wrote to the ring buffer.

@@ -85,7 +85,7 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
         redraw: std::io::stdout().is_terminal() && !args.output.json,
         metrics: args.metrics,
         quiet: args.quiet,
-        tier: args.tier,
+        tier: args.tier.into(),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let rt = super::runtime()?;

@@ -201,7 +201,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     let lost = tracer.counters().lost;
     if opts.json {
         let stats = Record::Stats(StatsRecord {
-            tier: tracer.tier.as_str().to_owned(),
+            tier: tracer.tier,
             events,
             lost,
             drops: Some(drops),
