@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     events::HopKind,
+    model::Family,
     names::{in_netns, View},
     track::Packet,
 };
@@ -63,7 +64,11 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     v.set(Fact::HairpinNet, lan.clone());
     v.set(
         Fact::Tool,
-        tool.iptables_tool(if first.saddr.is_ipv4() { "ip" } else { "ip6" }),
+        tool.iptables_tool(if first.saddr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }),
     );
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {

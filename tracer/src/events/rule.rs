@@ -1,14 +1,13 @@
 //! A firewall rule's decision about a packet, as a hop payload.
 use std::time::Instant;
 
-use crate::model::{Hook, Tuple, Verdict};
+use crate::model::{Family, Hook, Tuple, Verdict};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleHit {
     pub netns: u32,
     pub table: String,
-    /// `ip`, `ip6`, `inet`, …
-    pub family: String,
+    pub family: Family,
     pub chain: String,
     pub hook: Option<Hook>,
     pub handle: Option<u64>,
@@ -55,7 +54,7 @@ impl RuleHit {
         Self {
             netns: 1,
             table: "filter".into(),
-            family: "ip".into(),
+            family: Family::Ipv4,
             chain: chain.into(),
             hook: None,
             handle: Some(3),

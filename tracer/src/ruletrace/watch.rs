@@ -13,12 +13,12 @@ use std::{
 
 use crate::{
     events::{monotonic_ns, RuleHit},
-    model::Hook,
     model::{Dir, FlowFilter, Prim, Verdict},
+    model::{Family, Hook},
     names::in_netns,
     netfilter::{
-        family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
-        TraceFilter, TraceKind,
+        legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent, TraceFilter,
+        TraceKind,
     },
 };
 
@@ -218,7 +218,7 @@ fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>, queued_after: Instant) ->
         netns,
         verdict: verdict_of(&ev),
         policy: ev.kind == TraceKind::Policy,
-        family: family_name(ev.family).to_owned(),
+        family: Family::from_nfproto(ev.family),
         hook: ev.hook.and_then(Hook::from_nf_inet),
         handle: ev.rule_handle,
         index: ev.rule.as_ref().map(|r| r.index),

@@ -182,20 +182,19 @@ impl<W: Write> PcapWriter<W> {
 fn hook_with_family(p: &Packet, hop: &Hop) -> Option<String> {
     let hook = hop.hook?;
     let family = match hop.rule.as_deref() {
-        Some(r) => Some(r.family.clone()),
-        None => hop.hook_family().map(|f| f.as_str().to_owned()),
+        Some(r) => Some(r.family),
+        None => hop.hook_family(),
     }
     .or_else(|| {
         deciding_rule(p)
             .filter(|r| hop.kind == HopKind::Drop && r.hook == Some(hook))
-            .map(|r| r.family.clone())
+            .map(|r| r.family)
     })
     .or_else(|| {
         p.hops
             .iter()
             .filter(|h| hop.kind == HopKind::Drop && h.t_ns <= hop.t_ns && h.hook == Some(hook))
             .find_map(Hop::hook_family)
-            .map(|f| f.as_str().to_owned())
     });
     Some(match family {
         Some(f) => format!("{f} {}", hook.as_str()),
