@@ -35,14 +35,15 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
                 .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
         );
         for spec in &run.netns {
-            let t = NetnsTarget::named(spec, &engine_sockets).map_err(Error::Usage)?;
+            let t = NetnsTarget::named(spec, &engine_sockets)
+                .map_err(|e| Error::Usage(e.to_string()))?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
                 rule_netns.push(t);
             }
         }
     }
     if let Some(p) = &run.pcap {
-        crate::render::pcapng::check_target(p).map_err(Error::Usage)?;
+        crate::render::pcapng::check_target(p).map_err(|e| Error::Usage(e.to_string()))?;
     }
     Ok(TraceOptions {
         filters,
