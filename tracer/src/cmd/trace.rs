@@ -77,7 +77,10 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.single().map_err(Error::Usage)?;
+    let mut filter = args
+        .filter
+        .single()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     filter.both_directions = !args.run.no_replies;
     run_options(&args.run, vec![filter])
 }

@@ -92,7 +92,7 @@ impl<W: Write> PacketSink for CompareSink<'_, W> {
 /// `pathtrace compare`: two flows side by side.
 pub fn run(args: &crate::cli::CompareArgs) -> Result<(), crate::error::Error> {
     use crate::error::Error;
-    let flows = args.flows().map_err(Error::Usage)?;
+    let flows = args.flows().map_err(|e| Error::Usage(e.to_string()))?;
     let labels = [flows[0].to_string(), flows[1].to_string()];
     let opts = super::trace::run_options(&args.run, flows.to_vec())?;
     crate::privileges::check().map_err(Error::Privileges)?;

@@ -71,7 +71,10 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     use std::io::IsTerminal;
 
     use crate::error::Error;
-    let filter = args.filter.single().map_err(Error::Usage)?;
+    let filter = args
+        .filter
+        .single()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
     crate::privileges::check().map_err(Error::Privileges)?;
     let opts = DropsOptions {
