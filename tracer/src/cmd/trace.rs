@@ -1,13 +1,12 @@
 //! `pathtrace trace` (the default command): follow matching packets.
-use std::sync::Arc;
-
-use super::{runtime, use_color};
+use super::runtime;
 use crate::{
     cli::{RunArgs, TraceArgs},
     error::Error,
     loader::LoadOptions,
     model::FlowFilter,
     privileges,
+    render::{text_out, Printer},
     ruletrace::NetnsTarget,
     session::{self, TraceOptions},
 };
@@ -46,8 +45,7 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
     }
     Ok(TraceOptions {
         filters,
-        json: run.output.json,
-        color: use_color(
+        format: super::format(
             &run.output,
             run.pcap
                 .as_deref()
@@ -84,9 +82,9 @@ fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
 pub fn run(args: &TraceArgs) -> Result<(), Error> {
     let opts = trace_options(args)?;
     privileges::check().map_err(Error::Privileges)?;
-    let mut out = session::text_out(opts.pcap.as_deref());
-    let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
+    let mut out = text_out(opts.pcap.as_deref());
+    let mut printer = Printer::new(&mut out, opts.format, opts.count);
     runtime()?
-        .block_on(session::run(&opts, &mut printer, Arc::default(), None))
+        .block_on(session::run(&opts, &mut printer))
         .map(|_| ())
 }

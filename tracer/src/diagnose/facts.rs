@@ -56,6 +56,7 @@ pub struct Facts {
 
 /// "container web", "namespace NAME" or "the host".
 pub(super) fn place(view: &mut View, netns: u32) -> String {
+    view.resolve_netns(netns);
     if let Some(c) = view.netns.container(netns) {
         return format!("container {c}");
     }

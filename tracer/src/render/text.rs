@@ -122,7 +122,7 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
     d.trim_start().to_owned()
 }
 
-pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
+pub fn packet(p: &Packet, view: &View, style: Style) -> String {
     let mut out = String::new();
     let first = p
         .hops

@@ -13,18 +13,15 @@ pub use top::{run_top, TopRow};
 
 use crate::{
     error::Error,
-    loader::{LoadOptions, ObjectLoader, TierRequest, Tracer},
+    loader::{LoadOptions, TierRequest, Tracer},
     model::FlowFilter,
     names::View,
-    session::{kernel_btf, view},
+    session::{load_programs, view},
 };
 
 /// Loads the drop programs with the run's filter, and the names drops are
 /// read with; `config_flags` says what the kernel counts.
 fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error> {
-    let loader = ObjectLoader::new();
-    let btf = kernel_btf()?;
-    let view = view(&btf)?;
     let load = LoadOptions {
         tier: opts.tier,
         hops: false,
@@ -32,18 +29,15 @@ fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error>
         config_flags,
         ..Default::default()
     };
-    let filter = crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    let tracer = Tracer::load(loader, &load, &filter, &btf)?;
-    drop(btf);
+    let (tracer, btf) = load_programs(&load, std::slice::from_ref(&opts.filter))?;
+    let view = view(&btf)?;
     Ok((tracer, view))
 }
 
 pub struct DropsOptions {
     /// Empty: every drop on the host.
     pub filter: FlowFilter,
-    pub json: bool,
-    pub color: bool,
+    pub format: crate::render::Format,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     /// Stream: the most lines printed per second before summarising the rest.
@@ -77,8 +71,7 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     crate::privileges::check().map_err(Error::Privileges)?;
     let opts = DropsOptions {
         filter,
-        json: args.output.json,
-        color: super::use_color(&args.output, false),
+        format: super::format(&args.output, false),
         duration: args.duration,
         count: args.count,
         max_rate: args.max_rate,
