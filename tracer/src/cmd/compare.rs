@@ -12,7 +12,7 @@ use crate::{
 pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let flows = args.flows().map_err(Error::Usage)?;
     let labels = [flows[0].to_string(), flows[1].to_string()];
-    let opts = super::trace::run_options(&args.run, flows.to_vec())?;
+    let opts = super::trace::run_options(&args.run, flows)?;
     crate::privileges::check().map_err(Error::Privileges)?;
     let mut out = text_out(opts.pcap.as_deref());
     let mut sink = CompareSink::new(&mut out, opts.format, labels, opts.count);

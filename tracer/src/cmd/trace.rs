@@ -4,7 +4,7 @@ use crate::{
     cli::{RunArgs, TraceArgs},
     error::Error,
     loader::LoadOptions,
-    model::FlowFilter,
+    model::Flows,
     privileges,
     render::{text_out, Printer},
     ruletrace::NetnsTarget,
@@ -12,8 +12,8 @@ use crate::{
 };
 
 /// The options of a tracing run (`trace` and `compare`) from its arguments.
-pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, Error> {
-    for f in &filters {
+pub fn run_options(run: &RunArgs, filters: Flows) -> Result<TraceOptions, Error> {
+    for f in filters.iter() {
         if f.is_empty() {
             return Err(Error::Usage(
                 "give at least one of --src, --dst, --sport, --dport or --proto".into(),
@@ -74,9 +74,7 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.single().map_err(Error::Usage)?;
-    filter.both_directions = !args.run.no_replies;
-    run_options(&args.run, vec![filter])
+    run_options(&args.run, args.flows().map_err(Error::Usage)?)
 }
 
 pub fn run(args: &TraceArgs) -> Result<(), Error> {

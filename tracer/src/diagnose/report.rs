@@ -1,6 +1,6 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
 use super::{diagnose, settled_fate, Diagnosis, Fact, Facts, Outcomes};
-use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
+use crate::{evidence::Evidence, model::Flows, names::Containers, names::View, track::Packet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -24,7 +24,7 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    /// Every flow's filter, compiled once, forward only.
+    /// Every flow's filter, as the kernel holds it.
     filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
@@ -32,16 +32,9 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
-        let forward: Vec<FlowFilter> = filters
-            .into_iter()
-            .map(|f| FlowFilter {
-                both_directions: false,
-                ..f
-            })
-            .collect();
-        // The filters were checked when the command line was read.
-        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
+    pub fn new(flows: &Flows, containers: Containers, evidence: Evidence) -> Self {
+        // Matched forward only (`terms_match`): replies are told apart.
+        let filter = tracer_common::Filter::from(flows);
         Self {
             filter,
             containers,

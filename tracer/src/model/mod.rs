@@ -1,6 +1,7 @@
 //! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
 //! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
 //! for. It imports nothing from the rest of the crate.
+mod cover;
 mod expr;
 mod filter;
 mod flow;
@@ -10,7 +11,7 @@ mod verdict;
 
 pub use expr::{parse as parse_expr, Dir, Dnf, Expr, ExprError, Lit, Prim, SUPPORTED};
 pub use filter::{
-    kernel_filter, parse_port, proto_name, terms_match, Cidr, FilterError, FlowFilter, Proto,
+    parse_port, proto_name, terms_match, Cidr, FilterError, FlowFilter, Flows, Proto,
 };
 pub use flow::Tuple;
 pub use hook::{Family, Hook};

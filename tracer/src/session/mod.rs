@@ -24,7 +24,7 @@ use crate::{
     diagnose::Reporter,
     events::EventReader,
     loader::{LoadOptions, Tracer},
-    model::FlowFilter,
+    model::Flows,
     names::{EngineLookup, View},
     render::{pcapng::PcapWriter, Format, Stats},
     ruletrace::{Follow, NetnsTarget, RuleWatch},
@@ -32,7 +32,7 @@ use crate::{
 };
 
 pub struct TraceOptions {
-    pub filters: Vec<FlowFilter>,
+    pub filters: Flows,
     pub format: Format,
     pub count: Option<u64>,
     pub duration: Option<Duration>,

@@ -3,6 +3,8 @@
 //! ready, what names and explains the packets.
 use std::time::Instant;
 
+use tracer_common::Filter;
+
 use super::{read::Intake, Session, TraceOptions};
 use crate::{
     diagnose::Reporter,
@@ -14,7 +16,7 @@ use crate::{
         kallsyms::Kallsyms,
     },
     loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
-    model::FlowFilter,
+    model::Flows,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames, View},
     render::{pcapng::PcapWriter, Stats},
     ruletrace::{Follow, NetnsTarget, RuleWatch},
@@ -26,19 +28,13 @@ pub fn kernel_btf() -> Result<KernelBtf, Error> {
     Ok(KernelBtf::load().map_err(LoadError::from)?)
 }
 
-/// Loads and attaches the programs that follow `filters` (flow `i` is
-/// `filters[i]`). Hands back the kernel's BTF too, for what else the run
+/// Loads and attaches the programs that follow `flows`. Hands back the kernel's BTF too, for what else the run
 /// reads from it; the caller lets it go after.
-pub fn load_programs(
-    load: &LoadOptions,
-    filters: &[FlowFilter],
-) -> Result<(Tracer, KernelBtf), Error> {
-    let kernel_filters =
-        crate::model::kernel_filter(filters).map_err(|e| Error::Usage(e.to_string()))?;
+pub fn load_programs(load: &LoadOptions, flows: &Flows) -> Result<(Tracer, KernelBtf), Error> {
     // Made before the kernel's BTF is read: see `ObjectLoader`.
     let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
-    let tracer = Tracer::load(loader, load, &kernel_filters, &btf)?;
+    let tracer = Tracer::load(loader, load, &Filter::from(flows), &btf)?;
     Ok((tracer, btf))
 }
 
@@ -197,7 +193,7 @@ impl Session {
             pinned: opts.engines_pinned,
             own_netns: NetnsTarget::current().ok().map(|t| t.inode),
         });
-        let reporter = Reporter::new(opts.filters.clone(), Containers::default(), rules.evidence);
+        let reporter = Reporter::new(&opts.filters, Containers::default(), rules.evidence);
         Ok(Self {
             intake: Intake::default(),
             reporter,

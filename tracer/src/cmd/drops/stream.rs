@@ -108,10 +108,10 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(
         "pathtrace: ready, streaming drops of {}",
-        if opts.filter.is_empty() {
+        if opts.filter[0].is_empty() {
             "every packet".into()
         } else {
-            opts.filter.to_string()
+            opts.filter[0].to_string()
         }
     );
     let mut st = StreamState {
