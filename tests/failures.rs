@@ -15,8 +15,8 @@ use lab::{
     ProbeOutcome,
 };
 use pathtrace_tests::{
-    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, Listener,
-    PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, CtEvents,
+    Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
 };
 use serde_json::Value;
 
@@ -280,6 +280,7 @@ fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
         "iptables -t nat -A PREROUTING -d 192.0.2.254 -p tcp --dport 8092 -j DNAT --to-destination 198.51.100.2:9999",
     );
     let router: IpAddr = "192.0.2.254".parse().expect("address");
+    let ct = CtEvents::start(&t.r, "-e NEW -p tcp --orig-port-dst 8092");
     let recs = traced_connect(
         &["--dst", "192.0.2.254", "--dport", "8092"],
         &t.a,
@@ -296,6 +297,68 @@ fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
         "{p:#}"
     );
     assert_no_command(&recs, "no_socket");
+    assert_nat_on_hops(&recs, &t.r, "dnat", &ct.stop());
+}
+
+/// The `(original, reply)` tuples `(src, dst, sport, dport)` of a
+/// conntrack event line (`[NEW] tcp 6 120 SYN_SENT src=… dst=… sport=… …`).
+/// `(src, dst, sport, dport)` of one direction of a conntrack entry.
+type CtSide = (String, String, u16, u16);
+
+fn ct_event_tuples(line: &str) -> (CtSide, CtSide) {
+    let field = |key: &str, nth: usize| -> String {
+        line.split_whitespace()
+            .filter_map(|w| w.strip_prefix(key))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_owned()
+    };
+    let side = |n: usize| {
+        (
+            field("src=", n),
+            field("dst=", n),
+            field("sport=", n).parse().expect("port"),
+            field("dport=", n).parse().expect("port"),
+        )
+    };
+    (side(0), side(1))
+}
+
+/// A hop in `ns` shows the packet's conntrack entry with its `kind` NAT
+/// mapping (`dnat`, `snat`) in JSON, and the entry is the one the kernel
+/// announced there (`conntrack -E`'s NEW event, in `events`).
+fn assert_nat_on_hops(recs: &[Value], ns: &str, kind: &str, events: &[String]) {
+    let new = events
+        .iter()
+        .find(|l| l.contains("[NEW]"))
+        .unwrap_or_else(|| panic!("conntrack -E in {ns} saw no new entry: {events:?}"));
+    let (orig, reply) = ct_event_tuples(new);
+    let (from, to) = match kind {
+        "dnat" => (
+            format!("{}:{}", orig.1, orig.3),
+            format!("{}:{}", reply.0, reply.2),
+        ),
+        _ => (
+            format!("{}:{}", orig.0, orig.2),
+            format!("{}:{}", reply.1, reply.3),
+        ),
+    };
+    let hops = of_type(recs, "hop");
+    let hop = hops
+        .iter()
+        .find(|h| h["netns_name"] == ns && h["ct"][kind].is_object())
+        .unwrap_or_else(|| panic!("no hop in {ns} shows a {kind} entry: {hops:#?}"));
+    assert_eq!(hop["ct"][kind]["from"], from.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"][kind]["to"], to.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"]["original"]["saddr"], orig.0.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"]["reply"]["saddr"], reply.0.as_str(), "{hop:#}");
+    let status = hop["ct"]["status"].as_array().cloned().unwrap_or_default();
+    assert!(
+        status
+            .iter()
+            .any(|s| s == if kind == "dnat" { "dst_nat" } else { "src_nat" }),
+        "{hop:#}"
+    );
 }
 
 /// A connected UDP socket's answer: its recv error, or that it got one.

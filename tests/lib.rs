@@ -629,3 +629,82 @@ pub fn armed_at_start(stderr: &[String], ns: &str) -> bool {
             .is_some_and(|list| list.split(", ").any(|n| n == ns))
     })
 }
+
+/// `conntrack -E` (the kernel's own conntrack events) running in a
+/// namespace from when it is subscribed until [`CtEvents::stop`].
+pub struct CtEvents {
+    child: Child,
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl CtEvents {
+    /// Starts `conntrack -E ARGS` in `ns` and waits (by condition, at most
+    /// 10 s) until its netlink socket has joined the event groups.
+    pub fn start(ns: &str, args: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "conntrack", "-E"])
+            .args(args.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting conntrack -E in {ns}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let reader =
+            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        let me = Self {
+            child,
+            reader: Some(reader),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !me.subscribed() {
+            assert!(
+                Instant::now() < deadline,
+                "conntrack -E in {ns} did not subscribe to events within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    /// Whether one of the process's sockets is a netfilter netlink socket
+    /// with event groups joined (`/proc/PID/net/netlink`).
+    fn subscribed(&self) -> bool {
+        let pid = self.child.id();
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                l.to_string_lossy()
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+            f.len() >= 10 && f[1] == "12" && f[3] != "00000000" && inodes.iter().any(|i| i == f[9])
+        })
+    }
+
+    /// Ends it (by its pid) and returns the events it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CtEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
