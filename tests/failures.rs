@@ -406,6 +406,76 @@ fn udp_to_a_closed_port_is_refused_and_to_an_open_one_is_delivered() {
     }
 }
 
+/// A UDP exchange from `from`'s port `sport` to `to:port` on one socket
+/// (the same conntrack entry each time): what came back.
+fn udp_from_port(from: &str, sport: u16, to: IpAddr, port: u16) -> &'static str {
+    let target = SocketAddr::new(to, port);
+    lab::in_netns(from, Duration::from_secs(5), move || {
+        let s = UdpSocket::bind(("0.0.0.0", sport)).expect("udp socket");
+        s.connect(target).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(1200)))
+            .expect("timeout");
+        s.send(b"pathtrace").expect("send");
+        match s.recv(&mut [0u8; 64]) {
+            Ok(_) => "answered",
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => "ECONNREFUSED",
+            Err(_) => "no answer",
+        }
+    })
+    .unwrap_or_else(|e| panic!("udp exchange from {from}: {e:?}"))
+}
+
+#[test]
+fn a_conntrack_entry_older_than_the_dnat_rule_is_named_and_deleting_it_works() {
+    let test = "a_conntrack_entry_older_than_the_dnat_rule_is_named_and_deleting_it_works";
+    require_root(test);
+    // The router's own service on UDP port 5300 answered the client (an
+    // entry without NAT). The service then moved to the server behind a
+    // DNAT rule: the client's flow keeps its old entry and never meets it.
+    let t = Routed::new(&prefix("sn"));
+    let router: IpAddr = "192.0.2.254".parse().expect("address");
+    // A stateful firewall there: conntrack tracks the router's traffic.
+    must(
+        &t.r,
+        "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    );
+    let old = Listener::spawn(&t.r, "0.0.0.0", 5300, 0, Serve::UdpEcho);
+    assert_eq!(udp_from_port(&t.a, 40123, router, 5300), "answered");
+    drop(old);
+    let _echo = Listener::spawn(&t.b, "0.0.0.0", 5300, 0, Serve::UdpEcho);
+    must(
+        &t.r,
+        "iptables -t nat -A PREROUTING -d 192.0.2.254 -p udp --dport 5300 -j DNAT --to-destination 198.51.100.2:5300",
+    );
+    let flow = ["--dst", "192.0.2.254", "--dport", "5300", "--proto", "udp"];
+    let (seen, recs) = trace(&flow, || udp_from_port(&t.a, 40123, router, 5300));
+    assert_eq!(seen, "ECONNREFUSED", "the old entry still keeps the flow");
+    let p = with_cause(&recs, "stale_nat")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("udp 192.0.2.1:40123 → 192.0.2.254:5300")
+            && message(p).contains("table ip nat"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "stale_nat", Some(&t.r));
+    assert!(
+        fix.starts_with("conntrack -D") && fix.contains("--orig-port-src 40123"),
+        "{fix}"
+    );
+    // Another client's entry for the same port stays: the fix is this flow's.
+    assert_eq!(udp_from_port(&t.a, 40124, router, 5300), "answered");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(udp_from_port(&t.a, 40123, router, 5300), "answered");
+    let (ok, left) = sh_in(
+        Some(&t.r),
+        "conntrack -L -p udp --orig-port-src 40124 2>/dev/null",
+    );
+    assert!(
+        ok && left.contains("sport=40124"),
+        "the other entry was kept: {left}"
+    );
+}
+
 #[test]
 fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
     let test = "a_catch_all_reject_is_kept_and_only_this_flow_is_let_through";

@@ -367,13 +367,14 @@ impl Listener {
     /// says; returns once it listens (python says so), or fails the test
     /// after 20 s.
     pub fn spawn(ns: &str, addr: &str, port: u16, backlog: u32, serve: Serve) -> Self {
-        let (family, kind) = match (addr.contains(':'), serve) {
-            (true, Serve::Udp) => ("AF_INET6", "SOCK_DGRAM"),
-            (false, Serve::Udp) => ("AF_INET", "SOCK_DGRAM"),
+        let udp = matches!(serve, Serve::Udp | Serve::UdpEcho);
+        let (family, kind) = match (addr.contains(':'), udp) {
+            (true, true) => ("AF_INET6", "SOCK_DGRAM"),
+            (false, true) => ("AF_INET", "SOCK_DGRAM"),
             (true, _) => ("AF_INET6", "SOCK_STREAM"),
             (false, _) => ("AF_INET", "SOCK_STREAM"),
         };
-        let listen = if serve == Serve::Udp {
+        let listen = if udp {
             String::new()
         } else {
             format!("s.listen({backlog})\n")
@@ -386,6 +387,7 @@ impl Listener {
                  while True:\n    c,_=s.accept()\n    threading.Thread(target=echo, args=(c,), daemon=True).start()\n"
             }
             Serve::Never | Serve::Udp => "import time\nwhile True:\n    time.sleep(1)\n",
+            Serve::UdpEcho => "while True:\n    d,a=s.recvfrom(4096)\n    s.sendto(d,a)\n",
         };
         let script = format!(
             "import socket\ns=socket.socket(socket.{family}, socket.{kind})\n\
@@ -409,6 +411,8 @@ pub enum Serve {
     Never,
     /// A bound UDP socket that never reads.
     Udp,
+    /// A bound UDP socket that sends each datagram back.
+    UdpEcho,
 }
 
 /// The client socket's error, by its errno name.
@@ -428,7 +432,8 @@ pub fn errno_of(p: &lab::ProbeOutcome) -> &'static str {
 /// The command an advice ends with: the text after its last ": ", when it
 /// starts with the name of a tool that changes the network's configuration.
 pub fn command_in(advice: &str) -> Option<&str> {
-    const TOOLS: [&str; 9] = [
+    const TOOLS: [&str; 10] = [
+        "conntrack",
         "iptables",
         "ip6tables",
         "iptables-legacy",

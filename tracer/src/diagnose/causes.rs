@@ -43,6 +43,9 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// Kept where it ended by a conntrack entry older than the DNAT rule
+    /// that matches it now.
+    StaleNat,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -108,6 +111,7 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::StaleNat => f.stale_nat.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -330,6 +334,12 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::ConntrackFull,
         message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack's table is full there ({conntrack_count} of {conntrack_max} entries; {counters_rose}): no firewall rule decided, conntrack could not track a new connection",
         advice: &[any("Raise the limit (it is the host's, shared by every namespace), on the host: sysctl -w net.netfilter.nf_conntrack_max={conntrack_max_new}")],
+    },
+    Cause {
+        id: "stale_nat",
+        when: Condition::StaleNat,
+        message: "{client}'s packet to {target} belongs to conntrack entry {ct_entry} in {where}, which is older than {nat_rule}: NAT is decided at a connection's first packet, so the entry carries no DNAT and its packets stay in {where} ({reason}) instead of going where the rule sends them",
+        advice: &[any("Delete this flow's entry alone (every other connection keeps its own), so that its next packet starts a new one that meets the DNAT rule{run_in}: {ct_delete}")],
     },
     Cause {
         id: "netfilter_drop",

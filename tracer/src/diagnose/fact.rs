@@ -117,6 +117,11 @@ facts! {
     Owner = "owner",
     /// A route back to the client through the hop the request came from.
     RouteBack = "route_back",
+    /// A stale conntrack entry: its original direction, the DNAT rule it
+    /// predates, and the command that deletes this entry alone.
+    CtEntry = "ct_entry",
+    NatRule = "nat_rule",
+    CtDelete = "ct_delete",
 }
 
 /// Values for some facts; a template naming one without a value is not used.

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use super::{
     fact::{Fact, Values},
     manager::{firewalld_policy, firewalld_zone, proxmox_guest},
-    nat::{hairpin, Hairpin},
+    nat::{hairpin, stale_nat, Hairpin, StaleNat},
     sets::{set_ban, SetBan},
     Manager,
 };
@@ -49,6 +49,8 @@ pub struct Facts {
     /// Sent back out of the interface it came in on after DNAT, source
     /// unchanged: the reply will bypass the NAT.
     pub hairpin: Option<Hairpin>,
+    /// It ended where a conntrack entry older than a DNAT rule kept it.
+    pub stale_nat: Option<StaleNat>,
     /// The tc or XDP program that dropped it.
     pub program: Option<Attached>,
     pub(super) values: Values,
@@ -616,6 +618,9 @@ impl Facts {
             .zip(client_addr)
             .and_then(|(r, a)| set_ban(r, a, view, &mut v));
         let hairpin = hairpin(p, view, &mut v);
+        let stale_nat = (p.fate.kind == FateKind::Dropped && !reply)
+            .then(|| stale_nat(p, view, &mut v))
+            .flatten();
         let program = (p.fate.kind == FateKind::Dropped)
             .then(|| {
                 ends.at
@@ -647,6 +652,7 @@ impl Facts {
             rule_names_client,
             set_ban,
             hairpin,
+            stale_nat,
             program,
             values: v,
         }
@@ -684,6 +690,7 @@ impl Facts {
             rule_names_client: false,
             set_ban: None,
             hairpin: None,
+            stale_nat: None,
             program: None,
             values: v,
         }
