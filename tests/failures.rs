@@ -476,6 +476,80 @@ fn a_conntrack_entry_older_than_the_dnat_rule_is_named_and_deleting_it_works() {
     );
 }
 
+/// A namespace of a test's own, beyond a lab's topology; deleted when dropped.
+struct ExtraNs(String);
+
+impl ExtraNs {
+    fn new(name: String) -> Self {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Self(name)
+    }
+}
+
+impl Drop for ExtraNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works() {
+    let test = "a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works";
+    require_root(test);
+    // LAN client A — its router R — upstream router B — server S. B knows
+    // nothing of the LAN, and R forwards the LAN's packets unchanged: S's
+    // answers die at B.
+    let t = Routed::new(&prefix("mq"));
+    let s = ExtraNs::new(format!("{}-s", prefix("mq")));
+    lab::topo::sh(&[
+        "ip", "link", "add", "s0", "netns", &s.0, "type", "veth", "peer", "name", "b1", "netns",
+        &t.b,
+    ]);
+    must(&s.0, "ip link set lo up && ip addr add 203.0.113.2/24 dev s0 && ip link set s0 up && ip route add default via 203.0.113.254");
+    must(&t.b, "ip addr add 203.0.113.254/24 dev b1 && ip link set b1 up && sysctl -qw net.ipv4.ip_forward=1 && ip route del default");
+    must(&t.r, "ip route add default via 198.51.100.2");
+    let _srv = Listener::spawn(&s.0, "0.0.0.0", 8080, 64, Serve::Close);
+    let far: IpAddr = "203.0.113.2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "203.0.113.2", "--dport", "8080"],
+        &t.a,
+        far,
+        8080,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "missing_masquerade")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "the reply died there: {p:#}");
+    assert!(
+        message(p).contains(&format!("namespace {} forwarded", t.r))
+            && message(p).contains("out of r1"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "missing_masquerade", Some(&t.r));
+    assert!(
+        fix.contains("-s 192.0.2.0/24 -o r1") && fix.contains("-d 203.0.113.2 -p tcp --dport 8080"),
+        "{fix}"
+    );
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, far, 8080, 2000), ProbeOutcome::Connected);
+    // This flow only: another port is forwarded unmasqueraded as before.
+    let (ok, rules) = sh_in(Some(&t.r), "iptables -t nat -S POSTROUTING");
+    assert!(
+        ok && rules.lines().filter(|l| l.contains("MASQUERADE")).count() == 1,
+        "{rules}"
+    );
+}
+
 #[test]
 fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
     let test = "a_catch_all_reject_is_kept_and_only_this_flow_is_let_through";

@@ -46,6 +46,9 @@ pub enum Condition {
     /// Kept where it ended by a conntrack entry older than the DNAT rule
     /// that matches it now.
     StaleNat,
+    /// A reply with no route back to a client that a router in front of it
+    /// did not masquerade.
+    MissingMasquerade,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -112,6 +115,7 @@ impl Condition {
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
             Self::StaleNat => f.stale_nat.is_some(),
+            Self::MissingMasquerade => f.masquerade.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -399,8 +403,14 @@ pub const CAUSES: &[Cause] = &[
         advice: &[any("Check that the next hop for {final_addr} on {ifname} is up and on that network (ip neigh show dev {ifname} in {where} shows it FAILED); fix its address or the route that points at it. No firewall change helps.")],
     },
     Cause {
+        id: "missing_masquerade",
+        when: Condition::MissingMasquerade,
+        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
+        advice: &[any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE")],
+    },
+    Cause {
         id: "no_route",
-        when: Condition::Reason(&["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"]),
+        when: Condition::Reason(super::facts::NO_ROUTE),
         message: "{where} has no route for {client}'s packet to {final_addr}",
         advice: &[
             any("{final_addr} is held by {owner}, a neighbour of {where}: route it there{run_in}: {route_to}"),

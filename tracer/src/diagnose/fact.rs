@@ -122,6 +122,16 @@ facts! {
     CtEntry = "ct_entry",
     NatRule = "nat_rule",
     CtDelete = "ct_delete",
+    /// A router that forwarded the request without masquerading it: where,
+    /// `in namespace R` for its command, the client's network there, the
+    /// device the request left by, its iptables, and the request's flow as
+    /// iptables matches it.
+    Router = "router",
+    RouterRunIn = "router_run_in",
+    MasqNet = "masq_net",
+    MasqDev = "masq_dev",
+    MasqTool = "masq_tool",
+    MasqFlow = "masq_flow",
 }
 
 /// Values for some facts; a template naming one without a value is not used.

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use super::{
     fact::{Fact, Values},
     manager::{firewalld_policy, firewalld_zone, proxmox_guest},
-    nat::{hairpin, stale_nat, Hairpin, StaleNat},
+    nat::{hairpin, masquerade_values, stale_nat, Hairpin, StaleNat, Unmasqueraded},
     sets::{set_ban, SetBan},
     Manager,
 };
@@ -17,6 +17,9 @@ use crate::{
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
+
+/// Kernel drop reasons for a packet routing found no way for.
+pub const NO_ROUTE: &[&str] = &["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"];
 
 pub struct Facts {
     pub fate: FateKind,
@@ -51,6 +54,9 @@ pub struct Facts {
     pub hairpin: Option<Hairpin>,
     /// It ended where a conntrack entry older than a DNAT rule kept it.
     pub stale_nat: Option<StaleNat>,
+    /// A reply that died for want of a route, to a request a router
+    /// forwarded without masquerading it.
+    pub masquerade: Option<Unmasqueraded>,
     /// The tc or XDP program that dropped it.
     pub program: Option<Attached>,
     pub(super) values: Values,
@@ -551,6 +557,7 @@ impl Facts {
         view: &mut View,
         containers: &Containers,
         reply: bool,
+        request: Option<&Unmasqueraded>,
         evidence: &mut Evidence,
     ) -> Self {
         let ends = Ends::of(p);
@@ -621,6 +628,17 @@ impl Facts {
         let stale_nat = (p.fate.kind == FateKind::Dropped && !reply)
             .then(|| stale_nat(p, view, &mut v))
             .flatten();
+        let masquerade = request
+            .filter(|u| {
+                reply
+                    && p.fate.kind == FateKind::Dropped
+                    && NO_ROUTE.contains(&reason.as_deref().unwrap_or_default())
+                    && ends.at.is_some_and(|h| h.netns != u.netns)
+            })
+            .cloned();
+        if let Some(u) = &masquerade {
+            masquerade_values(u, view, &mut v);
+        }
         let program = (p.fate.kind == FateKind::Dropped)
             .then(|| {
                 ends.at
@@ -653,6 +671,7 @@ impl Facts {
             set_ban,
             hairpin,
             stale_nat,
+            masquerade,
             program,
             values: v,
         }
@@ -691,6 +710,7 @@ impl Facts {
             set_ban: None,
             hairpin: None,
             stale_nat: None,
+            masquerade: None,
             program: None,
             values: v,
         }

@@ -29,6 +29,89 @@ fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
+/// The network on `device` in `netns` that holds `client` (`192.0.2.0/24`),
+/// else the client's address alone.
+fn lan_of(view: &mut View, netns: u32, device: &str, client: IpAddr) -> String {
+    match (client, view.netns.path(netns)) {
+        (IpAddr::V4(c), Some(path)) => in_netns(&path, || crate::evidence::link::v4_net_of(device))
+            .flatten()
+            .filter(|(a, len)| network(*a, *len) == network(c, *len))
+            .map(|(a, len)| format!("{}/{len}", network(a, len))),
+        _ => None,
+    }
+    .unwrap_or_else(|| client.to_string())
+}
+
+/// A request that a router forwarded with its source unchanged: answers to
+/// it must find their own way back to the client's network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmasqueraded {
+    pub netns: u32,
+    /// The devices it came in and left by.
+    pub in_dev: String,
+    pub out_dev: String,
+    /// The flow as it left the router.
+    pub sent: Tuple,
+    /// `iptables` or `iptables-legacy`, as the router's own rules are.
+    pub tool: &'static str,
+}
+
+/// The first router on `p`'s path that forwarded it (in by one device, out
+/// by another) with the client's address still its source.
+pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
+    let client = p.hops.iter().find_map(|h| h.tuple)?.saddr;
+    let (rx, tx) = p.hops.iter().enumerate().find_map(|(i, rx)| {
+        if rx.kind != HopKind::Rx {
+            return None;
+        }
+        let tx = p.hops[i + 1..].iter().find(|tx| {
+            tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex
+        })?;
+        Some((rx, tx))
+    })?;
+    let sent = tx.tuple?;
+    if sent.saddr != client {
+        return None;
+    }
+    let tool = p
+        .hops
+        .iter()
+        .filter_map(|h| h.rule.as_deref())
+        .find(|r| r.netns == rx.netns)
+        .and_then(Manager::iptables_flavour)
+        .unwrap_or(Manager::Iptables)
+        .iptables_tool(if client.is_ipv4() { "ip" } else { "ip6" });
+    Some(Unmasqueraded {
+        netns: rx.netns,
+        in_dev: rx.ifname.clone(),
+        out_dev: tx.ifname.clone(),
+        sent,
+        tool,
+    })
+}
+
+/// The facts of a reply that died where `u`'s router did not masquerade.
+pub fn masquerade_values(u: &Unmasqueraded, view: &mut View, v: &mut Values) {
+    let router = super::facts::place(view, u.netns);
+    v.set(Fact::RouterRunIn, format!(" in {router}"));
+    v.set(Fact::Router, router);
+    v.set(
+        Fact::MasqNet,
+        lan_of(view, u.netns, &u.in_dev, u.sent.saddr),
+    );
+    v.set(Fact::MasqDev, u.out_dev.clone());
+    v.set(Fact::MasqTool, u.tool);
+    v.set(
+        Fact::MasqFlow,
+        format!(
+            "-d {} -p {} --dport {}",
+            u.sent.daddr,
+            u.sent.proto_name(),
+            u.sent.dport
+        ),
+    );
+}
+
 /// Hairpin NAT in `p`'s path, with its facts set in `v`.
 pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     let first = p.hops.iter().find_map(|h| h.tuple)?;
@@ -43,16 +126,7 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
             })
     })?;
     let _ = rx_i;
-    let lan = match (first.saddr, view.netns.path(rx.netns)) {
-        (IpAddr::V4(client), Some(path)) => {
-            in_netns(&path, || crate::evidence::link::v4_net_of(&rx.ifname))
-                .flatten()
-                .filter(|(a, len)| network(*a, *len) == network(client, *len))
-                .map(|(a, len)| format!("{}/{len}", network(a, len)))
-        }
-        _ => None,
-    }
-    .unwrap_or_else(|| first.saddr.to_string());
+    let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
     let tool = p
         .hops
         .iter()
