@@ -690,7 +690,12 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
         assert_connection(&recs, "unreachable", Some("EHOSTUNREACH"));
         for p in with_cause(&recs, "neighbour_failed") {
             assert_eq!(p["netns_name"], place.as_str(), "{p:#}");
-            assert!(message(p).contains(&format!("on {dev}")), "{p:#}");
+            assert!(
+                message(p).contains(&format!("no host answers for {dst} on {dev}"))
+                    && (message(p).contains("holds it as FAILED")
+                        || message(p).contains("holds it as INCOMPLETE")),
+                "{p:#}"
+            );
         }
         // A SYN waits 3 s in the neighbour queue before its drop: shown
         // once, from the client on, never split into a vanished half and a
@@ -708,6 +713,38 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
         }
         assert_no_command(&recs, "neighbour_failed");
     }
+}
+
+#[test]
+fn no_ndp_answer_is_named_with_the_neighbour_table_state() {
+    let test = "no_ndp_answer_is_named_with_the_neighbour_table_state";
+    require_root(test);
+    let t = Routed::new(&prefix("n6"));
+    must(&t.a, "ip -6 addr add 2001:db8:1::1/64 dev a0 nodad");
+    let dst = "2001:db8:1::77";
+    let to: IpAddr = dst.parse().expect("address");
+    let (seen, recs) = trace(&["--dst", dst, "--dport", "8080"], || {
+        tcp(&t.a, to, PORT, 6000)
+    });
+    assert_eq!(errno_of(&seen), "EHOSTUNREACH", "the client saw {seen:?}");
+    assert_connection(&recs, "unreachable", Some("EHOSTUNREACH"));
+    for p in with_cause(&recs, "neighbour_failed") {
+        assert_eq!(p["netns_name"], t.a.as_str(), "{p:#}");
+        assert!(
+            message(p).contains(&format!("no host answers for {dst} on a0"))
+                && message(p).contains("NDP")
+                && (message(p).contains("holds it as FAILED")
+                    || message(p).contains("holds it as INCOMPLETE")),
+            "{p:#}"
+        );
+    }
+    // The kernel's own table says the same.
+    let (_, table) = sh_in(Some(&t.a), &format!("ip -6 neigh show {dst} dev a0"));
+    assert!(
+        table.contains("FAILED") || table.contains("INCOMPLETE"),
+        "{table}"
+    );
+    assert_no_command(&recs, "neighbour_failed");
 }
 
 #[test]

@@ -399,8 +399,8 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "neighbour_failed",
         when: Condition::Reason(&["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD"]),
-        message: "no host answered {where}'s ARP/NDP for the next hop of {client}'s packet to {final_addr} on {ifname}: the neighbour is down, unplugged, or not on that link ({reason})",
-        advice: &[any("Check that the next hop for {final_addr} on {ifname} is up and on that network (ip neigh show dev {ifname} in {where} shows it FAILED); fix its address or the route that points at it. No firewall change helps.")],
+        message: "no host answers for {neighbour} on {neigh_device}: {where} asked (ARP for IPv4, NDP for IPv6) for the next hop of {client}'s packet to {final_addr}, and its neighbour table{neigh_state} ({reason}): the neighbour is down, unplugged, or not on that link",
+        advice: &[any("Check that {neighbour} is up and on the network of {neigh_device} in {where} (ip neigh show dev {neigh_device} there); fix its address, or the route that points at it. No firewall change helps.")],
     },
     Cause {
         id: "missing_masquerade",

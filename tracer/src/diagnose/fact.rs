@@ -84,6 +84,8 @@ facts! {
     /// The neighbour nobody answered for, and its device.
     Neighbour = "neighbour",
     NeighDevice = "neigh_device",
+    /// What the neighbour table says of it: " holds it as FAILED".
+    NeighState = "neigh_state",
     /// Hairpin NAT: the LAN both ends share, and the device it loops on.
     HairpinNet = "hairpin_net",
     HairpinDev = "hairpin_dev",

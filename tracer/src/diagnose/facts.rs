@@ -27,6 +27,9 @@ pub struct Facts {
     /// The kernel gave no reason; `reason` is inferred from where it freed
     /// the packet.
     pub reason_inferred: bool,
+    /// The kernel reports drop reasons (it said `NOT_SPECIFIED` where the
+    /// reason was inferred).
+    pub kernel_has_reasons: bool,
     pub rule: Option<RuleHit>,
     /// IP forwarding in the namespace where the packet died, when it matters.
     pub forwarding: Option<bool>,
@@ -429,20 +432,31 @@ impl<'a> Ends<'a> {
 
 /// The drop's reason as the kernel told it, or, on a kernel that tells
 /// none, as inferred from where it freed the packet (then `true`).
+/// The drop's reason: the kernel's, else (a kernel without reasons, or one
+/// that said only `NOT_SPECIFIED`) inferred from where it freed the packet.
 fn reason_of(ends: Ends<'_>, view: &mut View) -> (Option<String>, bool) {
-    if let Some(told) = ends.at.and_then(|h| view.reason(h)) {
-        return (Some(told), false);
+    let told = ends.at.and_then(|h| view.reason(h));
+    if told.as_deref().is_some_and(|r| r != UNSPECIFIED) {
+        return (told, false);
     }
     let inferred = ends
         .at
-        .filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty())
+        .filter(|h| h.kind == HopKind::Drop)
         .and_then(|h| inferred_reason(h, ends.last, view));
-    let was = inferred.is_some();
-    (inferred, was)
+    match inferred {
+        Some(r) => (Some(r), true),
+        None => (told, false),
+    }
 }
 
-fn reason_phrase(reason: Option<&str>, inferred: bool) -> String {
+/// What the kernel says of a drop it gives no specific reason for.
+pub const UNSPECIFIED: &str = "NOT_SPECIFIED";
+
+fn reason_phrase(reason: Option<&str>, inferred: bool, kernel_has_reasons: bool) -> String {
     match (reason, inferred) {
+        (Some(r), true) if kernel_has_reasons => format!(
+            "{r}, inferred from where the kernel freed it: the kernel said only {UNSPECIFIED}"
+        ),
         (Some(r), true) => format!(
             "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
         ),
@@ -485,6 +499,25 @@ fn routing_values(
     }
     if reason == Some("PKT_TOO_BIG") {
         too_big_values(at, Some(last), view, v);
+    }
+    if matches!(
+        reason,
+        Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
+    ) {
+        v.set(Fact::Neighbour, last.daddr.to_string());
+        v.set(Fact::NeighDevice, at.ifname.clone());
+        v.set(Fact::NeighState, " was not read");
+        let path = view.netns.path(at.netns);
+        if let Some(n) = crate::evidence::neigh::next_hop(path.as_deref(), last.daddr) {
+            v.set(Fact::Neighbour, n.addr.to_string());
+            v.set(Fact::NeighDevice, n.device);
+            v.set(
+                Fact::NeighState,
+                n.state
+                    .map(|s| format!(" holds it as {s}"))
+                    .unwrap_or_else(|| " has no entry for it".into()),
+            );
+        }
     }
 }
 
@@ -587,7 +620,10 @@ impl Facts {
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        v.set(Fact::Reason, reason_phrase(reason.as_deref(), inferred));
+        v.set(
+            Fact::Reason,
+            reason_phrase(reason.as_deref(), inferred, !view.reasons.is_empty()),
+        );
         let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
         v.set(
             Fact::NoSocketAnswer,
@@ -658,6 +694,7 @@ impl Facts {
             fate: p.fate.kind,
             reason,
             reason_inferred: inferred,
+            kernel_has_reasons: !view.reasons.is_empty(),
             rule,
             forwarding,
             silent_tcp,
@@ -697,6 +734,7 @@ impl Facts {
             fate,
             reason: reason.map(str::to_owned),
             reason_inferred: false,
+            kernel_has_reasons: true,
             rule,
             forwarding: None,
             silent_tcp: false,
