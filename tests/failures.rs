@@ -16,7 +16,7 @@ use lab::{
 };
 use pathtrace_tests::{
     command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, CtEvents,
-    Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
 };
 use serde_json::Value;
 
@@ -548,6 +548,29 @@ fn a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works()
         ok && rules.lines().filter(|l| l.contains("MASQUERADE")).count() == 1,
         "{rules}"
     );
+}
+
+#[test]
+fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works() {
+    let test = "a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works";
+    require_root(test);
+    let t = Routed::new(&prefix("fz"));
+    let fw = Firewalld::start(test, &t.b);
+    let _srv = Listener::start(&t.b);
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let p = with_cause(&recs, "reject")[0];
+    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+    let fix = fix_of(&recs, "reject", Some(&t.b));
+    assert!(
+        fix.starts_with("firewall-cmd --zone=public --add-rich-rule="),
+        "{fix}"
+    );
+    let (ok, out) = fw.cmd(&t.b, &fix);
+    assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    // This flow only: another port is still rejected.
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
 }
 
 #[test]

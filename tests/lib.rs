@@ -713,3 +713,118 @@ impl Drop for CtEvents {
         let _ = self.child.wait();
     }
 }
+
+/// A real firewalld running in a namespace, on a D-Bus system bus of its
+/// own (nothing on the host's bus, nothing in `/etc/firewalld`: its
+/// configuration lives in a directory of the test's, its runtime files on
+/// a private tmpfs). Ended by pid when dropped; it removes its table then.
+pub struct Firewalld {
+    dbus: Child,
+    daemon: Child,
+    dir: PathBuf,
+}
+
+impl Firewalld {
+    pub fn start(test: &str, ns: &str) -> Self {
+        require_tool(test, "firewalld");
+        require_tool(test, "dbus-daemon");
+        let dir = std::env::temp_dir().join(format!("pathtrace-firewalld-{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).expect("firewalld's directory");
+        let bus = dir.join("bus");
+        std::fs::write(
+            dir.join("bus.conf"),
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>system</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
+                 <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
+                 <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>\n",
+                bus.display()
+            ),
+        )
+        .expect("bus configuration");
+        let dbus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: starting dbus-daemon: {e}"));
+        let daemon = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+            ])
+            .arg(format!(
+                "mkdir -p /run/firewalld && mount -t tmpfs none /run/firewalld && \
+                 exec firewalld --nofork --nopid --system-config {} --log-target console",
+                dir.join("etc").display()
+            ))
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", bus.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: starting firewalld in {ns}: {e}"));
+        let me = Self { dbus, daemon, dir };
+        let deadline = Instant::now() + limit(60);
+        loop {
+            let (ok, out) = me.cmd(ns, "firewall-cmd --state");
+            if ok && out.trim() == "running" {
+                return me;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{test}: firewalld in {ns} did not come up within {:?}: {out}",
+                limit(60)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The environment that points `firewall-cmd` at this firewalld's bus.
+    pub fn env(&self) -> String {
+        format!(
+            "DBUS_SYSTEM_BUS_ADDRESS=unix:path={}",
+            self.dir.join("bus").display()
+        )
+    }
+
+    /// Runs `cmd` (a printed fix, exactly as printed) with `sh -c` in `ns`,
+    /// with [`Firewalld::env`] set.
+    pub fn cmd(&self, ns: &str, cmd: &str) -> (bool, String) {
+        sh_in(Some(ns), &format!("export {}; {cmd}", self.env()))
+    }
+}
+
+impl Drop for Firewalld {
+    fn drop(&mut self) {
+        // SIGTERM: firewalld takes its table down as it exits.
+        let _ = Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        let deadline = Instant::now() + limit(20);
+        while Instant::now() < deadline {
+            if matches!(self.daemon.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -968,9 +968,17 @@ fn rule_facts(p: &Packet, r: &RuleHit, v6: bool, v: &mut Values) -> Manager {
             .filter(|h| h.netns == r.netns && h.table == r.table)
             .map(|h| h.chain.as_str())
     };
-    if m == Manager::Firewalld {
-        // Traffic between zones is a policy's: a zone's rich rule would not open it.
-        if let Some(pol) = walked_chains().find_map(firewalld_policy) {
+    if m == Manager::Firewalld && !v.has(Fact::Zone) {
+        // Traffic between zones is a policy's: a zone's rich rule would not
+        // open it. A rule in a zone's chain is that zone's, though the packet
+        // passed built-in policies' chains (allow-host-ipv6) first.
+        let forwarded = r.chain.contains("FWD") || r.chain.contains("FORWARD");
+        let pol = firewalld_policy(&r.chain).or_else(|| {
+            walked_chains()
+                .filter(|c| forwarded && c.contains("_FWD_"))
+                .find_map(firewalld_policy)
+        });
+        if let Some(pol) = pol {
             v.set(Fact::Policy, pol);
         }
     }
