@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::{
-    events::{decode, decode_bytes, Hop, HopKind, Pending},
+    events::{decode, decode_bytes, decode_conntrack, Hop, HopKind, Pending},
     kernel::hook_infer,
     names::{EngineLookup, View},
     render::Stats,
@@ -72,6 +72,10 @@ impl Intake {
             self.pending.insert(r);
             return;
         }
+        if let Some(r) = decode_conntrack(bytes) {
+            self.pending.insert_ct(r);
+            return;
+        }
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
@@ -121,6 +125,7 @@ mod tests {
             rule: None,
             icmp: None,
             bytes: None,
+            ct: None,
         }
     }
 
