@@ -33,7 +33,7 @@ impl Style {
     fn dim(self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn bold(self, s: &str) -> String {
+    pub fn bold(self, s: &str) -> String {
         self.paint("1", s)
     }
 }

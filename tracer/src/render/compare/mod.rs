@@ -8,6 +8,7 @@ pub use align::{align, divergence, Divergence, Row, Step};
 
 use super::{
     records::{self, CompareFlow, CompareRecord, Comparison, Record},
+    text::Style,
     Format, PacketSink, Stats,
 };
 use crate::{
@@ -173,7 +174,7 @@ pub fn comparison(
     let verdict = verdict(div.is_some(), apart, labels, view);
     match format {
         Format::Json => json((a, b), apart, verdict, labels, view),
-        Format::Text { color } => text((a, b), &rows, div, &verdict, labels, view, color),
+        Format::Text { .. } => text((a, b), &rows, div, &verdict, labels, view, format.style()),
     }
 }
 
@@ -270,16 +271,9 @@ fn text(
     verdict: &str,
     labels: &[String; 2],
     view: &View,
-    color: bool,
+    style: Style,
 ) -> String {
     let ((pa, ra), (pb, rb)) = (a, b);
-    let bold = |s: &str| {
-        if color {
-            format!("\x1b[1m{s}\x1b[0m")
-        } else {
-            s.to_owned()
-        }
-    };
     let mut out = format!(
         "  {}  {}\n",
         cell(&format!("A: {}", labels[0])),
@@ -307,7 +301,7 @@ fn text(
         };
         out.push_str(&format!("{mark} {}  {}\n", cell(&l), cell(&r)));
     }
-    out.push_str(&format!("\n{}\n", bold(verdict)));
+    out.push_str(&format!("\n{}\n", style.bold(verdict)));
     out.push_str(&format!(
         "  A: {}\n  B: {}\n",
         ra.diagnosis.message, rb.diagnosis.message
