@@ -18,7 +18,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use read::enrich;
 pub use run::run;
-pub use startup::{kernel_btf, load_programs, view};
+pub use startup::{load_programs, view};
 
 use crate::{
     diagnose::Reporter,

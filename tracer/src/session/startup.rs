@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The running kernel's BTF, read and parsed once for the whole run.
-pub fn kernel_btf() -> Result<KernelBtf, Error> {
+fn kernel_btf() -> Result<KernelBtf, Error> {
     Ok(KernelBtf::load().map_err(LoadError::from)?)
 }
 
