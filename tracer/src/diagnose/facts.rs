@@ -660,6 +660,21 @@ impl Facts {
             .as_ref()
             .zip(client_addr)
             .and_then(|(r, a)| set_ban(r, a, view, &mut v));
+        if let (Some(r), Some(at), Some(t)) = (&rule, ends.at, ends.last) {
+            if r.text
+                .as_deref()
+                .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
+            {
+                v.set(Fact::InvalidWhy, "it had no state that fits this packet");
+                if let Some(why) = view.netns.path(at.netns).and_then(|path| {
+                    in_netns(&path, || {
+                        crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
+                    })
+                }) {
+                    v.set(Fact::InvalidWhy, why);
+                }
+            }
+        }
         let hairpin = hairpin(p, view, &mut v);
         let stale_nat = (p.fate.kind == FateKind::Dropped && !reply)
             .then(|| stale_nat(p, view, &mut v))
