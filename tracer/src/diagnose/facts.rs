@@ -676,7 +676,12 @@ impl Facts {
             }
         }
         let hairpin = hairpin(p, view, &mut v);
-        let stale_nat = (p.fate.kind == FateKind::Dropped && !reply)
+        // Only a drop no rule decided (the flow ended where its old entry
+        // kept it): the check reads the namespace's ruleset.
+        let stale_nat = (p.fate.kind == FateKind::Dropped
+            && !reply
+            && rule.is_none()
+            && reason.as_deref() != Some("NETFILTER_DROP"))
             .then(|| stale_nat(p, view, &mut v))
             .flatten();
         let masquerade = request
