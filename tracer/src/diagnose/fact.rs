@@ -124,6 +124,8 @@ facts! {
     CtEntry = "ct_entry",
     NatRule = "nat_rule",
     CtDelete = "ct_delete",
+    /// Why conntrack found a packet INVALID, from its table and settings.
+    InvalidWhy = "invalid_why",
     /// A router that forwarded the request without masquerading it: where,
     /// `in namespace R` for its command, the client's network there, the
     /// device the request left by, its iptables, and the request's flow as

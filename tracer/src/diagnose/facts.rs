@@ -616,6 +616,34 @@ fn flow_values(
     v6
 }
 
+/// Why conntrack called the packet INVALID, when a rule dropped it for that.
+fn invalid_why(
+    rule: Option<&RuleHit>,
+    ends: Ends<'_>,
+    tcp_flags: u8,
+    view: &mut View,
+    v: &mut Values,
+) {
+    let (Some(r), Some(at), Some(t)) = (rule, ends.at, ends.last) else {
+        return;
+    };
+    if !r
+        .text
+        .as_deref()
+        .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
+    {
+        return;
+    }
+    v.set(Fact::InvalidWhy, "it had no state that fits this packet");
+    if let Some(why) = view.netns.path(at.netns).and_then(|path| {
+        in_netns(&path, || {
+            crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
+        })
+    }) {
+        v.set(Fact::InvalidWhy, why);
+    }
+}
+
 /// What besides the deciding rule may have stopped the packet.
 struct Culprits {
     set_ban: Option<SetBan>,
@@ -643,7 +671,11 @@ fn culprits(
         .zip(ends.first.map(|t| t.saddr))
         .and_then(|(r, a)| set_ban(r, a, view, v));
     let hairpin = hairpin(p, view, v);
-    let stale_nat = (dropped && !reply).then(|| stale_nat(p, view, v)).flatten();
+    // Only a drop no rule decided (the flow ended where its old entry
+    // kept it): the check reads the namespace's ruleset.
+    let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
+        .then(|| stale_nat(p, view, v))
+        .flatten();
     let masquerade = request
         .filter(|u| {
             reply
@@ -725,6 +757,7 @@ impl Facts {
         let rule_names_client = rule.as_ref().is_some_and(|r| {
             client_addr.is_some_and(|a| r.text.as_deref().is_some_and(|t| names_source(t, a)))
         });
+        invalid_why(rule.as_ref(), ends, tcp_flags, view, &mut v);
         let c = culprits(
             p,
             rule.as_ref(),

@@ -285,3 +285,43 @@ pub fn stats(s: &Stats) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CtEntry, CtInfo};
+
+    fn tuple(s: &str, sp: u16, d: &str, dp: u16) -> Tuple {
+        Tuple {
+            saddr: s.parse().expect("ip"),
+            daddr: d.parse().expect("ip"),
+            sport: sp,
+            dport: dp,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn a_hops_conntrack_entry_in_a_few_words() {
+        let dnat = Conntrack {
+            info: CtInfo::New,
+            entry: Some(CtEntry {
+                status: (1 << 3) | (1 << 5),
+                tcp_state: 1,
+                mark: 0,
+                zone: 0,
+                original: tuple("192.0.2.1", 40000, "203.0.113.1", 8092),
+                reply: tuple("198.51.100.2", 80, "192.0.2.1", 40000),
+            }),
+        };
+        assert_eq!(
+            conntrack(&dnat),
+            "ct new syn_sent dnat 203.0.113.1:8092→198.51.100.2:80"
+        );
+        let untracked = Conntrack {
+            info: CtInfo::Untracked,
+            entry: None,
+        };
+        assert_eq!(conntrack(&untracked), "ct untracked");
+    }
+}
