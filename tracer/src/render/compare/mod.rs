@@ -148,7 +148,7 @@ fn verdict_line(h: &Hop, view: &View) -> String {
     }
 }
 
-/// Both flows' first packets, or the labels of those without one.
+/// Both flows' first request packets, with their reports.
 type Pair<'a> = (&'a (Packet, Report), &'a (Packet, Report));
 
 /// The two flows side by side and where they part (`compare`'s output).
