@@ -501,6 +501,20 @@ fn routing_values(
     if reason == Some("PKT_TOO_BIG") {
         too_big_values(at, Some(last), view, v);
     }
+    if reason == Some("IP_RPFILTER") {
+        let path = view.netns.path(at.netns);
+        let back = crate::evidence::neigh::next_hop(path.as_deref(), last.saddr).map(|n| n.device);
+        v.set(
+            Fact::RouteBackDev,
+            match back {
+                Some(dev) => format!(
+                    "the route back to {} leaves by {dev}, not {}",
+                    last.saddr, at.ifname
+                ),
+                None => format!("there is no route back to {}", last.saddr),
+            },
+        );
+    }
     if matches!(
         reason,
         Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
