@@ -27,7 +27,7 @@ use crate::{
         pcapng::{self, PcapWriter},
         text, Stats,
     },
-    ruletrace::{self, Follow, NetnsTarget, RuleWatch},
+    ruletrace::{self, Follow, NetnsTarget, Offloads, RuleWatch},
     signals::StopSignals,
     track::{Packet, Tracker},
 };
@@ -206,6 +206,10 @@ impl<W: Write> PacketSink for Printer<'_, W> {
         Ok(self.count.is_some_and(|c| self.printed >= c))
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     fn finish(
         &mut self,
         outcomes: &Outcomes,
@@ -233,6 +237,7 @@ impl<W: Write> PacketSink for Printer<'_, W> {
 struct Settle<'a, S: PacketSink> {
     rules: &'a mut RuleWatch,
     follow: &'a Follow,
+    offloads: &'a mut Offloads,
     reporter: &'a mut Reporter,
     view: &'a mut View,
     pcap: &'a mut Option<PcapWriter<Box<dyn std::io::Write + Send>>>,
@@ -245,6 +250,8 @@ impl<S: PacketSink> Settle<'_, S> {
     fn packet(&mut self, mut p: crate::track::Packet) -> Result<bool, Error> {
         ruletrace::attach(self.rules, &mut p);
         self.follow.mark_late(self.rules, &mut p);
+        ruletrace::note_engines(self.rules, &mut p, &mut self.view.netns);
+        self.offloads.note(&mut p, &mut self.view.netns);
         self.stats.packets += 1;
         let report = self.reporter.packet(&mut p, self.view);
         if let Some(w) = self.pcap.as_mut() {
@@ -323,7 +330,10 @@ pub async fn run<S: PacketSink>(
         .filter(|c| u32::from(c.prefix) == if c.addr.is_ipv4() { 32 } else { 128 })
         .map(|c| c.addr)
         .collect();
-    let early = follow.arm_likely(&mut rules, &mut netns_names, &dsts);
+    let (early, bound) = follow.arm_likely(&mut rules, &mut netns_names, &dsts);
+    if let Some(line) = bound {
+        eprintln!("pathtrace: {line}");
+    }
     if !early.is_empty() {
         eprintln!(
             "pathtrace: rule tracing armed before the first packet in {}",
@@ -366,6 +376,7 @@ pub async fn run<S: PacketSink>(
     let mut engines = EngineLookup::start(sources);
     let mut reporter = Reporter::new(opts.filters.clone(), Containers::default(), evidence);
     let mut tracker = Tracker::default();
+    let mut offloads = Offloads::default();
 
     let mut stats = Stats {
         tier: tracer.tier.to_string(),
@@ -409,6 +420,9 @@ pub async fn run<S: PacketSink>(
                 for line in follow.arm_new(&mut rules, &mut view.netns) {
                     eprintln!("pathtrace: {line}");
                 }
+                for line in rules.take_notices().into_iter().chain(rules.let_go_of_gone()) {
+                    eprintln!("pathtrace: {line}");
+                }
                 say_warnings(&rules);
                 // The rule watchers' progress before `poll`: what they handed
                 // over before marking it is then in the channel.
@@ -419,6 +433,7 @@ pub async fn run<S: PacketSink>(
                 let mut settle = Settle {
                     rules: &mut rules,
                     follow: &follow,
+                    offloads: &mut offloads,
                     reporter: &mut reporter,
                     view: &mut view,
                     pcap: &mut pcap,
@@ -470,6 +485,7 @@ pub async fn run<S: PacketSink>(
         let mut settle = Settle {
             rules: &mut rules,
             follow: &follow,
+            offloads: &mut offloads,
             reporter: &mut reporter,
             view: &mut view,
             pcap: &mut pcap,
@@ -481,6 +497,9 @@ pub async fn run<S: PacketSink>(
                 break;
             }
         }
+    }
+    for line in rules.take_notices() {
+        eprintln!("pathtrace: {line}");
     }
     let counters = tracer.counters();
     stats.lost = counters.lost;

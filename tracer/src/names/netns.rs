@@ -245,6 +245,32 @@ impl NetnsNames {
     }
 }
 
+/// Whether anything but pathtrace's own sockets still holds namespace
+/// `ino`: `path` opens it, a mount of it exists (`ip netns`, Docker's
+/// sandboxes), or a process lives in it.
+pub fn netns_has_opener(ino: u32, path: &Path) -> bool {
+    if inode(path) == Some(ino) {
+        return true;
+    }
+    let mounted = format!("net:[{ino}]");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mounts.lines().any(|l| l.contains(&mounted)) {
+        return true;
+    }
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(65536)
+        .any(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            pid != me
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && inode(&e.path().join("ns/net")) == Some(ino)
+        })
+}
+
 /// Runs `f` on a thread that entered the network namespace at `path`.
 /// `None` when the namespace can't be entered.
 pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Option<T> {

@@ -29,6 +29,9 @@ struct TableCache {
     /// `-A CHAIN …` lines by chain, when iptables-nft manages the table.
     iptables: Option<HashMap<String, Vec<String>>>,
     at: Instant,
+    /// The table's change count (see [`TraceEvent::rules_gen`]) this
+    /// listing is known to include.
+    gen: u64,
 }
 
 /// Rule positions and texts in one network namespace, with a cache that is
@@ -163,25 +166,29 @@ impl RuleBook {
             nft_ok,
             iptables,
             at: Instant::now(),
+            gen: 0,
         })
     }
 
-    /// The cached table, listed again when `need` says the cache lacks
+    /// The cached table, listed again when it changed after the listing
+    /// (its change count passed `gen`), or when `need` says the cache lacks
     /// something and it wasn't listed in the last moment.
     fn table(
         &mut self,
         family: u8,
         table: &str,
+        gen: u64,
         need: impl Fn(&TableCache) -> bool,
     ) -> Option<&TableCache> {
         let key = (family, table.to_string());
         let stale = match self.tables.get(&key) {
             None => true,
-            Some(c) => need(c) && c.at.elapsed() >= REFRESH_EVERY,
+            Some(c) => c.gen < gen || (need(c) && c.at.elapsed() >= REFRESH_EVERY),
         };
         if stale {
             match self.load(family, table) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.gen = gen;
                     self.tables.insert(key.clone(), c);
                 }
                 Err(e) => {
@@ -193,15 +200,23 @@ impl RuleBook {
         self.tables.get(&key)
     }
 
-    /// 1-based index and text of rule `handle` in family/table/chain.
-    pub fn rule(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<RuleInfo> {
+    /// 1-based index and text of rule `handle` in family/table/chain, in
+    /// the table as it was after its `gen`th change.
+    pub fn rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        handle: u64,
+        gen: u64,
+    ) -> Option<RuleInfo> {
         let missing = |c: &TableCache| {
             c.chains
                 .get(chain)
                 .is_none_or(|ch| !ch.handles.contains(&handle))
                 || (c.nft_ok && !c.nft_text.contains_key(&handle))
         };
-        let cache = self.table(family, table, missing)?;
+        let cache = self.table(family, table, gen, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
         let pos = handles.iter().position(|h| *h == handle)?;
         let index = u32::try_from(pos + 1).ok()?;
@@ -230,18 +245,18 @@ impl RuleBook {
     }
 
     /// Hook of a base chain (NF_INET_*), or None for a regular chain.
-    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str) -> Option<u8> {
-        let cache = self.table(family, table, |c| !c.chains.contains_key(chain))?;
+    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str, gen: u64) -> Option<u8> {
+        let cache = self.table(family, table, gen, |c| !c.chains.contains_key(chain))?;
         cache.chains.get(chain)?.hook
     }
 
     /// Fills `ev.rule` (for rule events) and `ev.hook` (when unknown).
     pub fn annotate(&mut self, ev: &mut TraceEvent) {
         if ev.hook.is_none() {
-            ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
+            ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain, ev.rules_gen);
         }
         if let (TraceKind::Rule, Some(h), None) = (ev.kind, ev.rule_handle, &ev.rule) {
-            ev.rule = self.rule(ev.family, &ev.table, &ev.chain, h);
+            ev.rule = self.rule(ev.family, &ev.table, &ev.chain, h, ev.rules_gen);
         }
     }
 }

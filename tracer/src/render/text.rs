@@ -175,6 +175,9 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
             ))
         );
     }
+    for note in &p.notes {
+        let _ = writeln!(out, "  {}", style.dim(&format!("· {note}")));
+    }
     let at = p.fate.at.and_then(|i| p.hops.get(i));
     let place = at
         .map(|h| {
@@ -201,7 +204,10 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
                 style.dim(&format!("· freed at socket close ({place}): {reason}"))
             } else {
                 let by = deciding_rule(p)
-                    .map(|r| format!(" by {}", r.phrase()))
+                    .map(|r| {
+                        let legacy = if r.legacy { " (iptables-legacy)" } else { "" };
+                        format!(" by {}{legacy}", r.phrase())
+                    })
                     .unwrap_or_default();
                 style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
             }
