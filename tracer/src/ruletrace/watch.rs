@@ -585,17 +585,16 @@ impl RuleWatch {
             return Vec::new();
         }
         self.gone_checked = Some(Instant::now());
-        let gone: Vec<u32> = self
-            .places
-            .iter()
-            .filter(|(ino, p)| {
-                p.target
-                    .path
-                    .as_deref()
-                    .is_some_and(|path| !crate::names::netns_has_opener(**ino, path))
-            })
-            .map(|(ino, _)| *ino)
-            .collect();
+        let mut gone = Vec::new();
+        for (ino, p) in &mut self.places {
+            let Some(path) = p.target.path.as_deref() else {
+                continue;
+            };
+            match crate::names::netns_opener(*ino, path) {
+                Some(opener) => p.target.path = Some(opener),
+                None => gone.push(*ino),
+            }
+        }
         let mut said = Vec::new();
         for ino in gone {
             let Some(p) = self.places.remove(&ino) else {
