@@ -247,3 +247,22 @@ impl Follow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_route_is_nearer_than_a_gateway_and_the_default_route() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     r0\tA07100CB\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n\
+                     r2\t00643360\tFE0200C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     r1\t00000000\tFE0200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        let at = |a: &str| route_kind(table, a.parse().expect("address"));
+        assert_eq!(at("203.0.113.161"), Some(1), "on r0's link");
+        assert_eq!(at("96.51.100.7"), Some(2), "through a gateway");
+        assert_eq!(at("192.0.2.9"), Some(3), "the default route only");
+        assert_eq!(route_kind("", "192.0.2.9".parse().expect("address")), None);
+    }
+}
