@@ -26,11 +26,12 @@ struct TableCache {
     nft_text: HashMap<u64, String>,
     /// Whether `nft` could list the table (else missing text is no reason to list again).
     nft_ok: bool,
-    /// `-A CHAIN …` lines by chain, when iptables-nft manages the table.
-    iptables: Option<HashMap<String, Vec<String>>>,
+    /// `-A CHAIN …` lines by rule handle, when iptables-nft manages the table.
+    iptables: HashMap<u64, String>,
+    /// When the text was listed (positions may be newer).
     at: Instant,
-    /// The table's change count (see [`TraceEvent::rules_gen`]) this
-    /// listing is known to include.
+    /// The table's change count (see [`TraceEvent::rules_gen`]) the
+    /// positions are known to include.
     gen: u64,
 }
 
@@ -115,7 +116,13 @@ impl RuleBook {
             .ok_or_else(|| NfError::Other("no netlink socket".into()))
     }
 
-    fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
+    /// The chains of a table, each with its rules' handles in order (one
+    /// netlink dump: cheap), and the rules.
+    fn positions(
+        &mut self,
+        family: u8,
+        table: &str,
+    ) -> Result<(HashMap<String, ChainCache>, Vec<RuleRec>), NfError> {
         let sock = self.socket()?;
         let chain_recs = dump::chains(sock, family, table)?;
         let rule_recs = dump::rules(sock, family, table)?;
@@ -138,6 +145,13 @@ impl RuleBook {
                 .handles
                 .push(r.handle);
         }
+        Ok((chains, rule_recs))
+    }
+
+    /// Positions and text (from `nft` and `iptables-nft-save`: processes,
+    /// slow on a loaded machine).
+    fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
+        let (chains, rule_recs) = self.positions(family, table)?;
         let netns = self.netns.as_deref();
         let fam = family_name(family);
         let listed = ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
@@ -151,12 +165,23 @@ impl RuleBook {
             NFPROTO_IPV6 => Some("ip6tables-nft-save"),
             _ => None,
         };
-        let mut iptables = None;
+        let mut iptables = HashMap::new();
         if let Some(save) = save {
             if IPTABLES_TABLES.contains(&table) && looks_like_iptables(&rule_recs) {
-                match ns::run(netns, save, &["-t", table]) {
-                    Ok(out) => iptables = parse_iptables_save(&out),
-                    Err(e) => log::debug!("netfilter: {save}: {e}"),
+                let lines = match ns::run(netns, save, &["-t", table]) {
+                    Ok(out) => parse_iptables_save(&out),
+                    Err(e) => {
+                        log::debug!("netfilter: {save}: {e}");
+                        None
+                    }
+                };
+                for (chain, lines) in lines.unwrap_or_default() {
+                    let Some(c) = chains.get(&chain) else {
+                        continue;
+                    };
+                    if c.handles.len() == lines.len() {
+                        iptables.extend(c.handles.iter().copied().zip(lines));
+                    }
                 }
             }
         }
@@ -181,9 +206,25 @@ impl RuleBook {
         need: impl Fn(&TableCache) -> bool,
     ) -> Option<&TableCache> {
         let key = (family, table.to_string());
+        // After a change, positions are listed again (cheap); the text of
+        // a rule stays what it was, so only new rules need it listed.
+        if self.tables.get(&key).is_some_and(|c| c.gen < gen) {
+            match self.positions(family, table) {
+                Ok((chains, _)) => {
+                    if let Some(c) = self.tables.get_mut(&key) {
+                        c.chains = chains;
+                        c.gen = gen;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("netfilter: listing {} {table}: {e}", family_name(family));
+                    return None;
+                }
+            }
+        }
         let stale = match self.tables.get(&key) {
             None => true,
-            Some(c) => c.gen < gen || (need(c) && c.at.elapsed() >= REFRESH_EVERY),
+            Some(c) => need(c) && c.at.elapsed() >= REFRESH_EVERY,
         };
         if stale {
             match self.load(family, table) {
@@ -214,19 +255,15 @@ impl RuleBook {
             c.chains
                 .get(chain)
                 .is_none_or(|ch| !ch.handles.contains(&handle))
-                || (c.nft_ok && !c.nft_text.contains_key(&handle))
+                || (c.nft_ok
+                    && !c.nft_text.contains_key(&handle)
+                    && !c.iptables.contains_key(&handle))
         };
         let cache = self.table(family, table, gen, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
         let pos = handles.iter().position(|h| *h == handle)?;
         let index = u32::try_from(pos + 1).ok()?;
-        let ipt_line = cache
-            .iptables
-            .as_ref()
-            .and_then(|m| m.get(chain))
-            .filter(|lines| lines.len() == handles.len())
-            .and_then(|lines| lines.get(pos));
-        Some(match ipt_line {
+        Some(match cache.iptables.get(&handle) {
             Some(line) => RuleInfo {
                 index,
                 text: line.clone(),

@@ -90,8 +90,9 @@ fn rule_detail(r: &RuleHit, style: Style) -> String {
         .as_ref()
         .map(|t| format!("  {}", style.dim(t)))
         .unwrap_or_default();
+    let legacy = if r.legacy { " (iptables-legacy)" } else { "" };
     format!(
-        "{hook}{} {}/{} {what} {verdict}{text}",
+        "{hook}{} {}/{}{legacy} {what} {verdict}{text}",
         r.family, r.table, r.chain
     )
 }

@@ -600,6 +600,8 @@ impl RuleWatch {
             let Some(p) = self.places.remove(&ino) else {
                 continue;
             };
+            // A namespace made later may get the same inode number.
+            self.armed.remove(&ino);
             p.stop.store(true, Ordering::Relaxed);
             self.active = self
                 .active
