@@ -113,6 +113,7 @@ impl Follow {
                 log::debug!("netns {ino}: no process or /run/netns entry opens it");
                 continue;
             };
+            names.resolve(ino);
             let label = names
                 .name(ino)
                 .map_or_else(|| format!("netns:{ino}"), str::to_owned);
@@ -187,6 +188,7 @@ impl Follow {
                 left += 1;
                 continue;
             }
+            names.resolve(ino);
             let label = names
                 .name(ino)
                 .map_or_else(|| format!("netns:{ino}"), str::to_owned);
