@@ -274,7 +274,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "conntrack_invalid",
         when: Condition::RuleSays("INVALID"),
-        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID; {rule_phrase}",
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID: {invalid_why}; {rule_phrase}",
         // No command: the packet really was invalid to conntrack, and the
         // fix is wherever its state was lost.
         advice: &[any("There is no rule to change; find out why conntrack had no state for this packet in {where}. Usual causes: replies taking another path (asymmetric routing), a conntrack table flushed or full (see conntrack -S there), or a connection older than the firewall with net.netfilter.nf_conntrack_tcp_loose=0 (mid-stream packets are not picked up).")],
@@ -381,7 +381,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
-        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
+        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): {route_back_dev}, so the path is asymmetric and strict mode refuses it",
         advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
     },
     Cause {
