@@ -15,6 +15,8 @@
 mod bpf;
 mod children;
 mod cost;
+mod drops;
+mod floor;
 mod net;
 mod peers;
 mod report;
@@ -75,7 +77,7 @@ struct Args {
     /// The pathtrace binary (default: next to this one).
     #[arg(long, value_name = "PATH")]
     pathtrace: Option<PathBuf>,
-    /// Sections to run (default all): cost, throughput, traced, startup.
+    /// Sections to run (default all): cost, drops, throughput, traced, startup.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
@@ -97,9 +99,12 @@ struct Args {
     /// peer; ratios against the first tier. `cargo xtask bench --vm` runs it.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     tiers: Vec<String>,
-    /// The paced rate of the kernel cost section's stream (default 40000).
+    /// The paced rate of the kernel cost sections' streams (default 40000).
     #[arg(long, value_name = "PPS")]
     cost_pps: Option<u64>,
+    /// The floor's eBPF object (default: where `cargo xtask build-ebpf` leaves it).
+    #[arg(long, value_name = "PATH")]
+    floor_obj: Option<PathBuf>,
 }
 
 /// How much to measure.
@@ -452,6 +457,7 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     let tools = Tools {
         pathtrace,
         bpftrace,
+        floor_obj: args.floor_obj.clone().unwrap_or_else(floor::default_object),
         work: work.to_path_buf(),
     };
     let sections: Vec<String> = if !args.tiers.is_empty() {
@@ -459,6 +465,7 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     } else if args.only.is_empty() {
         vec![
             "cost".into(),
+            "drops".into(),
             "throughput".into(),
             "traced".into(),
             "startup".into(),
@@ -574,6 +581,10 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
             "cost" => match cost::run(&mut ctx) {
                 Ok(c) => results.cost = Some(c),
                 Err(e) => ctx.error("kernel cost per packet", &e),
+            },
+            "drops" => match drops::run(&mut ctx) {
+                Ok(c) => results.drops = Some(c),
+                Err(e) => ctx.error("kernel cost per dropped packet (drops mode)", &e),
             },
             "throughput" => results.throughput = Some(throughput::run(&mut ctx)),
             "traced" => results.traced = Some(traced::run(&mut ctx)),
