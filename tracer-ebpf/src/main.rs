@@ -223,6 +223,9 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
     }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let drop = extra.kind == EventKind::Drop;
+    if drop && !followed && cfg.flags & COUNT_EVERY_DROP == COUNT_EVERY_DROP {
+        return unsafe { count_only(cfg, skb, &extra) };
+    }
     if !followed && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) } {
         return 0;
     }
@@ -255,6 +258,32 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
         unsafe { capture(cfg, skb, at, snap.len, extra.ts_ns) };
     }
     unsafe { emit(ctx, cfg, skb, &extra, snap) }
+}
+
+/// `drops --quiet` without a filter: every drop is counted and nothing else
+/// is written, so nothing but the count's key is read.
+const COUNT_EVERY_DROP: u32 =
+    config_flags::COUNT_DROPS | config_flags::COUNT_ONLY | config_flags::ALL_DROPS;
+
+/// Counts a drop under its key (reason, location, device, namespace).
+#[inline(always)]
+unsafe fn count_only(cfg: &Config, skb: u64, extra: &Extra) -> u32 {
+    let o = &cfg.offsets;
+    let (dev, netns) = unsafe { device_and_netns(cfg, skb, extra) };
+    let mut key = DropKey {
+        location: extra.location,
+        reason: extra.reason,
+        netns,
+        ..DropKey::default()
+    };
+    if dev != 0 {
+        unsafe {
+            key.ifindex = read::<u32>(dev, o.dev_ifindex);
+            probe::read_into(dev + o.dev_name as u64, &mut key.ifname);
+        }
+    }
+    maps::count_drop(&key);
+    0
 }
 
 /// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its
