@@ -224,7 +224,7 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let drop = extra.kind == EventKind::Drop;
     if drop && !followed && cfg.flags & COUNT_EVERY_DROP == COUNT_EVERY_DROP {
-        return unsafe { count_only(cfg, skb, &extra) };
+        return unsafe { count_only(skb, &extra) };
     }
     if !followed && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) } {
         return 0;
@@ -267,22 +267,16 @@ const COUNT_EVERY_DROP: u32 =
 
 /// Counts a drop under its key (reason, location, device, namespace).
 #[inline(always)]
-unsafe fn count_only(cfg: &Config, skb: u64, extra: &Extra) -> u32 {
-    let o = &cfg.offsets;
-    let (dev, netns) = unsafe { device_and_netns(cfg, skb, extra) };
-    let mut key = DropKey {
+unsafe fn count_only(skb: u64, extra: &Extra) -> u32 {
+    let (ifindex, ifname, netns) = unsafe { skb::drop_place(skb) };
+    maps::count_drop(&DropKey {
         location: extra.location,
         reason: extra.reason,
         netns,
+        ifindex,
+        ifname,
         ..DropKey::default()
-    };
-    if dev != 0 {
-        unsafe {
-            key.ifindex = read::<u32>(dev, o.dev_ifindex);
-            probe::read_into(dev + o.dev_name as u64, &mut key.ifname);
-        }
-    }
-    maps::count_drop(&key);
+    });
     0
 }
 

@@ -380,6 +380,14 @@ impl Tracer {
             .override_global("SKB_NETWORK_HEADER", &cfg.offsets.skb_network_header, true)
             .override_global("SKB_HEAD", &cfg.offsets.skb_head, true)
             .override_global("SKB_DATA", &cfg.offsets.skb_data, true)
+            // ... and those a counted drop's key reads.
+            .override_global("SKB_DEV", &cfg.offsets.skb_dev, true)
+            .override_global("SKB_SK", &cfg.offsets.skb_sk, true)
+            .override_global("DEV_IFINDEX", &cfg.offsets.dev_ifindex, true)
+            .override_global("DEV_NAME", &cfg.offsets.dev_name, true)
+            .override_global("DEV_NET", &cfg.offsets.dev_nd_net, true)
+            .override_global("SK_NET", &cfg.offsets.sk_net, true)
+            .override_global("NET_INUM", &cfg.offsets.net_ns_inum, true)
             // The filter's size: the verifier walks only the slots in use.
             .override_global("FILTER_ATOMS", &cfg.filter.n_atoms, true)
             .override_global("FILTER_TERMS", &cfg.filter.n_terms, true)
