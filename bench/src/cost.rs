@@ -42,6 +42,10 @@ const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// the per-packet figures don't depend on how many the sink's socket drops.
 pub const COST_PPS: u64 = 40_000;
 
+/// How long a tracer's process may settle after its ready line before its
+/// CPU time is read.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Who takes a turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Contender {
@@ -228,6 +232,10 @@ fn measure(
         Stream::Forwarded => 0,
         Stream::Dropped(t) => t.dropped(ctx.lab)?,
     };
+    if pid.is_some() {
+        // Work a tracer does just after its ready line is not per packet.
+        std::thread::sleep(SETTLE);
+    }
     let ticks_before = pid.and_then(children::cpu_ticks);
     let before = prog_stats(&ids);
     let (route, what) = match stream {
