@@ -43,6 +43,12 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// Kept where it ended by a conntrack entry older than the DNAT rule
+    /// that matches it now.
+    StaleNat,
+    /// A reply with no route back to a client that a router in front of it
+    /// did not masquerade.
+    MissingMasquerade,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -108,6 +114,8 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::StaleNat => f.stale_nat.is_some(),
+            Self::MissingMasquerade => f.masquerade.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -332,6 +340,12 @@ pub const CAUSES: &[Cause] = &[
         advice: &[any("Raise the limit (it is the host's, shared by every namespace), on the host: sysctl -w net.netfilter.nf_conntrack_max={conntrack_max_new}")],
     },
     Cause {
+        id: "stale_nat",
+        when: Condition::StaleNat,
+        message: "{client}'s packet to {target} belongs to conntrack entry {ct_entry} in {where}, which is older than {nat_rule}: NAT is decided at a connection's first packet, so the entry carries no DNAT and its packets stay in {where} ({reason}) instead of going where the rule sends them",
+        advice: &[any("Delete this flow's entry alone (every other connection keeps its own), so that its next packet starts a new one that meets the DNAT rule{run_in}: {ct_delete}")],
+    },
+    Cause {
         id: "netfilter_drop",
         when: Condition::Reason(&["NETFILTER_DROP"]),
         message: "{client}'s packet to {target} was dropped by netfilter in {hook} ({where}) with no traced rule deciding",
@@ -385,12 +399,18 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "neighbour_failed",
         when: Condition::Reason(&["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD"]),
-        message: "no host answered {where}'s ARP/NDP for the next hop of {client}'s packet to {final_addr} on {ifname}: the neighbour is down, unplugged, or not on that link ({reason})",
-        advice: &[any("Check that the next hop for {final_addr} on {ifname} is up and on that network (ip neigh show dev {ifname} in {where} shows it FAILED); fix its address or the route that points at it. No firewall change helps.")],
+        message: "no host answers for {neighbour} on {neigh_device}: {where} asked (ARP for IPv4, NDP for IPv6) for the next hop of {client}'s packet to {final_addr}, and its neighbour table{neigh_state} ({reason}): the neighbour is down, unplugged, or not on that link",
+        advice: &[any("Check that {neighbour} is up and on the network of {neigh_device} in {where} (ip neigh show dev {neigh_device} there); fix its address, or the route that points at it. No firewall change helps.")],
+    },
+    Cause {
+        id: "missing_masquerade",
+        when: Condition::MissingMasquerade,
+        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
+        advice: &[any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE")],
     },
     Cause {
         id: "no_route",
-        when: Condition::Reason(&["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"]),
+        when: Condition::Reason(super::facts::NO_ROUTE),
         message: "{where} has no route for {client}'s packet to {final_addr}",
         advice: &[
             any("{final_addr} is held by {owner}, a neighbour of {where}: route it there{run_in}: {route_to}"),

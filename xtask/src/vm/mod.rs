@@ -128,11 +128,10 @@ pub const CORE_SUITES: &[&str] = &["trace_docker", "hooks"];
 
 /// The suites `--vm-suites matrix` runs on one kernel per tier
 /// ([`FULL_SUITES_ON`]): the core, rule attribution, diagnosis, drops, the
-/// pcap-ng capture and the hypervisor topology (in `GUEST_SUITES`' order).
-/// `reliability` and `cleanup` (tier-independent userspace paths, and the
-/// slowest under emulation) and `failures` (13 minutes in a guest, which
-/// would put CI past its budget) run in guests with `--vm-suites all` or
-/// `--vm-test NAME`.
+/// pcap-ng capture, the hypervisor topology and the failure classes (in
+/// `GUEST_SUITES`' order). `reliability` and `cleanup` (tier-independent
+/// userspace paths, and the slowest under emulation) run in guests with
+/// `--vm-suites all` or `--vm-test NAME`.
 pub const MATRIX_SUITES: &[&str] = &[
     "trace_docker",
     "hooks",
@@ -141,6 +140,7 @@ pub const MATRIX_SUITES: &[&str] = &[
     "drops",
     "pcap",
     "hypervisor",
+    "failures",
 ];
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
