@@ -20,6 +20,8 @@ mod floor;
 mod net;
 mod peers;
 mod report;
+mod scale;
+mod scale_plot;
 mod startup;
 mod stats;
 mod throughput;
@@ -102,6 +104,10 @@ struct Args {
     /// The paced rate of the kernel cost sections' streams (default 40000).
     #[arg(long, value_name = "PPS")]
     cost_pps: Option<u64>,
+    /// Instead of the rest: how start-up and memory grow with the host's
+    /// rules, namespaces and interfaces (with --quick, the small sizes only).
+    #[arg(long, conflicts_with_all = ["only", "tiers", "soak"])]
+    scale: bool,
     /// The floor's eBPF object (default: where `cargo xtask build-ebpf` leaves it).
     #[arg(long, value_name = "PATH")]
     floor_obj: Option<PathBuf>,
@@ -423,6 +429,36 @@ fn run(args: &Args) -> Result<()> {
     result
 }
 
+/// `--scale`: the cost curves, without the lab.
+fn scale_only(tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    let deadline = plan.deadline;
+    let scale = scale::run(tools, plan.mode == "quick", || {
+        STOP.load(Ordering::SeqCst) || Instant::now() >= deadline
+    });
+    let md = format!(
+        "{}\nSource {}, wall time {:.0} s.\n",
+        scale.markdown(),
+        report::git_describe().unwrap_or_else(|| "?".into()),
+        started.elapsed().as_secs_f64()
+    );
+    let json = serde_json::to_string_pretty(&scale)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stem = out_dir.join(format!("scale-{}", plan.mode));
+    std::fs::write(stem.with_extension("md"), &md)?;
+    std::fs::write(stem.with_extension("json"), &json)?;
+    match scale_plot::write(&scale, out_dir) {
+        Ok(files) => eprintln!("pathtrace-bench: plots {files:?}"),
+        Err(e) => eprintln!("pathtrace-bench: plotting the curves: {e:#}"),
+    }
+    println!("{md}");
+    let failed = scale.steps.iter().filter(|s| !s.errors.is_empty()).count();
+    if failed > 0 {
+        bail!("{failed} scale step(s) failed (see the table)");
+    }
+    Ok(())
+}
+
 fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
     let pathtrace = match &args.pathtrace {
         Some(p) => p.clone(),
@@ -460,6 +496,9 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         floor_obj: args.floor_obj.clone().unwrap_or_else(floor::default_object),
         work: work.to_path_buf(),
     };
+    if args.scale {
+        return scale_only(&tools, &plan, out_dir);
+    }
     let sections: Vec<String> = if !args.tiers.is_empty() {
         vec!["cost".into()]
     } else if args.only.is_empty() {

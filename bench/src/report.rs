@@ -90,7 +90,7 @@ pub struct Results {
     pub errors: Vec<String>,
 }
 
-fn git_describe() -> Option<String> {
+pub fn git_describe() -> Option<String> {
     let mut cmd = std::process::Command::new("git");
     cmd.arg("-C")
         .arg(crate::workspace_root())
