@@ -333,14 +333,18 @@ fn one_run(tools: &Tools, out: &Path) -> Result<(f64, f64, f64)> {
         Ok((ready.as_secs_f64() * 1e3, hop.as_secs_f64() * 1e3, rss))
     })();
     let stopped = run.finish();
-    let r = result.with_context(|| format!("pathtrace: {}", run.proc.stderr_text()))?;
+    let r = result.map_err(|e| {
+        let said = run.proc.stderr_text();
+        let last = said.lines().last().unwrap_or("").trim().to_string();
+        anyhow::anyhow!("{e:#} (pathtrace's last line: {last})")
+    })?;
     stopped?;
     Ok(r)
 }
 
 /// The start of an error's first line, for the table.
 fn first_line(e: &str) -> String {
-    e.lines().next().unwrap_or("").chars().take(200).collect()
+    e.lines().next().unwrap_or("").chars().take(240).collect()
 }
 
 /// Runs every step; results in order.
