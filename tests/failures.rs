@@ -574,6 +574,49 @@ fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_w
 }
 
 #[test]
+fn a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works() {
+    let test = "a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works";
+    require_root(test);
+    let t = Routed::new(&prefix("fp"));
+    let fw = Firewalld::start(test, &t.r);
+    let setup = |cmd: &str| {
+        let (ok, out) = fw.cmd(&t.r, cmd);
+        assert!(ok, "{cmd}: {out}");
+    };
+    setup(
+        "firewall-cmd --permanent --zone=internal --add-interface=r0 && \
+         firewall-cmd --permanent --zone=dmz --add-interface=r1 && firewall-cmd --reload",
+    );
+    let _srv = Listener::start(&t.b);
+    // No policy between the zones: firewalld's forward chain rejects, and
+    // a policy takes --permanent and a reload: words, no command.
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let p = with_cause(&recs, "reject")[0];
+    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(advice.contains("from zone internal"), "{advice}");
+    assert_no_command(&recs, "reject");
+    // A policy from internal to dmz that rejects: its rich rule opens this flow.
+    setup(
+        "firewall-cmd --permanent --new-policy lan-to-dmz && \
+         firewall-cmd --permanent --policy lan-to-dmz --add-ingress-zone internal && \
+         firewall-cmd --permanent --policy lan-to-dmz --add-egress-zone dmz && \
+         firewall-cmd --permanent --policy lan-to-dmz --set-target REJECT && firewall-cmd --reload",
+    );
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let fix = fix_of(&recs, "reject", Some(&t.r));
+    assert!(
+        fix.starts_with("firewall-cmd --policy=lan-to-dmz --add-rich-rule="),
+        "{fix}"
+    );
+    let (ok, out) = fw.cmd(&t.r, &fix);
+    assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
+}
+
+#[test]
 fn a_catch_all_reject_is_kept_and_only_this_flow_is_let_through() {
     let test = "a_catch_all_reject_is_kept_and_only_this_flow_is_let_through";
     require_root(test);
@@ -835,7 +878,12 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
     );
     let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let p = with_cause(&recs, "rp_filter")[0];
-    assert!(message(p).contains("on r2"), "{p:#}");
+    assert!(
+        message(p).contains("on r2")
+            && message(p).contains("the route back to 192.0.2.1 leaves by r0, not r2")
+            && message(p).contains("asymmetric"),
+        "{p:#}"
+    );
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);

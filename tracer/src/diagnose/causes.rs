@@ -274,7 +274,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "conntrack_invalid",
         when: Condition::RuleSays("INVALID"),
-        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID; {rule_phrase}",
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID: {invalid_why}; {rule_phrase}",
         // No command: the packet really was invalid to conntrack, and the
         // fix is wherever its state was lost.
         advice: &[any("There is no rule to change; find out why conntrack had no state for this packet in {where}. Usual causes: replies taking another path (asymmetric routing), a conntrack table flushed or full (see conntrack -S there), or a connection older than the firewall with net.netfilter.nf_conntrack_tcp_loose=0 (mid-stream packets are not picked up).")],
@@ -327,7 +327,7 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
-    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
             KUBE,
             PROXMOX,
             PROXMOX_HOST,
@@ -381,7 +381,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
-        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
+        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): {route_back_dev}, so the path is asymmetric and strict mode refuses it",
         advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
     },
     Cause {
@@ -483,7 +483,7 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::Docker, "Docker manages chain {chain} and rewrites it; accept only this flow (published port {orig_port}) in DOCKER-USER, the chain it leaves to you{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
-    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
     PROXMOX,
     KUBE,
     PROXMOX_HOST,

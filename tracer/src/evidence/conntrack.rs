@@ -82,6 +82,27 @@ pub fn find_here(t: &Tuple) -> Option<CtEntry> {
     find(&super::net_file("nf_conntrack")?, t)
 }
 
+/// Why conntrack called a packet of flow `t` INVALID in the calling
+/// thread's namespace, as far as its table and settings tell.
+pub fn why_invalid_here(t: &Tuple, tcp_flags: u8) -> String {
+    let reversed = Tuple {
+        saddr: t.daddr,
+        daddr: t.saddr,
+        sport: t.dport,
+        dport: t.sport,
+        proto: t.proto,
+    };
+    let table = super::net_file("nf_conntrack").unwrap_or_default();
+    let entry = find(&table, t).or_else(|| find(&table, &reversed));
+    let loose = super::sysctl("net/netfilter/nf_conntrack_tcp_loose");
+    const SYN: u8 = 0x02;
+    match entry {
+        Some(_) => "conntrack has an entry for this connection but judged the packet outside it (its TCP window or state): a path that shows conntrack only one direction, or something rewriting sequence numbers".into(),
+        None if t.proto == 6 && tcp_flags & SYN == 0 && loose == Some(0) => "conntrack has no entry for this connection (it began before conntrack tracked it here, or its entry was flushed or expired), and net.netfilter.nf_conntrack_tcp_loose=0 keeps it from picking a connection up mid-stream".into(),
+        None => "conntrack has no entry for this connection and could not start one from this packet".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ impl Style {
     fn dim(self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn bold(self, s: &str) -> String {
+    pub fn bold(self, s: &str) -> String {
         self.paint("1", s)
     }
 }
@@ -141,7 +141,7 @@ fn conntrack(ct: &Conntrack) -> String {
     s
 }
 
-pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
+pub fn packet(p: &Packet, view: &View, style: Style) -> String {
     let mut out = String::new();
     let first = p
         .hops
@@ -284,4 +284,44 @@ pub fn stats(s: &Stats) -> String {
         line.push_str(&format!(", {} rule-trace overflows", s.rule_overflows));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CtEntry, CtInfo};
+
+    fn tuple(s: &str, sp: u16, d: &str, dp: u16) -> Tuple {
+        Tuple {
+            saddr: s.parse().expect("ip"),
+            daddr: d.parse().expect("ip"),
+            sport: sp,
+            dport: dp,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn a_hops_conntrack_entry_in_a_few_words() {
+        let dnat = Conntrack {
+            info: CtInfo::New,
+            entry: Some(CtEntry {
+                status: (1 << 3) | (1 << 5),
+                tcp_state: 1,
+                mark: 0,
+                zone: 0,
+                original: tuple("192.0.2.1", 40000, "203.0.113.1", 8092),
+                reply: tuple("198.51.100.2", 80, "192.0.2.1", 40000),
+            }),
+        };
+        assert_eq!(
+            conntrack(&dnat),
+            "ct new syn_sent dnat 203.0.113.1:8092→198.51.100.2:80"
+        );
+        let untracked = Conntrack {
+            info: CtInfo::Untracked,
+            entry: None,
+        };
+        assert_eq!(conntrack(&untracked), "ct untracked");
+    }
 }
