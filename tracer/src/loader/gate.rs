@@ -47,7 +47,8 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{kernel_filter, parse_expr, FlowFilter};
+
+    use crate::model::{parse_expr, FlowFilter, Flows};
 
     fn gate(expr: &str) -> Gate {
         let f = FlowFilter {
@@ -55,7 +56,7 @@ mod tests {
             both_directions: true,
             ..Default::default()
         };
-        Gate::of(&kernel_filter(&[f]).expect("a kernel filter"))
+        Gate::of(&Filter::from(&Flows::new(vec![f]).expect("fits")))
     }
 
     #[test]
