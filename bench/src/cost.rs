@@ -1,14 +1,16 @@
 //! Section: kernel time per forwarded packet, from the kernel's own BPF
 //! run-time statistics.
 //!
-//! The contenders (pathtrace and the bpftrace peer; or pathtrace on each of
-//! several tiers, `tiers.rs`), each with a filter that matches nothing the
+//! The contenders (pathtrace, the bpftrace peer and the floor: empty
+//! programs on pathtrace's tracepoints; or pathtrace on each of several
+//! tiers, `tiers.rs`), each tracer with a filter that matches nothing the
 //! stream sends, take turns in every round (each round starts one further
-//! along the list: with two, the order alternates); in each turn a paced UDP
-//! stream goes through the Docker host's DNAT and the tracer's programs'
+//! along the list, so each goes first in turn); in each turn a paced UDP
+//! stream goes through the Docker host's DNAT and the contender's programs'
 //! `run_time_ns` and `run_cnt` are read before and after. Per packet
 //! delivered to the sink: nanoseconds, program runs, and nanoseconds per run.
-//! Ratios pair two contenders' turns of the same round.
+//! Ratios pair two contenders' turns of the same round. `drops.rs` takes
+//! turns the same way under a stream into a DROP rule.
 //!
 //! The statistic is switched on with `BPF_ENABLE_STATS`, which hands back a
 //! file descriptor: the kernel counts while it is open and stops when it is
@@ -25,7 +27,9 @@ use aya::{
 use serde::Serialize;
 
 use crate::{
-    bpf, net,
+    bpf, children, drops,
+    floor::Floor,
+    net,
     peers::{bpftrace_script, BtRun, PtRun},
     stats::Summary,
     Ctx, OTHER_SRC,
@@ -38,12 +42,22 @@ const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// the per-packet figures don't depend on how many the sink's socket drops.
 pub const COST_PPS: u64 = 40_000;
 
+/// How long a tracer's process may settle after its ready line before its
+/// CPU time is read.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Who takes a turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Contender {
     /// pathtrace on this tier (None: the tier it picks itself).
     Pathtrace(Option<String>),
     Bpftrace,
+    /// Empty programs on the tracepoints the turns' pathtrace attaches to.
+    Floor,
+    /// `pathtrace drops --quiet --metrics`.
+    Drops,
+    /// bpftrace counting `kfree_skb` by drops' key.
+    DropsBpftrace,
 }
 
 impl Contender {
@@ -53,8 +67,28 @@ impl Contender {
             Contender::Pathtrace(None) => "pathtrace".into(),
             Contender::Pathtrace(Some(tier)) => format!("pathtrace --tier {tier}"),
             Contender::Bpftrace => "bpftrace".into(),
+            Contender::Floor => "floor (empty programs)".into(),
+            Contender::Drops => "pathtrace drops --quiet --metrics".into(),
+            Contender::DropsBpftrace => "bpftrace (kfree_skb counted by key)".into(),
         }
     }
+}
+
+/// The traffic of a section's turns, and the packets its figures are per.
+#[derive(Clone, Debug)]
+pub enum Stream {
+    /// Paced UDP through the Docker host's DNAT: per packet the sink received.
+    Forwarded,
+    /// Paced UDP into a DROP rule: per packet the rule dropped.
+    Dropped(drops::Target),
+}
+
+/// What the turns of one section share.
+pub struct Turns<'a> {
+    pub who: &'a [Contender],
+    pub stream: Stream,
+    /// Where the floor goes (the kernel's tracepoint names).
+    pub floor_at: &'a [String],
 }
 
 /// Run time and run count of one program, from `bpf_prog_info`.
@@ -87,8 +121,13 @@ pub struct Turn {
     pub round: usize,
     pub tool: String,
     pub packets_sent: u64,
+    /// What the figures are per: packets the sink received (the forwarded
+    /// stream) or the DROP rule dropped (the dropped one).
     pub packets_forwarded: u64,
     pub run_ns: u64,
+    /// CPU time of the tracer's process during the stream (utime + stime);
+    /// None for the floor, which has no process of its own.
+    pub process_cpu_ms: Option<f64>,
     pub runs: u64,
     /// Runs and run time per program name.
     pub per_prog: Vec<ProgTurn>,
@@ -110,6 +149,11 @@ impl Turn {
     }
     pub fn ns_per_run(&self) -> f64 {
         self.run_ns as f64 / self.runs.max(1) as f64
+    }
+    /// The tracer process's CPU time per packet, in ns.
+    pub fn process_ns_per_packet(&self) -> Option<f64> {
+        self.process_cpu_ms
+            .map(|ms| ms * 1e6 / self.packets_forwarded.max(1) as f64)
     }
 
     /// The same turn counting only the programs whose names `keep` accepts.
@@ -136,6 +180,8 @@ pub struct ToolCost {
     pub ns_per_packet: Option<Summary>,
     pub runs_per_packet: Option<Summary>,
     pub ns_per_run: Option<Summary>,
+    /// The tracer process's CPU time per packet, ns (userspace and system calls).
+    pub process_ns_per_packet: Option<Summary>,
     /// Per program: median runs per packet and ns per run.
     pub per_prog: Vec<(String, f64, f64)>,
 }
@@ -149,8 +195,13 @@ pub struct Cost {
     pub turns: Vec<Turn>,
     pub pathtrace: ToolCost,
     pub bpftrace: Option<ToolCost>,
+    pub floor: Option<ToolCost>,
     /// pathtrace ns/packet over the peer's, per round.
     pub ratio: Option<Summary>,
+    /// pathtrace ns/packet over the floor's, per round.
+    pub over_floor: Option<Summary>,
+    /// The peer's ns/packet over the floor's, per round.
+    pub peer_over_floor: Option<Summary>,
 }
 
 /// The turns of one run of rounds, with the sysctl around them.
@@ -166,20 +217,51 @@ fn sysctl() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Sends the paced stream and reads what `progs` cost the kernel meanwhile.
-fn measure(ctx: &Ctx, round: usize, tool: String, progs: &[bpf::ProgFd]) -> Result<Turn> {
+/// Sends the stream and reads what `progs` (and the process `pid`) cost
+/// meanwhile.
+fn measure(
+    ctx: &Ctx,
+    round: usize,
+    tool: String,
+    progs: &[bpf::ProgFd],
+    stream: &Stream,
+    pid: Option<i32>,
+) -> Result<Turn> {
     let ids: Vec<u64> = progs.iter().map(|p| p.id).collect();
+    let dropped_before = match stream {
+        Stream::Forwarded => 0,
+        Stream::Dropped(t) => t.dropped(ctx.lab)?,
+    };
+    if pid.is_some() {
+        // Work a tracer does just after its ready line is not per packet.
+        std::thread::sleep(SETTLE);
+    }
+    let ticks_before = pid.and_then(children::cpu_ticks);
     let before = prog_stats(&ids);
-    let u = net::udp_run(&ctx.route_udp, ctx.plan.sample(), Some(ctx.plan.cost_pps))
-        .context("UDP through the DNAT")?;
+    let (route, what) = match stream {
+        Stream::Forwarded => (&ctx.route_udp, "UDP through the DNAT"),
+        Stream::Dropped(t) => (&t.route, "UDP into the DROP rule"),
+    };
+    let u = net::udp_run(route, ctx.plan.sample(), Some(ctx.plan.cost_pps)).context(what)?;
     let after = prog_stats(&ids);
+    let ticks_after = pid.and_then(children::cpu_ticks);
+    let packets = match stream {
+        Stream::Forwarded => u.received,
+        Stream::Dropped(t) => t.dropped(ctx.lab)? - dropped_before,
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut turn = Turn {
         round,
         tool,
         packets_sent: u.sent,
-        packets_forwarded: u.received,
+        packets_forwarded: packets,
         run_ns: 0,
         runs: 0,
+        process_cpu_ms: match (ticks_before, ticks_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 * 1000.0 / hz),
+            _ => None,
+        },
         per_prog: Vec::new(),
     };
     for p in progs {
@@ -199,23 +281,17 @@ fn measure(ctx: &Ctx, round: usize, tool: String, progs: &[bpf::ProgFd]) -> Resu
     Ok(turn)
 }
 
+/// pathtrace with `args`: one turn.
 fn pathtrace_turn(
     ctx: &mut Ctx,
     round: usize,
     bound: Duration,
-    tier: Option<&str>,
+    args: &[String],
     label: String,
+    stream: &Stream,
 ) -> Result<Turn> {
-    let mut args = vec![
-        "--src".to_string(),
-        OTHER_SRC.to_string(),
-        "--no-rules".into(),
-    ];
-    if let Some(tier) = tier {
-        args.extend(["--tier".to_string(), tier.to_string()]);
-    }
     let out = ctx.out_file("cost-pt");
-    let mut run = PtRun::start(&ctx.tools, &args, bound, out, None)?;
+    let mut run = PtRun::start(&ctx.tools, args, bound, out, None)?;
     let result = (|| {
         anyhow::ensure!(run.ready.is_some(), "pathtrace did not start");
         if let Some(kib) = run.proc.vm_hwm_kib() {
@@ -224,7 +300,7 @@ fn pathtrace_turn(
         let held = bpf::held_by(run.proc.pid)?;
         let mut progs = held.progs;
         bpf::name_progs(&mut progs)?;
-        measure(ctx, round, label, &progs)
+        measure(ctx, round, label, &progs, stream, Some(run.proc.pid))
     })();
     let stopped = run.finish();
     ctx.discard(&run.out);
@@ -233,32 +309,99 @@ fn pathtrace_turn(
     Ok(turn)
 }
 
-fn bpftrace_turn(ctx: &mut Ctx, round: usize, bound: Duration) -> Result<Turn> {
+/// pathtrace's arguments in the forwarded stream's turns: a filter that
+/// matches nothing in it.
+fn trace_args(tier: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--src".to_string(),
+        OTHER_SRC.to_string(),
+        "--no-rules".into(),
+    ];
+    if let Some(tier) = tier {
+        args.extend(["--tier".to_string(), tier.to_string()]);
+    }
+    args
+}
+
+/// bpftrace running `script`, counting only its programs named in `names`
+/// (its BEGIN and interval programs are not on the packet path).
+fn bpftrace_turn(
+    ctx: &mut Ctx,
+    round: usize,
+    script: String,
+    names: &[String],
+    label: String,
+    stream: &Stream,
+) -> Result<Turn> {
     let bt = ctx
         .tools
         .bpftrace
         .clone()
         .context("bpftrace is not available")?;
-    let script = ctx.tools.work.join("peer-cost.bt");
-    std::fs::write(&script, bpftrace_script(OTHER_SRC, bound, &ctx.attach))
-        .with_context(|| format!("writing {}", script.display()))?;
+    let path = ctx.tools.work.join("peer-cost.bt");
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
     let out = ctx.out_file("cost-bt");
-    let mut run = BtRun::start(&bt, &script, out)?;
+    let mut run = BtRun::start(&bt, &path, out)?;
     let result = (|| {
         anyhow::ensure!(run.ready.is_some(), "bpftrace did not start");
         let held = bpf::held_by(run.proc.pid)?;
         let mut progs = held.progs;
         bpf::name_progs(&mut progs)?;
-        // Its BEGIN and interval programs are not on the packet path.
-        let names: Vec<String> = ctx.attach.iter().map(|a| a.prog_name()).collect();
         progs.retain(|p| p.name.as_ref().is_some_and(|n| names.contains(n)));
-        measure(ctx, round, Contender::Bpftrace.label(), &progs)
+        measure(ctx, round, label, &progs, stream, Some(run.proc.pid))
     })();
     let stopped = run.finish();
     ctx.discard(&run.out);
     let turn = result.with_context(|| format!("bpftrace: {}", run.proc.stderr_text()))?;
     stopped?;
     Ok(turn)
+}
+
+/// The empty programs on `at`, for one turn.
+fn floor_turn(ctx: &mut Ctx, round: usize, at: &[String], stream: &Stream) -> Result<Turn> {
+    let floor = Floor::attach(&ctx.tools.floor_obj, at)?;
+    measure(
+        ctx,
+        round,
+        Contender::Floor.label(),
+        &floor.progs,
+        stream,
+        None,
+    )
+}
+
+/// One turn of `c`.
+fn turn(ctx: &mut Ctx, c: &Contender, round: usize, t: &Turns) -> Result<Turn> {
+    let bound = ctx.plan.sample() + Duration::from_secs(60);
+    let label = c.label();
+    match c {
+        Contender::Pathtrace(tier) => pathtrace_turn(
+            ctx,
+            round,
+            bound,
+            &trace_args(tier.as_deref()),
+            label,
+            &t.stream,
+        ),
+        Contender::Bpftrace => {
+            let script = bpftrace_script(OTHER_SRC, bound, &ctx.attach);
+            let names: Vec<String> = ctx.attach.iter().map(|a| a.prog_name()).collect();
+            bpftrace_turn(ctx, round, script, &names, label, &t.stream)
+        }
+        Contender::Floor => floor_turn(ctx, round, t.floor_at, &t.stream),
+        Contender::Drops => pathtrace_turn(ctx, round, bound, &drops::args(), label, &t.stream),
+        Contender::DropsBpftrace => {
+            let names = vec![drops::PEER_PROG.to_string()];
+            bpftrace_turn(
+                ctx,
+                round,
+                drops::peer_script(bound),
+                &names,
+                label,
+                &t.stream,
+            )
+        }
+    }
 }
 
 /// The figures over the rounds of the turns labelled `tool`.
@@ -296,6 +439,12 @@ pub fn summarize(turns: &[Turn], tool: &str) -> ToolCost {
         ns_per_packet: of(Turn::ns_per_packet),
         runs_per_packet: of(Turn::runs_per_packet),
         ns_per_run: of(Turn::ns_per_run),
+        process_ns_per_packet: Summary::of(
+            &mine
+                .iter()
+                .filter_map(|t| t.process_ns_per_packet())
+                .collect::<Vec<_>>(),
+        ),
         per_prog,
     }
 }
@@ -333,14 +482,13 @@ struct StatsOn(
 );
 
 /// The contenders take turns, round after round, with the statistic on.
-pub fn take_turns(ctx: &mut Ctx, who: &[Contender]) -> Result<Session> {
+pub fn take_turns(ctx: &mut Ctx, t: &Turns) -> Result<Session> {
     let sysctl_before = sysctl();
     let stats = StatsOn(enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (kernel 5.8+)")?);
     let rounds = if ctx.plan.mode == "quick" { 3 } else { 5 };
-    let bound = ctx.plan.sample() + Duration::from_secs(60);
     let mut turns = Vec::new();
     'rounds: for round in 0..rounds {
-        for c in round_order(who, round) {
+        for c in round_order(t.who, round) {
             if ctx.stop_now() {
                 break 'rounds;
             }
@@ -349,13 +497,7 @@ pub fn take_turns(ctx: &mut Ctx, who: &[Contender]) -> Result<Session> {
                 "pathtrace-bench: cost round {}/{rounds}: {label}",
                 round + 1
             );
-            let t = match &c {
-                Contender::Pathtrace(tier) => {
-                    pathtrace_turn(ctx, round, bound, tier.as_deref(), label.clone())
-                }
-                Contender::Bpftrace => bpftrace_turn(ctx, round, bound),
-            };
-            match t {
+            match turn(ctx, &c, round, t) {
                 Ok(t) => turns.push(t),
                 Err(e) => ctx.error(&format!("cost round {} ({label})", round + 1), &e),
             }
@@ -369,25 +511,93 @@ pub fn take_turns(ctx: &mut Ctx, who: &[Contender]) -> Result<Session> {
     })
 }
 
+/// Paired ratios of `num`'s turns over `den`'s, when both took turns.
+pub fn ratio_of(turns: &[Turn], num: &Contender, den: &Contender) -> Option<Summary> {
+    Summary::of(&paired_ratios(
+        &turns_of(turns, &num.label()),
+        &turns_of(turns, &den.label()),
+    ))
+}
+
 pub fn run(ctx: &mut Ctx) -> Result<Cost> {
     let pt = Contender::Pathtrace(None);
     let mut who = vec![pt.clone()];
     if ctx.tools.bpftrace.is_some() {
         who.push(Contender::Bpftrace);
     }
-    let s = take_turns(ctx, &who)?;
-    let (pt, bt) = (pt.label(), Contender::Bpftrace.label());
-    let ratios = paired_ratios(&turns_of(&s.turns, &pt), &turns_of(&s.turns, &bt));
+    if !ctx.pathtrace_attach.is_empty() {
+        who.push(Contender::Floor);
+    }
+    let floor_at = ctx.pathtrace_attach.clone();
+    let s = take_turns(
+        ctx,
+        &Turns {
+            who: &who,
+            stream: Stream::Forwarded,
+            floor_at: &floor_at,
+        },
+    )?;
+    let (bt, floor) = (Contender::Bpftrace, Contender::Floor);
+    let took = |c: &Contender| who.contains(c).then(|| summarize(&s.turns, &c.label()));
     Ok(Cost {
         pps: ctx.plan.cost_pps,
         sample_secs: ctx.plan.sample_secs,
         sysctl_before: s.sysctl_before,
         sysctl_after: s.sysctl_after,
-        pathtrace: summarize(&s.turns, &pt),
-        bpftrace: (who.len() > 1).then(|| summarize(&s.turns, &bt)),
-        ratio: Summary::of(&ratios),
+        pathtrace: summarize(&s.turns, &pt.label()),
+        bpftrace: took(&bt),
+        floor: took(&floor),
+        ratio: ratio_of(&s.turns, &pt, &bt),
+        over_floor: ratio_of(&s.turns, &pt, &floor),
+        peer_over_floor: ratio_of(&s.turns, &bt, &floor),
         turns: s.turns,
     })
+}
+
+/// The per-packet table of `tools` (the first is pathtrace), the ratios,
+/// and each program's runs and time.
+pub fn markdown(
+    s: &mut String,
+    tools: &[&ToolCost],
+    ratio: &Option<Summary>,
+    over_floor: &Option<Summary>,
+    peer_over_floor: &Option<Summary>,
+) {
+    use std::fmt::Write as _;
+
+    use crate::stats::show;
+    let int = |v: f64| format!("{v:.0}");
+    let times = |v: f64| format!("{v:.2}×");
+    let _ = writeln!(
+        s,
+        "| contender | kernel ns per packet | program runs per packet | ns per run | its process's CPU, ns per packet |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
+    for t in tools {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            t.tool,
+            show(&t.ns_per_packet, int),
+            show(&t.runs_per_packet, |v| format!("{v:.2}")),
+            show(&t.ns_per_run, int),
+            show(&t.process_ns_per_packet, int),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nKernel ns per packet, paired by round: pathtrace / peer {}; pathtrace / floor {}; peer / floor {}.\n",
+        show(ratio, times),
+        show(over_floor, times),
+        show(peer_over_floor, times),
+    );
+    let _ = writeln!(s, "| program | runs per packet | ns per run |");
+    let _ = writeln!(s, "| --- | --- | --- |");
+    for t in tools {
+        for (name, rpp, npr) in &t.per_prog {
+            let _ = writeln!(s, "| {} {name} | {rpp:.2} | {npr:.0} |", t.tool);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +612,7 @@ mod tests {
             packets_forwarded: forwarded,
             run_ns,
             runs,
+            process_cpu_ms: None,
             per_prog: vec![ProgTurn {
                 name: "net_dev_queue".into(),
                 runs,

@@ -15,9 +15,13 @@
 mod bpf;
 mod children;
 mod cost;
+mod drops;
+mod floor;
 mod net;
 mod peers;
 mod report;
+mod scale;
+mod scale_plot;
 mod startup;
 mod stats;
 mod throughput;
@@ -75,7 +79,7 @@ struct Args {
     /// The pathtrace binary (default: next to this one).
     #[arg(long, value_name = "PATH")]
     pathtrace: Option<PathBuf>,
-    /// Sections to run (default all): cost, throughput, traced, startup.
+    /// Sections to run (default all): cost, drops, throughput, traced, startup.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
@@ -97,9 +101,16 @@ struct Args {
     /// peer; ratios against the first tier. `cargo xtask bench --vm` runs it.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     tiers: Vec<String>,
-    /// The paced rate of the kernel cost section's stream (default 40000).
+    /// The paced rate of the kernel cost sections' streams (default 40000).
     #[arg(long, value_name = "PPS")]
     cost_pps: Option<u64>,
+    /// Instead of the rest: how start-up and memory grow with the host's
+    /// rules, namespaces and interfaces (with --quick, the small sizes only).
+    #[arg(long, conflicts_with_all = ["only", "tiers", "soak"])]
+    scale: bool,
+    /// The floor's eBPF object (default: where `cargo xtask build-ebpf` leaves it).
+    #[arg(long, value_name = "PATH")]
+    floor_obj: Option<PathBuf>,
 }
 
 /// How much to measure.
@@ -418,6 +429,36 @@ fn run(args: &Args) -> Result<()> {
     result
 }
 
+/// `--scale`: the cost curves, without the lab.
+fn scale_only(tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    let deadline = plan.deadline;
+    let scale = scale::run(tools, plan.mode == "quick", || {
+        STOP.load(Ordering::SeqCst) || Instant::now() >= deadline
+    });
+    let md = format!(
+        "{}\nSource {}, wall time {:.0} s.\n",
+        scale.markdown(),
+        report::git_describe().unwrap_or_else(|| "?".into()),
+        started.elapsed().as_secs_f64()
+    );
+    let json = serde_json::to_string_pretty(&scale)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stem = out_dir.join(format!("scale-{}", plan.mode));
+    std::fs::write(stem.with_extension("md"), &md)?;
+    std::fs::write(stem.with_extension("json"), &json)?;
+    match scale_plot::write(&scale, out_dir) {
+        Ok(files) => eprintln!("pathtrace-bench: plots {files:?}"),
+        Err(e) => eprintln!("pathtrace-bench: plotting the curves: {e:#}"),
+    }
+    println!("{md}");
+    let failed = scale.steps.iter().filter(|s| !s.errors.is_empty()).count();
+    if failed > 0 {
+        bail!("{failed} scale step(s) failed (see the table)");
+    }
+    Ok(())
+}
+
 fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
     let pathtrace = match &args.pathtrace {
         Some(p) => p.clone(),
@@ -452,13 +493,18 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     let tools = Tools {
         pathtrace,
         bpftrace,
+        floor_obj: args.floor_obj.clone().unwrap_or_else(floor::default_object),
         work: work.to_path_buf(),
     };
+    if args.scale {
+        return scale_only(&tools, &plan, out_dir);
+    }
     let sections: Vec<String> = if !args.tiers.is_empty() {
         vec!["cost".into()]
     } else if args.only.is_empty() {
         vec![
             "cost".into(),
+            "drops".into(),
             "throughput".into(),
             "traced".into(),
             "startup".into(),
@@ -574,6 +620,10 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
             "cost" => match cost::run(&mut ctx) {
                 Ok(c) => results.cost = Some(c),
                 Err(e) => ctx.error("kernel cost per packet", &e),
+            },
+            "drops" => match drops::run(&mut ctx) {
+                Ok(c) => results.drops = Some(c),
+                Err(e) => ctx.error("kernel cost per dropped packet (drops mode)", &e),
             },
             "throughput" => results.throughput = Some(throughput::run(&mut ctx)),
             "traced" => results.traced = Some(traced::run(&mut ctx)),

@@ -27,6 +27,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(30);
 pub struct Tools {
     pub pathtrace: PathBuf,
     pub bpftrace: Option<Bpftrace>,
+    /// The floor's eBPF object (`floor.rs`).
+    pub floor_obj: PathBuf,
     /// Where tracers write their output (removed at the end).
     pub work: PathBuf,
 }

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::{
     bpf::{MapInfo, ProgFd},
-    cost::Cost,
+    cost::{self, Cost, ToolCost},
+    drops::DropsCost,
     peers::AttachPoint,
     startup::{self, Startup, READY_RULES, READY_TRACEPOINT},
     stats::{show, Summary},
@@ -72,6 +73,8 @@ pub struct Results {
     pub pathtrace_attach: Vec<String>,
     pub peer_attach: Vec<AttachPoint>,
     pub cost: Option<Cost>,
+    /// Kernel time per dropped packet of `drops --quiet --metrics`.
+    pub drops: Option<DropsCost>,
     /// `--tiers`: the kernel cost section by tier, instead of the others.
     pub tiers: Option<TierCost>,
     pub throughput: Option<Vec<CondResult>>,
@@ -87,7 +90,7 @@ pub struct Results {
     pub errors: Vec<String>,
 }
 
-fn git_describe() -> Option<String> {
+pub fn git_describe() -> Option<String> {
     let mut cmd = std::process::Command::new("git");
     cmd.arg("-C")
         .arg(crate::workspace_root())
@@ -158,6 +161,7 @@ impl Results {
             pathtrace_attach: Vec::new(),
             peer_attach: Vec::new(),
             cost: None,
+            drops: None,
             tiers: None,
             throughput: None,
             traced: None,
@@ -241,14 +245,35 @@ impl Results {
                 ns.map_or("not measured".into(), |s| format!("{} ns", s.show(int))),
                 ns.map(|s| s.median <= 300.0),
             );
+            let times = |r: Option<&Summary>| {
+                r.map_or("not measured".into(), |s| {
+                    format!("{}×", s.show(|v| format!("{v:.2}")))
+                })
+            };
             let r = c.ratio.as_ref();
             add(
                 "non-matching traffic: kernel time per packet vs the fair bpftrace peer",
-                "<= 0.70× (median of per-round ratios)",
+                "<= 0.5× (median of per-round ratios)",
+                times(r),
+                r.map(|s| s.median <= 0.5),
+            );
+            let f = c.over_floor.as_ref();
+            add(
+                "non-matching traffic: kernel time per packet vs the floor (empty programs)",
+                "<= 1.3× (median of per-round ratios)",
+                times(f),
+                f.map(|s| s.median <= 1.3),
+            );
+        }
+        if let Some(d) = &self.drops {
+            let r = d.ratio.as_ref();
+            add(
+                "drops --quiet --metrics: kernel time per dropped packet vs the bpftrace peer",
+                "<= 1× (median of per-round ratios)",
                 r.map_or("not measured".into(), |s| {
                     format!("{}×", s.show(|v| format!("{v:.2}")))
                 }),
-                r.map(|s| s.median <= 0.70),
+                r.map(|s| s.median <= 1.0),
             );
         }
         let b_tcp = ratio("b", true);
@@ -552,40 +577,21 @@ impl Results {
         if let Some(c) = &self.cost {
             let _ = writeln!(
                 s,
-                "\n## 0. Kernel time per forwarded packet\n\nUDP from `other` through the Docker host's DNAT to the container, paced at {} pps for {:.0} s per turn; each tracer's filter matches nothing in it (pathtrace `--src {} --no-rules`, the peer the same address). pathtrace and the peer take turns in each round, the order alternating. From the kernel's `run_time_ns` and `run_cnt` of the tracer's packet-path programs, before and after each turn, per packet delivered to the sink. Statistics switched on with `BPF_ENABLE_STATS` for this section only (sysctl `kernel.bpf_stats_enabled`: {} before, {} after). Every program sees every namespace: other traffic on the machine adds runs too (it shows in runs per packet). bpftrace's tracepoints are perf tracepoints: the kernel fills their event record before the program runs, and that time is not in `run_time_ns`.\n",
+                "\n## 0. Kernel time per forwarded packet\n\nUDP from `other` through the Docker host's DNAT to the container, paced at {} pps for {:.0} s per turn; each tracer's filter matches nothing in it (pathtrace `--src {} --no-rules`, the peer the same address). pathtrace, the peer and the floor (an empty program on each of pathtrace's tracepoints, loaded by the benchmark) take turns in each round, each round starting one further along. From the kernel's `run_time_ns` and `run_cnt` of the tracer's packet-path programs, before and after each turn, per packet delivered to the sink. Statistics switched on with `BPF_ENABLE_STATS` for this section only (sysctl `kernel.bpf_stats_enabled`: {} before, {} after). Every program sees every namespace: other traffic on the machine adds runs too (it shows in runs per packet). bpftrace's tracepoints are perf tracepoints: the kernel fills their event record before the program runs, and that time is not in `run_time_ns`.\n",
                 c.pps,
                 c.sample_secs,
                 crate::OTHER_SRC,
                 c.sysctl_before.as_deref().unwrap_or("?"),
                 c.sysctl_after.as_deref().unwrap_or("?"),
             );
-            let _ = writeln!(
-                s,
-                "| tracer | ns per packet | program runs per packet | ns per run |"
-            );
-            let _ = writeln!(s, "| --- | --- | --- | --- |");
-            for t in std::iter::once(&c.pathtrace).chain(c.bpftrace.iter()) {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} |",
-                    t.tool,
-                    show(&t.ns_per_packet, int),
-                    show(&t.runs_per_packet, |v| format!("{v:.2}")),
-                    show(&t.ns_per_run, int)
-                );
-            }
-            let _ = writeln!(
-                s,
-                "\npathtrace / peer, ns per packet, per round: {}.\n",
-                show(&c.ratio, |v| format!("{v:.2}×"))
-            );
-            let _ = writeln!(s, "| program | runs per packet | ns per run |");
-            let _ = writeln!(s, "| --- | --- | --- |");
-            for t in std::iter::once(&c.pathtrace).chain(c.bpftrace.iter()) {
-                for (name, rpp, npr) in &t.per_prog {
-                    let _ = writeln!(s, "| {} {name} | {rpp:.2} | {npr:.0} |", t.tool);
-                }
-            }
+            let tools: Vec<&ToolCost> = std::iter::once(&c.pathtrace)
+                .chain(c.bpftrace.iter())
+                .chain(c.floor.iter())
+                .collect();
+            cost::markdown(&mut s, &tools, &c.ratio, &c.over_floor, &c.peer_over_floor);
+        }
+        if let Some(d) = &self.drops {
+            d.markdown(&mut s);
         }
         if let Some(th) = &self.throughput {
             let _ = writeln!(

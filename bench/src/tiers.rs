@@ -57,7 +57,14 @@ pub fn run(ctx: &mut Ctx, tiers: &[String]) -> Result<TierCost> {
         .iter()
         .map(|t| Contender::Pathtrace(Some(t.clone())))
         .collect();
-    let s = cost::take_turns(ctx, &who)?;
+    let s = cost::take_turns(
+        ctx,
+        &cost::Turns {
+            who: &who,
+            stream: cost::Stream::Forwarded,
+            floor_at: &[],
+        },
+    )?;
     Ok(TierCost {
         pps: ctx.plan.cost_pps,
         sample_secs: ctx.plan.sample_secs,
@@ -234,6 +241,7 @@ mod tests {
             tool: Contender::Pathtrace(Some(tier.into())).label(),
             packets_sent: 1000,
             packets_forwarded: 1000,
+            process_cpu_ms: None,
             runs: per_prog.iter().map(|p| p.runs).sum(),
             run_ns: per_prog.iter().map(|p| p.run_ns).sum(),
             per_prog,

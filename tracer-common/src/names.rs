@@ -77,6 +77,18 @@ pub mod global {
     pub const SKB_NETWORK_HEADER: &str = "SKB_NETWORK_HEADER";
     pub const SKB_HEAD: &str = "SKB_HEAD";
     pub const SKB_DATA: &str = "SKB_DATA";
+    /// The members a counted drop's key reads, for direct loads.
+    pub const SKB_DEV: &str = "SKB_DEV";
+    pub const SKB_SK: &str = "SKB_SK";
+    pub const DEV_IFINDEX: &str = "DEV_IFINDEX";
+    pub const DEV_NAME: &str = "DEV_NAME";
+    pub const DEV_NET: &str = "DEV_NET";
+    pub const SK_NET: &str = "SK_NET";
+    pub const NET_INUM: &str = "NET_INUM";
+    /// The IPv4 networks every filter term names: one test before the filter.
+    pub const GATE_N: &str = "GATE_N";
+    pub const GATE_NETS: &str = "GATE_NETS";
+    pub const GATE_MASKS: &str = "GATE_MASKS";
     /// The filter's shape ([`crate::Shape`]).
     pub const FILTER_ATOMS: &str = "FILTER_ATOMS";
     pub const FILTER_TERMS: &str = "FILTER_TERMS";

@@ -111,6 +111,10 @@ pub unsafe fn could_match<const BTF: bool>(cfg: &Config, skb: u64, at: L3At) -> 
     if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 {
         return true;
     }
+    let word = |b: &[u8; 16]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    if !crate::maps::through_gate(version, word(&saddr), word(&daddr)) {
+        return false;
+    }
     let Some(view) = crate::maps::PROBE_VIEW.get_ptr_mut(0) else {
         return true;
     };

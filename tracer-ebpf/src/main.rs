@@ -225,6 +225,9 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
     }
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let drop = extra.kind == EventKind::Drop;
+    if drop && !followed && cfg.flags & COUNT_EVERY_DROP == COUNT_EVERY_DROP {
+        return unsafe { count_only(skb, &extra) };
+    }
     if !followed && !unsafe { worth_a_look::<true>(cfg, skb, at, drop) } {
         return 0;
     }
@@ -260,6 +263,26 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
         unsafe { capture(cfg, skb, at, snap.len, extra.ts_ns) };
     }
     unsafe { emit(ctx, cfg, skb, &extra, snap) }
+}
+
+/// `drops --quiet` without a filter: every drop is counted and nothing else
+/// is written, so nothing but the count's key is read.
+const COUNT_EVERY_DROP: u32 =
+    config_flags::COUNT_DROPS | config_flags::COUNT_ONLY | config_flags::ALL_DROPS;
+
+/// Counts a drop under its key (reason, location, device, namespace).
+#[inline(always)]
+unsafe fn count_only(skb: u64, extra: &Extra) -> u32 {
+    let (ifindex, ifname, netns) = unsafe { skb::drop_place(skb) };
+    maps::count_drop(&DropKey {
+        location: extra.location,
+        reason: extra.reason,
+        netns,
+        ifindex,
+        ifname,
+        ..DropKey::default()
+    });
+    0
 }
 
 /// Writes the first [`SNAP_LEN`] bytes of a followed packet, from its

@@ -84,6 +84,39 @@ pub static FILTER_TERMS: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
 #[unsafe(no_mangle)]
 pub static FILTER_BIDIR: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
 
+/// The gate (`tracer/src/loader/gate.rs`): when `GATE_N` is not 0, a
+/// packet can match only with an IPv4 address in one of the first `GATE_N`
+/// networks (or as ICMP).
+pub const GATE_MAX: usize = 4;
+#[unsafe(no_mangle)]
+pub static GATE_N: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+#[unsafe(no_mangle)]
+pub static GATE_NETS: aya_ebpf::Global<[u32; GATE_MAX]> = aya_ebpf::Global::new([0; GATE_MAX]);
+#[unsafe(no_mangle)]
+pub static GATE_MASKS: aya_ebpf::Global<[u32; GATE_MAX]> = aya_ebpf::Global::new([0; GATE_MAX]);
+
+/// Whether the gate lets a packet of IP `version` with these addresses
+/// (as in the header) through.
+#[inline(always)]
+pub fn through_gate(version: u8, saddr: u32, daddr: u32) -> bool {
+    let n = GATE_N.load();
+    if n == 0 {
+        return true;
+    }
+    if version != 4 {
+        return false;
+    }
+    let (nets, masks) = (GATE_NETS.load(), GATE_MASKS.load());
+    let mut i = 0;
+    while i < GATE_MAX {
+        if (i as u32) < n && (saddr & masks[i] == nets[i] || daddr & masks[i] == nets[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 #[inline(always)]
 pub fn filter_shape() -> tracer_common::Shape {
     tracer_common::Shape {

@@ -77,7 +77,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about a minute).
+    /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about three minutes; `--scale`: the cost curves instead).
     /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
     /// tiers in a VM instead.
     Bench {
@@ -88,7 +88,7 @@ enum Task {
         vm: Option<String>,
         #[command(flatten)]
         vm_opts: VmOpts,
-        /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST).
+        /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST, --scale).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -1,6 +1,7 @@
 //! Loading the embedded eBPF object, choosing a tier the kernel allows, and
 //! attaching its programs. Links are owned by the returned [`Tracer`] and
 //! vanish with it (or with the process, whatever kills it).
+mod gate;
 mod kretprobe;
 mod offsets;
 mod tier;
@@ -344,6 +345,7 @@ impl Tracer {
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)
             .unwrap_or(false);
+        let gate = gate::Gate::of(filter);
         let kernel_logs = log::max_level() >= log::LevelFilter::Debug;
         let kernel_log_level = if kernel_logs {
             aya_log::Level::Debug as u8
@@ -365,6 +367,18 @@ impl Tracer {
             )
             .override_global(global::SKB_HEAD, &cfg.offsets.skb_head, true)
             .override_global(global::SKB_DATA, &cfg.offsets.skb_data, true)
+            // ... and those a counted drop's key reads.
+            .override_global(global::SKB_DEV, &cfg.offsets.skb_dev, true)
+            .override_global(global::SKB_SK, &cfg.offsets.skb_sk, true)
+            .override_global(global::DEV_IFINDEX, &cfg.offsets.dev_ifindex, true)
+            .override_global(global::DEV_NAME, &cfg.offsets.dev_name, true)
+            .override_global(global::DEV_NET, &cfg.offsets.dev_nd_net, true)
+            .override_global(global::SK_NET, &cfg.offsets.sk_net, true)
+            .override_global(global::NET_INUM, &cfg.offsets.net_ns_inum, true)
+            // The networks every term names: one test before the filter.
+            .override_global(global::GATE_N, &gate.n, true)
+            .override_global(global::GATE_NETS, &gate.nets, true)
+            .override_global(global::GATE_MASKS, &gate.masks, true)
             // The filter's size: the verifier walks only the slots in use.
             .override_global(global::FILTER_ATOMS, &cfg.filter.n_atoms, true)
             .override_global(global::FILTER_TERMS, &cfg.filter.n_terms, true)
