@@ -9,11 +9,7 @@ use super::{
     fact::{Fact, Values},
     Manager,
 };
-use crate::{
-    events::HopKind,
-    names::{in_netns, View},
-    track::Packet,
-};
+use crate::{events::HopKind, names::View, track::Packet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hairpin {
@@ -44,7 +40,8 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     let _ = rx_i;
     let lan = match (first.saddr, view.netns.path(rx.netns)) {
         (IpAddr::V4(client), Some(path)) => {
-            in_netns(&path, || crate::evidence::link::v4_net_of(&rx.ifname))
+            in_netns::call(&path, || crate::evidence::link::v4_net_of(&rx.ifname))
+                .ok()
                 .flatten()
                 .filter(|(a, len)| network(*a, *len) == network(client, *len))
                 .map(|(a, len)| format!("{}/{len}", network(a, len)))

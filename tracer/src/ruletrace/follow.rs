@@ -3,11 +3,7 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use super::{watch::ArmRefused, NetnsTarget, RuleWatch, MAX_ARMED};
-use crate::{
-    names::{in_netns, NetnsNames},
-    netfilter,
-    track::Packet,
-};
+use crate::{names::NetnsNames, netfilter, track::Packet};
 
 /// At most this many namespaces are armed before the first packet.
 pub const START_BOUND: usize = 16;
@@ -125,7 +121,7 @@ impl Follow {
             if armed.len() >= START_BOUND || watch.is_armed(ino) {
                 continue;
             }
-            let likely = in_netns(&path, || on_likely_path(dsts)).unwrap_or(false);
+            let likely = in_netns::call(&path, || on_likely_path(dsts)).unwrap_or(false);
             if !likely || !netfilter::has_rules(Some(&path)).unwrap_or(false) {
                 continue;
             }

@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use super::attrs::{self, AttrIter, AttrWriter};
-use super::expr::{self, Expr};
-use super::{TraceFilter, NFPROTO_IPV4};
+use crate::netfilter::attrs::{self, AttrIter, AttrWriter};
+use crate::netfilter::expr::{self, Expr};
+use crate::netfilter::{TraceFilter, NFPROTO_IPV4};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
