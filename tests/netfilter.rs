@@ -525,6 +525,14 @@ fn capture_trace_fixtures() {
         );
         // SAFETY: fd was just made and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Multicast reaches only bound netlink sockets.
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let salen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: sa is a valid sockaddr_nl of the given length.
+        let rc = unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sa).cast(), salen) };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
         let group: libc::c_int = libc::NFNLGRP_NFTRACE as libc::c_int;
         // SAFETY: setsockopt with a pointer to a c_int of the given size.
         let rc = unsafe {
