@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::{
     diagnose::{Outcomes, Report, Reporter},
     error::Error,
-    events::{decode, decode_bytes, Hop, HopKind, Pending},
+    events::{decode, decode_bytes, decode_conntrack, Hop, HopKind, Pending},
     kernel::{
         btf::KernelBtf,
         drop_reason::{DropReasonError, DropReasons},
@@ -384,6 +384,10 @@ pub async fn run<S: PacketSink>(
             pending.insert(r);
             return;
         }
+        if let Some(r) = decode_conntrack(bytes) {
+            pending.insert_ct(r);
+            return;
+        }
         stats.events += 1;
         match decode(bytes) {
             Ok(mut hop) => {
@@ -524,6 +528,7 @@ mod tests {
             rule: None,
             icmp: None,
             bytes: None,
+            ct: None,
         }
     }
 

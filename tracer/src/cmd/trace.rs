@@ -59,11 +59,12 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
             tier: run.tier,
             ring_bytes: run.ring_bytes,
             tracked_max: run.tracked_max,
-            config_flags: if run.pcap.is_some() {
-                tracer_common::config_flags::CAPTURE_BYTES
-            } else {
-                0
-            },
+            config_flags: tracer_common::config_flags::CONNTRACK
+                | if run.pcap.is_some() {
+                    tracer_common::config_flags::CAPTURE_BYTES
+                } else {
+                    0
+                },
             ..Default::default()
         },
         rule_netns,

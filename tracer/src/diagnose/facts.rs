@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use super::{
     fact::{Fact, Values},
     manager::{firewalld_policy, firewalld_zone, proxmox_guest},
-    nat::{hairpin, Hairpin},
+    nat::{hairpin, masquerade_values, stale_nat, Hairpin, StaleNat, Unmasqueraded},
     sets::{set_ban, SetBan},
     Manager,
 };
@@ -18,12 +18,18 @@ use crate::{
     track::{FateKind, Packet},
 };
 
+/// Kernel drop reasons for a packet routing found no way for.
+pub const NO_ROUTE: &[&str] = &["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"];
+
 pub struct Facts {
     pub fate: FateKind,
     pub reason: Option<String>,
     /// The kernel gave no reason; `reason` is inferred from where it freed
     /// the packet.
     pub reason_inferred: bool,
+    /// The kernel reports drop reasons (it said `NOT_SPECIFIED` where the
+    /// reason was inferred).
+    pub kernel_has_reasons: bool,
     pub rule: Option<RuleHit>,
     /// IP forwarding in the namespace where the packet died, when it matters.
     pub forwarding: Option<bool>,
@@ -49,6 +55,11 @@ pub struct Facts {
     /// Sent back out of the interface it came in on after DNAT, source
     /// unchanged: the reply will bypass the NAT.
     pub hairpin: Option<Hairpin>,
+    /// It ended where a conntrack entry older than a DNAT rule kept it.
+    pub stale_nat: Option<StaleNat>,
+    /// A reply that died for want of a route, to a request a router
+    /// forwarded without masquerading it.
+    pub masquerade: Option<Unmasqueraded>,
     /// The tc or XDP program that dropped it.
     pub program: Option<Attached>,
     pub(super) values: Values,
@@ -422,20 +433,31 @@ impl<'a> Ends<'a> {
 
 /// The drop's reason as the kernel told it, or, on a kernel that tells
 /// none, as inferred from where it freed the packet (then `true`).
+/// The drop's reason: the kernel's, else (a kernel without reasons, or one
+/// that said only `NOT_SPECIFIED`) inferred from where it freed the packet.
 fn reason_of(ends: Ends<'_>, view: &mut View) -> (Option<String>, bool) {
-    if let Some(told) = ends.at.and_then(|h| view.reason(h)) {
-        return (Some(told), false);
+    let told = ends.at.and_then(|h| view.reason(h));
+    if told.as_deref().is_some_and(|r| r != UNSPECIFIED) {
+        return (told, false);
     }
     let inferred = ends
         .at
-        .filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty())
+        .filter(|h| h.kind == HopKind::Drop)
         .and_then(|h| inferred_reason(h, ends.last, view));
-    let was = inferred.is_some();
-    (inferred, was)
+    match inferred {
+        Some(r) => (Some(r), true),
+        None => (told, false),
+    }
 }
 
-fn reason_phrase(reason: Option<&str>, inferred: bool) -> String {
+/// What the kernel says of a drop it gives no specific reason for.
+pub const UNSPECIFIED: &str = "NOT_SPECIFIED";
+
+fn reason_phrase(reason: Option<&str>, inferred: bool, kernel_has_reasons: bool) -> String {
     match (reason, inferred) {
+        (Some(r), true) if kernel_has_reasons => format!(
+            "{r}, inferred from where the kernel freed it: the kernel said only {UNSPECIFIED}"
+        ),
         (Some(r), true) => format!(
             "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
         ),
@@ -478,6 +500,25 @@ fn routing_values(
     }
     if reason == Some("PKT_TOO_BIG") {
         too_big_values(at, Some(last), view, v);
+    }
+    if matches!(
+        reason,
+        Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
+    ) {
+        v.set(Fact::Neighbour, last.daddr.to_string());
+        v.set(Fact::NeighDevice, at.ifname.clone());
+        v.set(Fact::NeighState, " was not read");
+        let path = view.netns.path(at.netns);
+        if let Some(n) = crate::evidence::neigh::next_hop(path.as_deref(), last.daddr) {
+            v.set(Fact::Neighbour, n.addr.to_string());
+            v.set(Fact::NeighDevice, n.device);
+            v.set(
+                Fact::NeighState,
+                n.state
+                    .map(|s| format!(" holds it as {s}"))
+                    .unwrap_or_else(|| " has no entry for it".into()),
+            );
+        }
     }
 }
 
@@ -550,6 +591,7 @@ impl Facts {
         view: &mut View,
         containers: &Containers,
         reply: bool,
+        request: Option<&Unmasqueraded>,
         evidence: &mut Evidence,
     ) -> Self {
         let ends = Ends::of(p);
@@ -579,7 +621,10 @@ impl Facts {
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        v.set(Fact::Reason, reason_phrase(reason.as_deref(), inferred));
+        v.set(
+            Fact::Reason,
+            reason_phrase(reason.as_deref(), inferred, !view.reasons.is_empty()),
+        );
         let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
         v.set(
             Fact::NoSocketAnswer,
@@ -616,7 +661,42 @@ impl Facts {
             .as_ref()
             .zip(client_addr)
             .and_then(|(r, a)| set_ban(r, a, view, &mut v));
+        if let (Some(r), Some(at), Some(t)) = (&rule, ends.at, ends.last) {
+            if r.text
+                .as_deref()
+                .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
+            {
+                v.set(Fact::InvalidWhy, "it had no state that fits this packet");
+                if let Some(why) = view.netns.path(at.netns).and_then(|path| {
+                    in_netns::call(&path, || {
+                        crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
+                    })
+                    .ok()
+                }) {
+                    v.set(Fact::InvalidWhy, why);
+                }
+            }
+        }
         let hairpin = hairpin(p, view, &mut v);
+        // Only a drop no rule decided (the flow ended where its old entry
+        // kept it): the check reads the namespace's ruleset.
+        let stale_nat = (p.fate.kind == FateKind::Dropped
+            && !reply
+            && rule.is_none()
+            && reason.as_deref() != Some("NETFILTER_DROP"))
+        .then(|| stale_nat(p, view, &mut v))
+        .flatten();
+        let masquerade = request
+            .filter(|u| {
+                reply
+                    && p.fate.kind == FateKind::Dropped
+                    && NO_ROUTE.contains(&reason.as_deref().unwrap_or_default())
+                    && ends.at.is_some_and(|h| h.netns != u.netns)
+            })
+            .cloned();
+        if let Some(u) = &masquerade {
+            masquerade_values(u, view, &mut v);
+        }
         let program = (p.fate.kind == FateKind::Dropped)
             .then(|| {
                 ends.at
@@ -636,6 +716,7 @@ impl Facts {
             fate: p.fate.kind,
             reason,
             reason_inferred: inferred,
+            kernel_has_reasons: !view.reasons.is_empty(),
             rule,
             forwarding,
             silent_tcp,
@@ -648,6 +729,8 @@ impl Facts {
             rule_names_client,
             set_ban,
             hairpin,
+            stale_nat,
+            masquerade,
             program,
             values: v,
         }
@@ -673,6 +756,7 @@ impl Facts {
             fate,
             reason: reason.map(str::to_owned),
             reason_inferred: false,
+            kernel_has_reasons: true,
             rule,
             forwarding: None,
             silent_tcp: false,
@@ -685,6 +769,8 @@ impl Facts {
             rule_names_client: false,
             set_ban: None,
             hairpin: None,
+            stale_nat: None,
+            masquerade: None,
             program: None,
             values: v,
         }
@@ -906,9 +992,17 @@ fn rule_facts(p: &Packet, r: &RuleHit, v6: bool, v: &mut Values) -> Manager {
             .filter(|h| h.netns == r.netns && h.table == r.table)
             .map(|h| h.chain.as_str())
     };
-    if m == Manager::Firewalld {
-        // Traffic between zones is a policy's: a zone's rich rule would not open it.
-        if let Some(pol) = walked_chains().find_map(firewalld_policy) {
+    if m == Manager::Firewalld && !v.has(Fact::Zone) {
+        // Traffic between zones is a policy's: a zone's rich rule would not
+        // open it. A rule in a zone's chain is that zone's, though the packet
+        // passed built-in policies' chains (allow-host-ipv6) first.
+        let forwarded = r.chain.contains("FWD") || r.chain.contains("FORWARD");
+        let pol = firewalld_policy(&r.chain).or_else(|| {
+            walked_chains()
+                .filter(|c| forwarded && c.contains("_FWD_"))
+                .find_map(firewalld_policy)
+        });
+        if let Some(pol) = pol {
             v.set(Fact::Policy, pol);
         }
     }

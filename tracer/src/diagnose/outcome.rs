@@ -166,9 +166,11 @@ impl Outcomes {
         if fate != FateKind::Dropped {
             self.group(diag);
         }
+        // An error about a request quotes client → server; one about a
+        // reply (a router's fragmentation-needed or unreachable), server →
+        // client: that one goes to the server, and never reaches the client.
+        let mut to_server = false;
         let key = match r.icmp {
-            // An error about a request quotes client → server; one about a
-            // reply (a router's fragmentation-needed to the server), server → client.
             Some(e) => {
                 let (a, b) = (
                     ep(e.quoted.saddr, e.quoted.sport),
@@ -178,6 +180,7 @@ impl Outcomes {
                     .conns
                     .contains_key(&(b.clone(), a.clone(), e.quoted.proto))
                 {
+                    to_server = true;
                     (b, a, e.quoted.proto)
                 } else {
                     (a, b, e.quoted.proto)
@@ -198,7 +201,7 @@ impl Outcomes {
                 c.reply_drop = Some(diag.clone());
             }
         }
-        if c.kept_replies.len() < KEPT_REPLIES {
+        if c.kept_replies.len() < KEPT_REPLIES && !to_server {
             let reply = Reply {
                 flags: r.flags,
                 icmp: r.icmp,

@@ -1,6 +1,14 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, settled_fate, Diagnosis, Fact, Facts, Outcomes};
-use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
+use std::collections::HashMap;
+
+use super::{diagnose, nat::Unmasqueraded, settled_fate, Diagnosis, Fact, Facts, Outcomes};
+use crate::{
+    evidence::Evidence,
+    model::{FlowFilter, Tuple},
+    names::Containers,
+    names::View,
+    track::Packet,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -29,6 +37,23 @@ pub struct Reporter {
     pub containers: Containers,
     pub outcomes: Outcomes,
     evidence: Evidence,
+    /// Requests a router forwarded with their source unchanged, by their
+    /// flow as it reached the server: a reply that dies for want of a
+    /// route back is then explained by the router that did not masquerade.
+    unmasqueraded: HashMap<Tuple, Unmasqueraded>,
+}
+
+/// At most this many requests are remembered for their replies.
+const REMEMBERED: usize = 4096;
+
+fn reversed(t: Tuple) -> Tuple {
+    Tuple {
+        saddr: t.daddr,
+        daddr: t.saddr,
+        sport: t.dport,
+        dport: t.sport,
+        proto: t.proto,
+    }
 }
 
 impl Reporter {
@@ -47,6 +72,7 @@ impl Reporter {
             containers,
             outcomes: Outcomes::default(),
             evidence,
+            unmasqueraded: HashMap::new(),
         }
     }
 
@@ -63,11 +89,26 @@ impl Reporter {
         } else {
             Direction::Reply
         };
+        if direction == Direction::Request {
+            if let (Some(u), Some(t)) = (super::nat::unmasqueraded(p), last.and_then(|h| h.tuple)) {
+                if self.unmasqueraded.len() >= REMEMBERED {
+                    self.unmasqueraded.clear();
+                }
+                self.unmasqueraded.insert(t, u);
+            }
+        }
+        let request = match direction {
+            Direction::Reply => first
+                .and_then(|h| h.tuple)
+                .and_then(|t| self.unmasqueraded.get(&reversed(t))),
+            Direction::Request => None,
+        };
         let facts = Facts::build(
             p,
             view,
             &self.containers,
             direction == Direction::Reply,
+            request,
             &mut self.evidence,
         );
         let diagnosis = diagnose(&facts);

@@ -353,6 +353,7 @@ impl Tracer {
             offsets: offsets::from_btf(btf)?,
             ..Default::default()
         };
+        offsets::add_conntrack(&mut cfg.offsets, kernel);
         cfg.filter = *filter;
         cfg.flags = opts.config_flags;
         if opts.all_drops {

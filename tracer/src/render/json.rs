@@ -48,6 +48,7 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
             rule: r.text.clone(),
             policy: r.policy,
         }),
+        ct: hop.ct.as_deref().map(|c| Box::new(c.into())),
     })
 }
 
