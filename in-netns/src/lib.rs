@@ -37,22 +37,34 @@ pub enum Error {
 /// Moves the calling thread into the network namespace at `path`. Only call
 /// it on a thread of its own: the thread stays there.
 pub fn enter(path: &Path) -> Result<(), Error> {
-    let enter_error = |source| Error::Enter {
+    enter_file(&open(path)?, path)
+}
+
+fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|source| Error::Enter {
         path: path.to_path_buf(),
         source,
-    };
-    let file = File::open(path).map_err(enter_error)?;
+    })
+}
+
+/// [`enter`] with the namespace's file, already open.
+fn enter_file(file: &File, path: &Path) -> Result<(), Error> {
     // SAFETY: setns on a descriptor held open; CLONE_NEWNET moves only the calling thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(enter_error(std::io::Error::last_os_error()));
+        return Err(Error::Enter {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
-/// Runs `f` in the network namespace at `path`, on a thread that ends with `f`.
+/// Runs `f` in the network namespace at `path`, on a thread that ends with
+/// `f`. A namespace that can't be opened costs no thread.
 pub fn call<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+    let file = open(path)?;
     std::thread::scope(|s| {
-        let handle = s.spawn(|| enter(path).map(|()| f()));
+        let handle = s.spawn(|| enter_file(&file, path).map(|()| f()));
         handle.join().map_err(|_| Error::Panicked {
             path: path.to_path_buf(),
         })?
