@@ -878,7 +878,12 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
     );
     let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let p = with_cause(&recs, "rp_filter")[0];
-    assert!(message(p).contains("on r2"), "{p:#}");
+    assert!(
+        message(p).contains("on r2")
+            && message(p).contains("the route back to 192.0.2.1 leaves by r0, not r2")
+            && message(p).contains("asymmetric"),
+        "{p:#}"
+    );
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 pub use lab::topo::{Pair as Lab, PAIR_A_ADDR as A_ADDR, PAIR_B_ADDR as B_ADDR};
 use tracer::kernel::owner::{Owner, TagKind};
-use tracer::model::Verdict;
+use tracer::model::{Cidr, FlowFilter, Proto, Verdict};
 use tracer::netfilter::{
     family_name, legacy_sweep, sweep_leftovers, LegacyTracer, RuleBook, RuleTracer, TraceEvent,
-    TraceFilter, TraceKind, NFPROTO_INET, NFPROTO_IPV4,
+    TraceKind, NFPROTO_INET, NFPROTO_IPV4,
 };
 
 /// Waits until `fd` is readable or `timeout` passes.
@@ -92,10 +92,10 @@ fn hex(bytes: &[u8]) -> String {
 
 const PORT: u16 = 8092;
 
-fn dport_filter() -> Vec<TraceFilter> {
-    vec![TraceFilter {
+fn dport_filter() -> Vec<FlowFilter> {
+    vec![FlowFilter {
         dport: Some(PORT),
-        proto: Some(6),
+        proto: Some(Proto(6)),
         ..Default::default()
     }]
 }
@@ -206,9 +206,15 @@ fn native_nft_rule_gets_nft_text() {
     lab::require_root("native_nft_rule_gets_nft_text");
     let lab = Lab::new("native");
     lab.in_b("nft add table inet fw && nft add chain inet fw input \"{ type filter hook input priority 0; }\" && nft add rule inet fw input udp dport 53 accept && nft add rule inet fw input tcp dport 8092 counter drop");
-    let filters = [TraceFilter {
-        src: Some((ip(A_ADDR), 32)),
-        dst: Some((ip("192.0.2.0"), 24)),
+    let filters = [FlowFilter {
+        src: Some(Cidr {
+            addr: ip(A_ADDR),
+            prefix: 32,
+        }),
+        dst: Some(Cidr {
+            addr: ip("192.0.2.0"),
+            prefix: 24,
+        }),
         dport: Some(PORT),
         both_directions: true,
         ..Default::default()

@@ -381,7 +381,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
-        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
+        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): {route_back_dev}, so the path is asymmetric and strict mode refuses it",
         advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
     },
     Cause {

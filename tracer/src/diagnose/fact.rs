@@ -124,6 +124,9 @@ facts! {
     CtEntry = "ct_entry",
     NatRule = "nat_rule",
     CtDelete = "ct_delete",
+    /// Where the route back to the client leaves, for reverse-path filtering:
+    /// "the route back to C leaves by r0, not r2".
+    RouteBackDev = "route_back_dev",
     /// Why conntrack found a packet INVALID, from its table and settings.
     InvalidWhy = "invalid_why",
     /// A router that forwarded the request without masquerading it: where,

@@ -67,6 +67,7 @@ pub struct Facts {
 
 /// "container web", "namespace NAME" or "the host".
 pub(super) fn place(view: &mut View, netns: u32) -> String {
+    view.resolve_netns(netns);
     if let Some(c) = view.netns.container(netns) {
         return format!("container {c}");
     }
@@ -501,6 +502,20 @@ fn routing_values(
     if reason == Some("PKT_TOO_BIG") {
         too_big_values(at, Some(last), view, v);
     }
+    if reason == Some("IP_RPFILTER") {
+        let path = view.netns.path(at.netns);
+        let back = crate::evidence::neigh::next_hop(path.as_deref(), last.saddr).map(|n| n.device);
+        v.set(
+            Fact::RouteBackDev,
+            match back {
+                Some(dev) => format!(
+                    "the route back to {} leaves by {dev}, not {}",
+                    last.saddr, at.ifname
+                ),
+                None => format!("there is no route back to {}", last.saddr),
+            },
+        );
+    }
     if matches!(
         reason,
         Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
@@ -581,6 +596,128 @@ fn seen_values(s: &Seen, ends: Ends<'_>, v: &mut Values) {
     );
 }
 
+/// Who sent the packet and where to, where it ended, and why in words;
+/// whether it is IPv6.
+fn flow_values(
+    p: &Packet,
+    containers: &Containers,
+    view: &mut View,
+    (reason, inferred): (Option<&str>, bool),
+    v: &mut Values,
+) -> bool {
+    let ends = Ends::of(p);
+    let client = ends
+        .first
+        .map(|t| t.saddr.to_string())
+        .unwrap_or_else(|| "the sender".into());
+    v.set(Fact::Client, client.clone());
+    v.set(Fact::Proto, "ip");
+    if let Some(f) = ends.first {
+        target_values(f, ends.last, containers, view, p, v);
+    }
+    v.set(Fact::AtRule, "");
+    place_values(p, ends.at, view, v);
+    v.set(
+        Fact::Reason,
+        reason_phrase(reason, inferred, !view.reasons.is_empty()),
+    );
+    let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
+    v.set(
+        Fact::NoSocketAnswer,
+        no_socket_answer(ends.first.map(|t| t.proto).unwrap_or(0), v6, &client),
+    );
+    v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
+    v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
+    v6
+}
+
+/// Why conntrack called the packet INVALID, when a rule dropped it for that.
+fn invalid_why(
+    rule: Option<&RuleHit>,
+    ends: Ends<'_>,
+    tcp_flags: u8,
+    view: &mut View,
+    v: &mut Values,
+) {
+    let (Some(r), Some(at), Some(t)) = (rule, ends.at, ends.last) else {
+        return;
+    };
+    if !r
+        .text
+        .as_deref()
+        .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
+    {
+        return;
+    }
+    v.set(Fact::InvalidWhy, "it had no state that fits this packet");
+    if let Some(why) = view.netns.path(at.netns).and_then(|path| {
+        in_netns::call(&path, || {
+            crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
+        })
+        .ok()
+    }) {
+        v.set(Fact::InvalidWhy, why);
+    }
+}
+
+/// What besides the deciding rule may have stopped the packet.
+struct Culprits {
+    set_ban: Option<SetBan>,
+    hairpin: Option<Hairpin>,
+    stale_nat: Option<StaleNat>,
+    masquerade: Option<Unmasqueraded>,
+    program: Option<Attached>,
+}
+
+/// A set that bans the client, a hairpin, a stale NAT entry, a router that
+/// did not masquerade the request (`request`) this reply answers, a tc or
+/// XDP program.
+fn culprits(
+    p: &Packet,
+    rule: Option<&RuleHit>,
+    reason: Option<&str>,
+    reply: bool,
+    request: Option<&Unmasqueraded>,
+    view: &mut View,
+    v: &mut Values,
+) -> Culprits {
+    let ends = Ends::of(p);
+    let dropped = p.fate.kind == FateKind::Dropped;
+    let set_ban = rule
+        .zip(ends.first.map(|t| t.saddr))
+        .and_then(|(r, a)| set_ban(r, a, view, v));
+    let hairpin = hairpin(p, view, v);
+    // Only a drop no rule decided (the flow ended where its old entry
+    // kept it): the check reads the namespace's ruleset.
+    let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
+        .then(|| stale_nat(p, view, v))
+        .flatten();
+    let masquerade = request
+        .filter(|u| {
+            reply
+                && dropped
+                && NO_ROUTE.contains(&reason.unwrap_or_default())
+                && ends.at.is_some_and(|h| h.netns != u.netns)
+        })
+        .cloned();
+    if let Some(u) = &masquerade {
+        masquerade_values(u, view, v);
+    }
+    let program = dropped
+        .then(|| ends.at.and_then(|h| dropping_program(h, reason, view)))
+        .flatten();
+    if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
+        program_values(prog, f.saddr, l, v);
+    }
+    Culprits {
+        set_ban,
+        hairpin,
+        stale_nat,
+        masquerade,
+        program,
+    }
+}
+
 impl Facts {
     pub fn get(&self, f: Fact) -> Option<&str> {
         self.values.get(f)
@@ -598,17 +735,7 @@ impl Facts {
         let (reason, inferred) = reason_of(ends, view);
         let rule = deciding_rule(p).cloned();
         let mut v = Values::default();
-        let client = ends
-            .first
-            .map(|t| t.saddr.to_string())
-            .unwrap_or_else(|| "the sender".into());
-        v.set(Fact::Client, client.clone());
-        v.set(Fact::Proto, "ip");
-        if let Some(f) = ends.first {
-            target_values(f, ends.last, containers, view, p, &mut v);
-        }
-        v.set(Fact::AtRule, "");
-        place_values(p, ends.at, view, &mut v);
+        let v6 = flow_values(p, containers, view, (reason.as_deref(), inferred), &mut v);
         let netns = ends.at.map(|h| h.netns).unwrap_or(0);
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
@@ -621,17 +748,6 @@ impl Facts {
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        v.set(
-            Fact::Reason,
-            reason_phrase(reason.as_deref(), inferred, !view.reasons.is_empty()),
-        );
-        let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
-        v.set(
-            Fact::NoSocketAnswer,
-            no_socket_answer(ends.first.map(|t| t.proto).unwrap_or(0), v6, &client),
-        );
-        v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
-        v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
         let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
         routing_values(
             ends,
@@ -657,55 +773,16 @@ impl Facts {
         let rule_names_client = rule.as_ref().is_some_and(|r| {
             client_addr.is_some_and(|a| r.text.as_deref().is_some_and(|t| names_source(t, a)))
         });
-        let set_ban = rule
-            .as_ref()
-            .zip(client_addr)
-            .and_then(|(r, a)| set_ban(r, a, view, &mut v));
-        if let (Some(r), Some(at), Some(t)) = (&rule, ends.at, ends.last) {
-            if r.text
-                .as_deref()
-                .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
-            {
-                v.set(Fact::InvalidWhy, "it had no state that fits this packet");
-                if let Some(why) = view.netns.path(at.netns).and_then(|path| {
-                    in_netns::call(&path, || {
-                        crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
-                    })
-                    .ok()
-                }) {
-                    v.set(Fact::InvalidWhy, why);
-                }
-            }
-        }
-        let hairpin = hairpin(p, view, &mut v);
-        // Only a drop no rule decided (the flow ended where its old entry
-        // kept it): the check reads the namespace's ruleset.
-        let stale_nat = (p.fate.kind == FateKind::Dropped
-            && !reply
-            && rule.is_none()
-            && reason.as_deref() != Some("NETFILTER_DROP"))
-        .then(|| stale_nat(p, view, &mut v))
-        .flatten();
-        let masquerade = request
-            .filter(|u| {
-                reply
-                    && p.fate.kind == FateKind::Dropped
-                    && NO_ROUTE.contains(&reason.as_deref().unwrap_or_default())
-                    && ends.at.is_some_and(|h| h.netns != u.netns)
-            })
-            .cloned();
-        if let Some(u) = &masquerade {
-            masquerade_values(u, view, &mut v);
-        }
-        let program = (p.fate.kind == FateKind::Dropped)
-            .then(|| {
-                ends.at
-                    .and_then(|h| dropping_program(h, reason.as_deref(), view))
-            })
-            .flatten();
-        if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
-            program_values(prog, f.saddr, l, &mut v);
-        }
+        invalid_why(rule.as_ref(), ends, tcp_flags, view, &mut v);
+        let c = culprits(
+            p,
+            rule.as_ref(),
+            reason.as_deref(),
+            reply,
+            request,
+            view,
+            &mut v,
+        );
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
             .then(|| look(p.fate.kind, ends, view, evidence))
             .flatten();
@@ -727,11 +804,11 @@ impl Facts {
             bridged,
             seen,
             rule_names_client,
-            set_ban,
-            hairpin,
-            stale_nat,
-            masquerade,
-            program,
+            set_ban: c.set_ban,
+            hairpin: c.hairpin,
+            stale_nat: c.stale_nat,
+            masquerade: c.masquerade,
+            program: c.program,
             values: v,
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use super::{diagnose, nat::Unmasqueraded, settled_fate, Diagnosis, Fact, Facts, Outcomes};
 use crate::{
     evidence::Evidence,
-    model::{FlowFilter, Tuple},
+    model::{Flows, Tuple},
     names::Containers,
     names::View,
     track::Packet,
@@ -32,7 +32,7 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    /// Every flow's filter, compiled once, forward only.
+    /// Every flow's filter, as the kernel holds it.
     filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
@@ -57,16 +57,9 @@ fn reversed(t: Tuple) -> Tuple {
 }
 
 impl Reporter {
-    pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
-        let forward: Vec<FlowFilter> = filters
-            .into_iter()
-            .map(|f| FlowFilter {
-                both_directions: false,
-                ..f
-            })
-            .collect();
-        // The filters were checked when the command line was read.
-        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
+    pub fn new(flows: &Flows, containers: Containers, evidence: Evidence) -> Self {
+        // Matched forward only (`terms_match`): replies are told apart.
+        let filter = tracer_common::Filter::from(flows);
         Self {
             filter,
             containers,

@@ -33,7 +33,7 @@ impl Style {
     fn dim(self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn bold(self, s: &str) -> String {
+    pub fn bold(self, s: &str) -> String {
         self.paint("1", s)
     }
 }
@@ -141,7 +141,7 @@ fn conntrack(ct: &Conntrack) -> String {
     s
 }
 
-pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
+pub fn packet(p: &Packet, view: &View, style: Style) -> String {
     let mut out = String::new();
     let first = p
         .hops

@@ -100,7 +100,7 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
 
 /// Tests that fail on one (kernel, tier) for a reason not yet fixed:
 /// `(kernel, tier, suite, test, why)`. Skipped there by name and listed in
-/// the report as not run, with the reason; README "Tiers" says the same.
+/// the report as not run, with the reason; docs/testing.md, "Tiers, and where each is tested", says the same.
 /// None at present.
 pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[];
 
@@ -127,7 +127,7 @@ pub const MATRIX_SUITES: &[&str] = &[
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
 /// run [`CORE_SUITES`]): everything on every kernel doesn't fit CI's hour
-/// under software emulation (README, "Tiers").
+/// under software emulation (docs/testing.md).
 /// - fentry on 5.10: the oldest kernel (no drop reasons, no
 ///   `NFT_TABLE_F_OWNER`, the pre-5.14 `nf_hook_state` layout, BPF maps
 ///   charged to `RLIMIT_MEMLOCK`);

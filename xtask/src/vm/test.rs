@@ -58,6 +58,22 @@ pub struct Options {
 /// suites took 15 to 22 minutes under emulation; a hang must still end).
 const BOOT_SECS: u64 = 3 * 60;
 const SECS_PER_SUITE: u64 = 10 * 60;
+/// Suites that take longer than [`SECS_PER_SUITE`] under emulation, and
+/// their own budget: `failures` is 25 cases of about 45 s each.
+const LONG_SUITES: &[(&str, u64)] = &[("failures", 35 * 60)];
+
+/// The time one guest may take for `suites`.
+fn guest_budget<'a>(suites: impl Iterator<Item = &'a str>) -> u64 {
+    BOOT_SECS
+        + suites
+            .map(|s| {
+                LONG_SUITES
+                    .iter()
+                    .find(|(n, _)| *n == s)
+                    .map_or(SECS_PER_SUITE, |(_, secs)| *secs)
+            })
+            .sum::<u64>()
+}
 
 /// The result of one (kernel, tier) run.
 struct RunResult {
@@ -199,7 +215,7 @@ pub fn run(opts: &Options, args: &[String]) -> Result<()> {
             let timeout = opts
                 .vm_opts
                 .timeout
-                .unwrap_or(BOOT_SECS + SECS_PER_SUITE * chosen.len() as u64);
+                .unwrap_or_else(|| guest_budget(chosen.iter().map(|p| p.name.as_str())));
             jobs.push(Job {
                 k,
                 tier: tier.clone(),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::kernel::owner::Owner;
-use crate::model::Verdict;
+use crate::model::{Cidr, FlowFilter, Verdict};
 use crate::netfilter::legacy_rules::{self, parse_save, split_args, verdict_of_rule};
 use crate::netfilter::netlink;
 use crate::netfilter::nflog::{self, TracePrefix};
@@ -105,8 +105,11 @@ fn save_parsing_and_verdicts() {
 
 #[test]
 fn trace_rule_arguments() {
-    let f = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
+    let f = FlowFilter {
+        src: Some(Cidr {
+            addr: ip("192.0.2.1"),
+            prefix: 32,
+        }),
         dport: Some(PORT),
         both_directions: true,
         ..Default::default()
