@@ -50,7 +50,6 @@ mod trace;
 #[cfg(test)]
 mod tests;
 
-
 use serde::Serialize;
 
 pub use dump::TABLE_NAME;
