@@ -9,7 +9,12 @@ use super::{
     fact::{Fact, Values},
     Manager,
 };
-use crate::{events::HopKind, model::Tuple, names::View, track::Packet};
+use crate::{
+    events::HopKind,
+    model::{Family, Tuple},
+    names::View,
+    track::Packet,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hairpin {
@@ -78,7 +83,11 @@ pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
         .find(|r| r.netns == rx.netns)
         .and_then(Manager::iptables_flavour)
         .unwrap_or(Manager::Iptables)
-        .iptables_tool(if client.is_ipv4() { "ip" } else { "ip6" });
+        .iptables_tool(if client.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        });
     Some(Unmasqueraded {
         netns: rx.netns,
         in_dev: rx.ifname.clone(),
@@ -136,7 +145,11 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     v.set(Fact::HairpinNet, lan.clone());
     v.set(
         Fact::Tool,
-        tool.iptables_tool(if first.saddr.is_ipv4() { "ip" } else { "ip6" }),
+        tool.iptables_tool(if first.saddr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }),
     );
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {

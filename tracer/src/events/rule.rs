@@ -1,14 +1,16 @@
 //! A firewall rule's decision about a packet, as a hop payload.
 use std::time::Instant;
 
-use crate::model::{Hook, Tuple, Verdict};
+use crate::model::{Family, Hook, Tuple, Verdict};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleHit {
     pub netns: u32,
+    /// Traced by iptables-legacy's `TRACE` (else by nftables, which
+    /// iptables-nft's rules are).
+    pub legacy: bool,
     pub table: String,
-    /// `ip`, `ip6`, `inet`, …
-    pub family: String,
+    pub family: Family,
     pub chain: String,
     pub hook: Option<Hook>,
     pub handle: Option<u64>,
@@ -54,8 +56,9 @@ impl RuleHit {
     pub fn for_test(chain: &str, verdict: Verdict) -> Self {
         Self {
             netns: 1,
+            legacy: false,
             table: "filter".into(),
-            family: "ip".into(),
+            family: Family::Ipv4,
             chain: chain.into(),
             hook: None,
             handle: Some(3),
@@ -93,6 +96,15 @@ impl RuleHit {
             "{idx} of chain {} in table {} {}{text}",
             self.chain, self.family, self.table
         )
+    }
+
+    /// The rule engine that traced it, as admins call it.
+    pub fn engine(&self) -> &'static str {
+        if self.legacy {
+            "iptables-legacy"
+        } else {
+            "nftables"
+        }
     }
 
     /// Whether this decision ended the packet.

@@ -9,7 +9,7 @@ use super::{
 use crate::names::View;
 use crate::{
     diagnose::{Outcomes, Report},
-    events::Hop,
+    events::{Hop, RuleHit},
     ruletrace::deciding_rule,
     track::Packet,
 };
@@ -27,9 +27,10 @@ pub fn hop(packet: u64, hop: &Hop, view: &View) -> Record {
         kind: hop.kind.as_str(),
         hook: hop.hook.map(|h| h.as_str()),
         family: match rule {
-            Some(r) => Some(r.family.clone()),
-            None => hop.hook_family().map(|f| f.as_str().to_owned()),
-        },
+            Some(r) => Some(r.family),
+            None => hop.hook_family(),
+        }
+        .map(|f| f.as_str().to_owned()),
         verdict: match rule {
             Some(r) => Some(r.verdict.clone()),
             None => hop.verdict.clone(),
@@ -74,6 +75,7 @@ fn packet_record(p: &Packet, view: &View) -> PacketRecord {
         rule_index: r.and_then(|r| r.index),
         rule: r.and_then(|r| r.text.clone()),
         policy: r.map(|r| r.policy),
+        rule_engine: r.map(RuleHit::engine),
         hops: p.hops.len(),
         filter: p.hops.first().map(|h| h.filter),
         rules_late: p
@@ -84,6 +86,7 @@ fn packet_record(p: &Packet, view: &View) -> PacketRecord {
                     .unwrap_or_else(|| format!("netns:{ino}"))
             })
             .collect(),
+        notes: p.notes.clone(),
         report: None,
     }
 }
@@ -94,7 +97,7 @@ pub fn packet(p: &Packet, view: &View) -> Record {
 
 pub fn stats(s: &Stats) -> Record {
     Record::Stats(StatsRecord {
-        tier: s.tier.clone(),
+        tier: s.tier,
         events: s.events,
         lost: s.lost,
         packets: Some(s.packets),

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     diagnose::{Connection, Diagnosis},
-    model::{Conntrack, Mapping, Tuple, Verdict},
+    model::{Conntrack, Mapping, Tier, Tuple, Verdict},
 };
 
 /// One record: its `type` field names the variant.
@@ -173,6 +173,9 @@ pub struct PacketRecord {
     pub rule_index: Option<u32>,
     pub rule: Option<String>,
     pub policy: Option<bool>,
+    /// The engine of the rule that decided: `nftables` (iptables-nft's
+    /// rules included) or `iptables-legacy`.
+    pub rule_engine: Option<&'static str>,
     pub hops: usize,
     /// The index of the filter that matched (0 for the first).
     pub filter: Option<u8>,
@@ -180,6 +183,9 @@ pub struct PacketRecord {
     /// passed (it started later, or the run ended first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules_late: Vec<String>,
+    /// Odd states the path met, one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(flatten)]
     pub report: Option<PacketReport>,
 }
@@ -198,7 +204,7 @@ pub struct PacketReport {
 /// `drops` the drop counters.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatsRecord {
-    pub tier: String,
+    pub tier: Tier,
     pub events: u64,
     pub lost: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -426,9 +432,11 @@ mod tests {
             rule_index: None,
             rule: None,
             policy: None,
+            rule_engine: None,
             hops: 5,
             filter: Some(0),
             rules_late: vec!["pt-dock".into()],
+            notes: vec!["a note".into()],
             report: report.then(|| PacketReport {
                 direction: "request",
                 diagnosis: diagnosis(),
@@ -453,7 +461,7 @@ mod tests {
             packet(false, false),
             packet(true, true),
             Record::Stats(StatsRecord {
-                tier: "tracepoint".into(),
+                tier: Tier::Tracepoint,
                 events: 10,
                 lost: 0,
                 packets: Some(2),
@@ -464,7 +472,7 @@ mod tests {
                 ..StatsRecord::default()
             }),
             Record::Stats(StatsRecord {
-                tier: "fentry".into(),
+                tier: Tier::Fentry,
                 events: 10,
                 lost: 0,
                 drops: Some(4),

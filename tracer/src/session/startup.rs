@@ -15,11 +15,11 @@ use crate::{
         drop_reason::{DropReasonError, DropReasons},
         kallsyms::Kallsyms,
     },
-    loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
+    loader::{LoadError, LoadOptions, Tracer},
     model::Flows,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames, View},
     render::{pcapng::PcapWriter, Stats},
-    ruletrace::{Follow, NetnsTarget, RuleWatch},
+    ruletrace::{Follow, NetnsTarget, Offloads, RuleWatch},
     signals::StopSignals,
 };
 
@@ -31,10 +31,8 @@ fn kernel_btf() -> Result<KernelBtf, Error> {
 /// Loads and attaches the programs that follow `flows`. Hands back the kernel's BTF too, for what else the run
 /// reads from it; the caller lets it go after.
 pub fn load_programs(load: &LoadOptions, flows: &Flows) -> Result<(Tracer, KernelBtf), Error> {
-    // Made before the kernel's BTF is read: see `ObjectLoader`.
-    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
-    let tracer = Tracer::load(loader, load, &Filter::from(flows), &btf)?;
+    let tracer = Tracer::load(load, &Filter::from(flows), &btf)?;
     Ok((tracer, btf))
 }
 
@@ -142,7 +140,10 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
         .filter(|c| u32::from(c.prefix) == if c.addr.is_ipv4() { 32 } else { 128 })
         .map(|c| c.addr)
         .collect();
-    let early = follow.arm_likely(&mut watch, &mut netns, &dsts);
+    let (early, bound) = follow.arm_likely(&mut watch, &mut netns, &dsts);
+    if let Some(line) = bound {
+        eprintln!("pathtrace: {line}");
+    }
     if !early.is_empty() {
         eprintln!(
             "pathtrace: rule tracing armed before the first packet in {}",
@@ -201,11 +202,12 @@ impl Session {
             view,
             signals,
             follow: rules.follow,
+            offloads: Offloads::default(),
             rules: rules.watch,
             warnings: rules.warnings,
             reader,
             stats: Stats {
-                tier: tracer.tier.to_string(),
+                tier: tracer.tier,
                 ..Default::default()
             },
             tracer,

@@ -332,6 +332,9 @@ fn test_one(shared: &Shared, job: &Job) -> Result<RunResult> {
                 "--test-threads=1".into(),
                 "--show-output".into(),
             ];
+            if t.include_ignored {
+                argv.push("--include-ignored".into());
+            }
             for (name, why) in &t.not_in_guest {
                 argv.extend(["--skip".to_string(), name.clone()]);
                 not_in_guest.push(format!("not run in guests: {}::{name} — {why}", t.name));
