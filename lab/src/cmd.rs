@@ -39,8 +39,7 @@ impl Cmd {
     /// without remounting /sys (unlike `ip netns exec`).
     pub(crate) fn in_netns(ns_path: &Path, program: impl AsRef<str>) -> Self {
         Cmd::new("nsenter")
-            .arg(format!("--net={}", ns_path.display()))
-            .arg("--")
+            .args(in_netns::nsenter_args(ns_path))
             .arg(program)
     }
 

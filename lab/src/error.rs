@@ -53,6 +53,9 @@ pub enum LabError {
     /// The requested combination of options is not supported.
     #[error("unsupported lab configuration: {0}")]
     Unsupported(String),
+    /// Code could not be run in a network namespace.
+    #[error(transparent)]
+    Netns(#[from] in_netns::Error),
     /// Something did not become ready in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),

@@ -1,11 +1,7 @@
 //! Network namespaces: creation, the LAN topology, deletion, and running code inside one.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use super::cmd::Cmd;
@@ -72,41 +68,16 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let path = ns_path(ns);
-    let (tx, rx) = mpsc::channel();
-    let spawned = thread::Builder::new()
-        .name(format!("netns-{ns}"))
-        .spawn(move || {
-            let result = enter(&path).map(|()| f());
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        return Err(Some(LabError::io("spawning a namespace thread", e)));
-    }
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(Some(e)),
-        Err(_) => Err(None),
-    }
+    in_netns::call_within(&ns_path(ns), limit, f).map_err(|e| match e {
+        in_netns::Error::TimedOut { .. } => None,
+        e => Some(e.into()),
+    })
 }
 
 /// Moves the calling thread into the network namespace `ns` (a name under
 /// /run/netns or a path). Only call it on a thread of its own: it stays there.
 pub fn enter_netns(ns: &str) -> Result<(), LabError> {
-    enter(&ns_path(ns))
-}
-
-fn enter(path: &Path) -> Result<(), LabError> {
-    let file = File::open(path).map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
-    // SAFETY: setns on a valid fd; CLONE_NEWNET only affects the calling thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(LabError::io(
-            format!("setns({}, CLONE_NEWNET)", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    Ok(in_netns::enter(&ns_path(ns))?)
 }
 
 /// Writes a sysctl under /proc/sys in namespace `ns` (e.g. `net/ipv4/ip_forward`).

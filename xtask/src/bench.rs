@@ -1,43 +1,42 @@
 //! `cargo xtask bench [--quick] [ARGS]`: build everything release-mode the
-//! way `demo` does (the eBPF object, then `tracer` with `PATHTRACE_EBPF_OBJ`,
-//! and the `pathtrace-bench` crate), and run `pathtrace-bench` in the
-//! namespace lab. Results go to
+//! way `demo` does (the eBPF object, then `tracer` and the `pathtrace-bench`
+//! crate), and run `pathtrace-bench` in the namespace lab. Results go to
 //! `bench-results/` (Markdown and JSON). Missed targets don't fail the task;
 //! only a run that breaks does. With `--vm KERNEL` it runs in a guest
 //! instead (`vm/bench.rs`).
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{
-    ebpf::{self, workspace_root},
-    proc::{cargo, run},
-};
+use crate::{build, proc::run as run_cmd, sysdeps, vm, workspace::workspace_root};
 
-pub fn bench(args: &[String]) -> Result<()> {
-    crate::sysdeps::ensure(
-        "cargo xtask bench",
-        &[crate::sysdeps::DEMO, crate::sysdeps::BENCH],
-    )?;
-    let bin = build()?;
-    run(Command::new(&bin).args(args).current_dir(workspace_root()))
+#[derive(clap::Args)]
+pub struct Options {
+    /// Run in a VM with this Debian kernel (5.10, 6.1, 6.12): pathtrace's tiers
+    /// take turns under the same traffic (`pathtrace-bench --tiers`); results in
+    /// bench-results/vm-KERNEL/.
+    #[arg(long = "vm", value_name = "KERNEL")]
+    pub vm: Option<String>,
+    #[command(flatten)]
+    pub vm_opts: vm::VmOpts,
+    /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST, --scale).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
-/// Builds `pathtrace` and `pathtrace-bench` (release) and returns the
-/// benchmark's path; `pathtrace` is next to it.
-pub fn build() -> Result<PathBuf> {
-    let obj = ebpf::build()?;
-    run(&mut cargo(
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "tracer",
-            "-p",
-            "pathtrace-bench",
-        ],
-        &obj,
-    ))?;
-    Ok(workspace_root().join("target/release/pathtrace-bench"))
+pub fn run(opts: Options) -> Result<()> {
+    if let Some(kernel) = &opts.vm {
+        return vm::bench::run(kernel, &opts.vm_opts, &opts.args);
+    }
+    if opts.vm_opts.is_set() {
+        eprintln!("xtask: --cpus, --timeout and --console are for --vm runs");
+        std::process::exit(2);
+    }
+    sysdeps::ensure("cargo xtask bench", &[sysdeps::DEMO, sysdeps::BENCH])?;
+    let bin = build::bench()?;
+    run_cmd(
+        Command::new(&bin)
+            .args(&opts.args)
+            .current_dir(workspace_root()),
+    )
 }

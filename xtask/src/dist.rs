@@ -13,10 +13,18 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    ebpf::{self, workspace_root},
-    proc::{cargo, output_of, run, run_quiet},
+    build::{build as build_all, Build, Profile},
+    proc::{output_of, run_quiet},
     sysdeps,
+    workspace::workspace_root,
 };
+
+#[derive(clap::Args)]
+pub struct Options {}
+
+pub fn run(_opts: Options) -> Result<()> {
+    build().map(|_| ())
+}
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -161,23 +169,14 @@ fn tree_kib(dir: &Path) -> Result<u64> {
 pub fn build() -> Result<Packages> {
     sysdeps::ensure("cargo xtask dist", &[sysdeps::DIST])?;
     ensure_musl_target()?;
-    let obj = ebpf::build()?;
-    run(&mut cargo(
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "tracer",
-            "--bin",
-            "pathtrace",
-            "--target",
-            TARGET,
-        ],
-        &obj,
-    ))?;
+    let built = build_all(&Build {
+        profile: Profile::Release,
+        packages: &["tracer"],
+        bin: Some("pathtrace"),
+        target: Some(TARGET),
+    })?
+    .executable("pathtrace")?;
     let root = workspace_root();
-    let built = root.join(format!("target/{TARGET}/release/pathtrace"));
     if !is_static_elf(&built)? {
         bail!("{} is not statically linked", built.display());
     }

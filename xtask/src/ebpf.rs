@@ -1,21 +1,14 @@
 //! Building `tracer-ebpf`: the nightly pinned in its `rust-toolchain.toml`
 //! with `rust-src`, and a bpf-linker built against that nightly's own LLVM,
 //! kept in `.tools/`.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-use crate::proc::{output_of, run};
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
+use crate::{
+    proc::{output_of, run},
+    workspace::workspace_root,
+};
 
 pub fn object_path() -> PathBuf {
     workspace_root().join("tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")

@@ -9,9 +9,17 @@ use std::{
 
 use anyhow::{Context, Result};
 
-/// Keeps every CPU busy until `seconds` have passed.
-pub fn generate(seconds: u64) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(seconds);
+/// `cargo xtask load-generator --seconds N` (hidden: what `test
+/// --under-load` starts).
+#[derive(clap::Args)]
+pub struct Options {
+    #[arg(long)]
+    pub seconds: u64,
+}
+
+/// Keeps every CPU busy until `opts.seconds` have passed.
+pub fn run(opts: Options) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(opts.seconds);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads: Vec<_> = (0..cpus)
         .map(|_| {

@@ -1,15 +1,18 @@
 //! `cargo xtask <task>`: build the kernel programs, run the demo, run the
-//! tests, build the packages.
+//! tests, build the packages. Each task's options and work live in its own
+//! module; this file only dispatches.
 mod bench;
+mod build;
+mod demo;
 mod dist;
 mod ebpf;
 mod load;
 mod proc;
 mod sysdeps;
-mod tasks;
+mod test;
 mod vm;
+mod workspace;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,181 +27,35 @@ enum Task {
     /// Build the eBPF object (installs the pinned nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
     /// Build what users install into target/dist: a static binary, a .deb and a tarball.
-    Dist,
+    Dist(dist::Options),
     /// Build everything (release) and run `pathtrace demo`.
-    Demo {
-        /// Extra arguments for `pathtrace demo`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Demo(demo::Options),
     /// Build everything and run every test (unit tests, then root integration tests).
     /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
-    Test {
-        /// Run the integration tests in a VM with this Debian kernel (5.10, 6.1, 6.12);
-        /// repeat it or give a comma list.
-        #[arg(long = "vm", value_name = "KERNEL")]
-        vm: Vec<String>,
-        /// With --vm: the pathtrace tier to test (fentry, kprobe); repeatable. Default: both.
-        #[arg(long, value_name = "TIER", requires = "vm")]
-        tier: Vec<String>,
-        /// With --vm: the integration test binaries to run in the guest; repeatable.
-        /// Default: as --vm-suites says.
-        #[arg(long = "vm-test", value_name = "NAME", requires = "vm")]
-        vm_test: Vec<String>,
-        /// With --vm: which suites run where. matrix: the core suites and rules,
-        /// diagnose, drops, pcap and hypervisor on one kernel per tier (fentry on
-        /// 5.10, kprobe on 6.12),
-        /// the core suites (trace_docker, hooks) on the others; all: every guest
-        /// suite everywhere; trace: the core suites only.
-        #[arg(long = "vm-suites", value_enum, default_value_t = vm::SuitePlan::Matrix, requires = "vm")]
-        vm_suites: vm::SuitePlan,
-        /// With --vm: host CPUs the guests may use at once; with more than 1, guests
-        /// run side by side (their vCPUs never more than this in all). Default: 1, one
-        /// guest at a time.
-        #[arg(
-            long = "vm-host-cpus",
-            value_name = "N",
-            default_value_t = 1,
-            requires = "vm"
-        )]
-        vm_host_cpus: u32,
-        #[command(flatten)]
-        vm_opts: VmOpts,
-        /// Without --vm: run only this integration suite (a file of tests/, e.g.
-        /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
-        #[arg(long, value_name = "NAME", conflicts_with = "vm")]
-        suite: Vec<String>,
-        /// Without --vm: run the tests with every CPU kept busy by a load
-        /// generator (ended with the tests, and after 2 hours at most); prints
-        /// how long they took.
-        #[arg(long, conflicts_with = "vm")]
-        under_load: bool,
-        /// Extra arguments passed to the integration test binaries (e.g. a test name).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Test(test::Options),
     /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about three minutes; `--scale`: the cost curves instead).
     /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
     /// tiers in a VM instead.
-    Bench {
-        /// Run in a VM with this Debian kernel (5.10, 6.1, 6.12): pathtrace's tiers
-        /// take turns under the same traffic (`pathtrace-bench --tiers`); results in
-        /// bench-results/vm-KERNEL/.
-        #[arg(long = "vm", value_name = "KERNEL")]
-        vm: Option<String>,
-        #[command(flatten)]
-        vm_opts: VmOpts,
-        /// Arguments for `pathtrace-bench` (--quick, --docker real, --out DIR, --only LIST, --scale).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Bench(bench::Options),
     /// Keep every CPU busy for SECONDS (what `test --under-load` runs).
     #[command(hide = true)]
-    LoadGenerator {
-        #[arg(long)]
-        seconds: u64,
-    },
+    LoadGenerator(load::Options),
     /// Fetch a stock Debian kernel (5.10, 6.1, 6.12) for the VM, and the VM's tools.
-    VmKernel {
-        kernel: String,
-        /// Ask apt for a newer package even when one is cached.
-        #[arg(long)]
-        update: bool,
-    },
+    VmKernel(vm::kernel::Options),
     /// Build pathtrace (release) and run it with ARGS in a VM booting a Debian kernel.
-    Vm {
-        /// The Debian kernel: 5.10, 6.1 or 6.12.
-        #[arg(long, value_name = "KERNEL")]
-        kernel: String,
-        #[command(flatten)]
-        vm_opts: VmOpts,
-        /// Arguments for `pathtrace`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-}
-
-#[derive(clap::Args)]
-struct VmOpts {
-    /// vCPUs for the guest (default: 2 for 6.1; 1 for 6.12, which oopses with 2 under emulation, and for 5.10).
-    #[arg(long)]
-    cpus: Option<u32>,
-    /// Seconds before a VM run is killed (default: `vm` and `bench --vm` 15 minutes;
-    /// `test --vm` 3 minutes plus 10 per suite the run holds).
-    #[arg(long)]
-    timeout: Option<u64>,
-    /// Print the guest's whole serial console (kernel log included).
-    #[arg(long)]
-    console: bool,
+    Vm(vm::Options),
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result: Result<()> = match cli.task {
-        Task::Bench {
-            vm: Some(kernel),
-            vm_opts,
-            args,
-        } => vm::bench_task(
-            &kernel,
-            vm_opts.cpus,
-            vm_opts.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_SECS),
-            vm_opts.console,
-            &args,
-        ),
-        Task::Bench {
-            vm: None,
-            vm_opts,
-            args,
-        } => {
-            if vm_opts.cpus.is_some() || vm_opts.timeout.is_some() || vm_opts.console {
-                eprintln!("xtask: --cpus, --timeout and --console are for --vm runs");
-                std::process::exit(2);
-            }
-            bench::bench(&args)
-        }
-        Task::BuildEbpf => ebpf::build().map(|_| ()),
-        Task::Dist => dist::build().map(|_| ()),
-        Task::Demo { args } => tasks::demo(&args),
-        Task::Test {
-            vm,
-            tier,
-            vm_test,
-            vm_suites,
-            vm_host_cpus,
-            vm_opts,
-            args,
-            ..
-        } if !vm.is_empty() => vm::test_task(
-            &vm,
-            &tier,
-            &vm_test,
-            vm_suites,
-            vm_opts.cpus,
-            vm_host_cpus,
-            vm_opts.timeout,
-            vm_opts.console,
-            &args,
-        ),
-        Task::Test {
-            suite,
-            under_load,
-            args,
-            ..
-        } => tasks::test(&suite, under_load, &args),
-        Task::LoadGenerator { seconds } => load::generate(seconds),
-        Task::VmKernel { kernel, update } => vm::kernel_task(&kernel, update),
-        Task::Vm {
-            kernel,
-            vm_opts,
-            args,
-        } => vm::run_task(
-            &kernel,
-            vm_opts.cpus,
-            vm_opts.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_SECS),
-            vm_opts.console,
-            &args,
-        ),
+    let result = match Cli::parse().task {
+        Task::BuildEbpf => ebpf::build().map(drop),
+        Task::Dist(opts) => dist::run(opts),
+        Task::Demo(opts) => demo::run(opts),
+        Task::Test(opts) => test::run(opts),
+        Task::Bench(opts) => bench::run(opts),
+        Task::LoadGenerator(opts) => load::run(opts),
+        Task::VmKernel(opts) => vm::kernel::run(opts),
+        Task::Vm(opts) => vm::run(opts),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -209,14 +66,25 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    fn parse(argv: &[&str]) -> Task {
+        match Cli::try_parse_from(std::iter::once("xtask").chain(argv.iter().copied())) {
+            Ok(cli) => cli.task,
+            Err(e) => panic!("{argv:?} does not parse: {e}"),
+        }
+    }
 
     fn bench(argv: &[&str]) -> (Option<String>, Option<u64>, Vec<String>) {
-        let cli = Cli::try_parse_from(std::iter::once("xtask").chain(argv.iter().copied()))
-            .expect("parses");
-        match cli.task {
-            Task::Bench { vm, vm_opts, args } => (vm, vm_opts.timeout, args),
+        match parse(argv) {
+            Task::Bench(o) => (o.vm, o.vm_opts.timeout, o.args),
             _ => panic!("not bench"),
         }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -237,5 +105,57 @@ mod tests {
                 vec!["--only".into(), "cost".into()]
             )
         );
+    }
+
+    #[test]
+    fn test_flags_land_where_they_belong() {
+        let Task::Test(o) = parse(&[
+            "test",
+            "--vm",
+            "6.12",
+            "--tier",
+            "kprobe",
+            "--vm-suites",
+            "trace",
+            "--cpus",
+            "1",
+            "--",
+            "some_test",
+        ]) else {
+            panic!("not test");
+        };
+        assert_eq!(o.vm.kernels, ["6.12"]);
+        assert_eq!(o.vm.tier, ["kprobe"]);
+        assert_eq!(o.vm.vm_suites, vm::suites::SuitePlan::Trace);
+        assert_eq!(o.vm.vm_opts.cpus, Some(1));
+        assert_eq!(o.args, ["some_test"]);
+        let Task::Test(o) = parse(&["test", "--suite", "rules", "--under-load", "--", "x"]) else {
+            panic!("not test");
+        };
+        assert!(o.vm.kernels.is_empty() && o.under_load);
+        assert_eq!((o.suite, o.args), (vec!["rules".into()], vec!["x".into()]));
+        // The host-only and VM-only flags exclude each other, as before.
+        for bad in [
+            &["test", "--tier", "kprobe"][..],
+            &["test", "--vm", "6.12", "--suite", "rules"],
+            &["test", "--vm", "6.12", "--under-load"],
+        ] {
+            let got = Cli::try_parse_from(std::iter::once("xtask").chain(bad.iter().copied()));
+            assert!(got.is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn every_task_parses() {
+        for argv in [
+            &["build-ebpf"][..],
+            &["dist"],
+            &["demo", "--no-docker"],
+            &["vm", "--kernel", "6.1", "--", "--version"],
+            &["vm-kernel", "6.12", "--update"],
+            &["load-generator", "--seconds", "1"],
+        ] {
+            parse(argv);
+        }
     }
 }

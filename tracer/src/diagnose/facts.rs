@@ -12,8 +12,8 @@ use crate::{
     events::{Hop, HopKind, RuleHit},
     evidence::{policy, programs, programs::Attached, Evidence, Seen},
     model::{IcmpError, Tuple},
+    names::Containers,
     names::View,
-    names::{in_netns, Containers},
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
@@ -317,9 +317,10 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
 /// IP forwarding on `ifname` in namespace `netns`, when it can be read.
 fn forwarding_of(view: &mut View, netns: u32, ifname: &str) -> Option<bool> {
     let path = view.netns.path(netns)?;
-    in_netns(&path, || {
+    in_netns::call(&path, || {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok()
     })
+    .ok()
     .flatten()
     .map(|s| s.trim() != "0")
 }
@@ -650,9 +651,10 @@ fn invalid_why(
     }
     v.set(Fact::InvalidWhy, "it had no state that fits this packet");
     if let Some(why) = view.netns.path(at.netns).and_then(|path| {
-        in_netns(&path, || {
+        in_netns::call(&path, || {
             crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
         })
+        .ok()
     }) {
         v.set(Fact::InvalidWhy, why);
     }
@@ -901,15 +903,15 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
     let here = view
         .netns
         .path(netns)
-        .and_then(|p| in_netns(&p, link::v4_addrs))?;
+        .and_then(|p| in_netns::call(&p, link::v4_addrs).ok())?;
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
     let (ino, path) = known
         .into_iter()
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
-        .find(|(_, path)| in_netns(path, || link::holds(dst)) == Some(true))?;
-    let there = in_netns(&path, link::v4_addrs).unwrap_or_default();
+        .find(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))?;
+    let there = in_netns::call(&path, link::v4_addrs).unwrap_or_default();
     Some(crate::evidence::Owner {
         place: place(view, ino),
         route: link::adjacent(&here, &there)
@@ -938,10 +940,11 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
     let IpAddr::V4(dst) = last?.daddr else {
         return None;
     };
-    let (_, mtu) = view
-        .netns
-        .path(at.netns)
-        .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten())?;
+    let (_, mtu) = view.netns.path(at.netns).and_then(|p| {
+        in_netns::call(&p, || crate::evidence::link::out_link(dst))
+            .ok()
+            .flatten()
+    })?;
     (at.len > mtu).then(|| "PKT_TOO_BIG".to_owned())
 }
 
@@ -950,10 +953,11 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
 fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values) {
     v.set(Fact::PktLen, at.len.to_string());
     let link = match last.map(|t| t.daddr) {
-        Some(IpAddr::V4(dst)) => view
-            .netns
-            .path(at.netns)
-            .and_then(|p| in_netns(&p, || crate::evidence::link::out_link(dst)).flatten()),
+        Some(IpAddr::V4(dst)) => view.netns.path(at.netns).and_then(|p| {
+            in_netns::call(&p, || crate::evidence::link::out_link(dst))
+                .ok()
+                .flatten()
+        }),
         _ => None,
     };
     v.set(

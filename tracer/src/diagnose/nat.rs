@@ -12,7 +12,7 @@ use super::{
 use crate::{
     events::HopKind,
     model::{Family, Tuple},
-    names::{in_netns, View},
+    names::View,
     track::Packet,
 };
 
@@ -33,10 +33,13 @@ fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
 /// else the client's address alone.
 fn lan_of(view: &mut View, netns: u32, device: &str, client: IpAddr) -> String {
     match (client, view.netns.path(netns)) {
-        (IpAddr::V4(c), Some(path)) => in_netns(&path, || crate::evidence::link::v4_net_of(device))
-            .flatten()
-            .filter(|(a, len)| network(*a, *len) == network(c, *len))
-            .map(|(a, len)| format!("{}/{len}", network(a, len))),
+        (IpAddr::V4(c), Some(path)) => {
+            in_netns::call(&path, || crate::evidence::link::v4_net_of(device))
+                .ok()
+                .flatten()
+                .filter(|(a, len)| network(*a, *len) == network(c, *len))
+                .map(|(a, len)| format!("{}/{len}", network(a, len)))
+        }
         _ => None,
     }
     .unwrap_or_else(|| client.to_string())
@@ -184,7 +187,9 @@ pub fn stale_nat(p: &Packet, view: &mut View, v: &mut Values) -> Option<StaleNat
     let entry = match here().filter_map(|h| h.ct.as_deref()).next_back() {
         Some(ct) if ct.info.is_reply() => return None,
         Some(ct) => ct.entry.clone()?,
-        None => in_netns(&path, || crate::evidence::conntrack::find_here(&tuple)).flatten()?,
+        None => in_netns::call(&path, || crate::evidence::conntrack::find_here(&tuple))
+            .ok()
+            .flatten()?,
     };
     if entry.dnat().is_some() {
         return None;
@@ -192,7 +197,7 @@ pub fn stale_nat(p: &Packet, view: &mut View, v: &mut Values) -> Option<StaleNat
     let arrived_on = here()
         .find(|h| h.kind == HopKind::Rx)
         .map(|h| h.ifname.clone());
-    let out = crate::netfilter::ns::run(Some(&path), "nft", &["-j", "list", "ruleset"]).ok()?;
+    let out = in_netns::output(Some(&path), "nft", &["-j", "list", "ruleset"]).ok()?;
     let ruleset: serde_json::Value = serde_json::from_str(&out).ok()?;
     let rule = dnat_rule_matching(&ruleset, &tuple, arrived_on.as_deref())?;
     let o = entry.original;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::fact::{Fact, Values};
-use crate::{events::RuleHit, model::Cidr, names::View, netfilter::ns};
+use crate::{events::RuleHit, model::Cidr, names::View};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetBan {
@@ -67,7 +67,7 @@ fn element_holding(json: &Value, addr: IpAddr) -> Option<(String, bool)> {
 pub fn set_ban(r: &RuleHit, client: IpAddr, view: &mut View, v: &mut Values) -> Option<SetBan> {
     let set = source_set(r.text.as_deref()?)?;
     let path = view.netns.path(r.netns);
-    let out = ns::run(
+    let out = in_netns::output(
         path.as_deref(),
         "nft",
         &["-j", "list", "set", r.family.as_str(), &r.table, set],

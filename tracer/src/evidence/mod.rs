@@ -94,7 +94,7 @@ impl NsState {
 
     /// The state of the namespace at `path`; none if it can't be entered.
     pub fn read(path: &Path) -> Option<Self> {
-        crate::names::in_netns(path, Self::read_here)
+        in_netns::call(path, Self::read_here).ok()
     }
 }
 
@@ -145,7 +145,7 @@ impl Evidence {
                 namespaces
                     .into_iter()
                     .filter_map(|(ino, path)| {
-                        crate::names::in_netns(&path, read_counters).map(|c| (ino, c))
+                        in_netns::call(&path, read_counters).ok().map(|c| (ino, c))
                     })
                     .collect()
             })

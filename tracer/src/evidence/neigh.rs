@@ -58,11 +58,11 @@ pub struct NextHop {
 /// [`NextHop`] for `dst` in the namespace at `path` (the caller's own when `None`).
 pub fn next_hop(path: Option<&std::path::Path>, dst: IpAddr) -> Option<NextHop> {
     let dst_s = dst.to_string();
-    let route = crate::netfilter::ns::run(path, "ip", &["-j", "route", "get", &dst_s]).ok()?;
+    let route = in_netns::output(path, "ip", &["-j", "route", "get", &dst_s]).ok()?;
     let route: serde_json::Value = serde_json::from_str(&route).ok()?;
     let (addr, device) = next_hop_of(&route, dst)?;
     let addr_s = addr.to_string();
-    let neigh = crate::netfilter::ns::run(
+    let neigh = in_netns::output(
         path,
         "ip",
         &["-j", "neigh", "show", "to", &addr_s, "dev", &device],

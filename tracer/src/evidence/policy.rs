@@ -5,8 +5,6 @@ use std::{net::IpAddr, path::Path};
 
 use serde_json::Value;
 
-use crate::netfilter::ns;
-
 /// A non-default rule that took the packet, and the route it found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyRoute {
@@ -121,10 +119,11 @@ pub fn policy_route(
 ) -> Option<PolicyRoute> {
     let family = if dst.is_ipv4() { "-4" } else { "-6" };
     let rules: Value =
-        serde_json::from_str(&ns::run(netns, "ip", &["-j", family, "rule", "show"]).ok()?).ok()?;
+        serde_json::from_str(&in_netns::output(netns, "ip", &["-j", family, "rule", "show"]).ok()?)
+            .ok()?;
     let (rule, table) = first_rule(&rules, src, dst, iif)?;
     let routes: Value = serde_json::from_str(
-        &ns::run(
+        &in_netns::output(
             netns,
             "ip",
             &["-j", family, "route", "show", "table", &table],

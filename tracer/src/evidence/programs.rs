@@ -5,8 +5,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::netfilter::ns;
-
 /// A program attached to an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
@@ -59,7 +57,7 @@ fn parse_xdp(json: &Value, dev: &str) -> Option<Attached> {
 }
 
 fn json_of(netns: Option<&Path>, prog: &str, args: &[&str]) -> Option<Value> {
-    serde_json::from_str(&ns::run(netns, prog, args).ok()?).ok()
+    serde_json::from_str(&in_netns::output(netns, prog, args).ok()?).ok()
 }
 
 /// Whether this kernel has tc's `pass` action (`act_gact`), which a

@@ -165,7 +165,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::kernel::btf::builder::BtfBuilder;
+    use crate::kernel::btf::tests::builder::BtfBuilder;
 
     fn vmlinux() -> Btf {
         let mut b = BtfBuilder::new();

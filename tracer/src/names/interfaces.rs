@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::netns::{in_netns, NetnsNames};
+use super::netns::NetnsNames;
 
 /// How long a name is kept before it is asked again (an interface can be
 /// renamed; indexes are not reused before they wrap).
@@ -61,7 +61,7 @@ impl Interfaces {
             } else {
                 netns_names
                     .path(netns)
-                    .and_then(|path| in_netns(&path, || index_to_name(ifindex)))
+                    .and_then(|path| in_netns::call(&path, || index_to_name(ifindex)).ok())
                     .flatten()
             };
             // A name once known outlives its interface: a late event still

@@ -283,25 +283,6 @@ pub fn netns_opener(ino: u32, path: &Path) -> Option<std::path::PathBuf> {
         .find(|p| inode(p) == Some(ino))
 }
 
-/// Runs `f` on a thread that entered the network namespace at `path`.
-/// `None` when the namespace can't be entered.
-pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Option<T> {
-    use std::os::unix::io::AsRawFd;
-    let file = std::fs::File::open(path).ok()?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns affects only this scoped thread, which ends after `f`.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return None;
-            }
-            Some(f())
-        })
-        .join()
-        .ok()
-        .flatten()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::attrs::{self, AttrIter, AttrWriter};
 use super::netlink::*;
 use super::socket::{BatchItem, NlSocket};
-use super::{ns, NfError};
+use super::NfError;
 use crate::kernel::owner::TagKind;
 
 pub const NFT_MSG_NEWTABLE: u16 = libc::NFT_MSG_NEWTABLE as u16;
@@ -263,23 +263,23 @@ pub fn sweep(ctl: &mut NlSocket) -> Result<usize, NfError> {
 /// Deletes "pathtrace" tables that no socket owns (left by an older version).
 /// Returns how many were deleted.
 pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
-    ns::with_netns(netns, || {
+    in_netns::call_opt(netns, || {
         let mut ctl = NlSocket::open(false)?;
         ctl.set_rcv_timeout(Duration::from_secs(3))?;
         sweep(&mut ctl)
-    })
+    })?
 }
 
 /// Whether the namespace at `netns` has firewall rules worth tracing: an
 /// nftables table that isn't pathtrace's own (iptables-nft's included), or
 /// an iptables-legacy table.
 pub fn has_rules(netns: Option<&Path>) -> Result<bool, NfError> {
-    ns::with_netns(netns, || {
+    in_netns::call_opt(netns, || {
         let mut ctl = NlSocket::open(false)?;
         ctl.set_rcv_timeout(Duration::from_secs(3))?;
         let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
         let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
             .is_ok_and(|names| !names.trim().is_empty());
-        Ok(nft || legacy)
-    })
+        Ok::<_, NfError>(nft || legacy)
+    })?
 }

@@ -7,7 +7,7 @@ use super::attrs::{self, AttrIter};
 use super::dump::run_dump;
 use super::netlink::NFNL_SUBSYS_NFTABLES;
 use super::socket::NlSocket;
-use super::{family_name, ns, NfError};
+use super::{family_name, NfError};
 
 /// `enum nf_tables_msg_types` (not in the libc crate).
 const NFT_MSG_GETFLOWTABLE: u16 = 23;
@@ -65,7 +65,7 @@ pub fn decode(family: u8, a: &[u8]) -> Flowtable {
 /// The flowtables of the namespace at `netns` (None: the current one). A
 /// kernel without flowtable support has none.
 pub fn flowtables(netns: Option<&Path>) -> Result<Vec<Flowtable>, NfError> {
-    ns::with_netns(netns, || {
+    in_netns::call_opt(netns, || {
         let mut sock = NlSocket::open(false)?;
         sock.set_rcv_timeout(Duration::from_secs(3))?;
         let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETFLOWTABLE;
@@ -77,6 +77,6 @@ pub fn flowtables(netns: Option<&Path>) -> Result<Vec<Flowtable>, NfError> {
             }
             r => r?,
         };
-        Ok(replies.iter().map(|(f, a)| decode(*f, a)).collect())
-    })
+        Ok::<_, NfError>(replies.iter().map(|(f, a)| decode(*f, a)).collect())
+    })?
 }

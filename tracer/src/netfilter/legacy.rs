@@ -11,7 +11,7 @@ use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
 use super::socket::NlSocket;
 use super::trace::{packet_id, tuple_from_headers, TraceEvent, TraceKind};
-use super::{ns, NfError, RuleInfo};
+use super::{NfError, RuleInfo};
 use crate::kernel::owner::{Owner, TagKind};
 use crate::model::FlowFilter;
 use crate::model::Verdict;
@@ -46,7 +46,7 @@ impl LegacyTracer {
         let mut families: Vec<u8> = specs.iter().map(|(f, _)| *f).collect();
         families.sort_unstable();
         families.dedup();
-        let (sock, saved_loggers) = ns::with_netns(netns, || {
+        let (sock, saved_loggers) = in_netns::call_opt(netns, || {
             let saved: Vec<(u8, String)> = families
                 .iter()
                 .filter_map(|pf| read_logger(*pf).map(|l| (*pf, l)))
@@ -64,13 +64,13 @@ impl LegacyTracer {
                 nflog::bind_group(&mut sock, TRACE_GROUP)?;
                 sock.set_rcvbuf(NFLOG_RCVBUF);
                 sock.set_nonblocking(true)?;
-                Ok(sock)
+                Ok::<_, NfError>(sock)
             })();
             if res.is_err() {
                 restore_loggers(&saved);
             }
             res.map(|s| (s, saved))
-        })?;
+        })??;
         let mut me = Self {
             netns: netns.map(Path::to_path_buf),
             sock,
@@ -87,7 +87,7 @@ impl LegacyTracer {
                 args.extend(spec.iter().map(String::as_str));
                 args.extend(["-j", "TRACE"]);
                 // On failure `me` is dropped, which removes what was added.
-                ns::run(netns, iptables(family), &args)?;
+                in_netns::output(netns, iptables(family), &args)?;
                 me.inserted.push((family, chain, spec.clone()));
             }
         }
@@ -101,11 +101,6 @@ impl LegacyTracer {
 
     pub fn overflows(&self) -> u64 {
         self.overflows
-    }
-
-    #[cfg(test)]
-    pub(crate) fn raw_socket(&self) -> &NlSocket {
-        &self.sock
     }
 
     /// Reads every pending TRACE message without blocking.
@@ -161,7 +156,7 @@ impl LegacyTracer {
             }
         };
         if stale {
-            match ns::run(self.netns.as_deref(), iptables_save(family), &["-t", table]) {
+            match in_netns::output(self.netns.as_deref(), iptables_save(family), &["-t", table]) {
                 Ok(out) => {
                     self.tables
                         .insert(key.clone(), (parse_save(&out), Instant::now()));
@@ -282,15 +277,12 @@ impl Drop for LegacyTracer {
             let mut args: Vec<&str> = vec!["-w", "-t", "raw", "-D", chain];
             args.extend(spec.iter().map(String::as_str));
             args.extend(["-j", "TRACE"]);
-            if let Err(e) = ns::run(self.netns.as_deref(), iptables(family), &args) {
+            if let Err(e) = in_netns::output(self.netns.as_deref(), iptables(family), &args) {
                 log::warn!("netfilter: removing a TRACE rule: {e}");
             }
         }
         let saved = std::mem::take(&mut self.saved_loggers);
-        if let Err(e) = ns::with_netns(self.netns.as_deref(), || {
-            restore_loggers(&saved);
-            Ok(())
-        }) {
+        if let Err(e) = in_netns::call_opt(self.netns.as_deref(), || restore_loggers(&saved)) {
             log::warn!("netfilter: restoring loggers: {e}");
         }
     }

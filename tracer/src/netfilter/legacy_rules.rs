@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::{ns, NfError, NFPROTO_IPV4, NFPROTO_IPV6};
+use super::{NfError, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::kernel::owner::{Owner, TagKind};
 use crate::model::{FlowFilter, Verdict};
 
@@ -212,11 +212,11 @@ pub fn stale_trace_rules(save: &str, alive: impl Fn(Owner) -> bool) -> Vec<(Owne
 pub fn legacy_sweep(netns: Option<&Path>) -> Result<usize, NfError> {
     let mut n = 0;
     for family in [NFPROTO_IPV4, NFPROTO_IPV6] {
-        let out = ns::run(netns, iptables_save(family), &["-t", "raw"])?;
+        let out = in_netns::output(netns, iptables_save(family), &["-t", "raw"])?;
         for (owner, rule) in stale_trace_rules(&out, Owner::alive) {
             let mut del: Vec<&str> = vec!["-w", "-t", "raw", "-D"];
             del.extend(rule.iter().map(String::as_str));
-            ns::run(netns, iptables(family), &del)?;
+            in_netns::output(netns, iptables(family), &del)?;
             log::info!(
                 "netfilter: removed a TRACE rule left by process {} that is gone",
                 owner.pid

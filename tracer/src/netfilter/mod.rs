@@ -43,26 +43,13 @@ mod legacy;
 mod legacy_rules;
 mod netlink;
 mod nflog;
-pub mod ns;
 mod rules;
 mod socket;
 mod table;
 mod trace;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod testnet;
-#[cfg(test)]
-mod tests_expr;
-#[cfg(test)]
-mod tests_legacy;
-#[cfg(test)]
-mod tests_root;
-#[cfg(test)]
-mod tests_unit;
-
-use std::path::PathBuf;
+mod tests;
 
 use serde::Serialize;
 
@@ -107,22 +94,14 @@ pub enum NfError {
         #[source]
         source: std::io::Error,
     },
-    #[error("entering network namespace {}: {source}", path.display())]
-    Netns {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Netns(#[from] in_netns::Error),
     #[error("netlink: timed out {0}")]
     Timeout(&'static str),
     #[error("trace filter: {0}")]
     Filter(String),
-    #[error("running `{cmd}`: {detail}")]
-    Command { cmd: String, detail: String },
     #[error("{0}")]
     Other(String),
-    #[error("namespace helper thread panicked")]
-    Thread,
 }
 
 /// Decodes one netlink datagram (one `recv`: possibly several messages) the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::dump::{self, RuleRec};
 use super::socket::NlSocket;
 use super::trace::{TraceEvent, TraceKind};
-use super::{family_name, ns, NfError, RuleInfo, NFPROTO_IPV4, NFPROTO_IPV6};
+use super::{family_name, NfError, RuleInfo, NFPROTO_IPV4, NFPROTO_IPV6};
 
 /// How often a table may be listed again when a handle or chain is unknown.
 const REFRESH_EVERY: Duration = Duration::from_millis(300);
@@ -104,11 +104,11 @@ impl RuleBook {
 
     fn socket(&mut self) -> Result<&mut NlSocket, NfError> {
         if self.ctl.is_none() {
-            let sock = ns::with_netns(self.netns.as_deref(), || {
+            let sock = in_netns::call_opt(self.netns.as_deref(), || {
                 let s = NlSocket::open(false)?;
                 s.set_rcv_timeout(Duration::from_secs(3))?;
-                Ok(s)
-            })?;
+                Ok::<_, NfError>(s)
+            })??;
             self.ctl = Some(sock);
         }
         self.ctl
@@ -154,7 +154,7 @@ impl RuleBook {
         let (chains, rule_recs) = self.positions(family, table)?;
         let netns = self.netns.as_deref();
         let fam = family_name(family);
-        let listed = ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
+        let listed = in_netns::output(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
         if let Err(e) = &listed {
             log::debug!("netfilter: rule text of {fam} {table}: {e}");
         }
@@ -168,7 +168,7 @@ impl RuleBook {
         let mut iptables = HashMap::new();
         if let Some(save) = save {
             if IPTABLES_TABLES.contains(&table) && looks_like_iptables(&rule_recs) {
-                let lines = match ns::run(netns, save, &["-t", table]) {
+                let lines = match in_netns::output(netns, save, &["-t", table]) {
                     Ok(out) => parse_iptables_save(&out),
                     Err(e) => {
                         log::debug!("netfilter: {save}: {e}");

@@ -10,7 +10,7 @@ use super::dump::{self, *};
 use super::netlink::{NFNLGRP_NFTABLES, NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use super::socket::{BatchItem, NlSocket};
 use super::trace::{trace_messages, RulesetNotice, TraceEvent, TraceMessage};
-use super::{expr, ns, NfError, NFPROTO_INET};
+use super::{expr, NfError, NFPROTO_INET};
 use crate::kernel::owner::{Owner, TagKind};
 use crate::model::FlowFilter;
 
@@ -145,13 +145,13 @@ impl RuleTracer {
     }
 
     /// [`Self::start`], with an unowned table (the pre-5.12 path) unless `try_owned`.
-    pub(crate) fn start_with(
+    pub fn start_with(
         netns: Option<&Path>,
         filters: &[FlowFilter],
         try_owned: bool,
     ) -> Result<Self, NfError> {
         let rules = expr::rules_for(filters)?;
-        let (ctl, trace, table, owned) = ns::with_netns(netns, || {
+        let (ctl, trace, table, owned) = in_netns::call_opt(netns, || {
             let mut ctl = NlSocket::open(false)?;
             ctl.set_rcv_timeout(CTL_TIMEOUT)?;
             if let Err(e) = dump::sweep(&mut ctl) {
@@ -195,8 +195,8 @@ impl RuleTracer {
                 res = ctl.batch(&table_items(&table, &rules, owned));
             }
             res?;
-            Ok((ctl, trace, table, owned))
-        })?;
+            Ok::<_, NfError>((ctl, trace, table, owned))
+        })??;
         Ok(Self {
             ctl,
             trace,

@@ -3,11 +3,7 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use super::{watch::ArmRefused, NetnsTarget, RuleWatch, MAX_ARMED};
-use crate::{
-    names::{in_netns, NetnsNames},
-    netfilter,
-    track::Packet,
-};
+use crate::{names::NetnsNames, netfilter, track::Packet};
 
 /// At most this many namespaces are armed before the first packet.
 pub const START_BOUND: usize = 16;
@@ -174,7 +170,7 @@ impl Follow {
             .take(START_LOOK)
             .filter(|(ino, _)| !watch.is_armed(*ino))
             .filter_map(|(ino, path)| {
-                let near = in_netns(&path, || nearness(dsts)).flatten()?;
+                let near = in_netns::call(&path, || nearness(dsts)).ok().flatten()?;
                 netfilter::has_rules(Some(&path))
                     .unwrap_or(false)
                     .then_some((near, ino, path))

@@ -15,7 +15,6 @@ use crate::{
     events::{monotonic_ns, RuleHit},
     model::{Family, Hook},
     model::{FlowFilter, Verdict},
-    names::in_netns,
     netfilter::{
         family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, RulesetChange,
         TraceEvent, TraceKind,
@@ -154,7 +153,7 @@ fn legacy_in_use(path: Option<&Path>) -> bool {
         || std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
     let names = match path {
         None => read(),
-        Some(p) => in_netns(p, read).unwrap_or_default(),
+        Some(p) => in_netns::call(p, read).unwrap_or_default(),
     };
     !names.trim().is_empty()
 }

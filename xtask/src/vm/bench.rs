@@ -13,8 +13,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{guest::GuestStep, kernel, tools};
-use crate::ebpf::workspace_root;
+use super::{
+    guest::{Guest, GuestStep},
+    kernel, tools, VmOpts,
+};
+use crate::workspace::workspace_root;
 
 /// The tiers compared in the guest; the first is the baseline of the ratios.
 pub const TIERS: &str = "tracepoint,fentry,kprobe";
@@ -81,13 +84,9 @@ fn result_files(out: &Path, args: &[String]) -> [PathBuf; 2] {
     ["md", "json"].map(|ext| out.join(format!("bench-tiers-{mode}.{ext}")))
 }
 
-pub fn bench_task(
-    series: &str,
-    cpus: Option<u32>,
-    timeout: u64,
-    console: bool,
-    args: &[String],
-) -> Result<()> {
+/// `cargo xtask bench --vm KERNEL [ARGS]`.
+pub fn run(series: &str, opts: &VmOpts, args: &[String]) -> Result<()> {
+    let timeout = opts.timeout.unwrap_or(super::DEFAULT_TIMEOUT_SECS);
     let vng = tools::ensure()?;
     // The guest's root is the host's: the lab's tools and bpftool must be installed here.
     crate::sysdeps::ensure(
@@ -95,7 +94,7 @@ pub fn bench_task(
         &[crate::sysdeps::DEMO, crate::sysdeps::BENCH],
     )?;
     let k = kernel::ensure(series, false)?;
-    let bench = crate::bench::build()?;
+    let bench = crate::build::bench()?;
     let out = out_dir(series);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // A broken run must not leave the last run's results looking like its own.
@@ -112,20 +111,20 @@ pub fn bench_task(
         timeout,
         args,
     );
-    let code = super::run_command(
-        &vng,
-        &k,
-        cpus.unwrap_or_else(|| k.default_cpus()),
-        &format!("bench-{series}"),
-        GuestStep {
-            name: "pathtrace-bench".into(),
-            env: Vec::new(),
-            argv,
-        },
-        Duration::from_secs(timeout),
-        console,
-        Some(&out),
-    )?;
+    let guest = Guest {
+        vng: &vng,
+        kernel: &k,
+        cpus: opts.cpus.unwrap_or_else(|| k.default_cpus()),
+        timeout: Duration::from_secs(timeout),
+        echo_console: opts.console,
+        rwdir: Some(&out),
+    };
+    let step = GuestStep {
+        name: "pathtrace-bench".into(),
+        env: Vec::new(),
+        argv,
+    };
+    let code = super::run_command(&guest, &format!("bench-{series}"), step)?;
     if code != 0 {
         bail!("pathtrace-bench exited {code} in the VM");
     }

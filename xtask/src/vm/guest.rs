@@ -20,7 +20,7 @@ use super::{
     kernel::Kernel,
     report::{parse_line, Mark},
 };
-use crate::ebpf::workspace_root;
+use crate::workspace::workspace_root;
 
 /// Quotes a word for `sh`.
 pub fn sh_quote(s: &str) -> String {
@@ -169,22 +169,37 @@ fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
     });
 }
 
-/// Boots `kernel`, runs `script` inside, and calls `on_mark` for every marked
-/// line as it arrives. The whole console goes to `log`; with `echo_console`
-/// it is also printed. `rwdir`, if given, is writable in the guest (at the
-/// same path), and what the guest writes there reaches the host.
-#[allow(clippy::too_many_arguments)]
+/// A guest to boot, and how long it may run.
+pub struct Guest<'a> {
+    /// virtme-ng's `vng`.
+    pub vng: &'a Path,
+    pub kernel: &'a Kernel,
+    pub cpus: u32,
+    /// The run is killed after this.
+    pub timeout: Duration,
+    /// Print the whole console too.
+    pub echo_console: bool,
+    /// Writable in the guest (at the same path): what the guest writes there
+    /// reaches the host.
+    pub rwdir: Option<&'a Path>,
+}
+
+/// Boots `guest`, runs `script` inside, and calls `on_mark` for every marked
+/// line as it arrives. The whole console goes to `log`.
 pub fn boot(
-    vng: &Path,
-    kernel: &Kernel,
-    cpus: u32,
+    guest: &Guest,
     script: &Path,
     log: &Path,
-    timeout: Duration,
-    echo_console: bool,
-    rwdir: Option<&Path>,
     mut on_mark: impl FnMut(Mark, Duration),
 ) -> Result<Outcome> {
+    let &Guest {
+        vng,
+        kernel,
+        cpus,
+        timeout,
+        echo_console,
+        rwdir,
+    } = guest;
     let mut cmd = Command::new(vng);
     // vng runs `virtme-run` from the PATH: the venv's bin must come first.
     let mut paths: Vec<PathBuf> = vng.parent().map(Path::to_path_buf).into_iter().collect();

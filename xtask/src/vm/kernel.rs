@@ -18,8 +18,31 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{output_of, run_quiet};
-use crate::ebpf::workspace_root;
+use crate::proc::{output_of, run_quiet};
+use crate::workspace::workspace_root;
+
+/// `cargo xtask vm-kernel KERNEL [--update]`.
+#[derive(clap::Args)]
+pub struct Options {
+    pub kernel: String,
+    /// Ask apt for a newer package even when one is cached.
+    #[arg(long)]
+    pub update: bool,
+}
+
+/// `cargo xtask vm-kernel KERNEL`: the kernel and the tools, ready.
+pub fn run(opts: Options) -> Result<()> {
+    super::tools::ensure()?;
+    let k = ensure(&opts.kernel, opts.update)?;
+    println!("{}", k.vmlinuz.display());
+    eprintln!(
+        "xtask: kernel {} ({}) in {}",
+        k.series,
+        k.release,
+        k.dir.display()
+    );
+    Ok(())
+}
 
 /// The kernel series `cargo xtask vm` and `test --vm` know.
 pub const SERIES: &[&str] = &["5.10", "6.1", "6.12"];

@@ -4,8 +4,8 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-use super::{output_of, run_quiet};
-use crate::ebpf::workspace_root;
+use crate::proc::{output_of, run_quiet};
+use crate::workspace::workspace_root;
 
 /// The virtme-ng release this was checked with.
 const VNG_VERSION: &str = "1.42";

@@ -3,16 +3,12 @@
 //! Parsing only records where each type starts; types are decoded on demand and
 //! the name index is built on the first lookup by name.
 
-#[cfg(test)]
-pub(crate) mod builder;
 mod decl;
-#[cfg(test)]
-mod fixture;
 mod kernel;
 mod query;
 mod raw;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use decl::BtfEnum;
 pub use kernel::KernelBtf;

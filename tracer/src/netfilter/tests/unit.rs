@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::attrs::{self, AttrIter, AttrWriter};
-use super::netlink::{self, NFNL_SUBSYS_NFTABLES};
-use super::trace::{decode_trace, NFT_MSG_TRACE};
-use super::{fixtures, rules, TraceEvent, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
+use super::fixtures;
 use crate::model::Verdict;
+use crate::netfilter::attrs::{self, AttrIter, AttrWriter};
+use crate::netfilter::netlink::{self, NFNL_SUBSYS_NFTABLES};
+use crate::netfilter::trace::{decode_trace, NFT_MSG_TRACE};
+use crate::netfilter::{rules, TraceEvent, TraceKind, NFPROTO_INET, NFPROTO_IPV4};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -180,21 +181,21 @@ fn ipv6_and_fragment_tuples() {
     v6[8..24].copy_from_slice(&ip_octets("2001:db8::1"));
     v6[24..40].copy_from_slice(&ip_octets("2001:db8::2"));
     let udp = [0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0];
-    let t = super::tuple_from_headers(&v6, &udp).expect("tuple");
+    let t = crate::netfilter::tuple_from_headers(&v6, &udp).expect("tuple");
     assert_eq!(
         (t.saddr, t.daddr, t.sport, t.dport, t.proto),
         (ip("2001:db8::1"), ip("2001:db8::2"), 12345, 53, 17)
     );
     let mut inline = v6.clone();
     inline.extend_from_slice(&udp);
-    assert_eq!(super::tuple_from_headers(&inline, &[]), Some(t));
+    assert_eq!(crate::netfilter::tuple_from_headers(&inline, &[]), Some(t));
     // A non-first IPv4 fragment has no ports.
     let mut v4 = vec![
         0x45, 0, 0, 28, 0, 1, 0x00, 0x10, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
     ];
     v4.extend_from_slice(&[0x1f, 0x9c, 0x1f, 0x9c]);
     assert_eq!(
-        super::tuple_from_headers(&v4, &[]).map(|t| (t.sport, t.dport)),
+        crate::netfilter::tuple_from_headers(&v4, &[]).map(|t| (t.sport, t.dport)),
         Some((0, 0))
     );
 }
@@ -231,7 +232,7 @@ fn iptables_save_by_chain() {
 
 #[test]
 fn ruleset_changes_come_in_order_with_the_traces() {
-    use super::trace::{trace_messages, RulesetNotice, TraceMessage};
+    use crate::netfilter::trace::{trace_messages, RulesetNotice, TraceMessage};
     let msg = |kind: i32, family: u8, w: &AttrWriter| {
         netlink::nfmsg(
             (NFNL_SUBSYS_NFTABLES << 8) | kind as u16,

@@ -1,65 +1,70 @@
-//! The demo and test tasks: both install the system packages they need,
-//! build the kernel object, then hand its path to the `tracer` build through
-//! `PATHTRACE_EBPF_OBJ`.
+//! `cargo xtask test`: installs the system packages the tests need, builds
+//! the kernel object, then runs the unit tests (twice: the second time in a
+//! pid namespace whose low pids are taken), the doc tests and the root
+//! integration suites, handing the object's path to the `tracer` build
+//! through `PATHTRACE_EBPF_OBJ`. With `--vm`, the suites run in guests
+//! instead (`vm/test.rs`).
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{
-    dist, ebpf,
-    ebpf::workspace_root,
-    proc::{cargo, is_root, run},
-    sysdeps,
+    build::{build, cargo, Build},
+    dist,
+    proc::{need_root, run as run_cmd},
+    sysdeps, vm,
 };
 
-fn need_root(task: &str, what: &str) -> Result<()> {
-    if !is_root() {
-        bail!("`cargo xtask {task}` needs root: {what}. Run it in a root shell (sudo -i).");
-    }
-    Ok(())
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub vm: vm::test::Options,
+    /// Without --vm: run only this integration suite (a file of tests/, e.g.
+    /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
+    #[arg(long, value_name = "NAME", conflicts_with = "vm")]
+    pub suite: Vec<String>,
+    /// Without --vm: run the tests with every CPU kept busy by a load
+    /// generator (ended with the tests, and after 2 hours at most); prints
+    /// how long they took.
+    #[arg(long, conflicts_with = "vm")]
+    pub under_load: bool,
+    /// Extra arguments passed to the integration test binaries (e.g. a test name).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
-pub fn demo(args: &[String]) -> Result<()> {
-    need_root(
-        "demo",
-        "it builds network namespaces and loads eBPF programs",
-    )?;
-    sysdeps::ensure("cargo xtask demo", &[sysdeps::DEMO])?;
-    let obj = ebpf::build()?;
-    run(&mut cargo(
-        &["build", "--release", "--locked", "-p", "tracer"],
-        &obj,
-    ))?;
-    let bin = workspace_root().join("target/release/pathtrace");
-    let status = Command::new(&bin)
-        .arg("demo")
-        .args(args)
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
-    std::process::exit(status.code().unwrap_or(1));
+pub fn run(opts: Options) -> Result<()> {
+    if opts.vm.kernels.is_empty() {
+        on_host(&opts)
+    } else {
+        vm::test::run(&opts.vm, &opts.args)
+    }
 }
 
 /// Longest a `--under-load` run keeps the CPUs busy.
 const LOAD_BOUND: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Unit tests (in a pid namespace of their own), doc tests and the root
-/// integration suites; only the integration suites `suites`, when given.
-/// `under_load`: with every CPU kept busy meanwhile.
-pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> {
+/// integration suites; only the integration suites `opts.suite`, when given.
+/// `opts.under_load`: with every CPU kept busy meanwhile.
+fn on_host(opts: &Options) -> Result<()> {
     need_root(
         "test",
         "its integration suites load real eBPF programs into the kernel and build network namespaces with a real dockerd",
     )?;
     sysdeps::ensure("cargo xtask test", &[sysdeps::DEMO, sysdeps::TEST])?;
     let packages = dist::build()?;
-    let obj = ebpf::build()?;
-    run(&mut cargo(&["build", "--locked", "-p", "tracer"], &obj))?;
-    let bin = workspace_root().join("target/debug/pathtrace");
+    let built = build(&Build {
+        packages: &["tracer"],
+        ..Build::default()
+    })?;
+    let bin = built.executable("pathtrace")?;
+    let obj = &built.obj;
     let test = |targets: &[&str]| {
-        let mut cmd = cargo(&["test", "--locked", "--no-fail-fast"], &obj);
+        let mut cmd = cargo(&["test", "--locked", "--no-fail-fast"], obj);
         cmd.args(targets)
             .env("PATHTRACE_BIN", &bin)
             .env("PATHTRACE_DEB", &packages.deb)
@@ -67,11 +72,11 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
             .arg("--")
             .arg("--test-threads=1")
             .arg("--show-output")
-            .args(args);
+            .args(&opts.args);
         cmd
     };
     let mut steps: Vec<(&str, Command)> = Vec::new();
-    if suites.is_empty() {
+    if opts.suite.is_empty() {
         let unit = || test(&["--workspace", "--lib", "--bins"]);
         steps.push(("unit tests", unit()));
         // Again in another pid layout, so that a test that assumes some pid
@@ -82,7 +87,7 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
         ));
         let mut doc = cargo(
             &["test", "--locked", "--no-fail-fast", "--workspace", "--doc"],
-            &obj,
+            obj,
         );
         doc.env("PATHTRACE_BIN", &bin);
         steps.push(("doc tests", doc));
@@ -92,19 +97,20 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
         ));
     } else {
         let mut targets = vec!["-p", "pathtrace-tests"];
-        for suite in suites {
+        for suite in &opts.suite {
             targets.extend(["--test", suite.as_str()]);
         }
         steps.push(("integration suites", test(&targets)));
     }
-    let load = under_load
+    let load = opts
+        .under_load
         .then(|| crate::load::Load::start(LOAD_BOUND))
         .transpose()?;
     let started = Instant::now();
     let mut failed = Vec::new();
     for (name, mut cmd) in steps {
         eprintln!("xtask: {name}");
-        if let Err(e) = run(&mut cmd) {
+        if let Err(e) = run_cmd(&mut cmd) {
             eprintln!("xtask: {name}: {e:#}");
             failed.push(name);
         }
@@ -112,7 +118,7 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
     drop(load);
     eprintln!(
         "xtask: tests {}took {} s",
-        if under_load { "under load " } else { "" },
+        if opts.under_load { "under load " } else { "" },
         started.elapsed().as_secs()
     );
     if !failed.is_empty() {
@@ -120,7 +126,6 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
     }
     Ok(())
 }
-
 /// Processes that hold the low pids of the new pid namespace, as kernel
 /// workers hold a fresh machine's.
 const LOW_PIDS_TAKEN: u32 = 64;
@@ -151,6 +156,7 @@ fn in_new_pid_namespace(cmd: Command) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proc::is_root;
 
     /// In the unit tests' pid layout, pid 12 is alive and is no pathtrace
     /// (as on a fresh machine, where it is a kernel worker), and the

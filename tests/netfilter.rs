@@ -1,12 +1,94 @@
-//! Root tests: real namespaces, real packets, real nf_tables traces.
-//! Each fails, naming itself, without root.
+//! Rule tracing in real namespaces, with real packets: nf_tables traces
+//! (iptables-nft and native nft rules), iptables-legacy TRACE rules through
+//! nfnetlink_log, the tables and rules pathtrace leaves (none, even after a
+//! kill), and the sweep of those an older or killed run left. Each test fails,
+//! naming itself, without root.
+//!
+//! The two `capture_*` tests, ignored, print raw kernel messages to refresh
+//! the decoding fixtures of `tracer/src/netfilter/tests/fixtures.rs`.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
-use super::testnet::{collect, wait_readable, Lab, OtherProcess, A_ADDR, B_ADDR};
-use super::*;
-use crate::model::{Cidr, FlowFilter, Proto, Verdict};
+pub use lab::topo::{Pair as Lab, PAIR_A_ADDR as A_ADDR, PAIR_B_ADDR as B_ADDR};
+use tracer::kernel::owner::{Owner, TagKind};
+use tracer::model::{Cidr, FlowFilter, Proto, Verdict};
+use tracer::netfilter::{
+    family_name, legacy_sweep, sweep_leftovers, LegacyTracer, RuleBook, RuleTracer, TraceEvent,
+    TraceKind, NFPROTO_INET, NFPROTO_IPV4,
+};
+
+/// Waits until `fd` is readable or `timeout` passes.
+fn wait_readable(fd: i32, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Collects events for up to `timeout`, stopping early once `done` holds.
+fn collect(
+    t: &mut RuleTracer,
+    timeout: Duration,
+    done: impl Fn(&[TraceEvent]) -> bool,
+) -> Vec<TraceEvent> {
+    let end = Instant::now() + timeout;
+    let mut all = Vec::new();
+    while Instant::now() < end {
+        if wait_readable(t.as_raw_fd(), Duration::from_millis(100)) {
+            all.extend(t.read_pending().expect("read_pending"));
+            if done(&all) {
+                break;
+            }
+        }
+    }
+    all
+}
+
+/// A process that is not pathtrace (`sleep`), to own a pid that a stale tag
+/// names; killed by its pid and reaped when dropped.
+struct OtherProcess(std::process::Child);
+
+impl OtherProcess {
+    fn start() -> Self {
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        Self(child)
+    }
+
+    /// Its owner as `/proc` tells it, with the real start time.
+    fn owner(&self) -> Owner {
+        let pid = self.0.id();
+        let start = tracer::kernel::owner::proc_stat(pid).map(|s| s.start);
+        assert!(start.is_some(), "no /proc/{pid}/stat for sleep");
+        Owner { pid, start }
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads one datagram from the netlink socket `fd`, without waiting.
+fn recv_now(fd: i32, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    usize::try_from(n).ok().filter(|n| *n > 0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 const PORT: u16 = 8092;
 
@@ -170,7 +252,7 @@ fn table_dies_with_a_killed_process() {
     let mut child = std::process::Command::new(exe)
         .args([
             "--exact",
-            "netfilter::tests_root::child_holds_a_tracer",
+            "child_holds_a_tracer",
             "--ignored",
             "--nocapture",
         ])
@@ -209,7 +291,6 @@ fn child_holds_a_tracer() {
 
 #[test]
 fn leftovers_are_swept_and_names_do_not_clash() {
-    use crate::kernel::owner::{Owner, TagKind};
     lab::require_root("leftovers_are_swept_and_names_do_not_clash");
     let lab = Lab::new("sweep");
     // Stale tags whose pid is alive, in a process that is not pathtrace:
@@ -297,8 +378,139 @@ fn works_under_tokio_async_fd() {
     assert!(found, "no drop event through AsyncFd");
 }
 
+fn collect_legacy(t: &mut LegacyTracer, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<TraceEvent> {
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut all = Vec::new();
+    while Instant::now() < end && !done(&all) {
+        if wait_readable(t.as_raw_fd(), Duration::from_millis(100)) {
+            all.extend(t.read_pending().expect("read_pending"));
+        }
+    }
+    all
+}
+
+#[test]
+fn legacy_rule_drop_is_named() {
+    lab::require_root("legacy_rule_drop_is_named");
+    let lab = Lab::new("legacy");
+    lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
+    lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
+    let logger_before = lab.in_b("cat /proc/sys/net/netfilter/nf_log/2");
+    let mut t = LegacyTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
+    assert_eq!(
+        lab.in_b("cat /proc/sys/net/netfilter/nf_log/2").trim(),
+        "nfnetlink_log"
+    );
+    let comment = TagKind::RuleComment.tag(Owner::current());
+    assert_eq!(
+        lab.in_b("iptables-legacy-save -t raw")
+            .matches(&comment)
+            .count(),
+        2
+    );
+    lab.syn_a_to_b(PORT);
+    let evs = collect_legacy(&mut t, |e| {
+        e.iter().any(|e| e.verdict == Some(Verdict::Drop))
+    });
+    for e in &evs {
+        eprintln!(
+            "legacy event: {} {} {:?} {:?} {:?} hook={:?}",
+            e.table, e.chain, e.kind, e.verdict, e.rule, e.hook
+        );
+    }
+    let ev = evs
+        .iter()
+        .find(|e| e.table == "filter" && e.chain == "INPUT" && e.kind == TraceKind::Rule)
+        .expect("a rule event in filter INPUT");
+    assert_eq!(ev.verdict, Some(Verdict::Drop));
+    assert_eq!(ev.hook, Some(1));
+    let info = ev.rule.as_ref().expect("rule info");
+    assert_eq!(info.index, 2);
+    assert!(
+        info.text
+            .contains("-A INPUT -s 192.0.2.1/32 -p tcp -m tcp --dport 8092 -j DROP"),
+        "{}",
+        info.text
+    );
+    let tu = ev.tuple.expect("tuple");
+    assert_eq!(
+        (tu.saddr, tu.daddr, tu.dport, tu.proto),
+        (ip(A_ADDR), ip(B_ADDR), PORT, 6)
+    );
+    assert!(evs
+        .iter()
+        .all(|e| e.rule.as_ref().is_none_or(|r| !r.text.contains(&comment))));
+    drop(t);
+    assert!(!lab
+        .in_b("iptables-legacy-save -t raw")
+        .contains("pathtrace:"));
+    assert_eq!(
+        lab.in_b("cat /proc/sys/net/netfilter/nf_log/2"),
+        logger_before
+    );
+}
+
+#[test]
+fn legacy_policy_drop() {
+    lab::require_root("legacy_policy_drop");
+    let lab = Lab::new("legpol");
+    lab.in_b("iptables-legacy -P INPUT DROP");
+    let mut t = LegacyTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
+    lab.syn_a_to_b(PORT);
+    let input_policy = |e: &TraceEvent| e.kind == TraceKind::Policy && e.chain == "INPUT";
+    let evs = collect_legacy(&mut t, |e| e.iter().any(input_policy));
+    let ev = evs.iter().find(|e| input_policy(e)).expect("policy event");
+    assert_eq!((ev.table.as_str(), ev.chain.as_str()), ("filter", "INPUT"));
+    assert_eq!(
+        (ev.verdict.clone(), ev.policy),
+        (Some(Verdict::Drop), Some(0))
+    );
+}
+
+#[test]
+fn legacy_sweep_removes_rules_of_dead_processes() {
+    lab::require_root("legacy_sweep_removes_rules_of_dead_processes");
+    let lab = Lab::new("legsweep");
+    let mut dead = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = dead.id();
+    let _ = dead.wait();
+    // Tags whose pid is alive in a process that is not pathtrace: pid-only
+    // (an older version's) and with another start time (a reused pid).
+    let other = OtherProcess::start();
+    let alive = other.owner();
+    let stale = [
+        TagKind::RuleComment.tag(Owner {
+            pid: dead_pid,
+            start: None,
+        }),
+        TagKind::RuleComment.tag(Owner {
+            start: None,
+            ..alive
+        }),
+        TagKind::RuleComment.tag(Owner {
+            start: alive.start.map(|s| s.saturating_sub(1)),
+            ..alive
+        }),
+    ];
+    let me = TagKind::RuleComment.tag(Owner::current());
+    for tag in &stale {
+        lab.in_b(&format!(
+            "iptables-legacy -t raw -A PREROUTING -m comment --comment {tag} -j TRACE"
+        ));
+    }
+    lab.in_b(&format!(
+        "iptables-legacy -t raw -A OUTPUT -m comment --comment {me} -j TRACE"
+    ));
+    assert_eq!(legacy_sweep(Some(&lab.path_b())).expect("sweep"), 3);
+    let raw = lab.in_b("iptables-legacy-save -t raw");
+    assert!(
+        stale.iter().all(|t| !raw.contains(&format!("{t} "))) && raw.contains(&me),
+        "{raw}"
+    );
+}
+
 /// Prints raw NFT_MSG_TRACE messages as hex, to refresh the unit-test fixtures:
-/// `cargo test -p tracer --lib capture_trace_fixtures -- --ignored --nocapture`
+/// `cargo test -p pathtrace-tests --test netfilter capture_trace_fixtures -- --ignored --nocapture`
 #[test]
 #[ignore = "a fixture refresher, run by hand"]
 fn capture_trace_fixtures() {
@@ -306,12 +518,51 @@ fn capture_trace_fixtures() {
     let lab = Lab::new("capture");
     lab.in_b("iptables-nft -N CHK && iptables-nft -A CHK -p udp -j ACCEPT && iptables-nft -A INPUT -j CHK");
     lab.in_b("iptables-nft -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
-    let raw = ns::with_netns(Some(&lab.path_b()), || {
-        let s = super::socket::NlSocket::open(true)?;
-        s.add_membership(netlink::NFNLGRP_NFTRACE)?;
-        Ok(s)
+    // A netlink socket of our own in the nftrace group, beside the tracer's.
+    let raw = in_netns::call(&lab.path_b(), || {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        assert!(
+            fd >= 0,
+            "netlink socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just made and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Multicast reaches only bound netlink sockets.
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let salen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: sa is a valid sockaddr_nl of the given length.
+        let rc = unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sa).cast(), salen) };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let group: libc::c_int = libc::NFNLGRP_NFTRACE as libc::c_int;
+        // SAFETY: setsockopt with a pointer to a c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                (&group as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "joining NFNLGRP_NFTRACE: {}",
+            std::io::Error::last_os_error()
+        );
+        fd
     })
-    .expect("raw socket");
+    .expect("raw socket in the lab's namespace");
     let _t = RuleTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
     let mut buf = vec![0u8; 65536];
     for step in ["rules", "policy"] {
@@ -319,15 +570,31 @@ fn capture_trace_fixtures() {
             lab.in_b("iptables-nft -F INPUT && iptables-nft -P INPUT DROP");
         }
         lab.syn_a_to_b(PORT);
-        while wait_readable(
-            std::os::fd::AsRawFd::as_raw_fd(&raw),
-            Duration::from_millis(500),
-        ) {
-            let Ok(Some(n)) = raw.recv(&mut buf, true) else {
+        while wait_readable(raw.as_raw_fd(), Duration::from_millis(500)) {
+            let Some(n) = recv_now(raw.as_raw_fd(), &mut buf) else {
                 break;
             };
-            let hex: Vec<String> = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
-            println!("MSG {step} {n}: {}", hex.join(""));
+            println!("MSG {step} {n}: {}", hex(&buf[..n]));
         }
+    }
+}
+
+/// Prints one raw NFLOG TRACE datagram as hex, to refresh the fixture:
+/// `cargo test -p pathtrace-tests --test netfilter capture_nflog_fixture -- --ignored --nocapture`
+#[test]
+#[ignore = "a fixture refresher, run by hand"]
+fn capture_nflog_fixture() {
+    lab::require_root("capture_nflog_fixture");
+    let lab = Lab::new("legcap");
+    lab.in_b("iptables-legacy -A INPUT -p icmp -j ACCEPT");
+    lab.in_b("iptables-legacy -A INPUT -s 192.0.2.1 -p tcp --dport 8092 -j DROP");
+    let t = LegacyTracer::start(Some(&lab.path_b()), &dport_filter()).expect("start");
+    lab.syn_a_to_b(PORT);
+    let mut buf = vec![0u8; 65536];
+    while wait_readable(t.as_raw_fd(), Duration::from_millis(500)) {
+        let Some(n) = recv_now(t.as_raw_fd(), &mut buf) else {
+            break;
+        };
+        println!("NFLOG {n}: {}", hex(&buf[..n]));
     }
 }

@@ -2,7 +2,7 @@
 
 use super::builder::BtfBuilder;
 use super::fixture::fixture;
-use super::{Btf, BtfError, Kind, VMLINUX_PATH};
+use crate::kernel::btf::{Btf, BtfError, Kind, VMLINUX_PATH};
 
 fn parsed() -> Btf {
     match Btf::from_bytes(fixture().build()) {

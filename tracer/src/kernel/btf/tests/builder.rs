@@ -1,6 +1,6 @@
 //! Test-only writer for small BTF blobs, so parsing can be tested without root.
 
-use super::Btf;
+use crate::kernel::btf::Btf;
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;

@@ -1,5 +1,5 @@
 //! NFT_MSG_TRACE messages captured from kernel 6.18 (whole datagrams:
-//! nlmsghdr + nfgenmsg + attributes) by `capture_trace_fixtures`. A TCP SYN
+//! nlmsghdr + nfgenmsg + attributes) by `capture_trace_fixtures` (tests crate, `tests/netfilter.rs`). A TCP SYN
 //! 192.0.2.1:52860 -> 192.0.2.2:8092 (rules), then :52868 (policy); ids
 //! 0x2c44b4ac and 0x347d7ea7.
 

@@ -2,10 +2,10 @@
 
 use std::net::IpAddr;
 
-use super::attrs::{self, AttrIter, AttrWriter};
-use super::expr::{self, Expr};
-use super::NFPROTO_IPV4;
 use crate::model::{Cidr, FlowFilter, Proto};
+use crate::netfilter::attrs::{self, AttrIter, AttrWriter};
+use crate::netfilter::expr::{self, Expr};
+use crate::netfilter::NFPROTO_IPV4;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
