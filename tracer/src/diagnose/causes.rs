@@ -13,6 +13,8 @@ pub enum Condition {
     ReplyDrop,
     /// An ICMP or ICMPv6 error that was not dropped.
     IcmpError,
+    /// An ICMPv6 error the stack handled, then freed as a drop (before 5.17).
+    IcmpErrorFreedAfterUse,
     /// A TCP reset that reached a host and vanished there, as resets do.
     SilentRst,
     /// Dropped by a chain's policy.
@@ -76,6 +78,7 @@ impl Condition {
                     && (f.rule.is_some() || f.reason.as_deref() == Some("NETFILTER_DROP"))
             }
             Self::IcmpError => !dropped && f.icmp.is_some(),
+            Self::IcmpErrorFreedAfterUse => f.icmp_freed_after_use,
             Self::SilentRst => self::Condition::SilentTcp.holds(f) && f.tcp_flags & 0x04 != 0,
             Self::RuleDrop => dropped && f.rule.as_ref().is_some_and(|r| !r.policy),
             Self::PolicyDrop => dropped && f.rule.as_ref().is_some_and(|r| r.policy),
@@ -186,7 +189,7 @@ pub fn connection_fails(id: &str) -> bool {
 pub fn settled_fate(id: &str) -> Option<FateKind> {
     match id {
         "accept_queue_full" | "no_route_back" => Some(FateKind::Dropped),
-        "udp_delivered" | "teardown" => Some(FateKind::Delivered),
+        "udp_delivered" | "teardown" | "icmp_error_handled" => Some(FateKind::Delivered),
         _ => None,
     }
 }
@@ -422,6 +425,12 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::Hairpin,
         message: "hairpin NAT: {where} sent {client}'s packet to {orig_addr}:{orig_port} on to {final_addr}:{final_port} back out of {hairpin_dev}, the interface it came in on, with its source unchanged; {final_addr} answers {client} directly on that LAN, from an address the client never called, so the client resets the answer and never connects",
         advice: &[any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
+    },
+    Cause {
+        id: "icmp_error_handled",
+        when: Condition::IcmpErrorFreedAfterUse,
+        message: "{client} answered {quoted} with {icmp}; it reached {where}, whose ICMPv6 code handled it and then freed it as kernels before 5.17 do, with no reason",
+        advice: &[],
     },
     Cause {
         id: "icmp_error",

@@ -27,6 +27,9 @@ pub struct Facts {
     /// The kernel gave no reason; `reason` is inferred from where it freed
     /// the packet.
     pub reason_inferred: bool,
+    /// An ICMP error the stack handled and then freed as a drop: kernels
+    /// before 5.17 free ICMPv6 errors that way at `icmpv6_rcv`.
+    pub icmp_freed_after_use: bool,
     /// The kernel reports drop reasons (it said `NOT_SPECIFIED` where the
     /// reason was inferred).
     pub kernel_has_reasons: bool,
@@ -762,6 +765,14 @@ impl Facts {
         if let Some(e) = icmp {
             icmp_values(e, &mut v);
         }
+        let icmp_freed_after_use = icmp.is_some()
+            && p.fate.kind == FateKind::Dropped
+            && reason.is_none()
+            && view.reasons.is_empty()
+            && ends
+                .at
+                .and_then(|h| view.location(h))
+                .is_some_and(|l| l.starts_with("icmpv6_rcv"));
         let tcp_flags = p
             .hops
             .iter()
@@ -793,6 +804,7 @@ impl Facts {
             fate: p.fate.kind,
             reason,
             reason_inferred: inferred,
+            icmp_freed_after_use,
             kernel_has_reasons: !view.reasons.is_empty(),
             rule,
             forwarding,
@@ -833,6 +845,7 @@ impl Facts {
             fate,
             reason: reason.map(str::to_owned),
             reason_inferred: false,
+            icmp_freed_after_use: false,
             kernel_has_reasons: true,
             rule,
             forwarding: None,
@@ -933,6 +946,25 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
         let path = view.netns.path(at.netns);
         return (!programs::tc(path.as_deref(), &at.ifname, "ingress").is_empty())
             .then(|| "TC_INGRESS".to_owned());
+    }
+    // A route input error, freed where the receive path finishes (before
+    // 5.17 reasons): reverse-path filtering, when it is strict on that
+    // device and the route back to the source leaves by another.
+    if location.starts_with("ip_rcv_finish") {
+        let path = view.netns.path(at.netns)?;
+        let src = last?.saddr;
+        let strict = in_netns::call(&path, || {
+            let rp = |dev: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"))
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u8>().ok())
+                    .unwrap_or(0)
+            };
+            rp("all").max(rp(&at.ifname)) == 1
+        })
+        .ok()?;
+        let back = crate::evidence::neigh::next_hop(Some(&path), src)?;
+        return (strict && back.device != at.ifname).then(|| "IP_RPFILTER".to_owned());
     }
     if !location.starts_with("ip_forward") {
         return None;
