@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: finding the `pathtrace` binary,
 //! running it against a lab, and reading its JSON Lines.
 pub use lab::topo;
+pub mod podman;
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,

@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::proc::{output_of, run};
+use crate::{
+    dist::Arch,
+    proc::{output_of, run},
+};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,6 +21,11 @@ pub fn workspace_root() -> PathBuf {
 
 pub fn object_path() -> PathBuf {
     workspace_root().join("tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")
+}
+
+/// Where the object for a kernel of another architecture is built.
+fn cross_target_dir(arch: Arch) -> PathBuf {
+    workspace_root().join(format!("tracer-ebpf/target/{}", arch.uname()))
 }
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -122,24 +130,44 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Builds the eBPF object and returns its path.
+/// Builds the eBPF object for this machine's kernel and returns its path.
 pub fn build() -> Result<PathBuf> {
+    build_for(Arch::X86_64)
+}
+
+/// Builds the eBPF object for kernels of `arch` and returns its path. The
+/// bytecode is the same, but a kprobe reads its arguments from `pt_regs`,
+/// whose layout is the architecture's: aya-ebpf picks it by the
+/// `bpf_target_arch` cfg (the build machine's when not given).
+pub fn build_for(arch: Arch) -> Result<PathBuf> {
     ensure_nightly()?;
     let linker_dir = ensure_bpf_linker()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker_dir];
     paths.extend(std::env::split_paths(&path));
     let root = workspace_root();
-    run(Command::new("cargo")
+    let mut cargo = Command::new("cargo");
+    cargo
         .args(["+nightly", "build", "--release", "--locked"])
         .current_dir(root.join("tracer-ebpf"))
         .env("PATH", std::env::join_paths(paths)?)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR"))
-    .context("building tracer-ebpf failed")?;
-    let obj = object_path();
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS");
+    let obj = if arch == Arch::X86_64 {
+        cargo.env_remove("CARGO_ENCODED_RUSTFLAGS");
+        object_path()
+    } else {
+        let dir = cross_target_dir(arch);
+        cargo.env("CARGO_TARGET_DIR", &dir).env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", arch.uname()),
+        );
+        dir.join("bpfel-unknown-none/release/tracer-ebpf")
+    };
+    run(&mut cargo).with_context(|| format!("building tracer-ebpf for {} failed", arch.uname()))?;
     if !obj.exists() {
         bail!("the eBPF build finished but {} is missing", obj.display());
     }

@@ -4,6 +4,7 @@ mod bench;
 mod dist;
 mod ebpf;
 mod load;
+mod oci;
 mod proc;
 mod sysdeps;
 mod tasks;
@@ -23,8 +24,19 @@ struct Cli {
 enum Task {
     /// Build the eBPF object (installs nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
-    /// Build what users install into target/dist: a static binary, a .deb and a tarball.
-    Dist,
+    /// Build what users install into target/dist: a static binary, a .deb, a tarball
+    /// and a container image (OCI archive, from scratch).
+    Dist {
+        /// The architecture to build for (x86_64-unknown-linux-musl or
+        /// aarch64-unknown-linux-musl; also amd64, arm64); repeatable. Default: x86_64.
+        #[arg(
+            long = "target",
+            visible_alias = "arch",
+            value_enum,
+            value_name = "TARGET"
+        )]
+        targets: Vec<dist::Arch>,
+    },
     /// Build everything (release) and run `pathtrace demo`.
     Demo {
         /// Extra arguments for `pathtrace demo`.
@@ -64,6 +76,11 @@ enum Task {
         vm_host_cpus: u32,
         #[command(flatten)]
         vm_opts: VmOpts,
+        /// Instead: build for arm64 (`dist --target aarch64-unknown-linux-musl`) and run
+        /// the smoke suite on every tier in a Debian arm64 kernel under qemu-system-aarch64
+        /// (software emulation).
+        #[arg(long, conflicts_with_all = ["vm", "suite", "under_load"])]
+        arm64: bool,
         /// Without --vm: run only this integration suite (a file of tests/, e.g.
         /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
         #[arg(long, value_name = "NAME", conflicts_with = "vm")]
@@ -158,8 +175,19 @@ fn main() {
             bench::bench(&args)
         }
         Task::BuildEbpf => ebpf::build().map(|_| ()),
-        Task::Dist => dist::build().map(|_| ()),
+        Task::Dist { targets } => dist::build(&targets).map(|_| ()),
         Task::Demo { args } => tasks::demo(&args),
+        Task::Test {
+            arm64: true,
+            vm_opts,
+            args,
+            ..
+        } => vm::arm64::test_task(
+            vm_opts.cpus,
+            vm_opts.timeout.unwrap_or(vm::arm64::DEFAULT_TIMEOUT_SECS),
+            vm_opts.console,
+            &args,
+        ),
         Task::Test {
             vm,
             tier,

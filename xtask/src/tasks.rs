@@ -54,7 +54,7 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
         "its integration suites load real eBPF programs into the kernel and build network namespaces with a real dockerd",
     )?;
     sysdeps::ensure("cargo xtask test", &[sysdeps::DEMO, sysdeps::TEST])?;
-    let packages = dist::build()?;
+    let packages = dist::build(&[])?.pop().context("dist built no packages")?;
     let obj = ebpf::build()?;
     run(&mut cargo(&["build", "--locked", "-p", "tracer"], &obj))?;
     let bin = workspace_root().join("target/debug/pathtrace");
@@ -64,6 +64,7 @@ pub fn test(suites: &[String], under_load: bool, args: &[String]) -> Result<()> 
             .env("PATHTRACE_BIN", &bin)
             .env("PATHTRACE_DEB", &packages.deb)
             .env("PATHTRACE_TARBALL", &packages.tarball)
+            .env("PATHTRACE_IMAGE", &packages.image)
             .arg("--")
             .arg("--test-threads=1")
             .arg("--show-output")
