@@ -230,7 +230,7 @@ fn run_web(podman: &mut Podman) -> i32 {
     {
         podman.adopt_conmon(pid);
     }
-    let pid: i32 = self
+    let pid: i32 = podman
         .remote(
             &["inspect", "-f", "{{.State.Pid}}", PODMAN_CONTAINER],
             "podman inspect",

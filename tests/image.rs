@@ -141,7 +141,7 @@ fn check_labels(podman: &Podman, image: &str) {
 
 /// The DOCKER-USER drop, traced by the image's pathtrace.
 fn trace_the_incident(podman: &Podman, lab: &Lab, socket: &str, image: &str) {
-    let client = lab.addrs.client.to_string();
+    let (client, host) = (lab.addrs.client.to_string(), lab.addrs.host.to_string());
     let run = start(
         podman,
         socket,
@@ -149,6 +149,8 @@ fn trace_the_incident(podman: &Podman, lab: &Lab, socket: &str, image: &str) {
         &[
             "--src",
             &client,
+            "--dst",
+            &host,
             "--dport",
             "8092",
             "--netns",
