@@ -464,6 +464,12 @@ fn a_conntrack_invalid_drop_is_explained_without_a_command() {
         msg.contains("conntrack marked it INVALID") && msg.contains("--ctstate INVALID -j DROP"),
         "{msg}"
     );
+    // Why, from the namespace's own table and settings: no entry, no pick-up.
+    assert!(
+        msg.contains("conntrack has no entry for this connection")
+            && msg.contains("nf_conntrack_tcp_loose=0"),
+        "{msg}"
+    );
     let advice = d["advice"].as_str().expect("advice");
     eprintln!(
         "conntrack INVALID: client saw {seen:?}\n  {}\n  {msg}\n  advice: {advice}",

@@ -15,8 +15,8 @@ use lab::{
     ProbeOutcome,
 };
 use pathtrace_tests::{
-    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, Listener,
-    PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, CtEvents,
+    Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
 };
 use serde_json::Value;
 
@@ -280,6 +280,7 @@ fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
         "iptables -t nat -A PREROUTING -d 192.0.2.254 -p tcp --dport 8092 -j DNAT --to-destination 198.51.100.2:9999",
     );
     let router: IpAddr = "192.0.2.254".parse().expect("address");
+    let ct = CtEvents::start(&t.r, "-e NEW -p tcp --orig-port-dst 8092");
     let recs = traced_connect(
         &["--dst", "192.0.2.254", "--dport", "8092"],
         &t.a,
@@ -296,6 +297,68 @@ fn dnat_to_a_port_nobody_listens_on_names_both_ports() {
         "{p:#}"
     );
     assert_no_command(&recs, "no_socket");
+    assert_nat_on_hops(&recs, &t.r, "dnat", &ct.stop());
+}
+
+/// The `(original, reply)` tuples `(src, dst, sport, dport)` of a
+/// conntrack event line (`[NEW] tcp 6 120 SYN_SENT src=… dst=… sport=… …`).
+/// `(src, dst, sport, dport)` of one direction of a conntrack entry.
+type CtSide = (String, String, u16, u16);
+
+fn ct_event_tuples(line: &str) -> (CtSide, CtSide) {
+    let field = |key: &str, nth: usize| -> String {
+        line.split_whitespace()
+            .filter_map(|w| w.strip_prefix(key))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_owned()
+    };
+    let side = |n: usize| {
+        (
+            field("src=", n),
+            field("dst=", n),
+            field("sport=", n).parse().expect("port"),
+            field("dport=", n).parse().expect("port"),
+        )
+    };
+    (side(0), side(1))
+}
+
+/// A hop in `ns` shows the packet's conntrack entry with its `kind` NAT
+/// mapping (`dnat`, `snat`) in JSON, and the entry is the one the kernel
+/// announced there (`conntrack -E`'s NEW event, in `events`).
+fn assert_nat_on_hops(recs: &[Value], ns: &str, kind: &str, events: &[String]) {
+    let new = events
+        .iter()
+        .find(|l| l.contains("[NEW]"))
+        .unwrap_or_else(|| panic!("conntrack -E in {ns} saw no new entry: {events:?}"));
+    let (orig, reply) = ct_event_tuples(new);
+    let (from, to) = match kind {
+        "dnat" => (
+            format!("{}:{}", orig.1, orig.3),
+            format!("{}:{}", reply.0, reply.2),
+        ),
+        _ => (
+            format!("{}:{}", orig.0, orig.2),
+            format!("{}:{}", reply.1, reply.3),
+        ),
+    };
+    let hops = of_type(recs, "hop");
+    let hop = hops
+        .iter()
+        .find(|h| h["netns_name"] == ns && h["ct"][kind].is_object())
+        .unwrap_or_else(|| panic!("no hop in {ns} shows a {kind} entry: {hops:#?}"));
+    assert_eq!(hop["ct"][kind]["from"], from.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"][kind]["to"], to.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"]["original"]["saddr"], orig.0.as_str(), "{hop:#}");
+    assert_eq!(hop["ct"]["reply"]["saddr"], reply.0.as_str(), "{hop:#}");
+    let status = hop["ct"]["status"].as_array().cloned().unwrap_or_default();
+    assert!(
+        status
+            .iter()
+            .any(|s| s == if kind == "dnat" { "dst_nat" } else { "src_nat" }),
+        "{hop:#}"
+    );
 }
 
 /// A connected UDP socket's answer: its recv error, or that it got one.
@@ -341,6 +404,216 @@ fn udp_to_a_closed_port_is_refused_and_to_an_open_one_is_delivered() {
         assert_eq!(p["fate"], "delivered", "not vanished: {p:#}");
         assert_eq!(p["diagnosis"]["cause"], "udp_delivered", "{p:#}");
     }
+}
+
+/// A UDP exchange from `from`'s port `sport` to `to:port` on one socket
+/// (the same conntrack entry each time): what came back.
+fn udp_from_port(from: &str, sport: u16, to: IpAddr, port: u16) -> &'static str {
+    let target = SocketAddr::new(to, port);
+    lab::in_netns(from, Duration::from_secs(5), move || {
+        let s = UdpSocket::bind(("0.0.0.0", sport)).expect("udp socket");
+        s.connect(target).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(1200)))
+            .expect("timeout");
+        s.send(b"pathtrace").expect("send");
+        match s.recv(&mut [0u8; 64]) {
+            Ok(_) => "answered",
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => "ECONNREFUSED",
+            Err(_) => "no answer",
+        }
+    })
+    .unwrap_or_else(|e| panic!("udp exchange from {from}: {e:?}"))
+}
+
+#[test]
+fn a_conntrack_entry_older_than_the_dnat_rule_is_named_and_deleting_it_works() {
+    let test = "a_conntrack_entry_older_than_the_dnat_rule_is_named_and_deleting_it_works";
+    require_root(test);
+    // The router's own service on UDP port 5300 answered the client (an
+    // entry without NAT). The service then moved to the server behind a
+    // DNAT rule: the client's flow keeps its old entry and never meets it.
+    let t = Routed::new(&prefix("sn"));
+    let router: IpAddr = "192.0.2.254".parse().expect("address");
+    // A stateful firewall there: conntrack tracks the router's traffic.
+    must(
+        &t.r,
+        "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    );
+    let old = Listener::spawn(&t.r, "0.0.0.0", 5300, 0, Serve::UdpEcho);
+    assert_eq!(udp_from_port(&t.a, 40123, router, 5300), "answered");
+    drop(old);
+    let _echo = Listener::spawn(&t.b, "0.0.0.0", 5300, 0, Serve::UdpEcho);
+    must(
+        &t.r,
+        "iptables -t nat -A PREROUTING -d 192.0.2.254 -p udp --dport 5300 -j DNAT --to-destination 198.51.100.2:5300",
+    );
+    let flow = ["--dst", "192.0.2.254", "--dport", "5300", "--proto", "udp"];
+    let (seen, recs) = trace(&flow, || udp_from_port(&t.a, 40123, router, 5300));
+    assert_eq!(seen, "ECONNREFUSED", "the old entry still keeps the flow");
+    let p = with_cause(&recs, "stale_nat")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("udp 192.0.2.1:40123 → 192.0.2.254:5300")
+            && message(p).contains("table ip nat"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "stale_nat", Some(&t.r));
+    assert!(
+        fix.starts_with("conntrack -D") && fix.contains("--orig-port-src 40123"),
+        "{fix}"
+    );
+    // Another client's entry for the same port stays: the fix is this flow's.
+    assert_eq!(udp_from_port(&t.a, 40124, router, 5300), "answered");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(udp_from_port(&t.a, 40123, router, 5300), "answered");
+    let (ok, left) = sh_in(
+        Some(&t.r),
+        "conntrack -L -p udp --orig-port-src 40124 2>/dev/null",
+    );
+    assert!(
+        ok && left.contains("sport=40124"),
+        "the other entry was kept: {left}"
+    );
+}
+
+/// A namespace of a test's own, beyond a lab's topology; deleted when dropped.
+struct ExtraNs(String);
+
+impl ExtraNs {
+    fn new(name: String) -> Self {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Self(name)
+    }
+}
+
+impl Drop for ExtraNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works() {
+    let test = "a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works";
+    require_root(test);
+    // LAN client A — its router R — upstream router B — server S. B knows
+    // nothing of the LAN, and R forwards the LAN's packets unchanged: S's
+    // answers die at B.
+    let t = Routed::new(&prefix("mq"));
+    let s = ExtraNs::new(format!("{}-s", prefix("mq")));
+    lab::topo::sh(&[
+        "ip", "link", "add", "s0", "netns", &s.0, "type", "veth", "peer", "name", "b1", "netns",
+        &t.b,
+    ]);
+    must(&s.0, "ip link set lo up && ip addr add 203.0.113.2/24 dev s0 && ip link set s0 up && ip route add default via 203.0.113.254");
+    must(&t.b, "ip addr add 203.0.113.254/24 dev b1 && ip link set b1 up && sysctl -qw net.ipv4.ip_forward=1 && ip route del default");
+    must(&t.r, "ip route add default via 198.51.100.2");
+    let _srv = Listener::spawn(&s.0, "0.0.0.0", 8080, 64, Serve::Close);
+    let far: IpAddr = "203.0.113.2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "203.0.113.2", "--dport", "8080"],
+        &t.a,
+        far,
+        8080,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "missing_masquerade")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "the reply died there: {p:#}");
+    assert!(
+        message(p).contains(&format!("namespace {} forwarded", t.r))
+            && message(p).contains("out of r1"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "missing_masquerade", Some(&t.r));
+    assert!(
+        fix.contains("-s 192.0.2.0/24 -o r1") && fix.contains("-d 203.0.113.2 -p tcp --dport 8080"),
+        "{fix}"
+    );
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, far, 8080, 2000), ProbeOutcome::Connected);
+    // This flow only: another port is forwarded unmasqueraded as before.
+    let (ok, rules) = sh_in(Some(&t.r), "iptables -t nat -S POSTROUTING");
+    assert!(
+        ok && rules.lines().filter(|l| l.contains("MASQUERADE")).count() == 1,
+        "{rules}"
+    );
+}
+
+#[test]
+fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works() {
+    let test = "a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works";
+    require_root(test);
+    let t = Routed::new(&prefix("fz"));
+    let fw = Firewalld::start(test, &t.b);
+    let _srv = Listener::start(&t.b);
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let p = with_cause(&recs, "reject")[0];
+    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+    let fix = fix_of(&recs, "reject", Some(&t.b));
+    assert!(
+        fix.starts_with("firewall-cmd --zone=public --add-rich-rule="),
+        "{fix}"
+    );
+    let (ok, out) = fw.cmd(&t.b, &fix);
+    assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    // This flow only: another port is still rejected.
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
+}
+
+#[test]
+fn a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works() {
+    let test = "a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works";
+    require_root(test);
+    let t = Routed::new(&prefix("fp"));
+    let fw = Firewalld::start(test, &t.r);
+    let setup = |cmd: &str| {
+        let (ok, out) = fw.cmd(&t.r, cmd);
+        assert!(ok, "{cmd}: {out}");
+    };
+    setup(
+        "firewall-cmd --permanent --zone=internal --add-interface=r0 && \
+         firewall-cmd --permanent --zone=dmz --add-interface=r1 && firewall-cmd --reload",
+    );
+    let _srv = Listener::start(&t.b);
+    // No policy between the zones: firewalld's forward chain rejects, and
+    // a policy takes --permanent and a reload: words, no command.
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let p = with_cause(&recs, "reject")[0];
+    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(advice.contains("from zone internal"), "{advice}");
+    assert_no_command(&recs, "reject");
+    // A policy from internal to dmz that rejects: its rich rule opens this flow.
+    setup(
+        "firewall-cmd --permanent --new-policy lan-to-dmz && \
+         firewall-cmd --permanent --policy lan-to-dmz --add-ingress-zone internal && \
+         firewall-cmd --permanent --policy lan-to-dmz --add-egress-zone dmz && \
+         firewall-cmd --permanent --policy lan-to-dmz --set-target REJECT && firewall-cmd --reload",
+    );
+    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+    let fix = fix_of(&recs, "reject", Some(&t.r));
+    assert!(
+        fix.starts_with("firewall-cmd --policy=lan-to-dmz --add-rich-rule="),
+        "{fix}"
+    );
+    let (ok, out) = fw.cmd(&t.r, &fix);
+    assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+    assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);
+    let _other = Listener::spawn(&t.b, "0.0.0.0", 8081, 8, Serve::Close);
+    assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
 }
 
 #[test]
@@ -483,7 +756,12 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
         assert_connection(&recs, "unreachable", Some("EHOSTUNREACH"));
         for p in with_cause(&recs, "neighbour_failed") {
             assert_eq!(p["netns_name"], place.as_str(), "{p:#}");
-            assert!(message(p).contains(&format!("on {dev}")), "{p:#}");
+            assert!(
+                message(p).contains(&format!("no host answers for {dst} on {dev}"))
+                    && (message(p).contains("holds it as FAILED")
+                        || message(p).contains("holds it as INCOMPLETE")),
+                "{p:#}"
+            );
         }
         // A SYN waits 3 s in the neighbour queue before its drop: shown
         // once, from the client on, never split into a vanished half and a
@@ -501,6 +779,38 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
         }
         assert_no_command(&recs, "neighbour_failed");
     }
+}
+
+#[test]
+fn no_ndp_answer_is_named_with_the_neighbour_table_state() {
+    let test = "no_ndp_answer_is_named_with_the_neighbour_table_state";
+    require_root(test);
+    let t = Routed::new(&prefix("n6"));
+    must(&t.a, "ip -6 addr add 2001:db8:1::1/64 dev a0 nodad");
+    let dst = "2001:db8:1::77";
+    let to: IpAddr = dst.parse().expect("address");
+    let (seen, recs) = trace(&["--dst", dst, "--dport", "8080"], || {
+        tcp(&t.a, to, PORT, 6000)
+    });
+    assert_eq!(errno_of(&seen), "EHOSTUNREACH", "the client saw {seen:?}");
+    assert_connection(&recs, "unreachable", Some("EHOSTUNREACH"));
+    for p in with_cause(&recs, "neighbour_failed") {
+        assert_eq!(p["netns_name"], t.a.as_str(), "{p:#}");
+        assert!(
+            message(p).contains(&format!("no host answers for {dst} on a0"))
+                && message(p).contains("NDP")
+                && (message(p).contains("holds it as FAILED")
+                    || message(p).contains("holds it as INCOMPLETE")),
+            "{p:#}"
+        );
+    }
+    // The kernel's own table says the same.
+    let (_, table) = sh_in(Some(&t.a), &format!("ip -6 neigh show {dst} dev a0"));
+    assert!(
+        table.contains("FAILED") || table.contains("INCOMPLETE"),
+        "{table}"
+    );
+    assert_no_command(&recs, "neighbour_failed");
 }
 
 #[test]
@@ -568,7 +878,12 @@ fn strict_reverse_path_filtering_on_an_asymmetric_path_is_named_and_loosening_it
     );
     let recs = to_server(&t, "ETIMEDOUT", "timed_out");
     let p = with_cause(&recs, "rp_filter")[0];
-    assert!(message(p).contains("on r2"), "{p:#}");
+    assert!(
+        message(p).contains("on r2")
+            && message(p).contains("the route back to 192.0.2.1 leaves by r0, not r2")
+            && message(p).contains("asymmetric"),
+        "{p:#}"
+    );
     let fix = fix_of(&recs, "rp_filter", Some(&t.r));
     run_fix(Some(&t.r), &fix);
     assert_eq!(tcp(&t.a, server(), PORT, 1500), ProbeOutcome::Connected);

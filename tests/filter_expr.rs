@@ -18,7 +18,7 @@ use std::{
 
 use pathtrace_tests::{docker_lab, of_type, pathtrace_bin, records, require_root, require_tool};
 
-use tracer::model::{kernel_filter, parse_expr, FlowFilter};
+use tracer::model::{parse_expr, FlowFilter, Flows};
 use tracer_common::{ports, FlowFields, MatchScratch};
 
 /// One test packet: what goes on the wire, and what the kernel would read.
@@ -238,11 +238,12 @@ fn tcpdump_matches(pcap: &Path, expr: &str) -> BTreeSet<usize> {
 fn pathtrace_matches(pkts: &[Pkt], expr: &str) -> Result<BTreeSet<usize>, String> {
     let words = [expr.to_owned()];
     let parsed = parse_expr(&words).map_err(|e| e.to_string())?;
-    let filter = kernel_filter(&[FlowFilter {
+    let flows = Flows::new(vec![FlowFilter {
         expr: parsed,
         ..FlowFilter::default()
     }])
     .map_err(|e| e.to_string())?;
+    let filter = tracer_common::Filter::from(&flows);
     let mut scratch = MatchScratch::default();
     Ok(pkts
         .iter()

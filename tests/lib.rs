@@ -379,13 +379,14 @@ impl Listener {
     /// says; returns once it listens (python says so), or fails the test
     /// after 20 s.
     pub fn spawn(ns: &str, addr: &str, port: u16, backlog: u32, serve: Serve) -> Self {
-        let (family, kind) = match (addr.contains(':'), serve) {
-            (true, Serve::Udp) => ("AF_INET6", "SOCK_DGRAM"),
-            (false, Serve::Udp) => ("AF_INET", "SOCK_DGRAM"),
+        let udp = matches!(serve, Serve::Udp | Serve::UdpEcho);
+        let (family, kind) = match (addr.contains(':'), udp) {
+            (true, true) => ("AF_INET6", "SOCK_DGRAM"),
+            (false, true) => ("AF_INET", "SOCK_DGRAM"),
             (true, _) => ("AF_INET6", "SOCK_STREAM"),
             (false, _) => ("AF_INET", "SOCK_STREAM"),
         };
-        let listen = if serve == Serve::Udp {
+        let listen = if udp {
             String::new()
         } else {
             format!("s.listen({backlog})\n")
@@ -398,6 +399,7 @@ impl Listener {
                  while True:\n    c,_=s.accept()\n    threading.Thread(target=echo, args=(c,), daemon=True).start()\n"
             }
             Serve::Never | Serve::Udp => "import time\nwhile True:\n    time.sleep(1)\n",
+            Serve::UdpEcho => "while True:\n    d,a=s.recvfrom(4096)\n    s.sendto(d,a)\n",
         };
         let script = format!(
             "import socket\ns=socket.socket(socket.{family}, socket.{kind})\n\
@@ -421,6 +423,8 @@ pub enum Serve {
     Never,
     /// A bound UDP socket that never reads.
     Udp,
+    /// A bound UDP socket that sends each datagram back.
+    UdpEcho,
 }
 
 /// The client socket's error, by its errno name.
@@ -440,7 +444,8 @@ pub fn errno_of(p: &lab::ProbeOutcome) -> &'static str {
 /// The command an advice ends with: the text after its last ": ", when it
 /// starts with the name of a tool that changes the network's configuration.
 pub fn command_in(advice: &str) -> Option<&str> {
-    const TOOLS: [&str; 9] = [
+    const TOOLS: [&str; 10] = [
+        "conntrack",
         "iptables",
         "ip6tables",
         "iptables-legacy",
@@ -640,4 +645,198 @@ pub fn armed_at_start(stderr: &[String], ns: &str) -> bool {
         l.strip_prefix("pathtrace: rule tracing armed before the first packet in ")
             .is_some_and(|list| list.split(", ").any(|n| n == ns))
     })
+}
+
+/// `conntrack -E` (the kernel's own conntrack events) running in a
+/// namespace from when it is subscribed until [`CtEvents::stop`].
+pub struct CtEvents {
+    child: Child,
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl CtEvents {
+    /// Starts `conntrack -E ARGS` in `ns` and waits (by condition, at most
+    /// 10 s) until its netlink socket has joined the event groups.
+    pub fn start(ns: &str, args: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "conntrack", "-E"])
+            .args(args.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting conntrack -E in {ns}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let reader =
+            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        let me = Self {
+            child,
+            reader: Some(reader),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !me.subscribed() {
+            assert!(
+                Instant::now() < deadline,
+                "conntrack -E in {ns} did not subscribe to events within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    /// Whether one of the process's sockets is a netfilter netlink socket
+    /// with event groups joined (`/proc/PID/net/netlink`).
+    fn subscribed(&self) -> bool {
+        let pid = self.child.id();
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                l.to_string_lossy()
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+            f.len() >= 10 && f[1] == "12" && f[3] != "00000000" && inodes.iter().any(|i| i == f[9])
+        })
+    }
+
+    /// Ends it (by its pid) and returns the events it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CtEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real firewalld running in a namespace, on a D-Bus system bus of its
+/// own (nothing on the host's bus, nothing in `/etc/firewalld`: its
+/// configuration lives in a directory of the test's, its runtime files on
+/// a private tmpfs). Ended by pid when dropped; it removes its table then.
+pub struct Firewalld {
+    dbus: Child,
+    daemon: Child,
+    dir: PathBuf,
+}
+
+impl Firewalld {
+    pub fn start(test: &str, ns: &str) -> Self {
+        require_tool(test, "firewalld");
+        require_tool(test, "dbus-daemon");
+        let dir = std::env::temp_dir().join(format!("pathtrace-firewalld-{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).expect("firewalld's directory");
+        let bus = dir.join("bus");
+        std::fs::write(
+            dir.join("bus.conf"),
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>system</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
+                 <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
+                 <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>\n",
+                bus.display()
+            ),
+        )
+        .expect("bus configuration");
+        let dbus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: starting dbus-daemon: {e}"));
+        let daemon = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+            ])
+            .arg(format!(
+                "mkdir -p /run/firewalld && mount -t tmpfs none /run/firewalld && \
+                 exec firewalld --nofork --nopid --system-config {} --log-target console",
+                dir.join("etc").display()
+            ))
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", bus.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: starting firewalld in {ns}: {e}"));
+        let me = Self { dbus, daemon, dir };
+        let deadline = Instant::now() + limit(60);
+        loop {
+            let (ok, out) = me.cmd(ns, "firewall-cmd --state");
+            if ok && out.trim() == "running" {
+                return me;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{test}: firewalld in {ns} did not come up within {:?}: {out}",
+                limit(60)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The environment that points `firewall-cmd` at this firewalld's bus.
+    pub fn env(&self) -> String {
+        format!(
+            "DBUS_SYSTEM_BUS_ADDRESS=unix:path={}",
+            self.dir.join("bus").display()
+        )
+    }
+
+    /// Runs `cmd` (a printed fix, exactly as printed) with `sh -c` in `ns`,
+    /// with [`Firewalld::env`] set.
+    pub fn cmd(&self, ns: &str, cmd: &str) -> (bool, String) {
+        sh_in(Some(ns), &format!("export {}; {cmd}", self.env()))
+    }
+}
+
+impl Drop for Firewalld {
+    fn drop(&mut self) {
+        // SIGTERM: firewalld takes its table down as it exits.
+        let _ = Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        let deadline = Instant::now() + limit(20);
+        while Instant::now() < deadline {
+            if matches!(self.daemon.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

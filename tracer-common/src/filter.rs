@@ -98,6 +98,24 @@ pub struct Filter {
 }
 const _: () = assert!(size_of::<Filter>() == MAX_ATOMS * 48 + MAX_TERMS * 16 + 16);
 
+/// Whether protocol `proto`'s transport header starts with the two ports,
+/// and pathtrace reads them: TCP, UDP, SCTP and UDP-Lite. The kernel
+/// programs and userspace (the filter, rule tracing) both ask this.
+#[inline(always)]
+pub const fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132 | 136)
+}
+
+/// The protocols a `port` primitive without one means, as in tcpdump:
+/// TCP, UDP and SCTP.
+pub const PORT_DEFAULT_PROTOS: [u8; 3] = [6, 17, 132];
+
+/// Whether `proto` is one of [`PORT_DEFAULT_PROTOS`].
+#[inline(always)]
+pub const fn port_default(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132)
+}
+
 /// Whether a packet's ports were read.
 pub mod ports {
     /// No ports: a protocol without them, or an IPv4 fragment after the first.
@@ -222,7 +240,7 @@ impl Atom {
             atom_kind::PORT => {
                 let carries = get(&v.ports) == ports::KNOWN
                     && if self.proto == 0 {
-                        matches!(proto, 6 | 17 | 132)
+                        port_default(proto)
                     } else {
                         proto == self.proto
                     };

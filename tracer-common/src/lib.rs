@@ -62,6 +62,8 @@ pub mod record_kind {
     pub const DROP: u32 = 0x5044_5250;
     /// A [`PacketBytes`](super::PacketBytes) record (`--pcap`).
     pub const PACKET_BYTES: u32 = 0x5042_5954;
+    /// A [`ConnTrack`](super::ConnTrack) record: the packet's conntrack entry.
+    pub const CONNTRACK: u32 = 0x5043_5453;
 }
 
 /// One packet seen at one point in the kernel: a small fixed record. The
@@ -194,8 +196,23 @@ pub struct Offsets {
     /// `sk_buff.tail`: the end of the linear data, as an offset from `head`
     /// (64-bit kernels).
     pub skb_tail: u32,
+    /// The conntrack members below are 0 when the kernel has no conntrack
+    /// (or its module's BTF was not loaded at start): no [`ConnTrack`] records.
+    /// `sk_buff._nfct`: the entry's address, with its `ip_conntrack_info` in the low 3 bits.
+    pub skb_nfct: u32,
+    pub ct_status: u32,
+    /// `nf_conn.tuplehash[0].tuple`; the reply tuple is `ct_tuple_stride` further.
+    pub ct_tuple: u32,
+    pub ct_tuple_stride: u32,
+    /// `nf_conn.mark`, 0 without `CONFIG_NF_CONNTRACK_MARK`.
+    pub ct_mark: u32,
+    /// `nf_conn.proto.tcp.state`.
+    pub ct_tcp_state: u32,
+    /// `nf_conn.zone.id`, 0 without `CONFIG_NF_CONNTRACK_ZONES`.
+    pub ct_zone: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 80);
+const _: () = assert!(size_of::<Offsets>() == 112);
 
 /// Everything the kernel programs read from the `CONFIG` map.
 #[repr(C)]
@@ -217,6 +234,9 @@ pub mod config_flags {
     pub const CAPTURE_BYTES: u32 = 1 << 2;
     /// Follow every drop, whatever the filter (`pathtrace drops`).
     pub const ALL_DROPS: u32 = 1 << 3;
+    /// Write a followed packet's conntrack entry where it changes
+    /// ([`ConnTrack`](super::ConnTrack) records): traces, not `drops`.
+    pub const CONNTRACK: u32 = 1 << 4;
 }
 
 /// Bytes of a followed packet copied per hop, from its network header.
@@ -256,7 +276,7 @@ pub struct DropKey {
     pub ifname: [u8; IFNAMSIZ],
 }
 const _: () = assert!(size_of::<DropKey>() == 40);
-const _: () = assert!(size_of::<Config>() == 80 + size_of::<Filter>() + 8);
+const _: () = assert!(size_of::<Config>() == size_of::<Offsets>() + size_of::<Filter>() + 8);
 
 /// Value of the `TRACKED` map, keyed by `sk_buff` address.
 #[repr(C)]
@@ -276,8 +296,47 @@ pub struct Tracked {
     pub _pad1: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// The conntrack entry, its status and `ip_conntrack_info` when the last
+    /// [`ConnTrack`] record was written: a record is written only on change.
+    pub ct: u64,
+    pub ct_status: u32,
+    pub ctinfo: u8,
+    pub _pad2: [u8; 3],
 }
-const _: () = assert!(size_of::<Tracked>() == 56);
+const _: () = assert!(size_of::<Tracked>() == 72);
+
+/// `struct nf_conntrack_tuple` as the kernel lays it out (unchanged since
+/// 2.6): source address, port/ICMP id, `l3num`; destination address,
+/// port/ICMP type and code, `protonum`, `dir`.
+pub const CT_TUPLE_LEN: usize = 40;
+
+/// A followed packet's conntrack entry at one hop, written before the hop's
+/// [`Event`] (same `skb` and `ts_ns`) when it changed since the last hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTrack {
+    /// [`record_kind::CONNTRACK`].
+    pub kind: u32,
+    /// `enum ip_conntrack_info`: 7 with no entry is `IP_CT_UNTRACKED`.
+    pub ctinfo: u8,
+    /// `enum tcp_conntrack` for TCP entries.
+    pub tcp_state: u8,
+    pub zone: u16,
+    pub ts_ns: u64,
+    pub skb: u64,
+    /// Whether the packet has an entry at all (0: none).
+    pub has_entry: u32,
+    /// `nf_conn.status` (`enum ip_conntrack_status` bits).
+    pub status: u32,
+    pub mark: u32,
+    pub _pad: u32,
+    /// The original and reply direction's tuples, raw ([`CT_TUPLE_LEN`]).
+    pub original: [u8; CT_TUPLE_LEN],
+    pub reply: [u8; CT_TUPLE_LEN],
+}
+const _: () = assert!(size_of::<ConnTrack>() == 120);
+const _: () = assert!(size_of::<ConnTrack>() != size_of::<Event>());
+const _: () = assert!(size_of::<ConnTrack>() != size_of::<PacketBytes>());
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -309,4 +368,5 @@ mod pod {
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::Tracked {}
     unsafe impl aya::Pod for super::PacketBytes {}
+    unsafe impl aya::Pod for super::ConnTrack {}
 }

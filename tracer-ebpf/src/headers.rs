@@ -1,16 +1,13 @@
 //! Reading the IP and transport headers of an `sk_buff`, and matching them
 //! against the configured filters.
 use crate::{probe, skb};
-use tracer_common::{icmp, ports, Config, FlowFields, Quoted, Tracked};
+use tracer_common::{has_ports, icmp, ports, Config, FlowFields, Quoted, Tracked};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_UDPLITE: u8 = 136;
 
 /// Where the network header starts at a given hook.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -182,7 +179,7 @@ unsafe fn read_fields<const BTF: bool>(cfg: &Config, skb: u64, at: L3At, h: &mut
         _ => return,
     }
     match h.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
+        p if has_ports(p) => {
             let mut l4h = [0u8; 14];
             unsafe { probe::read_into(l4, &mut l4h) };
             {
@@ -228,7 +225,7 @@ unsafe fn read_quoted(l4: u64, h: &mut Headers) {
         },
         _ => return,
     };
-    if matches!(q.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+    if has_ports(q.proto) {
         let ports = unsafe { rd::<[u8; 4]>(ports_at) };
         q.sport = u16::from_be_bytes([ports[0], ports[1]]);
         q.dport = u16::from_be_bytes([ports[2], ports[3]]);
@@ -293,7 +290,7 @@ impl Headers {
         FlowFields {
             ip_version: self.ip_version,
             proto: q.proto,
-            ports: if matches!(q.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+            ports: if has_ports(q.proto) {
                 ports::KNOWN
             } else {
                 ports::NONE

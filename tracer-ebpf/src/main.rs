@@ -8,6 +8,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod conntrack;
 mod headers;
 mod maps;
 mod probe;
@@ -248,6 +249,9 @@ unsafe fn record<C: EbpfContext>(ctx: &C, skb: u64, at: L3At, mut extra: Extra) 
     unsafe { snapshot(cfg, skb, &extra, &tracked, snap) };
     if extra.ts_ns == 0 {
         extra.ts_ns = unsafe { bpf_ktime_get_ns() };
+    }
+    if extra.kind != EventKind::Consume {
+        unsafe { conntrack::note(cfg, skb, extra.ts_ns, &tracked) };
     }
     if cfg.flags & config_flags::CAPTURE_BYTES != 0
         && matches!(extra.kind, EventKind::Rx | EventKind::Tx | EventKind::Drop)
@@ -558,6 +562,10 @@ unsafe fn nf_exit<C: EbpfContext>(ctx: &C, skb: Option<u64>, retval: i32) -> u32
     // Accepted, the sk_buff lives on, and a NAT hook may have rewritten it.
     if retval == 1 {
         unsafe { read_headers::<false>(cfg, frame.skb, L3At::NetworkHeader, &mut frame.snap.hdr) };
+        if let Some(t) = tracked_entry(frame.skb) {
+            let last = unsafe { *t };
+            unsafe { conntrack::note(cfg, frame.skb, frame.extra.ts_ns, &last) };
+        }
     }
     unsafe { emit(ctx, cfg, frame.skb, &frame.extra, &frame.snap) }
 }

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     loader::TierRequest,
-    model::{kernel_filter, parse_expr, parse_port, Cidr, FlowFilter, Proto},
+    model::{parse_expr, parse_port, Cidr, FlowFilter, Flows, Proto},
 };
 
 #[derive(Parser, Debug)]
@@ -118,18 +118,18 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    /// One flow: each flag at most once.
-    pub fn single(&self) -> Result<FlowFilter, String> {
-        let [a, _] = self.flows(1)?;
-        Ok(a)
+    /// One flow: each flag at most once. `replies`: its replies are
+    /// followed too.
+    pub fn single(&self, replies: bool) -> Result<Flows, String> {
+        self.flows(1, replies)
     }
 
     /// Two flows for `compare`: each flag at most twice, and one of them twice.
-    pub fn pair(&self) -> Result<[FlowFilter; 2], String> {
-        self.flows(2)
+    pub fn pair(&self, replies: bool) -> Result<Flows, String> {
+        self.flows(2, replies)
     }
 
-    fn flows(&self, most: usize) -> Result<[FlowFilter; 2], String> {
+    fn flows(&self, most: usize, replies: bool) -> Result<Flows, String> {
         let mut varied = false;
         let mut pick = |name: &str, n: usize| -> Result<[usize; 2], String> {
             match n {
@@ -188,10 +188,9 @@ impl FilterArgs {
             dport: self.dport.get(dport[i]).copied(),
             proto: self.proto.get(proto[i]).copied(),
             expr: exprs[i].clone(),
-            both_directions: false,
+            both_directions: replies,
         });
-        kernel_filter(&flows[..most]).map_err(|e| e.to_string())?;
-        Ok(flows)
+        Flows::new(flows[..most].to_vec()).map_err(|e| e.to_string())
     }
 }
 
@@ -319,13 +318,17 @@ pub struct CompareArgs {
     pub run: RunArgs,
 }
 
+impl TraceArgs {
+    /// The flow, or why the flags don't describe one.
+    pub fn flows(&self) -> Result<Flows, String> {
+        self.filter.single(!self.run.no_replies)
+    }
+}
+
 impl CompareArgs {
     /// The two flows, or why the flags don't describe two.
-    pub fn flows(&self) -> Result<[FlowFilter; 2], String> {
-        Ok(self.filter.pair()?.map(|f| FlowFilter {
-            both_directions: !self.run.no_replies,
-            ..f
-        }))
+    pub fn flows(&self) -> Result<Flows, String> {
+        self.filter.pair(!self.run.no_replies)
     }
 }
 
@@ -432,12 +435,12 @@ mod tests {
         ] {
             let cli = parse(args);
             let filter = match &cli.command {
-                Some(Command::Trace(t)) => t.filter.single(),
-                _ => cli.trace.filter.single(),
+                Some(Command::Trace(t)) => t.flows(),
+                _ => cli.trace.flows(),
             }
             .expect("one flow");
             assert_eq!(
-                filter.to_string(),
+                filter[0].to_string(),
                 "host 192.0.2.9 and tcp port 8092",
                 "{args:?}"
             );
@@ -452,7 +455,8 @@ mod tests {
         else {
             panic!("compare parses as compare");
         };
-        let [a, b] = c.flows().expect("two flows");
+        let flows = c.flows().expect("two flows");
+        let [a, b] = [&flows[0], &flows[1]];
         assert_eq!(a.to_string(), "dport 8092 and (src host 192.0.2.9)");
         assert_eq!(b.to_string(), "dport 8092 and (src host 192.0.2.7)");
         let Some(Command::Compare(c)) =
@@ -460,14 +464,15 @@ mod tests {
         else {
             panic!("compare parses as compare");
         };
-        let [a, b] = c.flows().expect("two flows");
+        let flows = c.flows().expect("two flows");
+        let [a, b] = [&flows[0], &flows[1]];
         assert_eq!(a.to_string(), "src 192.0.2.9 and (tcp)");
         assert_eq!(b.to_string(), "src 192.0.2.7 and (tcp)");
         let Some(Command::Compare(c)) = parse(&["compare", "tcp vs"]).command else {
             panic!("compare parses as compare");
         };
         assert!(c.flows().expect_err("one side empty").contains("'vs'"));
-        let nothing = parse(&["--src", "192.0.2.9", "ip6"]).trace.filter.single();
+        let nothing = parse(&["--src", "192.0.2.9", "ip6"]).trace.flows();
         assert!(
             nothing.expect_err("refused").contains("matches no packet"),
             "an IPv4 source and ip6"
@@ -482,15 +487,12 @@ mod tests {
     #[test]
     fn trace_takes_each_filter_flag_once() {
         let cli = parse(&["--src", "192.0.2.9", "--dport", "8092"]);
-        let f = cli.trace.filter.single().expect("one flow");
+        let flows = cli.trace.flows().expect("one flow");
+        let f = &flows[0];
         assert_eq!(f.src.map(|c| c.to_string()).as_deref(), Some("192.0.2.9"));
         assert_eq!(f.dport, Some(8092));
         let twice = parse(&["--src", "192.0.2.9", "--src", "192.0.2.7"]);
-        let err = twice
-            .trace
-            .filter
-            .single()
-            .expect_err("--src twice is refused");
+        let err = twice.trace.flows().expect_err("--src twice is refused");
         assert!(err.starts_with("--src was given 2 times"), "{err}");
     }
 
@@ -508,7 +510,8 @@ mod tests {
         let Some(Command::Compare(args)) = cli.command else {
             panic!("compare parses as compare");
         };
-        let [a, b] = args.flows().expect("two flows");
+        let flows = args.flows().expect("two flows");
+        let [a, b] = [&flows[0], &flows[1]];
         assert_ne!(a.src, b.src);
         assert_eq!((a.dport, b.dport), (Some(8092), Some(8092)));
         assert!(a.both_directions && b.both_directions);

@@ -65,6 +65,14 @@ pub const TEST: &[Need] = &[
         "conntrack",
         "flushing conntrack state for the INVALID case",
     ),
+    // Run by the tests only, in a namespace with a private D-Bus; the
+    // install starts no service (see NoServiceStarts).
+    need(
+        "firewalld",
+        "firewall-cmd",
+        "a real firewalld in a namespace (failures suite)",
+    ),
+    need("dbus-daemon", "dbus-daemon", "firewalld's private D-Bus"),
 ];
 
 /// What `cargo xtask dist` runs.

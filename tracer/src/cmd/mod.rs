@@ -7,21 +7,26 @@ pub mod trace;
 
 use std::io::IsTerminal;
 
-use crate::{cli::OutputArgs, error::Error};
+use crate::{cli::OutputArgs, error::Error, render::Format};
 
-/// Colour on a terminal only, unless asked otherwise (or `NO_COLOR` is set).
-/// `on_stderr`: the text goes to standard error (`--pcap -`).
-pub fn use_color(o: &OutputArgs, on_stderr: bool) -> bool {
+/// JSON with `--json`, else text, in colour on a terminal only unless asked
+/// otherwise (or `NO_COLOR` is set). `on_stderr`: the text goes to standard
+/// error (`--pcap -`).
+pub fn format(o: &OutputArgs, on_stderr: bool) -> Format {
+    if o.json {
+        return Format::Json;
+    }
     let terminal = if on_stderr {
         std::io::stderr().is_terminal()
     } else {
         std::io::stdout().is_terminal()
     };
-    match o.color {
+    let color = match o.color {
         crate::cli::ColorChoice::Always => true,
         crate::cli::ColorChoice::Never => false,
         crate::cli::ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
-    }
+    };
+    Format::Text { color }
 }
 
 /// The single-threaded runtime every command runs on.

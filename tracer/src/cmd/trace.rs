@@ -1,20 +1,19 @@
 //! `pathtrace trace` (the default command): follow matching packets.
-use std::sync::Arc;
-
-use super::{runtime, use_color};
+use super::runtime;
 use crate::{
     cli::{RunArgs, TraceArgs},
     error::Error,
     loader::LoadOptions,
-    model::FlowFilter,
+    model::Flows,
     privileges,
+    render::{text_out, Printer},
     ruletrace::NetnsTarget,
     session::{self, TraceOptions},
 };
 
 /// The options of a tracing run (`trace` and `compare`) from its arguments.
-pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptions, Error> {
-    for f in &filters {
+pub fn run_options(run: &RunArgs, filters: Flows) -> Result<TraceOptions, Error> {
+    for f in filters.iter() {
         if f.is_empty() {
             return Err(Error::Usage(
                 "give at least one of --src, --dst, --sport, --dport or --proto".into(),
@@ -46,8 +45,7 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
     }
     Ok(TraceOptions {
         filters,
-        json: run.output.json,
-        color: use_color(
+        format: super::format(
             &run.output,
             run.pcap
                 .as_deref()
@@ -59,11 +57,12 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
             tier: run.tier,
             ring_bytes: run.ring_bytes,
             tracked_max: run.tracked_max,
-            config_flags: if run.pcap.is_some() {
-                tracer_common::config_flags::CAPTURE_BYTES
-            } else {
-                0
-            },
+            config_flags: tracer_common::config_flags::CONNTRACK
+                | if run.pcap.is_some() {
+                    tracer_common::config_flags::CAPTURE_BYTES
+                } else {
+                    0
+                },
             ..Default::default()
         },
         rule_netns,
@@ -76,17 +75,15 @@ pub fn run_options(run: &RunArgs, filters: Vec<FlowFilter>) -> Result<TraceOptio
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    let mut filter = args.filter.single().map_err(Error::Usage)?;
-    filter.both_directions = !args.run.no_replies;
-    run_options(&args.run, vec![filter])
+    run_options(&args.run, args.flows().map_err(Error::Usage)?)
 }
 
 pub fn run(args: &TraceArgs) -> Result<(), Error> {
     let opts = trace_options(args)?;
     privileges::check().map_err(Error::Privileges)?;
-    let mut out = session::text_out(opts.pcap.as_deref());
-    let mut printer = session::Printer::new(&mut out, opts.json, opts.color, opts.count);
+    let mut out = text_out(opts.pcap.as_deref());
+    let mut printer = Printer::new(&mut out, opts.format, opts.count);
     runtime()?
-        .block_on(session::run(&opts, &mut printer, Arc::default(), None))
+        .block_on(session::run(&opts, &mut printer))
         .map(|_| ())
 }

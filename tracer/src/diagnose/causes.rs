@@ -43,6 +43,12 @@ pub enum Condition {
     Hairpin,
     /// The deciding rule matched the client's address in an nftables set.
     SetBan,
+    /// Kept where it ended by a conntrack entry older than the DNAT rule
+    /// that matches it now.
+    StaleNat,
+    /// A reply with no route back to a client that a router in front of it
+    /// did not masquerade.
+    MissingMasquerade,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -108,6 +114,8 @@ impl Condition {
             Self::Hairpin => !dropped && f.hairpin.is_some(),
             Self::UdpSocket => f.fate == FateKind::Unknown && f.values.has(super::Fact::UdpSocket),
             Self::SetBan => dropped && f.set_ban.is_some(),
+            Self::StaleNat => f.stale_nat.is_some(),
+            Self::MissingMasquerade => f.masquerade.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -266,7 +274,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "conntrack_invalid",
         when: Condition::RuleSays("INVALID"),
-        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID; {rule_phrase}",
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack marked it INVALID: {invalid_why}; {rule_phrase}",
         // No command: the packet really was invalid to conntrack, and the
         // fix is wherever its state was lost.
         advice: &[any("There is no rule to change; find out why conntrack had no state for this packet in {where}. Usual causes: replies taking another path (asymmetric routing), a conntrack table flushed or full (see conntrack -S there), or a connection older than the firewall with net.netfilter.nf_conntrack_tcp_loose=0 (mid-stream packets are not picked up).")],
@@ -319,7 +327,7 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
-    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
             KUBE,
             PROXMOX,
             PROXMOX_HOST,
@@ -330,6 +338,12 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::ConntrackFull,
         message: "{client}'s packet to {target} was dropped in {hook} ({where}) because conntrack's table is full there ({conntrack_count} of {conntrack_max} entries; {counters_rose}): no firewall rule decided, conntrack could not track a new connection",
         advice: &[any("Raise the limit (it is the host's, shared by every namespace), on the host: sysctl -w net.netfilter.nf_conntrack_max={conntrack_max_new}")],
+    },
+    Cause {
+        id: "stale_nat",
+        when: Condition::StaleNat,
+        message: "{client}'s packet to {target} belongs to conntrack entry {ct_entry} in {where}, which is older than {nat_rule}: NAT is decided at a connection's first packet, so the entry carries no DNAT and its packets stay in {where} ({reason}) instead of going where the rule sends them",
+        advice: &[any("Delete this flow's entry alone (every other connection keeps its own), so that its next packet starts a new one that meets the DNAT rule{run_in}: {ct_delete}")],
     },
     Cause {
         id: "netfilter_drop",
@@ -367,7 +381,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "rp_filter",
         when: Condition::Reason(&["IP_RPFILTER"]),
-        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): the route back to {client} does not go out of {ifname}",
+        message: "{client}'s packet was dropped by reverse-path filtering on {ifname} ({where}): {route_back_dev}, so the path is asymmetric and strict mode refuses it",
         advice: &[any("Fix the routing so replies to {client} leave through {ifname}, or relax the check to loose mode{run_in}: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ifname}.rp_filter=2")],
     },
     Cause {
@@ -385,12 +399,18 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "neighbour_failed",
         when: Condition::Reason(&["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD"]),
-        message: "no host answered {where}'s ARP/NDP for the next hop of {client}'s packet to {final_addr} on {ifname}: the neighbour is down, unplugged, or not on that link ({reason})",
-        advice: &[any("Check that the next hop for {final_addr} on {ifname} is up and on that network (ip neigh show dev {ifname} in {where} shows it FAILED); fix its address or the route that points at it. No firewall change helps.")],
+        message: "no host answers for {neighbour} on {neigh_device}: {where} asked (ARP for IPv4, NDP for IPv6) for the next hop of {client}'s packet to {final_addr}, and its neighbour table{neigh_state} ({reason}): the neighbour is down, unplugged, or not on that link",
+        advice: &[any("Check that {neighbour} is up and on the network of {neigh_device} in {where} (ip neigh show dev {neigh_device} there); fix its address, or the route that points at it. No firewall change helps.")],
+    },
+    Cause {
+        id: "missing_masquerade",
+        when: Condition::MissingMasquerade,
+        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
+        advice: &[any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE")],
     },
     Cause {
         id: "no_route",
-        when: Condition::Reason(&["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"]),
+        when: Condition::Reason(super::facts::NO_ROUTE),
         message: "{where} has no route for {client}'s packet to {final_addr}",
         advice: &[
             any("{final_addr} is held by {owner}, a neighbour of {where}: route it there{run_in}: {route_to}"),
@@ -463,7 +483,7 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::Docker, "Docker manages chain {chain} and rewrites it; accept only this flow (published port {orig_port}) in DOCKER-USER, the chain it leaves to you{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
-    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach: add a policy from the client's zone to the server's that accepts {client} to port {final_port}/{proto} (firewall-cmd --permanent --new-policy NAME, then --policy NAME --add-ingress-zone …, --add-egress-zone …, --add-rich-rule=…), then firewall-cmd --reload.").only(forwarded),
+    by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
     PROXMOX,
     KUBE,
     PROXMOX_HOST,

@@ -84,6 +84,8 @@ facts! {
     /// The neighbour nobody answered for, and its device.
     Neighbour = "neighbour",
     NeighDevice = "neigh_device",
+    /// What the neighbour table says of it: " holds it as FAILED".
+    NeighState = "neigh_state",
     /// Hairpin NAT: the LAN both ends share, and the device it loops on.
     HairpinNet = "hairpin_net",
     HairpinDev = "hairpin_dev",
@@ -117,6 +119,26 @@ facts! {
     Owner = "owner",
     /// A route back to the client through the hop the request came from.
     RouteBack = "route_back",
+    /// A stale conntrack entry: its original direction, the DNAT rule it
+    /// predates, and the command that deletes this entry alone.
+    CtEntry = "ct_entry",
+    NatRule = "nat_rule",
+    CtDelete = "ct_delete",
+    /// Where the route back to the client leaves, for reverse-path filtering:
+    /// "the route back to C leaves by r0, not r2".
+    RouteBackDev = "route_back_dev",
+    /// Why conntrack found a packet INVALID, from its table and settings.
+    InvalidWhy = "invalid_why",
+    /// A router that forwarded the request without masquerading it: where,
+    /// `in namespace R` for its command, the client's network there, the
+    /// device the request left by, its iptables, and the request's flow as
+    /// iptables matches it.
+    Router = "router",
+    RouterRunIn = "router_run_in",
+    MasqNet = "masq_net",
+    MasqDev = "masq_dev",
+    MasqTool = "masq_tool",
+    MasqFlow = "masq_flow",
 }
 
 /// Values for some facts; a template naming one without a value is not used.

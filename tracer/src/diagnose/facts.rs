@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use super::{
     fact::{Fact, Values},
     manager::{firewalld_policy, firewalld_zone, proxmox_guest},
-    nat::{hairpin, Hairpin},
+    nat::{hairpin, masquerade_values, stale_nat, Hairpin, StaleNat, Unmasqueraded},
     sets::{set_ban, SetBan},
     Manager,
 };
@@ -18,12 +18,18 @@ use crate::{
     track::{FateKind, Packet},
 };
 
+/// Kernel drop reasons for a packet routing found no way for.
+pub const NO_ROUTE: &[&str] = &["IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS"];
+
 pub struct Facts {
     pub fate: FateKind,
     pub reason: Option<String>,
     /// The kernel gave no reason; `reason` is inferred from where it freed
     /// the packet.
     pub reason_inferred: bool,
+    /// The kernel reports drop reasons (it said `NOT_SPECIFIED` where the
+    /// reason was inferred).
+    pub kernel_has_reasons: bool,
     pub rule: Option<RuleHit>,
     /// IP forwarding in the namespace where the packet died, when it matters.
     pub forwarding: Option<bool>,
@@ -49,6 +55,11 @@ pub struct Facts {
     /// Sent back out of the interface it came in on after DNAT, source
     /// unchanged: the reply will bypass the NAT.
     pub hairpin: Option<Hairpin>,
+    /// It ended where a conntrack entry older than a DNAT rule kept it.
+    pub stale_nat: Option<StaleNat>,
+    /// A reply that died for want of a route, to a request a router
+    /// forwarded without masquerading it.
+    pub masquerade: Option<Unmasqueraded>,
     /// The tc or XDP program that dropped it.
     pub program: Option<Attached>,
     pub(super) values: Values,
@@ -56,6 +67,7 @@ pub struct Facts {
 
 /// "container web", "namespace NAME" or "the host".
 pub(super) fn place(view: &mut View, netns: u32) -> String {
+    view.resolve_netns(netns);
     if let Some(c) = view.netns.container(netns) {
         return format!("container {c}");
     }
@@ -421,20 +433,31 @@ impl<'a> Ends<'a> {
 
 /// The drop's reason as the kernel told it, or, on a kernel that tells
 /// none, as inferred from where it freed the packet (then `true`).
+/// The drop's reason: the kernel's, else (a kernel without reasons, or one
+/// that said only `NOT_SPECIFIED`) inferred from where it freed the packet.
 fn reason_of(ends: Ends<'_>, view: &mut View) -> (Option<String>, bool) {
-    if let Some(told) = ends.at.and_then(|h| view.reason(h)) {
-        return (Some(told), false);
+    let told = ends.at.and_then(|h| view.reason(h));
+    if told.as_deref().is_some_and(|r| r != UNSPECIFIED) {
+        return (told, false);
     }
     let inferred = ends
         .at
-        .filter(|h| h.kind == HopKind::Drop && view.reasons.is_empty())
+        .filter(|h| h.kind == HopKind::Drop)
         .and_then(|h| inferred_reason(h, ends.last, view));
-    let was = inferred.is_some();
-    (inferred, was)
+    match inferred {
+        Some(r) => (Some(r), true),
+        None => (told, false),
+    }
 }
 
-fn reason_phrase(reason: Option<&str>, inferred: bool) -> String {
+/// What the kernel says of a drop it gives no specific reason for.
+pub const UNSPECIFIED: &str = "NOT_SPECIFIED";
+
+fn reason_phrase(reason: Option<&str>, inferred: bool, kernel_has_reasons: bool) -> String {
     match (reason, inferred) {
+        (Some(r), true) if kernel_has_reasons => format!(
+            "{r}, inferred from where the kernel freed it: the kernel said only {UNSPECIFIED}"
+        ),
         (Some(r), true) => format!(
             "{r}, inferred from where the kernel freed it: this kernel reports no drop reasons"
         ),
@@ -477,6 +500,39 @@ fn routing_values(
     }
     if reason == Some("PKT_TOO_BIG") {
         too_big_values(at, Some(last), view, v);
+    }
+    if reason == Some("IP_RPFILTER") {
+        let path = view.netns.path(at.netns);
+        let back = crate::evidence::neigh::next_hop(path.as_deref(), last.saddr).map(|n| n.device);
+        v.set(
+            Fact::RouteBackDev,
+            match back {
+                Some(dev) => format!(
+                    "the route back to {} leaves by {dev}, not {}",
+                    last.saddr, at.ifname
+                ),
+                None => format!("there is no route back to {}", last.saddr),
+            },
+        );
+    }
+    if matches!(
+        reason,
+        Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
+    ) {
+        v.set(Fact::Neighbour, last.daddr.to_string());
+        v.set(Fact::NeighDevice, at.ifname.clone());
+        v.set(Fact::NeighState, " was not read");
+        let path = view.netns.path(at.netns);
+        if let Some(n) = crate::evidence::neigh::next_hop(path.as_deref(), last.daddr) {
+            v.set(Fact::Neighbour, n.addr.to_string());
+            v.set(Fact::NeighDevice, n.device);
+            v.set(
+                Fact::NeighState,
+                n.state
+                    .map(|s| format!(" holds it as {s}"))
+                    .unwrap_or_else(|| " has no entry for it".into()),
+            );
+        }
     }
 }
 
@@ -539,6 +595,127 @@ fn seen_values(s: &Seen, ends: Ends<'_>, v: &mut Values) {
     );
 }
 
+/// Who sent the packet and where to, where it ended, and why in words;
+/// whether it is IPv6.
+fn flow_values(
+    p: &Packet,
+    containers: &Containers,
+    view: &mut View,
+    (reason, inferred): (Option<&str>, bool),
+    v: &mut Values,
+) -> bool {
+    let ends = Ends::of(p);
+    let client = ends
+        .first
+        .map(|t| t.saddr.to_string())
+        .unwrap_or_else(|| "the sender".into());
+    v.set(Fact::Client, client.clone());
+    v.set(Fact::Proto, "ip");
+    if let Some(f) = ends.first {
+        target_values(f, ends.last, containers, view, p, v);
+    }
+    v.set(Fact::AtRule, "");
+    place_values(p, ends.at, view, v);
+    v.set(
+        Fact::Reason,
+        reason_phrase(reason, inferred, !view.reasons.is_empty()),
+    );
+    let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
+    v.set(
+        Fact::NoSocketAnswer,
+        no_socket_answer(ends.first.map(|t| t.proto).unwrap_or(0), v6, &client),
+    );
+    v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
+    v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
+    v6
+}
+
+/// Why conntrack called the packet INVALID, when a rule dropped it for that.
+fn invalid_why(
+    rule: Option<&RuleHit>,
+    ends: Ends<'_>,
+    tcp_flags: u8,
+    view: &mut View,
+    v: &mut Values,
+) {
+    let (Some(r), Some(at), Some(t)) = (rule, ends.at, ends.last) else {
+        return;
+    };
+    if !r
+        .text
+        .as_deref()
+        .is_some_and(|x| x.to_ascii_lowercase().contains("invalid"))
+    {
+        return;
+    }
+    v.set(Fact::InvalidWhy, "it had no state that fits this packet");
+    if let Some(why) = view.netns.path(at.netns).and_then(|path| {
+        in_netns(&path, || {
+            crate::evidence::conntrack::why_invalid_here(&t, tcp_flags)
+        })
+    }) {
+        v.set(Fact::InvalidWhy, why);
+    }
+}
+
+/// What besides the deciding rule may have stopped the packet.
+struct Culprits {
+    set_ban: Option<SetBan>,
+    hairpin: Option<Hairpin>,
+    stale_nat: Option<StaleNat>,
+    masquerade: Option<Unmasqueraded>,
+    program: Option<Attached>,
+}
+
+/// A set that bans the client, a hairpin, a stale NAT entry, a router that
+/// did not masquerade the request (`request`) this reply answers, a tc or
+/// XDP program.
+fn culprits(
+    p: &Packet,
+    rule: Option<&RuleHit>,
+    reason: Option<&str>,
+    reply: bool,
+    request: Option<&Unmasqueraded>,
+    view: &mut View,
+    v: &mut Values,
+) -> Culprits {
+    let ends = Ends::of(p);
+    let dropped = p.fate.kind == FateKind::Dropped;
+    let set_ban = rule
+        .zip(ends.first.map(|t| t.saddr))
+        .and_then(|(r, a)| set_ban(r, a, view, v));
+    let hairpin = hairpin(p, view, v);
+    // Only a drop no rule decided (the flow ended where its old entry
+    // kept it): the check reads the namespace's ruleset.
+    let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
+        .then(|| stale_nat(p, view, v))
+        .flatten();
+    let masquerade = request
+        .filter(|u| {
+            reply
+                && dropped
+                && NO_ROUTE.contains(&reason.unwrap_or_default())
+                && ends.at.is_some_and(|h| h.netns != u.netns)
+        })
+        .cloned();
+    if let Some(u) = &masquerade {
+        masquerade_values(u, view, v);
+    }
+    let program = dropped
+        .then(|| ends.at.and_then(|h| dropping_program(h, reason, view)))
+        .flatten();
+    if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
+        program_values(prog, f.saddr, l, v);
+    }
+    Culprits {
+        set_ban,
+        hairpin,
+        stale_nat,
+        masquerade,
+        program,
+    }
+}
+
 impl Facts {
     pub fn get(&self, f: Fact) -> Option<&str> {
         self.values.get(f)
@@ -549,23 +726,14 @@ impl Facts {
         view: &mut View,
         containers: &Containers,
         reply: bool,
+        request: Option<&Unmasqueraded>,
         evidence: &mut Evidence,
     ) -> Self {
         let ends = Ends::of(p);
         let (reason, inferred) = reason_of(ends, view);
         let rule = deciding_rule(p).cloned();
         let mut v = Values::default();
-        let client = ends
-            .first
-            .map(|t| t.saddr.to_string())
-            .unwrap_or_else(|| "the sender".into());
-        v.set(Fact::Client, client.clone());
-        v.set(Fact::Proto, "ip");
-        if let Some(f) = ends.first {
-            target_values(f, ends.last, containers, view, p, &mut v);
-        }
-        v.set(Fact::AtRule, "");
-        place_values(p, ends.at, view, &mut v);
+        let v6 = flow_values(p, containers, view, (reason.as_deref(), inferred), &mut v);
         let netns = ends.at.map(|h| h.netns).unwrap_or(0);
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
@@ -578,14 +746,6 @@ impl Facts {
                 && h.tuple.is_some_and(|t| t.proto == 6)
                 && h.tcp_flags & 0x10 != 0
         });
-        v.set(Fact::Reason, reason_phrase(reason.as_deref(), inferred));
-        let v6 = ends.first.is_some_and(|t| t.saddr.is_ipv6());
-        v.set(
-            Fact::NoSocketAnswer,
-            no_socket_answer(ends.first.map(|t| t.proto).unwrap_or(0), v6, &client),
-        );
-        v.set(Fact::L3, if v6 { "ip6" } else { "ip" });
-        v.set(Fact::FwFamily, if v6 { "ipv6" } else { "ipv4" });
         let manager = rule.as_ref().map(|r| rule_facts(p, r, v6, &mut v));
         routing_values(
             ends,
@@ -611,20 +771,16 @@ impl Facts {
         let rule_names_client = rule.as_ref().is_some_and(|r| {
             client_addr.is_some_and(|a| r.text.as_deref().is_some_and(|t| names_source(t, a)))
         });
-        let set_ban = rule
-            .as_ref()
-            .zip(client_addr)
-            .and_then(|(r, a)| set_ban(r, a, view, &mut v));
-        let hairpin = hairpin(p, view, &mut v);
-        let program = (p.fate.kind == FateKind::Dropped)
-            .then(|| {
-                ends.at
-                    .and_then(|h| dropping_program(h, reason.as_deref(), view))
-            })
-            .flatten();
-        if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
-            program_values(prog, f.saddr, l, &mut v);
-        }
+        invalid_why(rule.as_ref(), ends, tcp_flags, view, &mut v);
+        let c = culprits(
+            p,
+            rule.as_ref(),
+            reason.as_deref(),
+            reply,
+            request,
+            view,
+            &mut v,
+        );
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
             .then(|| look(p.fate.kind, ends, view, evidence))
             .flatten();
@@ -635,6 +791,7 @@ impl Facts {
             fate: p.fate.kind,
             reason,
             reason_inferred: inferred,
+            kernel_has_reasons: !view.reasons.is_empty(),
             rule,
             forwarding,
             silent_tcp,
@@ -645,9 +802,11 @@ impl Facts {
             bridged,
             seen,
             rule_names_client,
-            set_ban,
-            hairpin,
-            program,
+            set_ban: c.set_ban,
+            hairpin: c.hairpin,
+            stale_nat: c.stale_nat,
+            masquerade: c.masquerade,
+            program: c.program,
             values: v,
         }
     }
@@ -672,6 +831,7 @@ impl Facts {
             fate,
             reason: reason.map(str::to_owned),
             reason_inferred: false,
+            kernel_has_reasons: true,
             rule,
             forwarding: None,
             silent_tcp: false,
@@ -684,6 +844,8 @@ impl Facts {
             rule_names_client: false,
             set_ban: None,
             hairpin: None,
+            stale_nat: None,
+            masquerade: None,
             program: None,
             values: v,
         }
@@ -903,9 +1065,17 @@ fn rule_facts(p: &Packet, r: &RuleHit, v6: bool, v: &mut Values) -> Manager {
             .filter(|h| h.netns == r.netns && h.table == r.table)
             .map(|h| h.chain.as_str())
     };
-    if m == Manager::Firewalld {
-        // Traffic between zones is a policy's: a zone's rich rule would not open it.
-        if let Some(pol) = walked_chains().find_map(firewalld_policy) {
+    if m == Manager::Firewalld && !v.has(Fact::Zone) {
+        // Traffic between zones is a policy's: a zone's rich rule would not
+        // open it. A rule in a zone's chain is that zone's, though the packet
+        // passed built-in policies' chains (allow-host-ipv6) first.
+        let forwarded = r.chain.contains("FWD") || r.chain.contains("FORWARD");
+        let pol = firewalld_policy(&r.chain).or_else(|| {
+            walked_chains()
+                .filter(|c| forwarded && c.contains("_FWD_"))
+                .find_map(firewalld_policy)
+        });
+        if let Some(pol) = pol {
             v.set(Fact::Policy, pol);
         }
     }

@@ -46,6 +46,8 @@ pub fn fill_message(template: &str, facts: &Facts) -> String {
 
 /// Added to a message whose cause rests on a reason pathtrace inferred.
 pub const INFERRED_NOTE: &str = " (this kernel reports no drop reasons: the cause is inferred from the function that freed the packet)";
+/// The same where the kernel gave only `NOT_SPECIFIED`.
+pub const UNSPECIFIED_NOTE: &str = " (the kernel said only NOT_SPECIFIED: the cause is inferred from the function that freed the packet)";
 /// Added to a drop's message when iptables ran on a bridged frame.
 pub const BRIDGED_NOTE: &str = " (bridged traffic: br_netfilter, bridge-nf-call-iptables=1, passed this frame through iptables on the bridge)";
 const BRIDGED_ADVICE: &str = "If that bridge's frames should not meet iptables, turn br_netfilter off for it (sysctl -w net.bridge.bridge-nf-call-iptables=0) or accept bridged traffic first (-m physdev --physdev-is-bridged -j ACCEPT).";
@@ -63,7 +65,11 @@ pub fn diagnose(facts: &Facts) -> Diagnosis {
         .find_map(|a| fact::fill(a.text, &facts.values));
     // A rule named by the kernel's own trace needs no inferred reason.
     if facts.reason_inferred && facts.rule.is_none() && !message.contains("inferred from where") {
-        message.push_str(INFERRED_NOTE);
+        message.push_str(if facts.kernel_has_reasons {
+            UNSPECIFIED_NOTE
+        } else {
+            INFERRED_NOTE
+        });
     }
     // Proxmox's own firewall works through br_netfilter: never advise it off.
     if facts.bridged && facts.manager != Some(Manager::Proxmox) {

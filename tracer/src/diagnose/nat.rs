@@ -1,4 +1,4 @@
-//! Hairpin NAT read off a packet's hops: a namespace that DNATs the packet
+//! NAT read off a packet's hops. Hairpin NAT: a namespace that DNATs the packet
 //! and sends it back out of the interface it came in on, its source left
 //! as the client. The server then answers the client directly on their
 //! shared LAN, from an address the client never called, and the client
@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     events::HopKind,
+    model::Tuple,
     names::{in_netns, View},
     track::Packet,
 };
@@ -28,6 +29,89 @@ fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
+/// The network on `device` in `netns` that holds `client` (`192.0.2.0/24`),
+/// else the client's address alone.
+fn lan_of(view: &mut View, netns: u32, device: &str, client: IpAddr) -> String {
+    match (client, view.netns.path(netns)) {
+        (IpAddr::V4(c), Some(path)) => in_netns(&path, || crate::evidence::link::v4_net_of(device))
+            .flatten()
+            .filter(|(a, len)| network(*a, *len) == network(c, *len))
+            .map(|(a, len)| format!("{}/{len}", network(a, len))),
+        _ => None,
+    }
+    .unwrap_or_else(|| client.to_string())
+}
+
+/// A request that a router forwarded with its source unchanged: answers to
+/// it must find their own way back to the client's network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmasqueraded {
+    pub netns: u32,
+    /// The devices it came in and left by.
+    pub in_dev: String,
+    pub out_dev: String,
+    /// The flow as it left the router.
+    pub sent: Tuple,
+    /// `iptables` or `iptables-legacy`, as the router's own rules are.
+    pub tool: &'static str,
+}
+
+/// The first router on `p`'s path that forwarded it (in by one device, out
+/// by another) with the client's address still its source.
+pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
+    let client = p.hops.iter().find_map(|h| h.tuple)?.saddr;
+    let (rx, tx) = p.hops.iter().enumerate().find_map(|(i, rx)| {
+        if rx.kind != HopKind::Rx {
+            return None;
+        }
+        let tx = p.hops[i + 1..].iter().find(|tx| {
+            tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex
+        })?;
+        Some((rx, tx))
+    })?;
+    let sent = tx.tuple?;
+    if sent.saddr != client {
+        return None;
+    }
+    let tool = p
+        .hops
+        .iter()
+        .filter_map(|h| h.rule.as_deref())
+        .find(|r| r.netns == rx.netns)
+        .and_then(Manager::iptables_flavour)
+        .unwrap_or(Manager::Iptables)
+        .iptables_tool(if client.is_ipv4() { "ip" } else { "ip6" });
+    Some(Unmasqueraded {
+        netns: rx.netns,
+        in_dev: rx.ifname.clone(),
+        out_dev: tx.ifname.clone(),
+        sent,
+        tool,
+    })
+}
+
+/// The facts of a reply that died where `u`'s router did not masquerade.
+pub fn masquerade_values(u: &Unmasqueraded, view: &mut View, v: &mut Values) {
+    let router = super::facts::place(view, u.netns);
+    v.set(Fact::RouterRunIn, format!(" in {router}"));
+    v.set(Fact::Router, router);
+    v.set(
+        Fact::MasqNet,
+        lan_of(view, u.netns, &u.in_dev, u.sent.saddr),
+    );
+    v.set(Fact::MasqDev, u.out_dev.clone());
+    v.set(Fact::MasqTool, u.tool);
+    v.set(
+        Fact::MasqFlow,
+        format!(
+            "-d {} -p {} --dport {}",
+            u.sent.daddr,
+            u.sent.proto_name(),
+            u.sent.dport
+        ),
+    );
+}
+
 /// Hairpin NAT in `p`'s path, with its facts set in `v`.
 pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     let first = p.hops.iter().find_map(|h| h.tuple)?;
@@ -42,16 +126,7 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
             })
     })?;
     let _ = rx_i;
-    let lan = match (first.saddr, view.netns.path(rx.netns)) {
-        (IpAddr::V4(client), Some(path)) => {
-            in_netns(&path, || crate::evidence::link::v4_net_of(&rx.ifname))
-                .flatten()
-                .filter(|(a, len)| network(*a, *len) == network(client, *len))
-                .map(|(a, len)| format!("{}/{len}", network(a, len)))
-        }
-        _ => None,
-    }
-    .unwrap_or_else(|| first.saddr.to_string());
+    let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
     let tool = p
         .hops
         .iter()
@@ -71,4 +146,214 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
         device: rx.ifname.clone(),
         lan,
     })
+}
+
+/// A conntrack entry older than the DNAT rule that now matches its flow:
+/// NAT is decided at a connection's first packet, so the entry carries no
+/// DNAT, and its packets never meet the rule until the entry goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleNat {
+    pub netns: u32,
+    /// The rule that would DNAT the flow now, in words.
+    pub rule: String,
+}
+
+/// A stale entry where `p` ended, with its facts set in `v`: the packet's
+/// hops there show an entry without DNAT, no nat rule was traversed for it
+/// (packets of known entries skip the nat chains), and a DNAT rule in that
+/// namespace's ruleset matches the packet.
+pub fn stale_nat(p: &Packet, view: &mut View, v: &mut Values) -> Option<StaleNat> {
+    let end = p.fate.at.and_then(|i| p.hops.get(i)).or(p.hops.last())?;
+    let netns = end.netns;
+    let here = || p.hops.iter().filter(|h| h.netns == netns);
+    if here().any(|h| h.rule.as_deref().is_some_and(|r| r.table == "nat")) {
+        return None;
+    }
+    let tuple = here().filter_map(|h| h.tuple).next_back()?;
+    let path = view.netns.path(netns)?;
+    // The hops' own record, else the table (the stack may have let go of
+    // the entry before the drop, and the tracepoint tier sees no hook).
+    let entry = match here().filter_map(|h| h.ct.as_deref()).next_back() {
+        Some(ct) if ct.info.is_reply() => return None,
+        Some(ct) => ct.entry.clone()?,
+        None => in_netns(&path, || crate::evidence::conntrack::find_here(&tuple)).flatten()?,
+    };
+    if entry.dnat().is_some() {
+        return None;
+    }
+    let arrived_on = here()
+        .find(|h| h.kind == HopKind::Rx)
+        .map(|h| h.ifname.clone());
+    let out = crate::netfilter::ns::run(Some(&path), "nft", &["-j", "list", "ruleset"]).ok()?;
+    let ruleset: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let rule = dnat_rule_matching(&ruleset, &tuple, arrived_on.as_deref())?;
+    let o = entry.original;
+    let family = if o.saddr.is_ipv6() { " -f ipv6" } else { "" };
+    v.set(
+        Fact::CtEntry,
+        format!(
+            "{} {} → {}",
+            o.proto_name(),
+            endpoint(o.saddr, o.sport),
+            endpoint(o.daddr, o.dport)
+        ),
+    );
+    v.set(Fact::NatRule, rule.clone());
+    v.set(
+        Fact::CtDelete,
+        format!(
+            "conntrack -D{family} -p {} --orig-src {} --orig-dst {} --orig-port-src {} --orig-port-dst {}",
+            o.proto_name(),
+            o.saddr,
+            o.daddr,
+            o.sport,
+            o.dport
+        ),
+    );
+    super::facts::set_place(view, netns, v);
+    Some(StaleNat { netns, rule })
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    crate::model::Endpoint { addr, port }.to_string()
+}
+
+/// The first rule of a table with a nat chain that DNATs (or redirects)
+/// and whose matches on protocol, destination address and port and input
+/// interface all hold for `t` (other matches are not judged), in words.
+fn dnat_rule_matching(ruleset: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<String> {
+    let objects = ruleset["nftables"].as_array()?;
+    let nat_tables: Vec<(&str, &str)> = objects
+        .iter()
+        .filter_map(|o| o.get("chain"))
+        .filter(|c| c["type"] == "nat")
+        .filter_map(|c| Some((c["family"].as_str()?, c["table"].as_str()?)))
+        .collect();
+    objects.iter().filter_map(|o| o.get("rule")).find_map(|r| {
+        let (family, table) = (r["family"].as_str()?, r["table"].as_str()?);
+        if !nat_tables.contains(&(family, table)) {
+            return None;
+        }
+        let exprs = r["expr"].as_array()?;
+        let nats = exprs.iter().any(|e| {
+            e.get("dnat").is_some()
+                || e.get("redirect").is_some()
+                || (e["xt"]["type"] == "target"
+                    && matches!(e["xt"]["name"].as_str(), Some("DNAT" | "REDIRECT")))
+        });
+        let holds = exprs
+            .iter()
+            .filter_map(|e| e.get("match"))
+            .all(|m| match_holds(m, t, iif).unwrap_or(true));
+        (nats && holds).then(|| {
+            format!(
+                "the DNAT rule in chain {} of table {family} {table} (handle {})",
+                r["chain"].as_str().unwrap_or("?"),
+                r["handle"]
+            )
+        })
+    })
+}
+
+/// Whether one nft `match` holds for `t`; `None` for what is not judged.
+fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+    let left = &m["left"];
+    let right = &m["right"];
+    let eq = match m["op"].as_str().unwrap_or("==") {
+        "==" | "in" => true,
+        "!=" => false,
+        _ => return None,
+    };
+    let hit = if let Some(field) = left["payload"]["field"].as_str() {
+        match field {
+            "dport" => value_holds(right, &t.dport.to_string())?,
+            "daddr" => value_holds(right, &t.daddr.to_string())?,
+            "saddr" => value_holds(right, &t.saddr.to_string())?,
+            _ => return None,
+        }
+    } else {
+        match left["meta"]["key"].as_str()? {
+            "l4proto" => {
+                value_holds(right, &t.proto_name())? || right.as_u64() == Some(u64::from(t.proto))
+            }
+            "iifname" => value_holds(right, iif?)?,
+            _ => return None,
+        }
+    };
+    Some(hit == eq)
+}
+
+/// Whether an nft right-hand side (a value, a prefix, a range or an
+/// anonymous set of them) holds `want`, compared as text or as addresses.
+fn value_holds(right: &serde_json::Value, want: &str) -> Option<bool> {
+    if let Some(set) = right["set"].as_array() {
+        return Some(set.iter().any(|x| value_holds(x, want) == Some(true)));
+    }
+    if let Some(s) = right.as_str() {
+        return Some(s == want || s.strip_suffix('*').is_some_and(|p| want.starts_with(p)));
+    }
+    if let Some(n) = right.as_u64() {
+        return Some(want.parse::<u64>().ok() == Some(n));
+    }
+    if let Some(p) = right.get("prefix") {
+        let cidr: crate::model::Cidr = format!("{}/{}", p["addr"].as_str()?, p["len"].as_u64()?)
+            .parse()
+            .ok()?;
+        return Some(super::sets::in_prefix(&cidr, want.parse().ok()?));
+    }
+    if let Some(r) = right["range"].as_array() {
+        let n: u64 = want.parse().ok()?;
+        return Some(r.first()?.as_u64()? <= n && n <= r.get(1)?.as_u64()?);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(dport: u16, proto: u8) -> Tuple {
+        Tuple {
+            saddr: "192.0.2.1".parse().expect("ip"),
+            daddr: "192.0.2.254".parse().expect("ip"),
+            sport: 40123,
+            dport,
+            proto,
+        }
+    }
+
+    #[test]
+    fn a_dnat_rule_matches_by_address_port_protocol_and_interface() {
+        // As `nft -j list ruleset` prints iptables-nft's DNAT rules (the
+        // target as `xt`), and Docker's with `! -i docker0`.
+        let ruleset: serde_json::Value = serde_json::from_str(
+            r#"{"nftables":[
+            {"chain":{"family":"ip","table":"nat","name":"PREROUTING","type":"nat","hook":"prerouting"}},
+            {"chain":{"family":"ip","table":"filter","name":"INPUT","type":"filter","hook":"input"}},
+            {"rule":{"family":"ip","table":"filter","chain":"INPUT","handle":9,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":5300}},{"xt":{"type":"target","name":"DNAT"}}]}},
+            {"rule":{"family":"ip","table":"nat","chain":"PREROUTING","handle":2,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"daddr"}},"right":"192.0.2.254"}},{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":5300}},{"counter":{}},{"xt":{"type":"target","name":"DNAT"}}]}},
+            {"rule":{"family":"ip","table":"nat","chain":"DOCKER","handle":5,"expr":[{"match":{"op":"!=","left":{"meta":{"key":"iifname"}},"right":"docker0"}},{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":{"set":[80,{"range":[8000,8100]}]}}},{"dnat":{"addr":"172.17.0.2","port":80}}]}}
+            ]}"#,
+        )
+        .expect("json");
+        let udp = dnat_rule_matching(&ruleset, &tuple(5300, 17), Some("r0")).expect("a rule");
+        assert!(
+            udp.contains("chain PREROUTING of table ip nat (handle 2)"),
+            "{udp}"
+        );
+        assert_eq!(
+            dnat_rule_matching(&ruleset, &tuple(5301, 17), Some("r0")),
+            None
+        );
+        let tcp = dnat_rule_matching(&ruleset, &tuple(8092, 6), Some("eth0")).expect("a rule");
+        assert!(tcp.contains("chain DOCKER"), "{tcp}");
+        assert_eq!(
+            dnat_rule_matching(&ruleset, &tuple(8092, 6), Some("docker0")),
+            None
+        );
+        assert_eq!(
+            dnat_rule_matching(&ruleset, &tuple(8200, 6), Some("eth0")),
+            None
+        );
+    }
 }

@@ -166,9 +166,11 @@ impl Outcomes {
         if fate != FateKind::Dropped {
             self.group(diag);
         }
+        // An error about a request quotes client → server; one about a
+        // reply (a router's fragmentation-needed or unreachable), server →
+        // client: that one goes to the server, and never reaches the client.
+        let mut to_server = false;
         let key = match r.icmp {
-            // An error about a request quotes client → server; one about a
-            // reply (a router's fragmentation-needed to the server), server → client.
             Some(e) => {
                 let (a, b) = (
                     ep(e.quoted.saddr, e.quoted.sport),
@@ -178,6 +180,7 @@ impl Outcomes {
                     .conns
                     .contains_key(&(b.clone(), a.clone(), e.quoted.proto))
                 {
+                    to_server = true;
                     (b, a, e.quoted.proto)
                 } else {
                     (a, b, e.quoted.proto)
@@ -198,7 +201,7 @@ impl Outcomes {
                 c.reply_drop = Some(diag.clone());
             }
         }
-        if c.kept_replies.len() < KEPT_REPLIES {
+        if c.kept_replies.len() < KEPT_REPLIES && !to_server {
             let reply = Reply {
                 flags: r.flags,
                 icmp: r.icmp,
@@ -272,9 +275,17 @@ type Explained = (ConnectionOutcome, Option<&'static str>, String);
 
 fn explain(s: &ConnState) -> Explained {
     let arrived = arrived(s);
-    let refuser = s.refuser.as_ref();
-    // The outcome leads the line; the request's own account need not repeat it.
-    let why = refuser
+    let why = why(s);
+    answered_by_icmp(s, &arrived, &why)
+        .or_else(|| answered(s, &arrived, &why))
+        .unwrap_or_else(|| unanswered(s))
+}
+
+/// The refusal's (or last request's) own account, after the outcome that
+/// leads the line: without the outcome's word, which need not be repeated.
+fn why(s: &ConnState) -> String {
+    s.refuser
+        .as_ref()
         .or(s.last.as_ref())
         .map(|r| {
             let m = r.diag.message.as_str();
@@ -284,28 +295,40 @@ fn explain(s: &ConnState) -> Explained {
                 .unwrap_or(m);
             format!(" {m}")
         })
-        .unwrap_or_default();
-    if let Some((r, e)) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e))) {
-        let outcome = match e.meaning() {
-            IcmpMeaning::Refused => ConnectionOutcome::Refused,
-            IcmpMeaning::Prohibited => ConnectionOutcome::Prohibited,
-            _ => ConnectionOutcome::Unreachable,
-        };
-        let word = match outcome {
-            ConnectionOutcome::Refused => "connection refused",
-            ConnectionOutcome::Prohibited => "prohibited",
-            _ => "unreachable",
-        };
-        let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&r.origin);
-        return (
-            outcome,
-            Some(e.errno_name()),
-            format!(
-                "{word}: {e} from {origin} reached the client, whose socket reports {}.{why}",
-                e.errno_name()
-            ),
-        );
-    }
+        .unwrap_or_default()
+}
+
+/// An ICMP error reached the client.
+fn answered_by_icmp(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
+    let (r, e) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e)))?;
+    let outcome = match e.meaning() {
+        IcmpMeaning::Refused => ConnectionOutcome::Refused,
+        IcmpMeaning::Prohibited => ConnectionOutcome::Prohibited,
+        _ => ConnectionOutcome::Unreachable,
+    };
+    let word = match outcome {
+        ConnectionOutcome::Refused => "connection refused",
+        ConnectionOutcome::Prohibited => "prohibited",
+        _ => "unreachable",
+    };
+    let origin = s
+        .refuser
+        .as_ref()
+        .map(|q| q.place.as_str())
+        .unwrap_or(&r.origin);
+    Some((
+        outcome,
+        Some(e.errno_name()),
+        format!(
+            "{word}: {e} from {origin} reached the client, whose socket reports {}.{why}",
+            e.errno_name()
+        ),
+    ))
+}
+
+/// The server's answer reached the client: a handshake, a reset, or
+/// another reply.
+fn answered(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
     let rst = arrived.iter().find(|r| r.flags & TCP_RST != 0);
     // A handshake that completed is a connection, whatever ended it later.
     if arrived
@@ -316,36 +339,44 @@ fn explain(s: &ConnState) -> Explained {
         // one freed with no known cause (a segment reaching a socket the
         // client already closed) did not.
         if let Some(d) = s.reply_drop.as_ref().filter(|d| d.cause != "dropped") {
-            return (
+            return Some((
                 ConnectionOutcome::Stalled,
                 None,
                 format!("connected, then stalled: {}", d.message),
-            );
+            ));
         }
         let later = rst
             .map(|r| format!("; a TCP reset from {} ended the connection later", r.origin))
             .unwrap_or_default();
-        return (
+        return Some((
             ConnectionOutcome::Connected,
             None,
             format!("connected: the server answered{later}"),
-        );
+        ));
     }
     if let Some(rst) = rst {
-        let origin = refuser.map(|q| q.place.as_str()).unwrap_or(&rst.origin);
-        return (
+        let origin = s
+            .refuser
+            .as_ref()
+            .map(|q| q.place.as_str())
+            .unwrap_or(&rst.origin);
+        return Some((
             ConnectionOutcome::Refused,
             Some("ECONNREFUSED"),
             format!("connection refused: a TCP reset from {origin} reached the client.{why}"),
-        );
+        ));
     }
-    if !arrived.is_empty() {
-        return (
+    (!arrived.is_empty()).then(|| {
+        (
             ConnectionOutcome::Connected,
             None,
             "the server answered".into(),
-        );
-    }
+        )
+    })
+}
+
+/// No answer reached the client: why, as far as the packets tell.
+fn unanswered(s: &ConnState) -> Explained {
     if let Some(d) = &s.reply_drop {
         let none = match s.replies {
             1 => "its one reply never reached the client".to_owned(),
@@ -363,7 +394,7 @@ fn explain(s: &ConnState) -> Explained {
         .as_ref()
         .map(|r| r.diag.message.clone())
         .unwrap_or_default();
-    if let Some(r) = refuser {
+    if let Some(r) = &s.refuser {
         return (
             ConnectionOutcome::TimedOut,
             Some("ETIMEDOUT"),

@@ -1,6 +1,14 @@
 //! Per-packet reports: direction, diagnosis, and the running outcomes.
-use super::{diagnose, settled_fate, Diagnosis, Fact, Facts, Outcomes};
-use crate::{evidence::Evidence, model::FlowFilter, names::Containers, names::View, track::Packet};
+use std::collections::HashMap;
+
+use super::{diagnose, nat::Unmasqueraded, settled_fate, Diagnosis, Fact, Facts, Outcomes};
+use crate::{
+    evidence::Evidence,
+    model::{Flows, Tuple},
+    names::Containers,
+    names::View,
+    track::Packet,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -24,29 +32,40 @@ pub struct Report {
 }
 
 pub struct Reporter {
-    /// Every flow's filter, compiled once, forward only.
+    /// Every flow's filter, as the kernel holds it.
     filter: tracer_common::Filter,
     pub containers: Containers,
     pub outcomes: Outcomes,
     evidence: Evidence,
+    /// Requests a router forwarded with their source unchanged, by their
+    /// flow as it reached the server: a reply that dies for want of a
+    /// route back is then explained by the router that did not masquerade.
+    unmasqueraded: HashMap<Tuple, Unmasqueraded>,
+}
+
+/// At most this many requests are remembered for their replies.
+const REMEMBERED: usize = 4096;
+
+fn reversed(t: Tuple) -> Tuple {
+    Tuple {
+        saddr: t.daddr,
+        daddr: t.saddr,
+        sport: t.dport,
+        dport: t.sport,
+        proto: t.proto,
+    }
 }
 
 impl Reporter {
-    pub fn new(filters: Vec<FlowFilter>, containers: Containers, evidence: Evidence) -> Self {
-        let forward: Vec<FlowFilter> = filters
-            .into_iter()
-            .map(|f| FlowFilter {
-                both_directions: false,
-                ..f
-            })
-            .collect();
-        // The filters were checked when the command line was read.
-        let filter = crate::model::kernel_filter(&forward).unwrap_or_default();
+    pub fn new(flows: &Flows, containers: Containers, evidence: Evidence) -> Self {
+        // Matched forward only (`terms_match`): replies are told apart.
+        let filter = tracer_common::Filter::from(flows);
         Self {
             filter,
             containers,
             outcomes: Outcomes::default(),
             evidence,
+            unmasqueraded: HashMap::new(),
         }
     }
 
@@ -63,11 +82,26 @@ impl Reporter {
         } else {
             Direction::Reply
         };
+        if direction == Direction::Request {
+            if let (Some(u), Some(t)) = (super::nat::unmasqueraded(p), last.and_then(|h| h.tuple)) {
+                if self.unmasqueraded.len() >= REMEMBERED {
+                    self.unmasqueraded.clear();
+                }
+                self.unmasqueraded.insert(t, u);
+            }
+        }
+        let request = match direction {
+            Direction::Reply => first
+                .and_then(|h| h.tuple)
+                .and_then(|t| self.unmasqueraded.get(&reversed(t))),
+            Direction::Request => None,
+        };
         let facts = Facts::build(
             p,
             view,
             &self.containers,
             direction == Direction::Reply,
+            request,
             &mut self.evidence,
         );
         let diagnosis = diagnose(&facts);

@@ -25,7 +25,7 @@ fn source_set(text: &str) -> Option<&str> {
         .map(|w| &w[1][1..])
 }
 
-fn in_prefix(c: &Cidr, addr: IpAddr) -> bool {
+pub(super) fn in_prefix(c: &Cidr, addr: IpAddr) -> bool {
     let bits = |a: IpAddr| match a {
         IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
         IpAddr::V6(a) => u128::from(a),

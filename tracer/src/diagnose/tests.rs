@@ -692,9 +692,14 @@ fn a_connection_stalls_only_when_its_replies_die_of_a_known_cause() {
 fn a_cause_resting_on_an_inferred_reason_says_so() {
     let mut f = Facts::from_parts(FateKind::Dropped, Some("NO_SOCKET"), None, VALUES);
     f.reason_inferred = true;
+    f.kernel_has_reasons = false;
     let d = diagnose(&f);
     assert_eq!(d.cause, "no_socket");
     assert!(d.message.ends_with(INFERRED_NOTE), "{}", d.message);
+    // A kernel with reasons that said only NOT_SPECIFIED.
+    f.kernel_has_reasons = true;
+    let d = diagnose(&f);
+    assert!(d.message.ends_with(UNSPECIFIED_NOTE), "{}", d.message);
     let r = rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false);
     let mut f = Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES);
     f.set_rule_values(&r);

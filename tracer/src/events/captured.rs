@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use tracer_common::{record_kind, PacketBytes};
 
-use super::Hop;
+use super::{CtRecord, Hop};
+use crate::model::Conntrack;
 
 /// The first bytes of a packet at one hop, from its network header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,11 +46,13 @@ pub fn decode_bytes(bytes: &[u8]) -> Option<BytesRecord> {
     })
 }
 
-/// Bytes waiting for the event of their hop, which the kernel writes right
-/// after them on the same CPU (other CPUs' records may come in between).
+/// Records waiting for the event of their hop (bytes, conntrack), which the
+/// kernel writes right after them on the same CPU (other CPUs' records may
+/// come in between).
 #[derive(Default)]
 pub struct Pending {
     by_hop: HashMap<(u64, u64), Captured>,
+    ct_by_hop: HashMap<(u64, u64), Conntrack>,
 }
 
 /// At most this many waiting records: a lost event leaves its bytes behind.
@@ -63,9 +66,18 @@ impl Pending {
         self.by_hop.insert((r.skb, r.ts_ns), r.captured);
     }
 
-    /// Gives `hop` the bytes recorded for it, if any.
+    pub fn insert_ct(&mut self, r: CtRecord) {
+        if self.ct_by_hop.len() >= MAX_PENDING {
+            self.ct_by_hop.clear();
+        }
+        self.ct_by_hop.insert((r.skb, r.ts_ns), r.ct);
+    }
+
+    /// Gives `hop` the bytes and conntrack entry recorded for it, if any.
     pub fn attach(&mut self, hop: &mut Hop) {
-        hop.bytes = self.by_hop.remove(&(hop.skb, hop.t_ns));
+        let key = (hop.skb, hop.t_ns);
+        hop.bytes = self.by_hop.remove(&key);
+        hop.ct = self.ct_by_hop.remove(&key).map(Box::new);
     }
 }
 

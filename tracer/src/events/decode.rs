@@ -73,6 +73,8 @@ pub struct Hop {
     pub icmp: Option<IcmpError>,
     /// The packet's first bytes at this hop (`--pcap` only).
     pub bytes: Option<super::Captured>,
+    /// The packet's conntrack entry, where it changed since the last hop.
+    pub ct: Option<Box<crate::model::Conntrack>>,
 }
 
 impl Hop {
@@ -103,6 +105,7 @@ impl Hop {
             rule: None,
             icmp: None,
             bytes: None,
+            ct: None,
         }
     }
 
@@ -215,6 +218,7 @@ fn decode_event(ev: &Event, stack: Vec<u64>) -> Result<Hop, DecodeError> {
         rule: None,
         icmp,
         bytes: None,
+        ct: None,
     })
 }
 

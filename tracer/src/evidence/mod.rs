@@ -3,6 +3,7 @@
 //! and `conntrack -S` would show), the sockets bound, the neighbours, how
 //! full conntrack is. The kernel gives no drop reason for some losses (a
 //! full accept queue frees the SYN as consumed); these are then the evidence.
+pub mod conntrack;
 pub mod counters;
 pub mod link;
 pub mod neigh;

@@ -43,3 +43,88 @@ mod tests {
         assert_eq!(n[1].device, "a0");
     }
 }
+
+/// The neighbour a namespace needed for a destination: the route's gateway,
+/// else the destination itself, on the route's device, and its state in the
+/// neighbour table (`FAILED`, `INCOMPLETE`, …), as `ip -j route get` and
+/// `ip -j neigh show` say (IPv4's ARP and IPv6's NDP alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub addr: IpAddr,
+    pub device: String,
+    pub state: Option<String>,
+}
+
+/// [`NextHop`] for `dst` in the namespace at `path` (the caller's own when `None`).
+pub fn next_hop(path: Option<&std::path::Path>, dst: IpAddr) -> Option<NextHop> {
+    let dst_s = dst.to_string();
+    let route = crate::netfilter::ns::run(path, "ip", &["-j", "route", "get", &dst_s]).ok()?;
+    let route: serde_json::Value = serde_json::from_str(&route).ok()?;
+    let (addr, device) = next_hop_of(&route, dst)?;
+    let addr_s = addr.to_string();
+    let neigh = crate::netfilter::ns::run(
+        path,
+        "ip",
+        &["-j", "neigh", "show", "to", &addr_s, "dev", &device],
+    )
+    .ok();
+    let state = neigh
+        .and_then(|n| serde_json::from_str::<serde_json::Value>(&n).ok())
+        .and_then(|n| state_of(&n));
+    Some(NextHop {
+        addr,
+        device,
+        state,
+    })
+}
+
+fn next_hop_of(route: &serde_json::Value, dst: IpAddr) -> Option<(IpAddr, String)> {
+    let r = route.as_array()?.first()?;
+    let device = r["dev"].as_str()?.to_owned();
+    let addr = r["gateway"]
+        .as_str()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(dst);
+    Some((addr, device))
+}
+
+fn state_of(neigh: &serde_json::Value) -> Option<String> {
+    let states: Vec<&str> = neigh
+        .as_array()?
+        .first()?
+        .get("state")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    (!states.is_empty()).then(|| states.join(","))
+}
+
+#[cfg(test)]
+mod next_hop_tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_else_the_destination_and_its_state() {
+        let dst: IpAddr = "198.51.100.77".parse().expect("ip");
+        let via: serde_json::Value = serde_json::from_str(
+            r#"[{"dst":"198.51.100.77","gateway":"192.0.2.254","dev":"a0","prefsrc":"192.0.2.1","flags":[],"uid":0,"cache":[]}]"#,
+        )
+        .expect("json");
+        assert_eq!(
+            next_hop_of(&via, dst),
+            Some(("192.0.2.254".parse().expect("ip"), "a0".into()))
+        );
+        let direct: serde_json::Value = serde_json::from_str(
+            r#"[{"dst":"2001:db8:1::77","dev":"a0","prefsrc":"2001:db8:1::1"}]"#,
+        )
+        .expect("json");
+        let v6: IpAddr = "2001:db8:1::77".parse().expect("ip");
+        assert_eq!(next_hop_of(&direct, v6), Some((v6, "a0".into())));
+        let failed: serde_json::Value =
+            serde_json::from_str(r#"[{"dst":"2001:db8:1::77","dev":"a0","state":["FAILED"]}]"#)
+                .expect("json");
+        assert_eq!(state_of(&failed).as_deref(), Some("FAILED"));
+        assert_eq!(state_of(&serde_json::json!([])), None);
+    }
+}

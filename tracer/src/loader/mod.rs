@@ -107,9 +107,7 @@ pub struct LoadOptions {
     pub hops: bool,
     pub ring_bytes: u32,
     pub tracked_max: u32,
-    /// Report every drop, not only those of matching packets (`drops` without a filter).
-    pub all_drops: bool,
-    /// [`tracer_common::config_flags`].
+    /// [`tracer_common::config_flags`]: the run-wide switches.
     pub config_flags: u32,
 }
 
@@ -120,7 +118,6 @@ impl Default for LoadOptions {
             hops: true,
             ring_bytes: DEFAULT_RING_BYTES,
             tracked_max: DEFAULT_TRACKED_MAX,
-            all_drops: false,
             config_flags: 0,
         }
     }
@@ -353,11 +350,9 @@ impl Tracer {
             offsets: offsets::from_btf(btf)?,
             ..Default::default()
         };
+        offsets::add_conntrack(&mut cfg.offsets, kernel);
         cfg.filter = *filter;
         cfg.flags = opts.config_flags;
-        if opts.all_drops {
-            cfg.flags |= config_flags::ALL_DROPS;
-        }
         let has_reason = btf
             .typedef_func_proto_params("btf_trace_kfree_skb")
             .map(|p| p.len() >= 4)

@@ -1,7 +1,9 @@
 //! Struct member offsets the kernel programs need, from the running kernel's BTF.
 use tracer_common::Offsets;
 
-use crate::kernel::btf::{Btf, BtfError};
+use tracer_common::CT_TUPLE_LEN;
+
+use crate::kernel::btf::{Btf, BtfError, KernelBtf};
 
 fn off(btf: &Btf, ty: &str, member: &str) -> Result<u32, BtfError> {
     btf.member_offset(ty, member)
@@ -31,5 +33,49 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         hook_state_net: off(btf, "nf_hook_state", "net")?,
         hook_state_hook_size: hook_size,
         skb_tail: off(btf, "sk_buff", "tail")?,
+        ..Offsets::default()
+    })
+}
+
+/// Fills in the conntrack members, from vmlinux or, where conntrack is a
+/// module, its BTF. Without them (no conntrack, or its module not loaded
+/// yet) the programs write no conntrack records.
+pub fn add_conntrack(o: &mut Offsets, kernel: &KernelBtf) {
+    let found = conntrack(&kernel.vmlinux, &kernel.vmlinux).or_else(|_| {
+        let module = kernel
+            .module("nf_conntrack")
+            .ok_or_else(|| BtfError::TypeNotFound("nf_conn (nf_conntrack module BTF)".into()))?;
+        conntrack(&kernel.vmlinux, &module)
+    });
+    match found {
+        Ok(ct) => {
+            o.skb_nfct = ct.skb_nfct;
+            o.ct_status = ct.ct_status;
+            o.ct_tuple = ct.ct_tuple;
+            o.ct_tuple_stride = ct.ct_tuple_stride;
+            o.ct_mark = ct.ct_mark;
+            o.ct_tcp_state = ct.ct_tcp_state;
+            o.ct_zone = ct.ct_zone;
+        }
+        Err(e) => log::debug!("no conntrack state on hops: {e}"),
+    }
+}
+
+fn conntrack(vmlinux: &Btf, btf: &Btf) -> Result<Offsets, BtfError> {
+    let tuple_len = btf.member_size("nf_conntrack_tuple_hash", "tuple")?;
+    if tuple_len as usize != CT_TUPLE_LEN {
+        return Err(BtfError::Invalid(format!(
+            "nf_conntrack_tuple has {tuple_len} bytes, not {CT_TUPLE_LEN}"
+        )));
+    }
+    Ok(Offsets {
+        skb_nfct: off(vmlinux, "sk_buff", "_nfct")?,
+        ct_status: off(btf, "nf_conn", "status")?,
+        ct_tuple: off(btf, "nf_conn", "tuplehash")? + off(btf, "nf_conntrack_tuple_hash", "tuple")?,
+        ct_tuple_stride: btf.member_size("nf_conn", "tuplehash")? / 2,
+        ct_mark: off(btf, "nf_conn", "mark").unwrap_or(0),
+        ct_tcp_state: off(btf, "nf_conn", "proto")? + off(btf, "ip_ct_tcp", "state")?,
+        ct_zone: off(btf, "nf_conn", "zone.id").unwrap_or(0),
+        ..Offsets::default()
     })
 }

@@ -467,90 +467,16 @@ impl Parser {
             self.pos += 1;
             return self.id(q, first).map(Expr::Prim);
         }
-        let mut q = Quals {
-            proto: None,
-            dir: None,
-            kind: None,
+        if let Some(icmp) = self.icmp(first)? {
+            return Ok(Expr::Prim(icmp));
+        }
+        let q = Quals {
+            proto: self.proto_qualifier(first),
+            dir: self.dir_qualifier(),
+            kind: self.kind_qualifier(),
         };
-        // Protocol qualifier.
-        match first {
-            "ip" => q.proto = Some(ProtoQual::Ip),
-            "ip6" => q.proto = Some(ProtoQual::Ip6),
-            "tcp" => q.proto = Some(ProtoQual::Transport(6)),
-            "udp" => q.proto = Some(ProtoQual::Transport(17)),
-            "sctp" => q.proto = Some(ProtoQual::Transport(132)),
-            "icmp" | "icmp6" => {
-                self.pos += 1;
-                let e = if first == "icmp" {
-                    Prim::Proto {
-                        version: 4,
-                        proto: 1,
-                    }
-                } else {
-                    Prim::Proto {
-                        version: 6,
-                        proto: 58,
-                    }
-                };
-                self.refuse_following_qualifier(first)?;
-                return Ok(Expr::Prim(e));
-            }
-            _ => {}
-        }
-        if q.proto.is_some() {
-            self.pos += 1;
-        }
-        // Direction qualifier: src, dst, src or dst, src and dst.
-        if let Some(d @ ("src" | "dst")) = self.peek_word(0) {
-            let is_src = d == "src";
-            let other = if is_src { "dst" } else { "src" };
-            self.pos += 1;
-            let joined = match (self.peek(), self.peek_word(1)) {
-                (Some(Tok::Or), Some(w)) if w == other => Some(Dir::Either),
-                (Some(Tok::And), Some(w)) if w == other => Some(Dir::Both),
-                _ => None,
-            };
-            q.dir = Some(match joined {
-                Some(j) => {
-                    self.pos += 2;
-                    j
-                }
-                None if is_src => Dir::Src,
-                None => Dir::Dst,
-            });
-        }
-        // Type qualifier.
-        if let Some(k) = self.peek_word(0) {
-            let kind = match k {
-                "host" => Some(Kind::Host),
-                "net" => Some(Kind::Net),
-                "port" => Some(Kind::Port),
-                "portrange" => Some(Kind::PortRange),
-                "proto" => Some(Kind::Proto),
-                _ => None,
-            };
-            if kind.is_some() {
-                self.pos += 1;
-                q.kind = kind;
-            }
-        }
         if q.dir.is_none() && q.kind.is_none() {
-            // A protocol alone: `ip`, `tcp`.
-            let p = match q.proto {
-                Some(ProtoQual::Ip) => Prim::Version(4),
-                Some(ProtoQual::Ip6) => Prim::Version(6),
-                Some(ProtoQual::Transport(p)) => Prim::Proto {
-                    version: 0,
-                    proto: p,
-                },
-                None => {
-                    return Err(ExprError::Syntax(format!(
-                        "'{first}' needs a value after it"
-                    )))
-                }
-            };
-            self.refuse_following_qualifier(first)?;
-            return Ok(Expr::Prim(p));
+            return self.proto_alone(q.proto, first).map(Expr::Prim);
         }
         let id = match self.next() {
             Some(Tok::Word(w)) => w,
@@ -571,6 +497,88 @@ impl Parser {
         let prim = self.id(q, &id)?;
         self.last = Some(q);
         Ok(Expr::Prim(prim))
+    }
+
+    /// `icmp` and `icmp6`, which take no qualifier after them.
+    fn icmp(&mut self, first: &str) -> Result<Option<Prim>, ExprError> {
+        let (version, proto) = match first {
+            "icmp" => (4, 1),
+            "icmp6" => (6, 58),
+            _ => return Ok(None),
+        };
+        self.pos += 1;
+        self.refuse_following_qualifier(first)?;
+        Ok(Some(Prim::Proto { version, proto }))
+    }
+
+    /// `ip`, `ip6`, `tcp`, `udp`, `sctp`, taken when `first` is one.
+    fn proto_qualifier(&mut self, first: &str) -> Option<ProtoQual> {
+        let q = match first {
+            "ip" => ProtoQual::Ip,
+            "ip6" => ProtoQual::Ip6,
+            "tcp" => ProtoQual::Transport(6),
+            "udp" => ProtoQual::Transport(17),
+            "sctp" => ProtoQual::Transport(132),
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(q)
+    }
+
+    /// A direction qualifier: src, dst, src or dst, src and dst.
+    fn dir_qualifier(&mut self) -> Option<Dir> {
+        let d @ ("src" | "dst") = self.peek_word(0)? else {
+            return None;
+        };
+        let is_src = d == "src";
+        let other = if is_src { "dst" } else { "src" };
+        self.pos += 1;
+        let joined = match (self.peek(), self.peek_word(1)) {
+            (Some(Tok::Or), Some(w)) if w == other => Some(Dir::Either),
+            (Some(Tok::And), Some(w)) if w == other => Some(Dir::Both),
+            _ => None,
+        };
+        Some(match joined {
+            Some(j) => {
+                self.pos += 2;
+                j
+            }
+            None if is_src => Dir::Src,
+            None => Dir::Dst,
+        })
+    }
+
+    /// A type qualifier: host, net, port, portrange, proto.
+    fn kind_qualifier(&mut self) -> Option<Kind> {
+        let kind = match self.peek_word(0)? {
+            "host" => Kind::Host,
+            "net" => Kind::Net,
+            "port" => Kind::Port,
+            "portrange" => Kind::PortRange,
+            "proto" => Kind::Proto,
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(kind)
+    }
+
+    /// A protocol alone: `ip`, `tcp`.
+    fn proto_alone(&self, proto: Option<ProtoQual>, first: &str) -> Result<Prim, ExprError> {
+        let p = match proto {
+            Some(ProtoQual::Ip) => Prim::Version(4),
+            Some(ProtoQual::Ip6) => Prim::Version(6),
+            Some(ProtoQual::Transport(p)) => Prim::Proto {
+                version: 0,
+                proto: p,
+            },
+            None => {
+                return Err(ExprError::Syntax(format!(
+                    "'{first}' needs a value after it"
+                )))
+            }
+        };
+        self.refuse_following_qualifier(first)?;
+        Ok(p)
     }
 
     /// pcap-filter has no `tcp src` or `icmp port`: a direction or a type

@@ -131,7 +131,7 @@ fn dnf_pushes_not_inward_and_simplifies() {
         ..Default::default()
     };
     assert!(matches!(
-        crate::model::kernel_filter(&[f]),
+        crate::model::Flows::new(vec![f]).map(|f| tracer_common::Filter::from(&f)),
         Err(ExprError::TooLarge { terms: 20, .. })
     ));
 }

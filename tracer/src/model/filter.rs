@@ -2,8 +2,8 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use tracer_common::{
-    addr_words, atom_dir, atom_kind, ports, prefix_mask, term_flags, Atom, Filter, FlowFields,
-    Term, MAX_ATOMS, MAX_TERMS,
+    addr_words, atom_dir, atom_kind, has_ports, ports, prefix_mask, term_flags, Atom, Filter,
+    FlowFields, Term, MAX_ATOMS, MAX_TERMS,
 };
 
 use super::expr::{self, Dir, Dnf, Expr, ExprError, Prim};
@@ -140,8 +140,7 @@ impl FlowFilter {
             }
         }
         if let Some(p) = self.proto {
-            if (self.sport.is_some() || self.dport.is_some()) && !matches!(p.0, 6 | 17 | 132 | 136)
-            {
+            if (self.sport.is_some() || self.dport.is_some()) && !has_ports(p.0) {
                 return Err(FilterError::PortsWithoutPorts(p.name()));
             }
         }
@@ -154,7 +153,7 @@ impl FlowFilter {
             both_directions: false,
             ..self.clone()
         };
-        kernel_filter(&[forward]).is_ok_and(|f| terms_match(&f, t))
+        compile(&[forward]).is_ok_and(|f| terms_match(&f, t))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,8 +209,39 @@ impl FlowFilter {
     }
 }
 
+/// The flows of one run, each a [`FlowFilter`] (flow `i` is the kernel's
+/// flow `i`), checked to fit the kernel's filter when they were made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flows {
+    filters: Vec<FlowFilter>,
+    kernel: Filter,
+}
+
+impl Flows {
+    /// The flows, or why the kernel can't hold them.
+    pub fn new(filters: Vec<FlowFilter>) -> Result<Self, ExprError> {
+        let kernel = compile(&filters)?;
+        Ok(Self { filters, kernel })
+    }
+}
+
+impl std::ops::Deref for Flows {
+    type Target = [FlowFilter];
+
+    fn deref(&self) -> &[FlowFilter] {
+        &self.filters
+    }
+}
+
+/// The kernel's form of the flows.
+impl From<&Flows> for Filter {
+    fn from(flows: &Flows) -> Self {
+        flows.kernel
+    }
+}
+
 /// The kernel-side filter of every flow (flow `i` is `filters[i]`).
-pub fn kernel_filter(filters: &[FlowFilter]) -> Result<Filter, ExprError> {
+fn compile(filters: &[FlowFilter]) -> Result<Filter, ExprError> {
     let mut prims: Vec<Prim> = Vec::new();
     let mut terms: Vec<Term> = Vec::new();
     let mut bidir = false;
@@ -284,7 +314,7 @@ pub fn terms_match(filter: &Filter, t: &super::Tuple) -> bool {
     filter.matches_forward(&FlowFields {
         ip_version: if t.saddr.is_ipv4() { 4 } else { 6 },
         proto: t.proto,
-        ports: if matches!(t.proto, 6 | 17 | 132 | 136) {
+        ports: if has_ports(t.proto) {
             ports::KNOWN
         } else {
             ports::NONE
@@ -402,7 +432,7 @@ mod tests {
             proto: Some(Proto(6)),
             ..Default::default()
         };
-        let k = kernel_filter(&[FlowFilter::default(), f.clone()]).expect("fits");
+        let k = Filter::from(&Flows::new(vec![FlowFilter::default(), f.clone()]).expect("fits"));
         assert_eq!((k.n_terms, k.n_atoms), (2, 3));
         assert_eq!(
             (k.terms[0].pos, k.terms[0].neg),
@@ -471,7 +501,7 @@ mod tests {
             dst: Some("192.0.2.77/24".parse().expect("valid")),
             ..Default::default()
         };
-        let f = kernel_filter(&[f]).expect("fits");
+        let f = compile(&[f]).expect("fits");
         assert_eq!(
             bytes(f.atoms[0].net)[..4],
             [192, 0, 2, 0],
@@ -528,8 +558,8 @@ mod tests {
         let icmp_error = fields("192.0.2.1", "192.0.2.9", 1, 0, 0);
         let mut s = tracer_common::MatchScratch::default();
         for bidir in [false, true] {
-            let f = kernel_filter(&[flow("src host 192.0.2.9 and tcp dst port 8092", bidir)])
-                .expect("fits");
+            let f =
+                compile(&[flow("src host 192.0.2.9 and tcp dst port 8092", bidir)]).expect("fits");
             let m = |own: &FlowFields, quoted: Option<&FlowFields>, s: &mut _| {
                 f.first_match(f.shape(), own, quoted.unwrap_or(own), quoted.is_some(), s)
             };
@@ -542,14 +572,14 @@ mod tests {
             );
             assert_eq!(m(&icmp_error, None, &mut s), None);
         }
-        let f = kernel_filter(&[flow("not tcp", true)]).expect("fits");
+        let f = compile(&[flow("not tcp", true)]).expect("fits");
         assert_eq!(
             f.first_match(f.shape(), &request, &request, false, &mut s),
             None,
             "a quoted flow that isn't there matches no negation"
         );
-        let two = kernel_filter(&[flow("dst port 80", false), flow("dst port 8092", false)])
-            .expect("fits");
+        let two =
+            compile(&[flow("dst port 80", false), flow("dst port 8092", false)]).expect("fits");
         assert_eq!(two.n_atoms, 2);
         assert_eq!(
             two.first_match(two.shape(), &request, &request, false, &mut s),

@@ -1,6 +1,8 @@
 //! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
 //! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
 //! for. It imports nothing from the rest of the crate.
+mod conntrack;
+mod cover;
 mod expr;
 mod filter;
 mod flow;
@@ -8,9 +10,10 @@ mod hook;
 mod icmp;
 mod verdict;
 
+pub use conntrack::{decode_tuple, Conntrack, CtEntry, CtInfo, Endpoint, Mapping};
 pub use expr::{parse as parse_expr, Dir, Dnf, Expr, ExprError, Lit, Prim, SUPPORTED};
 pub use filter::{
-    kernel_filter, parse_port, proto_name, terms_match, Cidr, FilterError, FlowFilter, Proto,
+    parse_port, proto_name, terms_match, Cidr, FilterError, FlowFilter, Flows, Proto,
 };
 pub use flow::Tuple;
 pub use hook::{Family, Hook};

@@ -192,25 +192,31 @@ impl NetnsNames {
         }
     }
 
-    fn known(&mut self, ino: u32) -> Option<(&str, NetnsKind)> {
-        if Some(ino) != self.host && self.containers.contains_key(&ino) {
-            return self
-                .containers
-                .get(&ino)
-                .map(|c| (c.as_str(), NetnsKind::Container));
-        }
-        if ino != 0 && !self.names.contains_key(&ino) {
+    /// Makes namespace `ino`'s name known if it can be: the names are
+    /// read again (at most once a second) when it is new.
+    pub fn resolve(&mut self, ino: u32) {
+        let container = Some(ino) != self.host && self.containers.contains_key(&ino);
+        if ino != 0 && !container && !self.names.contains_key(&ino) {
             self.refresh();
+        }
+    }
+
+    fn known(&self, ino: u32) -> Option<(&str, NetnsKind)> {
+        if Some(ino) != self.host {
+            if let Some(c) = self.containers.get(&ino) {
+                return Some((c.as_str(), NetnsKind::Container));
+            }
         }
         self.names.get(&ino).map(|(n, k)| (n.as_str(), *k))
     }
 
-    pub fn name(&mut self, ino: u32) -> Option<&str> {
+    /// The name of namespace `ino`, as far as [`NetnsNames::resolve`] found it.
+    pub fn name(&self, ino: u32) -> Option<&str> {
         self.known(ino).map(|(n, _)| n)
     }
 
     /// What the name of namespace `ino` says it is.
-    pub fn kind(&mut self, ino: u32) -> Option<NetnsKind> {
+    pub fn kind(&self, ino: u32) -> Option<NetnsKind> {
         self.known(ino).map(|(_, k)| k)
     }
 

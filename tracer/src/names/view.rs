@@ -45,12 +45,18 @@ impl View {
             .map(|(name, off)| format!("{name}+{off:#x}"))
     }
 
-    pub fn netns_name(&mut self, ino: u32) -> Option<String> {
+    /// Makes namespace `ino`'s name known (before anything reads it).
+    pub fn resolve_netns(&mut self, ino: u32) {
+        self.netns.resolve(ino);
+    }
+
+    /// The name of namespace `ino`, once [`View::resolve_netns`] looked it up.
+    pub fn netns_name(&self, ino: u32) -> Option<String> {
         self.netns.name(ino).map(str::to_owned)
     }
 
     /// `host`, `container`, `lxc`, `nspawn`, `netns` or `process`.
-    pub fn netns_kind(&mut self, ino: u32) -> Option<&'static str> {
+    pub fn netns_kind(&self, ino: u32) -> Option<&'static str> {
         self.netns.kind(ino).map(super::NetnsKind::as_str)
     }
 }

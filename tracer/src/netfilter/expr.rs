@@ -2,8 +2,11 @@
 
 use std::net::IpAddr;
 
+use tracer_common::{has_ports, PORT_DEFAULT_PROTOS};
+
 use super::attrs::AttrWriter;
-use super::{NfError, TraceFilter};
+use super::NfError;
+use crate::model::{Cidr, FlowFilter};
 
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -34,9 +37,6 @@ pub const NFT_META_NFPROTO: u32 = libc::NFT_META_NFPROTO as u32;
 pub const NFT_META_L4PROTO: u32 = libc::NFT_META_L4PROTO as u32;
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
-
-/// Protocols whose first four transport bytes are the two ports.
-const PORT_PROTOS: [u8; 5] = [6, 17, 33, 132, 136];
 
 /// One nf_tables expression, always working on register 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ struct Dir {
     dport: Option<u16>,
 }
 
-fn rules_for_dir(f: &TraceFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(), NfError> {
+fn rules_for_dir(f: &FlowFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(), NfError> {
     let v6 = match (d.src.map(|a| a.0), d.dst.map(|a| a.0)) {
         (Some(a), Some(b)) if a.is_ipv6() != b.is_ipv6() => {
             return Err(NfError::Filter(format!(
@@ -126,13 +126,13 @@ fn rules_for_dir(f: &TraceFilter, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<(
         (Some(a), _) | (None, Some(a)) => Some(a.is_ipv6()),
         (None, None) => None,
     };
-    let has_ports = d.sport.is_some() || d.dport.is_some();
-    let protos: Vec<Option<u8>> = match f.proto {
-        Some(p) if has_ports && !PORT_PROTOS.contains(&p) => {
+    let with_ports = d.sport.is_some() || d.dport.is_some();
+    let protos: Vec<Option<u8>> = match f.proto.map(|p| p.0) {
+        Some(p) if with_ports && !has_ports(p) => {
             return Err(NfError::Filter(format!("protocol {p} has no ports")))
         }
         Some(p) => vec![Some(p)],
-        None if has_ports => vec![Some(6), Some(17), Some(132)],
+        None if with_ports => PORT_DEFAULT_PROTOS.map(Some).to_vec(),
         None => vec![None],
     };
     for proto in protos {
@@ -227,29 +227,31 @@ fn icmp_errors_for_dir(v6: bool, d: &Dir, out: &mut Vec<Vec<Expr>>) -> Result<()
     Ok(())
 }
 
-/// The rules (lists of expressions) that trace packets matching any filter.
-/// No filter at all traces every packet.
-pub fn rules_for(filters: &[TraceFilter]) -> Result<Vec<Vec<Expr>>, NfError> {
+/// The rules (lists of expressions) that trace packets matching any filter
+/// (each said by its [`FlowFilter::flag_cover`]). No filter at all traces
+/// every packet.
+pub fn rules_for(filters: &[FlowFilter]) -> Result<Vec<Vec<Expr>>, NfError> {
     let mut out = Vec::new();
     if filters.is_empty() {
         out.push(vec![Expr::SetNftrace]);
     }
-    for f in filters {
+    let net = |c: Option<Cidr>| c.map(|c| (c.addr, c.prefix));
+    for f in filters.iter().flat_map(FlowFilter::flag_cover) {
         let fwd = Dir {
-            src: f.src,
-            dst: f.dst,
+            src: net(f.src),
+            dst: net(f.dst),
             sport: f.sport,
             dport: f.dport,
         };
-        rules_for_dir(f, &fwd, &mut out)?;
+        rules_for_dir(&f, &fwd, &mut out)?;
         if f.both_directions {
             let rev = Dir {
-                src: f.dst,
-                dst: f.src,
+                src: net(f.dst),
+                dst: net(f.src),
                 sport: f.dport,
                 dport: f.sport,
             };
-            rules_for_dir(f, &rev, &mut out)?;
+            rules_for_dir(&f, &rev, &mut out)?;
         }
     }
     Ok(out)

@@ -11,8 +11,9 @@ use super::nflog::{self, NflogPacket, TracePrefix, TRACE_GROUP};
 use super::nflog::{logger_path, read_logger, restore_loggers};
 use super::socket::NlSocket;
 use super::trace::{packet_id, tuple_from_headers, TraceEvent, TraceKind};
-use super::{ns, NfError, RuleInfo, TraceFilter};
+use super::{ns, NfError, RuleInfo};
 use crate::kernel::owner::{Owner, TagKind};
+use crate::model::FlowFilter;
 use crate::model::Verdict;
 
 pub use legacy_rules::legacy_sweep;
@@ -39,7 +40,7 @@ pub struct LegacyTracer {
 impl LegacyTracer {
     /// Binds nfnetlink_log as the logger of the families the filters need,
     /// listens on nflog group 0, then inserts the TRACE rules.
-    pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
+    pub fn start(netns: Option<&Path>, filters: &[FlowFilter]) -> Result<Self, NfError> {
         let owner = Owner::current();
         let specs = legacy_rules::trace_rule_specs(filters, owner)?;
         let mut families: Vec<u8> = specs.iter().map(|(f, _)| *f).collect();

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::{ns, NfError, TraceFilter, NFPROTO_IPV4, NFPROTO_IPV6};
+use super::{ns, NfError, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::kernel::owner::{Owner, TagKind};
-use crate::model::Verdict;
+use crate::model::{FlowFilter, Verdict};
 
 pub fn iptables(family: u8) -> &'static str {
     if family == NFPROTO_IPV6 {
@@ -37,22 +37,25 @@ fn proto_name(p: u8) -> String {
 }
 
 /// Match arguments (without `-I CHAIN` and the target) for each rule a filter
-/// needs, with the family each rule belongs to.
+/// (said by its [`FlowFilter::flag_cover`]) needs, with the family each rule
+/// belongs to.
 pub fn trace_rule_specs(
-    filters: &[TraceFilter],
+    filters: &[FlowFilter],
     owner: Owner,
 ) -> Result<Vec<(u8, Vec<String>)>, NfError> {
-    let all = [TraceFilter::default()];
+    let all = [FlowFilter::default()];
     let filters = if filters.is_empty() {
         &all[..]
     } else {
         filters
     };
     let mut out: Vec<(u8, Vec<String>)> = Vec::new();
-    for f in filters {
-        let mut dirs = vec![(f.src, f.dst, f.sport, f.dport)];
+    let net = |c: Option<crate::model::Cidr>| c.map(|c| (c.addr, c.prefix));
+    for f in filters.iter().flat_map(FlowFilter::flag_cover) {
+        let (src, dst) = (net(f.src), net(f.dst));
+        let mut dirs = vec![(src, dst, f.sport, f.dport)];
         if f.both_directions {
-            dirs.push((f.dst, f.src, f.dport, f.sport));
+            dirs.push((dst, src, f.dport, f.sport));
         }
         for (src, dst, sport, dport) in dirs {
             let fams: Vec<u8> = match (src.map(|a| a.0), dst.map(|a| a.0)) {
@@ -66,7 +69,7 @@ pub fn trace_rule_specs(
                 (None, None) => vec![NFPROTO_IPV4, NFPROTO_IPV6],
             };
             let ports = sport.is_some() || dport.is_some();
-            let protos: Vec<Option<u8>> = match f.proto {
+            let protos: Vec<Option<u8>> = match f.proto.map(|p| p.0) {
                 Some(p) => vec![Some(p)],
                 None if ports => vec![Some(6), Some(17)],
                 None => vec![None],

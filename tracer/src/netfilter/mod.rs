@@ -6,7 +6,7 @@
 //!   "pathtrace" owned by its netlink socket (`NFT_TABLE_F_OWNER`: the kernel
 //!   deletes it when the socket closes, even if the process is killed). Its
 //!   chains, at priority -350 on prerouting and output, `meta nftrace set 1`
-//!   packets matching a [`TraceFilter`]. Every later nf_tables chain (those
+//!   packets matching a [`FlowFilter`](crate::model::FlowFilter). Every later nf_tables chain (those
 //!   of iptables-nft included) then reports each matching rule, each policy
 //!   decision and each implicit return as an `NFT_MSG_TRACE` event, decoded
 //!   here into a [`TraceEvent`].
@@ -61,7 +61,6 @@ mod tests_root;
 #[cfg(test)]
 mod tests_unit;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -79,21 +78,6 @@ pub const NFPROTO_ARP: u8 = libc::NFPROTO_ARP as u8;
 pub const NFPROTO_NETDEV: u8 = libc::NFPROTO_NETDEV as u8;
 pub const NFPROTO_BRIDGE: u8 = libc::NFPROTO_BRIDGE as u8;
 pub const NFPROTO_IPV6: u8 = libc::NFPROTO_IPV6 as u8;
-
-/// Which packets to trace. Unset fields match anything. With ports and no
-/// protocol, TCP, UDP and SCTP are traced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TraceFilter {
-    /// Source address and prefix length.
-    pub src: Option<(IpAddr, u8)>,
-    pub dst: Option<(IpAddr, u8)>,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
-    /// IP protocol number (6 TCP, 17 UDP, …).
-    pub proto: Option<u8>,
-    /// Also trace the reverse direction (addresses and ports swapped).
-    pub both_directions: bool,
-}
 
 /// A rule's position and text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

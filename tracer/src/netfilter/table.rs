@@ -10,8 +10,9 @@ use super::dump::{self, *};
 use super::netlink::{NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use super::socket::{BatchItem, NlSocket};
 use super::trace::{trace_events, TraceEvent};
-use super::{expr, ns, NfError, TraceFilter, NFPROTO_INET};
+use super::{expr, ns, NfError, NFPROTO_INET};
 use crate::kernel::owner::{Owner, TagKind};
+use crate::model::FlowFilter;
 
 /// Priority of the chains: after defrag (-400), before raw (-300).
 pub const CHAIN_PRIORITY: i32 = -350;
@@ -116,7 +117,7 @@ fn table_items(name: &str, rules: &[Vec<expr::Expr>], owned: bool) -> Vec<BatchI
 impl RuleTracer {
     /// Creates the owned trace table in `netns` (None: the current namespace)
     /// and subscribes to trace events. See the module documentation.
-    pub fn start(netns: Option<&Path>, filters: &[TraceFilter]) -> Result<Self, NfError> {
+    pub fn start(netns: Option<&Path>, filters: &[FlowFilter]) -> Result<Self, NfError> {
         // PATHTRACE_NFT_UNOWNED takes the pre-5.12 path, for tests.
         Self::start_with(
             netns,
@@ -128,7 +129,7 @@ impl RuleTracer {
     /// [`Self::start`], with an unowned table (the pre-5.12 path) unless `try_owned`.
     pub(crate) fn start_with(
         netns: Option<&Path>,
-        filters: &[TraceFilter],
+        filters: &[FlowFilter],
         try_owned: bool,
     ) -> Result<Self, NfError> {
         let rules = expr::rules_for(filters)?;

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use super::attrs::{self, AttrIter, AttrWriter};
 use super::expr::{self, Expr};
-use super::{TraceFilter, NFPROTO_IPV4};
+use super::NFPROTO_IPV4;
+use crate::model::{Cidr, FlowFilter, Proto};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -12,11 +13,17 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn filter_becomes_expressions() {
-    let f = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
-        dst: Some((ip("192.0.2.0"), 20)),
+    let f = FlowFilter {
+        src: Some(Cidr {
+            addr: ip("192.0.2.1"),
+            prefix: 32,
+        }),
+        dst: Some(Cidr {
+            addr: ip("192.0.2.0"),
+            prefix: 20,
+        }),
         dport: Some(8092),
-        proto: Some(6),
+        proto: Some(Proto(6)),
         both_directions: true,
         ..Default::default()
     };
@@ -87,7 +94,7 @@ fn filter_becomes_expressions() {
 
 #[test]
 fn filter_edge_cases() {
-    let ports_only = TraceFilter {
+    let ports_only = FlowFilter {
         dport: Some(53),
         ..Default::default()
     };
@@ -100,25 +107,34 @@ fn filter_edge_cases() {
         expr::rules_for(&[]).expect("rules"),
         vec![vec![Expr::SetNftrace]]
     );
-    let mixed = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
-        dst: Some((ip("2001:db8::1"), 128)),
+    let mixed = FlowFilter {
+        src: Some(Cidr {
+            addr: ip("192.0.2.1"),
+            prefix: 32,
+        }),
+        dst: Some(Cidr {
+            addr: ip("2001:db8::1"),
+            prefix: 128,
+        }),
         ..Default::default()
     };
     assert!(expr::rules_for(&[mixed]).is_err());
-    let icmp_port = TraceFilter {
-        proto: Some(1),
+    let icmp_port = FlowFilter {
+        proto: Some(Proto(1)),
         dport: Some(1),
         ..Default::default()
     };
     assert!(expr::rules_for(&[icmp_port]).is_err());
-    let long = TraceFilter {
-        src: Some((ip("192.0.2.1"), 33)),
+    let long = FlowFilter {
+        src: Some(Cidr {
+            addr: ip("192.0.2.1"),
+            prefix: 33,
+        }),
         ..Default::default()
     };
     assert!(expr::rules_for(&[long]).is_err());
-    let sym = TraceFilter {
-        proto: Some(17),
+    let sym = FlowFilter {
+        proto: Some(Proto(17)),
         both_directions: true,
         ..Default::default()
     };

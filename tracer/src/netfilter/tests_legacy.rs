@@ -10,7 +10,7 @@ use super::nflog::{self, TracePrefix};
 use super::testnet::{wait_readable, Lab, OtherProcess, A_ADDR, B_ADDR};
 use super::*;
 use crate::kernel::owner::{Owner, TagKind};
-use crate::model::Verdict;
+use crate::model::{Cidr, FlowFilter, Proto, Verdict};
 
 const PORT: u16 = 8092;
 
@@ -106,8 +106,11 @@ fn save_parsing_and_verdicts() {
 
 #[test]
 fn trace_rule_arguments() {
-    let f = TraceFilter {
-        src: Some((ip("192.0.2.1"), 32)),
+    let f = FlowFilter {
+        src: Some(Cidr {
+            addr: ip("192.0.2.1"),
+            prefix: 32,
+        }),
         dport: Some(PORT),
         both_directions: true,
         ..Default::default()
@@ -145,10 +148,10 @@ fn collect(t: &mut LegacyTracer, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<Tr
     all
 }
 
-fn filter() -> Vec<TraceFilter> {
-    vec![TraceFilter {
+fn filter() -> Vec<FlowFilter> {
+    vec![FlowFilter {
         dport: Some(PORT),
-        proto: Some(6),
+        proto: Some(Proto(6)),
         ..Default::default()
     }]
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::testnet::{collect, wait_readable, Lab, OtherProcess, A_ADDR, B_ADDR};
 use super::*;
-use crate::model::Verdict;
+use crate::model::{Cidr, FlowFilter, Proto, Verdict};
 
 const PORT: u16 = 8092;
 
-fn dport_filter() -> Vec<TraceFilter> {
-    vec![TraceFilter {
+fn dport_filter() -> Vec<FlowFilter> {
+    vec![FlowFilter {
         dport: Some(PORT),
-        proto: Some(6),
+        proto: Some(Proto(6)),
         ..Default::default()
     }]
 }
@@ -124,9 +124,15 @@ fn native_nft_rule_gets_nft_text() {
     lab::require_root("native_nft_rule_gets_nft_text");
     let lab = Lab::new("native");
     lab.in_b("nft add table inet fw && nft add chain inet fw input \"{ type filter hook input priority 0; }\" && nft add rule inet fw input udp dport 53 accept && nft add rule inet fw input tcp dport 8092 counter drop");
-    let filters = [TraceFilter {
-        src: Some((ip(A_ADDR), 32)),
-        dst: Some((ip("192.0.2.0"), 24)),
+    let filters = [FlowFilter {
+        src: Some(Cidr {
+            addr: ip(A_ADDR),
+            prefix: 32,
+        }),
+        dst: Some(Cidr {
+            addr: ip("192.0.2.0"),
+            prefix: 24,
+        }),
         dport: Some(PORT),
         both_directions: true,
         ..Default::default()

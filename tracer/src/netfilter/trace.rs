@@ -196,7 +196,7 @@ pub fn tuple_from_headers(net: &[u8], transport: &[u8]) -> Option<Tuple> {
     };
     // Only the first fragment (offset 0) carries the ports.
     let first_fragment = version != 4 || u16::from_be_bytes([net[6], net[7]]) & 0x1fff == 0;
-    let ports = first_fragment && matches!(proto, 6 | 17 | 33 | 132 | 136) && l4.len() >= 4;
+    let ports = first_fragment && tracer_common::has_ports(proto) && l4.len() >= 4;
     let (sp, dp) = if ports {
         (
             u16::from_be_bytes([l4[0], l4[1]]),

@@ -14,7 +14,7 @@ use crate::{
     track::Packet,
 };
 
-pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
+pub fn hop(packet: u64, hop: &Hop, view: &View) -> Record {
     let rule = hop.rule.as_deref();
     Record::Hop(HopRecord {
         packet,
@@ -48,10 +48,11 @@ pub fn hop(packet: u64, hop: &Hop, view: &mut View) -> Record {
             rule: r.text.clone(),
             policy: r.policy,
         }),
+        ct: hop.ct.as_deref().map(|c| Box::new(c.into())),
     })
 }
 
-fn packet_record(p: &Packet, view: &mut View) -> PacketRecord {
+fn packet_record(p: &Packet, view: &View) -> PacketRecord {
     let at = p.fate.at.and_then(|i| p.hops.get(i));
     let first = p.hops.iter().find_map(|h| h.tuple);
     let last = p.hops.iter().rev().find_map(|h| h.tuple);
@@ -87,7 +88,7 @@ fn packet_record(p: &Packet, view: &mut View) -> PacketRecord {
     }
 }
 
-pub fn packet(p: &Packet, view: &mut View) -> Record {
+pub fn packet(p: &Packet, view: &View) -> Record {
     Record::Packet(packet_record(p, view))
 }
 
@@ -107,7 +108,7 @@ pub fn stats(s: &Stats) -> Record {
 }
 
 /// The `packet` record with its direction and plain-language diagnosis.
-pub fn packet_with(p: &Packet, view: &mut View, report: &Report) -> Record {
+pub fn packet_with(p: &Packet, view: &View, report: &Report) -> Record {
     let mut rec = packet_record(p, view);
     let container = p
         .hops

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     diagnose::{Connection, Diagnosis},
-    model::{Tuple, Verdict},
+    model::{Conntrack, Mapping, Tuple, Verdict},
 };
 
 /// One record: its `type` field names the variant.
@@ -93,6 +93,48 @@ pub struct HopRecord {
     /// Only on `nf_rule` hops.
     #[serde(flatten)]
     pub rule: Option<RuleFields>,
+    /// The packet's conntrack entry, on the hops where it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct: Option<Box<CtFields>>,
+}
+
+/// A hop's conntrack entry (`state`: the packet's `ip_conntrack_info`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CtFields {
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<Flow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Flow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat: Option<Mapping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnat: Option<Mapping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<u16>,
+}
+
+impl From<&Conntrack> for CtFields {
+    fn from(ct: &Conntrack) -> Self {
+        let e = ct.entry.as_ref();
+        Self {
+            state: ct.info.as_str(),
+            tcp_state: e.and_then(|e| e.tcp_state_name()),
+            status: e.map(|e| e.status_names()).unwrap_or_default(),
+            original: e.map(|e| Some(e.original).into()),
+            reply: e.map(|e| Some(e.reply).into()),
+            snat: e.and_then(|e| e.snat()),
+            dnat: e.and_then(|e| e.dnat()),
+            mark: e.map(|e| e.mark).filter(|m| *m != 0),
+            zone: e.map(|e| e.zone).filter(|z| *z != 0),
+        }
+    }
 }
 
 /// The firewall rule of an `nf_rule` hop.
@@ -341,7 +383,29 @@ mod tests {
                 rule: Some("-A FORWARD -j DOCKER-USER".into()),
                 policy: false,
             }),
+            ct: (!rule).then(|| Box::new(ct_sample())),
         })
+    }
+
+    fn ct_sample() -> CtFields {
+        let end = |a: &str, port| crate::model::Endpoint {
+            addr: a.parse().expect("address"),
+            port,
+        };
+        CtFields {
+            state: "new",
+            tcp_state: Some("syn_sent"),
+            status: vec!["dst_nat"],
+            original: Some(tuple().into()),
+            reply: Some(tuple().into()),
+            snat: None,
+            dnat: Some(Mapping {
+                from: end("203.0.113.1", 8092),
+                to: end("2001:db8::2", 80),
+            }),
+            mark: Some(3),
+            zone: None,
+        }
     }
 
     fn packet(report: bool, nat: bool) -> Record {

@@ -6,7 +6,7 @@ use crate::diagnose::{Diagnosis, Outcomes, TEARDOWN_REASONS};
 use crate::names::View;
 use crate::{
     events::{Hop, HopKind, RuleHit},
-    model::{Tuple, Verdict},
+    model::{Conntrack, Tuple, Verdict},
     ruletrace::deciding_rule,
     track::{FateKind, Packet},
 };
@@ -33,7 +33,7 @@ impl Style {
     fn dim(self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn bold(self, s: &str) -> String {
+    pub fn bold(self, s: &str) -> String {
         self.paint("1", s)
     }
 }
@@ -122,7 +122,26 @@ fn hop_detail(hop: &Hop, view: &View, style: Style) -> String {
     d.trim_start().to_owned()
 }
 
-pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
+/// A hop's conntrack entry in a few words: the packet's state in it, and
+/// the NAT it applies (`ct new dnat 203.0.113.1:8092→192.0.2.2:80`).
+fn conntrack(ct: &Conntrack) -> String {
+    let mut s = format!("ct {}", ct.info.as_str());
+    let Some(e) = &ct.entry else { return s };
+    if let Some(t) = e.tcp_state_name() {
+        let _ = write!(s, " {t}");
+    }
+    for (name, m) in [("snat", e.snat()), ("dnat", e.dnat())] {
+        if let Some(m) = m {
+            let _ = write!(s, " {name} {}→{}", m.from, m.to);
+        }
+    }
+    if e.offloaded() {
+        s.push_str(" offloaded");
+    }
+    s
+}
+
+pub fn packet(p: &Packet, view: &View, style: Style) -> String {
     let mut out = String::new();
     let first = p
         .hops
@@ -154,6 +173,9 @@ pub fn packet(p: &Packet, view: &mut View, style: Style) -> String {
             hop.kind.as_str(),
             hop_detail(hop, view, style),
         );
+        if let Some(ct) = hop.ct.as_deref() {
+            let _ = write!(out, " {}", style.dim(&conntrack(ct)));
+        }
         if let Some(t) = hop.tuple {
             if last_tuple.is_some_and(|l| l != t) && hop.kind != HopKind::Drop {
                 let _ = write!(out, " {}", style.bold(&format!("(now {})", tuple(&t))));
@@ -262,4 +284,44 @@ pub fn stats(s: &Stats) -> String {
         line.push_str(&format!(", {} rule-trace overflows", s.rule_overflows));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CtEntry, CtInfo};
+
+    fn tuple(s: &str, sp: u16, d: &str, dp: u16) -> Tuple {
+        Tuple {
+            saddr: s.parse().expect("ip"),
+            daddr: d.parse().expect("ip"),
+            sport: sp,
+            dport: dp,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn a_hops_conntrack_entry_in_a_few_words() {
+        let dnat = Conntrack {
+            info: CtInfo::New,
+            entry: Some(CtEntry {
+                status: (1 << 3) | (1 << 5),
+                tcp_state: 1,
+                mark: 0,
+                zone: 0,
+                original: tuple("192.0.2.1", 40000, "203.0.113.1", 8092),
+                reply: tuple("198.51.100.2", 80, "192.0.2.1", 40000),
+            }),
+        };
+        assert_eq!(
+            conntrack(&dnat),
+            "ct new syn_sent dnat 203.0.113.1:8092→198.51.100.2:80"
+        );
+        let untracked = Conntrack {
+            info: CtInfo::Untracked,
+            entry: None,
+        };
+        assert_eq!(conntrack(&untracked), "ct untracked");
+    }
 }

@@ -67,6 +67,7 @@ impl Follow {
                 log::debug!("netns {ino}: no process or /run/netns entry opens it");
                 continue;
             };
+            names.resolve(ino);
             let label = names
                 .name(ino)
                 .map_or_else(|| format!("netns:{ino}"), str::to_owned);
@@ -129,6 +130,7 @@ impl Follow {
             if !likely || !netfilter::has_rules(Some(&path)).unwrap_or(false) {
                 continue;
             }
+            names.resolve(ino);
             let label = names
                 .name(ino)
                 .map_or_else(|| format!("netns:{ino}"), str::to_owned);

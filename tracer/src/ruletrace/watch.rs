@@ -14,11 +14,11 @@ use std::{
 use crate::{
     events::{monotonic_ns, RuleHit},
     model::Hook,
-    model::{Dir, FlowFilter, Prim, Verdict},
+    model::{FlowFilter, Verdict},
     names::in_netns,
     netfilter::{
         family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
-        TraceFilter, TraceKind,
+        TraceKind,
     },
 };
 
@@ -74,124 +74,6 @@ impl NetnsTarget {
             inode: meta.ino() as u32,
             label: spec.to_owned(),
         })
-    }
-}
-
-/// Trace rules for one flow. Flags alone are said exactly. With an
-/// expression, each alternative is traced by its positive primitives that a
-/// rule can say (negations, port ranges and versions are left out): the
-/// rules trace a superset, and the hits attach only to the packets the
-/// kernel-side filter followed.
-fn trace_filters(f: &FlowFilter) -> Vec<TraceFilter> {
-    let all = TraceFilter {
-        both_directions: f.both_directions,
-        ..TraceFilter::default()
-    };
-    if f.expr.is_none() {
-        return vec![TraceFilter {
-            src: f.src.map(|c| (c.addr, c.prefix)),
-            dst: f.dst.map(|c| (c.addr, c.prefix)),
-            sport: f.sport,
-            dport: f.dport,
-            proto: f.proto.map(|p| p.0),
-            both_directions: f.both_directions,
-        }];
-    }
-    let Ok(dnf) = f.dnf() else {
-        return vec![all];
-    };
-    let mut out: Vec<TraceFilter> = Vec::new();
-    for conj in &dnf {
-        let mut variants = vec![all.clone()];
-        for lit in conj.iter().filter(|l| !l.negate) {
-            variants = variants
-                .into_iter()
-                .flat_map(|v| narrowed(v, &lit.prim))
-                .collect();
-        }
-        for v in variants {
-            if !out.contains(&v) {
-                out.push(v);
-            }
-        }
-    }
-    if out.len() > MAX_TRACE_FILTERS {
-        return vec![all];
-    }
-    out
-}
-
-/// More trace rules than this for one flow, and one rule traces it all.
-const MAX_TRACE_FILTERS: usize = 32;
-
-/// `v` narrowed by one primitive, as one or two (src or dst) filters.
-fn narrowed(v: TraceFilter, p: &Prim) -> Vec<TraceFilter> {
-    let net = |c: &crate::model::Cidr| Some((c.addr, c.prefix));
-    match *p {
-        Prim::Proto { proto, .. } if v.proto.is_none() => vec![TraceFilter {
-            proto: Some(proto),
-            ..v
-        }],
-        Prim::Net { dir, net: c } => match dir {
-            Dir::Src if v.src.is_none() => vec![TraceFilter { src: net(&c), ..v }],
-            Dir::Dst if v.dst.is_none() => vec![TraceFilter { dst: net(&c), ..v }],
-            Dir::Both if v.src.is_none() && v.dst.is_none() => vec![TraceFilter {
-                src: net(&c),
-                dst: net(&c),
-                ..v
-            }],
-            Dir::Either if v.src.is_none() && v.dst.is_none() => vec![
-                TraceFilter {
-                    src: net(&c),
-                    ..v.clone()
-                },
-                TraceFilter { dst: net(&c), ..v },
-            ],
-            _ => vec![v],
-        },
-        Prim::Port { dir, lo, hi, proto } if lo == hi => {
-            let proto_ok = match (v.proto, proto) {
-                (Some(have), 0) => matches!(have, 6 | 17 | 132),
-                (Some(have), want) => have == want,
-                (None, _) => true,
-            };
-            if !proto_ok {
-                return vec![v];
-            }
-            let proto = v.proto.or((proto != 0).then_some(proto));
-            match dir {
-                Dir::Src if v.sport.is_none() => vec![TraceFilter {
-                    sport: Some(lo),
-                    proto,
-                    ..v
-                }],
-                Dir::Dst if v.dport.is_none() => vec![TraceFilter {
-                    dport: Some(lo),
-                    proto,
-                    ..v
-                }],
-                Dir::Both if v.sport.is_none() && v.dport.is_none() => vec![TraceFilter {
-                    sport: Some(lo),
-                    dport: Some(lo),
-                    proto,
-                    ..v
-                }],
-                Dir::Either if v.sport.is_none() && v.dport.is_none() => vec![
-                    TraceFilter {
-                        sport: Some(lo),
-                        proto,
-                        ..v.clone()
-                    },
-                    TraceFilter {
-                        dport: Some(lo),
-                        proto,
-                        ..v
-                    },
-                ],
-                _ => vec![v],
-            }
-        }
-        _ => vec![v],
     }
 }
 
@@ -372,7 +254,8 @@ fn watch_loop(mut src: Source, ctx: Shared) {
 pub struct RuleWatch {
     rx: mpsc::Receiver<RuleHit>,
     tx: mpsc::Sender<RuleHit>,
-    tfs: Vec<TraceFilter>,
+    /// The run's flows, each traced by its flag cover.
+    filters: Vec<FlowFilter>,
     /// Namespaces armed (or tried), with when (monotonic ns).
     armed: HashMap<u32, u64>,
     stop: Arc<AtomicBool>,
@@ -409,7 +292,7 @@ impl RuleWatch {
         let mut watch = Self {
             rx,
             tx,
-            tfs: filters.iter().flat_map(trace_filters).collect(),
+            filters: filters.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
             overflows: Arc::default(),
             drained: Vec::new(),
@@ -440,7 +323,7 @@ impl RuleWatch {
         let since = Instant::now();
         let path = target.path.as_deref();
         let mut sources = Vec::new();
-        match RuleTracer::start(path, &self.tfs) {
+        match RuleTracer::start(path, &self.filters) {
             Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
             Err(e) => self
                 .warnings
@@ -448,7 +331,7 @@ impl RuleWatch {
         }
         if legacy_in_use(path) {
             let _ = legacy_sweep(path);
-            match LegacyTracer::start(path, &self.tfs) {
+            match LegacyTracer::start(path, &self.filters) {
                 Ok(t) => sources.push(Source::Legacy(t)),
                 Err(e) => self.warnings.push(format!(
                     "no iptables-legacy rule tracing in {}: {e}",
@@ -579,54 +462,6 @@ impl std::fmt::Debug for RuleWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rules_of(expr: &str) -> Vec<TraceFilter> {
-        let f = FlowFilter {
-            expr: crate::model::parse_expr(&[expr.to_owned()]).expect("parses"),
-            ..FlowFilter::default()
-        };
-        trace_filters(&f)
-    }
-
-    #[test]
-    fn an_expression_traces_a_superset_by_its_positive_primitives() {
-        let ip = |s: &str| Some((s.parse().expect("ip"), 32));
-        assert_eq!(
-            rules_of("src host 192.0.2.9 and tcp dst port 8092"),
-            [TraceFilter {
-                src: ip("192.0.2.9"),
-                dport: Some(8092),
-                proto: Some(6),
-                ..TraceFilter::default()
-            }],
-            "exact when the expression says only what a rule can"
-        );
-        let either = rules_of("host 192.0.2.9 and not port 22");
-        assert_eq!(
-            either,
-            [
-                TraceFilter {
-                    src: ip("192.0.2.9"),
-                    ..TraceFilter::default()
-                },
-                TraceFilter {
-                    dst: ip("192.0.2.9"),
-                    ..TraceFilter::default()
-                },
-            ],
-            "src or dst as two rules; the negation left out"
-        );
-        assert_eq!(
-            rules_of("icmp and port 80").len(),
-            1,
-            "a port on a protocol without ports is left out, not refused"
-        );
-        assert_eq!(
-            rules_of("not tcp"),
-            [TraceFilter::default()],
-            "nothing a rule can say: trace all"
-        );
-    }
 
     fn hit(chain: &str, ip_id: Option<u16>, received: Instant) -> RuleHit {
         RuleHit {

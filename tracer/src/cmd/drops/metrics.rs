@@ -198,6 +198,7 @@ impl DropMetrics {
             .position(|&c| c == 0)
             .unwrap_or(key.ifname.len());
         let device = String::from_utf8_lossy(&key.ifname[..name_len]).into_owned();
+        view.resolve_netns(key.netns);
         let l = DropLabels {
             reason: view.reasons.name(key.reason),
             location: view

@@ -7,43 +7,43 @@ mod top;
 
 use std::{net::SocketAddr, time::Duration};
 
+use tracer_common::config_flags;
+
 pub use metrics::SERIES_LIMIT;
 pub use stream::{run_stream, Throttle};
 pub use top::{run_top, TopRow};
 
 use crate::{
     error::Error,
-    loader::{LoadOptions, ObjectLoader, TierRequest, Tracer},
-    model::FlowFilter,
+    loader::{LoadOptions, TierRequest, Tracer},
+    model::Flows,
     names::View,
-    session::{kernel_btf, view},
+    session::{load_programs, view},
 };
 
 /// Loads the drop programs with the run's filter, and the names drops are
 /// read with; `config_flags` says what the kernel counts.
 fn load(opts: &DropsOptions, config_flags: u32) -> Result<(Tracer, View), Error> {
-    let loader = ObjectLoader::new();
-    let btf = kernel_btf()?;
-    let view = view(&btf)?;
+    let all_drops = if opts.filter[0].is_empty() {
+        config_flags::ALL_DROPS
+    } else {
+        0
+    };
     let load = LoadOptions {
         tier: opts.tier,
         hops: false,
-        all_drops: opts.filter.is_empty(),
-        config_flags,
+        config_flags: config_flags | all_drops,
         ..Default::default()
     };
-    let filter = crate::model::kernel_filter(std::slice::from_ref(&opts.filter))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    let tracer = Tracer::load(loader, &load, &filter, &btf)?;
-    drop(btf);
+    let (tracer, btf) = load_programs(&load, &opts.filter)?;
+    let view = view(&btf)?;
     Ok((tracer, view))
 }
 
 pub struct DropsOptions {
-    /// Empty: every drop on the host.
-    pub filter: FlowFilter,
-    pub json: bool,
-    pub color: bool,
+    /// One flow; empty: every drop on the host.
+    pub filter: Flows,
+    pub format: crate::render::Format,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     /// Stream: the most lines printed per second before summarising the rest.
@@ -72,13 +72,14 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     use std::io::IsTerminal;
 
     use crate::error::Error;
-    let filter = args.filter.single().map_err(Error::Usage)?;
-    filter.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    let filter = args.filter.single(false).map_err(Error::Usage)?;
+    filter[0]
+        .validate()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     crate::privileges::check().map_err(Error::Privileges)?;
     let opts = DropsOptions {
         filter,
-        json: args.output.json,
-        color: super::use_color(&args.output, false),
+        format: super::format(&args.output, false),
         duration: args.duration,
         count: args.count,
         max_rate: args.max_rate,

@@ -10,11 +10,11 @@ use super::{
 };
 use crate::{
     error::Error,
-    events::{decode, Hop},
+    events::decode,
     names::View,
     render::{
-        records::{DropRecord, Record, StatsRecord, ThrottledRecord},
-        text::tuple,
+        drops::{self, StreamTotals},
+        Format,
     },
     session::enrich,
 };
@@ -65,57 +65,6 @@ impl Throttle {
     }
 }
 
-fn line(hop: &Hop, view: &mut View) -> String {
-    let ns = view
-        .netns_name(hop.netns)
-        .unwrap_or_else(|| format!("netns:{}", hop.netns));
-    let reason = view.reason(hop).unwrap_or_default();
-    let loc = view.location(hop).unwrap_or_else(|| "?".into());
-    let hook = hop
-        .hook
-        .map(|h| format!(" [{}]", h.as_str()))
-        .unwrap_or_default();
-    let t = hop
-        .tuple
-        .map(|t| format!("  {}", tuple(&t)))
-        .unwrap_or_default();
-    let dev = if hop.ifname.is_empty() {
-        "-"
-    } else {
-        &hop.ifname
-    };
-    format!("{reason:<22} {loc:<34} {dev:<12} {ns}{hook}{t}")
-}
-
-fn record(hop: &Hop, view: &mut View) -> Record {
-    Record::Drop(DropRecord {
-        t_ns: hop.t_ns,
-        reason: view.reason(hop),
-        location: view.location(hop),
-        hook: hop.hook.map(|h| h.as_str()),
-        netns: hop.netns,
-        netns_name: view.netns_name(hop.netns),
-        ifname: hop.ifname.clone(),
-        ifindex: hop.ifindex,
-        flow: hop.tuple.into(),
-    })
-}
-
-fn say_held<W: Write>(out: &mut W, json: bool, n: u64) -> std::io::Result<()> {
-    if n == 0 {
-        return Ok(());
-    }
-    if json {
-        writeln!(
-            out,
-            "{}",
-            Record::Throttled(ThrottledRecord { unprinted: n })
-        )
-    } else {
-        writeln!(out, "… {n} more drops in the last second not printed")
-    }
-}
-
 #[derive(Default)]
 struct StreamState {
     throttle: Throttle,
@@ -126,17 +75,19 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn handle<W: Write>(&mut self, bytes: &[u8], json: bool, view: &mut View, out: &mut W) {
+    /// One ring record: a drop, named, then printed unless the throttle
+    /// holds it back.
+    fn handle<W: Write>(&mut self, bytes: &[u8], format: Format, view: &mut View, out: &mut W) {
         self.events += 1;
         let Ok(mut hop) = decode(bytes) else { return };
         self.drops += 1;
         enrich(&mut hop, view);
+        view.resolve_netns(hop.netns);
         let (show, held) = self.throttle.admit(Instant::now());
         self.unprinted += u64::from(!show);
-        let res = say_held(out, json, held).and_then(|_| match (show, json) {
-            (false, _) => Ok(()),
-            (true, true) => writeln!(out, "{}", record(&hop, view)),
-            (true, false) => writeln!(out, "{}", line(&hop, view)),
+        let res = drops::held(out, format, held).and_then(|_| match show {
+            false => Ok(()),
+            true => drops::drop(out, format, &hop, view),
         });
         if let Err(e) = res {
             self.failed.get_or_insert(e);
@@ -157,10 +108,10 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     let mut signals = crate::signals::StopSignals::install()?;
     eprintln!(
         "pathtrace: ready, streaming drops of {}",
-        if opts.filter.is_empty() {
+        if opts.filter[0].is_empty() {
             "every packet".into()
         } else {
-            opts.filter.to_string()
+            opts.filter[0].to_string()
         }
     );
     let mut st = StreamState {
@@ -171,7 +122,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     tokio::pin!(end);
     loop {
         let scrape = tokio::select! {
-            r = reader.next_batch(|b| st.handle(b, opts.json, &mut view, out)) => {
+            r = reader.next_batch(|b| st.handle(b, opts.format, &mut view, out)) => {
                 r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
                 let _ = out.flush();
                 None
@@ -197,22 +148,17 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
         unprinted,
         ..
     } = st;
-    say_held(out, opts.json, throttle.pending()).map_err(Error::Output)?;
-    let lost = tracer.counters().lost;
-    if opts.json {
-        let stats = Record::Stats(StatsRecord {
-            tier: tracer.tier.as_str().to_owned(),
-            events,
-            lost,
-            drops: Some(drops),
-            unprinted: Some(unprinted),
-            ..StatsRecord::default()
-        });
-        writeln!(out, "{stats}").map_err(Error::Output)?;
-    } else {
-        eprintln!("pathtrace: {drops} drops, {unprinted} not printed, {lost} lost");
-    }
-    out.flush().map_err(Error::Output)
+    drops::held(out, opts.format, throttle.pending()).map_err(Error::Output)?;
+    let totals = StreamTotals {
+        tier: tracer.tier.as_str(),
+        events,
+        drops,
+        unprinted,
+        lost: tracer.counters().lost,
+    };
+    drops::stream_totals(out, opts.format, &totals)
+        .and_then(|_| out.flush())
+        .map_err(Error::Output)
 }
 
 #[cfg(test)]

@@ -8,21 +8,22 @@ use super::{
     metrics::{next_scrape, DropMetrics, Exporter},
     DropsOptions,
 };
-use crate::{
-    error::Error,
-    names::View,
-    render::records::{DropTopRecord, DropTopRow, Record},
-};
+use crate::{error::Error, names::View, render::drops, render::records::DropTopRow};
 
 /// One row of the table, named: the same row `--json` prints.
 pub type TopRow = DropTopRow;
 
+/// The kernel's counts, named, with their rates since `before`, the most
+/// frequent first.
 fn name_rows(
     now: &[(DropKey, u64)],
     before: &HashMap<DropKey, u64>,
     secs: f64,
     view: &mut View,
 ) -> Vec<TopRow> {
+    for (k, _) in now {
+        view.resolve_netns(k.netns);
+    }
     let mut rows: Vec<TopRow> = now
         .iter()
         .map(|(k, count)| {
@@ -50,32 +51,6 @@ fn name_rows(
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     rows
-}
-
-fn table(rows: &[TopRow], title: &str) -> String {
-    let mut s = format!(
-        "{title}\n{:>10} {:>10}  {:<22} {:<34} {:<12} NETNS\n",
-        "COUNT", "RATE/s", "REASON", "LOCATION", "DEVICE"
-    );
-    for r in rows {
-        let ns = r
-            .netns_name
-            .clone()
-            .unwrap_or_else(|| format!("netns:{}", r.netns));
-        let dev = if r.ifname.is_empty() { "-" } else { &r.ifname };
-        s.push_str(&format!(
-            "{:>10} {:>10.1}  {:<22} {:<34} {:<12} {ns}\n",
-            r.count,
-            r.rate,
-            r.reason.as_deref().unwrap_or("-"),
-            r.location,
-            dev
-        ));
-    }
-    if rows.is_empty() {
-        s.push_str("(no drops yet)\n");
-    }
-    s
 }
 
 pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<TopRow>, Error> {
@@ -115,28 +90,10 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         last = Instant::now();
         let rows = name_rows(&now_counts, &before, secs, &mut view);
         before = now_counts.into_iter().collect();
-        let res = if opts.json {
-            writeln!(
-                out,
-                "{}",
-                Record::DropTop(DropTopRecord {
-                    total: None,
-                    elapsed_s: started.elapsed().as_secs_f64(),
-                    rows: rows.clone(),
-                })
-            )
-        } else {
-            let title = format!(
-                "pathtrace drops --top: {:.0}s",
-                started.elapsed().as_secs_f64()
-            );
-            if opts.redraw {
-                write!(out, "\x1b[H\x1b[2J{}", table(&rows, &title))
-            } else {
-                writeln!(out, "{}", table(&rows, &title))
-            }
-        };
-        res.and_then(|_| out.flush()).map_err(Error::Output)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        drops::top(out, opts.format, &rows, elapsed, opts.redraw)
+            .and_then(|_| out.flush())
+            .map_err(Error::Output)?;
     }
     if opts.quiet {
         return Ok(Vec::new());
@@ -148,28 +105,8 @@ pub async fn run_top<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<Vec<T
         last.elapsed().as_secs_f64(),
         &mut view,
     );
-    let total: u64 = rows.iter().map(|r| r.count).sum();
-    if opts.json {
-        let totals = Record::DropTotals(DropTopRecord {
-            total: Some(total),
-            elapsed_s: started.elapsed().as_secs_f64(),
-            rows: rows.clone(),
-        });
-        writeln!(out, "{totals}")
-    } else {
-        writeln!(
-            out,
-            "{}",
-            table(
-                &rows,
-                &format!(
-                    "totals: {total} drops in {:.1}s",
-                    started.elapsed().as_secs_f64()
-                )
-            )
-        )
-    }
-    .and_then(|_| out.flush())
-    .map_err(Error::Output)?;
+    drops::top_totals(out, opts.format, &rows, started.elapsed().as_secs_f64())
+        .and_then(|_| out.flush())
+        .map_err(Error::Output)?;
     Ok(rows)
 }

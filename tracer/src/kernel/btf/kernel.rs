@@ -26,6 +26,15 @@ impl KernelBtf {
         self.modules.get_or_init(|| self.vmlinux.load_modules())
     }
 
+    /// One module's BTF, without reading the others when they were not read yet.
+    pub fn module(&self, name: &str) -> Option<Btf> {
+        if let Some(all) = self.modules.get() {
+            return all.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone());
+        }
+        let path = std::path::Path::new(super::BTF_DIR).join(name);
+        Btf::split_from_file(path, &self.vmlinux).ok()
+    }
+
     /// Module BTFs without their names.
     pub fn module_btfs(&self) -> Vec<Btf> {
         self.modules().iter().map(|(_, b)| b.clone()).collect()

@@ -133,7 +133,7 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Writes the blocks of one settled packet: one per hop with bytes.
-    pub fn packet(&mut self, p: &Packet, view: &mut View) -> std::io::Result<()> {
+    pub fn packet(&mut self, p: &Packet, view: &View) -> std::io::Result<()> {
         let with_bytes: Vec<usize> = (0..p.hops.len())
             .filter(|&i| p.hops[i].bytes.as_ref().is_some_and(|b| !b.data.is_empty()))
             .collect();
@@ -207,7 +207,7 @@ fn hook_with_family(p: &Packet, hop: &Hop) -> Option<String> {
 /// the netfilter hooks and their verdicts since the previous block (hops
 /// `since..i`), drop reason and location; on the packet's last block, its
 /// outcome and the rule that decided it.
-fn comment(p: &Packet, since: usize, i: usize, view: &mut View, last: bool) -> String {
+fn comment(p: &Packet, since: usize, i: usize, view: &View, last: bool) -> String {
     let hop = &p.hops[i];
     let mut parts = vec![format!("pathtrace packet {}: {}", p.id, hop.kind.as_str())];
     let passed: Vec<String> = p.hops[since..i]
@@ -299,7 +299,7 @@ mod tests {
         let mut netns = NetnsNames::default();
         netns.insert(11, "ptdemo-client");
         netns.insert(22, "ptdemo-dock");
-        let mut view = View {
+        let view = View {
             reasons: DropReasons::default(),
             syms: None,
             netns,
@@ -324,8 +324,8 @@ mod tests {
             rules_late: Vec::new(),
         };
         let mut w = PcapWriter::new(Vec::new()).expect("in memory");
-        w.packet(&p, &mut view).expect("in memory");
-        w.packet(&p, &mut view).expect("in memory");
+        w.packet(&p, &view).expect("in memory");
+        w.packet(&p, &view).expect("in memory");
         let all = blocks(&w.out);
         let kinds: Vec<u32> = all.iter().map(|(k, _)| *k).collect();
         assert_eq!(

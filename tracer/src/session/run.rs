@@ -1,0 +1,145 @@
+//! The loop: events in, packets settled on each tick, until the sink has
+//! all it wants, the duration is up or a signal arrives; then what is
+//! still open is settled and the totals are given.
+use std::time::{Duration, Instant};
+
+use super::{Session, TraceOptions};
+use crate::{error::Error, render::PacketSink, render::Stats};
+
+/// How long a run, told to stop, waits at most for the rule watchers and
+/// engine lookups to hand over what they have.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How often packets are settled and rule tracing follows them.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Traces until the count or duration is reached, or a signal arrives.
+pub async fn run<S: PacketSink>(opts: &TraceOptions, sink: &mut S) -> Result<Stats, Error> {
+    let mut s = Session::start(opts)?;
+    let done = s.watch(opts.duration, sink).await?;
+    s.read_pending();
+    if !done {
+        s.wind_down(sink).await?;
+    }
+    s.finish(sink)
+}
+
+/// Resolves at `deadline` (never without one).
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// The select loop; whether the sink ended it.
+    async fn watch<S: PacketSink>(
+        &mut self,
+        duration: Option<Duration>,
+        sink: &mut S,
+    ) -> Result<bool, Error> {
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                r = self.reader.next_batch(|b| self.intake.record(
+                    b, &mut self.stats, &mut self.view, &mut self.follow, &mut self.engines,
+                )) => {
+                    r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
+                }
+                _ = tick.tick() => {
+                    if self.tick(sink)? {
+                        return Ok(true);
+                    }
+                }
+                _ = until(deadline) => return Ok(false),
+                _ = self.signals.recv() => return Ok(false),
+            }
+        }
+    }
+
+    /// Takes in what the kernel wrote and nobody has read yet.
+    fn read_pending(&mut self) {
+        self.reader.drain_now(|b| {
+            self.intake.record(
+                b,
+                &mut self.stats,
+                &mut self.view,
+                &mut self.follow,
+                &mut self.engines,
+            )
+        });
+    }
+
+    /// Follows packets into new namespaces, then settles the packets whose
+    /// every source has caught up; whether the sink has had all it wants.
+    fn tick<S: PacketSink>(&mut self, sink: &mut S) -> Result<bool, Error> {
+        for line in self.follow.arm_new(&mut self.rules, &mut self.view.netns) {
+            eprintln!("pathtrace: {line}");
+        }
+        self.warnings.say(&self.rules);
+        // The rule watchers' progress before `poll`: what they handed over
+        // before marking it is then in the channel.
+        let rules_horizon = self.rules.caught_up_to();
+        self.rules.poll();
+        self.take_engine_answers();
+        let horizon = [rules_horizon, self.engines.caught_up_to()]
+            .into_iter()
+            .flatten()
+            .min();
+        let settled = self.intake.tracker.settled_after(Instant::now(), horizon);
+        if self.settle(settled, sink)? {
+            return Ok(true);
+        }
+        sink.flush().map_err(Error::Output)?;
+        if let Some(w) = self.pcap.as_mut() {
+            w.flush().map_err(Error::Output)?;
+        }
+        Ok(false)
+    }
+
+    /// Takes in the container names the engine lookups found since last asked.
+    fn take_engine_answers(&mut self) {
+        for found in self.engines.answers() {
+            self.reporter.containers.merge(found);
+            self.view.netns.set_containers(&self.reporter.containers);
+        }
+    }
+
+    /// At a stop: lets the rule watchers hand over what the kernel already
+    /// sent, and the engine lookups their answers (at most [`EXIT_WAIT`]:
+    /// the user is waiting for the exit), then settles every open packet.
+    async fn wind_down<S: PacketSink>(&mut self, sink: &mut S) -> Result<(), Error> {
+        self.follow.ended_before_arming(&mut self.view.netns);
+        let stopped = Instant::now();
+        loop {
+            self.take_engine_answers();
+            let waiting = self.rules.caught_up_to().is_some_and(|h| h < stopped)
+                || self.engines.caught_up_to().is_some();
+            if !waiting || stopped.elapsed() >= EXIT_WAIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.rules.poll();
+        let open = self.intake.tracker.flush();
+        self.settle(open, sink)?;
+        Ok(())
+    }
+
+    /// The totals, the capture's end and the sink's closing output.
+    fn finish<S: PacketSink>(mut self, sink: &mut S) -> Result<Stats, Error> {
+        let counters = self.tracer.counters();
+        self.stats.lost = counters.lost;
+        self.stats.sent = counters.sent;
+        self.stats.evicted = self.tracer.evicted();
+        self.stats.rule_overflows = self.rules.overflows();
+        if let Some(w) = self.pcap.as_mut() {
+            w.flush().map_err(Error::Output)?;
+        }
+        sink.finish(&self.reporter.outcomes, &self.stats, &self.view)
+            .map_err(Error::Output)?;
+        Ok(std::mem::take(&mut self.stats))
+    }
+}

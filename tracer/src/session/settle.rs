@@ -1,0 +1,75 @@
+//! Settling: a packet whose fate is known is finished once — its rule
+//! hits, the namespaces where its rules were traced late, the names its
+//! output shows, its diagnosis, its capture — and handed to the sink.
+use super::Session;
+use crate::{
+    diagnose::Reporter,
+    error::Error,
+    names::View,
+    render::{pcapng::PcapWriter, PacketSink, Stats},
+    ruletrace::{self, Follow, RuleWatch},
+    track::Packet,
+};
+
+/// What finishes a packet, borrowed from the session for one batch.
+struct Settle<'a, S: PacketSink> {
+    rules: &'a mut RuleWatch,
+    follow: &'a Follow,
+    reporter: &'a mut Reporter,
+    view: &'a mut View,
+    pcap: &'a mut Option<PcapWriter<Box<dyn std::io::Write + Send>>>,
+    sink: &'a mut S,
+    stats: &'a mut Stats,
+}
+
+/// Looks up, once, the name of every namespace `p`'s output shows.
+fn name(p: &Packet, view: &mut View) {
+    for h in &p.hops {
+        view.resolve_netns(h.netns);
+    }
+    for &ino in &p.rules_late {
+        view.resolve_netns(ino);
+    }
+}
+
+impl<S: PacketSink> Settle<'_, S> {
+    /// Finishes `p`; whether the sink has had all it wants.
+    fn packet(&mut self, mut p: Packet) -> Result<bool, Error> {
+        ruletrace::attach(self.rules, &mut p);
+        self.follow.mark_late(self.rules, &mut p);
+        self.stats.packets += 1;
+        name(&p, self.view);
+        let report = self.reporter.packet(&mut p, self.view);
+        let view: &View = self.view;
+        if let Some(w) = self.pcap.as_mut() {
+            w.packet(&p, view).map_err(Error::Output)?;
+        }
+        self.sink.packet(&p, view, &report).map_err(Error::Output)
+    }
+}
+
+impl Session {
+    /// Settles `packets` in order; whether the sink has had all it wants
+    /// (the rest are then left).
+    pub(super) fn settle<S: PacketSink>(
+        &mut self,
+        packets: Vec<Packet>,
+        sink: &mut S,
+    ) -> Result<bool, Error> {
+        let mut settle = Settle {
+            rules: &mut self.rules,
+            follow: &self.follow,
+            reporter: &mut self.reporter,
+            view: &mut self.view,
+            pcap: &mut self.pcap,
+            sink,
+            stats: &mut self.stats,
+        };
+        for p in packets {
+            if settle.packet(p)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,215 @@
+//! Start-up: the programs loaded with the run's flows (shared by trace,
+//! compare and drops), rule tracing armed, and, once the programs are
+//! ready, what names and explains the packets.
+use std::time::Instant;
+
+use tracer_common::Filter;
+
+use super::{read::Intake, Session, TraceOptions};
+use crate::{
+    diagnose::Reporter,
+    error::Error,
+    evidence::Evidence,
+    kernel::{
+        btf::KernelBtf,
+        drop_reason::{DropReasonError, DropReasons},
+        kallsyms::Kallsyms,
+    },
+    loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
+    model::Flows,
+    names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames, View},
+    render::{pcapng::PcapWriter, Stats},
+    ruletrace::{Follow, NetnsTarget, RuleWatch},
+    signals::StopSignals,
+};
+
+/// The running kernel's BTF, read and parsed once for the whole run.
+fn kernel_btf() -> Result<KernelBtf, Error> {
+    Ok(KernelBtf::load().map_err(LoadError::from)?)
+}
+
+/// Loads and attaches the programs that follow `flows`. Hands back the kernel's BTF too, for what else the run
+/// reads from it; the caller lets it go after.
+pub fn load_programs(load: &LoadOptions, flows: &Flows) -> Result<(Tracer, KernelBtf), Error> {
+    // Made before the kernel's BTF is read: see `ObjectLoader`.
+    let loader = ObjectLoader::new();
+    let btf = kernel_btf()?;
+    let tracer = Tracer::load(loader, load, &Filter::from(flows), &btf)?;
+    Ok((tracer, btf))
+}
+
+/// Names what the kernel side only knows as numbers.
+pub fn view(btf: &KernelBtf) -> Result<View, Error> {
+    Ok(view_with(drop_reasons(btf)?, NetnsNames::load()))
+}
+
+/// The drop reasons' names, from the kernel's BTF.
+fn drop_reasons(btf: &KernelBtf) -> Result<DropReasons, Error> {
+    match DropReasons::from_kernel(btf) {
+        Ok(r) => Ok(r),
+        // Before 5.17: drops carry no reason, and the rest still works.
+        Err(e @ DropReasonError::NoDropReasons) => {
+            eprintln!("pathtrace: {e}");
+            Ok(DropReasons::default())
+        }
+        Err(e) => Err(Error::Kernel(e.to_string())),
+    }
+}
+
+/// The rest of [`view`], around drop-reason names already read.
+fn view_with(reasons: DropReasons, netns: NetnsNames) -> View {
+    let syms = match Kallsyms::load() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("kernel symbols unavailable, drop locations and hooks will be missing: {e}");
+            None
+        }
+    };
+    View {
+        reasons,
+        syms,
+        netns,
+        interfaces: Interfaces::new(),
+    }
+}
+
+/// Logs how far start-up got, and when.
+fn reached(t0: Instant, step: &str) {
+    log::debug!(
+        "startup: {step} at {:?} (rss {} kB)",
+        t0.elapsed(),
+        crate::kernel::rss_kb()
+    );
+}
+
+/// Says once each namespace where rule tracing could not start.
+#[derive(Default)]
+pub(super) struct Warnings {
+    said: usize,
+}
+
+impl Warnings {
+    pub fn say(&mut self, rules: &RuleWatch) {
+        for w in &rules.warnings[self.said..] {
+            eprintln!("pathtrace: {w}; the rest of the trace still works");
+        }
+        self.said = rules.warnings.len();
+    }
+}
+
+/// "tier X", with the better tiers the kernel refused and why.
+fn announce_tier(tracer: &Tracer) {
+    let why: Vec<String> = tracer
+        .refused
+        .iter()
+        .map(|(t, w)| format!("{t}: {w}"))
+        .collect();
+    eprintln!(
+        "pathtrace: tier {}{}",
+        tracer.tier,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" (refused: {})", why.join("; "))
+        }
+    );
+}
+
+/// Rule tracing, before the first packet: in the namespaces asked for, and
+/// where the flow's destinations likely take it.
+struct Rules {
+    watch: RuleWatch,
+    warnings: Warnings,
+    follow: Follow,
+    netns: NetnsNames,
+    evidence: Evidence,
+}
+
+fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
+    let mut watch = RuleWatch::start(&opts.rule_netns, &opts.filters);
+    reached(t0, "rule tracing started");
+    let mut warnings = Warnings::default();
+    warnings.say(&watch);
+    let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
+    let mut netns = NetnsNames::load();
+    // Counter baselines before "ready": a loss the kernel counts but gives
+    // no reason for is told by what rose after this.
+    let mut evidence = Evidence::start(netns.known_paths());
+    let dsts: Vec<std::net::IpAddr> = opts
+        .filters
+        .iter()
+        .filter_map(|f| f.dst)
+        .filter(|c| u32::from(c.prefix) == if c.addr.is_ipv4() { 32 } else { 128 })
+        .map(|c| c.addr)
+        .collect();
+    let early = follow.arm_likely(&mut watch, &mut netns, &dsts);
+    if !early.is_empty() {
+        eprintln!(
+            "pathtrace: rule tracing armed before the first packet in {}",
+            early.join(", ")
+        );
+    }
+    warnings.say(&watch);
+    evidence.settle_baselines();
+    reached(t0, "likely path armed and counter baselines read");
+    Rules {
+        watch,
+        warnings,
+        follow,
+        netns,
+        evidence,
+    }
+}
+
+impl Session {
+    /// Everything up to "ready", then the names: they are not on the path
+    /// to "ready", the events wait in the ring buffer meanwhile.
+    pub(super) fn start(opts: &TraceOptions) -> Result<Self, Error> {
+        let t0 = Instant::now();
+        let pcap = opts
+            .pcap
+            .as_deref()
+            .map(PcapWriter::create)
+            .transpose()
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        let (mut tracer, btf) = load_programs(&opts.load, &opts.filters)?;
+        let reader = tracer.events()?;
+        announce_tier(&tracer);
+        reached(t0, "programs attached");
+        let rules = arm_rules(opts, t0);
+        let signals = StopSignals::install()?;
+        let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
+        eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
+        // The kernel's BTF is let go before the symbol table is read, so the
+        // two are never resident at once.
+        let reasons = drop_reasons(&btf)?;
+        drop(btf);
+        crate::kernel::release_freed_memory();
+        let view = view_with(reasons, rules.netns);
+        crate::kernel::release_freed_memory();
+        reached(t0, "names loaded");
+        let engines = EngineLookup::start(EngineSources {
+            sockets: opts.engine_sockets.clone(),
+            pinned: opts.engines_pinned,
+            own_netns: NetnsTarget::current().ok().map(|t| t.inode),
+        });
+        let reporter = Reporter::new(&opts.filters, Containers::default(), rules.evidence);
+        Ok(Self {
+            intake: Intake::default(),
+            reporter,
+            engines,
+            view,
+            signals,
+            follow: rules.follow,
+            rules: rules.watch,
+            warnings: rules.warnings,
+            reader,
+            stats: Stats {
+                tier: tracer.tier.to_string(),
+                ..Default::default()
+            },
+            tracer,
+            pcap,
+        })
+    }
+}
