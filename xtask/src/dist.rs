@@ -84,6 +84,7 @@ impl Arch {
         }
     }
 }
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The drop exporter's unit, installed but not enabled (no maintainer
@@ -118,7 +119,7 @@ const TREE: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn ensure_musl_target(arch: Arch) -> Result<()> {
+fn ensure_musl_target(arch: Arch) -> Result<()> {
     let target = arch.target();
     let installed = output_of(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed for the musl target")?;
