@@ -3,10 +3,10 @@
 //! Attributes are `struct nlattr { u16 len; u16 type; }` followed by the
 //! payload, padded to 4 bytes. nf_tables integers are big-endian.
 use bytes::{BufMut, Bytes, BytesMut};
+use netlink_packet_core::NlasIterator;
 
 /// Set on the type of an attribute that holds nested attributes.
 pub const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const NLA_HDRLEN: usize = 4;
 
 /// Rounds `len` up to the netlink alignment (4 bytes).
@@ -14,17 +14,18 @@ pub fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
-/// Iterates over the attributes in a buffer. Stops at the first malformed
-/// attribute (see [`AttrIter::malformed`]).
+/// Iterates over the attributes in a buffer, with `netlink-packet-core`'s
+/// checked reader. Stops at the first malformed attribute (see
+/// [`AttrIter::malformed`]).
 pub struct AttrIter<'a> {
-    buf: &'a [u8],
+    inner: NlasIterator<&'a [u8]>,
     malformed: bool,
 }
 
 impl<'a> AttrIter<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         Self {
-            buf,
+            inner: NlasIterator::new(buf),
             malformed: false,
         }
     }
@@ -40,23 +41,16 @@ impl<'a> Iterator for AttrIter<'a> {
     type Item = (u16, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() < NLA_HDRLEN {
-            if !self.buf.is_empty() {
-                self.malformed = true;
+        match self.inner.next()? {
+            Ok(nla) => {
+                let (kind, len) = (nla.kind(), usize::from(nla.length()));
+                Some((kind, &nla.into_inner()[NLA_HDRLEN..len]))
             }
-            return None;
+            Err(_) => {
+                self.malformed = true;
+                None
+            }
         }
-        let len = usize::from(u16::from_ne_bytes([self.buf[0], self.buf[1]]));
-        let kind = u16::from_ne_bytes([self.buf[2], self.buf[3]]) & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > self.buf.len() {
-            self.malformed = true;
-            self.buf = &[];
-            return None;
-        }
-        let payload = &self.buf[NLA_HDRLEN..len];
-        let next = align4(len).min(self.buf.len());
-        self.buf = &self.buf[next..];
-        Some((kind, payload))
     }
 }
 

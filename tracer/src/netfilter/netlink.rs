@@ -1,5 +1,8 @@
-//! nfnetlink message framing: building requests, splitting replies.
-use bytes::{BufMut, Bytes, BytesMut};
+//! nfnetlink message framing: building requests, splitting replies. The
+//! `nlmsghdr` is read and written with `netlink-packet-core`; the nfnetlink
+//! part (`nfgenmsg`, the batch, the attributes) is pathtrace's own.
+use bytes::Bytes;
+use netlink_packet_core::NetlinkBuffer;
 
 pub const NFNL_SUBSYS_ULOG: u16 = libc::NFNL_SUBSYS_ULOG as u16;
 pub const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
@@ -24,17 +27,17 @@ const NFGENMSG_LEN: usize = 4;
 /// Builds one nfnetlink message: `nlmsghdr` + `nfgenmsg` + attributes.
 pub fn nfmsg(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Bytes {
     let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
-    let mut m = BytesMut::with_capacity(len);
-    m.put_u32_ne(u32::try_from(len).unwrap_or(u32::MAX));
-    m.put_u16_ne(kind);
-    m.put_u16_ne(flags);
-    m.put_u32_ne(seq);
-    m.put_u32_ne(0);
-    m.put_u8(family);
-    m.put_u8(0); // NFNETLINK_V0
-    m.put_u16(res_id);
-    m.put_slice(attrs);
-    m.freeze()
+    let mut m = vec![0u8; len];
+    let mut b = NetlinkBuffer::new(&mut m[..]);
+    b.set_length(u32::try_from(len).unwrap_or(u32::MAX));
+    b.set_message_type(kind);
+    b.set_flags(flags);
+    b.set_sequence_number(seq);
+    let p = b.payload_mut();
+    p[0] = family; // NFNETLINK_V0 follows
+    p[2..4].copy_from_slice(&res_id.to_be_bytes());
+    p[NFGENMSG_LEN..].copy_from_slice(attrs);
+    Bytes::from(m)
 }
 
 /// One received netlink message.
@@ -72,16 +75,13 @@ impl<'a> RawMsg<'a> {
 /// Splits a datagram into netlink messages. Stops at a malformed header.
 pub fn messages(mut buf: &[u8]) -> Vec<RawMsg<'_>> {
     let mut out = Vec::new();
-    while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            break;
-        }
+    while let Ok(m) = NetlinkBuffer::new_checked(buf) {
+        let len = m.length() as usize;
         out.push(RawMsg {
-            kind: u16::from_ne_bytes([buf[4], buf[5]]),
-            flags: u16::from_ne_bytes([buf[6], buf[7]]),
-            seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
-            payload: &buf[NLMSG_HDRLEN..len],
+            kind: m.message_type(),
+            flags: m.flags(),
+            seq: m.sequence_number(),
+            payload: m.payload(),
         });
         buf = &buf[super::attrs::align4(len).min(buf.len())..];
     }

@@ -198,7 +198,7 @@ pub fn boot(
         // Debian's kernels enable AppArmor; the host has no apparmor_parser,
         // so a real dockerd in the guest refuses `docker run` ("AppArmor
         // enabled on system but the docker-default profile could not be
-        // loaded"). README, "A real dockerd in the guests".
+        // loaded"). docs/testing.md, "A real dockerd in the guests".
         .args(["--append", "apparmor=0"])
         .arg("--cpus")
         .arg(cpus.to_string())

@@ -119,7 +119,7 @@ pub const GUEST_SUITES: &[GuestSuite] = &[
 
 /// Tests that fail on one (kernel, tier) for a reason not yet fixed:
 /// `(kernel, tier, suite, test, why)`. Skipped there by name and listed in
-/// the report as not run, with the reason; README "Tiers" says the same.
+/// the report as not run, with the reason; docs/testing.md, "Tiers, and where each is tested", says the same.
 /// None at present.
 pub const KNOWN_FAILURES: &[(&str, &str, &str, &str, &str)] = &[];
 
@@ -146,7 +146,7 @@ pub const MATRIX_SUITES: &[&str] = &[
 
 /// Where [`MATRIX_SUITES`] run by default, one kernel per tier (the others
 /// run [`CORE_SUITES`]): everything on every kernel doesn't fit CI's hour
-/// under software emulation (README, "Tiers").
+/// under software emulation (docs/testing.md).
 /// - fentry on 5.10: the oldest kernel (no drop reasons, no
 ///   `NFT_TABLE_F_OWNER`, the pre-5.14 `nf_hook_state` layout, BPF maps
 ///   charged to `RLIMIT_MEMLOCK`);
@@ -218,6 +218,22 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 15 * 60;
 /// suites took 15 to 22 minutes under emulation; a hang must still end).
 const BOOT_SECS: u64 = 3 * 60;
 const SECS_PER_SUITE: u64 = 10 * 60;
+/// Suites that take longer than [`SECS_PER_SUITE`] under emulation, and
+/// their own budget: `failures` is 25 cases of about 45 s each.
+const LONG_SUITES: &[(&str, u64)] = &[("failures", 35 * 60)];
+
+/// The time one guest may take for `suites`.
+fn guest_budget<'a>(suites: impl Iterator<Item = &'a str>) -> u64 {
+    BOOT_SECS
+        + suites
+            .map(|s| {
+                LONG_SUITES
+                    .iter()
+                    .find(|(n, _)| *n == s)
+                    .map_or(SECS_PER_SUITE, |(_, secs)| *secs)
+            })
+            .sum::<u64>()
+}
 
 /// `cargo xtask vm-kernel KERNEL`: the kernel and the tools, ready.
 pub fn kernel_task(series: &str, update: bool) -> Result<()> {
@@ -614,7 +630,8 @@ pub fn test_task(
                     }
                 }
             }
-            let timeout = timeout.unwrap_or(BOOT_SECS + SECS_PER_SUITE * chosen.len() as u64);
+            let timeout =
+                timeout.unwrap_or_else(|| guest_budget(chosen.iter().map(|p| p.name.as_str())));
             jobs.push(Job {
                 k,
                 tier: tier.clone(),
