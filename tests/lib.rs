@@ -88,6 +88,8 @@ pub fn require_tool(test: &str, tool: &str) {
 pub struct Running {
     child: Child,
     stdout: mpsc::Receiver<String>,
+    /// Standard output read while it ran ([`Running::stdout_until`]).
+    stdout_lines: Vec<String>,
     pub stderr: mpsc::Receiver<String>,
     pub stderr_lines: Vec<String>,
 }
@@ -154,6 +156,7 @@ impl Running {
         let mut run = Self {
             child,
             stdout,
+            stdout_lines: Vec::new(),
             stderr,
             stderr_lines: Vec::new(),
         };
@@ -182,11 +185,60 @@ impl Running {
         self.child.id() as i32
     }
 
+    /// Reads standard output while it runs until a line satisfies `want`
+    /// (true), or `limit` passes (false). The lines read are kept: `stop`
+    /// and `wait` return them too.
+    pub fn stdout_until(&mut self, limit: Duration, mut want: impl FnMut(&str) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = want(&line);
+                    self.stdout_lines.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Reads standard error while it runs until a line satisfies `want`;
+    /// that line, or `None` once `limit` passes. The lines read are kept
+    /// in `stderr_lines`.
+    pub fn stderr_until(
+        &mut self,
+        limit: Duration,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.stderr.recv_timeout(left).ok()?;
+            eprintln!("[pathtrace] {line}");
+            self.stderr_lines.push(line.clone());
+            if want(&line) {
+                return Some(line);
+            }
+        }
+    }
+
     /// Sends SIGINT, waits for exit, returns (exit code, stdout lines).
     pub fn stop(self) -> (i32, Vec<String>) {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
         self.wait(limit(15))
+    }
+
+    /// Sends SIGINT, waits for exit, returns (exit code, stdout lines,
+    /// stderr lines).
+    pub fn stop_all(mut self) -> (i32, Vec<String>, Vec<String>) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+        let (code, out) = self.finish(limit(15));
+        (code, out, std::mem::take(&mut self.stderr_lines))
     }
 
     /// Sends SIGINT, waits for exit, returns (exit code, stderr lines): for a
@@ -227,7 +279,7 @@ impl Running {
         // The readers see the pipes close at once, unless a child of the
         // process still holds them; under emulation they are slower to run.
         let gap = crate::limit(1) / 2;
-        let mut lines = Vec::new();
+        let mut lines = std::mem::take(&mut self.stdout_lines);
         while let Ok(l) = self.stdout.recv_timeout(gap) {
             lines.push(l);
         }

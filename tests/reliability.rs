@@ -90,12 +90,15 @@ fn a_full_tracking_map_evicts_and_counts() {
     );
 }
 
+/// A namespace deleted mid-trace (a guest stops): pathtrace says so, lets
+/// go of it (its own sockets would otherwise keep the namespace, and its
+/// devices, alive) and traces on.
 #[test]
 fn a_traced_namespace_that_disappears_mid_trace() {
     require_root("a_traced_namespace_that_disappears_mid_trace");
     let t = Routed::new("ptgone");
     t.drop_udp(&t.b, 7);
-    let run = Running::start(&[
+    let mut run = Running::start(&[
         "--src",
         "192.0.2.1",
         "--proto",
@@ -105,27 +108,62 @@ fn a_traced_namespace_that_disappears_mid_trace() {
         &t.b,
     ]);
     t.send_udp(&t.a, None, "198.51.100.2", 7, 1, None);
-    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        run.stdout_until(limit(20), |l| l.contains("\"type\":\"packet\"")),
+        "the first packet settled"
+    );
     let out = Command::new("ip")
         .args(["netns", "del", &t.b])
         .output()
         .expect("ip netns del");
     assert!(out.status.success());
+    let gone = format!("pathtrace: namespace {} is gone", t.b);
+    assert!(
+        run.stderr_until(limit(10), |l| l.starts_with(&gone))
+            .is_some(),
+        "one line says the namespace went: {:?}",
+        run.stderr_lines
+    );
+    // Nothing holds the namespace now: the kernel frees it, and with it the
+    // veth whose peer (r1) is in the router.
+    let peer_left = || {
+        Command::new("ip")
+            .args(["-n", &t.r, "link", "show", "r1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = std::time::Instant::now() + limit(20);
+    while peer_left() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !peer_left(),
+        "the deleted namespace was freed while pathtrace ran"
+    );
     t.send_udp(&t.a, None, "198.51.100.2", 7, 1, None);
-    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        run.stdout_until(limit(20), |l| l.contains("\"type\":\"packet\"")),
+        "the trace goes on: a packet after the deletion settled"
+    );
     let (code, lines) = run.stop();
     assert_eq!(code, 0, "pathtrace carries on and exits cleanly");
     let recs = records(&lines);
     assert!(
-        !of_type(&recs, "packet").is_empty(),
-        "the first packet was reported"
+        of_type(&recs, "packet").len() >= 2,
+        "packets before and after the deletion were reported"
     );
     stats(&recs);
-    let tables = Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
-    assert!(!String::from_utf8_lossy(&tables.stdout).contains("pathtrace"));
+    let host = Command::new("nft").args(["list", "tables"]).output();
+    let router = Command::new("ip")
+        .args(["netns", "exec", &t.r, "nft", "list", "tables"])
+        .output();
+    for (place, tables) in [("the host", host), ("the router", router)] {
+        let tables = tables.expect("nft");
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("pathtrace"),
+            "no table of pathtrace left in {place}"
+        );
+    }
 }
 
 #[test]
@@ -325,8 +363,26 @@ fn dockerd_restarting_mid_trace() {
         lab::ProbeOutcome::Connected
     );
     std::thread::sleep(Duration::from_millis(600));
-    let (code, lines) = run.stop();
+    let (code, lines, stderr) = run.stop_all();
     assert_eq!(code, 0, "pathtrace rode out the restart");
+    // What happened: dockerd rewrote its chains.
+    let changed = format!(
+        "pathtrace: rules changed in {} during the trace",
+        lab.names.dock
+    );
+    assert!(
+        stderr.iter().any(|l| l.starts_with(&changed)),
+        "a line says the rules changed: {stderr:?}"
+    );
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &lab.names.dock, "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("pathtrace"),
+        "nothing of pathtrace left in {}",
+        lab.names.dock
+    );
     let recs = records(&lines);
     let delivered = of_type(&recs, "packet")
         .into_iter()

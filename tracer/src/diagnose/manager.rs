@@ -171,6 +171,7 @@ mod tests {
     fn hit(family: &str, table: &str, chain: &str, text: Option<&str>, policy: bool) -> RuleHit {
         RuleHit {
             netns: 1,
+            legacy: false,
             table: table.into(),
             family: family.into(),
             chain: chain.into(),

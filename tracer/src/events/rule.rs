@@ -6,6 +6,9 @@ use crate::model::{Hook, Tuple, Verdict};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleHit {
     pub netns: u32,
+    /// Traced by iptables-legacy's `TRACE` (else by nftables, which
+    /// iptables-nft's rules are).
+    pub legacy: bool,
     pub table: String,
     /// `ip`, `ip6`, `inet`, …
     pub family: String,
@@ -54,6 +57,7 @@ impl RuleHit {
     pub fn for_test(chain: &str, verdict: Verdict) -> Self {
         Self {
             netns: 1,
+            legacy: false,
             table: "filter".into(),
             family: "ip".into(),
             chain: chain.into(),
@@ -93,6 +97,15 @@ impl RuleHit {
             "{idx} of chain {} in table {} {}{text}",
             self.chain, self.family, self.table
         )
+    }
+
+    /// The rule engine that traced it, as admins call it.
+    pub fn engine(&self) -> &'static str {
+        if self.legacy {
+            "iptables-legacy"
+        } else {
+            "nftables"
+        }
     }
 
     /// Whether this decision ended the packet.

@@ -251,6 +251,38 @@ impl NetnsNames {
     }
 }
 
+/// A path that still opens namespace `ino`, when anything but pathtrace's
+/// own sockets holds it: `path` itself, a mount of it (`ip netns`, Docker's
+/// sandboxes), or a process living in it. `None`: it is gone.
+pub fn netns_opener(ino: u32, path: &Path) -> Option<std::path::PathBuf> {
+    if inode(path) == Some(ino) {
+        return Some(path.to_path_buf());
+    }
+    let mounted = format!("net:[{ino}]");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mount_point = mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some(mounted.as_str()))
+        .find_map(|l| l.split_whitespace().nth(4))
+        .map(std::path::PathBuf::from)
+        .filter(|p| inode(p) == Some(ino));
+    if mount_point.is_some() {
+        return mount_point;
+    }
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(65536)
+        .filter(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            pid != me && pid.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"))
+        .find(|p| inode(p) == Some(ino))
+}
+
 /// Runs `f` on a thread that entered the network namespace at `path`.
 /// `None` when the namespace can't be entered.
 pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Option<T> {

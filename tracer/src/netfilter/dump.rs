@@ -43,7 +43,7 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 
 /// Runs a dump request and returns each reply as (nfgen_family, attributes).
-fn run_dump(
+pub(super) fn run_dump(
     sock: &mut NlSocket,
     kind: u16,
     family: u8,

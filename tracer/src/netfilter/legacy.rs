@@ -265,6 +265,7 @@ pub(super) fn trace_event(
         tuple,
         hook: pkt.hook,
         rule,
+        rules_gen: 0,
         received,
     })
 }

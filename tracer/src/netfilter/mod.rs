@@ -38,6 +38,7 @@
 mod attrs;
 mod dump;
 mod expr;
+mod flowtable;
 mod legacy;
 mod legacy_rules;
 mod netlink;
@@ -67,9 +68,10 @@ use serde::Serialize;
 
 pub use dump::TABLE_NAME;
 pub use dump::{has_rules, sweep_leftovers};
+pub use flowtable::{flowtables, Flowtable};
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::RuleBook;
-pub use table::RuleTracer;
+pub use table::{RuleTracer, RulesetChange};
 pub use trace::{tuple_from_headers, TraceEvent, TraceKind};
 
 pub const NFPROTO_INET: u8 = libc::NFPROTO_INET as u8;

@@ -10,6 +10,8 @@ pub const NFNL_MSG_BATCH_BEGIN: u16 = libc::NFNL_MSG_BATCH_BEGIN as u16;
 pub const NFNL_MSG_BATCH_END: u16 = libc::NFNL_MSG_BATCH_END as u16;
 /// Multicast group of `NFT_MSG_TRACE` events.
 pub const NFNLGRP_NFTRACE: u32 = libc::NFNLGRP_NFTRACE as u32;
+/// Multicast group of ruleset changes (what `nft monitor` hears).
+pub const NFNLGRP_NFTABLES: u32 = libc::NFNLGRP_NFTABLES as u32;
 
 pub const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 pub const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;

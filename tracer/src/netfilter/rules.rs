@@ -26,9 +26,13 @@ struct TableCache {
     nft_text: HashMap<u64, String>,
     /// Whether `nft` could list the table (else missing text is no reason to list again).
     nft_ok: bool,
-    /// `-A CHAIN …` lines by chain, when iptables-nft manages the table.
-    iptables: Option<HashMap<String, Vec<String>>>,
+    /// `-A CHAIN …` lines by rule handle, when iptables-nft manages the table.
+    iptables: HashMap<u64, String>,
+    /// When the text was listed (positions may be newer).
     at: Instant,
+    /// The table's change count (see [`TraceEvent::rules_gen`]) the
+    /// positions are known to include.
+    gen: u64,
 }
 
 /// Rule positions and texts in one network namespace, with a cache that is
@@ -112,7 +116,13 @@ impl RuleBook {
             .ok_or_else(|| NfError::Other("no netlink socket".into()))
     }
 
-    fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
+    /// The chains of a table, each with its rules' handles in order (one
+    /// netlink dump: cheap), and the rules.
+    fn positions(
+        &mut self,
+        family: u8,
+        table: &str,
+    ) -> Result<(HashMap<String, ChainCache>, Vec<RuleRec>), NfError> {
         let sock = self.socket()?;
         let chain_recs = dump::chains(sock, family, table)?;
         let rule_recs = dump::rules(sock, family, table)?;
@@ -135,6 +145,13 @@ impl RuleBook {
                 .handles
                 .push(r.handle);
         }
+        Ok((chains, rule_recs))
+    }
+
+    /// Positions and text (from `nft` and `iptables-nft-save`: processes,
+    /// slow on a loaded machine).
+    fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
+        let (chains, rule_recs) = self.positions(family, table)?;
         let netns = self.netns.as_deref();
         let fam = family_name(family);
         let listed = ns::run(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
@@ -148,12 +165,23 @@ impl RuleBook {
             NFPROTO_IPV6 => Some("ip6tables-nft-save"),
             _ => None,
         };
-        let mut iptables = None;
+        let mut iptables = HashMap::new();
         if let Some(save) = save {
             if IPTABLES_TABLES.contains(&table) && looks_like_iptables(&rule_recs) {
-                match ns::run(netns, save, &["-t", table]) {
-                    Ok(out) => iptables = parse_iptables_save(&out),
-                    Err(e) => log::debug!("netfilter: {save}: {e}"),
+                let lines = match ns::run(netns, save, &["-t", table]) {
+                    Ok(out) => parse_iptables_save(&out),
+                    Err(e) => {
+                        log::debug!("netfilter: {save}: {e}");
+                        None
+                    }
+                };
+                for (chain, lines) in lines.unwrap_or_default() {
+                    let Some(c) = chains.get(&chain) else {
+                        continue;
+                    };
+                    if c.handles.len() == lines.len() {
+                        iptables.extend(c.handles.iter().copied().zip(lines));
+                    }
                 }
             }
         }
@@ -163,25 +191,45 @@ impl RuleBook {
             nft_ok,
             iptables,
             at: Instant::now(),
+            gen: 0,
         })
     }
 
-    /// The cached table, listed again when `need` says the cache lacks
+    /// The cached table, listed again when it changed after the listing
+    /// (its change count passed `gen`), or when `need` says the cache lacks
     /// something and it wasn't listed in the last moment.
     fn table(
         &mut self,
         family: u8,
         table: &str,
+        gen: u64,
         need: impl Fn(&TableCache) -> bool,
     ) -> Option<&TableCache> {
         let key = (family, table.to_string());
+        // After a change, positions are listed again (cheap); the text of
+        // a rule stays what it was, so only new rules need it listed.
+        if self.tables.get(&key).is_some_and(|c| c.gen < gen) {
+            match self.positions(family, table) {
+                Ok((chains, _)) => {
+                    if let Some(c) = self.tables.get_mut(&key) {
+                        c.chains = chains;
+                        c.gen = gen;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("netfilter: listing {} {table}: {e}", family_name(family));
+                    return None;
+                }
+            }
+        }
         let stale = match self.tables.get(&key) {
             None => true,
             Some(c) => need(c) && c.at.elapsed() >= REFRESH_EVERY,
         };
         if stale {
             match self.load(family, table) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.gen = gen;
                     self.tables.insert(key.clone(), c);
                 }
                 Err(e) => {
@@ -193,25 +241,29 @@ impl RuleBook {
         self.tables.get(&key)
     }
 
-    /// 1-based index and text of rule `handle` in family/table/chain.
-    pub fn rule(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<RuleInfo> {
+    /// 1-based index and text of rule `handle` in family/table/chain, in
+    /// the table as it was after its `gen`th change.
+    pub fn rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        handle: u64,
+        gen: u64,
+    ) -> Option<RuleInfo> {
         let missing = |c: &TableCache| {
             c.chains
                 .get(chain)
                 .is_none_or(|ch| !ch.handles.contains(&handle))
-                || (c.nft_ok && !c.nft_text.contains_key(&handle))
+                || (c.nft_ok
+                    && !c.nft_text.contains_key(&handle)
+                    && !c.iptables.contains_key(&handle))
         };
-        let cache = self.table(family, table, missing)?;
+        let cache = self.table(family, table, gen, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
         let pos = handles.iter().position(|h| *h == handle)?;
         let index = u32::try_from(pos + 1).ok()?;
-        let ipt_line = cache
-            .iptables
-            .as_ref()
-            .and_then(|m| m.get(chain))
-            .filter(|lines| lines.len() == handles.len())
-            .and_then(|lines| lines.get(pos));
-        Some(match ipt_line {
+        Some(match cache.iptables.get(&handle) {
             Some(line) => RuleInfo {
                 index,
                 text: line.clone(),
@@ -230,18 +282,18 @@ impl RuleBook {
     }
 
     /// Hook of a base chain (NF_INET_*), or None for a regular chain.
-    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str) -> Option<u8> {
-        let cache = self.table(family, table, |c| !c.chains.contains_key(chain))?;
+    pub fn chain_hook(&mut self, family: u8, table: &str, chain: &str, gen: u64) -> Option<u8> {
+        let cache = self.table(family, table, gen, |c| !c.chains.contains_key(chain))?;
         cache.chains.get(chain)?.hook
     }
 
     /// Fills `ev.rule` (for rule events) and `ev.hook` (when unknown).
     pub fn annotate(&mut self, ev: &mut TraceEvent) {
         if ev.hook.is_none() {
-            ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
+            ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain, ev.rules_gen);
         }
         if let (TraceKind::Rule, Some(h), None) = (ev.kind, ev.rule_handle, &ev.rule) {
-            ev.rule = self.rule(ev.family, &ev.table, &ev.chain, h);
+            ev.rule = self.rule(ev.family, &ev.table, &ev.chain, h, ev.rules_gen);
         }
     }
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::attrs::AttrWriter;
 use super::dump::{self, *};
-use super::netlink::{NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use super::netlink::{NFNLGRP_NFTABLES, NFNLGRP_NFTRACE, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use super::socket::{BatchItem, NlSocket};
-use super::trace::{trace_events, TraceEvent};
+use super::trace::{trace_messages, RulesetNotice, TraceEvent, TraceMessage};
 use super::{expr, ns, NfError, NFPROTO_INET};
 use crate::kernel::owner::{Owner, TagKind};
 use crate::model::FlowFilter;
@@ -48,6 +48,24 @@ pub struct RuleTracer {
     hooks: HashMap<(u8, String), ChainHooks>,
     packets: HashMap<u32, Packet>,
     buf: Vec<u8>,
+    /// Changes to each table heard so far (see [`TraceEvent::rules_gen`]).
+    changes: HashMap<(u8, String), u64>,
+    /// Bumped when the socket overflowed: a change may have been lost, so
+    /// every table counts as changed.
+    lost_changes: u64,
+    /// Tables changed in the transaction not yet committed.
+    uncommitted: Vec<(u8, String)>,
+    /// Changes committed since [`RuleTracer::take_changes`] was last called.
+    committed: Vec<RulesetChange>,
+}
+
+/// Tables changed by one committed transaction, and who committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesetChange {
+    /// `(family, table)`.
+    pub tables: Vec<(u8, String)>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
 }
 
 /// Hook of each chain of a table (None: regular chain), and when it was listed.
@@ -143,6 +161,9 @@ impl RuleTracer {
             let trace = NlSocket::open(true)?;
             trace.set_rcvbuf(trace_rcvbuf());
             trace.add_membership(NFNLGRP_NFTRACE)?;
+            // Ruleset changes come on the same socket, in order with the
+            // traces: a hit is named with the rules as they were then.
+            trace.add_membership(NFNLGRP_NFTABLES)?;
             let pid_table = TagKind::NftTable.tag(Owner::current());
             let (mut table, mut owned) = if try_owned {
                 (TABLE_NAME.to_string(), true)
@@ -185,6 +206,10 @@ impl RuleTracer {
             hooks: HashMap::new(),
             packets: HashMap::new(),
             buf: vec![0u8; 256 * 1024],
+            changes: HashMap::new(),
+            lost_changes: 0,
+            uncommitted: Vec::new(),
+            committed: Vec::new(),
         })
     }
 
@@ -213,6 +238,7 @@ impl RuleTracer {
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.overflows += 1;
+                    self.lost_changes += 1;
                     log::warn!(
                         "netfilter: trace socket overflowed ({} times): events were lost",
                         self.overflows
@@ -228,17 +254,59 @@ impl RuleTracer {
             };
             let received = Instant::now();
             let buf = std::mem::take(&mut self.buf);
-            for mut ev in trace_events(&buf[..n], received) {
+            for m in trace_messages(&buf[..n], received) {
+                let mut ev = match m {
+                    TraceMessage::Event(ev) => *ev,
+                    TraceMessage::Notice(n) => {
+                        self.heard(n);
+                        continue;
+                    }
+                };
                 if ev.family == NFPROTO_INET && dump::is_ours(&ev.table) {
                     continue;
                 }
                 self.fill_packet(&mut ev);
                 ev.hook = self.chain_hook(ev.family, &ev.table, &ev.chain);
+                let key = (ev.family, ev.table.clone());
+                ev.rules_gen = self.changes.get(&key).copied().unwrap_or(0) + self.lost_changes;
                 out.push(ev);
             }
             self.buf = buf;
         }
         Ok(out)
+    }
+
+    /// Counts a ruleset change (pathtrace's own tables left out).
+    fn heard(&mut self, n: RulesetNotice) {
+        match n {
+            RulesetNotice::Changed { family, table } => {
+                if family == NFPROTO_INET && dump::is_ours(&table) {
+                    return;
+                }
+                self.hooks.remove(&(family, table.clone()));
+                let key = (family, table);
+                *self.changes.entry(key.clone()).or_default() += 1;
+                if !self.uncommitted.contains(&key) {
+                    self.uncommitted.push(key);
+                }
+            }
+            RulesetNotice::Committed { pid, comm } => {
+                if !self.uncommitted.is_empty() && self.committed.len() < 64 {
+                    self.committed.push(RulesetChange {
+                        tables: std::mem::take(&mut self.uncommitted),
+                        pid,
+                        comm,
+                    });
+                }
+                self.uncommitted.clear();
+            }
+        }
+    }
+
+    /// The transactions that changed other tables than pathtrace's since
+    /// the last call.
+    pub fn take_changes(&mut self) -> Vec<RulesetChange> {
+        std::mem::take(&mut self.committed)
     }
 
     /// The kernel sends the packet (headers, interfaces) only with the first

@@ -81,6 +81,7 @@ fn iptables_nft_rule_drop_is_named() {
             &ev.table,
             &ev.chain,
             ev.rule_handle.expect("handle"),
+            ev.rules_gen,
         )
         .expect("rule info");
     eprintln!("rule: {info:?}");
@@ -92,7 +93,10 @@ fn iptables_nft_rule_drop_is_named() {
         "{}",
         info.text
     );
-    assert_eq!(book.chain_hook(NFPROTO_IPV4, "filter", "INPUT"), Some(1));
+    assert_eq!(
+        book.chain_hook(NFPROTO_IPV4, "filter", "INPUT", ev.rules_gen),
+        Some(1)
+    );
     // Our own table's events are left out.
     assert!(evs.iter().all(|e| e.table != "pathtrace"));
     drop(t);

@@ -228,3 +228,56 @@ fn iptables_save_by_chain() {
         rules::parse_iptables_save("# Table `filter' is incompatible, use 'nft' tool.\n").is_none()
     );
 }
+
+#[test]
+fn ruleset_changes_come_in_order_with_the_traces() {
+    use super::trace::{trace_messages, RulesetNotice, TraceMessage};
+    let msg = |kind: i32, family: u8, w: &AttrWriter| {
+        netlink::nfmsg(
+            (NFNL_SUBSYS_NFTABLES << 8) | kind as u16,
+            0,
+            0,
+            family,
+            0,
+            w.as_bytes(),
+        )
+    };
+    let mut rule = AttrWriter::new();
+    rule.put_str(1, "filter").put_str(2, "FORWARD");
+    let mut gen = AttrWriter::new();
+    gen.put_be32(1, 7).put_be32(2, 4242).put_str(3, "iptables");
+    let mut elem = AttrWriter::new();
+    elem.put_str(1, "filter");
+    let datagram = [
+        fixtures::INPUT_DROP,
+        msg(libc::NFT_MSG_NEWRULE, NFPROTO_IPV4, &rule).as_ref(),
+        msg(libc::NFT_MSG_NEWSETELEM, NFPROTO_IPV4, &elem).as_ref(),
+        msg(libc::NFT_MSG_NEWGEN, 0, &gen).as_ref(),
+        fixtures::INPUT_DROP,
+    ]
+    .concat();
+    let got: Vec<String> = trace_messages(&datagram, Instant::now())
+        .map(|m| match m {
+            TraceMessage::Event(ev) => format!("trace {}", ev.chain),
+            TraceMessage::Notice(n) => format!("{n:?}"),
+        })
+        .collect();
+    let changed = RulesetNotice::Changed {
+        family: NFPROTO_IPV4,
+        table: "filter".into(),
+    };
+    let committed = RulesetNotice::Committed {
+        pid: Some(4242),
+        comm: Some("iptables".into()),
+    };
+    assert_eq!(
+        got,
+        [
+            "trace INPUT".to_owned(),
+            format!("{changed:?}"),
+            format!("{committed:?}"),
+            "trace INPUT".to_owned(),
+        ],
+        "set elements move no rule: not a change"
+    );
+}

@@ -74,24 +74,88 @@ pub struct TraceEvent {
     /// Rule position and text, when known (filled by iptables-legacy tracing
     /// or by [`super::RuleBook::annotate`]).
     pub rule: Option<RuleInfo>,
+    /// How many changes to this event's table the trace socket had seen
+    /// when the kernel traced it: the rule book lists a table again for an
+    /// event that comes after a change, so positions and text are those of
+    /// the moment of the hit.
+    #[serde(skip)]
+    pub rules_gen: u64,
     #[serde(skip)]
     pub received: Instant,
 }
 
-/// Decodes the `NFT_MSG_TRACE` messages of one datagram read from the trace
-/// socket, in order. Other messages are skipped; undecodable ones are logged.
-pub fn trace_events(buf: &[u8], received: Instant) -> impl Iterator<Item = TraceEvent> + '_ {
-    netlink::messages(buf)
-        .into_iter()
-        .filter(|m| m.kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE)
-        .filter_map(move |m| {
-            let (family, attrs) = m.nf()?;
-            let ev = decode_trace(family, attrs, received);
-            if ev.is_none() {
-                log::debug!("netfilter: undecodable trace message");
+/// A change to the ruleset, as the kernel announces it to `NFNLGRP_NFTABLES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulesetNotice {
+    /// A table, or a chain or rule of it, was added or deleted.
+    Changed { family: u8, table: String },
+    /// A transaction was committed, by this process.
+    Committed {
+        pid: Option<u32>,
+        comm: Option<String>,
+    },
+}
+
+/// One message of the trace socket, which hears traces and ruleset changes
+/// in the order the kernel sent them.
+#[derive(Debug)]
+pub enum TraceMessage {
+    Event(Box<TraceEvent>),
+    Notice(RulesetNotice),
+}
+
+const NFT_MSG_NEWTABLE: u16 = libc::NFT_MSG_NEWTABLE as u16;
+const NFT_MSG_DELTABLE: u16 = libc::NFT_MSG_DELTABLE as u16;
+const NFT_MSG_NEWCHAIN: u16 = libc::NFT_MSG_NEWCHAIN as u16;
+const NFT_MSG_DELCHAIN: u16 = libc::NFT_MSG_DELCHAIN as u16;
+const NFT_MSG_NEWRULE: u16 = libc::NFT_MSG_NEWRULE as u16;
+const NFT_MSG_DELRULE: u16 = libc::NFT_MSG_DELRULE as u16;
+const NFT_MSG_NEWGEN: u16 = libc::NFT_MSG_NEWGEN as u16;
+/// The table's name is attribute 1 of tables, chains and rules alike.
+const NFTA_OBJECT_TABLE: u16 = 1;
+const NFTA_GEN_PROC_PID: u16 = 2;
+const NFTA_GEN_PROC_NAME: u16 = 3;
+
+/// Decodes one datagram read from the trace socket, in order: the
+/// `NFT_MSG_TRACE` events, and the changes that move rules (tables, chains,
+/// rules; sets and their elements don't). Undecodable traces are logged.
+pub fn trace_messages(buf: &[u8], received: Instant) -> impl Iterator<Item = TraceMessage> + '_ {
+    netlink::messages(buf).into_iter().filter_map(move |m| {
+        if m.kind >> 8 != NFNL_SUBSYS_NFTABLES {
+            return None;
+        }
+        let (family, attrs) = m.nf()?;
+        match m.kind & 0xff {
+            NFT_MSG_TRACE => {
+                let ev = decode_trace(family, attrs, received);
+                if ev.is_none() {
+                    log::debug!("netfilter: undecodable trace message");
+                }
+                ev.map(|ev| TraceMessage::Event(Box::new(ev)))
             }
-            ev
-        })
+            NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE | NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN
+            | NFT_MSG_NEWRULE | NFT_MSG_DELRULE => {
+                let table = attrs::find(attrs, NFTA_OBJECT_TABLE).map(attrs::string)?;
+                Some(TraceMessage::Notice(RulesetNotice::Changed {
+                    family,
+                    table,
+                }))
+            }
+            NFT_MSG_NEWGEN => Some(TraceMessage::Notice(RulesetNotice::Committed {
+                pid: attrs::find(attrs, NFTA_GEN_PROC_PID).and_then(attrs::be32),
+                comm: attrs::find(attrs, NFTA_GEN_PROC_NAME).map(attrs::string),
+            })),
+            _ => None,
+        }
+    })
+}
+
+/// The `NFT_MSG_TRACE` events of one datagram, in order.
+pub fn trace_events(buf: &[u8], received: Instant) -> impl Iterator<Item = TraceEvent> + '_ {
+    trace_messages(buf, received).filter_map(|m| match m {
+        TraceMessage::Event(ev) => Some(*ev),
+        TraceMessage::Notice(_) => None,
+    })
 }
 
 /// Decodes the attributes of an `NFT_MSG_TRACE` message (after `nfgenmsg`).
@@ -114,6 +178,7 @@ pub fn decode_trace(family: u8, buf: &[u8], received: Instant) -> Option<TraceEv
         tuple: None,
         hook: None,
         rule: None,
+        rules_gen: 0,
         received,
     };
     let mut kind = None;

@@ -9,7 +9,7 @@ use super::{
 use crate::names::View;
 use crate::{
     diagnose::{Outcomes, Report},
-    events::Hop,
+    events::{Hop, RuleHit},
     ruletrace::deciding_rule,
     track::Packet,
 };
@@ -74,6 +74,7 @@ fn packet_record(p: &Packet, view: &View) -> PacketRecord {
         rule_index: r.and_then(|r| r.index),
         rule: r.and_then(|r| r.text.clone()),
         policy: r.map(|r| r.policy),
+        rule_engine: r.map(RuleHit::engine),
         hops: p.hops.len(),
         filter: p.hops.first().map(|h| h.filter),
         rules_late: p
@@ -84,6 +85,7 @@ fn packet_record(p: &Packet, view: &View) -> PacketRecord {
                     .unwrap_or_else(|| format!("netns:{ino}"))
             })
             .collect(),
+        notes: p.notes.clone(),
         report: None,
     }
 }

@@ -173,6 +173,9 @@ pub struct PacketRecord {
     pub rule_index: Option<u32>,
     pub rule: Option<String>,
     pub policy: Option<bool>,
+    /// The engine of the rule that decided: `nftables` (iptables-nft's
+    /// rules included) or `iptables-legacy`.
+    pub rule_engine: Option<&'static str>,
     pub hops: usize,
     /// The index of the filter that matched (0 for the first).
     pub filter: Option<u8>,
@@ -180,6 +183,9 @@ pub struct PacketRecord {
     /// passed (it started later, or the run ended first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules_late: Vec<String>,
+    /// Odd states the path met, one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(flatten)]
     pub report: Option<PacketReport>,
 }
@@ -426,9 +432,11 @@ mod tests {
             rule_index: None,
             rule: None,
             policy: None,
+            rule_engine: None,
             hops: 5,
             filter: Some(0),
             rules_late: vec!["pt-dock".into()],
+            notes: vec!["a note".into()],
             report: report.then(|| PacketReport {
                 direction: "request",
                 diagnosis: diagnosis(),

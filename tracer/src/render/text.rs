@@ -90,8 +90,9 @@ fn rule_detail(r: &RuleHit, style: Style) -> String {
         .as_ref()
         .map(|t| format!("  {}", style.dim(t)))
         .unwrap_or_default();
+    let legacy = if r.legacy { " (iptables-legacy)" } else { "" };
     format!(
-        "{hook}{} {}/{} {what} {verdict}{text}",
+        "{hook}{} {}/{}{legacy} {what} {verdict}{text}",
         r.family, r.table, r.chain
     )
 }
@@ -197,6 +198,9 @@ pub fn packet(p: &Packet, view: &View, style: Style) -> String {
             ))
         );
     }
+    for note in &p.notes {
+        let _ = writeln!(out, "  {}", style.dim(&format!("· {note}")));
+    }
     let at = p.fate.at.and_then(|i| p.hops.get(i));
     let place = at
         .map(|h| {
@@ -223,7 +227,10 @@ pub fn packet(p: &Packet, view: &View, style: Style) -> String {
                 style.dim(&format!("· freed at socket close ({place}): {reason}"))
             } else {
                 let by = deciding_rule(p)
-                    .map(|r| format!(" by {}", r.phrase()))
+                    .map(|r| {
+                        let legacy = if r.legacy { " (iptables-legacy)" } else { "" };
+                        format!(" by {}{legacy}", r.phrase())
+                    })
                     .unwrap_or_default();
                 style.red(&format!("✗ dropped{hook} ({place}): {reason}{by}"))
             }

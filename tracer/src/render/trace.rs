@@ -60,6 +60,10 @@ impl<W: Write> PacketSink for Printer<'_, W> {
         Ok(self.count.is_some_and(|c| self.printed >= c))
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     fn finish(&mut self, outcomes: &Outcomes, stats: &Stats, _view: &View) -> std::io::Result<()> {
         match self.format {
             Format::Json => {

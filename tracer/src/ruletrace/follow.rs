@@ -14,17 +14,63 @@ pub const START_BOUND: usize = 16;
 /// At most this many namespaces are looked at for that.
 const START_LOOK: usize = 256;
 
-/// Whether the calling thread's namespace forwards packets (routing, or
-/// bridging through iptables as a hypervisor's bridge does), or holds one
-/// of `addrs`.
-fn on_likely_path(addrs: &[IpAddr]) -> bool {
+/// How near the calling thread's namespace is to the flow's destinations,
+/// when it is on the flow's likely path: it holds one of `dsts` (0), routes
+/// to one over a link it is on (1), through a gateway (2) or only by its
+/// default route (3); or it forwards packets (routing, or bridging through
+/// iptables as a hypervisor's bridge does) with no route to them (4).
+/// `None`: off the likely path.
+fn nearness(dsts: &[IpAddr]) -> Option<u8> {
+    // Not by binding a socket: in a namespace without a single route the
+    // kernel lets a socket bind any IPv4 address.
+    let v4 = crate::evidence::link::v4_addrs();
+    let holds = |a: &IpAddr| match a {
+        IpAddr::V4(a) => v4.iter().any(|(_, have, _)| have == a),
+        IpAddr::V6(_) => std::net::UdpSocket::bind((*a, 0)).is_ok(),
+    };
+    if dsts.iter().any(holds) {
+        return Some(0);
+    }
     let on = |f: &str| std::fs::read_to_string(f).is_ok_and(|s| s.trim() != "0");
-    on("/proc/sys/net/ipv4/ip_forward")
+    let forwards = on("/proc/sys/net/ipv4/ip_forward")
         || on("/proc/sys/net/ipv6/conf/all/forwarding")
-        || on("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        || addrs
-            .iter()
-            .any(|a| std::net::UdpSocket::bind((*a, 0)).is_ok())
+        || on("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if !forwards {
+        return None;
+    }
+    let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+    let by_route = dsts
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v4) => route_kind(&routes, *v4),
+            IpAddr::V6(_) => None,
+        })
+        .min();
+    Some(by_route.unwrap_or(4))
+}
+
+/// 1 for a link route to `dst`, 2 through a gateway, 3 the default route,
+/// in a `/proc/net/route` table (longest prefix wins).
+fn route_kind(table: &str, dst: std::net::Ipv4Addr) -> Option<u8> {
+    const RTF_GATEWAY: u32 = 0x2;
+    let dst = u32::from(dst);
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let net = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
+            let kind = match (mask, flags & RTF_GATEWAY != 0) {
+                (0, _) => 3,
+                (_, true) => 2,
+                (_, false) => 1,
+            };
+            (dst & mask == net).then_some((mask.count_ones(), kind))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
 }
 
 #[derive(Debug, Default)]
@@ -109,25 +155,37 @@ impl Follow {
     /// flow's likely path that have rules: those that forward (routers,
     /// Docker hosts, guests running Docker, hypervisors whose bridges pass
     /// frames through iptables) or hold a destination address of the
-    /// filters. Returns their names.
+    /// filters, the [`START_BOUND`] nearest to the destinations (see
+    /// [`nearness`]) when there are more. Returns their names, and one line
+    /// when some were left for following.
     pub fn arm_likely(
         &mut self,
         watch: &mut RuleWatch,
         names: &mut NetnsNames,
         dsts: &[IpAddr],
-    ) -> Vec<String> {
+    ) -> (Vec<String>, Option<String>) {
         if !self.enabled {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         let mut known = names.known_paths();
         known.sort_unstable_by_key(|(ino, _)| *ino);
+        let mut likely: Vec<(u8, u32, std::path::PathBuf)> = known
+            .into_iter()
+            .take(START_LOOK)
+            .filter(|(ino, _)| !watch.is_armed(*ino))
+            .filter_map(|(ino, path)| {
+                let near = in_netns(&path, || nearness(dsts)).flatten()?;
+                netfilter::has_rules(Some(&path))
+                    .unwrap_or(false)
+                    .then_some((near, ino, path))
+            })
+            .collect();
+        likely.sort_by_key(|(near, ino, _)| (*near, *ino));
         let mut armed = Vec::new();
-        for (ino, path) in known.into_iter().take(START_LOOK) {
-            if armed.len() >= START_BOUND || watch.is_armed(ino) {
-                continue;
-            }
-            let likely = in_netns(&path, || on_likely_path(dsts)).unwrap_or(false);
-            if !likely || !netfilter::has_rules(Some(&path)).unwrap_or(false) {
+        let mut left = 0;
+        for (_, ino, path) in likely {
+            if armed.len() >= START_BOUND {
+                left += 1;
                 continue;
             }
             names.resolve(ino);
@@ -144,7 +202,15 @@ impl Follow {
                 armed.push(label);
             }
         }
-        armed
+        let bound = (left > 0).then(|| {
+            format!(
+                "{} namespaces with rules are on the flow's likely path, more than the {START_BOUND} \
+                 armed before the first packet: the nearest to the destination are armed, the \
+                 other {left} when a packet enters them",
+                armed.len() + left
+            )
+        });
+        (armed, bound)
     }
 
     /// At the end of the run: the namespaces seen but not yet considered
@@ -181,5 +247,24 @@ impl Follow {
                 p.rules_late.push(ino);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_route_is_nearer_than_a_gateway_and_the_default_route() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     r0\tA07100CB\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n\
+                     r2\t00643360\tFE0200C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     r1\t00000000\tFE0200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        let at = |a: &str| route_kind(table, a.parse().expect("address"));
+        assert_eq!(at("203.0.113.161"), Some(1), "on r0's link");
+        assert_eq!(at("96.51.100.7"), Some(2), "through a gateway");
+        assert_eq!(at("192.0.2.9"), Some(3), "the default route only");
+        assert_eq!(route_kind("", "192.0.2.9".parse().expect("address")), None);
     }
 }

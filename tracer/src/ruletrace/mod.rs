@@ -3,9 +3,13 @@
 //! rule, and hands [`RuleHit`]s to the session, which attaches them to the
 //! packets they belong to (by namespace, headers and time).
 mod correlate;
+mod engines;
 mod follow;
+mod offload;
 mod watch;
 
 pub use correlate::{attach, deciding_rule};
+pub use engines::note_engines;
 pub use follow::Follow;
+pub use offload::Offloads;
 pub use watch::{NetnsTarget, RuleWatch, MAX_ARMED};

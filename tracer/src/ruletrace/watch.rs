@@ -17,8 +17,8 @@ use crate::{
     model::{FlowFilter, Verdict},
     names::in_netns,
     netfilter::{
-        family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, TraceEvent,
-        TraceKind,
+        family_name, legacy_sweep, LegacyTracer, NfError, RuleBook, RuleTracer, RulesetChange,
+        TraceEvent, TraceKind,
     },
 };
 
@@ -95,9 +95,16 @@ fn monotonic_at(at: Instant) -> u64 {
     monotonic_ns().saturating_sub(at.elapsed().as_nanos() as u64)
 }
 
-fn hit(ev: TraceEvent, netns: u32, ip_id: Option<u16>, queued_after: Instant) -> RuleHit {
+fn hit(
+    ev: TraceEvent,
+    netns: u32,
+    legacy: bool,
+    ip_id: Option<u16>,
+    queued_after: Instant,
+) -> RuleHit {
     RuleHit {
         netns,
+        legacy,
         verdict: verdict_of(&ev),
         policy: ev.kind == TraceKind::Policy,
         family: family_name(ev.family).to_owned(),
@@ -158,16 +165,58 @@ impl Source {
         }
     }
 
-    fn read(&mut self) -> Result<Vec<TraceEvent>, NfError> {
+    fn is_legacy(&self) -> bool {
+        matches!(self, Self::Legacy(_))
+    }
+
+    /// The events pending, named, and the ruleset changes heard meanwhile.
+    fn read(&mut self) -> Result<(Vec<TraceEvent>, Vec<RulesetChange>), NfError> {
         match self {
             Self::Nft(t, book) => {
                 let mut evs = t.read_pending()?;
                 for ev in &mut evs {
                     book.annotate(ev);
                 }
-                Ok(evs)
+                Ok((evs, t.take_changes()))
             }
-            Self::Legacy(t) => t.read_pending(),
+            Self::Legacy(t) => Ok((t.read_pending()?, Vec::new())),
+        }
+    }
+}
+
+/// Changes to one table closer together than this are told in one line.
+const CHANGES_SAID_EVERY: Duration = Duration::from_secs(5);
+
+/// One line per table that changed, at most once per [`CHANGES_SAID_EVERY`].
+fn tell_changes(
+    changes: Vec<RulesetChange>,
+    said: &mut HashMap<(u8, String), Instant>,
+    ctx: &Shared,
+) {
+    for c in changes {
+        let by = match (&c.comm, c.pid) {
+            (Some(comm), Some(pid)) => format!(" by {comm} (pid {pid})"),
+            (Some(comm), None) => format!(" by {comm}"),
+            _ => String::new(),
+        };
+        let mut fresh = Vec::new();
+        for t in c.tables {
+            if said
+                .get(&t)
+                .is_some_and(|at| at.elapsed() < CHANGES_SAID_EVERY)
+            {
+                continue;
+            }
+            fresh.push(format!("{} {}", family_name(t.0), t.1));
+            said.insert(t, Instant::now());
+        }
+        if !fresh.is_empty() {
+            let _ = ctx.notices.send(format!(
+                "rules changed in {} during the trace (table {}{by}): \
+                 each packet shows its rules' index and text as they were when it passed",
+                ctx.label,
+                fresh.join(", table ")
+            ));
         }
     }
 }
@@ -175,6 +224,7 @@ impl Source {
 /// What a watcher thread shares with the session.
 struct Shared {
     tx: mpsc::Sender<RuleHit>,
+    notices: mpsc::Sender<String>,
     /// Microseconds after `base` up to which this watcher has handed over
     /// every event the kernel queued.
     drained: Arc<AtomicU64>,
@@ -194,6 +244,8 @@ fn watch_loop(mut src: Source, ctx: Shared) {
     let mut overflows_seen = 0;
     // The socket was empty then: what a read returns was queued later.
     let mut empty_at = ctx.since;
+    let mut changes_said = HashMap::new();
+    let legacy = src.is_legacy();
     while !ctx.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         if !wait_readable(src.fd(), Duration::from_millis(20)) {
@@ -209,11 +261,12 @@ fn watch_loop(mut src: Source, ctx: Shared) {
         // queued after this moment.
         let queued_after = std::mem::replace(&mut empty_at, Instant::now());
         let evs = match src.read() {
-            Ok(evs) => evs,
+            Ok((evs, changes)) => {
+                tell_changes(changes, &mut changes_said, &ctx);
+                evs
+            }
             Err(e) => {
                 log::warn!("rule tracing in {} stopped: {e}", ctx.label);
-                // Nothing more will come from here: hold no packet back.
-                ctx.drained.store(u64::MAX, Ordering::Release);
                 break;
             }
         };
@@ -242,12 +295,14 @@ fn watch_loop(mut src: Source, ctx: Shared) {
                 ev.rule_handle,
                 ev.tuple
             );
-            let _ = ctx.tx.send(hit(ev, ctx.netns, id, queued_after));
+            let _ = ctx.tx.send(hit(ev, ctx.netns, legacy, id, queued_after));
         }
         // All that was queued before this read is named and handed over.
         let done_upto = started.saturating_duration_since(ctx.base).as_micros() as u64;
         ctx.drained.store(done_upto, Ordering::Release);
     }
+    // Nothing more will come from here: hold no packet back.
+    ctx.drained.store(u64::MAX, Ordering::Release);
 }
 
 /// Rule tracing in a set of namespaces, for one session.
@@ -258,7 +313,12 @@ pub struct RuleWatch {
     filters: Vec<FlowFilter>,
     /// Namespaces armed (or tried), with when (monotonic ns).
     armed: HashMap<u32, u64>,
-    stop: Arc<AtomicBool>,
+    /// Each armed namespace, with what stops its watchers and which rule
+    /// engines are traced there.
+    places: HashMap<u32, Place>,
+    notices_tx: mpsc::Sender<String>,
+    notices_rx: mpsc::Receiver<String>,
+    gone_checked: Option<Instant>,
     overflows: Arc<AtomicU64>,
     /// One progress mark per watcher thread (see [`Shared::drained`]).
     drained: Vec<Arc<AtomicU64>>,
@@ -273,6 +333,17 @@ pub struct RuleWatch {
     pub warnings: Vec<String>,
     pub active: usize,
 }
+
+/// A namespace rule tracing was started in.
+struct Place {
+    target: NetnsTarget,
+    stop: Arc<AtomicBool>,
+    nft: bool,
+    legacy: bool,
+}
+
+/// How often armed namespaces are checked for having gone.
+const GONE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// At most this many namespaces get rule tracing in one run.
 pub const MAX_ARMED: usize = 64;
@@ -289,11 +360,15 @@ pub enum ArmRefused {
 impl RuleWatch {
     pub fn start(targets: &[NetnsTarget], filters: &[FlowFilter]) -> Self {
         let (tx, rx) = mpsc::channel();
+        let (notices_tx, notices_rx) = mpsc::channel();
         let mut watch = Self {
             rx,
             tx,
             filters: filters.to_vec(),
-            stop: Arc::new(AtomicBool::new(false)),
+            places: HashMap::new(),
+            notices_tx,
+            notices_rx,
+            gone_checked: None,
             overflows: Arc::default(),
             drained: Vec::new(),
             base: Instant::now(),
@@ -322,6 +397,7 @@ impl RuleWatch {
         self.armed.insert(target.inode, monotonic_ns());
         let since = Instant::now();
         let path = target.path.as_deref();
+        let stop = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
         match RuleTracer::start(path, &self.filters) {
             Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
@@ -339,14 +415,24 @@ impl RuleWatch {
                 )),
             }
         }
+        self.places.insert(
+            target.inode,
+            Place {
+                target: target.clone(),
+                stop: stop.clone(),
+                nft: sources.iter().any(|s| !s.is_legacy()),
+                legacy: sources.iter().any(Source::is_legacy),
+            },
+        );
         for src in sources {
             let drained = Arc::new(AtomicU64::new(0));
             self.drained.push(drained.clone());
             let ctx = Shared {
                 tx: self.tx.clone(),
+                notices: self.notices_tx.clone(),
                 drained,
                 base: self.base,
-                stop: self.stop.clone(),
+                stop: stop.clone(),
                 overflows: self.overflows.clone(),
                 netns: target.inode,
                 label: target.label.clone(),
@@ -357,6 +443,60 @@ impl RuleWatch {
                 .push(std::thread::spawn(move || watch_loop(src, ctx)));
         }
         Ok(())
+    }
+
+    /// Whether both iptables-legacy and nftables rules are traced in `netns`.
+    pub fn traces_both_engines(&self, netns: u32) -> bool {
+        self.places.get(&netns).is_some_and(|p| p.nft && p.legacy)
+    }
+
+    /// Lines about the ruleset changing in the namespaces traced, since the
+    /// last call.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        self.notices_rx.try_iter().collect()
+    }
+
+    /// Stops rule tracing in the armed namespaces that are gone (deleted,
+    /// their last process ended: nothing but pathtrace's own sockets holds
+    /// them), so that the kernel can free them; one line for each. Looks
+    /// at most once a second.
+    pub fn let_go_of_gone(&mut self) -> Vec<String> {
+        if self
+            .gone_checked
+            .is_some_and(|t| t.elapsed() < GONE_CHECK_EVERY)
+        {
+            return Vec::new();
+        }
+        self.gone_checked = Some(Instant::now());
+        let mut gone = Vec::new();
+        for (ino, p) in &mut self.places {
+            let Some(path) = p.target.path.as_deref() else {
+                continue;
+            };
+            match crate::names::netns_opener(*ino, path) {
+                Some(opener) => p.target.path = Some(opener),
+                None => gone.push(*ino),
+            }
+        }
+        let mut said = Vec::new();
+        for ino in gone {
+            let Some(p) = self.places.remove(&ino) else {
+                continue;
+            };
+            // A namespace made later may get the same inode number.
+            self.armed.remove(&ino);
+            p.stop.store(true, Ordering::Relaxed);
+            self.active = self
+                .active
+                .saturating_sub(usize::from(p.nft) + usize::from(p.legacy));
+            said.push(format!(
+                "namespace {} is gone (deleted, or its last process ended): rule tracing there \
+                 stopped and its sockets are closed, so nothing of pathtrace keeps it; \
+                 the trace goes on",
+                p.target.label
+            ));
+        }
+        said
     }
 
     /// When rule tracing started in namespace `netns` (monotonic ns).
@@ -440,7 +580,9 @@ impl RuleWatch {
 
 impl Drop for RuleWatch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        for p in self.places.values() {
+            p.stop.store(true, Ordering::Relaxed);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

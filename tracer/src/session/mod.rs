@@ -27,7 +27,7 @@ use crate::{
     model::Flows,
     names::{EngineLookup, View},
     render::{pcapng::PcapWriter, Format, Stats},
-    ruletrace::{Follow, NetnsTarget, RuleWatch},
+    ruletrace::{Follow, NetnsTarget, Offloads, RuleWatch},
     signals::StopSignals,
 };
 
@@ -59,6 +59,7 @@ struct Session {
     view: View,
     signals: StopSignals,
     follow: Follow,
+    offloads: Offloads,
     rules: RuleWatch,
     warnings: startup::Warnings,
     reader: EventReader,

@@ -78,6 +78,10 @@ impl Session {
         for line in self.follow.arm_new(&mut self.rules, &mut self.view.netns) {
             eprintln!("pathtrace: {line}");
         }
+        let notices = self.rules.take_notices();
+        for line in notices.into_iter().chain(self.rules.let_go_of_gone()) {
+            eprintln!("pathtrace: {line}");
+        }
         self.warnings.say(&self.rules);
         // The rule watchers' progress before `poll`: what they handed over
         // before marking it is then in the channel.
@@ -130,6 +134,9 @@ impl Session {
 
     /// The totals, the capture's end and the sink's closing output.
     fn finish<S: PacketSink>(mut self, sink: &mut S) -> Result<Stats, Error> {
+        for line in self.rules.take_notices() {
+            eprintln!("pathtrace: {line}");
+        }
         let counters = self.tracer.counters();
         self.stats.lost = counters.lost;
         self.stats.sent = counters.sent;

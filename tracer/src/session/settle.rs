@@ -7,7 +7,7 @@ use crate::{
     error::Error,
     names::View,
     render::{pcapng::PcapWriter, PacketSink, Stats},
-    ruletrace::{self, Follow, RuleWatch},
+    ruletrace::{self, Follow, Offloads, RuleWatch},
     track::Packet,
 };
 
@@ -15,6 +15,7 @@ use crate::{
 struct Settle<'a, S: PacketSink> {
     rules: &'a mut RuleWatch,
     follow: &'a Follow,
+    offloads: &'a mut Offloads,
     reporter: &'a mut Reporter,
     view: &'a mut View,
     pcap: &'a mut Option<PcapWriter<Box<dyn std::io::Write + Send>>>,
@@ -37,6 +38,8 @@ impl<S: PacketSink> Settle<'_, S> {
     fn packet(&mut self, mut p: Packet) -> Result<bool, Error> {
         ruletrace::attach(self.rules, &mut p);
         self.follow.mark_late(self.rules, &mut p);
+        ruletrace::note_engines(self.rules, &mut p, &mut self.view.netns);
+        self.offloads.note(&mut p, &mut self.view.netns);
         self.stats.packets += 1;
         name(&p, self.view);
         let report = self.reporter.packet(&mut p, self.view);
@@ -59,6 +62,7 @@ impl Session {
         let mut settle = Settle {
             rules: &mut self.rules,
             follow: &self.follow,
+            offloads: &mut self.offloads,
             reporter: &mut self.reporter,
             view: &mut self.view,
             pcap: &mut self.pcap,

@@ -19,7 +19,7 @@ use crate::{
     model::Flows,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames, View},
     render::{pcapng::PcapWriter, Stats},
-    ruletrace::{Follow, NetnsTarget, RuleWatch},
+    ruletrace::{Follow, NetnsTarget, Offloads, RuleWatch},
     signals::StopSignals,
 };
 
@@ -142,7 +142,10 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
         .filter(|c| u32::from(c.prefix) == if c.addr.is_ipv4() { 32 } else { 128 })
         .map(|c| c.addr)
         .collect();
-    let early = follow.arm_likely(&mut watch, &mut netns, &dsts);
+    let (early, bound) = follow.arm_likely(&mut watch, &mut netns, &dsts);
+    if let Some(line) = bound {
+        eprintln!("pathtrace: {line}");
+    }
     if !early.is_empty() {
         eprintln!(
             "pathtrace: rule tracing armed before the first packet in {}",
@@ -201,6 +204,7 @@ impl Session {
             view,
             signals,
             follow: rules.follow,
+            offloads: Offloads::default(),
             rules: rules.watch,
             warnings: rules.warnings,
             reader,

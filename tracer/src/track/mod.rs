@@ -25,6 +25,9 @@ pub struct Packet {
     /// Namespaces where rule tracing started only after this packet passed
     /// (pathtrace followed it there): its rule hops there are missing.
     pub rules_late: Vec<u32>,
+    /// Odd states its path met, one sentence each: a flow offloaded to a
+    /// flowtable, a namespace with iptables-legacy and nftables rules both.
+    pub notes: Vec<String>,
 }
 
 struct Open {
@@ -199,6 +202,7 @@ impl Tracker {
                     hops,
                     fate,
                     rules_late: Vec::new(),
+                    notes: Vec::new(),
                 }
             })
             .collect();

@@ -322,6 +322,7 @@ mod tests {
             fate: Fate::of(&hops),
             hops,
             rules_late: Vec::new(),
+            notes: Vec::new(),
         };
         let mut w = PcapWriter::new(Vec::new()).expect("in memory");
         w.packet(&p, &view).expect("in memory");
