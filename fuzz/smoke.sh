@@ -9,9 +9,10 @@ cd "$(dirname "$0")"
 secs="${FUZZ_SECONDS:-30}"
 CARGO_FUZZ_VERSION=0.13.2
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "smoke: installing the nightly toolchain (cargo-fuzz needs it)"
-    rustup toolchain install nightly --profile minimal
+# rust-toolchain.toml here pins the eBPF crate's nightly (cargo-fuzz needs one).
+if ! rustup run "$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)" cargo --version >/dev/null 2>&1; then
+    echo "smoke: installing the pinned nightly toolchain (cargo-fuzz needs a nightly)"
+    rustup toolchain install
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz $CARGO_FUZZ_VERSION"
@@ -30,14 +31,14 @@ if [ -z "${PATHTRACE_EBPF_OBJ:-}" ] &&
 fi
 
 start=$SECONDS
-cargo +nightly fuzz build
+cargo fuzz build
 echo "smoke: built the fuzz targets in $((SECONDS - start)) s"
 
 failed=()
-for t in $(cargo +nightly fuzz list); do
+for t in $(cargo fuzz list); do
     mkdir -p "corpus/$t"
     echo "smoke: fuzzing $t for ${secs} s"
-    if ! cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=10 -print_final_stats=1; then
         failed+=("$t")
     fi

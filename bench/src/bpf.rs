@@ -8,22 +8,9 @@ use serde_json::Value;
 
 use crate::children;
 
-/// pathtrace's maps, by the names its eBPF object gives them.
-pub const PATHTRACE_MAPS: [&str; 9] = [
-    "EVENTS",
-    "TRACKED",
-    "CONFIG",
-    "COUNTERS",
-    "NF_STACK",
-    "AYA_LOGS",
-    "DROP_COUNTS",
-    "SCRATCH",
-    "LIVE",
-];
-
-/// Indices of pathtrace's per-CPU `COUNTERS` (tracer_common::counter).
-pub const COUNTER_LOST: usize = 0;
-pub const COUNTER_SENT: usize = 1;
+/// Indices of pathtrace's per-CPU `COUNTERS`.
+pub const COUNTER_LOST: usize = tracer_common::counter::LOST as usize;
+pub const COUNTER_SENT: usize = tracer_common::counter::SENT as usize;
 
 /// One BPF program a process holds.
 #[derive(Clone, Debug, Serialize)]

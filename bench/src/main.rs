@@ -267,7 +267,7 @@ impl Ctx<'_> {
                 Ok((maps, progs)) => {
                     self.mem.pathtrace_maps = maps
                         .into_iter()
-                        .filter(|m| bpf::PATHTRACE_MAPS.contains(&m.name.as_str()))
+                        .filter(|m| tracer_common::names::map::ALL.contains(&m.name.as_str()))
                         .collect();
                     self.mem.pathtrace_progs = progs;
                 }

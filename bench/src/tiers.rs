@@ -8,18 +8,13 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use serde::Serialize;
+use tracer_common::names::program::on_nf_hook_slow;
 
 use crate::{
     cost::{self, paired_ratios, summarize, turns_of, Contender, ToolCost, Turn},
     stats::{show, Summary},
     Ctx,
 };
-
-/// A program on `nf_hook_slow`, by the name the kernel keeps for it
-/// (`nf_hook_slow_fentry` … `nf_hook_slow_kretprobe`, cut to 15 bytes).
-pub fn on_nf_hook_slow(name: &str) -> bool {
-    name.starts_with("nf_hook_slow")
-}
 
 /// ns per packet over the baseline tier's (all its programs), paired by round.
 #[derive(Clone, Debug, Serialize)]

@@ -95,7 +95,7 @@ fn counters_id(pid: i32) -> Result<u64> {
     let held = bpf::held_by(pid)?;
     let maps = bpf::maps(&held.map_ids)?;
     maps.iter()
-        .find(|m| m.name == "COUNTERS")
+        .find(|m| m.name == tracer_common::names::map::COUNTERS)
         .map(|m| m.id)
         .context("pathtrace holds no COUNTERS map")
 }

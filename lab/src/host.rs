@@ -215,18 +215,38 @@ fn remove_recorded(path: &Path) -> Result<(), Keep> {
         }
         return fs::remove_dir(path).map_err(failed);
     }
-    remove_empty_tree(path).map_err(Keep::InUse)
+    remove_empty_tree(path).map_err(|e| Keep::InUse(e.to_string()))
+}
+
+/// Why a directory tree was left in place.
+#[derive(Debug, thiserror::Error)]
+enum TreeError {
+    #[error("{} is not empty; left in place", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Removes a directory tree that holds only (empty) directories.
-fn remove_empty_tree(path: &Path) -> Result<(), String> {
-    for entry in fs::read_dir(path).map_err(|e| e.to_string())?.flatten() {
+fn remove_empty_tree(path: &Path) -> Result<(), TreeError> {
+    let io = |op| {
+        move |source| TreeError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    for entry in fs::read_dir(path).map_err(io("reading"))?.flatten() {
         let child = entry.path();
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             remove_empty_tree(&child)?;
         } else {
-            return Err(format!("{} is not empty; left in place", child.display()));
+            return Err(TreeError::NotEmpty(child));
         }
     }
-    fs::remove_dir(path).map_err(|e| format!("rmdir {}: {e}", path.display()))
+    fs::remove_dir(path).map_err(io("rmdir"))
 }

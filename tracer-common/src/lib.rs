@@ -7,6 +7,7 @@
 use core::mem::size_of;
 
 mod filter;
+pub mod names;
 pub use filter::*;
 
 /// Where in the kernel an event was recorded.

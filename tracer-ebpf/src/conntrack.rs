@@ -32,7 +32,7 @@ pub unsafe fn note(cfg: &Config, skb: u64, ts_ns: u64, last: &Tracked) {
     if ct == last.ct && info == last.ctinfo && status == last.ct_status {
         return;
     }
-    if let Some(t) = TRACKED.get_ptr_mut(skb) {
+    if let Some(t) = TRACKED.get_ptr_mut(&skb) {
         unsafe {
             (*t).ct = ct;
             (*t).ctinfo = info;

@@ -11,6 +11,7 @@
 mod conntrack;
 mod headers;
 mod maps;
+mod names;
 mod probe;
 mod skb;
 
@@ -83,13 +84,13 @@ fn tracked_entry(skb: u64) -> Option<*mut Tracked> {
     if !live() {
         return None;
     }
-    TRACKED.get_ptr_mut(skb)
+    TRACKED.get_ptr_mut(&skb)
 }
 
 /// Takes the packet out of `TRACKED`.
 #[inline(always)]
 fn untrack(skb: u64) {
-    if TRACKED.remove(skb).is_ok() {
+    if TRACKED.remove(&skb).is_ok() {
         live_add(u64::MAX);
         bump(counter::UNTRACKED);
     }
@@ -148,7 +149,7 @@ unsafe fn classify<const BTF: bool>(
     hdr.remember_in(&mut tracked);
     if !drop {
         live_add(1);
-        let _ = TRACKED.insert(skb, tracked, 0);
+        let _ = TRACKED.insert(&skb, &tracked, 0);
         bump(counter::TRACKED);
     }
     Some(tracked)

@@ -119,7 +119,7 @@ pub fn count_drop(key: &DropKey) {
     match DROP_COUNTS.get_ptr_mut(key) {
         Some(v) => unsafe { *v += 1 },
         None => {
-            let _ = DROP_COUNTS.insert(key, 1, 0);
+            let _ = DROP_COUNTS.insert(key, &1, 0);
         }
     }
 }

@@ -5,8 +5,59 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     loader::TierRequest,
-    model::{parse_expr, parse_port, Cidr, FlowFilter, Flows, Proto},
+    model::{parse_expr, parse_port, Cidr, ExprError, FilterError, FlowFilter, Flows, Proto},
 };
+
+/// A value or a combination of flags the command line refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("'{0}' is not a packet count (a whole number from 1)")]
+    Count(String),
+    #[error("'{0}' is not a number of seconds")]
+    Seconds(String),
+    #[error("'{0}' is outside 0 < SECS <= 604800")]
+    SecondsRange(String),
+    #[error("'{0}' is shorter than 0.1 s")]
+    IntervalTooShort(String),
+    #[error("'{0}' is not a power of two from 4096 to 1073741824")]
+    RingBytes(String),
+    #[error("'{0}' is not a number from 1 to 4194304")]
+    Tracked(String),
+    #[error("'{0}' is not a rate (a whole number of lines per second from 1)")]
+    Rate(String),
+    #[error("--{name} was given {n} times; it takes one value (two are for `pathtrace compare`)")]
+    OneValue { name: &'static str, n: usize },
+    #[error("--{name} was given {n} times; compare takes it at most twice")]
+    TwoValues { name: &'static str, n: usize },
+    #[error("compare's expression needs one 'vs' with flow A's expression before it and flow B's after it")]
+    Vs,
+    #[error("compare needs two flows: one filter flag given twice (--src A --src B --dport 8092) or two expressions (src host A vs src host B)")]
+    OneFlow,
+    #[error(transparent)]
+    Expr(#[from] ExprError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
+/// `--tier`: the command line's names for a [`TierRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl From<TierArg> for TierRequest {
+    fn from(t: TierArg) -> Self {
+        match t {
+            TierArg::Auto => Self::Auto,
+            TierArg::Fentry => Self::Fentry,
+            TierArg::Kprobe => Self::Kprobe,
+            TierArg::Tracepoint => Self::Tracepoint,
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,30 +171,26 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// One flow: each flag at most once. `replies`: its replies are
     /// followed too.
-    pub fn single(&self, replies: bool) -> Result<Flows, String> {
+    pub fn single(&self, replies: bool) -> Result<Flows, ArgError> {
         self.flows(1, replies)
     }
 
     /// Two flows for `compare`: each flag at most twice, and one of them twice.
-    pub fn pair(&self, replies: bool) -> Result<Flows, String> {
+    pub fn pair(&self, replies: bool) -> Result<Flows, ArgError> {
         self.flows(2, replies)
     }
 
-    fn flows(&self, most: usize, replies: bool) -> Result<Flows, String> {
+    fn flows(&self, most: usize, replies: bool) -> Result<Flows, ArgError> {
         let mut varied = false;
-        let mut pick = |name: &str, n: usize| -> Result<[usize; 2], String> {
+        let mut pick = |name: &'static str, n: usize| -> Result<[usize; 2], ArgError> {
             match n {
                 0 | 1 => Ok([0, 0]),
                 2 if most == 2 => {
                     varied = true;
                     Ok([0, 1])
                 }
-                _ if most == 1 => Err(format!(
-                    "--{name} was given {n} times; it takes one value (two are for `pathtrace compare`)"
-                )),
-                _ => Err(format!(
-                    "--{name} was given {n} times; compare takes it at most twice"
-                )),
+                _ if most == 1 => Err(ArgError::OneValue { name, n }),
+                _ => Err(ArgError::TwoValues { name, n }),
             }
         };
         let src = pick("src", self.src.len())?;
@@ -160,10 +207,7 @@ impl FilterArgs {
             Some(at) if most == 2 => {
                 let (a, b) = (&words[..at], &words[at + 1..]);
                 if a.is_empty() || b.is_empty() || b.iter().any(|w| w == "vs") {
-                    return Err(
-                        "compare's expression needs one 'vs' with flow A's expression before it and flow B's after it"
-                            .into(),
-                    );
+                    return Err(ArgError::Vs);
                 }
                 varied = true;
                 [parse_expr(a), parse_expr(b)]
@@ -171,15 +215,9 @@ impl FilterArgs {
             _ => [parse_expr(&words), parse_expr(&words)],
         };
         let [ea, eb] = exprs;
-        let exprs = [
-            ea.map_err(|e| e.to_string())?,
-            eb.map_err(|e| e.to_string())?,
-        ];
+        let exprs = [ea?, eb?];
         if most == 2 && !varied {
-            return Err(
-                "compare needs two flows: one filter flag given twice (--src A --src B --dport 8092) or two expressions (src host A vs src host B)"
-                    .into(),
-            );
+            return Err(ArgError::OneFlow);
         }
         let flows = [0, 1].map(|i| FlowFilter {
             src: self.src.get(src[i]).copied(),
@@ -190,7 +228,7 @@ impl FilterArgs {
             expr: exprs[i].clone(),
             both_directions: replies,
         });
-        Flows::new(flows[..most].to_vec()).map_err(|e| e.to_string())
+        Ok(Flows::new(flows[..most].to_vec())?)
     }
 }
 
@@ -212,21 +250,17 @@ pub struct OutputArgs {
     pub color: ColorChoice,
 }
 
-fn parse_count(s: &str) -> Result<u64, String> {
+fn parse_count(s: &str) -> Result<u64, ArgError> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "'{s}' is not a packet count (a whole number from 1)"
-        )),
+        _ => Err(ArgError::Count(s.to_owned())),
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+fn parse_duration(s: &str) -> Result<Duration, ArgError> {
+    let secs: f64 = s.parse().map_err(|_| ArgError::Seconds(s.to_owned()))?;
     if !(secs > 0.0 && secs <= 7.0 * 86400.0) {
-        return Err(format!("'{s}' is outside 0 < SECS <= 604800"));
+        return Err(ArgError::SecondsRange(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -243,8 +277,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Which mechanism sees netfilter verdicts: auto picks the best the kernel allows.
-    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Auto)]
+    pub tier: TierArg,
     /// Also trace firewall rules in this network namespace from the start (an
     /// `ip netns` name, a container or a path like /proc/PID/ns/net);
     /// repeatable. The current one always is, and so is each namespace with
@@ -284,19 +318,17 @@ pub struct RunArgs {
     pub tracked_max: u32,
 }
 
-fn parse_ring(s: &str) -> Result<u32, String> {
+fn parse_ring(s: &str) -> Result<u32, ArgError> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "'{s}' is not a power of two from 4096 to 1073741824"
-        )),
+        _ => Err(ArgError::RingBytes(s.to_owned())),
     }
 }
 
-fn parse_tracked(s: &str) -> Result<u32, String> {
+fn parse_tracked(s: &str) -> Result<u32, ArgError> {
     match s.parse::<u32>() {
         Ok(n) if (1..=1 << 22).contains(&n) => Ok(n),
-        _ => Err(format!("'{s}' is not a number from 1 to 4194304")),
+        _ => Err(ArgError::Tracked(s.to_owned())),
     }
 }
 
@@ -320,14 +352,14 @@ pub struct CompareArgs {
 
 impl TraceArgs {
     /// The flow, or why the flags don't describe one.
-    pub fn flows(&self) -> Result<Flows, String> {
+    pub fn flows(&self) -> Result<Flows, ArgError> {
         self.filter.single(!self.run.no_replies)
     }
 }
 
 impl CompareArgs {
     /// The two flows, or why the flags don't describe two.
-    pub fn flows(&self) -> Result<Flows, String> {
+    pub fn flows(&self) -> Result<Flows, ArgError> {
         self.filter.pair(!self.run.no_replies)
     }
 }
@@ -367,23 +399,21 @@ pub struct DemoArgs {
     /// Show `pathtrace compare` of the two clients instead of the trace.
     #[arg(long)]
     pub compare: bool,
-    #[arg(long, value_enum, default_value_t = TierRequest::Auto)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Auto)]
+    pub tier: TierArg,
 }
 
-fn parse_rate(s: &str) -> Result<u32, String> {
+fn parse_rate(s: &str) -> Result<u32, ArgError> {
     match s.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "'{s}' is not a rate (a whole number of lines per second from 1)"
-        )),
+        _ => Err(ArgError::Rate(s.to_owned())),
     }
 }
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
+fn parse_interval(s: &str) -> Result<Duration, ArgError> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) {
-        return Err(format!("'{s}' is shorter than 0.1 s"));
+        return Err(ArgError::IntervalTooShort(s.to_owned()));
     }
     Ok(d)
 }
@@ -416,8 +446,8 @@ pub struct DropsArgs {
     /// Print no drops: only count them in the kernel and serve --metrics.
     #[arg(long, requires = "metrics", conflicts_with_all = ["top", "count"])]
     pub quiet: bool,
-    #[arg(long, value_enum, default_value_t = TierRequest::Tracepoint, hide = true)]
-    pub tier: TierRequest,
+    #[arg(long, value_enum, default_value_t = TierArg::Tracepoint, hide = true)]
+    pub tier: TierArg,
 }
 
 #[cfg(test)]
@@ -471,10 +501,17 @@ mod tests {
         let Some(Command::Compare(c)) = parse(&["compare", "tcp vs"]).command else {
             panic!("compare parses as compare");
         };
-        assert!(c.flows().expect_err("one side empty").contains("'vs'"));
+        assert!(c
+            .flows()
+            .expect_err("one side empty")
+            .to_string()
+            .contains("'vs'"));
         let nothing = parse(&["--src", "192.0.2.9", "ip6"]).trace.flows();
         assert!(
-            nothing.expect_err("refused").contains("matches no packet"),
+            nothing
+                .expect_err("refused")
+                .to_string()
+                .contains("matches no packet"),
             "an IPv4 source and ip6"
         );
     }
@@ -492,7 +529,11 @@ mod tests {
         assert_eq!(f.src.map(|c| c.to_string()).as_deref(), Some("192.0.2.9"));
         assert_eq!(f.dport, Some(8092));
         let twice = parse(&["--src", "192.0.2.9", "--src", "192.0.2.7"]);
-        let err = twice.trace.flows().expect_err("--src twice is refused");
+        let err = twice
+            .trace
+            .flows()
+            .expect_err("--src twice is refused")
+            .to_string();
         assert!(err.starts_with("--src was given 2 times"), "{err}");
     }
 
@@ -529,7 +570,7 @@ mod tests {
             let Some(Command::Compare(c)) = parse(args).command else {
                 panic!("compare parses as compare");
             };
-            let err = c.flows().expect_err("refused");
+            let err = c.flows().expect_err("refused").to_string();
             assert!(err.starts_with(want), "{args:?}: {err}");
         }
     }

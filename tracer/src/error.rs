@@ -7,7 +7,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("missing privileges: {0}")]
-    Privileges(String),
+    Privileges(#[from] crate::privileges::MissingCapabilities),
     #[error("{0}")]
     Kernel(String),
     #[error(transparent)]

@@ -37,16 +37,18 @@ pub fn missing_from(have: u64) -> Vec<&'static str> {
     missing
 }
 
-/// `Err` with a message naming what is missing.
-pub fn check() -> Result<(), String> {
+/// The capabilities tracing needs and this process lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("pathtrace needs {} (run it with sudo, or grant them with setcap)", .0.join(", "))]
+pub struct MissingCapabilities(pub Vec<&'static str>);
+
+/// `Err` naming what is missing.
+pub fn check() -> Result<(), MissingCapabilities> {
     let missing = missing_from(effective());
     if missing.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "pathtrace needs {} (run it with sudo, or grant them with setcap)",
-        missing.join(", ")
-    ))
+    Err(MissingCapabilities(missing))
 }
 
 #[cfg(test)]

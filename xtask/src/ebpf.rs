@@ -1,5 +1,6 @@
-//! Building `tracer-ebpf`: a nightly toolchain with `rust-src`, and a
-//! bpf-linker built against that nightly's own LLVM, kept in `.tools/`.
+//! Building `tracer-ebpf`: the nightly pinned in its `rust-toolchain.toml`
+//! with `rust-src`, and a bpf-linker built against that nightly's own LLVM,
+//! kept in `.tools/`.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -30,63 +31,94 @@ fn cross_target_dir(arch: Arch) -> PathBuf {
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-fn ensure_nightly() -> Result<()> {
+/// The eBPF crate's toolchain file, which pins its nightly by date.
+fn toolchain_file() -> PathBuf {
+    workspace_root().join("tracer-ebpf/rust-toolchain.toml")
+}
+
+/// The `channel` of a `rust-toolchain.toml`.
+fn channel_of(toml: &str) -> Option<&str> {
+    toml.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("channel")?.trim_start();
+        let value = value.strip_prefix('=')?.trim();
+        value.strip_prefix('"')?.split('"').next()
+    })
+}
+
+/// The pinned nightly (`nightly-YYYY-MM-DD`).
+fn nightly() -> Result<String> {
+    let file = toolchain_file();
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    channel_of(&text)
+        .map(str::to_owned)
+        .with_context(|| format!("{} names no channel", file.display()))
+}
+
+/// Installs the pinned nightly with `rust-src` when either is missing.
+fn ensure_nightly(nightly: &str) -> Result<()> {
     if Command::new("rustup").arg("--version").output().is_err() {
         bail!("rustup is missing: install it from rustup.rs (the eBPF build needs a nightly toolchain)");
     }
     let toolchains = output_of(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        eprintln!("xtask: installing the nightly toolchain");
+    if !toolchains.lines().any(|l| l.starts_with(nightly)) {
+        eprintln!("xtask: installing the eBPF crate's toolchain {nightly} with rust-src");
         run(Command::new("rustup").args([
             "toolchain",
             "install",
-            "nightly",
+            nightly,
             "--profile",
             "minimal",
+            "--component",
+            "rust-src",
         ]))
-        .context("nightly toolchain is missing and could not be installed")?;
+        .with_context(|| format!("{nightly} is missing and could not be installed"))?;
+        return Ok(());
     }
     let comps = output_of(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
-        "nightly",
+        nightly,
     ]))?;
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("xtask: adding rust-src to nightly");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
-        .context("rust-src for nightly is missing and could not be installed")?;
+        eprintln!("xtask: adding rust-src to {nightly}");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", nightly]))
+            .with_context(|| {
+                format!("rust-src for {nightly} is missing and could not be installed")
+            })?;
     }
     Ok(())
 }
 
-fn llvm_major() -> Result<String> {
-    let vv = output_of(Command::new("rustc").args(["+nightly", "-vV"]))?;
+fn llvm_major(nightly: &str) -> Result<String> {
+    let vv = output_of(Command::new("rustc").arg(format!("+{nightly}")).arg("-vV"))?;
     let version = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
-        .context("`rustc +nightly -vV` printed no LLVM version")?;
+        .with_context(|| format!("`rustc +{nightly} -vV` printed no LLVM version"))?;
     Ok(version.split('.').next().unwrap_or(version).to_string())
 }
 
 /// Returns the folder holding bpf-linker, building it when missing.
-fn ensure_bpf_linker() -> Result<PathBuf> {
+fn ensure_bpf_linker(nightly: &str) -> Result<PathBuf> {
     let tools = workspace_root().join(".tools");
     let bin = tools.join("bin");
-    let major = llvm_major()?;
-    let stamp = tools.join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm{major}"));
+    let major = llvm_major(nightly)?;
+    // Per nightly: the linker links that nightly's libLLVM by its soname.
+    let stamp = tools.join(format!(
+        "bpf-linker-{BPF_LINKER_VERSION}-{nightly}-llvm{major}"
+    ));
     if bin.join("bpf-linker").exists() && stamp.exists() {
         return Ok(bin);
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (about 2 minutes, once)");
-    let sysroot = output_of(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {nightly}'s LLVM {major} (about 2 minutes, once)");
+    let sysroot = output_of(
+        Command::new("rustc")
+            .arg(format!("+{nightly}"))
+            .args(["--print", "sysroot"]),
+    )?;
     let nightly_lib = PathBuf::from(sysroot.trim()).join("lib");
     let llvm = tools.join("llvm");
     let llvm_lib = llvm.join("lib");
@@ -140,15 +172,17 @@ pub fn build() -> Result<PathBuf> {
 /// whose layout is the architecture's: aya-ebpf picks it by the
 /// `bpf_target_arch` cfg (the build machine's when not given).
 pub fn build_for(arch: Arch) -> Result<PathBuf> {
-    ensure_nightly()?;
-    let linker_dir = ensure_bpf_linker()?;
+    let nightly = nightly()?;
+    ensure_nightly(&nightly)?;
+    let linker_dir = ensure_bpf_linker(&nightly)?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker_dir];
     paths.extend(std::env::split_paths(&path));
     let root = workspace_root();
     let mut cargo = Command::new("cargo");
     cargo
-        .args(["+nightly", "build", "--release", "--locked"])
+        .arg(format!("+{nightly}"))
+        .args(["build", "--release", "--locked"])
         .current_dir(root.join("tracer-ebpf"))
         .env("PATH", std::env::join_paths(paths)?)
         .env_remove("RUSTUP_TOOLCHAIN")
@@ -172,4 +206,24 @@ pub fn build_for(arch: Arch) -> Result<PathBuf> {
         bail!("the eBPF build finished but {} is missing", obj.display());
     }
     Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pinned_nightly_is_read_from_the_toolchain_file() {
+        let text = std::fs::read_to_string(toolchain_file()).unwrap_or_default();
+        let channel = channel_of(&text).unwrap_or_default();
+        assert!(
+            channel.starts_with("nightly-20"),
+            "tracer-ebpf/rust-toolchain.toml must pin a dated nightly, names {channel:?}"
+        );
+        assert_eq!(
+            channel_of("[toolchain]\nchannel = \"1.98\"\n"),
+            Some("1.98")
+        );
+        assert_eq!(channel_of("[toolchain]\n"), None);
+    }
 }

@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build the eBPF object (installs nightly, rust-src and bpf-linker when missing).
+    /// Build the eBPF object (installs the pinned nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
     /// Build what users install into target/dist: a static binary, a .deb, a tarball
     /// and a container image (OCI archive, from scratch).

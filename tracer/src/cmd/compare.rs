@@ -10,7 +10,7 @@ use crate::{
 
 /// `pathtrace compare`: two flows side by side.
 pub fn run(args: &CompareArgs) -> Result<(), Error> {
-    let flows = args.flows().map_err(Error::Usage)?;
+    let flows = args.flows().map_err(|e| Error::Usage(e.to_string()))?;
     let labels = [flows[0].to_string(), flows[1].to_string()];
     let opts = super::trace::run_options(&args.run, flows)?;
     crate::privileges::check().map_err(Error::Privileges)?;

@@ -12,9 +12,8 @@ use tokio::{
 };
 
 use crate::{
-    cli::{ColorChoice, DemoArgs, DemoLayout, DockerChoice},
+    cli::{ColorChoice, DemoArgs, DemoLayout, DockerChoice, TierArg},
     error::Error,
-    loader::TierRequest,
     signals::StopSignals,
 };
 
@@ -80,7 +79,7 @@ fn trace_args(args: &DemoArgs, lab: &Lab) -> Vec<String> {
     if let Some(tier) = args
         .tier
         .to_possible_value()
-        .filter(|_| args.tier != TierRequest::Auto)
+        .filter(|_| args.tier != TierArg::Auto)
     {
         out.extend(["--tier".into(), tier.get_name().to_owned()]);
     }

@@ -34,14 +34,15 @@ pub fn run_options(run: &RunArgs, filters: Flows) -> Result<TraceOptions, Error>
                 .map_err(|e| Error::Runtime(format!("reading this namespace: {e}")))?,
         );
         for spec in &run.netns {
-            let t = NetnsTarget::named(spec, &engine_sockets).map_err(Error::Usage)?;
+            let t = NetnsTarget::named(spec, &engine_sockets)
+                .map_err(|e| Error::Usage(e.to_string()))?;
             if !rule_netns.iter().any(|r| r.inode == t.inode) {
                 rule_netns.push(t);
             }
         }
     }
     if let Some(p) = &run.pcap {
-        crate::render::pcapng::check_target(p).map_err(Error::Usage)?;
+        crate::render::pcapng::check_target(p).map_err(|e| Error::Usage(e.to_string()))?;
     }
     Ok(TraceOptions {
         filters,
@@ -54,7 +55,7 @@ pub fn run_options(run: &RunArgs, filters: Flows) -> Result<TraceOptions, Error>
         count: run.count,
         duration: run.duration,
         load: LoadOptions {
-            tier: run.tier,
+            tier: run.tier.into(),
             ring_bytes: run.ring_bytes,
             tracked_max: run.tracked_max,
             config_flags: tracer_common::config_flags::CONNTRACK
@@ -75,7 +76,10 @@ pub fn run_options(run: &RunArgs, filters: Flows) -> Result<TraceOptions, Error>
 }
 
 fn trace_options(args: &TraceArgs) -> Result<TraceOptions, Error> {
-    run_options(&args.run, args.flows().map_err(Error::Usage)?)
+    run_options(
+        &args.run,
+        args.flows().map_err(|e| Error::Usage(e.to_string()))?,
+    )
 }
 
 pub fn run(args: &TraceArgs) -> Result<(), Error> {

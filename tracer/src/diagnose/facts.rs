@@ -136,10 +136,10 @@ fn rule_values(r: &RuleHit, manager: Manager, v: &mut Values) {
     v.set(Fact::AtRule, format!(" at {}", r.phrase()));
     v.set(Fact::Chain, r.chain.clone());
     v.set(Fact::Table, r.table.clone());
-    v.set(Fact::Family, r.family.clone());
+    v.set(Fact::Family, r.family.to_string());
     // Docker's and ufw's chains are edited with the iptables that wrote them.
     let flavour = Manager::iptables_flavour(r).unwrap_or(manager);
-    v.set(Fact::Tool, flavour.iptables_tool(&r.family));
+    v.set(Fact::Tool, flavour.iptables_tool(r.family));
     v.set(Fact::Manager, manager.name());
     if let Some(i) = r.index {
         v.set(Fact::Index, i.to_string());
@@ -175,7 +175,7 @@ fn bridged_drop(p: &Packet, view: &View) -> bool {
     let bridge_hook = in_ns().any(|h| h.hook_family() == Some(Family::Bridge));
     let ip_drop = in_ns().any(|h| {
         h.hook_family() == Some(Family::Ipv4) && h.verdict == Some(crate::model::Verdict::Drop)
-    }) || deciding_rule(p).is_some_and(|r| r.family == "ip");
+    }) || deciding_rule(p).is_some_and(|r| r.family == Family::Ipv4);
     let br_nf_stack = view.syms.as_ref().is_some_and(|syms| {
         at.stack
             .iter()

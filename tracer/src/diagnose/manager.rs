@@ -2,7 +2,7 @@
 //! own syntax.
 use serde::Serialize;
 
-use crate::events::RuleHit;
+use crate::{events::RuleHit, model::Family};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -102,8 +102,8 @@ impl Manager {
     }
 
     /// The iptables command for this family under this manager.
-    pub fn iptables_tool(self, family: &str) -> &'static str {
-        match (self, family == "ip6") {
+    pub fn iptables_tool(self, family: Family) -> &'static str {
+        match (self, family == Family::Ipv6) {
             (Self::IptablesLegacy, false) => "iptables-legacy",
             (Self::IptablesLegacy, true) => "ip6tables-legacy",
             (_, false) => "iptables",
@@ -168,12 +168,12 @@ pub fn firewalld_policy(chain: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn hit(family: &str, table: &str, chain: &str, text: Option<&str>, policy: bool) -> RuleHit {
+    fn hit(family: Family, table: &str, chain: &str, text: Option<&str>, policy: bool) -> RuleHit {
         RuleHit {
             netns: 1,
             legacy: false,
             table: table.into(),
-            family: family.into(),
+            family,
             chain: chain.into(),
             hook: None,
             handle: Some(3),
@@ -192,33 +192,33 @@ mod tests {
 
     #[test]
     fn managers_from_tables_and_chains() {
-        let nft = hit("inet", "filter", "input", None, true);
+        let nft = hit(Family::Inet, "filter", "input", None, true);
         assert_eq!(Manager::of(&nft, []), Manager::Nft);
-        let ipt = hit("ip", "filter", "INPUT", None, true);
+        let ipt = hit(Family::Ipv4, "filter", "INPUT", None, true);
         assert_eq!(Manager::of(&ipt, []), Manager::Iptables);
-        let ufw_walk = hit("ip", "filter", "ufw-user-input", None, false);
+        let ufw_walk = hit(Family::Ipv4, "filter", "ufw-user-input", None, false);
         assert_eq!(Manager::of(&ipt, [&ufw_walk]), Manager::Ufw);
         assert_eq!(Manager::of(&ufw_walk, []), Manager::Ufw);
         let user = hit(
-            "ip",
+            Family::Ipv4,
             "filter",
             "DOCKER-USER",
             Some("-A DOCKER-USER -j DROP"),
             false,
         );
         assert_eq!(Manager::of(&user, []), Manager::Docker);
-        let fwd = hit("ip", "filter", "FORWARD", None, true);
-        let dock = hit("ip", "filter", "DOCKER", None, false);
+        let fwd = hit(Family::Ipv4, "filter", "FORWARD", None, true);
+        let dock = hit(Family::Ipv4, "filter", "DOCKER", None, false);
         assert_eq!(Manager::of(&fwd, [&dock]), Manager::Docker);
         let kube = hit(
-            "ip",
+            Family::Ipv4,
             "filter",
             "KUBE-FORWARD",
             Some("-A KUBE-FORWARD -j DROP"),
             false,
         );
         assert_eq!(Manager::of(&kube, []), Manager::KubeProxy);
-        let fw = hit("inet", "firewalld", "filter_IN_public", None, false);
+        let fw = hit(Family::Inet, "firewalld", "filter_IN_public", None, false);
         assert_eq!(Manager::of(&fw, []), Manager::Firewalld);
         assert_eq!(firewalld_zone("filter_IN_public_deny"), Some("public"));
         assert_eq!(firewalld_zone("filter_FWD_policy_lan-to-dmz_allow"), None);
@@ -227,7 +227,7 @@ mod tests {
             Some("lan-to-dmz")
         );
         let pve = hit(
-            "ip",
+            Family::Ipv4,
             "filter",
             "veth101i0-IN",
             Some("-A veth101i0-IN -j DROP"),
@@ -236,14 +236,20 @@ mod tests {
         assert_eq!(Manager::of(&pve, []), Manager::Proxmox);
         assert_eq!(proxmox_guest("tap2001i1-OUT"), Some("2001"));
         assert_eq!(proxmox_guest("vethxyz-IN"), None);
-        let fwd = hit("ip", "filter", "FORWARD", None, true);
-        let pvefw = hit("ip", "filter", "PVEFW-FORWARD", None, false);
+        let fwd = hit(Family::Ipv4, "filter", "FORWARD", None, true);
+        let pvefw = hit(Family::Ipv4, "filter", "PVEFW-FORWARD", None, false);
         assert_eq!(Manager::of(&fwd, [&pvefw]), Manager::Proxmox);
-        let mut legacy = hit("ip", "filter", "INPUT", Some("-A INPUT -j DROP"), false);
+        let mut legacy = hit(
+            Family::Ipv4,
+            "filter",
+            "INPUT",
+            Some("-A INPUT -j DROP"),
+            false,
+        );
         legacy.handle = None;
         assert_eq!(Manager::of(&legacy, []), Manager::IptablesLegacy);
         assert_eq!(
-            Manager::IptablesLegacy.iptables_tool("ip6"),
+            Manager::IptablesLegacy.iptables_tool(Family::Ipv6),
             "ip6tables-legacy"
         );
     }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     events::HopKind,
-    model::Tuple,
+    model::{Family, Tuple},
     names::{in_netns, View},
     track::Packet,
 };
@@ -80,7 +80,11 @@ pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
         .find(|r| r.netns == rx.netns)
         .and_then(Manager::iptables_flavour)
         .unwrap_or(Manager::Iptables)
-        .iptables_tool(if client.is_ipv4() { "ip" } else { "ip6" });
+        .iptables_tool(if client.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        });
     Some(Unmasqueraded {
         netns: rx.netns,
         in_dev: rx.ifname.clone(),
@@ -138,7 +142,11 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     v.set(Fact::HairpinNet, lan.clone());
     v.set(
         Fact::Tool,
-        tool.iptables_tool(if first.saddr.is_ipv4() { "ip" } else { "ip6" }),
+        tool.iptables_tool(if first.saddr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }),
     );
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {

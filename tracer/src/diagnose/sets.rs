@@ -70,7 +70,7 @@ pub fn set_ban(r: &RuleHit, client: IpAddr, view: &mut View, v: &mut Values) -> 
     let out = ns::run(
         path.as_deref(),
         "nft",
-        &["-j", "list", "set", &r.family, &r.table, set],
+        &["-j", "list", "set", r.family.as_str(), &r.table, set],
     )
     .ok()?;
     let json: Value = serde_json::from_str(&out).ok()?;

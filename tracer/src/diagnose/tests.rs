@@ -1,5 +1,5 @@
 use super::*;
-use crate::{events::RuleHit, track::FateKind};
+use crate::{events::RuleHit, model::Family, track::FateKind};
 
 fn rule(text: &str, policy: bool) -> RuleHit {
     RuleHit {
@@ -131,12 +131,15 @@ fn messages_name_the_rule_client_and_fix() {
 #[test]
 fn a_catch_all_is_kept_and_only_this_flow_is_accepted_before_it() {
     for (text, family) in [
-        ("-A INPUT -p tcp -j REJECT --reject-with tcp-reset", "ip"),
-        ("-A INPUT -s 192.0.2.0/24 -j DROP", "ip"),
+        (
+            "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+            Family::Ipv4,
+        ),
+        ("-A INPUT -s 192.0.2.0/24 -j DROP", Family::Ipv4),
     ] {
         let mut r = rule(text, false);
         r.chain = "INPUT".into();
-        r.family = family.into();
+        r.family = family;
         let mut f = Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES);
         f.set_rule_values(&r);
         let advice = diagnose(&f).advice.expect("advice");
@@ -340,7 +343,7 @@ fn replies_that_die_are_their_own_story_and_teardown_is_no_drop() {
 
 fn nft_rule(policy: bool) -> RuleHit {
     RuleHit {
-        family: "inet".into(),
+        family: Family::Inet,
         table: "filter".into(),
         chain: "input".into(),
         handle: Some(4),

@@ -1,7 +1,7 @@
 //! A firewall rule's decision about a packet, as a hop payload.
 use std::time::Instant;
 
-use crate::model::{Hook, Tuple, Verdict};
+use crate::model::{Family, Hook, Tuple, Verdict};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleHit {
@@ -10,8 +10,7 @@ pub struct RuleHit {
     /// iptables-nft's rules are).
     pub legacy: bool,
     pub table: String,
-    /// `ip`, `ip6`, `inet`, …
-    pub family: String,
+    pub family: Family,
     pub chain: String,
     pub hook: Option<Hook>,
     pub handle: Option<u64>,
@@ -59,7 +58,7 @@ impl RuleHit {
             netns: 1,
             legacy: false,
             table: "filter".into(),
-            family: "ip".into(),
+            family: Family::Ipv4,
             chain: chain.into(),
             hook: None,
             handle: Some(3),

@@ -11,9 +11,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use kretprobe::Kretprobe;
-use tracer_common::{config_flags, Config, DropKey, Filter};
+use tracer_common::{
+    config_flags,
+    names::{global, map, program},
+    Config, DropKey, Filter,
+};
 
-pub use tier::{Tier, TierRequest};
+pub use tier::TierRequest;
 
 use crate::{
     events::{Counters, EventReader},
@@ -21,6 +25,7 @@ use crate::{
         btf::{Btf, BtfError, KernelBtf, Kind},
         memlock::Memlock,
     },
+    model::Tier,
 };
 
 /// The tracepoints attached by BTF id (`tp_btf`).
@@ -123,28 +128,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// aya's loader for the embedded object, made before the run reads the
-/// kernel BTF. The object needs no CO-RE relocation (offsets come from
-/// [`Config`]), but aya 0.14 parses the kernel BTF when its loader is created
-/// (it has no constructor without), about 18 MiB for a moment: made first,
-/// while nothing else is held, and that copy dropped at once.
-pub struct ObjectLoader(EbpfLoader<'static>);
-
-impl ObjectLoader {
-    pub fn new() -> Self {
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        crate::kernel::release_freed_memory();
-        Self(loader)
-    }
-}
-
-impl Default for ObjectLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 pub struct Tracer {
     ebpf: Ebpf,
     pub tier: Tier,
@@ -220,8 +203,8 @@ fn attach_btf(btf: &Btf, keep: &[(&str, Kind)]) -> Result<aya::Btf, LoadError> {
 }
 
 fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
-    const ENTRY: &str = "nf_hook_slow_fentry";
-    const EXIT: &str = "nf_hook_slow_fexit";
+    const ENTRY: &str = program::NF_HOOK_SLOW_FENTRY;
+    const EXIT: &str = program::NF_HOOK_SLOW_FEXIT;
     let btf = &attach_btf(btf, &[(NF_HOOK_SLOW, Kind::Func)])?;
     let p: &mut FEntry = ebpf
         .program_mut(ENTRY)
@@ -256,7 +239,10 @@ fn attach_kprobe(ebpf: &mut Ebpf, ret: &mut Option<Kretprobe>) -> Result<(), Loa
             why: "the kernel has no kprobe event source (CONFIG_KPROBES is off)".into(),
         });
     }
-    for name in ["nf_hook_slow_kprobe", "nf_hook_slow_kretprobe"] {
+    for name in [
+        program::NF_HOOK_SLOW_KPROBE,
+        program::NF_HOOK_SLOW_KRETPROBE,
+    ] {
         let p: &mut KProbe = ebpf
             .program_mut(name)
             .ok_or(LoadError::Program {
@@ -266,9 +252,9 @@ fn attach_kprobe(ebpf: &mut Ebpf, ret: &mut Option<Kretprobe>) -> Result<(), Loa
             .try_into()
             .map_err(prog_err(name))?;
         p.load().map_err(prog_err(name))?;
-        if name == "nf_hook_slow_kretprobe" && !kretprobe::kernel_is_preemptible() {
+        if name == program::NF_HOOK_SLOW_KRETPROBE && !kretprobe::kernel_is_preemptible() {
             let fd = p.fd().map_err(prog_err(name))?;
-            match Kretprobe::attach(fd, "nf_hook_slow") {
+            match Kretprobe::attach(fd, NF_HOOK_SLOW) {
                 Ok(k) => {
                     *ret = Some(k);
                     continue;
@@ -279,7 +265,7 @@ fn attach_kprobe(ebpf: &mut Ebpf, ret: &mut Option<Kretprobe>) -> Result<(), Loa
                 ),
             }
         }
-        p.attach("nf_hook_slow", 0).map_err(prog_err(name))?;
+        p.attach(NF_HOOK_SLOW, 0).map_err(prog_err(name))?;
     }
     Ok(())
 }
@@ -334,9 +320,10 @@ fn forward_kernel_logs(ebpf: &mut Ebpf) {
 
 impl Tracer {
     /// Loads, configures and attaches everything for one run, with the
-    /// kernel BTF the run parsed once.
+    /// kernel BTF the run parsed once. aya reads no BTF of its own: the
+    /// object has no CO-RE relocations (offsets come from [`Config`]), and
+    /// attach targets come from [`attach_btf`].
     pub fn load(
-        loader: ObjectLoader,
         opts: &LoadOptions,
         filter: &Filter,
         kernel: &KernelBtf,
@@ -365,26 +352,29 @@ impl Tracer {
         };
         let memlock = crate::kernel::memlock::raise_for_bpf();
         log::debug!("RLIMIT_MEMLOCK for BPF maps: {memlock:?}");
-        let mut loader = loader.0;
-        let mut ebpf = loader
+        let mut ebpf = EbpfLoader::new()
             // Off, the verifier prunes every kernel log statement.
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
             // The sk_buff members the hot path loads directly: read-only
             // constants the verifier checks each load against.
-            .override_global("SKB_PROTOCOL", &cfg.offsets.skb_protocol, true)
-            .override_global("SKB_NETWORK_HEADER", &cfg.offsets.skb_network_header, true)
-            .override_global("SKB_HEAD", &cfg.offsets.skb_head, true)
-            .override_global("SKB_DATA", &cfg.offsets.skb_data, true)
+            .override_global(global::SKB_PROTOCOL, &cfg.offsets.skb_protocol, true)
+            .override_global(
+                global::SKB_NETWORK_HEADER,
+                &cfg.offsets.skb_network_header,
+                true,
+            )
+            .override_global(global::SKB_HEAD, &cfg.offsets.skb_head, true)
+            .override_global(global::SKB_DATA, &cfg.offsets.skb_data, true)
             // The filter's size: the verifier walks only the slots in use.
-            .override_global("FILTER_ATOMS", &cfg.filter.n_atoms, true)
-            .override_global("FILTER_TERMS", &cfg.filter.n_terms, true)
-            .override_global("FILTER_BIDIR", &cfg.filter.bidir, true)
-            .map_max_entries("AYA_LOGS", if kernel_logs { 1 << 17 } else { 4096 })
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .map_max_entries("TRACKED", opts.tracked_max)
+            .override_global(global::FILTER_ATOMS, &cfg.filter.n_atoms, true)
+            .override_global(global::FILTER_TERMS, &cfg.filter.n_terms, true)
+            .override_global(global::FILTER_BIDIR, &cfg.filter.bidir, true)
+            .map_max_entries(map::AYA_LOGS, if kernel_logs { 1 << 17 } else { 4096 })
+            .map_max_entries(map::EVENTS, opts.ring_bytes)
+            .map_max_entries(map::TRACKED, opts.tracked_max)
             // Only `drops --top` counts; elsewhere the map need not take memory.
             .map_max_entries(
-                "DROP_COUNTS",
+                map::DROP_COUNTS,
                 if opts.config_flags & config_flags::COUNT_DROPS != 0 {
                     4096
                 } else {
@@ -398,15 +388,15 @@ impl Tracer {
         }
         {
             let map = ebpf
-                .map_mut("CONFIG")
-                .ok_or(LoadError::MissingMap("CONFIG"))?;
+                .map_mut(map::CONFIG)
+                .ok_or(LoadError::MissingMap(map::CONFIG))?;
             let mut arr: Array<&mut MapData, Config> =
                 Array::try_from(map).map_err(|source| LoadError::Map {
-                    name: "CONFIG",
+                    name: map::CONFIG,
                     source,
                 })?;
-            arr.set(0, cfg, 0).map_err(|source| LoadError::Map {
-                name: "CONFIG",
+            arr.set(0, &cfg, 0).map_err(|source| LoadError::Map {
+                name: map::CONFIG,
                 source,
             })?;
         }
@@ -444,15 +434,15 @@ impl Tracer {
             crate::kernel::rss_kb()
         );
         let mut tps = vec![if has_reason {
-            ("kfree_skb", "kfree_skb")
+            (program::KFREE_SKB, "kfree_skb")
         } else {
-            ("kfree_skb_noreason", "kfree_skb")
+            (program::KFREE_SKB_NOREASON, "kfree_skb")
         }];
         if opts.hops {
             tps.extend([
-                ("consume_skb", "consume_skb"),
-                ("netif_receive_skb", "netif_receive_skb"),
-                ("net_dev_queue", "net_dev_queue"),
+                (program::CONSUME_SKB, "consume_skb"),
+                (program::NETIF_RECEIVE_SKB, "netif_receive_skb"),
+                (program::NET_DEV_QUEUE, "net_dev_queue"),
             ]);
         }
         attach_tps(&mut ebpf, &tps, &aya_btf)?;
@@ -464,11 +454,11 @@ impl Tracer {
         drop(aya_btf);
         crate::kernel::release_freed_memory();
         let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS")
-                .ok_or(LoadError::MissingMap("COUNTERS"))?,
+            ebpf.take_map(map::COUNTERS)
+                .ok_or(LoadError::MissingMap(map::COUNTERS))?,
         )
         .map_err(|source| LoadError::Map {
-            name: "COUNTERS",
+            name: map::COUNTERS,
             source,
         })?;
         Ok(Self {
@@ -483,10 +473,10 @@ impl Tracer {
     pub fn events(&mut self) -> Result<EventReader, LoadError> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?;
+            .take_map(map::EVENTS)
+            .ok_or(LoadError::MissingMap(map::EVENTS))?;
         let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
-            name: "EVENTS",
+            name: map::EVENTS,
             source,
         })?;
         EventReader::new(ring).map_err(|e| LoadError::AyaBtf(e.to_string()))
@@ -502,7 +492,7 @@ impl Tracer {
         let c = self.counters();
         let live = self
             .ebpf
-            .map("TRACKED")
+            .map(map::TRACKED)
             .and_then(|m| {
                 aya::maps::HashMap::<&MapData, u64, tracer_common::Tracked>::try_from(m).ok()
             })
@@ -520,17 +510,17 @@ impl Tracer {
     pub fn drop_counts(&self) -> Result<Vec<(DropKey, u64)>, LoadError> {
         let map = self
             .ebpf
-            .map("DROP_COUNTS")
-            .ok_or(LoadError::MissingMap("DROP_COUNTS"))?;
+            .map(map::DROP_COUNTS)
+            .ok_or(LoadError::MissingMap(map::DROP_COUNTS))?;
         let counts: PerCpuHashMap<&MapData, DropKey, u64> =
             PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map {
-                name: "DROP_COUNTS",
+                name: map::DROP_COUNTS,
                 source,
             })?;
         let mut rows = Vec::new();
         for item in counts.iter() {
             let (key, per_cpu) = item.map_err(|source| LoadError::Map {
-                name: "DROP_COUNTS",
+                name: map::DROP_COUNTS,
                 source,
             })?;
             rows.push((key, per_cpu.iter().sum()));

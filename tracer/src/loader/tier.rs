@@ -1,43 +1,18 @@
-//! Which mechanism sees `nf_hook_slow`: trampolines, kprobes, or neither.
-use std::fmt;
-
+//! Choosing the [`Tier`] that sees `nf_hook_slow`: the one asked for, or
+//! the best the kernel allows.
 use aya::Ebpf;
 
 use super::LoadError;
-use crate::kernel::btf::Btf;
+use crate::{kernel::btf::Btf, model::Tier};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The tier a run asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TierRequest {
+    /// The best that attaches: fentry, else kprobe, else tracepoint.
     Auto,
     Fentry,
     Kprobe,
     Tracepoint,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
-    /// fentry/fexit on `nf_hook_slow`: every hook's verdict.
-    Fentry,
-    /// kprobe/kretprobe on `nf_hook_slow`: the same, without trampolines.
-    Kprobe,
-    /// Tracepoints and `tp_btf` only: device hops and drops.
-    Tracepoint,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tracepoint => "tracepoint",
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 type Attach<'a> = &'a mut dyn FnMut(&mut Ebpf) -> Result<(), LoadError>;

@@ -95,9 +95,9 @@ pub fn proto_name(p: u8) -> String {
 }
 
 /// A port number 1-65535 (0 is never a real port to filter on).
-pub fn parse_port(s: &str) -> Result<u16, String> {
+pub fn parse_port(s: &str) -> Result<u16, FilterError> {
     match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("'{s}' is not a port (1-65535)")),
+        Ok(0) | Err(_) => Err(FilterError::NotAPort(s.to_owned())),
         Ok(p) => Ok(p),
     }
 }
@@ -121,6 +121,8 @@ pub enum FilterError {
     MixedFamilies(Cidr, Cidr),
     #[error("--sport/--dport need a protocol with ports, not {0}")]
     PortsWithoutPorts(String),
+    #[error("'{0}' is not a port (1-65535)")]
+    NotAPort(String),
 }
 
 fn bytes16(addr: IpAddr) -> [u8; 16] {

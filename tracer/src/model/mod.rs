@@ -1,6 +1,6 @@
 //! The vocabulary every layer shares: a flow's [`Tuple`], a netfilter
-//! [`Verdict`], [`Hook`] and [`Family`], and the [`FlowFilter`] a user asks
-//! for. It imports nothing from the rest of the crate.
+//! [`Verdict`], [`Hook`] and [`Family`], the [`FlowFilter`] a user asks
+//! for, and the [`Tier`] that traces it. It imports nothing from the rest of the crate.
 mod conntrack;
 mod cover;
 mod expr;
@@ -8,6 +8,7 @@ mod filter;
 mod flow;
 mod hook;
 mod icmp;
+mod tier;
 mod verdict;
 
 pub use conntrack::{decode_tuple, Conntrack, CtEntry, CtInfo, Endpoint, Mapping};
@@ -18,4 +19,5 @@ pub use filter::{
 pub use flow::Tuple;
 pub use hook::{Family, Hook};
 pub use icmp::{IcmpError, IcmpMeaning};
+pub use tier::Tier;
 pub use verdict::Verdict;

@@ -7,7 +7,7 @@ use super::{
     text::tuple,
     Format,
 };
-use crate::{events::Hop, names::View};
+use crate::{events::Hop, model::Tier, names::View};
 
 /// One drop, named.
 pub fn drop<W: Write>(out: &mut W, format: Format, hop: &Hop, view: &View) -> io::Result<()> {
@@ -70,7 +70,7 @@ pub fn held<W: Write>(out: &mut W, format: Format, n: u64) -> io::Result<()> {
 
 /// The stream's totals at exit.
 pub struct StreamTotals {
-    pub tier: &'static str,
+    pub tier: Tier,
     pub events: u64,
     pub drops: u64,
     pub unprinted: u64,
@@ -82,7 +82,7 @@ pub fn stream_totals<W: Write>(out: &mut W, format: Format, t: &StreamTotals) ->
     match format {
         Format::Json => {
             let stats = Record::Stats(StatsRecord {
-                tier: t.tier.to_owned(),
+                tier: t.tier,
                 events: t.events,
                 lost: t.lost,
                 drops: Some(t.drops),

@@ -27,9 +27,10 @@ pub fn hop(packet: u64, hop: &Hop, view: &View) -> Record {
         kind: hop.kind.as_str(),
         hook: hop.hook.map(|h| h.as_str()),
         family: match rule {
-            Some(r) => Some(r.family.clone()),
-            None => hop.hook_family().map(|f| f.as_str().to_owned()),
-        },
+            Some(r) => Some(r.family),
+            None => hop.hook_family(),
+        }
+        .map(|f| f.as_str().to_owned()),
         verdict: match rule {
             Some(r) => Some(r.verdict.clone()),
             None => hop.verdict.clone(),
@@ -96,7 +97,7 @@ pub fn packet(p: &Packet, view: &View) -> Record {
 
 pub fn stats(s: &Stats) -> Record {
     Record::Stats(StatsRecord {
-        tier: s.tier.clone(),
+        tier: s.tier,
         events: s.events,
         lost: s.lost,
         packets: Some(s.packets),

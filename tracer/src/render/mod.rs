@@ -42,10 +42,12 @@ pub fn text_out(pcap: Option<&std::path::Path>) -> std::io::BufWriter<Box<dyn st
     })
 }
 
+use crate::model::Tier;
+
 /// Exit-time totals, printed as the `stats` record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub tier: String,
+    pub tier: Tier,
     pub packets: u64,
     pub events: u64,
     /// Events the kernel wrote to the ring buffer.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     diagnose::{Connection, Diagnosis},
-    model::{Conntrack, Mapping, Tuple, Verdict},
+    model::{Conntrack, Mapping, Tier, Tuple, Verdict},
 };
 
 /// One record: its `type` field names the variant.
@@ -204,7 +204,7 @@ pub struct PacketReport {
 /// `drops` the drop counters.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatsRecord {
-    pub tier: String,
+    pub tier: Tier,
     pub events: u64,
     pub lost: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -461,7 +461,7 @@ mod tests {
             packet(false, false),
             packet(true, true),
             Record::Stats(StatsRecord {
-                tier: "tracepoint".into(),
+                tier: Tier::Tracepoint,
                 events: 10,
                 lost: 0,
                 packets: Some(2),
@@ -472,7 +472,7 @@ mod tests {
                 ..StatsRecord::default()
             }),
             Record::Stats(StatsRecord {
-                tier: "fentry".into(),
+                tier: Tier::Fentry,
                 events: 10,
                 lost: 0,
                 drops: Some(4),

@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     events::{monotonic_ns, RuleHit},
-    model::Hook,
+    model::{Family, Hook},
     model::{FlowFilter, Verdict},
     names::in_netns,
     netfilter::{
@@ -31,6 +31,21 @@ pub struct NetnsTarget {
     pub label: String,
 }
 
+/// Why `--netns SPEC` names no namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("--netns needs a namespace name, a container name or a path")]
+    BadSpec,
+    #[error("no network namespace or container named '{0}'")]
+    Unknown(String),
+    #[error("network namespace '{spec}' not found ({}: {source})", path.display())]
+    NotFound {
+        spec: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl NetnsTarget {
     pub fn current() -> std::io::Result<Self> {
         let inode = std::fs::metadata("/proc/thread-self/ns/net")?.ino() as u32;
@@ -43,9 +58,9 @@ impl NetnsTarget {
 
     /// `NAME` (an `ip netns` name, else a Docker container's name) or a
     /// path such as `/proc/PID/ns/net`.
-    pub fn named(spec: &str, engine_sockets: &[PathBuf]) -> Result<Self, String> {
+    pub fn named(spec: &str, engine_sockets: &[PathBuf]) -> Result<Self, NetnsError> {
         if spec.is_empty() || spec.len() > 4096 || spec.contains('\0') {
-            return Err("--netns needs a namespace name, a container name or a path".into());
+            return Err(NetnsError::BadSpec);
         }
         let path = if spec.contains('/') {
             PathBuf::from(spec)
@@ -60,14 +75,13 @@ impl NetnsTarget {
                     .find(|c| c.name == spec || c.id.starts_with(spec))
                     .and_then(|c| c.pid)
                     .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
-                    .ok_or_else(|| format!("no network namespace or container named '{spec}'"))?,
+                    .ok_or_else(|| NetnsError::Unknown(spec.to_owned()))?,
             }
         };
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            format!(
-                "network namespace '{spec}' not found ({}: {e})",
-                path.display()
-            )
+        let meta = std::fs::metadata(&path).map_err(|source| NetnsError::NotFound {
+            spec: spec.to_owned(),
+            path: path.clone(),
+            source,
         })?;
         Ok(Self {
             path: Some(path),
@@ -107,7 +121,7 @@ fn hit(
         legacy,
         verdict: verdict_of(&ev),
         policy: ev.kind == TraceKind::Policy,
-        family: family_name(ev.family).to_owned(),
+        family: Family::from_nfproto(ev.family),
         hook: ev.hook.and_then(Hook::from_nf_inet),
         handle: ev.rule_handle,
         index: ev.rule.as_ref().map(|r| r.index),

@@ -15,7 +15,7 @@ use crate::{
         drop_reason::{DropReasonError, DropReasons},
         kallsyms::Kallsyms,
     },
-    loader::{LoadError, LoadOptions, ObjectLoader, Tracer},
+    loader::{LoadError, LoadOptions, Tracer},
     model::Flows,
     names::{Containers, EngineLookup, EngineSources, Interfaces, NetnsNames, View},
     render::{pcapng::PcapWriter, Stats},
@@ -31,10 +31,8 @@ fn kernel_btf() -> Result<KernelBtf, Error> {
 /// Loads and attaches the programs that follow `flows`. Hands back the kernel's BTF too, for what else the run
 /// reads from it; the caller lets it go after.
 pub fn load_programs(load: &LoadOptions, flows: &Flows) -> Result<(Tracer, KernelBtf), Error> {
-    // Made before the kernel's BTF is read: see `ObjectLoader`.
-    let loader = ObjectLoader::new();
     let btf = kernel_btf()?;
-    let tracer = Tracer::load(loader, load, &Filter::from(flows), &btf)?;
+    let tracer = Tracer::load(load, &Filter::from(flows), &btf)?;
     Ok((tracer, btf))
 }
 
@@ -209,7 +207,7 @@ impl Session {
             warnings: rules.warnings,
             reader,
             stats: Stats {
-                tier: tracer.tier.to_string(),
+                tier: tracer.tier,
                 ..Default::default()
             },
             tracer,

@@ -30,7 +30,7 @@ const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A scrape waiting for the text (or for what went wrong).
-pub type Scrape = oneshot::Sender<Result<String, String>>;
+pub type Scrape = oneshot::Sender<Result<String, Error>>;
 
 /// The listening side: scrapes arrive on [`Exporter::next`].
 pub struct Exporter {
@@ -240,8 +240,7 @@ impl DropMetrics {
 
     /// Answers one scrape.
     pub fn answer(&mut self, scrape: Scrape, tracer: &Tracer, view: &mut View) {
-        let text = self.render(tracer, view).map_err(|e| e.to_string());
         // The client may have gone: nothing to do then.
-        let _ = scrape.send(text);
+        let _ = scrape.send(self.render(tracer, view));
     }
 }

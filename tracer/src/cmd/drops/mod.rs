@@ -72,7 +72,10 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
     use std::io::IsTerminal;
 
     use crate::error::Error;
-    let filter = args.filter.single(false).map_err(Error::Usage)?;
+    let filter = args
+        .filter
+        .single(false)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     filter[0]
         .validate()
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -87,7 +90,7 @@ pub fn run(args: &crate::cli::DropsArgs) -> Result<(), crate::error::Error> {
         redraw: std::io::stdout().is_terminal() && !args.output.json,
         metrics: args.metrics,
         quiet: args.quiet,
-        tier: args.tier,
+        tier: args.tier.into(),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let rt = super::runtime()?;

@@ -150,7 +150,7 @@ pub async fn run_stream<W: Write>(opts: &DropsOptions, out: &mut W) -> Result<()
     } = st;
     drops::held(out, opts.format, throttle.pending()).map_err(Error::Output)?;
     let totals = StreamTotals {
-        tier: tracer.tier.as_str(),
+        tier: tracer.tier,
         events,
         drops,
         unprinted,

@@ -259,7 +259,7 @@ impl Btf {
         let last = kept.last().map_or(0, |&(id, ..)| id) as usize;
         let mut strings = vec![0u8];
         let mut records = vec![0u8; last * TYPE_HEADER_LEN];
-        for rec in records.chunks_exact_mut(TYPE_HEADER_LEN) {
+        for rec in records.as_chunks_mut::<TYPE_HEADER_LEN>().0 {
             rec[4..8].copy_from_slice(&((Kind::Ptr as u32) << 24).to_ne_bytes());
         }
         for &(id, info, name) in &kept {

@@ -31,28 +31,38 @@ pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// Why `--pcap PATH` can't be written.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("--pcap needs a file name, or - for standard output")]
+    NoName,
+    #[error("--pcap {}: is a directory", .0.display())]
+    IsDirectory(PathBuf),
+    #[error("--pcap {}: no directory {}", .path.display(), .dir.display())]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+}
+
 /// Whether `--pcap PATH` can be written, before anything starts: `-`, or
 /// a file (not a directory) in a directory that exists.
-pub fn check_target(path: &Path) -> Result<(), String> {
+pub fn check_target(path: &Path) -> Result<(), TargetError> {
     if is_stdout(path) {
         return Ok(());
     }
     if path.as_os_str().is_empty() {
-        return Err("--pcap needs a file name, or - for standard output".into());
+        return Err(TargetError::NoName);
     }
     if path.is_dir() {
-        return Err(format!("--pcap {}: is a directory", path.display()));
+        return Err(TargetError::IsDirectory(path.to_owned()));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(format!(
-            "--pcap {}: no directory {}",
-            path.display(),
-            dir.display()
-        ));
+        return Err(TargetError::NoDirectory {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+        });
     }
     Ok(())
 }
@@ -182,20 +192,19 @@ impl<W: Write> PcapWriter<W> {
 fn hook_with_family(p: &Packet, hop: &Hop) -> Option<String> {
     let hook = hop.hook?;
     let family = match hop.rule.as_deref() {
-        Some(r) => Some(r.family.clone()),
-        None => hop.hook_family().map(|f| f.as_str().to_owned()),
+        Some(r) => Some(r.family),
+        None => hop.hook_family(),
     }
     .or_else(|| {
         deciding_rule(p)
             .filter(|r| hop.kind == HopKind::Drop && r.hook == Some(hook))
-            .map(|r| r.family.clone())
+            .map(|r| r.family)
     })
     .or_else(|| {
         p.hops
             .iter()
             .filter(|h| hop.kind == HopKind::Drop && h.t_ns <= hop.t_ns && h.hook == Some(hook))
             .find_map(Hop::hook_family)
-            .map(|f| f.as_str().to_owned())
     });
     Some(match family {
         Some(f) => format!("{f} {}", hook.as_str()),
