@@ -7,6 +7,7 @@ mod demo;
 mod dist;
 mod ebpf;
 mod load;
+mod oci;
 mod proc;
 mod sysdeps;
 mod test;
@@ -26,7 +27,8 @@ struct Cli {
 enum Task {
     /// Build the eBPF object (installs the pinned nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
-    /// Build what users install into target/dist: a static binary, a .deb and a tarball.
+    /// Build what users install into target/dist: a static binary, a .deb, a tarball
+    /// and a container image (OCI archive, from scratch).
     Dist(dist::Options),
     /// Build everything (release) and run `pathtrace demo`.
     Demo(demo::Options),
