@@ -136,15 +136,43 @@ mod tests {
         };
         assert!(o.vm.kernels.is_empty() && o.under_load);
         assert_eq!((o.suite, o.args), (vec!["rules".into()], vec!["x".into()]));
-        // The host-only and VM-only flags exclude each other, as before.
+        let Task::Test(o) = parse(&["test", "--arm64", "--cpus", "2", "--", "x"]) else {
+            panic!("not test");
+        };
+        assert!(o.arm64 && o.vm.kernels.is_empty());
+        assert_eq!((o.vm.vm_opts.cpus, o.args), (Some(2), vec!["x".into()]));
+        // The host-only, VM-only and arm64 flags exclude each other, as before.
         for bad in [
             &["test", "--tier", "kprobe"][..],
             &["test", "--vm", "6.12", "--suite", "rules"],
             &["test", "--vm", "6.12", "--under-load"],
+            &["test", "--arm64", "--vm", "6.12"],
+            &["test", "--arm64", "--suite", "smoke"],
+            &["test", "--arm64", "--under-load"],
         ] {
             let got = Cli::try_parse_from(std::iter::once("xtask").chain(bad.iter().copied()));
             assert!(got.is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn dist_takes_targets_by_triple_or_debian_name() {
+        let targets = |argv: &[&str]| match parse(argv) {
+            Task::Dist(o) => o.targets,
+            _ => panic!("not dist"),
+        };
+        assert!(targets(&["dist"]).is_empty());
+        assert_eq!(
+            targets(&[
+                "dist",
+                "--target",
+                "aarch64-unknown-linux-musl",
+                "--arch",
+                "amd64"
+            ]),
+            [dist::Arch::Aarch64, dist::Arch::X86_64]
+        );
+        assert!(Cli::try_parse_from(["xtask", "dist", "--target", "riscv64"]).is_err());
     }
 
     #[test]
