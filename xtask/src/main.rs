@@ -33,7 +33,8 @@ enum Task {
     /// Build everything (release) and run `pathtrace demo`.
     Demo(demo::Options),
     /// Build everything and run every test (unit tests, then root integration tests).
-    /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
+    /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead;
+    /// with `--arm64`, the smoke suite on arm64 under qemu-system-aarch64.
     Test(test::Options),
     /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about three minutes; `--scale`: the cost curves instead).
     /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
