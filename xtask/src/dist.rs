@@ -362,14 +362,14 @@ fn build_one(arch: Arch) -> Result<Packages> {
         licenses: env!("CARGO_PKG_LICENSE"),
     };
     let image = out.join(format!("pathtrace-{VERSION}-linux-{}.oci.tar", arch.oci()));
-    oci::build(
+    let licence = root.join("LICENSE-MIT");
+    let contents = oci::Image {
         arch,
-        &binary,
-        &root.join("LICENSE-MIT"),
-        &labels,
-        &work,
-        &image,
-    )?;
+        binary: &binary,
+        licence: &licence,
+        labels: &labels,
+    };
+    oci::build(&contents, &work, &image)?;
     fs::remove_dir_all(&work)?;
     Ok(Packages {
         binary,

@@ -89,16 +89,23 @@ fn tar_of(dir: &Path, members: &[&str], out: &Path) -> Result<()> {
     .with_context(|| format!("packing {}", out.display()))
 }
 
-/// Builds the image for `arch` from the static `binary` and `licence` in
-/// `work`, and writes the archive to `out`.
-pub fn build(
-    arch: Arch,
-    binary: &Path,
-    licence: &Path,
-    labels: &Labels,
-    work: &Path,
-    out: &Path,
-) -> Result<PathBuf> {
+/// What goes into an image.
+pub struct Image<'a> {
+    pub arch: Arch,
+    /// The static binary.
+    pub binary: &'a Path,
+    pub licence: &'a Path,
+    pub labels: &'a Labels<'a>,
+}
+
+/// Builds `image` in `work`, and writes the archive to `out`.
+pub fn build(image: &Image, work: &Path, out: &Path) -> Result<PathBuf> {
+    let &Image {
+        arch,
+        binary,
+        licence,
+        labels,
+    } = image;
     let rootfs = work.join("oci-rootfs");
     let layout = work.join("oci-layout");
     let _ = fs::remove_dir_all(&rootfs);
