@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: finding the `pathtrace` binary,
 //! running it against a lab, and reading its JSON Lines.
 pub use lab::topo;
+pub mod podman;
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
@@ -249,6 +250,14 @@ impl Running {
         (code, std::mem::take(&mut self.stderr_lines))
     }
 
+    /// [`Running::stop`], also returning every stderr line it printed.
+    pub fn stop_with_stderr(mut self) -> (i32, Vec<String>, Vec<String>) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+        let (code, lines) = self.finish(limit(15));
+        (code, lines, std::mem::take(&mut self.stderr_lines))
+    }
+
     /// Waits for the process to end by itself.
     pub fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
         self.finish(limit)
@@ -267,11 +276,14 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // The readers see the pipes close at once, unless a child of the
+        // process still holds them; under emulation they are slower to run.
+        let gap = crate::limit(1) / 2;
         let mut lines = std::mem::take(&mut self.stdout_lines);
-        while let Ok(l) = self.stdout.recv_timeout(Duration::from_millis(500)) {
+        while let Ok(l) = self.stdout.recv_timeout(gap) {
             lines.push(l);
         }
-        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+        while let Ok(l) = self.stderr.recv_timeout(gap) {
             eprintln!("[pathtrace] {l}");
             self.stderr_lines.push(l);
         }

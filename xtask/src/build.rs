@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use cargo_metadata::{Message, TargetKind};
 
 use crate::{
+    dist::Arch,
     ebpf,
     workspace::{git_revision, workspace_root},
 };
@@ -41,8 +42,9 @@ pub struct Build<'a> {
     pub packages: &'a [&'a str],
     /// Only this binary (`--bin`).
     pub bin: Option<&'a str>,
-    /// A target triple (`--target`); the host's when unset.
-    pub target: Option<&'a str>,
+    /// The architecture to build for (`--target`, the eBPF object's
+    /// `bpf_target_arch` and the cross linker); the host's when unset.
+    pub target: Option<Arch>,
 }
 
 /// What a build made.
@@ -73,7 +75,10 @@ pub struct Executable {
 
 /// Builds the eBPF object, then `what`; stops at the first failure.
 pub fn build(what: &Build) -> Result<Built> {
-    let obj = ebpf::build()?;
+    let obj = match what.target {
+        Some(arch) => ebpf::build_for(arch)?,
+        None => ebpf::build()?,
+    };
     let mut args = vec!["build", "--locked"];
     if what.profile == Profile::Release {
         args.push("--release");
@@ -84,10 +89,14 @@ pub fn build(what: &Build) -> Result<Built> {
     if let Some(bin) = what.bin {
         args.extend(["--bin", bin]);
     }
-    if let Some(target) = what.target {
-        args.extend(["--target", target]);
+    if let Some(arch) = what.target {
+        args.extend(["--target", arch.target()]);
     }
-    let executables = executables(&mut cargo(&args, &obj))?;
+    let mut cmd = cargo(&args, &obj);
+    if let Some((var, linker)) = what.target.and_then(Arch::linker_env) {
+        cmd.env(var, linker);
+    }
+    let executables = executables(&mut cmd)?;
     Ok(Built { obj, executables })
 }
 
@@ -112,6 +121,38 @@ pub fn integration_tests(obj: &Path) -> Result<Vec<Executable>> {
         .into_iter()
         .filter(|e| e.kind.contains(&TargetKind::Test))
         .collect())
+}
+
+/// The integration test executable `name` of `pathtrace-tests`, built with
+/// `obj` for `arch`.
+pub fn integration_test_for(obj: &Path, arch: Arch, name: &str) -> Result<PathBuf> {
+    let mut cmd = cargo(
+        &[
+            "test",
+            "--no-run",
+            "--locked",
+            "-p",
+            "pathtrace-tests",
+            "--test",
+            name,
+            "--target",
+            arch.target(),
+        ],
+        obj,
+    );
+    if let Some((var, linker)) = arch.linker_env() {
+        cmd.env(var, linker);
+    }
+    executables(&mut cmd)?
+        .into_iter()
+        .find(|e| e.name == name && e.kind.contains(&TargetKind::Test))
+        .map(|e| e.path)
+        .with_context(|| {
+            format!(
+                "cargo built no `{name}` test executable for {}",
+                arch.target()
+            )
+        })
 }
 
 /// Runs the cargo command `cmd` (diagnostics and progress on the terminal)

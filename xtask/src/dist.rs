@@ -1,9 +1,14 @@
-//! `cargo xtask dist`: what a user installs, in `target/dist/`:
-//! - `pathtrace`: a static x86_64 binary (musl) with the eBPF object inside;
-//! - `pathtrace_VERSION_amd64.deb`: that binary as `/usr/bin/pathtrace`, man
-//!   pages for it and each subcommand, bash, zsh and fish completions, and
-//!   the drop exporter's systemd unit (not enabled);
-//! - `pathtrace-VERSION-x86_64-linux-musl.tar.gz`: the same files.
+//! `cargo xtask dist`: what a user installs, in `target/dist/`, for each
+//! architecture asked for (x86_64 by default; `--target
+//! aarch64-unknown-linux-musl` or `--arch arm64` for arm64):
+//! - a static binary (musl) with the eBPF object, built for that
+//!   architecture, inside: `pathtrace` (x86_64), `pathtrace-aarch64`;
+//! - `pathtrace_VERSION_{amd64,arm64}.deb`: that binary as
+//!   `/usr/bin/pathtrace`, man pages for it and each subcommand, bash, zsh
+//!   and fish completions, and the drop exporter's systemd unit (not enabled);
+//! - `pathtrace-VERSION-{x86_64,aarch64}-linux-musl.tar.gz`: the same files;
+//! - `pathtrace-VERSION-linux-{amd64,arm64}.oci.tar`: a container image from
+//!   `scratch` holding the binary (`oci.rs`).
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -14,19 +19,90 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     build::{build as build_all, Build, Profile},
+    oci,
     proc::{output_of, run_quiet},
     sysdeps,
-    workspace::workspace_root,
+    workspace::{git_revision, workspace_root},
 };
 
 #[derive(clap::Args)]
-pub struct Options {}
-
-pub fn run(_opts: Options) -> Result<()> {
-    build().map(|_| ())
+pub struct Options {
+    /// The architecture to build for (x86_64-unknown-linux-musl or
+    /// aarch64-unknown-linux-musl; also amd64, arm64); repeatable. Default: x86_64.
+    #[arg(
+        long = "target",
+        visible_alias = "arch",
+        value_enum,
+        value_name = "TARGET"
+    )]
+    pub targets: Vec<Arch>,
 }
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+pub fn run(opts: Options) -> Result<()> {
+    build(&opts.targets).map(drop)
+}
+
+/// An architecture `dist` builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    #[value(name = "x86_64-unknown-linux-musl", alias = "amd64", alias = "x86_64")]
+    X86_64,
+    #[value(
+        name = "aarch64-unknown-linux-musl",
+        alias = "arm64",
+        alias = "aarch64"
+    )]
+    Aarch64,
+}
+
+impl Arch {
+    /// Rust's target triple.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The kernel's name (`uname -m`), and aya-ebpf's `bpf_target_arch`.
+    pub fn uname(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Debian's and OCI's name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    pub fn oci(self) -> &'static str {
+        self.debian()
+    }
+
+    /// The static binary's name in `target/dist/`.
+    fn binary_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "pathtrace",
+            Arch::Aarch64 => "pathtrace-aarch64",
+        }
+    }
+
+    /// Cargo's environment for the cross link: rustup's own `rust-lld`,
+    /// with musl's start files and libc from the target's self-contained
+    /// set, so no cross C toolchain is needed.
+    pub fn linker_env(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Arch::X86_64 => None,
+            Arch::Aarch64 => Some(("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")),
+        }
+    }
+}
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The drop exporter's unit, installed but not enabled (no maintainer
@@ -36,10 +112,12 @@ const EXPORTER_UNIT: (&str, &str) = (
     "lib/systemd/system/pathtrace-drops-exporter.service",
 );
 
-/// Where the installable files are put.
+/// Where the installable files of one architecture are put.
 pub struct Packages {
+    pub binary: PathBuf,
     pub deb: PathBuf,
     pub tarball: PathBuf,
+    pub image: PathBuf,
 }
 
 /// The installed tree, as both the `.deb` and the tarball lay it out
@@ -59,12 +137,13 @@ const TREE: &[(&str, &str)] = &[
     ),
 ];
 
-fn ensure_musl_target() -> Result<()> {
+fn ensure_musl_target(arch: Arch) -> Result<()> {
+    let target = arch.target();
     let installed = output_of(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed for the musl target")?;
-    if !installed.lines().any(|l| l.trim() == TARGET) {
-        eprintln!("xtask: dist adds the Rust target {TARGET} (for a static binary)");
-        run_quiet(Command::new("rustup").args(["target", "add", TARGET]))?;
+    if !installed.lines().any(|l| l.trim() == target) {
+        eprintln!("xtask: dist adds the Rust target {target} (for a static binary)");
+        run_quiet(Command::new("rustup").args(["target", "add", target]))?;
     }
     Ok(())
 }
@@ -133,11 +212,12 @@ fn install_tree(binary: &Path, docs: &Path, prefix: &Path) -> Result<()> {
     Ok(())
 }
 
-fn control(installed_kib: u64) -> String {
+fn control(arch: Arch, installed_kib: u64) -> String {
+    let deb_arch = arch.debian();
     format!(
         "Package: pathtrace\n\
          Version: {VERSION}\n\
-         Architecture: amd64\n\
+         Architecture: {deb_arch}\n\
          Maintainer: pathtrace developers <pathtrace@example.invalid>\n\
          Installed-Size: {installed_kib}\n\
          Section: net\n\
@@ -165,30 +245,80 @@ fn tree_kib(dir: &Path) -> Result<u64> {
     Ok(total.div_ceil(1024))
 }
 
-/// Builds everything `dist` ships; returns where it put it.
-pub fn build() -> Result<Packages> {
-    sysdeps::ensure("cargo xtask dist", &[sysdeps::DIST])?;
-    ensure_musl_target()?;
+/// When HEAD was committed (RFC 3339), or the epoch outside a git checkout.
+fn commit_time() -> String {
+    output_of(
+        Command::new("git")
+            .args(["show", "-s", "--format=%cI", "HEAD"])
+            .current_dir(workspace_root()),
+    )
+    .map(|t| t.trim().to_owned())
+    .ok()
+    .filter(|t| !t.is_empty())
+    .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// The static binary for `arch`, built with the eBPF object built for it;
+/// returns its path under `target/`.
+pub fn static_binary(arch: Arch) -> Result<PathBuf> {
+    ensure_musl_target(arch)?;
     let built = build_all(&Build {
         profile: Profile::Release,
         packages: &["tracer"],
         bin: Some("pathtrace"),
-        target: Some(TARGET),
+        target: Some(arch),
     })?
     .executable("pathtrace")?;
-    let root = workspace_root();
     if !is_static_elf(&built)? {
         bail!("{} is not statically linked", built.display());
     }
+    Ok(built)
+}
+
+/// Builds everything `dist` ships for each of `arches` (x86_64 when none is
+/// given); returns where it put each architecture's files. Files of other
+/// architectures already in `target/dist/` stay.
+pub fn build(arches: &[Arch]) -> Result<Vec<Packages>> {
+    sysdeps::ensure("cargo xtask dist", &[sysdeps::DIST])?;
+    let arches = if arches.is_empty() {
+        &[Arch::X86_64][..]
+    } else {
+        arches
+    };
+    let mut built = Vec::new();
+    for &arch in arches {
+        built.push(build_one(arch)?);
+    }
+    for p in &built {
+        eprintln!(
+            "xtask: dist: {}, {}, {}, {}",
+            p.binary.display(),
+            p.deb.display(),
+            p.tarball.display(),
+            p.image.display()
+        );
+    }
+    Ok(built)
+}
+
+fn build_one(arch: Arch) -> Result<Packages> {
+    let built = static_binary(arch)?;
+    let root = workspace_root();
     let out = root.join("target/dist");
-    let work = out.join("work");
-    let _ = fs::remove_dir_all(&out);
+    let work = out.join(format!("work-{}", arch.debian()));
+    let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    let binary = out.join("pathtrace");
+    let binary = out.join(arch.binary_name());
     copy(&built, &binary)?;
 
+    // The documents come from the host's build of the same sources (the
+    // target's binary may not run here).
     let docs = work.join("docs");
-    run_quiet(Command::new(&binary).arg("generate-docs").arg(&docs))?;
+    let host_binary = match arch {
+        Arch::X86_64 => binary.clone(),
+        Arch::Aarch64 => static_binary(Arch::X86_64)?,
+    };
+    run_quiet(Command::new(&host_binary).arg("generate-docs").arg(&docs))?;
 
     let deb_root = work.join("deb");
     install_tree(&binary, &docs, &deb_root.join("usr"))?;
@@ -197,8 +327,8 @@ pub fn build() -> Result<Packages> {
     let meta = deb_root.join("DEBIAN");
     fs::create_dir_all(&meta)?;
     let size = tree_kib(&deb_root.join("usr"))?;
-    fs::write(meta.join("control"), control(size))?;
-    let deb = out.join(format!("pathtrace_{VERSION}_amd64.deb"));
+    fs::write(meta.join("control"), control(arch, size))?;
+    let deb = out.join(format!("pathtrace_{VERSION}_{}.deb", arch.debian()));
     run_quiet(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zxz", "--build"])
@@ -206,7 +336,7 @@ pub fn build() -> Result<Packages> {
             .arg(&deb),
     )?;
 
-    let name = format!("pathtrace-{VERSION}-x86_64-linux-musl");
+    let name = format!("pathtrace-{VERSION}-{}-linux-musl", arch.uname());
     let tar_root = work.join(&name);
     install_tree(&binary, &docs, &tar_root)?;
     for file in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
@@ -221,12 +351,30 @@ pub fn build() -> Result<Packages> {
             .arg(&work)
             .arg(&name),
     )?;
+
+    let revision = git_revision();
+    let created = commit_time();
+    let labels = oci::Labels {
+        created: &created,
+        version: VERSION,
+        revision: &revision,
+        source: env!("CARGO_PKG_REPOSITORY"),
+        licenses: env!("CARGO_PKG_LICENSE"),
+    };
+    let image = out.join(format!("pathtrace-{VERSION}-linux-{}.oci.tar", arch.oci()));
+    let licence = root.join("LICENSE-MIT");
+    let contents = oci::Image {
+        arch,
+        binary: &binary,
+        licence: &licence,
+        labels: &labels,
+    };
+    oci::build(&contents, &work, &image)?;
     fs::remove_dir_all(&work)?;
-    eprintln!(
-        "xtask: dist: {}, {}, {}",
-        binary.display(),
-        deb.display(),
-        tarball.display()
-    );
-    Ok(Packages { deb, tarball })
+    Ok(Packages {
+        binary,
+        deb,
+        tarball,
+        image,
+    })
 }

@@ -6,12 +6,18 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    dist::Arch,
     proc::{output_of, run},
     workspace::workspace_root,
 };
 
 pub fn object_path() -> PathBuf {
     workspace_root().join("tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf")
+}
+
+/// Where the object for a kernel of another architecture is built.
+fn cross_target_dir(arch: Arch) -> PathBuf {
+    workspace_root().join(format!("tracer-ebpf/target/{}", arch.uname()))
 }
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -147,8 +153,16 @@ fn ensure_bpf_linker(nightly: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Builds the eBPF object and returns its path.
+/// Builds the eBPF object for this machine's kernel and returns its path.
 pub fn build() -> Result<PathBuf> {
+    build_for(Arch::X86_64)
+}
+
+/// Builds the eBPF object for kernels of `arch` and returns its path. The
+/// bytecode is the same, but a kprobe reads its arguments from `pt_regs`,
+/// whose layout is the architecture's: aya-ebpf picks it by the
+/// `bpf_target_arch` cfg (the build machine's when not given).
+pub fn build_for(arch: Arch) -> Result<PathBuf> {
     let nightly = nightly()?;
     ensure_nightly(&nightly)?;
     let linker_dir = ensure_bpf_linker(&nightly)?;
@@ -156,7 +170,8 @@ pub fn build() -> Result<PathBuf> {
     let mut paths = vec![linker_dir];
     paths.extend(std::env::split_paths(&path));
     let root = workspace_root();
-    run(Command::new("cargo")
+    let mut cargo = Command::new("cargo");
+    cargo
         .arg(format!("+{nightly}"))
         .args(["build", "--release", "--locked"])
         .current_dir(root.join("tracer-ebpf"))
@@ -164,9 +179,20 @@ pub fn build() -> Result<PathBuf> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR"))
-    .context("building tracer-ebpf failed")?;
-    let obj = object_path();
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS");
+    let obj = if arch == Arch::X86_64 {
+        cargo.env_remove("CARGO_ENCODED_RUSTFLAGS");
+        object_path()
+    } else {
+        let dir = cross_target_dir(arch);
+        cargo.env("CARGO_TARGET_DIR", &dir).env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", arch.uname()),
+        );
+        dir.join("bpfel-unknown-none/release/tracer-ebpf")
+    };
+    run(&mut cargo).with_context(|| format!("building tracer-ebpf for {} failed", arch.uname()))?;
     if !obj.exists() {
         bail!("the eBPF build finished but {} is missing", obj.display());
     }

@@ -7,6 +7,7 @@ mod demo;
 mod dist;
 mod ebpf;
 mod load;
+mod oci;
 mod proc;
 mod sysdeps;
 mod test;
@@ -26,12 +27,14 @@ struct Cli {
 enum Task {
     /// Build the eBPF object (installs the pinned nightly, rust-src and bpf-linker when missing).
     BuildEbpf,
-    /// Build what users install into target/dist: a static binary, a .deb and a tarball.
+    /// Build what users install into target/dist: a static binary, a .deb, a tarball
+    /// and a container image (OCI archive, from scratch).
     Dist(dist::Options),
     /// Build everything (release) and run `pathtrace demo`.
     Demo(demo::Options),
     /// Build everything and run every test (unit tests, then root integration tests).
-    /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead.
+    /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead;
+    /// with `--arm64`, the smoke suite on arm64 under qemu-system-aarch64.
     Test(test::Options),
     /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about three minutes; `--scale`: the cost curves instead).
     /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
@@ -134,15 +137,43 @@ mod tests {
         };
         assert!(o.vm.kernels.is_empty() && o.under_load);
         assert_eq!((o.suite, o.args), (vec!["rules".into()], vec!["x".into()]));
-        // The host-only and VM-only flags exclude each other, as before.
+        let Task::Test(o) = parse(&["test", "--arm64", "--cpus", "2", "--", "x"]) else {
+            panic!("not test");
+        };
+        assert!(o.arm64 && o.vm.kernels.is_empty());
+        assert_eq!((o.vm.vm_opts.cpus, o.args), (Some(2), vec!["x".into()]));
+        // The host-only, VM-only and arm64 flags exclude each other, as before.
         for bad in [
             &["test", "--tier", "kprobe"][..],
             &["test", "--vm", "6.12", "--suite", "rules"],
             &["test", "--vm", "6.12", "--under-load"],
+            &["test", "--arm64", "--vm", "6.12"],
+            &["test", "--arm64", "--suite", "smoke"],
+            &["test", "--arm64", "--under-load"],
         ] {
             let got = Cli::try_parse_from(std::iter::once("xtask").chain(bad.iter().copied()));
             assert!(got.is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn dist_takes_targets_by_triple_or_debian_name() {
+        let targets = |argv: &[&str]| match parse(argv) {
+            Task::Dist(o) => o.targets,
+            _ => panic!("not dist"),
+        };
+        assert!(targets(&["dist"]).is_empty());
+        assert_eq!(
+            targets(&[
+                "dist",
+                "--target",
+                "aarch64-unknown-linux-musl",
+                "--arch",
+                "amd64"
+            ]),
+            [dist::Arch::Aarch64, dist::Arch::X86_64]
+        );
+        assert!(Cli::try_parse_from(["xtask", "dist", "--target", "riscv64"]).is_err());
     }
 
     #[test]

@@ -86,6 +86,18 @@ pub const VM: &[Need] = &[
     need("python3-venv", "python3", "virtme-ng"),
 ];
 
+/// What the arm64 guest (`cargo xtask test --arm64`) runs.
+pub const ARM64: &[Need] = &[
+    need(
+        "mmdebstrap",
+        "mmdebstrap",
+        "unpacking the arm64 guest's Debian packages",
+    ),
+    need("qemu-system-arm", "qemu-system-aarch64", "the arm64 VM"),
+    need("cpio", "cpio", "the arm64 guest's initramfs"),
+    need("kmod", "depmod", "the guest's modules"),
+];
+
 /// What the benchmark runs besides the demo lab.
 pub const BENCH: &[Need] = &[
     need("bpftrace", "bpftrace", "the peer tracer"),

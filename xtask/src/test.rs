@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{
     build::{build, cargo, Build},
@@ -22,6 +22,11 @@ use crate::{
 pub struct Options {
     #[command(flatten)]
     pub vm: vm::test::Options,
+    /// Instead: build for arm64 (`dist --target aarch64-unknown-linux-musl`) and run
+    /// the smoke suite on every tier in a Debian arm64 kernel under qemu-system-aarch64
+    /// (software emulation).
+    #[arg(long, conflicts_with_all = ["vm", "suite", "under_load"])]
+    pub arm64: bool,
     /// Without --vm: run only this integration suite (a file of tests/, e.g.
     /// hypervisor), no unit tests; repeatable. Names after `--` filter tests.
     #[arg(long, value_name = "NAME", conflicts_with = "vm")]
@@ -37,7 +42,9 @@ pub struct Options {
 }
 
 pub fn run(opts: Options) -> Result<()> {
-    if opts.vm.kernels.is_empty() {
+    if opts.arm64 {
+        vm::arm64::run(&opts.vm.vm_opts, &opts.args)
+    } else if opts.vm.kernels.is_empty() {
         on_host(&opts)
     } else {
         vm::test::run(&opts.vm, &opts.args)
@@ -56,7 +63,7 @@ fn on_host(opts: &Options) -> Result<()> {
         "its integration suites load real eBPF programs into the kernel and build network namespaces with a real dockerd",
     )?;
     sysdeps::ensure("cargo xtask test", &[sysdeps::DEMO, sysdeps::TEST])?;
-    let packages = dist::build()?;
+    let packages = dist::build(&[])?.pop().context("dist built no packages")?;
     let built = build(&Build {
         packages: &["tracer"],
         ..Build::default()
@@ -69,6 +76,8 @@ fn on_host(opts: &Options) -> Result<()> {
             .env("PATHTRACE_BIN", &bin)
             .env("PATHTRACE_DEB", &packages.deb)
             .env("PATHTRACE_TARBALL", &packages.tarball)
+            .env("PATHTRACE_IMAGE", &packages.image)
+            .env("PATHTRACE_IMAGE", &packages.image)
             .arg("--")
             .arg("--test-threads=1")
             .arg("--show-output")

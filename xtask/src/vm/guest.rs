@@ -190,7 +190,7 @@ pub fn boot(
     guest: &Guest,
     script: &Path,
     log: &Path,
-    mut on_mark: impl FnMut(Mark, Duration),
+    on_mark: impl FnMut(Mark, Duration),
 ) -> Result<Outcome> {
     let &Guest {
         vng,
@@ -223,8 +223,22 @@ pub fn boot(
         cmd.arg(format!("--rwdir={}", dir.display()));
     }
     cmd.arg("--exec")
-        .arg(format!("sh {}", sh_quote(&script.display().to_string())))
-        .stdin(Stdio::null())
+        .arg(format!("sh {}", sh_quote(&script.display().to_string())));
+    watch(cmd, log, timeout, echo_console, on_mark)
+}
+
+/// Runs the VM command `cmd` (its console on stdout and stderr), calling
+/// `on_mark` for every marked line as it arrives, until it ends or
+/// `timeout` passes. The whole console goes to `log`; with `echo_console`
+/// it is also printed.
+pub fn watch(
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    echo_console: bool,
+    mut on_mark: impl FnMut(Mark, Duration),
+) -> Result<Outcome> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -232,7 +246,7 @@ pub fn boot(
     let start = Instant::now();
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", vng.display()))?;
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     let (tx, rx) = mpsc::channel();
     if let Some(out) = child.stdout.take() {
         pump(out, tx.clone());
@@ -282,11 +296,11 @@ pub fn boot(
         }
         let _ = child.kill();
     }
-    let status = child.wait().context("waiting for vng")?;
+    let status = child.wait().context("waiting for the VM")?;
     let wall = start.elapsed();
     let _ = writeln!(
         log_file,
-        "# vng exited with {status} after {:.1} s",
+        "# the VM exited with {status} after {:.1} s",
         wall.as_secs_f64()
     );
     Ok(Outcome {

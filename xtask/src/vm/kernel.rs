@@ -181,7 +181,7 @@ fn cached(series: &str) -> Result<Option<Kernel>> {
 /// The Debian mirror the system's own sources use (deb822 `URIs:` in
 /// `/etc/apt/sources.list.d/*.sources`, or a `deb URI …` line), not the
 /// security one; Debian's main mirror when none is found.
-fn system_debian_uri() -> String {
+pub(super) fn system_debian_uri() -> String {
     let mut texts: Vec<String> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();

@@ -5,6 +5,7 @@
 //! The guest runs under software emulation (TCG; KVM crashes guests on these
 //! machines) with virtme-ng, which shares the host's filesystem as the guest's
 //! root, so the binaries built here run inside as they are.
+pub mod arm64;
 pub mod bench;
 mod guest;
 pub mod kernel;
