@@ -363,20 +363,7 @@ fn assert_nat_on_hops(recs: &[Value], ns: &str, kind: &str, events: &[String]) {
 
 /// A connected UDP socket's answer: its recv error, or that it got one.
 fn udp_probe(from: &str, port: u16) -> &'static str {
-    let target = SocketAddr::new(server(), port);
-    lab::in_netns(from, Duration::from_secs(5), move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-        s.connect(target).expect("connect");
-        s.set_read_timeout(Some(Duration::from_millis(1200)))
-            .expect("timeout");
-        s.send(b"pathtrace").expect("send");
-        match s.recv(&mut [0u8; 64]) {
-            Ok(_) => "answered",
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => "ECONNREFUSED",
-            Err(_) => "no answer",
-        }
-    })
-    .unwrap_or_else(|e| panic!("udp probe from {from}: {e:?}"))
+    udp_from_port(from, 0, server(), port)
 }
 
 #[test]
