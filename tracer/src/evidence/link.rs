@@ -2,9 +2,19 @@
 //! MTU: read from inside the namespace (`/proc/net/route`, `SIOCGIFMTU`).
 use std::net::Ipv4Addr;
 
-/// The device of the longest-prefix IPv4 route to `dst` in a
-/// `/proc/net/route` table.
-pub fn route_dev(table: &str, dst: Ipv4Addr) -> Option<String> {
+/// The longest-prefix IPv4 route to an address in a `/proc/net/route` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dev: String,
+    /// Its prefix length (0: the default route).
+    pub len: u32,
+    /// Through a gateway (`RTF_GATEWAY`), not on the link.
+    pub via_gateway: bool,
+}
+
+/// The longest-prefix IPv4 route to `dst` in a `/proc/net/route` table.
+pub fn best_route(table: &str, dst: Ipv4Addr) -> Option<Route> {
+    const RTF_GATEWAY: u32 = 0x2;
     let dst = u32::from(dst);
     table
         .lines()
@@ -12,12 +22,22 @@ pub fn route_dev(table: &str, dst: Ipv4Addr) -> Option<String> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let net = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
             let dev = (*f.first()?).to_owned();
-            (dst & mask == net).then(|| (mask.count_ones(), dev))
+            (dst & mask == net).then(|| Route {
+                dev,
+                len: mask.count_ones(),
+                via_gateway: flags & RTF_GATEWAY != 0,
+            })
         })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, dev)| dev)
+        .max_by_key(|r| r.len)
+}
+
+/// The device of the longest-prefix IPv4 route to `dst` in a
+/// `/proc/net/route` table.
+pub fn route_dev(table: &str, dst: Ipv4Addr) -> Option<String> {
+    best_route(table, dst).map(|r| r.dev)
 }
 
 /// Asks the calling thread's namespace about `dev` with `SIOCGIF*`

@@ -48,25 +48,11 @@ fn nearness(dsts: &[IpAddr]) -> Option<u8> {
 /// 1 for a link route to `dst`, 2 through a gateway, 3 the default route,
 /// in a `/proc/net/route` table (longest prefix wins).
 fn route_kind(table: &str, dst: std::net::Ipv4Addr) -> Option<u8> {
-    const RTF_GATEWAY: u32 = 0x2;
-    let dst = u32::from(dst);
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let net = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
-            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
-            let kind = match (mask, flags & RTF_GATEWAY != 0) {
-                (0, _) => 3,
-                (_, true) => 2,
-                (_, false) => 1,
-            };
-            (dst & mask == net).then_some((mask.count_ones(), kind))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, kind)| kind)
+    crate::evidence::link::best_route(table, dst).map(|r| match (r.len, r.via_gateway) {
+        (0, _) => 3,
+        (_, true) => 2,
+        (_, false) => 1,
+    })
 }
 
 #[derive(Debug, Default)]
