@@ -208,23 +208,7 @@ fn serve_metrics(podman: &Podman, lab: &Lab, socket: &str, image: &str) {
         "no drop counted in {}:\n{text}",
         lab.names.dock
     );
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    {
-        use std::io::Write;
-        promtool
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(text.as_bytes())
-            .expect("writing to promtool");
-    }
-    let checked = promtool.wait_with_output().expect("promtool finishes");
+    let checked = pathtrace_tests::promtool_check(text);
     assert!(
         checked.status.success(),
         "promtool check metrics: {}{}\n{text}",

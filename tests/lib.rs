@@ -892,3 +892,22 @@ impl Drop for Firewalld {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `promtool check metrics` run on `text`: its output, for the caller to judge.
+pub fn promtool_check(text: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    promtool.wait_with_output().expect("promtool finishes")
+}

@@ -110,20 +110,7 @@ fn promtool_accepts_the_scrape_while_the_stream_runs() {
     let (missing, _) = http_get(&t.a, EXPORTER, "/");
     assert_eq!(missing, "HTTP/1.1 404 Not Found");
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    promtool
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(text.as_bytes())
-        .expect("writing to promtool");
-    let checked = promtool.wait_with_output().expect("promtool finishes");
+    let checked = pathtrace_tests::promtool_check(&text);
     assert!(
         checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
         "promtool check metrics: {}{}\n{text}",
