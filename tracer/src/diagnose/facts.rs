@@ -675,6 +675,10 @@ struct Culprits {
 /// A set that bans the client, a hairpin, a stale NAT entry, a router that
 /// did not masquerade the request (`request`) this reply answers, a tc or
 /// XDP program.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the packet, what is known of its end, and the two caches it is judged with"
+)]
 fn culprits(
     p: &Packet,
     rule: Option<&RuleHit>,
@@ -682,6 +686,7 @@ fn culprits(
     reply: bool,
     request: Option<&Unmasqueraded>,
     view: &mut View,
+    evidence: &mut Evidence,
     v: &mut Values,
 ) -> Culprits {
     let ends = Ends::of(p);
@@ -693,7 +698,7 @@ fn culprits(
     // Only a drop no rule decided (the flow ended where its old entry
     // kept it): the check reads the namespace's ruleset.
     let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
-        .then(|| stale_nat(p, view, v))
+        .then(|| stale_nat(p, view, evidence, v))
         .flatten();
     let masquerade = request
         .filter(|u| {
@@ -792,6 +797,7 @@ impl Facts {
             reply,
             request,
             view,
+            evidence,
             &mut v,
         );
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)

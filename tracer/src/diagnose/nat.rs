@@ -11,6 +11,10 @@ use super::{
 };
 use crate::{
     events::HopKind,
+    evidence::{
+        nat_rules::{NatMatch, NatRule},
+        Evidence,
+    },
     model::{Family, Tuple},
     names::View,
     track::Packet,
@@ -173,7 +177,12 @@ pub struct StaleNat {
 /// hops there show an entry without DNAT, no nat rule was traversed for it
 /// (packets of known entries skip the nat chains), and a DNAT rule in that
 /// namespace's ruleset matches the packet.
-pub fn stale_nat(p: &Packet, view: &mut View, v: &mut Values) -> Option<StaleNat> {
+pub fn stale_nat(
+    p: &Packet,
+    view: &mut View,
+    evidence: &mut Evidence,
+    v: &mut Values,
+) -> Option<StaleNat> {
     let end = p.fate.at.and_then(|i| p.hops.get(i)).or(p.hops.last())?;
     let netns = end.netns;
     let here = || p.hops.iter().filter(|h| h.netns == netns);
@@ -197,9 +206,8 @@ pub fn stale_nat(p: &Packet, view: &mut View, v: &mut Values) -> Option<StaleNat
     let arrived_on = here()
         .find(|h| h.kind == HopKind::Rx)
         .map(|h| h.ifname.clone());
-    let out = in_netns::output(Some(&path), "nft", &["-j", "list", "ruleset"]).ok()?;
-    let ruleset: serde_json::Value = serde_json::from_str(&out).ok()?;
-    let rule = dnat_rule_matching(&ruleset, &tuple, arrived_on.as_deref())?;
+    let rules = evidence.nat.of(netns, &path)?;
+    let rule = dnat_rule_matching(rules, &tuple, arrived_on.as_deref())?;
     let o = entry.original;
     let family = if o.saddr.is_ipv6() { " -f ipv6" } else { "" };
     v.set(
@@ -234,45 +242,26 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 /// The first rule of a table with a nat chain that DNATs (or redirects)
 /// and whose matches on protocol, destination address and port and input
 /// interface all hold for `t` (other matches are not judged), in words.
-fn dnat_rule_matching(ruleset: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<String> {
-    let objects = ruleset["nftables"].as_array()?;
-    let nat_tables: Vec<(&str, &str)> = objects
+fn dnat_rule_matching(rules: &[NatRule], t: &Tuple, iif: Option<&str>) -> Option<String> {
+    rules
         .iter()
-        .filter_map(|o| o.get("chain"))
-        .filter(|c| c["type"] == "nat")
-        .filter_map(|c| Some((c["family"].as_str()?, c["table"].as_str()?)))
-        .collect();
-    objects.iter().filter_map(|o| o.get("rule")).find_map(|r| {
-        let (family, table) = (r["family"].as_str()?, r["table"].as_str()?);
-        if !nat_tables.contains(&(family, table)) {
-            return None;
-        }
-        let exprs = r["expr"].as_array()?;
-        let nats = exprs.iter().any(|e| {
-            e.get("dnat").is_some()
-                || e.get("redirect").is_some()
-                || (e["xt"]["type"] == "target"
-                    && matches!(e["xt"]["name"].as_str(), Some("DNAT" | "REDIRECT")))
-        });
-        let holds = exprs
-            .iter()
-            .filter_map(|e| e.get("match"))
-            .all(|m| match_holds(m, t, iif).unwrap_or(true));
-        (nats && holds).then(|| {
+        .find(|r| {
+            r.matches
+                .iter()
+                .all(|m| match_holds(m, t, iif).unwrap_or(true))
+        })
+        .map(|r| {
             format!(
-                "the DNAT rule in chain {} of table {family} {table} (handle {})",
-                r["chain"].as_str().unwrap_or("?"),
-                r["handle"]
+                "the DNAT rule in chain {} of table {} {} (handle {})",
+                r.chain, r.family, r.table, r.handle
             )
         })
-    })
 }
 
 /// Whether one nft `match` holds for `t`; `None` for what is not judged.
-fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bool> {
-    let left = &m["left"];
-    let right = &m["right"];
-    let eq = match m["op"].as_str().unwrap_or("==") {
+fn match_holds(m: &NatMatch, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+    let (left, right) = (&m.left, &m.right);
+    let eq = match m.op.as_deref().unwrap_or("==") {
         "==" | "in" => true,
         "!=" => false,
         _ => return None,
@@ -339,16 +328,17 @@ mod tests {
     fn a_dnat_rule_matches_by_address_port_protocol_and_interface() {
         // As `nft -j list ruleset` prints iptables-nft's DNAT rules (the
         // target as `xt`), and Docker's with `! -i docker0`.
-        let ruleset: serde_json::Value = serde_json::from_str(
+        let ruleset = crate::evidence::nat_rules::read(
             r#"{"nftables":[
             {"chain":{"family":"ip","table":"nat","name":"PREROUTING","type":"nat","hook":"prerouting"}},
             {"chain":{"family":"ip","table":"filter","name":"INPUT","type":"filter","hook":"input"}},
             {"rule":{"family":"ip","table":"filter","chain":"INPUT","handle":9,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":5300}},{"xt":{"type":"target","name":"DNAT"}}]}},
             {"rule":{"family":"ip","table":"nat","chain":"PREROUTING","handle":2,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"daddr"}},"right":"192.0.2.254"}},{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":5300}},{"counter":{}},{"xt":{"type":"target","name":"DNAT"}}]}},
             {"rule":{"family":"ip","table":"nat","chain":"DOCKER","handle":5,"expr":[{"match":{"op":"!=","left":{"meta":{"key":"iifname"}},"right":"docker0"}},{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":{"set":[80,{"range":[8000,8100]}]}}},{"dnat":{"addr":"172.17.0.2","port":80}}]}}
-            ]}"#,
+            ]}"#
+            .as_bytes(),
         )
-        .expect("json");
+        .expect("the NAT rules");
         let udp = dnat_rule_matching(&ruleset, &tuple(5300, 17), Some("r0")).expect("a rule");
         assert!(
             udp.contains("chain PREROUTING of table ip nat (handle 2)"),

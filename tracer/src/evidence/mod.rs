@@ -6,6 +6,7 @@
 pub mod conntrack;
 pub mod counters;
 pub mod link;
+pub mod nat_rules;
 pub mod neigh;
 pub mod policy;
 pub mod programs;
@@ -123,6 +124,8 @@ pub struct Evidence {
     /// Where a destination was found, by (namespace, destination): a burst
     /// of packets with no route asks the namespaces once.
     owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
+    /// The NAT rules of the namespaces a stale entry was looked for in.
+    pub nat: nat_rules::NatRules,
 }
 
 /// The namespace that holds an address, named, and the route to it when
@@ -155,6 +158,7 @@ impl Evidence {
             pending,
             recent: HashMap::new(),
             owners: HashMap::new(),
+            nat: nat_rules::NatRules::default(),
         }
     }
 

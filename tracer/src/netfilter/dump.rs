@@ -16,6 +16,8 @@ pub const NFT_MSG_NEWCHAIN: u16 = libc::NFT_MSG_NEWCHAIN as u16;
 pub const NFT_MSG_GETCHAIN: u16 = libc::NFT_MSG_GETCHAIN as u16;
 pub const NFT_MSG_NEWRULE: u16 = libc::NFT_MSG_NEWRULE as u16;
 pub const NFT_MSG_GETRULE: u16 = libc::NFT_MSG_GETRULE as u16;
+pub const NFT_MSG_GETGEN: u16 = libc::NFT_MSG_GETGEN as u16;
+const NFTA_GEN_ID: u16 = 1;
 
 pub const NFTA_TABLE_NAME: u16 = 1;
 
@@ -177,6 +179,58 @@ pub fn chains(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<ChainR
     Ok(out)
 }
 
+/// The ruleset's generation: the kernel counts every change committed to
+/// the namespace's ruleset.
+pub fn generation(sock: &mut NlSocket) -> Result<u32, NfError> {
+    let seq = sock.next_seq();
+    sock.send(&nfmsg(msg(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, 0, &[]))?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match sock.recv(&mut buf, false) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(NfError::Timeout("waiting for the ruleset generation")),
+            Err(source) => {
+                return Err(NfError::Io {
+                    op: "recv(ruleset generation)",
+                    source,
+                })
+            }
+        };
+        for m in messages(&buf[..n]).into_iter().filter(|m| m.seq == seq) {
+            if m.kind == NLMSG_ERROR {
+                let errno = m.error().map_or(libc::EIO, |(e, _)| e);
+                return Err(NfError::Kernel {
+                    what: "the ruleset generation".to_string(),
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            if let Some(id) = m
+                .nf()
+                .and_then(|(_, a)| attrs::find(a, NFTA_GEN_ID))
+                .and_then(attrs::be32)
+            {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+/// Every table with a chain of type nat, as (family, name).
+pub fn nat_tables(sock: &mut NlSocket) -> Result<Vec<(u8, String)>, NfError> {
+    let replies = run_dump(sock, msg(NFT_MSG_GETCHAIN), 0, &[])?;
+    let mut out: Vec<(u8, String)> = Vec::new();
+    for (family, a) in replies {
+        let nat = attrs::find(&a, NFTA_CHAIN_TYPE).map(attrs::string);
+        let table = attrs::find(&a, NFTA_CHAIN_TABLE).map(attrs::string);
+        if let (Some("nat"), Some(table)) = (nat.as_deref(), table) {
+            if !out.iter().any(|(f, t)| *f == family && *t == table) {
+                out.push((family, table));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The rules of one table, chain by chain, each chain in rule order.
 pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec>, NfError> {
     let mut req = AttrWriter::new();
@@ -281,5 +335,26 @@ pub fn has_rules(netns: Option<&Path>) -> Result<bool, NfError> {
         let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
             .is_ok_and(|names| !names.trim().is_empty());
         Ok::<_, NfError>(nft || legacy)
+    })?
+}
+
+/// The ruleset generation of the namespace at `netns` (see [`generation`]).
+pub fn ruleset_generation(netns: Option<&Path>) -> Result<u32, NfError> {
+    in_netns::call_opt(netns, || {
+        let mut ctl = NlSocket::open(false)?;
+        ctl.set_rcv_timeout(Duration::from_secs(3))?;
+        generation(&mut ctl)
+    })?
+}
+
+/// The tables with a nat chain in the namespace at `netns`, and the
+/// ruleset generation they were listed at (read first: a change between
+/// the two reads shows as a newer generation next time).
+pub fn nat_tables_at(netns: Option<&Path>) -> Result<(u32, Vec<(u8, String)>), NfError> {
+    in_netns::call_opt(netns, || {
+        let mut ctl = NlSocket::open(false)?;
+        ctl.set_rcv_timeout(Duration::from_secs(3))?;
+        let gen = generation(&mut ctl)?;
+        Ok::<_, NfError>((gen, nat_tables(&mut ctl)?))
     })?
 }

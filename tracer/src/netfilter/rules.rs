@@ -148,43 +148,30 @@ impl RuleBook {
         Ok((chains, rule_recs))
     }
 
-    /// Positions and text (from `nft` and `iptables-nft-save`: processes,
-    /// slow on a loaded machine).
+    /// Positions and text (from `iptables-nft-save` for the tables
+    /// iptables-nft manages, else from `nft`: processes, slow on a loaded
+    /// machine and in proportion to the table's size, so `nft` lists the
+    /// table only when `iptables-nft-save` left a rule without text).
     fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
         let (chains, rule_recs) = self.positions(family, table)?;
-        let netns = self.netns.as_deref();
-        let fam = family_name(family);
-        let listed = in_netns::output(netns, "nft", &["-a", "-s", "list", "table", fam, table]);
-        if let Err(e) = &listed {
-            log::debug!("netfilter: rule text of {fam} {table}: {e}");
-        }
-        let nft_ok = listed.is_ok();
-        let nft_text = listed.map(|out| parse_nft_text(&out)).unwrap_or_default();
-        let save = match family {
-            NFPROTO_IPV4 => Some("iptables-nft-save"),
-            NFPROTO_IPV6 => Some("ip6tables-nft-save"),
-            _ => None,
+        let iptables = if looks_like_iptables(&rule_recs) {
+            self.iptables_text(family, table, &chains)
+        } else {
+            HashMap::new()
         };
-        let mut iptables = HashMap::new();
-        if let Some(save) = save {
-            if IPTABLES_TABLES.contains(&table) && looks_like_iptables(&rule_recs) {
-                let lines = match in_netns::output(netns, save, &["-t", table]) {
-                    Ok(out) => parse_iptables_save(&out),
-                    Err(e) => {
-                        log::debug!("netfilter: {save}: {e}");
-                        None
-                    }
-                };
-                for (chain, lines) in lines.unwrap_or_default() {
-                    let Some(c) = chains.get(&chain) else {
-                        continue;
-                    };
-                    if c.handles.len() == lines.len() {
-                        iptables.extend(c.handles.iter().copied().zip(lines));
-                    }
+        let (nft_text, nft_ok) = if rule_recs.iter().all(|r| iptables.contains_key(&r.handle)) {
+            (HashMap::new(), true)
+        } else {
+            let fam = family_name(family);
+            let netns = self.netns.as_deref();
+            match in_netns::output(netns, "nft", &["-a", "-s", "list", "table", fam, table]) {
+                Ok(out) => (parse_nft_text(&out), true),
+                Err(e) => {
+                    log::debug!("netfilter: rule text of {fam} {table}: {e}");
+                    (HashMap::new(), false)
                 }
             }
-        }
+        };
         Ok(TableCache {
             chains,
             nft_text,
@@ -193,6 +180,41 @@ impl RuleBook {
             at: Instant::now(),
             gen: 0,
         })
+    }
+
+    /// `-A CHAIN …` lines by rule handle, from `iptables-nft-save`, for a
+    /// table iptables-nft manages (each chain whose rule count matches).
+    fn iptables_text(
+        &self,
+        family: u8,
+        table: &str,
+        chains: &HashMap<String, ChainCache>,
+    ) -> HashMap<u64, String> {
+        let save = match family {
+            NFPROTO_IPV4 => "iptables-nft-save",
+            NFPROTO_IPV6 => "ip6tables-nft-save",
+            _ => return HashMap::new(),
+        };
+        if !IPTABLES_TABLES.contains(&table) {
+            return HashMap::new();
+        }
+        let lines = match in_netns::output(self.netns.as_deref(), save, &["-t", table]) {
+            Ok(out) => parse_iptables_save(&out),
+            Err(e) => {
+                log::debug!("netfilter: {save}: {e}");
+                None
+            }
+        };
+        let mut iptables = HashMap::new();
+        for (chain, lines) in lines.unwrap_or_default() {
+            let Some(c) = chains.get(&chain) else {
+                continue;
+            };
+            if c.handles.len() == lines.len() {
+                iptables.extend(c.handles.iter().copied().zip(lines));
+            }
+        }
+        iptables
     }
 
     /// The cached table, listed again when it changed after the listing
