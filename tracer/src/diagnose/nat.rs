@@ -12,7 +12,7 @@ use super::{
 use crate::{
     events::HopKind,
     evidence::{
-        nat_rules::{NatMatch, NatRule},
+        nat_rules::{Field, NatMatch, NatRule, Right},
         Evidence,
     },
     model::{Family, Tuple},
@@ -260,54 +260,32 @@ fn dnat_rule_matching(rules: &[NatRule], t: &Tuple, iif: Option<&str>) -> Option
 
 /// Whether one nft `match` holds for `t`; `None` for what is not judged.
 fn match_holds(m: &NatMatch, t: &Tuple, iif: Option<&str>) -> Option<bool> {
-    let (left, right) = (&m.left, &m.right);
-    let eq = match m.op.as_deref().unwrap_or("==") {
-        "==" | "in" => true,
-        "!=" => false,
-        _ => return None,
+    let r = &m.right;
+    let hit = match m.field {
+        Field::Dport => value_holds(r, &t.dport.to_string())?,
+        Field::Daddr => value_holds(r, &t.daddr.to_string())?,
+        Field::Saddr => value_holds(r, &t.saddr.to_string())?,
+        Field::L4proto => value_holds(r, &t.proto_name())? || *r == Right::Num(u64::from(t.proto)),
+        Field::Iifname => value_holds(r, iif?)?,
     };
-    let hit = if let Some(field) = left["payload"]["field"].as_str() {
-        match field {
-            "dport" => value_holds(right, &t.dport.to_string())?,
-            "daddr" => value_holds(right, &t.daddr.to_string())?,
-            "saddr" => value_holds(right, &t.saddr.to_string())?,
-            _ => return None,
-        }
-    } else {
-        match left["meta"]["key"].as_str()? {
-            "l4proto" => {
-                value_holds(right, &t.proto_name())? || right.as_u64() == Some(u64::from(t.proto))
-            }
-            "iifname" => value_holds(right, iif?)?,
-            _ => return None,
-        }
-    };
-    Some(hit == eq)
+    Some(hit == m.eq)
 }
 
 /// Whether an nft right-hand side (a value, a prefix, a range or an
 /// anonymous set of them) holds `want`, compared as text or as addresses.
-fn value_holds(right: &serde_json::Value, want: &str) -> Option<bool> {
-    if let Some(set) = right["set"].as_array() {
-        return Some(set.iter().any(|x| value_holds(x, want) == Some(true)));
-    }
-    if let Some(s) = right.as_str() {
-        return Some(s == want || s.strip_suffix('*').is_some_and(|p| want.starts_with(p)));
-    }
-    if let Some(n) = right.as_u64() {
-        return Some(want.parse::<u64>().ok() == Some(n));
-    }
-    if let Some(p) = right.get("prefix") {
-        let cidr: crate::model::Cidr = format!("{}/{}", p["addr"].as_str()?, p["len"].as_u64()?)
-            .parse()
-            .ok()?;
-        return Some(super::sets::in_prefix(&cidr, want.parse().ok()?));
-    }
-    if let Some(r) = right["range"].as_array() {
-        let n: u64 = want.parse().ok()?;
-        return Some(r.first()?.as_u64()? <= n && n <= r.get(1)?.as_u64()?);
-    }
-    None
+fn value_holds(right: &Right, want: &str) -> Option<bool> {
+    Some(match right {
+        Right::Set(set) => set.iter().any(|x| value_holds(x, want) == Some(true)),
+        Right::Addr(a) => want.parse::<IpAddr>().ok() == Some(*a),
+        Right::Text(s) => **s == *want || s.strip_suffix('*').is_some_and(|p| want.starts_with(p)),
+        Right::Num(n) => want.parse::<u64>().ok() == Some(*n),
+        Right::Prefix(cidr) => super::sets::in_prefix(cidr, want.parse().ok()?),
+        Right::Range(lo, hi) => {
+            let n: u64 = want.parse().ok()?;
+            *lo <= n && n <= *hi
+        }
+        Right::Other => return None,
+    })
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use std::{
     collections::HashMap,
     fmt,
     io::{BufReader, Read},
+    net::IpAddr,
     path::Path,
     process::Stdio,
+    sync::Arc,
 };
 
 use serde::{
@@ -17,23 +19,133 @@ use serde::{
 };
 use serde_json::Value;
 
+use crate::{model::Cidr, netfilter::NatTables};
+
 /// A rule of a nat table that DNATs or redirects.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatRule {
-    pub family: String,
-    pub table: String,
-    pub chain: String,
+    pub family: Arc<str>,
+    pub table: Arc<str>,
+    pub chain: Arc<str>,
     pub handle: u64,
-    /// The rule's nft `match` expressions, in order.
+    /// The rule's nft `match` expressions on what the check judges, in order.
     pub matches: Vec<NatMatch>,
 }
 
-/// One nft `match`: its operator, and its two sides as nft prints them.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// One nft `match` on a field the check judges.
+#[derive(Clone, Debug, PartialEq)]
 pub struct NatMatch {
-    pub op: Option<String>,
-    pub left: Value,
-    pub right: Value,
+    /// `==` or `in` (else `!=`).
+    pub eq: bool,
+    pub field: Field,
+    pub right: Right,
+}
+
+/// The packet field a match reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Dport,
+    Daddr,
+    Saddr,
+    L4proto,
+    Iifname,
+}
+
+/// A match's right-hand side, as nft prints it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Right {
+    Addr(IpAddr),
+    Text(Box<str>),
+    Num(u64),
+    Prefix(Cidr),
+    Range(u64, u64),
+    Set(Box<[Right]>),
+    /// Anything else (not judged).
+    Other,
+}
+
+impl Right {
+    fn of(v: &Value) -> Right {
+        if let Some(set) = v.get("set").and_then(Value::as_array) {
+            return Right::Set(set.iter().map(Right::of).collect());
+        }
+        if let Some(s) = v.as_str() {
+            return s
+                .parse()
+                .map_or_else(|_| Right::Text(s.into()), Right::Addr);
+        }
+        if let Some(n) = v.as_u64() {
+            return Right::Num(n);
+        }
+        if let Some(p) = v.get("prefix") {
+            let cidr = p["addr"]
+                .as_str()
+                .zip(p["len"].as_u64())
+                .and_then(|(a, l)| format!("{a}/{l}").parse().ok());
+            return cidr.map_or(Right::Other, Right::Prefix);
+        }
+        if let Some([lo, hi]) = v.get("range").and_then(Value::as_array).map(Vec::as_slice) {
+            if let (Some(lo), Some(hi)) = (lo.as_u64(), hi.as_u64()) {
+                return Right::Range(lo, hi);
+            }
+        }
+        Right::Other
+    }
+}
+
+/// A `match` as nft prints it; only the fields the check judges are read.
+#[derive(Deserialize)]
+struct Match {
+    op: Option<String>,
+    left: Left,
+    right: Value,
+}
+
+#[derive(Deserialize)]
+struct Left {
+    payload: Option<Payload>,
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    field: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    key: Option<String>,
+}
+
+impl Match {
+    /// The match as kept; none when it reads a field or uses an operator
+    /// the check does not judge (such a match is taken to hold).
+    fn judged(self) -> Option<NatMatch> {
+        let eq = match self.op.as_deref().unwrap_or("==") {
+            "==" | "in" => true,
+            "!=" => false,
+            _ => return None,
+        };
+        let field = match (self.left.payload, self.left.meta) {
+            (Some(p), _) => match p.field.as_deref()? {
+                "dport" => Field::Dport,
+                "daddr" => Field::Daddr,
+                "saddr" => Field::Saddr,
+                _ => return None,
+            },
+            (None, Some(m)) => match m.key.as_deref()? {
+                "l4proto" => Field::L4proto,
+                "iifname" => Field::Iifname,
+                _ => return None,
+            },
+            (None, None) => return None,
+        };
+        Some(NatMatch {
+            eq,
+            field,
+            right: Right::of(&self.right),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -66,7 +178,7 @@ enum Expr {
 #[derive(Deserialize)]
 struct KnownExpr {
     #[serde(rename = "match")]
-    matched: Option<NatMatch>,
+    matched: Option<Match>,
     #[serde(default, deserialize_with = "present")]
     dnat: bool,
     /// nft prints a bare `redirect` as `"redirect": null`.
@@ -101,9 +213,24 @@ enum Object {
     Other(IgnoredAny),
 }
 
+/// The names rules repeat (family, table, chain), each kept once.
+#[derive(Default)]
+struct Names(Vec<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.iter().find(|n| ***n == *name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        self.0.push(n.clone());
+        n
+    }
+}
+
 impl Rule {
     /// The rule as kept, when it DNATs or redirects.
-    fn into_nat(self) -> Option<NatRule> {
+    fn into_nat(self, names: &mut Names) -> Option<NatRule> {
         let mut nats = false;
         let mut matches = Vec::new();
         for e in self.expr {
@@ -113,12 +240,13 @@ impl Rule {
                     && matches!(x.name.as_deref(), Some("DNAT" | "REDIRECT"))
             });
             nats |= e.dnat || e.redirect || xt_nat;
-            matches.extend(e.matched);
+            matches.extend(e.matched.and_then(Match::judged));
         }
-        nats.then_some(NatRule {
-            family: self.family,
-            table: self.table,
-            chain: self.chain,
+        matches.shrink_to_fit();
+        nats.then(|| NatRule {
+            family: names.get(&self.family),
+            table: names.get(&self.table),
+            chain: names.get(&self.chain),
             handle: self.handle,
             matches,
         })
@@ -143,12 +271,15 @@ impl<'de> Deserialize<'de> for Found {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
                 let mut found = Found::default();
+                let mut names = Names::default();
                 while let Some(o) = seq.next_element::<Object>()? {
                     let Object::Known(o) = o else { continue };
                     if let Some(c) = o.chain.filter(|c| c.kind.as_deref() == Some("nat")) {
                         found.nat_tables.push((c.family, c.table));
                     }
-                    found.rules.extend(o.rule.and_then(Rule::into_nat));
+                    found
+                        .rules
+                        .extend(o.rule.and_then(|r| r.into_nat(&mut names)));
                 }
                 Ok(found)
             }
@@ -172,7 +303,7 @@ pub fn read(r: impl Read) -> Result<Vec<NatRule>, serde_json::Error> {
     rules.retain(|r| {
         nat_tables
             .iter()
-            .any(|(f, t)| *f == r.family && *t == r.table)
+            .any(|(f, t)| **f == *r.family && **t == *r.table)
     });
     Ok(rules)
 }
@@ -197,29 +328,34 @@ fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<NatRule>> {
     }
 }
 
-/// The NAT rules of each namespace, by inode, with the ruleset generation
+/// The NAT rules of each namespace, by inode, with the nat tables' state
 /// they were listed at.
 #[derive(Default)]
 pub struct NatRules {
-    by_netns: HashMap<u32, (u32, Vec<NatRule>)>,
+    by_netns: HashMap<u32, (NatTables, Vec<NatRule>)>,
 }
 
 impl NatRules {
     /// The NAT rules of namespace `netns` (at `path`), listed again only
-    /// when its ruleset changed since the last listing.
+    /// when its nat tables' rules changed since the last listing: while
+    /// the ruleset generation stays the same, nothing is read but it.
     pub fn of(&mut self, netns: u32, path: &Path) -> Option<&[NatRule]> {
-        let gen = crate::netfilter::ruleset_generation(Some(path)).ok()?;
-        if self.by_netns.get(&netns).is_none_or(|(g, _)| *g != gen) {
-            let (gen, tables) = crate::netfilter::nat_tables_at(Some(path)).ok()?;
-            let mut rules = Vec::new();
-            for (family, table) in tables {
-                rules.extend(list_table(
-                    path,
-                    crate::netfilter::family_name(family),
-                    &table,
-                )?);
+        let generation = crate::netfilter::ruleset_generation(Some(path)).ok()?;
+        let known = self.by_netns.get(&netns).map(|(t, _)| t);
+        if known.is_none_or(|t| t.generation != generation) {
+            let now = crate::netfilter::nat_tables_at(Some(path)).ok()?;
+            match self.by_netns.get_mut(&netns) {
+                Some((t, _)) if t.tables == now.tables && t.digest == now.digest => *t = now,
+                _ => {
+                    let mut rules = Vec::new();
+                    for (family, table) in &now.tables {
+                        let family = crate::netfilter::family_name(*family);
+                        rules.extend(list_table(path, family, table)?);
+                    }
+                    rules.shrink_to_fit();
+                    self.by_netns.insert(netns, (now, rules));
+                }
             }
-            self.by_netns.insert(netns, (gen, rules));
         }
         self.by_netns.get(&netns).map(|(_, r)| r.as_slice())
     }
@@ -241,8 +377,14 @@ mod tests {
             ]}"#;
         let rules = read(json.as_bytes()).expect("the listing");
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert_eq!((rules[0].chain.as_str(), rules[0].handle), ("pre", 4));
-        assert_eq!(rules[0].matches.len(), 1);
-        assert_eq!(rules[0].matches[0].right, serde_json::json!(8080));
+        assert_eq!((&*rules[0].chain, rules[0].handle), ("pre", 4));
+        assert_eq!(
+            rules[0].matches,
+            [NatMatch {
+                eq: true,
+                field: Field::Dport,
+                right: Right::Num(8080)
+            }]
+        );
     }
 }

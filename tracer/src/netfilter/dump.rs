@@ -51,6 +51,21 @@ pub(super) fn run_dump(
     family: u8,
     attrs: &[u8],
 ) -> Result<Vec<(u8, Vec<u8>)>, NfError> {
+    dump_each(sock, kind, family, attrs, |out: &mut Vec<_>, fam, a| {
+        out.push((fam, a.to_vec()));
+    })
+}
+
+/// Runs a dump request and folds each reply (nfgen_family, attributes)
+/// into a `T` as it arrives, so a dump of many rules is never held whole.
+/// An interrupted dump starts again from `T::default()`.
+pub(super) fn dump_each<T: Default>(
+    sock: &mut NlSocket,
+    kind: u16,
+    family: u8,
+    attrs: &[u8],
+    mut each: impl FnMut(&mut T, u8, &[u8]),
+) -> Result<T, NfError> {
     for _attempt in 0..3 {
         let seq = sock.next_seq();
         sock.send(&nfmsg(
@@ -61,7 +76,7 @@ pub(super) fn run_dump(
             0,
             attrs,
         ))?;
-        let mut out = Vec::new();
+        let mut out = T::default();
         let mut interrupted = false;
         let mut buf = vec![0u8; 256 * 1024];
         'recv: loop {
@@ -94,7 +109,7 @@ pub(super) fn run_dump(
                     }
                     _ => {
                         if let Some((fam, a)) = m.nf() {
-                            out.push((fam, a.to_vec()));
+                            each(&mut out, fam, a);
                         }
                     }
                 }
@@ -128,8 +143,10 @@ pub struct ChainRec {
 pub struct RuleRec {
     pub chain: String,
     pub handle: u64,
-    /// Expression names in order ("payload", "cmp", "counter", "match", …).
-    pub exprs: Vec<String>,
+    /// It has xt compat expressions (`match`, `target`).
+    pub compat: bool,
+    /// It has a `counter` expression.
+    pub counter: bool,
     pub has_userdata: bool,
 }
 
@@ -235,34 +252,47 @@ pub fn nat_tables(sock: &mut NlSocket) -> Result<Vec<(u8, String)>, NfError> {
 pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec>, NfError> {
     let mut req = AttrWriter::new();
     req.put_str(NFTA_RULE_TABLE, table);
-    let replies = run_dump(sock, msg(NFT_MSG_GETRULE), family, req.as_bytes())?;
-    let mut out = Vec::new();
-    for (fam, a) in replies {
-        let t = attrs::find(&a, NFTA_RULE_TABLE).map(attrs::string);
-        if fam != family || t.as_deref() != Some(table) {
-            continue;
-        }
-        let Some(handle) = attrs::find(&a, NFTA_RULE_HANDLE).and_then(attrs::be64) else {
-            continue;
-        };
-        let exprs = attrs::find(&a, NFTA_RULE_EXPRESSIONS)
-            .map(|list| {
-                AttrIter::new(list)
-                    .filter(|(k, _)| *k == NFTA_LIST_ELEM)
-                    .filter_map(|(_, e)| attrs::find(e, NFTA_EXPR_NAME).map(attrs::string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(RuleRec {
-            chain: attrs::find(&a, NFTA_RULE_CHAIN)
-                .map(attrs::string)
-                .unwrap_or_default(),
-            handle,
-            exprs,
-            has_userdata: attrs::find(&a, NFTA_RULE_USERDATA).is_some(),
-        });
+    dump_each(
+        sock,
+        msg(NFT_MSG_GETRULE),
+        family,
+        req.as_bytes(),
+        |out: &mut Vec<RuleRec>, fam, a| {
+            out.extend((fam == family).then(|| rule_rec(a, table)).flatten());
+        },
+    )
+}
+
+/// One rule of `table` from its attributes.
+fn rule_rec(a: &[u8], table: &str) -> Option<RuleRec> {
+    if attrs::find(a, NFTA_RULE_TABLE)
+        .map(attrs::string)
+        .as_deref()
+        != Some(table)
+    {
+        return None;
     }
-    Ok(out)
+    let handle = attrs::find(a, NFTA_RULE_HANDLE).and_then(attrs::be64)?;
+    let (mut compat, mut counter) = (false, false);
+    let names = attrs::find(a, NFTA_RULE_EXPRESSIONS)
+        .into_iter()
+        .flat_map(AttrIter::new)
+        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+        .filter_map(|(_, e)| attrs::find(e, NFTA_EXPR_NAME));
+    for name in names {
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        compat |= name == b"match" || name == b"target";
+        counter |= name == b"counter";
+    }
+    Some(RuleRec {
+        chain: attrs::find(a, NFTA_RULE_CHAIN)
+            .map(attrs::string)
+            .unwrap_or_default(),
+        handle,
+        compat,
+        counter,
+        has_userdata: attrs::find(a, NFTA_RULE_USERDATA).is_some(),
+    })
 }
 
 /// Whether a table name is one pathtrace creates ("pathtrace", or one
@@ -347,14 +377,47 @@ pub fn ruleset_generation(netns: Option<&Path>) -> Result<u32, NfError> {
     })?
 }
 
-/// The tables with a nat chain in the namespace at `netns`, and the
-/// ruleset generation they were listed at (read first: a change between
-/// the two reads shows as a newer generation next time).
-pub fn nat_tables_at(netns: Option<&Path>) -> Result<(u32, Vec<(u8, String)>), NfError> {
+/// The nat tables of a namespace: which they are, and a digest of their
+/// rules' places and handles (a rule's handle is never given to another
+/// rule of its table, so the digest changes exactly when the rules do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatTables {
+    /// The ruleset generation, read first: a change between the reads
+    /// shows as a newer generation next time.
+    pub generation: u32,
+    pub tables: Vec<(u8, String)>,
+    pub digest: u64,
+}
+
+/// The tables with a nat chain in the namespace at `netns` (see [`NatTables`]).
+pub fn nat_tables_at(netns: Option<&Path>) -> Result<NatTables, NfError> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
     in_netns::call_opt(netns, || {
         let mut ctl = NlSocket::open(false)?;
         ctl.set_rcv_timeout(Duration::from_secs(3))?;
-        let gen = generation(&mut ctl)?;
-        Ok::<_, NfError>((gen, nat_tables(&mut ctl)?))
+        let generation = generation(&mut ctl)?;
+        let tables = nat_tables(&mut ctl)?;
+        let mut digest = DefaultHasher::new();
+        for (family, table) in &tables {
+            (family, table).hash(&mut digest);
+            let mut req = AttrWriter::new();
+            req.put_str(NFTA_RULE_TABLE, table);
+            let h = dump_each(
+                &mut ctl,
+                msg(NFT_MSG_GETRULE),
+                *family,
+                req.as_bytes(),
+                |h: &mut DefaultHasher, _, a| {
+                    attrs::find(a, NFTA_RULE_CHAIN).hash(h);
+                    attrs::find(a, NFTA_RULE_HANDLE).hash(h);
+                },
+            )?;
+            h.finish().hash(&mut digest);
+        }
+        Ok::<_, NfError>(NatTables {
+            generation,
+            tables,
+            digest: digest.finish(),
+        })
     })?
 }

@@ -85,10 +85,8 @@ pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
 /// Whether the rules look like iptables-nft's: it adds a `counter` to every
 /// rule, and `match`/`target` (xt compat) expressions or userdata to many.
 fn looks_like_iptables(rules: &[RuleRec]) -> bool {
-    let compat = rules
-        .iter()
-        .any(|r| r.has_userdata || r.exprs.iter().any(|e| e == "match" || e == "target"));
-    compat || rules.iter().all(|r| r.exprs.iter().any(|e| e == "counter"))
+    let compat = rules.iter().any(|r| r.has_userdata || r.compat);
+    compat || rules.iter().all(|r| r.counter)
 }
 
 impl RuleBook {
