@@ -338,24 +338,28 @@ pub struct NatRules {
 impl NatRules {
     /// The NAT rules of namespace `netns` (at `path`), listed again only
     /// when its nat tables' rules changed since the last listing: while
-    /// the ruleset generation stays the same, nothing is read but it.
+    /// the ruleset generation stays the same, nothing is read but it; when
+    /// another table changed, the digest says so.
     pub fn of(&mut self, netns: u32, path: &Path) -> Option<&[NatRule]> {
         let generation = crate::netfilter::ruleset_generation(Some(path)).ok()?;
         let known = self.by_netns.get(&netns).map(|(t, _)| t);
-        if known.is_none_or(|t| t.generation != generation) {
-            let now = crate::netfilter::nat_tables_at(Some(path)).ok()?;
-            match self.by_netns.get_mut(&netns) {
-                Some((t, _)) if t.tables == now.tables && t.digest == now.digest => *t = now,
-                _ => {
-                    let mut rules = Vec::new();
-                    for (family, table) in &now.tables {
-                        let family = crate::netfilter::family_name(*family);
-                        rules.extend(list_table(path, family, table)?);
-                    }
-                    rules.shrink_to_fit();
-                    self.by_netns.insert(netns, (now, rules));
-                }
+        if known.is_some_and(|t| t.generation == generation) {
+            return self.by_netns.get(&netns).map(|(_, r)| r.as_slice());
+        }
+        let now = crate::netfilter::nat_tables_at(Some(path)).ok()?;
+        let unchanged = known.is_some_and(|t| t.tables == now.tables && t.digest == now.digest);
+        if unchanged {
+            if let Some((t, _)) = self.by_netns.get_mut(&netns) {
+                *t = now;
             }
+        } else {
+            let mut rules = Vec::new();
+            for (family, table) in &now.tables {
+                let family = crate::netfilter::family_name(*family);
+                rules.extend(list_table(path, family, table)?);
+            }
+            rules.shrink_to_fit();
+            self.by_netns.insert(netns, (now, rules));
         }
         self.by_netns.get(&netns).map(|(_, r)| r.as_slice())
     }

@@ -391,33 +391,39 @@ pub struct NatTables {
 
 /// The tables with a nat chain in the namespace at `netns` (see [`NatTables`]).
 pub fn nat_tables_at(netns: Option<&Path>) -> Result<NatTables, NfError> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
     in_netns::call_opt(netns, || {
         let mut ctl = NlSocket::open(false)?;
         ctl.set_rcv_timeout(Duration::from_secs(3))?;
         let generation = generation(&mut ctl)?;
         let tables = nat_tables(&mut ctl)?;
-        let mut digest = DefaultHasher::new();
-        for (family, table) in &tables {
-            (family, table).hash(&mut digest);
-            let mut req = AttrWriter::new();
-            req.put_str(NFTA_RULE_TABLE, table);
-            let h = dump_each(
-                &mut ctl,
-                msg(NFT_MSG_GETRULE),
-                *family,
-                req.as_bytes(),
-                |h: &mut DefaultHasher, _, a| {
-                    attrs::find(a, NFTA_RULE_CHAIN).hash(h);
-                    attrs::find(a, NFTA_RULE_HANDLE).hash(h);
-                },
-            )?;
-            h.finish().hash(&mut digest);
-        }
+        let digest = rules_digest(&mut ctl, &tables)?;
         Ok::<_, NfError>(NatTables {
             generation,
             tables,
-            digest: digest.finish(),
+            digest,
         })
     })?
+}
+
+/// A digest of the chains and handles of the rules of `tables`.
+fn rules_digest(ctl: &mut NlSocket, tables: &[(u8, String)]) -> Result<u64, NfError> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut digest = DefaultHasher::new();
+    for (family, table) in tables {
+        (family, table).hash(&mut digest);
+        let mut req = AttrWriter::new();
+        req.put_str(NFTA_RULE_TABLE, table);
+        let h = dump_each(
+            ctl,
+            msg(NFT_MSG_GETRULE),
+            *family,
+            req.as_bytes(),
+            |h: &mut DefaultHasher, _, a| {
+                attrs::find(a, NFTA_RULE_CHAIN).hash(h);
+                attrs::find(a, NFTA_RULE_HANDLE).hash(h);
+            },
+        )?;
+        h.finish().hash(&mut digest);
+    }
+    Ok(digest.finish())
 }

@@ -1,6 +1,8 @@
 //! Settling: a packet whose fate is known is finished once — its rule
 //! hits, the namespaces where its rules were traced late, the names its
 //! output shows, its diagnosis, its capture — and handed to the sink.
+use std::time::{Duration, Instant};
+
 use super::Session;
 use crate::{
     diagnose::Reporter,
@@ -10,6 +12,12 @@ use crate::{
     ruletrace::{self, Follow, Offloads, RuleWatch},
     track::Packet,
 };
+
+/// How long settled packets may wait in the sink during one batch...
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// ...after its first packets, which go out one by one (few writes at
+/// any rate: a batch is one tick's packets).
+const FLUSH_EACH_FIRST: usize = 64;
 
 /// What finishes a packet, borrowed from the session for one batch.
 struct Settle<'a, S: PacketSink> {
@@ -69,9 +77,17 @@ impl Session {
             sink,
             stats: &mut self.stats,
         };
-        for p in packets {
+        let mut flushed = Instant::now();
+        for (i, p) in packets.into_iter().enumerate() {
             if settle.packet(p)? {
                 return Ok(true);
+            }
+            // A diagnosis may read a namespace's state (slowly, the first
+            // time on a big ruleset): what is settled is not held back
+            // behind it.
+            if i < FLUSH_EACH_FIRST || flushed.elapsed() >= FLUSH_EVERY {
+                settle.sink.flush().map_err(Error::Output)?;
+                flushed = Instant::now();
             }
         }
         Ok(false)
