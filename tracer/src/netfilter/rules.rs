@@ -1,7 +1,7 @@
 //! Rule positions (from netlink dumps) and rule text (from `nft` or
 //! `iptables-nft-save`), cached per table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,15 @@ struct ChainCache {
 #[derive(Debug)]
 struct TableCache {
     chains: HashMap<String, ChainCache>,
+    /// nft text by rule handle, of the chains listed so far.
     nft_text: HashMap<u64, String>,
-    /// Whether `nft` could list the table (else missing text is no reason to list again).
-    nft_ok: bool,
+    /// When each chain's nft text was last listed.
+    nft_listed: HashMap<String, Instant>,
     /// `-A CHAIN …` lines by rule handle, when iptables-nft manages the table.
     iptables: HashMap<u64, String>,
+    /// The chains `iptables` covers: a rule of theirs without an `-A` line
+    /// is new, and a reason to list the table again.
+    iptables_chains: HashSet<String>,
     /// When the text was listed (positions may be newer).
     at: Instant,
     /// The table's change count (see [`TraceEvent::rules_gen`]) the
@@ -146,10 +150,10 @@ impl RuleBook {
         Ok((chains, rule_recs))
     }
 
-    /// Positions and text (from `iptables-nft-save` for the tables
-    /// iptables-nft manages, else from `nft`: processes, slow on a loaded
-    /// machine and in proportion to the table's size, so `nft` lists the
-    /// table only when `iptables-nft-save` left a rule without text).
+    /// Positions, and text from `iptables-nft-save` for the tables
+    /// iptables-nft manages (a process, slow on a loaded machine and in
+    /// proportion to the table's size). nft text is listed later, chain by
+    /// chain, for the rules `iptables-nft-save` leaves without text.
     fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
         let (chains, rule_recs) = self.positions(family, table)?;
         let iptables = if looks_like_iptables(&rule_recs) {
@@ -157,23 +161,16 @@ impl RuleBook {
         } else {
             HashMap::new()
         };
-        let (nft_text, nft_ok) = if rule_recs.iter().all(|r| iptables.contains_key(&r.handle)) {
-            (HashMap::new(), true)
-        } else {
-            let fam = family_name(family);
-            let netns = self.netns.as_deref();
-            match in_netns::output(netns, "nft", &["-a", "-s", "list", "table", fam, table]) {
-                Ok(out) => (parse_nft_text(&out), true),
-                Err(e) => {
-                    log::debug!("netfilter: rule text of {fam} {table}: {e}");
-                    (HashMap::new(), false)
-                }
-            }
-        };
+        let iptables_chains = chains
+            .iter()
+            .filter(|(_, c)| c.handles.first().is_some_and(|h| iptables.contains_key(h)))
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(TableCache {
             chains,
-            nft_text,
-            nft_ok,
+            nft_text: HashMap::new(),
+            nft_listed: HashMap::new(),
+            iptables_chains,
             iptables,
             at: Instant::now(),
             gen: 0,
@@ -275,30 +272,52 @@ impl RuleBook {
             c.chains
                 .get(chain)
                 .is_none_or(|ch| !ch.handles.contains(&handle))
-                || (c.nft_ok
-                    && !c.nft_text.contains_key(&handle)
-                    && !c.iptables.contains_key(&handle))
+                || (c.iptables_chains.contains(chain) && !c.iptables.contains_key(&handle))
         };
         let cache = self.table(family, table, gen, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
         let pos = handles.iter().position(|h| *h == handle)?;
         let index = u32::try_from(pos + 1).ok()?;
-        Some(match cache.iptables.get(&handle) {
-            Some(line) => RuleInfo {
+        if let Some(line) = cache.iptables.get(&handle) {
+            return Some(RuleInfo {
                 index,
                 text: line.clone(),
                 iptables: true,
-            },
-            None => RuleInfo {
-                index,
-                text: cache
-                    .nft_text
-                    .get(&handle)
-                    .cloned()
-                    .unwrap_or_else(|| format!("# handle {handle}")),
-                iptables: false,
-            },
+            });
+        }
+        let text = self
+            .nft_text(family, table, chain, handle)
+            .unwrap_or_else(|| format!("# handle {handle}"));
+        Some(RuleInfo {
+            index,
+            text,
+            iptables: false,
         })
+    }
+
+    /// The nft text of rule `handle`, listing its chain (`nft -a -s list
+    /// chain`) when the text is unknown and the chain wasn't listed in the
+    /// last moment.
+    fn nft_text(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<String> {
+        let cache = self.tables.get_mut(&(family, table.to_string()))?;
+        if let Some(text) = cache.nft_text.get(&handle) {
+            return Some(text.clone());
+        }
+        if cache
+            .nft_listed
+            .get(chain)
+            .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+        {
+            return None;
+        }
+        let fam = family_name(family);
+        let args = ["-a", "-s", "list", "chain", fam, table, chain];
+        match in_netns::output(self.netns.as_deref(), "nft", &args) {
+            Ok(out) => cache.nft_text.extend(parse_nft_text(&out)),
+            Err(e) => log::debug!("netfilter: rule text of {fam} {table} {chain}: {e}"),
+        }
+        cache.nft_listed.insert(chain.to_string(), Instant::now());
+        cache.nft_text.get(&handle).cloned()
     }
 
     /// Hook of a base chain (NF_INET_*), or None for a regular chain.
