@@ -768,6 +768,78 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
     }
 }
 
+/// pathtrace's idle limit for a packet with no end (`track::IDLE`).
+const TRACKER_IDLE: Duration = Duration::from_millis(3500);
+
+#[test]
+fn a_syn_held_past_the_idle_limit_by_a_slow_neighbour_is_one_packet() {
+    let test = "a_syn_held_past_the_idle_limit_by_a_slow_neighbour_is_one_packet";
+    require_root(test);
+    let t = Routed::new(&prefix("nh"));
+    // Three solicitations 1.5 s apart: the kernel holds a packet for an
+    // unanswered neighbour 4.5 s, longer than the tracker's idle limit.
+    for (ns, dev) in [(&t.a, "a0"), (&t.r, "r1")] {
+        must(
+            ns,
+            &format!("sysctl -qw net.ipv4.neigh.{dev}.retrans_time_ms=1500"),
+        );
+    }
+    for (dst, place) in [("192.0.2.79", &t.a), ("198.51.100.79", &t.r)] {
+        let to: IpAddr = dst.parse().expect("address");
+        let ((seen, waited), recs) = trace(&["--dst", dst, "--dport", "8080"], || {
+            let started = std::time::Instant::now();
+            (tcp(&t.a, to, PORT, 9000), started.elapsed())
+        });
+        assert_eq!(errno_of(&seen), "EHOSTUNREACH", "{dst}: {seen:?}");
+        assert!(
+            waited > TRACKER_IDLE,
+            "{dst}: the client gave up after {waited:?}, within the idle limit"
+        );
+        for p in with_cause(&recs, "neighbour_failed") {
+            assert_eq!(p["netns_name"], place.as_str(), "{p:#}");
+        }
+        let requests: Vec<(&Value, Vec<&Value>)> = of_type(&recs, "packet")
+            .into_iter()
+            .filter(|p| p["direction"] == "request")
+            .map(|p| (p, hops_of(&recs, &p["packet"])))
+            .collect();
+        let t_ns = |h: Option<&&Value>| h.and_then(|h| h["t_ns"].as_u64()).unwrap_or(0);
+        // When the neighbour failed: every packet queued before then was
+        // dropped then (a SYN sent after it may be left open at exit).
+        let failed = requests
+            .iter()
+            .flat_map(|(_, hops)| hops.iter().filter(|h| h["kind"] == "drop"))
+            .filter_map(|h| h["t_ns"].as_u64())
+            .min()
+            .expect("no request was dropped");
+        for (p, hops) in &requests {
+            assert_eq!(
+                hops.first().map(|h| &h["netns_name"]),
+                Some(&Value::from(t.a.as_str())),
+                "{dst}: a packet starting mid-path, split off a held one: {p:#}\n{hops:#?}"
+            );
+            if t_ns(hops.first()) < failed {
+                assert_eq!(
+                    p["fate"], "dropped",
+                    "{dst}: a held packet settled before its drop: {p:#}\n{hops:#?}"
+                );
+            }
+        }
+        if place == &t.r {
+            // The router held the first SYN past the limit: the premise.
+            let held = requests
+                .iter()
+                .map(|(_, hops)| t_ns(hops.last()).saturating_sub(t_ns(hops.first())))
+                .max()
+                .unwrap_or(0);
+            assert!(
+                Duration::from_nanos(held) > TRACKER_IDLE,
+                "the longest hold was {held} ns"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_ndp_answer_is_named_with_the_neighbour_table_state() {
     let test = "no_ndp_answer_is_named_with_the_neighbour_table_state";
