@@ -51,6 +51,9 @@ pub enum Condition {
     /// A reply with no route back to a client that a router in front of it
     /// did not masquerade.
     MissingMasquerade,
+    /// Dropped with no rule deciding while conntrack's `insert_failed`
+    /// rose, NATed to a tuple an existing entry holds.
+    NatClash,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -119,6 +122,7 @@ impl Condition {
             Self::SetBan => dropped && f.set_ban.is_some(),
             Self::StaleNat => f.stale_nat.is_some(),
             Self::MissingMasquerade => f.masquerade.is_some(),
+            Self::NatClash => dropped && f.rule.is_none() && f.nat_clash.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -334,6 +338,15 @@ pub const CAUSES: &[Cause] = &[
             KUBE,
             PROXMOX,
             PROXMOX_HOST,
+        ],
+    },
+    Cause {
+        id: "nat_clash",
+        when: Condition::NatClash,
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) as conntrack confirmed its new connection, with no firewall rule deciding: NAT mapped it to {clash_tuple}, a tuple conntrack entry {clash_holder} already holds, so the two connections clash and the new one is refused ({counters_rose}); the NAT rule that mapped it leaves too narrow a range to give each connection its own: {clash_rule}",
+        advice: &[
+            any("Keep that rule (the connection holding {clash_to} keeps it) and map this flow alone elsewhere, ahead of it: masquerade picks a free port{run_in}: {clash_fix}"),
+            any("Give the NAT rule in {where} that maps onto {clash_to} a range wide enough for every connection it maps at once (a port range, or masquerade, which picks a free port), where its rules are kept; the connection that holds {clash_to} keeps it until it ends."),
         ],
     },
     Cause {
