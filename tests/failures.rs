@@ -615,6 +615,10 @@ fn clashing_snat(case: &str, native: bool) {
         t.r.as_str(),
         "it died on the router: {p:#}"
     );
+    assert!(
+        message(p).contains("dropped in POSTROUTING"),
+        "conntrack confirms it as it leaves: {p:#}"
+    );
     let written = if native {
         format!("snat to {CLASH_TO}")
     } else {
