@@ -702,35 +702,58 @@ fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_w
     assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
 }
 
+/// firewalld's shipped definition of `zone` with `interface` in it, as
+/// `firewall-cmd --permanent --zone=ZONE --add-interface=DEV` writes it.
+fn zone_with_interface(test: &str, zone: &str, interface: &str) -> (String, String) {
+    let shipped = format!("/usr/lib/firewalld/zones/{zone}.xml");
+    let xml = std::fs::read_to_string(&shipped)
+        .unwrap_or_else(|e| panic!("{test}: firewalld's zone {shipped}: {e}"));
+    assert!(xml.contains("</zone>"), "{test}: {shipped} is not a zone");
+    (
+        format!("zones/{zone}.xml"),
+        xml.replace(
+            "</zone>",
+            &format!("  <interface name=\"{interface}\"/>\n</zone>"),
+        ),
+    )
+}
+
 #[test]
 fn a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works() {
     let test = "a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works";
     require_root(test);
     let t = Routed::new(&prefix("fp"));
-    let fw = Firewalld::start(test, &t.r);
-    let setup = |cmd: &str| {
-        let (ok, out) = fw.cmd(&t.r, cmd);
-        assert!(ok, "{cmd}: {out}");
-    };
-    setup(
-        "firewall-cmd --permanent --zone=internal --add-interface=r0 && \
-         firewall-cmd --permanent --zone=dmz --add-interface=r1 && firewall-cmd --reload",
-    );
+    // The router's LAN side in zone internal, the server's in dmz: written
+    // as permanent configuration before firewalld starts (no reload).
+    let zones = [
+        zone_with_interface(test, "internal", "r0"),
+        zone_with_interface(test, "dmz", "r1"),
+    ];
     let _srv = Listener::start(&t.b);
     // No policy between the zones: firewalld's forward chain rejects, and
     // a policy takes --permanent and a reload: words, no command.
-    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
-    let p = with_cause(&recs, "reject")[0];
-    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
-    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
-    assert!(advice.contains("from zone internal"), "{advice}");
-    assert_no_command(&recs, "reject");
-    // A policy from internal to dmz that rejects: its rich rule opens this flow.
-    setup(
-        "firewall-cmd --permanent --new-policy lan-to-dmz && \
-         firewall-cmd --permanent --policy lan-to-dmz --add-ingress-zone internal && \
-         firewall-cmd --permanent --policy lan-to-dmz --add-egress-zone dmz && \
-         firewall-cmd --permanent --policy lan-to-dmz --set-target REJECT && firewall-cmd --reload",
+    {
+        let _fw = Firewalld::start_with(test, &t.r, &zones);
+        let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+        let p = with_cause(&recs, "reject")[0];
+        assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+        let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+        assert!(advice.contains("from zone internal"), "{advice}");
+        assert_no_command(&recs, "reject");
+    }
+    // A policy from internal to dmz that rejects (as `firewall-cmd
+    // --permanent --new-policy` writes it): its rich rule opens this flow.
+    let policy = (
+        "policies/lan-to-dmz.xml".to_owned(),
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<policy target=\"REJECT\">\n  \
+         <ingress-zone name=\"internal\"/>\n  <egress-zone name=\"dmz\"/>\n</policy>\n"
+            .to_owned(),
+    );
+    let fw = Firewalld::start_with(test, &t.r, &[zones[0].clone(), zones[1].clone(), policy]);
+    let (ok, out) = fw.cmd(&t.r, "firewall-cmd --info-policy=lan-to-dmz");
+    assert!(
+        ok && out.contains("target: REJECT") && out.contains("ingress-zones: internal"),
+        "firewalld took the policy: {out}"
     );
     let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
     let fix = fix_of(&recs, "reject", Some(&t.r));
