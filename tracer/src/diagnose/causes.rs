@@ -27,7 +27,8 @@ pub enum Condition {
     SilentTcp,
     Fate(FateKind),
     /// Dropped by netfilter with no rule deciding, while conntrack's
-    /// table was full there (its `drop` statistic rose).
+    /// table was full there (its `drop` statistic rose beyond the
+    /// entries it refused, `insert_failed`, or it is at its limit).
     ConntrackFull,
     /// A SYN the kernel freed as consumed while the listener's accept
     /// queue overflowed (`TcpExt.ListenOverflows` rose).
@@ -94,7 +95,8 @@ impl Condition {
                     && f.rule.is_none()
                     && f.reason.as_deref() == Some("NETFILTER_DROP")
                     && f.seen.as_ref().is_some_and(|s| {
-                        s.rose("conntrack.drop") > 0
+                        // A refused entry (a clash) counts as a drop too.
+                        s.rose("conntrack.drop") > s.rose("conntrack.insert_failed")
                             || s.now.conntrack.is_some_and(|(n, max)| max > 0 && n >= max)
                     })
             }
