@@ -248,7 +248,7 @@ fn dnat_rule_matching(rules: &[NatRule], t: &Tuple, iif: Option<&str>) -> Option
         .find(|r| {
             r.matches
                 .iter()
-                .all(|m| match_holds(m, t, iif).unwrap_or(true))
+                .all(|m| judged_holds(m, t, iif).unwrap_or(true))
         })
         .map(|r| {
             format!(
@@ -259,9 +259,12 @@ fn dnat_rule_matching(rules: &[NatRule], t: &Tuple, iif: Option<&str>) -> Option
 }
 
 /// Whether one nft `match` holds for `t`; `None` for what is not judged.
-fn match_holds(m: &NatMatch, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+fn judged_holds(m: &NatMatch, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+    if m.proto.is_some_and(|p| p != t.proto) {
+        return Some(false);
+    }
     let r = &m.right;
-    let hit = match m.field {
+    let hit = match m.field? {
         Field::Dport => value_holds(r, &t.dport.to_string())?,
         Field::Daddr => value_holds(r, &t.daddr.to_string())?,
         Field::Saddr => value_holds(r, &t.saddr.to_string())?,
@@ -269,6 +272,12 @@ fn match_holds(m: &NatMatch, t: &Tuple, iif: Option<&str>) -> Option<bool> {
         Field::Iifname => value_holds(r, iif?)?,
     };
     Some(hit == m.eq)
+}
+
+/// Whether one nft `match`, as `nft -j` prints it, holds for `t`; `None`
+/// for what is not judged.
+pub(super) fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+    judged_holds(&NatMatch::from_json(m)?, t, iif)
 }
 
 /// Whether an nft right-hand side (a value, a prefix, a range or an

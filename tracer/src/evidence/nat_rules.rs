@@ -32,12 +32,16 @@ pub struct NatRule {
     pub matches: Vec<NatMatch>,
 }
 
-/// One nft `match` on a field the check judges.
+/// One nft `match` the check judges: on a field it reads, or on a
+/// transport header (which a packet of another protocol never matches).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatMatch {
     /// `==` or `in` (else `!=`).
     pub eq: bool,
-    pub field: Field,
+    /// The transport protocol of the header read (tcp, udp, sctp).
+    pub proto: Option<u8>,
+    /// None: a field the check does not judge.
+    pub field: Option<Field>,
     pub right: Right,
 }
 
@@ -109,6 +113,7 @@ struct Left {
 
 #[derive(Deserialize)]
 struct Payload {
+    protocol: Option<String>,
     field: Option<String>,
 }
 
@@ -118,33 +123,56 @@ struct Meta {
 }
 
 impl Match {
-    /// The match as kept; none when it reads a field or uses an operator
-    /// the check does not judge (such a match is taken to hold).
+    /// The match as kept; none when the check judges nothing of it (such
+    /// a match is taken to hold).
     fn judged(self) -> Option<NatMatch> {
         let eq = match self.op.as_deref().unwrap_or("==") {
             "==" | "in" => true,
             "!=" => false,
             _ => return None,
         };
+        let proto = self
+            .left
+            .payload
+            .as_ref()
+            .and_then(|p| match p.protocol.as_deref()? {
+                "tcp" => Some(6),
+                "udp" => Some(17),
+                "sctp" => Some(132),
+                _ => None,
+            });
         let field = match (self.left.payload, self.left.meta) {
-            (Some(p), _) => match p.field.as_deref()? {
-                "dport" => Field::Dport,
-                "daddr" => Field::Daddr,
-                "saddr" => Field::Saddr,
-                _ => return None,
+            (Some(p), _) => match p.field.as_deref() {
+                Some("dport") => Some(Field::Dport),
+                Some("daddr") => Some(Field::Daddr),
+                Some("saddr") => Some(Field::Saddr),
+                _ => None,
             },
-            (None, Some(m)) => match m.key.as_deref()? {
-                "l4proto" => Field::L4proto,
-                "iifname" => Field::Iifname,
-                _ => return None,
+            (None, Some(m)) => match m.key.as_deref() {
+                Some("l4proto") => Some(Field::L4proto),
+                Some("iifname") => Some(Field::Iifname),
+                _ => None,
             },
-            (None, None) => return None,
+            (None, None) => None,
         };
+        if field.is_none() && proto.is_none() {
+            return None;
+        }
+        let right = field.map_or(Right::Other, |_| Right::of(&self.right));
         Some(NatMatch {
             eq,
+            proto,
             field,
-            right: Right::of(&self.right),
+            right,
         })
+    }
+}
+
+impl NatMatch {
+    /// One `match` object as `nft -j` prints it, as kept; none when the
+    /// check judges nothing of it.
+    pub fn from_json(m: &Value) -> Option<NatMatch> {
+        Match::deserialize(m).ok()?.judged()
     }
 }
 
@@ -386,7 +414,8 @@ mod tests {
             rules[0].matches,
             [NatMatch {
                 eq: true,
-                field: Field::Dport,
+                proto: Some(6),
+                field: Some(Field::Dport),
                 right: Right::Num(8080)
             }]
         );
