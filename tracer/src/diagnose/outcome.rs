@@ -85,6 +85,19 @@ struct ConnState {
     /// account, told once for the connection however often they were resent.
     reply_drop: Option<Diagnosis>,
     replies_dropped: u64,
+    /// Why the client's last requests died, when they died of a cause that
+    /// stops a connection midway; cleared by a request that got through.
+    request_drop: Option<Diagnosis>,
+}
+
+/// Whether a request that died of `cause` after the handshake stalls the
+/// connection: not a segment refused by a socket that already closed, and
+/// not a drop of no known cause.
+fn stalls(cause: &str) -> bool {
+    !matches!(
+        cause,
+        "dropped" | "teardown" | "no_socket" | "listener_elsewhere"
+    )
 }
 
 const KEPT_REPLIES: usize = 16;
@@ -133,6 +146,11 @@ impl Outcomes {
             c.first_netns = Some(first_netns);
         }
         c.requests += 1;
+        if fate != FateKind::Dropped {
+            c.request_drop = None;
+        } else if stalls(&diag.cause) {
+            c.request_drop = Some(diag.clone());
+        }
         c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown)
             || super::causes::connection_fails(&diag.cause);
         let req = Request {
@@ -143,6 +161,12 @@ impl Outcomes {
             c.refuser = Some(req.clone());
         }
         c.last = Some(req);
+    }
+
+    /// Whether requests of flow `t` (as it left its client) were seen.
+    pub fn has_requests(&self, t: &Tuple) -> bool {
+        let key = (ep(t.saddr, t.sport), ep(t.daddr, t.dport), t.proto);
+        self.conns.get(&key).is_some_and(|c| c.requests > 0)
     }
 
     fn conn(&mut self, key: Key) -> Option<&mut ConnState> {
@@ -335,10 +359,16 @@ fn answered(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
         .iter()
         .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
     {
-        // Replies that died of a known cause after the handshake stalled it;
-        // one freed with no known cause (a segment reaching a socket the
-        // client already closed) did not.
-        if let Some(d) = s.reply_drop.as_ref().filter(|d| d.cause != "dropped") {
+        // Replies that died of a known cause after the handshake stalled it,
+        // and so did the client's own segments dying after it; one freed
+        // with no known cause (a segment reaching a socket the client
+        // already closed) did not.
+        if let Some(d) = s
+            .reply_drop
+            .as_ref()
+            .filter(|d| d.cause != "dropped")
+            .or(s.request_drop.as_ref())
+        {
             return Some((
                 ConnectionOutcome::Stalled,
                 None,

@@ -46,16 +46,6 @@ pub struct Reporter {
 /// At most this many requests are remembered for their replies.
 const REMEMBERED: usize = 4096;
 
-fn reversed(t: Tuple) -> Tuple {
-    Tuple {
-        saddr: t.daddr,
-        daddr: t.saddr,
-        sport: t.dport,
-        dport: t.sport,
-        proto: t.proto,
-    }
-}
-
 impl Reporter {
     pub fn new(flows: &Flows, containers: Containers, evidence: Evidence) -> Self {
         // Matched forward only (`terms_match`): replies are told apart.
@@ -69,6 +59,19 @@ impl Reporter {
         }
     }
 
+    /// Whether a packet the filter matches is still a reply: a filter
+    /// that matches both ways (`host X and tcp port P`) matches answers
+    /// too. A SYN-ACK answers; so does a packet going the other way of a
+    /// connection whose requests were seen first.
+    fn answers(&self, first: Option<&crate::events::Hop>) -> bool {
+        first.is_some_and(|h| {
+            h.tuple.is_some_and(|t| {
+                (t.proto == 6 && h.tcp_flags & 0x12 == 0x12)
+                    || self.outcomes.has_requests(&t.reversed())
+            })
+        })
+    }
+
     /// Diagnoses a settled packet; where its free says otherwise, the
     /// cause decides its fate (see [`settled_fate`]).
     pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
@@ -77,7 +80,7 @@ impl Reporter {
         let forward = first
             .and_then(|h| h.tuple)
             .is_some_and(|t| crate::model::terms_match(&self.filter, &t));
-        let direction = if forward || first.is_none() {
+        let direction = if first.is_none() || (forward && !self.answers(first)) {
             Direction::Request
         } else {
             Direction::Reply
@@ -93,7 +96,7 @@ impl Reporter {
         let request = match direction {
             Direction::Reply => first
                 .and_then(|h| h.tuple)
-                .and_then(|t| self.unmasqueraded.get(&reversed(t))),
+                .and_then(|t| self.unmasqueraded.get(&t.reversed())),
             Direction::Request => None,
         };
         let facts = Facts::build(
