@@ -409,7 +409,10 @@ pub const CAUSES: &[Cause] = &[
         id: "missing_masquerade",
         when: Condition::MissingMasquerade,
         message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
-        advice: &[any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE")],
+        advice: &[
+            any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {nat_nft}"),
+            any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE"),
+        ],
     },
     Cause {
         id: "no_route",
@@ -424,7 +427,10 @@ pub const CAUSES: &[Cause] = &[
         id: "hairpin_nat",
         when: Condition::Hairpin,
         message: "hairpin NAT: {where} sent {client}'s packet to {orig_addr}:{orig_port} on to {final_addr}:{final_port} back out of {hairpin_dev}, the interface it came in on, with its source unchanged; {final_addr} answers {client} directly on that LAN, from an address the client never called, so the client resets the answer and never connects",
-        advice: &[any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
+        advice: &[
+            any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {nat_nft}"),
+            any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE"),
+        ],
     },
     Cause {
         id: "icmp_error_handled",

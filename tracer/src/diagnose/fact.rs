@@ -89,6 +89,9 @@ facts! {
     /// Hairpin NAT: the LAN both ends share, and the device it loops on.
     HairpinNet = "hairpin_net",
     HairpinDev = "hairpin_dev",
+    /// The `nft` command that masquerades this flow, where nftables' own
+    /// syntax writes the router's rules.
+    NatNft = "nat_nft",
     /// A BPF program attached outside netfilter (tc or XDP) that dropped it.
     ProgName = "prog_name",
     ProgId = "prog_id",

@@ -7,14 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     fact::{Fact, Values},
-    Manager,
+    nat_rules::{met, nat_rules, Masquerade, Met, NatRules},
 };
-use crate::{
-    events::HopKind,
-    model::{Family, Tuple},
-    names::View,
-    track::Packet,
-};
+use crate::{events::HopKind, model::Tuple, names::View, track::Packet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hairpin {
@@ -55,8 +50,8 @@ pub struct Unmasqueraded {
     pub out_dev: String,
     /// The flow as it left the router.
     pub sent: Tuple,
-    /// `iptables` or `iptables-legacy`, as the router's own rules are.
-    pub tool: &'static str,
+    /// Who writes the router's rules, as the packet met them there.
+    pub met: Met,
 }
 
 /// The first router on `p`'s path that forwarded it (in by one device, out
@@ -76,24 +71,12 @@ pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
     if sent.saddr != client {
         return None;
     }
-    let tool = p
-        .hops
-        .iter()
-        .filter_map(|h| h.rule.as_deref())
-        .find(|r| r.netns == rx.netns)
-        .and_then(Manager::iptables_flavour)
-        .unwrap_or(Manager::Iptables)
-        .iptables_tool(if client.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        });
     Some(Unmasqueraded {
         netns: rx.netns,
         in_dev: rx.ifname.clone(),
         out_dev: tx.ifname.clone(),
         sent,
-        tool,
+        met: met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns),
     })
 }
 
@@ -107,7 +90,23 @@ pub fn masquerade_values(u: &Unmasqueraded, view: &mut View, v: &mut Values) {
         lan_of(view, u.netns, &u.in_dev, u.sent.saddr),
     );
     v.set(Fact::MasqDev, u.out_dev.clone());
-    v.set(Fact::MasqTool, u.tool);
+    let path = view.netns.path(u.netns);
+    match nat_rules(path.as_deref(), u.met, u.sent.daddr.is_ipv6()) {
+        NatRules::Iptables(tool) => v.set(Fact::MasqTool, tool),
+        NatRules::Nft(n) => {
+            let from = lan_of(view, u.netns, &u.in_dev, u.sent.saddr);
+            v.set(
+                Fact::NatNft,
+                n.command(&Masquerade {
+                    from: &from,
+                    out_dev: Some(&u.out_dev),
+                    daddr: u.sent.daddr,
+                    proto: u.sent.proto_name(),
+                    dport: u.sent.dport,
+                }),
+            );
+        }
+    }
     v.set(
         Fact::MasqFlow,
         format!(
@@ -134,23 +133,23 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     })?;
     let _ = rx_i;
     let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
-    let tool = p
-        .hops
-        .iter()
-        .filter_map(|h| h.rule.as_deref())
-        .find(|r| r.netns == rx.netns && r.table == "nat")
-        .and_then(Manager::iptables_flavour)
-        .unwrap_or(Manager::Iptables);
     v.set(Fact::HairpinDev, rx.ifname.clone());
     v.set(Fact::HairpinNet, lan.clone());
-    v.set(
-        Fact::Tool,
-        tool.iptables_tool(if first.saddr.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }),
-    );
+    let met = met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns);
+    let path = view.netns.path(rx.netns);
+    match nat_rules(path.as_deref(), met, first.saddr.is_ipv6()) {
+        NatRules::Iptables(tool) => v.set(Fact::Tool, tool),
+        NatRules::Nft(n) => v.set(
+            Fact::NatNft,
+            n.command(&Masquerade {
+                from: &lan,
+                out_dev: None,
+                daddr: last.daddr,
+                proto: last.proto_name(),
+                dport: last.dport,
+            }),
+        ),
+    }
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {
         netns: rx.netns,

@@ -185,15 +185,14 @@ impl Tracker {
     }
 
     /// Keeps back from `done` the drops that answer a packet still open
-    /// (one that ends where the drop started, going the other way, and
-    /// has not ended): an answer that died is told after its request, which
+    /// (one that ends where the drop started, going the other way): an answer that died is told after its request, which
     /// says what happened to it on the way (a router that did not
-    /// masquerade it), and not before. The request settles within [`IDLE`].
+    /// masquerade it), and not before: both settle together, within [`IDLE`].
     fn after_requests(&self, done: &mut Vec<(u64, u64)>) {
         let pending: std::collections::HashSet<crate::model::Tuple> = self
             .open
             .iter()
-            .filter(|(k, o)| o.ended.is_none() && !done.contains(k))
+            .filter(|(k, _)| !done.contains(k))
             .filter_map(|(_, o)| o.hops.iter().rev().find_map(|h| h.tuple))
             .collect();
         if pending.is_empty() {
