@@ -111,6 +111,9 @@ facts! {
     /// ICMP fragmentation-needed (ICMPv6 packet-too-big) as iptables and nft match it.
     IcmpMatchIpt = "icmp_match_ipt",
     IcmpMatchNft = "icmp_match_nft",
+    /// What tells a sender the path's MTU: ICMP fragmentation-needed, or
+    /// ICMPv6 packet-too-big.
+    TooBigIcmp = "too_big_icmp",
     /// Policy routing: the `ip rule` that took the packet, its table, and
     /// what that table does with it (`blackhole`, `unreachable`, `no route`).
     PolicyRule = "policy_rule",

@@ -356,9 +356,8 @@ fn route_back(seen: &Seen, client: IpAddr, dev: &str) -> Option<String> {
 /// Facts from the namespace's own state (see [`crate::evidence`]).
 fn evidence_values(
     seen: &Seen,
-    final_addr: Option<IpAddr>,
-    final_port: u16,
-    proto: u8,
+    (final_addr, final_port, proto): (Option<IpAddr>, u16, u8),
+    no_socket: bool,
     v: &mut Values,
 ) {
     let rose = counters_phrase(
@@ -393,8 +392,20 @@ fn evidence_values(
         .filter(|b| b.port == final_port && b.proto == proto)
         .collect();
     if let Some(addr) = final_addr {
-        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr)) {
-            let list: Vec<String> = on_port.iter().map(|b| b.endpoint()).collect();
+        // A socket on `::` takes IPv4 too, unless it is IPv6-only, which
+        // /proc does not say: the kernel finding no socket for an IPv4
+        // packet says it.
+        let v6_only = |b: &crate::evidence::Bound| {
+            no_socket && addr.is_ipv4() && b.addr.is_ipv6() && b.addr.is_unspecified()
+        };
+        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr) && !v6_only(b)) {
+            let list: Vec<String> = on_port
+                .iter()
+                .map(|b| match v6_only(b) {
+                    true => format!("{} for IPv6", b.endpoint()),
+                    false => b.endpoint(),
+                })
+                .collect();
             v.set(Fact::OtherListeners, list.join(", "));
         }
         if proto == 17 {
@@ -557,6 +568,14 @@ fn icmp_values(e: IcmpError, v: &mut Values) {
     };
     v.set(Fact::IcmpMatchIpt, ipt);
     v.set(Fact::IcmpMatchNft, nft);
+    v.set(
+        Fact::TooBigIcmp,
+        if e.version == 6 {
+            "ICMPv6 packet-too-big"
+        } else {
+            "ICMP fragmentation-needed"
+        },
+    );
     v.set(Fact::Icmp, e.to_string());
     let q = e.quoted;
     v.set(
@@ -583,20 +602,20 @@ fn look(fate: FateKind, ends: Ends<'_>, view: &mut View, evidence: &mut Evidence
     evidence.look(h.netns, &path)
 }
 
-/// Facts from what the namespace showed: a route back, the counters, the sockets.
-fn seen_values(s: &Seen, ends: Ends<'_>, v: &mut Values) {
+/// Facts from what the namespace showed: a route back, the counters, the
+/// sockets (`no_socket`: the kernel found none for the packet).
+fn seen_values(s: &Seen, ends: Ends<'_>, no_socket: bool, v: &mut Values) {
     if let (Some(c), Some(h)) = (ends.first.map(|t| t.saddr), ends.last_real) {
         if let Some(r) = route_back(s, c, &h.ifname) {
             v.set(Fact::RouteBack, r);
         }
     }
-    evidence_values(
-        s,
+    let flow = (
         ends.last.map(|t| t.daddr),
         ends.last.map(|t| t.dport).unwrap_or(0),
         ends.last.map(|t| t.proto).unwrap_or(0),
-        v,
     );
+    evidence_values(s, flow, no_socket, v);
 }
 
 /// Who sent the packet and where to, where it ended, and why in words;
@@ -798,7 +817,7 @@ impl Facts {
             .then(|| look(p.fate.kind, ends, view, evidence))
             .flatten();
         if let Some(s) = &seen {
-            seen_values(s, ends, &mut v);
+            seen_values(s, ends, reason.as_deref() == Some("NO_SOCKET"), &mut v);
         }
         Self {
             fate: p.fate.kind,
@@ -973,7 +992,7 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
         return None;
     };
     let (_, mtu) = view.netns.path(at.netns).and_then(|p| {
-        in_netns::call(&p, || crate::evidence::link::out_link(dst))
+        in_netns::call(&p, || crate::evidence::link::out_link(IpAddr::V4(dst)))
             .ok()
             .flatten()
     })?;
@@ -984,14 +1003,22 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
 /// device its namespace routes it out of.
 fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values) {
     v.set(Fact::PktLen, at.len.to_string());
-    let link = match last.map(|t| t.daddr) {
-        Some(IpAddr::V4(dst)) => view.netns.path(at.netns).and_then(|p| {
+    let link = last.map(|t| t.daddr).and_then(|dst| {
+        view.netns.path(at.netns).and_then(|p| {
             in_netns::call(&p, || crate::evidence::link::out_link(dst))
                 .ok()
                 .flatten()
-        }),
-        _ => None,
-    };
+        })
+    });
+    let v6 = last.is_some_and(|t| t.daddr.is_ipv6());
+    v.set(
+        Fact::TooBigIcmp,
+        if v6 {
+            "ICMPv6 packet-too-big"
+        } else {
+            "ICMP fragmentation-needed"
+        },
+    );
     v.set(
         Fact::MtuPhrase,
         match link {

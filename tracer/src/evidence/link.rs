@@ -1,6 +1,6 @@
 //! Which device a namespace routes an address out of, and that device's
 //! MTU: read from inside the namespace (`/proc/net/route`, `SIOCGIFMTU`).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The longest-prefix IPv4 route to an address in a `/proc/net/route` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,10 +82,40 @@ pub fn v4_net_of(dev: &str) -> Option<(Ipv4Addr, u32)> {
     Some((a, u32::from(m).count_ones()))
 }
 
+/// The device of the longest-prefix IPv6 route to `dst` in a
+/// `/proc/net/ipv6_route` table, passing over local and reject routes.
+pub fn route6_dev(table: &str, dst: Ipv6Addr) -> Option<String> {
+    const RTF_REJECT: u32 = 0x0200;
+    const RTF_LOCAL: u32 = 0x8000_0000;
+    let dst = u128::from(dst);
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let net = u128::from_str_radix(f.first()?, 16).ok()?;
+            let len = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let flags = u32::from_str_radix(f.get(8)?, 16).ok()?;
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            let dev = (*f.get(9)?).to_owned();
+            let usable = flags & (RTF_REJECT | RTF_LOCAL) == 0;
+            (usable && dst & mask == net).then_some((len, dev))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, dev)| dev)
+}
+
 /// The device the calling thread's namespace routes `dst` out of, and its MTU.
-pub fn out_link(dst: Ipv4Addr) -> Option<(String, u32)> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
-    let dev = route_dev(&table, dst)?;
+pub fn out_link(dst: IpAddr) -> Option<(String, u32)> {
+    let dev = match dst {
+        IpAddr::V4(d) => route_dev(
+            &std::fs::read_to_string("/proc/thread-self/net/route").ok()?,
+            d,
+        )?,
+        IpAddr::V6(d) => route6_dev(
+            &std::fs::read_to_string("/proc/thread-self/net/ipv6_route").ok()?,
+            d,
+        )?,
+    };
     let mtu = mtu_of(&dev)?;
     Some((dev, mtu))
 }
@@ -173,6 +203,28 @@ r0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             super::route_dev(table, ip("203.0.113.9")).as_deref(),
             Some("r1")
         );
+    }
+
+    #[test]
+    fn the_longest_ipv6_prefix_wins_and_reject_and_local_routes_do_not_count() {
+        let table = "20010db8000a00000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000005 00000000 00000001       x0\n\
+20010db8000c00000000000000000000 40 00000000000000000000000000000000 00 20010db8000b00000000000000000002 00000400 00000003 00000000 00000003       x1\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n\
+20010db8000a00000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001       x0\n";
+        let ip = |s: &str| s.parse().expect("ip");
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:a::10")).as_deref(),
+            Some("x0")
+        );
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:c::20")).as_deref(),
+            Some("x1")
+        );
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:a::1")).as_deref(),
+            Some("x0")
+        );
+        assert_eq!(super::route6_dev(table, ip("2001:db8:f::1")), None);
     }
 
     #[test]
