@@ -1051,7 +1051,11 @@ fn a_proxmox_guest_firewall_is_changed_in_its_fw_file_and_br_netfilter_stays_on(
 /// Connects from `from`, asks, and reads what the server sends until it
 /// closes: the bytes, or the error that stopped the read.
 fn fetch(from: &str, want: usize) -> Result<usize, String> {
-    let target = SocketAddr::new(server(), PORT);
+    fetch_at(from, SocketAddr::new(server(), PORT), want)
+}
+
+/// [`fetch`] from any server.
+fn fetch_at(from: &str, target: SocketAddr, want: usize) -> Result<usize, String> {
     lab::in_netns(from, Duration::from_secs(10), move || {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
@@ -1163,4 +1167,322 @@ fn policy_routing_that_sends_a_client_to_another_table_is_named_without_a_comman
         );
     }
     assert_no_command(&recs, "policy_routing");
+}
+
+// Variants of the classes above as other hosts have them: other prefixes,
+// nftables' own syntax, another role for the failing box, UDP, IPv6, more
+// than one hop, and a filter expression instead of flags.
+
+/// Namespaces of a test's own, `{prefix}-{name}`, with `lo` up; deleted
+/// when dropped.
+struct Namespaces(Vec<ExtraNs>);
+
+impl Namespaces {
+    fn new(prefix: &str, names: &[&str]) -> Self {
+        let all = names
+            .iter()
+            .map(|n| ExtraNs::new(format!("{prefix}-{n}")))
+            .collect::<Vec<_>>();
+        for ns in &all {
+            must(&ns.0, "ip link set lo up");
+        }
+        Self(all)
+    }
+
+    fn ns(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .map(|n| n.0.as_str())
+            .find(|n| n.ends_with(&format!("-{name}")))
+            .unwrap_or_else(|| panic!("no namespace {name}"))
+    }
+}
+
+/// A veth from `a`'s `dev_a` to `b`'s `dev_b`, both up.
+fn veth(a: &str, dev_a: &str, b: &str, dev_b: &str) {
+    lab::topo::sh(&[
+        "ip", "link", "add", dev_a, "netns", a, "type", "veth", "peer", "name", dev_b, "netns", b,
+    ]);
+    must(a, &format!("ip link set {dev_a} up"));
+    must(b, &format!("ip link set {dev_b} up"));
+}
+
+/// A server in `ns` on `addr:port` that reads a request and sends 6000 bytes.
+fn bulk_server(ns: &str, addr: &str, port: u16) -> pathtrace_tests::Spawned {
+    let family = if addr.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let script = format!(
+        "import socket\ns=socket.socket(socket.{family})\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{addr}', {port}))\ns.listen(8)\nprint('listening', flush=True)\n\
+         while True:\n    c,_=s.accept()\n    c.recv(100)\n    c.sendall(b'x'*6000)\n    c.close()\n"
+    );
+    pathtrace_tests::Spawned::python_in(ns, &script)
+}
+
+#[test]
+fn conntrack_invalid_on_a_router_that_sees_one_way_stalls_the_connection_traced_by_an_expression() {
+    let test = "conntrack_invalid_on_a_router_that_sees_one_way_stalls_the_connection_traced_by_an_expression";
+    require_root(test);
+    // C reaches S through R1, and S answers through R2: R1's conntrack sees
+    // the client's side alone, and its nft `ct state invalid drop` drops the
+    // client's ACK and request once the handshake (through R2) is done.
+    let n = Namespaces::new(&prefix("vi"), &["c", "r1", "r2", "s"]);
+    let (c, r1, r2, s) = (n.ns("c"), n.ns("r1"), n.ns("r2"), n.ns("s"));
+    veth(c, "c0", r1, "x0");
+    veth(c, "c1", r2, "y0");
+    veth(r1, "x1", s, "s0");
+    veth(r2, "y1", s, "s1");
+    must(c, "ip addr add 203.0.113.50/30 dev c0 && ip addr add 203.0.113.54/30 dev c1 && ip route add 198.51.100.64/26 via 203.0.113.49");
+    must(r1, "ip addr add 203.0.113.49/30 dev x0 && ip addr add 198.51.100.65/30 dev x1 && sysctl -qw net.ipv4.ip_forward=1");
+    must(r2, "ip addr add 203.0.113.53/30 dev y0 && ip addr add 198.51.100.69/30 dev y1 && ip route add 203.0.113.50/32 via 203.0.113.54 && sysctl -qw net.ipv4.ip_forward=1");
+    must(s, "ip addr add 198.51.100.66/30 dev s0 && ip addr add 198.51.100.70/30 dev s1 && ip route add 203.0.113.48/28 via 198.51.100.69");
+    for ns in [c, s] {
+        must(
+            ns,
+            "for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > $f; done",
+        );
+    }
+    must(
+        r1,
+        "nft 'add table inet fw; add chain inet fw forward { type filter hook forward priority 0; policy accept; }; add rule inet fw forward ct state invalid drop; add rule inet fw forward ct state established,related accept'",
+    );
+    let _srv = bulk_server(s, "0.0.0.0", 8476);
+    let target: SocketAddr = "198.51.100.66:8476".parse().expect("address");
+    let (seen, recs) = trace(&["host 198.51.100.66 and tcp port 8476"], || {
+        fetch_at(c, target, 6000)
+    });
+    let err = seen.expect_err("the download stalls");
+    assert!(
+        err.starts_with("read after 0 bytes"),
+        "connects, then stalls: {err}"
+    );
+    // The server's answers match the expression too: they are replies,
+    // not connections of their own.
+    assert_eq!(connections(&recs).len(), 1, "{:#?}", connections(&recs));
+    assert_connection(&recs, "stalled", None);
+    for p in with_cause(&recs, "conntrack_invalid") {
+        assert_eq!(p["netns_name"], r1, "{p:#}");
+        assert!(
+            message(p).contains("has an entry for this connection")
+                && message(p).contains("ct state invalid drop"),
+            "{p:#}"
+        );
+    }
+    assert_no_command(&recs, "conntrack_invalid");
+}
+
+#[test]
+fn udp_through_an_nft_router_that_does_not_masquerade_gets_an_nft_masquerade_that_works() {
+    let test =
+        "udp_through_an_nft_router_that_does_not_masquerade_gets_an_nft_masquerade_that_works";
+    require_root(test);
+    // Client C on a /27 — router R (nftables' own rules, a forward filter) —
+    // upstream U, which knows nothing of the /27 — server S. The server's
+    // UDP answers die at U; the client's datagram settles after them.
+    let n = Namespaces::new(&prefix("vm"), &["c", "r", "u", "s"]);
+    let (c, r, u, s) = (n.ns("c"), n.ns("r"), n.ns("u"), n.ns("s"));
+    veth(c, "c0", r, "lan");
+    veth(r, "wan", u, "u0");
+    veth(u, "u1", s, "s0");
+    must(
+        c,
+        "ip addr add 192.0.2.66/27 dev c0 && ip route add default via 192.0.2.65",
+    );
+    must(r, "ip addr add 192.0.2.65/27 dev lan && ip addr add 198.51.100.9/29 dev wan && ip route add default via 198.51.100.10 && sysctl -qw net.ipv4.ip_forward=1");
+    must(u, "ip addr add 198.51.100.10/29 dev u0 && ip addr add 203.0.113.129/25 dev u1 && sysctl -qw net.ipv4.ip_forward=1");
+    must(
+        s,
+        "ip addr add 203.0.113.200/25 dev s0 && ip route add default via 203.0.113.129",
+    );
+    must(
+        r,
+        "nft 'add table inet filter; add chain inet filter forward { type filter hook forward priority 0; policy drop; }; add rule inet filter forward ct state established,related accept; add rule inet filter forward iifname \"lan\" accept'",
+    );
+    let _echo = Listener::spawn(s, "0.0.0.0", 5374, 0, Serve::UdpEcho);
+    let _tcp = Listener::spawn(s, "0.0.0.0", 8474, 8, Serve::Close);
+    let far: IpAddr = "203.0.113.200".parse().expect("address");
+    let flow = [
+        "--dst",
+        "203.0.113.200",
+        "--dport",
+        "5374",
+        "--proto",
+        "udp",
+    ];
+    let (seen, recs) = trace(&flow, || udp_from_port(c, 41374, far, 5374));
+    assert_eq!(seen, "no answer");
+    let p = with_cause(&recs, "missing_masquerade")[0];
+    assert_eq!(p["netns_name"], u, "the reply died there: {p:#}");
+    assert!(
+        message(p).contains(&format!("namespace {r} forwarded"))
+            && message(p).contains("out of wan")
+            && message(p).contains("192.0.2.64/27"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "missing_masquerade", Some(r));
+    assert!(
+        fix.starts_with("nft ")
+            && fix.contains("ip saddr 192.0.2.64/27 oifname \"wan\" ip daddr 203.0.113.200 udp dport 5374 masquerade"),
+        "in the router's own syntax, this flow only: {fix}"
+    );
+    run_fix(Some(r), &fix);
+    assert_eq!(udp_from_port(c, 41375, far, 5374), "answered");
+    // This flow only: TCP to the same server is still forwarded unmasqueraded.
+    assert_eq!(errno_of(&tcp(c, far, 8474, 1500)), "ETIMEDOUT");
+}
+
+#[test]
+fn hairpin_nat_on_the_routers_own_bridge_with_nft_dnat_gets_an_nft_masquerade_that_works() {
+    let test =
+        "hairpin_nat_on_the_routers_own_bridge_with_nft_dnat_gets_an_nft_masquerade_that_works";
+    require_root(test);
+    // The router holds the LAN's bridge itself (198.51.100.128/25, no
+    // switch namespace) and DNATs 203.0.113.77:8471 to the server's port
+    // 8472 in a table of nftables' own; bridged frames skip iptables.
+    let n = Namespaces::new(&prefix("vh"), &["r", "c", "s"]);
+    let (r, c, s) = (n.ns("r"), n.ns("c"), n.ns("s"));
+    let _ = std::process::Command::new("modprobe")
+        .arg("br_netfilter")
+        .output();
+    must(r, "ip link add br0 type bridge && ip link set br0 up && ip addr add 198.51.100.129/25 dev br0 && ip addr add 203.0.113.77/32 dev lo && sysctl -qw net.ipv4.ip_forward=1");
+    let _ = sh_in(Some(r), "sysctl -qw net.bridge.bridge-nf-call-iptables=0");
+    for (ns, port, addr) in [
+        (c, "vc", "198.51.100.140/25"),
+        (s, "vs", "198.51.100.150/25"),
+    ] {
+        veth(ns, "eth0", r, port);
+        must(r, &format!("ip link set {port} master br0"));
+        must(
+            ns,
+            &format!("ip addr add {addr} dev eth0 && ip route add default via 198.51.100.129"),
+        );
+    }
+    must(
+        r,
+        "nft 'add table ip edge; add chain ip edge pre { type nat hook prerouting priority dstnat; }; add rule ip edge pre ip daddr 203.0.113.77 tcp dport 8471 dnat to 198.51.100.150:8472'",
+    );
+    let _srv = Listener::spawn(s, "0.0.0.0", 8472, 8, Serve::Close);
+    let public: IpAddr = "203.0.113.77".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "203.0.113.77", "--dport", "8471"],
+        c,
+        public,
+        8471,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "hairpin_nat")[0];
+    assert!(
+        message(p).contains("back out of br0") && message(p).contains("198.51.100.150:8472"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "hairpin_nat", Some(r));
+    assert!(
+        fix.starts_with("nft ")
+            && fix.contains(
+                "ip saddr 198.51.100.128/25 ip daddr 198.51.100.150 tcp dport 8472 masquerade"
+            ),
+        "in the router's own syntax, this flow only: {fix}"
+    );
+    run_fix(Some(r), &fix);
+    assert_eq!(tcp(c, public, 8471, 2000), ProbeOutcome::Connected);
+}
+
+#[test]
+fn an_ipv6_only_listener_is_named_for_the_ipv4_client_it_refused() {
+    let test = "an_ipv6_only_listener_is_named_for_the_ipv4_client_it_refused";
+    require_root(test);
+    let t = Routed::new(&prefix("v6o"));
+    let script = "import socket\ns=socket.socket(socket.AF_INET6)\n\
+                  s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+                  s.bind(('::', 8477))\ns.listen(8)\nprint('listening', flush=True)\n\
+                  import time\nwhile True:\n    time.sleep(1)\n";
+    let _srv = pathtrace_tests::Spawned::python_in(&t.b, script);
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8477"],
+        &t.a,
+        server(),
+        8477,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
+    let p = with_cause(&recs, "listener_elsewhere")[0];
+    assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+    assert!(
+        message(p).contains("listens on [::]:8477 for IPv6 only"),
+        "{p:#}"
+    );
+    assert_no_command(&recs, "listener_elsewhere");
+}
+
+#[test]
+fn a_path_mtu_black_hole_over_ipv6_two_hops_away_names_the_link_and_its_nft_fix_works() {
+    let test = "a_path_mtu_black_hole_over_ipv6_two_hops_away_names_the_link_and_its_nft_fix_works";
+    require_root(test);
+    // C — R1 — R2 — S over IPv6; R1's link to C carries 1280 bytes, and S's
+    // nft table drops ICMPv6 errors, R1's packet-too-big with them.
+    let n = Namespaces::new(&prefix("v6m"), &["c", "r1", "r2", "s"]);
+    let (c, r1, r2, s) = (n.ns("c"), n.ns("r1"), n.ns("r2"), n.ns("s"));
+    // Link-local addresses usable at once: no duplicate detection.
+    for ns in [c, r1, r2, s] {
+        must(
+            ns,
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+        );
+    }
+    veth(c, "c0", r1, "x0");
+    veth(r1, "x1", r2, "y0");
+    veth(r2, "y1", s, "s0");
+    must(
+        c,
+        "ip addr add 2001:db8:a::10/64 dev c0 nodad && ip route add default via 2001:db8:a::1",
+    );
+    must(r1, "ip addr add 2001:db8:a::1/64 dev x0 nodad && ip addr add 2001:db8:b::1/64 dev x1 nodad && ip route add 2001:db8:c::/64 via 2001:db8:b::2 && ip link set x0 mtu 1280 && sysctl -qw net.ipv6.conf.all.forwarding=1");
+    must(r2, "ip addr add 2001:db8:b::2/64 dev y0 nodad && ip addr add 2001:db8:c::1/64 dev y1 nodad && ip route add 2001:db8:a::/64 via 2001:db8:b::1 && sysctl -qw net.ipv6.conf.all.forwarding=1");
+    must(
+        s,
+        "ip addr add 2001:db8:c::20/64 dev s0 nodad && ip route add default via 2001:db8:c::1",
+    );
+    must(
+        s,
+        "nft 'add table inet hostfw; add chain inet hostfw input { type filter hook input priority 0; policy accept; }; add rule inet hostfw input icmpv6 type { destination-unreachable, packet-too-big, time-exceeded } drop'",
+    );
+    let _srv = bulk_server(s, "::", 8473);
+    let target: SocketAddr = "[2001:db8:c::20]:8473".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "2001:db8:c::20", "--dport", "8473"], || {
+        fetch_at(c, target, 6000)
+    });
+    let err = seen.expect_err("the download stalls");
+    assert!(
+        err.starts_with("read after 0 bytes"),
+        "connects, then stalls: {err}"
+    );
+    assert_connection(&recs, "stalled", None);
+    for p in with_cause(&recs, "packet_too_big") {
+        assert_eq!(p["netns_name"], r1, "{p:#}");
+        assert!(
+            message(p).contains("the 1280-byte MTU of x0")
+                && message(p).contains("ICMPv6 packet-too-big"),
+            "{p:#}"
+        );
+    }
+    let p = with_cause(&recs, "pmtu_black_hole")[0];
+    assert_eq!(p["netns_name"], s, "{p:#}");
+    let fix = fix_of(&recs, "pmtu_black_hole", Some(s));
+    assert!(
+        fix.starts_with("nft insert rule inet hostfw input position ")
+            && fix.ends_with(" icmpv6 type packet-too-big accept"),
+        "{fix}"
+    );
+    run_fix(Some(s), &fix);
+    assert_eq!(
+        fetch_at(c, target, 6000),
+        Ok(6000),
+        "the next download completes"
+    );
 }
