@@ -1486,3 +1486,55 @@ fn a_path_mtu_black_hole_over_ipv6_two_hops_away_names_the_link_and_its_nft_fix_
         "the next download completes"
     );
 }
+
+#[test]
+fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address() {
+    let test = "a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address";
+    require_root(test);
+    // Dual stack; the server has IPv4 routes but no IPv6 route back.
+    let t = Routed::new(&prefix("v6b"));
+    for (ns, dev, addr) in [
+        (&t.a, "a0", "2001:db8:41::1/64"),
+        (&t.r, "r0", "2001:db8:41::fe/64"),
+        (&t.r, "r1", "2001:db8:42::fe/64"),
+        (&t.b, "b0", "2001:db8:42::2/64"),
+    ] {
+        must(ns, &format!("ip addr add {addr} dev {dev} nodad"));
+    }
+    must(&t.a, "ip -6 route add default via 2001:db8:41::fe");
+    must(&t.r, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+    // The veths' link-local addresses, which neighbour discovery uses,
+    // done with duplicate detection (5 s at most).
+    for ns in [&t.a, &t.r, &t.b] {
+        must(
+            ns,
+            "for i in $(seq 50); do [ -z \"$(ip -6 addr show tentative)\" ] && exit 0; sleep 0.1; done; exit 1",
+        );
+    }
+    let _srv = Listener::spawn(&t.b, "::", 8483, 8, Serve::Close);
+    let to: IpAddr = "2001:db8:42::2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:42::2", "--dport", "8483"],
+        &t.a,
+        to,
+        8483,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    for p in with_cause(&recs, "no_route_back") {
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(message(p).contains("Snmp6.Ip6OutNoRoutes +"), "{p:#}");
+    }
+    let fix = fix_of(&recs, "no_route_back", Some(&t.b));
+    let via = fix
+        .strip_prefix("ip route add 2001:db8:41::1 via ")
+        .and_then(|f| f.strip_suffix(" dev b0"))
+        .unwrap_or_else(|| panic!("a route back to the client: {fix}"));
+    assert!(
+        via.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()),
+        "through the router's IPv6 address: {fix}"
+    );
+    run_fix(Some(&t.b), &fix);
+    assert_eq!(tcp(&t.a, to, 8483, 1500), ProbeOutcome::Connected);
+}

@@ -341,16 +341,24 @@ fn counters_phrase(seen: &Seen, names: &[&str]) -> String {
 /// The one router a namespace learnt on `dev`: where the request came
 /// from, so a route back through it reaches the client.
 fn route_back(seen: &Seen, client: IpAddr, dev: &str) -> Option<String> {
-    let mut routers = seen
+    let candidates: Vec<IpAddr> = seen
         .now
         .neighbours
         .iter()
-        .filter(|n| n.resolved && n.device == dev && n.addr != client);
+        .filter(|n| n.resolved && n.device == dev && n.addr != client)
+        .filter(|n| n.addr.is_ipv6() == client.is_ipv6())
+        .map(|n| n.addr)
+        .collect();
+    // An IPv6 router is known by its link-local address too: its global
+    // one names it better.
+    let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v) if v.is_unicast_link_local());
+    let global = candidates.iter().any(|a| !link_local(a));
+    let mut routers = candidates.iter().filter(|a| !(global && link_local(a)));
     let gw = routers.next()?;
     routers
         .next()
         .is_none()
-        .then(|| format!("ip route add {client} via {} dev {dev}", gw.addr))
+        .then(|| format!("ip route add {client} via {gw} dev {dev}"))
 }
 
 /// Facts from the namespace's own state (see [`crate::evidence`]).
@@ -372,6 +380,8 @@ fn evidence_values(
             "Udp.RcvbufErrors",
             "Ip.InNoRoutes",
             "Ip.OutNoRoutes",
+            "Snmp6.Ip6InNoRoutes",
+            "Snmp6.Ip6OutNoRoutes",
         ],
     );
     if !rose.is_empty() {

@@ -82,12 +82,14 @@ impl NsState {
         }
         let conntrack = sysctl("net/netfilter/nf_conntrack_count")
             .zip(sysctl("net/netfilter/nf_conntrack_max"));
+        let mut neighbours = net_file("arp")
+            .map(|t| neigh::parse(&t))
+            .unwrap_or_default();
+        neighbours.extend(neigh::read_v6_here());
         Self {
             counters: read_counters(),
             bound,
-            neighbours: net_file("arp")
-                .map(|t| neigh::parse(&t))
-                .unwrap_or_default(),
+            neighbours,
             conntrack,
         }
     }
