@@ -1538,3 +1538,57 @@ fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address
     run_fix(Some(&t.b), &fix);
     assert_eq!(tcp(&t.a, to, 8483, 1500), ProbeOutcome::Connected);
 }
+
+#[test]
+fn udp_to_a_host_a_router_cannot_reach_by_arp_is_a_silent_timeout_for_the_client() {
+    let test = "udp_to_a_host_a_router_cannot_reach_by_arp_is_a_silent_timeout_for_the_client";
+    require_root(test);
+    // Nobody holds 198.51.100.77 on the router's far link: the router's ARP
+    // goes unanswered and it sends the client an ICMP host-unreachable,
+    // which a UDP socket takes as a soft error and never reports.
+    let t = Routed::new(&prefix("vna"));
+    let to: IpAddr = "198.51.100.77".parse().expect("address");
+    let target = SocketAddr::new(to, 5386);
+    let flow = [
+        "--dst",
+        "198.51.100.77",
+        "--dport",
+        "5386",
+        "--proto",
+        "udp",
+    ];
+    let (seen, recs) = trace(&flow, || {
+        lab::in_netns(&t.a, Duration::from_secs(10), move || {
+            let s = UdpSocket::bind(("0.0.0.0", 0)).expect("udp socket");
+            s.connect(target).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(6)))
+                .expect("timeout");
+            s.send(b"pathtrace").expect("send");
+            s.recv(&mut [0u8; 64]).map_err(|e| e.kind())
+        })
+        .unwrap_or_else(|e| panic!("udp from {}: {e:?}", t.a))
+    });
+    assert!(
+        matches!(
+            seen,
+            Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        ),
+        "the client's socket reports nothing: {seen:?}"
+    );
+    assert_connection(&recs, "timed_out", Some("ETIMEDOUT"));
+    let c = &connections(&recs)[0];
+    assert!(
+        c["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("soft error")),
+        "{c:#}"
+    );
+    for p in with_cause(&recs, "neighbour_failed") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("no host answers for 198.51.100.77 on r1"),
+            "{p:#}"
+        );
+    }
+    assert_no_command(&recs, "neighbour_failed");
+}

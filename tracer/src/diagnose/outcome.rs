@@ -265,7 +265,7 @@ impl Outcomes {
             .iter()
             .filter(|(_, s)| s.requests > 0)
             .map(|((client, server, proto), s)| {
-                let (outcome, client_error, explanation) = explain(s);
+                let (outcome, client_error, explanation) = explain(s, *proto);
                 Connection {
                     client: client.clone(),
                     server: server.clone(),
@@ -297,10 +297,10 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
 
 type Explained = (ConnectionOutcome, Option<&'static str>, String);
 
-fn explain(s: &ConnState) -> Explained {
+fn explain(s: &ConnState, proto: u8) -> Explained {
     let arrived = arrived(s);
     let why = why(s);
-    answered_by_icmp(s, &arrived, &why)
+    answered_by_icmp(s, &arrived, &why, proto)
         .or_else(|| answered(s, &arrived, &why))
         .unwrap_or_else(|| unanswered(s))
 }
@@ -323,8 +323,18 @@ fn why(s: &ConnState) -> String {
 }
 
 /// An ICMP error reached the client.
-fn answered_by_icmp(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
+fn answered_by_icmp(s: &ConnState, arrived: &[&Reply], why: &str, proto: u8) -> Option<Explained> {
     let (r, e) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e)))?;
+    if proto == 17 && !e.reported_to_udp() {
+        return Some((
+            ConnectionOutcome::TimedOut,
+            Some("ETIMEDOUT"),
+            format!(
+                "timed out: {e} from {} reached the client, but a UDP socket takes it as a soft error and reports nothing (unless it set IP_RECVERR): the client sees no answer.{why}",
+                s.refuser.as_ref().map(|q| q.place.as_str()).unwrap_or(&r.origin)
+            ),
+        ));
+    }
     let outcome = match e.meaning() {
         IcmpMeaning::Refused => ConnectionOutcome::Refused,
         IcmpMeaning::Prohibited => ConnectionOutcome::Prohibited,
