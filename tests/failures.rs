@@ -1524,7 +1524,11 @@ fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address
     );
     for p in with_cause(&recs, "no_route_back") {
         assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
-        assert!(message(p).contains("Snmp6.Ip6OutNoRoutes +"), "{p:#}");
+        assert!(
+            message(p).contains("Snmp6.Ip6OutNoRoutes +")
+                && message(p).contains("SYN to [2001:db8:42::2]:8483"),
+            "{p:#}"
+        );
     }
     let fix = fix_of(&recs, "no_route_back", Some(&t.b));
     let via = fix

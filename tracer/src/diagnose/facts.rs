@@ -225,7 +225,9 @@ fn target_values(
     let published = containers
         .publishing(first.dport, &proto)
         .find(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
-    let mut target = format!("{}:{}", first.daddr, first.dport);
+    let ep = |addr, port| crate::model::Endpoint { addr, port }.to_string();
+    let final_ep = last.map(|t| ep(t.daddr, t.dport)).unwrap_or_default();
+    let mut target = ep(first.daddr, first.dport);
     v.set(Fact::PublishedNote, "");
     match (&container, published) {
         (_, Some((c, pb))) => {
@@ -246,15 +248,13 @@ fn target_values(
             );
         }
         (Some(c), None) if first.daddr.to_string() != final_addr => {
-            target.push_str(&format!(
-                " (DNAT to container {c}, {final_addr}:{final_port})"
-            ));
+            target.push_str(&format!(" (DNAT to container {c}, {final_ep})"));
         }
         _ if first.daddr.to_string() != final_addr || first.dport != final_port => {
-            target.push_str(&format!(" (DNAT to {final_addr}:{final_port})"));
+            target.push_str(&format!(" (DNAT to {final_ep})"));
             v.set(
                 Fact::PublishedNote,
-                format!(" (DNAT from {}:{})", first.daddr, first.dport),
+                format!(" (DNAT from {})", ep(first.daddr, first.dport)),
             );
         }
         _ => {}

@@ -714,3 +714,69 @@ fn a_cause_resting_on_an_inferred_reason_says_so() {
         d.message
     );
 }
+
+#[test]
+fn client_segments_dying_after_the_handshake_stall_the_connection() {
+    let mut o = Outcomes::default();
+    let syn = tuple("203.0.113.50", 40476, "198.51.100.66", 8476, 6);
+    let invalid = diag("conntrack_invalid", "conntrack marked it INVALID");
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x12,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Delivered,
+        &diag("delivered", "back"),
+    );
+    o.request(syn, 1, FateKind::Dropped, &invalid, "namespace r1".into());
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::Stalled, "{}", c.explanation);
+    assert!(c.explanation.contains("INVALID"), "{}", c.explanation);
+    // A segment refused by a socket that already closed stalls nothing,
+    // and one that got through after a drop clears it.
+    let mut o = Outcomes::default();
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x12,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Delivered,
+        &diag("delivered", "back"),
+    );
+    o.request(syn, 1, FateKind::Dropped, &invalid, "namespace r1".into());
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.request(
+        syn,
+        1,
+        FateKind::Dropped,
+        &diag("no_socket", "closed"),
+        "s".into(),
+    );
+    assert_eq!(o.connections()[0].outcome, ConnectionOutcome::Connected);
+}
