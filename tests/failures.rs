@@ -1487,12 +1487,9 @@ fn a_path_mtu_black_hole_over_ipv6_two_hops_away_names_the_link_and_its_nft_fix_
     );
 }
 
-#[test]
-fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address() {
-    let test = "a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address";
-    require_root(test);
-    // Dual stack; the server has IPv4 routes but no IPv6 route back.
-    let t = Routed::new(&prefix("v6b"));
+/// IPv6 on a [`Routed`] lab: A on 2001:db8:41::1/64 routed by R to B on
+/// 2001:db8:42::2/64 (B has no IPv6 route beyond its link).
+fn dual_stack(t: &Routed) {
     for (ns, dev, addr) in [
         (&t.a, "a0", "2001:db8:41::1/64"),
         (&t.r, "r0", "2001:db8:41::fe/64"),
@@ -1511,6 +1508,45 @@ fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address
             "for i in $(seq 50); do [ -z \"$(ip -6 addr show tentative)\" ] && exit 0; sleep 0.1; done; exit 1",
         );
     }
+}
+
+#[test]
+fn no_ipv6_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() {
+    let test = "no_ipv6_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address";
+    require_root(test);
+    // B also holds 2001:db8:99::9, which the router has no route for.
+    let t = Routed::new(&prefix("v6r"));
+    dual_stack(&t);
+    must(
+        &t.b,
+        "ip addr add 2001:db8:99::9/128 dev lo && ip -6 route add default via 2001:db8:42::fe",
+    );
+    let _srv = Listener::spawn(&t.b, "::", 8490, 8, Serve::Close);
+    let to: IpAddr = "2001:db8:99::9".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:99::9", "--dport", "8490"],
+        &t.a,
+        to,
+        8490,
+        1500,
+        "ENETUNREACH",
+        "unreachable",
+    );
+    let p = with_cause(&recs, "no_route")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    let fix = fix_of(&recs, "no_route", Some(&t.r));
+    assert_eq!(fix, "ip route add 2001:db8:99::9 via 2001:db8:42::2 dev r1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, to, 8490, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address() {
+    let test = "a_server_without_an_ipv6_route_back_gets_one_through_its_routers_ipv6_address";
+    require_root(test);
+    // Dual stack; the server has IPv4 routes but no IPv6 route back.
+    let t = Routed::new(&prefix("v6b"));
+    dual_stack(&t);
     let _srv = Listener::spawn(&t.b, "::", 8483, 8, Serve::Close);
     let to: IpAddr = "2001:db8:42::2".parse().expect("address");
     let recs = traced_connect(

@@ -945,7 +945,7 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
     let here = view
         .netns
         .path(netns)
-        .and_then(|p| in_netns::call(&p, link::v4_addrs).ok())?;
+        .and_then(|p| in_netns::call(&p, link::addrs).ok())?;
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
     let (ino, path) = known
@@ -953,10 +953,10 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
         .find(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))?;
-    let there = in_netns::call(&path, link::v4_addrs).unwrap_or_default();
+    let there = in_netns::call(&path, link::addrs).unwrap_or_default();
     Some(crate::evidence::Owner {
         place: place(view, ino),
-        route: link::adjacent(&here, &there)
+        route: link::adjacent(&here, &there, dst)
             .map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
     })
 }

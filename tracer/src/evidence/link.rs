@@ -162,28 +162,67 @@ pub fn v4_addrs() -> Vec<(String, Ipv4Addr, u32)> {
     out
 }
 
+/// The calling thread's namespace's global IPv6 addresses: (device,
+/// address, prefix length); link-local ones name no route across links.
+pub fn v6_addrs() -> Vec<(String, Ipv6Addr, u32)> {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = Ipv6Addr::from(u128::from_str_radix(f.first()?, 16).ok()?);
+            let len = u32::from_str_radix(f.get(2)?, 16).ok()?;
+            let dev = (*f.get(5)?).to_owned();
+            (!addr.is_loopback() && !addr.is_unicast_link_local()).then_some((dev, addr, len))
+        })
+        .collect()
+}
+
+/// The calling thread's namespace's addresses of both families.
+pub fn addrs() -> Vec<(String, IpAddr, u32)> {
+    let v4 = v4_addrs()
+        .into_iter()
+        .map(|(d, a, l)| (d, IpAddr::V4(a), l));
+    let v6 = v6_addrs()
+        .into_iter()
+        .map(|(d, a, l)| (d, IpAddr::V6(a), l));
+    v4.chain(v6).collect()
+}
+
 /// Whether the calling thread's namespace holds `addr` (a socket binds to it).
 pub fn holds(addr: std::net::IpAddr) -> bool {
     std::net::UdpSocket::bind((addr, 0)).is_ok()
 }
 
-/// A neighbour of `here` (its addresses, from [`v4_addrs`]) that holds an
-/// address of `there`: (its address, the device of `here` it is on).
+/// A neighbour of `here` (its addresses, from [`addrs`]) that holds an
+/// address of `there` of `family`'s kind (`dst`'s): (its address, the
+/// device of `here` it is on).
 pub fn adjacent(
-    here: &[(String, Ipv4Addr, u32)],
-    there: &[(String, Ipv4Addr, u32)],
-) -> Option<(Ipv4Addr, String)> {
-    let net = |a: Ipv4Addr, len: u32| {
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        u32::from(a) & mask
+    here: &[(String, IpAddr, u32)],
+    there: &[(String, IpAddr, u32)],
+    dst: IpAddr,
+) -> Option<(IpAddr, String)> {
+    let net = |a: IpAddr, len: u32| -> Option<u128> {
+        let (bits, width) = match a {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        };
+        (len < width).then(|| bits.checked_shr(width - len).unwrap_or(0))
     };
-    there.iter().find_map(|(_, theirs, _)| {
-        here.iter()
-            .find(|(dev, ours, len)| {
-                dev != "lo" && ours != theirs && *len < 32 && net(*ours, *len) == net(*theirs, *len)
-            })
-            .map(|(dev, _, _)| (*theirs, dev.clone()))
-    })
+    there
+        .iter()
+        .filter(|(_, theirs, _)| theirs.is_ipv6() == dst.is_ipv6())
+        .find_map(|(_, theirs, _)| {
+            here.iter()
+                .find(|(dev, ours, len)| {
+                    dev != "lo"
+                        && ours != theirs
+                        && ours.is_ipv6() == theirs.is_ipv6()
+                        && net(*ours, *len).is_some_and(|n| Some(n) == net(*theirs, *len))
+                })
+                .map(|(dev, _, _)| (*theirs, dev.clone()))
+        })
 }
 
 #[cfg(test)]
@@ -234,16 +273,26 @@ r0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             ("lo".to_owned(), ip("127.0.0.1"), 8),
             ("r0".to_owned(), ip("192.0.2.254"), 24),
             ("r1".to_owned(), ip("198.51.100.254"), 24),
+            ("r1".to_owned(), ip("2001:db8:2::fe"), 64),
         ];
         let server = vec![
             ("lo".to_owned(), ip("127.0.0.1"), 8),
             ("b0".to_owned(), ip("198.51.100.2"), 24),
             ("lo".to_owned(), ip("203.0.113.9"), 32),
+            ("b0".to_owned(), ip("2001:db8:2::2"), 64),
+            ("lo".to_owned(), ip("2001:db8:99::9"), 128),
         ];
         assert_eq!(
-            super::adjacent(&router, &server),
+            super::adjacent(&router, &server, ip("203.0.113.9")),
             Some((ip("198.51.100.2"), "r1".to_owned()))
         );
-        assert_eq!(super::adjacent(&router, &router[..1]), None);
+        assert_eq!(
+            super::adjacent(&router, &server, ip("2001:db8:99::9")),
+            Some((ip("2001:db8:2::2"), "r1".to_owned()))
+        );
+        assert_eq!(
+            super::adjacent(&router, &router[..1], ip("203.0.113.9")),
+            None
+        );
     }
 }
