@@ -1632,3 +1632,62 @@ fn udp_to_a_host_a_router_cannot_reach_by_arp_is_a_silent_timeout_for_the_client
     }
     assert_no_command(&recs, "neighbour_failed");
 }
+
+#[test]
+fn a_missing_masquerade_behind_two_routers_is_fixed_on_the_last_that_knows_the_way_back() {
+    let test =
+        "a_missing_masquerade_behind_two_routers_is_fixed_on_the_last_that_knows_the_way_back";
+    require_root(test);
+    // C — R (the LAN's router) — M (knows the LAN through R) — U (knows
+    // neither) — S. Neither R nor M masquerades; S's answers die at U. A
+    // masquerade on R would not help: U has no route to R's side either.
+    let n = Namespaces::new(&prefix("vm3"), &["c", "r", "m", "u", "s"]);
+    let (c, r, m, u, s) = (n.ns("c"), n.ns("r"), n.ns("m"), n.ns("u"), n.ns("s"));
+    veth(c, "c0", r, "lan");
+    veth(r, "wan", m, "m0");
+    veth(m, "m1", u, "u0");
+    veth(u, "u1", s, "s0");
+    must(
+        c,
+        "ip addr add 192.0.2.34/28 dev c0 && ip route add default via 192.0.2.33",
+    );
+    must(r, "ip addr add 192.0.2.33/28 dev lan && ip addr add 198.51.100.17/30 dev wan && ip route add default via 198.51.100.18");
+    must(m, "ip addr add 198.51.100.18/30 dev m0 && ip addr add 203.0.113.5/30 dev m1 && ip route add 192.0.2.32/28 via 198.51.100.17 && ip route add default via 203.0.113.6");
+    must(
+        u,
+        "ip addr add 203.0.113.6/30 dev u0 && ip addr add 203.0.113.129/25 dev u1",
+    );
+    must(
+        s,
+        "ip addr add 203.0.113.140/25 dev s0 && ip route add default via 203.0.113.129",
+    );
+    for ns in [r, m, u] {
+        must(ns, "sysctl -qw net.ipv4.ip_forward=1");
+    }
+    let _srv = Listener::spawn(s, "0.0.0.0", 8491, 8, Serve::Close);
+    let far: IpAddr = "203.0.113.140".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "203.0.113.140", "--dport", "8491"],
+        c,
+        far,
+        8491,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "missing_masquerade")[0];
+    assert_eq!(p["netns_name"], u, "the reply died there: {p:#}");
+    assert!(
+        message(p).contains(&format!("namespace {m} forwarded"))
+            && message(p).contains("out of m1")
+            && message(p).contains("192.0.2.32/28"),
+        "{p:#}"
+    );
+    let fix = fix_of(&recs, "missing_masquerade", Some(m));
+    assert!(
+        fix.contains("-s 192.0.2.32/28 -o m1 -d 203.0.113.140 -p tcp --dport 8491"),
+        "{fix}"
+    );
+    run_fix(Some(m), &fix);
+    assert_eq!(tcp(c, far, 8491, 2000), ProbeOutcome::Connected);
+}

@@ -408,7 +408,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "missing_masquerade",
         when: Condition::MissingMasquerade,
-        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
+        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged; {router}, the last router before {where} on the request's path, knows the way back to that network and {where} does not",
         advice: &[
             any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {nat_nft}"),
             any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE"),

@@ -709,7 +709,7 @@ fn culprits(
     rule: Option<&RuleHit>,
     reason: Option<&str>,
     reply: bool,
-    request: Option<&Unmasqueraded>,
+    request: &[Unmasqueraded],
     view: &mut View,
     v: &mut Values,
 ) -> Culprits {
@@ -724,13 +724,10 @@ fn culprits(
     let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
         .then(|| stale_nat(p, view, v))
         .flatten();
-    let masquerade = request
-        .filter(|u| {
-            reply
-                && dropped
-                && NO_ROUTE.contains(&reason.unwrap_or_default())
-                && ends.at.is_some_and(|h| h.netns != u.netns)
-        })
+    let masquerade = ends
+        .at
+        .filter(|_| reply && dropped && NO_ROUTE.contains(&reason.unwrap_or_default()))
+        .and_then(|h| super::nat::to_masquerade(request, h.netns))
         .cloned();
     if let Some(u) = &masquerade {
         masquerade_values(u, view, v);
@@ -760,7 +757,7 @@ impl Facts {
         view: &mut View,
         containers: &Containers,
         reply: bool,
-        request: Option<&Unmasqueraded>,
+        request: &[Unmasqueraded],
         evidence: &mut Evidence,
     ) -> Self {
         let ends = Ends::of(p);

@@ -28,16 +28,25 @@ fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
 /// else the client's address alone.
 fn lan_of(view: &mut View, netns: u32, device: &str, client: IpAddr) -> String {
     match (client, view.netns.path(netns)) {
-        (IpAddr::V4(c), Some(path)) => {
-            in_netns::call(&path, || crate::evidence::link::v4_net_of(device))
-                .ok()
-                .flatten()
+        (IpAddr::V4(c), Some(path)) => in_netns::call(&path, || {
+            crate::evidence::link::v4_net_of(device)
                 .filter(|(a, len)| network(*a, *len) == network(c, *len))
-                .map(|(a, len)| format!("{}/{len}", network(a, len)))
-        }
+                .or_else(|| routed_net(c))
+        })
+        .ok()
+        .flatten()
+        .map(|(a, len)| format!("{}/{len}", network(a, len))),
         _ => None,
     }
     .unwrap_or_else(|| client.to_string())
+}
+
+/// The network of the calling thread's namespace's route to `client`,
+/// when it is a route of its own (not the default).
+fn routed_net(client: Ipv4Addr) -> Option<(Ipv4Addr, u32)> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    let route = crate::evidence::link::best_route(&table, client)?;
+    (route.len > 0).then_some((client, route.len))
 }
 
 /// A request that a router forwarded with its source unchanged: answers to
@@ -54,30 +63,47 @@ pub struct Unmasqueraded {
     pub met: Met,
 }
 
-/// The first router on `p`'s path that forwarded it (in by one device, out
-/// by another) with the client's address still its source.
-pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
-    let client = p.hops.iter().find_map(|h| h.tuple)?.saddr;
-    let (rx, tx) = p.hops.iter().enumerate().find_map(|(i, rx)| {
-        if rx.kind != HopKind::Rx {
-            return None;
+/// The routers on `p`'s path that forwarded it (in by one device, out by
+/// another) with the client's address still its source, in path order.
+pub fn unmasqueraded(p: &Packet) -> Vec<Unmasqueraded> {
+    let Some(client) = p.hops.iter().find_map(|h| h.tuple).map(|t| t.saddr) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Unmasqueraded> = Vec::new();
+    for (i, rx) in p.hops.iter().enumerate() {
+        if rx.kind != HopKind::Rx || out.iter().any(|u| u.netns == rx.netns) {
+            continue;
         }
-        let tx = p.hops[i + 1..].iter().find(|tx| {
-            tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex
-        })?;
-        Some((rx, tx))
-    })?;
-    let sent = tx.tuple?;
-    if sent.saddr != client {
-        return None;
+        let Some(tx) = p.hops[i + 1..]
+            .iter()
+            .find(|tx| tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex)
+        else {
+            continue;
+        };
+        let Some(sent) = tx.tuple.filter(|t| t.saddr == client) else {
+            continue;
+        };
+        out.push(Unmasqueraded {
+            netns: rx.netns,
+            in_dev: rx.ifname.clone(),
+            out_dev: tx.ifname.clone(),
+            sent,
+            met: met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns),
+        });
     }
-    Some(Unmasqueraded {
-        netns: rx.netns,
-        in_dev: rx.ifname.clone(),
-        out_dev: tx.ifname.clone(),
-        sent,
-        met: met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns),
-    })
+    out
+}
+
+/// Of the routers that forwarded a request unmasqueraded (`routers`, in
+/// path order), the one that must masquerade it for a reply that died in
+/// `died_in`: the last before that namespace, the nearest to it that still
+/// knows the way back to the client (the reply reaches it by its own link).
+pub fn to_masquerade(routers: &[Unmasqueraded], died_in: u32) -> Option<&Unmasqueraded> {
+    let before = routers
+        .iter()
+        .position(|u| u.netns == died_in)
+        .unwrap_or(routers.len());
+    routers[..before].last()
 }
 
 /// The facts of a reply that died where `u`'s router did not masquerade.

@@ -40,7 +40,7 @@ pub struct Reporter {
     /// Requests a router forwarded with their source unchanged, by their
     /// flow as it reached the server: a reply that dies for want of a
     /// route back is then explained by the router that did not masquerade.
-    unmasqueraded: HashMap<Tuple, Unmasqueraded>,
+    unmasqueraded: HashMap<Tuple, Vec<Unmasqueraded>>,
 }
 
 /// At most this many requests are remembered for their replies.
@@ -86,18 +86,21 @@ impl Reporter {
             Direction::Reply
         };
         if direction == Direction::Request {
-            if let (Some(u), Some(t)) = (super::nat::unmasqueraded(p), last.and_then(|h| h.tuple)) {
+            let routers = super::nat::unmasqueraded(p);
+            if let (false, Some(t)) = (routers.is_empty(), last.and_then(|h| h.tuple)) {
                 if self.unmasqueraded.len() >= REMEMBERED {
                     self.unmasqueraded.clear();
                 }
-                self.unmasqueraded.insert(t, u);
+                self.unmasqueraded.insert(t, routers);
             }
         }
         let request = match direction {
             Direction::Reply => first
                 .and_then(|h| h.tuple)
-                .and_then(|t| self.unmasqueraded.get(&t.reversed())),
-            Direction::Request => None,
+                .and_then(|t| self.unmasqueraded.get(&t.reversed()))
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            Direction::Request => &[],
         };
         let facts = Facts::build(
             p,
