@@ -160,7 +160,11 @@ impl Outcomes {
         if matches!(diag.cause.as_str(), "reject" | "no_socket" | "no_route") {
             c.refuser = Some(req.clone());
         }
-        c.last = Some(req);
+        // A request last seen on its way (still queued when tracing
+        // stopped) says less than one whose end is known before it.
+        if diag.cause != "vanished" || c.last.is_none() {
+            c.last = Some(req);
+        }
     }
 
     /// Whether requests of flow `t` (as it left its client) were seen.
