@@ -1691,3 +1691,47 @@ fn a_missing_masquerade_behind_two_routers_is_fixed_on_the_last_that_knows_the_w
     run_fix(Some(m), &fix);
     assert_eq!(tcp(c, far, 8491, 2000), ProbeOutcome::Connected);
 }
+
+#[test]
+fn dnat_back_out_of_a_router_with_two_subnets_on_one_interface_is_no_hairpin() {
+    let test = "dnat_back_out_of_a_router_with_two_subnets_on_one_interface_is_no_hairpin";
+    require_root(test);
+    // A router on a stick: one interface, two /26 subnets, client in one
+    // and server in the other, on one switch. DNAT sends the packet back
+    // out of the interface it came in on with its source unchanged, but
+    // the server answers through its gateway, the router, which undoes
+    // the DNAT: the connection works, and no hairpin is to be fixed.
+    let n = Namespaces::new(&prefix("vst"), &["sw", "r", "c", "s"]);
+    let (sw, r, c, s) = (n.ns("sw"), n.ns("r"), n.ns("c"), n.ns("s"));
+    must(sw, "ip link add br0 type bridge && ip link set br0 up");
+    for (i, ns) in [r, c, s].into_iter().enumerate() {
+        let port = format!("p{i}");
+        veth(ns, "eth0", sw, &port);
+        must(sw, &format!("ip link set {port} master br0"));
+    }
+    must(r, "ip addr add 192.0.2.1/26 dev eth0 && ip addr add 192.0.2.65/26 dev eth0 && ip addr add 203.0.113.1/32 dev lo && sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0");
+    must(
+        c,
+        "ip addr add 192.0.2.10/26 dev eth0 && ip route add default via 192.0.2.1",
+    );
+    must(
+        s,
+        "ip addr add 192.0.2.70/26 dev eth0 && ip route add default via 192.0.2.65",
+    );
+    must(
+        r,
+        "iptables -t nat -A PREROUTING -d 203.0.113.1 -p tcp --dport 8494 -j DNAT --to-destination 192.0.2.70:80",
+    );
+    let _srv = Listener::spawn(s, "0.0.0.0", 80, 8, Serve::Close);
+    let public: IpAddr = "203.0.113.1".parse().expect("address");
+    let (seen, recs) = trace(&["--dst", "203.0.113.1", "--dport", "8494"], || {
+        tcp(c, public, 8494, 2000)
+    });
+    assert_eq!(seen, ProbeOutcome::Connected);
+    assert_connection(&recs, "connected", None);
+    let hairpins: Vec<&Value> = of_type(&recs, "packet")
+        .into_iter()
+        .filter(|p| p["diagnosis"]["cause"] == "hairpin_nat")
+        .collect();
+    assert!(hairpins.is_empty(), "no hairpin here: {hairpins:#?}");
+}

@@ -151,13 +151,23 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     if first.daddr == last.daddr || first.saddr != last.saddr {
         return None;
     }
-    let (rx_i, rx) = p.hops.iter().enumerate().find(|(i, rx)| {
+    let (_, rx) = p.hops.iter().enumerate().find(|(i, rx)| {
         rx.kind == HopKind::Rx
             && p.hops[i + 1..].iter().any(|tx| {
                 tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex == rx.ifindex
             })
     })?;
-    let _ = rx_i;
+    // The answer bypasses the router only when the server reaches the
+    // client on its own link; through a gateway (a router with two subnets
+    // on one interface) it comes back through the router, which undoes
+    // the DNAT.
+    let server = p.hops.iter().rev().find(|h| h.tuple.is_some())?.netns;
+    let server_path = view.netns.path(server);
+    if let Some(hop) = crate::evidence::neigh::next_hop(server_path.as_deref(), first.saddr) {
+        if hop.addr != first.saddr {
+            return None;
+        }
+    }
     let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
     v.set(Fact::HairpinDev, rx.ifname.clone());
     v.set(Fact::HairpinNet, lan.clone());
