@@ -15,8 +15,8 @@ use lab::{
     ProbeOutcome,
 };
 use pathtrace_tests::{
-    command_in, command_place, errno_of, hops_of, of_type, records, require_root, sh_in, CtEvents,
-    Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    command_in, command_place, errno_of, hops_of, of_type, records, require_root, require_tool,
+    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
 };
 use serde_json::Value;
 
@@ -537,6 +537,148 @@ fn a_router_that_does_not_masquerade_is_named_and_masquerading_this_flow_works()
     );
 }
 
+/// The clash test's service port, and the one port its router's SNAT maps onto.
+const CLASH_PORT: u16 = 8347;
+const CLASH_TO: &str = "198.51.100.254:40347";
+
+/// Connects from `ns` to the server's `port` and keeps the connection.
+fn hold_open(ns: &str, port: u16) -> TcpStream {
+    let target = SocketAddr::new(server(), port);
+    lab::in_netns(ns, Duration::from_secs(5), move || {
+        TcpStream::connect_timeout(&target, Duration::from_secs(2))
+    })
+    .unwrap_or_else(|e| panic!("connecting from {ns}: {e:?}"))
+    .unwrap_or_else(|e| panic!("the first connection from {ns}: {e}"))
+}
+
+/// Whether an open connection to an echo server still carries data both ways.
+fn echoes(s: &mut TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut back = [0u8; 9];
+    s.write_all(b"pathtrace").is_ok() && s.read_exact(&mut back).is_ok() && &back == b"pathtrace"
+}
+
+/// conntrack's `insert_failed` in `ns`, summed over CPUs, as `conntrack -S` says.
+fn insert_failed(ns: &str) -> u64 {
+    let (ok, out) = sh_in(Some(ns), "conntrack -S");
+    assert!(ok, "conntrack -S in {ns}: {out}");
+    out.split_whitespace()
+        .filter_map(|w| w.strip_prefix("insert_failed="))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// A router that SNATs the server's port to one address and port, in nft's
+/// own syntax (`native`) or iptables-nft's: the first connection takes that
+/// tuple, the second is NATed onto it and conntrack refuses it. The
+/// printed fix masquerades the second flow ahead of the rule; the first
+/// connection keeps its tuple and its data flowing.
+fn clashing_snat(case: &str, native: bool) {
+    let t = Routed::new(&prefix(case));
+    let (rule, kept) = if native {
+        must(&t.r, "nft add table ip edge && nft add chain ip edge post '{ type nat hook postrouting priority srcnat; }'");
+        (
+            format!("nft add rule ip edge post ip daddr {SERVER} tcp dport {CLASH_PORT} snat to {CLASH_TO}"),
+            "nft list chain ip edge post",
+        )
+    } else {
+        (
+            format!("iptables -t nat -A POSTROUTING -d {SERVER} -p tcp --dport {CLASH_PORT} -j SNAT --to-source {CLASH_TO}"),
+            "iptables -t nat -S POSTROUTING",
+        )
+    };
+    must(&t.r, &rule);
+    let _srv = Listener::spawn(&t.b, "0.0.0.0", CLASH_PORT, 64, Serve::Echo);
+    let mut first = hold_open(&t.a, CLASH_PORT);
+    let first_port = first.local_addr().expect("local address").port();
+    let failed_before = insert_failed(&t.r);
+    let dport = CLASH_PORT.to_string();
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", &dport],
+        &t.a,
+        server(),
+        CLASH_PORT,
+        2000,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    assert!(
+        insert_failed(&t.r) > failed_before,
+        "the kernel's own count of refused entries rose in {}",
+        t.r
+    );
+    let p = with_cause(&recs, "nat_clash")[0];
+    assert_eq!(p["fate"], "dropped", "{p:#}");
+    assert_eq!(
+        p["netns_name"],
+        t.r.as_str(),
+        "it died on the router: {p:#}"
+    );
+    assert!(
+        message(p).contains("dropped in POSTROUTING"),
+        "conntrack confirms it as it leaves: {p:#}"
+    );
+    let written = if native {
+        format!("snat to {CLASH_TO}")
+    } else {
+        format!("-j SNAT --to-source {CLASH_TO}")
+    };
+    assert!(
+        message(p).contains(&format!("tcp {CLASH_TO} → {SERVER}:{CLASH_PORT}"))
+            && message(p).contains(&format!(
+                "tcp 192.0.2.1:{first_port} → {SERVER}:{CLASH_PORT}"
+            ))
+            && message(p).contains("conntrack.insert_failed +")
+            && message(p).contains(&written),
+        "the clash, the entry that holds the tuple and the rule: {p:#}"
+    );
+    let fix = fix_of(&recs, "nat_clash", Some(&t.r));
+    let engine = if native {
+        "nft insert rule ip edge post position "
+    } else {
+        "iptables -t nat -I POSTROUTING 1 "
+    };
+    assert!(
+        fix.starts_with(engine) && fix.contains("192.0.2.1") && fix.contains(&dport),
+        "{fix}"
+    );
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(
+        tcp(&t.a, server(), CLASH_PORT, 2000),
+        ProbeOutcome::Connected
+    );
+    // The first connection keeps its tuple and its data; the rule stays.
+    assert!(echoes(&mut first), "the first connection still echoes");
+    let (ok, entry) = sh_in(
+        Some(&t.r),
+        &format!("conntrack -L -p tcp --orig-port-src {first_port} 2>/dev/null"),
+    );
+    assert!(
+        ok && entry.contains("ESTABLISHED") && entry.contains("dport=40347"),
+        "the first connection's entry is untouched: {entry}"
+    );
+    let (ok, rules) = sh_in(Some(&t.r), kept);
+    let narrow = if native {
+        written
+    } else {
+        format!("--to-source {CLASH_TO}")
+    };
+    assert!(
+        ok && rules.contains(&narrow),
+        "the narrow rule stays: {rules}"
+    );
+}
+
+#[test]
+fn two_flows_snatted_to_one_port_clash_and_masquerading_the_second_works() {
+    let test = "two_flows_snatted_to_one_port_clash_and_masquerading_the_second_works";
+    require_root(test);
+    require_tool(test, "conntrack");
+    clashing_snat("cln", true);
+    clashing_snat("cli", false);
+}
+
 #[test]
 fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works() {
     let test = "a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_works";
@@ -560,35 +702,58 @@ fn a_real_firewalld_zone_reject_gets_a_rich_rule_that_firewalld_takes_and_that_w
     assert_eq!(errno_of(&tcp(&t.a, server(), 8081, 1500)), "EHOSTUNREACH");
 }
 
+/// firewalld's shipped definition of `zone` with `interface` in it, as
+/// `firewall-cmd --permanent --zone=ZONE --add-interface=DEV` writes it.
+fn zone_with_interface(test: &str, zone: &str, interface: &str) -> (String, String) {
+    let shipped = format!("/usr/lib/firewalld/zones/{zone}.xml");
+    let xml = std::fs::read_to_string(&shipped)
+        .unwrap_or_else(|e| panic!("{test}: firewalld's zone {shipped}: {e}"));
+    assert!(xml.contains("</zone>"), "{test}: {shipped} is not a zone");
+    (
+        format!("zones/{zone}.xml"),
+        xml.replace(
+            "</zone>",
+            &format!("  <interface name=\"{interface}\"/>\n</zone>"),
+        ),
+    )
+}
+
 #[test]
 fn a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works() {
     let test = "a_real_firewalld_between_zones_is_a_policys_and_its_rich_rule_works";
     require_root(test);
     let t = Routed::new(&prefix("fp"));
-    let fw = Firewalld::start(test, &t.r);
-    let setup = |cmd: &str| {
-        let (ok, out) = fw.cmd(&t.r, cmd);
-        assert!(ok, "{cmd}: {out}");
-    };
-    setup(
-        "firewall-cmd --permanent --zone=internal --add-interface=r0 && \
-         firewall-cmd --permanent --zone=dmz --add-interface=r1 && firewall-cmd --reload",
-    );
+    // The router's LAN side in zone internal, the server's in dmz: written
+    // as permanent configuration before firewalld starts (no reload).
+    let zones = [
+        zone_with_interface(test, "internal", "r0"),
+        zone_with_interface(test, "dmz", "r1"),
+    ];
     let _srv = Listener::start(&t.b);
     // No policy between the zones: firewalld's forward chain rejects, and
     // a policy takes --permanent and a reload: words, no command.
-    let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
-    let p = with_cause(&recs, "reject")[0];
-    assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
-    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
-    assert!(advice.contains("from zone internal"), "{advice}");
-    assert_no_command(&recs, "reject");
-    // A policy from internal to dmz that rejects: its rich rule opens this flow.
-    setup(
-        "firewall-cmd --permanent --new-policy lan-to-dmz && \
-         firewall-cmd --permanent --policy lan-to-dmz --add-ingress-zone internal && \
-         firewall-cmd --permanent --policy lan-to-dmz --add-egress-zone dmz && \
-         firewall-cmd --permanent --policy lan-to-dmz --set-target REJECT && firewall-cmd --reload",
+    {
+        let _fw = Firewalld::start_with(test, &t.r, &zones);
+        let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
+        let p = with_cause(&recs, "reject")[0];
+        assert_eq!(p["diagnosis"]["manager"], "firewalld", "{p:#}");
+        let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+        assert!(advice.contains("from zone internal"), "{advice}");
+        assert_no_command(&recs, "reject");
+    }
+    // A policy from internal to dmz that rejects (as `firewall-cmd
+    // --permanent --new-policy` writes it): its rich rule opens this flow.
+    let policy = (
+        "policies/lan-to-dmz.xml".to_owned(),
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<policy target=\"REJECT\">\n  \
+         <ingress-zone name=\"internal\"/>\n  <egress-zone name=\"dmz\"/>\n</policy>\n"
+            .to_owned(),
+    );
+    let fw = Firewalld::start_with(test, &t.r, &[zones[0].clone(), zones[1].clone(), policy]);
+    let (ok, out) = fw.cmd(&t.r, "firewall-cmd --info-policy=lan-to-dmz");
+    assert!(
+        ok && out.contains("target: REJECT") && out.contains("ingress-zones: internal"),
+        "firewalld took the policy: {out}"
     );
     let recs = to_server(&t, "EHOSTUNREACH", "prohibited");
     let fix = fix_of(&recs, "reject", Some(&t.r));

@@ -790,11 +790,27 @@ pub struct Firewalld {
 
 impl Firewalld {
     pub fn start(test: &str, ns: &str) -> Self {
+        Self::start_with(test, ns, &[])
+    }
+
+    /// Starts with `config` (a path under its configuration directory, and
+    /// the file's text) written first: permanent settings it reads as it
+    /// starts, with no `firewall-cmd --reload` (which can outlast D-Bus's
+    /// 25 s reply timeout on a slow machine).
+    pub fn start_with(test: &str, ns: &str, config: &[(String, String)]) -> Self {
         require_tool(test, "firewalld");
         require_tool(test, "dbus-daemon");
         let dir = std::env::temp_dir().join(format!("pathtrace-firewalld-{ns}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).expect("firewalld's directory");
+        for (path, text) in config {
+            let file = dir.join("etc").join(path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).expect("firewalld's configuration directory");
+            }
+            std::fs::write(&file, text)
+                .unwrap_or_else(|e| panic!("{test}: writing {}: {e}", file.display()));
+        }
         let bus = dir.join("bus");
         std::fs::write(
             dir.join("bus.conf"),

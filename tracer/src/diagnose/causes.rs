@@ -27,7 +27,8 @@ pub enum Condition {
     SilentTcp,
     Fate(FateKind),
     /// Dropped by netfilter with no rule deciding, while conntrack's
-    /// table was full there (its `drop` statistic rose).
+    /// table was full there (its `drop` statistic rose beyond the
+    /// entries it refused, `insert_failed`, or it is at its limit).
     ConntrackFull,
     /// A SYN the kernel freed as consumed while the listener's accept
     /// queue overflowed (`TcpExt.ListenOverflows` rose).
@@ -51,6 +52,9 @@ pub enum Condition {
     /// A reply with no route back to a client that a router in front of it
     /// did not masquerade.
     MissingMasquerade,
+    /// Dropped with no rule deciding while conntrack's `insert_failed`
+    /// rose, NATed to a tuple an existing entry holds.
+    NatClash,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
@@ -91,7 +95,8 @@ impl Condition {
                     && f.rule.is_none()
                     && f.reason.as_deref() == Some("NETFILTER_DROP")
                     && f.seen.as_ref().is_some_and(|s| {
-                        s.rose("conntrack.drop") > 0
+                        // A refused entry (a clash) counts as a drop too.
+                        s.rose("conntrack.drop") > s.rose("conntrack.insert_failed")
                             || s.now.conntrack.is_some_and(|(n, max)| max > 0 && n >= max)
                     })
             }
@@ -119,6 +124,7 @@ impl Condition {
             Self::SetBan => dropped && f.set_ban.is_some(),
             Self::StaleNat => f.stale_nat.is_some(),
             Self::MissingMasquerade => f.masquerade.is_some(),
+            Self::NatClash => dropped && f.rule.is_none() && f.nat_clash.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
             }
@@ -334,6 +340,15 @@ pub const CAUSES: &[Cause] = &[
             KUBE,
             PROXMOX,
             PROXMOX_HOST,
+        ],
+    },
+    Cause {
+        id: "nat_clash",
+        when: Condition::NatClash,
+        message: "{client}'s packet to {target} was dropped in {hook} ({where}) as conntrack confirmed its new connection, with no firewall rule deciding: NAT mapped it to {clash_tuple}, a tuple conntrack entry {clash_holder} already holds, so the two connections clash and the new one is refused ({counters_rose}); the NAT rule that mapped it leaves too narrow a range to give each connection its own: {clash_rule}",
+        advice: &[
+            any("Keep that rule (the connection holding {clash_to} keeps it) and map this flow alone elsewhere, ahead of it: masquerade picks a free port{run_in}: {clash_fix}"),
+            any("Give the NAT rule in {where} that maps onto {clash_to} a range wide enough for every connection it maps at once (a port range, or masquerade, which picks a free port), where its rules are kept; the connection that holds {clash_to} keeps it until it ends."),
         ],
     },
     Cause {

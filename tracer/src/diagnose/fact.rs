@@ -145,6 +145,14 @@ facts! {
     MasqDev = "masq_dev",
     MasqTool = "masq_tool",
     MasqFlow = "masq_flow",
+    /// A NAT clash: the flow as NAT left it, the entry that already holds
+    /// that tuple, the endpoint both were mapped to, the NAT rule that
+    /// mapped it (in words), and masquerade for this flow ahead of it.
+    ClashTuple = "clash_tuple",
+    ClashHolder = "clash_holder",
+    ClashTo = "clash_to",
+    ClashRule = "clash_rule",
+    ClashFix = "clash_fix",
 }
 
 /// Values for some facts; a template naming one without a value is not used.

@@ -2,6 +2,7 @@
 use std::net::IpAddr;
 
 use super::{
+    clash::{nat_clash, NatClash},
     fact::{Fact, Values},
     manager::{firewalld_policy, firewalld_zone, proxmox_guest},
     nat::{hairpin, masquerade_values, stale_nat, Hairpin, StaleNat, Unmasqueraded},
@@ -63,6 +64,9 @@ pub struct Facts {
     /// A reply that died for want of a route, to a request a router
     /// forwarded without masquerading it.
     pub masquerade: Option<Unmasqueraded>,
+    /// Dropped as conntrack refused its entry: NATed to a tuple another
+    /// connection holds.
+    pub nat_clash: Option<NatClash>,
     /// The tc or XDP program that dropped it.
     pub program: Option<Attached>,
     pub(super) values: Values,
@@ -747,6 +751,21 @@ fn culprits(
     }
 }
 
+/// A NAT clash, looked for only where no rule decided a drop and
+/// conntrack's `insert_failed` rose in that namespace while tracing.
+fn clash_of(
+    p: &Packet,
+    no_rule: bool,
+    seen: Option<&Seen>,
+    view: &mut View,
+    v: &mut Values,
+) -> Option<NatClash> {
+    let refused = seen.is_some_and(|s| s.rose("conntrack.insert_failed") > 0);
+    (p.fate.kind == FateKind::Dropped && no_rule && refused)
+        .then(|| nat_clash(p, view, v))
+        .flatten()
+}
+
 impl Facts {
     pub fn get(&self, f: Fact) -> Option<&str> {
         self.values.get(f)
@@ -826,6 +845,7 @@ impl Facts {
         if let Some(s) = &seen {
             seen_values(s, ends, reason.as_deref() == Some("NO_SOCKET"), &mut v);
         }
+        let nat_clash = clash_of(p, rule.is_none(), seen.as_ref(), view, &mut v);
         Self {
             fate: p.fate.kind,
             reason,
@@ -846,6 +866,7 @@ impl Facts {
             hairpin: c.hairpin,
             stale_nat: c.stale_nat,
             masquerade: c.masquerade,
+            nat_clash,
             program: c.program,
             values: v,
         }
@@ -887,6 +908,7 @@ impl Facts {
             hairpin: None,
             stale_nat: None,
             masquerade: None,
+            nat_clash: None,
             program: None,
             values: v,
         }

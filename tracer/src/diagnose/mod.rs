@@ -4,6 +4,7 @@
 //! message and advice, with `{placeholders}` naming a [`Fact`] and filled
 //! from [`Facts`].
 mod causes;
+mod clash;
 mod fact;
 mod facts;
 mod manager;

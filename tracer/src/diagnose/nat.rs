@@ -304,7 +304,7 @@ fn dnat_rule_matching(ruleset: &serde_json::Value, t: &Tuple, iif: Option<&str>)
 }
 
 /// Whether one nft `match` holds for `t`; `None` for what is not judged.
-fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bool> {
+pub(super) fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bool> {
     let left = &m["left"];
     let right = &m["right"];
     let eq = match m["op"].as_str().unwrap_or("==") {
@@ -312,6 +312,10 @@ fn match_holds(m: &serde_json::Value, t: &Tuple, iif: Option<&str>) -> Option<bo
         "!=" => false,
         _ => return None,
     };
+    let l4 = left["payload"]["protocol"].as_str();
+    if l4.is_some_and(|p| matches!(p, "tcp" | "udp" | "sctp") && p != t.proto_name()) {
+        return Some(false);
+    }
     let hit = if let Some(field) = left["payload"]["field"].as_str() {
         match field {
             "dport" => value_holds(right, &t.dport.to_string())?,

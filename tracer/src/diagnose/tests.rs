@@ -100,6 +100,42 @@ fn each_known_cause_is_recognised() {
 }
 
 #[test]
+fn a_nat_clash_is_told_apart_from_a_full_table() {
+    use crate::evidence::{Counters, Seen};
+    let seen = |drop: u32, insert_failed: u32| {
+        let mut rose = Counters::default();
+        rose.add_conntrack(&format!(
+            "entries drop insert_failed\n00000000 {drop:08x} {insert_failed:08x}\n"
+        ));
+        Seen {
+            rose,
+            ..Seen::default()
+        }
+    };
+    let drop = |s: Seen| {
+        Facts::from_parts(FateKind::Dropped, Some("NETFILTER_DROP"), None, VALUES).with_seen(s)
+    };
+    assert_eq!(cause_of(&drop(seen(2, 0))), "conntrack_full");
+    // Refused entries count as drops too: with no entry holding the
+    // tuple found, no cause is claimed beyond netfilter's drop.
+    assert_eq!(cause_of(&drop(seen(2, 2))), "netfilter_drop");
+    let t = tuple("192.0.2.1", 38646, "198.51.100.2", 8347, 6);
+    let mut clash = drop(seen(2, 2));
+    clash.nat_clash = Some(super::clash::NatClash {
+        netns: 1,
+        holder: crate::model::CtEntry {
+            status: 0,
+            tcp_state: 0,
+            mark: 0,
+            zone: 0,
+            original: t,
+            reply: t,
+        },
+    });
+    assert_eq!(cause_of(&clash), "nat_clash");
+}
+
+#[test]
 fn messages_name_the_rule_client_and_fix() {
     let r = rule("-A DOCKER-USER -s 192.0.2.9/32 -j DROP", false);
     let mut f = Facts::from_parts(

@@ -82,6 +82,20 @@ pub fn find_here(t: &Tuple) -> Option<CtEntry> {
     find(&super::net_file("nf_conntrack")?, t)
 }
 
+/// The entry whose reply direction is `reply`: the one that already holds
+/// a mapping another connection was NATed to, in the table's text.
+pub fn holding_reply(table: &str, reply: &Tuple) -> Option<CtEntry> {
+    table
+        .lines()
+        .filter_map(parse_line)
+        .find(|e| e.reply == *reply)
+}
+
+/// [`holding_reply`] in the calling thread's namespace.
+pub fn holding_reply_here(reply: &Tuple) -> Option<CtEntry> {
+    holding_reply(&super::net_file("nf_conntrack")?, reply)
+}
+
 /// Why conntrack called a packet of flow `t` INVALID in the calling
 /// thread's namespace, as far as its table and settings tell.
 pub fn why_invalid_here(t: &Tuple, tcp_flags: u8) -> String {
@@ -131,5 +145,25 @@ ipv4     2 tcp      6 117 SYN_SENT src=192.0.2.1 dst=192.0.2.254 sport=5000 dpor
             find(table, &t("192.0.2.9", 1, "192.0.2.254", 5300, 17)),
             None
         );
+    }
+
+    #[test]
+    fn the_entry_holding_a_snat_mapping_is_found_by_its_reply() {
+        let table = "ipv4     2 tcp      6 59 ESTABLISHED src=192.0.2.1 dst=198.51.100.2 sport=39254 dport=8080 src=198.51.100.2 dst=198.51.100.254 sport=8080 dport=40000 [ASSURED] mark=0 zone=0 use=2\n";
+        let reply = Tuple {
+            saddr: "198.51.100.2".parse().expect("ip"),
+            daddr: "198.51.100.254".parse().expect("ip"),
+            sport: 8080,
+            dport: 40000,
+            proto: 6,
+        };
+        let e = holding_reply(table, &reply).expect("entry");
+        assert_eq!(e.original.sport, 39254);
+        assert!(e.snat().is_some());
+        let other = Tuple {
+            dport: 40001,
+            ..reply
+        };
+        assert_eq!(holding_reply(table, &other), None);
     }
 }

@@ -57,7 +57,7 @@ pub use dump::TABLE_NAME;
 pub use dump::{has_rules, sweep_leftovers};
 pub use flowtable::{flowtables, Flowtable};
 pub use legacy::{legacy_sweep, LegacyTracer};
-pub use rules::RuleBook;
+pub use rules::{parse_iptables_save, parse_nft_text, RuleBook};
 pub use table::{RuleTracer, RulesetChange};
 pub use trace::{tuple_from_headers, TraceEvent, TraceKind};
 
