@@ -1679,7 +1679,13 @@ fn dual_stack(t: &Routed) {
 fn no_ipv6_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address() {
     let test = "no_ipv6_route_on_a_router_gets_one_through_the_neighbour_that_holds_the_address";
     require_root(test);
-    // B also holds 2001:db8:99::9, which the router has no route for.
+    // B also holds 2001:db8:99::9, which the router has no route for; so
+    // does a namespace made first that shares no link with the router.
+    let decoy = ExtraNs::new(format!("{}-d", prefix("v6r")));
+    must(
+        &decoy.0,
+        "ip link set lo up && ip addr add 2001:db8:99::9/128 dev lo",
+    );
     let t = Routed::new(&prefix("v6r"));
     dual_stack(&t);
     must(

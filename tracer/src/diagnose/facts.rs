@@ -967,16 +967,26 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
         .and_then(|p| in_netns::call(&p, link::addrs).ok())?;
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
-    let (ino, path) = known
+    // Addresses repeat across namespaces (containers, labs): a holder on a
+    // link this namespace shares is the one it can route to.
+    let holders: Vec<(u32, Option<(IpAddr, String)>)> = known
         .into_iter()
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
-        .find(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))?;
-    let there = in_netns::call(&path, link::addrs).unwrap_or_default();
+        .filter(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))
+        .map(|(ino, path)| {
+            let there = in_netns::call(&path, link::addrs).unwrap_or_default();
+            (ino, link::adjacent(&here, &there, dst))
+        })
+        .collect();
+    let (ino, next) = holders
+        .iter()
+        .find(|(_, next)| next.is_some())
+        .or(holders.first())
+        .cloned()?;
     Some(crate::evidence::Owner {
         place: place(view, ino),
-        route: link::adjacent(&here, &there, dst)
-            .map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
+        route: next.map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
     })
 }
 
