@@ -1906,3 +1906,64 @@ fn dnat_back_out_of_a_router_with_two_subnets_on_one_interface_is_no_hairpin() {
         .collect();
     assert!(hairpins.is_empty(), "no hairpin here: {hairpins:#?}");
 }
+
+#[test]
+fn a_full_conntrack_table_on_the_client_fails_its_udp_send_and_raising_the_limit_works() {
+    let test =
+        "a_full_conntrack_table_on_the_client_fails_its_udp_send_and_raising_the_limit_works";
+    require_root(test);
+    // The client's own firewall tracks its connections; its table fills,
+    // and the next datagram is dropped as it leaves: netfilter answers the
+    // send itself with EPERM.
+    let n = Namespaces::new(&prefix("vcc"), &["c", "s"]);
+    let (c, s) = (n.ns("c"), n.ns("s"));
+    veth(c, "c0", s, "s0");
+    must(c, "ip addr add 192.0.2.130/28 dev c0");
+    must(s, "ip addr add 192.0.2.140/28 dev s0");
+    must(
+        c,
+        "nft 'add table inet host; add chain inet host output { type filter hook output priority 0; policy accept; }; add rule inet host output ct state established,related accept'",
+    );
+    let _echo = Listener::spawn(s, "0.0.0.0", 5396, 0, Serve::UdpEcho);
+    let to: IpAddr = "192.0.2.140".parse().expect("address");
+    let limit = 4;
+    for sport in 41001..41001 + limit {
+        assert_eq!(udp_from_port(c, sport, to, 5396), "answered");
+    }
+    let _restore = ConntrackMax::lower_to(u64::from(limit));
+    let send = move || -> Result<(), i32> {
+        let s = UdpSocket::bind(("0.0.0.0", 41021)).expect("udp socket");
+        s.connect(SocketAddr::new(to, 5396)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(1200)))
+            .expect("timeout");
+        s.send(b"pathtrace")
+            .map_err(|e| e.raw_os_error().unwrap_or(0))?;
+        s.recv(&mut [0u8; 64])
+            .map(|_| ())
+            .map_err(|e| e.raw_os_error().unwrap_or(0))
+    };
+    let flow = ["--dst", "192.0.2.140", "--dport", "5396", "--proto", "udp"];
+    let (seen, recs) = trace(&flow, || {
+        lab::in_netns(c, Duration::from_secs(5), send).expect("udp from the client")
+    });
+    assert_eq!(seen, Err(libc::EPERM), "the send itself fails");
+    assert_connection(&recs, "prohibited", Some("EPERM"));
+    for p in with_cause(&recs, "conntrack_full") {
+        assert_eq!(p["netns_name"], c, "{p:#}");
+        assert!(
+            message(p).contains(&format!("{limit} of {limit} entries")),
+            "{p:#}"
+        );
+    }
+    let fix = fix_of(&recs, "conntrack_full", None);
+    assert!(
+        fix.starts_with("sysctl -w net.netfilter.nf_conntrack_max="),
+        "{fix}"
+    );
+    run_fix(None, &fix);
+    assert_eq!(
+        lab::in_netns(c, Duration::from_secs(5), send).expect("udp from the client"),
+        Ok(()),
+        "answered once the table has room"
+    );
+}

@@ -88,6 +88,9 @@ struct ConnState {
     /// Why the client's last requests died, when they died of a cause that
     /// stops a connection midway; cleared by a request that got through.
     request_drop: Option<Diagnosis>,
+    /// Netfilter dropped a datagram of its as it left the client's own
+    /// namespace: the client's send failed with `EPERM`.
+    refused_at_send: bool,
 }
 
 /// Whether a request that died of `cause` after the handshake stalls the
@@ -164,6 +167,15 @@ impl Outcomes {
         // stopped) says less than one whose end is known before it.
         if diag.cause != "vanished" || c.last.is_none() {
             c.last = Some(req);
+        }
+    }
+
+    /// The client's own send of flow `t` failed (see `refused_at_send` in
+    /// the reporter).
+    pub fn refused_at_send(&mut self, t: Tuple) {
+        let key = (ep(t.saddr, t.sport), ep(t.daddr, t.dport), t.proto);
+        if let Some(c) = self.conn(key) {
+            c.refused_at_send = true;
         }
     }
 
@@ -304,6 +316,15 @@ type Explained = (ConnectionOutcome, Option<&'static str>, String);
 fn explain(s: &ConnState, proto: u8) -> Explained {
     let arrived = arrived(s);
     let why = why(s);
+    if s.refused_at_send && arrived.is_empty() {
+        return (
+            ConnectionOutcome::Prohibited,
+            Some("EPERM"),
+            format!(
+                "prohibited: the client's own namespace dropped its datagram as it left, so its send failed with EPERM.{why}"
+            ),
+        );
+    }
     answered_by_icmp(s, &arrived, &why, proto)
         .or_else(|| answered(s, &arrived, &why))
         .unwrap_or_else(|| unanswered(s))

@@ -46,6 +46,28 @@ pub struct Reporter {
 /// At most this many requests are remembered for their replies.
 const REMEMBERED: usize = 4096;
 
+/// Whether the sender's own send failed: netfilter dropped a datagram
+/// (not a TCP segment, which TCP resends) on its way out of the namespace
+/// that sent it, and the kernel's `nf_hook` answers such a drop with
+/// `EPERM` to the sending call.
+fn refused_at_send(p: &Packet, sender: u32, facts: &Facts) -> bool {
+    let at_sender = p
+        .fate
+        .at
+        .and_then(|i| p.hops.get(i))
+        .is_some_and(|h| h.netns == sender);
+    let leaving = matches!(facts.get(Fact::Hook), Some("OUTPUT" | "POSTROUTING"));
+    let by_netfilter = facts.rule.is_some() || facts.reason.as_deref() == Some("NETFILTER_DROP");
+    p.fate.kind == crate::track::FateKind::Dropped
+        && p.hops
+            .iter()
+            .find_map(|h| h.tuple)
+            .is_some_and(|t| t.proto != 6)
+        && at_sender
+        && leaving
+        && by_netfilter
+}
+
 impl Reporter {
     pub fn new(flows: &Flows, containers: Containers, evidence: Evidence) -> Self {
         // Matched forward only (`terms_match`): replies are told apart.
@@ -118,6 +140,9 @@ impl Reporter {
             (Direction::Request, Some(f), _) => {
                 let place = facts.get(Fact::Where).unwrap_or_default().to_owned();
                 if let Some(t) = f.tuple {
+                    if refused_at_send(p, f.netns, &facts) && diagnosis.cause != "reject" {
+                        self.outcomes.refused_at_send(t);
+                    }
                     self.outcomes
                         .request(t, f.netns, p.fate.kind, &diagnosis, place);
                 }
