@@ -968,22 +968,32 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
     // Addresses repeat across namespaces (containers, labs): a holder on a
-    // link this namespace shares is the one it can route to.
-    let holders: Vec<(u32, Option<(IpAddr, String)>)> = known
+    // link this namespace shares is the one it can route to; the first
+    // holder, failing that. At most [`HOLDERS`] holders are looked at.
+    const HOLDERS: usize = 8;
+    let mut first: Option<(u32, Option<(IpAddr, String)>)> = None;
+    let mut seen = 0;
+    for (ino, path) in known
         .into_iter()
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
-        .filter(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))
-        .map(|(ino, path)| {
-            let there = in_netns::call(&path, link::addrs).unwrap_or_default();
-            (ino, link::adjacent(&here, &there, dst))
-        })
-        .collect();
-    let (ino, next) = holders
-        .iter()
-        .find(|(_, next)| next.is_some())
-        .or(holders.first())
-        .cloned()?;
+    {
+        if in_netns::call(&path, || link::holds(dst)).ok() != Some(true) {
+            continue;
+        }
+        let there = in_netns::call(&path, link::addrs).unwrap_or_default();
+        let next = link::adjacent(&here, &there, dst);
+        if next.is_some() {
+            first = Some((ino, next));
+            break;
+        }
+        first.get_or_insert((ino, None));
+        seen += 1;
+        if seen >= HOLDERS {
+            break;
+        }
+    }
+    let (ino, next) = first?;
     Some(crate::evidence::Owner {
         place: place(view, ino),
         route: next.map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
