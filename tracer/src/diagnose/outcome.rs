@@ -93,9 +93,9 @@ struct ConnState {
     refused_at_send: bool,
 }
 
-/// Whether a request that died of `cause` after the handshake stalls the
-/// connection: not a segment refused by a socket that already closed, and
-/// not a drop of no known cause.
+/// Whether a request or reply that died of `cause` after the handshake
+/// stalls the connection: not a segment refused by a socket that already
+/// closed, and not a drop of no known cause.
 fn stalls(cause: &str) -> bool {
     !matches!(
         cause,
@@ -396,12 +396,12 @@ fn answered(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
     {
         // Replies that died of a known cause after the handshake stalled it,
         // and so did the client's own segments dying after it; one freed
-        // with no known cause (a segment reaching a socket the client
-        // already closed) did not.
+        // with no known cause, or refused by a socket the client already
+        // closed, did not.
         if let Some(d) = s
             .reply_drop
             .as_ref()
-            .filter(|d| d.cause != "dropped")
+            .filter(|d| stalls(&d.cause))
             .or(s.request_drop.as_ref())
         {
             return Some((
