@@ -814,5 +814,17 @@ fn client_segments_dying_after_the_handshake_stall_the_connection() {
         &diag("no_socket", "closed"),
         "s".into(),
     );
+    // Nor does the server's last segment, refused by the client's closed socket.
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x11,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Dropped,
+        &diag("no_socket", "nothing listens"),
+    );
     assert_eq!(o.connections()[0].outcome, ConnectionOutcome::Connected);
 }
