@@ -16,7 +16,8 @@ use lab::{
 };
 use pathtrace_tests::{
     command_in, command_place, errno_of, hops_of, of_type, records, require_root, require_tool,
-    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, UfwCopy, PROG_TC,
+    PROG_XDP,
 };
 use serde_json::Value;
 
@@ -1328,4 +1329,149 @@ fn policy_routing_that_sends_a_client_to_another_table_is_named_without_a_comman
         );
     }
     assert_no_command(&recs, "policy_routing");
+}
+
+/// IPv6 on a [`Routed`] lab: A at 2001:db8:51::1, the router at ::fe on
+/// both links, B at 2001:db8:52::2, each the other's default way.
+fn with_v6(t: &Routed) {
+    for (ns, cmd) in [
+        (&t.a, "ip -6 addr add 2001:db8:51::1/64 dev a0 nodad"),
+        (&t.a, "ip -6 route add default via 2001:db8:51::fe"),
+        (&t.r, "ip -6 addr add 2001:db8:51::fe/64 dev r0 nodad"),
+        (&t.r, "ip -6 addr add 2001:db8:52::fe/64 dev r1 nodad"),
+        (&t.r, "sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        (&t.b, "ip -6 addr add 2001:db8:52::2/64 dev b0 nodad"),
+        (&t.b, "ip -6 route add default via 2001:db8:52::fe"),
+    ] {
+        must(ns, cmd);
+    }
+}
+
+#[test]
+fn ipv6_forwarding_off_on_a_router_is_named_and_turning_it_on_works() {
+    let test = "ipv6_forwarding_off_on_a_router_is_named_and_turning_it_on_works";
+    require_root(test);
+    let t = Routed::new(&prefix("f6"));
+    with_v6(&t);
+    let _srv = Listener::spawn(&t.b, "::", 8731, 8, Serve::Close);
+    // IPv4 forwarding stays on: only IPv6's is off.
+    must(&t.r, "sysctl -qw net.ipv6.conf.all.forwarding=0");
+    let to: IpAddr = "2001:db8:52::2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:52::2", "--dport", "8731"],
+        &t.a,
+        to,
+        8731,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "forwarding_disabled")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    let fix = fix_of(&recs, "forwarding_disabled", Some(&t.r));
+    assert_eq!(fix, "sysctl -w net.ipv6.conf.all.forwarding=1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, to, 8731, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_discarding_route_in_the_main_table_is_named_without_a_command() {
+    let test = "a_discarding_route_in_the_main_table_is_named_without_a_command";
+    require_root(test);
+    // The router reaches B's network, but its main table holds a more
+    // specific route that discards the server: not a missing route, and
+    // adding one would fail (it exists) or shadow a deliberate ban.
+    for (case, kind, errno, outcome) in [
+        ("dp", "prohibit", "EHOSTUNREACH", "prohibited"),
+        ("db", "blackhole", "ETIMEDOUT", "timed_out"),
+    ] {
+        let t = Routed::new(&prefix(case));
+        let _srv = Listener::spawn(&t.b, "0.0.0.0", 8732, 8, Serve::Close);
+        must(&t.r, &format!("ip route add {kind} 198.51.100.2"));
+        let recs = traced_connect(
+            &["--dst", SERVER, "--dport", "8732"],
+            &t.a,
+            server(),
+            8732,
+            1500,
+            errno,
+            outcome,
+        );
+        let p = with_cause(&recs, "discard_route")[0];
+        assert_eq!(p["netns_name"], t.r.as_str(), "{kind}: {p:#}");
+        assert!(
+            message(p).contains(&format!("{kind} 198.51.100.2")),
+            "{kind}: {p:#}"
+        );
+        assert!(
+            with_cause_absent(&recs, "no_route"),
+            "{kind}: not a missing route: {recs:#?}"
+        );
+        assert_no_command(&recs, "discard_route");
+    }
+}
+
+/// Whether no packet has `cause`.
+fn with_cause_absent(recs: &[Value], cause: &str) -> bool {
+    !of_type(recs, "packet")
+        .iter()
+        .any(|p| p["diagnosis"]["cause"] == cause)
+}
+
+#[test]
+fn real_ufw_route_rules_and_ipv6_clients_get_a_ufw_command_that_works() {
+    let test = "real_ufw_route_rules_and_ipv6_clients_get_a_ufw_command_that_works";
+    require_root(test);
+    require_tool(test, "ufw");
+    let t = Routed::new(&prefix("uf"));
+    with_v6(&t);
+    let ufw = UfwCopy::new(&t.r);
+    ufw.routing();
+    let ufw_in = |ns: &str, cmd: &str| {
+        let (ok, out) = ufw.run(ns, cmd);
+        assert!(ok, "{cmd} in {ns}: {out}");
+    };
+    // Forwarded traffic denied by a route rule on the router: `ufw allow`
+    // (input rules) would not reach it.
+    let _routed = Listener::spawn(&t.b, "0.0.0.0", 8733, 8, Serve::Close);
+    ufw_in(&t.r, "ufw --force enable");
+    ufw_in(
+        &t.r,
+        "ufw route deny from 192.0.2.1 to any port 8733 proto tcp",
+    );
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8733"],
+        &t.a,
+        server(),
+        8733,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let fix = fix_of(&recs, "rule_drop", Some(&t.r));
+    assert!(fix.starts_with("ufw route "), "{fix}");
+    ufw_in(&t.r, &fix);
+    assert_eq!(tcp(&t.a, server(), 8733, 1500), ProbeOutcome::Connected);
+    // An IPv6 client behind a ufw rule of both families on the server:
+    // ufw numbers IPv6 rules after IPv4 ones, so `insert 1` would fail.
+    let _v6 = Listener::spawn(&t.b, "::", 8734, 8, Serve::Close);
+    ufw_in(&t.b, "ufw --force enable");
+    ufw_in(&t.b, "ufw deny 8734/tcp");
+    let to: IpAddr = "2001:db8:52::2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:52::2", "--dport", "8734"],
+        &t.a,
+        to,
+        8734,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let fix = fix_of(&recs, "rule_drop", Some(&t.b));
+    ufw_in(&t.b, &fix);
+    assert_eq!(tcp(&t.a, to, 8734, 1500), ProbeOutcome::Connected);
+    for ns in [&t.r, &t.b] {
+        let (_, status) = ufw.run(ns, "ufw status");
+        assert!(status.contains("DENY"), "the deny rules stay: {status}");
+    }
 }

@@ -113,6 +113,9 @@ facts! {
     PolicyRule = "policy_rule",
     PolicyTable = "policy_table",
     PolicyVerdict = "policy_verdict",
+    /// A route in the main table that discards the destination, as `ip
+    /// route` names it: "prohibit 198.51.100.2".
+    DiscardRoute = "discard_route",
     /// A route to the destination through the neighbour that holds it.
     RouteTo = "route_to",
     /// The namespace that holds the destination address.

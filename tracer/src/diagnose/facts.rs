@@ -321,15 +321,20 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
     }
 }
 
-/// IP forwarding on `ifname` in namespace `netns`, when it can be read.
-fn forwarding_of(view: &mut View, netns: u32, ifname: &str) -> Option<bool> {
+/// IP forwarding for a packet that arrived on `ifname` in namespace
+/// `netns`, when it can be read: IPv4 checks the arriving device's
+/// setting, IPv6 the namespace's (`all`).
+fn forwarding_of(view: &mut View, netns: u32, ifname: &str, v6: bool) -> Option<bool> {
     let path = view.netns.path(netns)?;
-    in_netns::call(&path, || {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok()
-    })
-    .ok()
-    .flatten()
-    .map(|s| s.trim() != "0")
+    let file = if v6 {
+        "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()
+    } else {
+        format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")
+    };
+    in_netns::call(&path, || std::fs::read_to_string(&file).ok())
+        .ok()
+        .flatten()
+        .map(|s| s.trim() != "0")
 }
 
 /// The counters that rose, as evidence: "TcpExt.ListenOverflows +3, …".
@@ -504,6 +509,8 @@ fn routing_values(
             v.set(Fact::PolicyRule, pr.rule);
             v.set(Fact::PolicyTable, pr.table);
             v.set(Fact::PolicyVerdict, pr.verdict);
+        } else if let Some(route) = policy::discard_route(path.as_deref(), last.daddr) {
+            v.set(Fact::DiscardRoute, route);
         }
     }
     if reason == Some("PKT_TOO_BIG") {
@@ -762,7 +769,7 @@ impl Facts {
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
                 let ifname = ends.at.map(|h| h.ifname.clone()).unwrap_or_default();
-                forwarding_of(view, netns, &ifname)
+                forwarding_of(view, netns, &ifname, v6)
             })
             .flatten();
         let silent_tcp = ends.last_real.is_some_and(|h| {
@@ -949,7 +956,9 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
     let there = in_netns::call(&path, link::v4_addrs).unwrap_or_default();
     Some(crate::evidence::Owner {
         place: place(view, ino),
+        // Neighbours are known by their IPv4 addresses only.
         route: link::adjacent(&here, &there)
+            .filter(|_| dst.is_ipv4())
             .map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
     })
 }

@@ -84,10 +84,10 @@ fn first_rule(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Option<(Str
     None
 }
 
-/// What `routes` (`ip -j route show table T`) does with `dst`: the
-/// longest-prefix route's type when it is not a plain route, or `no route`.
-fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
-    let best = routes
+/// The longest-prefix route of `routes` (`ip -j route show table T`)
+/// that takes `dst`.
+fn best_route(routes: &Value, dst: IpAddr) -> Option<&Value> {
+    routes
         .as_array()?
         .iter()
         .filter_map(|r| {
@@ -99,14 +99,47 @@ fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
                 .unwrap_or(if spec == "all" { 0 } else { 128 });
             prefix_holds(spec, dst).then_some((len, r))
         })
-        .max_by_key(|(len, _)| *len);
-    match best {
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, r)| r)
+}
+
+/// The types of route that discard what they match.
+const DISCARDING: [&str; 4] = ["blackhole", "unreachable", "prohibit", "throw"];
+
+/// What `routes` (`ip -j route show table T`) does with `dst`: the
+/// longest-prefix route's type when it is not a plain route, or `no route`.
+fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
+    match best_route(routes, dst) {
         None => Some("no route".to_owned()),
-        Some((_, r)) => match r["type"].as_str() {
-            Some(t @ ("blackhole" | "unreachable" | "prohibit" | "throw")) => Some(t.to_owned()),
-            _ => None,
-        },
+        Some(r) => r["type"]
+            .as_str()
+            .filter(|t| DISCARDING.contains(t))
+            .map(str::to_owned),
     }
+}
+
+/// The route of `routes` that discards `dst`, as `ip route` names it
+/// (`prohibit 198.51.100.2`), when the longest prefix that takes `dst` is one.
+fn discarding_route(routes: &Value, dst: IpAddr) -> Option<String> {
+    let r = best_route(routes, dst)?;
+    let kind = r["type"].as_str().filter(|t| DISCARDING.contains(t))?;
+    Some(format!("{kind} {}", r["dst"].as_str()?))
+}
+
+/// A `blackhole`, `unreachable` or `prohibit` route in the main table of
+/// the namespace at `netns` that discards packets to `dst`.
+pub fn discard_route(netns: Option<&Path>, dst: IpAddr) -> Option<String> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
+    let routes: Value = serde_json::from_str(
+        &in_netns::output(
+            netns,
+            "ip",
+            &["-j", family, "route", "show", "table", "main"],
+        )
+        .ok()?,
+    )
+    .ok()?;
+    discarding_route(&routes, dst)
 }
 
 /// The policy rule that sent a packet from `src` to `dst` (arriving on
@@ -167,6 +200,11 @@ mod tests {
             Some("blackhole")
         );
         assert_eq!(table_verdict(&routes, ip("203.0.113.1")), None);
+        assert_eq!(
+            discarding_route(&routes, ip("198.51.100.2")).as_deref(),
+            Some("blackhole 198.51.100.0/24")
+        );
+        assert_eq!(discarding_route(&routes, ip("203.0.113.1")), None);
         assert_eq!(
             table_verdict(&serde_json::json!([]), ip("203.0.113.1")).as_deref(),
             Some("no route")
