@@ -14,7 +14,6 @@ use std::{
     net::{IpAddr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
