@@ -16,7 +16,7 @@ use lab::{
 };
 use pathtrace_tests::{
     command_in, command_place, errno_of, hops_of, of_type, records, require_root, require_tool,
-    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, UfwCopy, PROG_TC,
+    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, Spawned, UfwCopy, PROG_TC,
     PROG_XDP,
 };
 use serde_json::Value;
@@ -1474,4 +1474,55 @@ fn real_ufw_route_rules_and_ipv6_clients_get_a_ufw_command_that_works() {
         let (_, status) = ufw.run(ns, "ufw status");
         assert!(status.contains("DENY"), "the deny rules stay: {status}");
     }
+}
+
+/// `nstat`'s absolute count of UDP datagrams dropped for a full receive
+/// buffer in namespace `ns`.
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let (ok, out) = sh_in(Some(ns), "nstat -az UdpRcvbufErrors");
+    assert!(ok, "nstat in {ns}: {out}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("UdpRcvbufErrors"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no UdpRcvbufErrors in: {out}"))
+}
+
+#[test]
+fn a_udp_socket_that_never_reads_is_named_as_a_full_receive_buffer() {
+    let test = "a_udp_socket_that_never_reads_is_named_as_a_full_receive_buffer";
+    require_root(test);
+    require_tool(test, "nstat");
+    let t = Routed::new(&prefix("rq"));
+    // Bound, with the smallest receive buffer, and never read.
+    let _sock = Spawned::python_in(
+        &t.b,
+        "import socket, time\n\
+         s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)\n\
+         s.bind(('0.0.0.0', 8736))\n\
+         print('listening', flush=True)\n\
+         while True:\n    time.sleep(1)\n",
+    );
+    let before = udp_rcvbuf_errors(&t.b);
+    let flow = ["--dst", SERVER, "--dport", "8736", "--proto", "udp"];
+    let ((), recs) = trace(&flow, || {
+        lab::topo::send_udp(&t.a, None, SERVER, 8736, 20, None);
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let lost = udp_rcvbuf_errors(&t.b) - before;
+    assert!(lost > 0, "the buffer never filled");
+    let full = with_cause(&recs, "socket_rcvbuf_full");
+    assert_eq!(
+        full.len() as u64,
+        lost,
+        "one packet per datagram the kernel counted: {recs:#?}"
+    );
+    for p in &full {
+        assert_eq!(p["fate"], "dropped", "{p:#}");
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(message(p).contains("receive buffer was full"), "{p:#}");
+    }
+    assert_no_command(&recs, "socket_rcvbuf_full");
+    let advice = full[0]["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(advice.contains("bound on 0.0.0.0:8736"), "{advice}");
 }

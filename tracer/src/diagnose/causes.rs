@@ -429,6 +429,17 @@ pub const CAUSES: &[Cause] = &[
         advice: &[any("The service in {where} is not accepting its connections (or not fast enough): check that it calls accept(); raise its listen() backlog, and net.core.somaxconn that caps it, only if it is busy rather than stuck.")],
     },
     Cause {
+        id: "socket_rcvbuf_full",
+        when: Condition::Reason(&["SOCKET_RCVBUFF"]),
+        message: "{client}'s datagram to {target} reached its socket in {where}, but the socket's receive buffer was full, so the kernel dropped it ({reason}): the application that owns the socket is not reading fast enough, or at all",
+        // No command: a bigger buffer only delays the loss when the
+        // application does not read.
+        advice: &[
+            any("Make the application bound on {udp_socket} in {where} read its socket (it is stuck, or too slow: see Udp.RcvbufErrors in nstat there); a larger buffer (SO_RCVBUF, capped by net.core.rmem_max) helps only with bursts. No firewall change helps."),
+            any("Make the application that owns the socket in {where} read it (it is stuck, or too slow: see Udp.RcvbufErrors in nstat there); a larger buffer (SO_RCVBUF, capped by net.core.rmem_max) helps only with bursts. No firewall change helps."),
+        ],
+    },
+    Cause {
         id: "no_route_back",
         when: Condition::NoRouteBack,
         message: "{client}'s SYN to {target} reached {where}, which has no route back to {client}: it could not send its SYN-ACK and discarded the SYN without a drop reason ({counters_rose}); the client retries until it times out",

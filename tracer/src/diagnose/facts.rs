@@ -380,6 +380,7 @@ fn evidence_values(
             "TcpExt.ListenDrops",
             "Udp.NoPorts",
             "Udp.RcvbufErrors",
+            "Snmp6.Udp6RcvbufErrors",
             "Ip.InNoRoutes",
             "Ip.OutNoRoutes",
         ],
