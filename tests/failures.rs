@@ -1526,3 +1526,39 @@ fn a_udp_socket_that_never_reads_is_named_as_a_full_receive_buffer() {
     let advice = full[0]["diagnosis"]["advice"].as_str().unwrap_or_default();
     assert!(advice.contains("bound on 0.0.0.0:8736"), "{advice}");
 }
+
+#[test]
+fn policy_routing_by_firewall_mark_is_named_without_a_route_to_add() {
+    let test = "policy_routing_by_firewall_mark_is_named_without_a_route_to_add";
+    require_root(test);
+    // The router marks this client's packets, and a rule on that mark sends
+    // them to a table where everything is a blackhole: the main table
+    // reaches the server, so a route added there would change nothing.
+    let t = Routed::new(&prefix("fm"));
+    let _srv = Listener::spawn(&t.b, "0.0.0.0", 8737, 8, Serve::Close);
+    must(
+        &t.r,
+        "iptables -t mangle -A PREROUTING -s 192.0.2.1 -p tcp --dport 8737 -j MARK --set-mark 7",
+    );
+    must(&t.r, "ip rule add fwmark 7 lookup 7 pref 900");
+    must(&t.r, "ip route add blackhole default table 7");
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8737"],
+        &t.a,
+        server(),
+        8737,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    for p in with_cause(&recs, "policy_routing") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("rule 900: from all fwmark 0x7 lookup 7")
+                && message(p).contains("meets blackhole"),
+            "{p:#}"
+        );
+    }
+    assert!(with_cause_absent(&recs, "no_route"), "{recs:#?}");
+    assert_no_command(&recs, "policy_routing");
+}

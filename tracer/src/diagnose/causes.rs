@@ -457,7 +457,7 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "policy_routing",
         when: Condition::PolicyRouted,
-        message: "{where} routed {client}'s packet to {final_addr} by policy: rule {policy_rule} sends it to table {policy_table}, where it meets {policy_verdict}, and it was dropped ({reason} at {location})",
+        message: "{where} routed {client}'s packet to {final_addr} by policy: rule {policy_rule} sends it to table {policy_table}{policy_hedge}, where it meets {policy_verdict}, and it was dropped ({reason} at {location})",
         advice: &[any("Policy routing is deliberate: if {client} should reach {final_addr}, change that rule or table {policy_table}'s route in {where} (ip rule show; ip route show table {policy_table}). No firewall change helps.")],
     },
     Cause {

@@ -113,6 +113,8 @@ facts! {
     PolicyRule = "policy_rule",
     PolicyTable = "policy_table",
     PolicyVerdict = "policy_verdict",
+    /// Empty when the rule surely took the packet; else why it is only likely.
+    PolicyHedge = "policy_hedge",
     /// A route in the main table that discards the destination, as `ip
     /// route` names it: "prohibit 198.51.100.2".
     DiscardRoute = "discard_route",

@@ -510,6 +510,14 @@ fn routing_values(
             v.set(Fact::PolicyRule, pr.rule);
             v.set(Fact::PolicyTable, pr.table);
             v.set(Fact::PolicyVerdict, pr.verdict);
+            v.set(
+                Fact::PolicyHedge,
+                if pr.sure {
+                    ""
+                } else {
+                    " (if the packet matched that rule's selectors, which pathtrace does not see on the packet; no rule it can judge sends it where it died)"
+                },
+            );
         } else if let Some(route) = policy::discard_route(path.as_deref(), last.daddr) {
             v.set(Fact::DiscardRoute, route);
         }
