@@ -1562,3 +1562,69 @@ fn policy_routing_by_firewall_mark_is_named_without_a_route_to_add() {
     assert!(with_cause_absent(&recs, "no_route"), "{recs:#?}");
     assert_no_command(&recs, "policy_routing");
 }
+
+#[test]
+fn several_tc_filters_on_one_hook_are_all_named_and_this_flow_passes_ahead_of_them() {
+    let test = "several_tc_filters_on_one_hook_are_all_named_and_this_flow_passes_ahead_of_them";
+    require_root(test);
+    let t = Routed::new(&prefix("t2"));
+    with_v6(&t);
+    let _srv = Listener::spawn(&t.b, "::", 8738, 8, Serve::Close);
+    static_neighbours(&t);
+    let mac = |dev: &str, ns: &str| {
+        let (ok, out) = sh_in(Some(ns), &format!("cat /sys/class/net/{dev}/address"));
+        assert!(ok, "{out}");
+        out.trim().to_owned()
+    };
+    must(
+        &t.r,
+        &format!(
+            "ip -6 neigh replace 2001:db8:52::2 lladdr {} dev r1 nud permanent",
+            mac("b0", &t.b)
+        ),
+    );
+    // The first filter goes on to the next (TC_ACT_UNSPEC); the second drops.
+    let cont = PinnedProgram::load(PROG_TC, -1, "pt_tc_next");
+    let drop = PinnedProgram::load(PROG_TC, 2, "pt_tc_drop");
+    must(
+        &t.b,
+        &format!(
+            "tc qdisc add dev b0 clsact && tc filter add dev b0 ingress pref 10 bpf da pinned {} && tc filter add dev b0 ingress pref 20 bpf da pinned {}",
+            cont.path.display(),
+            drop.path.display()
+        ),
+    );
+    let v6: IpAddr = "2001:db8:52::2".parse().expect("address");
+    for (to, dst) in [(server(), SERVER), (v6, "2001:db8:52::2")] {
+        let recs = traced_connect(
+            &["--dst", dst, "--dport", "8738"],
+            &t.a,
+            to,
+            8738,
+            1500,
+            "ETIMEDOUT",
+            "timed_out",
+        );
+        for p in with_cause(&recs, "tc_drop") {
+            assert!(
+                message(p).contains("one of the 2 tc ingress BPF programs pt_tc_next (id ")
+                    && message(p).contains("pt_tc_drop (id ")
+                    && message(p).contains("does not say which"),
+                "{dst}: {p:#}"
+            );
+            let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+            assert!(
+                !advice.contains("tc filter del dev b0 ingress pref 10"),
+                "{advice}"
+            );
+        }
+        if !kernel_has_gact(&t.b) {
+            assert_no_command(&recs, "tc_drop");
+            continue;
+        }
+        let fix = fix_of(&recs, "tc_drop", Some(&t.b));
+        assert!(fix.contains(" pref 9 "), "ahead of both: {fix}");
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, to, 8738, 1500), ProbeOutcome::Connected, "{dst}");
+    }
+}

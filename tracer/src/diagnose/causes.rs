@@ -338,16 +338,17 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "tc_drop",
         when: Condition::Program("tc "),
-        message: "{client}'s packet to {target} was dropped by the {prog_hook} BPF program {prog_name} (id {prog_id}) on {prog_dev} in {where} ({reason}), outside the firewall",
+        message: "{client}'s packet to {target} was dropped by {prog_which} on {prog_dev} in {where} ({reason}), outside the firewall",
         advice: &[
-            any("The program filters all traffic on {prog_dev}: keep it, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
+            any("Keep what filters {prog_dev} ({prog_hook}) for the other flows, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
             any("Change program {prog_name} (id {prog_id}) so it passes this flow, or take it off {prog_dev} if it should not be there ({prog_remove}), which lets every flow it filters through."),
+            any("Find which of the {prog_hook} programs on {prog_dev} in {where} drops this flow (bpftool prog show counts each one's runs while kernel.bpf_stats_enabled=1) and change it to pass it; taking a filter off (tc filter del dev {prog_dev} … pref P) lets every flow it filters through."),
         ],
     },
     Cause {
         id: "xdp_drop",
         when: Condition::Program("XDP"),
-        message: "{client}'s packet to {target} was dropped by the {prog_hook} program {prog_name} (id {prog_id}) on {prog_dev} in {where}, before the kernel's network stack saw it",
+        message: "{client}'s packet to {target} was dropped by {prog_which} on {prog_dev} in {where}, before the kernel's network stack saw it",
         advice: &[any("XDP runs before anything that could let this flow past it: change {prog_name} (id {prog_id}) to pass it, or, if it should not be there at all, take it off {prog_dev} (every flow it filters goes with it){run_in}: {prog_remove}")],
     },
     Cause {

@@ -95,6 +95,9 @@ facts! {
     /// `tc ingress`, `XDP (generic)`, …
     ProgHook = "prog_hook",
     ProgDev = "prog_dev",
+    /// The program named for the drop, "the tc ingress BPF program NAME (id
+    /// N)", or, with several filters on the hook, all of them.
+    ProgWhich = "prog_which",
     /// A tc filter ahead of the program that lets this flow alone pass.
     ProgBypass = "prog_bypass",
     /// Taking the program off its device.
