@@ -1628,3 +1628,47 @@ fn several_tc_filters_on_one_hook_are_all_named_and_this_flow_passes_ahead_of_th
         assert_eq!(tcp(&t.a, to, 8738, 1500), ProbeOutcome::Connected, "{dst}");
     }
 }
+
+#[test]
+fn a_ban_by_address_and_port_or_by_verdict_map_removes_only_the_clients_element() {
+    let test = "a_ban_by_address_and_port_or_by_verdict_map_removes_only_the_clients_element";
+    require_root(test);
+    for (case, decl, rule, want) in [
+        (
+            "sc",
+            "set banned { type ipv4_addr . inet_service; elements = { 192.0.2.1 . 8739, 192.0.2.50 . 8739 }; }",
+            "ip saddr . tcp dport @banned drop",
+            "nft delete element inet filter banned { 192.0.2.1 . 8739 }",
+        ),
+        (
+            "sm",
+            "map banned { type ipv4_addr : verdict; elements = { 192.0.2.1 : drop, 192.0.2.50 : drop }; }",
+            "ip saddr vmap @banned",
+            "nft delete element inet filter banned { 192.0.2.1 }",
+        ),
+    ] {
+        let t = Routed::new(&prefix(case));
+        let _srv = Listener::spawn(&t.b, "0.0.0.0", 8739, 8, Serve::Close);
+        must(
+            &t.b,
+            &format!(
+                "nft -f - <<'EOF'\ntable inet filter {{\n {decl}\n chain input {{ type filter hook input priority 0; policy accept;\n  {rule}\n }}\n}}\nEOF"
+            ),
+        );
+        let recs = traced_connect(
+            &["--dst", SERVER, "--dport", "8739"],
+            &t.a,
+            server(),
+            8739,
+            1500,
+            "ETIMEDOUT",
+            "timed_out",
+        );
+        let fix = fix_of(&recs, "set_ban", Some(&t.b));
+        assert_eq!(fix, want, "{rule}");
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, server(), 8739, 1500), ProbeOutcome::Connected);
+        let (_, set) = sh_in(Some(&t.b), "nft list ruleset");
+        assert!(set.contains("192.0.2.50"), "the others stay banned: {set}");
+    }
+}

@@ -706,9 +706,11 @@ fn culprits(
 ) -> Culprits {
     let ends = Ends::of(p);
     let dropped = p.fate.kind == FateKind::Dropped;
-    let set_ban = rule
-        .zip(ends.first.map(|t| t.saddr))
-        .and_then(|(r, a)| set_ban(r, a, view, v));
+    let set_ban = rule.zip(ends.first.map(|t| t.saddr)).and_then(|(r, a)| {
+        // The port as the rule saw it (after any DNAT before it).
+        let dport = r.tuple.or(ends.last).map(|t| t.dport);
+        set_ban(r, a, dport, view, v)
+    });
     let hairpin = hairpin(p, view, v);
     // Only a drop no rule decided (the flow ended where its old entry
     // kept it): the check reads the namespace's ruleset.
