@@ -1672,3 +1672,44 @@ fn a_ban_by_address_and_port_or_by_verdict_map_removes_only_the_clients_element(
         assert!(set.contains("192.0.2.50"), "the others stay banned: {set}");
     }
 }
+
+#[test]
+fn a_real_firewalld_zone_with_an_underscore_gets_its_own_name_for_ipv4_and_ipv6() {
+    let test = "a_real_firewalld_zone_with_an_underscore_gets_its_own_name_for_ipv4_and_ipv6";
+    require_root(test);
+    // A zone of the admin's own, `lab_dmz` (its chains: filter_IN_lab_dmz,
+    // filter_IN_lab_dmz_allow, …), holding the server's interface.
+    let t = Routed::new(&prefix("zu"));
+    with_v6(&t);
+    let zone = (
+        "zones/lab_dmz.xml".to_owned(),
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<zone>\n  <short>lab</short>\n  <interface name=\"b0\"/>\n</zone>\n".to_owned(),
+    );
+    let fw = Firewalld::start_with(test, &t.b, &[zone]);
+    let _srv = Listener::spawn(&t.b, "::", 8740, 8, Serve::Close);
+    let v6: IpAddr = "2001:db8:52::2".parse().expect("address");
+    for (to, dst, errno, family) in [
+        (server(), SERVER, "EHOSTUNREACH", "ipv4"),
+        (v6, "2001:db8:52::2", "EACCES", "ipv6"),
+    ] {
+        let recs = traced_connect(
+            &["--dst", dst, "--dport", "8740"],
+            &t.a,
+            to,
+            8740,
+            1500,
+            errno,
+            "prohibited",
+        );
+        let fix = fix_of(&recs, "reject", Some(&t.b));
+        assert!(
+            fix.starts_with(&format!(
+                "firewall-cmd --zone=lab_dmz --add-rich-rule='rule family={family} "
+            )),
+            "{fix}"
+        );
+        let (ok, out) = fw.cmd(&t.b, &fix);
+        assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+        assert_eq!(tcp(&t.a, to, 8740, 1500), ProbeOutcome::Connected, "{dst}");
+    }
+}
