@@ -1713,3 +1713,45 @@ fn a_real_firewalld_zone_with_an_underscore_gets_its_own_name_for_ipv4_and_ipv6(
         assert_eq!(tcp(&t.a, to, 8740, 1500), ProbeOutcome::Connected, "{dst}");
     }
 }
+
+#[test]
+fn a_proxmox_guests_outgoing_chain_gets_an_out_rule_in_its_fw_file() {
+    let test = "a_proxmox_guests_outgoing_chain_gets_an_out_rule_in_its_fw_file";
+    require_root(test);
+    // The guest (a VM's tap, id 250, its second NIC) is the client here:
+    // pve-firewall filters what it sends in tap250i1-OUT.
+    let t = Bridged::new(&prefix("po"), 2);
+    let (other, guest) = (&t.hosts[0], &t.hosts[1]);
+    let _srv = Listener::spawn(other, "0.0.0.0", 8741, 8, Serve::Close);
+    for cmd in [
+        "iptables -N PVEFW-FORWARD",
+        "iptables -N tap250i1-OUT",
+        "iptables -A FORWARD -j PVEFW-FORWARD",
+        "iptables -A PVEFW-FORWARD -j tap250i1-OUT",
+        "iptables -A tap250i1-OUT -p tcp --dport 8741 -j DROP",
+    ] {
+        must(&t.hv, cmd);
+    }
+    let dst = Bridged::ip(1);
+    let to: IpAddr = dst.parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", &dst, "--dport", "8741"],
+        guest,
+        to,
+        8741,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "rule_drop")[0];
+    assert_eq!(p["diagnosis"]["manager"], "proxmox", "{p:#}");
+    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("/etc/pve/firewall/250.fw")
+            && advice.contains("OUT ACCEPT -dest 192.0.2.1 -p tcp -dport 8741")
+            && !advice.contains("IN ACCEPT"),
+        "{advice}"
+    );
+    assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+    assert_no_command(&recs, "rule_drop");
+}
