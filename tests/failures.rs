@@ -1755,3 +1755,40 @@ fn a_proxmox_guests_outgoing_chain_gets_an_out_rule_in_its_fw_file() {
     assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
     assert_no_command(&recs, "rule_drop");
 }
+
+#[test]
+fn a_listener_bound_to_another_interface_is_named_and_no_command_is_printed() {
+    let test = "a_listener_bound_to_another_interface_is_named_and_no_command_is_printed";
+    require_root(test);
+    require_tool(test, "ss");
+    // The service binds its socket to an interface of its own
+    // (SO_BINDTODEVICE): /proc/net/tcp shows 0.0.0.0:8742, yet the SYN
+    // arriving on b0 finds no socket.
+    let t = Routed::new(&prefix("bd"));
+    must(
+        &t.b,
+        "ip link add s9 type veth peer name s9p && ip link set s9 up",
+    );
+    let _srv = Spawned::python_in(
+        &t.b,
+        "import socket, time\n\
+         s=socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b's9')\n\
+         s.bind(('0.0.0.0', 8742))\n\
+         s.listen(8)\n\
+         print('listening', flush=True)\n\
+         while True:\n    time.sleep(1)\n",
+    );
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8742"],
+        &t.a,
+        server(),
+        8742,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
+    let p = with_cause(&recs, "listener_elsewhere")[0];
+    assert!(message(p).contains("0.0.0.0%s9:8742"), "{p:#}");
+    assert_no_command(&recs, "listener_elsewhere");
+}

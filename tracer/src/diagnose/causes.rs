@@ -415,7 +415,7 @@ pub const CAUSES: &[Cause] = &[
         id: "listener_elsewhere",
         when: Condition::ListenerElsewhere,
         message: "refused: nothing listens on {final_addr}:{final_port} ({proto}) in {where}{published_note}: the service there listens on {other_listeners} only; {no_socket_answer}",
-        advice: &[any("Make the service in {where} listen on {final_addr} (or on every address: 0.0.0.0 or [::]) in its own configuration, then restart it; no firewall change is needed.")],
+        advice: &[any("Make the service in {where} listen on {final_addr} (or on every address: 0.0.0.0 or [::]), and on the interface the packets arrive by where it binds to one (ADDRESS%INTERFACE above), in its own configuration, then restart it; no firewall change is needed.")],
     },
     Cause {
         id: "no_socket",

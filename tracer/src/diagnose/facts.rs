@@ -403,7 +403,10 @@ fn evidence_values(
         .filter(|b| b.port == final_port && b.proto == proto)
         .collect();
     if let Some(addr) = final_addr {
-        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr)) {
+        // A socket bound to an interface the packet did not arrive by
+        // (it was refused) is elsewhere, whatever its address.
+        let refused_by = |b: &&&crate::evidence::Bound| b.takes(addr) && b.device.is_none();
+        if !on_port.is_empty() && !on_port.iter().any(|b| refused_by(&b)) {
             let list: Vec<String> = on_port.iter().map(|b| b.endpoint()).collect();
             v.set(Fact::OtherListeners, list.join(", "));
         }
