@@ -934,6 +934,125 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
     }
 }
 
+/// pathtrace's idle limit for a packet with no end (`track::IDLE`).
+const TRACKER_IDLE: Duration = Duration::from_millis(3500);
+
+/// Checks that every request `client_ns` sent to `dst` while a neighbour
+/// held it is one packet: it starts in `client_ns`, and one last seen
+/// before the neighbour failed was dropped then (one that reached the
+/// router after it is queued again, and may be left open at exit).
+/// The longest time between a request's first and last hop.
+fn assert_each_held_request_once(recs: &[Value], dst: &str, client_ns: &str) -> Duration {
+    let requests: Vec<(&Value, Vec<&Value>)> = of_type(recs, "packet")
+        .into_iter()
+        .filter(|p| p["direction"] == "request")
+        .map(|p| (p, hops_of(recs, &p["packet"])))
+        .collect();
+    let t_ns = |h: Option<&&Value>| h.and_then(|h| h["t_ns"].as_u64()).unwrap_or(0);
+    // When the neighbour failed.
+    let failed = requests
+        .iter()
+        .flat_map(|(_, hops)| hops.iter().filter(|h| h["kind"] == "drop"))
+        .filter_map(|h| h["t_ns"].as_u64())
+        .min()
+        .expect("no request was dropped");
+    for (p, hops) in &requests {
+        assert_eq!(
+            hops.first().map(|h| &h["netns_name"]),
+            Some(&Value::from(client_ns)),
+            "{dst}: a packet starting mid-path, split off a held one: {p:#}\n{hops:#?}"
+        );
+        if t_ns(hops.last()) < failed {
+            assert_eq!(
+                p["fate"], "dropped",
+                "{dst}: a held packet settled before its drop: {p:#}\n{hops:#?}"
+            );
+        }
+    }
+    let held = requests
+        .iter()
+        .map(|(_, hops)| t_ns(hops.last()).saturating_sub(t_ns(hops.first())))
+        .max()
+        .unwrap_or(0);
+    Duration::from_nanos(held)
+}
+
+#[test]
+fn a_syn_held_past_the_idle_limit_by_a_slow_neighbour_is_one_packet() {
+    let test = "a_syn_held_past_the_idle_limit_by_a_slow_neighbour_is_one_packet";
+    require_root(test);
+    let t = Routed::new(&prefix("nh"));
+    // Three solicitations 1.5 s apart: the kernel holds a packet for an
+    // unanswered neighbour 4.5 s, longer than the tracker's idle limit.
+    for (ns, dev) in [(&t.a, "a0"), (&t.r, "r1")] {
+        must(
+            ns,
+            &format!("sysctl -qw net.ipv4.neigh.{dev}.retrans_time_ms=1500"),
+        );
+    }
+    for (dst, place) in [("192.0.2.79", &t.a), ("198.51.100.79", &t.r)] {
+        let to: IpAddr = dst.parse().expect("address");
+        let ((seen, waited), recs) = trace(&["--dst", dst, "--dport", "8080"], || {
+            let started = std::time::Instant::now();
+            (tcp(&t.a, to, PORT, 9000), started.elapsed())
+        });
+        assert_eq!(errno_of(&seen), "EHOSTUNREACH", "{dst}: {seen:?}");
+        assert!(
+            waited > TRACKER_IDLE,
+            "{dst}: the client gave up after {waited:?}, within the idle limit"
+        );
+        for p in with_cause(&recs, "neighbour_failed") {
+            assert_eq!(p["netns_name"], place.as_str(), "{p:#}");
+        }
+        let held = assert_each_held_request_once(&recs, dst, &t.a);
+        if place == &t.r {
+            // The router held the first SYN past the limit: the premise.
+            assert!(held > TRACKER_IDLE, "the longest hold was {held:?}");
+        }
+    }
+}
+
+#[test]
+fn a_held_packet_whose_drop_pathtrace_reads_late_is_one_packet() {
+    let test = "a_held_packet_whose_drop_pathtrace_reads_late_is_one_packet";
+    require_root(test);
+    let t = Routed::new(&prefix("sl"));
+    let dst = "198.51.100.81";
+    let to: IpAddr = dst.parse().expect("address");
+    let run = Running::start(&[
+        "--dst",
+        dst,
+        "--dport",
+        "8080",
+        "--json",
+        "--duration",
+        "60",
+    ]);
+    let client = {
+        let a = t.a.clone();
+        std::thread::spawn(move || tcp(&a, to, PORT, 6000))
+    };
+    // The router holds the SYN 3 s for its neighbour, then drops it.
+    // pathtrace is stopped from 2.5 s to 4.5 s, as a loaded machine may
+    // stop it: it reads the drop after the SYN's last hop is older than
+    // its idle limit, and must still read it as that SYN's end.
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(run.pid(), libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(2000));
+    // SAFETY: as above.
+    unsafe { libc::kill(run.pid(), libc::SIGCONT) };
+    let seen = client.join().expect("the client thread");
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace exit status");
+    let recs = records(&lines);
+    assert_eq!(errno_of(&seen), "EHOSTUNREACH", "the client saw {seen:?}");
+    for p in with_cause(&recs, "neighbour_failed") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    }
+    assert_each_held_request_once(&recs, dst, &t.a);
+}
+
 #[test]
 fn no_ndp_answer_is_named_with_the_neighbour_table_state() {
     let test = "no_ndp_answer_is_named_with_the_neighbour_table_state";

@@ -460,102 +460,14 @@ fn scale_only(tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<()> {
 }
 
 fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
-    let pathtrace = match &args.pathtrace {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("locating this binary")?
-            .with_file_name("pathtrace"),
-    };
-    if !pathtrace.is_file() {
-        bail!(
-            "{} is missing: build it (`cargo xtask bench` builds everything) or pass --pathtrace",
-            pathtrace.display()
-        );
-    }
     let mut notes = Vec::new();
-    // Tiers are compared with each other, not with the peer.
-    let detected = (args.tiers.is_empty()).then(Bpftrace::detect);
-    let bpftrace = match detected {
-        None => None,
-        Some(Ok(b)) => {
-            if b.private_tracefs {
-                notes.push("tracefs is not mounted on this host: bpftrace runs in a private mount namespace with tracefs mounted there".to_string());
-            }
-            Some(b)
-        }
-        Some(Err(e)) => {
-            notes.push(format!(
-                "bpftrace peer skipped: {e:#} (apt-get install bpftrace)"
-            ));
-            None
-        }
-    };
-    let tools = Tools {
-        pathtrace,
-        bpftrace,
-        floor_obj: args.floor_obj.clone().unwrap_or_else(floor::default_object),
-        work: work.to_path_buf(),
-    };
+    let tools = tools(args, work, &mut notes)?;
     if args.scale {
         return scale_only(&tools, &plan, out_dir);
     }
-    let sections: Vec<String> = if !args.tiers.is_empty() {
-        vec!["cost".into()]
-    } else if args.only.is_empty() {
-        vec![
-            "cost".into(),
-            "drops".into(),
-            "throughput".into(),
-            "traced".into(),
-            "startup".into(),
-        ]
-    } else {
-        args.only.clone()
-    };
-
-    eprintln!(
-        "pathtrace-bench: {} run, building the lab ({} Docker)",
-        plan.mode,
-        match args.docker {
-            DockerChoice::Emulated => "emulated",
-            DockerChoice::Real => "real",
-        }
-    );
-    let lab_started = Instant::now();
-    let mut lab = Lab::start(LabConfig {
-        block: Block::None,
-        docker: match args.docker {
-            DockerChoice::Emulated => DockerMode::Emulated,
-            DockerChoice::Real => DockerMode::Real,
-        },
-        ..LabConfig::with_prefix(PREFIX)
-    })
-    .context("starting the lab")?;
-    // Our own sink listens on the container's port 80 instead of httpd.
-    lab.set_listener(false)
-        .context("stopping the lab's httpd")?;
-    publish_udp(&lab)?;
-    let lab_secs = lab_started.elapsed().as_secs_f64();
-    let a = lab.addrs().clone();
-    let names = lab.names().clone();
-    let route_tcp = net::Route {
-        client_ns: names.other.clone(),
-        server_ns: names.ctr.clone(),
-        target: SocketAddrV4::new(a.host, a.published_port),
-        listen_port: a.container_port,
-        udp_src: None,
-    };
-    let route_udp = route_tcp.clone();
-    let route_ladder = net::Route {
-        udp_src: Some(LADDER_SRC),
-        ..route_tcp.clone()
-    };
-    let ladder_addr = format!("{LADDER_SRC}/32");
-    lab.exec(
-        &names.other,
-        &["ip", "addr", "add", &ladder_addr, "dev", "eth0"],
-    )
-    .context("adding the ladder's source address")?;
+    let sections = sections(args);
+    let (mut lab, lab_secs) = start_lab(args, &plan)?;
+    let (route_tcp, route_udp, route_ladder) = routes(&lab)?;
     let mut ctx = Ctx {
         lab: &lab,
         plan,
@@ -605,37 +517,7 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         return r;
     }
     let mut results = report::Results::new(&ctx, args.docker == DockerChoice::Real, lab_secs);
-    let mut timings = Vec::new();
-    for s in &sections {
-        if ctx.stop_now() {
-            ctx.note(format!("section {s} skipped: out of time or interrupted"));
-            continue;
-        }
-        let t = Instant::now();
-        match s.as_str() {
-            "cost" if !args.tiers.is_empty() => match tiers::run(&mut ctx, &args.tiers) {
-                Ok(c) => results.tiers = Some(c),
-                Err(e) => ctx.error("kernel cost per packet, by tier", &e),
-            },
-            "cost" => match cost::run(&mut ctx) {
-                Ok(c) => results.cost = Some(c),
-                Err(e) => ctx.error("kernel cost per packet", &e),
-            },
-            "drops" => match drops::run(&mut ctx) {
-                Ok(c) => results.drops = Some(c),
-                Err(e) => ctx.error("kernel cost per dropped packet (drops mode)", &e),
-            },
-            "throughput" => results.throughput = Some(throughput::run(&mut ctx)),
-            "traced" => results.traced = Some(traced::run(&mut ctx)),
-            "startup" => results.startup = Some(startup::run(&mut ctx)),
-            other => ctx.note(format!("unknown section {other} ignored")),
-        }
-        timings.push((s.clone(), t.elapsed().as_secs_f64()));
-        eprintln!(
-            "pathtrace-bench: {s} done in {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-    }
+    let timings = run_sections(&mut ctx, args, &sections, &mut results);
     if STOP.load(Ordering::SeqCst) {
         ctx.note("interrupted: results are partial".into());
     } else if Instant::now() >= ctx.plan.deadline {
@@ -653,6 +535,165 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     if let Err(e) = &torn {
         results.errors.push(format!("lab teardown: {e}"));
     }
+    write_report(&results, out_dir)?;
+    torn.context("tearing the lab down")?;
+    Ok(())
+}
+
+/// pathtrace, the bpftrace peer (unless tiers are compared with each
+/// other) and the floor's object; what was skipped goes to `notes`.
+fn tools(args: &Args, work: &Path, notes: &mut Vec<String>) -> Result<Tools> {
+    let pathtrace = match &args.pathtrace {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("pathtrace"),
+    };
+    if !pathtrace.is_file() {
+        bail!(
+            "{} is missing: build it (`cargo xtask bench` builds everything) or pass --pathtrace",
+            pathtrace.display()
+        );
+    }
+    // Tiers are compared with each other, not with the peer.
+    let detected = (args.tiers.is_empty()).then(Bpftrace::detect);
+    let bpftrace = match detected {
+        None => None,
+        Some(Ok(b)) => {
+            if b.private_tracefs {
+                notes.push("tracefs is not mounted on this host: bpftrace runs in a private mount namespace with tracefs mounted there".to_string());
+            }
+            Some(b)
+        }
+        Some(Err(e)) => {
+            notes.push(format!(
+                "bpftrace peer skipped: {e:#} (apt-get install bpftrace)"
+            ));
+            None
+        }
+    };
+    Ok(Tools {
+        pathtrace,
+        bpftrace,
+        floor_obj: args.floor_obj.clone().unwrap_or_else(floor::default_object),
+        work: work.to_path_buf(),
+    })
+}
+
+/// The sections this run measures, in order.
+fn sections(args: &Args) -> Vec<String> {
+    if !args.tiers.is_empty() {
+        vec!["cost".into()]
+    } else if args.only.is_empty() {
+        vec![
+            "cost".into(),
+            "drops".into(),
+            "throughput".into(),
+            "traced".into(),
+            "startup".into(),
+        ]
+    } else {
+        args.only.clone()
+    }
+}
+
+/// The Docker lab with the benchmark's own sink in place of httpd, and
+/// how long it took to start.
+fn start_lab(args: &Args, plan: &Plan) -> Result<(Lab, f64)> {
+    eprintln!(
+        "pathtrace-bench: {} run, building the lab ({} Docker)",
+        plan.mode,
+        match args.docker {
+            DockerChoice::Emulated => "emulated",
+            DockerChoice::Real => "real",
+        }
+    );
+    let lab_started = Instant::now();
+    let mut lab = Lab::start(LabConfig {
+        block: Block::None,
+        docker: match args.docker {
+            DockerChoice::Emulated => DockerMode::Emulated,
+            DockerChoice::Real => DockerMode::Real,
+        },
+        ..LabConfig::with_prefix(PREFIX)
+    })
+    .context("starting the lab")?;
+    // Our own sink listens on the container's port 80 instead of httpd.
+    lab.set_listener(false)
+        .context("stopping the lab's httpd")?;
+    publish_udp(&lab)?;
+    let lab_secs = lab_started.elapsed().as_secs_f64();
+    Ok((lab, lab_secs))
+}
+
+/// The TCP, UDP and traced-ladder routes through the published port.
+fn routes(lab: &Lab) -> Result<(net::Route, net::Route, net::Route)> {
+    let a = lab.addrs().clone();
+    let names = lab.names().clone();
+    let route_tcp = net::Route {
+        client_ns: names.other.clone(),
+        server_ns: names.ctr.clone(),
+        target: SocketAddrV4::new(a.host, a.published_port),
+        listen_port: a.container_port,
+        udp_src: None,
+    };
+    let route_udp = route_tcp.clone();
+    let route_ladder = net::Route {
+        udp_src: Some(LADDER_SRC),
+        ..route_tcp.clone()
+    };
+    let ladder_addr = format!("{LADDER_SRC}/32");
+    lab.exec(
+        &names.other,
+        &["ip", "addr", "add", &ladder_addr, "dev", "eth0"],
+    )
+    .context("adding the ladder's source address")?;
+    Ok((route_tcp, route_udp, route_ladder))
+}
+
+/// Runs each section that time allows; how long each took.
+fn run_sections(
+    ctx: &mut Ctx,
+    args: &Args,
+    sections: &[String],
+    results: &mut report::Results,
+) -> Vec<(String, f64)> {
+    let mut timings = Vec::new();
+    for s in sections {
+        if ctx.stop_now() {
+            ctx.note(format!("section {s} skipped: out of time or interrupted"));
+            continue;
+        }
+        let t = Instant::now();
+        match s.as_str() {
+            "cost" if !args.tiers.is_empty() => match tiers::run(ctx, &args.tiers) {
+                Ok(c) => results.tiers = Some(c),
+                Err(e) => ctx.error("kernel cost per packet, by tier", &e),
+            },
+            "cost" => match cost::run(ctx) {
+                Ok(c) => results.cost = Some(c),
+                Err(e) => ctx.error("kernel cost per packet", &e),
+            },
+            "drops" => match drops::run(ctx) {
+                Ok(c) => results.drops = Some(c),
+                Err(e) => ctx.error("kernel cost per dropped packet (drops mode)", &e),
+            },
+            "throughput" => results.throughput = Some(throughput::run(ctx)),
+            "traced" => results.traced = Some(traced::run(ctx)),
+            "startup" => results.startup = Some(startup::run(ctx)),
+            other => ctx.note(format!("unknown section {other} ignored")),
+        }
+        timings.push((s.clone(), t.elapsed().as_secs_f64()));
+        eprintln!(
+            "pathtrace-bench: {s} done in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    timings
+}
+
+/// Writes the report as Markdown and JSON into `out_dir`, and prints it.
+fn write_report(results: &report::Results, out_dir: &Path) -> Result<()> {
     let (md, json) = results.render();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let stem = match &results.tiers {
@@ -671,6 +712,5 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         json_path.display(),
         results.wall_secs
     );
-    torn.context("tearing the lab down")?;
     Ok(())
 }

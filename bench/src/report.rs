@@ -137,6 +137,53 @@ fn bytes_mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
+fn target(name: &str, threshold: &str, measured: String, pass: Option<bool>) -> Target {
+    Target {
+        name: name.to_string(),
+        threshold: threshold.to_string(),
+        measured,
+        pass,
+    }
+}
+
+fn measured(v: Option<f64>, f: fn(f64) -> String) -> String {
+    v.map_or("not measured".to_string(), f)
+}
+
+/// A ratio's summary, marked ×.
+fn times(r: Option<&Summary>) -> String {
+    r.map_or("not measured".into(), |s| {
+        format!("{}×", s.show(|v| format!("{v:.2}")))
+    })
+}
+
+/// A figure of pathtrace's against the bpftrace peer's.
+fn versus(
+    name: &str,
+    ours: Option<f64>,
+    peer: Option<f64>,
+    higher_better: bool,
+    f: impl Fn(f64) -> String,
+) -> Target {
+    Target {
+        name: format!("vs bpftrace: {name}"),
+        threshold: if higher_better {
+            ">= bpftrace"
+        } else {
+            "<= bpftrace"
+        }
+        .into(),
+        measured: format!(
+            "pathtrace {} / bpftrace {}",
+            ours.map_or("–".into(), &f),
+            peer.map_or("–".into(), &f)
+        ),
+        pass: ours
+            .zip(peer)
+            .map(|(o, p)| if higher_better { o >= p } else { o <= p }),
+    }
+}
+
 impl Results {
     pub fn new(ctx: &Ctx, real_docker: bool, lab_secs: f64) -> Results {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -221,80 +268,83 @@ impl Results {
             .map(|r| &r.ms)
     }
 
+    fn ratio(&self, key: &str, tcp: bool) -> Option<f64> {
+        let c = self.cond(key)?;
+        let s = if tcp { &c.tcp_ratio } else { &c.udp_ratio };
+        s.as_ref().map(|s| s.median)
+    }
+
     fn check_targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
-        let mut add = |name: &str, threshold: &str, measured: String, pass: Option<bool>| {
-            t.push(Target {
-                name: name.to_string(),
-                threshold: threshold.to_string(),
-                measured,
-                pass,
-            })
-        };
-        let ratio = |key: &str, tcp: bool| -> Option<f64> {
-            let c = self.cond(key)?;
-            let s = if tcp { &c.tcp_ratio } else { &c.udp_ratio };
-            s.as_ref().map(|s| s.median)
-        };
-        let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("not measured".to_string(), f);
+        self.cost_targets(&mut t);
+        self.throughput_targets(&mut t);
+        self.loss_targets(&mut t);
+        self.footprint_targets(&mut t);
+        self.peer_targets(&mut t);
+        t
+    }
+
+    /// Kernel time per packet, non-matching and dropped.
+    fn cost_targets(&self, t: &mut Vec<Target>) {
         if let Some(c) = &self.cost {
             let ns = c.pathtrace.ns_per_packet.as_ref();
-            add(
+            t.push(target(
                 "non-matching traffic: kernel time per forwarded packet (bpf_stats)",
                 "<= 300 ns (median)",
                 ns.map_or("not measured".into(), |s| format!("{} ns", s.show(int))),
                 ns.map(|s| s.median <= 300.0),
-            );
-            let times = |r: Option<&Summary>| {
-                r.map_or("not measured".into(), |s| {
-                    format!("{}×", s.show(|v| format!("{v:.2}")))
-                })
-            };
+            ));
             let r = c.ratio.as_ref();
-            add(
+            t.push(target(
                 "non-matching traffic: kernel time per packet vs the fair bpftrace peer",
                 "<= 0.5× (median of per-round ratios)",
                 times(r),
                 r.map(|s| s.median <= 0.5),
-            );
+            ));
             let f = c.over_floor.as_ref();
-            add(
+            t.push(target(
                 "non-matching traffic: kernel time per packet vs the floor (empty programs)",
                 "<= 1.3× (median of per-round ratios)",
                 times(f),
                 f.map(|s| s.median <= 1.3),
-            );
+            ));
         }
         if let Some(d) = &self.drops {
             let r = d.ratio.as_ref();
-            add(
+            t.push(target(
                 "drops --quiet --metrics: kernel time per dropped packet vs the bpftrace peer",
                 "<= 1× (median of per-round ratios)",
-                r.map_or("not measured".into(), |s| {
-                    format!("{}×", s.show(|v| format!("{v:.2}")))
-                }),
+                times(r),
                 r.map(|s| s.median <= 1.0),
-            );
+            ));
         }
-        let b_tcp = ratio("b", true);
-        add(
+    }
+
+    /// Throughput of non-matching traffic.
+    fn throughput_targets(&self, t: &mut Vec<Target>) {
+        let b_tcp = self.ratio("b", true);
+        t.push(target(
             "non-matching traffic: TCP throughput, (b) vs (a)",
             ">= 98%",
-            opt(b_tcp, pct),
+            measured(b_tcp, pct),
             b_tcp.map(|r| r >= 0.98),
-        );
-        let b_udp = ratio("b", false);
-        add(
+        ));
+        let b_udp = self.ratio("b", false);
+        t.push(target(
             "non-matching traffic: UDP packet rate, (b) vs (a)",
             ">= 95%",
-            opt(b_udp, pct),
+            measured(b_udp, pct),
             b_udp.map(|r| r >= 0.95),
-        );
+        ));
+    }
+
+    /// No loss at the target rate, and loss reported as the kernel counted it.
+    fn loss_targets(&self, t: &mut Vec<Target>) {
         let row100 = self
             .traced
             .as_ref()
             .and_then(|t| t.pathtrace.rows.iter().find(|r| r.rate == 100_000));
-        add(
+        t.push(target(
             "no loss at 100,000 matching pps, text output to a file",
             "0 lost in every repetition",
             row100.map_or("not measured".into(), |r| {
@@ -313,13 +363,13 @@ impl Results {
                         .as_ref()
                         .is_some_and(|a| a.median >= 95_000.0)
             }),
-        );
+        ));
         let checks: Vec<_> = self
             .traced
             .iter()
             .flat_map(|t| t.pathtrace.exit_checks.iter())
             .collect();
-        add(
+        t.push(target(
             "reported loss equals the kernel's count (stats line vs COUNTERS)",
             "lost = kernel lost; events = kernel sent (+ at most 16 late events), every run",
             if checks.is_empty() {
@@ -346,27 +396,31 @@ impl Results {
                     .iter()
                     .all(|c| c.lost_equal && events_ok(c.events_diff))
             }),
-        );
+        ));
+    }
+
+    /// Start-up time and memory.
+    fn footprint_targets(&self, t: &mut Vec<Target>) {
         for variant in [READY_AUTO_NORULES, READY_TRACEPOINT, READY_RULES] {
             let s = self.ready(variant);
-            add(
+            t.push(target(
                 &format!("ready: {variant}"),
                 "<= 100 ms (median)",
                 s.map_or("not measured".into(), |s| format!("{} ms", s.show(ms))),
                 s.map(|s| s.median <= 100.0),
-            );
+            ));
         }
         let rss = self.memory.pathtrace_peak_rss_kib.as_ref();
-        add(
+        t.push(target(
             "peak RSS (VmHWM) under load",
             "<= 20 MiB, worst run",
             rss.map_or("not measured".into(), |s| {
                 format!("{} MiB (worst {} MiB)", s.show(mib), mib(s.max))
             }),
             rss.map(|s| s.max <= 20.0 * 1024.0),
-        );
+        ));
         let maps = &self.memory.pathtrace_maps;
-        add(
+        t.push(target(
             "kernel map memory (bytes_memlock), default sizes",
             "<= 2 MiB",
             if maps.is_empty() {
@@ -375,54 +429,37 @@ impl Results {
                 bytes_mib(self.memory.pathtrace_maps_bytes)
             },
             (!maps.is_empty()).then_some(self.memory.pathtrace_maps_bytes <= 2 << 20),
-        );
-        // Against the bpftrace peer: every figure at least as good.
-        let vs = |name: &str,
-                  ours: Option<f64>,
-                  peer: Option<f64>,
-                  higher_better: bool,
-                  f: fn(f64) -> String| Target {
-            name: format!("vs bpftrace: {name}"),
-            threshold: if higher_better {
-                ">= bpftrace"
-            } else {
-                "<= bpftrace"
-            }
-            .into(),
-            measured: format!(
-                "pathtrace {} / bpftrace {}",
-                ours.map_or("–".into(), f),
-                peer.map_or("–".into(), f)
-            ),
-            pass: ours
-                .zip(peer)
-                .map(|(o, p)| if higher_better { o >= p } else { o <= p }),
-        };
-        t.push(vs(
+        ));
+    }
+
+    /// Against the bpftrace peer: every figure at least as good.
+    fn peer_targets(&self, t: &mut Vec<Target>) {
+        let (b_tcp, b_udp) = (self.ratio("b", true), self.ratio("b", false));
+        t.push(versus(
             "TCP, filter matching other traffic ((b) vs (d0))",
             b_tcp,
-            ratio("d0", true),
+            self.ratio("d0", true),
             true,
             pct,
         ));
-        t.push(vs(
+        t.push(versus(
             "UDP, filter matching other traffic ((b) vs (d0))",
             b_udp,
-            ratio("d0", false),
+            self.ratio("d0", false),
             true,
             pct,
         ));
-        t.push(vs(
+        t.push(versus(
             "TCP, tracing the stream ((c) vs (d))",
-            ratio("c", true),
-            ratio("d", true),
+            self.ratio("c", true),
+            self.ratio("d", true),
             true,
             pct,
         ));
-        t.push(vs(
+        t.push(versus(
             "UDP, tracing the stream ((c) vs (d))",
-            ratio("c", false),
-            ratio("d", false),
+            self.ratio("c", false),
+            self.ratio("d", false),
             true,
             pct,
         ));
@@ -449,7 +486,7 @@ impl Results {
             pass: ll_pass,
         });
         let ms_fmt = |v: f64| format!("{v:.0} ms");
-        t.push(vs(
+        t.push(versus(
             "ready time (default tier, --no-rules)",
             self.ready(READY_AUTO_NORULES).map(|s| s.median),
             self.ready(READY_BT_BEGIN).map(|s| s.median),
@@ -457,7 +494,7 @@ impl Results {
             ms_fmt,
         ));
         let mib_fmt = |v: f64| format!("{:.1} MiB", v / 1024.0);
-        t.push(vs(
+        t.push(versus(
             "peak RSS under load (median)",
             self.memory
                 .pathtrace_peak_rss_kib
@@ -469,7 +506,7 @@ impl Results {
         ));
         let kmaps = |b: u64, maps: &[MapInfo]| (!maps.is_empty()).then_some(b as f64);
         let bytes_fmt = |v: f64| bytes_mib(v as u64);
-        t.push(vs(
+        t.push(versus(
             "kernel memory: maps (bytes_memlock) + bpftrace's perf buffers",
             kmaps(
                 self.memory.pathtrace_maps_bytes,
@@ -482,7 +519,6 @@ impl Results {
             false,
             bytes_fmt,
         ));
-        t
     }
 
     /// The Markdown report and the JSON document.
@@ -549,6 +585,22 @@ impl Results {
              Throughput: {} round(s) × {} sample(s) of {:.0} s per condition. Traced rates: {} s per rate, {} repetition(s) (bpftrace {}).\n",
             p.rounds, p.per_round, p.sample_secs, p.rate_step_secs, p.rate_reps, p.bpftrace_rate_reps
         );
+        self.targets_section(&mut s);
+        self.attach_section(&mut s);
+        self.cost_section(&mut s);
+        if let Some(d) = &self.drops {
+            d.markdown(&mut s);
+        }
+        self.throughput_section(&mut s);
+        self.traced_section(&mut s);
+        self.startup_section(&mut s);
+        self.memory_section(&mut s);
+        self.notes_and_errors(&mut s);
+        s
+    }
+
+    /// The targets and whether this run met them.
+    fn targets_section(&self, s: &mut String) {
         let _ = writeln!(s, "## Targets\n");
         let _ = writeln!(s, "| target | threshold | measured | result |");
         let _ = writeln!(s, "| --- | --- | --- | --- |");
@@ -560,45 +612,54 @@ impl Results {
             };
             let _ = writeln!(s, "| {} | {} | {} | {r} |", t.name, t.threshold, t.measured);
         }
+    }
+
+    /// Where each tracer attached.
+    fn attach_section(&self, s: &mut String) {
         let _ = writeln!(
-            s,
-            "\n## Attach points\n\npathtrace (`bpftool link show` for the programs it holds): {}.\n\nbpftrace peer (one probe on each, the same address test): {}.",
-            if self.pathtrace_attach.is_empty() {
-                "not read".to_string()
-            } else {
-                self.pathtrace_attach.join(", ")
-            },
-            self.peer_attach
-                .iter()
-                .map(|p| p.probe.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        s,
+        "\n## Attach points\n\npathtrace (`bpftool link show` for the programs it holds): {}.\n\nbpftrace peer (one probe on each, the same address test): {}.",
+        if self.pathtrace_attach.is_empty() {
+            "not read".to_string()
+        } else {
+            self.pathtrace_attach.join(", ")
+        },
+        self.peer_attach
+            .iter()
+            .map(|p| p.probe.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    }
+
+    /// 0. Kernel time per forwarded packet.
+    fn cost_section(&self, s: &mut String) {
         if let Some(c) = &self.cost {
             let _ = writeln!(
-                s,
-                "\n## 0. Kernel time per forwarded packet\n\nUDP from `other` through the Docker host's DNAT to the container, paced at {} pps for {:.0} s per turn; each tracer's filter matches nothing in it (pathtrace `--src {} --no-rules`, the peer the same address). pathtrace, the peer and the floor (an empty program on each of pathtrace's tracepoints, loaded by the benchmark) take turns in each round, each round starting one further along. From the kernel's `run_time_ns` and `run_cnt` of the tracer's packet-path programs, before and after each turn, per packet delivered to the sink. Statistics switched on with `BPF_ENABLE_STATS` for this section only (sysctl `kernel.bpf_stats_enabled`: {} before, {} after). Every program sees every namespace: other traffic on the machine adds runs too (it shows in runs per packet). bpftrace's tracepoints are perf tracepoints: the kernel fills their event record before the program runs, and that time is not in `run_time_ns`.\n",
-                c.pps,
-                c.sample_secs,
-                crate::OTHER_SRC,
-                c.sysctl_before.as_deref().unwrap_or("?"),
-                c.sysctl_after.as_deref().unwrap_or("?"),
-            );
+            s,
+            "\n## 0. Kernel time per forwarded packet\n\nUDP from `other` through the Docker host's DNAT to the container, paced at {} pps for {:.0} s per turn; each tracer's filter matches nothing in it (pathtrace `--src {} --no-rules`, the peer the same address). pathtrace, the peer and the floor (an empty program on each of pathtrace's tracepoints, loaded by the benchmark) take turns in each round, each round starting one further along. From the kernel's `run_time_ns` and `run_cnt` of the tracer's packet-path programs, before and after each turn, per packet delivered to the sink. Statistics switched on with `BPF_ENABLE_STATS` for this section only (sysctl `kernel.bpf_stats_enabled`: {} before, {} after). Every program sees every namespace: other traffic on the machine adds runs too (it shows in runs per packet). bpftrace's tracepoints are perf tracepoints: the kernel fills their event record before the program runs, and that time is not in `run_time_ns`.\n",
+            c.pps,
+            c.sample_secs,
+            crate::OTHER_SRC,
+            c.sysctl_before.as_deref().unwrap_or("?"),
+            c.sysctl_after.as_deref().unwrap_or("?"),
+        );
             let tools: Vec<&ToolCost> = std::iter::once(&c.pathtrace)
                 .chain(c.bpftrace.iter())
                 .chain(c.floor.iter())
                 .collect();
-            cost::markdown(&mut s, &tools, &c.ratio, &c.over_floor, &c.peer_over_floor);
+            cost::markdown(s, &tools, &c.ratio, &c.over_floor, &c.peer_over_floor);
         }
-        if let Some(d) = &self.drops {
-            d.markdown(&mut s);
-        }
+    }
+
+    /// 1. Throughput through the Docker host, and how pathtrace stopped.
+    fn throughput_section(&self, s: &mut String) {
         if let Some(th) = &self.throughput {
             let _ = writeln!(
-                s,
-                "\n## 1. Throughput through the Docker host\n\n192.0.2.134 (`other`) → 192.0.2.25:8092 → DNAT → 198.51.100.2:80 (container): one bulk TCP stream (goodput at the sink) and one UDP stream of {}-byte datagrams sent as fast as possible (datagrams delivered to the sink per second of sending).\n",
-                crate::net::UDP_PAYLOAD
-            );
+            s,
+            "\n## 1. Throughput through the Docker host\n\n192.0.2.134 (`other`) → 192.0.2.25:8092 → DNAT → 198.51.100.2:80 (container): one bulk TCP stream (goodput at the sink) and one UDP stream of {}-byte datagrams sent as fast as possible (datagrams delivered to the sink per second of sending).\n",
+            crate::net::UDP_PAYLOAD
+        );
             let _ = writeln!(s, "| | condition | TCP Gbit/s | TCP vs (a) | UDP kpps delivered | UDP vs (a) | UDP kpps sent | tracer lost |");
             let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
             for c in th {
@@ -661,16 +722,20 @@ impl Results {
                 );
             }
         }
+    }
+
+    /// 2. Traced packets per second, and the exit checks.
+    fn traced_section(&self, s: &mut String) {
         if let Some(tr) = &self.traced {
             let _ = writeln!(s, "\n## 2. Traced packets per second\n\nMatching UDP from 192.0.2.200 (a second address of `other`, so that other labs' 192.0.2.134 traffic on a shared machine does not match) through the DNAT, paced; each tracer writes its text output to a file. `lost` is the kernel side's count (pathtrace: its `COUNTERS` map read with bpftool around each step; bpftrace: its `Lost N events` lines).\n");
             for l in std::iter::once(&tr.pathtrace).chain(tr.bpftrace.iter()) {
                 let _ = writeln!(
-                    s,
-                    "**{}**: highest rate with no loss in any repetition: **{}**; events per packet {}.\n",
-                    l.tool,
-                    l.max_lossless_pps.map_or("none of the rates".into(), |v| format!("{v} pps")),
-                    l.events_per_packet.map_or("–".into(), |e| format!("{e:.2}"))
-                );
+                s,
+                "**{}**: highest rate with no loss in any repetition: **{}**; events per packet {}.\n",
+                l.tool,
+                l.max_lossless_pps.map_or("none of the rates".into(), |v| format!("{v} pps")),
+                l.events_per_packet.map_or("–".into(), |e| format!("{e:.2}"))
+            );
                 let _ = writeln!(s, "| rate | achieved pps | lost events | lost fraction | lossless reps | (sent+lost) / (packets × events per packet) |");
                 let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
                 for r in &l.rows {
@@ -717,6 +782,10 @@ impl Results {
                 let _ = writeln!(s);
             }
         }
+    }
+
+    /// 3. Start-up, and the refused tiers.
+    fn startup_section(&self, s: &mut String) {
         let _ = writeln!(s, "\n## 3. Start-up: spawn → ready\n");
         let _ = writeln!(s, "| variant | ms | n |");
         let _ = writeln!(s, "| --- | --- | --- |");
@@ -753,6 +822,10 @@ impl Results {
                 );
             }
         }
+    }
+
+    /// 4. Memory: RSS, maps, verifier work.
+    fn memory_section(&self, s: &mut String) {
         let m = &self.memory;
         let _ = writeln!(s, "\n## 4. Memory\n");
         let _ = writeln!(
@@ -774,11 +847,11 @@ impl Results {
             bytes_mib(m.bpftrace_perf_buffer_bytes)
         );
         let _ = writeln!(
-            s,
-            "\npathtrace's resident set under load (VmRSS when the peak was read): {} MiB; its peak right after the ready line, before any traffic: {} MiB.\n",
-            show(&m.pathtrace_rss_under_load_kib, mib),
-            show(&m.pathtrace_ready_peak_kib, mib)
-        );
+        s,
+        "\npathtrace's resident set under load (VmRSS when the peak was read): {} MiB; its peak right after the ready line, before any traffic: {} MiB.\n",
+        show(&m.pathtrace_rss_under_load_kib, mib),
+        show(&m.pathtrace_ready_peak_kib, mib)
+    );
         if !m.pathtrace_maps.is_empty() {
             let _ = writeln!(
                 s,
@@ -810,7 +883,5 @@ impl Results {
                 }
             }
         }
-        self.notes_and_errors(&mut s);
-        s
     }
 }

@@ -77,6 +77,26 @@ impl RealDocker {
             .ok_or_else(|| LabError::DockerUnavailable("dockerd is not installed".into()))?;
         let cli = first_existing(&["/usr/bin/docker", "/usr/local/bin/docker"])
             .ok_or_else(|| LabError::DockerUnavailable("the docker CLI is not installed".into()))?;
+        Self::prepare_state(state, fw)?;
+        let socket = state.join("docker.sock");
+        let log_path = state.join("dockerd.log");
+        let mut command = Self::command(prefix, dock_ns, state, &dockerd, &log_path)?;
+        let child = command.spawn().map_err(|e| {
+            LabError::DockerUnavailable(format!("could not run nsenter … {dockerd}: {e}"))
+        })?;
+        let docker = RealDocker {
+            pid: child.id() as i32,
+            child: Some(child),
+            socket,
+            state: state.to_path_buf(),
+            cli,
+        };
+        docker.ready(&log_path, ready_timeout)
+    }
+
+    /// dockerd's folders, its `iptables` links and its own `daemon.json`,
+    /// under `state`.
+    fn prepare_state(state: &Path, fw: Firewall) -> Result<(), LabError> {
         for sub in ["data", "exec", "bin", "cli"] {
             mkdir(&state.join(sub))?;
         }
@@ -104,10 +124,22 @@ impl RealDocker {
             &config,
             &format!("{{\"deprecated-key-path\": \"{}\"}}\n", key.display()),
         )?;
+        Ok(())
+    }
 
+    /// `nsenter … dockerd` in `dock_ns`, with every path under `state`,
+    /// its output to `log_path` and none of the caller's Docker settings.
+    fn command(
+        prefix: &str,
+        dock_ns: &str,
+        state: &Path,
+        dockerd: &str,
+        log_path: &Path,
+    ) -> Result<Command, LabError> {
+        let bin = state.join("bin");
+        let config = state.join("daemon.json");
         let socket = state.join("docker.sock");
-        let log_path = state.join("dockerd.log");
-        let log = fs::File::create(&log_path)
+        let log = fs::File::create(log_path)
             .map_err(|e| LabError::io(format!("create {}", log_path.display()), e))?;
         let log2 = log
             .try_clone()
@@ -121,7 +153,7 @@ impl RealDocker {
         command
             .arg(format!("--net={}", ns_path(dock_ns).display()))
             .arg("--")
-            .arg(&dockerd)
+            .arg(dockerd)
             .arg(format!("--config-file={}", config.display()))
             .arg(format!("--data-root={}", s("data")))
             .arg(format!("--exec-root={}", s("exec")))
@@ -147,42 +179,38 @@ impl RealDocker {
                 command.env_remove(k);
             }
         }
-        let child = command.spawn().map_err(|e| {
-            LabError::DockerUnavailable(format!("could not run nsenter … {dockerd}: {e}"))
-        })?;
-        let mut docker = RealDocker {
-            pid: child.id() as i32,
-            child: Some(child),
-            socket,
-            state: state.to_path_buf(),
-            cli,
-        };
+        Ok(command)
+    }
+
+    /// Waits until the API answers; stops dockerd if it doesn't within
+    /// `ready_timeout` or the lab is cancelled.
+    fn ready(mut self, log_path: &Path, ready_timeout: Duration) -> Result<Self, LabError> {
         let deadline = Instant::now() + ready_timeout;
         loop {
-            if ping(&docker.socket) {
-                return Ok(docker);
+            if ping(&self.socket) {
+                return Ok(self);
             }
-            let exited = match docker.child.as_mut().map(|c| c.try_wait()) {
+            let exited = match self.child.as_mut().map(|c| c.try_wait()) {
                 Some(Ok(Some(status))) => Some(status.to_string()),
                 _ => None,
             };
             if let Some(status) = exited {
-                docker.child = None;
+                self.child = None;
                 return Err(LabError::DockerUnavailable(format!(
                     "dockerd exited ({status}): {}",
-                    log_tail(&log_path)
+                    log_tail(log_path)
                 )));
             }
             if super::cancel::stopped() {
-                docker.stop();
+                self.stop();
                 return Err(LabError::Cancelled);
             }
             if Instant::now() >= deadline {
-                docker.stop();
+                self.stop();
                 return Err(LabError::DockerUnavailable(format!(
                     "dockerd API not ready within {:.0}s: {}",
                     ready_timeout.as_secs_f64(),
-                    log_tail(&log_path)
+                    log_tail(log_path)
                 )));
             }
             thread::sleep(Duration::from_millis(50));

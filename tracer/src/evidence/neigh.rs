@@ -1,5 +1,11 @@
-//! IPv4 neighbour (ARP) entries of a namespace, from `/proc/net/arp`.
-use std::net::IpAddr;
+//! IPv4 neighbour (ARP) entries of a namespace, from `/proc/net/arp`, and
+//! how long its neighbour resolution may hold a packet.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 /// `ATF_COM`: the entry has a link-layer address.
 const ATF_COM: u32 = 0x2;
@@ -28,8 +34,107 @@ pub fn parse(text: &str) -> Vec<Neighbour> {
         .collect()
 }
 
+/// The kernel's floor for a neighbour's `retrans_time` (`HZ / 100`).
+const RETRANS_FLOOR: Duration = Duration::from_millis(10);
+
+/// How long one device's neighbour settings let a packet wait for an
+/// address that nobody answers: the kernel sends `mcast_solicit` +
+/// `app_solicit` solicitations, one each `retrans_time_ms`, then drops what
+/// it queued (`NEIGH_FAILED`). `dir` is the device's
+/// `/proc/sys/net/ipv{4,6}/neigh/DEV`.
+fn resolution_limit_of(dir: &Path) -> Option<Duration> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let solicitations = read("mcast_solicit")? + read("app_solicit").unwrap_or(0);
+    let retrans = Duration::from_millis(read("retrans_time_ms")?).max(RETRANS_FLOOR);
+    Some(retrans * u32::try_from(solicitations).unwrap_or(u32::MAX))
+}
+
+/// The longest the calling thread's namespace holds a packet for a
+/// neighbour being resolved, over its devices' IPv4 and IPv6 settings
+/// (`root` is `/proc/sys/net`).
+fn resolution_limit_under(root: &Path) -> Option<Duration> {
+    ["ipv4", "ipv6"]
+        .iter()
+        .filter_map(|family| std::fs::read_dir(root.join(family).join("neigh")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|dev| resolution_limit_of(&dev.path()))
+        .max()
+}
+
+/// How long each namespace's neighbour resolution may hold a packet, read
+/// from inside it when first asked, and again once a read is older than
+/// [`ResolutionLimits::FRESH`].
+#[derive(Default)]
+pub struct ResolutionLimits {
+    read: HashMap<u32, (Instant, Option<Duration>)>,
+}
+
+impl ResolutionLimits {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// The limit in namespace `netns`, opened by `path` (asked only when
+    /// it must be read); none if it can't be entered.
+    pub fn of(&mut self, netns: u32, path: impl FnOnce() -> Option<PathBuf>) -> Option<Duration> {
+        if let Some((at, limit)) = self.read.get(&netns) {
+            if at.elapsed() < Self::FRESH {
+                return *limit;
+            }
+        }
+        let limit = path().and_then(|p| {
+            in_netns::call(&p, || resolution_limit_under(Path::new("/proc/sys/net")))
+                .ok()
+                .flatten()
+        });
+        self.read.insert(netns, (Instant::now(), limit));
+        limit
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::{path::Path, time::Duration};
+
+    #[test]
+    fn resolution_limit_is_the_slowest_devices_solicitations() {
+        let root = std::env::temp_dir().join(format!("pathtrace-neigh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dev = |family: &str, name: &str, mcast: u64, app: u64, retrans_ms: u64| {
+            let dir = root.join(family).join("neigh").join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for (file, v) in [
+                ("mcast_solicit", mcast),
+                ("app_solicit", app),
+                ("ucast_solicit", 3),
+                ("retrans_time_ms", retrans_ms),
+            ] {
+                std::fs::write(dir.join(file), format!("{v}\n")).expect("write");
+            }
+        };
+        dev("ipv4", "default", 3, 0, 1000);
+        dev("ipv4", "r1", 3, 0, 1500);
+        dev("ipv6", "r1", 2, 1, 1000);
+        dev("ipv6", "lo", 3, 0, 0);
+        let limit = super::resolution_limit_under(&root);
+        assert_eq!(limit, Some(Duration::from_millis(4500)));
+        assert_eq!(
+            super::resolution_limit_of(&root.join("ipv6/neigh/lo")),
+            Some(Duration::from_millis(30)),
+            "retrans_time has the kernel's floor"
+        );
+        assert_eq!(
+            super::resolution_limit_under(Path::new("/nonexistent")),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn arp_table() {
         let text =

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use crate::{
     events::{decode, decode_bytes, decode_conntrack, Hop, HopKind, Pending},
+    evidence::neigh::ResolutionLimits,
     kernel::hook_infer,
-    names::{EngineLookup, View},
+    names::{EngineLookup, NetnsNames, View},
     render::Stats,
     ruletrace::Follow,
-    track::Tracker,
+    track::{Packet, Tracker},
 };
 
 /// Kernel helpers that free a list of packets one by one. Before 6.3
@@ -55,9 +56,26 @@ pub fn enrich(hop: &mut Hop, view: &mut View) {
 pub(super) struct Intake {
     pending: Pending,
     pub tracker: Tracker,
+    /// How long each namespace may hold a packet for a neighbour.
+    holds: ResolutionLimits,
 }
 
 impl Intake {
+    /// The packets settled at `now` (see [`Tracker::settled_after`]); a
+    /// packet waiting in a namespace's stack waits out that namespace's
+    /// neighbour resolution, read from inside it through `names`.
+    pub fn settled(
+        &mut self,
+        now: Instant,
+        events_in_until: Option<Instant>,
+        names: &mut NetnsNames,
+    ) -> Vec<Packet> {
+        let holds = &mut self.holds;
+        self.tracker.settled_after(now, events_in_until, |netns| {
+            holds.of(netns, || names.path(netns))
+        })
+    }
+
     /// Takes one ring record; the namespaces its hop entered are noted for
     /// rule tracing and container names.
     pub fn record(

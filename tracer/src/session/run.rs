@@ -92,7 +92,12 @@ impl Session {
             .into_iter()
             .flatten()
             .min();
-        let settled = self.intake.tracker.settled_after(Instant::now(), horizon);
+        // What the kernel wrote before now is in: a packet is idle only
+        // if nothing of it arrived, not if nothing was read yet.
+        self.read_pending();
+        let settled = self
+            .intake
+            .settled(Instant::now(), horizon, &mut self.view.netns);
         if self.settle(settled, sink)? {
             return Ok(true);
         }

@@ -38,6 +38,17 @@ struct Open {
     last_seen: Instant,
 }
 
+impl Open {
+    /// The namespace whose stack the packet is in, when its last hop left
+    /// it there: received, or between netfilter hooks, and not yet queued
+    /// to a device. The kernel may hold it there while it resolves the
+    /// next hop's link-layer address.
+    fn held_in(&self) -> Option<u32> {
+        let last = self.hops.iter().max_by_key(|h| h.t_ns)?;
+        matches!(last.kind, HopKind::Rx | HopKind::NfHook | HopKind::NfRule).then_some(last.netns)
+    }
+}
+
 /// Collects hops by packet identity and hands back packets once their fate is
 /// settled: a short grace period after the free (late `nf_hook_slow` returns
 /// arrive after the drop), or after being idle for too long.
@@ -56,11 +67,12 @@ pub struct Tracker {
 /// How long a packet waits at most for its events from other sources.
 pub const SOURCE_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a packet with no end waits for one. A packet queued for its
-/// neighbour's address waits up to `mcast_solicit` × `retrans_time` (3 s by
-/// default) before the kernel drops it with `NEIGH_FAILED`; settling it
-/// earlier would show it twice, once vanished and once dropped.
+/// How long a packet with no end waits for one, at least.
 pub const IDLE: Duration = Duration::from_millis(3500);
+
+/// How much later than its own bound the kernel may let a held packet go
+/// (its timers run late under load).
+pub const HOLD_SLACK: Duration = Duration::from_millis(500);
 
 impl Default for Tracker {
     fn default() -> Self {
@@ -146,26 +158,43 @@ impl Tracker {
     /// [`MAX_OPEN`] packets (events lost in a flood never end theirs), the
     /// oldest are settled early, with what is known of them.
     pub fn settled(&mut self, now: Instant) -> Vec<Packet> {
-        self.settled_after(now, None)
+        self.settled_after(now, None, |_| None)
     }
 
     /// Like [`Tracker::settled`], but a packet also waits until
     /// `events_in_until` (what another source of its events, such as rule
     /// tracing, has handed over) has passed its end, for at most
     /// [`SOURCE_WAIT`]: a watcher listing a namespace's rules for the first
-    /// time takes seconds under emulation.
-    pub fn settled_after(&mut self, now: Instant, events_in_until: Option<Instant>) -> Vec<Packet> {
+    /// time takes seconds under emulation. A packet whose last hop left it
+    /// inside a namespace's stack, which may hold it while a neighbour is
+    /// resolved, waits out `hold` of that namespace (plus [`HOLD_SLACK`]) if
+    /// that is longer than [`IDLE`]: settled earlier, its drop would start a
+    /// second packet.
+    pub fn settled_after(
+        &mut self,
+        now: Instant,
+        events_in_until: Option<Instant>,
+        mut hold: impl FnMut(u32) -> Option<Duration>,
+    ) -> Vec<Packet> {
         let (grace, idle) = (self.grace, self.idle);
         let caught_up = |t: Instant| {
             events_in_until.is_none_or(|h| h >= t) || now.duration_since(t) >= SOURCE_WAIT
         };
+        let mut settles = |o: &Open| match o.ended {
+            Some(end) => now.duration_since(end) >= grace && caught_up(end),
+            None => {
+                let quiet = now.duration_since(o.last_seen);
+                quiet >= idle
+                    && o.held_in()
+                        .and_then(&mut hold)
+                        .is_none_or(|h| quiet >= h + HOLD_SLACK)
+                    && caught_up(o.last_seen)
+            }
+        };
         let mut done: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, o)| {
-                let (end, wait) = o.ended.map_or((o.last_seen, idle), |t| (t, grace));
-                now.duration_since(end) >= wait && caught_up(end)
-            })
+            .filter(|(_, o)| settles(o))
             .map(|(k, _)| *k)
             .collect();
         let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);

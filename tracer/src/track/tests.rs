@@ -120,19 +120,56 @@ fn an_ended_packet_waits_for_a_slow_source_up_to_its_bound() {
     // nothing past the packet's start.
     let behind = Some(now - Duration::from_millis(1));
     assert!(
-        t.settled_after(later(2000), behind).is_empty(),
+        t.settled_after(later(2000), behind, |_| None).is_empty(),
         "waits past idle"
     );
-    assert_eq!(t.settled_after(later(2000), Some(later(1))).len(), 1);
+    assert_eq!(
+        t.settled_after(later(2000), Some(later(1)), |_| None).len(),
+        1
+    );
 
     t.push(hop(3, HopKind::Rx, 1, 2), now);
     t.push(hop(4, HopKind::Drop, 1, 2), now);
-    assert!(t.settled_after(later(4900), behind).is_empty());
+    assert!(t.settled_after(later(4900), behind, |_| None).is_empty());
     assert_eq!(
-        t.settled_after(later(5000), behind).len(),
+        t.settled_after(later(5000), behind, |_| None).len(),
         1,
         "at most SOURCE_WAIT"
     );
+}
+
+#[test]
+fn a_packet_left_in_a_stack_waits_out_that_namespaces_neighbour_hold() {
+    let mut t = Tracker::default();
+    let now = Instant::now();
+    let later = |ms| now + Duration::from_millis(ms);
+    // Forwarded by namespace 2, then held there for its neighbour (4.5 s).
+    t.push(hop(1, HopKind::Tx, 1, 2), now);
+    t.push(hop(2, HopKind::Rx, 2, 3), now);
+    // Queued to a device in namespace 1: no neighbour holds it any more.
+    let mut queued = hop(1, HopKind::Tx, 1, 2);
+    queued.skb = 0x2000;
+    t.push(queued, now);
+    let mut asked = Vec::new();
+    let mut hold = |netns| {
+        asked.push(netns);
+        (netns == 2).then_some(Duration::from_millis(4500))
+    };
+    let idle = t.settled_after(later(3600), None, &mut hold);
+    assert_eq!(idle.len(), 1, "the packet on a device settles at IDLE");
+    assert_eq!(idle[0].hops.len(), 1);
+    assert!(t.settled_after(later(4900), None, &mut hold).is_empty());
+    let held = t.settled_after(later(5000), None, &mut hold);
+    assert_eq!(held.len(), 1, "the held packet, after its hold and slack");
+    assert_eq!(held[0].hops.len(), 2);
+    assert!(asked.iter().all(|&n| n == 2), "asked only for 2: {asked:?}");
+
+    // A hold shorter than IDLE, or none known, leaves IDLE in charge.
+    t.push(hop(3, HopKind::Rx, 2, 3), later(5000));
+    assert!(t
+        .settled_after(later(8400), None, |_| Some(Duration::from_secs(1)))
+        .is_empty());
+    assert_eq!(t.settled_after(later(8500), None, |_| None).len(), 1);
 }
 
 #[test]

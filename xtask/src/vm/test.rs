@@ -310,51 +310,8 @@ fn test_one(shared: &Shared, job: &Job) -> Result<RunResult> {
     } = job;
     let (k, cpus, timeout) = (*k, *cpus, *timeout);
     let label = format!("[{}/{tier}]", k.series);
-    let mut env = vec![
-        ("PATHTRACE_BIN".to_string(), bin.display().to_string()),
-        ("PATHTRACE_TEST_TIER".to_string(), tier.to_string()),
-        ("PATHTRACE_TEST_DOCKER".to_string(), "emulated".to_string()),
-        // Software emulation is several times slower than the host.
-        ("PATHTRACE_TEST_TIMEOUT_SCALE".to_string(), "6".to_string()),
-    ];
-    // The guest gets none of the host's environment: pass on pathtrace's
-    // log filter, for debugging a suite in the guest.
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        env.push(("RUST_LOG".to_string(), filter));
-    }
-    let mut not_in_guest = Vec::new();
-    let mut notes = Vec::new();
-    let steps: Vec<GuestStep> = tests
-        .iter()
-        .map(|t| {
-            let mut argv = vec![
-                t.exe.display().to_string(),
-                "--test-threads=1".into(),
-                "--show-output".into(),
-            ];
-            if t.include_ignored {
-                argv.push("--include-ignored".into());
-            }
-            for (name, why) in &t.not_in_guest {
-                argv.extend(["--skip".to_string(), name.clone()]);
-                not_in_guest.push(format!("not run in guests: {}::{name} — {why}", t.name));
-            }
-            if let Some(note) = &t.note {
-                notes.push(format!("{} in guests: {note}", t.name));
-            }
-            argv.extend(args.iter().cloned());
-            let mut env = env.clone();
-            for (k, v) in &t.env {
-                env.retain(|(e, _)| e != k);
-                env.push((k.clone(), v.clone()));
-            }
-            GuestStep {
-                name: t.name.clone(),
-                env,
-                argv,
-            }
-        })
-        .collect();
+    let env = guest_env(bin, tier);
+    let (steps, not_in_guest, notes) = guest_steps(tests, &env, args);
     let name = format!("test-{}-{tier}", k.series);
     let script = guest::write_script(&name, &steps)?;
     let log = workspace_root().join(format!("target/vm/{name}.log"));
@@ -367,9 +324,6 @@ fn test_one(shared: &Shared, job: &Job) -> Result<RunResult> {
     for l in not_in_guest.iter().chain(&notes) {
         println!("{label} {l}");
     }
-    let mut done_steps: Vec<Step> = Vec::new();
-    let mut took: Vec<(String, f64)> = Vec::new();
-    let mut current: Option<(Step, Duration)> = None;
     let guest = Guest {
         vng,
         kernel: k,
@@ -378,55 +332,12 @@ fn test_one(shared: &Shared, job: &Job) -> Result<RunResult> {
         echo_console: console,
         rwdir: None,
     };
-    let out = guest::boot(&guest, &script, &log, |mark, at| match mark {
-        Mark::Begin(step) => {
-            println!("{label} {:>6.1}s ---- {step}", at.as_secs_f64());
-            current = (step != "guest-checks").then(|| (Step::new(&step, at), at));
-        }
-        Mark::Output(line) => {
-            println!("{label} {line}");
-            if let Some((s, _)) = current.as_mut() {
-                s.feed(&line, at);
-            }
-        }
-        Mark::End(step, rc) => {
-            println!("{label} {:>6.1}s ---- {step} exited {rc}", at.as_secs_f64());
-            if let Some((mut s, began)) = current.take() {
-                s.rc = Some(rc);
-                took.push((s.name.clone(), at.saturating_sub(began).as_secs_f64()));
-                done_steps.push(s);
-            }
-        }
-        Mark::Done => {}
-    })?;
-    if let Some((s, _)) = current.take() {
-        done_steps.push(s);
-    }
-    let mut problems = Vec::new();
-    if out.timed_out {
-        problems.push(format!("timed out after {timeout} s"));
-    } else if !out.done {
-        problems.push(format!(
-            "the guest script did not finish (vng exit {:?})",
-            out.vng_status
-        ));
-    }
-    for t in tests {
-        let want = &t.name;
-        match done_steps.iter().find(|s| &s.name == want) {
-            None => problems.push(format!("{want} did not run")),
-            Some(s) => {
-                if s.rc != Some(0) {
-                    problems.push(format!("{want} exited {:?}", s.rc));
-                }
-                // A suite whose every test is listed as not run in guests
-                // runs none, and says so in the report.
-                if s.tests.is_empty() && args.is_empty() && t.not_in_guest.is_empty() {
-                    problems.push(format!("{want} ran no test"));
-                }
-            }
-        }
-    }
+    let GuestRun {
+        out,
+        steps: done_steps,
+        took,
+    } = run_guest(&guest, &script, &log, &label)?;
+    let problems = problems(&out, timeout, tests, &done_steps, args);
     if !problems.is_empty() && !out.done {
         for l in guest::console_tail(&out.log, 40) {
             println!("{label} console: {l}");
@@ -462,4 +373,143 @@ fn test_one(shared: &Shared, job: &Job) -> Result<RunResult> {
         ok,
         summary,
     })
+}
+
+/// The environment of the suites in a guest, which gets none of the host's.
+fn guest_env(bin: &Path, tier: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATHTRACE_BIN".to_string(), bin.display().to_string()),
+        ("PATHTRACE_TEST_TIER".to_string(), tier.to_string()),
+        ("PATHTRACE_TEST_DOCKER".to_string(), "emulated".to_string()),
+        // Software emulation is several times slower than the host.
+        ("PATHTRACE_TEST_TIMEOUT_SCALE".to_string(), "6".to_string()),
+    ];
+    // The guest gets none of the host's environment: pass on pathtrace's
+    // log filter, for debugging a suite in the guest.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        env.push(("RUST_LOG".to_string(), filter));
+    }
+    env
+}
+
+/// Each suite as a step of the guest's script; the tests not run in guests
+/// and the suites' notes, one line each.
+fn guest_steps(
+    tests: &[Planned],
+    env: &[(String, String)],
+    args: &[String],
+) -> (Vec<GuestStep>, Vec<String>, Vec<String>) {
+    let mut not_in_guest = Vec::new();
+    let mut notes = Vec::new();
+    let steps: Vec<GuestStep> = tests
+        .iter()
+        .map(|t| {
+            let mut argv = vec![
+                t.exe.display().to_string(),
+                "--test-threads=1".into(),
+                "--show-output".into(),
+            ];
+            if t.include_ignored {
+                argv.push("--include-ignored".into());
+            }
+            for (name, why) in &t.not_in_guest {
+                argv.extend(["--skip".to_string(), name.clone()]);
+                not_in_guest.push(format!("not run in guests: {}::{name} — {why}", t.name));
+            }
+            if let Some(note) = &t.note {
+                notes.push(format!("{} in guests: {note}", t.name));
+            }
+            argv.extend(args.iter().cloned());
+            let mut env = env.to_vec();
+            for (k, v) in &t.env {
+                env.retain(|(e, _)| e != k);
+                env.push((k.clone(), v.clone()));
+            }
+            GuestStep {
+                name: t.name.clone(),
+                env,
+                argv,
+            }
+        })
+        .collect();
+    (steps, not_in_guest, notes)
+}
+
+/// What came back from a guest, the steps that ran and how long each took.
+struct GuestRun {
+    out: guest::Outcome,
+    steps: Vec<Step>,
+    took: Vec<(String, f64)>,
+}
+
+/// Boots `guest` with `script`, echoing its marked lines under `label`.
+fn run_guest(guest: &Guest, script: &Path, log: &Path, label: &str) -> Result<GuestRun> {
+    let mut done_steps: Vec<Step> = Vec::new();
+    let mut took: Vec<(String, f64)> = Vec::new();
+    let mut current: Option<(Step, Duration)> = None;
+    let out = guest::boot(guest, script, log, |mark, at| match mark {
+        Mark::Begin(step) => {
+            println!("{label} {:>6.1}s ---- {step}", at.as_secs_f64());
+            current = (step != "guest-checks").then(|| (Step::new(&step, at), at));
+        }
+        Mark::Output(line) => {
+            println!("{label} {line}");
+            if let Some((s, _)) = current.as_mut() {
+                s.feed(&line, at);
+            }
+        }
+        Mark::End(step, rc) => {
+            println!("{label} {:>6.1}s ---- {step} exited {rc}", at.as_secs_f64());
+            if let Some((mut s, began)) = current.take() {
+                s.rc = Some(rc);
+                took.push((s.name.clone(), at.saturating_sub(began).as_secs_f64()));
+                done_steps.push(s);
+            }
+        }
+        Mark::Done => {}
+    })?;
+    if let Some((s, _)) = current.take() {
+        done_steps.push(s);
+    }
+    Ok(GuestRun {
+        out,
+        steps: done_steps,
+        took,
+    })
+}
+
+/// What went wrong with a guest's run beyond failed tests.
+fn problems(
+    out: &guest::Outcome,
+    timeout: u64,
+    tests: &[Planned],
+    done_steps: &[Step],
+    args: &[String],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if out.timed_out {
+        problems.push(format!("timed out after {timeout} s"));
+    } else if !out.done {
+        problems.push(format!(
+            "the guest script did not finish (vng exit {:?})",
+            out.vng_status
+        ));
+    }
+    for t in tests {
+        let want = &t.name;
+        match done_steps.iter().find(|s| &s.name == want) {
+            None => problems.push(format!("{want} did not run")),
+            Some(s) => {
+                if s.rc != Some(0) {
+                    problems.push(format!("{want} exited {:?}", s.rc));
+                }
+                // A suite whose every test is listed as not run in guests
+                // runs none, and says so in the report.
+                if s.tests.is_empty() && args.is_empty() && t.not_in_guest.is_empty() {
+                    problems.push(format!("{want} ran no test"));
+                }
+            }
+        }
+    }
+    problems
 }
