@@ -16,7 +16,8 @@ use lab::{
 };
 use pathtrace_tests::{
     command_in, command_place, errno_of, hops_of, of_type, records, require_root, require_tool,
-    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, PROG_TC, PROG_XDP,
+    sh_in, CtEvents, Firewalld, Listener, PinnedProgram, Running, Serve, Spawned, UfwCopy, PROG_TC,
+    PROG_XDP,
 };
 use serde_json::Value;
 
@@ -2085,4 +2086,466 @@ fn a_full_conntrack_table_on_the_client_fails_its_udp_send_and_raising_the_limit
         Ok(()),
         "answered once the table has room"
     );
+}
+
+/// IPv6 on a [`Routed`] lab: A at 2001:db8:51::1, the router at ::fe on
+/// both links, B at 2001:db8:52::2, each the other's default way.
+fn with_v6(t: &Routed) {
+    for (ns, cmd) in [
+        (&t.a, "ip -6 addr add 2001:db8:51::1/64 dev a0 nodad"),
+        (&t.a, "ip -6 route add default via 2001:db8:51::fe"),
+        (&t.r, "ip -6 addr add 2001:db8:51::fe/64 dev r0 nodad"),
+        (&t.r, "ip -6 addr add 2001:db8:52::fe/64 dev r1 nodad"),
+        (&t.r, "sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        (&t.b, "ip -6 addr add 2001:db8:52::2/64 dev b0 nodad"),
+        (&t.b, "ip -6 route add default via 2001:db8:52::fe"),
+    ] {
+        must(ns, cmd);
+    }
+}
+
+#[test]
+fn ipv6_forwarding_off_on_a_router_is_named_and_turning_it_on_works() {
+    let test = "ipv6_forwarding_off_on_a_router_is_named_and_turning_it_on_works";
+    require_root(test);
+    let t = Routed::new(&prefix("f6"));
+    with_v6(&t);
+    let _srv = Listener::spawn(&t.b, "::", 8731, 8, Serve::Close);
+    // IPv4 forwarding stays on: only IPv6's is off.
+    must(&t.r, "sysctl -qw net.ipv6.conf.all.forwarding=0");
+    let to: IpAddr = "2001:db8:52::2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:52::2", "--dport", "8731"],
+        &t.a,
+        to,
+        8731,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "forwarding_disabled")[0];
+    assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+    let fix = fix_of(&recs, "forwarding_disabled", Some(&t.r));
+    assert_eq!(fix, "sysctl -w net.ipv6.conf.all.forwarding=1");
+    run_fix(Some(&t.r), &fix);
+    assert_eq!(tcp(&t.a, to, 8731, 1500), ProbeOutcome::Connected);
+}
+
+#[test]
+fn a_discarding_route_in_the_main_table_is_named_without_a_command() {
+    let test = "a_discarding_route_in_the_main_table_is_named_without_a_command";
+    require_root(test);
+    // The router reaches B's network, but its main table holds a more
+    // specific route that discards the server: not a missing route, and
+    // adding one would fail (it exists) or shadow a deliberate ban.
+    for (case, kind, errno, outcome) in [
+        ("dp", "prohibit", "EHOSTUNREACH", "prohibited"),
+        ("db", "blackhole", "ETIMEDOUT", "timed_out"),
+    ] {
+        let t = Routed::new(&prefix(case));
+        let _srv = Listener::spawn(&t.b, "0.0.0.0", 8732, 8, Serve::Close);
+        must(&t.r, &format!("ip route add {kind} 198.51.100.2"));
+        let recs = traced_connect(
+            &["--dst", SERVER, "--dport", "8732"],
+            &t.a,
+            server(),
+            8732,
+            1500,
+            errno,
+            outcome,
+        );
+        let p = with_cause(&recs, "discard_route")[0];
+        assert_eq!(p["netns_name"], t.r.as_str(), "{kind}: {p:#}");
+        assert!(
+            message(p).contains(&format!("{kind} 198.51.100.2")),
+            "{kind}: {p:#}"
+        );
+        assert!(
+            with_cause_absent(&recs, "no_route"),
+            "{kind}: not a missing route: {recs:#?}"
+        );
+        assert_no_command(&recs, "discard_route");
+    }
+}
+
+/// Whether no packet has `cause`.
+fn with_cause_absent(recs: &[Value], cause: &str) -> bool {
+    !of_type(recs, "packet")
+        .iter()
+        .any(|p| p["diagnosis"]["cause"] == cause)
+}
+
+#[test]
+fn real_ufw_route_rules_and_ipv6_clients_get_a_ufw_command_that_works() {
+    let test = "real_ufw_route_rules_and_ipv6_clients_get_a_ufw_command_that_works";
+    require_root(test);
+    require_tool(test, "ufw");
+    let t = Routed::new(&prefix("uf"));
+    with_v6(&t);
+    let ufw = UfwCopy::new(&t.r);
+    ufw.routing();
+    let ufw_in = |ns: &str, cmd: &str| {
+        let (ok, out) = ufw.run(ns, cmd);
+        assert!(ok, "{cmd} in {ns}: {out}");
+    };
+    // Forwarded traffic denied by a route rule on the router: `ufw allow`
+    // (input rules) would not reach it.
+    let _routed = Listener::spawn(&t.b, "0.0.0.0", 8733, 8, Serve::Close);
+    ufw_in(&t.r, "ufw --force enable");
+    ufw_in(
+        &t.r,
+        "ufw route deny from 192.0.2.1 to any port 8733 proto tcp",
+    );
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8733"],
+        &t.a,
+        server(),
+        8733,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let fix = fix_of(&recs, "rule_drop", Some(&t.r));
+    assert!(fix.starts_with("ufw route "), "{fix}");
+    ufw_in(&t.r, &fix);
+    assert_eq!(tcp(&t.a, server(), 8733, 1500), ProbeOutcome::Connected);
+    // An IPv6 client behind a ufw rule of both families on the server:
+    // ufw numbers IPv6 rules after IPv4 ones, so `insert 1` would fail.
+    let _v6 = Listener::spawn(&t.b, "::", 8734, 8, Serve::Close);
+    ufw_in(&t.b, "ufw --force enable");
+    ufw_in(&t.b, "ufw deny 8734/tcp");
+    let to: IpAddr = "2001:db8:52::2".parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", "2001:db8:52::2", "--dport", "8734"],
+        &t.a,
+        to,
+        8734,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let fix = fix_of(&recs, "rule_drop", Some(&t.b));
+    ufw_in(&t.b, &fix);
+    assert_eq!(tcp(&t.a, to, 8734, 1500), ProbeOutcome::Connected);
+    for ns in [&t.r, &t.b] {
+        let (_, status) = ufw.run(ns, "ufw status");
+        assert!(status.contains("DENY"), "the deny rules stay: {status}");
+    }
+}
+
+/// `nstat`'s absolute count of UDP datagrams dropped for a full receive
+/// buffer in namespace `ns`.
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let (ok, out) = sh_in(Some(ns), "nstat -az UdpRcvbufErrors");
+    assert!(ok, "nstat in {ns}: {out}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("UdpRcvbufErrors"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no UdpRcvbufErrors in: {out}"))
+}
+
+#[test]
+fn a_udp_socket_that_never_reads_is_named_as_a_full_receive_buffer() {
+    let test = "a_udp_socket_that_never_reads_is_named_as_a_full_receive_buffer";
+    require_root(test);
+    require_tool(test, "nstat");
+    let t = Routed::new(&prefix("rq"));
+    // Bound, with the smallest receive buffer, and never read.
+    let _sock = Spawned::python_in(
+        &t.b,
+        "import socket, time\n\
+         s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)\n\
+         s.bind(('0.0.0.0', 8736))\n\
+         print('listening', flush=True)\n\
+         while True:\n    time.sleep(1)\n",
+    );
+    let before = udp_rcvbuf_errors(&t.b);
+    let flow = ["--dst", SERVER, "--dport", "8736", "--proto", "udp"];
+    let ((), recs) = trace(&flow, || {
+        lab::topo::send_udp(&t.a, None, SERVER, 8736, 20, None);
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let lost = udp_rcvbuf_errors(&t.b) - before;
+    assert!(lost > 0, "the buffer never filled");
+    let full = with_cause(&recs, "socket_rcvbuf_full");
+    assert_eq!(
+        full.len() as u64,
+        lost,
+        "one packet per datagram the kernel counted: {recs:#?}"
+    );
+    for p in &full {
+        assert_eq!(p["fate"], "dropped", "{p:#}");
+        assert_eq!(p["netns_name"], t.b.as_str(), "{p:#}");
+        assert!(message(p).contains("receive buffer was full"), "{p:#}");
+    }
+    assert_no_command(&recs, "socket_rcvbuf_full");
+    let advice = full[0]["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(advice.contains("bound on 0.0.0.0:8736"), "{advice}");
+}
+
+#[test]
+fn policy_routing_by_firewall_mark_is_named_without_a_route_to_add() {
+    let test = "policy_routing_by_firewall_mark_is_named_without_a_route_to_add";
+    require_root(test);
+    // The router marks this client's packets, and a rule on that mark sends
+    // them to a table where everything is a blackhole: the main table
+    // reaches the server, so a route added there would change nothing.
+    let t = Routed::new(&prefix("fm"));
+    let _srv = Listener::spawn(&t.b, "0.0.0.0", 8737, 8, Serve::Close);
+    must(
+        &t.r,
+        "iptables -t mangle -A PREROUTING -s 192.0.2.1 -p tcp --dport 8737 -j MARK --set-mark 7",
+    );
+    must(&t.r, "ip rule add fwmark 7 lookup 7 pref 900");
+    must(&t.r, "ip route add blackhole default table 7");
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8737"],
+        &t.a,
+        server(),
+        8737,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    for p in with_cause(&recs, "policy_routing") {
+        assert_eq!(p["netns_name"], t.r.as_str(), "{p:#}");
+        assert!(
+            message(p).contains("rule 900: from all fwmark 0x7 lookup 7")
+                && message(p).contains("meets blackhole"),
+            "{p:#}"
+        );
+    }
+    assert!(with_cause_absent(&recs, "no_route"), "{recs:#?}");
+    assert_no_command(&recs, "policy_routing");
+}
+
+#[test]
+fn several_tc_filters_on_one_hook_are_all_named_and_this_flow_passes_ahead_of_them() {
+    let test = "several_tc_filters_on_one_hook_are_all_named_and_this_flow_passes_ahead_of_them";
+    require_root(test);
+    let t = Routed::new(&prefix("t2"));
+    with_v6(&t);
+    let _srv = Listener::spawn(&t.b, "::", 8738, 8, Serve::Close);
+    static_neighbours(&t);
+    let mac = |dev: &str, ns: &str| {
+        let (ok, out) = sh_in(Some(ns), &format!("cat /sys/class/net/{dev}/address"));
+        assert!(ok, "{out}");
+        out.trim().to_owned()
+    };
+    must(
+        &t.r,
+        &format!(
+            "ip -6 neigh replace 2001:db8:52::2 lladdr {} dev r1 nud permanent",
+            mac("b0", &t.b)
+        ),
+    );
+    // The first filter goes on to the next (TC_ACT_UNSPEC); the second drops.
+    let cont = PinnedProgram::load(PROG_TC, -1, "pt_tc_next");
+    let drop = PinnedProgram::load(PROG_TC, 2, "pt_tc_drop");
+    must(
+        &t.b,
+        &format!(
+            "tc qdisc add dev b0 clsact && tc filter add dev b0 ingress pref 10 bpf da pinned {} && tc filter add dev b0 ingress pref 20 bpf da pinned {}",
+            cont.path.display(),
+            drop.path.display()
+        ),
+    );
+    let v6: IpAddr = "2001:db8:52::2".parse().expect("address");
+    for (to, dst) in [(server(), SERVER), (v6, "2001:db8:52::2")] {
+        let recs = traced_connect(
+            &["--dst", dst, "--dport", "8738"],
+            &t.a,
+            to,
+            8738,
+            1500,
+            "ETIMEDOUT",
+            "timed_out",
+        );
+        for p in with_cause(&recs, "tc_drop") {
+            assert!(
+                message(p).contains("one of the 2 tc ingress BPF programs pt_tc_next (id ")
+                    && message(p).contains("pt_tc_drop (id ")
+                    && message(p).contains("does not say which"),
+                "{dst}: {p:#}"
+            );
+            let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+            assert!(
+                !advice.contains("tc filter del dev b0 ingress pref 10"),
+                "{advice}"
+            );
+        }
+        if !kernel_has_gact(&t.b) {
+            assert_no_command(&recs, "tc_drop");
+            continue;
+        }
+        let fix = fix_of(&recs, "tc_drop", Some(&t.b));
+        assert!(fix.contains(" pref 9 "), "ahead of both: {fix}");
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, to, 8738, 1500), ProbeOutcome::Connected, "{dst}");
+    }
+}
+
+#[test]
+fn a_ban_by_address_and_port_or_by_verdict_map_removes_only_the_clients_element() {
+    let test = "a_ban_by_address_and_port_or_by_verdict_map_removes_only_the_clients_element";
+    require_root(test);
+    for (case, decl, rule, want) in [
+        (
+            "sc",
+            "set banned { type ipv4_addr . inet_service; elements = { 192.0.2.1 . 8739, 192.0.2.50 . 8739 }; }",
+            "ip saddr . tcp dport @banned drop",
+            "nft delete element inet filter banned { 192.0.2.1 . 8739 }",
+        ),
+        (
+            "sm",
+            "map banned { type ipv4_addr : verdict; elements = { 192.0.2.1 : drop, 192.0.2.50 : drop }; }",
+            "ip saddr vmap @banned",
+            "nft delete element inet filter banned { 192.0.2.1 }",
+        ),
+    ] {
+        let t = Routed::new(&prefix(case));
+        let _srv = Listener::spawn(&t.b, "0.0.0.0", 8739, 8, Serve::Close);
+        must(
+            &t.b,
+            &format!(
+                "nft -f - <<'EOF'\ntable inet filter {{\n {decl}\n chain input {{ type filter hook input priority 0; policy accept;\n  {rule}\n }}\n}}\nEOF"
+            ),
+        );
+        let recs = traced_connect(
+            &["--dst", SERVER, "--dport", "8739"],
+            &t.a,
+            server(),
+            8739,
+            1500,
+            "ETIMEDOUT",
+            "timed_out",
+        );
+        let fix = fix_of(&recs, "set_ban", Some(&t.b));
+        assert_eq!(fix, want, "{rule}");
+        run_fix(Some(&t.b), &fix);
+        assert_eq!(tcp(&t.a, server(), 8739, 1500), ProbeOutcome::Connected);
+        let (_, set) = sh_in(Some(&t.b), "nft list ruleset");
+        assert!(set.contains("192.0.2.50"), "the others stay banned: {set}");
+    }
+}
+
+#[test]
+fn a_real_firewalld_zone_with_an_underscore_gets_its_own_name_for_ipv4_and_ipv6() {
+    let test = "a_real_firewalld_zone_with_an_underscore_gets_its_own_name_for_ipv4_and_ipv6";
+    require_root(test);
+    // A zone of the admin's own, `lab_dmz` (its chains: filter_IN_lab_dmz,
+    // filter_IN_lab_dmz_allow, …), holding the server's interface.
+    let t = Routed::new(&prefix("zu"));
+    with_v6(&t);
+    let zone = (
+        "zones/lab_dmz.xml".to_owned(),
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<zone>\n  <short>lab</short>\n  <interface name=\"b0\"/>\n</zone>\n".to_owned(),
+    );
+    let fw = Firewalld::start_with(test, &t.b, &[zone]);
+    let _srv = Listener::spawn(&t.b, "::", 8740, 8, Serve::Close);
+    let v6: IpAddr = "2001:db8:52::2".parse().expect("address");
+    for (to, dst, errno, family) in [
+        (server(), SERVER, "EHOSTUNREACH", "ipv4"),
+        (v6, "2001:db8:52::2", "EACCES", "ipv6"),
+    ] {
+        let recs = traced_connect(
+            &["--dst", dst, "--dport", "8740"],
+            &t.a,
+            to,
+            8740,
+            1500,
+            errno,
+            "prohibited",
+        );
+        let fix = fix_of(&recs, "reject", Some(&t.b));
+        assert!(
+            fix.starts_with(&format!(
+                "firewall-cmd --zone=lab_dmz --add-rich-rule='rule family={family} "
+            )),
+            "{fix}"
+        );
+        let (ok, out) = fw.cmd(&t.b, &fix);
+        assert!(ok, "firewalld refused the printed fix: {fix}: {out}");
+        assert_eq!(tcp(&t.a, to, 8740, 1500), ProbeOutcome::Connected, "{dst}");
+    }
+}
+
+#[test]
+fn a_proxmox_guests_outgoing_chain_gets_an_out_rule_in_its_fw_file() {
+    let test = "a_proxmox_guests_outgoing_chain_gets_an_out_rule_in_its_fw_file";
+    require_root(test);
+    // The guest (a VM's tap, id 250, its second NIC) is the client here:
+    // pve-firewall filters what it sends in tap250i1-OUT.
+    let t = Bridged::new(&prefix("po"), 2);
+    let (other, guest) = (&t.hosts[0], &t.hosts[1]);
+    let _srv = Listener::spawn(other, "0.0.0.0", 8741, 8, Serve::Close);
+    for cmd in [
+        "iptables -N PVEFW-FORWARD",
+        "iptables -N tap250i1-OUT",
+        "iptables -A FORWARD -j PVEFW-FORWARD",
+        "iptables -A PVEFW-FORWARD -j tap250i1-OUT",
+        "iptables -A tap250i1-OUT -p tcp --dport 8741 -j DROP",
+    ] {
+        must(&t.hv, cmd);
+    }
+    let dst = Bridged::ip(1);
+    let to: IpAddr = dst.parse().expect("address");
+    let recs = traced_connect(
+        &["--dst", &dst, "--dport", "8741"],
+        guest,
+        to,
+        8741,
+        1500,
+        "ETIMEDOUT",
+        "timed_out",
+    );
+    let p = with_cause(&recs, "rule_drop")[0];
+    assert_eq!(p["diagnosis"]["manager"], "proxmox", "{p:#}");
+    let advice = p["diagnosis"]["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("/etc/pve/firewall/250.fw")
+            && advice.contains("OUT ACCEPT -dest 192.0.2.1 -p tcp -dport 8741")
+            && !advice.contains("IN ACCEPT"),
+        "{advice}"
+    );
+    assert!(!advice.contains("bridge-nf-call-iptables=0"), "{advice}");
+    assert_no_command(&recs, "rule_drop");
+}
+
+#[test]
+fn a_listener_bound_to_another_interface_is_named_and_no_command_is_printed() {
+    let test = "a_listener_bound_to_another_interface_is_named_and_no_command_is_printed";
+    require_root(test);
+    require_tool(test, "ss");
+    // The service binds its socket to an interface of its own
+    // (SO_BINDTODEVICE): /proc/net/tcp shows 0.0.0.0:8742, yet the SYN
+    // arriving on b0 finds no socket.
+    let t = Routed::new(&prefix("bd"));
+    must(
+        &t.b,
+        "ip link add s9 type veth peer name s9p && ip link set s9 up",
+    );
+    let _srv = Spawned::python_in(
+        &t.b,
+        "import socket, time\n\
+         s=socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b's9')\n\
+         s.bind(('0.0.0.0', 8742))\n\
+         s.listen(8)\n\
+         print('listening', flush=True)\n\
+         while True:\n    time.sleep(1)\n",
+    );
+    let recs = traced_connect(
+        &["--dst", SERVER, "--dport", "8742"],
+        &t.a,
+        server(),
+        8742,
+        1500,
+        "ECONNREFUSED",
+        "refused",
+    );
+    let p = with_cause(&recs, "listener_elsewhere")[0];
+    assert!(message(p).contains("0.0.0.0%s9:8742"), "{p:#}");
+    assert_no_command(&recs, "listener_elsewhere");
 }

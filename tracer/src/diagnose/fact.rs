@@ -98,6 +98,9 @@ facts! {
     /// `tc ingress`, `XDP (generic)`, …
     ProgHook = "prog_hook",
     ProgDev = "prog_dev",
+    /// The program named for the drop, "the tc ingress BPF program NAME (id
+    /// N)", or, with several filters on the hook, all of them.
+    ProgWhich = "prog_which",
     /// A tc filter ahead of the program that lets this flow alone pass.
     ProgBypass = "prog_bypass",
     /// Taking the program off its device.
@@ -119,6 +122,11 @@ facts! {
     PolicyRule = "policy_rule",
     PolicyTable = "policy_table",
     PolicyVerdict = "policy_verdict",
+    /// Empty when the rule surely took the packet; else why it is only likely.
+    PolicyHedge = "policy_hedge",
+    /// A route in the main table that discards the destination, as `ip
+    /// route` names it: "prohibit 198.51.100.2".
+    DiscardRoute = "discard_route",
     /// A route to the destination through the neighbour that holds it.
     RouteTo = "route_to",
     /// The namespace that holds the destination address.

@@ -321,15 +321,20 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
     }
 }
 
-/// IP forwarding on `ifname` in namespace `netns`, when it can be read.
-fn forwarding_of(view: &mut View, netns: u32, ifname: &str) -> Option<bool> {
+/// IP forwarding for a packet that arrived on `ifname` in namespace
+/// `netns`, when it can be read: IPv4 checks the arriving device's
+/// setting, IPv6 the namespace's (`all`).
+fn forwarding_of(view: &mut View, netns: u32, ifname: &str, v6: bool) -> Option<bool> {
     let path = view.netns.path(netns)?;
-    in_netns::call(&path, || {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok()
-    })
-    .ok()
-    .flatten()
-    .map(|s| s.trim() != "0")
+    let file = if v6 {
+        "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()
+    } else {
+        format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")
+    };
+    in_netns::call(&path, || std::fs::read_to_string(&file).ok())
+        .ok()
+        .flatten()
+        .map(|s| s.trim() != "0")
 }
 
 /// The counters that rose, as evidence: "TcpExt.ListenOverflows +3, …".
@@ -382,6 +387,7 @@ fn evidence_values(
             "TcpExt.ListenDrops",
             "Udp.NoPorts",
             "Udp.RcvbufErrors",
+            "Snmp6.Udp6RcvbufErrors",
             "Ip.InNoRoutes",
             "Ip.OutNoRoutes",
             "Snmp6.Ip6InNoRoutes",
@@ -408,11 +414,16 @@ fn evidence_values(
     if let Some(addr) = final_addr {
         // A socket on `::` takes IPv4 too, unless it is IPv6-only, which
         // /proc does not say: the kernel finding no socket for an IPv4
-        // packet says it.
+        // packet says it. A socket bound to an interface the packet did
+        // not arrive by (it was refused) is elsewhere, whatever its address.
         let v6_only = |b: &crate::evidence::Bound| {
             no_socket && addr.is_ipv4() && b.addr.is_ipv6() && b.addr.is_unspecified()
         };
-        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr) && !v6_only(b)) {
+        if !on_port.is_empty()
+            && !on_port
+                .iter()
+                .any(|b| b.takes(addr) && !v6_only(b) && b.device.is_none())
+        {
             let list: Vec<String> = on_port
                 .iter()
                 .map(|b| match v6_only(b) {
@@ -525,6 +536,16 @@ fn routing_values(
             v.set(Fact::PolicyRule, pr.rule);
             v.set(Fact::PolicyTable, pr.table);
             v.set(Fact::PolicyVerdict, pr.verdict);
+            v.set(
+                Fact::PolicyHedge,
+                if pr.sure {
+                    ""
+                } else {
+                    " (if the packet matched that rule's selectors, which pathtrace does not see on the packet; no rule it can judge sends it where it died)"
+                },
+            );
+        } else if let Some(route) = policy::discard_route(path.as_deref(), last.daddr) {
+            v.set(Fact::DiscardRoute, route);
         }
     }
     if reason == Some("PKT_TOO_BIG") {
@@ -719,9 +740,11 @@ fn culprits(
 ) -> Culprits {
     let ends = Ends::of(p);
     let dropped = p.fate.kind == FateKind::Dropped;
-    let set_ban = rule
-        .zip(ends.first.map(|t| t.saddr))
-        .and_then(|(r, a)| set_ban(r, a, view, v));
+    let set_ban = rule.zip(ends.first.map(|t| t.saddr)).and_then(|(r, a)| {
+        // The port as the rule saw it (after any DNAT before it).
+        let dport = r.tuple.or(ends.last).map(|t| t.dport);
+        set_ban(r, a, dport, view, v)
+    });
     let hairpin = hairpin(p, view, v);
     // Only a drop no rule decided (the flow ended where its old entry
     // kept it): the check reads the namespace's ruleset.
@@ -736,12 +759,17 @@ fn culprits(
     if let Some(u) = &masquerade {
         masquerade_values(u, view, v);
     }
-    let program = dropped
-        .then(|| ends.at.and_then(|h| dropping_program(h, reason, view)))
-        .flatten();
-    if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
-        program_values(prog, f.saddr, l, v);
+    let programs = if dropped {
+        ends.at
+            .map(|h| dropping_programs(h, reason, view))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if let (Some(f), Some(l)) = (ends.first, ends.last) {
+        program_values(&programs, f.saddr, l, v);
     }
+    let program = programs.into_iter().next();
     Culprits {
         set_ban,
         hairpin,
@@ -788,7 +816,7 @@ impl Facts {
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
                 let ifname = ends.at.map(|h| h.ifname.clone()).unwrap_or_default();
-                forwarding_of(view, netns, &ifname)
+                forwarding_of(view, netns, &ifname, v6)
             })
             .flatten();
         let silent_tcp = ends.last_real.is_some_and(|h| {
@@ -1081,13 +1109,18 @@ fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values
 /// drop came from one: a `TC_INGRESS`/`TC_EGRESS` reason, or a free inside
 /// the XDP paths (`do_xdp_generic`, `netif_receive_generic_xdp`, a veth's
 /// XDP receive), which give no reason.
-fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<Attached> {
+fn dropping_programs(at: &Hop, reason: Option<&str>, view: &mut View) -> Vec<Attached> {
     let path = view.netns.path(at.netns);
     let path = path.as_deref();
-    match reason {
-        Some("TC_INGRESS") => return programs::tc(path, &at.ifname, "ingress").into_iter().next(),
-        Some("TC_EGRESS") => return programs::tc(path, &at.ifname, "egress").into_iter().next(),
-        _ => {}
+    let mut tc = match reason {
+        Some("TC_INGRESS") => programs::tc(path, &at.ifname, "ingress"),
+        Some("TC_EGRESS") => programs::tc(path, &at.ifname, "egress"),
+        _ => Vec::new(),
+    };
+    if !tc.is_empty() {
+        // In the order the kernel runs them.
+        tc.sort_by_key(|p| p.pref);
+        return tc;
     }
     let in_xdp = reason == Some("XDP")
         || view.location(at).is_some_and(|l| {
@@ -1096,41 +1129,59 @@ fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<A
                 .next()
                 .is_some_and(|f| f.contains("xdp") || f.starts_with("veth_poll"))
         });
-    in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
+    in_xdp
+        .then(|| programs::xdp(path, &at.ifname))
+        .flatten()
+        .into_iter()
+        .collect()
 }
 
 /// The program's facts, and the commands that bypass or remove it.
-fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+///
+/// Several tc filters on one hook: the kernel does not say which dropped,
+/// so all are named, the bypass goes ahead of the first, and none is
+/// offered for removal.
+fn program_values(progs: &[Attached], client: IpAddr, flow: Tuple, v: &mut Values) {
+    let Some(prog) = progs.first() else {
+        return;
+    };
+    let kind = if prog.hook.starts_with("tc ") {
+        " BPF"
+    } else {
+        ""
+    };
+    let which = match progs {
+        [one] => format!(
+            "the {}{kind} program {} (id {})",
+            one.hook, one.name, one.id
+        ),
+        _ => {
+            let list: Vec<String> = progs
+                .iter()
+                .map(|p| format!("{} (id {}, pref {})", p.name, p.id, p.pref.unwrap_or(0)))
+                .collect();
+            format!(
+                "one of the {} {}{kind} programs {} (the kernel does not say which)",
+                progs.len(),
+                prog.hook,
+                list.join(", ")
+            )
+        }
+    };
+    v.set(Fact::ProgWhich, which);
+    if progs.len() > 1 {
+        v.set(Fact::ProgDev, prog.dev.clone());
+        v.set(Fact::ProgHook, prog.hook.clone());
+        bypass_values(prog, client, flow, v);
+        return;
+    }
     v.set(Fact::ProgName, prog.name.clone());
     v.set(Fact::ProgId, prog.id.to_string());
     v.set(Fact::ProgHook, prog.hook.clone());
     v.set(Fact::ProgDev, prog.dev.clone());
     let dev = &prog.dev;
     if let Some(direction) = prog.hook.strip_prefix("tc ") {
-        let bypass_pref = prog
-            .pref
-            .filter(|p| *p > 1 && programs::tc_pass_available());
-        if let Some(pref) = bypass_pref {
-            let (l3, m, host) = if client.is_ipv4() {
-                ("ip", "ip", 32)
-            } else {
-                ("ipv6", "ip6", 128)
-            };
-            let ports = if matches!(flow.proto, 6 | 17 | 132) {
-                format!(" match {m} dport {} 0xffff", flow.dport)
-            } else {
-                String::new()
-            };
-            v.set(
-                Fact::ProgBypass,
-                format!(
-                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
-                    pref - 1,
-                    flow.daddr,
-                    flow.proto
-                ),
-            );
-        }
+        bypass_values(prog, client, flow, v);
         v.set(
             Fact::ProgRemove,
             format!(
@@ -1149,6 +1200,39 @@ fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) 
             Fact::ProgRemove,
             format!("ip link set dev {dev} {mode} off"),
         );
+    }
+}
+
+/// A tc filter ahead of `prog` that lets this flow alone pass, where the
+/// kernel has tc's `pass` action.
+fn bypass_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+    let Some(direction) = prog.hook.strip_prefix("tc ") else {
+        return;
+    };
+    let dev = &prog.dev;
+    let bypass_pref = prog
+        .pref
+        .filter(|p| *p > 1 && programs::tc_pass_available());
+    if let Some(pref) = bypass_pref {
+        let (l3, m, host) = if client.is_ipv4() {
+            ("ip", "ip", 32)
+        } else {
+            ("ipv6", "ip6", 128)
+        };
+        let ports = if matches!(flow.proto, 6 | 17 | 132) {
+            format!(" match {m} dport {} 0xffff", flow.dport)
+        } else {
+            String::new()
+        };
+        v.set(
+                Fact::ProgBypass,
+                format!(
+                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
+                    pref - 1,
+                    flow.daddr,
+                    flow.proto
+                ),
+            );
     }
 }
 

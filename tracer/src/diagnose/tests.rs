@@ -441,6 +441,48 @@ fn advice_is_in_the_syntax_of_the_tables_manager() {
     let d = diagnose(&mk(ufw));
     assert_eq!(d.manager, Some(Manager::Ufw));
     assert!(d.advice.expect("advice").starts_with("ufw manages"));
+    // Forwarded traffic is ufw's route rules', which `ufw allow` never reaches.
+    let mut routed = rule("-A ufw-user-forward -s 192.0.2.9/32 -j DROP", false);
+    routed.chain = "ufw-user-forward".into();
+    let advice = diagnose(&mk(routed.clone())).advice.expect("advice");
+    assert!(
+        advice
+            .ends_with(": ufw route prepend allow from 192.0.2.9 to 192.0.2.25 port 80 proto tcp"),
+        "{advice}"
+    );
+    let mut input = mk(routed);
+    input.values.set(Fact::Hook, "INPUT");
+    let advice = diagnose(&input).advice.expect("advice");
+    assert!(
+        advice.ends_with(": ufw prepend allow from 192.0.2.9 to any port 80 proto tcp"),
+        "{advice}"
+    );
+    // pve-firewall: a guest's outgoing chain takes an OUT rule to the destination.
+    for (chain, want) in [
+        (
+            "tap250i1-IN",
+            "250.fw under [RULES] (IN ACCEPT -source 192.0.2.9 -p tcp -dport 80)",
+        ),
+        (
+            "veth250i0-OUT",
+            "250.fw under [RULES] (OUT ACCEPT -dest 192.0.2.25 -p tcp -dport 80)",
+        ),
+        (
+            "PVEFW-HOST-OUT",
+            "host.fw, [RULES]: OUT ACCEPT -dest 192.0.2.25 -p tcp -dport 80)",
+        ),
+        (
+            "PVEFW-HOST-IN",
+            "host.fw, [RULES]: IN ACCEPT -source 192.0.2.9 -p tcp -dport 80)",
+        ),
+    ] {
+        let mut pve = rule(&format!("-A {chain} -p tcp -j DROP"), false);
+        pve.chain = chain.into();
+        let d = diagnose(&mk(pve));
+        assert_eq!(d.manager, Some(Manager::Proxmox), "{chain}");
+        let advice = d.advice.expect("advice");
+        assert!(advice.contains(want), "{chain}: {advice}");
+    }
 
     let mut reply = Facts::from_parts(FateKind::Dropped, None, Some(rule("", true)), &values);
     let mut fwd = rule("", true);

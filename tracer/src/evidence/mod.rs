@@ -80,6 +80,10 @@ impl NsState {
                 bound.extend(sockets::parse(&t, proto));
             }
         }
+        // The bound interfaces, only where ss runs (it is iproute2's).
+        if let Ok(ss) = in_netns::output(None, "ss", &["-Hlntu"]) {
+            sockets::add_devices(&mut bound, &sockets::parse_devices(&ss));
+        }
         let conntrack = sysctl("net/netfilter/nf_conntrack_count")
             .zip(sysctl("net/netfilter/nf_conntrack_max"));
         let mut neighbours = net_file("arp")
