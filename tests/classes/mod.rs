@@ -1,7 +1,7 @@
 //! What the failure-class suites (`failures`, `variants`) share: the flow
 //! under test, tracing it, the checks on a diagnosis and its fix, and the
 //! namespaces, servers and kernel settings the classes are built from.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use std::{
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
