@@ -14,14 +14,13 @@ use std::{
     net::{IpAddr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use lab::{topo::Routed, Block, ProbeOutcome};
 use pathtrace_tests::{
     armed_at_start, command_in, connect, docker_lab, errno_of, of_type, records, require_root,
-    require_tool, sh_in, Listener, Running,
+    require_tool, sh_in, Listener, Running, UfwCopy,
 };
 use serde_json::Value;
 
@@ -162,44 +161,6 @@ const CASES: &[Case] = &[
         manager: "ufw",
     },
 ];
-
-/// A private copy of ufw's configuration (/etc/ufw) and state (/lib/ufw).
-/// Each command runs under `ip netns exec`, which gives it a mount namespace
-/// of its own whose mounts do not propagate back: there the copies are
-/// bind-mounted over the originals, and a tmpfs over /run takes ufw's lock
-/// file. The host's ufw files are never written; the test checks that.
-struct UfwCopy(PathBuf);
-
-impl UfwCopy {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pathtrace-{tag}-ufw-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("ufw copy dir");
-        for (from, to) in [("/etc/ufw", "etc-ufw"), ("/lib/ufw", "lib-ufw")] {
-            let ok = Command::new("cp")
-                .args(["-a", from])
-                .arg(dir.join(to))
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "copying {from}");
-        }
-        Self(dir)
-    }
-
-    fn wrap(&self, cmd: &str) -> String {
-        let d = self.0.display();
-        format!(
-            "mount --bind {d}/etc-ufw /etc/ufw && mount --bind {d}/lib-ufw /lib/ufw && \
-             mount -t tmpfs pathtrace-ufw-run /run && {cmd}"
-        )
-    }
-}
-
-impl Drop for UfwCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every file under `dir`, with its contents.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -927,3 +927,88 @@ pub fn promtool_check(text: &str) -> std::process::Output {
         .expect("writing to promtool");
     promtool.wait_with_output().expect("promtool finishes")
 }
+
+/// A private copy of ufw's configuration (/etc/ufw, /etc/default/ufw) and
+/// state (/lib/ufw). Each command runs under `ip netns exec`, which gives
+/// it a mount namespace of its own whose mounts do not propagate back:
+/// there the copies are bind-mounted over the originals, and a tmpfs over
+/// /run takes ufw's lock file. The host's ufw files are never written.
+pub struct UfwCopy(PathBuf);
+
+impl UfwCopy {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pathtrace-{tag}-ufw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("ufw copy dir");
+        for (from, to) in [
+            ("/etc/ufw", "etc-ufw"),
+            ("/lib/ufw", "lib-ufw"),
+            ("/etc/default/ufw", "default-ufw"),
+        ] {
+            let ok = Command::new("cp")
+                .args(["-a", from])
+                .arg(dir.join(to))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "copying {from}");
+        }
+        Self(dir)
+    }
+
+    /// `cmd`, run on the copy.
+    pub fn wrap(&self, cmd: &str) -> String {
+        let d = self.0.display();
+        format!(
+            "mount --bind {d}/etc-ufw /etc/ufw && mount --bind {d}/lib-ufw /lib/ufw && \
+             mount --bind {d}/default-ufw /etc/default/ufw && \
+             mount -t tmpfs pathtrace-ufw-run /run && {cmd}"
+        )
+    }
+
+    /// Lets ufw route: forwarded traffic accepted unless a rule says
+    /// otherwise, and its sysctl file leaving IPv4 and IPv6 forwarding on.
+    pub fn routing(&self) {
+        let edit = |file: &str, from: &str, to: &str| {
+            let path = self.0.join(file);
+            let text = std::fs::read_to_string(&path).expect("ufw copy file");
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    if l.trim_start_matches('#').starts_with(from) {
+                        to.to_owned()
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect();
+            std::fs::write(&path, text.join("\n") + "\n").expect("ufw copy write");
+        };
+        edit(
+            "default-ufw",
+            "DEFAULT_FORWARD_POLICY=",
+            "DEFAULT_FORWARD_POLICY=\"ACCEPT\"",
+        );
+        for key in [
+            "net/ipv4/ip_forward",
+            "net/ipv6/conf/default/forwarding",
+            "net/ipv6/conf/all/forwarding",
+        ] {
+            edit(
+                "etc-ufw/sysctl.conf",
+                &format!("{key}="),
+                &format!("{key}=1"),
+            );
+        }
+    }
+
+    /// Runs `cmd` with `sh -c` in namespace `ns`, on the copy.
+    pub fn run(&self, ns: &str, cmd: &str) -> (bool, String) {
+        sh_in(Some(ns), &self.wrap(cmd))
+    }
+}
+
+impl Drop for UfwCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

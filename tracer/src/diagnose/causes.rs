@@ -57,6 +57,9 @@ pub enum Condition {
     NatClash,
     /// Dropped by routing after an `ip rule` sent it to a table of its own.
     PolicyRouted,
+    /// Dropped by routing at a main-table route that discards what it
+    /// matches (`blackhole`, `unreachable`, `prohibit`).
+    DiscardRoute,
     /// An ICMP fragmentation-needed (ICMPv6 packet-too-big) that was dropped.
     TooBigIcmpDropped,
     /// Dropped by a BPF program attached at this hook (`tc`, `XDP`).
@@ -127,6 +130,9 @@ impl Condition {
             Self::NatClash => dropped && f.rule.is_none() && f.nat_clash.is_some(),
             Self::PolicyRouted => {
                 dropped && f.rule.is_none() && f.values.has(super::Fact::PolicyRule)
+            }
+            Self::DiscardRoute => {
+                dropped && f.rule.is_none() && f.values.has(super::Fact::DiscardRoute)
             }
             Self::TooBigIcmpDropped => {
                 dropped
@@ -214,11 +220,43 @@ pub struct Cause {
 const PROXMOX: Advice = by(
     Manager::Proxmox,
     "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in guest {guest_id}'s firewall, in /etc/pve/firewall/{guest_id}.fw under [RULES] (IN ACCEPT -source {client} -p {proto} -dport {final_port}) or in the web interface (the guest → Firewall → Add); keep br_netfilter on, it is how that firewall sees bridged traffic.",
-);
+)
+.only(not_outgoing);
+/// A guest's or the host's outgoing chain (`tap101i0-OUT`, `PVEFW-HOST-OUT`):
+/// the guest (or host) is the one sending.
+const PROXMOX_OUT: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: this is guest {guest_id}'s outgoing traffic, so allow it in /etc/pve/firewall/{guest_id}.fw under [RULES] (OUT ACCEPT -dest {final_addr} -p {proto} -dport {final_port}) or in the web interface (the guest → Firewall → Add, direction out); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+)
+.only(outgoing);
 const PROXMOX_HOST: Advice = by(
     Manager::Proxmox,
     "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: allow this flow in the datacenter's or the node's firewall (/etc/pve/firewall/cluster.fw or /etc/pve/nodes/NODE/host.fw, [RULES]: IN ACCEPT -source {client} -p {proto} -dport {final_port}); keep br_netfilter on, it is how that firewall sees bridged traffic.",
-);
+)
+.only(not_outgoing);
+const PROXMOX_HOST_OUT: Advice = by(
+    Manager::Proxmox,
+    "pve-firewall manages chain {chain} and rewrites it whenever its configuration changes: this is the host's outgoing traffic, so allow it in the node's firewall (/etc/pve/nodes/NODE/host.fw, [RULES]: OUT ACCEPT -dest {final_addr} -p {proto} -dport {final_port}); keep br_netfilter on, it is how that firewall sees bridged traffic.",
+)
+.only(outgoing);
+
+/// The deciding chain filters what its guest or host sends (`…-OUT`).
+fn outgoing(f: &Facts) -> bool {
+    f.get(super::Fact::Chain)
+        .is_some_and(|c| c.ends_with("-OUT"))
+}
+
+fn not_outgoing(f: &Facts) -> bool {
+    !outgoing(f)
+}
+
+fn v6(f: &Facts) -> bool {
+    f.get(super::Fact::L3) == Some("ip6")
+}
+
+fn not_v6(f: &Facts) -> bool {
+    !v6(f)
+}
 
 fn forwarded(f: &Facts) -> bool {
     f.get(super::Fact::Hook) == Some("FORWARD")
@@ -250,20 +288,20 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::TooBigIcmpDropped,
         message: "path-MTU black hole: {client}'s {icmp} about {quoted} died in {hook} ({where}){at_rule}; {quoted_sender} never learns the smaller MTU on its path, so its large packets keep dying and the connection stalls",
         advice: &[
-            by(Manager::Iptables, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
-            by(Manager::Iptables, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
-            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
-            by(Manager::IptablesLegacy, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
-            by(Manager::Nft, "Accept ICMP fragmentation-needed before that rule; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} position {handle} {icmp_match_nft} accept"),
-            by(Manager::Nft, "Accept ICMP fragmentation-needed in that chain; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} {icmp_match_nft} accept"),
+            by(Manager::Iptables, "Accept {too_big_icmp} before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Iptables, "Accept {too_big_icmp} in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept {too_big_icmp} before that rule; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {index} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::IptablesLegacy, "Accept {too_big_icmp} in that chain; it only tells senders the path's MTU{run_in}: {tool} -t {table} -I {chain} {icmp_match_ipt} -j ACCEPT"),
+            by(Manager::Nft, "Accept {too_big_icmp} before that rule; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} position {handle} {icmp_match_nft} accept"),
+            by(Manager::Nft, "Accept {too_big_icmp} in that chain; it only tells senders the path's MTU{run_in}: nft insert rule {family} {table} {chain} {icmp_match_nft} accept"),
             any("Let ICMP fragmentation-needed (ICMPv6 packet-too-big) through in {where}, before what drops it: it only tells senders the path's MTU. Clamping TCP's MSS on the router with the small link also avoids it."),
         ],
     },
     Cause {
         id: "packet_too_big",
         when: Condition::Reason(&["PKT_TOO_BIG"]),
-        message: "{client}'s {pkt_len}-byte packet to {target} is larger than {mtu_phrase} in {where} and may not be fragmented: {where} dropped it and sends {client} an ICMP fragmentation-needed with that MTU; if {client}'s large packets keep dying, that ICMP never reaches it",
-        advice: &[any("Nothing is wrong here if {client} lowers its packet size; if it keeps sending large ones, find where the ICMP fragmentation-needed dies (pathtrace traces it with the flow) and let it through, or clamp TCP's MSS to the path MTU on {where}.")],
+        message: "{client}'s {pkt_len}-byte packet to {target} is larger than {mtu_phrase} in {where} and may not be fragmented: {where} dropped it and sends {client} an {too_big_icmp} with that MTU; if {client}'s large packets keep dying, that ICMP never reaches it",
+        advice: &[any("Nothing is wrong here if {client} lowers its packet size; if it keeps sending large ones, find where the {too_big_icmp} dies (pathtrace traces it with the flow) and let it through, or clamp TCP's MSS to the path MTU on {where}.")],
     },
     Cause {
         id: "reply_dropped",
@@ -300,16 +338,17 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "tc_drop",
         when: Condition::Program("tc "),
-        message: "{client}'s packet to {target} was dropped by the {prog_hook} BPF program {prog_name} (id {prog_id}) on {prog_dev} in {where} ({reason}), outside the firewall",
+        message: "{client}'s packet to {target} was dropped by {prog_which} on {prog_dev} in {where} ({reason}), outside the firewall",
         advice: &[
-            any("The program filters all traffic on {prog_dev}: keep it, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
+            any("Keep what filters {prog_dev} ({prog_hook}) for the other flows, and let only this flow pass ahead of it{run_in}: {prog_bypass}"),
             any("Change program {prog_name} (id {prog_id}) so it passes this flow, or take it off {prog_dev} if it should not be there ({prog_remove}), which lets every flow it filters through."),
+            any("Find which of the {prog_hook} programs on {prog_dev} in {where} drops this flow (bpftool prog show counts each one's runs while kernel.bpf_stats_enabled=1) and change it to pass it; taking a filter off (tc filter del dev {prog_dev} … pref P) lets every flow it filters through."),
         ],
     },
     Cause {
         id: "xdp_drop",
         when: Condition::Program("XDP"),
-        message: "{client}'s packet to {target} was dropped by the {prog_hook} program {prog_name} (id {prog_id}) on {prog_dev} in {where}, before the kernel's network stack saw it",
+        message: "{client}'s packet to {target} was dropped by {prog_which} on {prog_dev} in {where}, before the kernel's network stack saw it",
         advice: &[any("XDP runs before anything that could let this flow past it: change {prog_name} (id {prog_id}) to pass it, or, if it should not be there at all, take it off {prog_dev} (every flow it filters goes with it){run_in}: {prog_remove}")],
     },
     Cause {
@@ -332,14 +371,17 @@ pub const CAUSES: &[Cause] = &[
             by(Manager::Iptables, "Accept this traffic in chain {chain}{run_in}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
             by(Manager::IptablesLegacy, "Accept this traffic in chain {chain}{run_in}: {tool} -t {table} -I {chain} -s {client} -d {final_addr} -p {proto} --dport {final_port} -j ACCEPT"),
             by(Manager::Nft, "Accept this traffic in chain {chain}{run_in}: nft insert rule {family} {table} {chain} {l3} saddr {client} {l3} daddr {final_addr} {proto} dport {final_port} accept"),
-            by(Manager::Ufw, "ufw manages this chain (its default policy denied it){run_in}: ufw allow from {client} to any port {final_port} proto {proto}"),
+            by(Manager::Ufw, "ufw manages this chain (its default policy denied it){run_in}: ufw allow from {client} to any port {final_port} proto {proto}").only(not_forwarded),
+            by(Manager::Ufw, "ufw manages this chain (its default routed policy denied it: this traffic is forwarded){run_in}: ufw route allow from {client} to {final_addr} port {final_port} proto {proto}").only(forwarded),
             by(Manager::Docker, "Docker manages chain {chain}; allow the traffic in DOCKER-USER{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
             by(Manager::Firewalld, "firewalld manages table {family} {table}; this traffic crosses policy {policy}, so the rule goes there{run_in}: firewall-cmd --policy={policy} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'"),
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
     by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
             KUBE,
             PROXMOX,
+            PROXMOX_OUT,
             PROXMOX_HOST,
+            PROXMOX_HOST_OUT,
         ],
     },
     Cause {
@@ -373,7 +415,7 @@ pub const CAUSES: &[Cause] = &[
         id: "listener_elsewhere",
         when: Condition::ListenerElsewhere,
         message: "refused: nothing listens on {final_addr}:{final_port} ({proto}) in {where}{published_note}: the service there listens on {other_listeners} only; {no_socket_answer}",
-        advice: &[any("Make the service in {where} listen on {final_addr} (or on every address: 0.0.0.0 or [::]) in its own configuration, then restart it; no firewall change is needed.")],
+        advice: &[any("Make the service in {where} listen on {final_addr} (or on every address: 0.0.0.0, or [::] without IPV6_V6ONLY), and on the interface the packets arrive by where it binds to one (ADDRESS%INTERFACE above), in its own configuration, then restart it; no firewall change is needed.")],
     },
     Cause {
         id: "no_socket",
@@ -386,6 +428,17 @@ pub const CAUSES: &[Cause] = &[
         when: Condition::AcceptQueueFull,
         message: "{client}'s SYN to {target} reached a listener in {where} whose accept queue is full ({accept_queue}); the kernel discarded it without a drop reason ({counters_rose}), and the client retries until it times out",
         advice: &[any("The service in {where} is not accepting its connections (or not fast enough): check that it calls accept(); raise its listen() backlog, and net.core.somaxconn that caps it, only if it is busy rather than stuck.")],
+    },
+    Cause {
+        id: "socket_rcvbuf_full",
+        when: Condition::Reason(&["SOCKET_RCVBUFF"]),
+        message: "{client}'s datagram to {target} reached its socket in {where}, but the socket's receive buffer was full, so the kernel dropped it ({reason}): the application that owns the socket is not reading fast enough, or at all",
+        // No command: a bigger buffer only delays the loss when the
+        // application does not read.
+        advice: &[
+            any("Make the application bound on {udp_socket} in {where} read its socket (it is stuck, or too slow: see Udp.RcvbufErrors in nstat there); a larger buffer (SO_RCVBUF, capped by net.core.rmem_max) helps only with bursts. No firewall change helps."),
+            any("Make the application that owns the socket in {where} read it (it is stuck, or too slow: see Udp.RcvbufErrors in nstat there); a larger buffer (SO_RCVBUF, capped by net.core.rmem_max) helps only with bursts. No firewall change helps."),
+        ],
     },
     Cause {
         id: "no_route_back",
@@ -405,14 +458,25 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "policy_routing",
         when: Condition::PolicyRouted,
-        message: "{where} routed {client}'s packet to {final_addr} by policy: rule {policy_rule} sends it to table {policy_table}, where it meets {policy_verdict}, and it was dropped ({reason} at {location})",
+        message: "{where} routed {client}'s packet to {final_addr} by policy: rule {policy_rule} sends it to table {policy_table}{policy_hedge}, where it meets {policy_verdict}, and it was dropped ({reason} at {location})",
         advice: &[any("Policy routing is deliberate: if {client} should reach {final_addr}, change that rule or table {policy_table}'s route in {where} (ip rule show; ip route show table {policy_table}). No firewall change helps.")],
+    },
+    Cause {
+        id: "discard_route",
+        when: Condition::DiscardRoute,
+        message: "{where} has a route for {client}'s packet to {final_addr}, and it discards it: the main table's longest match is {discard_route} ({reason} at {location})",
+        // No command: such a route is set on purpose and covers every
+        // client; deleting it is the owner's call.
+        advice: &[any("A {discard_route} route discards every packet it matches, from every client, and is usually set on purpose: if {final_addr} should be reachable, delete or narrow it in {where} (ip route del {discard_route}), where its routes are kept. No firewall change helps.")],
     },
     Cause {
         id: "forwarding_disabled",
         when: Condition::ForwardingOff,
         message: "{client}'s packet to {target} had to be forwarded by {where}, but IP forwarding is off there",
-        advice: &[any("Enable forwarding (Docker and routers need it){run_in}: sysctl -w net.ipv4.ip_forward=1")],
+        advice: &[
+            any("Enable forwarding (Docker and routers need it){run_in}: sysctl -w net.ipv4.ip_forward=1").only(not_v6),
+            any("Enable IPv6 forwarding (routers need it; the namespace then stops taking router advertisements unless accept_ra is 2){run_in}: sysctl -w net.ipv6.conf.all.forwarding=1").only(v6),
+        ],
     },
     Cause {
         id: "neighbour_failed",
@@ -423,8 +487,11 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "missing_masquerade",
         when: Condition::MissingMasquerade,
-        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged, and only {router} knows the way back to that network",
-        advice: &[any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE")],
+        message: "the server answered, but its reply to {final_addr} died in {where}, which has no route to {final_addr}: {router} forwarded the request out of {masq_dev} with its source ({final_addr}, of {masq_net}) unchanged; {router}, the last router before {where} on the request's path, knows the way back to that network and {where} does not",
+        advice: &[
+            any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {nat_nft}"),
+            any("Masquerade this flow where it leaves {router}, so that answers come back to {router} (or give {where} a route to {masq_net} through {router}){router_run_in}: {masq_tool} -t nat -A POSTROUTING -s {masq_net} -o {masq_dev} {masq_flow} -j MASQUERADE"),
+        ],
     },
     Cause {
         id: "no_route",
@@ -439,7 +506,10 @@ pub const CAUSES: &[Cause] = &[
         id: "hairpin_nat",
         when: Condition::Hairpin,
         message: "hairpin NAT: {where} sent {client}'s packet to {orig_addr}:{orig_port} on to {final_addr}:{final_port} back out of {hairpin_dev}, the interface it came in on, with its source unchanged; {final_addr} answers {client} directly on that LAN, from an address the client never called, so the client resets the answer and never connects",
-        advice: &[any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE")],
+        advice: &[
+            any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {nat_nft}"),
+            any("Masquerade hairpinned traffic, so that the answer goes back through the router{run_in}: {tool} -t nat -I POSTROUTING -s {hairpin_net} -d {final_addr} -p {proto} --dport {final_port} -j MASQUERADE"),
+        ],
     },
     Cause {
         id: "icmp_error_handled",
@@ -501,7 +571,8 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::IptablesLegacy, "That rule covers other traffic too, so keep it and accept only this flow before it{run_in}: {tool} -t {table} -I {chain} {index} -s {client} -p {proto} --dport {final_port} -j ACCEPT"),
     by(Manager::Nft, "That rule bans {client} alone: delete it if the ban is no longer wanted (nft delete rule {family} {table} {chain} handle {handle}); to open only this flow, accept it before the rule{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept").only(names_client),
     by(Manager::Nft, "That rule covers other traffic too, so keep it and accept only this flow before it{run_in}: nft insert rule {family} {table} {chain} position {handle} {l3} saddr {client} {proto} dport {final_port} accept"),
-    by(Manager::Ufw, "ufw manages chain {chain}; allow the client ahead of that rule{run_in}: ufw insert 1 allow from {client} to any port {final_port} proto {proto}"),
+    by(Manager::Ufw, "ufw manages chain {chain}; allow the client ahead of its rules (prepend puts it first among the rules of its IP family){run_in}: ufw prepend allow from {client} to any port {final_port} proto {proto}").only(not_forwarded),
+    by(Manager::Ufw, "ufw manages chain {chain}; this traffic is forwarded, which only ufw's route rules reach, so allow it ahead of its rules{run_in}: ufw route prepend allow from {client} to {final_addr} port {final_port} proto {proto}").only(forwarded),
     by(Manager::Docker, "That rule bans {client} alone: delete it if the ban is no longer wanted ({tool} -t {table} -D DOCKER-USER {docker_user_index}); to open only this flow (published port {orig_port}), accept it before the rule{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT").only(names_client),
     by(Manager::Docker, "That rule covers other traffic too, so keep it and accept only this flow (published port {orig_port}) before it{run_in}: {tool} -t {table} -I DOCKER-USER {docker_user_index} -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
     by(Manager::Docker, "Docker manages chain {chain} and rewrites it; accept only this flow (published port {orig_port}) in DOCKER-USER, the chain it leaves to you{run_in}: {tool} -I DOCKER-USER -s {client} -p {proto} -m conntrack --ctorigdstport {orig_port} -j ACCEPT"),
@@ -509,8 +580,10 @@ const ALLOW_PAST_RULE: &[Advice] = &[
     by(Manager::Firewalld, "firewalld manages table {family} {table}{run_in}: firewall-cmd --zone={zone} --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'").only(not_forwarded),
     by(Manager::Firewalld, "firewalld manages table {family} {table} and filters traffic between zones with policies, where a zone's rich rule does not reach, and no policy covers this traffic yet: add one from zone {zone} (where {client} comes in) to the server's zone that accepts {client} to port {final_port}/{proto}, with --permanent (firewall-cmd --permanent --new-policy NAME; --permanent --policy NAME --add-ingress-zone {zone}; --add-egress-zone ZONE; --add-rich-rule='rule family={fw_family} source address={client} port port={final_port} protocol={proto} accept'), then firewall-cmd --reload, which also drops changes made without --permanent.").only(forwarded),
     PROXMOX,
+    PROXMOX_OUT,
     KUBE,
     PROXMOX_HOST,
+    PROXMOX_HOST_OUT,
     any("{manager_note}Keep that rule (it may cover others) and accept {client} before it, in chain {chain} of table {family} {table}."),
 ];
 

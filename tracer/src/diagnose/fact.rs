@@ -89,12 +89,18 @@ facts! {
     /// Hairpin NAT: the LAN both ends share, and the device it loops on.
     HairpinNet = "hairpin_net",
     HairpinDev = "hairpin_dev",
+    /// The `nft` command that masquerades this flow, where nftables' own
+    /// syntax writes the router's rules.
+    NatNft = "nat_nft",
     /// A BPF program attached outside netfilter (tc or XDP) that dropped it.
     ProgName = "prog_name",
     ProgId = "prog_id",
     /// `tc ingress`, `XDP (generic)`, …
     ProgHook = "prog_hook",
     ProgDev = "prog_dev",
+    /// The program named for the drop, "the tc ingress BPF program NAME (id
+    /// N)", or, with several filters on the hook, all of them.
+    ProgWhich = "prog_which",
     /// A tc filter ahead of the program that lets this flow alone pass.
     ProgBypass = "prog_bypass",
     /// Taking the program off its device.
@@ -108,11 +114,19 @@ facts! {
     /// ICMP fragmentation-needed (ICMPv6 packet-too-big) as iptables and nft match it.
     IcmpMatchIpt = "icmp_match_ipt",
     IcmpMatchNft = "icmp_match_nft",
+    /// What tells a sender the path's MTU: ICMP fragmentation-needed, or
+    /// ICMPv6 packet-too-big.
+    TooBigIcmp = "too_big_icmp",
     /// Policy routing: the `ip rule` that took the packet, its table, and
     /// what that table does with it (`blackhole`, `unreachable`, `no route`).
     PolicyRule = "policy_rule",
     PolicyTable = "policy_table",
     PolicyVerdict = "policy_verdict",
+    /// Empty when the rule surely took the packet; else why it is only likely.
+    PolicyHedge = "policy_hedge",
+    /// A route in the main table that discards the destination, as `ip
+    /// route` names it: "prohibit 198.51.100.2".
+    DiscardRoute = "discard_route",
     /// A route to the destination through the neighbour that holds it.
     RouteTo = "route_to",
     /// The namespace that holds the destination address.

@@ -229,7 +229,9 @@ fn target_values(
     let published = containers
         .publishing(first.dport, &proto)
         .find(|(c, _)| c.ip.as_deref() == Some(final_addr.as_str()) && passed(c));
-    let mut target = format!("{}:{}", first.daddr, first.dport);
+    let ep = |addr, port| crate::model::Endpoint { addr, port }.to_string();
+    let final_ep = last.map(|t| ep(t.daddr, t.dport)).unwrap_or_default();
+    let mut target = ep(first.daddr, first.dport);
     v.set(Fact::PublishedNote, "");
     match (&container, published) {
         (_, Some((c, pb))) => {
@@ -250,15 +252,13 @@ fn target_values(
             );
         }
         (Some(c), None) if first.daddr.to_string() != final_addr => {
-            target.push_str(&format!(
-                " (DNAT to container {c}, {final_addr}:{final_port})"
-            ));
+            target.push_str(&format!(" (DNAT to container {c}, {final_ep})"));
         }
         _ if first.daddr.to_string() != final_addr || first.dport != final_port => {
-            target.push_str(&format!(" (DNAT to {final_addr}:{final_port})"));
+            target.push_str(&format!(" (DNAT to {final_ep})"));
             v.set(
                 Fact::PublishedNote,
-                format!(" (DNAT from {}:{})", first.daddr, first.dport),
+                format!(" (DNAT from {})", ep(first.daddr, first.dport)),
             );
         }
         _ => {}
@@ -321,15 +321,20 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
     }
 }
 
-/// IP forwarding on `ifname` in namespace `netns`, when it can be read.
-fn forwarding_of(view: &mut View, netns: u32, ifname: &str) -> Option<bool> {
+/// IP forwarding for a packet that arrived on `ifname` in namespace
+/// `netns`, when it can be read: IPv4 checks the arriving device's
+/// setting, IPv6 the namespace's (`all`).
+fn forwarding_of(view: &mut View, netns: u32, ifname: &str, v6: bool) -> Option<bool> {
     let path = view.netns.path(netns)?;
-    in_netns::call(&path, || {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).ok()
-    })
-    .ok()
-    .flatten()
-    .map(|s| s.trim() != "0")
+    let file = if v6 {
+        "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()
+    } else {
+        format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")
+    };
+    in_netns::call(&path, || std::fs::read_to_string(&file).ok())
+        .ok()
+        .flatten()
+        .map(|s| s.trim() != "0")
 }
 
 /// The counters that rose, as evidence: "TcpExt.ListenOverflows +3, …".
@@ -345,24 +350,31 @@ fn counters_phrase(seen: &Seen, names: &[&str]) -> String {
 /// The one router a namespace learnt on `dev`: where the request came
 /// from, so a route back through it reaches the client.
 fn route_back(seen: &Seen, client: IpAddr, dev: &str) -> Option<String> {
-    let mut routers = seen
+    let candidates: Vec<IpAddr> = seen
         .now
         .neighbours
         .iter()
-        .filter(|n| n.resolved && n.device == dev && n.addr != client);
+        .filter(|n| n.resolved && n.device == dev && n.addr != client)
+        .filter(|n| n.addr.is_ipv6() == client.is_ipv6())
+        .map(|n| n.addr)
+        .collect();
+    // An IPv6 router is known by its link-local address too: its global
+    // one names it better.
+    let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v) if v.is_unicast_link_local());
+    let global = candidates.iter().any(|a| !link_local(a));
+    let mut routers = candidates.iter().filter(|a| !(global && link_local(a)));
     let gw = routers.next()?;
     routers
         .next()
         .is_none()
-        .then(|| format!("ip route add {client} via {} dev {dev}", gw.addr))
+        .then(|| format!("ip route add {client} via {gw} dev {dev}"))
 }
 
 /// Facts from the namespace's own state (see [`crate::evidence`]).
 fn evidence_values(
     seen: &Seen,
-    final_addr: Option<IpAddr>,
-    final_port: u16,
-    proto: u8,
+    (final_addr, final_port, proto): (Option<IpAddr>, u16, u8),
+    no_socket: bool,
     v: &mut Values,
 ) {
     let rose = counters_phrase(
@@ -375,8 +387,11 @@ fn evidence_values(
             "TcpExt.ListenDrops",
             "Udp.NoPorts",
             "Udp.RcvbufErrors",
+            "Snmp6.Udp6RcvbufErrors",
             "Ip.InNoRoutes",
             "Ip.OutNoRoutes",
+            "Snmp6.Ip6InNoRoutes",
+            "Snmp6.Ip6OutNoRoutes",
         ],
     );
     if !rose.is_empty() {
@@ -397,8 +412,25 @@ fn evidence_values(
         .filter(|b| b.port == final_port && b.proto == proto)
         .collect();
     if let Some(addr) = final_addr {
-        if !on_port.is_empty() && !on_port.iter().any(|b| b.takes(addr)) {
-            let list: Vec<String> = on_port.iter().map(|b| b.endpoint()).collect();
+        // A socket on `::` takes IPv4 too, unless it is IPv6-only, which
+        // /proc does not say: the kernel finding no socket for an IPv4
+        // packet says it. A socket bound to an interface the packet did
+        // not arrive by (it was refused) is elsewhere, whatever its address.
+        let v6_only = |b: &crate::evidence::Bound| {
+            no_socket && addr.is_ipv4() && b.addr.is_ipv6() && b.addr.is_unspecified()
+        };
+        if !on_port.is_empty()
+            && !on_port
+                .iter()
+                .any(|b| b.takes(addr) && !v6_only(b) && b.device.is_none())
+        {
+            let list: Vec<String> = on_port
+                .iter()
+                .map(|b| match v6_only(b) {
+                    true => format!("{} for IPv6", b.endpoint()),
+                    false => b.endpoint(),
+                })
+                .collect();
             v.set(Fact::OtherListeners, list.join(", "));
         }
         if proto == 17 {
@@ -504,6 +536,16 @@ fn routing_values(
             v.set(Fact::PolicyRule, pr.rule);
             v.set(Fact::PolicyTable, pr.table);
             v.set(Fact::PolicyVerdict, pr.verdict);
+            v.set(
+                Fact::PolicyHedge,
+                if pr.sure {
+                    ""
+                } else {
+                    " (if the packet matched that rule's selectors, which pathtrace does not see on the packet; no rule it can judge sends it where it died)"
+                },
+            );
+        } else if let Some(route) = policy::discard_route(path.as_deref(), last.daddr) {
+            v.set(Fact::DiscardRoute, route);
         }
     }
     if reason == Some("PKT_TOO_BIG") {
@@ -561,6 +603,14 @@ fn icmp_values(e: IcmpError, v: &mut Values) {
     };
     v.set(Fact::IcmpMatchIpt, ipt);
     v.set(Fact::IcmpMatchNft, nft);
+    v.set(
+        Fact::TooBigIcmp,
+        if e.version == 6 {
+            "ICMPv6 packet-too-big"
+        } else {
+            "ICMP fragmentation-needed"
+        },
+    );
     v.set(Fact::Icmp, e.to_string());
     let q = e.quoted;
     v.set(
@@ -587,20 +637,20 @@ fn look(fate: FateKind, ends: Ends<'_>, view: &mut View, evidence: &mut Evidence
     evidence.look(h.netns, &path)
 }
 
-/// Facts from what the namespace showed: a route back, the counters, the sockets.
-fn seen_values(s: &Seen, ends: Ends<'_>, v: &mut Values) {
+/// Facts from what the namespace showed: a route back, the counters, the
+/// sockets (`no_socket`: the kernel found none for the packet).
+fn seen_values(s: &Seen, ends: Ends<'_>, no_socket: bool, v: &mut Values) {
     if let (Some(c), Some(h)) = (ends.first.map(|t| t.saddr), ends.last_real) {
         if let Some(r) = route_back(s, c, &h.ifname) {
             v.set(Fact::RouteBack, r);
         }
     }
-    evidence_values(
-        s,
+    let flow = (
         ends.last.map(|t| t.daddr),
         ends.last.map(|t| t.dport).unwrap_or(0),
         ends.last.map(|t| t.proto).unwrap_or(0),
-        v,
     );
+    evidence_values(s, flow, no_socket, v);
 }
 
 /// Who sent the packet and where to, where it ended, and why in words;
@@ -688,39 +738,43 @@ fn culprits(
     rule: Option<&RuleHit>,
     reason: Option<&str>,
     reply: bool,
-    request: Option<&Unmasqueraded>,
+    request: &[Unmasqueraded],
     view: &mut View,
     evidence: &mut Evidence,
     v: &mut Values,
 ) -> Culprits {
     let ends = Ends::of(p);
     let dropped = p.fate.kind == FateKind::Dropped;
-    let set_ban = rule
-        .zip(ends.first.map(|t| t.saddr))
-        .and_then(|(r, a)| set_ban(r, a, view, v));
+    let set_ban = rule.zip(ends.first.map(|t| t.saddr)).and_then(|(r, a)| {
+        // The port as the rule saw it (after any DNAT before it).
+        let dport = r.tuple.or(ends.last).map(|t| t.dport);
+        set_ban(r, a, dport, view, v)
+    });
     let hairpin = hairpin(p, view, v);
     // Only a drop no rule decided (the flow ended where its old entry
     // kept it): the check reads the namespace's ruleset.
     let stale_nat = (dropped && !reply && rule.is_none() && reason != Some("NETFILTER_DROP"))
         .then(|| stale_nat(p, view, evidence, v))
         .flatten();
-    let masquerade = request
-        .filter(|u| {
-            reply
-                && dropped
-                && NO_ROUTE.contains(&reason.unwrap_or_default())
-                && ends.at.is_some_and(|h| h.netns != u.netns)
-        })
+    let masquerade = ends
+        .at
+        .filter(|_| reply && dropped && NO_ROUTE.contains(&reason.unwrap_or_default()))
+        .and_then(|h| super::nat::to_masquerade(request, h.netns))
         .cloned();
     if let Some(u) = &masquerade {
         masquerade_values(u, view, v);
     }
-    let program = dropped
-        .then(|| ends.at.and_then(|h| dropping_program(h, reason, view)))
-        .flatten();
-    if let (Some(prog), Some(f), Some(l)) = (&program, ends.first, ends.last) {
-        program_values(prog, f.saddr, l, v);
+    let programs = if dropped {
+        ends.at
+            .map(|h| dropping_programs(h, reason, view))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if let (Some(f), Some(l)) = (ends.first, ends.last) {
+        program_values(&programs, f.saddr, l, v);
     }
+    let program = programs.into_iter().next();
     Culprits {
         set_ban,
         hairpin,
@@ -755,7 +809,7 @@ impl Facts {
         view: &mut View,
         containers: &Containers,
         reply: bool,
-        request: Option<&Unmasqueraded>,
+        request: &[Unmasqueraded],
         evidence: &mut Evidence,
     ) -> Self {
         let ends = Ends::of(p);
@@ -767,7 +821,7 @@ impl Facts {
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
                 let ifname = ends.at.map(|h| h.ifname.clone()).unwrap_or_default();
-                forwarding_of(view, netns, &ifname)
+                forwarding_of(view, netns, &ifname, v6)
             })
             .flatten();
         let silent_tcp = ends.last_real.is_some_and(|h| {
@@ -823,7 +877,7 @@ impl Facts {
             .then(|| look(p.fate.kind, ends, view, evidence))
             .flatten();
         if let Some(s) = &seen {
-            seen_values(s, ends, &mut v);
+            seen_values(s, ends, reason.as_deref() == Some("NO_SOCKET"), &mut v);
         }
         let nat_clash = clash_of(p, rule.is_none(), seen.as_ref(), view, &mut v);
         Self {
@@ -944,19 +998,39 @@ fn find_owner(view: &mut View, netns: u32, dst: IpAddr) -> Option<crate::evidenc
     let here = view
         .netns
         .path(netns)
-        .and_then(|p| in_netns::call(&p, link::v4_addrs).ok())?;
+        .and_then(|p| in_netns::call(&p, link::addrs).ok())?;
     let mut known = view.netns.known_paths();
     known.sort_unstable_by_key(|(ino, _)| *ino);
-    let (ino, path) = known
+    // Addresses repeat across namespaces (containers, labs): a holder on a
+    // link this namespace shares is the one it can route to; the first
+    // holder, failing that. At most [`HOLDERS`] holders are looked at.
+    const HOLDERS: usize = 8;
+    let mut first: Option<(u32, Option<(IpAddr, String)>)> = None;
+    let mut seen = 0;
+    for (ino, path) in known
         .into_iter()
         .filter(|(ino, _)| *ino != netns)
         .take(LOOK)
-        .find(|(_, path)| in_netns::call(path, || link::holds(dst)).ok() == Some(true))?;
-    let there = in_netns::call(&path, link::v4_addrs).unwrap_or_default();
+    {
+        if in_netns::call(&path, || link::holds(dst)).ok() != Some(true) {
+            continue;
+        }
+        let there = in_netns::call(&path, link::addrs).unwrap_or_default();
+        let next = link::adjacent(&here, &there, dst);
+        if next.is_some() {
+            first = Some((ino, next));
+            break;
+        }
+        first.get_or_insert((ino, None));
+        seen += 1;
+        if seen >= HOLDERS {
+            break;
+        }
+    }
+    let (ino, next) = first?;
     Some(crate::evidence::Owner {
         place: place(view, ino),
-        route: link::adjacent(&here, &there)
-            .map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
+        route: next.map(|(via, dev)| format!("ip route add {dst} via {via} dev {dev}")),
     })
 }
 
@@ -1001,7 +1075,7 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
         return None;
     };
     let (_, mtu) = view.netns.path(at.netns).and_then(|p| {
-        in_netns::call(&p, || crate::evidence::link::out_link(dst))
+        in_netns::call(&p, || crate::evidence::link::out_link(IpAddr::V4(dst)))
             .ok()
             .flatten()
     })?;
@@ -1012,14 +1086,22 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
 /// device its namespace routes it out of.
 fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values) {
     v.set(Fact::PktLen, at.len.to_string());
-    let link = match last.map(|t| t.daddr) {
-        Some(IpAddr::V4(dst)) => view.netns.path(at.netns).and_then(|p| {
+    let link = last.map(|t| t.daddr).and_then(|dst| {
+        view.netns.path(at.netns).and_then(|p| {
             in_netns::call(&p, || crate::evidence::link::out_link(dst))
                 .ok()
                 .flatten()
-        }),
-        _ => None,
-    };
+        })
+    });
+    let v6 = last.is_some_and(|t| t.daddr.is_ipv6());
+    v.set(
+        Fact::TooBigIcmp,
+        if v6 {
+            "ICMPv6 packet-too-big"
+        } else {
+            "ICMP fragmentation-needed"
+        },
+    );
     v.set(
         Fact::MtuPhrase,
         match link {
@@ -1033,13 +1115,18 @@ fn too_big_values(at: &Hop, last: Option<Tuple>, view: &mut View, v: &mut Values
 /// drop came from one: a `TC_INGRESS`/`TC_EGRESS` reason, or a free inside
 /// the XDP paths (`do_xdp_generic`, `netif_receive_generic_xdp`, a veth's
 /// XDP receive), which give no reason.
-fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<Attached> {
+fn dropping_programs(at: &Hop, reason: Option<&str>, view: &mut View) -> Vec<Attached> {
     let path = view.netns.path(at.netns);
     let path = path.as_deref();
-    match reason {
-        Some("TC_INGRESS") => return programs::tc(path, &at.ifname, "ingress").into_iter().next(),
-        Some("TC_EGRESS") => return programs::tc(path, &at.ifname, "egress").into_iter().next(),
-        _ => {}
+    let mut tc = match reason {
+        Some("TC_INGRESS") => programs::tc(path, &at.ifname, "ingress"),
+        Some("TC_EGRESS") => programs::tc(path, &at.ifname, "egress"),
+        _ => Vec::new(),
+    };
+    if !tc.is_empty() {
+        // In the order the kernel runs them.
+        tc.sort_by_key(|p| p.pref);
+        return tc;
     }
     let in_xdp = reason == Some("XDP")
         || view.location(at).is_some_and(|l| {
@@ -1048,41 +1135,59 @@ fn dropping_program(at: &Hop, reason: Option<&str>, view: &mut View) -> Option<A
                 .next()
                 .is_some_and(|f| f.contains("xdp") || f.starts_with("veth_poll"))
         });
-    in_xdp.then(|| programs::xdp(path, &at.ifname)).flatten()
+    in_xdp
+        .then(|| programs::xdp(path, &at.ifname))
+        .flatten()
+        .into_iter()
+        .collect()
 }
 
 /// The program's facts, and the commands that bypass or remove it.
-fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+///
+/// Several tc filters on one hook: the kernel does not say which dropped,
+/// so all are named, the bypass goes ahead of the first, and none is
+/// offered for removal.
+fn program_values(progs: &[Attached], client: IpAddr, flow: Tuple, v: &mut Values) {
+    let Some(prog) = progs.first() else {
+        return;
+    };
+    let kind = if prog.hook.starts_with("tc ") {
+        " BPF"
+    } else {
+        ""
+    };
+    let which = match progs {
+        [one] => format!(
+            "the {}{kind} program {} (id {})",
+            one.hook, one.name, one.id
+        ),
+        _ => {
+            let list: Vec<String> = progs
+                .iter()
+                .map(|p| format!("{} (id {}, pref {})", p.name, p.id, p.pref.unwrap_or(0)))
+                .collect();
+            format!(
+                "one of the {} {}{kind} programs {} (the kernel does not say which)",
+                progs.len(),
+                prog.hook,
+                list.join(", ")
+            )
+        }
+    };
+    v.set(Fact::ProgWhich, which);
+    if progs.len() > 1 {
+        v.set(Fact::ProgDev, prog.dev.clone());
+        v.set(Fact::ProgHook, prog.hook.clone());
+        bypass_values(prog, client, flow, v);
+        return;
+    }
     v.set(Fact::ProgName, prog.name.clone());
     v.set(Fact::ProgId, prog.id.to_string());
     v.set(Fact::ProgHook, prog.hook.clone());
     v.set(Fact::ProgDev, prog.dev.clone());
     let dev = &prog.dev;
     if let Some(direction) = prog.hook.strip_prefix("tc ") {
-        let bypass_pref = prog
-            .pref
-            .filter(|p| *p > 1 && programs::tc_pass_available());
-        if let Some(pref) = bypass_pref {
-            let (l3, m, host) = if client.is_ipv4() {
-                ("ip", "ip", 32)
-            } else {
-                ("ipv6", "ip6", 128)
-            };
-            let ports = if matches!(flow.proto, 6 | 17 | 132) {
-                format!(" match {m} dport {} 0xffff", flow.dport)
-            } else {
-                String::new()
-            };
-            v.set(
-                Fact::ProgBypass,
-                format!(
-                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
-                    pref - 1,
-                    flow.daddr,
-                    flow.proto
-                ),
-            );
-        }
+        bypass_values(prog, client, flow, v);
         v.set(
             Fact::ProgRemove,
             format!(
@@ -1101,6 +1206,39 @@ fn program_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) 
             Fact::ProgRemove,
             format!("ip link set dev {dev} {mode} off"),
         );
+    }
+}
+
+/// A tc filter ahead of `prog` that lets this flow alone pass, where the
+/// kernel has tc's `pass` action.
+fn bypass_values(prog: &Attached, client: IpAddr, flow: Tuple, v: &mut Values) {
+    let Some(direction) = prog.hook.strip_prefix("tc ") else {
+        return;
+    };
+    let dev = &prog.dev;
+    let bypass_pref = prog
+        .pref
+        .filter(|p| *p > 1 && programs::tc_pass_available());
+    if let Some(pref) = bypass_pref {
+        let (l3, m, host) = if client.is_ipv4() {
+            ("ip", "ip", 32)
+        } else {
+            ("ipv6", "ip6", 128)
+        };
+        let ports = if matches!(flow.proto, 6 | 17 | 132) {
+            format!(" match {m} dport {} 0xffff", flow.dport)
+        } else {
+            String::new()
+        };
+        v.set(
+                Fact::ProgBypass,
+                format!(
+                    "tc filter add dev {dev} {direction} pref {} protocol {l3} u32 match {m} src {client}/{host} match {m} dst {}/{host} match {m} protocol {} 0xff{ports} action pass",
+                    pref - 1,
+                    flow.daddr,
+                    flow.proto
+                ),
+            );
     }
 }
 

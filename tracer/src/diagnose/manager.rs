@@ -144,23 +144,28 @@ fn firewalld_suffix(chain: &str) -> Option<&str> {
 
 /// The firewalld zone a chain belongs to (`filter_IN_public` → `public`);
 /// a policy's chain (`filter_FWD_policy_NAME`) belongs to no zone.
+/// A zone's name may hold `_` itself (`lab_dmz` → `filter_IN_lab_dmz_allow`).
 pub fn firewalld_zone(chain: &str) -> Option<&str> {
     firewalld_suffix(chain)
         .filter(|r| !r.starts_with("policy_"))
-        .map(|z| z.split('_').next().unwrap_or(z))
+        .map(without_part)
         .filter(|z| !z.is_empty())
+}
+
+/// A zone's or policy's name without the part of it a chain holds
+/// (`public_allow` → `public`).
+fn without_part(name: &str) -> &str {
+    ["_pre", "_log", "_deny", "_allow", "_post"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name)
 }
 
 /// The firewalld policy a chain belongs to (`filter_FWD_policy_lan-to-dmz` → `lan-to-dmz`).
 pub fn firewalld_policy(chain: &str) -> Option<&str> {
     firewalld_suffix(chain)
         .and_then(|r| r.strip_prefix("policy_"))
-        .map(|p| {
-            ["_pre", "_log", "_deny", "_allow", "_post"]
-                .iter()
-                .find_map(|s| p.strip_suffix(s))
-                .unwrap_or(p)
-        })
+        .map(without_part)
         .filter(|p| !p.is_empty())
 }
 
@@ -221,6 +226,8 @@ mod tests {
         let fw = hit(Family::Inet, "firewalld", "filter_IN_public", None, false);
         assert_eq!(Manager::of(&fw, []), Manager::Firewalld);
         assert_eq!(firewalld_zone("filter_IN_public_deny"), Some("public"));
+        assert_eq!(firewalld_zone("filter_IN_lab_dmz"), Some("lab_dmz"));
+        assert_eq!(firewalld_zone("filter_IN_lab_dmz_allow"), Some("lab_dmz"));
         assert_eq!(firewalld_zone("filter_FWD_policy_lan-to-dmz_allow"), None);
         assert_eq!(
             firewalld_policy("filter_FWD_policy_lan-to-dmz_allow"),

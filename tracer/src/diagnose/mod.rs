@@ -9,6 +9,7 @@ mod fact;
 mod facts;
 mod manager;
 mod nat;
+mod nat_rules;
 mod outcome;
 mod report;
 mod sets;

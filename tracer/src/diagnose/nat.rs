@@ -7,15 +7,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     fact::{Fact, Values},
-    Manager,
+    nat_rules::{met, nat_rules, Masquerade, Met, NatRules},
 };
 use crate::{
     events::HopKind,
     evidence::{
-        nat_rules::{Field, NatMatch, NatRule, Right},
+        dnat_rules::{DnatRule, Field, NatMatch, Right},
         Evidence,
     },
-    model::{Family, Tuple},
+    model::Tuple,
     names::View,
     track::Packet,
 };
@@ -37,16 +37,25 @@ fn network(addr: Ipv4Addr, len: u32) -> Ipv4Addr {
 /// else the client's address alone.
 fn lan_of(view: &mut View, netns: u32, device: &str, client: IpAddr) -> String {
     match (client, view.netns.path(netns)) {
-        (IpAddr::V4(c), Some(path)) => {
-            in_netns::call(&path, || crate::evidence::link::v4_net_of(device))
-                .ok()
-                .flatten()
+        (IpAddr::V4(c), Some(path)) => in_netns::call(&path, || {
+            crate::evidence::link::v4_net_of(device)
                 .filter(|(a, len)| network(*a, *len) == network(c, *len))
-                .map(|(a, len)| format!("{}/{len}", network(a, len)))
-        }
+                .or_else(|| routed_net(c))
+        })
+        .ok()
+        .flatten()
+        .map(|(a, len)| format!("{}/{len}", network(a, len))),
         _ => None,
     }
     .unwrap_or_else(|| client.to_string())
+}
+
+/// The network of the calling thread's namespace's route to `client`,
+/// when it is a route of its own (not the default).
+fn routed_net(client: Ipv4Addr) -> Option<(Ipv4Addr, u32)> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    let route = crate::evidence::link::best_route(&table, client)?;
+    (route.len > 0).then_some((client, route.len))
 }
 
 /// A request that a router forwarded with its source unchanged: answers to
@@ -59,46 +68,51 @@ pub struct Unmasqueraded {
     pub out_dev: String,
     /// The flow as it left the router.
     pub sent: Tuple,
-    /// `iptables` or `iptables-legacy`, as the router's own rules are.
-    pub tool: &'static str,
+    /// Who writes the router's rules, as the packet met them there.
+    pub met: Met,
 }
 
-/// The first router on `p`'s path that forwarded it (in by one device, out
-/// by another) with the client's address still its source.
-pub fn unmasqueraded(p: &Packet) -> Option<Unmasqueraded> {
-    let client = p.hops.iter().find_map(|h| h.tuple)?.saddr;
-    let (rx, tx) = p.hops.iter().enumerate().find_map(|(i, rx)| {
-        if rx.kind != HopKind::Rx {
-            return None;
+/// The routers on `p`'s path that forwarded it (in by one device, out by
+/// another) with the client's address still its source, in path order.
+pub fn unmasqueraded(p: &Packet) -> Vec<Unmasqueraded> {
+    let Some(client) = p.hops.iter().find_map(|h| h.tuple).map(|t| t.saddr) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Unmasqueraded> = Vec::new();
+    for (i, rx) in p.hops.iter().enumerate() {
+        if rx.kind != HopKind::Rx || out.iter().any(|u| u.netns == rx.netns) {
+            continue;
         }
-        let tx = p.hops[i + 1..].iter().find(|tx| {
-            tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex
-        })?;
-        Some((rx, tx))
-    })?;
-    let sent = tx.tuple?;
-    if sent.saddr != client {
-        return None;
-    }
-    let tool = p
-        .hops
-        .iter()
-        .filter_map(|h| h.rule.as_deref())
-        .find(|r| r.netns == rx.netns)
-        .and_then(Manager::iptables_flavour)
-        .unwrap_or(Manager::Iptables)
-        .iptables_tool(if client.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
+        let Some(tx) = p.hops[i + 1..]
+            .iter()
+            .find(|tx| tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex != rx.ifindex)
+        else {
+            continue;
+        };
+        let Some(sent) = tx.tuple.filter(|t| t.saddr == client) else {
+            continue;
+        };
+        out.push(Unmasqueraded {
+            netns: rx.netns,
+            in_dev: rx.ifname.clone(),
+            out_dev: tx.ifname.clone(),
+            sent,
+            met: met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns),
         });
-    Some(Unmasqueraded {
-        netns: rx.netns,
-        in_dev: rx.ifname.clone(),
-        out_dev: tx.ifname.clone(),
-        sent,
-        tool,
-    })
+    }
+    out
+}
+
+/// Of the routers that forwarded a request unmasqueraded (`routers`, in
+/// path order), the one that must masquerade it for a reply that died in
+/// `died_in`: the last before that namespace, the nearest to it that still
+/// knows the way back to the client (the reply reaches it by its own link).
+pub fn to_masquerade(routers: &[Unmasqueraded], died_in: u32) -> Option<&Unmasqueraded> {
+    let before = routers
+        .iter()
+        .position(|u| u.netns == died_in)
+        .unwrap_or(routers.len());
+    routers[..before].last()
 }
 
 /// The facts of a reply that died where `u`'s router did not masquerade.
@@ -111,7 +125,23 @@ pub fn masquerade_values(u: &Unmasqueraded, view: &mut View, v: &mut Values) {
         lan_of(view, u.netns, &u.in_dev, u.sent.saddr),
     );
     v.set(Fact::MasqDev, u.out_dev.clone());
-    v.set(Fact::MasqTool, u.tool);
+    let path = view.netns.path(u.netns);
+    match nat_rules(path.as_deref(), u.met, u.sent.daddr.is_ipv6()) {
+        NatRules::Iptables(tool) => v.set(Fact::MasqTool, tool),
+        NatRules::Nft(n) => {
+            let from = lan_of(view, u.netns, &u.in_dev, u.sent.saddr);
+            v.set(
+                Fact::NatNft,
+                n.command(&Masquerade {
+                    from: &from,
+                    out_dev: Some(&u.out_dev),
+                    daddr: u.sent.daddr,
+                    proto: u.sent.proto_name(),
+                    dport: u.sent.dport,
+                }),
+            );
+        }
+    }
     v.set(
         Fact::MasqFlow,
         format!(
@@ -130,31 +160,41 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     if first.daddr == last.daddr || first.saddr != last.saddr {
         return None;
     }
-    let (rx_i, rx) = p.hops.iter().enumerate().find(|(i, rx)| {
+    let (_, rx) = p.hops.iter().enumerate().find(|(i, rx)| {
         rx.kind == HopKind::Rx
             && p.hops[i + 1..].iter().any(|tx| {
                 tx.kind == HopKind::Tx && tx.netns == rx.netns && tx.ifindex == rx.ifindex
             })
     })?;
-    let _ = rx_i;
+    // The answer bypasses the router only when the server reaches the
+    // client on its own link; through a gateway (a router with two subnets
+    // on one interface) it comes back through the router, which undoes
+    // the DNAT.
+    let server = p.hops.iter().rev().find(|h| h.tuple.is_some())?.netns;
+    let server_path = view.netns.path(server);
+    if let Some(hop) = crate::evidence::neigh::next_hop(server_path.as_deref(), first.saddr) {
+        if hop.addr != first.saddr {
+            return None;
+        }
+    }
     let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
-    let tool = p
-        .hops
-        .iter()
-        .filter_map(|h| h.rule.as_deref())
-        .find(|r| r.netns == rx.netns && r.table == "nat")
-        .and_then(Manager::iptables_flavour)
-        .unwrap_or(Manager::Iptables);
     v.set(Fact::HairpinDev, rx.ifname.clone());
     v.set(Fact::HairpinNet, lan.clone());
-    v.set(
-        Fact::Tool,
-        tool.iptables_tool(if first.saddr.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }),
-    );
+    let met = met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns);
+    let path = view.netns.path(rx.netns);
+    match nat_rules(path.as_deref(), met, first.saddr.is_ipv6()) {
+        NatRules::Iptables(tool) => v.set(Fact::Tool, tool),
+        NatRules::Nft(n) => v.set(
+            Fact::NatNft,
+            n.command(&Masquerade {
+                from: &lan,
+                out_dev: None,
+                daddr: last.daddr,
+                proto: last.proto_name(),
+                dport: last.dport,
+            }),
+        ),
+    }
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {
         netns: rx.netns,
@@ -242,7 +282,7 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 /// The first rule of a table with a nat chain that DNATs (or redirects)
 /// and whose matches on protocol, destination address and port and input
 /// interface all hold for `t` (other matches are not judged), in words.
-fn dnat_rule_matching(rules: &[NatRule], t: &Tuple, iif: Option<&str>) -> Option<String> {
+fn dnat_rule_matching(rules: &[DnatRule], t: &Tuple, iif: Option<&str>) -> Option<String> {
     rules
         .iter()
         .find(|r| {
@@ -315,7 +355,7 @@ mod tests {
     fn a_dnat_rule_matches_by_address_port_protocol_and_interface() {
         // As `nft -j list ruleset` prints iptables-nft's DNAT rules (the
         // target as `xt`), and Docker's with `! -i docker0`.
-        let ruleset = crate::evidence::nat_rules::read(
+        let ruleset = crate::evidence::dnat_rules::read(
             r#"{"nftables":[
             {"chain":{"family":"ip","table":"nat","name":"PREROUTING","type":"nat","hook":"prerouting"}},
             {"chain":{"family":"ip","table":"filter","name":"INPUT","type":"filter","hook":"input"}},

@@ -85,6 +85,22 @@ struct ConnState {
     /// account, told once for the connection however often they were resent.
     reply_drop: Option<Diagnosis>,
     replies_dropped: u64,
+    /// Why the client's last requests died, when they died of a cause that
+    /// stops a connection midway; cleared by a request that got through.
+    request_drop: Option<Diagnosis>,
+    /// Netfilter dropped a datagram of its as it left the client's own
+    /// namespace: the client's send failed with `EPERM`.
+    refused_at_send: bool,
+}
+
+/// Whether a request or reply that died of `cause` after the handshake
+/// stalls the connection: not a segment refused by a socket that already
+/// closed, and not a drop of no known cause.
+fn stalls(cause: &str) -> bool {
+    !matches!(
+        cause,
+        "dropped" | "teardown" | "no_socket" | "listener_elsewhere"
+    )
 }
 
 const KEPT_REPLIES: usize = 16;
@@ -133,6 +149,11 @@ impl Outcomes {
             c.first_netns = Some(first_netns);
         }
         c.requests += 1;
+        if fate != FateKind::Dropped {
+            c.request_drop = None;
+        } else if stalls(&diag.cause) {
+            c.request_drop = Some(diag.clone());
+        }
         c.all_failed &= matches!(fate, FateKind::Dropped | FateKind::Unknown)
             || super::causes::connection_fails(&diag.cause);
         let req = Request {
@@ -142,7 +163,26 @@ impl Outcomes {
         if matches!(diag.cause.as_str(), "reject" | "no_socket" | "no_route") {
             c.refuser = Some(req.clone());
         }
-        c.last = Some(req);
+        // A request last seen on its way (still queued when tracing
+        // stopped) says less than one whose end is known before it.
+        if diag.cause != "vanished" || c.last.is_none() {
+            c.last = Some(req);
+        }
+    }
+
+    /// The client's own send of flow `t` failed (see `refused_at_send` in
+    /// the reporter).
+    pub fn refused_at_send(&mut self, t: Tuple) {
+        let key = (ep(t.saddr, t.sport), ep(t.daddr, t.dport), t.proto);
+        if let Some(c) = self.conn(key) {
+            c.refused_at_send = true;
+        }
+    }
+
+    /// Whether requests of flow `t` (as it left its client) were seen.
+    pub fn has_requests(&self, t: &Tuple) -> bool {
+        let key = (ep(t.saddr, t.sport), ep(t.daddr, t.dport), t.proto);
+        self.conns.get(&key).is_some_and(|c| c.requests > 0)
     }
 
     fn conn(&mut self, key: Key) -> Option<&mut ConnState> {
@@ -241,7 +281,7 @@ impl Outcomes {
             .iter()
             .filter(|(_, s)| s.requests > 0)
             .map(|((client, server, proto), s)| {
-                let (outcome, client_error, explanation) = explain(s);
+                let (outcome, client_error, explanation) = explain(s, *proto);
                 Connection {
                     client: client.clone(),
                     server: server.clone(),
@@ -273,10 +313,19 @@ fn arrived(s: &ConnState) -> Vec<&Reply> {
 
 type Explained = (ConnectionOutcome, Option<&'static str>, String);
 
-fn explain(s: &ConnState) -> Explained {
+fn explain(s: &ConnState, proto: u8) -> Explained {
     let arrived = arrived(s);
     let why = why(s);
-    answered_by_icmp(s, &arrived, &why)
+    if s.refused_at_send && arrived.is_empty() {
+        return (
+            ConnectionOutcome::Prohibited,
+            Some("EPERM"),
+            format!(
+                "prohibited: the client's own namespace dropped its datagram as it left, so its send failed with EPERM.{why}"
+            ),
+        );
+    }
+    answered_by_icmp(s, &arrived, &why, proto)
         .or_else(|| answered(s, &arrived, &why))
         .unwrap_or_else(|| unanswered(s))
 }
@@ -299,8 +348,18 @@ fn why(s: &ConnState) -> String {
 }
 
 /// An ICMP error reached the client.
-fn answered_by_icmp(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
+fn answered_by_icmp(s: &ConnState, arrived: &[&Reply], why: &str, proto: u8) -> Option<Explained> {
     let (r, e) = arrived.iter().find_map(|r| r.icmp.map(|e| (r, e)))?;
+    if proto == 17 && !e.reported_to_udp() {
+        return Some((
+            ConnectionOutcome::TimedOut,
+            Some("ETIMEDOUT"),
+            format!(
+                "timed out: {e} from {} reached the client, but a UDP socket takes it as a soft error and reports nothing (unless it set IP_RECVERR): the client sees no answer.{why}",
+                s.refuser.as_ref().map(|q| q.place.as_str()).unwrap_or(&r.origin)
+            ),
+        ));
+    }
     let outcome = match e.meaning() {
         IcmpMeaning::Refused => ConnectionOutcome::Refused,
         IcmpMeaning::Prohibited => ConnectionOutcome::Prohibited,
@@ -335,10 +394,16 @@ fn answered(s: &ConnState, arrived: &[&Reply], why: &str) -> Option<Explained> {
         .iter()
         .any(|r| r.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK)
     {
-        // Replies that died of a known cause after the handshake stalled it;
-        // one freed with no known cause (a segment reaching a socket the
-        // client already closed) did not.
-        if let Some(d) = s.reply_drop.as_ref().filter(|d| d.cause != "dropped") {
+        // Replies that died of a known cause after the handshake stalled it,
+        // and so did the client's own segments dying after it; one freed
+        // with no known cause, or refused by a socket the client already
+        // closed, did not.
+        if let Some(d) = s
+            .reply_drop
+            .as_ref()
+            .filter(|d| stalls(&d.cause))
+            .or(s.request_drop.as_ref())
+        {
             return Some((
                 ConnectionOutcome::Stalled,
                 None,

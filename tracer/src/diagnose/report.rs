@@ -40,20 +40,32 @@ pub struct Reporter {
     /// Requests a router forwarded with their source unchanged, by their
     /// flow as it reached the server: a reply that dies for want of a
     /// route back is then explained by the router that did not masquerade.
-    unmasqueraded: HashMap<Tuple, Unmasqueraded>,
+    unmasqueraded: HashMap<Tuple, Vec<Unmasqueraded>>,
 }
 
 /// At most this many requests are remembered for their replies.
 const REMEMBERED: usize = 4096;
 
-fn reversed(t: Tuple) -> Tuple {
-    Tuple {
-        saddr: t.daddr,
-        daddr: t.saddr,
-        sport: t.dport,
-        dport: t.sport,
-        proto: t.proto,
-    }
+/// Whether the sender's own send failed: netfilter dropped a datagram
+/// (not a TCP segment, which TCP resends) on its way out of the namespace
+/// that sent it, and the kernel's `nf_hook` answers such a drop with
+/// `EPERM` to the sending call.
+fn refused_at_send(p: &Packet, sender: u32, facts: &Facts) -> bool {
+    let at_sender = p
+        .fate
+        .at
+        .and_then(|i| p.hops.get(i))
+        .is_some_and(|h| h.netns == sender);
+    let leaving = matches!(facts.get(Fact::Hook), Some("OUTPUT" | "POSTROUTING"));
+    let by_netfilter = facts.rule.is_some() || facts.reason.as_deref() == Some("NETFILTER_DROP");
+    p.fate.kind == crate::track::FateKind::Dropped
+        && p.hops
+            .iter()
+            .find_map(|h| h.tuple)
+            .is_some_and(|t| t.proto != 6)
+        && at_sender
+        && leaving
+        && by_netfilter
 }
 
 impl Reporter {
@@ -69,6 +81,19 @@ impl Reporter {
         }
     }
 
+    /// Whether a packet the filter matches is still a reply: a filter
+    /// that matches both ways (`host X and tcp port P`) matches answers
+    /// too. A SYN-ACK answers; so does a packet going the other way of a
+    /// connection whose requests were seen first.
+    fn answers(&self, first: Option<&crate::events::Hop>) -> bool {
+        first.is_some_and(|h| {
+            h.tuple.is_some_and(|t| {
+                (t.proto == 6 && h.tcp_flags & 0x12 == 0x12)
+                    || self.outcomes.has_requests(&t.reversed())
+            })
+        })
+    }
+
     /// Diagnoses a settled packet; where its free says otherwise, the
     /// cause decides its fate (see [`settled_fate`]).
     pub fn packet(&mut self, p: &mut Packet, view: &mut View) -> Report {
@@ -77,24 +102,27 @@ impl Reporter {
         let forward = first
             .and_then(|h| h.tuple)
             .is_some_and(|t| crate::model::terms_match(&self.filter, &t));
-        let direction = if forward || first.is_none() {
+        let direction = if first.is_none() || (forward && !self.answers(first)) {
             Direction::Request
         } else {
             Direction::Reply
         };
         if direction == Direction::Request {
-            if let (Some(u), Some(t)) = (super::nat::unmasqueraded(p), last.and_then(|h| h.tuple)) {
+            let routers = super::nat::unmasqueraded(p);
+            if let (false, Some(t)) = (routers.is_empty(), last.and_then(|h| h.tuple)) {
                 if self.unmasqueraded.len() >= REMEMBERED {
                     self.unmasqueraded.clear();
                 }
-                self.unmasqueraded.insert(t, u);
+                self.unmasqueraded.insert(t, routers);
             }
         }
         let request = match direction {
             Direction::Reply => first
                 .and_then(|h| h.tuple)
-                .and_then(|t| self.unmasqueraded.get(&reversed(t))),
-            Direction::Request => None,
+                .and_then(|t| self.unmasqueraded.get(&t.reversed()))
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            Direction::Request => &[],
         };
         let facts = Facts::build(
             p,
@@ -112,6 +140,9 @@ impl Reporter {
             (Direction::Request, Some(f), _) => {
                 let place = facts.get(Fact::Where).unwrap_or_default().to_owned();
                 if let Some(t) = f.tuple {
+                    if refused_at_send(p, f.netns, &facts) && diagnosis.cause != "reject" {
+                        self.outcomes.refused_at_send(t);
+                    }
                     self.outcomes
                         .request(t, f.netns, p.fate.kind, &diagnosis, place);
                 }

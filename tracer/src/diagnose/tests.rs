@@ -441,6 +441,48 @@ fn advice_is_in_the_syntax_of_the_tables_manager() {
     let d = diagnose(&mk(ufw));
     assert_eq!(d.manager, Some(Manager::Ufw));
     assert!(d.advice.expect("advice").starts_with("ufw manages"));
+    // Forwarded traffic is ufw's route rules', which `ufw allow` never reaches.
+    let mut routed = rule("-A ufw-user-forward -s 192.0.2.9/32 -j DROP", false);
+    routed.chain = "ufw-user-forward".into();
+    let advice = diagnose(&mk(routed.clone())).advice.expect("advice");
+    assert!(
+        advice
+            .ends_with(": ufw route prepend allow from 192.0.2.9 to 192.0.2.25 port 80 proto tcp"),
+        "{advice}"
+    );
+    let mut input = mk(routed);
+    input.values.set(Fact::Hook, "INPUT");
+    let advice = diagnose(&input).advice.expect("advice");
+    assert!(
+        advice.ends_with(": ufw prepend allow from 192.0.2.9 to any port 80 proto tcp"),
+        "{advice}"
+    );
+    // pve-firewall: a guest's outgoing chain takes an OUT rule to the destination.
+    for (chain, want) in [
+        (
+            "tap250i1-IN",
+            "250.fw under [RULES] (IN ACCEPT -source 192.0.2.9 -p tcp -dport 80)",
+        ),
+        (
+            "veth250i0-OUT",
+            "250.fw under [RULES] (OUT ACCEPT -dest 192.0.2.25 -p tcp -dport 80)",
+        ),
+        (
+            "PVEFW-HOST-OUT",
+            "host.fw, [RULES]: OUT ACCEPT -dest 192.0.2.25 -p tcp -dport 80)",
+        ),
+        (
+            "PVEFW-HOST-IN",
+            "host.fw, [RULES]: IN ACCEPT -source 192.0.2.9 -p tcp -dport 80)",
+        ),
+    ] {
+        let mut pve = rule(&format!("-A {chain} -p tcp -j DROP"), false);
+        pve.chain = chain.into();
+        let d = diagnose(&mk(pve));
+        assert_eq!(d.manager, Some(Manager::Proxmox), "{chain}");
+        let advice = d.advice.expect("advice");
+        assert!(advice.contains(want), "{chain}: {advice}");
+    }
 
     let mut reply = Facts::from_parts(FateKind::Dropped, None, Some(rule("", true)), &values);
     let mut fwd = rule("", true);
@@ -749,4 +791,82 @@ fn a_cause_resting_on_an_inferred_reason_says_so() {
         "a traced rule decided: {}",
         d.message
     );
+}
+
+#[test]
+fn client_segments_dying_after_the_handshake_stall_the_connection() {
+    let mut o = Outcomes::default();
+    let syn = tuple("203.0.113.50", 40476, "198.51.100.66", 8476, 6);
+    let invalid = diag("conntrack_invalid", "conntrack marked it INVALID");
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x12,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Delivered,
+        &diag("delivered", "back"),
+    );
+    o.request(syn, 1, FateKind::Dropped, &invalid, "namespace r1".into());
+    let c = &o.connections()[0];
+    assert_eq!(c.outcome, ConnectionOutcome::Stalled, "{}", c.explanation);
+    assert!(c.explanation.contains("INVALID"), "{}", c.explanation);
+    // A segment refused by a socket that already closed stalls nothing,
+    // and one that got through after a drop clears it.
+    let mut o = Outcomes::default();
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x12,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Delivered,
+        &diag("delivered", "back"),
+    );
+    o.request(syn, 1, FateKind::Dropped, &invalid, "namespace r1".into());
+    o.request(
+        syn,
+        1,
+        FateKind::Delivered,
+        &diag("delivered", "in"),
+        "s".into(),
+    );
+    o.request(
+        syn,
+        1,
+        FateKind::Dropped,
+        &diag("no_socket", "closed"),
+        "s".into(),
+    );
+    // Nor does the server's last segment, refused by the client's closed socket.
+    o.reply(
+        outcome::ReplySeen {
+            last: syn.reversed(),
+            last_netns: 1,
+            flags: 0x11,
+            icmp: None,
+            origin: "namespace s".into(),
+        },
+        FateKind::Dropped,
+        &diag("no_socket", "nothing listens"),
+    );
+    assert_eq!(o.connections()[0].outcome, ConnectionOutcome::Connected);
 }

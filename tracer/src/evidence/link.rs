@@ -1,6 +1,6 @@
 //! Which device a namespace routes an address out of, and that device's
 //! MTU: read from inside the namespace (`/proc/net/route`, `SIOCGIFMTU`).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The longest-prefix IPv4 route to an address in a `/proc/net/route` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,10 +82,40 @@ pub fn v4_net_of(dev: &str) -> Option<(Ipv4Addr, u32)> {
     Some((a, u32::from(m).count_ones()))
 }
 
+/// The device of the longest-prefix IPv6 route to `dst` in a
+/// `/proc/net/ipv6_route` table, passing over local and reject routes.
+pub fn route6_dev(table: &str, dst: Ipv6Addr) -> Option<String> {
+    const RTF_REJECT: u32 = 0x0200;
+    const RTF_LOCAL: u32 = 0x8000_0000;
+    let dst = u128::from(dst);
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let net = u128::from_str_radix(f.first()?, 16).ok()?;
+            let len = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let flags = u32::from_str_radix(f.get(8)?, 16).ok()?;
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            let dev = (*f.get(9)?).to_owned();
+            let usable = flags & (RTF_REJECT | RTF_LOCAL) == 0;
+            (usable && dst & mask == net).then_some((len, dev))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, dev)| dev)
+}
+
 /// The device the calling thread's namespace routes `dst` out of, and its MTU.
-pub fn out_link(dst: Ipv4Addr) -> Option<(String, u32)> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
-    let dev = route_dev(&table, dst)?;
+pub fn out_link(dst: IpAddr) -> Option<(String, u32)> {
+    let dev = match dst {
+        IpAddr::V4(d) => route_dev(
+            &std::fs::read_to_string("/proc/thread-self/net/route").ok()?,
+            d,
+        )?,
+        IpAddr::V6(d) => route6_dev(
+            &std::fs::read_to_string("/proc/thread-self/net/ipv6_route").ok()?,
+            d,
+        )?,
+    };
     let mtu = mtu_of(&dev)?;
     Some((dev, mtu))
 }
@@ -132,28 +162,67 @@ pub fn v4_addrs() -> Vec<(String, Ipv4Addr, u32)> {
     out
 }
 
+/// The calling thread's namespace's global IPv6 addresses: (device,
+/// address, prefix length); link-local ones name no route across links.
+pub fn v6_addrs() -> Vec<(String, Ipv6Addr, u32)> {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = Ipv6Addr::from(u128::from_str_radix(f.first()?, 16).ok()?);
+            let len = u32::from_str_radix(f.get(2)?, 16).ok()?;
+            let dev = (*f.get(5)?).to_owned();
+            (!addr.is_loopback() && !addr.is_unicast_link_local()).then_some((dev, addr, len))
+        })
+        .collect()
+}
+
+/// The calling thread's namespace's addresses of both families.
+pub fn addrs() -> Vec<(String, IpAddr, u32)> {
+    let v4 = v4_addrs()
+        .into_iter()
+        .map(|(d, a, l)| (d, IpAddr::V4(a), l));
+    let v6 = v6_addrs()
+        .into_iter()
+        .map(|(d, a, l)| (d, IpAddr::V6(a), l));
+    v4.chain(v6).collect()
+}
+
 /// Whether the calling thread's namespace holds `addr` (a socket binds to it).
 pub fn holds(addr: std::net::IpAddr) -> bool {
     std::net::UdpSocket::bind((addr, 0)).is_ok()
 }
 
-/// A neighbour of `here` (its addresses, from [`v4_addrs`]) that holds an
-/// address of `there`: (its address, the device of `here` it is on).
+/// A neighbour of `here` (its addresses, from [`addrs`]) that holds an
+/// address of `there` of `family`'s kind (`dst`'s): (its address, the
+/// device of `here` it is on).
 pub fn adjacent(
-    here: &[(String, Ipv4Addr, u32)],
-    there: &[(String, Ipv4Addr, u32)],
-) -> Option<(Ipv4Addr, String)> {
-    let net = |a: Ipv4Addr, len: u32| {
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        u32::from(a) & mask
+    here: &[(String, IpAddr, u32)],
+    there: &[(String, IpAddr, u32)],
+    dst: IpAddr,
+) -> Option<(IpAddr, String)> {
+    let net = |a: IpAddr, len: u32| -> Option<u128> {
+        let (bits, width) = match a {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        };
+        (len < width).then(|| bits.checked_shr(width - len).unwrap_or(0))
     };
-    there.iter().find_map(|(_, theirs, _)| {
-        here.iter()
-            .find(|(dev, ours, len)| {
-                dev != "lo" && ours != theirs && *len < 32 && net(*ours, *len) == net(*theirs, *len)
-            })
-            .map(|(dev, _, _)| (*theirs, dev.clone()))
-    })
+    there
+        .iter()
+        .filter(|(_, theirs, _)| theirs.is_ipv6() == dst.is_ipv6())
+        .find_map(|(_, theirs, _)| {
+            here.iter()
+                .find(|(dev, ours, len)| {
+                    dev != "lo"
+                        && ours != theirs
+                        && ours.is_ipv6() == theirs.is_ipv6()
+                        && net(*ours, *len).is_some_and(|n| Some(n) == net(*theirs, *len))
+                })
+                .map(|(dev, _, _)| (*theirs, dev.clone()))
+        })
 }
 
 #[cfg(test)]
@@ -176,22 +245,54 @@ r0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
     }
 
     #[test]
+    fn the_longest_ipv6_prefix_wins_and_reject_and_local_routes_do_not_count() {
+        let table = "20010db8000a00000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000005 00000000 00000001       x0\n\
+20010db8000c00000000000000000000 40 00000000000000000000000000000000 00 20010db8000b00000000000000000002 00000400 00000003 00000000 00000003       x1\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n\
+20010db8000a00000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001       x0\n";
+        let ip = |s: &str| s.parse().expect("ip");
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:a::10")).as_deref(),
+            Some("x0")
+        );
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:c::20")).as_deref(),
+            Some("x1")
+        );
+        assert_eq!(
+            super::route6_dev(table, ip("2001:db8:a::1")).as_deref(),
+            Some("x0")
+        );
+        assert_eq!(super::route6_dev(table, ip("2001:db8:f::1")), None);
+    }
+
+    #[test]
     fn a_neighbour_that_holds_the_destination() {
         let ip = |s: &str| s.parse().expect("ip");
         let router = vec![
             ("lo".to_owned(), ip("127.0.0.1"), 8),
             ("r0".to_owned(), ip("192.0.2.254"), 24),
             ("r1".to_owned(), ip("198.51.100.254"), 24),
+            ("r1".to_owned(), ip("2001:db8:2::fe"), 64),
         ];
         let server = vec![
             ("lo".to_owned(), ip("127.0.0.1"), 8),
             ("b0".to_owned(), ip("198.51.100.2"), 24),
             ("lo".to_owned(), ip("203.0.113.9"), 32),
+            ("b0".to_owned(), ip("2001:db8:2::2"), 64),
+            ("lo".to_owned(), ip("2001:db8:99::9"), 128),
         ];
         assert_eq!(
-            super::adjacent(&router, &server),
+            super::adjacent(&router, &server, ip("203.0.113.9")),
             Some((ip("198.51.100.2"), "r1".to_owned()))
         );
-        assert_eq!(super::adjacent(&router, &router[..1]), None);
+        assert_eq!(
+            super::adjacent(&router, &server, ip("2001:db8:99::9")),
+            Some((ip("2001:db8:2::2"), "r1".to_owned()))
+        );
+        assert_eq!(
+            super::adjacent(&router, &router[..1], ip("203.0.113.9")),
+            None
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! full accept queue frees the SYN as consumed); these are then the evidence.
 pub mod conntrack;
 pub mod counters;
+pub mod dnat_rules;
 pub mod link;
-pub mod nat_rules;
 pub mod neigh;
 pub mod policy;
 pub mod programs;
@@ -81,14 +81,20 @@ impl NsState {
                 bound.extend(sockets::parse(&t, proto));
             }
         }
+        // The bound interfaces, only where ss runs (it is iproute2's).
+        if let Ok(ss) = in_netns::output(None, "ss", &["-Hlntu"]) {
+            sockets::add_devices(&mut bound, &sockets::parse_devices(&ss));
+        }
         let conntrack = sysctl("net/netfilter/nf_conntrack_count")
             .zip(sysctl("net/netfilter/nf_conntrack_max"));
+        let mut neighbours = net_file("arp")
+            .map(|t| neigh::parse(&t))
+            .unwrap_or_default();
+        neighbours.extend(neigh::read_v6_here());
         Self {
             counters: read_counters(),
             bound,
-            neighbours: net_file("arp")
-                .map(|t| neigh::parse(&t))
-                .unwrap_or_default(),
+            neighbours,
             conntrack,
         }
     }
@@ -125,7 +131,7 @@ pub struct Evidence {
     /// of packets with no route asks the namespaces once.
     owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
     /// The NAT rules of the namespaces a stale entry was looked for in.
-    pub nat: nat_rules::NatRules,
+    pub nat: dnat_rules::DnatRules,
 }
 
 /// The namespace that holds an address, named, and the route to it when
@@ -158,7 +164,7 @@ impl Evidence {
             pending,
             recent: HashMap::new(),
             owners: HashMap::new(),
-            nat: nat_rules::NatRules::default(),
+            nat: dnat_rules::DnatRules::default(),
         }
     }
 

@@ -34,6 +34,34 @@ pub fn parse(text: &str) -> Vec<Neighbour> {
         .collect()
 }
 
+/// The IPv6 neighbour table of the calling thread's namespace, as
+/// `ip -j -6 neigh show` prints it (there is no `/proc` file for it).
+pub fn read_v6_here() -> Vec<Neighbour> {
+    in_netns::output(None, "ip", &["-j", "-6", "neigh", "show"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|j| parse_v6(&j))
+        .unwrap_or_default()
+}
+
+fn parse_v6(json: &serde_json::Value) -> Vec<Neighbour> {
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let states = n["state"].as_array()?;
+            let unresolved = states
+                .iter()
+                .any(|s| matches!(s.as_str(), Some("INCOMPLETE" | "FAILED" | "NONE")));
+            Some(Neighbour {
+                addr: n["dst"].as_str()?.parse().ok()?,
+                device: n["dev"].as_str()?.to_owned(),
+                resolved: !unresolved,
+            })
+        })
+        .collect()
+}
+
 /// The kernel's floor for a neighbour's `retrans_time` (`HZ / 100`).
 const RETRANS_FLOOR: Duration = Duration::from_millis(10);
 
@@ -133,6 +161,22 @@ mod tests {
             None
         );
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn ndp_table() {
+        let json: serde_json::Value = serde_json::from_str(
+            r#"[{"dst":"2001:db8:20::1","dev":"s0","lladdr":"02:00:00:00:00:01","state":["STALE"]},
+            {"dst":"2001:db8:20::9","dev":"s0","state":["FAILED"]}]"#,
+        )
+        .expect("json");
+        let n = super::parse_v6(&json);
+        assert_eq!(n.len(), 2);
+        assert!(n[0].resolved && !n[1].resolved);
+        assert_eq!(
+            n[0].addr,
+            "2001:db8:20::1".parse::<std::net::IpAddr>().expect("ip")
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct PolicyRoute {
     /// `blackhole`, `unreachable`, `prohibit`, or `no route` when the table
     /// has none for the destination.
     pub verdict: String,
+    /// The rule surely takes the packet; else it has selectors pathtrace
+    /// cannot judge from the packet (a firewall mark, …) and may take it.
+    pub sure: bool,
 }
 
 fn prefix_holds(spec: &str, addr: IpAddr) -> bool {
@@ -39,19 +42,19 @@ fn prefix_holds(spec: &str, addr: IpAddr) -> bool {
     net.is_ipv4() == addr.is_ipv4() && bits(net) & mask == bits(addr) & mask
 }
 
-/// The first rule of `rules` (`ip -j rule show`) that takes a packet from
-/// `src` to `dst` arriving on `iif`, when it is not one of the kernel's
-/// defaults (`local`, `main`, `default`); rules with selectors this does
-/// not read (fwmark, uid, …) are passed over.
-fn first_rule(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Option<(String, String)> {
+/// The rules of `rules` (`ip -j rule show`) that may take a packet from
+/// `src` to `dst` arriving on `iif` to a table of their own, in order,
+/// up to the first that surely takes it: (the rule as `ip rule` prints it,
+/// its table, whether it surely takes the packet). A rule with selectors
+/// this does not judge (fwmark, ipproto, uidrange, …) may take it.
+/// The kernel's own rules (`local`, `main`, `default`) are not listed.
+fn rules_taking(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Vec<(String, String, bool)> {
     const KNOWN: [&str; 8] = [
         "priority", "src", "srclen", "dst", "dstlen", "iif", "table", "protocol",
     ];
-    for r in rules.as_array()? {
-        let obj = r.as_object()?;
-        if obj.keys().any(|k| !KNOWN.contains(&k.as_str())) {
-            continue;
-        }
+    let mut out = Vec::new();
+    for r in rules.as_array().into_iter().flatten() {
+        let Some(obj) = r.as_object() else { continue };
         let spec = |key: &str, len: &str| match (r[key].as_str(), r[len].as_u64()) {
             (Some(a), Some(l)) => format!("{a}/{l}"),
             (Some(a), None) => a.to_owned(),
@@ -61,15 +64,27 @@ fn first_rule(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Option<(Str
         let takes = prefix_holds(&from, src)
             && prefix_holds(&to, dst)
             && r["iif"].as_str().is_none_or(|i| i == iif);
-        if !takes {
+        let Some(table) = r["table"].as_str() else {
+            continue;
+        };
+        let unjudged: Vec<String> = obj
+            .iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()) && !k.ends_with("len"))
+            .map(|(k, v)| {
+                format!(
+                    "{k} {}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+            .collect();
+        if !takes || table == "local" {
             continue;
         }
-        let table = r["table"].as_str()?.to_owned();
-        match table.as_str() {
-            // Local addresses first; a packet to forward goes on.
-            "local" => continue,
-            "main" | "default" => return None,
-            _ => {}
+        if matches!(table, "main" | "default") {
+            if unjudged.is_empty() {
+                break;
+            }
+            continue;
         }
         let mut text = format!("{}: from {from}", r["priority"].as_u64().unwrap_or(0));
         if to != "all" {
@@ -78,16 +93,23 @@ fn first_rule(rules: &Value, src: IpAddr, dst: IpAddr, iif: &str) -> Option<(Str
         if let Some(i) = r["iif"].as_str() {
             text.push_str(&format!(" iif {i}"));
         }
+        for u in &unjudged {
+            text.push_str(&format!(" {u}"));
+        }
         text.push_str(&format!(" lookup {table}"));
-        return Some((text, table));
+        let sure = unjudged.is_empty();
+        out.push((text, table.to_owned(), sure));
+        if sure {
+            break;
+        }
     }
-    None
+    out
 }
 
-/// What `routes` (`ip -j route show table T`) does with `dst`: the
-/// longest-prefix route's type when it is not a plain route, or `no route`.
-fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
-    let best = routes
+/// The longest-prefix route of `routes` (`ip -j route show table T`)
+/// that takes `dst`.
+fn best_route(routes: &Value, dst: IpAddr) -> Option<&Value> {
+    routes
         .as_array()?
         .iter()
         .filter_map(|r| {
@@ -99,18 +121,52 @@ fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
                 .unwrap_or(if spec == "all" { 0 } else { 128 });
             prefix_holds(spec, dst).then_some((len, r))
         })
-        .max_by_key(|(len, _)| *len);
-    match best {
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, r)| r)
+}
+
+/// The types of route that discard what they match.
+const DISCARDING: [&str; 4] = ["blackhole", "unreachable", "prohibit", "throw"];
+
+/// What `routes` (`ip -j route show table T`) does with `dst`: the
+/// longest-prefix route's type when it is not a plain route, or `no route`.
+fn table_verdict(routes: &Value, dst: IpAddr) -> Option<String> {
+    match best_route(routes, dst) {
         None => Some("no route".to_owned()),
-        Some((_, r)) => match r["type"].as_str() {
-            Some(t @ ("blackhole" | "unreachable" | "prohibit" | "throw")) => Some(t.to_owned()),
-            _ => None,
-        },
+        Some(r) => r["type"]
+            .as_str()
+            .filter(|t| DISCARDING.contains(t))
+            .map(str::to_owned),
     }
 }
 
+/// The route of `routes` that discards `dst`, as `ip route` names it
+/// (`prohibit 198.51.100.2`), when the longest prefix that takes `dst` is one.
+fn discarding_route(routes: &Value, dst: IpAddr) -> Option<String> {
+    let r = best_route(routes, dst)?;
+    let kind = r["type"].as_str().filter(|t| DISCARDING.contains(t))?;
+    Some(format!("{kind} {}", r["dst"].as_str()?))
+}
+
+/// A `blackhole`, `unreachable` or `prohibit` route in the main table of
+/// the namespace at `netns` that discards packets to `dst`.
+pub fn discard_route(netns: Option<&Path>, dst: IpAddr) -> Option<String> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
+    let routes: Value = serde_json::from_str(
+        &in_netns::output(
+            netns,
+            "ip",
+            &["-j", family, "route", "show", "table", "main"],
+        )
+        .ok()?,
+    )
+    .ok()?;
+    discarding_route(&routes, dst)
+}
+
 /// The policy rule that sent a packet from `src` to `dst` (arriving on
-/// `iif`) into a table that drops it, in the namespace at `netns`.
+/// `iif`) into a table that drops it, in the namespace at `netns`: the
+/// rule that surely takes it, else one that may (its selectors unjudged).
 pub fn policy_route(
     netns: Option<&Path>,
     src: IpAddr,
@@ -121,21 +177,28 @@ pub fn policy_route(
     let rules: Value =
         serde_json::from_str(&in_netns::output(netns, "ip", &["-j", family, "rule", "show"]).ok()?)
             .ok()?;
-    let (rule, table) = first_rule(&rules, src, dst, iif)?;
-    let routes: Value = serde_json::from_str(
-        &in_netns::output(
-            netns,
-            "ip",
-            &["-j", family, "route", "show", "table", &table],
+    let mut taking = rules_taking(&rules, src, dst, iif);
+    // Sure before unsure, each in the kernel's order.
+    taking.sort_by_key(|(_, _, sure)| !*sure);
+    taking.into_iter().find_map(|(rule, table, sure)| {
+        let routes: Value = serde_json::from_str(
+            &in_netns::output(
+                netns,
+                "ip",
+                &["-j", family, "route", "show", "table", &table],
+            )
+            .ok()?,
         )
-        .ok()?,
-    )
-    .ok()?;
-    let verdict = table_verdict(&routes, dst)?;
-    Some(PolicyRoute {
-        rule,
-        table,
-        verdict,
+        .ok()?;
+        // A table without a route sends the lookup on to the next rule:
+        // only a discarding route makes an unjudged rule the likely one.
+        let verdict = table_verdict(&routes, dst).filter(|v| sure || v != "no route")?;
+        Some(PolicyRoute {
+            rule,
+            table,
+            verdict,
+            sure,
+        })
     })
 }
 
@@ -151,12 +214,27 @@ mod tests {
         )
         .expect("json");
         assert_eq!(
-            first_rule(&rules, ip("192.0.2.1"), ip("198.51.100.2"), "r0"),
-            Some(("1000: from 192.0.2.0/24 lookup 100".into(), "100".into()))
+            rules_taking(&rules, ip("192.0.2.1"), ip("198.51.100.2"), "r0"),
+            vec![
+                (
+                    "900: from all fwmark 0x1 lookup 7".into(),
+                    "7".into(),
+                    false
+                ),
+                (
+                    "1000: from 192.0.2.0/24 lookup 100".into(),
+                    "100".into(),
+                    true
+                )
+            ]
         );
         assert_eq!(
-            first_rule(&rules, ip("203.0.113.1"), ip("198.51.100.2"), "r0"),
-            None
+            rules_taking(&rules, ip("203.0.113.1"), ip("198.51.100.2"), "r0"),
+            vec![(
+                "900: from all fwmark 0x1 lookup 7".into(),
+                "7".into(),
+                false
+            )]
         );
         let routes: Value = serde_json::from_str(
             r#"[{"type":"blackhole","dst":"198.51.100.0/24","flags":[]},{"dst":"default","gateway":"192.0.2.9","dev":"r0","flags":[]}]"#,
@@ -167,6 +245,11 @@ mod tests {
             Some("blackhole")
         );
         assert_eq!(table_verdict(&routes, ip("203.0.113.1")), None);
+        assert_eq!(
+            discarding_route(&routes, ip("198.51.100.2")).as_deref(),
+            Some("blackhole 198.51.100.0/24")
+        );
+        assert_eq!(discarding_route(&routes, ip("203.0.113.1")), None);
         assert_eq!(
             table_verdict(&serde_json::json!([]), ip("203.0.113.1")).as_deref(),
             Some("no route")

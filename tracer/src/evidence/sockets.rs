@@ -12,6 +12,9 @@ pub struct Bound {
     pub port: u16,
     /// TCP listeners: connections waiting in the accept queue.
     pub accept_queue: Option<u32>,
+    /// The interface the socket is bound to (`SO_BINDTODEVICE`): it takes
+    /// only what arrives there.
+    pub device: Option<String>,
 }
 
 impl Bound {
@@ -21,9 +24,14 @@ impl Bound {
     }
 
     pub fn endpoint(&self) -> String {
+        let dev = self
+            .device
+            .as_ref()
+            .map(|d| format!("%{d}"))
+            .unwrap_or_default();
         match self.addr {
-            IpAddr::V6(a) => format!("[{a}]:{}", self.port),
-            IpAddr::V4(a) => format!("{a}:{}", self.port),
+            IpAddr::V6(a) => format!("[{a}]{dev}:{}", self.port),
+            IpAddr::V4(a) => format!("{a}{dev}:{}", self.port),
         }
     }
 }
@@ -85,9 +93,47 @@ pub fn parse(text: &str, proto: u8) -> Vec<Bound> {
                 addr,
                 port,
                 accept_queue,
+                device: None,
             })
         })
         .collect()
+}
+
+/// The interfaces sockets are bound to, from `ss -Hlntu` (which reads them
+/// over sock_diag; `/proc/net` does not show them): (protocol, address,
+/// port, device).
+pub fn parse_devices(ss: &str) -> Vec<(u8, IpAddr, u16, String)> {
+    ss.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let proto = match *f.first()? {
+                "tcp" => 6,
+                "udp" => 17,
+                _ => return None,
+            };
+            let (host, port) = f.get(4)?.rsplit_once(':')?;
+            let (addr, dev) = host.split_once('%')?;
+            let addr = match addr.trim_start_matches('[').trim_end_matches(']') {
+                "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                a => a.parse().ok()?,
+            };
+            Some((proto, addr, port.parse().ok()?, dev.to_owned()))
+        })
+        .collect()
+}
+
+/// Gives each socket of `bound` the interface `ss` says it is bound to.
+pub fn add_devices(bound: &mut [Bound], devices: &[(u8, IpAddr, u16, String)]) {
+    for b in bound.iter_mut() {
+        let same = |(proto, addr, port, _): &&(u8, IpAddr, u16, String)| {
+            *proto == b.proto
+                && *port == b.port
+                && (*addr == b.addr || (addr.is_unspecified() && b.addr.is_unspecified()))
+        };
+        if let Some((.., dev)) = devices.iter().find(same) {
+            b.device = Some(dev.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -115,5 +161,25 @@ mod tests {
         );
         assert!(b[1].takes("192.168.1.2".parse().expect("ip")));
         assert_eq!(b[1].endpoint(), "[::ffff:192.168.1.2]:81");
+    }
+
+    #[test]
+    fn bound_interfaces_from_ss() {
+        let ss = "tcp LISTEN 0 8 0.0.0.0%s9:8742 0.0.0.0:*\n\
+                  tcp LISTEN 0 8 [::]%eth1:22 [::]:*\n\
+                  udp UNCONN 0 0 *%lo:53 *:*\n\
+                  tcp LISTEN 0 8 0.0.0.0:80 0.0.0.0:*\n";
+        let devs = parse_devices(ss);
+        assert_eq!(devs.len(), 3);
+        let mut bound = vec![Bound {
+            proto: 6,
+            addr: "0.0.0.0".parse().expect("ip"),
+            port: 8742,
+            accept_queue: Some(0),
+            device: None,
+        }];
+        add_devices(&mut bound, &devs);
+        assert_eq!(bound[0].endpoint(), "0.0.0.0%s9:8742");
+        assert_eq!(devs[1].1, "::".parse::<IpAddr>().expect("ip"));
     }
 }

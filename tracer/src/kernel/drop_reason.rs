@@ -301,6 +301,9 @@ const BY_LOCATION: &[(&str, &str)] = &[
     ("ip_rcv_finish", "IP_RPFILTER"),
     ("sch_handle_ingress", "TC_INGRESS"),
     ("sch_handle_egress", "TC_EGRESS"),
+    // A socket's (or a qdisc's) queue emptied as it closes or resets: the
+    // out-of-order segments a closing TCP socket still held.
+    ("skb_rbtree_purge", "QUEUE_PURGE"),
 ];
 
 /// The reason a newer kernel gives for a drop at `location` (`symbol+0x…`).
@@ -321,6 +324,7 @@ mod location_tests {
         assert_eq!(r("neigh_invalidate+0x7e"), Some("NEIGH_FAILED"));
         assert_eq!(r("sch_handle_ingress.constprop.0+0x1a"), Some("TC_INGRESS"));
         assert_eq!(r("ip_forward+0x2c0"), None);
+        assert_eq!(r("skb_rbtree_purge+0x4d"), Some("QUEUE_PURGE"));
         assert_eq!(r("skb_release_data+0x10"), None);
     }
 }

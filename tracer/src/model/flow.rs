@@ -19,4 +19,15 @@ impl Tuple {
     pub fn proto_name(&self) -> String {
         proto_name(self.proto)
     }
+
+    /// The same flow seen the other way: the answer's headers.
+    pub fn reversed(self) -> Self {
+        Self {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
 }

@@ -72,6 +72,19 @@ impl IcmpError {
         }
     }
 
+    /// Whether a connected UDP socket reports it (without `IP_RECVERR`):
+    /// the kernel's hard errors only (`icmp_err_convert`, `icmpv6_err_convert`).
+    /// Net and host unreachable, too big and time exceeded are soft: the
+    /// socket takes them silently, and its owner sees no answer.
+    pub fn reported_to_udp(&self) -> bool {
+        match (self.version, self.ty) {
+            (4, 3) => matches!(self.code, 2 | 3 | 6..=10 | 13..=15),
+            (4, 12) | (6, 4) => true,
+            (6, 1) => matches!(self.code, 1 | 4..=6),
+            _ => false,
+        }
+    }
+
     /// The error a client's socket reports for it.
     pub fn errno_name(&self) -> &'static str {
         match (self.meaning(), self.version, self.code) {
@@ -128,6 +141,9 @@ mod tests {
         assert_eq!(err(6, 1, 1).errno_name(), "EACCES");
         assert_eq!(err(4, 3, 4).meaning(), IcmpMeaning::TooBig);
         assert_eq!(err(4, 11, 0).meaning(), IcmpMeaning::TimeExceeded);
+        assert!(err(4, 3, 3).reported_to_udp() && err(6, 1, 4).reported_to_udp());
+        assert!(!err(4, 3, 1).reported_to_udp() && !err(6, 1, 3).reported_to_udp());
+        assert!(!err(4, 3, 0).reported_to_udp() && !err(4, 11, 0).reported_to_udp());
         assert_eq!(
             err(4, 3, 13).to_string(),
             "ICMP admin-prohibited (type 3, code 13)"

@@ -197,6 +197,7 @@ impl Tracker {
             .filter(|(_, o)| settles(o))
             .map(|(k, _)| *k)
             .collect();
+        self.after_requests(&mut done);
         let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);
         if excess > 0 {
             let settling: std::collections::HashSet<_> = done.iter().copied().collect();
@@ -210,6 +211,31 @@ impl Tracker {
             done.extend(oldest.into_iter().take(excess).map(|(_, k)| k));
         }
         self.finish(done)
+    }
+
+    /// Keeps back from `done` the drops that answer a packet still open
+    /// (one that ends where the drop started, going the other way): an answer that died is told after its request, which
+    /// says what happened to it on the way (a router that did not
+    /// masquerade it), and not before: both settle together, within [`IDLE`].
+    fn after_requests(&self, done: &mut Vec<(u64, u64)>) {
+        let pending: std::collections::HashSet<crate::model::Tuple> = self
+            .open
+            .iter()
+            .filter(|(k, _)| !done.contains(k))
+            .filter_map(|(_, o)| o.hops.iter().rev().find_map(|h| h.tuple))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        done.retain(|k| {
+            !self.open.get(k).is_some_and(|o| {
+                o.hops.last().is_some_and(|h| h.kind == HopKind::Drop)
+                    && o.hops
+                        .iter()
+                        .find_map(|h| h.tuple)
+                        .is_some_and(|t| pending.contains(&t.reversed()))
+            })
+        });
     }
 
     /// Every open packet, settled or not (at exit).

@@ -217,3 +217,40 @@ fn a_copy_made_at_a_veth_handoff_goes_on_as_the_same_packet() {
     assert_eq!(all[0].fate.kind, FateKind::Dropped);
     assert_eq!(all[0].hops.len(), 4);
 }
+
+#[test]
+fn a_dropped_answer_waits_for_the_request_it_answers() {
+    let mut t = Tracker::new(Duration::from_millis(100), Duration::from_secs(2));
+    let now = Instant::now();
+    let flow = crate::model::Tuple {
+        saddr: "192.0.2.66".parse().expect("ip"),
+        daddr: "203.0.113.200".parse().expect("ip"),
+        sport: 41374,
+        dport: 5374,
+        proto: 17,
+    };
+    let with = |mut h: Hop, skb: u64, tuple: crate::model::Tuple| {
+        h.skb = skb;
+        h.tuple = Some(tuple);
+        h
+    };
+    // A datagram taken by its socket (no end of its own), then its answer,
+    // dropped on the way back.
+    t.push(with(hop(1, HopKind::Tx, 1, 2), 0x1000, flow), now);
+    t.push(with(hop(2, HopKind::Rx, 2, 3), 0x1000, flow), now);
+    t.push(
+        with(hop(3, HopKind::Tx, 2, 3), 0x2000, flow.reversed()),
+        now,
+    );
+    t.push(
+        with(hop(4, HopKind::Drop, 3, 4), 0x2000, flow.reversed()),
+        now,
+    );
+    assert!(
+        t.settled(now + Duration::from_millis(500)).is_empty(),
+        "the answer waits for its request"
+    );
+    let done = t.settled(now + Duration::from_secs(3));
+    let ids: Vec<u64> = done.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [1, 2], "the request first, then its answer");
+}

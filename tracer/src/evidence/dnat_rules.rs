@@ -23,7 +23,7 @@ use crate::{model::Cidr, netfilter::NatTables};
 
 /// A rule of a nat table that DNATs or redirects.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NatRule {
+pub struct DnatRule {
     pub family: Arc<str>,
     pub table: Arc<str>,
     pub chain: Arc<str>,
@@ -258,7 +258,7 @@ impl Names {
 
 impl Rule {
     /// The rule as kept, when it DNATs or redirects.
-    fn into_nat(self, names: &mut Names) -> Option<NatRule> {
+    fn into_nat(self, names: &mut Names) -> Option<DnatRule> {
         let mut nats = false;
         let mut matches = Vec::new();
         for e in self.expr {
@@ -271,7 +271,7 @@ impl Rule {
             matches.extend(e.matched.and_then(Match::judged));
         }
         matches.shrink_to_fit();
-        nats.then(|| NatRule {
+        nats.then(|| DnatRule {
             family: names.get(&self.family),
             table: names.get(&self.table),
             chain: names.get(&self.chain),
@@ -285,7 +285,7 @@ impl Rule {
 /// tables with a nat chain.
 #[derive(Default)]
 struct Found {
-    rules: Vec<NatRule>,
+    rules: Vec<DnatRule>,
     nat_tables: Vec<(String, String)>,
 }
 
@@ -323,7 +323,7 @@ struct Listing {
 
 /// The DNAT and redirect rules of the tables with a nat chain in nft's JSON
 /// listing, read from `r` as it comes.
-pub fn read(r: impl Read) -> Result<Vec<NatRule>, serde_json::Error> {
+pub fn read(r: impl Read) -> Result<Vec<DnatRule>, serde_json::Error> {
     let Found {
         mut rules,
         nat_tables,
@@ -337,7 +337,7 @@ pub fn read(r: impl Read) -> Result<Vec<NatRule>, serde_json::Error> {
 }
 
 /// Lists one table with `nft -j` in `netns` and reads its NAT rules.
-fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<NatRule>> {
+fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<DnatRule>> {
     let mut child = in_netns::command(Some(netns), "nft")
         .args(["-j", "list", "table", family, table])
         .stdout(Stdio::piped())
@@ -359,16 +359,16 @@ fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<NatRule>> {
 /// The NAT rules of each namespace, by inode, with the nat tables' state
 /// they were listed at.
 #[derive(Default)]
-pub struct NatRules {
-    by_netns: HashMap<u32, (NatTables, Vec<NatRule>)>,
+pub struct DnatRules {
+    by_netns: HashMap<u32, (NatTables, Vec<DnatRule>)>,
 }
 
-impl NatRules {
+impl DnatRules {
     /// The NAT rules of namespace `netns` (at `path`), listed again only
     /// when its nat tables' rules changed since the last listing: while
     /// the ruleset generation stays the same, nothing is read but it; when
     /// another table changed, the digest says so.
-    pub fn of(&mut self, netns: u32, path: &Path) -> Option<&[NatRule]> {
+    pub fn of(&mut self, netns: u32, path: &Path) -> Option<&[DnatRule]> {
         let generation = crate::netfilter::ruleset_generation(Some(path)).ok()?;
         let known = self.by_netns.get(&netns).map(|(t, _)| t);
         if known.is_some_and(|t| t.generation == generation) {
