@@ -59,7 +59,7 @@ pub struct Options {
 const BOOT_SECS: u64 = 3 * 60;
 const SECS_PER_SUITE: u64 = 10 * 60;
 /// Suites that take longer than [`SECS_PER_SUITE`] under emulation, and
-/// their own budget: `failures` is 25 cases of about 45 s each.
+/// their own budget: `failures` is 30 cases of about 30 s each.
 const LONG_SUITES: &[(&str, u64)] = &[("failures", 35 * 60)];
 
 /// The time one guest may take for `suites`.
