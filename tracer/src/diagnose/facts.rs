@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     events::{Hop, HopKind, RuleHit},
-    evidence::{policy, programs, programs::Attached, Evidence, Seen},
+    evidence::{policy, programs, programs::Attached, Evidence, Extras, Seen},
     model::{IcmpError, Tuple},
     names::Containers,
     names::View,
@@ -626,15 +626,26 @@ fn icmp_values(e: IcmpError, v: &mut Values) {
     );
 }
 
-/// The state of the namespace where the packet died, or was last seen.
-fn look(fate: FateKind, ends: Ends<'_>, view: &mut View, evidence: &mut Evidence) -> Option<Seen> {
+/// The state of the namespace where the packet died, or was last seen
+/// (`no_socket`: the kernel found no socket for it).
+fn look(
+    fate: FateKind,
+    ends: Ends<'_>,
+    no_socket: bool,
+    view: &mut View,
+    evidence: &mut Evidence,
+) -> Option<Seen> {
     let h = if fate == FateKind::Dropped {
         ends.at
     } else {
         ends.last_real.or(ends.at)
     }?;
     let path = view.netns.path(h.netns)?;
-    evidence.look(h.netns, &path)
+    let extras = Extras {
+        socket_devices: no_socket,
+        v6_neighbours: ends.first.is_some_and(|t| t.saddr.is_ipv6()),
+    };
+    evidence.look(h.netns, &path, extras)
 }
 
 /// Facts from what the namespace showed: a route back, the counters, the
@@ -873,11 +884,12 @@ impl Facts {
             evidence,
             &mut v,
         );
+        let no_socket = reason.as_deref() == Some("NO_SOCKET");
         let seen = wants_evidence(p.fate.kind, reason.as_deref(), rule.is_some(), tcp_flags)
-            .then(|| look(p.fate.kind, ends, view, evidence))
+            .then(|| look(p.fate.kind, ends, no_socket, view, evidence))
             .flatten();
         if let Some(s) = &seen {
-            seen_values(s, ends, reason.as_deref() == Some("NO_SOCKET"), &mut v);
+            seen_values(s, ends, no_socket, &mut v);
         }
         let nat_clash = clash_of(p, rule.is_none(), seen.as_ref(), view, &mut v);
         Self {

@@ -72,9 +72,27 @@ fn snmp6_as_pairs(text: &str) -> String {
     format!("Snmp6: {}\nSnmp6: {}\n", names.join(" "), values.join(" "))
 }
 
+/// What a look at a namespace reads beyond its `/proc` files: each is a
+/// process to run there, so only for the packets that need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The interface each socket is bound to (`ss`): for a packet no socket took.
+    pub socket_devices: bool,
+    /// The IPv6 neighbours (`ip -6 neigh`): for an IPv6 client's route back.
+    pub v6_neighbours: bool,
+}
+
+impl Extras {
+    /// A look that read `self` serves one that wants `other`.
+    fn covers(self, other: Extras) -> bool {
+        (self.socket_devices || !other.socket_devices)
+            && (self.v6_neighbours || !other.v6_neighbours)
+    }
+}
+
 impl NsState {
     /// The state of the namespace the calling thread is in.
-    pub fn read_here() -> Self {
+    pub fn read_here(extras: Extras) -> Self {
         let mut bound = Vec::new();
         for (file, proto) in [("tcp", 6), ("tcp6", 6), ("udp", 17), ("udp6", 17)] {
             if let Some(t) = net_file(file) {
@@ -82,15 +100,19 @@ impl NsState {
             }
         }
         // The bound interfaces, only where ss runs (it is iproute2's).
-        if let Ok(ss) = in_netns::output(None, "ss", &["-Hlntu"]) {
-            sockets::add_devices(&mut bound, &sockets::parse_devices(&ss));
+        if extras.socket_devices {
+            if let Ok(ss) = in_netns::output(None, "ss", &["-Hlntu"]) {
+                sockets::add_devices(&mut bound, &sockets::parse_devices(&ss));
+            }
         }
         let conntrack = sysctl("net/netfilter/nf_conntrack_count")
             .zip(sysctl("net/netfilter/nf_conntrack_max"));
         let mut neighbours = net_file("arp")
             .map(|t| neigh::parse(&t))
             .unwrap_or_default();
-        neighbours.extend(neigh::read_v6_here());
+        if extras.v6_neighbours {
+            neighbours.extend(neigh::read_v6_here());
+        }
         Self {
             counters: read_counters(),
             bound,
@@ -100,8 +122,8 @@ impl NsState {
     }
 
     /// The state of the namespace at `path`; none if it can't be entered.
-    pub fn read(path: &Path) -> Option<Self> {
-        in_netns::call(path, Self::read_here).ok()
+    pub fn read(path: &Path, extras: Extras) -> Option<Self> {
+        in_netns::call(path, || Self::read_here(extras)).ok()
     }
 }
 
@@ -126,7 +148,7 @@ pub struct Evidence {
     pending: Option<JoinHandle<HashMap<u32, Counters>>>,
     /// The last look at each namespace: a burst of packets dying in one
     /// place reads its state once.
-    recent: HashMap<u32, (Instant, Seen)>,
+    recent: HashMap<u32, (Instant, Extras, Seen)>,
     /// Where a destination was found, by (namespace, destination): a burst
     /// of packets with no route asks the namespaces once.
     owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
@@ -204,10 +226,10 @@ impl Evidence {
         }
     }
 
-    /// Reads namespace `netns` (at `path`) now.
-    pub fn look(&mut self, netns: u32, path: &Path) -> Option<Seen> {
-        if let Some((at, seen)) = self.recent.get(&netns) {
-            if at.elapsed() < FRESH {
+    /// Reads namespace `netns` (at `path`) now, with `extras`.
+    pub fn look(&mut self, netns: u32, path: &Path, extras: Extras) -> Option<Seen> {
+        if let Some((at, read, seen)) = self.recent.get(&netns) {
+            if at.elapsed() < FRESH && read.covers(extras) {
                 return Some(seen.clone());
             }
         }
@@ -218,7 +240,7 @@ impl Evidence {
                 }
             }
         }
-        let now = NsState::read(path)?;
+        let now = NsState::read(path, extras)?;
         let base = self
             .baselines
             .entry(netns)
@@ -227,7 +249,8 @@ impl Evidence {
             rose: now.counters.since(base),
             now,
         };
-        self.recent.insert(netns, (Instant::now(), seen.clone()));
+        self.recent
+            .insert(netns, (Instant::now(), extras, seen.clone()));
         Some(seen)
     }
 }
