@@ -626,6 +626,17 @@ fn icmp_values(e: IcmpError, v: &mut Values) {
     );
 }
 
+/// Before drop reasons, an ICMPv6 error the stack handled is freed at
+/// `icmpv6_rcv` as if dropped.
+fn icmpv6_freed_after_use(p: &Packet, ends: Ends<'_>, view: &View) -> bool {
+    p.fate.kind == FateKind::Dropped
+        && view.reasons.is_empty()
+        && ends
+            .at
+            .and_then(|h| view.location(h))
+            .is_some_and(|l| l.starts_with("icmpv6_rcv"))
+}
+
 /// The state of the namespace where the packet died, or was last seen
 /// (`no_socket`: the kernel found no socket for it).
 fn look(
@@ -854,20 +865,13 @@ impl Facts {
         if let Some(e) = icmp {
             icmp_values(e, &mut v);
         }
-        let icmp_freed_after_use = icmp.is_some()
-            && p.fate.kind == FateKind::Dropped
-            && reason.is_none()
-            && view.reasons.is_empty()
-            && ends
-                .at
-                .and_then(|h| view.location(h))
-                .is_some_and(|l| l.starts_with("icmpv6_rcv"));
+        let icmp_freed_after_use =
+            icmp.is_some() && reason.is_none() && icmpv6_freed_after_use(p, ends, view);
         let tcp_flags = p
             .hops
             .iter()
             .find(|h| h.tuple.is_some())
-            .map(|h| h.tcp_flags)
-            .unwrap_or(0);
+            .map_or(0, |h| h.tcp_flags);
         let bridged = p.fate.kind == FateKind::Dropped && bridged_drop(p, view);
         let client_addr = ends.first.map(|t| t.saddr);
         let rule_names_client = rule.as_ref().is_some_and(|r| {
