@@ -31,6 +31,20 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
     move |source| LoadError::Program { name, source }
 }
 
+/// The loaded program `name`, as the kind `P` it must be.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
 /// Loads the `tp_btf` programs `(program, tracepoint)` side by side, one
 /// thread each (the verifier takes tens of milliseconds a program, in the
 /// calling thread), then attaches them in order. The first failure in that
@@ -95,24 +109,10 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     const ENTRY: &str = program::NF_HOOK_SLOW_FENTRY;
     const EXIT: &str = program::NF_HOOK_SLOW_FEXIT;
     let btf = &attach_btf(btf, &[(NF_HOOK_SLOW, Kind::Func)])?;
-    let p: &mut FEntry = ebpf
-        .program_mut(ENTRY)
-        .ok_or(LoadError::Program {
-            name: ENTRY,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(prog_err(ENTRY))?;
+    let p: &mut FEntry = program(ebpf, ENTRY)?;
     p.load(NF_HOOK_SLOW, btf).map_err(prog_err(ENTRY))?;
     p.attach().map_err(prog_err(ENTRY))?;
-    let p: &mut FExit = ebpf
-        .program_mut(EXIT)
-        .ok_or(LoadError::Program {
-            name: EXIT,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(prog_err(EXIT))?;
+    let p: &mut FExit = program(ebpf, EXIT)?;
     p.load(NF_HOOK_SLOW, btf).map_err(prog_err(EXIT))?;
     p.attach().map_err(prog_err(EXIT))?;
     Ok(())
@@ -132,14 +132,7 @@ fn attach_kprobe(ebpf: &mut Ebpf, ret: &mut Option<Kretprobe>) -> Result<(), Loa
         program::NF_HOOK_SLOW_KPROBE,
         program::NF_HOOK_SLOW_KRETPROBE,
     ] {
-        let p: &mut KProbe = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let p: &mut KProbe = program(ebpf, name)?;
         p.load().map_err(prog_err(name))?;
         if name == program::NF_HOOK_SLOW_KRETPROBE && !kretprobe::kernel_is_preemptible() {
             let fd = p.fd().map_err(prog_err(name))?;
