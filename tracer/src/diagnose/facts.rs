@@ -1,5 +1,5 @@
 //! What a diagnosis may say about a packet, gathered once.
-use std::net::IpAddr;
+use std::{net::IpAddr, rc::Rc};
 
 use super::{
     clash::{nat_clash, NatClash},
@@ -50,7 +50,7 @@ pub struct Facts {
     pub bridged: bool,
     /// The kernel's own state where the packet died or was last seen,
     /// read when it settled (counters against their start values).
-    pub seen: Option<Seen>,
+    pub seen: Option<Rc<Seen>>,
     /// The deciding rule names the client's own address (a ban of this
     /// host), rather than covering other traffic too.
     pub rule_names_client: bool,
@@ -645,7 +645,7 @@ fn look(
     no_socket: bool,
     view: &mut View,
     evidence: &mut Evidence,
-) -> Option<Seen> {
+) -> Option<Rc<Seen>> {
     let h = if fate == FateKind::Dropped {
         ends.at
     } else {
@@ -895,7 +895,7 @@ impl Facts {
         if let Some(s) = &seen {
             seen_values(s, ends, no_socket, &mut v);
         }
-        let nat_clash = clash_of(p, rule.is_none(), seen.as_ref(), view, &mut v);
+        let nat_clash = clash_of(p, rule.is_none(), seen.as_deref(), view, &mut v);
         Self {
             fate: p.fate.kind,
             reason,
@@ -988,7 +988,7 @@ impl Facts {
 
     #[cfg(test)]
     pub fn with_seen(mut self, seen: Seen) -> Self {
-        self.seen = Some(seen);
+        self.seen = Some(Rc::new(seen));
         self
     }
 }

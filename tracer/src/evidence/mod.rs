@@ -15,6 +15,7 @@ pub mod sockets;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    rc::Rc,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -147,8 +148,8 @@ pub struct Evidence {
     baselines: HashMap<u32, Counters>,
     pending: Option<JoinHandle<HashMap<u32, Counters>>>,
     /// The last look at each namespace: a burst of packets dying in one
-    /// place reads its state once.
-    recent: HashMap<u32, (Instant, Extras, Seen)>,
+    /// place reads its state once, and shares it.
+    recent: HashMap<u32, (Instant, Extras, Rc<Seen>)>,
     /// Where a destination was found, by (namespace, destination): a burst
     /// of packets with no route asks the namespaces once.
     owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
@@ -227,10 +228,10 @@ impl Evidence {
     }
 
     /// Reads namespace `netns` (at `path`) now, with `extras`.
-    pub fn look(&mut self, netns: u32, path: &Path, extras: Extras) -> Option<Seen> {
+    pub fn look(&mut self, netns: u32, path: &Path, extras: Extras) -> Option<Rc<Seen>> {
         if let Some((at, read, seen)) = self.recent.get(&netns) {
             if at.elapsed() < FRESH && read.covers(extras) {
-                return Some(seen.clone());
+                return Some(Rc::clone(seen));
             }
         }
         if let Some(h) = self.pending.take() {
@@ -245,12 +246,12 @@ impl Evidence {
             .baselines
             .entry(netns)
             .or_insert_with(|| now.counters.clone());
-        let seen = Seen {
+        let seen = Rc::new(Seen {
             rose: now.counters.since(base),
             now,
-        };
+        });
         self.recent
-            .insert(netns, (Instant::now(), extras, seen.clone()));
+            .insert(netns, (Instant::now(), extras, Rc::clone(&seen)));
         Some(seen)
     }
 }

@@ -2,7 +2,7 @@
 mod fate;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -200,7 +200,7 @@ impl Tracker {
         self.after_requests(&mut done);
         let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);
         if excess > 0 {
-            let settling: std::collections::HashSet<_> = done.iter().copied().collect();
+            let settling: HashSet<_> = done.iter().copied().collect();
             let mut oldest: Vec<_> = self
                 .open
                 .iter()
@@ -218,23 +218,33 @@ impl Tracker {
     /// says what happened to it on the way (a router that did not
     /// masquerade it), and not before: both settle together, within [`IDLE`].
     fn after_requests(&self, done: &mut Vec<(u64, u64)>) {
-        let pending: std::collections::HashSet<crate::model::Tuple> = self
+        let ends_in_drop = |k: &(u64, u64)| {
+            self.open
+                .get(k)
+                .is_some_and(|o| o.hops.last().is_some_and(|h| h.kind == HopKind::Drop))
+        };
+        if !done.iter().any(ends_in_drop) {
+            return;
+        }
+        let settling: HashSet<&(u64, u64)> = done.iter().collect();
+        let pending: HashSet<crate::model::Tuple> = self
             .open
             .iter()
-            .filter(|(k, _)| !done.contains(k))
+            .filter(|(k, _)| !settling.contains(k))
             .filter_map(|(_, o)| o.hops.iter().rev().find_map(|h| h.tuple))
             .collect();
+        drop(settling);
         if pending.is_empty() {
             return;
         }
         done.retain(|k| {
-            !self.open.get(k).is_some_and(|o| {
-                o.hops.last().is_some_and(|h| h.kind == HopKind::Drop)
-                    && o.hops
+            !(ends_in_drop(k)
+                && self.open.get(k).is_some_and(|o| {
+                    o.hops
                         .iter()
                         .find_map(|h| h.tuple)
                         .is_some_and(|t| pending.contains(&t.reversed()))
-            })
+                }))
         });
     }
 
@@ -245,7 +255,10 @@ impl Tracker {
     }
 
     fn finish(&mut self, keys: Vec<(u64, u64)>) -> Vec<Packet> {
-        self.handed_off.retain(|_, k| !keys.contains(k));
+        if !self.handed_off.is_empty() {
+            let finishing: HashSet<&(u64, u64)> = keys.iter().collect();
+            self.handed_off.retain(|_, k| !finishing.contains(k));
+        }
         let mut out: Vec<Packet> = keys
             .into_iter()
             .filter_map(|k| self.open.remove(&k))
