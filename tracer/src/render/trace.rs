@@ -28,6 +28,8 @@ pub struct Printer<'a, W: Write> {
     /// Stop after this many packets.
     count: Option<u64>,
     printed: u64,
+    /// One packet's text, reused from packet to packet.
+    text: String,
 }
 
 impl<'a, W: Write> Printer<'a, W> {
@@ -37,6 +39,7 @@ impl<'a, W: Write> Printer<'a, W> {
             format,
             count,
             printed: 0,
+            text: String::new(),
         }
     }
 }
@@ -52,8 +55,11 @@ impl<W: Write> PacketSink for Printer<'_, W> {
             }
             Format::Text { .. } => {
                 let style = self.format.style();
-                write!(self.out, "{}", text::packet(p, view, style))?;
-                writeln!(self.out, "{}", text::diagnosis(&report.diagnosis, style))?;
+                self.text.clear();
+                text::packet(&mut self.text, p, view, style);
+                text::diagnosis(&mut self.text, &report.diagnosis, style);
+                self.text.push('\n');
+                self.out.write_all(self.text.as_bytes())?;
             }
         }
         self.printed += 1;
