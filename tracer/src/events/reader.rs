@@ -1,69 +1,199 @@
 //! Reading the `EVENTS` ring buffer and the per-CPU `COUNTERS`.
+//!
+//! A thread of its own empties the ring into batches as the kernel fills
+//! it, so that the loop that settles, names and prints packets can take a
+//! while (a first look at a namespace, a burst of packets to settle)
+//! without the ring filling up behind it. What that thread holds is
+//! bounded: when the loop falls further behind, the thread waits, the ring
+//! fills and the kernel counts what it could not write, so the lost count
+//! stays the kernel's own.
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
 use tracer_common::counter;
 
-pub struct EventReader {
-    ring: AsyncFd<RingBuf<MapData>>,
-    /// The last wake-up found records: more are coming, so let them
-    /// gather for [`GATHER`] rather than wake up for each one.
-    gather: bool,
+/// Records copied out of the ring, one after the other, each after its length.
+struct Batch {
+    bytes: Vec<u8>,
+    records: usize,
 }
 
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::with_capacity(BATCH_RECORDS * 160),
+            records: 0,
+        }
+    }
+
+    fn push(&mut self, record: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(record.len() as u32).to_ne_bytes());
+        self.bytes.extend_from_slice(record);
+        self.records += 1;
+    }
+
+    fn each(&self, each: &mut impl FnMut(&[u8])) -> usize {
+        let mut rest = self.bytes.as_slice();
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_ne_bytes(*len) as usize;
+            let Some((record, tail)) = tail.split_at_checked(len) else {
+                break;
+            };
+            each(record);
+            rest = tail;
+        }
+        self.records
+    }
+}
+
+/// Records per batch handed from the ring's thread to the loop.
+const BATCH_RECORDS: usize = 512;
+/// Batches waiting for the loop at most (about 4 MiB of events): beyond
+/// that the ring's thread waits and the ring itself buffers.
+const IN_FLIGHT: usize = 48;
 /// How long records gather in the ring between reads while they flow: the
 /// kernel wakes the reader for each record written to an empty ring, and a
 /// wake-up costs more than reading a record. The default ring holds about
 /// ten times this long of events at 100,000 packets a second.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+const GATHER: Duration = Duration::from_millis(1);
+/// How often the ring's thread, waiting for records, checks that it
+/// should stop.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+/// Records the ring's thread still takes after being told to stop: under
+/// a flood the kernel refills the ring as fast as it empties.
+const LAST_RECORDS: usize = 64 * 4096;
+
+pub struct EventReader {
+    batches: mpsc::Receiver<Batch>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
 
 impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
-        // SAFETY: the ring buffer owns its map fd, which stays open and
-        // unchanged for as long as the AsyncFd owns the ring buffer.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(std::io::Error::from)?;
+        let (tx, batches) = mpsc::channel(IN_FLIGHT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("pathtrace-ring".into())
+                .spawn(move || empty_ring(ring, &tx, &stop))?
+        };
         Ok(Self {
-            ring,
-            gather: false,
+            batches,
+            stop,
+            thread: Some(thread),
         })
     }
 
-    /// Waits until the kernel has written something, then hands every
-    /// pending record to `each`. Returns how many it handed over.
-    /// At most [`BATCH`] records, so that a flood can't keep the caller
-    /// from its other work (settling packets, signals) for long.
+    /// Waits until records have arrived, then hands them to `each`, and
+    /// what else is waiting up to [`BATCH`] records. Returns how many it
+    /// handed over.
     pub async fn next_batch(&mut self, mut each: impl FnMut(&[u8])) -> std::io::Result<usize> {
-        if self.gather {
-            tokio::time::sleep(GATHER).await;
+        let Some(first) = self.batches.recv().await else {
+            return Err(std::io::Error::other("the ring buffer's reader stopped"));
+        };
+        let mut n = first.each(&mut each);
+        while n < BATCH {
+            let Ok(b) = self.batches.try_recv() else {
+                break;
+            };
+            n += b.each(&mut each);
         }
-        let mut guard = self.ring.readable_mut().await?;
-        let n = drain(guard.get_inner_mut(), &mut each, BATCH);
-        if n < BATCH {
-            guard.clear_ready();
-        }
-        // A full batch leaves more to read at once.
-        self.gather = n > 0 && n < BATCH;
         Ok(n)
     }
 
-    /// Hands over what is pending without waiting (bounded: under a flood
-    /// the kernel refills the ring as fast as it empties).
+    /// Hands over what has arrived without waiting (bounded: under a flood
+    /// the ring's thread refills as fast as this empties).
     pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        drain(self.ring.get_mut(), &mut each, 64 * BATCH)
+        let mut n = 0;
+        while n < 64 * BATCH {
+            let Ok(b) = self.batches.try_recv() else {
+                break;
+            };
+            n += b.each(&mut each);
+        }
+        n
+    }
+
+    /// At the end: what the kernel wrote until now, then the reader stops.
+    pub async fn finish(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut n = 0;
+        while let Some(b) = self.batches.recv().await {
+            n += b.each(&mut each);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        n
     }
 }
 
-/// Records handed over per wake-up at most.
+impl Drop for EventReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Records handed over per call of [`EventReader::next_batch`] at most, so
+/// that a flood can't keep the caller from its other work (settling
+/// packets, signals) for long.
 pub const BATCH: usize = 4096;
 
-fn drain(ring: &mut RingBuf<MapData>, each: &mut impl FnMut(&[u8]), max: usize) -> usize {
-    let mut n = 0;
-    while n < max {
-        let Some(item) = ring.next() else { break };
-        each(&item);
-        n += 1;
+/// The ring's thread: copies records out in batches until told to stop
+/// (then once more, bounded) or the loop is gone.
+fn empty_ring(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool) {
+    let fd = ring.as_raw_fd();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let max = if stopping { LAST_RECORDS } else { usize::MAX };
+        let mut taken = 0;
+        loop {
+            let mut batch = Batch::new();
+            while batch.records < BATCH_RECORDS && taken < max {
+                let Some(item) = ring.next() else { break };
+                batch.push(&item);
+                taken += 1;
+            }
+            let full = batch.records == BATCH_RECORDS;
+            if batch.records > 0 && tx.blocking_send(batch).is_err() {
+                return;
+            }
+            if !full || taken >= max {
+                break;
+            }
+        }
+        if stopping {
+            return;
+        }
+        if taken > 0 {
+            std::thread::sleep(GATHER);
+        } else {
+            wait_readable(fd, STOP_CHECK);
+        }
     }
-    n
+}
+
+fn wait_readable(fd: RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; the ring's fd
+    // stays open while the ring is alive.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
 }
 
 /// Totals of the kernel side's per-CPU counters.

@@ -17,7 +17,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub async fn run<S: PacketSink>(opts: &TraceOptions, sink: &mut S) -> Result<Stats, Error> {
     let mut s = Session::start(opts)?;
     let done = s.watch(opts.duration, sink).await?;
-    s.read_pending();
+    s.read_rest().await;
     if !done {
         s.wind_down(sink).await?;
     }
@@ -70,6 +70,21 @@ impl Session {
                 &mut self.engines,
             )
         });
+    }
+
+    /// At the end: takes in what the kernel wrote until now.
+    async fn read_rest(&mut self) {
+        self.reader
+            .finish(|b| {
+                self.intake.record(
+                    b,
+                    &mut self.stats,
+                    &mut self.view,
+                    &mut self.follow,
+                    &mut self.engines,
+                )
+            })
+            .await;
     }
 
     /// Follows packets into new namespaces, then settles the packets whose
