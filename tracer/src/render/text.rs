@@ -290,6 +290,14 @@ pub fn stats(s: &Stats) -> String {
     if s.rule_overflows > 0 {
         line.push_str(&format!(", {} rule-trace overflows", s.rule_overflows));
     }
+    if s.settled_early > 0 {
+        line.push_str(&format!(
+            ", {} settled early at the open-packet bound ({} packets, {} MiB)",
+            s.settled_early,
+            crate::track::MAX_OPEN,
+            crate::track::MAX_OPEN_BYTES >> 20
+        ));
+    }
     line
 }
 
