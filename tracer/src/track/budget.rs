@@ -10,9 +10,9 @@ use crate::events::Hop;
 /// Packets followed at once in userspace.
 pub const MAX_OPEN: usize = 8_192;
 
-/// Bytes the open packets may cost (see [`open_bytes`]): about 3,000
-/// packets of 7 hops, which a stream of 30,000 packets a second fills in
-/// its 100 ms grace period.
+/// Bytes the open packets may cost (see [`open_bytes`]): about 2,300
+/// packets of up to eight hops, what a stream of 23,000 packets a second
+/// holds in its 100 ms grace period.
 pub const MAX_OPEN_BYTES: usize = 4 << 20;
 
 /// Hop slots a new packet gets: a forwarded packet's path has about seven.
