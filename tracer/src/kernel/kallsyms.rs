@@ -25,8 +25,8 @@ pub enum KallsymsError {
 
 pub type Result<T> = std::result::Result<T, KallsymsError>;
 
-/// One symbol, in 16 bytes: the table holds the whole kernel's (about
-/// 120,000 on a distribution kernel) for as long as pathtrace runs.
+/// One symbol, in 16 bytes: the table holds the kernel's (about
+/// 64,000 on 6.18 without the padding symbols) for as long as pathtrace runs.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     addr: u64,
