@@ -1042,3 +1042,67 @@ impl Results {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::StepResult;
+
+    fn step(axis: Axis, size: usize, ready: f64, hop: f64) -> StepResult {
+        StepResult {
+            axis,
+            size,
+            build_secs: 0.1,
+            ready_ms: Summary::of(&[ready]),
+            first_rule_hop_ms: Summary::of(&[hop]),
+            peak_rss_kib: Summary::of(&[25.0 * 1024.0]),
+            kernel_maps_kib: Summary::of(&[1642.0]),
+            kernel_progs_kib: Summary::of(&[80.0]),
+            other_netns: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_curves_get_their_targets() {
+        let tools = Tools {
+            pathtrace: "/nonexistent/pathtrace".into(),
+            bpftrace: None,
+            floor_obj: "/nonexistent/floor".into(),
+            work: std::env::temp_dir(),
+        };
+        let mut r = Results::new(&Plan::new(true, None, None), &tools, "emulated");
+        r.scale = Some(Scale {
+            quick: true,
+            runs_per_step: 1,
+            steps: vec![
+                step(Axis::IptablesRules, 10_000, 80.0, 600.0),
+                step(Axis::NftRules, 10_000, 120.0, 1200.0),
+                step(Axis::Containers, 5, 90.0, 200.0),
+            ],
+        });
+        r.finish(vec![(crate::SCALE.into(), 1.0)], Instant::now());
+        let row = |name: &str| {
+            r.targets
+                .iter()
+                .find(|t| t.name.starts_with(name))
+                .unwrap_or_else(|| panic!("no target {name}"))
+        };
+        let ready = row("scale: ready");
+        assert_eq!(ready.pass, Some(false));
+        assert!(
+            ready.measured.contains("2 of 3 steps within"),
+            "{}",
+            ready.measured
+        );
+        assert!(ready.measured.contains("nft rules 10000: 120 ms"));
+        let hop = row("scale: first rule-attributed hop");
+        assert_eq!(hop.pass, Some(false));
+        assert!(hop
+            .measured
+            .contains("iptables-nft rules 600 ms, nft rules 1200 ms"));
+        assert_eq!(row("scale: peak RSS at 50,000 rules").pass, None);
+        // Only the curves ran: no row of the lab's sections.
+        assert_eq!(r.targets.len(), 3);
+    }
+}
