@@ -111,6 +111,10 @@ struct Args {
     /// containers (with --quick, the small sizes only).
     #[arg(long, conflicts_with_all = ["only", "tiers", "soak"])]
     scale: bool,
+    /// Measure nothing: draw the curves' PNGs again from a report's JSON
+    /// (`bench-*.json` or `scale-*.json`) into --out.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["only", "tiers", "soak", "scale"])]
+    replot: Option<PathBuf>,
     /// The floor's eBPF object (default: where `cargo xtask build-ebpf` leaves it).
     #[arg(long, value_name = "PATH")]
     floor_obj: Option<PathBuf>,
@@ -413,6 +417,13 @@ fn main() {
 
 fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench-results"));
+    if let Some(json) = &args.replot {
+        return replot(json, &out_dir);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the lab creates namespaces and pathtrace loads BPF programs");
@@ -421,15 +432,31 @@ fn run(args: &Args) -> Result<()> {
         bail!("--tiers runs the kernel cost section only: drop --only's other sections");
     }
     let plan = Plan::new(args.quick, args.max_secs, args.cost_pps);
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| workspace_root().join("bench-results"));
     let work = out_dir.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = measure(args, plan, &out_dir, &work, started);
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+/// `--replot`: the curves of the report `json` drawn again into `out_dir`.
+fn replot(json: &Path, out_dir: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let curves = report
+        .get_mut("scale")
+        .map(serde_json::Value::take)
+        .filter(|v| !v.is_null())
+        .with_context(|| format!("{} holds no curves (`scale`)", json.display()))?;
+    let curves: scale::Scale = serde_json::from_value(curves)
+        .with_context(|| format!("reading the curves of {}", json.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    for f in scale::plot::write(&curves, out_dir)? {
+        println!("{}", f.display());
+    }
+    Ok(())
 }
 
 /// The one section that runs without the Docker lab, after it.

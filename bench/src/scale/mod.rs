@@ -15,7 +15,7 @@ mod probe;
 
 use std::{fmt::Write as _, net::SocketAddrV4, time::Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     peers::Tools,
@@ -25,7 +25,7 @@ use containers::Containers;
 use probe::{Figures, Probe, Traffic};
 
 /// What grows in a step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Axis {
     /// Service rules in a nat chain of `s`, written by iptables-nft.
@@ -93,7 +93,7 @@ fn steps(quick: bool) -> Vec<(Axis, usize)> {
     out
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepResult {
     pub axis: Axis,
     pub size: usize,
@@ -139,7 +139,7 @@ impl StepResult {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scale {
     pub quick: bool,
     pub runs_per_step: usize,

@@ -43,12 +43,13 @@ fn points(steps: &[&StepResult], f: impl Fn(&StepResult) -> Option<f64>) -> Poin
         .collect()
 }
 
+/// The y axis's top: room above the highest point for the legend.
 fn top(series: &[&Points]) -> f64 {
     let max = series
         .iter()
         .flat_map(|p| p.iter().map(|x| x.1))
         .fold(0.0, f64::max);
-    (max * 1.15).max(1.0)
+    (max * 1.5).max(1.0)
 }
 
 /// One chart: `lines` against the size, and each target as a dashed
@@ -81,6 +82,7 @@ fn panel(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .light_line_style(WHITE)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 14))
