@@ -8,7 +8,7 @@ use crate::{
     cost::{self, Cost, ToolCost},
     drops::DropsCost,
     peers::{AttachPoint, Tools},
-    scale::{Axis, Scale},
+    scale::Scale,
     startup::{self, Startup, READY_RULES, READY_TRACEPOINT},
     stats::{show, Summary},
     throughput::CondResult,
@@ -141,7 +141,7 @@ fn pct(v: f64) -> String {
 fn ms(v: f64) -> String {
     format!("{v:.0}")
 }
-fn mib(v: f64) -> String {
+pub fn mib(v: f64) -> String {
     format!("{:.1}", v / 1024.0)
 }
 fn int(v: f64) -> String {
@@ -151,7 +151,7 @@ fn bytes_mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-fn target(name: &str, threshold: &str, measured: String, pass: Option<bool>) -> Target {
+pub fn target(name: &str, threshold: &str, measured: String, pass: Option<bool>) -> Target {
     Target {
         name: name.to_string(),
         threshold: threshold.to_string(),
@@ -311,7 +311,9 @@ impl Results {
             self.loss_targets(&mut t);
             self.footprint_targets(&mut t);
         }
-        self.scale_targets(&mut t);
+        if let Some(sc) = &self.scale {
+            t.extend(sc.targets());
+        }
         if self.in_lab() {
             self.peer_targets(&mut t);
         }
@@ -468,90 +470,6 @@ impl Results {
                 bytes_mib(self.memory.pathtrace_maps_bytes)
             },
             (!maps.is_empty()).then_some(self.memory.pathtrace_maps_bytes <= 2 << 20),
-        ));
-    }
-
-    /// The cost curves: ready at every size, the first rule-attributed hop
-    /// at 10k rules and the peak RSS at 50k rules.
-    fn scale_targets(&self, t: &mut Vec<Target>) {
-        let Some(sc) = &self.scale else { return };
-        let ready: Vec<(String, Option<f64>)> = sc
-            .steps
-            .iter()
-            .map(|r| {
-                (
-                    format!("{} {}", r.axis.label(), r.size),
-                    r.ready_ms.as_ref().map(|s| s.median),
-                )
-            })
-            .collect();
-        let over: Vec<String> = ready
-            .iter()
-            .filter_map(|(step, v)| match v {
-                Some(v) if *v <= 100.0 => None,
-                Some(v) => Some(format!("{step}: {v:.0} ms")),
-                None => Some(format!("{step}: not measured")),
-            })
-            .collect();
-        let worst = ready
-            .iter()
-            .filter_map(|(step, v)| Some((step, (*v)?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        t.push(target(
-            "scale: ready at every step (rules, namespaces, veths, containers)",
-            "<= 100 ms (median of each step)",
-            match worst {
-                None => "not measured".into(),
-                Some((step, v)) => format!(
-                    "{} of {} steps within; worst {v:.0} ms ({step}){}",
-                    ready.len() - over.len(),
-                    ready.len(),
-                    if over.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; over: {}", over.join(", "))
-                    }
-                ),
-            },
-            worst.map(|_| over.is_empty()),
-        ));
-        let at = |size: usize, f: fn(&crate::scale::StepResult) -> Option<f64>| {
-            [Axis::IptablesRules, Axis::NftRules]
-                .map(|axis| (axis.label(), sc.step(axis, size).and_then(f)))
-        };
-        let both = |v: [(&str, Option<f64>); 2], unit: fn(f64) -> String, max: f64| {
-            let shown = v
-                .iter()
-                .map(|(l, x)| format!("{l} {}", x.map_or("not measured".into(), unit)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let pass = v
-                .iter()
-                .all(|(_, x)| x.is_some())
-                .then(|| v.iter().all(|(_, x)| x.is_some_and(|x| x <= max)));
-            (shown, pass)
-        };
-        let (shown, pass) = both(
-            at(10_000, |r| r.first_rule_hop_ms.as_ref().map(|s| s.median)),
-            |v| format!("{v:.0} ms"),
-            1000.0,
-        );
-        t.push(target(
-            "scale: first rule-attributed hop at 10,000 rules",
-            "<= 1 s (median), iptables-nft and nft",
-            shown,
-            pass,
-        ));
-        let (shown, pass) = both(
-            at(50_000, |r| r.peak_rss_kib.as_ref().map(|s| s.median)),
-            |v| format!("{} MiB", mib(v)),
-            30.0 * 1024.0,
-        );
-        t.push(target(
-            "scale: peak RSS at 50,000 rules",
-            "<= 30 MiB (median), iptables-nft and nft",
-            shown,
-            pass,
         ));
     }
 
@@ -1046,7 +964,7 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scale::StepResult;
+    use crate::scale::{Axis, StepResult};
 
     fn step(axis: Axis, size: usize, ready: f64, hop: f64) -> StepResult {
         StepResult {

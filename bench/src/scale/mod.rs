@@ -12,6 +12,7 @@ mod containers;
 mod hosts;
 pub mod plot;
 mod probe;
+mod targets;
 
 use std::{fmt::Write as _, net::SocketAddrV4, time::Instant};
 
