@@ -317,6 +317,29 @@ mod tests {
     }
 
     #[test]
+    fn the_exit_line_says_when_the_open_packet_bound_was_reached() {
+        let quiet = Stats {
+            packets: 2,
+            events: 14,
+            ..Stats::default()
+        };
+        assert_eq!(
+            stats(&quiet),
+            "2 packets, 14 events, 0 lost (tier tracepoint)"
+        );
+        let flood = Stats {
+            settled_early: 37,
+            ..quiet
+        };
+        assert!(
+            stats(&flood)
+                .ends_with(", 37 settled early at the open-packet bound (8192 packets, 4 MiB)"),
+            "{}",
+            stats(&flood)
+        );
+    }
+
+    #[test]
     fn a_hops_conntrack_entry_in_a_few_words() {
         let dnat = Conntrack {
             info: CtInfo::New,
