@@ -113,11 +113,11 @@ impl EventReader {
         Ok(n)
     }
 
-    /// Hands over what has arrived without waiting (bounded: under a flood
-    /// the ring's thread refills as fast as this empties).
-    pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+    /// Hands over what has arrived without waiting, about `max` records
+    /// at most (whole batches).
+    pub fn drain_now(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
-        while n < 64 * BATCH {
+        while n < max {
             let Ok(b) = self.batches.try_recv() else {
                 break;
             };
@@ -126,17 +126,25 @@ impl EventReader {
         n
     }
 
-    /// At the end: what the kernel wrote until now, then the reader stops.
-    pub async fn finish(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+    /// At the end: tells the ring's thread to stop, and hands over what
+    /// the kernel wrote until now, about `max` records per call; `None`
+    /// once all of it was handed over.
+    pub async fn last(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Option<usize> {
         self.stop.store(true, Ordering::Relaxed);
         let mut n = 0;
-        while let Some(b) = self.batches.recv().await {
-            n += b.each(&mut each);
+        while n < max {
+            match self.batches.recv().await {
+                Some(b) => n += b.each(&mut each),
+                None if n > 0 => break,
+                None => {
+                    if let Some(t) = self.thread.take() {
+                        let _ = t.join();
+                    }
+                    return None;
+                }
+            }
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        n
+        Some(n)
     }
 }
 
