@@ -358,14 +358,17 @@ pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
 /// nftables table that isn't pathtrace's own (iptables-nft's included), or
 /// an iptables-legacy table.
 pub fn has_rules(netns: Option<&Path>) -> Result<bool, NfError> {
-    in_netns::call_opt(netns, || {
-        let mut ctl = NlSocket::open(false)?;
-        ctl.set_rcv_timeout(Duration::from_secs(3))?;
-        let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
-        let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
-            .is_ok_and(|names| !names.trim().is_empty());
-        Ok::<_, NfError>(nft || legacy)
-    })?
+    in_netns::call_opt(netns, has_rules_here)?
+}
+
+/// [`has_rules`] for the calling thread's namespace.
+pub fn has_rules_here() -> Result<bool, NfError> {
+    let mut ctl = NlSocket::open(false)?;
+    ctl.set_rcv_timeout(Duration::from_secs(3))?;
+    let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
+    let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+        .is_ok_and(|names| !names.trim().is_empty());
+    Ok(nft || legacy)
 }
 
 /// The ruleset generation of the namespace at `netns` (see [`generation`]).
