@@ -46,6 +46,7 @@ mod nflog;
 mod rules;
 mod socket;
 mod table;
+mod texts;
 mod trace;
 
 #[cfg(test)]
