@@ -257,14 +257,17 @@ pub struct RuleKinds {
     pub all_counted: bool,
 }
 
+/// Each chain's rule handles, in rule order.
+pub type ChainHandles = Vec<(String, Vec<u64>)>;
+
 /// The handles of the rules of one table, by chain, each chain in rule
 /// order, folded as the dump arrives (no record per rule is kept).
 pub fn rule_handles(
     sock: &mut NlSocket,
     family: u8,
     table: &str,
-) -> Result<(Vec<(String, Vec<u64>)>, RuleKinds), NfError> {
-    type Fold = (Vec<(String, Vec<u64>)>, Option<RuleKinds>);
+) -> Result<(ChainHandles, RuleKinds), NfError> {
+    type Fold = (ChainHandles, Option<RuleKinds>);
     let mut req = AttrWriter::new();
     req.put_str(NFTA_RULE_TABLE, table);
     let (chains, kinds) = dump_each(

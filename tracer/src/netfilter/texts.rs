@@ -33,7 +33,7 @@ impl Texts {
         self.open.push('\n');
         self.at.push((handle, self.lines));
         self.lines += 1;
-        if self.open.len() >= 4096 || self.lines as usize % BLOCK == 0 {
+        if self.open.len() >= 4096 || (self.lines as usize).is_multiple_of(BLOCK) {
             self.seal();
         }
     }
