@@ -26,6 +26,8 @@ pub struct ProgFd {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Held {
     pub map_ids: Vec<u64>,
+    /// The maps' `memlock` added up (what `bpftool` shows as `bytes_memlock`).
+    pub map_memlock: u64,
     pub progs: Vec<ProgFd>,
 }
 
@@ -56,6 +58,7 @@ pub fn held_by(pid: i32) -> Result<Held> {
         if is_map {
             if let Some(id) = field("map_id") {
                 held.map_ids.push(id);
+                held.map_memlock += field("memlock").unwrap_or(0);
             }
         } else if let Some(id) = field("prog_id") {
             held.progs.push(ProgFd {

@@ -5,10 +5,13 @@
 //! published port (192.0.2.25:8092 → 198.51.100.2:80), and measures:
 //! throughput with and without tracers (pathtrace, a bpftrace peer, nft
 //! trace), the highest matching packet rate pathtrace traces without loss,
-//! start-up time and memory. Every figure is taken several times and given
-//! as median [min–max]; comparisons are ratios against a baseline measured in
-//! the same run. It writes a Markdown table and a JSON file, and exits 0
-//! whether or not the targets are met (only a broken run fails).
+//! start-up time and memory. Then, with the lab gone, the cost curves: how
+//! start-up and memory grow with the host's rules, namespaces, veths and
+//! containers (`scale`). Every figure is taken several times and given as
+//! median [min–max]; comparisons are ratios against a baseline measured in
+//! the same run. It writes one Markdown report and one JSON file (and the
+//! curves as PNG), and exits 0 whether or not the targets are met (only a
+//! broken run fails).
 //!
 //! All traffic stays between the lab's namespaces; every load loop is bounded
 //! in time and count; the lab and every process started are removed on exit.
@@ -21,7 +24,6 @@ mod net;
 mod peers;
 mod report;
 mod scale;
-mod scale_plot;
 mod startup;
 mod stats;
 mod throughput;
@@ -79,7 +81,7 @@ struct Args {
     /// The pathtrace binary (default: next to this one).
     #[arg(long, value_name = "PATH")]
     pathtrace: Option<PathBuf>,
-    /// Sections to run (default all): cost, drops, throughput, traced, startup.
+    /// Sections to run (default all): cost, drops, throughput, traced, startup, scale.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Profiling aid: run only this condition's tracer (b, c, d0, d, e) under a stream.
@@ -93,7 +95,7 @@ struct Args {
     /// Soak with the TCP stream instead of UDP.
     #[arg(long, hide = true)]
     soak_tcp: bool,
-    /// Stop measuring after this many seconds, whatever is left (default: 300 quick, 1500 full).
+    /// Stop measuring after this many seconds, whatever is left (default: 600 quick, 1800 full).
     #[arg(long, value_name = "SECS")]
     max_secs: Option<u64>,
     /// Compare pathtrace's tiers instead (e.g. tracepoint,fentry,kprobe): the
@@ -104,10 +106,15 @@ struct Args {
     /// The paced rate of the kernel cost sections' streams (default 40000).
     #[arg(long, value_name = "PPS")]
     cost_pps: Option<u64>,
-    /// Instead of the rest: how start-up and memory grow with the host's
-    /// rules, namespaces and interfaces (with --quick, the small sizes only).
+    /// Only the cost curves (the same as `--only scale`): how start-up and
+    /// memory grow with the host's rules, namespaces, interfaces and
+    /// containers (with --quick, the small sizes only).
     #[arg(long, conflicts_with_all = ["only", "tiers", "soak"])]
     scale: bool,
+    /// Measure nothing: draw the curves' PNGs again from a report's JSON
+    /// (`bench-*.json` or `scale-*.json`) into --out.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["only", "tiers", "soak", "scale"])]
+    replot: Option<PathBuf>,
     /// The floor's eBPF object (default: where `cargo xtask build-ebpf` leaves it).
     #[arg(long, value_name = "PATH")]
     floor_obj: Option<PathBuf>,
@@ -138,7 +145,7 @@ impl Plan {
     fn new(quick: bool, max_secs: Option<u64>, cost_pps: Option<u64>) -> Plan {
         let cost_pps = cost_pps.unwrap_or(cost::COST_PPS);
         let rates = vec![10_000, 25_000, 50_000, 100_000, 200_000];
-        let max_secs = max_secs.unwrap_or(if quick { 300 } else { 1500 });
+        let max_secs = max_secs.unwrap_or(if quick { 600 } else { 1800 });
         let deadline = Instant::now() + Duration::from_secs(max_secs);
         if quick {
             Plan {
@@ -410,6 +417,13 @@ fn main() {
 
 fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench-results"));
+    if let Some(json) = &args.replot {
+        return replot(json, &out_dir);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the lab creates namespaces and pathtrace loads BPF programs");
@@ -418,10 +432,6 @@ fn run(args: &Args) -> Result<()> {
         bail!("--tiers runs the kernel cost section only: drop --only's other sections");
     }
     let plan = Plan::new(args.quick, args.max_secs, args.cost_pps);
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| workspace_root().join("bench-results"));
     let work = out_dir.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = measure(args, plan, &out_dir, &work, started);
@@ -429,49 +439,129 @@ fn run(args: &Args) -> Result<()> {
     result
 }
 
-/// `--scale`: the cost curves, without the lab.
-fn scale_only(tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<()> {
-    let started = Instant::now();
-    let deadline = plan.deadline;
-    let scale = scale::run(tools, plan.mode == "quick", || {
-        STOP.load(Ordering::SeqCst) || Instant::now() >= deadline
-    });
-    let md = format!(
-        "{}\nSource {}, wall time {:.0} s.\n",
-        scale.markdown(),
-        report::git_describe().unwrap_or_else(|| "?".into()),
-        started.elapsed().as_secs_f64()
-    );
-    let json = serde_json::to_string_pretty(&scale)?;
+/// `--replot`: the curves of the report `json` drawn again into `out_dir`.
+fn replot(json: &Path, out_dir: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let curves = report
+        .get_mut("scale")
+        .map(serde_json::Value::take)
+        .filter(|v| !v.is_null())
+        .with_context(|| format!("{} holds no curves (`scale`)", json.display()))?;
+    let curves: scale::Scale = serde_json::from_value(curves)
+        .with_context(|| format!("reading the curves of {}", json.display()))?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let stem = out_dir.join(format!("scale-{}", plan.mode));
-    std::fs::write(stem.with_extension("md"), &md)?;
-    std::fs::write(stem.with_extension("json"), &json)?;
-    match scale_plot::write(&scale, out_dir) {
-        Ok(files) => eprintln!("pathtrace-bench: plots {files:?}"),
-        Err(e) => eprintln!("pathtrace-bench: plotting the curves: {e:#}"),
+    for f in scale::plot::write(&curves, out_dir)? {
+        println!("{}", f.display());
     }
-    println!("{md}");
-    let failed = scale.steps.iter().filter(|s| !s.errors.is_empty()).count();
+    Ok(())
+}
+
+/// The one section that runs without the Docker lab, after it.
+pub const SCALE: &str = "scale";
+
+fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
+    let mut notes = Vec::new();
+    let tools = tools(args, work, &mut notes)?;
+    for n in &notes {
+        eprintln!("pathtrace-bench: {n}");
+    }
+    if let Some(key) = &args.soak {
+        return soak(args, plan, tools, notes, key);
+    }
+    let sections = sections(args);
+    let in_lab: Vec<String> = sections.iter().filter(|s| *s != SCALE).cloned().collect();
+    let docker = match args.docker {
+        DockerChoice::Emulated => "emulated",
+        DockerChoice::Real => "real",
+    };
+    let mut results = report::Results::new(&plan, &tools, docker);
+    let mut timings = Vec::new();
+    let mut torn = None;
+    if in_lab.is_empty() {
+        results.notes = notes;
+    } else {
+        torn = lab_sections(
+            args,
+            &plan,
+            &tools,
+            notes,
+            &in_lab,
+            &mut results,
+            &mut timings,
+        )?;
+    }
+    if sections.iter().any(|s| s == SCALE) {
+        run_scale(&tools, &plan, &mut results, &mut timings);
+    }
+    if STOP.load(Ordering::SeqCst) {
+        results.note("interrupted: results are partial".into());
+    } else if Instant::now() >= plan.deadline {
+        results.note(format!(
+            "stopped at the {} s bound: results are partial",
+            plan.max_secs
+        ));
+    }
+    results.finish(timings, started);
+    let stem = if !args.tiers.is_empty() {
+        "bench-tiers"
+    } else if in_lab.is_empty() {
+        "scale"
+    } else {
+        "bench"
+    };
+    write_report(&mut results, out_dir, stem)?;
+    if let Some(e) = torn {
+        return Err(e).context("tearing the lab down");
+    }
+    let failed = results.scale.as_ref().map_or(0, scale::Scale::failed);
     if failed > 0 {
         bail!("{failed} scale step(s) failed (see the table)");
     }
     Ok(())
 }
 
-fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instant) -> Result<()> {
-    let mut notes = Vec::new();
-    let tools = tools(args, work, &mut notes)?;
-    if args.scale {
-        return scale_only(&tools, &plan, out_dir);
+/// The cost curves (after the lab is gone), into `results`.
+fn run_scale(
+    tools: &Tools,
+    plan: &Plan,
+    results: &mut report::Results,
+    timings: &mut Vec<(String, f64)>,
+) {
+    if STOP.load(Ordering::SeqCst) || Instant::now() >= plan.deadline {
+        results.note(format!(
+            "section {SCALE} skipped: out of time or interrupted"
+        ));
+        return;
     }
-    let sections = sections(args);
-    let (mut lab, lab_secs) = start_lab(args, &plan)?;
-    let (route_tcp, route_udp, route_ladder) = routes(&lab)?;
+    let t = Instant::now();
+    let deadline = plan.deadline;
+    results.scale = Some(scale::run(tools, plan.mode == "quick", || {
+        STOP.load(Ordering::SeqCst) || Instant::now() >= deadline
+    }));
+    timings.push((SCALE.to_string(), t.elapsed().as_secs_f64()));
+    eprintln!(
+        "pathtrace-bench: {SCALE} done in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// The lab, checked and with the peer's attach points read: the context
+/// every lab section shares.
+fn prepare<'a>(
+    lab: &'a Lab,
+    plan: &Plan,
+    tools: &Tools,
+    notes: Vec<String>,
+    args: &Args,
+) -> Result<Ctx<'a>> {
+    let (route_tcp, route_udp, route_ladder) = routes(lab)?;
     let mut ctx = Ctx {
-        lab: &lab,
-        plan,
-        tools,
+        lab,
+        plan: plan.clone(),
+        tools: tools.clone(),
         route_tcp,
         route_udp,
         route_ladder,
@@ -483,9 +573,6 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
         errors: Vec::new(),
         seq: 0,
     };
-    for n in &ctx.notes {
-        eprintln!("pathtrace-bench: {n}");
-    }
     // The path works before anything is measured.
     let probe = Duration::from_millis(300);
     net::tcp_sample(&ctx.route_tcp, probe).context("TCP through the published port")?;
@@ -493,7 +580,6 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
     if u.received == 0 {
         bail!("no UDP datagram reached the container through the DNAT");
     }
-
     if args.tiers.is_empty() {
         if let Err(e) = discover_attach(&mut ctx) {
             ctx.error(
@@ -502,42 +588,50 @@ fn measure(args: &Args, plan: Plan, out_dir: &Path, work: &Path, started: Instan
             );
         }
     }
+    Ok(ctx)
+}
 
-    if let Some(key) = &args.soak {
-        let cond = throughput::Cond::from_key(key).context("--soak takes b, c, d0, d or e")?;
-        let r = throughput::soak(
-            &mut ctx,
-            cond,
-            args.soak_secs,
-            args.soak_rate,
-            args.soak_tcp,
-        );
-        drop(ctx);
-        lab.teardown().context("tearing the lab down")?;
-        return r;
-    }
-    let mut results = report::Results::new(&ctx, args.docker == DockerChoice::Real, lab_secs);
-    let timings = run_sections(&mut ctx, args, &sections, &mut results);
-    if STOP.load(Ordering::SeqCst) {
-        ctx.note("interrupted: results are partial".into());
-    } else if Instant::now() >= ctx.plan.deadline {
-        ctx.note(format!(
-            "stopped at the {} s bound: results are partial",
-            ctx.plan.max_secs
-        ));
-    }
-    let teardown = Instant::now();
-    results.finish(&ctx, timings, started);
+/// Runs `sections` in the Docker lab, into `results`; the lab's teardown
+/// error, if it had one.
+fn lab_sections(
+    args: &Args,
+    plan: &Plan,
+    tools: &Tools,
+    notes: Vec<String>,
+    sections: &[String],
+    results: &mut report::Results,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<Option<anyhow::Error>> {
+    let (mut lab, lab_secs) = start_lab(args, plan)?;
+    results.lab_start_secs = lab_secs;
+    let mut ctx = prepare(&lab, plan, tools, notes, args)?;
+    timings.extend(run_sections(&mut ctx, args, sections, results));
+    results.take_lab(&ctx);
     drop(ctx);
+    let teardown = Instant::now();
     let torn = lab.teardown();
     results.teardown_secs = teardown.elapsed().as_secs_f64();
-    results.wall_secs = started.elapsed().as_secs_f64();
-    if let Err(e) = &torn {
+    Ok(torn.err().map(|e| {
         results.errors.push(format!("lab teardown: {e}"));
-    }
-    write_report(&results, out_dir)?;
-    torn.context("tearing the lab down")?;
-    Ok(())
+        anyhow::Error::from(e)
+    }))
+}
+
+/// `--soak`: one condition's tracer under a stream, for profiling.
+fn soak(args: &Args, plan: Plan, tools: Tools, notes: Vec<String>, key: &str) -> Result<()> {
+    let (mut lab, _) = start_lab(args, &plan)?;
+    let mut ctx = prepare(&lab, &plan, &tools, notes, args)?;
+    let cond = throughput::Cond::from_key(key).context("--soak takes b, c, d0, d or e")?;
+    let r = throughput::soak(
+        &mut ctx,
+        cond,
+        args.soak_secs,
+        args.soak_rate,
+        args.soak_tcp,
+    );
+    drop(ctx);
+    lab.teardown().context("tearing the lab down")?;
+    r
 }
 
 /// pathtrace, the bpftrace peer (unless tiers are compared with each
@@ -584,14 +678,12 @@ fn tools(args: &Args, work: &Path, notes: &mut Vec<String>) -> Result<Tools> {
 fn sections(args: &Args) -> Vec<String> {
     if !args.tiers.is_empty() {
         vec!["cost".into()]
+    } else if args.scale {
+        vec![SCALE.into()]
     } else if args.only.is_empty() {
-        vec![
-            "cost".into(),
-            "drops".into(),
-            "throughput".into(),
-            "traced".into(),
-            "startup".into(),
-        ]
+        ["cost", "drops", "throughput", "traced", "startup", SCALE]
+            .map(String::from)
+            .to_vec()
     } else {
         args.only.clone()
     }
@@ -692,14 +784,24 @@ fn run_sections(
     timings
 }
 
-/// Writes the report as Markdown and JSON into `out_dir`, and prints it.
-fn write_report(results: &report::Results, out_dir: &Path) -> Result<()> {
-    let (md, json) = results.render();
+/// Writes the curves as PNG (their names go into the report), then the
+/// report as Markdown and JSON, into `out_dir` as `STEM-MODE.*`, and prints it.
+fn write_report(results: &mut report::Results, out_dir: &Path, stem: &str) -> Result<()> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let stem = match &results.tiers {
-        Some(_) => format!("bench-tiers-{}", results.plan.mode),
-        None => format!("bench-{}", results.plan.mode),
-    };
+    if let Some(scale) = &results.scale {
+        match scale::plot::write(scale, out_dir) {
+            Ok(files) => {
+                results.plots = files
+                    .iter()
+                    .filter_map(|f| f.file_name())
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .collect();
+            }
+            Err(e) => results.errors.push(format!("plotting the curves: {e:#}")),
+        }
+    }
+    let (md, json) = results.render();
+    let stem = format!("{stem}-{}", results.plan.mode);
     let md_path = out_dir.join(format!("{stem}.md"));
     let json_path = out_dir.join(format!("{stem}.json"));
     std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;

@@ -80,6 +80,8 @@ pub struct PtRun {
     pub ready: Option<Duration>,
     /// How it ended, once `finish` has run.
     pub stop: Option<StopInfo>,
+    /// With `--json` the stats go to the JSON output, not to stderr.
+    json: bool,
 }
 
 /// Which signal ended a pathtrace run, and how long after the SIGINT.
@@ -168,6 +170,7 @@ impl PtRun {
             out,
             ready,
             stop: None,
+            json: args.iter().any(|a| a == "--json"),
         })
     }
 
@@ -210,7 +213,7 @@ impl PtRun {
         };
         let text = self.proc.stderr_text();
         let stats = parse_stats(&text);
-        if stats.is_none() {
+        if stats.is_none() && !self.json {
             log::warn!("pathtrace ({status}) printed no stats line: {text}");
         }
         Ok(stats)

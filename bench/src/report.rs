@@ -7,7 +7,8 @@ use crate::{
     bpf::{MapInfo, ProgFd},
     cost::{self, Cost, ToolCost},
     drops::DropsCost,
-    peers::AttachPoint,
+    peers::{AttachPoint, Tools},
+    scale::Scale,
     startup::{self, Startup, READY_RULES, READY_TRACEPOINT},
     stats::{show, Summary},
     throughput::CondResult,
@@ -80,11 +81,18 @@ pub struct Results {
     pub throughput: Option<Vec<CondResult>>,
     pub traced: Option<Traced>,
     pub startup: Option<Startup>,
+    /// The cost curves, measured after the lab is gone.
+    pub scale: Option<Scale>,
+    /// The curves' PNG files, beside the report.
+    pub plots: Vec<String>,
     pub ready_ms: Vec<ReadyRow>,
     pub memory: MemorySummary,
     pub targets: Vec<Target>,
     pub section_secs: Vec<(String, f64)>,
     pub teardown_secs: f64,
+    /// The 1-minute load average when the run started and ended.
+    pub load_start: Option<String>,
+    pub load_end: Option<String>,
     pub wall_secs: f64,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
@@ -99,6 +107,12 @@ pub fn git_describe() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_string)
 }
 
 fn perf_buffer_bytes() -> u64 {
@@ -127,7 +141,7 @@ fn pct(v: f64) -> String {
 fn ms(v: f64) -> String {
     format!("{v:.0}")
 }
-fn mib(v: f64) -> String {
+pub fn mib(v: f64) -> String {
     format!("{:.1}", v / 1024.0)
 }
 fn int(v: f64) -> String {
@@ -137,7 +151,7 @@ fn bytes_mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-fn target(name: &str, threshold: &str, measured: String, pass: Option<bool>) -> Target {
+pub fn target(name: &str, threshold: &str, measured: String, pass: Option<bool>) -> Target {
     Target {
         name: name.to_string(),
         threshold: threshold.to_string(),
@@ -185,7 +199,7 @@ fn versus(
 }
 
 impl Results {
-    pub fn new(ctx: &Ctx, real_docker: bool, lab_secs: f64) -> Results {
+    pub fn new(plan: &Plan, tools: &Tools, docker: &'static str) -> Results {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -195,16 +209,16 @@ impl Results {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            plan: ctx.plan.clone(),
+            plan: plan.clone(),
             machine: Machine {
                 kernel,
                 cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-                docker: if real_docker { "real" } else { "emulated" },
-                bpftrace: ctx.tools.bpftrace.as_ref().map(|b| b.version.clone()),
-                pathtrace: ctx.tools.pathtrace.display().to_string(),
+                docker,
+                bpftrace: tools.bpftrace.as_ref().map(|b| b.version.clone()),
+                pathtrace: tools.pathtrace.display().to_string(),
                 source: git_describe(),
             },
-            lab_start_secs: lab_secs,
+            lab_start_secs: 0.0,
             pathtrace_attach: Vec::new(),
             peer_attach: Vec::new(),
             cost: None,
@@ -213,23 +227,39 @@ impl Results {
             throughput: None,
             traced: None,
             startup: None,
+            scale: None,
+            plots: Vec::new(),
             ready_ms: Vec::new(),
             memory: MemorySummary::default(),
             targets: Vec::new(),
             section_secs: Vec::new(),
             teardown_secs: 0.0,
+            load_start: load_average(),
+            load_end: None,
             wall_secs: 0.0,
             notes: Vec::new(),
             errors: Vec::new(),
         }
     }
 
-    /// Collects what the context gathered and checks the targets.
-    pub fn finish(&mut self, ctx: &Ctx, section_secs: Vec<(String, f64)>, started: Instant) {
+    /// A note for the report, also said on stderr.
+    pub fn note(&mut self, msg: String) {
+        eprintln!("pathtrace-bench: {msg}");
+        self.notes.push(msg);
+    }
+
+    /// Checks the targets, once everything is measured.
+    pub fn finish(&mut self, section_secs: Vec<(String, f64)>, started: Instant) {
         self.section_secs = section_secs;
         self.wall_secs = started.elapsed().as_secs_f64();
-        self.notes = ctx.notes.clone();
-        self.errors = ctx.errors.clone();
+        self.load_end = load_average();
+        self.targets = self.check_targets();
+    }
+
+    /// Collects what the lab sections gathered.
+    pub fn take_lab(&mut self, ctx: &Ctx) {
+        self.notes.extend(ctx.notes.iter().cloned());
+        self.errors.extend(ctx.errors.iter().cloned());
         self.pathtrace_attach = ctx.pathtrace_attach.clone();
         self.peer_attach = ctx.attach.clone();
         self.ready_ms = startup::summaries(&ctx.ready_ms)
@@ -254,7 +284,6 @@ impl Results {
             pathtrace_progs: m.pathtrace_progs.clone(),
             bpftrace_progs: m.bpftrace_progs.clone(),
         };
-        self.targets = self.check_targets();
     }
 
     fn cond(&self, key: &str) -> Option<&CondResult> {
@@ -276,12 +305,24 @@ impl Results {
 
     fn check_targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
-        self.cost_targets(&mut t);
-        self.throughput_targets(&mut t);
-        self.loss_targets(&mut t);
-        self.footprint_targets(&mut t);
-        self.peer_targets(&mut t);
+        if self.in_lab() {
+            self.cost_targets(&mut t);
+            self.throughput_targets(&mut t);
+            self.loss_targets(&mut t);
+            self.footprint_targets(&mut t);
+        }
+        if let Some(sc) = &self.scale {
+            t.extend(sc.targets());
+        }
+        if self.in_lab() {
+            self.peer_targets(&mut t);
+        }
         t
+    }
+
+    /// Whether sections ran in the Docker lab (not only the curves).
+    fn in_lab(&self) -> bool {
+        self.section_secs.iter().any(|(n, _)| n != crate::SCALE)
     }
 
     /// Kernel time per packet, non-matching and dropped.
@@ -530,21 +571,36 @@ impl Results {
 
     /// The run's first line: source, kernel, machine, times.
     fn header(&self, s: &mut String) {
+        let mut parts = Vec::new();
+        let in_lab = self.in_lab();
+        if in_lab {
+            parts.push(format!("lab start {:.1} s", self.lab_start_secs));
+        }
+        for (n, t) in &self.section_secs {
+            if in_lab && n == crate::SCALE {
+                parts.push(format!("lab teardown {:.1} s", self.teardown_secs));
+            }
+            parts.push(format!("{n} {t:.0} s"));
+        }
+        if in_lab && self.scale.is_none() {
+            parts.push(format!("lab teardown {:.1} s", self.teardown_secs));
+        }
         let _ = writeln!(
             s,
-            "Source {}, kernel {}, {} CPUs, {} Docker lab, {}. Wall time **{:.0} s** (lab start {:.1} s{}, teardown {:.1} s).\n",
+            "Source {}, kernel {}, {} CPUs, {}, {}. Wall time **{:.0} s** ({}). Load average (1 min) {} at the start, {} at the end.\n",
             self.machine.source.as_deref().unwrap_or("?"),
             self.machine.kernel,
             self.machine.cpus,
-            self.machine.docker,
+            if in_lab {
+                format!("{} Docker lab", self.machine.docker)
+            } else {
+                "no lab".to_string()
+            },
             self.machine.bpftrace.as_deref().unwrap_or("no bpftrace"),
             self.wall_secs,
-            self.lab_start_secs,
-            self.section_secs
-                .iter()
-                .map(|(n, t)| format!(", {n} {t:.0} s"))
-                .collect::<String>(),
-            self.teardown_secs
+            parts.join(", "),
+            self.load_start.as_deref().unwrap_or("?"),
+            self.load_end.as_deref().unwrap_or("?"),
         );
     }
 
@@ -579,22 +635,41 @@ impl Results {
         }
         let _ = writeln!(s, "# pathtrace-bench: {} run\n", p.mode);
         self.header(&mut s);
-        let _ = writeln!(
-            s,
-            "Figures are median [min–max] over the samples of this run; ratios pair each sample with the baseline (a) sample of the same round. \
-             Throughput: {} round(s) × {} sample(s) of {:.0} s per condition. Traced rates: {} s per rate, {} repetition(s) (bpftrace {}).\n",
-            p.rounds, p.per_round, p.sample_secs, p.rate_step_secs, p.rate_reps, p.bpftrace_rate_reps
-        );
-        self.targets_section(&mut s);
-        self.attach_section(&mut s);
-        self.cost_section(&mut s);
-        if let Some(d) = &self.drops {
-            d.markdown(&mut s);
+        let in_lab = self.in_lab();
+        if in_lab {
+            let _ = writeln!(
+                s,
+                "Figures are median [min–max] over the samples of this run; ratios pair each sample with the baseline (a) sample of the same round. \
+                 Throughput: {} round(s) × {} sample(s) of {:.0} s per condition. Traced rates: {} s per rate, {} repetition(s) (bpftrace {}).\n",
+                p.rounds, p.per_round, p.sample_secs, p.rate_step_secs, p.rate_reps, p.bpftrace_rate_reps
+            );
         }
-        self.throughput_section(&mut s);
-        self.traced_section(&mut s);
-        self.startup_section(&mut s);
-        self.memory_section(&mut s);
+        self.targets_section(&mut s);
+        if in_lab {
+            self.attach_section(&mut s);
+            self.cost_section(&mut s);
+            if let Some(d) = &self.drops {
+                d.markdown(&mut s);
+            }
+            self.throughput_section(&mut s);
+            self.traced_section(&mut s);
+            self.startup_section(&mut s);
+            self.memory_section(&mut s);
+        }
+        if let Some(sc) = &self.scale {
+            sc.markdown(&mut s);
+            if !self.plots.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nThe curves, beside this report: {}.",
+                    self.plots
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
         self.notes_and_errors(&mut s);
         s
     }
@@ -883,5 +958,69 @@ impl Results {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::{Axis, StepResult};
+
+    fn step(axis: Axis, size: usize, ready: f64, hop: f64) -> StepResult {
+        StepResult {
+            axis,
+            size,
+            build_secs: 0.1,
+            ready_ms: Summary::of(&[ready]),
+            first_rule_hop_ms: Summary::of(&[hop]),
+            peak_rss_kib: Summary::of(&[25.0 * 1024.0]),
+            kernel_maps_kib: Summary::of(&[1642.0]),
+            kernel_progs_kib: Summary::of(&[80.0]),
+            other_netns: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_curves_get_their_targets() {
+        let tools = Tools {
+            pathtrace: "/nonexistent/pathtrace".into(),
+            bpftrace: None,
+            floor_obj: "/nonexistent/floor".into(),
+            work: std::env::temp_dir(),
+        };
+        let mut r = Results::new(&Plan::new(true, None, None), &tools, "emulated");
+        r.scale = Some(Scale {
+            quick: true,
+            runs_per_step: 1,
+            steps: vec![
+                step(Axis::IptablesRules, 10_000, 80.0, 600.0),
+                step(Axis::NftRules, 10_000, 120.0, 1200.0),
+                step(Axis::Containers, 5, 90.0, 200.0),
+            ],
+        });
+        r.finish(vec![(crate::SCALE.into(), 1.0)], Instant::now());
+        let row = |name: &str| {
+            r.targets
+                .iter()
+                .find(|t| t.name.starts_with(name))
+                .unwrap_or_else(|| panic!("no target {name}"))
+        };
+        let ready = row("scale: ready");
+        assert_eq!(ready.pass, Some(false));
+        assert!(
+            ready.measured.contains("2 of 3 steps within"),
+            "{}",
+            ready.measured
+        );
+        assert!(ready.measured.contains("nft rules 10000: 120 ms"));
+        let hop = row("scale: first rule-attributed hop");
+        assert_eq!(hop.pass, Some(false));
+        assert!(hop
+            .measured
+            .contains("iptables-nft rules 600 ms, nft rules 1200 ms"));
+        assert_eq!(row("scale: peak RSS at 50,000 rules").pass, None);
+        // Only the curves ran: no row of the lab's sections.
+        assert_eq!(r.targets.len(), 3);
     }
 }

@@ -1,8 +1,8 @@
 //! Median, min and max of repeated measurements.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A figure taken several times: its median, range and every sample.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,

@@ -1,7 +1,8 @@
 //! `cargo xtask bench [--quick] [ARGS]`: build everything release-mode the
 //! way `demo` does (the eBPF object, then `tracer` and the `pathtrace-bench`
-//! crate), and run `pathtrace-bench` in the namespace lab. Results go to
-//! `bench-results/` (Markdown and JSON). Missed targets don't fail the task;
+//! crate), and run `pathtrace-bench`: the namespace lab's sections, then
+//! the cost curves. Results go to `bench-results/` (one Markdown report,
+//! its JSON, and the curves as PNG). Missed targets don't fail the task;
 //! only a run that breaks does. With `--vm KERNEL` it runs in a guest
 //! instead (`vm/bench.rs`).
 use std::process::Command;

@@ -36,7 +36,7 @@ enum Task {
     /// With `--vm`, run the root integration tests in stock Debian kernels in QEMU instead;
     /// with `--arm64`, the smoke suite on arm64 under qemu-system-aarch64.
     Test(test::Options),
-    /// Build everything (release) and run the benchmark in the namespace lab (`--quick`: about three minutes; `--scale`: the cost curves instead).
+    /// Build everything (release) and run the benchmark in the namespace lab, the cost curves included (`--quick`: about four minutes; `--scale`: the cost curves alone).
     /// With `--vm`, compare the kernel cost per packet of the tracepoint, fentry and kprobe
     /// tiers in a VM instead.
     Bench(bench::Options),

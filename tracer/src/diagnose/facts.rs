@@ -290,7 +290,7 @@ fn place_values(p: &Packet, at: Option<&Hop>, view: &mut View, v: &mut Values) {
     set_place(view, at.map(|h| h.netns).unwrap_or(0), v);
     v.set(
         Fact::Ifname,
-        at.map(|h| h.ifname.clone())
+        at.map(|h| h.ifname.to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "-".into()),
     );
@@ -570,7 +570,7 @@ fn routing_values(
         Some("NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD")
     ) {
         v.set(Fact::Neighbour, last.daddr.to_string());
-        v.set(Fact::NeighDevice, at.ifname.clone());
+        v.set(Fact::NeighDevice, at.ifname.to_string());
         v.set(Fact::NeighState, " was not read");
         let path = view.netns.path(at.netns);
         if let Some(n) = crate::evidence::neigh::next_hop(path.as_deref(), last.daddr) {
@@ -842,7 +842,7 @@ impl Facts {
         let netns = ends.at.map(|h| h.netns).unwrap_or(0);
         let forwarding = (reason.as_deref() == Some("IP_INADDRERRORS"))
             .then(|| {
-                let ifname = ends.at.map(|h| h.ifname.clone()).unwrap_or_default();
+                let ifname = ends.at.map(|h| h.ifname.to_string()).unwrap_or_default();
                 forwarding_of(view, netns, &ifname, v6)
             })
             .flatten();
@@ -861,7 +861,7 @@ impl Facts {
             rule.is_none(),
             &mut v,
         );
-        let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
+        let icmp = p.hops.iter().rev().find_map(|h| h.icmp.as_deref().copied());
         if let Some(e) = icmp {
             icmp_values(e, &mut v);
         }
@@ -1082,7 +1082,7 @@ fn inferred_reason(at: &Hop, last: Option<Tuple>, view: &mut View) -> Option<Str
         })
         .ok()?;
         let back = crate::evidence::neigh::next_hop(Some(&path), src)?;
-        return (strict && back.device != at.ifname).then(|| "IP_RPFILTER".to_owned());
+        return (strict && back.device != at.ifname.as_str()).then(|| "IP_RPFILTER".to_owned());
     }
     if !location.starts_with("ip_forward") {
         return None;

@@ -94,8 +94,8 @@ pub fn unmasqueraded(p: &Packet) -> Vec<Unmasqueraded> {
         };
         out.push(Unmasqueraded {
             netns: rx.netns,
-            in_dev: rx.ifname.clone(),
-            out_dev: tx.ifname.clone(),
+            in_dev: rx.ifname.to_string(),
+            out_dev: tx.ifname.to_string(),
             sent,
             met: met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns),
         });
@@ -178,7 +178,7 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
         }
     }
     let lan = lan_of(view, rx.netns, &rx.ifname, first.saddr);
-    v.set(Fact::HairpinDev, rx.ifname.clone());
+    v.set(Fact::HairpinDev, rx.ifname.to_string());
     v.set(Fact::HairpinNet, lan.clone());
     let met = met(p.hops.iter().filter_map(|h| h.rule.as_deref()), rx.netns);
     let path = view.netns.path(rx.netns);
@@ -198,7 +198,7 @@ pub fn hairpin(p: &Packet, view: &mut View, v: &mut Values) -> Option<Hairpin> {
     super::facts::set_place(view, rx.netns, v);
     Some(Hairpin {
         netns: rx.netns,
-        device: rx.ifname.clone(),
+        device: rx.ifname.to_string(),
         lan,
     })
 }
@@ -245,7 +245,7 @@ pub fn stale_nat(
     }
     let arrived_on = here()
         .find(|h| h.kind == HopKind::Rx)
-        .map(|h| h.ifname.clone());
+        .map(|h| h.ifname.to_string());
     let rules = evidence.nat.of(netns, &path)?;
     let rule = dnat_rule_matching(rules, &tuple, arrived_on.as_deref())?;
     let o = entry.original;

@@ -149,7 +149,7 @@ impl Reporter {
             }
             (Direction::Reply, Some(f), Some(l)) => {
                 let origin = super::facts::place(view, f.netns);
-                let icmp = p.hops.iter().rev().find_map(|h| h.icmp);
+                let icmp = p.hops.iter().rev().find_map(|h| h.icmp.as_deref().copied());
                 if let Some(t) = l.tuple {
                     let reply = super::outcome::ReplySeen {
                         last: t,

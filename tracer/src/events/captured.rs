@@ -76,7 +76,7 @@ impl Pending {
     /// Gives `hop` the bytes and conntrack entry recorded for it, if any.
     pub fn attach(&mut self, hop: &mut Hop) {
         let key = (hop.skb, hop.t_ns);
-        hop.bytes = self.by_hop.remove(&key);
+        hop.bytes = self.by_hop.remove(&key).map(Box::new);
         hop.ct = self.ct_by_hop.remove(&key).map(Box::new);
     }
 }

@@ -7,7 +7,7 @@ use std::{
 
 use tracer_common::{record_kind, verdict, DropEvent, Event, EventKind, HOOK_NONE};
 
-use crate::model::{Family, Hook, IcmpError, Tuple, Verdict};
+use crate::model::{Family, Hook, IcmpError, IfName, Tuple, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -44,6 +44,10 @@ impl HopKind {
 }
 
 /// One packet at one point in the kernel, decoded but not yet named.
+///
+/// Packets in flight hold a few of these each (see `track::Budget`), so
+/// what most hops lack is boxed: a drop's kernel stack, an ICMP error,
+/// captured bytes, a conntrack change, a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
     pub t_ns: u64,
@@ -53,7 +57,7 @@ pub struct Hop {
     pub netns: u32,
     pub ifindex: u32,
     /// Filled by the reader from (`netns`, `ifindex`): see `names::Interfaces`.
-    pub ifname: String,
+    pub ifname: IfName,
     pub hook: Option<Hook>,
     pub nf_family: u8,
     pub verdict: Option<Verdict>,
@@ -66,13 +70,14 @@ pub struct Hop {
     pub ip_id: Option<u16>,
     pub len: u32,
     pub filter: u8,
-    pub stack: Vec<u64>,
+    /// A drop's kernel stack (empty for other hops).
+    pub stack: Box<[u64]>,
     /// For [`HopKind::NfRule`]: the rule and its verdict.
     pub rule: Option<Box<super::RuleHit>>,
     /// An ICMP error, with the flow it quotes.
-    pub icmp: Option<IcmpError>,
+    pub icmp: Option<Box<IcmpError>>,
     /// The packet's first bytes at this hop (`--pcap` only).
-    pub bytes: Option<super::Captured>,
+    pub bytes: Option<Box<super::Captured>>,
     /// The packet's conntrack entry, where it changed since the last hop.
     pub ct: Option<Box<crate::model::Conntrack>>,
 }
@@ -101,12 +106,26 @@ impl Hop {
             ip_id: None,
             len: 60,
             filter: 0,
-            stack: Vec::new(),
+            stack: Box::default(),
             rule: None,
             icmp: None,
             bytes: None,
             ct: None,
         }
+    }
+
+    /// What the hop holds on the heap, beyond its own size (a rule's
+    /// strings aside: rules join a packet when it settles, after tracking).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        size_of_val(&*self.stack)
+            + self.rule.as_deref().map_or(0, size_of_val)
+            + self.icmp.as_deref().map_or(0, size_of_val)
+            + self
+                .bytes
+                .as_deref()
+                .map_or(0, |b| size_of_val(b) + b.data.capacity())
+            + self.ct.as_deref().map_or(0, size_of_val)
     }
 
     /// The family of the netfilter hook of an `nf_hook` hop.
@@ -147,17 +166,17 @@ pub fn decode(bytes: &[u8]) -> Result<Hop, DecodeError> {
             want: size_of::<Event>(),
         })?;
     match tag {
-        record_kind::HOP => decode_event(&record::<Event>(bytes)?, Vec::new()),
+        record_kind::HOP => decode_event(&record::<Event>(bytes)?, Box::default()),
         record_kind::DROP => {
             let d = record::<DropEvent>(bytes)?;
             let n = (d.stack_len as usize).min(d.stack.len());
-            decode_event(&d.event, d.stack[..n].to_vec())
+            decode_event(&d.event, d.stack[..n].into())
         }
         other => Err(DecodeError::UnknownRecord(other)),
     }
 }
 
-fn decode_event(ev: &Event, stack: Vec<u64>) -> Result<Hop, DecodeError> {
+fn decode_event(ev: &Event, stack: Box<[u64]>) -> Result<Hop, DecodeError> {
     let kind = match EventKind::from_u8(ev.kind) {
         Some(EventKind::Rx) => HopKind::Rx,
         Some(EventKind::Tx) => HopKind::Tx,
@@ -173,17 +192,19 @@ fn decode_event(ev: &Event, stack: Vec<u64>) -> Result<Hop, DecodeError> {
         dport: ev.dport,
         proto: ev.proto,
     });
-    let icmp = (tuple.is_some() && ev.quoted.proto != 0).then(|| IcmpError {
-        version: ev.ip_version,
-        ty: ev.icmp_type,
-        code: ev.icmp_code,
-        quoted: Tuple {
-            saddr: addr(ev.ip_version, &ev.quoted.saddr),
-            daddr: addr(ev.ip_version, &ev.quoted.daddr),
-            sport: ev.quoted.sport,
-            dport: ev.quoted.dport,
-            proto: ev.quoted.proto,
-        },
+    let icmp = (tuple.is_some() && ev.quoted.proto != 0).then(|| {
+        Box::new(IcmpError {
+            version: ev.ip_version,
+            ty: ev.icmp_type,
+            code: ev.icmp_code,
+            quoted: Tuple {
+                saddr: addr(ev.ip_version, &ev.quoted.saddr),
+                daddr: addr(ev.ip_version, &ev.quoted.daddr),
+                sport: ev.quoted.sport,
+                dport: ev.quoted.dport,
+                proto: ev.quoted.proto,
+            },
+        })
     });
     let verdict = match ev.verdict {
         verdict::ACCEPT => Some(Verdict::Accept),
@@ -198,7 +219,7 @@ fn decode_event(ev: &Event, stack: Vec<u64>) -> Result<Hop, DecodeError> {
         kind,
         netns: ev.netns,
         ifindex: ev.ifindex,
-        ifname: String::new(),
+        ifname: IfName::default(),
         hook: if ev.hook == HOOK_NONE {
             None
         } else {
@@ -283,7 +304,7 @@ mod tests {
         assert_eq!(hop.kind, HopKind::Drop);
         assert_eq!(hop.reason_raw, 12);
         assert_eq!(hop.hook, None);
-        assert_eq!(hop.stack, vec![1, 2]);
+        assert_eq!(*hop.stack, [1, 2]);
     }
 
     #[test]

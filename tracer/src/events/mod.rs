@@ -8,5 +8,5 @@ mod rule;
 pub use captured::{decode_bytes, BytesRecord, Captured, Pending};
 pub use conntrack::{decode_conntrack, CtRecord};
 pub use decode::{decode, DecodeError, Hop, HopKind};
-pub use reader::{Counters, EventReader};
+pub use reader::{Counters, EventReader, BATCH};
 pub use rule::{monotonic_ns, RuleHit};

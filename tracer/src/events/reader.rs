@@ -29,10 +29,9 @@ impl EventReader {
         Ok(n)
     }
 
-    /// Hands over what is pending without waiting (bounded: under a flood
-    /// the kernel refills the ring as fast as it empties).
-    pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        drain(self.ring.get_mut(), &mut each, 64 * BATCH)
+    /// Hands over what is pending without waiting, at most `max` records.
+    pub fn drain_now(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
+        drain(self.ring.get_mut(), &mut each, max)
     }
 }
 

@@ -25,13 +25,35 @@ pub enum KallsymsError {
 
 pub type Result<T> = std::result::Result<T, KallsymsError>;
 
+/// One symbol, in 16 bytes: the table holds the kernel's (about
+/// 64,000 on 6.18 without the padding symbols) for as long as pathtrace runs.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     addr: u64,
-    name: (u32, u32),
-    /// Empty range for core kernel symbols.
-    module: (u32, u32),
-    text: bool,
+    /// Where the name starts in the shared buffer.
+    name: u32,
+    /// The name's length, with [`TEXT`] set for a text symbol.
+    len: u16,
+    /// 1 + the index of the module in [`Kallsyms::modules`]; 0 for the core kernel.
+    module: u16,
+}
+
+/// Names of the padding before each function (`CONFIG_FUNCTION_PADDING_BYTES`,
+/// half the text symbols of a 6.x kernel): no return address or drop
+/// location falls there, so they are not kept.
+const PADDING: &str = "__pfx_";
+
+/// In [`Entry::len`]: the symbol is text (`t`, `T`, `w`, `W`).
+const TEXT: u16 = 1 << 15;
+
+impl Entry {
+    fn name(&self) -> (u32, u32) {
+        (self.name, self.name + u32::from(self.len & !TEXT))
+    }
+
+    fn text(&self) -> bool {
+        self.len & TEXT != 0
+    }
 }
 
 /// A symbol a kernel address falls into.
@@ -42,11 +64,13 @@ pub struct Symbol<'a> {
     pub module: Option<&'a str>,
 }
 
-/// All symbols sorted by address. Names live in one shared buffer.
+/// All symbols sorted by address. Names live in one shared buffer, each
+/// module's name once.
 #[derive(Debug, Clone)]
 pub struct Kallsyms {
     entries: Vec<Entry>,
     strings: String,
+    modules: Vec<(u32, u32)>,
 }
 
 impl Kallsyms {
@@ -104,10 +128,14 @@ impl Kallsyms {
         let sym_addr = self.entries.get(end.checked_sub(1)?)?.addr;
         let start = self.entries.partition_point(|e| e.addr < sym_addr);
         // Several names can share an address (aliases); take the first text one.
-        let entry = self.entries[start..end].iter().find(|e| e.text)?;
-        let module = self.str(entry.module);
+        let entry = self.entries[start..end].iter().find(|e| e.text())?;
+        let module = entry
+            .module
+            .checked_sub(1)
+            .and_then(|i| self.modules.get(usize::from(i)))
+            .map_or("", |&m| self.str(m));
         Some(Symbol {
-            name: self.str(entry.name),
+            name: self.str(entry.name()),
             offset: addr - sym_addr,
             module: (!module.is_empty()).then_some(module),
         })
@@ -117,7 +145,7 @@ impl Kallsyms {
     pub fn address_of(&self, name: &str) -> Option<u64> {
         self.entries
             .iter()
-            .find(|e| self.str(e.name) == name)
+            .find(|e| self.str(e.name()) == name)
             .map(|e| e.addr)
     }
 }
@@ -126,6 +154,7 @@ impl Kallsyms {
 struct Builder {
     entries: Vec<Entry>,
     strings: String,
+    modules: Vec<(u32, u32)>,
     any_nonzero: bool,
 }
 
@@ -146,19 +175,43 @@ impl Builder {
             return Err(malformed(i, line));
         };
         self.any_nonzero |= addr != 0;
+        if name.starts_with(PADDING) {
+            return Ok(());
+        }
+        let module = module.map_or(0, |m| self.module(m));
+        let (start, end) = push_str(&mut self.strings, name);
+        let len = u16::try_from(end - start).unwrap_or(u16::MAX) & !TEXT;
+        let text = matches!(ty, "t" | "T" | "w" | "W");
         self.entries.push(Entry {
             addr,
-            name: push_str(&mut self.strings, name),
-            module: push_str(&mut self.strings, module.unwrap_or("")),
-            text: matches!(ty, "t" | "T" | "w" | "W"),
+            name: start,
+            len: if text { len | TEXT } else { len },
+            module,
         });
         Ok(())
+    }
+
+    /// The [`Entry::module`] of module `name`: a module's symbols come
+    /// together, so the last one is looked at first.
+    fn module(&mut self, name: &str) -> u16 {
+        let strings = &self.strings;
+        let found = self
+            .modules
+            .iter()
+            .rposition(|&(s, e)| strings.get(s as usize..e as usize) == Some(name));
+        let index = found.unwrap_or_else(|| {
+            let range = push_str(&mut self.strings, name);
+            self.modules.push(range);
+            self.modules.len() - 1
+        });
+        u16::try_from(index + 1).unwrap_or(u16::MAX)
     }
 
     fn finish(self) -> Result<Kallsyms> {
         let Self {
             mut entries,
             mut strings,
+            modules,
             any_nonzero,
         } = self;
         if entries.is_empty() {
@@ -167,10 +220,15 @@ impl Builder {
         if !any_nonzero {
             return Err(KallsymsError::AddressesHidden);
         }
-        entries.sort_by_key(|e| e.addr);
+        // In place; names were added in file order, which aliases keep.
+        entries.sort_unstable_by_key(|e| (e.addr, e.name));
         entries.shrink_to_fit();
         strings.shrink_to_fit();
-        Ok(Kallsyms { entries, strings })
+        Ok(Kallsyms {
+            entries,
+            strings,
+            modules,
+        })
     }
 }
 
@@ -216,7 +274,8 @@ ffffffffc0a02000 t bpf_prog_6deef7357e7b4530_kfree_skb\t[bpf]
     #[test]
     fn symbolizes_text_addresses() {
         let s = syms();
-        assert_eq!(s.len(), 11);
+        assert_eq!(s.len(), 10, "all but the padding symbol");
+        assert_eq!(s.address_of("__pfx_ip_rcv"), None);
         assert_eq!(s.symbolize(0xffffffff81001010), Some(("ip_rcv", 0)));
         assert_eq!(s.symbolize(0xffffffff8100104e), Some(("ip_rcv", 0x3e)));
         assert_eq!(
@@ -293,5 +352,26 @@ ffffffffc0a02000 t bpf_prog_6deef7357e7b4530_kfree_skb\t[bpf]
             .address_of("nf_hook_slow")
             .expect("nf_hook_slow in kallsyms");
         assert_eq!(s.symbolize(addr + 1), Some(("nf_hook_slow", 1)));
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        // Every module symbol names its module, as the file does.
+        let text = std::fs::read_to_string(KALLSYMS_PATH).expect("reads kallsyms");
+        let in_module = text
+            .lines()
+            .filter(|l| l.split_whitespace().nth(3).is_some());
+        for line in in_module.step_by(97) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let addr = u64::from_str_radix(f[0], 16).expect("hex");
+            let module = f[3].trim_matches(['[', ']']);
+            let found = s
+                .entries
+                .iter()
+                .find(|e| e.addr == addr && s.str(e.name()) == f[2]);
+            let found = found.expect("the symbol is in the table");
+            let m = found
+                .module
+                .checked_sub(1)
+                .map(|i| s.str(s.modules[usize::from(i)]));
+            assert_eq!(m, Some(module), "{line}");
+        }
     }
 }

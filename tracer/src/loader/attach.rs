@@ -1,6 +1,6 @@
 //! Attaching the loaded programs: the `nf_hook_slow` pair of the chosen
 //! tier, and the tracepoints every tier shares.
-use std::time::Instant;
+use std::{os::fd::FromRawFd, time::Instant};
 
 use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
@@ -105,9 +105,55 @@ fn attach_btf(btf: &Btf, keep: &[(&str, Kind)]) -> Result<aya::Btf, LoadError> {
         .map_err(|e| LoadError::AyaBtf(e.to_string()))
 }
 
+/// Whether the kernel loads any fentry program at BTF id `func`: one that
+/// returns at once, loaded and closed. A kernel that refuses tracing
+/// programs outright (lockdown) is found out this way before
+/// [`attach_btf`] builds aya's type table, which holds an entry for every
+/// kernel type up to `func` (about 10 MiB while it lives).
+fn fentry_loads(func: u32) -> Result<(), aya::sys::SyscallError> {
+    use aya_obj::generated::{
+        bpf_attach_type::BPF_TRACE_FENTRY, bpf_attr, bpf_cmd::BPF_PROG_LOAD,
+        bpf_prog_type::BPF_PROG_TYPE_TRACING,
+    };
+    // `r0 = 0; exit`: the opcodes lead each 8-byte instruction, registers 0.
+    let insns = [0xb7u8, 0x95].map(|op| u64::from_ne_bytes([op, 0, 0, 0, 0, 0, 0, 0]));
+    // SAFETY: bpf_attr is plain old data; all zeros is its empty value.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: BPF_PROG_LOAD reads the union as its program-load member.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = BPF_PROG_TYPE_TRACING as u32;
+    load.expected_attach_type = BPF_TRACE_FENTRY as u32;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = c"GPL".as_ptr() as u64;
+    load.attach_btf_id = func;
+    // SAFETY: attr and what it points to live across the call; the kernel
+    // reads `size_of::<bpf_attr>()` bytes of it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD as libc::c_long,
+            &raw const attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(aya::sys::SyscallError {
+            call: "bpf_prog_load",
+            io_error: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the kernel just handed this descriptor to this process.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
 fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     const ENTRY: &str = program::NF_HOOK_SLOW_FENTRY;
     const EXIT: &str = program::NF_HOOK_SLOW_FEXIT;
+    if let Some(func) = btf.find_type_id(NF_HOOK_SLOW, Kind::Func) {
+        fentry_loads(func).map_err(|e| prog_err(ENTRY)(ProgramError::SyscallError(e)))?;
+    }
     let btf = &attach_btf(btf, &[(NF_HOOK_SLOW, Kind::Func)])?;
     let p: &mut FEntry = program(ebpf, ENTRY)?;
     p.load(NF_HOOK_SLOW, btf).map_err(prog_err(ENTRY))?;

@@ -8,6 +8,7 @@ mod filter;
 mod flow;
 mod hook;
 mod icmp;
+mod ifname;
 mod tier;
 mod verdict;
 
@@ -19,5 +20,6 @@ pub use filter::{
 pub use flow::Tuple;
 pub use hook::{Family, Hook};
 pub use icmp::{IcmpError, IcmpMeaning};
+pub use ifname::{IfName, IFNAME_MAX};
 pub use tier::Tier;
 pub use verdict::Verdict;

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::netns::NetnsNames;
+use crate::model::IfName;
 
 /// How long a name is kept before it is asked again (an interface can be
 /// renamed; indexes are not reused before they wrap).
@@ -17,13 +18,13 @@ const KEEP_MISSING: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Interfaces {
-    names: HashMap<(u32, u32), (Option<String>, Instant)>,
+    names: HashMap<(u32, u32), (Option<IfName>, Instant)>,
     /// This process's own network namespace: asked without entering it.
     own: Option<u32>,
 }
 
 /// The name of interface `ifindex` in the calling thread's namespace.
-fn index_to_name(ifindex: u32) -> Option<String> {
+fn index_to_name(ifindex: u32) -> Option<IfName> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
@@ -32,7 +33,7 @@ fn index_to_name(ifindex: u32) -> Option<String> {
     }
     // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
     let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
+    Some(IfName::new(&name.to_string_lossy()))
 }
 
 impl Interfaces {
@@ -46,10 +47,10 @@ impl Interfaces {
         }
     }
 
-    /// The name of `ifindex` in namespace `netns` ("" when unknown).
-    pub fn name(&mut self, netns_names: &mut NetnsNames, netns: u32, ifindex: u32) -> &str {
+    /// The name of `ifindex` in namespace `netns` (empty when unknown).
+    pub fn name(&mut self, netns_names: &mut NetnsNames, netns: u32, ifindex: u32) -> IfName {
         if ifindex == 0 {
-            return "";
+            return IfName::default();
         }
         let key = (netns, ifindex);
         let fresh = self.names.get(&key).is_some_and(|(name, at)| {
@@ -66,13 +67,13 @@ impl Interfaces {
             };
             // A name once known outlives its interface: a late event still
             // says where the packet was.
-            let kept = self.names.get(&key).and_then(|(n, _)| n.clone());
+            let kept = self.names.get(&key).and_then(|(n, _)| *n);
             self.names.insert(key, (name.or(kept), Instant::now()));
         }
         self.names
             .get(&key)
-            .and_then(|(n, _)| n.as_deref())
-            .unwrap_or("")
+            .and_then(|(n, _)| *n)
+            .unwrap_or_default()
     }
 }
 

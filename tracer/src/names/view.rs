@@ -17,8 +17,7 @@ impl View {
     pub fn name_interface(&mut self, hop: &mut Hop) {
         hop.ifname = self
             .interfaces
-            .name(&mut self.netns, hop.netns, hop.ifindex)
-            .to_string();
+            .name(&mut self.netns, hop.netns, hop.ifindex);
     }
 
     /// The drop's reason; none on kernels that report no reasons (before

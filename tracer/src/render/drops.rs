@@ -47,7 +47,7 @@ fn record(hop: &Hop, view: &View) -> Record {
         hook: hop.hook.map(|h| h.as_str()),
         netns: hop.netns,
         netns_name: view.netns_name(hop.netns),
-        ifname: hop.ifname.clone(),
+        ifname: hop.ifname.to_string(),
         ifindex: hop.ifindex,
         flow: hop.tuple.into(),
     })

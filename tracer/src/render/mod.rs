@@ -60,4 +60,7 @@ pub struct Stats {
     pub evicted: u64,
     /// Rule-trace messages the kernel could not deliver (socket overflow).
     pub rule_overflows: u64,
+    /// Packets settled before their end or grace was over: the tracker's
+    /// bound on open packets (`track::Budget`) was reached.
+    pub settled_early: u64,
 }

@@ -218,6 +218,8 @@ pub struct StatsRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule_overflows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_early: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub drops: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unprinted: Option<u64>,
@@ -469,6 +471,7 @@ mod tests {
                 undecodable: Some(0),
                 evicted: Some(0),
                 rule_overflows: Some(0),
+                settled_early: Some(0),
                 ..StatsRecord::default()
             }),
             Record::Stats(StatsRecord {

@@ -290,6 +290,14 @@ pub fn stats(s: &Stats) -> String {
     if s.rule_overflows > 0 {
         line.push_str(&format!(", {} rule-trace overflows", s.rule_overflows));
     }
+    if s.settled_early > 0 {
+        line.push_str(&format!(
+            ", {} settled early at the open-packet bound ({} packets, {} MiB)",
+            s.settled_early,
+            crate::track::MAX_OPEN,
+            crate::track::MAX_OPEN_BYTES >> 20
+        ));
+    }
     line
 }
 
@@ -306,6 +314,29 @@ mod tests {
             dport: dp,
             proto: 6,
         }
+    }
+
+    #[test]
+    fn the_exit_line_says_when_the_open_packet_bound_was_reached() {
+        let quiet = Stats {
+            packets: 2,
+            events: 14,
+            ..Stats::default()
+        };
+        assert_eq!(
+            stats(&quiet),
+            "2 packets, 14 events, 0 lost (tier tracepoint)"
+        );
+        let flood = Stats {
+            settled_early: 37,
+            ..quiet
+        };
+        assert!(
+            stats(&flood)
+                .ends_with(", 37 settled early at the open-packet bound (8192 packets, 4 MiB)"),
+            "{}",
+            stats(&flood)
+        );
     }
 
     #[test]

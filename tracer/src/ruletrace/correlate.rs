@@ -112,7 +112,7 @@ fn place(p: &mut Packet, hits: Vec<RuleHit>) {
         hop.tuple = hit.tuple.or(anchor.tuple);
         hop.reason_raw = 0;
         hop.location = 0;
-        hop.stack.clear();
+        hop.stack = Box::default();
         hop.bytes = None;
         hop.rule = Some(Box::new(hit));
         added.push(hop);

@@ -74,7 +74,7 @@ impl Offloads {
             let by = self
                 .of(h.netns, names)
                 .iter()
-                .find(|f| f.devices.contains(&h.ifname))
+                .find(|f| f.devices.iter().any(|d| *d == *h.ifname))
                 .map(Flowtable::phrase);
             notes.push(match by {
                 Some(by) => format!(

@@ -139,7 +139,7 @@ mod tests {
             ip_id: None,
             len: 60,
             filter: 0,
-            stack,
+            stack: stack.into(),
             rule: None,
             icmp: None,
             bytes: None,

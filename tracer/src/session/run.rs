@@ -4,7 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::{Session, TraceOptions};
-use crate::{error::Error, render::PacketSink, render::Stats};
+use crate::{
+    error::Error,
+    events::BATCH,
+    render::{PacketSink, Stats},
+};
 
 /// How long a run, told to stop, waits at most for the rule watchers and
 /// engine lookups to hand over what they have.
@@ -13,11 +17,16 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How often packets are settled and rule tracing follows them.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Batches of events a tick reads at most before it settles packets.
+const PENDING_BATCHES: usize = 64;
+
 /// Traces until the count or duration is reached, or a signal arrives.
 pub async fn run<S: PacketSink>(opts: &TraceOptions, sink: &mut S) -> Result<Stats, Error> {
     let mut s = Session::start(opts)?;
-    let done = s.watch(opts.duration, sink).await?;
-    s.read_pending();
+    let mut done = s.watch(opts.duration, sink).await?;
+    if !done {
+        done = s.read_pending(sink)?;
+    }
     if !done {
         s.wind_down(sink).await?;
     }
@@ -47,6 +56,9 @@ impl Session {
                     b, &mut self.stats, &mut self.view, &mut self.follow, &mut self.engines,
                 )) => {
                     r.map_err(|e| Error::Runtime(format!("reading events: {e}")))?;
+                    if self.settle_early(sink)? {
+                        return Ok(true);
+                    }
                 }
                 _ = tick.tick() => {
                     if self.tick(sink)? {
@@ -59,17 +71,38 @@ impl Session {
         }
     }
 
-    /// Takes in what the kernel wrote and nobody has read yet.
-    fn read_pending(&mut self) {
-        self.reader.drain_now(|b| {
-            self.intake.record(
-                b,
-                &mut self.stats,
-                &mut self.view,
-                &mut self.follow,
-                &mut self.engines,
-            )
-        });
+    /// Takes in what the kernel wrote and nobody has read yet (bounded:
+    /// under a flood the kernel refills the ring as fast as it empties), a
+    /// batch at a time; whether the sink has had all it wants.
+    fn read_pending<S: PacketSink>(&mut self, sink: &mut S) -> Result<bool, Error> {
+        for _ in 0..PENDING_BATCHES {
+            let n = self.reader.drain_now(BATCH, |b| {
+                self.intake.record(
+                    b,
+                    &mut self.stats,
+                    &mut self.view,
+                    &mut self.follow,
+                    &mut self.engines,
+                )
+            });
+            if self.settle_early(sink)? {
+                return Ok(true);
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Settles the packets the tracker's bound settled early, so that they
+    /// are not held while more events are read.
+    fn settle_early<S: PacketSink>(&mut self, sink: &mut S) -> Result<bool, Error> {
+        let early = self.intake.tracker.take_early();
+        if early.is_empty() {
+            return Ok(false);
+        }
+        self.settle(early, sink)
     }
 
     /// Follows packets into new namespaces, then settles the packets whose
@@ -94,7 +127,9 @@ impl Session {
             .min();
         // What the kernel wrote before now is in: a packet is idle only
         // if nothing of it arrived, not if nothing was read yet.
-        self.read_pending();
+        if self.read_pending(sink)? {
+            return Ok(true);
+        }
         let settled = self
             .intake
             .settled(Instant::now(), horizon, &mut self.view.netns);
@@ -147,6 +182,7 @@ impl Session {
         self.stats.sent = counters.sent;
         self.stats.evicted = self.tracer.evicted();
         self.stats.rule_overflows = self.rules.overflows();
+        self.stats.settled_early = self.intake.tracker.settled_early();
         if let Some(w) = self.pcap.as_mut() {
             w.flush().map_err(Error::Output)?;
         }

@@ -1,17 +1,17 @@
 //! Grouping hops into packets, and deciding each packet's fate.
+mod budget;
 mod fate;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
+pub use budget::{Budget, MAX_OPEN, MAX_OPEN_BYTES};
 pub use fate::{Fate, FateKind};
 
 use crate::events::{Hop, HopKind};
 
-/// Packets followed at once in userspace.
-pub const MAX_OPEN: usize = 8_192;
 /// Hops kept for one packet.
 pub const MAX_HOPS: usize = 256;
 
@@ -33,12 +33,18 @@ pub struct Packet {
 struct Open {
     id: u64,
     hops: Vec<Hop>,
+    /// What the hops hold on the heap (see [`Hop::heap_bytes`]).
+    heap: usize,
     ended: Option<Instant>,
-    first_seen: Instant,
     last_seen: Instant,
 }
 
 impl Open {
+    /// What this packet costs the tracker, in bytes (see [`Budget`]).
+    fn bytes(&self) -> usize {
+        budget::open_bytes(self.hops.capacity(), self.heap)
+    }
+
     /// The namespace whose stack the packet is in, when its last hop left
     /// it there: received, or between netfilter hooks, and not yet queued
     /// to a device. The kernel may hold it there while it resolves the
@@ -51,9 +57,13 @@ impl Open {
 
 /// Collects hops by packet identity and hands back packets once their fate is
 /// settled: a short grace period after the free (late `nf_hook_slow` returns
-/// arrive after the drop), or after being idle for too long.
+/// arrive after the drop), or after being idle for too long. What it holds
+/// open is bounded by a [`Budget`]: beyond it, the oldest packets settle
+/// early, with what is known of them, and are counted.
 pub struct Tracker {
     open: HashMap<(u64, u64), Open>,
+    /// The open packets by number, which is their order of first sight.
+    by_age: BTreeMap<u64, (u64, u64)>,
     /// Packets consumed right as a veth handed them to its peer's
     /// namespace, by the device they were handed to: the peer's XDP copies
     /// such a packet into a new one and frees the original.
@@ -62,6 +72,12 @@ pub struct Tracker {
     /// How long after its free a packet waits for late events.
     pub grace: Duration,
     idle: Duration,
+    budget: Budget,
+    /// What the open packets cost, in bytes (see [`Budget`]).
+    bytes: usize,
+    /// Packets the budget settled early, not yet handed back.
+    early: Vec<Packet>,
+    settled_early: u64,
 }
 
 /// How long a packet waits at most for its events from other sources.
@@ -82,12 +98,21 @@ impl Default for Tracker {
 
 impl Tracker {
     pub fn new(grace: Duration, idle: Duration) -> Self {
+        Self::with_budget(grace, idle, Budget::default())
+    }
+
+    pub fn with_budget(grace: Duration, idle: Duration, budget: Budget) -> Self {
         Self {
             open: HashMap::new(),
+            by_age: BTreeMap::new(),
             handed_off: HashMap::new(),
             next_id: 1,
             grace,
             idle,
+            budget,
+            bytes: 0,
+            early: Vec::new(),
+            settled_early: 0,
         }
     }
 
@@ -97,21 +122,27 @@ impl Tracker {
             self.continue_copy(key, &hop);
         }
         let next_id = &mut self.next_id;
+        let by_age = &mut self.by_age;
+        let mut before = None;
         let open = self.open.entry(key).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
+            by_age.insert(id, key);
+            before = Some(0);
             Open {
                 id,
-                hops: Vec::with_capacity(8),
+                hops: Vec::with_capacity(budget::FIRST_SLOTS),
+                heap: 0,
                 ended: None,
-                first_seen: now,
                 last_seen: now,
             }
         });
+        let before = before.unwrap_or_else(|| open.bytes());
         open.last_seen = now;
         if open.hops.len() >= MAX_HOPS {
             // No real path is this long: settle it with what it has.
             open.ended.get_or_insert(now);
+            self.bytes = self.bytes + open.bytes() - before;
             return;
         }
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
@@ -123,10 +154,45 @@ impl Tracker {
                 .last()
                 .is_some_and(|h| h.kind == HopKind::Tx && h.netns != hop.netns);
         let place = (hop.netns, hop.ifindex);
+        open.heap += hop.heap_bytes();
         open.hops.push(hop);
+        self.bytes = self.bytes + open.bytes() - before;
         if handoff {
             self.handed_off.insert(place, key);
         }
+        self.keep_to_budget();
+    }
+
+    /// Settles the oldest packets early while the open ones are over the
+    /// budget (one packet alone is kept: [`MAX_HOPS`] bounds it).
+    fn keep_to_budget(&mut self) {
+        while self.open.len() > self.budget.packets
+            || (self.bytes > self.budget.bytes && self.open.len() > 1)
+        {
+            let Some((_, &oldest)) = self.by_age.first_key_value() else {
+                break;
+            };
+            let settled = self.finish(vec![oldest]);
+            self.settled_early += settled.len() as u64;
+            self.early.extend(settled);
+        }
+    }
+
+    /// Packets settled early by the [`Budget`] since last asked (also handed
+    /// back, first, by [`Tracker::settled_after`]): the caller settles them
+    /// between batches of events, so they are not held for long.
+    pub fn take_early(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.early)
+    }
+
+    /// How many packets the [`Budget`] settled early, in all.
+    pub fn settled_early(&self) -> u64 {
+        self.settled_early
+    }
+
+    /// What the open packets cost, in bytes (see [`Budget`]).
+    pub fn open_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// A new packet that starts where a handed-off packet was consumed,
@@ -146,6 +212,7 @@ impl Tracker {
         self.handed_off.remove(&(hop.netns, hop.ifindex));
         if let Some(mut o) = self.open.remove(&old) {
             o.ended = None;
+            self.by_age.insert(o.id, key);
             self.open.insert(key, o);
         }
     }
@@ -154,9 +221,9 @@ impl Tracker {
         self.open.len()
     }
 
-    /// Packets whose fate is settled at `now`, oldest first. Beyond
-    /// [`MAX_OPEN`] packets (events lost in a flood never end theirs), the
-    /// oldest are settled early, with what is known of them.
+    /// Packets whose fate is settled at `now`, oldest first, after those
+    /// the [`Budget`] settled early (events lost in a flood never end
+    /// their packets).
     pub fn settled(&mut self, now: Instant) -> Vec<Packet> {
         self.settled_after(now, None, |_| None)
     }
@@ -191,34 +258,24 @@ impl Tracker {
                     && caught_up(o.last_seen)
             }
         };
-        let mut done: Vec<_> = self
+        let mut done: HashSet<_> = self
             .open
             .iter()
             .filter(|(_, o)| settles(o))
             .map(|(k, _)| *k)
             .collect();
         self.after_requests(&mut done);
-        let excess = (self.open.len() - done.len()).saturating_sub(MAX_OPEN);
-        if excess > 0 {
-            let settling: std::collections::HashSet<_> = done.iter().copied().collect();
-            let mut oldest: Vec<_> = self
-                .open
-                .iter()
-                .filter(|(k, _)| !settling.contains(k))
-                .map(|(k, o)| (o.first_seen, *k))
-                .collect();
-            oldest.sort_unstable();
-            done.extend(oldest.into_iter().take(excess).map(|(_, k)| k));
-        }
-        self.finish(done)
+        let mut out = self.take_early();
+        out.extend(self.finish(done.into_iter().collect()));
+        out
     }
 
     /// Keeps back from `done` the drops that answer a packet still open
     /// (one that ends where the drop started, going the other way): an answer that died is told after its request, which
     /// says what happened to it on the way (a router that did not
     /// masquerade it), and not before: both settle together, within [`IDLE`].
-    fn after_requests(&self, done: &mut Vec<(u64, u64)>) {
-        let pending: std::collections::HashSet<crate::model::Tuple> = self
+    fn after_requests(&self, done: &mut HashSet<(u64, u64)>) {
+        let pending: HashSet<crate::model::Tuple> = self
             .open
             .iter()
             .filter(|(k, _)| !done.contains(k))
@@ -241,15 +298,23 @@ impl Tracker {
     /// Every open packet, settled or not (at exit).
     pub fn flush(&mut self) -> Vec<Packet> {
         let all: Vec<_> = self.open.keys().copied().collect();
-        self.finish(all)
+        let mut out = self.take_early();
+        out.extend(self.finish(all));
+        out
     }
 
+    /// Takes `keys` out of the open packets, in order of first sight.
     fn finish(&mut self, keys: Vec<(u64, u64)>) -> Vec<Packet> {
-        self.handed_off.retain(|_, k| !keys.contains(k));
+        if !self.handed_off.is_empty() {
+            let keys: HashSet<_> = keys.iter().copied().collect();
+            self.handed_off.retain(|_, k| !keys.contains(k));
+        }
         let mut out: Vec<Packet> = keys
             .into_iter()
             .filter_map(|k| self.open.remove(&k))
             .map(|o| {
+                self.bytes -= o.bytes();
+                self.by_age.remove(&o.id);
                 let hops = tidy(o.hops);
                 let fate = Fate::of(&hops);
                 Packet {
@@ -278,7 +343,7 @@ fn tidy(mut hops: Vec<Hop>) -> Vec<Hop> {
         if hops[i].ifindex == 0 {
             hops[i].netns = hops[i - 1].netns;
             hops[i].ifindex = hops[i - 1].ifindex;
-            hops[i].ifname = hops[i - 1].ifname.clone();
+            hops[i].ifname = hops[i - 1].ifname;
         }
     }
     hops.dedup_by(|later, earlier| {

@@ -1,4 +1,7 @@
-use std::time::{Duration, Instant};
+use std::{
+    mem::size_of,
+    time::{Duration, Instant},
+};
 
 use super::*;
 use crate::model::{Hook, Verdict};
@@ -80,7 +83,7 @@ fn a_hop_without_a_device_inherits_the_namespace_before_it() {
     let now = Instant::now();
     t.push(hop(1, HopKind::Rx, 5, 9), now);
     let mut c = hop(2, HopKind::Consume, 0, 0);
-    c.ifname.clear();
+    c.ifname = Default::default();
     t.push(c, now);
     let p = t.flush().pop().expect("one packet");
     let last = p.hops.last().expect("hops");
@@ -92,13 +95,21 @@ fn a_hop_without_a_device_inherits_the_namespace_before_it() {
 
 #[test]
 fn beyond_the_cap_the_oldest_packets_settle_early() {
-    let mut t = Tracker::default();
+    let mut t = Tracker::with_budget(
+        Duration::from_millis(100),
+        IDLE,
+        Budget {
+            packets: MAX_OPEN,
+            bytes: usize::MAX,
+        },
+    );
     let now = Instant::now();
     for i in 0..(MAX_OPEN as u64 + 10) {
         let mut h = hop(i, HopKind::Rx, 1, 2);
         h.skb = 0x10_000 + i;
         t.push(h, now + Duration::from_nanos(i));
     }
+    assert_eq!(t.open_count(), MAX_OPEN, "never more open than the cap");
     let early = t.settled(now);
     assert_eq!(early.len(), 10, "only the excess settles");
     assert_eq!(
@@ -106,7 +117,66 @@ fn beyond_the_cap_the_oldest_packets_settle_early() {
         (1..=10).collect::<Vec<_>>(),
         "the oldest first"
     );
+    assert_eq!(t.settled_early(), 10);
     assert_eq!(t.open_count(), MAX_OPEN);
+}
+
+#[test]
+fn open_packets_are_bounded_by_bytes_and_the_excess_is_counted() {
+    // Room for about 10 packets of 8 hop slots each.
+    let one = budget::open_bytes(budget::FIRST_SLOTS, 0);
+    let bytes = 10 * one + one / 2;
+    let mut t = Tracker::with_budget(
+        Duration::from_millis(100),
+        IDLE,
+        Budget {
+            packets: MAX_OPEN,
+            bytes,
+        },
+    );
+    let now = Instant::now();
+    for i in 0..25u64 {
+        let mut h = hop(i, HopKind::Rx, 1, 2);
+        h.skb = 0x10_000 + i;
+        t.push(h, now);
+        assert!(t.open_bytes() <= bytes, "within the budget after each hop");
+    }
+    assert_eq!(t.open_count(), 10);
+    assert_eq!(t.settled_early(), 15);
+    // Settled early, they come back between batches, the oldest first...
+    let early = t.take_early();
+    assert_eq!(
+        early.iter().map(|p| p.id).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
+    assert!(early.iter().all(|p| p.fate.kind == FateKind::Unknown));
+    // ...and a packet that grows past its first slots pushes out another.
+    let mut long = hop(100, HopKind::Tx, 1, 3);
+    for n in 0..=budget::FIRST_SLOTS as u64 {
+        long.t_ns = 100 + n;
+        long.skb = 0x10_000 + 24;
+        t.push(long.clone(), now);
+    }
+    assert!(t.open_bytes() <= bytes);
+    assert_eq!(t.settled_early(), 16);
+    assert_eq!(t.settled(now).len(), 1, "the packet it pushed out");
+    let all = t.flush();
+    assert_eq!(all.len(), 9);
+    assert_eq!(
+        all.last().map(|p| p.hops.len()),
+        Some(2 + budget::FIRST_SLOTS)
+    );
+    assert_eq!(
+        t.open_bytes(),
+        0,
+        "what the tracker holds is all given back"
+    );
+}
+
+#[test]
+fn a_hop_is_compact() {
+    // A packet in flight holds several: see `Budget`.
+    assert!(size_of::<Hop>() <= 200, "{} bytes", size_of::<Hop>());
 }
 
 #[test]

@@ -28,7 +28,7 @@ impl Step {
             ifname: if matches!(h.kind, HopKind::NfRule | HopKind::NfHook) {
                 String::new()
             } else {
-                h.ifname.clone()
+                h.ifname.to_string()
             },
             kind: h.kind,
             hook: h.hook.map(|k| k.as_str()),

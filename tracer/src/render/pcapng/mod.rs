@@ -277,9 +277,11 @@ mod tests {
         let mut syn = vec![0x45, 0, 0, 60];
         syn.resize(60, 0);
         Hop {
-            bytes: matches!(kind, HopKind::Rx | HopKind::Tx | HopKind::Drop).then(|| Captured {
-                orig_len: 60,
-                data: syn,
+            bytes: matches!(kind, HopKind::Rx | HopKind::Tx | HopKind::Drop).then(|| {
+                Box::new(Captured {
+                    orig_len: 60,
+                    data: syn,
+                })
             }),
             ..Hop::for_test(t, kind, netns, 2, ifname)
         }
