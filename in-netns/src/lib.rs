@@ -71,6 +71,48 @@ pub fn call<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, Err
     })
 }
 
+/// Runs `f` in each namespace of `paths`, on up to `threads` threads that
+/// each enter one namespace after another (no thread per namespace).
+/// Results in the order of `paths`; an error where a namespace could not
+/// be entered.
+pub fn call_each<T: Send>(
+    paths: &[&Path],
+    threads: usize,
+    f: impl Fn() -> T + Sync,
+) -> Vec<Result<T, Error>> {
+    let per = paths.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(per)
+            .map(|chunk| {
+                let f = &f;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|path| enter(path).map(|()| f()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .zip(paths.chunks(per))
+            .flat_map(|(w, chunk)| {
+                w.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|p| {
+                            Err(Error::Panicked {
+                                path: p.to_path_buf(),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
 /// [`call`] when `netns` is given; `f` here, on the calling thread, when not.
 pub fn call_opt<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
     match netns {
@@ -179,6 +221,10 @@ mod tests {
             "{err:?}"
         );
         let err = call_within(path, Duration::from_secs(5), || ()).err();
+        assert!(matches!(err, Some(Error::Enter { .. })), "{err:?}");
+        let each = call_each(&[path, path, path], 2, || ());
+        assert_eq!(each.len(), 3);
+        let err = each.into_iter().next().and_then(Result::err);
         assert!(matches!(err, Some(Error::Enter { .. })), "{err:?}");
     }
 }

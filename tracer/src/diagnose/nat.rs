@@ -12,7 +12,7 @@ use super::{
 use crate::{
     events::HopKind,
     evidence::{
-        dnat_rules::{DnatRule, Field, NatMatch, Right},
+        dnat_rules::{DnatSet, Field, NatMatch, Right},
         Evidence,
     },
     model::Tuple,
@@ -282,7 +282,7 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 /// The first rule of a table with a nat chain that DNATs (or redirects)
 /// and whose matches on protocol, destination address and port and input
 /// interface all hold for `t` (other matches are not judged), in words.
-fn dnat_rule_matching(rules: &[DnatRule], t: &Tuple, iif: Option<&str>) -> Option<String> {
+fn dnat_rule_matching(rules: &DnatSet, t: &Tuple, iif: Option<&str>) -> Option<String> {
     rules
         .iter()
         .find(|r| {

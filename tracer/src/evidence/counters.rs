@@ -1,11 +1,33 @@
 //! The kernel's own per-namespace counters: `/proc/net/snmp` and
 //! `/proc/net/netstat` (what `nstat` reads) and conntrack's statistics
 //! (`/proc/net/stat/nf_conntrack`, what `conntrack -S` sums).
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Mutex, PoisonError},
+};
 
 /// Counter name (`TcpExt.ListenOverflows`, `conntrack.drop`, …) → value.
+/// Names are kept once for all namespaces (see [`name`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters(BTreeMap<String, u64>);
+pub struct Counters(BTreeMap<&'static str, u64>);
+
+/// The counter `group.n`, its name stored once per run: the kernel has a
+/// few hundred counters, and every namespace has the same.
+fn name(group: &str, n: &str) -> &'static str {
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut key = String::with_capacity(group.len() + 1 + n.len());
+    key.push_str(group);
+    key.push('.');
+    key.push_str(n);
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let names = names.get_or_insert_with(HashSet::new);
+    if let Some(known) = names.get(key.as_str()) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(key.into_boxed_str());
+    names.insert(kept);
+    kept
+}
 
 impl Counters {
     /// Parses the `Name: a b c` / `Name: 1 2 3` line pairs of
@@ -23,7 +45,7 @@ impl Counters {
             }
             for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
                 if let Ok(v) = v.parse::<i64>() {
-                    self.0.insert(format!("{group}.{n}"), v.max(0) as u64);
+                    self.0.insert(name(group, n), v.max(0) as u64);
                 }
             }
         }
@@ -40,7 +62,7 @@ impl Counters {
                 let Ok(v) = u64::from_str_radix(v, 16) else {
                     continue;
                 };
-                let slot = self.0.entry(format!("conntrack.{n}")).or_default();
+                let slot = self.0.entry(name("conntrack", n)).or_default();
                 if *n == "entries" {
                     *slot = v;
                 } else {
@@ -59,17 +81,17 @@ impl Counters {
         Counters(
             self.0
                 .iter()
-                .filter(|(k, _)| k.as_str() != "conntrack.entries")
+                .filter(|(k, _)| **k != "conntrack.entries")
                 .filter_map(|(k, &v)| {
                     let d = v.saturating_sub(before.get(k));
-                    (d > 0).then(|| (k.clone(), d))
+                    (d > 0).then_some((*k, d))
                 })
                 .collect(),
         )
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+        self.0.iter().map(|(k, v)| (*k, *v))
     }
 
     pub fn is_empty(&self) -> bool {

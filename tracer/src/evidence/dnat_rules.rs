@@ -22,14 +22,111 @@ use serde_json::Value;
 use crate::{model::Cidr, netfilter::NatTables};
 
 /// A rule of a nat table that DNATs or redirects.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DnatRule {
-    pub family: Arc<str>,
-    pub table: Arc<str>,
-    pub chain: Arc<str>,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DnatRule<'a> {
+    pub family: &'a str,
+    pub table: &'a str,
+    pub chain: &'a str,
     pub handle: u64,
     /// The rule's nft `match` expressions on what the check judges, in order.
-    pub matches: Vec<NatMatch>,
+    pub matches: &'a [NatMatch],
+}
+
+/// The DNAT rules of a namespace, kept compact (a 50,000-rule table is
+/// 50,000 of them): a small record per rule, all their matches in one
+/// array, and each (family, table, chain) once.
+#[derive(Debug, Default)]
+pub struct DnatSet {
+    origins: Vec<[Arc<str>; 3]>,
+    rules: Vec<Kept>,
+    matches: Vec<NatMatch>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    handle: u64,
+    first: u32,
+    origin: u16,
+    len: u16,
+}
+
+impl DnatSet {
+    /// Adds a rule of `origin` (family, table, chain).
+    fn push(
+        &mut self,
+        origin: [&str; 3],
+        handle: u64,
+        matches: impl IntoIterator<Item = NatMatch>,
+    ) {
+        let at = self
+            .origins
+            .iter()
+            .position(|o| o.iter().zip(origin).all(|(have, want)| **have == *want))
+            .unwrap_or_else(|| {
+                self.origins.push(origin.map(Arc::from));
+                self.origins.len() - 1
+            });
+        let first = self.matches.len();
+        self.matches.extend(matches);
+        self.rules.push(Kept {
+            handle,
+            first: u32::try_from(first).unwrap_or(u32::MAX),
+            origin: u16::try_from(at).unwrap_or(u16::MAX),
+            len: u16::try_from(self.matches.len() - first).unwrap_or(u16::MAX),
+        });
+    }
+
+    /// The rules, in the order they were listed.
+    pub fn iter(&self) -> impl Iterator<Item = DnatRule<'_>> {
+        self.rules.iter().filter_map(|k| {
+            let [family, table, chain] = self.origins.get(usize::from(k.origin))?;
+            let first = k.first as usize;
+            Some(DnatRule {
+                family,
+                table,
+                chain,
+                handle: k.handle,
+                matches: self.matches.get(first..first + usize::from(k.len))?,
+            })
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules `keep` selects, as a set of their own.
+    fn filtered(&self, mut keep: impl FnMut(&DnatRule) -> bool) -> DnatSet {
+        let mut out = DnatSet::default();
+        for r in self.iter().filter(|r| keep(r)) {
+            out.push(
+                [r.family, r.table, r.chain],
+                r.handle,
+                r.matches.iter().cloned(),
+            );
+        }
+        out
+    }
+
+    /// Adds the rules of `other` after these.
+    fn append(&mut self, other: &DnatSet) {
+        for r in other.iter() {
+            self.push(
+                [r.family, r.table, r.chain],
+                r.handle,
+                r.matches.iter().cloned(),
+            );
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.rules.shrink_to_fit();
+        self.matches.shrink_to_fit();
+    }
 }
 
 /// One nft `match` the check judges: on a field it reads, or on a
@@ -241,24 +338,9 @@ enum Object {
     Other(IgnoredAny),
 }
 
-/// The names rules repeat (family, table, chain), each kept once.
-#[derive(Default)]
-struct Names(Vec<Arc<str>>);
-
-impl Names {
-    fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.0.iter().find(|n| ***n == *name) {
-            return n.clone();
-        }
-        let n: Arc<str> = name.into();
-        self.0.push(n.clone());
-        n
-    }
-}
-
 impl Rule {
-    /// The rule as kept, when it DNATs or redirects.
-    fn into_nat(self, names: &mut Names) -> Option<DnatRule> {
+    /// Adds the rule to `set` when it DNATs or redirects.
+    fn add_if_nat(self, set: &mut DnatSet) {
         let mut nats = false;
         let mut matches = Vec::new();
         for e in self.expr {
@@ -270,14 +352,13 @@ impl Rule {
             nats |= e.dnat || e.redirect || xt_nat;
             matches.extend(e.matched.and_then(Match::judged));
         }
-        matches.shrink_to_fit();
-        nats.then(|| DnatRule {
-            family: names.get(&self.family),
-            table: names.get(&self.table),
-            chain: names.get(&self.chain),
-            handle: self.handle,
-            matches,
-        })
+        if nats {
+            set.push(
+                [&self.family, &self.table, &self.chain],
+                self.handle,
+                matches,
+            );
+        }
     }
 }
 
@@ -285,7 +366,7 @@ impl Rule {
 /// tables with a nat chain.
 #[derive(Default)]
 struct Found {
-    rules: Vec<DnatRule>,
+    rules: DnatSet,
     nat_tables: Vec<(String, String)>,
 }
 
@@ -299,15 +380,14 @@ impl<'de> Deserialize<'de> for Found {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
                 let mut found = Found::default();
-                let mut names = Names::default();
                 while let Some(o) = seq.next_element::<Object>()? {
                     let Object::Known(o) = o else { continue };
                     if let Some(c) = o.chain.filter(|c| c.kind.as_deref() == Some("nat")) {
                         found.nat_tables.push((c.family, c.table));
                     }
-                    found
-                        .rules
-                        .extend(o.rule.and_then(|r| r.into_nat(&mut names)));
+                    if let Some(r) = o.rule {
+                        r.add_if_nat(&mut found.rules);
+                    }
                 }
                 Ok(found)
             }
@@ -323,21 +403,22 @@ struct Listing {
 
 /// The DNAT and redirect rules of the tables with a nat chain in nft's JSON
 /// listing, read from `r` as it comes.
-pub fn read(r: impl Read) -> Result<Vec<DnatRule>, serde_json::Error> {
-    let Found {
-        mut rules,
-        nat_tables,
-    } = serde_json::from_reader::<_, Listing>(BufReader::new(r))?.nftables;
-    rules.retain(|r| {
+pub fn read(r: impl Read) -> Result<DnatSet, serde_json::Error> {
+    let Found { rules, nat_tables } =
+        serde_json::from_reader::<_, Listing>(BufReader::new(r))?.nftables;
+    let in_nat_table = |r: &DnatRule| {
         nat_tables
             .iter()
-            .any(|(f, t)| **f == *r.family && **t == *r.table)
-    });
-    Ok(rules)
+            .any(|(f, t)| *f == r.family && *t == r.table)
+    };
+    if rules.iter().all(|r| in_nat_table(&r)) {
+        return Ok(rules);
+    }
+    Ok(rules.filtered(in_nat_table))
 }
 
 /// Lists one table with `nft -j` in `netns` and reads its NAT rules.
-fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<DnatRule>> {
+fn list_table(netns: &Path, family: &str, table: &str) -> Option<DnatSet> {
     let mut child = in_netns::command(Some(netns), "nft")
         .args(["-j", "list", "table", family, table])
         .stdout(Stdio::piped())
@@ -360,7 +441,7 @@ fn list_table(netns: &Path, family: &str, table: &str) -> Option<Vec<DnatRule>> 
 /// they were listed at.
 #[derive(Default)]
 pub struct DnatRules {
-    by_netns: HashMap<u32, (NatTables, Vec<DnatRule>)>,
+    by_netns: HashMap<u32, (NatTables, DnatSet)>,
 }
 
 impl DnatRules {
@@ -368,11 +449,11 @@ impl DnatRules {
     /// when its nat tables' rules changed since the last listing: while
     /// the ruleset generation stays the same, nothing is read but it; when
     /// another table changed, the digest says so.
-    pub fn of(&mut self, netns: u32, path: &Path) -> Option<&[DnatRule]> {
+    pub fn of(&mut self, netns: u32, path: &Path) -> Option<&DnatSet> {
         let generation = crate::netfilter::ruleset_generation(Some(path)).ok()?;
         let known = self.by_netns.get(&netns).map(|(t, _)| t);
         if known.is_some_and(|t| t.generation == generation) {
-            return self.by_netns.get(&netns).map(|(_, r)| r.as_slice());
+            return self.by_netns.get(&netns).map(|(_, r)| r);
         }
         let now = crate::netfilter::nat_tables_at(Some(path)).ok()?;
         let unchanged = known.is_some_and(|t| t.tables == now.tables && t.digest == now.digest);
@@ -381,15 +462,20 @@ impl DnatRules {
                 *t = now;
             }
         } else {
-            let mut rules = Vec::new();
+            let mut rules = DnatSet::default();
             for (family, table) in &now.tables {
                 let family = crate::netfilter::family_name(*family);
-                rules.extend(list_table(path, family, table)?);
+                let listed = list_table(path, family, table)?;
+                if rules.is_empty() {
+                    rules = listed;
+                } else {
+                    rules.append(&listed);
+                }
             }
             rules.shrink_to_fit();
             self.by_netns.insert(netns, (now, rules));
         }
-        self.by_netns.get(&netns).map(|(_, r)| r.as_slice())
+        self.by_netns.get(&netns).map(|(_, r)| r)
     }
 }
 
@@ -409,9 +495,10 @@ mod tests {
             ]}"#;
         let rules = read(json.as_bytes()).expect("the listing");
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert_eq!((&*rules[0].chain, rules[0].handle), ("pre", 4));
+        let rule = rules.iter().next().expect("a rule");
+        assert_eq!((rule.chain, rule.handle), ("pre", 4));
         assert_eq!(
-            rules[0].matches,
+            rule.matches,
             [NatMatch {
                 eq: true,
                 proto: Some(6),

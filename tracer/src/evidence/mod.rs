@@ -174,11 +174,12 @@ impl Evidence {
         let pending = std::thread::Builder::new()
             .name("pathtrace-evidence".into())
             .spawn(move || {
+                let paths: Vec<&Path> = namespaces.iter().map(|(_, p)| p.as_path()).collect();
+                let read = in_netns::call_each(&paths, 4, read_counters);
                 namespaces
-                    .into_iter()
-                    .filter_map(|(ino, path)| {
-                        in_netns::call(&path, read_counters).ok().map(|c| (ino, c))
-                    })
+                    .iter()
+                    .zip(read)
+                    .filter_map(|((ino, _), c)| Some((*ino, c.ok()?)))
                     .collect()
             })
             .ok();

@@ -248,19 +248,55 @@ pub fn nat_tables(sock: &mut NlSocket) -> Result<Vec<(u8, String)>, NfError> {
     Ok(out)
 }
 
-/// The rules of one table, chain by chain, each chain in rule order.
-pub fn rules(sock: &mut NlSocket, family: u8, table: &str) -> Result<Vec<RuleRec>, NfError> {
+/// What the rules of a table hold, for telling iptables-nft's tables.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RuleKinds {
+    /// Some rule has xt compat expressions or userdata.
+    pub compat: bool,
+    /// Every rule has a `counter` (true for no rules).
+    pub all_counted: bool,
+}
+
+/// Each chain's rule handles, in rule order.
+pub type ChainHandles = Vec<(String, Vec<u64>)>;
+
+/// The handles of the rules of one table, by chain, each chain in rule
+/// order, folded as the dump arrives (no record per rule is kept).
+pub fn rule_handles(
+    sock: &mut NlSocket,
+    family: u8,
+    table: &str,
+) -> Result<(ChainHandles, RuleKinds), NfError> {
+    type Fold = (ChainHandles, Option<RuleKinds>);
     let mut req = AttrWriter::new();
     req.put_str(NFTA_RULE_TABLE, table);
-    dump_each(
+    let (chains, kinds) = dump_each(
         sock,
         msg(NFT_MSG_GETRULE),
         family,
         req.as_bytes(),
-        |out: &mut Vec<RuleRec>, fam, a| {
-            out.extend((fam == family).then(|| rule_rec(a, table)).flatten());
+        |(chains, kinds): &mut Fold, fam, a| {
+            let Some(r) = (fam == family).then(|| rule_rec(a, table)).flatten() else {
+                return;
+            };
+            let k = kinds.get_or_insert(RuleKinds {
+                compat: false,
+                all_counted: true,
+            });
+            k.compat |= r.compat || r.has_userdata;
+            k.all_counted &= r.counter;
+            // A dump lists a chain's rules together.
+            match chains.last_mut() {
+                Some((c, handles)) if *c == r.chain => handles.push(r.handle),
+                _ => chains.push((r.chain, vec![r.handle])),
+            }
         },
-    )
+    )?;
+    let kinds = kinds.unwrap_or(RuleKinds {
+        compat: false,
+        all_counted: true,
+    });
+    Ok((chains, kinds))
 }
 
 /// One rule of `table` from its attributes.
@@ -358,14 +394,17 @@ pub fn sweep_leftovers(netns: Option<&Path>) -> Result<usize, NfError> {
 /// nftables table that isn't pathtrace's own (iptables-nft's included), or
 /// an iptables-legacy table.
 pub fn has_rules(netns: Option<&Path>) -> Result<bool, NfError> {
-    in_netns::call_opt(netns, || {
-        let mut ctl = NlSocket::open(false)?;
-        ctl.set_rcv_timeout(Duration::from_secs(3))?;
-        let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
-        let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
-            .is_ok_and(|names| !names.trim().is_empty());
-        Ok::<_, NfError>(nft || legacy)
-    })?
+    in_netns::call_opt(netns, has_rules_here)?
+}
+
+/// [`has_rules`] for the calling thread's namespace.
+pub fn has_rules_here() -> Result<bool, NfError> {
+    let mut ctl = NlSocket::open(false)?;
+    ctl.set_rcv_timeout(Duration::from_secs(3))?;
+    let nft = tables(&mut ctl, 0)?.iter().any(|t| !is_ours(&t.name));
+    let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+        .is_ok_and(|names| !names.trim().is_empty());
+    Ok(nft || legacy)
 }
 
 /// The ruleset generation of the namespace at `netns` (see [`generation`]).

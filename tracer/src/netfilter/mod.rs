@@ -46,6 +46,7 @@ mod nflog;
 mod rules;
 mod socket;
 mod table;
+mod texts;
 mod trace;
 
 #[cfg(test)]
@@ -54,7 +55,9 @@ mod tests;
 use serde::Serialize;
 
 pub use dump::TABLE_NAME;
-pub use dump::{has_rules, nat_tables_at, ruleset_generation, sweep_leftovers, NatTables};
+pub use dump::{
+    has_rules, has_rules_here, nat_tables_at, ruleset_generation, sweep_leftovers, NatTables,
+};
 pub use flowtable::{flowtables, Flowtable};
 pub use legacy::{legacy_sweep, LegacyTracer};
 pub use rules::{parse_iptables_save, parse_nft_text, RuleBook};

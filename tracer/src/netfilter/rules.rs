@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::dump::{self, RuleRec};
+use super::dump::{self, RuleKinds};
 use super::socket::NlSocket;
+use super::texts::Texts;
 use super::trace::{TraceEvent, TraceKind};
 use super::{family_name, NfError, RuleInfo, NFPROTO_IPV4, NFPROTO_IPV6};
 
@@ -23,12 +24,12 @@ struct ChainCache {
 #[derive(Debug)]
 struct TableCache {
     chains: HashMap<String, ChainCache>,
-    /// nft text by rule handle, of the chains listed so far.
-    nft_text: HashMap<u64, String>,
+    /// nft text by rule handle, of each chain listed so far.
+    nft_text: HashMap<String, Texts>,
     /// When each chain's nft text was last listed.
     nft_listed: HashMap<String, Instant>,
     /// `-A CHAIN …` lines by rule handle, when iptables-nft manages the table.
-    iptables: HashMap<u64, String>,
+    iptables: Texts,
     /// The chains `iptables` covers: a rule of theirs without an `-A` line
     /// is new, and a reason to list the table again.
     iptables_chains: HashSet<String>,
@@ -51,20 +52,50 @@ pub struct RuleBook {
 /// Maps rule handles to text in `nft -a` output: every rule line ends with
 /// `# handle N`; table, chain and set headers end with `{ # handle N`.
 pub fn parse_nft_text(out: &str) -> HashMap<u64, String> {
-    let mut map = HashMap::new();
-    for line in out.lines() {
-        let Some((text, handle)) = line.rsplit_once("# handle ") else {
-            continue;
-        };
-        let text = text.trim();
-        if text.ends_with('{') || text.is_empty() {
-            continue;
-        }
-        if let Ok(h) = handle.trim().parse::<u64>() {
-            map.insert(h, text.to_string());
+    out.lines()
+        .filter_map(nft_line)
+        .map(|(h, text)| (h, text.to_string()))
+        .collect()
+}
+
+/// A rule's handle and text, from one line of `nft -a` output.
+fn nft_line(line: &str) -> Option<(u64, &str)> {
+    let (text, handle) = line.rsplit_once("# handle ")?;
+    let text = text.trim();
+    if text.ends_with('{') || text.is_empty() {
+        return None;
+    }
+    Some((handle.trim().parse().ok()?, text))
+}
+
+/// Runs `prog args…` in `netns` and hands each line of its standard output
+/// to `each` as it comes, so a long listing is never held whole.
+fn each_line(
+    netns: Option<&Path>,
+    prog: &str,
+    args: &[&str],
+    mut each: impl FnMut(&str),
+) -> Result<(), String> {
+    use std::io::BufRead;
+    let mut child = in_netns::command(netns, prog)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{prog}: {e}"))?;
+    if let Some(out) = child.stdout.take() {
+        let mut out = std::io::BufReader::new(out);
+        let mut line = String::new();
+        while out.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
+            each(&line);
+            line.clear();
         }
     }
-    map
+    let status = child.wait().map_err(|e| e.to_string())?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("{prog} {}: {status}", args.join(" ")))
 }
 
 /// Groups `iptables-save` rule lines by chain, in order. None when the
@@ -88,9 +119,8 @@ pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
 
 /// Whether the rules look like iptables-nft's: it adds a `counter` to every
 /// rule, and `match`/`target` (xt compat) expressions or userdata to many.
-fn looks_like_iptables(rules: &[RuleRec]) -> bool {
-    let compat = rules.iter().any(|r| r.has_userdata || r.compat);
-    compat || rules.iter().all(|r| r.counter)
+fn looks_like_iptables(kinds: RuleKinds) -> bool {
+    kinds.compat || kinds.all_counted
 }
 
 impl RuleBook {
@@ -119,15 +149,15 @@ impl RuleBook {
     }
 
     /// The chains of a table, each with its rules' handles in order (one
-    /// netlink dump: cheap), and the rules.
+    /// netlink dump: cheap), and what its rules hold.
     fn positions(
         &mut self,
         family: u8,
         table: &str,
-    ) -> Result<(HashMap<String, ChainCache>, Vec<RuleRec>), NfError> {
+    ) -> Result<(HashMap<String, ChainCache>, RuleKinds), NfError> {
         let sock = self.socket()?;
         let chain_recs = dump::chains(sock, family, table)?;
-        let rule_recs = dump::rules(sock, family, table)?;
+        let (handles, kinds) = dump::rule_handles(sock, family, table)?;
         let mut chains: HashMap<String, ChainCache> = chain_recs
             .into_iter()
             .map(|c| {
@@ -140,14 +170,16 @@ impl RuleBook {
                 )
             })
             .collect();
-        for r in &rule_recs {
-            chains
-                .entry(r.chain.clone())
-                .or_default()
-                .handles
-                .push(r.handle);
+        for (chain, mut handles) in handles {
+            let c = chains.entry(chain).or_default();
+            if c.handles.is_empty() {
+                handles.shrink_to_fit();
+                c.handles = handles;
+            } else {
+                c.handles.extend(handles);
+            }
         }
-        Ok((chains, rule_recs))
+        Ok((chains, kinds))
     }
 
     /// Positions, and text from `iptables-nft-save` for the tables
@@ -155,15 +187,15 @@ impl RuleBook {
     /// proportion to the table's size). nft text is listed later, chain by
     /// chain, for the rules `iptables-nft-save` leaves without text.
     fn load(&mut self, family: u8, table: &str) -> Result<TableCache, NfError> {
-        let (chains, rule_recs) = self.positions(family, table)?;
-        let iptables = if looks_like_iptables(&rule_recs) {
+        let (chains, kinds) = self.positions(family, table)?;
+        let iptables = if looks_like_iptables(kinds) {
             self.iptables_text(family, table, &chains)
         } else {
-            HashMap::new()
+            Texts::default()
         };
         let iptables_chains = chains
             .iter()
-            .filter(|(_, c)| c.handles.first().is_some_and(|h| iptables.contains_key(h)))
+            .filter(|(_, c)| c.handles.first().is_some_and(|h| iptables.contains(*h)))
             .map(|(name, _)| name.clone())
             .collect();
         Ok(TableCache {
@@ -178,38 +210,56 @@ impl RuleBook {
     }
 
     /// `-A CHAIN …` lines by rule handle, from `iptables-nft-save`, for a
-    /// table iptables-nft manages (each chain whose rule count matches).
+    /// table iptables-nft manages (each chain whose rule count matches),
+    /// read as the listing streams and kept deflated.
     fn iptables_text(
         &self,
         family: u8,
         table: &str,
         chains: &HashMap<String, ChainCache>,
-    ) -> HashMap<u64, String> {
+    ) -> Texts {
         let save = match family {
             NFPROTO_IPV4 => "iptables-nft-save",
             NFPROTO_IPV6 => "ip6tables-nft-save",
-            _ => return HashMap::new(),
+            _ => return Texts::default(),
         };
         if !IPTABLES_TABLES.contains(&table) {
-            return HashMap::new();
+            return Texts::default();
         }
-        let lines = match in_netns::output(self.netns.as_deref(), save, &["-t", table]) {
-            Ok(out) => parse_iptables_save(&out),
-            Err(e) => {
-                log::debug!("netfilter: {save}: {e}");
-                None
-            }
-        };
-        let mut iptables = HashMap::new();
-        for (chain, lines) in lines.unwrap_or_default() {
-            let Some(c) = chains.get(&chain) else {
-                continue;
+        let mut texts = Texts::default();
+        // Lines seen per chain: the nth line of a chain is its nth rule.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut incompatible = false;
+        let listed = each_line(self.netns.as_deref(), save, &["-t", table], |line| {
+            incompatible |= line.contains("is incompatible");
+            let Some(rest) = line.strip_prefix("-A ") else {
+                return;
             };
-            if c.handles.len() == lines.len() {
-                iptables.extend(c.handles.iter().copied().zip(lines));
+            let chain = rest.split_whitespace().next().unwrap_or_default();
+            let Some(c) = chains.get(chain) else { return };
+            let n = seen.entry(chain.to_string()).or_default();
+            if let Some(&h) = c.handles.get(*n) {
+                texts.push(h, line);
             }
+            *n += 1;
+        });
+        if let Err(e) = listed {
+            log::debug!("netfilter: {e}");
+            return Texts::default();
         }
-        iptables
+        if incompatible {
+            return Texts::default();
+        }
+        let mut texts = texts.finish();
+        // A chain whose line count differs from its rule count changed
+        // between the two listings: none of its lines is trusted.
+        let off: std::collections::HashSet<u64> = seen
+            .iter()
+            .filter_map(|(name, n)| chains.get(name).filter(|c| c.handles.len() != *n))
+            .flat_map(|c| c.handles.iter().copied())
+            .collect();
+        texts.forget(&off);
+        texts
     }
 
     /// The cached table, listed again when it changed after the listing
@@ -272,16 +322,16 @@ impl RuleBook {
             c.chains
                 .get(chain)
                 .is_none_or(|ch| !ch.handles.contains(&handle))
-                || (c.iptables_chains.contains(chain) && !c.iptables.contains_key(&handle))
+                || (c.iptables_chains.contains(chain) && !c.iptables.contains(handle))
         };
         let cache = self.table(family, table, gen, missing)?;
         let handles = &cache.chains.get(chain)?.handles;
         let pos = handles.iter().position(|h| *h == handle)?;
         let index = u32::try_from(pos + 1).ok()?;
-        if let Some(line) = cache.iptables.get(&handle) {
+        if let Some(line) = cache.iptables.get(handle) {
             return Some(RuleInfo {
                 index,
-                text: line.clone(),
+                text: line,
                 iptables: true,
             });
         }
@@ -300,8 +350,8 @@ impl RuleBook {
     /// last moment.
     fn nft_text(&mut self, family: u8, table: &str, chain: &str, handle: u64) -> Option<String> {
         let cache = self.tables.get_mut(&(family, table.to_string()))?;
-        if let Some(text) = cache.nft_text.get(&handle) {
-            return Some(text.clone());
+        if let Some(text) = cache.nft_text.get(chain).and_then(|t| t.get(handle)) {
+            return Some(text);
         }
         if cache
             .nft_listed
@@ -312,12 +362,22 @@ impl RuleBook {
         }
         let fam = family_name(family);
         let args = ["-a", "-s", "list", "chain", fam, table, chain];
-        match in_netns::output(self.netns.as_deref(), "nft", &args) {
-            Ok(out) => cache.nft_text.extend(parse_nft_text(&out)),
-            Err(e) => log::debug!("netfilter: rule text of {fam} {table} {chain}: {e}"),
+        let mut texts = Texts::default();
+        let listed = each_line(self.netns.as_deref(), "nft", &args, |line| {
+            if let Some((h, text)) = nft_line(line) {
+                texts.push(h, text);
+            }
+        });
+        if let Err(e) = listed {
+            log::debug!("netfilter: rule text of {fam} {table} {chain}: {e}");
+        }
+        let texts = texts.finish();
+        let text = texts.get(handle);
+        if !texts.is_empty() {
+            cache.nft_text.insert(chain.to_string(), texts);
         }
         cache.nft_listed.insert(chain.to_string(), Instant::now());
-        cache.nft_text.get(&handle).cloned()
+        text
     }
 
     /// Hook of a base chain (NF_INET_*), or None for a regular chain.

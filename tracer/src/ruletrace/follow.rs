@@ -9,6 +9,8 @@ use crate::{names::NetnsNames, netfilter, track::Packet};
 pub const START_BOUND: usize = 16;
 /// At most this many namespaces are looked at for that.
 const START_LOOK: usize = 256;
+/// Threads that look at them side by side.
+const LOOKERS: usize = 4;
 
 /// How near the calling thread's namespace is to the flow's destinations,
 /// when it is on the flow's likely path: it holds one of `dsts` (0), routes
@@ -19,13 +21,15 @@ const START_LOOK: usize = 256;
 fn nearness(dsts: &[IpAddr]) -> Option<u8> {
     // Not by binding a socket: in a namespace without a single route the
     // kernel lets a socket bind any IPv4 address.
-    let v4 = crate::evidence::link::v4_addrs();
-    let holds = |a: &IpAddr| match a {
-        IpAddr::V4(a) => v4.iter().any(|(_, have, _)| have == a),
-        IpAddr::V6(_) => std::net::UdpSocket::bind((*a, 0)).is_ok(),
-    };
-    if dsts.iter().any(holds) {
-        return Some(0);
+    if !dsts.is_empty() {
+        let v4 = crate::evidence::link::v4_addrs();
+        let holds = |a: &IpAddr| match a {
+            IpAddr::V4(a) => v4.iter().any(|(_, have, _)| have == a),
+            IpAddr::V6(_) => std::net::UdpSocket::bind((*a, 0)).is_ok(),
+        };
+        if dsts.iter().any(holds) {
+            return Some(0);
+        }
     }
     let on = |f: &str| std::fs::read_to_string(f).is_ok_and(|s| s.trim() != "0");
     let forwards = on("/proc/sys/net/ipv4/ip_forward")
@@ -33,6 +37,9 @@ fn nearness(dsts: &[IpAddr]) -> Option<u8> {
         || on("/proc/sys/net/bridge/bridge-nf-call-iptables");
     if !forwards {
         return None;
+    }
+    if dsts.is_empty() {
+        return Some(4);
     }
     let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
     let by_route = dsts
@@ -151,39 +158,38 @@ impl Follow {
         }
         let mut known = names.known_paths();
         known.sort_unstable_by_key(|(ino, _)| *ino);
+        known.retain(|(ino, _)| !watch.is_armed(*ino));
+        known.truncate(START_LOOK);
+        // One visit to each namespace, a few namespaces at a time.
+        let paths: Vec<&std::path::Path> = known.iter().map(|(_, p)| p.as_path()).collect();
+        let looks = in_netns::call_each(&paths, LOOKERS, || {
+            let near = nearness(dsts)?;
+            netfilter::has_rules_here().ok()?.then_some(near)
+        });
         let mut likely: Vec<(u8, u32, std::path::PathBuf)> = known
             .into_iter()
-            .take(START_LOOK)
-            .filter(|(ino, _)| !watch.is_armed(*ino))
-            .filter_map(|(ino, path)| {
-                let near = in_netns::call(&path, || nearness(dsts)).ok().flatten()?;
-                netfilter::has_rules(Some(&path))
-                    .unwrap_or(false)
-                    .then_some((near, ino, path))
-            })
+            .zip(looks)
+            .filter_map(|((ino, path), look)| Some((look.ok().flatten()?, ino, path)))
             .collect();
         likely.sort_by_key(|(near, ino, _)| (*near, *ino));
-        let mut armed = Vec::new();
-        let mut left = 0;
-        for (_, ino, path) in likely {
-            if armed.len() >= START_BOUND {
-                left += 1;
-                continue;
-            }
-            names.resolve(ino);
-            let label = names
-                .name(ino)
-                .map_or_else(|| format!("netns:{ino}"), str::to_owned);
-            let target = NetnsTarget {
-                path: Some(path),
-                inode: ino,
-                label: label.clone(),
-            };
-            if watch.arm(&target).is_ok() {
-                self.seen.insert(ino);
-                armed.push(label);
-            }
-        }
+        let left = likely.len().saturating_sub(START_BOUND);
+        let targets: Vec<NetnsTarget> = likely
+            .into_iter()
+            .take(START_BOUND)
+            .map(|(_, ino, path)| {
+                names.resolve(ino);
+                let label = names
+                    .name(ino)
+                    .map_or_else(|| format!("netns:{ino}"), str::to_owned);
+                NetnsTarget {
+                    path: Some(path),
+                    inode: ino,
+                    label,
+                }
+            })
+            .collect();
+        let armed = watch.arm_all(&targets);
+        self.seen.extend(targets.iter().map(|t| t.inode));
         let bound = (left > 0).then(|| {
             format!(
                 "{} namespaces with rules are on the flow's likely path, more than the {START_BOUND} \

@@ -318,6 +318,29 @@ fn watch_loop(mut src: Source, ctx: Shared) {
     ctx.drained.store(u64::MAX, Ordering::Release);
 }
 
+/// The tracers of one namespace (nftables, and iptables-legacy where it is
+/// in use), with a line for each that could not start.
+fn open_sources(target: &NetnsTarget, filters: &[FlowFilter]) -> (Vec<Source>, Vec<String>) {
+    let path = target.path.as_deref();
+    let mut sources = Vec::new();
+    let mut warnings = Vec::new();
+    match RuleTracer::start(path, filters) {
+        Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
+        Err(e) => warnings.push(format!("no nftables rule tracing in {}: {e}", target.label)),
+    }
+    if legacy_in_use(path) {
+        let _ = legacy_sweep(path);
+        match LegacyTracer::start(path, filters) {
+            Ok(t) => sources.push(Source::Legacy(t)),
+            Err(e) => warnings.push(format!(
+                "no iptables-legacy rule tracing in {}: {e}",
+                target.label
+            )),
+        }
+    }
+    (sources, warnings)
+}
+
 /// Rule tracing in a set of namespaces, for one session.
 pub struct RuleWatch {
     rx: mpsc::Receiver<RuleHit>,
@@ -401,6 +424,39 @@ impl RuleWatch {
     /// Starts rule tracing in one more namespace; what could not start is
     /// added to [`RuleWatch::warnings`].
     pub fn arm(&mut self, target: &NetnsTarget) -> Result<(), ArmRefused> {
+        self.admit(target)?;
+        let since = Instant::now();
+        let (sources, warnings) = open_sources(target, &self.filters);
+        self.install(target, since, sources, warnings);
+        Ok(())
+    }
+
+    /// [`RuleWatch::arm`] for several namespaces, their tracers started
+    /// side by side; the labels of those armed.
+    pub fn arm_all(&mut self, targets: &[NetnsTarget]) -> Vec<String> {
+        let admitted: Vec<&NetnsTarget> =
+            targets.iter().filter(|t| self.admit(t).is_ok()).collect();
+        let since = Instant::now();
+        let filters = &self.filters;
+        let opened: Vec<_> = std::thread::scope(|s| {
+            let started: Vec<_> = admitted
+                .iter()
+                .map(|t| s.spawn(move || open_sources(t, filters)))
+                .collect();
+            started
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (target, (sources, warnings)) in admitted.iter().zip(opened) {
+            self.install(target, since, sources, warnings);
+        }
+        admitted.iter().map(|t| t.label.clone()).collect()
+    }
+
+    /// Counts `target` as armed (or tried) from now, unless it already is
+    /// or the bound is reached.
+    fn admit(&mut self, target: &NetnsTarget) -> Result<(), ArmRefused> {
         if self.armed.contains_key(&target.inode) {
             return Err(ArmRefused::Already);
         }
@@ -408,26 +464,19 @@ impl RuleWatch {
             return Err(ArmRefused::Bound);
         }
         self.armed.insert(target.inode, monotonic_ns());
-        let since = Instant::now();
-        let path = target.path.as_deref();
+        Ok(())
+    }
+
+    /// Starts a watcher thread for each source opened in `target`.
+    fn install(
+        &mut self,
+        target: &NetnsTarget,
+        since: Instant,
+        sources: Vec<Source>,
+        warnings: Vec<String>,
+    ) {
+        self.warnings.extend(warnings);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut sources = Vec::new();
-        match RuleTracer::start(path, &self.filters) {
-            Ok(t) => sources.push(Source::Nft(t, RuleBook::new(path))),
-            Err(e) => self
-                .warnings
-                .push(format!("no nftables rule tracing in {}: {e}", target.label)),
-        }
-        if legacy_in_use(path) {
-            let _ = legacy_sweep(path);
-            match LegacyTracer::start(path, &self.filters) {
-                Ok(t) => sources.push(Source::Legacy(t)),
-                Err(e) => self.warnings.push(format!(
-                    "no iptables-legacy rule tracing in {}: {e}",
-                    target.label
-                )),
-            }
-        }
         self.places.insert(
             target.inode,
             Place {
@@ -455,7 +504,6 @@ impl RuleWatch {
             self.threads
                 .push(std::thread::spawn(move || watch_loop(src, ctx)));
         }
-        Ok(())
     }
 
     /// Whether both iptables-legacy and nftables rules are traced in `netns`.

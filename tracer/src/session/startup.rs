@@ -121,13 +121,16 @@ struct Rules {
     follow: Follow,
     netns: NetnsNames,
     evidence: Evidence,
+    /// What arming has to say, told after the tier line.
+    lines: Vec<String>,
 }
 
+/// Arms rule tracing and reads the counter baselines. It touches nothing
+/// the programs do, so it runs while they load; it tells nothing itself
+/// (see [`Rules::tell`]).
 fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
     let mut watch = RuleWatch::start(&opts.rule_netns, &opts.filters);
     reached(t0, "rule tracing started");
-    let mut warnings = Warnings::default();
-    warnings.say(&watch);
     let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
     let mut netns = NetnsNames::load();
     // Counter baselines before "ready": a loss the kernel counts but gives
@@ -141,24 +144,33 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
         .map(|c| c.addr)
         .collect();
     let (early, bound) = follow.arm_likely(&mut watch, &mut netns, &dsts);
-    if let Some(line) = bound {
-        eprintln!("pathtrace: {line}");
-    }
+    let mut lines: Vec<String> = bound.into_iter().collect();
     if !early.is_empty() {
-        eprintln!(
-            "pathtrace: rule tracing armed before the first packet in {}",
+        lines.push(format!(
+            "rule tracing armed before the first packet in {}",
             early.join(", ")
-        );
+        ));
     }
-    warnings.say(&watch);
     evidence.settle_baselines();
     reached(t0, "likely path armed and counter baselines read");
     Rules {
         watch,
-        warnings,
+        warnings: Warnings::default(),
         follow,
         netns,
         evidence,
+        lines,
+    }
+}
+
+impl Rules {
+    /// Says what arming found: where rule tracing could not start, and
+    /// where it was armed.
+    fn tell(&mut self) {
+        self.warnings.say(&self.watch);
+        for line in self.lines.drain(..) {
+            eprintln!("pathtrace: {line}");
+        }
     }
 }
 
@@ -173,11 +185,19 @@ impl Session {
             .map(PcapWriter::create)
             .transpose()
             .map_err(|e| Error::Usage(e.to_string()))?;
-        let (mut tracer, btf) = load_programs(&opts.load, &opts.filters)?;
+        // Arming visits every namespace, loading waits on the verifier:
+        // side by side, "ready" costs the longer of the two, not their sum.
+        let (loaded, rules) = std::thread::scope(|s| {
+            let arming = s.spawn(|| arm_rules(opts, t0));
+            let loaded = load_programs(&opts.load, &opts.filters);
+            reached(t0, "programs attached");
+            (loaded, arming.join())
+        });
+        let mut rules = rules.map_err(|_| Error::Runtime("arming rule tracing failed".into()))?;
+        let (mut tracer, btf) = loaded?;
         let reader = tracer.events()?;
         announce_tier(&tracer);
-        reached(t0, "programs attached");
-        let rules = arm_rules(opts, t0);
+        rules.tell();
         let signals = StopSignals::install()?;
         let what: Vec<String> = opts.filters.iter().map(ToString::to_string).collect();
         eprintln!("pathtrace: ready, tracing {}", what.join(" | "));
