@@ -1,5 +1,5 @@
 //! What a diagnosis may say about a packet, gathered once.
-use std::{net::IpAddr, rc::Rc};
+use std::{net::IpAddr, sync::Arc};
 
 use super::{
     clash::{nat_clash, NatClash},
@@ -50,7 +50,7 @@ pub struct Facts {
     pub bridged: bool,
     /// The kernel's own state where the packet died or was last seen,
     /// read when it settled (counters against their start values).
-    pub seen: Option<Rc<Seen>>,
+    pub seen: Option<Arc<Seen>>,
     /// The deciding rule names the client's own address (a ban of this
     /// host), rather than covering other traffic too.
     pub rule_names_client: bool,
@@ -645,7 +645,7 @@ fn look(
     no_socket: bool,
     view: &mut View,
     evidence: &mut Evidence,
-) -> Option<Rc<Seen>> {
+) -> Option<Arc<Seen>> {
     let h = if fate == FateKind::Dropped {
         ends.at
     } else {
@@ -988,7 +988,7 @@ impl Facts {
 
     #[cfg(test)]
     pub fn with_seen(mut self, seen: Seen) -> Self {
-        self.seen = Some(Rc::new(seen));
+        self.seen = Some(Arc::new(seen));
         self
     }
 }

@@ -15,7 +15,7 @@ pub mod sockets;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    rc::Rc,
+    sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -149,7 +149,7 @@ pub struct Evidence {
     pending: Option<JoinHandle<HashMap<u32, Counters>>>,
     /// The last look at each namespace: a burst of packets dying in one
     /// place reads its state once, and shares it.
-    recent: HashMap<u32, (Instant, Extras, Rc<Seen>)>,
+    recent: HashMap<u32, (Instant, Extras, Arc<Seen>)>,
     /// Where a destination was found, by (namespace, destination): a burst
     /// of packets with no route asks the namespaces once.
     owners: HashMap<(u32, std::net::IpAddr), (Instant, Option<Owner>)>,
@@ -229,10 +229,10 @@ impl Evidence {
     }
 
     /// Reads namespace `netns` (at `path`) now, with `extras`.
-    pub fn look(&mut self, netns: u32, path: &Path, extras: Extras) -> Option<Rc<Seen>> {
+    pub fn look(&mut self, netns: u32, path: &Path, extras: Extras) -> Option<Arc<Seen>> {
         if let Some((at, read, seen)) = self.recent.get(&netns) {
             if at.elapsed() < FRESH && read.covers(extras) {
-                return Some(Rc::clone(seen));
+                return Some(Arc::clone(seen));
             }
         }
         if let Some(h) = self.pending.take() {
@@ -247,12 +247,12 @@ impl Evidence {
             .baselines
             .entry(netns)
             .or_insert_with(|| now.counters.clone());
-        let seen = Rc::new(Seen {
+        let seen = Arc::new(Seen {
             rose: now.counters.since(base),
             now,
         });
         self.recent
-            .insert(netns, (Instant::now(), extras, Rc::clone(&seen)));
+            .insert(netns, (Instant::now(), extras, Arc::clone(&seen)));
         Some(seen)
     }
 }
