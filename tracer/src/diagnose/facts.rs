@@ -377,23 +377,7 @@ fn evidence_values(
     no_socket: bool,
     v: &mut Values,
 ) {
-    let rose = counters_phrase(
-        seen,
-        &[
-            "conntrack.drop",
-            "conntrack.insert_failed",
-            "conntrack.early_drop",
-            "TcpExt.ListenOverflows",
-            "TcpExt.ListenDrops",
-            "Udp.NoPorts",
-            "Udp.RcvbufErrors",
-            "Snmp6.Udp6RcvbufErrors",
-            "Ip.InNoRoutes",
-            "Ip.OutNoRoutes",
-            "Snmp6.Ip6InNoRoutes",
-            "Snmp6.Ip6OutNoRoutes",
-        ],
-    );
+    let rose = counters_phrase(seen, &crate::evidence::counters::KEPT);
     if !rose.is_empty() {
         v.set(Fact::CountersRose, rose);
     }

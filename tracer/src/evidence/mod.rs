@@ -15,8 +15,8 @@ pub mod sockets;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::mpsc,
     sync::Arc,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -61,6 +61,22 @@ fn read_counters() -> Counters {
         c.add_conntrack(&t);
     }
     c
+}
+
+/// Counter baselines by namespace inode.
+type Baselines = Vec<(u32, Counters)>;
+
+/// Namespaces whose baselines are read together after the ready line.
+const LATER_BATCH: usize = 32;
+
+/// The counters of each of `namespaces`, four namespaces at a time.
+fn read_baselines(namespaces: &[(u32, PathBuf)]) -> Baselines {
+    let paths: Vec<&Path> = namespaces.iter().map(|(_, p)| p.as_path()).collect();
+    namespaces
+        .iter()
+        .zip(in_netns::call_each(&paths, 4, read_counters))
+        .filter_map(|((ino, _), c)| Some((*ino, c.ok()?)))
+        .collect()
 }
 
 /// `/proc/net/snmp6` is `Name value` lines; as one `Ip6:` pair for [`Counters::add_snmp`].
@@ -146,7 +162,9 @@ impl Seen {
 /// and at a namespace's first look.
 pub struct Evidence {
     baselines: HashMap<u32, Counters>,
-    pending: Option<JoinHandle<HashMap<u32, Counters>>>,
+    /// Baselines still being read, a batch at a time: the namespaces on the
+    /// likely path first (before the ready line), the others after it.
+    arriving: Option<mpsc::Receiver<Baselines>>,
     /// The last look at each namespace: a burst of packets dying in one
     /// place reads its state once, and shares it.
     recent: HashMap<u32, (Instant, Extras, Arc<Seen>)>,
@@ -169,23 +187,25 @@ pub struct Owner {
 const FRESH: Duration = Duration::from_millis(100);
 
 impl Evidence {
-    /// Takes the baselines of `namespaces` (inode, path) on a thread of its own.
-    pub fn start(namespaces: Vec<(u32, PathBuf)>) -> Self {
-        let pending = std::thread::Builder::new()
+    /// Takes the baselines of namespaces (inode, path) on a thread of its
+    /// own: those of `first`, then those of `later`, [`LATER_BATCH`] at a time.
+    pub fn start(first: Vec<(u32, PathBuf)>, later: Vec<(u32, PathBuf)>) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let reading = std::thread::Builder::new()
             .name("pathtrace-evidence".into())
             .spawn(move || {
-                let paths: Vec<&Path> = namespaces.iter().map(|(_, p)| p.as_path()).collect();
-                let read = in_netns::call_each(&paths, 4, read_counters);
-                namespaces
-                    .iter()
-                    .zip(read)
-                    .filter_map(|((ino, _), c)| Some((*ino, c.ok()?)))
-                    .collect()
-            })
-            .ok();
+                if tx.send(read_baselines(&first)).is_err() {
+                    return;
+                }
+                for batch in later.chunks(LATER_BATCH) {
+                    if tx.send(read_baselines(batch)).is_err() {
+                        return;
+                    }
+                }
+            });
         Self {
             baselines: HashMap::new(),
-            pending,
+            arriving: reading.is_ok().then_some(rx),
             recent: HashMap::new(),
             owners: HashMap::new(),
             nat: dnat_rules::DnatRules::default(),
@@ -194,7 +214,7 @@ impl Evidence {
 
     /// No namespaces known in advance.
     pub fn empty() -> Self {
-        Self::start(Vec::new())
+        Self::start(Vec::new(), Vec::new())
     }
 
     /// The owner of `dst` as seen from `netns`, found by `find` at most
@@ -217,13 +237,41 @@ impl Evidence {
         o
     }
 
-    /// Waits for the baselines taken at start.
+    /// Waits for the baselines of the `first` namespaces given to [`Evidence::start`].
     pub fn settle_baselines(&mut self) {
-        if let Some(h) = self.pending.take() {
-            if let Ok(b) = h.join() {
-                for (ino, c) in b {
-                    self.baselines.entry(ino).or_insert(c);
+        if let Some(rx) = &self.arriving {
+            match rx.recv() {
+                Ok(b) => self.keep(b),
+                Err(_) => self.arriving = None,
+            }
+        }
+    }
+
+    fn keep(&mut self, b: Baselines) {
+        for (ino, c) in b {
+            self.baselines.entry(ino).or_insert(c);
+        }
+    }
+
+    /// Takes in the baselines read so far, and waits for `netns`'s while
+    /// more are coming.
+    fn take_arrived(&mut self, netns: u32) {
+        let Some(rx) = self.arriving.take() else {
+            return;
+        };
+        loop {
+            let next = if self.baselines.contains_key(&netns) {
+                rx.try_recv()
+            } else {
+                rx.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+            };
+            match next {
+                Ok(b) => self.keep(b),
+                Err(mpsc::TryRecvError::Empty) => {
+                    self.arriving = Some(rx);
+                    return;
                 }
+                Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
     }
@@ -235,13 +283,7 @@ impl Evidence {
                 return Some(Arc::clone(seen));
             }
         }
-        if let Some(h) = self.pending.take() {
-            if let Ok(b) = h.join() {
-                for (ino, c) in b {
-                    self.baselines.entry(ino).or_insert(c);
-                }
-            }
-        }
+        self.take_arrived(netns);
         let now = NsState::read(path, extras)?;
         let base = self
             .baselines

@@ -1,7 +1,7 @@
 //! Start-up: the programs loaded with the run's flows (shared by trace,
 //! compare and drops), rule tracing armed, and, once the programs are
 //! ready, what names and explains the packets.
-use std::time::Instant;
+use std::{os::unix::fs::MetadataExt, time::Instant};
 
 use tracer_common::Filter;
 
@@ -133,9 +133,6 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
     reached(t0, "rule tracing started");
     let mut follow = Follow::new(opts.follow && !opts.rule_netns.is_empty());
     let mut netns = NetnsNames::load();
-    // Counter baselines before "ready": a loss the kernel counts but gives
-    // no reason for is told by what rose after this.
-    let mut evidence = Evidence::start(netns.known_paths());
     let dsts: Vec<std::net::IpAddr> = opts
         .filters
         .iter()
@@ -151,6 +148,17 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
             early.join(", ")
         ));
     }
+    // Counter baselines of the likely path before "ready", of the other
+    // namespaces just after: a loss the kernel counts but gives no reason
+    // for is told by what rose after this.
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino() as u32)
+        .ok();
+    let (first, later) = netns
+        .known_paths()
+        .into_iter()
+        .partition(|(ino, _)| watch.is_armed(*ino) || Some(*ino) == own);
+    let mut evidence = Evidence::start(first, later);
     evidence.settle_baselines();
     reached(t0, "likely path armed and counter baselines read");
     Rules {
