@@ -437,19 +437,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_hops_conntrack_entry_in_a_few_words() {
-        let dnat = Conntrack {
+    /// A new connection's entry in SYN_SENT, its destination NATed.
+    fn new_dnat_entry(original: Tuple, reply: Tuple) -> Conntrack {
+        Conntrack {
             info: CtInfo::New,
             entry: Some(CtEntry {
                 status: (1 << 3) | (1 << 5),
                 tcp_state: 1,
                 mark: 0,
                 zone: 0,
-                original: tuple("192.0.2.1", 40000, "203.0.113.1", 8092),
-                reply: tuple("198.51.100.2", 80, "192.0.2.1", 40000),
+                original,
+                reply,
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn a_hops_conntrack_entry_in_a_few_words() {
+        let dnat = new_dnat_entry(
+            tuple("192.0.2.1", 40000, "203.0.113.1", 8092),
+            tuple("198.51.100.2", 80, "192.0.2.1", 40000),
+        );
         assert_eq!(
             conntrack(&dnat),
             "ct new syn_sent dnat 203.0.113.1:8092→198.51.100.2:80"
@@ -490,17 +498,10 @@ mod tests {
         b.nf_family = 2;
         b.verdict = Some(Verdict::Accept);
         b.tuple = Some(t1);
-        b.ct = Some(Box::new(Conntrack {
-            info: CtInfo::New,
-            entry: Some(CtEntry {
-                status: (1 << 3) | (1 << 5),
-                tcp_state: 1,
-                mark: 0,
-                zone: 0,
-                original: t1,
-                reply: tuple("198.51.100.2", 80, "192.0.2.9", 40000),
-            }),
-        }));
+        b.ct = Some(Box::new(new_dnat_entry(
+            t1,
+            tuple("198.51.100.2", 80, "192.0.2.9", 40000),
+        )));
         let mut c = Hop::for_test(1_000 + 12_345_678, HopKind::NfHook, 12, 4, "docker0");
         c.verdict = Some(Verdict::Drop);
         c.tuple = Some(t2);
