@@ -80,8 +80,9 @@ pub struct PtRun {
     pub ready: Option<Duration>,
     /// How it ended, once `finish` has run.
     pub stop: Option<StopInfo>,
-    /// With `--json` the stats go to the JSON output, not to stderr.
-    json: bool,
+    /// No stats line is expected on stderr: with `--json` the stats go to
+    /// the JSON output, and `drops --quiet` counts for `--metrics` alone.
+    no_stats_line: bool,
 }
 
 /// Which signal ended a pathtrace run, and how long after the SIGINT.
@@ -170,7 +171,7 @@ impl PtRun {
             out,
             ready,
             stop: None,
-            json: args.iter().any(|a| a == "--json"),
+            no_stats_line: args.iter().any(|a| a == "--json" || a == "--quiet"),
         })
     }
 
@@ -213,7 +214,7 @@ impl PtRun {
         };
         let text = self.proc.stderr_text();
         let stats = parse_stats(&text);
-        if stats.is_none() && !self.json {
+        if stats.is_none() && !self.no_stats_line {
             log::warn!("pathtrace ({status}) printed no stats line: {text}");
         }
         Ok(stats)
