@@ -10,11 +10,11 @@
 use std::{
     os::fd::{AsRawFd, RawFd},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -56,13 +56,6 @@ impl Batch {
     }
 }
 
-/// When the ring's thread last found the ring empty: the start of that
-/// pass, as nanoseconds after `base`.
-struct CaughtUp {
-    base: Instant,
-    ns: AtomicU64,
-}
-
 /// Records per batch handed from the ring's thread to the loop.
 const BATCH_RECORDS: usize = 512;
 /// Batches waiting for the loop at most (about 1 MiB of events, as much
@@ -86,7 +79,6 @@ const LAST_RECORDS: usize = 64 * 4096;
 pub struct EventReader {
     batches: mpsc::Receiver<Batch>,
     stop: Arc<AtomicBool>,
-    caught_up: Arc<CaughtUp>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -94,30 +86,17 @@ impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
         let (tx, batches) = mpsc::channel(IN_FLIGHT);
         let stop = Arc::new(AtomicBool::new(false));
-        let caught_up = Arc::new(CaughtUp {
-            base: Instant::now(),
-            ns: AtomicU64::new(0),
-        });
         let thread = {
             let stop = Arc::clone(&stop);
-            let caught_up = Arc::clone(&caught_up);
             std::thread::Builder::new()
                 .name("pathtrace-ring".into())
-                .spawn(move || empty_ring(ring, &tx, &stop, &caught_up))?
+                .spawn(move || empty_ring(ring, &tx, &stop))?
         };
         Ok(Self {
             batches,
             stop,
-            caught_up,
             thread: Some(thread),
         })
-    }
-
-    /// What the kernel wrote before this moment has been taken from the
-    /// ring and is in the batches (it may lag up to [`STOP_CHECK`] behind
-    /// an idle ring, and more under a flood).
-    pub fn caught_up_to(&self) -> Instant {
-        self.caught_up.base + Duration::from_nanos(self.caught_up.ns.load(Ordering::Acquire))
     }
 
     /// Waits until records have arrived, then hands them to `each`, and
@@ -185,17 +164,9 @@ pub const BATCH: usize = 4096;
 
 /// The ring's thread: copies records out in batches until told to stop
 /// (then once more, bounded) or the loop is gone.
-fn empty_ring(
-    mut ring: RingBuf<MapData>,
-    tx: &mpsc::Sender<Batch>,
-    stop: &AtomicBool,
-    caught_up: &CaughtUp,
-) {
+fn empty_ring(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool) {
     let fd = ring.as_raw_fd();
     loop {
-        // A pass ends when the ring is empty: what was written before it
-        // started has then been taken and sent.
-        let started = caught_up.base.elapsed().as_nanos() as u64;
         let stopping = stop.load(Ordering::Relaxed);
         let max = if stopping { LAST_RECORDS } else { usize::MAX };
         let mut taken = 0;
@@ -217,7 +188,6 @@ fn empty_ring(
         if stopping {
             return;
         }
-        caught_up.ns.fetch_max(started, Ordering::Release);
         if taken > 0 {
             std::thread::sleep(GATHER);
         } else {

@@ -16,9 +16,6 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How often packets are settled and rule tracing follows them.
 const TICK: Duration = Duration::from_millis(50);
-/// How far behind the moment packets are judged idle at may lag the clock
-/// while the ring's thread has not yet found the ring empty.
-const RING_LAG: Duration = Duration::from_millis(500);
 
 /// Batches of events a tick reads at most before it settles packets.
 const PENDING_BATCHES: usize = 64;
@@ -152,17 +149,14 @@ impl Session {
             .into_iter()
             .flatten()
             .min();
-        // What the kernel wrote before `now` is in: a packet is idle only
-        // if nothing of it arrived, not if nothing was read yet. `now` is
-        // when the ring's thread last found the ring empty, at most
-        // [`RING_LAG`] ago (a flood never empties it).
-        let taken_to = self.reader.caught_up_to();
+        // What the kernel wrote before now is in: a packet is idle only
+        // if nothing of it arrived, not if nothing was read yet.
         if self.read_pending(sink)? {
             return Ok(true);
         }
-        let now = Instant::now();
-        let now = taken_to.clamp(now.checked_sub(RING_LAG).unwrap_or(now), now);
-        let settled = self.intake.settled(now, horizon, &mut self.view.netns);
+        let settled = self
+            .intake
+            .settled(Instant::now(), horizon, &mut self.view.netns);
         if self.settle(settled, sink)? {
             return Ok(true);
         }
