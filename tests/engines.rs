@@ -211,13 +211,10 @@ fn run_web(podman: &mut Podman) -> i32 {
             "--ulimit=nproc=1024:1024",
             "--rootfs",
             &rootfs,
-            "/bin/httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
+        ]
+        .into_iter()
+        .chain(lab::httpd_command("80"))
+        .collect::<Vec<_>>(),
         "podman run",
     );
     let conmon_pidfile = podman.remote(

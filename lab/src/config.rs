@@ -33,6 +33,12 @@ pub const IMAGE: &str = "pathtrace-lab/busybox:1";
 /// The container's name.
 pub const CONTAINER_NAME: &str = "web";
 
+/// The image's web server listening on `port`: the `web` container's
+/// command, and that of any other container serving the image's page.
+pub fn httpd_command(port: &str) -> [&str; 6] {
+    ["/bin/httpd", "-f", "-p", port, "-h", "/www"]
+}
+
 /// How the client (192.0.2.9) is blocked on the Docker host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

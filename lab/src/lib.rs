@@ -56,9 +56,9 @@ pub use access::LabInfo;
 pub use cancel::StopFlag;
 pub use cleanup::{leftovers, sweep, SweepReport};
 pub use config::{
-    state_dir, Block, ContainerInfo, DockerMode, Firewall, LabAddrs, LabConfig, LabNames,
-    BRIDGE_CIDR, BRIDGE_IP, CLIENT_IP, CONTAINER_IP, CONTAINER_NAME, CONTAINER_PORT, HOST_IP,
-    IMAGE, LAN_CIDR, OTHER_IP, PUBLISHED_PORT, STATE_ROOT,
+    httpd_command, state_dir, Block, ContainerInfo, DockerMode, Firewall, LabAddrs, LabConfig,
+    LabNames, BRIDGE_CIDR, BRIDGE_IP, CLIENT_IP, CONTAINER_IP, CONTAINER_NAME, CONTAINER_PORT,
+    HOST_IP, IMAGE, LAN_CIDR, OTHER_IP, PUBLISHED_PORT, STATE_ROOT,
 };
 pub use error::LabError;
 pub use gate::{is_root, require_root};

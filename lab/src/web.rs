@@ -5,7 +5,7 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 
 use super::cmd::{stdout_text, Cmd};
-use super::config::{CONTAINER_NAME, CONTAINER_PORT, IMAGE, PUBLISHED_PORT};
+use super::config::{httpd_command, CONTAINER_NAME, CONTAINER_PORT, IMAGE, PUBLISHED_PORT};
 use super::docker::{first_existing, mkdir, write, RealDocker};
 use super::error::LabError;
 
@@ -58,7 +58,7 @@ impl RealDocker {
         let port = CONTAINER_PORT.to_string();
         let mut args = vec!["run", "-d", "--name", CONTAINER_NAME, "-p", &publish, IMAGE];
         if listener {
-            args.extend(["/bin/httpd", "-f", "-p", &port, "-h", "/www"]);
+            args.extend(httpd_command(&port));
         } else {
             args.extend(["/bin/sh", "-c", "sleep 100000"]);
         }

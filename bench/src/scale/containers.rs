@@ -51,23 +51,12 @@ impl Containers {
                 .ok()
                 .and_then(|i| FIRST_PORT.checked_add(i))
                 .context("too many containers for the port range")?;
-            let publish = format!("{port}:80");
+            let inner = lab::CONTAINER_PORT.to_string();
+            let publish = format!("{port}:{inner}");
+            let mut args = vec!["run", "-d", "--name", &name, "-p", &publish, lab::IMAGE];
+            args.extend(lab::httpd_command(&inner));
             self.lab
-                .docker(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    &name,
-                    "-p",
-                    &publish,
-                    lab::IMAGE,
-                    "/bin/httpd",
-                    "-f",
-                    "-p",
-                    "80",
-                    "-h",
-                    "/www",
-                ])
+                .docker(&args)
                 .with_context(|| format!("docker run {name}"))?;
             self.running = i + 1;
         }

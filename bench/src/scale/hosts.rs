@@ -43,25 +43,9 @@ fn sh(script: &str) -> Result<()> {
 
 /// Runs `program` in namespace `ns` with `input` on its standard input.
 fn feed(ns: &str, program: &[&str], input: &str) -> Result<()> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {program:?} in {ns}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{program:?} in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let mut argv = vec!["ip", "netns", "exec", ns];
+    argv.extend_from_slice(program);
+    feed_host(&argv, input)
 }
 
 /// Every `ptscale-*` namespace, deleted.
@@ -72,7 +56,7 @@ pub fn teardown() {
     let mut names: Vec<String> = dir
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("{PREFIX}-")))
+        .filter(|n| n.starts_with(NETNS_PREFIX))
         .collect();
     names.sort();
     let batch: String = names
@@ -89,7 +73,8 @@ fn feed_host(program: &[&str], input: &str) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("starting {program:?}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input.as_bytes())?;
     }
