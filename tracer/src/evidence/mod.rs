@@ -13,7 +13,7 @@ pub mod programs;
 pub mod sockets;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::mpsc,
     sync::Arc,
@@ -165,6 +165,8 @@ pub struct Evidence {
     /// Baselines still being read, a batch at a time: the namespaces on the
     /// likely path first (before the ready line), the others after it.
     arriving: Option<mpsc::Receiver<Baselines>>,
+    /// The namespaces whose baselines are still being read.
+    unread: HashSet<u32>,
     /// The last look at each namespace: a burst of packets dying in one
     /// place reads its state once, and shares it.
     recent: HashMap<u32, (Instant, Extras, Arc<Seen>)>,
@@ -190,6 +192,7 @@ impl Evidence {
     /// Takes the baselines of namespaces (inode, path) on a thread of its
     /// own: those of `first`, then those of `later`, [`LATER_BATCH`] at a time.
     pub fn start(first: Vec<(u32, PathBuf)>, later: Vec<(u32, PathBuf)>) -> Self {
+        let unread = first.iter().chain(&later).map(|(ino, _)| *ino).collect();
         let (tx, rx) = mpsc::channel();
         let reading = std::thread::Builder::new()
             .name("pathtrace-evidence".into())
@@ -206,6 +209,7 @@ impl Evidence {
         Self {
             baselines: HashMap::new(),
             arriving: reading.is_ok().then_some(rx),
+            unread,
             recent: HashMap::new(),
             owners: HashMap::new(),
             nat: dnat_rules::DnatRules::default(),
@@ -242,28 +246,32 @@ impl Evidence {
         if let Some(rx) = &self.arriving {
             match rx.recv() {
                 Ok(b) => self.keep(b),
-                Err(_) => self.arriving = None,
+                Err(_) => {
+                    self.arriving = None;
+                    self.unread.clear();
+                }
             }
         }
     }
 
     fn keep(&mut self, b: Baselines) {
         for (ino, c) in b {
+            self.unread.remove(&ino);
             self.baselines.entry(ino).or_insert(c);
         }
     }
 
     /// Takes in the baselines read so far, and waits for `netns`'s while
-    /// more are coming.
+    /// it is still being read.
     fn take_arrived(&mut self, netns: u32) {
         let Some(rx) = self.arriving.take() else {
             return;
         };
         loop {
-            let next = if self.baselines.contains_key(&netns) {
-                rx.try_recv()
-            } else {
+            let next = if self.unread.contains(&netns) {
                 rx.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
             };
             match next {
                 Ok(b) => self.keep(b),
@@ -271,7 +279,10 @@ impl Evidence {
                     self.arriving = Some(rx);
                     return;
                 }
-                Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.unread.clear();
+                    return;
+                }
             }
         }
     }

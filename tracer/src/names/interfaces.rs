@@ -38,11 +38,8 @@ fn index_to_name(ifindex: u32) -> Option<IfName> {
 
 impl Interfaces {
     pub fn new() -> Self {
-        let own = std::fs::metadata("/proc/self/ns/net")
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32);
         Self {
-            own,
+            own: super::own_netns(),
             ..Self::default()
         }
     }

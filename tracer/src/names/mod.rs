@@ -12,7 +12,7 @@ pub use docker::{Container, DockerApi, Published};
 pub use engines::{api_sockets, engine_processes, EngineSocket};
 pub use interfaces::Interfaces;
 pub use lookup::{EngineLookup, EngineSources};
-pub use netns::{guest_of_cgroup, netns_opener, NetnsKind, NetnsNames};
+pub use netns::{guest_of_cgroup, netns_opener, own_netns, NetnsKind, NetnsNames};
 pub use view::View;
 
 use std::collections::HashMap;

@@ -47,6 +47,11 @@ fn inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
 }
 
+/// The inode of pathtrace's own network namespace.
+pub fn own_netns() -> Option<u32> {
+    inode(Path::new("/proc/self/ns/net"))
+}
+
 /// The guest a process belongs to, from its cgroup path: an LXC/Proxmox
 /// container (`/lxc.payload.103/…`, `/lxc/103/…`) or a systemd-nspawn
 /// machine (`/machine.slice/machine-web.scope/…`,

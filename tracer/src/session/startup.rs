@@ -1,7 +1,7 @@
 //! Start-up: the programs loaded with the run's flows (shared by trace,
 //! compare and drops), rule tracing armed, and, once the programs are
 //! ready, what names and explains the packets.
-use std::{os::unix::fs::MetadataExt, time::Instant};
+use std::time::Instant;
 
 use tracer_common::Filter;
 
@@ -151,9 +151,7 @@ fn arm_rules(opts: &TraceOptions, t0: Instant) -> Rules {
     // Counter baselines of the likely path before "ready", of the other
     // namespaces just after: a loss the kernel counts but gives no reason
     // for is told by what rose after this.
-    let own = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino() as u32)
-        .ok();
+    let own = crate::names::own_netns();
     let (first, later) = netns
         .known_paths()
         .into_iter()
