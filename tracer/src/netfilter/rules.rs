@@ -101,20 +101,27 @@ fn each_line(
 /// Groups `iptables-save` rule lines by chain, in order. None when the
 /// table is one iptables-nft can't represent.
 pub fn parse_iptables_save(out: &str) -> Option<HashMap<String, Vec<String>>> {
-    if out.contains("is incompatible") {
+    if out.contains(INCOMPATIBLE) {
         return None;
     }
     let mut map: HashMap<String, Vec<String>> = HashMap::new();
     for line in out.lines() {
-        let Some(rest) = line.strip_prefix("-A ") else {
+        let Some(chain) = rule_chain(line) else {
             continue;
         };
-        let chain = rest.split_whitespace().next().unwrap_or_default();
         map.entry(chain.to_string())
             .or_default()
             .push(line.to_string());
     }
     Some(map)
+}
+
+/// What `iptables-nft-save` says of a table it can't represent.
+const INCOMPATIBLE: &str = "is incompatible";
+
+/// The chain of an `iptables-save` rule line (`-A CHAIN …`).
+fn rule_chain(line: &str) -> Option<&str> {
+    line.strip_prefix("-A ")?.split_whitespace().next()
 }
 
 /// Whether the rules look like iptables-nft's: it adds a `counter` to every
@@ -231,11 +238,10 @@ impl RuleBook {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut incompatible = false;
         let listed = each_line(self.netns.as_deref(), save, &["-t", table], |line| {
-            incompatible |= line.contains("is incompatible");
-            let Some(rest) = line.strip_prefix("-A ") else {
+            incompatible |= line.contains(INCOMPATIBLE);
+            let Some(chain) = rule_chain(line) else {
                 return;
             };
-            let chain = rest.split_whitespace().next().unwrap_or_default();
             let Some(c) = chains.get(chain) else { return };
             let n = seen.entry(chain.to_string()).or_default();
             if let Some(&h) = c.handles.get(*n) {
