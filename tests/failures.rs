@@ -483,7 +483,8 @@ fn no_arp_answer_is_named_on_the_sender_and_on_a_router_each_packet_once() {
             assert_eq!(
                 hops.first().map(|h| &h["netns_name"]),
                 Some(&Value::from(t.a.as_str())),
-                "a packet starting mid-path: {p:#}\n{hops:#?}"
+                "a packet starting mid-path: {p:#}\nevery record:\n{}",
+                one_per_line(&recs)
             );
         }
         assert_no_command(&recs, "neighbour_failed");

@@ -103,9 +103,17 @@ pub fn assert_connection(recs: &[Value], outcome: &str, errno: Option<&str>) {
     let conns = connections(recs);
     assert!(!conns.is_empty(), "no connection: {recs:#?}");
     for c in &conns {
-        assert_eq!(c["outcome"], outcome, "{c:#}");
-        assert_eq!(c["client_error"].as_str(), errno, "{c:#}");
+        assert!(
+            c["outcome"] == outcome && c["client_error"].as_str() == errno,
+            "want outcome {outcome} and client error {errno:?}: {c:#}\nevery record:\n{}",
+            one_per_line(recs)
+        );
     }
+}
+
+/// Records as JSON lines, for a failure's message.
+pub fn one_per_line(recs: &[Value]) -> String {
+    recs.iter().map(|r| format!("{r}\n")).collect()
 }
 
 /// The advice of the first packet with `cause`, after checking it names
@@ -479,12 +487,15 @@ pub fn assert_each_held_request_once(recs: &[Value], dst: &str, client_ns: &str)
         assert_eq!(
             hops.first().map(|h| &h["netns_name"]),
             Some(&Value::from(client_ns)),
-            "{dst}: a packet starting mid-path, split off a held one: {p:#}\n{hops:#?}"
+            "{dst}: a packet starting mid-path, split off a held one: {p:#}\nevery record:\n{}",
+            one_per_line(recs)
         );
         if t_ns(hops.last()) < failed {
             assert_eq!(
-                p["fate"], "dropped",
-                "{dst}: a held packet settled before its drop: {p:#}\n{hops:#?}"
+                p["fate"],
+                "dropped",
+                "{dst}: a held packet settled before its drop: {p:#}\nevery record:\n{}",
+                one_per_line(recs)
             );
         }
     }
