@@ -7,10 +7,15 @@
 //! bounded: when the loop falls further behind, the thread waits, the ring
 //! fills and the kernel counts what it could not write, so the lost count
 //! stays the kernel's own.
+//!
+//! The thread also says up to when the ring is read: the start of its
+//! last pass that found the ring empty, published after that pass's
+//! batches were sent. What the kernel wrote before then is in the batches,
+//! however late the thread or the loop ran.
 use std::{
     os::fd::{AsRawFd, RawFd},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -20,6 +25,8 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::sync::mpsc;
 use tracer_common::counter;
+
+use super::monotonic_ns;
 
 /// Records copied out of the ring, one after the other, each after its length.
 struct Batch {
@@ -79,6 +86,7 @@ const LAST_RECORDS: usize = 64 * 4096;
 pub struct EventReader {
     batches: mpsc::Receiver<Batch>,
     stop: Arc<AtomicBool>,
+    emptied: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -86,17 +94,27 @@ impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
         let (tx, batches) = mpsc::channel(IN_FLIGHT);
         let stop = Arc::new(AtomicBool::new(false));
+        let emptied = Arc::new(AtomicU64::new(0));
         let thread = {
             let stop = Arc::clone(&stop);
+            let emptied = Arc::clone(&emptied);
             std::thread::Builder::new()
                 .name("pathtrace-ring".into())
-                .spawn(move || empty_ring(ring, &tx, &stop))?
+                .spawn(move || empty_ring(ring, &tx, &stop, &emptied))?
         };
         Ok(Self {
             batches,
             stop,
+            emptied,
             thread: Some(thread),
         })
+    }
+
+    /// When (on the monotonic clock of the hops' `t_ns`) the ring's thread
+    /// last started a pass that emptied the ring: every record the kernel
+    /// wrote before then has been sent to the batches. 0 before the first.
+    pub fn emptied_ns(&self) -> u64 {
+        self.emptied.load(Ordering::Acquire)
     }
 
     /// Waits until records have arrived, then hands them to `each`, and
@@ -164,9 +182,15 @@ pub const BATCH: usize = 4096;
 
 /// The ring's thread: copies records out in batches until told to stop
 /// (then once more, bounded) or the loop is gone.
-fn empty_ring(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool) {
+fn empty_ring(
+    mut ring: RingBuf<MapData>,
+    tx: &mpsc::Sender<Batch>,
+    stop: &AtomicBool,
+    emptied: &AtomicU64,
+) {
     let fd = ring.as_raw_fd();
     loop {
+        let started = monotonic_ns();
         let stopping = stop.load(Ordering::Relaxed);
         let max = if stopping { LAST_RECORDS } else { usize::MAX };
         let mut taken = 0;
@@ -188,6 +212,8 @@ fn empty_ring(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &Atomi
         if stopping {
             return;
         }
+        // The pass ended on an empty ring, its batches sent.
+        emptied.store(started, Ordering::Release);
         if taken > 0 {
             std::thread::sleep(GATHER);
         } else {

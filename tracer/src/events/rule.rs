@@ -37,17 +37,6 @@ pub struct RuleHit {
     pub queued_after_ns: u64,
 }
 
-/// Now on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 impl RuleHit {
     /// Rule 1 (handle 3) of `chain` in table ip filter, deciding `verdict`,
     /// received now, with nothing else known: for unit tests to fill in the

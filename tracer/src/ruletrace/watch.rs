@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    events::{monotonic_ns, RuleHit},
+    events::{monotonic_at, monotonic_ns, RuleHit},
     model::{Family, Hook},
     model::{FlowFilter, Verdict},
     netfilter::{
@@ -101,11 +101,6 @@ fn verdict_of(ev: &TraceEvent) -> Verdict {
 /// IPv4 identification from a network header.
 fn ip_id(net: &[u8]) -> Option<u16> {
     (net.len() >= 6 && net[0] >> 4 == 4).then(|| u16::from_be_bytes([net[4], net[5]]))
-}
-
-/// `at` on the monotonic clock of `monotonic_ns`.
-fn monotonic_at(at: Instant) -> u64 {
-    monotonic_ns().saturating_sub(at.elapsed().as_nanos() as u64)
 }
 
 fn hit(

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::{
-    events::{decode, decode_bytes, decode_conntrack, Hop, HopKind, Pending},
+    events::{decode, decode_bytes, decode_conntrack, instant_at, Hop, HopKind, Pending},
     evidence::neigh::ResolutionLimits,
     kernel::hook_infer,
     names::{EngineLookup, NetnsNames, View},
@@ -101,7 +101,8 @@ impl Intake {
                 enrich(&mut hop, view);
                 follow.saw(hop.netns);
                 engines.saw(hop.netns);
-                self.tracker.push(hop, Instant::now());
+                let at = instant_at(hop.t_ns);
+                self.tracker.push(hop, at);
             }
             Err(e) => {
                 stats.bad += 1;

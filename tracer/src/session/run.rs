@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Session, TraceOptions};
 use crate::{
     error::Error,
-    events::BATCH,
+    events::{instant_at, BATCH},
     render::{PacketSink, Stats},
 };
 
@@ -38,6 +38,28 @@ async fn until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a tick's reading of the waiting records came to.
+enum Pending {
+    /// The sink has had all it wants.
+    SinkDone,
+    /// Every batch the ring's thread had sent is taken in.
+    AllRead,
+    /// Batches are still waiting (a flood).
+    Behind,
+}
+
+/// Up to when (monotonic ns) everything the kernel wrote has been taken
+/// in: when the ring's thread last began a pass that emptied the ring, if
+/// everything it sent since was read, and at least as far as the latest
+/// hop taken in (a flood never lets the ring empty).
+fn read_horizon(emptied_ns: u64, newest_ns: u64, all_read: bool) -> u64 {
+    if all_read {
+        emptied_ns.max(newest_ns)
+    } else {
+        newest_ns
     }
 }
 
@@ -74,7 +96,7 @@ impl Session {
     /// Takes in what the kernel wrote and nobody has read yet (bounded:
     /// under a flood the kernel refills the ring as fast as it empties), a
     /// batch at a time; whether the sink has had all it wants.
-    fn read_pending<S: PacketSink>(&mut self, sink: &mut S) -> Result<bool, Error> {
+    fn read_pending<S: PacketSink>(&mut self, sink: &mut S) -> Result<Pending, Error> {
         for _ in 0..PENDING_BATCHES {
             let n = self.reader.drain_now(BATCH, |b| {
                 self.intake.record(
@@ -86,13 +108,13 @@ impl Session {
                 )
             });
             if self.settle_early(sink)? {
-                return Ok(true);
+                return Ok(Pending::SinkDone);
             }
             if n < BATCH {
-                break;
+                return Ok(Pending::AllRead);
             }
         }
-        Ok(false)
+        Ok(Pending::Behind)
     }
 
     /// At the end: takes in what the kernel wrote until now, a batch at a
@@ -149,14 +171,20 @@ impl Session {
             .into_iter()
             .flatten()
             .min();
-        // What the kernel wrote before now is in: a packet is idle only
-        // if nothing of it arrived, not if nothing was read yet.
-        if self.read_pending(sink)? {
-            return Ok(true);
-        }
+        // Packets are judged as of the moment up to which everything the
+        // kernel wrote has been taken in: a packet is idle only if nothing
+        // of it was written, not if nothing was read yet (pathtrace or its
+        // ring's thread ran late).
+        let emptied = self.reader.emptied_ns();
+        let all_read = match self.read_pending(sink)? {
+            Pending::SinkDone => return Ok(true),
+            Pending::AllRead => true,
+            Pending::Behind => false,
+        };
+        let read_to = read_horizon(emptied, self.intake.tracker.newest_ns(), all_read);
         let settled = self
             .intake
-            .settled(Instant::now(), horizon, &mut self.view.netns);
+            .settled(instant_at(read_to), horizon, &mut self.view.netns);
         if self.settle(settled, sink)? {
             return Ok(true);
         }
@@ -213,5 +241,23 @@ impl Session {
         sink.finish(&self.reporter.outcomes, &self.stats, &self.view)
             .map_err(Error::Output)?;
         Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_horizon;
+
+    #[test]
+    fn packets_are_judged_as_of_what_was_read_not_of_the_clock() {
+        // All read: as of the ring's last emptying, or a later hop read in
+        // the same pass.
+        assert_eq!(read_horizon(5_000, 3_000, true), 5_000);
+        assert_eq!(read_horizon(5_000, 6_000, true), 6_000);
+        // Batches still waiting: only as far as the latest hop taken in,
+        // however long ago the ring was last found empty.
+        assert_eq!(read_horizon(5_000, 3_000, false), 3_000);
+        // Nothing read yet: nothing is idle.
+        assert_eq!(read_horizon(0, 0, true), 0);
     }
 }

@@ -78,6 +78,8 @@ pub struct Tracker {
     /// Packets the budget settled early, not yet handed back.
     early: Vec<Packet>,
     settled_early: u64,
+    /// The latest `t_ns` of the hops taken in.
+    newest_ns: u64,
 }
 
 /// How long a packet waits at most for its events from other sources.
@@ -113,10 +115,13 @@ impl Tracker {
             bytes: 0,
             early: Vec::new(),
             settled_early: 0,
+            newest_ns: 0,
         }
     }
 
-    pub fn push(&mut self, hop: Hop, now: Instant) {
+    /// Takes in `hop`, which happened `at` (its `t_ns`, as an `Instant`).
+    pub fn push(&mut self, hop: Hop, at: Instant) {
+        self.newest_ns = self.newest_ns.max(hop.t_ns);
         let key = (hop.skb, hop.track_id);
         if !self.open.contains_key(&key) {
             self.continue_copy(key, &hop);
@@ -134,19 +139,19 @@ impl Tracker {
                 hops: Vec::with_capacity(budget::FIRST_SLOTS),
                 heap: 0,
                 ended: None,
-                last_seen: now,
+                last_seen: at,
             }
         });
         let before = before.unwrap_or_else(|| open.bytes());
-        open.last_seen = now;
+        open.last_seen = open.last_seen.max(at);
         if open.hops.len() >= MAX_HOPS {
             // No real path is this long: settle it with what it has.
-            open.ended.get_or_insert(now);
+            open.ended.get_or_insert(at);
             self.bytes = self.bytes + open.bytes() - before;
             return;
         }
         if matches!(hop.kind, HopKind::Drop | HopKind::Consume) {
-            open.ended = Some(now);
+            open.ended = Some(at);
         }
         let handoff = hop.kind == HopKind::Consume
             && open
@@ -215,6 +220,11 @@ impl Tracker {
             self.by_age.insert(o.id, key);
             self.open.insert(key, o);
         }
+    }
+
+    /// The latest kernel time (`t_ns`) of the hops taken in so far.
+    pub fn newest_ns(&self) -> u64 {
+        self.newest_ns
     }
 
     pub fn open_count(&self) -> usize {
