@@ -594,7 +594,7 @@ impl ReplayNs {
 
 impl Drop for ReplayNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = lab::delete_netns(&self.ns);
     }
 }
 

@@ -81,7 +81,7 @@ impl Line {
 
     fn remove(&self) {
         for ns in [&self.c, &self.r, &self.s] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = lab::delete_netns(ns);
         }
     }
 }
@@ -432,7 +432,7 @@ fn more_rule_namespaces_than_the_bound_keep_the_nearest_and_say_so() {
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
             for ns in self.0 {
-                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+                let _ = lab::delete_netns(ns);
             }
         }
     }
@@ -440,7 +440,7 @@ fn more_rule_namespaces_than_the_bound_keep_the_nearest_and_say_so() {
     // Forwarding namespaces with rules and no route to the server, made
     // before the real path so that most have lower inode numbers.
     for ns in &decoys {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        let _ = lab::delete_netns(ns);
         let out = Command::new("sh")
             .args([
                 "-c",

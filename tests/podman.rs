@@ -263,7 +263,7 @@ impl Podman {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         if Path::new("/run/netns").join(&self.ns).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+            let _ = lab::delete_netns(&self.ns);
         }
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };

@@ -226,17 +226,13 @@ fn ipv6_packets_are_followed_and_their_drops_named() {
     impl Drop for Pair {
         fn drop(&mut self) {
             for ns in ["ptv6-a", "ptv6-b"] {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", ns])
-                    .output();
+                let _ = lab::delete_netns(ns);
             }
         }
     }
     let _cleanup = Pair;
     for ns in ["ptv6-a", "ptv6-b"] {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", ns])
-            .output();
+        let _ = lab::delete_netns(ns);
         sh(&["ip", "netns", "add", ns]);
     }
     sh(&[

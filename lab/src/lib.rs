@@ -64,5 +64,5 @@ pub use error::LabError;
 pub use gate::{is_root, require_root};
 pub use instance::Lab;
 pub use mounts::cgroup2_root;
-pub use netns::{enter_netns, in_netns, ns_path};
+pub use netns::{delete as delete_netns, enter_netns, in_netns, ns_path};
 pub use probe::{http_get, tcp_connect, ProbeOutcome};

@@ -39,11 +39,21 @@ pub(crate) fn add(name: &str) -> Result<(), LabError> {
         .map(|_| ())
 }
 
-/// Deletes a named namespace if it exists (`ip netns delete` unmounts and unlinks it).
-pub(crate) fn delete(name: &str) -> Result<(), LabError> {
+/// Deletes a named namespace if it exists (`ip netns delete` unmounts and
+/// unlinks it). Its TCP and UDP sockets are destroyed first (`ss -K`): a
+/// socket that outlives the name (an orphaned connection, a probe's thread
+/// that ran past its limit) keeps the namespace alive and frees what it
+/// holds whenever it closes, into whatever is traced then. Every test
+/// reuses the same addresses, so that would be the next test's trace.
+pub fn delete(name: &str) -> Result<(), LabError> {
     if !exists(name) {
         return Ok(());
     }
+    // Best effort: a kernel without socket destruction (INET_DIAG_DESTROY)
+    // only leaves the sockets to the namespace's own cleanup.
+    let _ = Cmd::new("ip")
+        .args(["netns", "exec", name, "ss", "-K", "-a", "-t", "-u"])
+        .run();
     Cmd::new("ip")
         .args(["netns", "delete", name])
         .run()

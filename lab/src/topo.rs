@@ -109,7 +109,9 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        let _ = sh_c(&format!("ip netns del {}; ip netns del {}", self.a, self.b));
+        for ns in [&self.a, &self.b] {
+            let _ = crate::delete_netns(ns);
+        }
     }
 }
 
@@ -163,7 +165,7 @@ impl Routed {
 
     fn remove(&self) {
         for ns in [&self.a, &self.r, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = crate::delete_netns(ns);
         }
     }
 
@@ -275,7 +277,7 @@ impl Bridged {
 
     fn remove(&self) {
         for ns in std::iter::once(&self.hv).chain(&self.hosts) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = crate::delete_netns(ns);
         }
     }
 }

@@ -282,9 +282,7 @@ pub struct ExtraNs(pub String);
 
 impl ExtraNs {
     pub fn new(name: String) -> Self {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &name])
-            .output();
+        let _ = lab::delete_netns(&name);
         let ok = std::process::Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -296,9 +294,7 @@ impl ExtraNs {
 
 impl Drop for ExtraNs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .output();
+        let _ = lab::delete_netns(&self.0);
     }
 }
 
