@@ -41,7 +41,12 @@ pub struct NetnsNames {
     containers: HashMap<u32, String>,
     host: Option<u32>,
     refreshed: Option<Instant>,
+    /// When each namespace's path was last found to still open it.
+    checked: HashMap<u32, Instant>,
 }
+
+/// How long a namespace's path, once found to open it, is trusted.
+const RECHECK: Duration = Duration::from_secs(1);
 
 fn inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
@@ -138,6 +143,7 @@ impl NetnsNames {
             inode(Path::new("/proc/1/ns/net")).or_else(|| inode(Path::new("/proc/2/ns/net")));
         self.host = host;
         let mut names = HashMap::new();
+        let mut paths = HashMap::new();
         let mut guests_seen: HashMap<u32, ()> = HashMap::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten().take(65536) {
@@ -148,9 +154,7 @@ impl NetnsNames {
                 let Some(ino) = inode(&e.path().join("ns/net")) else {
                     continue;
                 };
-                self.paths
-                    .entry(ino)
-                    .or_insert_with(|| e.path().join("ns/net"));
+                paths.entry(ino).or_insert_with(|| e.path().join("ns/net"));
                 if !names.contains_key(&ino) {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
                     Self::offer(
@@ -179,7 +183,7 @@ impl NetnsNames {
         if let Ok(dir) = std::fs::read_dir("/run/netns") {
             for e in dir.flatten().take(4096) {
                 if let Some(ino) = inode(&e.path()) {
-                    self.paths.insert(ino, e.path());
+                    paths.insert(ino, e.path());
                     Self::offer(
                         &mut names,
                         ino,
@@ -192,8 +196,46 @@ impl NetnsNames {
         if let Some(ino) = host {
             names.insert(ino, ("host".into(), NetnsKind::Host));
         }
-        for (ino, (name, kind)) in names {
-            Self::offer(&mut self.names, ino, name, kind);
+        // What was found is what lives now: it replaces what was known of
+        // those inodes (a gone namespace's number, or a gone process's pid,
+        // may have been reused). Names of namespaces not found are kept for
+        // the packets seen in them before they went.
+        let now = Instant::now();
+        for (ino, path) in paths {
+            self.paths.insert(ino, path);
+            self.checked.insert(ino, now);
+        }
+        self.names.extend(names);
+    }
+
+    /// Whether namespace `ino`'s path still opens it (checked at most once
+    /// a second): once a namespace is gone its inode number is reused, and
+    /// once a process is gone its pid, so a kept name or path would belong
+    /// to another namespace. A namespace known without a path holds.
+    fn still_holds(&mut self, ino: u32) -> bool {
+        let Some(path) = self.paths.get(&ino) else {
+            return true;
+        };
+        if self
+            .checked
+            .get(&ino)
+            .is_some_and(|t| t.elapsed() < RECHECK)
+        {
+            return true;
+        }
+        let holds = inode(path) == Some(ino);
+        if holds {
+            self.checked.insert(ino, Instant::now());
+        }
+        holds
+    }
+
+    /// Forgets namespace `ino` when what is known of it no longer holds.
+    fn drop_if_stale(&mut self, ino: u32) {
+        if !self.still_holds(ino) {
+            self.names.remove(&ino);
+            self.paths.remove(&ino);
+            self.checked.remove(&ino);
         }
     }
 
@@ -201,7 +243,11 @@ impl NetnsNames {
     /// read again (at most once a second) when it is new.
     pub fn resolve(&mut self, ino: u32) {
         let container = Some(ino) != self.host && self.containers.contains_key(&ino);
-        if ino != 0 && !container && !self.names.contains_key(&ino) {
+        if ino == 0 || container {
+            return;
+        }
+        self.drop_if_stale(ino);
+        if !self.names.contains_key(&ino) {
             self.refresh();
         }
     }
@@ -227,6 +273,7 @@ impl NetnsNames {
 
     /// A path that opens namespace `ino`.
     pub fn path(&mut self, ino: u32) -> Option<std::path::PathBuf> {
+        self.drop_if_stale(ino);
         if !self.paths.contains_key(&ino) {
             self.refresh();
         }
@@ -291,6 +338,40 @@ pub fn netns_opener(ino: u32, path: &Path) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_whose_path_opens_another_namespace_or_none_is_forgotten() {
+        let dir = std::env::temp_dir().join(format!("pathtrace-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        // Files stand in for namespaces: a path and the inode it opens.
+        let (kept, reused) = (dir.join("kept"), dir.join("reused"));
+        for f in [&kept, &reused] {
+            std::fs::write(f, "").expect("write");
+        }
+        let (kept_ino, reused_ino) = (inode(&kept).expect("inode"), inode(&reused).expect("inode"));
+        let mut n = NetnsNames {
+            // Read just now: no scan of the host's namespaces in this test.
+            refreshed: Some(Instant::now()),
+            ..NetnsNames::default()
+        };
+        for (ino, name, path) in [(kept_ino, "kept", &kept), (reused_ino, "old", &reused)] {
+            n.names.insert(ino, (name.to_owned(), NetnsKind::Netns));
+            n.paths.insert(ino, path.clone());
+        }
+        // The second path now opens something else (a pid reused by a
+        // process in another namespace); a second has passed.
+        let other = dir.join("other");
+        std::fs::write(&other, "").expect("write");
+        std::fs::rename(&other, &reused).expect("rename");
+        n.checked.clear();
+        n.resolve(kept_ino);
+        n.resolve(reused_ino);
+        assert_eq!(n.name(kept_ino), Some("kept"));
+        assert_eq!(n.path(kept_ino), Some(kept.clone()));
+        assert_eq!(n.name(reused_ino), None);
+        assert_eq!(n.path(reused_ino), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn guests_from_cgroups() {
