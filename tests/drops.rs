@@ -217,3 +217,95 @@ fn top_counts_a_flood_exactly() {
         "live snapshots were printed"
     );
 }
+
+/// A namespace of its own that drops the UDP it sends to port 7 (its
+/// OUTPUT chain), over a veth pair of its own; deleted when dropped.
+struct Dropper(String);
+
+impl Dropper {
+    fn new(name: &str) -> Self {
+        let _ = lab::delete_netns(name);
+        pathtrace_tests::topo::sh(&["ip", "netns", "add", name]);
+        let me = Self(name.to_owned());
+        for cmd in [
+            &[
+                "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ][..],
+            &["ip", "addr", "add", "192.0.2.1/24", "dev", "d0"],
+            &["ip", "link", "set", "d0", "up"],
+            &[
+                "iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "7", "-j", "DROP",
+            ],
+        ] {
+            in_ns(name, cmd);
+        }
+        me
+    }
+
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(lab::ns_path(&self.0))
+            .map(|m| m.ino())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.0))
+    }
+
+    fn send(&self) {
+        in_ns(
+            &self.0,
+            &[
+                "python3",
+                "-c",
+                // The OUTPUT chain's drop is the sender's EPERM.
+                "import socket\ntry: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('192.0.2.9', 7))\nexcept PermissionError: pass",
+            ],
+        );
+    }
+}
+
+impl Drop for Dropper {
+    fn drop(&mut self) {
+        let _ = lab::delete_netns(&self.0);
+    }
+}
+
+#[test]
+fn a_namespace_that_got_a_gone_ones_number_is_named_as_itself() {
+    require_root("a_namespace_that_got_a_gone_ones_number_is_named_as_itself");
+    // pathtrace reads namespace names again at most once a second: each
+    // namespace sends after that second has passed.
+    let settle = || std::thread::sleep(Duration::from_millis(1100));
+    let run = Running::start(&["drops", "--json", "--dport", "7"]);
+    let gone = Dropper::new("ptgone");
+    let number = gone.inode();
+    settle();
+    gone.send();
+    drop(gone);
+    // The kernel gives a gone namespace's number to a later one once its
+    // teardown (asynchronous) is over.
+    let reused = (0..20)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            let n = Dropper::new("ptreused");
+            (n.inode() == number).then_some(n)
+        })
+        .unwrap_or_else(|| panic!("no new namespace got number {number} back in 20 tries"));
+    settle();
+    reused.send();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, lines) = run.stop();
+    assert_eq!(code, 0, "pathtrace drops exit status");
+    let recs = records(&lines);
+    let drops = of_type(&recs, "drop");
+    let names: Vec<(&Value, &Value)> = drops
+        .iter()
+        .map(|d| (&d["netns"], &d["netns_name"]))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (&Value::from(number), &Value::from("ptgone")),
+            (&Value::from(number), &Value::from("ptreused")),
+        ],
+        "{recs:#?}"
+    );
+}
