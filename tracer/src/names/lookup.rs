@@ -55,7 +55,7 @@ impl EngineSources {
 struct Asked {
     /// Namespaces asked about, or known to hold a container.
     done: HashSet<u32>,
-    /// Asked and not yet answered, with when they were asked.
+    /// Asked and not yet answered, with the time of the hop that asked.
     pending: HashMap<u32, Instant>,
 }
 
@@ -142,13 +142,14 @@ impl EngineLookup {
         }
     }
 
-    /// Notes a namespace a hop was seen in: the first time, the worker is
-    /// asked to look for engines again. Never blocks.
-    pub fn saw(&mut self, netns: u32) {
+    /// Notes a namespace a hop was seen in, `at` the hop's time: the first
+    /// time, the worker is asked to look for engines again, and packets
+    /// there from that hop on wait for its answer. Never blocks.
+    pub fn saw(&mut self, netns: u32, at: Instant) {
         if self.ask.is_none() || self.asked.done.contains(&netns) {
             return;
         }
-        if self.asked.first_time(netns, Instant::now()) {
+        if self.asked.first_time(netns, at) {
             if let Some(ask) = &self.ask {
                 if ask.send(netns).is_err() {
                     self.ask = None;

@@ -99,9 +99,9 @@ impl Intake {
             Ok(mut hop) => {
                 self.pending.attach(&mut hop);
                 enrich(&mut hop, view);
-                follow.saw(hop.netns);
-                engines.saw(hop.netns);
                 let at = instant_at(hop.t_ns);
+                follow.saw(hop.netns);
+                engines.saw(hop.netns, at);
                 self.tracker.push(hop, at);
             }
             Err(e) => {
