@@ -255,7 +255,7 @@ impl Tracker {
     ) -> Vec<Packet> {
         let (grace, idle) = (self.grace, self.idle);
         let caught_up = |t: Instant| {
-            events_in_until.is_none_or(|h| h >= t) || now.duration_since(t) >= SOURCE_WAIT
+            events_in_until.is_none_or(|h| h > t) || now.duration_since(t) >= SOURCE_WAIT
         };
         let mut settles = |o: &Open| match o.ended {
             Some(end) => now.duration_since(end) >= grace && caught_up(end),

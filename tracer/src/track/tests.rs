@@ -198,6 +198,18 @@ fn an_ended_packet_waits_for_a_slow_source_up_to_its_bound() {
         1
     );
 
+    // A source behind by nothing at all: a lookup that this packet's own
+    // last hop asked for, pending from that hop's time.
+    t.push(hop(5, HopKind::Drop, 1, 2), now);
+    assert!(
+        t.settled_after(later(2000), Some(now), |_| None).is_empty(),
+        "an answer asked for at the packet's end has not passed it"
+    );
+    assert_eq!(
+        t.settled_after(later(2000), Some(later(1)), |_| None).len(),
+        1
+    );
+
     t.push(hop(3, HopKind::Rx, 1, 2), now);
     t.push(hop(4, HopKind::Drop, 1, 2), now);
     assert!(t.settled_after(later(4900), behind, |_| None).is_empty());
