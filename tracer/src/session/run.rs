@@ -95,7 +95,8 @@ impl Session {
 
     /// Takes in what the kernel wrote and nobody has read yet (bounded:
     /// under a flood the kernel refills the ring as fast as it empties), a
-    /// batch at a time; whether the sink has had all it wants.
+    /// batch at a time: whether the sink has had all it wants, or else
+    /// whether every batch waiting was read.
     fn read_pending<S: PacketSink>(&mut self, sink: &mut S) -> Result<Pending, Error> {
         for _ in 0..PENDING_BATCHES {
             let n = self.reader.drain_now(BATCH, |b| {
