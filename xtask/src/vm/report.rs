@@ -75,7 +75,18 @@ pub struct Step {
     skipped: Vec<String>,
     /// A `test NAME ... ` line whose verdict hasn't come yet (child output in between).
     pending: Option<String>,
+    /// The test whose `---- NAME stdout ----` section is being read.
+    section: Option<String>,
+    /// Each test's panics: the `panicked at` line and the message under it.
+    panics: Vec<(String, Vec<String>)>,
+    /// Still reading a panic's message.
+    in_panic: bool,
 }
+
+/// At most this many lines of one panic's message are kept.
+const PANIC_LINES: usize = 8;
+/// And this many characters of each line.
+const PANIC_LINE_CHARS: usize = 600;
 
 fn verdict(word: &str) -> Option<Outcome> {
     match word.trim() {
@@ -103,6 +114,7 @@ impl Step {
 
     /// Takes one line of the step's output, seen `at` after the VM started.
     pub fn feed(&mut self, line: &str, at: Duration) {
+        self.read_panics(line);
         if let Some(rest) = line.trim_start().strip_prefix("*** SKIPPED ") {
             if let Some((name, _)) = rest.split_once(':') {
                 self.skipped.push(name.trim().to_string());
@@ -129,6 +141,52 @@ impl Step {
                 self.pending = None;
             }
         }
+    }
+
+    /// Keeps the panics of each test's output section (`--show-output`
+    /// prints them after the run), so that a failure can be told in the
+    /// summary, where CI's tail shows it.
+    fn read_panics(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|r| r.strip_suffix(" stdout ----"))
+        {
+            self.section = Some(name.to_string());
+            self.in_panic = false;
+            return;
+        }
+        let Some(test) = &self.section else {
+            return;
+        };
+        if line.starts_with("thread '") && line.contains(" panicked at ") {
+            self.panics.push((
+                test.clone(),
+                vec![line.chars().take(PANIC_LINE_CHARS).collect()],
+            ));
+            self.in_panic = true;
+            return;
+        }
+        if !self.in_panic {
+            return;
+        }
+        let end =
+            line.is_empty() || line.starts_with("stack backtrace:") || line.starts_with("note: ");
+        match self.panics.last_mut() {
+            Some((_, lines)) if !end => {
+                if lines.len() <= PANIC_LINES {
+                    lines.push(line.chars().take(PANIC_LINE_CHARS).collect());
+                }
+            }
+            _ => self.in_panic = false,
+        }
+    }
+
+    /// The panics of test `name`, each as its lines.
+    pub fn panics_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [String]> + 'a {
+        self.panics
+            .iter()
+            .filter(move |(t, _)| t == name)
+            .map(|(_, lines)| lines.as_slice())
     }
 
     /// The tests with skips told apart.
@@ -208,5 +266,41 @@ mod tests {
                 ("e_slow".into(), Outcome::Passed, secs(2)),
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_tests_panic_is_kept_without_its_backtrace() {
+        let mut s = Step::new("diagnose", Duration::ZERO);
+        for l in [
+            "test b_fails ... FAILED",
+            "failures:",
+            "",
+            "---- b_fails stdout ----",
+            "[pathtrace] pathtrace: ready",
+            "thread 'b_fails' (51) panicked at tests/diagnose.rs:60:13:",
+            "diagnosis lacks \"container web\": refused",
+            "second line",
+            "stack backtrace:",
+            "   0: rust_begin_unwind",
+            "",
+            "---- a_passes stdout ----",
+            "thread 'x' (52) panicked at tests/a.rs:1:1:",
+            "planned",
+        ] {
+            s.feed(l, Duration::ZERO);
+        }
+        let got: Vec<&[String]> = s.panics_of("b_fails").collect();
+        assert_eq!(
+            got,
+            vec![
+                &[
+                    "thread 'b_fails' (51) panicked at tests/diagnose.rs:60:13:".to_string(),
+                    "diagnosis lacks \"container web\": refused".to_string(),
+                    "second line".to_string(),
+                ][..]
+            ]
+        );
+        assert_eq!(s.panics_of("a_passes").count(), 1);
+        assert_eq!(s.panics_of("c").count(), 0);
     }
 }

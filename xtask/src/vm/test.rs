@@ -291,6 +291,25 @@ fn print_summary(results: &[RunResult]) {
     println!(
         "vm: {passed} passed, {failed} failed, {skipped} skipped, {not_run} not run in guests"
     );
+    print_failures(results);
+}
+
+/// Each failed test with what it panicked with, last, where a CI log's
+/// tail shows it (the whole output is in the console log).
+fn print_failures(results: &[RunResult]) {
+    for r in results {
+        for s in &r.steps {
+            for (name, o, _) in s.results() {
+                if o != Outcome::Failed {
+                    continue;
+                }
+                println!("{} FAILED {}::{name}", r.label, s.name);
+                for line in s.panics_of(&name).flatten() {
+                    println!("{}   {line}", r.label);
+                }
+            }
+        }
+    }
 }
 
 /// Boots one job's guest and runs its suites; the report of how they went.
