@@ -92,15 +92,23 @@ pub struct EngineLookup {
 }
 
 impl EngineLookup {
-    /// Starts the worker, which asks every engine once straight away (the
-    /// answer counts as pending, for namespace 0, until it arrives).
-    pub fn start(sources: EngineSources) -> Self {
+    /// Starts the worker, which asks every engine once straight away: the
+    /// answer counts as pending, for namespace 0, until it arrives, for
+    /// every packet seen from `since` (when the programs began to trace,
+    /// which may be well before the worker starts).
+    pub fn start(sources: EngineSources, since: Instant) -> Self {
         let (ask, questions) = mpsc::channel::<u32>();
         let (reply, answers) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("engine-lookup".into())
             .spawn(move || {
+                let began = Instant::now();
                 let containers = sources.discover();
+                log::debug!(
+                    "engines asked: {} containers in {:?}",
+                    containers.by_netns.len(),
+                    began.elapsed()
+                );
                 if reply
                     .send(Answer {
                         asked: vec![0],
@@ -114,10 +122,12 @@ impl EngineLookup {
                     // One look for every namespace queued meanwhile.
                     let mut asked = vec![first];
                     asked.extend(questions.try_iter());
+                    let began = Instant::now();
                     let containers = sources.discover();
                     log::debug!(
-                        "engines asked again for netns {asked:?}: {} containers",
-                        containers.by_netns.len()
+                        "engines asked again for netns {asked:?}: {} containers in {:?}",
+                        containers.by_netns.len(),
+                        began.elapsed()
                     );
                     if reply.send(Answer { asked, containers }).is_err() {
                         break;
@@ -133,7 +143,7 @@ impl EngineLookup {
         };
         let mut asked = Asked::default();
         if ask.is_some() {
-            asked.pending.insert(0, Instant::now());
+            asked.pending.insert(0, since);
         }
         Self {
             asked,
@@ -186,6 +196,15 @@ impl EngineLookup {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_first_answer_is_pending_for_packets_seen_before_the_worker_started() {
+        let traced_from = Instant::now() - Duration::from_secs(3);
+        let lookup = EngineLookup::start(EngineSources::default(), traced_from);
+        // Until `answers` takes it in, the first answer is pending from
+        // when tracing began, not from when the worker was started.
+        assert_eq!(lookup.caught_up_to(), Some(traced_from));
+    }
 
     #[test]
     fn each_namespace_is_asked_once_and_pending_until_answered() {

@@ -215,11 +215,16 @@ impl Session {
         let view = view_with(reasons, rules.netns);
         crate::kernel::release_freed_memory();
         reached(t0, "names loaded");
-        let engines = EngineLookup::start(EngineSources {
-            sockets: opts.engine_sockets.clone(),
-            pinned: opts.engines_pinned,
-            own_netns: NetnsTarget::current().ok().map(|t| t.inode),
-        });
+        // Packets traced since t0 may have been seen before the lookup
+        // starts: they wait for its first answer too.
+        let engines = EngineLookup::start(
+            EngineSources {
+                sockets: opts.engine_sockets.clone(),
+                pinned: opts.engines_pinned,
+                own_netns: NetnsTarget::current().ok().map(|t| t.inode),
+            },
+            t0,
+        );
         let reporter = Reporter::new(&opts.filters, Containers::default(), rules.evidence);
         Ok(Self {
             intake: Intake::default(),
