@@ -30,19 +30,28 @@ impl Containers {
         Self::discover_with(sockets, &[])
     }
 
-    /// [`Containers::discover`] on `sockets` (pathtrace's own), then on the
-    /// engines found through their processes (see [`engine_processes`]).
+    /// [`Containers::discover`] on the engines found through their
+    /// processes (see [`engine_processes`]), which say where they run, and
+    /// on `sockets` (pathtrace's own); each engine once, however many paths
+    /// lead to its socket (a slow engine is slow for every question).
     pub fn discover_with(sockets: &[std::path::PathBuf], engines: &[EngineSocket]) -> Self {
-        let own = sockets.iter().map(|s| (DockerApi::new(s), None));
+        use std::os::unix::fs::MetadataExt;
         let found = engines.iter().map(|e| {
             (
                 DockerApi::new(&e.path).with_proc_root(&e.proc_root),
                 Some(e.netns),
             )
         });
+        let own = sockets.iter().map(|s| (DockerApi::new(s), None));
+        let mut asked = std::collections::HashSet::new();
         let mut out = Self::default();
-        for (api, host_netns) in own.chain(found) {
+        for (api, host_netns) in found.chain(own) {
             let socket = api.socket().to_path_buf();
+            if let Ok(m) = std::fs::metadata(&socket) {
+                if !asked.insert((m.dev(), m.ino())) {
+                    continue;
+                }
+            }
             match api.containers() {
                 Ok(list) => {
                     for mut c in list {

@@ -8,10 +8,11 @@ use crate::{
     error::Error,
     events::{instant_at, BATCH},
     render::{PacketSink, Stats},
+    track::SOURCE_WAIT,
 };
 
-/// How long a run, told to stop, waits at most for the rule watchers and
-/// engine lookups to hand over what they have.
+/// How long a run, told to stop, waits at least (if they are behind) for
+/// the rule watchers and engine lookups to hand over what they have.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How often packets are settled and rule tracing follows them.
@@ -61,6 +62,18 @@ fn read_horizon(emptied_ns: u64, newest_ns: u64, all_read: bool) -> u64 {
     } else {
         newest_ns
     }
+}
+
+/// Until when a run stopped at `stopped` waits for its other sources: as
+/// long as its open packets would have waited while running ([`SOURCE_WAIT`]
+/// past the `newest` hop), never more than that after the stop, and
+/// [`EXIT_WAIT`] at least; with no packet open, only [`EXIT_WAIT`].
+fn exit_deadline(stopped: Instant, newest: Instant, any_open: bool) -> Instant {
+    let least = stopped + EXIT_WAIT;
+    if !any_open {
+        return least;
+    }
+    (newest + SOURCE_WAIT).clamp(least, stopped + SOURCE_WAIT)
 }
 
 impl Session {
@@ -205,19 +218,30 @@ impl Session {
     }
 
     /// At a stop: lets the rule watchers hand over what the kernel already
-    /// sent, and the engine lookups their answers (at most [`EXIT_WAIT`]:
-    /// the user is waiting for the exit), then settles every open packet.
+    /// sent, and the engine lookups their answers, then settles every open
+    /// packet. Open packets wait as they would have while running, up to
+    /// [`SOURCE_WAIT`] past the newest hop, and at least [`EXIT_WAIT`]
+    /// (a slow engine API or a first rule listing takes seconds); a second
+    /// signal ends the wait.
     async fn wind_down<S: PacketSink>(&mut self, sink: &mut S) -> Result<(), Error> {
         self.follow.ended_before_arming(&mut self.view.netns);
         let stopped = Instant::now();
+        let deadline = exit_deadline(
+            stopped,
+            instant_at(self.intake.tracker.newest_ns()),
+            self.intake.tracker.open_count() > 0,
+        );
         loop {
             self.take_engine_answers();
             let waiting = self.rules.caught_up_to().is_some_and(|h| h < stopped)
                 || self.engines.caught_up_to().is_some();
-            if !waiting || stopped.elapsed() >= EXIT_WAIT {
+            if !waiting || Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = self.signals.recv() => break,
+            }
         }
         self.rules.poll();
         let open = self.intake.tracker.flush();
@@ -247,7 +271,23 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::read_horizon;
+    use std::time::{Duration, Instant};
+
+    use super::{exit_deadline, read_horizon};
+
+    #[test]
+    fn a_stop_waits_for_names_as_long_as_the_open_packets_would_have() {
+        let stop = Instant::now();
+        let s = Duration::from_secs;
+        // A packet seen just before the stop waits its full time.
+        assert_eq!(exit_deadline(stop, stop - s(1), true), stop + s(4));
+        // Long-quiet packets still get the least wait…
+        assert_eq!(exit_deadline(stop, stop - s(60), true), stop + s(2));
+        // …and none waits longer after the stop than it would have before.
+        assert_eq!(exit_deadline(stop, stop + s(1), true), stop + s(5));
+        // Nothing open: the least wait.
+        assert_eq!(exit_deadline(stop, stop, false), stop + s(2));
+    }
 
     #[test]
     fn packets_are_judged_as_of_what_was_read_not_of_the_clock() {
