@@ -231,6 +231,11 @@ impl Session {
             instant_at(self.intake.tracker.newest_ns()),
             self.intake.tracker.open_count() > 0,
         );
+        log::debug!(
+            "stop: {} packets open, waiting at most {:?}",
+            self.intake.tracker.open_count(),
+            deadline.saturating_duration_since(stopped)
+        );
         loop {
             self.take_engine_answers();
             let waiting = self.rules.caught_up_to().is_some_and(|h| h < stopped)
@@ -243,6 +248,12 @@ impl Session {
                 _ = self.signals.recv() => break,
             }
         }
+        log::debug!(
+            "stop: waited {:?}; rules behind: {}, names pending: {}",
+            stopped.elapsed(),
+            self.rules.caught_up_to().is_some_and(|h| h < stopped),
+            self.engines.caught_up_to().is_some()
+        );
         self.rules.poll();
         let open = self.intake.tracker.flush();
         self.settle(open, sink)?;

@@ -67,6 +67,13 @@ impl Session {
         packets: Vec<Packet>,
         sink: &mut S,
     ) -> Result<bool, Error> {
+        if !packets.is_empty() {
+            log::debug!(
+                "settling {} packets, {} containers known",
+                packets.len(),
+                self.reporter.containers.by_netns.len()
+            );
+        }
         let mut settle = Settle {
             rules: &mut self.rules,
             follow: &self.follow,

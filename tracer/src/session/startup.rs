@@ -185,6 +185,17 @@ impl Session {
     /// to "ready", the events wait in the ring buffer meanwhile.
     pub(super) fn start(opts: &TraceOptions) -> Result<Self, Error> {
         let t0 = Instant::now();
+        // The engines are asked from the start, on their own thread: a slow
+        // engine API, or the name tables loaded after "ready", would
+        // otherwise hold the first packets' names back past their wait.
+        let engines = EngineLookup::start(
+            EngineSources {
+                sockets: opts.engine_sockets.clone(),
+                pinned: opts.engines_pinned,
+                own_netns: NetnsTarget::current().ok().map(|t| t.inode),
+            },
+            t0,
+        );
         let pcap = opts
             .pcap
             .as_deref()
@@ -215,16 +226,6 @@ impl Session {
         let view = view_with(reasons, rules.netns);
         crate::kernel::release_freed_memory();
         reached(t0, "names loaded");
-        // Packets traced since t0 may have been seen before the lookup
-        // starts: they wait for its first answer too.
-        let engines = EngineLookup::start(
-            EngineSources {
-                sockets: opts.engine_sockets.clone(),
-                pinned: opts.engines_pinned,
-                own_netns: NetnsTarget::current().ok().map(|t| t.inode),
-            },
-            t0,
-        );
         let reporter = Reporter::new(&opts.filters, Containers::default(), rules.evidence);
         Ok(Self {
             intake: Intake::default(),
