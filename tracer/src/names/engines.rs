@@ -159,12 +159,12 @@ fn nul_split(bytes: &[u8]) -> Vec<String> {
 }
 
 /// Docker and Podman API services running on this machine, in any
-/// namespace, with their sockets reached through each process's root. At
-/// most 4096 processes are looked at.
+/// namespace, with their sockets reached through each process's root
+/// (paths to one socket may repeat: [`Containers::discover_with`](super::Containers::discover_with)
+/// asks each socket once). At most 4096 processes are looked at.
 pub fn engine_processes() -> Vec<EngineSocket> {
     use std::os::unix::fs::MetadataExt;
     let mut out: Vec<EngineSocket> = Vec::new();
-    let mut seen_sockets = std::collections::HashSet::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
@@ -196,20 +196,19 @@ pub fn engine_processes() -> Vec<EngineSocket> {
                 Some(rest) => vec![format!("run/{rest}"), p.trim_start_matches('/').to_owned()],
                 None => vec![p.trim_start_matches('/').to_owned()],
             };
-            let Some((path, meta)) = spellings.into_iter().find_map(|s| {
-                let path = root.join(s);
-                std::fs::metadata(&path).ok().map(|m| (path, m))
-            }) else {
+            let Some(path) = spellings
+                .into_iter()
+                .map(|s| root.join(s))
+                .find(|path| path.exists())
+            else {
                 continue;
             };
-            if seen_sockets.insert((meta.dev(), meta.ino())) {
-                out.push(EngineSocket {
-                    path,
-                    pid,
-                    netns,
-                    proc_root: root.join("proc"),
-                });
-            }
+            out.push(EngineSocket {
+                path,
+                pid,
+                netns,
+                proc_root: root.join("proc"),
+            });
         }
     }
     out

@@ -238,9 +238,7 @@ impl Session {
         );
         loop {
             self.take_engine_answers();
-            let waiting = self.rules.caught_up_to().is_some_and(|h| h < stopped)
-                || self.engines.caught_up_to().is_some();
-            if !waiting || Instant::now() >= deadline {
+            if !self.sources_behind(stopped) || Instant::now() >= deadline {
                 break;
             }
             tokio::select! {
@@ -249,15 +247,21 @@ impl Session {
             }
         }
         log::debug!(
-            "stop: waited {:?}; rules behind: {}, names pending: {}",
+            "stop: waited {:?}; sources still behind: {}",
             stopped.elapsed(),
-            self.rules.caught_up_to().is_some_and(|h| h < stopped),
-            self.engines.caught_up_to().is_some()
+            self.sources_behind(stopped)
         );
         self.rules.poll();
         let open = self.intake.tracker.flush();
         self.settle(open, sink)?;
         Ok(())
+    }
+
+    /// Whether a rule watcher has not handed over what the kernel sent
+    /// before `stopped`, or an engine lookup is unanswered.
+    fn sources_behind(&self, stopped: Instant) -> bool {
+        self.rules.caught_up_to().is_some_and(|h| h < stopped)
+            || self.engines.caught_up_to().is_some()
     }
 
     /// The totals, the capture's end and the sink's closing output.
